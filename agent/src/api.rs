@@ -1,0 +1,206 @@
+//! The local HTTP API on 127.0.0.1 for the handheld app.
+//!
+//! | method | path               | what                                            |
+//! |--------|--------------------|-------------------------------------------------|
+//! | POST   | `/v1/events`       | queue a business event; 201 only after commit   |
+//! | GET    | `/v1/status`       | queue and link health                           |
+//! | GET    | `/v1/events`       | receipts, newest first (`?state=booked&limit=50`) |
+//! | GET    | `/v1/events/{id}`  | one receipt: queued, stored, booked, rejected   |
+//!
+//! Every error is JSON `{"error": "..."}` that says what was wrong and how to fix it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dockline_protocol::{
+    BusinessEvent, EventDetail, EventId, Payload, Priority, References, TimeSource,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::outbox::{NewEvent, Outbox, OutboxError};
+use crate::uplink::LinkStatus;
+
+/// Largest request body accepted; a business event is a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The outbox.
+    pub outbox: Outbox,
+    /// Broker link health.
+    pub link: Arc<LinkStatus>,
+    /// The site, for status output.
+    pub site: String,
+    /// The device clock's trust level.
+    pub clock: TimeSource,
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_event).get(list_events))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/status", get(status))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A business event as the handheld app posts it (long field names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostedEvent {
+    #[serde(default)]
+    priority: Option<Priority>,
+    detail: EventDetail,
+    #[serde(default)]
+    refs: References,
+    /// Capture time (Unix ms); now when absent.
+    #[serde(default)]
+    captured_ms: Option<i64>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Picks and proofs of delivery must be delivered; other events are normal.
+fn default_priority(detail: &EventDetail) -> Priority {
+    match detail {
+        EventDetail::Picked { .. } | EventDetail::Delivered(_) | EventDetail::Exception { .. } => {
+            Priority::MustDeliver
+        }
+        _ => Priority::Normal,
+    }
+}
+
+fn outbox_error(e: OutboxError) -> Response {
+    match e {
+        OutboxError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
+        OutboxError::Closed => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        other => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{other}; the event was NOT stored, retry it"),
+        ),
+    }
+}
+
+async fn post_event(State(s): State<ApiState>, body: Bytes) -> Response {
+    let posted: PostedEvent = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid event JSON: {e}; expected {{\"detail\": {{\"picked\": {{\"item\": \"…\", \"quantity\": 1}}}}, \"refs\": {{\"order\": \"…\"}}}}"
+                ),
+            );
+        }
+    };
+    let priority = posted
+        .priority
+        .unwrap_or_else(|| default_priority(&posted.detail));
+    let event = NewEvent {
+        priority,
+        captured_ms: posted.captured_ms.unwrap_or_else(now_ms),
+        time_source: s.clock,
+        payload: Payload::Event(BusinessEvent {
+            detail: posted.detail,
+            refs: posted.refs,
+        }),
+    };
+    match s.outbox.append(event).await {
+        Ok(a) => (
+            StatusCode::CREATED,
+            Json(json!({ "seq": a.seq, "epoch": a.epoch, "event_id": a.event_id.to_string(), "state": "queued" })),
+        )
+            .into_response(),
+        Err(e) => outbox_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_events(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response {
+    if let Some(state) = &q.state
+        && !["queued", "stored", "booked", "rejected"].contains(&state.as_str())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {state:?}; use queued, stored, booked or rejected"),
+        );
+    }
+    match s
+        .outbox
+        .receipts(q.state, q.limit.unwrap_or(100).min(1000))
+        .await
+    {
+        Ok(r) => Json(json!({ "events": r })).into_response(),
+        Err(e) => outbox_error(e),
+    }
+}
+
+async fn get_event(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let Some(id) = EventId::parse(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not an event id; use the event_id returned by POST /v1/events"),
+        );
+    };
+    match s.outbox.receipt(id).await {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no event {id} on this device"),
+        ),
+        Err(e) => outbox_error(e),
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    match s.outbox.status().await {
+        Ok(q) => {
+            let oldest_unacked_ms = q
+                .oldest_queued_ms
+                .map(|t| (now_ms() - t).max(0))
+                .unwrap_or(0);
+            Json(json!({
+                "device": s.outbox.device().as_str(),
+                "site": s.site,
+                "epoch": q.epoch,
+                "next_seq": q.next_seq,
+                "acked_up_to": q.acked_up_to,
+                "queued": q.queued,
+                "queued_bytes": q.queued_bytes,
+                "oldest_unacked_ms": oldest_unacked_ms,
+                "stored": q.stored,
+                "booked": q.booked,
+                "rejected": q.rejected,
+                "mqtt_connected": s.link.connected.load(Ordering::Relaxed),
+                "mqtt_connects": s.link.connects.load(Ordering::Relaxed),
+                "ack_timeouts": s.link.ack_timeouts.load(Ordering::Relaxed),
+            }))
+            .into_response()
+        }
+        Err(e) => outbox_error(e),
+    }
+}

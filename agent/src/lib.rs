@@ -1,0 +1,123 @@
+//! dockline-agent: one warehouse gateway or delivery handheld.
+//!
+//! # Layout
+//!
+//! - [`config`]: `agent.toml` + `DOCKLINE_*` overrides.
+//! - [`outbox`]: the SQLite outbox (sequence, commit-before-ack, receipts).
+//! - [`uplink`]: MQTT upload of batches, acks and verdicts; [`uplink::state`]
+//!   is its I/O-free state machine.
+//! - [`api`]: the local HTTP API for the handheld app.
+//!
+//! [`run`] wires them together; `main.rs` only parses flags and loads config.
+
+pub mod api;
+pub mod config;
+pub mod outbox;
+pub mod uplink;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use config::Config;
+use tokio::sync::watch;
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is inconsistent.
+    #[error("config: {0}")]
+    Config(String),
+    /// The outbox could not be opened.
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    /// The local API could not listen.
+    #[error(
+        "cannot listen on {addr} for the local API: {source}; pick another [api] listen address"
+    )]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `api.addr` file could not be written.
+    #[error("cannot write {path}: {source}")]
+    AddrFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    config.check().map_err(AgentError::Config)?;
+    let outbox = outbox::Outbox::open(
+        &config.data_dir,
+        config.device.clone(),
+        config.outbox.clone(),
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: config.api.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| AgentError::Listen {
+        addr: config.api.listen,
+        source,
+    })?;
+    // Written atomically (temp file + rename) so a reader never sees half an address.
+    let addr_file = config.data_dir.join("api.addr");
+    let tmp = config.data_dir.join("api.addr.tmp");
+    std::fs::write(&tmp, addr.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &addr_file))
+        .map_err(|source| AgentError::AddrFile {
+            path: addr_file.clone(),
+            source,
+        })?;
+    tracing::info!(
+        device = %config.device, site = %config.site, api = %format!("http://{addr}"),
+        outbox = %config.data_dir.join("outbox.db").display(), epoch = outbox.epoch(),
+        "agent started"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let link = Arc::new(uplink::LinkStatus::default());
+    let uplink = tokio::spawn(uplink::run(
+        config.clone(),
+        outbox.clone(),
+        link.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let state = api::ApiState {
+        outbox,
+        link,
+        site: config.site.to_string(),
+        clock: config.clock,
+    };
+    let api = tokio::spawn(async move {
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await
+    });
+
+    shutdown.await;
+    tracing::info!("shutting down: finishing requests, saying goodbye to the broker");
+    let _ = stop_tx.send(true);
+    if let Ok(Err(e)) = api.await {
+        tracing::warn!(error = %e, "local API stopped with an error");
+    }
+    let _ = uplink.await;
+    Ok(())
+}

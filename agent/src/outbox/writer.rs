@@ -1,0 +1,823 @@
+//! The writer thread: owns the SQLite connection, groups appends into
+//! transactions, applies acks and sheds by priority. See the invariants in
+//! the module doc of [`super`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use dockline_protocol::{
+    DeviceId, Envelope, EventId, Outcome, PROTOCOL_VERSION, Priority, Verdict, WireMessage, codec,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+use super::budget::{self, Space, class_index};
+use super::salvage::SalvageReport;
+use super::{
+    Appended, Chunk, ClassHealth, Command, DropCount, NewEvent, OutboxConfig, OutboxError,
+    QueueStatus, Receipt, Reply, class_name, kind_of, now_ms, retention, schema,
+};
+
+/// Most appends in one transaction.
+const MAX_GROUP: usize = 1024;
+/// Most shed ranges reported in one batch.
+const MAX_SHED_RANGES: usize = 256;
+
+pub(super) struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    data_dir: PathBuf,
+    device: DeviceId,
+    epoch: u64,
+    config: OutboxConfig,
+    /// Payload bytes and counts held per class, kept in step with the table
+    /// so admission decisions need no scan.
+    held_bytes: [u64; 3],
+    held_count: [u64; 3],
+    synchronous_full: bool,
+    disk_free: Option<u64>,
+    disk_checked: Option<Instant>,
+    last_fsync_us: Option<u64>,
+}
+
+fn priority_code(p: Priority) -> i64 {
+    class_index(p) as i64
+}
+
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Sqlite {
+        path: path.into(),
+        source,
+    }
+}
+
+impl Writer {
+    pub(super) fn open(
+        path: &Path,
+        data_dir: &Path,
+        device: DeviceId,
+        config: OutboxConfig,
+    ) -> Result<Self, OutboxError> {
+        let err = sql(path);
+        let mut conn = Connection::open(path).map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(&err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(&err)?;
+        schema::migrate(&mut conn, path, None)?;
+        let epoch: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .map_err(&err)?;
+        let mut held_bytes = [0u64; 3];
+        let mut held_count = [0u64; 3];
+        {
+            let mut stmt = conn
+                .prepare("SELECT priority, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY priority")
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(&err)?;
+            for row in rows {
+                let (p, n, b) = row.map_err(&err)?;
+                if let Some(i) = usize::try_from(p).ok().filter(|i| *i < 3) {
+                    held_count[i] = n as u64;
+                    held_bytes[i] = b as u64;
+                }
+            }
+        }
+        Ok(Self {
+            conn,
+            path: path.into(),
+            data_dir: data_dir.into(),
+            device,
+            epoch: epoch as u64,
+            config,
+            held_bytes,
+            held_count,
+            synchronous_full: true,
+            disk_free: None,
+            disk_checked: None,
+            last_fsync_us: None,
+        })
+    }
+
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Serves commands until every handle is dropped.
+    ///
+    /// Group commit: everything already waiting goes into one transaction.
+    /// A group holding any must-deliver or normal event commits with fsync;
+    /// a telemetry-only group commits at once without it, and the WAL is
+    /// fsynced at most `telemetry_commit_ms` later (sooner if a durable group
+    /// commits first), bounding what a power cut can take.
+    pub(super) fn serve(mut self, rx: mpsc::Receiver<Command>, appended: Arc<Notify>) {
+        let bound = Duration::from_millis(self.config.telemetry_commit_ms);
+        let mut pending: Vec<(Box<NewEvent>, Reply<Appended>)> = Vec::new();
+        let mut sync_due: Option<Instant> = None;
+        loop {
+            let first = match sync_due {
+                Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => break,
+                },
+            };
+            // Take everything already waiting: one transaction for all appends.
+            let mut next = first;
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Append(e, r) => pending.push((e, r)),
+                    other => self.handle(other),
+                }
+                if pending.len() < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !pending.is_empty() {
+                let durable = pending
+                    .iter()
+                    .any(|(e, _)| e.priority != Priority::Telemetry);
+                self.commit_appends(std::mem::take(&mut pending), durable, &appended);
+                if durable {
+                    sync_due = None;
+                } else {
+                    sync_due.get_or_insert_with(|| Instant::now() + bound);
+                }
+            }
+            if sync_due.is_some_and(|d| Instant::now() >= d) {
+                self.sync_wal();
+                sync_due = None;
+            }
+        }
+        if sync_due.is_some() {
+            self.sync_wal();
+        }
+    }
+
+    /// Fsyncs the WAL so telemetry committed without fsync becomes durable.
+    fn sync_wal(&mut self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let started = Instant::now();
+        match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+            Ok(()) => self.last_fsync_us = Some(started.elapsed().as_micros() as u64),
+            Err(e) => {
+                tracing::warn!(error = %e, wal = %PathBuf::from(wal).display(), "could not fsync the outbox WAL")
+            }
+        }
+    }
+
+    fn set_synchronous(&mut self, full: bool) -> rusqlite::Result<()> {
+        if self.synchronous_full != full {
+            self.conn
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.synchronous_full = full;
+        }
+        Ok(())
+    }
+
+    fn commit_appends(
+        &mut self,
+        group: Vec<(Box<NewEvent>, Reply<Appended>)>,
+        durable: bool,
+        appended: &Notify,
+    ) {
+        let (events, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        if let Err(e) = self.set_synchronous(durable) {
+            tracing::warn!(error = %e, "could not switch synchronous mode; committing with the current one");
+        }
+        let started = Instant::now();
+        match self.insert_all(&events) {
+            Ok(results) => {
+                if durable {
+                    self.last_fsync_us = Some(started.elapsed().as_micros() as u64);
+                }
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+                appended.notify_one();
+            }
+            Err(e) => {
+                let text = e.to_string();
+                tracing::error!(error = %text, "outbox commit failed; producers get an error and must retry");
+                for reply in replies {
+                    let _ = reply.send(Err(OutboxError::Invalid(format!(
+                        "outbox commit failed, event NOT stored: {text}"
+                    ))));
+                }
+            }
+        }
+    }
+
+    fn refresh_disk_free(&mut self) {
+        if self
+            .disk_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.disk_checked = Some(Instant::now());
+        self.disk_free = rustix::fs::statvfs(&self.data_dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    }
+
+    fn envelope(&self, e: &NewEvent, seq: u64, id: EventId) -> Envelope {
+        make_envelope(&self.device, self.epoch, e, seq, id)
+    }
+
+    /// Inserts a group in one transaction, shedding and refusing by priority
+    /// as the budget requires. An event that breaks a rule or does not fit
+    /// gets its own error without failing the others.
+    fn insert_all(
+        &mut self,
+        events: &[Box<NewEvent>],
+    ) -> Result<Vec<Result<Appended, OutboxError>>, OutboxError> {
+        self.refresh_disk_free();
+        let path = self.path.clone();
+        let err = sql(&path);
+        let mut next_seq: i64 = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+                r.get(0)
+            })
+            .map_err(&err)?;
+
+        // Validate and size every event first (the size hardly depends on
+        // the sequence number, so a provisional one is used).
+        let mut out: Vec<Option<Result<Appended, OutboxError>>> = Vec::with_capacity(events.len());
+        let mut candidates = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            let probe = self.envelope(e, next_seq as u64, EventId([0; 16]));
+            out.push(None);
+            if let Err(v) = WireMessage::validate(&probe) {
+                out[i] = Some(Err(OutboxError::Invalid(format!("event refused: {v}"))));
+                continue;
+            }
+            match codec::encode(&probe) {
+                Ok(b) => candidates.push((i, e.priority, b.len() as u64 + 16)),
+                Err(e) => out[i] = Some(Err(OutboxError::Invalid(e.to_string()))),
+            }
+        }
+        let space = Space {
+            held_bytes: self.held_bytes.iter().sum(),
+            held_by_class: self.held_bytes,
+            budget_bytes: self.config.budget_bytes,
+            disk_free: self.disk_free,
+            min_free_bytes: self.config.min_free_bytes,
+        };
+        let plan = budget::plan(
+            &space,
+            &candidates
+                .iter()
+                .map(|(_, p, s)| (*p, *s))
+                .collect::<Vec<_>>(),
+        );
+
+        let now = now_ms();
+        let (device, epoch) = (self.device.clone(), self.epoch);
+        let tx = self.conn.transaction().map_err(&err)?;
+        let mut shed_delta = [(0u64, 0u64); 3];
+        shed_oldest(&tx, 2, plan.shed_telemetry, now, &mut shed_delta).map_err(&err)?;
+        shed_oldest(&tx, 1, plan.shed_normal, now, &mut shed_delta).map_err(&err)?;
+        let mut added = [(0u64, 0u64); 3];
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO outbox (seq, event_id, priority, captured_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(&err)?;
+            let mut receipt = tx
+                .prepare_cached(
+                    "INSERT INTO receipts (seq, event_id, kind, state, updated_ms) VALUES (?1, ?2, ?3, 'queued', ?4)",
+                )
+                .map_err(&err)?;
+            for ((i, priority, size), admitted) in candidates.iter().zip(&plan.admitted) {
+                let e = &events[*i];
+                if !admitted {
+                    count_drop(&tx, priority_code(*priority), "refused_full", 1).map_err(&err)?;
+                    out[*i] = Some(Err(OutboxError::Full {
+                        class: class_name(priority_code(*priority)),
+                        needed: *size,
+                        held: space.held_bytes,
+                        budget: space.budget_bytes,
+                        disk: match space.disk_free {
+                            Some(f) => format!(
+                                ", {f} bytes free on disk, watermark {}",
+                                space.min_free_bytes
+                            ),
+                            None => String::new(),
+                        },
+                    }));
+                    continue;
+                }
+                let id = EventId(*uuid::Uuid::now_v7().as_bytes());
+                let bytes = codec::encode(&make_envelope(&device, epoch, e, next_seq as u64, id))
+                    .map_err(|e| OutboxError::Invalid(e.to_string()))?;
+                put.execute(params![
+                    next_seq,
+                    &id.0[..],
+                    priority_code(*priority),
+                    e.captured_ms,
+                    &bytes
+                ])
+                .map_err(&err)?;
+                receipt
+                    .execute(params![next_seq, &id.0[..], kind_of(&e.payload), now])
+                    .map_err(&err)?;
+                let c = class_index(*priority);
+                added[c].0 += 1;
+                added[c].1 += bytes.len() as u64;
+                out[*i] = Some(Ok(Appended {
+                    seq: next_seq as u64,
+                    epoch,
+                    event_id: id,
+                }));
+                next_seq += 1;
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+            [next_seq],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        for c in 0..3 {
+            self.held_count[c] = (self.held_count[c] + added[c].0).saturating_sub(shed_delta[c].0);
+            self.held_bytes[c] = (self.held_bytes[c] + added[c].1).saturating_sub(shed_delta[c].1);
+        }
+        if plan.shed_telemetry + plan.shed_normal > 0 {
+            tracing::warn!(
+                telemetry_bytes = plan.shed_telemetry,
+                normal_bytes = plan.shed_normal,
+                budget = self.config.budget_bytes,
+                "outbox budget reached: shed the oldest sheddable events"
+            );
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(OutboxError::Invalid("event was not processed".into())))
+            })
+            .collect())
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Append(..) => {}
+            Command::Read {
+                from,
+                max,
+                live_only,
+                reply,
+            } => {
+                let _ = reply.send(self.read(from, max, live_only));
+            }
+            Command::ApplyAck { up_to, also, reply } => {
+                let _ = reply.send(self.apply_ack(up_to, &also));
+            }
+            Command::ApplyVerdicts(v, reply) => {
+                let _ = reply.send(self.apply_verdicts(&v));
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Receipt(id, reply) => {
+                let _ = reply.send(self.receipt(id));
+            }
+            Command::Receipts {
+                state,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.receipts(state.as_deref(), limit));
+            }
+            Command::NextSession(reply) => {
+                let _ = reply.send(self.next_session());
+            }
+            Command::PruneReceipts(reply) => {
+                let cutoff = now_ms() - retention(&self.config).as_millis() as i64;
+                let r = self
+                    .conn
+                    .execute(
+                        "DELETE FROM receipts WHERE updated_ms < ?1 AND state != 'queued'",
+                        [cutoff],
+                    )
+                    .map_err(sql(&self.path));
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn read(&self, from: u64, max: usize, live_only: bool) -> Result<Chunk, OutboxError> {
+        let err = sql(&self.path);
+        let query = if live_only {
+            // Two ordered index range scans merged: cheap even with a million
+            // telemetry rows queued.
+            "SELECT seq, payload FROM outbox WHERE priority = 0 AND seq >= ?1
+             UNION ALL SELECT seq, payload FROM outbox WHERE priority = 1 AND seq >= ?1
+             ORDER BY seq LIMIT ?2"
+        } else {
+            "SELECT seq, payload FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+        };
+        let mut stmt = self.conn.prepare_cached(query).map_err(&err)?;
+        let rows = stmt
+            .query_map(params![from as i64, max as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(&err)?;
+        let mut chunk = Chunk::default();
+        for row in rows {
+            let (seq, bytes) = row.map_err(&err)?;
+            match codec::decode::<Envelope>(&bytes) {
+                Ok(e) => chunk.events.push(e),
+                // A row we wrote ourselves no longer decodes: report and skip
+                // it rather than block the queue. The next start's integrity
+                // check salvages the file.
+                Err(e) => {
+                    tracing::error!(seq, error = %e, path = %self.path.display(), "outbox row is unreadable; skipping it")
+                }
+            }
+        }
+        if !live_only {
+            // Shed sequences up to the last event (or all of them when
+            // nothing is held, so the collector's gap closes anyway).
+            let upper = chunk
+                .events
+                .last()
+                .map(|e| e.seq as i64)
+                .unwrap_or(i64::MAX);
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT seq FROM shed WHERE seq <= ?1 ORDER BY seq LIMIT 100000")
+                .map_err(&err)?;
+            let seqs: Vec<u64> = stmt
+                .query_map([upper], |r| r.get::<_, i64>(0).map(|s| s as u64))
+                .map_err(&err)?
+                .collect::<Result<_, _>>()
+                .map_err(&err)?;
+            chunk.shed = super::salvage::ranges(&seqs);
+            chunk.shed.truncate(MAX_SHED_RANGES);
+        }
+        Ok(chunk)
+    }
+
+    fn apply_ack(&mut self, up_to: u64, also: &[(u64, u64)]) -> Result<u64, OutboxError> {
+        let path = self.path.clone();
+        let err = sql(&path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'acked_up_to'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(&err)?;
+        let next_seq: i64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+                r.get(0)
+            })
+            .map_err(&err)?;
+        // Never believe an ack beyond what was assigned: it would skip future sequences.
+        let floor = (up_to as i64).min(next_seq - 1).max(current);
+        let mut ranges: Vec<(i64, i64)> = vec![(current + 1, floor)];
+        ranges.extend(
+            also.iter()
+                .map(|&(a, b)| (a as i64, (b as i64).min(next_seq - 1))),
+        );
+        let mut removed = [(0u64, 0u64); 3];
+        let now = now_ms();
+        for (lo, hi) in ranges.into_iter().filter(|(lo, hi)| lo <= hi) {
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT priority, count(*), coalesce(sum(length(payload)), 0) FROM outbox WHERE seq BETWEEN ?1 AND ?2 GROUP BY priority",
+                    )
+                    .map_err(&err)?;
+                let rows = stmt
+                    .query_map([lo, hi], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .map_err(&err)?;
+                for row in rows {
+                    let (p, n, b) = row.map_err(&err)?;
+                    if let Some(i) = usize::try_from(p).ok().filter(|i| *i < 3) {
+                        removed[i].0 += n as u64;
+                        removed[i].1 += b as u64;
+                    }
+                }
+            }
+            tx.execute("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2", [lo, hi])
+                .map_err(&err)?;
+            tx.execute(
+                "UPDATE receipts SET state = 'stored', updated_ms = ?3 WHERE seq BETWEEN ?1 AND ?2 AND state = 'queued'",
+                params![lo, hi, now],
+            )
+            .map_err(&err)?;
+        }
+        // Shed sequences at or below the floor have been accounted for by the collector.
+        tx.execute("DELETE FROM shed WHERE seq <= ?1", [floor])
+            .map_err(&err)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'acked_up_to'",
+            [floor],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        for c in 0..3 {
+            self.held_count[c] = self.held_count[c].saturating_sub(removed[c].0);
+            self.held_bytes[c] = self.held_bytes[c].saturating_sub(removed[c].1);
+        }
+        Ok(floor as u64)
+    }
+
+    fn apply_verdicts(&mut self, verdicts: &[Verdict]) -> Result<usize, OutboxError> {
+        let path = self.path.clone();
+        let err = sql(&path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE receipts SET state = ?3, document = ?4, reason = ?5, updated_ms = ?6 WHERE seq = ?1 AND event_id = ?2",
+                )
+                .map_err(&err)?;
+            let now = now_ms();
+            for v in verdicts {
+                let (state, doc, reason) = match &v.outcome {
+                    Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
+                    Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
+                };
+                n += stmt
+                    .execute(params![v.seq as i64, &v.id.0[..], state, doc, reason, now])
+                    .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)?;
+        Ok(n)
+    }
+
+    fn meta(&self, key: &str) -> Result<i64, OutboxError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .map_err(sql(&self.path))
+    }
+
+    fn status(&mut self) -> Result<QueueStatus, OutboxError> {
+        self.refresh_disk_free();
+        read_status(&self.conn, &self.path).map(|mut s| {
+            s.disk_free = self.disk_free;
+            s.last_fsync_us = self.last_fsync_us;
+            s
+        })
+    }
+
+    fn receipt(&self, id: EventId) -> Result<Option<Receipt>, OutboxError> {
+        self.conn
+            .query_row(
+                "SELECT seq, event_id, kind, state, document, reason, updated_ms FROM receipts WHERE event_id = ?1",
+                [&id.0[..]],
+                receipt_row,
+            )
+            .optional()
+            .map_err(sql(&self.path))
+    }
+
+    fn receipts(&self, state: Option<&str>, limit: usize) -> Result<Vec<Receipt>, OutboxError> {
+        read_receipts(&self.conn, &self.path, state, limit)
+    }
+
+    fn next_session(&mut self) -> Result<u64, OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'session'",
+                [],
+            )
+            .map_err(sql(&self.path))?;
+        Ok(self.meta("session")? as u64)
+    }
+}
+
+fn make_envelope(device: &DeviceId, epoch: u64, e: &NewEvent, seq: u64, id: EventId) -> Envelope {
+    Envelope {
+        v: PROTOCOL_VERSION,
+        device: device.clone(),
+        epoch,
+        seq,
+        id,
+        captured_ms: e.captured_ms,
+        time_source: e.time_source,
+        priority: e.priority,
+        payload: e.payload.clone(),
+    }
+}
+
+/// Sheds the oldest events of class `priority` until `bytes` are freed.
+fn shed_oldest(
+    tx: &rusqlite::Transaction<'_>,
+    priority: i64,
+    bytes: u64,
+    now: i64,
+    delta: &mut [(u64, u64); 3],
+) -> rusqlite::Result<()> {
+    let mut freed = 0u64;
+    let mut count = 0i64;
+    while freed < bytes {
+        let victims: Vec<(i64, i64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, length(payload) + 16 FROM outbox WHERE priority = ?1 ORDER BY seq LIMIT 256",
+            )?;
+            stmt.query_map([priority], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        if victims.is_empty() {
+            break;
+        }
+        for (seq, size) in victims {
+            if freed >= bytes {
+                break;
+            }
+            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+            tx.execute(
+                "UPDATE receipts SET state = 'shed', reason = 'disk budget reached', updated_ms = ?2 WHERE seq = ?1",
+                [seq, now],
+            )?;
+            tx.execute("INSERT OR IGNORE INTO shed (seq, priority, reason, at_ms) VALUES (?1, ?2, 'budget', ?3)", [
+                seq, priority, now,
+            ])?;
+            freed += size as u64;
+            // `size` includes the 16-byte id the plan counted; held bytes
+            // track payload only.
+            delta[priority as usize].0 += 1;
+            delta[priority as usize].1 += (size - 16).max(0) as u64;
+            count += 1;
+        }
+    }
+    if count > 0 {
+        count_drop(tx, priority, "budget", count)?;
+    }
+    Ok(())
+}
+
+fn count_drop(
+    tx: &rusqlite::Transaction<'_>,
+    priority: i64,
+    reason: &str,
+    n: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO drops (priority, reason, count) VALUES (?1, ?2, ?3)
+         ON CONFLICT (priority, reason) DO UPDATE SET count = count + excluded.count",
+        params![priority, reason, n],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Receipt> {
+    let id: Vec<u8> = r.get(1)?;
+    let mut arr = [0u8; 16];
+    if id.len() == 16 {
+        arr.copy_from_slice(&id);
+    }
+    Ok(Receipt {
+        seq: r.get::<_, i64>(0)? as u64,
+        event_id: EventId(arr),
+        kind: r.get(2)?,
+        state: r.get(3)?,
+        document: r.get(4)?,
+        reason: r.get(5)?,
+        updated_ms: r.get(6)?,
+    })
+}
+
+/// Receipts, newest first; shared by the writer and `doctor` (read-only).
+pub(crate) fn read_receipts(
+    conn: &Connection,
+    path: &Path,
+    state: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Receipt>, OutboxError> {
+    let err = sql(path);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, event_id, kind, state, document, reason, updated_ms FROM receipts
+             WHERE ?1 IS NULL OR state = ?1 ORDER BY seq DESC LIMIT ?2",
+        )
+        .map_err(&err)?;
+    let rows = stmt
+        .query_map(params![state, limit as i64], receipt_row)
+        .map_err(&err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+}
+
+/// Queue health from the tables; shared by the writer and `doctor`.
+pub(crate) fn read_status(conn: &Connection, path: &Path) -> Result<QueueStatus, OutboxError> {
+    let err = sql(path);
+    let meta = |k: &str| {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| {
+            r.get::<_, i64>(0)
+        })
+    };
+    let mut status = QueueStatus {
+        epoch: meta("epoch").map_err(&err)? as u64,
+        next_seq: meta("next_seq").map_err(&err)? as u64,
+        acked_up_to: meta("acked_up_to").map_err(&err)? as u64,
+        ..QueueStatus::default()
+    };
+    {
+        let mut stmt = conn
+            .prepare_cached("SELECT priority, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY priority")
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(&err)?;
+        for row in rows {
+            let (p, n, b) = row.map_err(&err)?;
+            if let Some(i) = usize::try_from(p).ok().filter(|i| *i < 3) {
+                status.classes[i] = ClassHealth {
+                    queued: n as u64,
+                    bytes: b as u64,
+                };
+            }
+        }
+    }
+    status.queued = status.classes.iter().map(|c| c.queued).sum();
+    status.queued_bytes = status.classes.iter().map(|c| c.bytes).sum();
+    status.oldest_queued_ms = conn
+        .query_row(
+            "SELECT captured_ms FROM outbox ORDER BY seq LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(&err)?;
+    {
+        let mut stmt = conn
+            .prepare_cached("SELECT state, count(*) FROM receipts GROUP BY state")
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(&err)?;
+        for row in rows {
+            let (state, n) = row.map_err(&err)?;
+            match state.as_str() {
+                "stored" => status.stored = n as u64,
+                "booked" => status.booked = n as u64,
+                "rejected" => status.rejected = n as u64,
+                _ => {}
+            }
+        }
+    }
+    {
+        let mut stmt = conn
+            .prepare_cached("SELECT priority, reason, count FROM drops ORDER BY priority, reason")
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DropCount {
+                    class: class_name(r.get(0)?).into(),
+                    reason: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(&err)?;
+        status.drops = rows.collect::<Result<_, _>>().map_err(&err)?;
+    }
+    status.salvage = conn
+        .query_row(
+            "SELECT report FROM salvage ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(&err)?
+        .and_then(|text| serde_json::from_str::<SalvageReport>(&text).ok());
+    Ok(status)
+}

@@ -1,0 +1,405 @@
+//! The MQTT uplink: publishes outbox batches in sequence order and applies the
+//! collector's acks and verdicts.
+//!
+//! Two tasks: `pump` polls rumqttc's event loop (which must be polled all the
+//! time for anything to move, including our own publishes) and forwards what
+//! happens; `run` owns the [`UplinkState`] and the outbox calls. Publishing
+//! uses `try_publish`, so a full request channel during an outage never blocks
+//! the loop that must notice the outage.
+
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
+use dockline_protocol::{
+    Ack, Batch, Channel, ClassQueue, DropCount, PROTOCOL_VERSION, Priority, QueueHealth, Status,
+    StatusKind, Topic,
+};
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::outbox::{Chunk, Outbox, QueueStatus};
+pub use state::{Lane, UplinkState};
+
+/// Link health shared with the local API.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    /// Whether the broker connection is up.
+    pub connected: AtomicBool,
+    /// Successful connects since start.
+    pub connects: AtomicU64,
+    /// Resends forced by a missing application ack.
+    pub ack_timeouts: AtomicU64,
+}
+
+enum LinkEvent {
+    Connected,
+    Disconnected(String),
+    Message(String, Vec<u8>),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Capped exponential backoff with full jitter (AWS architecture blog's
+/// "full jitter"): a random delay between 0 and min(max, base·2^attempt).
+pub fn full_jitter(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let cap = base.saturating_mul(1u32 << attempt.min(16)).min(max);
+    let ms = cap.as_millis() as u64;
+    Duration::from_millis(if ms == 0 {
+        0
+    } else {
+        rand::rng().random_range(0..=ms)
+    })
+}
+
+async fn pump(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<LinkEvent>,
+    base: Duration,
+    max: Duration,
+) {
+    let mut failures = 0u32;
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                LinkEvent::Connected
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                LinkEvent::Message(p.topic, p.payload.to_vec())
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let event = LinkEvent::Disconnected(e.to_string());
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(full_jitter(base, max, failures)).await;
+                continue;
+            }
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn status(config: &Config, session: u64, kind: StatusKind) -> Option<Vec<u8>> {
+    let s = Status {
+        v: PROTOCOL_VERSION,
+        device: config.device.clone(),
+        session,
+        at_ms: now_ms(),
+        kind,
+    };
+    codec::encode(&s).ok()
+}
+
+/// Runs the uplink until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    outbox: Outbox,
+    link: Arc<LinkStatus>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let topic =
+        |channel| Topic::new(config.site.clone(), config.device.clone(), channel).to_string();
+    let (events_topic, ack_topic, status_topic) = (
+        topic(Channel::Events),
+        topic(Channel::Ack),
+        topic(Channel::Status),
+    );
+    let session = match outbox.next_session().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the session counter; uplink not started");
+            return;
+        }
+    };
+    let mut options = MqttOptions::new(
+        config.device.as_str(),
+        config.mqtt.host.clone(),
+        config.mqtt.port,
+    );
+    options.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs));
+    // A persistent session lets the broker keep acks and verdicts for us while
+    // the handheld is out of coverage.
+    options.set_clean_session(false);
+    options.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
+    options.set_request_channel_capacity(config.uplink.max_inflight_batches * 2 + 16);
+    options.set_inflight(config.uplink.max_inflight_batches.clamp(1, 100) as u16 + 8);
+    if let Some(will) = status(&config, session, StatusKind::Death { graceful: false }) {
+        options.set_last_will(LastWill::new(
+            status_topic.clone(),
+            will,
+            QoS::AtLeastOnce,
+            false,
+        ));
+    }
+    let (client, eventloop) =
+        AsyncClient::new(options, config.uplink.max_inflight_batches * 2 + 16);
+    let (tx, mut rx) = mpsc::channel(64);
+    let pump = tokio::spawn(pump(
+        eventloop,
+        tx,
+        Duration::from_millis(config.uplink.reconnect_min_ms),
+        Duration::from_millis(config.uplink.reconnect_max_ms),
+    ));
+
+    let acked = match outbox.status().await {
+        Ok(s) => s.acked_up_to,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the outbox; uplink not started");
+            pump.abort();
+            return;
+        }
+    };
+    let mut state = UplinkState::new(
+        acked,
+        config.uplink.max_inflight_batches,
+        config.ack_timeout(),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut heartbeat_every =
+        tokio::time::interval(Duration::from_secs(config.uplink.heartbeat_secs.max(1)));
+    let mut outage_logged = false;
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            event = rx.recv() => match event {
+                None => break,
+                Some(LinkEvent::Connected) => {
+                    state.on_connected();
+                    link.connected.store(true, Ordering::Relaxed);
+                    link.connects.fetch_add(1, Ordering::Relaxed);
+                    outage_logged = false;
+                    tracing::info!(broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port), session, from_seq = state.acked_up_to() + 1, "connected to broker; sending from the ack floor");
+                    if let Err(e) = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce) {
+                        tracing::warn!(error = %e, "could not subscribe to acks; will retry on reconnect");
+                    }
+                    let agent_version = env!("CARGO_PKG_VERSION").into();
+                    if let Some(birth) = status(&config, session, StatusKind::Birth { agent_version }) {
+                        let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, false, birth);
+                    }
+                }
+                Some(LinkEvent::Disconnected(why)) => {
+                    if state.connected() || !outage_logged {
+                        tracing::warn!(error = %why, broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port), "broker unreachable; events stay in the outbox and are sent when it is back");
+                        outage_logged = true;
+                    }
+                    state.on_disconnected();
+                    link.connected.store(false, Ordering::Relaxed);
+                }
+                Some(LinkEvent::Message(topic, payload)) => {
+                    if topic == ack_topic {
+                        apply_ack(&outbox, &mut state, &payload).await;
+                    } else {
+                        tracing::warn!(%topic, "message on an unexpected topic ignored");
+                    }
+                }
+            },
+            _ = outbox.appended() => {}
+            _ = tick.tick() => {
+                if state.on_tick(Instant::now()) {
+                    link.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(from_seq = state.acked_up_to() + 1, timeout_ms = config.uplink.ack_timeout_ms, "no ack from the collector in time; resending everything unacknowledged");
+                }
+            }
+            _ = heartbeat_every.tick() => {
+                if state.connected()
+                    && let Ok(q) = outbox.status().await
+                {
+                    if let Some(hb) = status(&config, session, heartbeat(&q)) {
+                        let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, false, hb);
+                    }
+                }
+            }
+        }
+        send_window(&config, &outbox, &client, &events_topic, &mut state).await;
+    }
+
+    // Graceful goodbye: a death that says so, then a clean disconnect. Bounded,
+    // so a dead broker cannot hold up shutdown.
+    if state.connected()
+        && let Some(death) = status(&config, session, StatusKind::Death { graceful: true })
+    {
+        let _ = client.try_publish(status_topic, QoS::AtLeastOnce, false, death);
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), pump).await;
+    } else {
+        pump.abort();
+    }
+}
+
+/// A heartbeat carrying the outbox's health.
+pub fn heartbeat(q: &QueueStatus) -> StatusKind {
+    let classes = [Priority::MustDeliver, Priority::Normal, Priority::Telemetry]
+        .into_iter()
+        .zip(q.classes.iter())
+        .map(|(priority, c)| ClassQueue {
+            priority,
+            queued: c.queued,
+            bytes: c.bytes,
+        })
+        .collect();
+    let drops = q
+        .drops
+        .iter()
+        .map(|d| DropCount {
+            class: d.class.clone(),
+            reason: d.reason.clone(),
+            count: d.count,
+        })
+        .collect();
+    let salvage_lost = q.salvage.as_ref().filter(|r| r.lost > 0).map(|r| {
+        let mut ranges = r.lost_ranges.clone();
+        ranges.truncate(dockline_protocol::batch::MAX_RANGES);
+        (r.lost, ranges)
+    });
+    StatusKind::Heartbeat {
+        queued: q.queued,
+        oldest_unacked_ms: q
+            .oldest_queued_ms
+            .map(|t| (now_ms() - t).max(0) as u64)
+            .unwrap_or(0),
+        health: Some(QueueHealth {
+            queued_bytes: q.queued_bytes,
+            classes,
+            drops,
+            disk_free: q.disk_free,
+            last_fsync_us: q.last_fsync_us,
+            salvage_lost,
+        }),
+    }
+}
+
+async fn apply_ack(outbox: &Outbox, state: &mut UplinkState, payload: &[u8]) {
+    let ack: Ack = match codec::decode(payload) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable ack from the collector ignored; events stay queued and are resent");
+            return;
+        }
+    };
+    if ack.device != *outbox.device() || ack.epoch != outbox.epoch() {
+        tracing::warn!(device = %ack.device, epoch = ack.epoch, our_epoch = outbox.epoch(), "ack for another device or epoch ignored");
+        return;
+    }
+    if ack.stored_up_to.is_some() || !ack.also_stored.is_empty() {
+        let up_to = ack.stored_up_to.unwrap_or(0);
+        match outbox.apply_ack(up_to, ack.also_stored.clone()).await {
+            Ok(floor) => state.on_ack(floor, &ack.also_stored),
+            Err(e) => {
+                tracing::error!(error = %e, up_to, "could not apply the collector's ack; the events will be resent")
+            }
+        }
+    }
+    if !ack.verdicts.is_empty() {
+        let n = ack.verdicts.len();
+        if let Err(e) = outbox.apply_verdicts(ack.verdicts).await {
+            tracing::error!(error = %e, verdicts = n, "could not record ERP verdicts");
+        }
+    }
+}
+
+/// Fills both lanes' windows with batches read from the outbox.
+async fn send_window(
+    config: &Config,
+    outbox: &Outbox,
+    client: &AsyncClient,
+    topic: &str,
+    state: &mut UplinkState,
+) {
+    for lane in [Lane::Live, Lane::Backlog] {
+        while let Some(from) = state.next_from(lane) {
+            let chunk = match outbox
+                .read(from, config.uplink.batch_max_events, lane == Lane::Live)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox; will retry");
+                    return;
+                }
+            };
+            let Some((bytes, last)) =
+                encode_batch(config, outbox.epoch(), state.acked_up_to() + 1, chunk)
+            else {
+                break;
+            };
+            match client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
+                Ok(()) => state.on_published(lane, last, Instant::now()),
+                // The request queue is full (link slow or down): try again on the next tick.
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Encodes a chunk as one batch no larger than the message cap (halving it
+/// while it is too large; order is kept). `None` when there is nothing to send.
+fn encode_batch(
+    config: &Config,
+    epoch: u64,
+    first_held: u64,
+    chunk: Chunk,
+) -> Option<(Vec<u8>, u64)> {
+    let Chunk { mut events, shed } = chunk;
+    loop {
+        let last_event = events.last().map(|e| e.seq).unwrap_or(0);
+        let shed: Vec<(u64, u64)> = shed
+            .iter()
+            .copied()
+            .filter(|(lo, _)| events.is_empty() || *lo <= last_event)
+            .map(|(lo, hi)| {
+                (
+                    lo,
+                    if events.is_empty() {
+                        hi
+                    } else {
+                        hi.min(last_event)
+                    },
+                )
+            })
+            .collect();
+        let last = last_event.max(shed.last().map(|r| r.1).unwrap_or(0));
+        if last == 0 {
+            return None;
+        }
+        let batch = Batch {
+            v: PROTOCOL_VERSION,
+            device: config.device.clone(),
+            epoch,
+            first_held,
+            events,
+            shed,
+        };
+        match codec::encode(&batch) {
+            Ok(b) if b.len() <= MAX_MESSAGE_BYTES || batch.events.len() <= 1 => {
+                return Some((b, last));
+            }
+            Ok(_) => {
+                events = batch.events;
+                events.truncate(events.len() / 2);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a batch");
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The uplink's bookkeeping, without I/O: which sequences are in flight, what
+//! to send next, when to give up waiting for an ack and resend.
+//!
+//! Methods only change state; the event loop in `uplink/mod.rs` does the
+//! network and outbox calls and feeds the results back here. Time is passed
+//! in, so every rule is testable without a clock.
+//!
+//! # Rules
+//!
+//! - Two lanes share the link. The **backlog** lane sends every held event in
+//!   ascending sequence order, `max_inflight` batches at a time. The **live**
+//!   lane sends only business events (must-deliver and normal, no telemetry),
+//!   one batch at a time, from wherever the backlog lane has got to: a new
+//!   proof of delivery jumps ahead of a million queued GPS points. The
+//!   collector orders by sequence, so per-device order holds there.
+//! - Only the collector's application ack moves the floor (`acked_up_to`) or
+//!   retires a live batch (`also` ranges); an MQTT PUBACK is not an ack.
+//! - On (re)connect, and when any batch in flight has waited longer than the
+//!   ack timeout, both lanes restart from the floor: everything unacknowledged
+//!   is sent again. The collector drops duplicates by (device, epoch, seq), so
+//!   resending is always safe.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Which lane a batch went out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Everything, in sequence order.
+    Backlog,
+    /// Business events only, ahead of the backlog.
+    Live,
+}
+
+/// One published batch awaiting its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    last_seq: u64,
+    sent_at: Instant,
+}
+
+/// The uplink's state.
+#[derive(Debug)]
+pub struct UplinkState {
+    acked_up_to: u64,
+    backlog_sent_up_to: u64,
+    live_sent_up_to: u64,
+    backlog: VecDeque<InFlight>,
+    live: VecDeque<InFlight>,
+    connected: bool,
+    max_inflight: usize,
+    ack_timeout: Duration,
+    resends: u64,
+}
+
+/// Live batches in flight at once.
+const LIVE_WINDOW: usize = 2;
+
+impl UplinkState {
+    /// Starts disconnected with the outbox's persisted ack floor.
+    pub fn new(acked_up_to: u64, max_inflight: usize, ack_timeout: Duration) -> Self {
+        Self {
+            acked_up_to,
+            backlog_sent_up_to: acked_up_to,
+            live_sent_up_to: acked_up_to,
+            backlog: VecDeque::new(),
+            live: VecDeque::new(),
+            connected: false,
+            max_inflight: max_inflight.max(1),
+            ack_timeout,
+            resends: 0,
+        }
+    }
+
+    /// The broker accepted our connection: resend from the floor.
+    pub fn on_connected(&mut self) {
+        self.connected = true;
+        self.rewind();
+    }
+
+    /// The link is down: nothing can be sent until it is back.
+    pub fn on_disconnected(&mut self) {
+        self.connected = false;
+        self.backlog.clear();
+        self.live.clear();
+    }
+
+    /// Whether the link is up.
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Where the next batch of `lane` starts, if its window has room.
+    pub fn next_from(&self, lane: Lane) -> Option<u64> {
+        if !self.connected {
+            return None;
+        }
+        match lane {
+            Lane::Backlog => {
+                (self.backlog.len() < self.max_inflight).then_some(self.backlog_sent_up_to + 1)
+            }
+            Lane::Live => (self.live.len() < LIVE_WINDOW)
+                .then_some(self.live_sent_up_to.max(self.backlog_sent_up_to) + 1),
+        }
+    }
+
+    /// A batch of `lane` ending at `last_seq` was handed to MQTT.
+    pub fn on_published(&mut self, lane: Lane, last_seq: u64, now: Instant) {
+        let (sent, window) = match lane {
+            Lane::Backlog => (&mut self.backlog_sent_up_to, &mut self.backlog),
+            Lane::Live => (&mut self.live_sent_up_to, &mut self.live),
+        };
+        if last_seq > *sent {
+            *sent = last_seq;
+            window.push_back(InFlight {
+                last_seq,
+                sent_at: now,
+            });
+        }
+    }
+
+    /// The collector stored everything up to `up_to`, and the `also` ranges.
+    pub fn on_ack(&mut self, up_to: u64, also: &[(u64, u64)]) {
+        let stored =
+            |seq: u64| seq <= up_to || also.iter().any(|(lo, hi)| (*lo..=*hi).contains(&seq));
+        self.live.retain(|f| !stored(f.last_seq));
+        if up_to <= self.acked_up_to {
+            return;
+        }
+        self.acked_up_to = up_to;
+        while self.backlog.front().is_some_and(|f| f.last_seq <= up_to) {
+            self.backlog.pop_front();
+        }
+        // An ack past what this session sent (a previous session's batch was
+        // stored after all) moves the send points too.
+        self.backlog_sent_up_to = self.backlog_sent_up_to.max(up_to);
+        self.live_sent_up_to = self.live_sent_up_to.max(up_to);
+    }
+
+    /// Checks the ack timeout; returns `true` when it fired and both lanes
+    /// were rewound so everything unacknowledged is sent again.
+    pub fn on_tick(&mut self, now: Instant) -> bool {
+        let expired = |w: &VecDeque<InFlight>| {
+            w.front()
+                .is_some_and(|f| now.duration_since(f.sent_at) >= self.ack_timeout)
+        };
+        let fired = expired(&self.backlog) || expired(&self.live);
+        if fired {
+            self.resends += 1;
+            self.rewind();
+        }
+        fired
+    }
+
+    fn rewind(&mut self) {
+        self.backlog_sent_up_to = self.acked_up_to;
+        self.live_sent_up_to = self.acked_up_to;
+        self.backlog.clear();
+        self.live.clear();
+    }
+
+    /// The collector's ack floor.
+    pub fn acked_up_to(&self) -> u64 {
+        self.acked_up_to
+    }
+
+    /// How many times the ack timeout forced a resend.
+    pub fn resends(&self) -> u64 {
+        self.resends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Lane::*;
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn nothing_is_sent_while_disconnected() {
+        let s = UplinkState::new(0, 2, Duration::from_secs(5));
+        assert_eq!(s.next_from(Backlog), None);
+        assert_eq!(s.next_from(Live), None);
+    }
+
+    #[test]
+    fn window_limits_batches_in_flight() {
+        let now = t0();
+        let mut s = UplinkState::new(10, 2, Duration::from_secs(5));
+        s.on_connected();
+        assert_eq!(s.next_from(Backlog), Some(11));
+        s.on_published(Backlog, 20, now);
+        assert_eq!(s.next_from(Backlog), Some(21));
+        s.on_published(Backlog, 30, now);
+        assert_eq!(s.next_from(Backlog), None, "window of 2 is full");
+        s.on_ack(20, &[]);
+        assert_eq!(s.next_from(Backlog), Some(31));
+    }
+
+    #[test]
+    fn puback_is_not_an_ack_and_timeout_resends_from_the_floor() {
+        let now = t0();
+        let mut s = UplinkState::new(0, 4, Duration::from_secs(5));
+        s.on_connected();
+        s.on_published(Backlog, 10, now);
+        s.on_published(Backlog, 20, now);
+        s.on_ack(10, &[]);
+        assert!(!s.on_tick(now + Duration::from_secs(4)));
+        assert!(s.on_tick(now + Duration::from_secs(6)));
+        assert_eq!(
+            s.next_from(Backlog),
+            Some(11),
+            "resend everything above the ack floor"
+        );
+        assert_eq!(s.resends(), 1);
+    }
+
+    #[test]
+    fn reconnect_resends_everything_unacknowledged() {
+        let now = t0();
+        let mut s = UplinkState::new(0, 4, Duration::from_secs(5));
+        s.on_connected();
+        s.on_published(Backlog, 10, now);
+        s.on_published(Live, 15, now);
+        s.on_disconnected();
+        assert_eq!(s.next_from(Backlog), None);
+        s.on_connected();
+        assert_eq!(s.next_from(Backlog), Some(1));
+        assert_eq!(s.next_from(Live), Some(1));
+    }
+
+    #[test]
+    fn live_lane_runs_ahead_and_is_retired_by_selective_ack() {
+        let now = t0();
+        let mut s = UplinkState::new(0, 1, Duration::from_secs(5));
+        s.on_connected();
+        s.on_published(Backlog, 256, now);
+        // The backlog window is full, the live lane still has room.
+        assert_eq!(s.next_from(Backlog), None);
+        assert_eq!(s.next_from(Live), Some(257));
+        s.on_published(Live, 1_000_000, now);
+        assert_eq!(s.next_from(Live), Some(1_000_001));
+        s.on_published(Live, 1_000_005, now);
+        assert_eq!(s.next_from(Live), None, "live window of 2 is full");
+        s.on_ack(256, &[(1_000_000, 1_000_000), (1_000_005, 1_000_005)]);
+        assert_eq!(s.next_from(Live), Some(1_000_006));
+        assert_eq!(
+            s.next_from(Backlog),
+            Some(257),
+            "the backlog continues in order"
+        );
+        // A late live batch times out like any other.
+        s.on_published(Live, 1_000_010, now);
+        assert!(s.on_tick(now + Duration::from_secs(6)));
+        assert_eq!(s.next_from(Live), Some(257));
+    }
+
+    #[test]
+    fn stale_acks_do_not_move_the_floor_back() {
+        let mut s = UplinkState::new(50, 4, Duration::from_secs(5));
+        s.on_connected();
+        s.on_ack(40, &[]);
+        assert_eq!(s.acked_up_to(), 50);
+        s.on_ack(70, &[]);
+        assert_eq!(s.next_from(Backlog), Some(71));
+    }
+}

@@ -1,0 +1,207 @@
+//! The local API as a handheld app sees it: 201 only after commit, clear errors.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Agent {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// A port nothing listens on: the uplink keeps retrying, the API must not care.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+async fn start_agent() -> Agent {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "site = \"dc-test\"\ndevice = \"hh-api\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nport = {}\n",
+        dir.path().display().to_string(),
+        dead_port()
+    );
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let config: dockline_agent::Config =
+        dockline_protocol::config::load(Some(&path), Vec::<(String, String)>::new())
+            .expect("config loads");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        dockline_agent::run(config, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("agent runs");
+    });
+    let addr_file = dir.path().join("api.addr");
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(&addr_file) {
+            let addr = text.parse().expect("address");
+            return Agent {
+                addr,
+                stop: Some(tx),
+                task,
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("agent did not write {}", addr_file.display());
+}
+
+impl Agent {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stops in time")
+            .expect("join");
+    }
+}
+
+#[tokio::test]
+async fn posted_event_is_committed_and_visible() {
+    let agent = start_agent().await;
+    let http = reqwest::Client::new();
+    let res = http
+        .post(agent.url("/v1/events"))
+        .json(&json!({"detail": {"picked": {"item": "09506000134352", "quantity": 2}}, "refs": {"order": "SO-9"}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["seq"], 1);
+    let id = body["event_id"].as_str().expect("event id").to_string();
+
+    let status: Value = http
+        .get(agent.url("/v1/status"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["queued"], 1);
+    assert_eq!(status["mqtt_connected"], false);
+
+    let receipt: Value = http
+        .get(agent.url(&format!("/v1/events/{id}")))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(receipt["state"], "queued");
+    assert_eq!(receipt["kind"], "picked");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
+    let agent = start_agent().await;
+    let http = reqwest::Client::new();
+    for (body, expect) in [
+        ("{not json", "invalid event JSON"),
+        (r#"{"detail": {"pickd": {}}}"#, "unknown variant `pickd`"),
+        (
+            r#"{"detail": {"picked": {"item": "x"}}}"#,
+            "missing field `qty`",
+        ),
+    ] {
+        let res = http
+            .post(agent.url("/v1/events"))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 400, "{body}");
+        let err: Value = res.json().await.expect("json");
+        let text = err["error"].as_str().expect("error text");
+        assert!(text.contains(expect), "{text}");
+    }
+    let long = "x".repeat(300);
+    let res = http
+        .post(agent.url("/v1/events"))
+        .json(&json!({"detail": {"loaded": {"vehicle": long}}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 422);
+    let res = http
+        .get(agent.url("/v1/events/not-an-id"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 400);
+    let res = http
+        .get(agent.url("/v1/events?state=lost"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 400);
+    // Still serving, and nothing was stored by the bad requests.
+    let status: Value = http
+        .get(agent.url("/v1/status"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["queued"], 0);
+    agent.stop().await;
+}
+
+#[test]
+fn broken_config_file_gives_one_clear_line_and_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "site = \"dc\"\ndevice = \"hh/1\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockline-agent"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run agent");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agent.toml") && stderr.contains("device id \"hh/1\" is not valid"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &path,
+        "site = \"dc\"\ndevice = \"hh-1\"\n[mqtt]\nprot = 1883\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockline-agent"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run agent");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `prot`"), "{stderr}");
+}
+
+#[test]
+fn example_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
+    let config: dockline_agent::Config =
+        dockline_protocol::config::load(Some(&path), Vec::<(String, String)>::new())
+            .expect("example config is valid");
+    config.check().expect("example config is consistent");
+    assert_eq!(config.device.as_str(), "hh-01");
+}

@@ -1,0 +1,301 @@
+//! The collector's configuration: `collector.toml`, then `DOCKLINE_*`
+//! environment overrides (see [`dockline_protocol::config::load`]), then this
+//! typed struct with defaults.
+//!
+//! Invariants: every table denies unknown keys, so a typo is reported instead
+//! of silently ignored; [`Config::check`] verifies what serde cannot (the
+//! webhook secret decodes, the client id is topic-safe, retry bounds are
+//! ordered) so that [`crate::run`] never starts with a half-valid config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dockline_protocol::{DeviceId, SiteId};
+use serde::Deserialize;
+
+use crate::webhook::SigningKey;
+
+/// The whole collector configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding `inbox.db` and `api.addr`; created if missing.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Accept batches from devices not listed under `[[devices]]`.
+    #[serde(default)]
+    pub allow_unknown_devices: bool,
+    /// The HTTP API (health and stats).
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// The MQTT broker.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// Devices allowed to send events.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+    /// The ERP webhook endpoint.
+    pub erp: ErpConfig,
+}
+
+/// `[api]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to bind; port 0 picks a free port, written to `{data_dir}/api.addr`.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+/// `[mqtt]`: the broker connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    #[serde(default = "default_mqtt_host")]
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; only `[A-Za-z0-9_-]`. With a persistent session the
+    /// broker keeps queued events for this id while the collector is away.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// MQTT keep-alive interval in seconds.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+}
+
+/// `[[devices]]`: one known device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The device id (its topic level).
+    pub id: DeviceId,
+    /// The site it belongs to (its topic level).
+    pub site: SiteId,
+}
+
+/// `[erp]`: the webhook endpoint events are posted to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErpConfig {
+    /// The URL every event is POSTed to.
+    pub url: String,
+    /// Standard Webhooks secret, `whsec_` followed by base64.
+    pub secret: String,
+    /// Timeout of one HTTP attempt, milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// First retry delay ceiling, milliseconds.
+    #[serde(default = "default_retry_min_ms")]
+    pub retry_min_ms: u64,
+    /// Largest retry delay, milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Most HTTP requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+/// A config value that parsed but cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}` {problem}")]
+pub struct ConfigCheckError {
+    /// The dotted key path.
+    pub key: &'static str,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl Config {
+    /// Checks the rules serde cannot express.
+    pub fn check(&self) -> Result<(), ConfigCheckError> {
+        let cid = &self.mqtt.client_id;
+        let cid_ok = !cid.is_empty()
+            && cid.len() <= 64
+            && cid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !cid_ok {
+            return Err(ConfigCheckError {
+                key: "mqtt.client_id",
+                problem: format!(
+                    "is {cid:?}; use 1 to 64 characters from A-Z a-z 0-9 _ - (some brokers reject others)"
+                ),
+            });
+        }
+        if self.mqtt.keep_alive_secs < 5 {
+            return Err(ConfigCheckError {
+                key: "mqtt.keep_alive_secs",
+                problem: format!("is {}; use at least 5", self.mqtt.keep_alive_secs),
+            });
+        }
+        if !(self.erp.url.starts_with("http://") || self.erp.url.starts_with("https://")) {
+            return Err(ConfigCheckError {
+                key: "erp.url",
+                problem: format!("is {:?}; expected an http:// or https:// URL", self.erp.url),
+            });
+        }
+        SigningKey::from_secret(&self.erp.secret).map_err(|e| ConfigCheckError {
+            key: "erp.secret",
+            problem: e.to_string(),
+        })?;
+        if self.erp.retry_min_ms == 0 || self.erp.retry_min_ms > self.erp.retry_max_ms {
+            return Err(ConfigCheckError {
+                key: "erp.retry_min_ms",
+                problem: format!(
+                    "is {} with retry_max_ms {}; need 0 < retry_min_ms <= retry_max_ms",
+                    self.erp.retry_min_ms, self.erp.retry_max_ms
+                ),
+            });
+        }
+        if self.erp.concurrency == 0 {
+            return Err(ConfigCheckError {
+                key: "erp.concurrency",
+                problem: "is 0; use at least 1".into(),
+            });
+        }
+        if self.erp.timeout_ms == 0 {
+            return Err(ConfigCheckError {
+                key: "erp.timeout_ms",
+                problem: "is 0; use the longest time the ERP may take to answer".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Path of the inbox database.
+    pub fn inbox_path(&self) -> PathBuf {
+        self.data_dir.join("inbox.db")
+    }
+
+    /// Path of the file the bound API address is written to.
+    pub fn api_addr_path(&self) -> PathBuf {
+        self.data_dir.join("api.addr")
+    }
+}
+
+impl ErpConfig {
+    /// Timeout of one attempt.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: default_mqtt_host(),
+            port: default_mqtt_port(),
+            client_id: default_client_id(),
+            keep_alive_secs: default_keep_alive(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./collector-data")
+}
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+fn default_mqtt_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_client_id() -> String {
+    "dockline-collector".into()
+}
+fn default_keep_alive() -> u64 {
+    15
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_retry_min_ms() -> u64 {
+    200
+}
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+fn default_concurrency() -> usize {
+    4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_erp() {
+        let cfg = parse(&format!(
+            "[erp]\nurl = \"http://127.0.0.1:9000/events\"\nsecret = \"{SECRET}\"\n"
+        ))
+        .expect("minimal config parses");
+        assert_eq!(cfg.mqtt.port, 1883);
+        assert_eq!(cfg.mqtt.client_id, "dockline-collector");
+        assert_eq!(cfg.erp.concurrency, 4);
+        assert!(!cfg.allow_unknown_devices);
+        cfg.check().expect("defaults are valid");
+    }
+
+    #[test]
+    fn environment_overrides_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("collector.toml");
+        std::fs::write(
+            &path,
+            format!("[erp]\nurl = \"http://127.0.0.1:9000/events\"\nsecret = \"{SECRET}\"\n"),
+        )
+        .expect("write");
+        let env = [
+            ("DOCKLINE_MQTT__PORT", "1884"),
+            ("DOCKLINE_ERP__CONCURRENCY", "8"),
+            ("DOCKLINE_ALLOW_UNKNOWN_DEVICES", "true"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg: Config = dockline_protocol::config::load(Some(&path), env).expect("loads");
+        assert_eq!(cfg.mqtt.port, 1884);
+        assert_eq!(cfg.erp.concurrency, 8);
+        assert!(cfg.allow_unknown_devices);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_reported() {
+        let err = parse(&format!(
+            "[erp]\nurl = \"http://x\"\nsecret = \"{SECRET}\"\nretry_mni_ms = 3\n"
+        ))
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("retry_mni_ms"), "{err}");
+
+        let mut cfg = parse(&format!(
+            "[erp]\nurl = \"http://x\"\nsecret = \"{SECRET}\"\n[mqtt]\nclient_id = \"a b\"\n"
+        ))
+        .expect("parses");
+        let err = cfg.check().expect_err("bad client id");
+        assert_eq!(err.key, "mqtt.client_id");
+        cfg.mqtt.client_id = "ok".into();
+        cfg.erp.secret = "nope".into();
+        let err = cfg.check().expect_err("bad secret");
+        assert_eq!(err.key, "erp.secret");
+        assert!(err.to_string().contains("whsec_"), "{err}");
+    }
+}

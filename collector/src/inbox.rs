@@ -1,0 +1,960 @@
+//! The inbox: every envelope the collector accepted, deduplicated, with its
+//! ERP delivery state, in one SQLite file (`{data_dir}/inbox.db`).
+//!
+//! # Layout
+//!
+//! - `events(device, epoch, seq)` primary key; `site`, `id` (UUID text),
+//!   `kind` (`picked` … or `reading`), `envelope` (the single envelope as
+//!   protocol CBOR, enough to rebuild the ERP body), `state` (`pending`,
+//!   `booked`, `rejected`, `skipped`), `attempts`, `document`, `reason`,
+//!   `last_error`, timestamps.
+//! - `watermarks(device, epoch)` → `complete_up_to`.
+//! - `shed(device, epoch, lo, hi)`: sequence ranges the device reported as
+//!   dropped or lost (`Batch::shed`); they will never arrive, so the
+//!   watermark passes over them.
+//! - `devices(device)` → site, online, session, last seen.
+//! - `counters(name)` → `duplicates`, `refused`.
+//!
+//! # Invariants
+//!
+//! - An envelope is stored at most once per `(device, epoch, seq)`.
+//! - `complete_up_to` for a `(device, epoch)` only grows, and every sequence
+//!   in `(first_held - 1, complete_up_to]` is present in `events`: the agent
+//!   deletes everything up to the acked value, so it must never pass a hole.
+//!   The only sequences it passes without a row are the device's own shed
+//!   ranges.
+//!   Sequences at or below a batch's `first_held - 1` were acknowledged to the
+//!   agent earlier (by this or another collector) and count as complete.
+//! - A batch is applied in one transaction: its rows, the watermark and the
+//!   duplicate counter commit together or not at all. Callers publish the ack
+//!   only after [`Inbox::store_batch`] returned.
+//! - The database runs in WAL mode with `synchronous=FULL`, so a committed
+//!   batch survives a power cut.
+//! - Readings are stored as `skipped` (never sent to the ERP); business events
+//!   start `pending` and end `booked` or `rejected` exactly once.
+//!
+//! All methods are blocking; async code reaches them through [`InboxHandle`],
+//! which runs them on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dockline_protocol::batch::MAX_RANGES;
+use dockline_protocol::{
+    Batch, DeviceId, EncodeError, Envelope, Outcome, Payload, SiteId, Status, StatusKind, codec,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::config::DeviceConfig;
+
+/// An inbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// The database file could not be opened or prepared.
+    #[error(
+        "cannot open inbox database {path}: {source}; check that data_dir is writable and not used by another collector"
+    )]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("inbox database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A number does not fit SQLite's signed 64-bit integers.
+    #[error("{what} {value} is larger than the inbox can store (at most {max})", max = i64::MAX)]
+    OutOfRange {
+        /// Which number.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// An envelope could not be re-encoded for storage.
+    #[error("cannot encode envelope for the inbox: {0}")]
+    Encode(#[from] EncodeError),
+    /// The blocking worker died (a panic in a query).
+    #[error("inbox worker failed: {0}")]
+    Worker(String),
+}
+
+/// What storing one batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// Envelopes newly stored.
+    pub stored: usize,
+    /// Envelopes skipped as already stored or already acknowledged.
+    pub duplicates: usize,
+    /// The `(device, epoch)` watermark after the commit; the value to ack.
+    pub complete_up_to: u64,
+    /// This batch's sequences above the watermark (stored behind a hole),
+    /// as inclusive ranges for the ack's `also_stored`.
+    pub also_stored: Vec<(u64, u64)>,
+    /// Shed ranges this batch reported that were not known before.
+    pub newly_shed: Vec<(u64, u64)>,
+}
+
+/// A business event waiting for the ERP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    /// The site it came from (its ack topic level).
+    pub site: SiteId,
+    /// The envelope as received.
+    pub envelope: Envelope,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+}
+
+/// A pending row whose stored envelope could not be read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableRow {
+    /// Device.
+    pub device: DeviceId,
+    /// Epoch.
+    pub epoch: u64,
+    /// Sequence.
+    pub seq: u64,
+    /// Why it could not be decoded.
+    pub problem: String,
+}
+
+/// The next pending event of a device, or a row that must be set aside.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextPending {
+    /// Deliver this.
+    Event(Box<PendingEvent>),
+    /// The stored bytes do not decode; the caller rejects it so the lane moves on.
+    Unreadable(UnreadableRow),
+}
+
+/// One device in the stats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceStats {
+    /// Device id.
+    pub device: String,
+    /// Site id.
+    pub site: String,
+    /// Online per its latest status message.
+    pub online: bool,
+    /// When the collector last heard from it (status or batch), ms since the Unix epoch.
+    pub last_seen_ms: Option<i64>,
+    /// Watermark of its newest epoch.
+    pub complete_up_to: Option<u64>,
+}
+
+/// The numbers behind `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Distinct envelopes stored.
+    pub received: u64,
+    /// Envelopes skipped as duplicates.
+    pub duplicates: u64,
+    /// Messages refused on the events topic (malformed, unknown device).
+    pub refused: u64,
+    /// Business events waiting for the ERP.
+    pub pending: u64,
+    /// Business events the ERP booked.
+    pub booked: u64,
+    /// Business events the ERP rejected.
+    pub rejected: u64,
+    /// Every device known from config, status or batches.
+    pub devices: Vec<DeviceStats>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    device      TEXT    NOT NULL,
+    epoch       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    site        TEXT    NOT NULL,
+    id          TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    envelope    BLOB    NOT NULL,
+    received_ms INTEGER NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('pending','booked','rejected','skipped')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    document    TEXT,
+    reason      TEXT,
+    last_error  TEXT,
+    updated_ms  INTEGER,
+    PRIMARY KEY (device, epoch, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_pending ON events (device, epoch, seq) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS watermarks (
+    device         TEXT    NOT NULL,
+    epoch          INTEGER NOT NULL,
+    complete_up_to INTEGER NOT NULL,
+    PRIMARY KEY (device, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shed (
+    device TEXT    NOT NULL,
+    epoch  INTEGER NOT NULL,
+    lo     INTEGER NOT NULL,
+    hi     INTEGER NOT NULL,
+    PRIMARY KEY (device, epoch, lo, hi)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    device       TEXT PRIMARY KEY,
+    site         TEXT    NOT NULL,
+    online       INTEGER NOT NULL DEFAULT 0,
+    session      INTEGER NOT NULL DEFAULT 0,
+    last_seen_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('duplicates', 0), ('refused', 0);
+PRAGMA user_version = 1;
+";
+
+fn to_sql(what: &'static str, value: u64) -> Result<i64, InboxError> {
+    i64::try_from(value).map_err(|_| InboxError::OutOfRange { what, value })
+}
+
+fn from_sql(value: i64) -> u64 {
+    // Only values written through `to_sql` are read back, so they are >= 0.
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Groups ascending sequences into inclusive ranges, at most
+/// [`MAX_RANGES`] of them (the protocol's cap; the rest is acked later).
+fn ranges(seqs: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for seq in seqs {
+        if let Some((_, hi)) = out.last_mut()
+            && hi.checked_add(1) == Some(seq)
+        {
+            *hi = seq;
+        } else if out.len() == MAX_RANGES {
+            break;
+        } else {
+            out.push((seq, seq));
+        }
+    }
+    out
+}
+
+/// The SQLite inbox. Blocking; see the module docs for its invariants.
+#[derive(Debug)]
+pub struct Inbox {
+    conn: Connection,
+}
+
+impl Inbox {
+    /// Opens (creating if needed) the inbox at `path`.
+    pub fn open(path: &Path) -> Result<Self, InboxError> {
+        let open_err = |source| InboxError::Open {
+            path: path.into(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        // Another process (a second collector, a doctor command) may hold the
+        // write lock briefly; wait instead of failing the batch.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Self { conn })
+    }
+
+    /// Makes configured devices visible in the stats before they first speak.
+    pub fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO devices (device, site) VALUES (?1, ?2)")?;
+            for d in devices {
+                stmt.execute(params![d.id.as_str(), d.site.as_str()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores a batch in one transaction and returns the watermark to ack.
+    ///
+    /// The batch must come from a decoded, validated message (ascending
+    /// sequences, one device and epoch), which [`codec::decode`] guarantees.
+    pub fn store_batch(
+        &mut self,
+        site: &SiteId,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<StoreOutcome, InboxError> {
+        let device = batch.device.as_str();
+        let epoch = to_sql("epoch", batch.epoch)?;
+        let tx = self.conn.transaction()?;
+        let mut mark: u64 = tx
+            .query_row(
+                "SELECT complete_up_to FROM watermarks WHERE device = ?1 AND epoch = ?2",
+                params![device, epoch],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, from_sql);
+        let mut stored = 0usize;
+        let mut duplicates = 0usize;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events
+                   (device, epoch, seq, site, id, kind, envelope, received_ms, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for env in &batch.events {
+                if env.seq <= mark {
+                    duplicates += 1;
+                    continue;
+                }
+                let (kind, state) = match &env.payload {
+                    Payload::Event(e) => (e.detail.kind_name(), "pending"),
+                    Payload::Reading(_) => ("reading", "skipped"),
+                };
+                let bytes = codec::encode(env)?;
+                let changed = insert.execute(params![
+                    device,
+                    epoch,
+                    to_sql("seq", env.seq)?,
+                    site.as_str(),
+                    env.id.to_string(),
+                    kind,
+                    bytes,
+                    now_ms,
+                    state,
+                ])?;
+                if changed == 0 {
+                    duplicates += 1;
+                } else {
+                    stored += 1;
+                }
+            }
+        }
+        let mut newly_shed = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO shed (device, epoch, lo, hi) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for &(lo, hi) in &batch.shed {
+                if hi > mark
+                    && insert.execute(params![
+                        device,
+                        epoch,
+                        to_sql("shed range start", lo)?,
+                        to_sql("shed range end", hi)?
+                    ])? == 1
+                {
+                    newly_shed.push((lo, hi));
+                }
+            }
+        }
+        mark = mark.max(batch.first_held.saturating_sub(1));
+        {
+            // Walk forward over stored sequences and shed ranges. Each step
+            // is a primary-key lookup, so a batch costs O(its size) lookups.
+            let mut shed_at = tx.prepare_cached(
+                "SELECT MAX(hi) FROM shed WHERE device = ?1 AND epoch = ?2 AND lo <= ?3 AND hi >= ?3",
+            )?;
+            let mut present = tx.prepare_cached(
+                "SELECT 1 FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            )?;
+            while let Some(next) = mark.checked_add(1) {
+                let next_sql = to_sql("sequence", next)?;
+                let shed_hi: Option<i64> =
+                    shed_at.query_row(params![device, epoch, next_sql], |r| r.get(0))?;
+                if let Some(hi) = shed_hi {
+                    mark = from_sql(hi);
+                } else if present.exists(params![device, epoch, next_sql])? {
+                    mark = next;
+                } else {
+                    break;
+                }
+            }
+        }
+        let also_stored = ranges(batch.events.iter().map(|e| e.seq).filter(|s| *s > mark));
+        tx.execute(
+            "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device, epoch) DO UPDATE SET complete_up_to = excluded.complete_up_to",
+            params![device, epoch, to_sql("watermark", mark)?],
+        )?;
+        tx.execute(
+            "INSERT INTO devices (device, site, last_seen_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device) DO UPDATE SET site = excluded.site, last_seen_ms = excluded.last_seen_ms",
+            params![device, site.as_str(), now_ms],
+        )?;
+        if duplicates > 0 {
+            tx.execute(
+                "UPDATE counters SET value = value + ?1 WHERE name = 'duplicates'",
+                params![to_sql("duplicates", duplicates as u64)?],
+            )?;
+        }
+        tx.commit()?;
+        Ok(StoreOutcome {
+            stored,
+            duplicates,
+            complete_up_to: mark,
+            also_stored,
+            newly_shed,
+        })
+    }
+
+    /// The watermark of a `(device, epoch)`, 0 when nothing is stored.
+    pub fn complete_up_to(&self, device: &DeviceId, epoch: u64) -> Result<u64, InboxError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT complete_up_to FROM watermarks WHERE device = ?1 AND epoch = ?2",
+                params![device.as_str(), to_sql("epoch", epoch)?],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, from_sql))
+    }
+
+    /// Counts one refused message (malformed, unknown device).
+    pub fn count_refused(&mut self) -> Result<(), InboxError> {
+        self.conn.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'refused'",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Applies a status message; returns `false` when it was stale (from an
+    /// older session than one already seen) and was ignored.
+    pub fn record_status(
+        &mut self,
+        site: &SiteId,
+        status: &Status,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        let session = to_sql("session", status.session)?;
+        let online = !matches!(status.kind, StatusKind::Death { .. });
+        let tx = self.conn.transaction()?;
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT session FROM devices WHERE device = ?1",
+                params![status.device.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_some_and(|k| session < k) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO devices (device, site, online, session, last_seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (device) DO UPDATE SET site = excluded.site, online = excluded.online,
+               session = excluded.session, last_seen_ms = excluded.last_seen_ms",
+            params![
+                status.device.as_str(),
+                site.as_str(),
+                online,
+                session,
+                now_ms
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Devices with at least one pending business event.
+    pub fn pending_devices(&self) -> Result<Vec<DeviceId>, InboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT device FROM events WHERE state = 'pending'")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for text in rows {
+            // Stored ids passed the id rule on the way in.
+            if let Ok(id) = DeviceId::new(text?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The device's oldest pending business event, in inbox (epoch, seq) order.
+    pub fn next_pending(&self, device: &DeviceId) -> Result<Option<NextPending>, InboxError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT epoch, seq, site, envelope, attempts FROM events
+                 WHERE state = 'pending' AND device = ?1 ORDER BY epoch, seq LIMIT 1",
+                params![device.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((epoch, seq, site, bytes, attempts)) = row else {
+            return Ok(None);
+        };
+        let unreadable = |problem: String| {
+            NextPending::Unreadable(UnreadableRow {
+                device: device.clone(),
+                epoch: from_sql(epoch),
+                seq: from_sql(seq),
+                problem,
+            })
+        };
+        let site = match SiteId::new(site) {
+            Ok(s) => s,
+            Err(e) => return Ok(Some(unreadable(e.to_string()))),
+        };
+        match codec::decode::<Envelope>(&bytes) {
+            Ok(envelope) => Ok(Some(NextPending::Event(Box::new(PendingEvent {
+                site,
+                envelope,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            })))),
+            Err(e) => Ok(Some(unreadable(e.to_string()))),
+        }
+    }
+
+    /// Sets a pending row aside as `skipped` (not for the ERP).
+    pub fn mark_skipped(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        now_ms: i64,
+    ) -> Result<(), InboxError> {
+        self.conn.execute(
+            "UPDATE events SET state = 'skipped', updated_ms = ?4
+             WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
+            params![
+                device.as_str(),
+                to_sql("epoch", epoch)?,
+                to_sql("seq", seq)?,
+                now_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt that will be retried.
+    pub fn record_attempt(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), InboxError> {
+        self.conn.execute(
+            "UPDATE events SET attempts = attempts + 1, last_error = ?4, updated_ms = ?5
+             WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            params![
+                device.as_str(),
+                to_sql("epoch", epoch)?,
+                to_sql("seq", seq)?,
+                error,
+                now_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records the ERP's final answer (counts as an attempt). Only a pending
+    /// row changes, so a verdict is recorded at most once.
+    pub fn record_verdict(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        outcome: &Outcome,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        let (state, document, reason) = match outcome {
+            Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
+            Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
+        };
+        let changed = self.conn.execute(
+            "UPDATE events SET state = ?4, document = ?5, reason = ?6,
+               attempts = attempts + 1, updated_ms = ?7
+             WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
+            params![
+                device.as_str(),
+                to_sql("epoch", epoch)?,
+                to_sql("seq", seq)?,
+                state,
+                document,
+                reason,
+                now_ms
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// The numbers behind `GET /v1/stats`, read from the database.
+    pub fn stats(&self) -> Result<Stats, InboxError> {
+        let counter = |name: &str| -> Result<u64, InboxError> {
+            Ok(self
+                .conn
+                .query_row(
+                    "SELECT value FROM counters WHERE name = ?1",
+                    params![name],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .map_or(0, from_sql))
+        };
+        let mut stats = Stats {
+            received: 0,
+            duplicates: counter("duplicates")?,
+            refused: counter("refused")?,
+            pending: 0,
+            booked: 0,
+            rejected: 0,
+            devices: Vec::new(),
+        };
+        let mut by_state = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")?;
+        let rows = by_state.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            let n = from_sql(n);
+            stats.received += n;
+            match state.as_str() {
+                "pending" => stats.pending = n,
+                "booked" => stats.booked = n,
+                "rejected" => stats.rejected = n,
+                _ => {}
+            }
+        }
+        let mut devices = self.conn.prepare_cached(
+            "SELECT d.device, d.site, d.online, d.last_seen_ms,
+               (SELECT w.complete_up_to FROM watermarks w WHERE w.device = d.device
+                ORDER BY w.epoch DESC LIMIT 1)
+             FROM devices d ORDER BY d.device",
+        )?;
+        let rows = devices.query_map([], |r| {
+            Ok(DeviceStats {
+                device: r.get(0)?,
+                site: r.get(1)?,
+                online: r.get(2)?,
+                last_seen_ms: r.get(3)?,
+                complete_up_to: r.get::<_, Option<i64>>(4)?.map(from_sql),
+            })
+        })?;
+        for row in rows {
+            stats.devices.push(row?);
+        }
+        Ok(stats)
+    }
+}
+
+/// Shares one [`Inbox`] between async tasks, running every call on tokio's
+/// blocking pool so SQLite never stalls the runtime threads.
+#[derive(Debug, Clone)]
+pub struct InboxHandle {
+    inner: Arc<Mutex<Inbox>>,
+}
+
+impl InboxHandle {
+    /// Wraps an open inbox.
+    pub fn new(inbox: Inbox) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(inbox)),
+        }
+    }
+
+    /// Runs `f` with exclusive access to the inbox on the blocking pool.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, InboxError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Inbox) -> Result<R, InboxError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock means an earlier call panicked mid-way; SQLite
+            // rolled back its open transaction, so the connection is still
+            // consistent and can be used.
+            let mut inbox = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut inbox)
+        })
+        .await
+        .map_err(|e| InboxError::Worker(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use dockline_protocol::{
+        BusinessEvent, EventDetail, EventId, Priority, References, TimeSource,
+    };
+
+    pub(crate) fn site() -> SiteId {
+        SiteId::new("dc-north").expect("site")
+    }
+
+    pub(crate) fn envelope(device: &str, epoch: u64, seq: u64) -> Envelope {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&seq.to_be_bytes());
+        id[8..].copy_from_slice(&epoch.to_be_bytes());
+        Envelope {
+            v: 1,
+            device: DeviceId::new(device).expect("device"),
+            epoch,
+            seq,
+            id: EventId(id),
+            captured_ms: 1_700_000_000_000,
+            time_source: TimeSource::Ntp,
+            priority: Priority::MustDeliver,
+            payload: Payload::Event(BusinessEvent {
+                detail: EventDetail::Picked {
+                    item: "04012345678901".into(),
+                    quantity: 1,
+                    lot: None,
+                },
+                refs: References {
+                    order: Some(format!("SO-{seq}")),
+                    ..References::default()
+                },
+            }),
+        }
+    }
+
+    pub(crate) fn batch(device: &str, epoch: u64, first_held: u64, seqs: &[u64]) -> Batch {
+        Batch {
+            v: 1,
+            device: DeviceId::new(device).expect("device"),
+            epoch,
+            first_held,
+            events: seqs.iter().map(|s| envelope(device, epoch, *s)).collect(),
+            shed: Vec::new(),
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Inbox {
+        Inbox::open(&dir.path().join("inbox.db")).expect("open inbox")
+    }
+
+    #[test]
+    fn out_of_order_arrival_never_acks_past_a_hole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
+            .expect("store");
+        assert_eq!(
+            out,
+            StoreOutcome {
+                stored: 2,
+                duplicates: 0,
+                complete_up_to: 2,
+                also_stored: vec![],
+                newly_shed: vec![],
+            }
+        );
+        // 3 is lost in flight; 4 and 5 arrive first.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[4, 5]), 0)
+            .expect("store");
+        assert_eq!(out.stored, 2);
+        assert_eq!(out.complete_up_to, 2, "must not ack past the hole at 3");
+        assert_eq!(out.also_stored, vec![(4, 5)]);
+        // 3 arrives: the watermark jumps over everything already present.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[3]), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 5);
+        // Another epoch of the same device is independent.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 2, 1, &[2]), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 0);
+    }
+
+    #[test]
+    fn duplicates_are_skipped_counted_and_re_acked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 3]), 0)
+            .expect("store");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[5]), 0)
+            .expect("store");
+        // The ack for 1..=3 was lost; the agent resends 1..=3 plus 4.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 3, 4]), 0)
+            .expect("store");
+        assert_eq!(out.stored, 1);
+        assert_eq!(out.duplicates, 3);
+        assert_eq!(out.complete_up_to, 5);
+        // A pure duplicate (5 again) is re-acked with the current watermark.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[5]), 0)
+            .expect("store");
+        assert_eq!((out.stored, out.duplicates, out.complete_up_to), (0, 1, 5));
+        let stats = inbox.stats().expect("stats");
+        assert_eq!(stats.received, 5);
+        assert_eq!(stats.duplicates, 4);
+        assert_eq!(stats.pending, 5);
+    }
+
+    #[test]
+    fn first_held_jump_moves_the_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        // A fresh collector: the agent already had 1..=99 acked elsewhere.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 100, &[100, 101, 103]), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 101);
+        // A resend of something below the watermark is a duplicate, not stored.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 50, &[50]), 0)
+            .expect("store");
+        assert_eq!(
+            (out.stored, out.duplicates, out.complete_up_to),
+            (0, 1, 101)
+        );
+        // The watermark never moves backwards, even if first_held does.
+        assert_eq!(
+            inbox
+                .complete_up_to(&DeviceId::new("hh-01").expect("id"), 1)
+                .expect("mark"),
+            101
+        );
+        // first_held says 200 is still held by the device: only 199 is complete.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-02", 1, 200, &[201]), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 199, "200 is not stored, never ack it");
+        // first_held past the hole at 102 closes it.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 103, &[104]), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 104);
+    }
+
+    #[test]
+    fn shed_ranges_are_passed_over_and_remembered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        // 3..=5 will never come (dropped under disk pressure), 7 is in flight.
+        let mut b = batch("hh-01", 1, 1, &[1, 2, 6, 8]);
+        b.shed = vec![(3, 5)];
+        let out = inbox.store_batch(&site(), &b, 0).expect("store");
+        assert_eq!(out.complete_up_to, 6);
+        assert_eq!(out.newly_shed, vec![(3, 5)]);
+        assert_eq!(out.also_stored, vec![(8, 8)]);
+        // Later batches no longer list the range; it is remembered.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[7]), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 8);
+        assert!(out.newly_shed.is_empty());
+        assert_eq!(
+            ranges([1, 2, 3, 5, 7, 8].into_iter()),
+            vec![(1, 3), (5, 5), (7, 8)]
+        );
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = DeviceId::new("hh-01").expect("id");
+        {
+            let mut inbox = open(&dir);
+            inbox
+                .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 4]), 0)
+                .expect("store");
+            inbox
+                .record_verdict(
+                    &dev,
+                    1,
+                    1,
+                    &Outcome::Booked {
+                        document: "WH/OUT/1".into(),
+                    },
+                    0,
+                )
+                .expect("verdict");
+            inbox.count_refused().expect("refused");
+        }
+        let mut inbox = open(&dir);
+        assert_eq!(inbox.complete_up_to(&dev, 1).expect("mark"), 2);
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[2, 3]), 0)
+            .expect("store");
+        assert_eq!((out.stored, out.duplicates, out.complete_up_to), (1, 1, 4));
+        let stats = inbox.stats().expect("stats");
+        assert_eq!(stats.booked, 1);
+        assert_eq!(stats.pending, 3);
+        assert_eq!(stats.refused, 1);
+        assert_eq!(stats.devices.len(), 1);
+        assert_eq!(stats.devices[0].complete_up_to, Some(4));
+        // The pending queue resumes in order after the booked one.
+        match inbox.next_pending(&dev).expect("next") {
+            Some(NextPending::Event(p)) => assert_eq!(p.envelope.seq, 2),
+            other => panic!("expected seq 2, got {other:?}"),
+        }
+        // A verdict is recorded once.
+        assert!(
+            !inbox
+                .record_verdict(
+                    &dev,
+                    1,
+                    1,
+                    &Outcome::Rejected {
+                        reason: "late".into()
+                    },
+                    0
+                )
+                .expect("verdict")
+        );
+    }
+
+    #[test]
+    fn stale_death_does_not_mark_a_new_session_offline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        let dev = DeviceId::new("hh-01").expect("id");
+        let status = |session, kind| Status {
+            v: 1,
+            device: dev.clone(),
+            session,
+            at_ms: 0,
+            kind,
+        };
+        let birth = StatusKind::Birth {
+            agent_version: "0.1.0".into(),
+        };
+        assert!(
+            inbox
+                .record_status(&site(), &status(2, birth), 10)
+                .expect("birth")
+        );
+        let death = StatusKind::Death { graceful: false };
+        assert!(
+            !inbox
+                .record_status(&site(), &status(1, death.clone()), 11)
+                .expect("stale")
+        );
+        let s = inbox.stats().expect("stats");
+        assert!(s.devices[0].online);
+        assert_eq!(s.devices[0].last_seen_ms, Some(10));
+        assert!(
+            inbox
+                .record_status(&site(), &status(2, death), 12)
+                .expect("death")
+        );
+        assert!(!inbox.stats().expect("stats").devices[0].online);
+    }
+}

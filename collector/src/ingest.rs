@@ -1,0 +1,460 @@
+//! Ingest: turns one MQTT message (topic + bytes) into inbox writes and, for
+//! event batches, the ack to publish.
+//!
+//! Invariants:
+//! - nothing from the wire is trusted: the topic is parsed, the payload is
+//!   decoded with the protocol's size-capped, validating decoder, and the
+//!   topic's device must be the batch's device;
+//! - a batch from a device not configured under `[[devices]]` (or configured
+//!   for another site) is refused unless `allow_unknown_devices` is set:
+//!   nothing is stored and no ack is sent;
+//! - the ack is returned only after the inbox committed the batch, and a
+//!   duplicate batch is acked again (the agent resends when an ack was lost);
+//! - a refused message returns an [`IngestError`] whose text names the
+//!   problem and the fix; the caller logs it and carries on.
+//!
+//! No MQTT here: [`Ingest::handle`] takes the topic and payload and returns
+//! the [`Publication`] to send, so tests drive it directly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dockline_protocol::{
+    Batch, Channel, DecodeError, DeviceId, EncodeError, SiteId, Status, StatusKind, Topic,
+    TopicError, codec,
+};
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+use crate::config::DeviceConfig;
+use crate::inbox::{InboxError, InboxHandle};
+use crate::publication::Publication;
+
+/// A message was refused or could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The topic does not follow the grammar.
+    #[error("ignoring message: {0}")]
+    Topic(#[from] TopicError),
+    /// A channel the collector does not consume.
+    #[error(
+        "ignoring message on {topic}: the collector consumes only the events and status channels"
+    )]
+    Channel {
+        /// The topic.
+        topic: String,
+    },
+    /// The payload is not a valid protocol message.
+    #[error("dropping malformed {what} on {topic} (not stored, not acked): {source}")]
+    Decode {
+        /// "batch" or "status".
+        what: &'static str,
+        /// The topic.
+        topic: String,
+        /// The decoder's complaint.
+        source: DecodeError,
+    },
+    /// The payload names another device than the topic.
+    #[error(
+        "refusing {what} on {topic}: it claims device '{claimed}', the topic says '{topic_device}'; fix the agent's device id or its topic"
+    )]
+    DeviceMismatch {
+        /// "batch" or "status".
+        what: &'static str,
+        /// The topic.
+        topic: String,
+        /// The device in the payload.
+        claimed: DeviceId,
+        /// The device in the topic.
+        topic_device: DeviceId,
+    },
+    /// The device is not configured (or belongs to another site).
+    #[error(
+        "refusing {what} from unknown device '{device}' on site '{site}' (topic {topic}): add it under [[devices]] in collector.toml or set allow_unknown_devices = true"
+    )]
+    UnknownDevice {
+        /// "batch" or "status".
+        what: &'static str,
+        /// The device.
+        device: DeviceId,
+        /// The site from the topic.
+        site: SiteId,
+        /// The topic.
+        topic: String,
+    },
+    /// The inbox failed; the message was not stored and not acked, so the
+    /// agent will resend it.
+    #[error("cannot store batch from {topic} (not acked, the agent will resend): {source}")]
+    Inbox {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        source: InboxError,
+    },
+    /// The ack could not be encoded.
+    #[error("cannot encode ack for {topic}: {source}")]
+    Encode {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        source: EncodeError,
+    },
+}
+
+impl IngestError {
+    /// Whether the message was refused as bad input (counted in `refused`),
+    /// rather than failing on our side.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, IngestError::Inbox { .. } | IngestError::Encode { .. })
+    }
+}
+
+/// The ingest stage.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    inbox: InboxHandle,
+    devices: Arc<HashMap<DeviceId, SiteId>>,
+    allow_unknown: bool,
+    stored: Arc<Notify>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Ingest {
+    /// Ingest into `inbox`, accepting `devices` (or anyone when
+    /// `allow_unknown`); `stored` is notified after each batch with new events.
+    pub fn new(
+        inbox: InboxHandle,
+        devices: &[DeviceConfig],
+        allow_unknown: bool,
+        stored: Arc<Notify>,
+    ) -> Self {
+        let devices = devices
+            .iter()
+            .map(|d| (d.id.clone(), d.site.clone()))
+            .collect();
+        Self {
+            inbox,
+            devices: Arc::new(devices),
+            allow_unknown,
+            stored,
+        }
+    }
+
+    /// Handles one message; returns the ack to publish, if any. Refusals are
+    /// counted in the inbox's `refused` counter before the error is returned.
+    pub async fn handle(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Option<Publication>, IngestError> {
+        let result = self.dispatch(topic, payload).await;
+        if let Err(e) = &result
+            && e.is_refusal()
+            && let Err(count_err) = self.inbox.call(|i| i.count_refused()).await
+        {
+            error!("cannot count a refused message: {count_err}");
+        }
+        result
+    }
+
+    async fn dispatch(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Option<Publication>, IngestError> {
+        let parsed = Topic::parse(topic)?;
+        match parsed.channel {
+            Channel::Events => self.ingest_batch(topic, parsed, payload).await.map(Some),
+            Channel::Status => self
+                .ingest_status(topic, parsed, payload)
+                .await
+                .map(|()| None),
+            Channel::Ack | Channel::Cmd => Err(IngestError::Channel {
+                topic: topic.into(),
+            }),
+        }
+    }
+
+    fn check_device(
+        &self,
+        what: &'static str,
+        topic: &str,
+        parsed: &Topic,
+        claimed: &DeviceId,
+    ) -> Result<(), IngestError> {
+        if claimed != &parsed.device {
+            return Err(IngestError::DeviceMismatch {
+                what,
+                topic: topic.into(),
+                claimed: claimed.clone(),
+                topic_device: parsed.device.clone(),
+            });
+        }
+        let known = self.devices.get(&parsed.device) == Some(&parsed.site);
+        if !known && !self.allow_unknown {
+            return Err(IngestError::UnknownDevice {
+                what,
+                device: parsed.device.clone(),
+                site: parsed.site.clone(),
+                topic: topic.into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn ingest_batch(
+        &self,
+        topic: &str,
+        parsed: Topic,
+        payload: &[u8],
+    ) -> Result<Publication, IngestError> {
+        let batch: Batch = codec::decode(payload).map_err(|source| IngestError::Decode {
+            what: "batch",
+            topic: topic.into(),
+            source,
+        })?;
+        self.check_device("batch", topic, &parsed, &batch.device)?;
+        let site = parsed.site.clone();
+        let (device, epoch, count) = (batch.device.clone(), batch.epoch, batch.events.len());
+        let first_seq = batch.events.first().map(|e| e.seq);
+        let last_seq = batch.events.last().map(|e| e.seq);
+        let now = now_ms();
+        let outcome = self
+            .inbox
+            .call(move |i| i.store_batch(&site, &batch, now))
+            .await
+            .map_err(|source| IngestError::Inbox {
+                topic: topic.into(),
+                source,
+            })?;
+        if outcome.stored > 0 {
+            self.stored.notify_one();
+        }
+        for (lo, hi) in &outcome.newly_shed {
+            warn!(device = %device, epoch, first_seq = lo, last_seq = hi,
+                "device reports these events dropped or lost on the device; they will never arrive");
+        }
+        let level_dup = outcome.duplicates > 0 && outcome.stored == 0;
+        if level_dup {
+            info!(device = %device, epoch, first_seq, last_seq, duplicates = outcome.duplicates,
+                complete_up_to = outcome.complete_up_to, "duplicate batch re-acked");
+        } else {
+            debug!(device = %device, epoch, first_seq, last_seq, events = count,
+                stored = outcome.stored, duplicates = outcome.duplicates,
+                complete_up_to = outcome.complete_up_to, "batch committed");
+        }
+        Publication::ack(
+            &parsed.site,
+            &device,
+            epoch,
+            Some(outcome.complete_up_to),
+            outcome.also_stored,
+            Vec::new(),
+        )
+        .map_err(|source| IngestError::Encode {
+            topic: topic.into(),
+            source,
+        })
+    }
+
+    async fn ingest_status(
+        &self,
+        topic: &str,
+        parsed: Topic,
+        payload: &[u8],
+    ) -> Result<(), IngestError> {
+        let status: Status = codec::decode(payload).map_err(|source| IngestError::Decode {
+            what: "status",
+            topic: topic.into(),
+            source,
+        })?;
+        self.check_device("status", topic, &parsed, &status.device)?;
+        let site = parsed.site.clone();
+        let s = status.clone();
+        let applied = self
+            .inbox
+            .call(move |i| i.record_status(&site, &s, now_ms()))
+            .await
+            .map_err(|source| IngestError::Inbox {
+                topic: topic.into(),
+                source,
+            })?;
+        let device = &status.device;
+        match (&status.kind, applied) {
+            (_, false) => debug!(device = %device, session = status.session,
+                "ignoring status from an older session"),
+            (StatusKind::Birth { agent_version }, true) => info!(device = %device,
+                site = %parsed.site, session = status.session, agent_version = %agent_version,
+                "device online"),
+            (StatusKind::Death { graceful }, true) => {
+                if *graceful {
+                    info!(device = %device, site = %parsed.site, session = status.session,
+                        "device offline (said goodbye)");
+                } else {
+                    warn!(device = %device, site = %parsed.site, session = status.session,
+                        "device offline (link lost, last will)");
+                }
+            }
+            (
+                StatusKind::Heartbeat {
+                    queued,
+                    oldest_unacked_ms,
+                    ..
+                },
+                true,
+            ) => debug!(
+                device = %device, queued, oldest_unacked_ms, "heartbeat"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::Inbox;
+    use crate::inbox::tests::batch;
+    use dockline_protocol::{Ack, PROTOCOL_VERSION};
+
+    fn setup(dir: &tempfile::TempDir, allow_unknown: bool) -> (Ingest, InboxHandle) {
+        let inbox = InboxHandle::new(Inbox::open(&dir.path().join("inbox.db")).expect("inbox"));
+        let devices = vec![DeviceConfig {
+            id: DeviceId::new("hh-01").expect("id"),
+            site: SiteId::new("dc-north").expect("site"),
+        }];
+        let ingest = Ingest::new(
+            inbox.clone(),
+            &devices,
+            allow_unknown,
+            Arc::new(Notify::new()),
+        );
+        (ingest, inbox)
+    }
+
+    const TOPIC: &str = "dockline/v1/dc-north/hh-01/events";
+
+    fn decode_ack(p: &Publication) -> Ack {
+        codec::decode(&p.payload).expect("ack decodes")
+    }
+
+    #[tokio::test]
+    async fn malformed_cbor_is_refused_and_the_next_batch_still_lands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, inbox) = setup(&dir, false);
+        let err = ingest
+            .handle(TOPIC, b"\xff\x00 not cbor")
+            .await
+            .expect_err("garbage is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("dropping malformed batch on dockline/v1/dc-north/hh-01/events"),
+            "{text}"
+        );
+        assert!(text.contains("not valid dockline CBOR"), "{text}");
+        assert!(
+            text.contains("is the sender speaking protocol v1?"),
+            "{text}"
+        );
+
+        let good = codec::encode(&batch("hh-01", 1, 1, &[1, 2])).expect("encode");
+        let ack = ingest
+            .handle(TOPIC, &good)
+            .await
+            .expect("valid batch accepted")
+            .expect("ack");
+        assert_eq!(ack.topic, "dockline/v1/dc-north/hh-01/ack");
+        let ack = decode_ack(&ack);
+        assert_eq!(ack.v, PROTOCOL_VERSION);
+        assert_eq!(ack.stored_up_to, Some(2));
+        assert!(ack.verdicts.is_empty());
+        let stats = inbox.call(|i| i.stats()).await.expect("stats");
+        assert_eq!((stats.received, stats.refused), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn unknown_device_is_refused_without_ack_then_known_device_accepted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, inbox) = setup(&dir, false);
+        let stranger = codec::encode(&batch("hh-99", 1, 1, &[1])).expect("encode");
+        let err = ingest
+            .handle("dockline/v1/dc-north/hh-99/events", &stranger)
+            .await
+            .expect_err("unknown device refused");
+        assert_eq!(
+            err.to_string(),
+            "refusing batch from unknown device 'hh-99' on site 'dc-north' \
+             (topic dockline/v1/dc-north/hh-99/events): add it under [[devices]] in \
+             collector.toml or set allow_unknown_devices = true"
+        );
+        // Known device on the wrong site is refused too.
+        let wrong_site = codec::encode(&batch("hh-01", 1, 1, &[1])).expect("encode");
+        let err = ingest
+            .handle("dockline/v1/dc-south/hh-01/events", &wrong_site)
+            .await
+            .expect_err("site mismatch refused");
+        assert!(matches!(err, IngestError::UnknownDevice { .. }), "{err}");
+        // Topic and payload disagree on the device.
+        let err = ingest
+            .handle(TOPIC, &stranger)
+            .await
+            .expect_err("mismatch refused");
+        assert!(err.to_string().contains("claims device 'hh-99'"), "{err}");
+
+        let good = codec::encode(&batch("hh-01", 1, 1, &[1])).expect("encode");
+        let ack = ingest
+            .handle(TOPIC, &good)
+            .await
+            .expect("accepted")
+            .expect("ack");
+        assert_eq!(decode_ack(&ack).stored_up_to, Some(1));
+        let stats = inbox.call(|i| i.stats()).await.expect("stats");
+        assert_eq!((stats.received, stats.refused), (1, 3));
+        assert!(stats.devices.iter().all(|d| d.device != "hh-99"));
+    }
+
+    #[tokio::test]
+    async fn unknown_devices_allowed_when_configured_and_duplicates_re_acked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, _inbox) = setup(&dir, true);
+        let topic = "dockline/v1/dc-east/van-3/events";
+        let b = codec::encode(&batch("van-3", 1, 1, &[1, 2, 3])).expect("encode");
+        let first = ingest.handle(topic, &b).await.expect("ok").expect("ack");
+        let again = ingest.handle(topic, &b).await.expect("ok").expect("ack");
+        assert_eq!(first, again, "a duplicate is acked with the same watermark");
+        assert_eq!(decode_ack(&again).stored_up_to, Some(3));
+    }
+
+    #[tokio::test]
+    async fn status_updates_online_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, inbox) = setup(&dir, false);
+        let status = Status {
+            v: 1,
+            device: DeviceId::new("hh-01").expect("id"),
+            session: 1,
+            at_ms: 0,
+            kind: StatusKind::Birth {
+                agent_version: "0.1.0".into(),
+            },
+        };
+        let bytes = codec::encode(&status).expect("encode");
+        let none = ingest
+            .handle("dockline/v1/dc-north/hh-01/status", &bytes)
+            .await
+            .expect("status accepted");
+        assert!(none.is_none());
+        let stats = inbox.call(|i| i.stats()).await.expect("stats");
+        assert!(stats.devices[0].online);
+        let err = ingest
+            .handle("dockline/v1/dc-north/hh-01/status", b"junk")
+            .await
+            .expect_err("bad status");
+        assert!(err.to_string().contains("malformed status"), "{err}");
+    }
+}

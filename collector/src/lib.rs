@@ -1,0 +1,186 @@
+//! dockline-collector: the central side of dockline.
+//!
+//! It subscribes to every device's `events` and `status` topics, stores each
+//! batch in an SQLite inbox that drops duplicates, acks the batch only after
+//! the commit, posts each business event to the ERP as a signed webhook until
+//! the ERP gives a verdict, and sends that verdict back to the device.
+//!
+//! # Modules
+//!
+//! - [`config`]: the TOML configuration.
+//! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats).
+//! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
+//! - [`delivery`] and [`webhook`]: ERP lanes, retries, CloudEvents + signature.
+//! - [`mqtt`]: the broker connection.
+//! - [`api`]: `/healthz` and `/v1/stats`.
+//!
+//! # Lifecycle
+//!
+//! [`run`] checks the config, opens the inbox, binds the API (writing the
+//! bound address to `{data_dir}/api.addr`), then runs the API, delivery and
+//! MQTT tasks until `shutdown` completes. Only start-up problems return an
+//! error; a lost broker or ERP is retried forever, and bad input is logged and
+//! dropped.
+
+pub mod api;
+pub mod backoff;
+pub mod config;
+pub mod delivery;
+pub mod inbox;
+pub mod ingest;
+pub mod mqtt;
+pub mod publication;
+pub mod shutdown;
+pub mod webhook;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+use tracing::{info, warn};
+
+pub use config::Config;
+
+use crate::config::ConfigCheckError;
+use crate::delivery::{Delivery, DeliveryError};
+use crate::inbox::{Inbox, InboxError, InboxHandle};
+use crate::ingest::Ingest;
+use crate::shutdown::ShutdownTrigger;
+
+/// Verdict acks buffered between delivery and the MQTT publisher.
+const VERDICT_CAPACITY: usize = 1024;
+
+/// The collector could not start (or its API server failed).
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The configuration is not usable.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigCheckError),
+    /// The data directory or a file in it could not be written.
+    #[error("cannot write {path}: {source}; check data_dir in the config and its permissions")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The inbox could not be opened.
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr} for the HTTP API: {source}; change [api] listen")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP API server stopped with an error.
+    #[error("HTTP API server failed: {0}")]
+    Api(std::io::Error),
+    /// ERP delivery could not be set up.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
+
+/// Runs the collector until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CollectorError> {
+    config.check()?;
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .map_err(|source| CollectorError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let inbox_path = config.inbox_path();
+    let devices = config.devices.clone();
+    let inbox = InboxHandle::new(
+        tokio::task::spawn_blocking(move || {
+            let mut inbox = Inbox::open(&inbox_path)?;
+            inbox.register_devices(&devices)?;
+            Ok::<_, InboxError>(inbox)
+        })
+        .await
+        .map_err(|e| InboxError::Worker(e.to_string()))??,
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| CollectorError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| CollectorError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let addr_path = config.api_addr_path();
+    tokio::fs::write(&addr_path, bound.to_string())
+        .await
+        .map_err(|source| CollectorError::DataDir {
+            path: addr_path,
+            source,
+        })?;
+    info!(api = %bound, data_dir = %config.data_dir.display(),
+        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        erp = %config.erp.url, "collector started");
+
+    let trigger = ShutdownTrigger::new();
+    let wake = Arc::new(Notify::new());
+    let (verdict_tx, verdict_rx) = mpsc::channel(VERDICT_CAPACITY);
+    let delivery = Arc::new(Delivery::new(&config.erp, inbox.clone(), verdict_tx)?);
+    let ingest = Ingest::new(
+        inbox.clone(),
+        &config.devices,
+        config.allow_unknown_devices,
+        Arc::clone(&wake),
+    );
+
+    let mut api_stop = trigger.subscribe();
+    let api = tokio::spawn(async move {
+        axum::serve(listener, api::router(inbox))
+            .with_graceful_shutdown(async move { api_stop.wait().await })
+            .await
+    });
+    let delivery_task = tokio::spawn(delivery.run(wake, trigger.subscribe()));
+    let mqtt_cfg = config.mqtt.clone();
+    let mqtt_stop = trigger.subscribe();
+    let mqtt_task =
+        tokio::spawn(async move { mqtt::run(&mqtt_cfg, ingest, verdict_rx, mqtt_stop).await });
+
+    // The API task ends early only on a server error; report it then.
+    let mut api = api;
+    let api_result = tokio::select! {
+        () = shutdown => None,
+        r = &mut api => Some(r),
+    };
+    info!("collector shutting down");
+    trigger.trigger();
+    // Every task stops at its next await point; nothing here holds data that
+    // is not already committed, so a task that does not stop in time is left.
+    let grace = std::time::Duration::from_secs(5);
+    let _ = tokio::time::timeout(grace, delivery_task).await;
+    let _ = tokio::time::timeout(grace, mqtt_task).await;
+    let api_result = match api_result {
+        Some(r) => r,
+        None => match tokio::time::timeout(grace, api).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("HTTP API did not close its connections in time; leaving them");
+                Ok(Ok(()))
+            }
+        },
+    };
+    match api_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CollectorError::Api(e)),
+        Err(e) => Err(CollectorError::Api(std::io::Error::other(e.to_string()))),
+    }
+}

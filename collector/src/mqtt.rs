@@ -1,0 +1,172 @@
+//! The MQTT edge: one task polls rumqttc's event loop (which also
+//! reconnects), one task ingests received messages, one task publishes
+//! verdict acks from delivery.
+//!
+//! Invariants and design:
+//! - the session is persistent (`clean_session = false`) and acks to the
+//!   broker are manual: a received batch is PUBACKed only after ingest has
+//!   committed it and queued its ack, so a collector killed in between gets
+//!   the batch again from the broker;
+//! - the subscriptions are renewed on every CONNACK, in case the broker lost
+//!   the session;
+//! - broker loss never ends the process: the poll task logs one warning per
+//!   outage and retries with capped exponential backoff and full jitter;
+//! - received messages go to the ingest task over a bounded channel, so a
+//!   slow disk slows the reads from the broker instead of growing memory.
+
+use std::time::Duration;
+
+use dockline_protocol::codec::MAX_MESSAGE_BYTES;
+use dockline_protocol::{Channel, Topic};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::MqttConfig;
+use crate::ingest::Ingest;
+use crate::publication::Publication;
+use crate::shutdown::Shutdown;
+
+/// Messages buffered between the poll task and the ingest task.
+const INCOMING_CAPACITY: usize = 64;
+/// Requests (publishes, acks) buffered towards the event loop.
+const REQUEST_CAPACITY: usize = 1024;
+/// Headroom over the largest protocol message for MQTT framing.
+const PACKET_HEADROOM: usize = 16 * 1024;
+
+/// Runs the MQTT tasks until `shutdown`.
+pub async fn run(
+    cfg: &MqttConfig,
+    ingest: Ingest,
+    outbound: mpsc::Receiver<Publication>,
+    shutdown: Shutdown,
+) {
+    let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    options
+        .set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(
+            MAX_MESSAGE_BYTES + PACKET_HEADROOM,
+            MAX_MESSAGE_BYTES + PACKET_HEADROOM,
+        );
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
+    let broker = format!("{}:{}", cfg.host, cfg.port);
+    let client_id = cfg.client_id.clone();
+
+    let poll = tokio::spawn(poll_loop(
+        eventloop,
+        client.clone(),
+        incoming_tx,
+        broker,
+        client_id,
+        shutdown.clone(),
+    ));
+    let ingest_task = tokio::spawn(ingest_loop(ingest, client.clone(), incoming_rx));
+    let publish_task = tokio::spawn(publish_loop(client.clone(), outbound));
+
+    let mut stop = shutdown;
+    stop.wait().await;
+    // Tell the broker we leave on purpose; the persistent session keeps
+    // queueing device batches for us until we return.
+    let _ = client.try_disconnect();
+    for task in [poll, ingest_task, publish_task] {
+        task.abort();
+    }
+}
+
+async fn poll_loop(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    incoming: mpsc::Sender<Publish>,
+    broker: String,
+    client_id: String,
+    mut shutdown: Shutdown,
+) {
+    let backoff = Backoff {
+        min: Duration::from_millis(250),
+        max: Duration::from_secs(30),
+    };
+    let mut failures: u32 = 0;
+    let mut in_outage = false;
+    loop {
+        let event = tokio::select! {
+            () = shutdown.wait() => return,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                if in_outage {
+                    info!(broker = %broker, "reconnected to MQTT broker");
+                } else {
+                    info!(broker = %broker, "connected to MQTT broker");
+                }
+                in_outage = false;
+                failures = 0;
+                let topics = [Channel::Events, Channel::Status].map(|c| rumqttc::SubscribeFilter {
+                    path: Topic::all(c),
+                    qos: QoS::AtLeastOnce,
+                });
+                if let Err(e) = client.try_subscribe_many(topics) {
+                    error!(broker = %broker, "cannot queue subscriptions: {e}");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if incoming.send(p).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !in_outage {
+                    warn!(broker = %broker, client_id = %client_id,
+                        "MQTT broker unreachable: {e}; retrying with backoff (agents keep events meanwhile; \
+                         if this repeats every few seconds, another process uses the same client_id)");
+                    in_outage = true;
+                }
+                let delay = backoff.delay(failures);
+                failures = failures.saturating_add(1);
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn ingest_loop(ingest: Ingest, client: AsyncClient, mut incoming: mpsc::Receiver<Publish>) {
+    while let Some(p) = incoming.recv().await {
+        match ingest.handle(&p.topic, &p.payload).await {
+            Ok(Some(ack)) => publish(&client, ack).await,
+            Ok(None) => {}
+            Err(e) if e.is_refusal() => error!(topic = %p.topic, "{e}"),
+            Err(e) => {
+                // Not stored: do not PUBACK either, so the broker redelivers
+                // after a reconnect; the agent resends in any case.
+                error!(topic = %p.topic, "{e}");
+                continue;
+            }
+        }
+        if let Err(e) = client.ack(&p).await {
+            warn!(topic = %p.topic, "cannot PUBACK message: {e}");
+        }
+    }
+}
+
+async fn publish_loop(client: AsyncClient, mut outbound: mpsc::Receiver<Publication>) {
+    while let Some(p) = outbound.recv().await {
+        publish(&client, p).await;
+    }
+}
+
+async fn publish(client: &AsyncClient, p: Publication) {
+    if let Err(e) = client
+        .publish(p.topic.clone(), QoS::AtLeastOnce, false, p.payload)
+        .await
+    {
+        warn!(topic = %p.topic, "cannot queue ack for publishing: {e}");
+    }
+}

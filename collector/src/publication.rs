@@ -1,0 +1,42 @@
+//! Messages the collector sends to devices, as ready-to-publish topic and
+//! bytes. Ingest and delivery produce [`Publication`]s without touching MQTT,
+//! so both are testable without a broker; the MQTT task sends them QoS 1.
+
+use dockline_protocol::{
+    Ack, Channel, DeviceId, EncodeError, PROTOCOL_VERSION, SiteId, Topic, Verdict, codec,
+};
+
+/// A message to publish QoS 1 on `topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    /// The full topic name.
+    pub topic: String,
+    /// The CBOR payload.
+    pub payload: Vec<u8>,
+}
+
+impl Publication {
+    /// An ack for `device` on its ack topic (`also_stored`: ranges stored
+    /// above `stored_up_to`).
+    pub fn ack(
+        site: &SiteId,
+        device: &DeviceId,
+        epoch: u64,
+        stored_up_to: Option<u64>,
+        also_stored: Vec<(u64, u64)>,
+        verdicts: Vec<Verdict>,
+    ) -> Result<Self, EncodeError> {
+        let ack = Ack {
+            v: PROTOCOL_VERSION,
+            device: device.clone(),
+            epoch,
+            stored_up_to,
+            also_stored,
+            verdicts,
+        };
+        Ok(Self {
+            topic: Topic::new(site.clone(), device.clone(), Channel::Ack).to_string(),
+            payload: codec::encode(&ack)?,
+        })
+    }
+}

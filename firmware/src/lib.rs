@@ -1,0 +1,27 @@
+//! dockline device code that also runs on a microcontroller.
+//!
+//! Everything here is `no_std`, sans-I/O and allocation-free: parsers take
+//! byte slices (or are fed one byte at a time) and return borrowed or
+//! fixed-capacity results, so the same code runs in the gateway agent and on a
+//! peripheral bridge microcontroller.
+//!
+//! * [`scan`]: AIM symbology identifiers, GS1 element strings and Digital Link
+//!   URIs, validated against the GS1 Barcode Syntax Dictionary.
+//! * [`nmea`]: NMEA 0183 sentences and the epoch assembler that yields one
+//!   [`dockline_protocol::Fix`] per receiver cycle.
+//! * [`scale`]: MT-SICS, Toledo continuous, SMA and NCI scale protocols.
+//! * [`link`]: COBS + CRC-16 framing of the peripheral bridge link.
+//! * [`line`]: line framing shared by the text protocols.
+
+#![no_std]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod line;
+pub mod link;
+pub mod nmea;
+pub mod scale;
+pub mod scan;

@@ -1,0 +1,140 @@
+//! Online status on `dockline/v1/{site}/{device}/status`: birth when an agent
+//! connects, death (also registered as the MQTT last will, so the broker sends
+//! it when the link dies), and periodic heartbeats.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Priority;
+use crate::ids::DeviceId;
+use crate::validate::{self, ValidationError};
+
+/// A status message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Protocol version.
+    pub v: u16,
+    /// The device.
+    #[serde(rename = "dev")]
+    pub device: DeviceId,
+    /// Connection session number, incremented on every connect, so a late
+    /// death from an old session cannot mark a fresh session offline.
+    #[serde(rename = "ses")]
+    pub session: u64,
+    /// When it was sent, milliseconds since the Unix epoch (for a death sent
+    /// by the broker as last will: when the session started).
+    #[serde(rename = "t")]
+    pub at_ms: i64,
+    /// What kind of status.
+    #[serde(rename = "k")]
+    pub kind: StatusKind,
+}
+
+/// Birth, death or heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    /// The agent connected.
+    Birth {
+        /// The agent's version.
+        #[serde(rename = "ver")]
+        agent_version: String,
+    },
+    /// The agent went away (graceful, or last will on a lost link).
+    Death {
+        /// `true` when the agent said goodbye itself.
+        graceful: bool,
+    },
+    /// Queue health, sent periodically.
+    Heartbeat {
+        /// Events in the outbox not yet acknowledged by a collector.
+        #[serde(rename = "q")]
+        queued: u64,
+        /// Age of the oldest unacknowledged event, milliseconds.
+        #[serde(rename = "age", default)]
+        oldest_unacked_ms: u64,
+        /// Queue depth in more detail (optional, added in v1).
+        #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+        health: Option<QueueHealth>,
+    },
+}
+
+/// Queue health details carried by a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueHealth {
+    /// Payload bytes held.
+    #[serde(rename = "qb", default)]
+    pub queued_bytes: u64,
+    /// Held events and bytes per priority class.
+    #[serde(rename = "cls", default)]
+    pub classes: Vec<ClassQueue>,
+    /// Events dropped on the device, by class and reason.
+    #[serde(rename = "drops", default)]
+    pub drops: Vec<DropCount>,
+    /// Free bytes on the outbox's file system.
+    #[serde(rename = "free", default, skip_serializing_if = "Option::is_none")]
+    pub disk_free: Option<u64>,
+    /// Duration of the last fsynced commit, microseconds.
+    #[serde(rename = "fsync", default, skip_serializing_if = "Option::is_none")]
+    pub last_fsync_us: Option<u64>,
+    /// Events lost to a damaged outbox file at the last salvage: count and
+    /// sequence ranges.
+    #[serde(rename = "lost", default, skip_serializing_if = "Option::is_none")]
+    pub salvage_lost: Option<(u64, Vec<(u64, u64)>)>,
+}
+
+/// Held events of one class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassQueue {
+    /// The class.
+    #[serde(rename = "pri")]
+    pub priority: Priority,
+    /// Events held.
+    #[serde(rename = "q")]
+    pub queued: u64,
+    /// Payload bytes held.
+    #[serde(rename = "b")]
+    pub bytes: u64,
+}
+
+/// Drops of one class for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// The class (`must_deliver`, `normal`, `telemetry`, `unknown`).
+    #[serde(rename = "c")]
+    pub class: String,
+    /// Why (`budget`, `damaged`, `refused_full`).
+    #[serde(rename = "r")]
+    pub reason: String,
+    /// How many.
+    #[serde(rename = "n")]
+    pub count: u64,
+}
+
+impl Status {
+    pub(crate) fn validate(&self) -> Result<(), ValidationError> {
+        match &self.kind {
+            StatusKind::Birth { agent_version } => validate::text("k.birth.ver", agent_version, 64),
+            StatusKind::Heartbeat {
+                health: Some(h), ..
+            } => {
+                if h.classes.len() > 8 || h.drops.len() > 64 {
+                    return Err(ValidationError {
+                        field: "k.heartbeat.h".into(),
+                        problem: "lists too many classes or drop counters".into(),
+                    });
+                }
+                for d in &h.drops {
+                    validate::text("k.heartbeat.h.drops", &d.reason, 64)?;
+                    validate::text("k.heartbeat.h.drops", &d.class, 64)?;
+                }
+                match &h.salvage_lost {
+                    Some((_, ranges)) => crate::batch::check_ranges("k.heartbeat.h.lost", ranges),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}

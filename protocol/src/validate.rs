@@ -1,0 +1,56 @@
+//! Checks applied to every decoded message: bounded text, sane numbers.
+
+use alloc::string::String;
+use core::fmt;
+
+/// A decoded message broke one of the protocol's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// Which field, as a dotted path (`events[3].payload.delivered.received_by`).
+    pub field: String,
+    /// What was wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}` {}", self.field, self.problem)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ValidationError {}
+
+/// Longest free text (notes, reasons, references) a message may carry.
+pub const MAX_TEXT_BYTES: usize = 2048;
+
+pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError {
+            field: field.into(),
+            problem: alloc::format!("is {} bytes long, the limit is {max}", value.len()),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn opt_text(
+    field: &str,
+    value: &Option<String>,
+    max: usize,
+) -> Result<(), ValidationError> {
+    match value {
+        Some(v) => text(field, v, max),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn range(field: &str, value: f64, lo: f64, hi: f64) -> Result<(), ValidationError> {
+    if !(lo..=hi).contains(&value) {
+        return Err(ValidationError {
+            field: field.into(),
+            problem: alloc::format!("is {value}, expected a number between {lo} and {hi}"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Golden CBOR fixtures: the exact bytes of one message of every kind.
+//!
+//! A failing test here means the wire format changed. Read the versioning rule
+//! in `src/lib.rs`; if the change is allowed, re-bless with
+//! `DOCKLINE_BLESS=1 cargo test -p dockline-protocol --test golden`.
+
+use std::path::PathBuf;
+
+use dockline_protocol::*;
+
+fn dev() -> DeviceId {
+    DeviceId::new("hh-07").expect("valid id")
+}
+
+fn env(seq: u64, priority: Priority, payload: Payload) -> Envelope {
+    let mut id = [0u8; 16];
+    id[0] = 0x01;
+    id[15] = seq as u8;
+    Envelope {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        epoch: 1_764_000_000_000,
+        seq,
+        id: EventId(id),
+        captured_ms: 1_764_050_000_000 + seq as i64,
+        time_source: TimeSource::Ntp,
+        priority,
+        payload,
+    }
+}
+
+fn fix() -> Fix {
+    Fix {
+        lat: 52.520008,
+        lon: 13.404954,
+        speed_mps: Some(0.0),
+        course_deg: None,
+        mode: FixMode::Fix3d,
+        satellites: Some(9),
+        hdop: Some(0.9),
+    }
+}
+
+fn refs(order: &str) -> References {
+    References {
+        order: Some(order.into()),
+        shipment: Some("SHP-77".into()),
+        stop: Some("STOP-3".into()),
+        sscc: Some("106141411234567897".into()),
+        location: Some("DOCK-4".into()),
+    }
+}
+
+fn ev(detail: EventDetail) -> Payload {
+    Payload::Event(BusinessEvent {
+        detail,
+        refs: refs("SO-1001"),
+    })
+}
+
+/// One batch holding every event kind and every reading kind.
+pub fn sample_batch() -> Batch {
+    let events = vec![
+        env(
+            1,
+            Priority::MustDeliver,
+            ev(EventDetail::Picked {
+                item: "09506000134352".into(),
+                quantity: 3,
+                lot: Some("L42".into()),
+            }),
+        ),
+        env(
+            2,
+            Priority::Normal,
+            ev(EventDetail::Packed {
+                quantity: 3,
+                weight: Some(Weight {
+                    value: 1.25,
+                    unit: WeightUnit::Kg,
+                }),
+            }),
+        ),
+        env(
+            3,
+            Priority::Normal,
+            ev(EventDetail::Loaded {
+                vehicle: "TRK-9".into(),
+            }),
+        ),
+        env(
+            4,
+            Priority::Normal,
+            ev(EventDetail::Departed {
+                vehicle: "TRK-9".into(),
+                position: Some(fix()),
+            }),
+        ),
+        env(
+            5,
+            Priority::Normal,
+            ev(EventDetail::Arrived {
+                vehicle: "TRK-9".into(),
+                position: None,
+            }),
+        ),
+        env(
+            6,
+            Priority::MustDeliver,
+            ev(EventDetail::Delivered(ProofOfDelivery {
+                received_by: "J. Doe".into(),
+                pieces: 3,
+                signature_ref: Some("sha256:ab12".into()),
+                photo_ref: None,
+                position: Some(fix()),
+            })),
+        ),
+        env(
+            7,
+            Priority::Normal,
+            ev(EventDetail::Exception {
+                kind: ExceptionKind::ShortPick,
+                note: "bin empty".into(),
+            }),
+        ),
+        env(
+            8,
+            Priority::Telemetry,
+            Payload::Reading(Reading::Scan(Scan {
+                symbology: Some("]C1".into()),
+                data: "0109506000134352\u{1d}10L42".into(),
+            })),
+        ),
+        env(
+            9,
+            Priority::Telemetry,
+            Payload::Reading(Reading::Weight(WeightReading {
+                net: Weight {
+                    value: 1.25,
+                    unit: WeightUnit::Kg,
+                },
+                tare: Some(Weight {
+                    value: 0.05,
+                    unit: WeightUnit::Kg,
+                }),
+                stable: true,
+            })),
+        ),
+        env(
+            10,
+            Priority::Telemetry,
+            Payload::Reading(Reading::Position(fix())),
+        ),
+    ];
+    Batch {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        epoch: 1_764_000_000_000,
+        first_held: 1,
+        events,
+        shed: vec![],
+    }
+}
+
+fn sample_ack() -> Ack {
+    Ack {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        epoch: 1_764_000_000_000,
+        stored_up_to: Some(10),
+        also_stored: vec![],
+        verdicts: vec![
+            Verdict {
+                seq: 1,
+                id: sample_batch().events[0].id,
+                outcome: Outcome::Booked {
+                    document: "WH/OUT/00042".into(),
+                },
+            },
+            Verdict {
+                seq: 7,
+                id: sample_batch().events[6].id,
+                outcome: Outcome::Rejected {
+                    reason: "order SO-1001 is closed".into(),
+                },
+            },
+        ],
+    }
+}
+
+fn sample_statuses() -> Vec<(&'static str, Status)> {
+    let s = |kind| Status {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        session: 4,
+        at_ms: 1_764_050_000_000,
+        kind,
+    };
+    vec![
+        (
+            "status-birth",
+            s(StatusKind::Birth {
+                agent_version: "0.1.0".into(),
+            }),
+        ),
+        ("status-death", s(StatusKind::Death { graceful: false })),
+        (
+            "status-heartbeat",
+            s(StatusKind::Heartbeat {
+                queued: 12,
+                oldest_unacked_ms: 3400,
+                health: None,
+            }),
+        ),
+    ]
+}
+
+fn check<T: WireMessage + PartialEq + std::fmt::Debug>(name: &str, message: &T) {
+    let bytes = encode(message).expect("encodes");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.cbor"));
+    if std::env::var_os("DOCKLINE_BLESS").is_some() {
+        std::fs::write(&path, &bytes).expect("write fixture");
+    }
+    let golden = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("fixture {} missing ({e}); bless it", path.display()));
+    assert_eq!(
+        bytes, golden,
+        "{name}: the encoding changed; see the versioning rule in protocol/src/lib.rs"
+    );
+    let decoded: T = decode(&golden).expect("golden fixture decodes");
+    assert_eq!(
+        &decoded, message,
+        "{name}: decoding the fixture gives a different message"
+    );
+}
+
+#[test]
+fn batch_with_every_kind_matches_fixture() {
+    check("batch", &sample_batch());
+}
+
+#[test]
+fn ack_matches_fixture() {
+    check("ack", &sample_ack());
+}
+
+#[test]
+fn statuses_match_fixtures() {
+    for (name, s) in sample_statuses() {
+        check(name, &s);
+    }
+}
+
+#[test]
+fn cbor_is_at_most_half_of_json() {
+    let batch = sample_batch();
+    let cbor = encode(&batch).expect("encodes").len();
+    let json = serde_json::to_vec(&batch).expect("json").len();
+    // JSON here already uses the short keys; the comparison the bench makes is
+    // against long-named JSON, so this is the stricter bound.
+    assert!(cbor * 100 / json <= 90, "cbor {cbor} bytes vs json {json}");
+}
+
+#[test]
+fn api_json_with_long_names_is_accepted() {
+    let json = r#"{"detail":{"delivered":{"received_by":"Ann","pieces":2}},"refs":{"order":"SO-1","stop":"S-1"}}"#;
+    let e: BusinessEvent = serde_json::from_str(json).expect("long names are aliases");
+    assert_eq!(e.refs.order.as_deref(), Some("SO-1"));
+    assert_eq!(e.detail.kind_name(), "delivered");
+}

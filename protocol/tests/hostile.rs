@@ -1,0 +1,91 @@
+//! Decoding untrusted bytes: errors, never panics, and caps hold.
+
+use dockline_protocol::codec::MAX_MESSAGE_BYTES;
+use dockline_protocol::*;
+use proptest::prelude::*;
+
+#[path = "golden.rs"]
+#[allow(dead_code)]
+mod golden;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode::<Batch>(&bytes);
+        let _ = decode::<Ack>(&bytes);
+        let _ = decode::<Status>(&bytes);
+    }
+
+    #[test]
+    fn mutated_valid_batches_never_panic(pos in 0usize..4096, byte in any::<u8>(), cut in 0usize..4096) {
+        let mut bytes = encode(&golden::sample_batch()).expect("encodes");
+        let len = bytes.len();
+        bytes[pos % len] = byte;
+        bytes.truncate(cut % (len + 1));
+        let _ = decode::<Batch>(&bytes);
+    }
+
+    #[test]
+    fn batches_round_trip(seq0 in 1u64..u64::MAX / 2, n in 1usize..20) {
+        let mut b = golden::sample_batch();
+        b.events.truncate(n);
+        for (i, e) in b.events.iter_mut().enumerate() {
+            e.seq = seq0 + i as u64;
+        }
+        let bytes = encode(&b).expect("encodes");
+        prop_assert_eq!(decode::<Batch>(&bytes).expect("decodes"), b);
+    }
+}
+
+#[test]
+fn oversized_input_is_refused_before_parsing() {
+    let bytes = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    let err = decode::<Batch>(&bytes).expect_err("too large");
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    // 10,000 nested one-element arrays.
+    let mut bytes = vec![0x81u8; 10_000];
+    bytes.push(0x00);
+    let err = decode::<Batch>(&bytes).expect_err("too deep");
+    assert!(matches!(err, DecodeError::Cbor { .. }), "{err}");
+}
+
+#[test]
+fn huge_declared_lengths_do_not_allocate() {
+    // A map claiming 2^32 entries, a text claiming 2^63 bytes.
+    for bytes in [
+        vec![0xbau8, 0xff, 0xff, 0xff, 0xff],
+        vec![0x7bu8, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    ] {
+        assert!(decode::<Batch>(&bytes).is_err());
+    }
+}
+
+#[test]
+fn rules_are_enforced_with_clear_messages() {
+    let mut b = golden::sample_batch();
+    b.events.swap(0, 1);
+    let err = decode::<Batch>(&encode(&b).expect("encodes")).expect_err("out of order");
+    assert!(
+        err.to_string().contains("ascending sequence order"),
+        "{err}"
+    );
+
+    let mut b = golden::sample_batch();
+    b.v = 9;
+    let err = decode::<Batch>(&encode(&b).expect("encodes")).expect_err("version");
+    assert!(err.to_string().contains("protocol version 9"), "{err}");
+
+    let mut b = golden::sample_batch();
+    b.events[2].device = DeviceId::new("other").expect("id");
+    let err = decode::<Batch>(&encode(&b).expect("encodes")).expect_err("mixed devices");
+    assert!(err.to_string().contains("belongs to device other"), "{err}");
+
+    let err = decode::<Batch>(b"not cbor at all").expect_err("garbage");
+    assert!(err.to_string().contains("not valid dockline CBOR"), "{err}");
+}

@@ -1,0 +1,928 @@
+//! `dockline-sim demo`: the whole journey on one machine, no hardware and no
+//! installed services, with a broker outage in the middle and a closing report.
+//!
+//! # What runs where
+//!
+//! - The broker, the collector and every agent are child processes of this
+//!   one (`current_exe() broker|collector|agent …`), so killing the broker is a
+//!   real crash and nothing shares a runtime with the thing it checks. Their
+//!   logs go to files in a temp dir, kept (and named) when the demo fails.
+//! - The mock ERP runs in this process, so the report reads its books directly.
+//!
+//! # The verdict
+//!
+//! Every event the agents answered 201 is remembered by its event id. At the
+//! end, production stops and the demo waits (bounded) until each of those ids
+//! is booked at the ERP. `lost` counts ids with no effect; `duplicated` counts
+//! effects beyond the first for the same event id, read from the effects list
+//! itself (not from a counter the ERP could get wrong). The demo passes only if
+//! both are 0 and something was generated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::mock_erp::{Effect, ErpConfig, MockErp, MockErpHandle};
+use crate::process::{ChildProcess, ProcessError};
+use crate::scenario::{Role, Scenario};
+
+/// How long a child may take to write its address file.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const SITE: &str = "dc-north";
+
+/// What the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// How long events are produced.
+    pub duration: Duration,
+    /// Number of agents (handhelds); the last one is the driver's.
+    pub agents: usize,
+    /// Seed of the scenario and of the ERP's faults.
+    pub seed: u64,
+    /// New orders started per second (each is about nine events).
+    pub orders_per_sec: f64,
+    /// How long the broker stays down; `None` picks min(5 s, duration / 3).
+    pub outage: Option<Duration>,
+    /// How long to wait after production for every event to be booked.
+    pub drain_timeout: Duration,
+    /// Share of ERP requests answered 503.
+    pub erp_fail_rate: f64,
+    /// Share of ERP requests answered 429.
+    pub erp_throttle_rate: f64,
+    /// Share of new ERP bookings whose response is lost.
+    pub erp_lose_after_commit_rate: f64,
+    /// The `dockline-sim` executable that runs the children.
+    pub exe: PathBuf,
+}
+
+/// The demo could not run (as opposed to running and finding losses).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A child process failed to start or become ready.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The mock ERP failed to start.
+    #[error(transparent)]
+    Erp(#[from] crate::mock_erp::ErpError),
+    /// A file in the work directory could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A setting cannot work.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Generated and booked counts of one event kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KindCount {
+    /// Accepted by an agent (201).
+    pub generated: u64,
+    /// Booked at the ERP.
+    pub booked: u64,
+}
+
+/// The closing report, also written as JSON with `--report`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True when nothing was lost or duplicated and something was generated.
+    pub passed: bool,
+    /// Events the agents accepted (201).
+    pub events_generated: u64,
+    /// Generated events with an effect at the ERP.
+    pub events_booked_at_erp: u64,
+    /// Generated events without an effect.
+    pub lost: u64,
+    /// Effects beyond the first for the same event.
+    pub duplicated: u64,
+    /// Effects that match no generated event.
+    pub unexpected_effects: u64,
+    /// Effects booked in total.
+    pub erp_effects: u64,
+    /// Requests the ERP answered as replays of a booked key.
+    pub erp_replays: u64,
+    /// Faults the ERP injected (503, 429, lost responses).
+    pub erp_faults_injected: u64,
+    /// Requests the ERP refused for their signature.
+    pub erp_bad_signatures: u64,
+    /// Requests the ERP refused as malformed.
+    pub erp_rejected_requests: u64,
+    /// Posts to agents that did not get a 201.
+    pub post_errors: u64,
+    /// Times the broker was killed and restarted.
+    pub broker_outages: u64,
+    /// Seconds the broker was down in total.
+    pub broker_down_secs: f64,
+    /// Seconds events were produced.
+    pub produce_secs: f64,
+    /// Seconds from the end of production until all events were booked (or the wait ended).
+    pub drain_secs: f64,
+    /// Wall time of the whole demo, start-up and shutdown included.
+    pub duration_secs: f64,
+    /// Agents run.
+    pub agents: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Counts per event kind.
+    pub by_kind: BTreeMap<String, KindCount>,
+    /// Where the logs are (kept when the demo fails).
+    pub work_dir: String,
+}
+
+/// One event an agent accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The event id from the 201.
+    pub event_id: String,
+    /// Its kind.
+    pub kind: String,
+}
+
+/// What the ERP's effects say about the generated events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Generated events with at least one effect.
+    pub booked: u64,
+    /// Generated events with none.
+    pub lost: u64,
+    /// Effects beyond one per event.
+    pub duplicated: u64,
+    /// Effects for no generated event.
+    pub unexpected: u64,
+    /// Per kind.
+    pub by_kind: BTreeMap<String, KindCount>,
+}
+
+/// Matches effects to generated events. An effect belongs to an event when
+/// its CloudEvents id, or failing that its idempotency key, is the event id.
+pub fn tally(generated: &[Generated], effects: &[Effect]) -> Tally {
+    let mut kinds: HashMap<&str, &str> = HashMap::new();
+    for g in generated {
+        kinds.insert(&g.event_id, &g.kind);
+    }
+    let mut hits: HashMap<&str, u64> = HashMap::new();
+    let mut t = Tally::default();
+    for e in effects {
+        let id = if kinds.contains_key(e.id.as_str()) {
+            e.id.as_str()
+        } else {
+            e.key.as_str()
+        };
+        if kinds.contains_key(id) {
+            *hits.entry(id).or_default() += 1;
+        } else {
+            t.unexpected += 1;
+        }
+    }
+    for g in generated {
+        let k = t.by_kind.entry(g.kind.clone()).or_default();
+        k.generated += 1;
+        match hits.get(g.event_id.as_str()) {
+            Some(&n) => {
+                t.booked += 1;
+                k.booked += 1;
+                t.duplicated += n - 1;
+            }
+            None => t.lost += 1,
+        }
+    }
+    t
+}
+
+/// One agent child with the roles it plays and its API address.
+struct Agent {
+    roles: Vec<Role>,
+    api: SocketAddr,
+    process: ChildProcess,
+}
+
+/// Everything the demo started; dropping it kills every child.
+struct Stack {
+    dir: PathBuf,
+    exe: PathBuf,
+    broker: Option<ChildProcess>,
+    broker_addr: SocketAddr,
+    broker_starts: u32,
+    collector: ChildProcess,
+    collector_api: SocketAddr,
+    agents: Vec<Agent>,
+    erp: MockErpHandle,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DemoError> {
+    std::fs::write(path, text).map_err(|source| DemoError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), DemoError> {
+    std::fs::create_dir_all(path).map_err(|source| DemoError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Starts a broker child on `listen`; returns it with the bound address.
+async fn start_broker(
+    exe: &Path,
+    dir: &Path,
+    listen: SocketAddr,
+    n: u32,
+) -> Result<(ChildProcess, SocketAddr), DemoError> {
+    let addr_file = dir.join(format!("broker-{n}.addr"));
+    let listen = listen.to_string();
+    let file = addr_file.display().to_string();
+    let mut child = ChildProcess::spawn(
+        &format!("broker-{n}"),
+        exe,
+        &["broker", "--listen", &listen, "--addr-file", &file],
+        dir,
+    )?;
+    let addr = child.wait_for_addr(&addr_file, READY_TIMEOUT).await?;
+    Ok((child, addr))
+}
+
+fn toml_str(s: &str) -> String {
+    // Debug formatting of a str is a valid TOML basic string for the paths and
+    // ids used here (escapes quotes and backslashes).
+    format!("{s:?}")
+}
+
+fn agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
+    format!(
+        "site = {site}\ndevice = {device}\ndata_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
+         [mqtt]\nhost = {host}\nport = {port}\nkeep_alive_secs = 5\n\n\
+         [uplink]\nbatch_max_events = 256\nack_timeout_ms = 3000\n",
+        site = toml_str(SITE),
+        device = toml_str(device),
+        dir = toml_str(&data_dir.display().to_string()),
+        host = toml_str(&broker.ip().to_string()),
+        port = broker.port(),
+    )
+}
+
+fn collector_config(
+    data_dir: &Path,
+    broker: SocketAddr,
+    devices: &[String],
+    erp: SocketAddr,
+    secret: &str,
+) -> String {
+    let mut text = format!(
+        "data_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
+         [mqtt]\nhost = {host}\nport = {port}\nclient_id = \"dockline-collector\"\nkeep_alive_secs = 5\n\n",
+        dir = toml_str(&data_dir.display().to_string()),
+        host = toml_str(&broker.ip().to_string()),
+        port = broker.port(),
+    );
+    for d in devices {
+        text.push_str(&format!(
+            "[[devices]]\nid = {}\nsite = {}\n\n",
+            toml_str(d),
+            toml_str(SITE)
+        ));
+    }
+    text.push_str(&format!(
+        "[erp]\nurl = \"http://{erp}/events\"\nsecret = {}\ntimeout_ms = 3000\nretry_min_ms = 100\nretry_max_ms = 2000\n",
+        toml_str(secret)
+    ));
+    text
+}
+
+/// Device ids and roles: pickers `hh-01`…, the last agent is the driver's
+/// `van-01` (with one agent, it does both).
+fn devices(agents: usize) -> Vec<(String, Vec<Role>)> {
+    if agents <= 1 {
+        return vec![("hh-01".into(), vec![Role::Picker(0), Role::Driver])];
+    }
+    let mut out: Vec<(String, Vec<Role>)> = (0..agents - 1)
+        .map(|i| (format!("hh-{:02}", i + 1), vec![Role::Picker(i)]))
+        .collect();
+    out.push(("van-01".into(), vec![Role::Driver]));
+    out
+}
+
+impl Stack {
+    async fn start(opts: &DemoOptions, dir: &Path) -> Result<Self, DemoError> {
+        let (broker, broker_addr) =
+            start_broker(&opts.exe, dir, SocketAddr::from(([127, 0, 0, 1], 0)), 1).await?;
+        println!(
+            "broker     mqtt://{broker_addr} (child pid {})",
+            broker.pid()
+        );
+
+        let mut key = [0u8; 32];
+        rand::rngs::StdRng::seed_from_u64(opts.seed).fill(&mut key);
+        let secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        );
+        let erp_config = ErpConfig {
+            secret: secret.clone(),
+            fail_rate: opts.erp_fail_rate,
+            throttle_rate: opts.erp_throttle_rate,
+            lose_after_commit_rate: opts.erp_lose_after_commit_rate,
+            delay_ms: 0,
+            seed: opts.seed,
+        };
+        let (erp, erp_addr) =
+            MockErp::start(SocketAddr::from(([127, 0, 0, 1], 0)), erp_config).await?;
+        println!(
+            "mock ERP   http://{erp_addr}/events (fail {:.0}%, throttle {:.0}%, lose-after-commit {:.0}%)",
+            opts.erp_fail_rate * 100.0,
+            opts.erp_throttle_rate * 100.0,
+            opts.erp_lose_after_commit_rate * 100.0
+        );
+
+        let plan = devices(opts.agents);
+        let ids: Vec<String> = plan.iter().map(|(d, _)| d.clone()).collect();
+        let cdir = dir.join("collector");
+        mkdir(&cdir)?;
+        let cfile = dir.join("collector.toml");
+        write(
+            &cfile,
+            &collector_config(&cdir, broker_addr, &ids, erp_addr, &secret),
+        )?;
+        let cpath = cfile.display().to_string();
+        let mut collector = ChildProcess::spawn(
+            "collector",
+            &opts.exe,
+            &["collector", "--config", &cpath],
+            dir,
+        )?;
+        let collector_api = collector
+            .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
+            .await?;
+        println!(
+            "collector  http://{collector_api}/v1/stats (child pid {})",
+            collector.pid()
+        );
+
+        let mut agents = Vec::new();
+        for (device, roles) in plan {
+            let adir = dir.join(&device);
+            mkdir(&adir)?;
+            let afile = dir.join(format!("{device}.toml"));
+            write(&afile, &agent_config(&device, &adir, broker_addr))?;
+            let apath = afile.display().to_string();
+            let mut process =
+                ChildProcess::spawn(&device, &opts.exe, &["agent", "--config", &apath], dir)?;
+            let api = process
+                .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
+                .await?;
+            println!(
+                "agent      {device:<7} http://{api}/v1/status (child pid {})",
+                process.pid()
+            );
+            agents.push(Agent {
+                roles,
+                api,
+                process,
+            });
+        }
+        Ok(Self {
+            dir: dir.into(),
+            exe: opts.exe.clone(),
+            broker: Some(broker),
+            broker_addr,
+            broker_starts: 1,
+            collector,
+            collector_api,
+            agents,
+            erp,
+        })
+    }
+}
+
+impl Stack {
+    fn pickers(&self) -> usize {
+        self.agents
+            .iter()
+            .flat_map(|a| &a.roles)
+            .filter(|r| matches!(r, Role::Picker(_)))
+            .count()
+    }
+
+    /// Kills the broker at once: a crash, not a shutdown.
+    fn kill_broker(&mut self) {
+        if let Some(b) = self.broker.take() {
+            b.kill();
+        }
+    }
+
+    /// Starts a new broker on the same address; retries while the old
+    /// socket is still being released.
+    async fn restart_broker(&mut self) -> Result<(), DemoError> {
+        let mut last = None;
+        for _ in 0..20 {
+            self.broker_starts += 1;
+            match start_broker(&self.exe, &self.dir, self.broker_addr, self.broker_starts).await {
+                Ok((child, _)) => {
+                    self.broker = Some(child);
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DemoError::Options("broker restart never attempted".into())))
+    }
+
+    /// Stops everything: agents and collector get SIGTERM and a grace period.
+    async fn shutdown(self) {
+        let grace = Duration::from_secs(5);
+        for a in self.agents {
+            a.process.terminate(grace).await;
+        }
+        self.collector.terminate(grace).await;
+        if let Some(b) = self.broker {
+            b.kill();
+        }
+        self.erp.shutdown().await;
+    }
+}
+
+/// What the producer and the progress lines share.
+#[derive(Debug, Default)]
+struct Production {
+    made: AtomicU64,
+    post_errors: AtomicU64,
+    generated: Mutex<Vec<Generated>>,
+}
+
+impl Production {
+    fn generated(&self) -> Vec<Generated> {
+        self.generated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Posts the scenario's orders to the agents until told to stop, finishing
+/// the order in hand first.
+async fn produce(
+    client: reqwest::Client,
+    routes: Vec<(Role, SocketAddr)>,
+    mut scenario: Scenario,
+    orders_per_sec: f64,
+    out: Arc<Production>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / orders_per_sec));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for step in scenario.next_order() {
+            let Some(api) = routes
+                .iter()
+                .find(|(r, _)| *r == step.role)
+                .map(|(_, a)| *a)
+            else {
+                out.post_errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            match post_event(&client, api, &step.body).await {
+                Ok(event_id) => {
+                    out.generated
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Generated {
+                            event_id,
+                            kind: step.kind.to_string(),
+                        });
+                    out.made.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(message) => {
+                    tracing::warn!(%api, kind = step.kind, %message, "agent did not accept an event");
+                    out.post_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Posts one event; returns its event id from the 201.
+async fn post_event(
+    client: &reqwest::Client,
+    api: SocketAddr,
+    body: &Value,
+) -> Result<String, String> {
+    let resp = client
+        .post(format!("http://{api}/v1/events"))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let answer: Value = resp.json().await.map_err(|e| e.to_string())?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(format!("{status}: {answer}"));
+    }
+    answer["event_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("201 without event_id: {answer}"))
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Option<Value> {
+    let resp = client.get(url).send().await.ok()?;
+    resp.json().await.ok()
+}
+
+fn num(v: &Option<Value>, field: &str) -> String {
+    v.as_ref()
+        .and_then(|v| v.get(field))
+        .and_then(Value::as_u64)
+        .map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
+/// One progress line: made, queued on devices, pending at the collector,
+/// booked at the ERP, agents online, broker state.
+async fn progress_line(
+    client: &reqwest::Client,
+    stack: &Stack,
+    made: u64,
+    elapsed: Duration,
+    phase: &str,
+) -> String {
+    let mut queued = 0u64;
+    let mut online = 0usize;
+    let mut answered = 0usize;
+    for a in &stack.agents {
+        if let Some(s) = get_json(client, format!("http://{}/v1/status", a.api)).await {
+            answered += 1;
+            queued += s.get("queued").and_then(Value::as_u64).unwrap_or(0);
+            if s.get("mqtt_connected").and_then(Value::as_bool) == Some(true) {
+                online += 1;
+            }
+        }
+    }
+    let c = get_json(client, format!("http://{}/v1/stats", stack.collector_api)).await;
+    let erp = stack.erp.stats();
+    let queued = if answered == stack.agents.len() {
+        queued.to_string()
+    } else {
+        format!("{queued}+?")
+    };
+    format!(
+        "[{:>5.1}s] {phase:<9} made {made:>6} | device outboxes {queued:>5} queued | collector {:>5} pending, {:>6} booked | ERP {:>6} effects, {} replays, {} faults | agents online {online}/{} | broker {}",
+        elapsed.as_secs_f64(),
+        num(&c, "pending"),
+        num(&c, "booked"),
+        erp.effects,
+        erp.replays,
+        erp.faults_injected,
+        stack.agents.len(),
+        if stack.broker.is_some() { "up" } else { "DOWN" },
+    )
+}
+
+/// Runs the demo in a fresh work directory under the system temp dir.
+pub async fn run(opts: DemoOptions) -> Result<Report, DemoError> {
+    if !(opts.orders_per_sec > 0.0 && opts.orders_per_sec.is_finite()) {
+        return Err(DemoError::Options(format!(
+            "orders per second is {}; give a positive number",
+            opts.orders_per_sec
+        )));
+    }
+    if opts.agents == 0 || opts.agents > 99 {
+        return Err(DemoError::Options(format!(
+            "{} agents; give 1 to 99",
+            opts.agents
+        )));
+    }
+    let started = Instant::now();
+    // Kept on failure so the children's logs can be read; removed on success.
+    let dir = tempfile::Builder::new()
+        .prefix("dockline-demo-")
+        .tempdir()
+        .map_err(|source| DemoError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?
+        .keep();
+    println!("work dir   {} (configs, databases, logs)", dir.display());
+    let result = run_in(&opts, &dir, started).await;
+    if let Ok(report) = &result
+        && report.passed
+    {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Report, DemoError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut stack = Stack::start(opts, dir).await?;
+
+    let outage = opts
+        .outage
+        .unwrap_or_else(|| Duration::from_secs(5).min(opts.duration / 3));
+    let outage_at = (opts.duration / 2).saturating_sub(outage / 2);
+    let production = Arc::new(Production::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let routes: Vec<(Role, SocketAddr)> = stack
+        .agents
+        .iter()
+        .flat_map(|a| a.roles.iter().map(move |r| (*r, a.api)))
+        .collect();
+    let producer = tokio::spawn(produce(
+        client.clone(),
+        routes,
+        Scenario::new(opts.seed, stack.pickers()),
+        opts.orders_per_sec,
+        production.clone(),
+        stop_rx,
+    ));
+    println!(
+        "producing for {} s; the broker goes down at {} s for {} s",
+        opts.duration.as_secs_f64(),
+        outage_at.as_secs_f64(),
+        outage.as_secs_f64()
+    );
+
+    let t0 = Instant::now();
+    let mut outages = 0u64;
+    let mut down_since: Option<Instant> = None;
+    let mut down_total = Duration::ZERO;
+    let mut next_line = Duration::from_secs(1);
+    while t0.elapsed() < opts.duration {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = t0.elapsed();
+        if outage > Duration::ZERO && outages == 0 && now >= outage_at {
+            stack.kill_broker();
+            outages += 1;
+            down_since = Some(Instant::now());
+            println!(
+                "[{:>5.1}s] broker KILLED (SIGKILL); agents keep accepting events",
+                now.as_secs_f64()
+            );
+        }
+        if let Some(since) = down_since
+            && since.elapsed() >= outage
+        {
+            stack.restart_broker().await?;
+            down_total += since.elapsed();
+            down_since = None;
+            println!(
+                "[{:>5.1}s] broker restarted on {}",
+                t0.elapsed().as_secs_f64(),
+                stack.broker_addr
+            );
+        }
+        if now >= next_line {
+            next_line += Duration::from_secs(1);
+            let made = production.made.load(Ordering::Relaxed);
+            println!(
+                "{}",
+                progress_line(&client, &stack, made, now, "producing").await
+            );
+        }
+    }
+    if let Some(since) = down_since.take() {
+        // The duration ended during the outage: bring the broker back to drain.
+        stack.restart_broker().await?;
+        down_total += since.elapsed();
+    }
+    let _ = stop_tx.send(true);
+    let _ = producer.await;
+    let produce_secs = t0.elapsed().as_secs_f64();
+    let generated = production.generated();
+    println!(
+        "production stopped: {} events made; waiting up to {} s for all of them at the ERP",
+        generated.len(),
+        opts.drain_timeout.as_secs()
+    );
+
+    let drain_start = Instant::now();
+    let mut next_line = Duration::from_secs(1);
+    loop {
+        let t = tally(&generated, &stack.erp.effects());
+        if t.lost == 0 || drain_start.elapsed() >= opts.drain_timeout {
+            break;
+        }
+        if drain_start.elapsed() >= next_line {
+            next_line += Duration::from_secs(1);
+            println!(
+                "{}",
+                progress_line(
+                    &client,
+                    &stack,
+                    generated.len() as u64,
+                    t0.elapsed(),
+                    "draining"
+                )
+                .await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain_secs = drain_start.elapsed().as_secs_f64();
+    // A late redelivery would show up as a duplicate: give it a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!(
+        "{}",
+        progress_line(
+            &client,
+            &stack,
+            generated.len() as u64,
+            t0.elapsed(),
+            "final"
+        )
+        .await
+    );
+
+    let effects = stack.erp.effects();
+    let erp = stack.erp.stats();
+    let t = tally(&generated, &effects);
+    let post_errors = production.post_errors.load(Ordering::Relaxed);
+    let agents = opts.agents;
+    stack.shutdown().await;
+    let events_generated = generated.len() as u64;
+    Ok(Report {
+        passed: t.lost == 0 && t.duplicated == 0 && events_generated > 0,
+        events_generated,
+        events_booked_at_erp: t.booked,
+        lost: t.lost,
+        duplicated: t.duplicated,
+        unexpected_effects: t.unexpected,
+        erp_effects: erp.effects,
+        erp_replays: erp.replays,
+        erp_faults_injected: erp.faults_injected,
+        erp_bad_signatures: erp.bad_signatures,
+        erp_rejected_requests: erp.rejected_requests,
+        post_errors,
+        broker_outages: outages,
+        broker_down_secs: down_total.as_secs_f64(),
+        produce_secs,
+        drain_secs,
+        duration_secs: started.elapsed().as_secs_f64(),
+        agents,
+        seed: opts.seed,
+        by_kind: t.by_kind,
+        work_dir: dir.display().to_string(),
+    })
+}
+
+impl Report {
+    /// The closing summary for the terminal.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        s.push_str("\n── dockline demo report ──────────────────────────────\n");
+        s.push_str(&format!(
+            "events made          {:>8}\nbooked at the ERP    {:>8}\nlost                 {:>8}\nduplicated           {:>8}\n",
+            self.events_generated, self.events_booked_at_erp, self.lost, self.duplicated
+        ));
+        s.push_str(&format!(
+            "ERP replays          {:>8}   (retries answered with the earlier booking)\nERP faults injected  {:>8}\nbroker outages       {:>8}   ({:.1} s down)\n",
+            self.erp_replays, self.erp_faults_injected, self.broker_outages, self.broker_down_secs
+        ));
+        if self.unexpected_effects
+            + self.erp_bad_signatures
+            + self.erp_rejected_requests
+            + self.post_errors
+            > 0
+        {
+            s.push_str(&format!(
+                "unexpected effects {}, bad signatures {}, refused requests {}, failed posts {}\n",
+                self.unexpected_effects,
+                self.erp_bad_signatures,
+                self.erp_rejected_requests,
+                self.post_errors
+            ));
+        }
+        s.push_str("by kind              made   booked\n");
+        for (kind, c) in &self.by_kind {
+            s.push_str(&format!(
+                "  {kind:<16} {:>7} {:>8}\n",
+                c.generated, c.booked
+            ));
+        }
+        s.push_str(&format!(
+            "produced {:.1} s, drained {:.1} s, wall time {:.1} s\n",
+            self.produce_secs, self.drain_secs, self.duration_secs
+        ));
+        if self.passed {
+            s.push_str("PASS: every event booked exactly once\n");
+        } else {
+            s.push_str(&format!(
+                "FAIL: logs and databases kept in {}\n",
+                self.work_dir
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effect(index: usize, id: &str, key: &str, kind: &str) -> Effect {
+        Effect {
+            index,
+            document: format!("DOC-{index}"),
+            key: key.into(),
+            id: id.into(),
+            kind: format!("io.dockline.{kind}"),
+            source: "/dockline/dc-north/hh-01".into(),
+            subject: None,
+            data: Value::Null,
+        }
+    }
+
+    fn made(id: &str, kind: &str) -> Generated {
+        Generated {
+            event_id: id.into(),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn tally_finds_lost_duplicated_and_unexpected() {
+        let generated = [
+            made("a", "picked"),
+            made("b", "packed"),
+            made("c", "picked"),
+        ];
+        let effects = [
+            effect(0, "a", "a", "picked"),
+            // Same event under another idempotency key: a duplicate effect.
+            effect(1, "a", "a-retry", "picked"),
+            effect(2, "b", "b", "packed"),
+            effect(3, "zzz", "zzz", "picked"),
+        ];
+        let t = tally(&generated, &effects);
+        assert_eq!((t.booked, t.lost, t.duplicated, t.unexpected), (2, 1, 1, 1));
+        assert_eq!(
+            t.by_kind.get("picked"),
+            Some(&KindCount {
+                generated: 2,
+                booked: 1
+            })
+        );
+    }
+
+    #[test]
+    fn tally_matches_by_key_when_the_id_differs() {
+        let t = tally(&[made("a", "picked")], &[effect(0, "other", "a", "picked")]);
+        assert_eq!((t.booked, t.lost, t.unexpected), (1, 0, 0));
+    }
+
+    #[test]
+    fn configs_parse_as_toml() {
+        let broker: SocketAddr = "127.0.0.1:1883".parse().expect("addr");
+        let a: toml::Table = agent_config("hh-01", Path::new("/tmp/x \"y\""), broker)
+            .parse()
+            .expect("agent toml");
+        assert_eq!(a["data_dir"].as_str(), Some("/tmp/x \"y\""));
+        assert_eq!(a["mqtt"]["port"].as_integer(), Some(1883));
+        let c: toml::Table = collector_config(
+            Path::new("/tmp/c"),
+            broker,
+            &["hh-01".into(), "van-01".into()],
+            broker,
+            "whsec_AAAA",
+        )
+        .parse()
+        .expect("collector toml");
+        assert_eq!(c["devices"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            c["erp"]["url"].as_str(),
+            Some("http://127.0.0.1:1883/events")
+        );
+    }
+
+    #[test]
+    fn roles_cover_pickers_and_a_driver() {
+        assert_eq!(devices(1)[0].1, vec![Role::Picker(0), Role::Driver]);
+        let d = devices(3);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[2], ("van-01".to_string(), vec![Role::Driver]));
+    }
+}

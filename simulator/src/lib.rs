@@ -1,0 +1,21 @@
+//! dockline without hardware: an embedded MQTT broker, a mock ERP with fault
+//! injection, child-process plumbing, and the `demo` that runs the whole
+//! journey (agents → broker → collector → ERP) with an outage in the middle.
+//!
+//! # Layout
+//!
+//! - [`broker`]: rumqttd in-process, built in code, port 0 supported.
+//! - [`mock_erp`]: the ERP's webhook endpoint: signature check, one effect
+//!   per idempotency key, injected faults, stats.
+//! - [`process`]: child processes with logs in files, address files, and kill
+//!   on drop.
+//! - [`scenario`]: the deterministic shift and route, as HTTP requests.
+//! - [`demo`]: the whole journey with an outage, progress lines and the report.
+//!
+//! `main.rs` only parses flags and calls these.
+
+pub mod broker;
+pub mod demo;
+pub mod mock_erp;
+pub mod process;
+pub mod scenario;

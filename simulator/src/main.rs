@@ -1,0 +1,254 @@
+//! `dockline-sim`: parses flags and calls the simulator library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dockline_simulator::demo::{self, DemoOptions};
+use dockline_simulator::mock_erp::{ErpConfig, MockErp};
+use dockline_simulator::{broker, process};
+
+/// dockline without hardware: broker, mock ERP and the end-to-end demo.
+#[derive(Debug, Parser)]
+#[command(name = "dockline-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an MQTT broker (rumqttd) until killed.
+    Broker {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        listen: SocketAddr,
+        /// Write the bound address here once the broker accepts connections.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+    },
+    /// Run the mock ERP webhook endpoint until killed.
+    MockErp {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Write the bound address here once listening.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+        /// Webhook secret, `whsec_<base64>`.
+        #[arg(long, env = "DOCKLINE_ERP_SECRET")]
+        secret: String,
+        /// Share of requests answered 503 (0.0 to 1.0).
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Share of requests answered 429 with Retry-After: 1.
+        #[arg(long, default_value_t = 0.0)]
+        throttle_rate: f64,
+        /// Share of new bookings whose response is dropped after commit.
+        #[arg(long, default_value_t = 0.0)]
+        lose_after_commit_rate: f64,
+        /// Delay before each answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Seed for the fault generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Run the whole journey (agents, broker, collector, mock ERP) with a
+    /// broker outage in the middle, then report lost and duplicated events.
+    Demo {
+        /// Seconds of event production.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Number of agents (handhelds); the last is the driver's.
+        #[arg(long, default_value_t = 3)]
+        agents: usize,
+        /// Seed of the scenario and the ERP's faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// New orders per second (about nine events each).
+        #[arg(long, default_value_t = 4.0)]
+        orders_per_sec: f64,
+        /// Seconds the broker stays down (default: min(5, duration / 3); 0 for none).
+        #[arg(long)]
+        outage_secs: Option<f64>,
+        /// Seconds to wait after production for every event to be booked.
+        #[arg(long, default_value_t = 60)]
+        drain_timeout: u64,
+        /// Share of ERP requests answered 503.
+        #[arg(long, default_value_t = 0.02)]
+        erp_fail_rate: f64,
+        /// Share of ERP requests answered 429 with Retry-After: 1.
+        #[arg(long, default_value_t = 0.01)]
+        erp_throttle_rate: f64,
+        /// Share of new ERP bookings whose response is lost after commit.
+        #[arg(long, default_value_t = 0.02)]
+        erp_lose_after_commit_rate: f64,
+    },
+    /// Run a dockline agent in this process (what `dockline-agent` does).
+    #[command(hide = true)]
+    Agent {
+        /// Agent config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a dockline collector in this process (what `dockline-collector` does).
+    #[command(hide = true)]
+    Collector {
+        /// Collector config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Logs to stdout, filtered by `RUST_LOG` or `default`; colours only on a
+/// terminal (children of the demo log to files).
+fn init_tracing(default: &str) {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo's terminal is for progress lines; its children log to files.
+    init_tracing(if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info,rumqttd=warn"
+    });
+    match cli.command {
+        Command::Broker { listen, addr_file } => {
+            let addr = broker::start(listen).context("cannot start the broker")?;
+            if let Some(file) = addr_file {
+                process::write_addr_file(&file, addr)?;
+            }
+            tracing::info!(%addr, "broker accepting MQTT v3.1.1 connections; kill the process to stop it");
+            // rumqttd has no shutdown API: the broker ends with the process.
+            shutdown_signal().await;
+            Ok(())
+        }
+        Command::MockErp {
+            listen,
+            addr_file,
+            secret,
+            fail_rate,
+            throttle_rate,
+            lose_after_commit_rate,
+            delay_ms,
+            seed,
+        } => {
+            let config = ErpConfig {
+                secret,
+                fail_rate,
+                throttle_rate,
+                lose_after_commit_rate,
+                delay_ms,
+                seed,
+            };
+            let (erp, addr) = MockErp::start(listen, config)
+                .await
+                .context("cannot start the mock ERP")?;
+            if let Some(file) = addr_file {
+                process::write_addr_file(&file, addr)?;
+            }
+            shutdown_signal().await;
+            let stats = erp.stats();
+            erp.shutdown().await;
+            tracing::info!(?stats, "mock ERP stopped");
+            Ok(())
+        }
+        Command::Demo {
+            duration,
+            report,
+            agents,
+            seed,
+            orders_per_sec,
+            outage_secs,
+            drain_timeout,
+            erp_fail_rate,
+            erp_throttle_rate,
+            erp_lose_after_commit_rate,
+        } => {
+            let outage = match outage_secs {
+                Some(s) => Some(
+                    Duration::try_from_secs_f64(s)
+                        .map_err(|_| anyhow::anyhow!("--outage-secs {s} is not a duration"))?,
+                ),
+                None => None,
+            };
+            let opts = DemoOptions {
+                duration: Duration::from_secs(duration),
+                agents,
+                seed,
+                orders_per_sec,
+                outage,
+                drain_timeout: Duration::from_secs(drain_timeout),
+                erp_fail_rate,
+                erp_throttle_rate,
+                erp_lose_after_commit_rate,
+                exe: std::env::current_exe().context("cannot find this program's path")?,
+            };
+            // Dropping the demo on Ctrl-C or SIGTERM kills its children.
+            let result = tokio::select! {
+                r = demo::run(opts) => r.context("the demo could not run")?,
+                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+            };
+            println!("{}", result.summary());
+            if let Some(path) = report {
+                let json = serde_json::to_string_pretty(&result)?;
+                std::fs::write(&path, json + "\n")
+                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
+                println!("report written to {}", path.display());
+            }
+            if !result.passed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Collector { config } => {
+            let config: dockline_collector::Config =
+                dockline_protocol::config::load(Some(&config), std::env::vars())
+                    .context("cannot start the collector")?;
+            dockline_collector::run(config, shutdown_signal())
+                .await
+                .context("the collector stopped")?;
+            Ok(())
+        }
+        Command::Agent { config } => {
+            let config: dockline_agent::Config =
+                dockline_protocol::config::load(Some(&config), std::env::vars())
+                    .context("cannot start the agent")?;
+            dockline_agent::run(config, shutdown_signal())
+                .await
+                .context("the agent stopped")?;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

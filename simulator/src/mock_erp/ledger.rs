@@ -1,0 +1,177 @@
+//! The mock ERP's books: one effect per idempotency key, plus the counters the
+//! demo and the tests judge the collector by.
+//!
+//! # Invariants
+//!
+//! - An idempotency key books at most one effect; asking again returns the
+//!   same document number and counts a replay.
+//! - Document numbers are `DOC-000001`, `DOC-000002`, … in booking order, and
+//!   an effect's `index` is its position in [`Ledger::effects`].
+//!
+//! Pure state, no I/O: the HTTP layer holds it behind a mutex.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+/// One booking made in the ERP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Effect {
+    /// Position in booking order, from 0.
+    pub index: usize,
+    /// The document number answered to the caller.
+    pub document: String,
+    /// The idempotency key that booked it.
+    pub key: String,
+    /// CloudEvents `id`.
+    pub id: String,
+    /// CloudEvents `type` (`io.dockline.picked`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// CloudEvents `subject`, when sent.
+    pub subject: Option<String>,
+    /// CloudEvents `data`.
+    pub data: serde_json::Value,
+}
+
+/// What a webhook needs booked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Booking {
+    /// The idempotency key.
+    pub key: String,
+    /// CloudEvents `id`.
+    pub id: String,
+    /// CloudEvents `type`.
+    pub kind: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// CloudEvents `subject`.
+    pub subject: Option<String>,
+    /// CloudEvents `data`.
+    pub data: serde_json::Value,
+}
+
+/// The answer to a booking request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Booked {
+    /// First time this key was seen: a new effect with this document.
+    New(String),
+    /// The key was booked before: no new effect, the earlier document.
+    Replay(String),
+}
+
+/// Counters reported by `GET /stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Effects booked (one per distinct idempotency key).
+    pub effects: u64,
+    /// Requests whose key had already been booked.
+    pub replays: u64,
+    /// Requests that failed webhook verification (401).
+    pub bad_signatures: u64,
+    /// Requests refused as malformed (400).
+    pub rejected_requests: u64,
+    /// Injected faults: 503s, 429s and responses dropped after commit.
+    pub faults_injected: u64,
+    /// Effects per CloudEvents type.
+    pub by_type: BTreeMap<String, u64>,
+}
+
+/// The books.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    effects: Vec<Effect>,
+    by_key: HashMap<String, usize>,
+    stats: Stats,
+}
+
+impl Ledger {
+    /// Books `booking` unless its key was booked before.
+    pub fn book(&mut self, booking: Booking) -> Booked {
+        if let Some(&index) = self.by_key.get(&booking.key) {
+            self.stats.replays += 1;
+            return Booked::Replay(self.effects[index].document.clone());
+        }
+        let index = self.effects.len();
+        let document = format!("DOC-{:06}", index + 1);
+        self.by_key.insert(booking.key.clone(), index);
+        self.stats.effects += 1;
+        *self.stats.by_type.entry(booking.kind.clone()).or_default() += 1;
+        self.effects.push(Effect {
+            index,
+            document: document.clone(),
+            key: booking.key,
+            id: booking.id,
+            kind: booking.kind,
+            source: booking.source,
+            subject: booking.subject,
+            data: booking.data,
+        });
+        Booked::New(document)
+    }
+
+    /// Counts a request that failed verification.
+    pub fn count_bad_signature(&mut self) {
+        self.stats.bad_signatures += 1;
+    }
+
+    /// Counts a malformed request.
+    pub fn count_rejected(&mut self) {
+        self.stats.rejected_requests += 1;
+    }
+
+    /// Counts an injected fault.
+    pub fn count_fault(&mut self) {
+        self.stats.faults_injected += 1;
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Every effect in booking order.
+    pub fn effects(&self) -> &[Effect] {
+        &self.effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn booking(key: &str, kind: &str) -> Booking {
+        Booking {
+            key: key.into(),
+            id: key.into(),
+            kind: kind.into(),
+            source: "dockline/dc-north/hh-01".into(),
+            subject: Some("SO-1".into()),
+            data: serde_json::json!({"n": 1}),
+        }
+    }
+
+    #[test]
+    fn one_effect_per_key_and_replays_counted() {
+        let mut l = Ledger::default();
+        assert_eq!(
+            l.book(booking("a", "io.dockline.picked")),
+            Booked::New("DOC-000001".into())
+        );
+        assert_eq!(
+            l.book(booking("b", "io.dockline.packed")),
+            Booked::New("DOC-000002".into())
+        );
+        assert_eq!(
+            l.book(booking("a", "io.dockline.picked")),
+            Booked::Replay("DOC-000001".into())
+        );
+        assert_eq!(l.effects().len(), 2);
+        assert_eq!(l.effects()[1].index, 1);
+        assert_eq!(l.stats().effects, 2);
+        assert_eq!(l.stats().replays, 1);
+        assert_eq!(l.stats().by_type.get("io.dockline.picked"), Some(&1));
+    }
+}

@@ -1,0 +1,555 @@
+//! A mock ERP that receives dockline's CloudEvents webhooks, books each
+//! idempotency key once, and misbehaves on request.
+//!
+//! # HTTP
+//!
+//! | method | path       | what                                                        |
+//! |--------|------------|-------------------------------------------------------------|
+//! | POST   | `/events`  | a signed CloudEvents webhook; 201 new booking, 200 replay   |
+//! | GET    | `/stats`   | counters ([`Stats`])                                        |
+//! | GET    | `/effects` | every booking in order ([`Effect`])                         |
+//!
+//! # Order of checks on `POST /events`
+//!
+//! 1. `delay_ms` (slow ERP).
+//! 2. Webhook signature and timestamp ([`signature`]) → 401, counted as
+//!    `bad_signatures`.
+//! 3. `Idempotency-Key` and the CloudEvents body → 400 with a message, counted
+//!    as `rejected_requests`.
+//! 4. Injected faults drawn from a seeded generator: `fail_rate` → 503,
+//!    `throttle_rate` → 429 with `Retry-After: 1`. Nothing is booked.
+//! 5. Booking by idempotency key ([`ledger`]): a new key → 201
+//!    `{"document": "DOC-…"}`; a known key → 200 with the same document.
+//! 6. `lose_after_commit_rate`, drawn only for new bookings: the booking
+//!    stands but the connection is dropped without a response. The sender
+//!    must retry and get the replay; a second effect would be a bug.
+
+pub mod ledger;
+pub mod sever;
+pub mod signature;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use ledger::{Booked, Booking, Effect, Ledger, Stats};
+use sever::{Connection, SeveringListener};
+
+/// Fault injection and verification settings.
+#[derive(Debug, Clone)]
+pub struct ErpConfig {
+    /// The webhook secret, `whsec_<base64>`.
+    pub secret: String,
+    /// Share of valid requests answered 503 without booking (0.0 to 1.0).
+    pub fail_rate: f64,
+    /// Share of valid requests answered 429 with `Retry-After: 1`.
+    pub throttle_rate: f64,
+    /// Share of new bookings whose response is dropped after the commit.
+    pub lose_after_commit_rate: f64,
+    /// Delay before handling each request, in milliseconds.
+    pub delay_ms: u64,
+    /// Seed of the fault generator, so a run can be repeated.
+    pub seed: u64,
+}
+
+impl ErpConfig {
+    /// A well-behaved ERP with this secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self {
+            secret: secret.into(),
+            fail_rate: 0.0,
+            throttle_rate: 0.0,
+            lose_after_commit_rate: 0.0,
+            delay_ms: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// The mock ERP could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ErpError {
+    /// The secret cannot be decoded.
+    #[error(transparent)]
+    Secret(#[from] signature::SignatureError),
+    /// A fault rate is outside 0..=1.
+    #[error("{name} is {value}; give a share between 0.0 and 1.0")]
+    Rate {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// The listen address could not be bound.
+    #[error("mock ERP cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+struct Shared {
+    key: Vec<u8>,
+    config: ErpConfig,
+    ledger: Mutex<Ledger>,
+    faults: Mutex<StdRng>,
+}
+
+impl Shared {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock cannot leave the ledger half-updated
+        // (each update is a few plain assignments), so a poisoned lock is usable.
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True with probability `rate`, from the seeded generator.
+    fn draw(&self, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        let mut rng = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        rng.random::<f64>() < rate
+    }
+}
+
+/// Entry point: `MockErp::start`.
+#[derive(Debug)]
+pub struct MockErp;
+
+/// A running mock ERP: read its books, then shut it down.
+pub struct MockErpHandle {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockErpHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockErpHandle").finish_non_exhaustive()
+    }
+}
+
+impl MockErp {
+    /// Starts the server on `listen` (port 0 picks one) on the current tokio
+    /// runtime; returns its handle and the bound address.
+    pub async fn start(
+        listen: SocketAddr,
+        config: ErpConfig,
+    ) -> Result<(MockErpHandle, SocketAddr), ErpError> {
+        let key = signature::decode_secret(&config.secret)?;
+        for (name, value) in [
+            ("fail_rate", config.fail_rate),
+            ("throttle_rate", config.throttle_rate),
+            ("lose_after_commit_rate", config.lose_after_commit_rate),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ErpError::Rate { name, value });
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ErpError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ErpError::Listen {
+            addr: listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            key,
+            faults: Mutex::new(StdRng::seed_from_u64(config.seed)),
+            config,
+            ledger: Mutex::new(Ledger::default()),
+        });
+        let app = axum::Router::new()
+            .route("/events", post(receive))
+            .route("/stats", get(stats))
+            .route("/effects", get(effects))
+            .with_state(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(
+                SeveringListener(listener),
+                app.into_make_service_with_connect_info::<Connection>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "mock ERP stopped with an error");
+            }
+        });
+        tracing::info!(url = %format!("http://{addr}/events"), "mock ERP listening");
+        Ok((
+            MockErpHandle {
+                shared,
+                stop: Some(stop),
+                task: Some(task),
+            },
+            addr,
+        ))
+    }
+}
+
+impl MockErpHandle {
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        self.shared.ledger().stats().clone()
+    }
+
+    /// Every booking so far, in order.
+    pub fn effects(&self) -> Vec<Effect> {
+        self.shared.ledger().effects().to_vec()
+    }
+
+    /// Stops accepting, finishes requests in progress and waits for the server.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockErpHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A structured-mode CloudEvent as dockline sends it.
+#[derive(Debug, Deserialize)]
+struct CloudEvent {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    kind: String,
+    time: String,
+    #[serde(default)]
+    subject: Option<String>,
+    data: serde_json::Value,
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Checks the webhook headers against the raw body.
+fn verify_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), signature::SignatureError> {
+    use signature::SignatureError::MissingHeader;
+    let id = header_text(headers, "webhook-id").ok_or(MissingHeader("webhook-id"))?;
+    let ts = header_text(headers, "webhook-timestamp").ok_or(MissingHeader("webhook-timestamp"))?;
+    let sigs =
+        header_text(headers, "webhook-signature").ok_or(MissingHeader("webhook-signature"))?;
+    signature::verify(&shared.key, id, ts, sigs, body, now_secs())
+}
+
+/// Reads the `Idempotency-Key` header, quoted (RFC draft, structured field
+/// string) or bare.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, String> {
+    let raw = headers
+        .get("idempotency-key")
+        .ok_or("Idempotency-Key header is missing; every webhook must carry one")?
+        .to_str()
+        .map_err(|_| "Idempotency-Key is not ASCII text".to_string())?
+        .trim();
+    let key = match raw.strip_prefix('"') {
+        Some(rest) => rest
+            .strip_suffix('"')
+            .ok_or_else(|| format!("Idempotency-Key {raw:?} opens a quote it does not close"))?,
+        None => raw,
+    };
+    if key.is_empty() {
+        return Err("Idempotency-Key is empty".into());
+    }
+    Ok(key.to_string())
+}
+
+/// Parses and checks a CloudEvents body into what gets booked.
+fn parse_event(key: String, body: &[u8]) -> Result<Booking, String> {
+    let ce: CloudEvent = serde_json::from_slice(body)
+        .map_err(|e| format!("body is not a CloudEvents JSON event: {e}"))?;
+    if ce.specversion != "1.0" {
+        return Err(format!(
+            "specversion is {:?}; this ERP takes \"1.0\"",
+            ce.specversion
+        ));
+    }
+    if ce.id.is_empty() || ce.source.is_empty() {
+        return Err("CloudEvents id and source must not be empty".into());
+    }
+    let Some(kind) = ce.kind.strip_prefix("io.dockline.") else {
+        return Err(format!(
+            "type {:?} is not a dockline event (io.dockline.<kind>)",
+            ce.kind
+        ));
+    };
+    if kind.is_empty() {
+        return Err("type io.dockline. names no kind".into());
+    }
+    if ce.time.is_empty() {
+        return Err("CloudEvents time must not be empty".into());
+    }
+    Ok(Booking {
+        key,
+        id: ce.id,
+        kind: ce.kind,
+        source: ce.source,
+        subject: ce.subject,
+        data: ce.data,
+    })
+}
+
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<Connection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if shared.config.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(shared.config.delay_ms)).await;
+    }
+    if let Err(e) = verify_request(&shared, &headers, &body) {
+        shared.ledger().count_bad_signature();
+        tracing::warn!(peer = %conn.peer, error = %e, "webhook failed verification");
+        return problem(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let booking = match idempotency_key(&headers).and_then(|key| parse_event(key, &body)) {
+        Ok(b) => b,
+        Err(message) => {
+            shared.ledger().count_rejected();
+            tracing::warn!(peer = %conn.peer, %message, "webhook refused");
+            return problem(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    if shared.draw(shared.config.fail_rate) {
+        shared.ledger().count_fault();
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "injected fault: ERP unavailable",
+        );
+    }
+    if shared.draw(shared.config.throttle_rate) {
+        shared.ledger().count_fault();
+        let mut resp = problem(StatusCode::TOO_MANY_REQUESTS, "injected fault: slow down");
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
+    let booked = shared.ledger().book(booking);
+    match booked {
+        Booked::New(document) => {
+            if shared.draw(shared.config.lose_after_commit_rate) {
+                shared.ledger().count_fault();
+                conn.sever();
+                tracing::debug!(%document, "booked, dropping the response (injected fault)");
+            }
+            (StatusCode::CREATED, Json(json!({ "document": document }))).into_response()
+        }
+        Booked::Replay(document) => {
+            (StatusCode::OK, Json(json!({ "document": document }))).into_response()
+        }
+    }
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
+    Json(shared.ledger().stats().clone())
+}
+
+async fn effects(State(shared): State<Arc<Shared>>) -> Json<Vec<Effect>> {
+    Json(shared.ledger().effects().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn body(id: &str) -> String {
+        json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": "dockline/dc-north/hh-01",
+            "type": "io.dockline.picked",
+            "time": "2026-11-24T10:00:00Z",
+            "subject": "SO-1001",
+            "datacontenttype": "application/json",
+            "data": {"item": "09506000134352", "quantity": 3}
+        })
+        .to_string()
+    }
+
+    async fn post(
+        addr: SocketAddr,
+        key: &str,
+        body: &str,
+        signed_body: &str,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let secret = signature::decode_secret(SECRET).expect("secret");
+        let ts = now_secs().to_string();
+        let sig = signature::sign(&secret, "msg-1", &ts, signed_body.as_bytes());
+        reqwest::Client::new()
+            .post(format!("http://{addr}/events"))
+            .header("webhook-id", "msg-1")
+            .header("webhook-timestamp", ts)
+            .header("webhook-signature", sig)
+            .header("idempotency-key", format!("\"{key}\""))
+            .header("content-type", "application/cloudevents+json")
+            .body(body.to_string())
+            .send()
+            .await
+    }
+
+    async fn start(config: ErpConfig) -> (MockErpHandle, SocketAddr) {
+        MockErp::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+            .await
+            .expect("mock ERP starts")
+    }
+
+    #[tokio::test]
+    async fn valid_signature_is_booked() {
+        let (erp, addr) = start(ErpConfig::new(SECRET)).await;
+        let b = body("e1");
+        let resp = post(addr, "e1", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(v["document"], "DOC-000001");
+        let effects = erp.effects();
+        assert_eq!(effects.len(), 1);
+        assert_eq!(effects[0].key, "e1");
+        assert_eq!(effects[0].subject.as_deref(), Some("SO-1001"));
+        assert_eq!(erp.stats().by_type.get("io.dockline.picked"), Some(&1));
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tampered_body_is_rejected_and_counted() {
+        let (erp, addr) = start(ErpConfig::new(SECRET)).await;
+        let signed = body("e1");
+        let tampered = signed.replace("\"quantity\":3", "\"quantity\":30");
+        assert_ne!(signed, tampered);
+        let resp = post(addr, "e1", &tampered, &signed)
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let stats = erp.stats();
+        assert_eq!(stats.bad_signatures, 1);
+        assert_eq!(stats.effects, 0);
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn malformed_body_is_a_400_with_a_message() {
+        let (erp, addr) = start(ErpConfig::new(SECRET)).await;
+        let b = body("e1").replace("\"1.0\"", "\"0.3\"");
+        let resp = post(addr, "e1", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains("specversion"),
+            "{v}"
+        );
+        assert_eq!(erp.stats().rejected_requests, 1);
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn replay_books_once_and_is_counted() {
+        let (erp, addr) = start(ErpConfig::new(SECRET)).await;
+        let b = body("e1");
+        let first = post(addr, "e1", &b, &b).await.expect("response");
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let again = post(addr, "e1", &b, &b).await.expect("response");
+        assert_eq!(again.status(), StatusCode::OK);
+        let v: serde_json::Value = again.json().await.expect("json");
+        assert_eq!(v["document"], "DOC-000001");
+        let stats = erp.stats();
+        assert_eq!((stats.effects, stats.replays), (1, 1));
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn lost_response_after_commit_books_once() {
+        let mut config = ErpConfig::new(SECRET);
+        config.lose_after_commit_rate = 1.0;
+        let (erp, addr) = start(config).await;
+        let b = body("e1");
+        let first = post(addr, "e1", &b, &b).await;
+        assert!(first.is_err(), "response should be lost: {first:?}");
+        let retry = post(addr, "e1", &b, &b).await.expect("replay answered");
+        assert_eq!(retry.status(), StatusCode::OK);
+        let stats = erp.stats();
+        assert_eq!((stats.effects, stats.replays), (1, 1));
+        assert_eq!(stats.faults_injected, 1);
+        assert_eq!(erp.effects().len(), 1);
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn faults_are_injected_without_booking() {
+        let mut config = ErpConfig::new(SECRET);
+        config.throttle_rate = 1.0;
+        let (erp, addr) = start(config).await;
+        let b = body("e1");
+        let resp = post(addr, "e1", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        assert_eq!((erp.stats().effects, erp.stats().faults_injected), (0, 1));
+        erp.shutdown().await;
+    }
+
+    #[test]
+    fn idempotency_key_quoted_or_bare() {
+        let mut h = HeaderMap::new();
+        h.insert("idempotency-key", HeaderValue::from_static("\"abc\""));
+        assert_eq!(idempotency_key(&h), Ok("abc".to_string()));
+        h.insert("idempotency-key", HeaderValue::from_static("abc"));
+        assert_eq!(idempotency_key(&h), Ok("abc".to_string()));
+        h.insert("idempotency-key", HeaderValue::from_static("\"abc"));
+        assert!(idempotency_key(&h).is_err());
+        assert!(idempotency_key(&HeaderMap::new()).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The demo end to end, as a user runs it: broker, collector and agents as
+//! child processes, a broker outage, ERP faults, and a report that must show
+//! every event booked exactly once.
+
+use std::process::Command;
+use std::time::Instant;
+
+#[test]
+fn demo_books_every_event_exactly_once_across_a_broker_outage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_path = dir.path().join("report.json");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_dockline-sim"))
+        .args(["demo", "--duration", "10", "--report"])
+        .arg(&report_path)
+        .output()
+        .expect("dockline-sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo failed ({}) after {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status,
+        started.elapsed()
+    );
+    let text = std::fs::read_to_string(&report_path).expect("report written");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    let field = |name: &str| {
+        report[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("report lacks {name}: {report}"))
+    };
+    let generated = field("events_generated");
+    assert!(generated > 0, "{report}");
+    assert_eq!(field("events_booked_at_erp"), generated, "{report}");
+    assert_eq!(field("lost"), 0, "{report}");
+    assert_eq!(field("duplicated"), 0, "{report}");
+    assert_eq!(field("broker_outages"), 1, "{report}");
+    assert_eq!(report["passed"], true, "{report}");
+    let by_kind = report["by_kind"].as_object().expect("by_kind");
+    for kind in ["picked", "packed", "loaded", "departed", "arrived"] {
+        assert!(by_kind.contains_key(kind), "no {kind} events: {report}");
+    }
+    assert!(stdout.contains("broker KILLED"), "{stdout}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+}
