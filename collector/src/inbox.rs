@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex};
 
 use dockline_protocol::batch::MAX_RANGES;
 use dockline_protocol::{
-    Batch, DeviceId, EncodeError, Envelope, Outcome, Payload, SiteId, Status, StatusKind, codec,
+    Batch, DeviceId, EncodeError, Envelope, EventId, Outcome, Payload, SiteId, Status, StatusKind,
+    Verdict, codec,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -422,6 +423,63 @@ impl Inbox {
             [],
         )?;
         Ok(())
+    }
+
+    /// Verdicts recorded for `device`'s events of `epoch` from `from_seq` on,
+    /// in sequence order, at most `limit`: the answer to an agent that
+    /// missed verdict acks while it was offline.
+    pub fn verdicts_from(
+        &self,
+        device: &DeviceId,
+        epoch: u64,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Verdict>, InboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, id, state, document, reason FROM events
+             WHERE device = ?1 AND epoch = ?2 AND seq >= ?3 AND state IN ('booked', 'rejected')
+             ORDER BY seq LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                device.as_str(),
+                to_sql("epoch", epoch)?,
+                to_sql("seq", from_seq)?,
+                to_sql("limit", limit as u64)?
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, id, state, document, reason) = row?;
+            // Ids were written from parsed envelopes, so they parse back.
+            let Some(id) = EventId::parse(&id) else {
+                continue;
+            };
+            let outcome = if state == "booked" {
+                Outcome::Booked {
+                    document: document.unwrap_or_default(),
+                }
+            } else {
+                Outcome::Rejected {
+                    reason: reason.unwrap_or_default(),
+                }
+            };
+            out.push(Verdict {
+                seq: from_sql(seq),
+                id,
+                outcome,
+            });
+        }
+        Ok(out)
     }
 
     /// Applies a status message; returns `false` when it was stale (from an
@@ -935,6 +993,7 @@ pub(crate) mod tests {
         };
         let birth = StatusKind::Birth {
             agent_version: "0.1.0".into(),
+            verdicts_wanted: None,
         };
         assert!(
             inbox

@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dockline_protocol::{
     Batch, Channel, DecodeError, DeviceId, EncodeError, SiteId, Status, StatusKind, Topic,
-    TopicError, codec,
+    TopicError, VerdictsWanted, codec,
 };
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -30,6 +30,10 @@ use tracing::{debug, error, info, warn};
 use crate::config::DeviceConfig;
 use crate::inbox::{InboxError, InboxHandle};
 use crate::publication::Publication;
+
+/// Most verdicts re-sent in answer to one birth or heartbeat; the agent asks
+/// again with its next heartbeat for the rest.
+const MAX_RESENT_VERDICTS: usize = 256;
 
 /// A message was refused or could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -171,10 +175,7 @@ impl Ingest {
         let parsed = Topic::parse(topic)?;
         match parsed.channel {
             Channel::Events => self.ingest_batch(topic, parsed, payload).await.map(Some),
-            Channel::Status => self
-                .ingest_status(topic, parsed, payload)
-                .await
-                .map(|()| None),
+            Channel::Status => self.ingest_status(topic, parsed, payload).await,
             Channel::Ack | Channel::Cmd => Err(IngestError::Channel {
                 topic: topic.into(),
             }),
@@ -268,7 +269,7 @@ impl Ingest {
         topic: &str,
         parsed: Topic,
         payload: &[u8],
-    ) -> Result<(), IngestError> {
+    ) -> Result<Option<Publication>, IngestError> {
         let status: Status = codec::decode(payload).map_err(|source| IngestError::Decode {
             what: "status",
             topic: topic.into(),
@@ -289,7 +290,7 @@ impl Ingest {
         match (&status.kind, applied) {
             (_, false) => debug!(device = %device, session = status.session,
                 "ignoring status from an older session"),
-            (StatusKind::Birth { agent_version }, true) => info!(device = %device,
+            (StatusKind::Birth { agent_version, .. }, true) => info!(device = %device,
                 site = %parsed.site, session = status.session, agent_version = %agent_version,
                 "device online"),
             (StatusKind::Death { graceful }, true) => {
@@ -311,7 +312,58 @@ impl Ingest {
             ) => debug!(
                 device = %device, queued, oldest_unacked_ms, "heartbeat"),
         }
-        Ok(())
+        let wanted = match &status.kind {
+            StatusKind::Birth {
+                verdicts_wanted, ..
+            } => *verdicts_wanted,
+            StatusKind::Heartbeat {
+                health: Some(h), ..
+            } => h.verdicts_wanted,
+            _ => None,
+        };
+        match wanted {
+            Some(w) if applied => self.resend_verdicts(topic, &parsed, w).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Answers an agent that missed verdicts (published while it was offline
+    /// and its broker session was gone) with those recorded since `wanted`.
+    async fn resend_verdicts(
+        &self,
+        topic: &str,
+        parsed: &Topic,
+        wanted: VerdictsWanted,
+    ) -> Result<Option<Publication>, IngestError> {
+        let device = parsed.device.clone();
+        let verdicts = self
+            .inbox
+            .call(move |i| {
+                i.verdicts_from(&device, wanted.epoch, wanted.from_seq, MAX_RESENT_VERDICTS)
+            })
+            .await
+            .map_err(|source| IngestError::Inbox {
+                topic: topic.into(),
+                source,
+            })?;
+        if verdicts.is_empty() {
+            return Ok(None);
+        }
+        debug!(device = %parsed.device, epoch = wanted.epoch, from_seq = wanted.from_seq,
+            verdicts = verdicts.len(), "re-sending verdicts the device missed");
+        Publication::ack(
+            &parsed.site,
+            &parsed.device,
+            wanted.epoch,
+            None,
+            Vec::new(),
+            verdicts,
+        )
+        .map(Some)
+        .map_err(|source| IngestError::Encode {
+            topic: topic.into(),
+            source,
+        })
     }
 }
 
@@ -320,7 +372,7 @@ mod tests {
     use super::*;
     use crate::inbox::Inbox;
     use crate::inbox::tests::batch;
-    use dockline_protocol::{Ack, PROTOCOL_VERSION};
+    use dockline_protocol::{Ack, Outcome, PROTOCOL_VERSION};
 
     fn setup(dir: &tempfile::TempDir, allow_unknown: bool) -> (Ingest, InboxHandle) {
         let inbox = InboxHandle::new(Inbox::open(&dir.path().join("inbox.db")).expect("inbox"));
@@ -430,6 +482,72 @@ mod tests {
         assert_eq!(decode_ack(&again).stored_up_to, Some(3));
     }
 
+    /// A device that was offline when its verdicts were published asks for
+    /// them in its birth message and gets every recorded one, in order.
+    #[tokio::test]
+    async fn birth_asking_for_missed_verdicts_gets_them_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, inbox) = setup(&dir, false);
+        let b = codec::encode(&batch("hh-01", 7, 1, &[1, 2, 3, 4])).expect("encode");
+        ingest
+            .handle("dockline/v1/dc-north/hh-01/events", &b)
+            .await
+            .expect("stored");
+        let dev = DeviceId::new("hh-01").expect("id");
+        for (seq, outcome) in [
+            (
+                2,
+                Outcome::Booked {
+                    document: "D-2".into(),
+                },
+            ),
+            (
+                3,
+                Outcome::Rejected {
+                    reason: "closed period".into(),
+                },
+            ),
+        ] {
+            let d = dev.clone();
+            inbox
+                .call(move |i| i.record_verdict(&d, 7, seq, &outcome, 1))
+                .await
+                .expect("verdict");
+        }
+        let birth = |epoch, from_seq| Status {
+            v: 1,
+            device: dev.clone(),
+            session: 2,
+            at_ms: 0,
+            kind: StatusKind::Birth {
+                agent_version: "0.1.0".into(),
+                verdicts_wanted: Some(VerdictsWanted { epoch, from_seq }),
+            },
+        };
+        let topic = "dockline/v1/dc-north/hh-01/status";
+        let bytes = codec::encode(&birth(7, 2)).expect("encode");
+        let ack = ingest
+            .handle(topic, &bytes)
+            .await
+            .expect("ok")
+            .expect("verdict ack");
+        let ack = decode_ack(&ack);
+        assert_eq!((ack.epoch, ack.stored_up_to), (7, None));
+        let seqs: Vec<_> = ack.verdicts.iter().map(|v| v.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        assert_eq!(
+            ack.verdicts[0].outcome,
+            Outcome::Booked {
+                document: "D-2".into()
+            }
+        );
+        // Nothing recorded from there on, or another epoch: no answer.
+        let bytes = codec::encode(&birth(7, 4)).expect("encode");
+        assert!(ingest.handle(topic, &bytes).await.expect("ok").is_none());
+        let bytes = codec::encode(&birth(8, 1)).expect("encode");
+        assert!(ingest.handle(topic, &bytes).await.expect("ok").is_none());
+    }
+
     #[tokio::test]
     async fn status_updates_online_state() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -441,6 +559,7 @@ mod tests {
             at_ms: 0,
             kind: StatusKind::Birth {
                 agent_version: "0.1.0".into(),
+                verdicts_wanted: None,
             },
         };
         let bytes = codec::encode(&status).expect("encode");

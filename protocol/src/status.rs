@@ -40,6 +40,10 @@ pub enum StatusKind {
         /// The agent's version.
         #[serde(rename = "ver")]
         agent_version: String,
+        /// Verdicts the agent has not seen (optional, added in v1): the
+        /// collector answers with every verdict it recorded from there on.
+        #[serde(rename = "vw", default, skip_serializing_if = "Option::is_none")]
+        verdicts_wanted: Option<VerdictsWanted>,
     },
     /// The agent went away (graceful, or last will on a lost link).
     Death {
@@ -82,6 +86,25 @@ pub struct QueueHealth {
     /// sequence ranges.
     #[serde(rename = "lost", default, skip_serializing_if = "Option::is_none")]
     pub salvage_lost: Option<(u64, Vec<(u64, u64)>)>,
+    /// Verdicts the agent has not seen (optional, added in v1).
+    #[serde(rename = "vw", default, skip_serializing_if = "Option::is_none")]
+    pub verdicts_wanted: Option<VerdictsWanted>,
+}
+
+/// The oldest event of the agent's current epoch that the collector acknowledged
+/// but whose ERP verdict the agent never received (a verdict ack published
+/// while the handheld was offline and its broker session was gone). The
+/// collector re-sends the verdicts it recorded for `from_seq` and later, in
+/// sequence order and bounded per answer; the agent asks again until it has
+/// them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictsWanted {
+    /// The outbox epoch.
+    #[serde(rename = "ep")]
+    pub epoch: u64,
+    /// The lowest sequence still waiting for its verdict.
+    #[serde(rename = "from")]
+    pub from_seq: u64,
 }
 
 /// Held events of one class.
@@ -115,7 +138,9 @@ pub struct DropCount {
 impl Status {
     pub(crate) fn validate(&self) -> Result<(), ValidationError> {
         match &self.kind {
-            StatusKind::Birth { agent_version } => validate::text("k.birth.ver", agent_version, 64),
+            StatusKind::Birth { agent_version, .. } => {
+                validate::text("k.birth.ver", agent_version, 64)
+            }
             StatusKind::Heartbeat {
                 health: Some(h), ..
             } => {

@@ -201,6 +201,17 @@ fn sample_statuses() -> Vec<(&'static str, Status)> {
             "status-birth",
             s(StatusKind::Birth {
                 agent_version: "0.1.0".into(),
+                verdicts_wanted: None,
+            }),
+        ),
+        (
+            "status-birth-verdicts-wanted",
+            s(StatusKind::Birth {
+                agent_version: "0.1.0".into(),
+                verdicts_wanted: Some(VerdictsWanted {
+                    epoch: 1_764_000_000_000,
+                    from_seq: 41,
+                }),
             }),
         ),
         ("status-death", s(StatusKind::Death { graceful: false })),

@@ -124,7 +124,7 @@ impl Cluster {
         std::fs::write(
             &cfg,
             format!(
-                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 5\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n",
+                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 5\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n",
                 adir.display().to_string(),
                 self.mqtt.0,
                 self.mqtt.1

@@ -252,6 +252,9 @@ pub struct QueueStatus {
     pub booked: u64,
     /// Receipts rejected by the ERP.
     pub rejected: u64,
+    /// Lowest sequence stored at the collector whose ERP verdict has not
+    /// arrived (asked for again in birth and heartbeat messages).
+    pub verdicts_wanted_from: Option<u64>,
     /// Drops by class and reason.
     pub drops: Vec<DropCount>,
     /// Free bytes on the data folder's file system.

@@ -545,9 +545,9 @@ impl Writer {
         )
         .map_err(&err)?;
         tx.commit().map_err(&err)?;
-        for c in 0..3 {
-            self.held_count[c] = self.held_count[c].saturating_sub(removed[c].0);
-            self.held_bytes[c] = self.held_bytes[c].saturating_sub(removed[c].1);
+        for (c, (count, bytes)) in removed.iter().enumerate() {
+            self.held_count[c] = self.held_count[c].saturating_sub(*count);
+            self.held_bytes[c] = self.held_bytes[c].saturating_sub(*bytes);
         }
         Ok(floor as u64)
     }
@@ -778,6 +778,14 @@ pub(crate) fn read_status(conn: &Connection, path: &Path) -> Result<QueueStatus,
         )
         .optional()
         .map_err(&err)?;
+    status.verdicts_wanted_from = conn
+        .query_row(
+            "SELECT min(seq) FROM receipts WHERE state = 'stored'",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .map_err(&err)?
+        .map(|s| s as u64);
     {
         let mut stmt = conn
             .prepare_cached("SELECT state, count(*) FROM receipts GROUP BY state")

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
 use dockline_protocol::{
     Ack, Batch, Channel, ClassQueue, DropCount, PROTOCOL_VERSION, Priority, QueueHealth, Status,
-    StatusKind, Topic,
+    StatusKind, Topic, VerdictsWanted,
 };
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
@@ -192,7 +192,14 @@ pub async fn run(
                         tracing::warn!(error = %e, "could not subscribe to acks; will retry on reconnect");
                     }
                     let agent_version = env!("CARGO_PKG_VERSION").into();
-                    if let Some(birth) = status(&config, session, StatusKind::Birth { agent_version }) {
+                    let verdicts_wanted = match outbox.status().await {
+                        Ok(q) => verdicts_wanted(&q),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the outbox for the birth message");
+                            None
+                        }
+                    };
+                    if let Some(birth) = status(&config, session, StatusKind::Birth { agent_version, verdicts_wanted }) {
                         let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, false, birth);
                     }
                 }
@@ -222,10 +229,9 @@ pub async fn run(
             _ = heartbeat_every.tick() => {
                 if state.connected()
                     && let Ok(q) = outbox.status().await
+                    && let Some(hb) = status(&config, session, heartbeat(&q))
                 {
-                    if let Some(hb) = status(&config, session, heartbeat(&q)) {
-                        let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, false, hb);
-                    }
+                    let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, false, hb);
                 }
             }
         }
@@ -243,6 +249,14 @@ pub async fn run(
     } else {
         pump.abort();
     }
+}
+
+/// Which verdicts to ask the collector for again, if any are missing.
+fn verdicts_wanted(q: &QueueStatus) -> Option<VerdictsWanted> {
+    q.verdicts_wanted_from.map(|from_seq| VerdictsWanted {
+        epoch: q.epoch,
+        from_seq,
+    })
 }
 
 /// A heartbeat carrying the outbox's health.
@@ -283,6 +297,7 @@ pub fn heartbeat(q: &QueueStatus) -> StatusKind {
             disk_free: q.disk_free,
             last_fsync_us: q.last_fsync_us,
             salvage_lost,
+            verdicts_wanted: verdicts_wanted(q),
         }),
     }
 }
