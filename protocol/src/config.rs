@@ -5,6 +5,8 @@
 //! `DOCKLINE_MQTT__HOST=broker.local` sets `[mqtt] host`, `DOCKLINE_SITE=dc1`
 //! sets the top-level `site`. The value is read as a TOML value when it parses
 //! as one (`42`, `true`, `["a"]`) and as a plain string otherwise.
+//! Variables starting with `DOCKLINE_TEST_` belong to the test suite (service
+//! URLs such as `DOCKLINE_TEST_MQTT_URL`) and are never read as overrides.
 
 use std::path::{Path, PathBuf};
 use std::string::{String, ToString};
@@ -15,6 +17,9 @@ use serde::de::DeserializeOwned;
 
 /// The prefix of every override variable.
 pub const ENV_PREFIX: &str = "DOCKLINE_";
+
+/// Variables with this prefix are the test suite's, not configuration.
+pub const TEST_ENV_PREFIX: &str = "DOCKLINE_TEST_";
 
 /// A configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +91,7 @@ pub fn overlay_env(
 ) -> Result<Vec<String>, ConfigError> {
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !k.starts_with(TEST_ENV_PREFIX))
         .collect();
     // Sorted so that a run is reproducible whatever order the OS lists them in.
     vars.sort();
@@ -143,6 +148,7 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Cfg {
         site: String,
         #[serde(default)]
@@ -171,7 +177,11 @@ mod tests {
         fs::write(&path, "site = \"a\"\n[mqtt]\nhost = \"h\"\nport = 1\n").expect("write");
         let cfg: Cfg = load(
             Some(&path),
-            env(&[("DOCKLINE_MQTT__PORT", "1884"), ("OTHER", "x")]),
+            env(&[
+                ("DOCKLINE_MQTT__PORT", "1884"),
+                ("OTHER", "x"),
+                ("DOCKLINE_TEST_MQTT_URL", "mqtt://127.0.0.1:1883"),
+            ]),
         )
         .expect("loads");
         assert_eq!(cfg.site, "a");
