@@ -36,8 +36,8 @@ use crate::process::{ChildProcess, ProcessError};
 use crate::scenario::{Role, Scenario};
 
 /// How long a child may take to write its address file.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const SITE: &str = "dc-north";
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SITE: &str = "dc-north";
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -240,7 +240,7 @@ fn mkdir(path: &Path) -> Result<(), DemoError> {
 }
 
 /// Starts a broker child on `listen`; returns it with the bound address.
-async fn start_broker(
+pub(crate) async fn start_broker(
     exe: &Path,
     dir: &Path,
     listen: SocketAddr,
@@ -259,13 +259,13 @@ async fn start_broker(
     Ok((child, addr))
 }
 
-fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     // Debug formatting of a str is a valid TOML basic string for the paths and
     // ids used here (escapes quotes and backslashes).
     format!("{s:?}")
 }
 
-fn agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
+pub(crate) fn agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
     format!(
         "site = {site}\ndevice = {device}\ndata_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
          [mqtt]\nhost = {host}\nport = {port}\nkeep_alive_secs = 5\n\n\
@@ -278,7 +278,7 @@ fn agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
     )
 }
 
-fn collector_config(
+pub(crate) fn collector_config(
     data_dir: &Path,
     broker: SocketAddr,
     devices: &[String],

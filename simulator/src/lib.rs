@@ -14,6 +14,7 @@
 //!
 //! `main.rs` only parses flags and calls these.
 
+pub mod bench;
 pub mod broker;
 pub mod demo;
 pub mod mock_erp;

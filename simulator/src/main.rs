@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use dockline_simulator::bench::{self, BenchOptions};
 use dockline_simulator::demo::{self, DemoOptions};
 use dockline_simulator::mock_erp::{ErpConfig, MockErp};
 use dockline_simulator::{broker, process};
@@ -90,6 +91,17 @@ enum Command {
         #[arg(long, default_value_t = 0.02)]
         erp_lose_after_commit_rate: f64,
     },
+    /// Measure the performance figures of DESIGN.md, each next to the raw
+    /// limit measured in the same run, and write them as JSON.
+    Bench {
+        /// Write the figures here (a JSON array of objects with name, value,
+        /// unit, baseline, ratio, target).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Small sizes for a smoke run (under a minute).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run a dockline agent in this process (what `dockline-agent` does).
     #[command(hide = true)]
     Agent {
@@ -122,11 +134,13 @@ fn init_tracing(default: &str) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo's terminal is for progress lines; its children log to files.
-    init_tracing(if matches!(cli.command, Command::Demo { .. }) {
-        "warn"
-    } else {
-        "info,rumqttd=warn"
-    });
+    init_tracing(
+        if matches!(cli.command, Command::Demo { .. } | Command::Bench { .. }) {
+            "warn"
+        } else {
+            "info,rumqttd=warn"
+        },
+    );
     match cli.command {
         Command::Broker { listen, addr_file } => {
             let addr = broker::start(listen).context("cannot start the broker")?;
@@ -213,6 +227,24 @@ async fn main() -> anyhow::Result<()> {
             }
             if !result.passed {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Bench { json, quick } => {
+            let opts = BenchOptions {
+                exe: std::env::current_exe().context("cannot find this program's path")?,
+                quick,
+            };
+            let figures = tokio::select! {
+                r = bench::run(&opts) => r.context("the bench could not finish")?,
+                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+            };
+            bench::print(&figures);
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&figures)?;
+                std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("cannot write the figures to {}", path.display()))?;
+                println!("figures written to {}", path.display());
             }
             Ok(())
         }

@@ -1,0 +1,504 @@
+//! `dockline-sim bench`: the performance figures of DESIGN.md, each measured
+//! next to the raw limit it is judged against, in the same run on the same
+//! disk and loopback, so a slow shared machine moves both numbers together.
+//!
+//! Figures so far (the agent's store-and-forward path):
+//!
+//! | name | what | baseline |
+//! |---|---|---|
+//! | `agent_durable_ingest` | events/s appended by 64 concurrent producers through the agent's outbox (group commit, fsync per group) | raw batched inserts of the same rows into a bare SQLite table (WAL, `synchronous = FULL`, 1024 rows per transaction) |
+//! | `agent_fsync_single_commit` | commits/s of one must-deliver event at a time (each waits for its fsync) | raw `write` + `fdatasync` of the same bytes on the same file system |
+//! | `agent_backlog_drain` | seconds for a real agent to drain a pre-filled outbox through a real broker to a real collector | raw QoS 1 publishes of batches of the same size to the same broker |
+//! | `agent_idle_rss` | resident memory of an idle, connected agent process | — |
+//! | `agent_binary_size` | size of the `dockline-agent` executable next to this one | — |
+//!
+//! Processes are children (`current_exe() broker|collector|agent`), as in the
+//! demo; the outbox is filled through the agent library's public API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use dockline_agent::outbox::{NewEvent, Outbox, OutboxConfig};
+use dockline_protocol::{
+    BusinessEvent, DeviceId, EventDetail, Payload, Priority, References, TimeSource,
+};
+use serde::Serialize;
+
+use crate::demo::{READY_TIMEOUT, agent_config, collector_config, start_broker};
+use crate::process::ChildProcess;
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Stable name.
+    pub name: String,
+    /// The measured value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: String,
+    /// The raw limit measured in the same run, in the same unit, if one applies.
+    pub baseline: Option<f64>,
+    /// `value / baseline` (for durations: `baseline / value`), if a baseline applies.
+    pub ratio: Option<f64>,
+    /// The target from DESIGN.md, in words.
+    pub target: String,
+    /// How it was measured (sizes, counts).
+    pub detail: String,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// This executable (children are started from it).
+    pub exe: PathBuf,
+    /// Small sizes, under a minute in total.
+    pub quick: bool,
+}
+
+struct Sizes {
+    ingest: usize,
+    single: usize,
+    drain: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                ingest: 20_000,
+                single: 200,
+                drain: 20_000,
+            }
+        } else {
+            Self {
+                ingest: 200_000,
+                single: 2_000,
+                drain: 1_000_000,
+            }
+        }
+    }
+}
+
+/// Runs every figure; a figure that cannot be measured is an error naming it.
+pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
+    let sizes = Sizes::new(opts.quick);
+    let dir = tempfile::Builder::new()
+        .prefix("dockline-bench-")
+        .tempdir()
+        .context("cannot create a temp dir for the bench")?;
+    let mut figures = Vec::new();
+    figures.push(
+        ingest(dir.path(), sizes.ingest)
+            .await
+            .context("agent_durable_ingest")?,
+    );
+    figures.push(
+        single_commits(dir.path(), sizes.single)
+            .await
+            .context("agent_fsync_single_commit")?,
+    );
+    let (drain, rss) = drain_and_rss(opts, dir.path(), sizes.drain)
+        .await
+        .context("agent_backlog_drain")?;
+    figures.push(drain);
+    figures.push(rss);
+    figures.push(binary_size(&opts.exe)?);
+    Ok(figures)
+}
+
+fn event(n: usize) -> NewEvent {
+    NewEvent {
+        priority: Priority::Normal,
+        captured_ms: 1_764_000_000_000 + n as i64,
+        time_source: TimeSource::DeviceClock,
+        payload: Payload::Event(BusinessEvent {
+            detail: EventDetail::Picked {
+                item: "09506000134352".into(),
+                quantity: 1 + (n % 4) as u32,
+                lot: None,
+            },
+            refs: References {
+                order: Some(format!("SO-{}", 100_000 + n / 9)),
+                location: Some("A-01-02".into()),
+                ..References::default()
+            },
+        }),
+    }
+}
+
+fn device() -> Result<DeviceId> {
+    DeviceId::new("bench-01").map_err(|e| anyhow!("{e}"))
+}
+
+fn unlimited() -> OutboxConfig {
+    OutboxConfig {
+        budget_bytes: u64::MAX / 4,
+        min_free_bytes: 0,
+        ..OutboxConfig::default()
+    }
+}
+
+/// Appends `n` events from 64 concurrent producers; returns the elapsed time.
+async fn fill(outbox: &Outbox, n: usize) -> Result<Duration> {
+    const PRODUCERS: usize = 64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..PRODUCERS {
+        let ob = outbox.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = p;
+            while i < n {
+                ob.append(event(i)).await?;
+                i += PRODUCERS;
+            }
+            Ok::<_, dockline_agent::outbox::OutboxError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("producer task")??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn ingest(dir: &Path, n: usize) -> Result<Figure> {
+    let odir = dir.join("ingest");
+    std::fs::create_dir_all(&odir)?;
+    let outbox = Outbox::open(&odir, device()?, unlimited())?;
+    let elapsed = fill(&outbox, n).await?;
+    drop(outbox);
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let raw = raw_batched_inserts(&dir.join("raw-insert.db"), n)?;
+    Ok(Figure {
+        name: "agent_durable_ingest".into(),
+        value: rate,
+        unit: "events/s".into(),
+        baseline: Some(raw),
+        ratio: Some(rate / raw),
+        target: ">= 100000 events/s and >= 0.5 of raw batched SQLite inserts".into(),
+        detail: format!("{n} events, 64 producers, fsync per group commit"),
+    })
+}
+
+/// The same rows the outbox writes, inserted raw in transactions of 1024.
+fn raw_batched_inserts(path: &Path, n: usize) -> Result<f64> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, event_id BLOB NOT NULL UNIQUE,
+           priority INTEGER NOT NULL, captured_ms INTEGER NOT NULL, payload BLOB NOT NULL)",
+    )?;
+    let payload = sample_payload()?;
+    let started = Instant::now();
+    let mut seq = 0usize;
+    while seq < n {
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO outbox (seq, event_id, priority, captured_ms, payload) VALUES (?1, ?2, 1, ?3, ?4)",
+            )?;
+            for _ in 0..1024.min(n - seq) {
+                seq += 1;
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&(seq as u64).to_be_bytes());
+                stmt.execute(rusqlite::params![
+                    seq as i64,
+                    &id[..],
+                    1_764_000_000_000i64,
+                    &payload
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The CBOR envelope of one bench event, as the outbox stores it.
+fn sample_payload() -> Result<Vec<u8>> {
+    let e = event(1);
+    let env = dockline_protocol::Envelope {
+        v: dockline_protocol::PROTOCOL_VERSION,
+        device: device()?,
+        epoch: 1_764_000_000_000,
+        seq: 1,
+        id: dockline_protocol::EventId([7; 16]),
+        captured_ms: e.captured_ms,
+        time_source: e.time_source,
+        priority: e.priority,
+        payload: e.payload,
+    };
+    Ok(dockline_protocol::encode(&env)?)
+}
+
+async fn single_commits(dir: &Path, n: usize) -> Result<Figure> {
+    let odir = dir.join("single");
+    std::fs::create_dir_all(&odir)?;
+    let outbox = Outbox::open(&odir, device()?, unlimited())?;
+    let mut e = event(0);
+    e.priority = Priority::MustDeliver;
+    // Warm up the connection and the file.
+    outbox.append(e.clone()).await?;
+    let started = Instant::now();
+    for _ in 0..n {
+        outbox.append(e.clone()).await?;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(outbox);
+    let raw = raw_fsyncs(&dir.join("raw-fsync.bin"), n)?;
+    Ok(Figure {
+        name: "agent_fsync_single_commit".into(),
+        value: rate,
+        unit: "commits/s".into(),
+        baseline: Some(raw),
+        ratio: Some(rate / raw),
+        target: ">= 0.8 of the raw fsync rate".into(),
+        detail: format!("{n} sequential must-deliver appends, each acknowledged after its fsync"),
+    })
+}
+
+/// Appends a record and `fdatasync`s it, `n` times: the disk's raw limit for
+/// durable single writes.
+fn raw_fsyncs(path: &Path, n: usize) -> Result<f64> {
+    use std::io::Write;
+    let payload = sample_payload()?;
+    let mut f = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(&payload)?;
+    f.sync_data()?;
+    let started = Instant::now();
+    for _ in 0..n {
+        f.write_all(&payload)?;
+        f.sync_data()?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_json::Value> {
+    Ok(http
+        .get(format!("http://{api}/v1/status"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// Fills an outbox with `n` events offline, then starts broker, collector and
+/// the agent and times the drain; then measures the idle agent's RSS.
+async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, Figure)> {
+    let ddir = dir.join("drain");
+    let adir = ddir.join("agent");
+    let cdir = ddir.join("collector");
+    std::fs::create_dir_all(&adir)?;
+    std::fs::create_dir_all(&cdir)?;
+    let outbox = Outbox::open(&adir, device()?, unlimited())?;
+    fill(&outbox, n).await?;
+    drop(outbox);
+    // Let the writer thread close the file before the agent opens it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (_broker, broker) = start_broker(&opts.exe, &ddir, "127.0.0.1:0".parse()?, 1).await?;
+    // Nothing listens on the ERP address: the collector stores and acks, and
+    // its deliveries back off quietly, so the figure is the uplink's.
+    let erp: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let cfile = ddir.join("collector.toml");
+    std::fs::write(
+        &cfile,
+        collector_config(
+            &cdir,
+            broker,
+            &["bench-01".into()],
+            erp,
+            "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==",
+        ),
+    )?;
+    let cpath = cfile.display().to_string();
+    let mut collector = ChildProcess::spawn(
+        "collector",
+        &opts.exe,
+        &["collector", "--config", &cpath],
+        &ddir,
+    )?;
+    collector
+        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+
+    let afile = ddir.join("agent.toml");
+    std::fs::write(
+        &afile,
+        format!(
+            "{}heartbeat_secs = 3600\nmax_inflight_batches = 16\n",
+            agent_config("bench-01", &adir, broker)
+        ),
+    )?;
+    let apath = afile.display().to_string();
+    let (program, args) = agent_program(&opts.exe, &apath);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut agent = ChildProcess::spawn("agent", &program, &args, &ddir)?;
+    let api = agent
+        .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    let http = reqwest::Client::new();
+    let limit = Duration::from_secs(if n > 100_000 { 600 } else { 120 });
+    let drained = loop {
+        let s = agent_status(&http, api).await?;
+        if s["queued"].as_u64() == Some(0) {
+            break started.elapsed();
+        }
+        if started.elapsed() > limit {
+            return Err(anyhow!(
+                "the agent did not drain {n} events within {}s (status {s}); logs in {}",
+                limit.as_secs(),
+                ddir.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rate = n as f64 / drained.as_secs_f64();
+    let raw = raw_publish_rate(broker, n.min(200_000)).await?;
+    let drain = Figure {
+        name: "agent_backlog_drain".into(),
+        value: drained.as_secs_f64(),
+        unit: "s".into(),
+        baseline: Some(n as f64 / raw),
+        ratio: Some(rate / raw),
+        target: "< 20 s for 1,000,000 events and >= 0.5 of the raw QoS 1 publish rate".into(),
+        detail: format!(
+            "{n} events through a real broker to a real collector ({rate:.0} events/s; baseline: raw QoS 1 publishes of 256-event batches at {raw:.0} events/s)"
+        ),
+    };
+
+    // Idle: drained, connected, nothing to do.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = rss_bytes(agent.pid())?;
+    let rss_figure = Figure {
+        name: "agent_idle_rss".into(),
+        value: rss as f64 / 1_048_576.0,
+        unit: "MiB".into(),
+        baseline: None,
+        ratio: None,
+        target: "< 10 MB".into(),
+        detail: format!(
+            "VmRSS of {} after draining, connected and idle for 3 s",
+            program.display()
+        ),
+    };
+    agent.terminate(Duration::from_secs(5)).await;
+    collector.terminate(Duration::from_secs(5)).await;
+    Ok((drain, rss_figure))
+}
+
+/// The real `dockline-agent` next to this executable when it was built
+/// (`cargo build --release` builds both), else this executable's `agent`.
+fn agent_program(exe: &Path, config: &str) -> (PathBuf, Vec<String>) {
+    let sibling = exe.with_file_name("dockline-agent");
+    if sibling.is_file() {
+        (sibling, vec!["--config".into(), config.into()])
+    } else {
+        (
+            exe.to_path_buf(),
+            vec!["agent".into(), "--config".into(), config.into()],
+        )
+    }
+}
+
+/// QoS 1 publishes of 256-event-sized batches to `broker` on a topic nobody
+/// reads; returns events per second (messages × 256 / s).
+async fn raw_publish_rate(broker: SocketAddr, events: usize) -> Result<f64> {
+    const PER_BATCH: usize = 256;
+    let payload = sample_payload()?;
+    let message = payload.repeat(PER_BATCH);
+    let messages = events.div_ceil(PER_BATCH).max(1);
+    let mut options =
+        rumqttc::MqttOptions::new("bench-raw", broker.ip().to_string(), broker.port());
+    options.set_max_packet_size(message.len() + 1024, message.len() + 1024);
+    options.set_inflight(24);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let started = Instant::now();
+    let publisher = tokio::spawn(async move {
+        for _ in 0..messages {
+            client
+                .publish(
+                    "bench/raw",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    message.clone(),
+                )
+                .await?;
+        }
+        Ok::<_, rumqttc::ClientError>(client)
+    });
+    let mut acked = 0usize;
+    while acked < messages {
+        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(anyhow!("raw publish baseline: {e}")),
+            Err(_) => return Err(anyhow!("raw publish baseline: no progress for 30 s")),
+        }
+    }
+    let elapsed = started.elapsed();
+    let client = publisher.await.context("publisher task")??;
+    client.disconnect().await.ok();
+    Ok((messages * PER_BATCH) as f64 / elapsed.as_secs_f64())
+}
+
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| anyhow!("no VmRSS line in /proc/{pid}/status"))
+}
+
+fn binary_size(exe: &Path) -> Result<Figure> {
+    let agent = exe.with_file_name("dockline-agent");
+    let len = std::fs::metadata(&agent)
+        .with_context(|| {
+            format!(
+                "cannot find {}; build it with `cargo build --release -p dockline-agent`",
+                agent.display()
+            )
+        })?
+        .len();
+    Ok(Figure {
+        name: "agent_binary_size".into(),
+        value: len as f64 / 1_048_576.0,
+        unit: "MiB".into(),
+        baseline: None,
+        ratio: None,
+        target: "< 8 MB".into(),
+        detail: format!("{} ({len} bytes)", agent.display()),
+    })
+}
+
+/// Prints the figures as a table.
+pub fn print(figures: &[Figure]) {
+    println!(
+        "{:<28} {:>14} {:<10} {:>14} {:>7}  target",
+        "figure", "value", "unit", "baseline", "ratio"
+    );
+    for f in figures {
+        println!(
+            "{:<28} {:>14.1} {:<10} {:>14} {:>7}  {}",
+            f.name,
+            f.value,
+            f.unit,
+            f.baseline.map(|b| format!("{b:.1}")).unwrap_or_default(),
+            f.ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
+            f.target
+        );
+    }
+}
