@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
 
 /// The folder holding the workspace's binaries (`target/debug` next to the
 /// test executable in `target/debug/deps`).
@@ -155,4 +156,351 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Webhook secret shared by the mock ERP and the collector.
+pub const SECRET: &str = "whsec_ZG9ja2xpbmUtZTJlLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=";
+
+/// Broker (unless external), mock ERP and collector, each a separate process.
+pub struct Cluster {
+    /// See the struct docs.
+    pub dir: tempfile::TempDir,
+    /// See the struct docs.
+    pub mqtt: (String, u16),
+    _broker: Option<Proc>,
+    _erp: Proc,
+    /// See the struct docs.
+    pub erp_url: String,
+    /// See the struct docs.
+    pub collector: Proc,
+    /// See the struct docs.
+    pub collector_url: String,
+    /// See the struct docs.
+    pub http: reqwest::Client,
+}
+
+/// Waits for an address file written by a process (30 s).
+pub fn read_addr(path: &Path) -> Result<String> {
+    wait_for_file(path, Duration::from_secs(30))
+}
+
+impl Cluster {
+    /// Starts mock ERP, collector and (unless `external_mqtt` is given) an
+    /// embedded broker; `devices` are the agents the collector will accept.
+    pub fn start(
+        external_mqtt: Option<(String, u16)>,
+        site: &str,
+        devices: &[&str],
+        tag: &str,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let logs = dir.path();
+        let sim = bin("dockline-sim")?;
+        let (broker, mqtt) = match external_mqtt {
+            Some(m) => (None, m),
+            None => {
+                let addr_file = logs.join("broker.addr");
+                let p = Proc::start(
+                    "broker",
+                    &sim,
+                    &[
+                        "broker",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--addr-file",
+                        &addr_file.display().to_string(),
+                    ],
+                    &[],
+                    logs,
+                )?;
+                let addr = read_addr(&addr_file)?;
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow!("bad broker address {addr}"))?;
+                (Some(p), (host.to_string(), port.parse()?))
+            }
+        };
+        let erp_addr_file = logs.join("erp.addr");
+        let erp = Proc::start(
+            "mock-erp",
+            &sim,
+            &[
+                "mock-erp",
+                "--listen",
+                "127.0.0.1:0",
+                "--addr-file",
+                &erp_addr_file.display().to_string(),
+                "--secret",
+                SECRET,
+            ],
+            &[],
+            logs,
+        )?;
+        let erp_url = format!("http://{}", read_addr(&erp_addr_file)?);
+
+        let cdir = logs.join("collector");
+        std::fs::create_dir_all(&cdir)?;
+        let mut toml = format!(
+            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nclient_id = \"dockline-collector-{tag}\"\nkeep_alive_secs = 5\n[erp]\nurl = \"{erp_url}/events\"\nsecret = \"{SECRET}\"\nretry_min_ms = 50\nretry_max_ms = 1000\n",
+            cdir.display().to_string(),
+            mqtt.0,
+            mqtt.1
+        );
+        for d in devices {
+            toml.push_str(&format!("[[devices]]\nid = \"{d}\"\nsite = \"{site}\"\n"));
+        }
+        let cfg = logs.join("collector.toml");
+        std::fs::write(&cfg, toml)?;
+        let collector = Proc::start(
+            "collector",
+            &bin("dockline-collector")?,
+            &["--config", &cfg.display().to_string()],
+            &[],
+            logs,
+        )?;
+        let collector_url = format!("http://{}", read_addr(&cdir.join("api.addr"))?);
+        Ok(Self {
+            dir,
+            mqtt,
+            _broker: broker,
+            _erp: erp,
+            erp_url,
+            collector,
+            collector_url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        })
+    }
+
+    /// Starts an agent connected straight to the cluster's broker.
+    pub fn agent(&self, site: &str, device: &str) -> Result<(Proc, PathBuf)> {
+        self.agent_via(site, device, &self.mqtt.clone(), 5)
+    }
+
+    /// Starts an agent whose MQTT goes to `mqtt` (a proxy, say) with the
+    /// given keep-alive; returns it and the path of its `api.addr` file.
+    pub fn agent_via(
+        &self,
+        site: &str,
+        device: &str,
+        mqtt: &(String, u16),
+        keep_alive_secs: u64,
+    ) -> Result<(Proc, PathBuf)> {
+        let adir = self.dir.path().join(device);
+        std::fs::create_dir_all(&adir)?;
+        let cfg = adir.join("agent.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = {keep_alive_secs}\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n",
+                adir.display().to_string(),
+                mqtt.0,
+                mqtt.1
+            ),
+        )?;
+        let p = Proc::start(
+            device,
+            &bin("dockline-agent")?,
+            &["--config", &cfg.display().to_string()],
+            &[],
+            self.dir.path(),
+        )?;
+        Ok((p, adir.join("api.addr")))
+    }
+
+    /// Everything the mock ERP booked.
+    pub async fn erp_effects(&self) -> Result<Vec<Value>> {
+        let v: Value = self
+            .http
+            .get(format!("{}/effects", self.erp_url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let list = v
+            .as_array()
+            .cloned()
+            .or_else(|| v["effects"].as_array().cloned());
+        list.ok_or_else(|| anyhow!("mock ERP /effects did not return a list: {v}"))
+    }
+
+    /// Prints the last lines of every log (for failures).
+    pub fn dump_logs(&self) {
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("----- {} (last 40 lines) -----", p.display());
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// The idempotency key of one ERP effect.
+pub fn effect_key(e: &Value) -> Option<String> {
+    ["key", "idempotency_key", "event_id", "id"]
+        .iter()
+        .find_map(|k| e[*k].as_str())
+        .map(|s| s.trim_matches('"').to_string())
+}
+
+/// The `i`-th business event of a test run (picked, packed, delivered).
+pub fn event_body(i: usize) -> Value {
+    let order = format!("SO-{}", 1000 + i / 3);
+    match i % 3 {
+        0 => {
+            json!({"detail": {"picked": {"item": "09506000134352", "quantity": 1 + i % 4}}, "refs": {"order": order}})
+        }
+        1 => {
+            json!({"detail": {"packed": {"quantity": 2, "weight": {"value": 1.5, "unit": "kg"}}}, "refs": {"order": order, "sscc": "106141411234567897"}})
+        }
+        _ => {
+            json!({"detail": {"delivered": {"received_by": "R. Receiver", "pieces": 2}}, "refs": {"order": order, "stop": "STOP-1"}})
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that can silently black-hole its connections, to
+/// imitate a link that dies without a FIN or RST (Wi-Fi roaming, an expired
+/// NAT mapping, a cable pulled two hops away).
+///
+/// While black-holed, bytes read in either direction are discarded and no
+/// socket is closed; connections accepted meanwhile are held open but never
+/// forwarded. A connection that lost bytes stays silent after
+/// [`resume`](Self::resume) (its byte stream has a hole, as after a NAT
+/// rebinding, so neither side would ever hear from the other again) and its
+/// sockets stay open until the proxy is dropped; connections that lost nothing
+/// carry on, and new connections are forwarded again.
+pub struct BlackholeProxy {
+    addr: std::net::SocketAddr,
+    holed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackholeProxy {
+    /// Binds 127.0.0.1:0 and forwards every connection to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> Result<Self> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let holed = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (h, a) = (holed.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            // Dropping the set (when the proxy is dropped) aborts every connection.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    res = listener.accept() => {
+                        let Ok((client, _)) = res else { continue };
+                        a.fetch_add(1, Ordering::Relaxed);
+                        conns.spawn(proxy_conn(client, target, h.clone()));
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            holed,
+            accepted,
+            task,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops forwarding in both directions, closing nothing.
+    pub fn black_hole(&self) {
+        self.holed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards again (new connections, and old ones that lost nothing).
+    pub fn resume(&self) {
+        self.holed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for BlackholeProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy_conn(
+    client: tokio::net::TcpStream,
+    target: std::net::SocketAddr,
+    holed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncReadExt;
+    if holed.load(Ordering::SeqCst) {
+        // Accepted into the void: read and discard until the client gives up.
+        let mut client = client;
+        let mut buf = [0u8; 4096];
+        while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {}
+        return;
+    }
+    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+        return;
+    };
+    let broken = Arc::new(AtomicBool::new(false));
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::join!(
+        pipe(cr, sw, holed.clone(), broken.clone()),
+        pipe(sr, cw, holed, broken)
+    );
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    holed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if holed.load(Ordering::SeqCst) {
+            broken.store(true, Ordering::SeqCst);
+        }
+        if broken.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if broken.load(Ordering::SeqCst) || holed.load(Ordering::SeqCst) {
+        // A dead path carries no FIN either: keep the other socket open.
+        broken.store(true, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
+    let _ = to.shutdown().await;
 }
