@@ -63,15 +63,39 @@ pub fn full_jitter(base: Duration, max: Duration, attempt: u32) -> Duration {
     })
 }
 
+/// Why a connection was dropped on purpose.
+const ACK_TIMEOUT_DROP: &str =
+    "no ack from the collector within the ack timeout; dropped the connection to start a fresh one";
+
 async fn pump(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<LinkEvent>,
+    mut reconnect: mpsc::Receiver<()>,
     base: Duration,
     max: Duration,
 ) {
     let mut failures = 0u32;
     loop {
-        let event = match eventloop.poll().await {
+        let polled = tokio::select! {
+            biased;
+            Some(()) = reconnect.recv() => {
+                // A silently dead TCP path looks healthy to rumqttc until the
+                // keep-alive runs out; the missing application ack noticed it
+                // first. Drop the socket (unacknowledged MQTT packets move to
+                // rumqttc's pending list) so the next poll connects afresh.
+                // With no connection up (connecting, backing off) there is
+                // nothing to drop: the next ConnAck resends anyway.
+                if eventloop.network.is_some() {
+                    eventloop.clean();
+                    if tx.send(LinkEvent::Disconnected(ACK_TIMEOUT_DROP.into())).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            polled = eventloop.poll() => polled,
+        };
+        let event = match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
                 LinkEvent::Connected
@@ -151,9 +175,11 @@ pub async fn run(
     let (client, eventloop) =
         AsyncClient::new(options, config.uplink.max_inflight_batches * 2 + 16);
     let (tx, mut rx) = mpsc::channel(64);
+    let (reconnect_tx, reconnect_rx) = mpsc::channel(1);
     let pump = tokio::spawn(pump(
         eventloop,
         tx,
+        reconnect_rx,
         Duration::from_millis(config.uplink.reconnect_min_ms),
         Duration::from_millis(config.uplink.reconnect_max_ms),
     ));
@@ -223,7 +249,10 @@ pub async fn run(
             _ = tick.tick() => {
                 if state.on_tick(Instant::now()) {
                     link.ack_timeouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(from_seq = state.acked_up_to() + 1, timeout_ms = config.uplink.ack_timeout_ms, "no ack from the collector in time; resending everything unacknowledged");
+                    link.connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(from_seq = state.acked_up_to() + 1, timeout_ms = config.uplink.ack_timeout_ms, "no ack from the collector in time; reconnecting to resend everything unacknowledged on a fresh connection");
+                    // Full means a reconnect is already asked for.
+                    let _ = reconnect_tx.try_send(());
                 }
             }
             _ = heartbeat_every.tick() => {

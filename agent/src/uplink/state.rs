@@ -15,10 +15,15 @@
 //!   collector orders by sequence, so per-device order holds there.
 //! - Only the collector's application ack moves the floor (`acked_up_to`) or
 //!   retires a live batch (`also` ranges); an MQTT PUBACK is not an ack.
-//! - On (re)connect, and when any batch in flight has waited longer than the
-//!   ack timeout, both lanes restart from the floor: everything unacknowledged
-//!   is sent again. The collector drops duplicates by (device, epoch, seq), so
-//!   resending is always safe.
+//! - On (re)connect both lanes restart from the floor: everything
+//!   unacknowledged is sent again. The collector drops duplicates by (device,
+//!   epoch, seq), so resending is always safe.
+//! - When any batch in flight has waited longer than the ack timeout, the
+//!   connection is presumed dead (a silently dead TCP path looks healthy to
+//!   MQTT until the keep-alive, which is much longer): the state goes
+//!   disconnected, the event loop drops the connection and makes a fresh one,
+//!   and the resend from the floor happens on that fresh connection. Nothing
+//!   is published into the suspect connection meanwhile.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -137,8 +142,12 @@ impl UplinkState {
         self.live_sent_up_to = self.live_sent_up_to.max(up_to);
     }
 
-    /// Checks the ack timeout; returns `true` when it fired and both lanes
-    /// were rewound so everything unacknowledged is sent again.
+    /// Checks the ack timeout; returns `true` when it fired. The link is then
+    /// presumed dead: the state goes disconnected (nothing more is sent), the
+    /// caller must drop the connection and reconnect, and [`on_connected`]
+    /// resends everything unacknowledged on the fresh connection.
+    ///
+    /// [`on_connected`]: Self::on_connected
     pub fn on_tick(&mut self, now: Instant) -> bool {
         let expired = |w: &VecDeque<InFlight>| {
             w.front()
@@ -147,6 +156,7 @@ impl UplinkState {
         let fired = expired(&self.backlog) || expired(&self.live);
         if fired {
             self.resends += 1;
+            self.on_disconnected();
             self.rewind();
         }
         fired
@@ -210,11 +220,38 @@ mod tests {
         s.on_ack(10, &[]);
         assert!(!s.on_tick(now + Duration::from_secs(4)));
         assert!(s.on_tick(now + Duration::from_secs(6)));
+        s.on_connected();
         assert_eq!(
             s.next_from(Backlog),
             Some(11),
             "resend everything above the ack floor"
         );
+        assert_eq!(s.resends(), 1);
+    }
+
+    #[test]
+    fn ack_timeout_drops_the_link_and_resends_on_a_fresh_connection() {
+        let now = t0();
+        let mut s = UplinkState::new(0, 4, Duration::from_secs(2));
+        s.on_connected();
+        s.on_published(Backlog, 10, now);
+        s.on_published(Live, 12, now);
+        assert!(s.on_tick(now + Duration::from_secs(2)));
+        // The connection is presumed dead: nothing goes into it any more.
+        assert!(!s.connected());
+        assert_eq!(s.next_from(Backlog), None);
+        assert_eq!(s.next_from(Live), None);
+        // Nothing in flight, so the timeout does not fire again meanwhile.
+        assert!(!s.on_tick(now + Duration::from_secs(10)));
+        // The forced disconnect is reported by the event loop as well.
+        s.on_disconnected();
+        s.on_connected();
+        assert_eq!(
+            s.next_from(Backlog),
+            Some(1),
+            "everything unacknowledged again"
+        );
+        assert_eq!(s.next_from(Live), Some(1));
         assert_eq!(s.resends(), 1);
     }
 
@@ -255,6 +292,7 @@ mod tests {
         // A late live batch times out like any other.
         s.on_published(Live, 1_000_010, now);
         assert!(s.on_tick(now + Duration::from_secs(6)));
+        s.on_connected();
         assert_eq!(s.next_from(Live), Some(257));
     }
 
