@@ -1,0 +1,165 @@
+//! Silent link death: a proxy between the agent and the broker stops
+//! forwarding without closing anything (no FIN, no RST), for longer than the
+//! collector's ack timeout but well inside the MQTT keep-alive. The agent must
+//! notice through the missing application ack, get a fresh connection once
+//! the path is back, and every event it acknowledged must be booked at the
+//! ERP exactly once, long before keep-alive would have noticed anything.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dockline_tests::{BlackholeProxy, Cluster, effect_key, event_body, eventually, read_addr};
+use serde_json::Value;
+
+const KEEP_ALIVE_SECS: u64 = 30;
+const ACK_TIMEOUT: Duration = Duration::from_millis(2000);
+const HOLE: Duration = Duration::from_secs(6);
+
+async fn post(c: &Cluster, addr: &str, i: usize) -> Result<String> {
+    let r = c
+        .http
+        .post(format!("http://{addr}/v1/events"))
+        .json(&event_body(i))
+        .send()
+        .await?;
+    if r.status() != 201 {
+        bail!("agent answered {} to event {i}", r.status());
+    }
+    Ok(r.json::<Value>().await?["event_id"]
+        .as_str()
+        .context("event_id in 201")?
+        .to_string())
+}
+
+async fn status(c: &Cluster, addr: &str) -> Option<Value> {
+    c.http
+        .get(format!("http://{addr}/v1/status"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Result<()> {
+    let site = "link";
+    let device = format!("hh-link-{}", std::process::id());
+    let c = Cluster::start(None, site, &[&device], "link")?;
+    let broker: SocketAddr = format!("{}:{}", c.mqtt.0, c.mqtt.1).parse()?;
+    let proxy = BlackholeProxy::start(broker).await?;
+    let via = ("127.0.0.1".to_string(), proxy.addr().port());
+    let (agent, addr_file) = c.agent_via(site, &device, &via, KEEP_ALIVE_SECS)?;
+    let result = async {
+        let addr = read_addr(&addr_file)?;
+        let mut ids = Vec::new();
+        let mut i = 0;
+
+        // The path works: a first lot goes through and is acknowledged.
+        for _ in 0..10 {
+            ids.push(post(&c, &addr, i).await?);
+            i += 1;
+        }
+        eventually("first events acknowledged through the proxy", Duration::from_secs(30), || async {
+            let s = status(&c, &addr).await?;
+            (s["queued"] == 0 && s["mqtt_connected"] == true).then_some(())
+        })
+        .await?;
+        let before = status(&c, &addr).await.context("status")?;
+        let timeouts_before = before["ack_timeouts"].as_u64().unwrap_or(0);
+        let connects_before = before["mqtt_connects"].as_u64().unwrap_or(0);
+        let log_before = agent.log_text().len();
+
+        // The link dies silently; the handheld keeps posting.
+        proxy.black_hole();
+        let holed_at = Instant::now();
+        let mut detected: Option<Duration> = None;
+        let mut next_post = Instant::now();
+        while holed_at.elapsed() < HOLE {
+            if Instant::now() >= next_post {
+                ids.push(post(&c, &addr, i).await?);
+                i += 1;
+                next_post += Duration::from_millis(300);
+            }
+            if detected.is_none() {
+                let by_status = status(&c, &addr)
+                    .await
+                    .is_some_and(|s| s["ack_timeouts"].as_u64().unwrap_or(0) > timeouts_before);
+                let by_log = agent.log_text()[log_before..].contains("no ack from the collector in time");
+                if by_status || by_log {
+                    detected = Some(holed_at.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let during = status(&c, &addr).await.context("status")?;
+        let detected = detected.context("the agent never noticed the dead link while it was dead")?;
+        println!(
+            "link: black hole for {HOLE:?}; ack timeout noticed after {detected:?} (ack_timeout {ACK_TIMEOUT:?}, keep-alive {KEEP_ALIVE_SECS} s); {} events posted, {} queued at the end of the hole; status {during}",
+            ids.len(),
+            during["queued"]
+        );
+        assert_eq!(
+            during["mqtt_connected"], false,
+            "the agent still reports a link that has been dead for {HOLE:?}: {during}"
+        );
+        assert!(
+            detected <= ACK_TIMEOUT + Duration::from_millis(1500),
+            "dead link noticed only after {detected:?}; the ack timeout is {ACK_TIMEOUT:?}"
+        );
+
+        // The path is back: the agent must get through well before keep-alive.
+        proxy.resume();
+        let resumed_at = Instant::now();
+        for _ in 0..3 {
+            ids.push(post(&c, &addr, i).await?);
+            i += 1;
+        }
+        let wanted: HashSet<String> = ids.iter().cloned().collect();
+        let recovery_budget = Duration::from_secs(KEEP_ALIVE_SECS / 2);
+        let effects = eventually(
+            "every acknowledged event booked at the ERP after the link came back",
+            recovery_budget,
+            || async {
+                let effects = c.erp_effects().await.ok()?;
+                let keys: HashSet<String> = effects.iter().filter_map(effect_key).collect();
+                wanted.is_subset(&keys).then_some(effects)
+            },
+        )
+        .await?;
+        let booked_after = resumed_at.elapsed();
+        let mut per_key: HashMap<String, usize> = HashMap::new();
+        for e in &effects {
+            *per_key.entry(effect_key(e).context("effect without key")?).or_default() += 1;
+        }
+        let duplicated: Vec<_> = per_key.iter().filter(|(_, n)| **n > 1).collect();
+        let strangers: Vec<_> = per_key.keys().filter(|k| !wanted.contains(*k)).collect();
+        assert!(duplicated.is_empty(), "booked more than once: {duplicated:?}");
+        assert!(strangers.is_empty(), "booked but never acknowledged: {strangers:?}");
+        let end = eventually("agent queue empty", Duration::from_secs(10), || async {
+            let s = status(&c, &addr).await?;
+            (s["queued"] == 0).then_some(s)
+        })
+        .await?;
+        println!(
+            "link: after resume all {} events booked once in {booked_after:?}, queue empty after {:?}; connects {} -> {}, ack timeouts {} -> {}, proxy accepted {} connections",
+            wanted.len(),
+            resumed_at.elapsed(),
+            connects_before,
+            end["mqtt_connects"],
+            timeouts_before,
+            end["ack_timeouts"],
+            proxy.accepted()
+        );
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if result.is_err() {
+        c.dump_logs();
+    }
+    drop(agent);
+    result
+}
