@@ -7,11 +7,13 @@
 //! - [`uplink`]: MQTT upload of batches, acks and verdicts; [`uplink::state`]
 //!   is its I/O-free state machine.
 //! - [`api`]: the local HTTP API for the handheld app.
+//! - [`doctor`]: read-only inspection of an outbox file (`dockline-agent doctor`).
 //!
 //! [`run`] wires them together; `main.rs` only parses flags and loads config.
 
 pub mod api;
 pub mod config;
+pub mod doctor;
 pub mod outbox;
 pub mod uplink;
 

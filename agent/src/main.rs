@@ -1,9 +1,13 @@
-//! `dockline-agent`: parses flags, loads config, runs the agent.
+//! `dockline-agent`: parses flags, loads config, runs the agent (or, with
+//! `doctor`, inspects its outbox read-only).
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
+use dockline_agent::doctor::{self, DoctorError};
 
 /// The dockline agent for a warehouse gateway or delivery handheld.
 #[derive(Debug, Parser)]
@@ -13,23 +17,194 @@ struct Cli {
     /// (`DOCKLINE_MQTT__HOST=broker`).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Without a subcommand the agent runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect the outbox database read-only (safe while the agent runs).
+    ///
+    /// Exit codes: 0 healthy, 1 damaged, 2 usage, config or missing file.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DoctorArgs {
+    /// The agent's config file; its `data_dir` holds outbox.db.
+    #[arg(long, short, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// The data folder holding outbox.db (instead of --config).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    action: DoctorAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum DoctorAction {
+    /// Integrity, schema version, counters and the last salvage.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue depth and bytes per class, receipts by state, drops, shed ranges.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Receipts in one state, newest first.
+    List {
+        /// Which receipts (all when omitted).
+        #[arg(long, value_enum)]
+        state: Option<State>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Machine-readable output (one JSON array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Held events as JSON lines on stdout.
+    Export {
+        /// Lowest sequence (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Highest sequence (inclusive).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum State {
+    Queued,
+    Stored,
+    Booked,
+    Rejected,
+    Shed,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Stored => "stored",
+            State::Booked => "booked",
+            State::Rejected => "rejected",
+            State::Shed => "shed",
+        }
+    }
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    if let Some(Command::Doctor(args)) = cli.command {
+        return Ok(run_doctor(args, cli.config.as_deref()));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
     let config: dockline_agent::Config =
         dockline_protocol::config::load(cli.config.as_deref(), std::env::vars())
             .context("cannot start the agent")?;
     dockline_agent::run(config, shutdown_signal())
         .await
         .context("the agent stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a doctor action; reports errors on stderr and returns the exit code.
+fn run_doctor(args: DoctorArgs, outer_config: Option<&Path>) -> ExitCode {
+    match doctor_action(args, outer_config) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("dockline-agent doctor: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn data_dir(args: &DoctorArgs, outer_config: Option<&Path>) -> Result<PathBuf, DoctorError> {
+    if let Some(dir) = &args.data_dir {
+        return Ok(dir.clone());
+    }
+    let file = args.config.as_deref().or(outer_config);
+    let config: dockline_agent::Config = dockline_protocol::config::load(file, std::env::vars())
+        .map_err(|e| {
+            DoctorError::Usage(match file {
+                Some(_) => format!("cannot load the config: {e}"),
+                None => format!(
+                    "say where the outbox is: --data-dir DIR or --config agent.toml \
+                     (without them the config comes from DOCKLINE_* variables alone, and: {e})"
+                ),
+            })
+        })?;
+    Ok(config.data_dir)
+}
+
+fn doctor_action(args: DoctorArgs, outer_config: Option<&Path>) -> Result<u8, DoctorError> {
+    let path = doctor::outbox_path(&data_dir(&args, outer_config)?);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let code = match args.action {
+        DoctorAction::Check { json: as_json } => {
+            let report = doctor::check(&path)?;
+            if as_json {
+                json(&mut out, &report)?;
+            } else {
+                write!(out, "{report}")?;
+            }
+            if report.healthy { 0 } else { 1 }
+        }
+        DoctorAction::Stats { json: as_json } => {
+            let stats = doctor::stats(&path)?;
+            if as_json {
+                json(&mut out, &stats)?;
+            } else {
+                write!(out, "{stats}")?;
+            }
+            0
+        }
+        DoctorAction::List {
+            state,
+            limit,
+            json: as_json,
+        } => {
+            let receipts = doctor::list(&path, state.map(State::as_str), limit)?;
+            if as_json {
+                json(&mut out, &receipts)?;
+            } else {
+                doctor::write_receipts(&mut out, &receipts)?;
+            }
+            0
+        }
+        DoctorAction::Export { from, to } => {
+            let done = doctor::export(&path, from, to, &mut out)?;
+            if done.errors > 0 {
+                eprintln!(
+                    "dockline-agent doctor: {} events exported, {} rows could not be decoded (lines with \"error\")",
+                    done.events, done.errors
+                );
+            }
+            0
+        }
+    };
+    out.flush()?;
+    Ok(code)
+}
+
+fn json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<(), DoctorError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| DoctorError::Usage(format!("cannot print JSON: {e}")))?;
+    writeln!(out, "{text}")?;
     Ok(())
 }
 

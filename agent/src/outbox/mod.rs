@@ -48,7 +48,7 @@
 pub mod budget;
 pub mod salvage;
 pub mod schema;
-mod writer;
+pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
