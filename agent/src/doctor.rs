@@ -4,6 +4,9 @@
 //! (`SQLITE_OPEN_READ_ONLY` plus `PRAGMA query_only`): it never creates,
 //! migrates or repairs a file, and it can run while the agent is running
 //! (the file is in WAL mode, so readers do not block the writer).
+//! On a file no agent has open, SQLite may leave an empty `outbox.db-wal`
+//! and `outbox.db-shm` behind (a read-only connection cannot remove them);
+//! they are harmless, the agent reuses them when it starts.
 //!
 //! - [`check`]: integrity (`PRAGMA quick_check`), schema version, counters,
 //!   the last salvage; on a damaged file, what can still be read.
