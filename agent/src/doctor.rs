@@ -309,7 +309,7 @@ pub fn check(path: &Path) -> Result<CheckReport, DoctorError> {
         // Same queries the agent's status uses: a failure here is damage
         // quick_check did not see.
         let status = match (&conn, report.healthy) {
-            (Some(conn), true) => read_status(conn, path).err(),
+            (Some(conn), true) => read_status(conn, path, None).err(),
             _ => None,
         };
         if let Some(e) = status {
@@ -537,7 +537,7 @@ pub struct Stats {
 pub fn stats(path: &Path) -> Result<Stats, DoctorError> {
     let conn = open_read_only(path)?;
     require_schema(&conn, path)?;
-    let status = read_status(&conn, path).map_err(outbox_error)?;
+    let status = read_status(&conn, path, None).map_err(outbox_error)?;
     let q = |e| query_error(path, e);
     let mut receipts = BTreeMap::new();
     {

@@ -102,6 +102,7 @@ pub async fn run(
         link.clone(),
         stopped(stop_rx.clone()),
     ));
+    let pruner = tokio::spawn(prune_receipts(outbox.clone(), stopped(stop_rx.clone())));
     let state = api::ApiState {
         outbox,
         link,
@@ -121,5 +122,23 @@ pub async fn run(
         tracing::warn!(error = %e, "local API stopped with an error");
     }
     let _ = uplink.await;
+    let _ = pruner.await;
     Ok(())
+}
+
+/// Deletes receipts in a final state older than the retention, at start and
+/// then every ten minutes, so the receipts table stays small.
+async fn prune_receipts(outbox: outbox::Outbox, stop: impl Future<Output = ()>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = every.tick() => match outbox.prune_receipts().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(receipts = n, "pruned receipts past their retention"),
+                Err(e) => tracing::warn!(error = %e, "could not prune old receipts; will try again"),
+            },
+        }
+    }
 }

@@ -18,7 +18,8 @@
 //! 3. **Only the collector deletes.** A payload is deleted when a collector's
 //!    application ack says it is stored, never on an MQTT PUBACK. A small
 //!    receipt stays and later records the ERP's verdict; receipts in a final
-//!    state are pruned after `receipt_retention_hours`.
+//!    state (or stored without a verdict) are pruned after
+//!    `receipt_retention_hours`.
 //! 4. **Shedding is explicit.** Under the disk budget, telemetry is shed first
 //!    (oldest first), then normal events, never must-deliver events; a new
 //!    must-deliver event that does not fit is refused (`OutboxError::Full`,
@@ -129,7 +130,9 @@ pub struct OutboxConfig {
     /// Longest committed telemetry waits for its fsync (the power-cut window).
     #[serde(default = "default_telemetry_commit")]
     pub telemetry_commit_ms: u64,
-    /// Receipts in a final state are deleted after this long.
+    /// Receipts are deleted this long after their last change: booked and
+    /// rejected ones, and stored ones whose verdict never came (the
+    /// collector's dead letters are the place to follow those up).
     #[serde(default = "default_retention")]
     pub receipt_retention_hours: u64,
 }

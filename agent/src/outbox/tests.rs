@@ -478,6 +478,8 @@ mod model {
                             let got: Vec<(u64, EventId)> = chunk.events.iter().map(|e| (e.seq, e.id)).collect();
                             let want: Vec<(u64, EventId)> = held.range(from..).map(|(s, i)| (*s, *i)).collect();
                             assert_eq!(got, want, "held events, in order, nothing acked comes back");
+                            let st = ob.status().await.expect("status");
+                            assert_eq!(st.queued, held.len() as u64, "status counters match the table");
                         }
                         Action::Reopen => {
                             drop(ob);
@@ -487,7 +489,51 @@ mod model {
                 }
                 let chunk = ob.read(0, 10_000, false).await.expect("read");
                 assert_eq!(chunk.events.len(), held.len());
+                let st = ob.status().await.expect("status");
+                let bytes: u64 = chunk.events.iter().map(|e| dockline_protocol::codec::encode(e).map(|b| b.len() as u64).unwrap_or(0)).sum();
+                assert_eq!((st.queued, st.queued_bytes), (held.len() as u64, bytes), "counted bytes are the stored payloads");
             });
         }
     }
+}
+
+/// Receipts past their retention are pruned; queued events never are.
+#[tokio::test]
+async fn old_receipts_are_pruned_but_queued_events_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = OutboxConfig {
+        receipt_retention_hours: 0,
+        ..OutboxConfig::default()
+    };
+    let ob = Outbox::open(dir.path(), dev(), config).expect("open");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(ob.append(picked(i)).await.expect("append"));
+    }
+    ob.apply_ack(2, vec![]).await.expect("ack");
+    ob.apply_verdicts(vec![Verdict {
+        seq: 1,
+        id: ids[0].event_id,
+        outcome: Outcome::Booked {
+            document: "D-1".into(),
+        },
+    }])
+    .await
+    .expect("verdict");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        ob.prune_receipts().await.expect("prune"),
+        2,
+        "booked 1 and stored 2"
+    );
+    assert!(ob.receipt(ids[0].event_id).await.expect("read").is_none());
+    for a in &ids[2..] {
+        let r = ob
+            .receipt(a.event_id)
+            .await
+            .expect("read")
+            .expect("queued stays");
+        assert_eq!(r.state, "queued");
+    }
+    assert_eq!(ob.status().await.expect("status").queued, 2);
 }

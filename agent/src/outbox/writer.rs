@@ -586,7 +586,8 @@ impl Writer {
 
     fn status(&mut self) -> Result<QueueStatus, OutboxError> {
         self.refresh_disk_free();
-        read_status(&self.conn, &self.path).map(|mut s| {
+        let held = std::array::from_fn(|i| (self.held_count[i], self.held_bytes[i]));
+        read_status(&self.conn, &self.path, Some(held)).map(|mut s| {
             s.disk_free = self.disk_free;
             s.last_fsync_us = self.last_fsync_us;
             s
@@ -732,7 +733,14 @@ pub(crate) fn read_receipts(
 }
 
 /// Queue health from the tables; shared by the writer and `doctor`.
-pub(crate) fn read_status(conn: &Connection, path: &Path) -> Result<QueueStatus, OutboxError> {
+/// Reads the queue status. `held` (events and payload bytes per class) comes
+/// from the writer's counters when it has them; without them (the doctor) the
+/// table is scanned, which costs a pass over every held payload.
+pub(crate) fn read_status(
+    conn: &Connection,
+    path: &Path,
+    held: Option<[(u64, u64); 3]>,
+) -> Result<QueueStatus, OutboxError> {
     let err = sql(path);
     let meta = |k: &str| {
         conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| {
@@ -745,7 +753,11 @@ pub(crate) fn read_status(conn: &Connection, path: &Path) -> Result<QueueStatus,
         acked_up_to: meta("acked_up_to").map_err(&err)? as u64,
         ..QueueStatus::default()
     };
-    {
+    if let Some(held) = held {
+        for (class, (queued, bytes)) in status.classes.iter_mut().zip(held) {
+            *class = ClassHealth { queued, bytes };
+        }
+    } else {
         let mut stmt = conn
             .prepare_cached("SELECT priority, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY priority")
             .map_err(&err)?;
