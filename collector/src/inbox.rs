@@ -521,10 +521,19 @@ impl Inbox {
     }
 
     /// Devices with at least one pending business event.
+    ///
+    /// Called on every stored batch, so it must not cost a pass over the
+    /// pending rows: a loose index scan hops from device to device through
+    /// the `events_pending` index (one seek per device, whatever the backlog).
     pub fn pending_devices(&self) -> Result<Vec<DeviceId>, InboxError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT DISTINCT device FROM events WHERE state = 'pending'")?;
+        let mut stmt = self.conn.prepare_cached(
+            "WITH RECURSIVE d(device) AS (
+               SELECT min(device) FROM events WHERE state = 'pending'
+               UNION ALL
+               SELECT (SELECT min(device) FROM events WHERE state = 'pending' AND device > d.device)
+               FROM d WHERE d.device IS NOT NULL)
+             SELECT device FROM d WHERE device IS NOT NULL",
+        )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for text in rows {
@@ -799,6 +808,34 @@ pub(crate) mod tests {
 
     fn open(dir: &tempfile::TempDir) -> Inbox {
         Inbox::open(&dir.path().join("inbox.db")).expect("open inbox")
+    }
+
+    #[test]
+    fn pending_devices_lists_each_device_with_work_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        assert!(inbox.pending_devices().expect("none").is_empty());
+        for d in ["van-2", "hh-01", "hh-03"] {
+            inbox
+                .store_batch(&site(), &batch(d, 1, 1, &[1, 2, 3]), 0)
+                .expect("store");
+        }
+        let hh03 = DeviceId::new("hh-03").expect("id");
+        for seq in 1..=3 {
+            let booked = Outcome::Booked {
+                document: format!("D-{seq}"),
+            };
+            inbox
+                .record_verdict(&hh03, 1, seq, &booked, 1)
+                .expect("verdict");
+        }
+        let got: Vec<String> = inbox
+            .pending_devices()
+            .expect("list")
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(got, vec!["hh-01", "van-2"]);
     }
 
     #[test]
