@@ -93,6 +93,12 @@ fn outbox_error(e: OutboxError) -> Response {
     match e {
         OutboxError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
         OutboxError::Closed => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        // The outbox is full of events that must not be shed: the handheld
+        // must keep this one itself (and show it) until space returns.
+        OutboxError::Full { .. } => error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("{e}; the event was NOT stored, keep it on the handheld and retry"),
+        ),
         other => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{other}; the event was NOT stored, retry it"),

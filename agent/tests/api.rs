@@ -19,9 +19,14 @@ fn dead_port() -> u16 {
 }
 
 async fn start_agent() -> Agent {
+    start_agent_with("").await
+}
+
+/// Starts an agent whose config ends with `extra` (TOML).
+async fn start_agent_with(extra: &str) -> Agent {
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
-        "site = \"dc-test\"\ndevice = \"hh-api\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nport = {}\n",
+        "site = \"dc-test\"\ndevice = \"hh-api\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nport = {}\n{extra}",
         dir.path().display().to_string(),
         dead_port()
     );
@@ -204,4 +209,44 @@ fn example_config_loads() {
             .expect("example config is valid");
     config.check().expect("example config is consistent");
     assert_eq!(config.device.as_str(), "hh-01");
+}
+
+/// With the budget full of proofs of delivery, a new one is refused with 507
+/// and a message that says what to do; nothing already accepted is lost.
+#[tokio::test]
+async fn full_outbox_refuses_must_deliver_with_507() {
+    let agent = start_agent_with("[outbox]\nbudget_bytes = 3000\nmin_free_bytes = 0\n").await;
+    let http = reqwest::Client::new();
+    let mut accepted = 0;
+    let refused = loop {
+        let res = http
+            .post(agent.url("/v1/events"))
+            .json(&json!({"detail": {"delivered": {"received_by": "R. Receiver", "pieces": 2}}, "refs": {"order": "SO-7", "stop": "STOP-1"}}))
+            .send()
+            .await
+            .expect("post");
+        if res.status() == 201 {
+            accepted += 1;
+            assert!(accepted < 200, "a 3000-byte budget must fill up");
+            continue;
+        }
+        break res;
+    };
+    assert_eq!(refused.status(), 507);
+    let body: Value = refused.json().await.expect("json");
+    let message = body.to_string();
+    assert!(
+        message.contains("budget_bytes") && message.contains("NOT stored"),
+        "{message}"
+    );
+    let status: Value = http
+        .get(agent.url("/v1/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["queued"].as_u64(), Some(accepted), "{status}");
+    agent.stop().await;
 }
