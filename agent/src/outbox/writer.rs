@@ -260,19 +260,27 @@ impl Writer {
             })
             .map_err(&err)?;
 
-        // Validate and size every event first (the size hardly depends on
-        // the sequence number, so a provisional one is used).
+        // Validate, identify and encode every event once, with the sequence
+        // it gets if every event before it is admitted (the usual case); an
+        // event whose sequence moves because one before it was refused is
+        // encoded again below.
         let mut out: Vec<Option<Result<Appended, OutboxError>>> = Vec::with_capacity(events.len());
         let mut candidates = Vec::new();
+        let mut encoded: Vec<(u64, EventId, Vec<u8>)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            let probe = self.envelope(e, next_seq as u64, EventId([0; 16]));
+            let seq = next_seq as u64 + encoded.len() as u64;
+            let id = EventId(*uuid::Uuid::now_v7().as_bytes());
+            let envelope = self.envelope(e, seq, id);
             out.push(None);
-            if let Err(v) = WireMessage::validate(&probe) {
+            if let Err(v) = WireMessage::validate(&envelope) {
                 out[i] = Some(Err(OutboxError::Invalid(format!("event refused: {v}"))));
                 continue;
             }
-            match codec::encode(&probe) {
-                Ok(b) => candidates.push((i, e.priority, b.len() as u64 + 16)),
+            match codec::encode(&envelope) {
+                Ok(b) => {
+                    candidates.push((i, e.priority, b.len() as u64 + 16));
+                    encoded.push((seq, id, b));
+                }
                 Err(e) => out[i] = Some(Err(OutboxError::Invalid(e.to_string()))),
             }
         }
@@ -309,7 +317,9 @@ impl Writer {
                     "INSERT INTO receipts (seq, event_id, kind, state, updated_ms) VALUES (?1, ?2, ?3, 'queued', ?4)",
                 )
                 .map_err(&err)?;
-            for ((i, priority, size), admitted) in candidates.iter().zip(&plan.admitted) {
+            for (((i, priority, size), admitted), (provisional, id, bytes)) in
+                candidates.iter().zip(&plan.admitted).zip(encoded)
+            {
                 let e = &events[*i];
                 if !admitted {
                     count_drop(&tx, priority_code(*priority), "refused_full", 1).map_err(&err)?;
@@ -328,9 +338,12 @@ impl Writer {
                     }));
                     continue;
                 }
-                let id = EventId(*uuid::Uuid::now_v7().as_bytes());
-                let bytes = codec::encode(&make_envelope(&device, epoch, e, next_seq as u64, id))
-                    .map_err(|e| OutboxError::Invalid(e.to_string()))?;
+                let bytes = if provisional == next_seq as u64 {
+                    bytes
+                } else {
+                    codec::encode(&make_envelope(&device, epoch, e, next_seq as u64, id))
+                        .map_err(|e| OutboxError::Invalid(e.to_string()))?
+                };
                 put.execute(params![
                     next_seq,
                     &id.0[..],
