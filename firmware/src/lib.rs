@@ -10,6 +10,8 @@
 //! * [`nmea`]: NMEA 0183 sentences and the epoch assembler that yields one
 //!   [`dockline_protocol::Fix`] per receiver cycle.
 //! * [`scale`]: MT-SICS, Toledo continuous, SMA and NCI scale protocols.
+//! * [`loadcell`]: HX711 and NAU7802 drivers on embedded-hal 1.0, and the
+//!   weighing pipeline shared by both (filter, calibration, tare, stability).
 //! * [`link`]: COBS + CRC-16 framing of the peripheral bridge link.
 //! * [`line`]: line framing shared by the text protocols.
 
@@ -22,6 +24,7 @@ extern crate std;
 
 pub mod line;
 pub mod link;
+pub mod loadcell;
 pub mod nmea;
 pub mod scale;
 pub mod scan;
