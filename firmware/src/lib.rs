@@ -13,6 +13,9 @@
 //! * [`loadcell`]: HX711 and NAU7802 drivers on embedded-hal 1.0, and the
 //!   weighing pipeline shared by both (filter, calibration, tare, stability).
 //! * [`link`]: COBS + CRC-16 framing of the peripheral bridge link.
+//! * [`bridge`]: the peripheral bridge's main loop as a library (load cell →
+//!   weigher → framed [`bridge::BridgeMessage`]s on a byte sink) and the
+//!   message format the agent decodes.
 //! * [`line`]: line framing shared by the text protocols.
 
 #![no_std]
@@ -22,6 +25,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod bridge;
 pub mod line;
 pub mod link;
 pub mod loadcell;
