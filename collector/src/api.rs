@@ -1,36 +1,149 @@
-//! The HTTP API: `GET /healthz` and `GET /v1/stats`.
+//! The HTTP API.
 //!
-//! Stats are read from the inbox on every request (no cached copy), so what
-//! the demo and tests display is what is committed.
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/healthz` | `ok` |
+//! | GET | `/v1/stats` | counters, devices, open dead letters, blocked lanes |
+//! | GET | `/v1/endpoint` | the ERP endpoint's circuit breaker (closed, open: failures, throttled or halted with the reason) |
+//! | GET | `/dlq` | open dead letters, newest first (`?all=true`: also resolved ones) |
+//! | GET | `/dlq/{id}` | one dead letter: the original event, every attempt, the reason |
+//! | POST | `/dlq/{id}/replay` | re-queue the event (same id and idempotency key), unblock its lane |
+//! | POST | `/dlq/{id}/discard` | give up on the event (`?note=…`), unblock its lane |
+//!
+//! Everything is read from the inbox on every request (no cached copy), so
+//! what the demo and tests display is what is committed. A replay or discard
+//! wakes delivery at once. Errors are plain text naming the problem;
+//! unknown ids are 404, already resolved dead letters 409.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use tracing::error;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tracing::{error, info};
 
-use crate::inbox::InboxHandle;
+use crate::delivery::Delivery;
+use crate::dlq::{self, DlqError};
+use crate::inbox::{InboxError, InboxHandle};
 
-/// The API's routes over `inbox`.
-pub fn router(inbox: InboxHandle) -> Router {
+/// What the API serves from.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The inbox.
+    pub inbox: InboxHandle,
+    /// Notified after a replay or discard, so delivery looks again.
+    pub wake: Arc<Notify>,
+    /// Delivery, for the endpoint's state (absent in tests without one).
+    pub delivery: Option<Arc<Delivery>>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/stats", get(stats))
-        .with_state(inbox)
+        .route("/v1/endpoint", get(endpoint))
+        .route("/dlq", get(list))
+        .route("/dlq/{id}", get(show))
+        .route("/dlq/{id}/replay", post(replay))
+        .route("/dlq/{id}/discard", post(discard))
+        .with_state(state)
 }
 
-async fn stats(State(inbox): State<InboxHandle>) -> Response {
-    match inbox.call(|i| i.stats()).await {
+fn inbox_failed(what: &str, e: &InboxError) -> Response {
+    error!("cannot {what}: {e}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot {what}: {e}\n"),
+    )
+        .into_response()
+}
+
+fn dlq_failed(what: &str, e: &DlqError) -> Response {
+    let status = match e {
+        DlqError::NotFound(_) => StatusCode::NOT_FOUND,
+        DlqError::AlreadyResolved { .. } => StatusCode::CONFLICT,
+        DlqError::Inbox(e) => return inbox_failed(what, e),
+        DlqError::NoDatabase(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+async fn stats(State(api): State<ApiState>) -> Response {
+    match api.inbox.call(|i| i.stats()).await {
         Ok(stats) => Json(stats).into_response(),
-        Err(e) => {
-            error!("cannot read stats: {e}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read stats: {e}\n"),
-            )
-                .into_response()
+        Err(e) => inbox_failed("read stats", &e),
+    }
+}
+
+async fn endpoint(State(api): State<ApiState>) -> Response {
+    match &api.delivery {
+        Some(d) => Json(d.endpoint_status()).into_response(),
+        None => (StatusCode::NOT_FOUND, "delivery is not running\n").into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list(State(api): State<ApiState>, Query(q): Query<ListQuery>) -> Response {
+    match api
+        .inbox
+        .call(move |i| i.dead_letters(q.all, dlq::LIST_LIMIT))
+        .await
+    {
+        Ok(items) => Json(items).into_response(),
+        Err(e) => inbox_failed("list dead letters", &e),
+    }
+}
+
+async fn show(State(api): State<ApiState>, Path(id): Path<i64>) -> Response {
+    match api.inbox.call(move |i| i.dead_letter(id)).await {
+        Ok(Some(dl)) => Json(dlq::show_json(&dl)).into_response(),
+        Ok(None) => dlq_failed("show a dead letter", &DlqError::NotFound(id)),
+        Err(e) => inbox_failed("read a dead letter", &e),
+    }
+}
+
+async fn replay(State(api): State<ApiState>, Path(id): Path<i64>) -> Response {
+    resolve(api, id, None).await
+}
+
+#[derive(Debug, Deserialize)]
+struct DiscardQuery {
+    note: Option<String>,
+}
+
+async fn discard(
+    State(api): State<ApiState>,
+    Path(id): Path<i64>,
+    Query(q): Query<DiscardQuery>,
+) -> Response {
+    let note = q.note.unwrap_or_else(|| "discarded through the API".into());
+    resolve(api, id, Some(note)).await
+}
+
+async fn resolve(api: ApiState, id: i64, discard: Option<String>) -> Response {
+    let now = crate::now_ms();
+    let result = api
+        .inbox
+        .call(move |i| Ok(dlq::resolve(i, id, discard.as_deref(), now)))
+        .await;
+    match result {
+        Ok(Ok(done)) => {
+            info!(dead_letter = id, result = %done, "dead letter resolved through the API");
+            api.wake.notify_one();
+            Json(done).into_response()
         }
+        Ok(Err(e)) => dlq_failed("resolve a dead letter", &e),
+        Err(e) => inbox_failed("resolve a dead letter", &e),
     }
 }

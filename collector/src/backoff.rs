@@ -5,6 +5,11 @@
 //! `[min, min(max, min * 2^n)]`. Jitter spreads the retries of many lanes or
 //! many collectors so that a recovering ERP or broker is not hit by a
 //! synchronised wave; the `min` floor keeps a broken peer from being hammered.
+//! (This is AWS's "full jitter", `rand(0, min(cap, base * 2^n))`, with the
+//! lower bound raised from 0 to `min`.)
+//!
+//! The random source is a [`Jitter`], so the ERP delivery policy can be
+//! tested with a fixed draw ([`FixedJitter`]) and run with [`RandomJitter`].
 
 use std::time::Duration;
 
@@ -37,6 +42,32 @@ impl Backoff {
     /// The delay for retry `attempt` with a random jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
         self.delay_with(attempt, rand::random::<f64>())
+    }
+}
+
+/// A source of jitter: numbers in `[0, 1)`.
+pub trait Jitter: Send {
+    /// The next draw, in `[0, 1)` (values outside are clamped by the user).
+    fn unit(&mut self) -> f64;
+}
+
+/// Jitter from the thread-local random generator.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomJitter;
+
+impl Jitter for RandomJitter {
+    fn unit(&mut self) -> f64 {
+        rand::random::<f64>()
+    }
+}
+
+/// The same draw every time: deterministic schedules in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedJitter(pub f64);
+
+impl Jitter for FixedJitter {
+    fn unit(&mut self) -> f64 {
+        self.0
     }
 }
 

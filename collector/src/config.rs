@@ -97,6 +97,27 @@ pub struct ErpConfig {
     /// Most HTTP requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Attempts in a row allowed for the bounded failure classes (conflict,
+    /// request still in flight, referenced document missing) before the
+    /// event is dead-lettered. Transient failures retry without limit.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Longest pause of the endpoint on 429/503, whatever `Retry-After` asks,
+    /// milliseconds.
+    #[serde(default = "default_pause_max_ms")]
+    pub pause_max_ms: u64,
+    /// Transient failures in a row that open the circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// First time the breaker stays open before a probe, milliseconds; it
+    /// doubles after each failed probe up to `max(breaker_open_ms,
+    /// retry_max_ms)`.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+    /// How often a halted endpoint (401, 403, 404, …) is tried again,
+    /// milliseconds.
+    #[serde(default = "default_halt_recheck_ms")]
+    pub halt_recheck_ms: u64,
 }
 
 /// A config value that parsed but cannot work.
@@ -157,6 +178,20 @@ impl Config {
                 problem: "is 0; use at least 1".into(),
             });
         }
+        for (key, value) in [
+            ("erp.max_attempts", u64::from(self.erp.max_attempts)),
+            ("erp.breaker_failures", u64::from(self.erp.breaker_failures)),
+            ("erp.breaker_open_ms", self.erp.breaker_open_ms),
+            ("erp.halt_recheck_ms", self.erp.halt_recheck_ms),
+            ("erp.pause_max_ms", self.erp.pause_max_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigCheckError {
+                    key,
+                    problem: "is 0; use at least 1".into(),
+                });
+            }
+        }
         if self.erp.timeout_ms == 0 {
             return Err(ConfigCheckError {
                 key: "erp.timeout_ms",
@@ -178,6 +213,23 @@ impl Config {
 }
 
 impl ErpConfig {
+    /// The defaults for everything but the URL and the secret.
+    pub fn new(url: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            secret: secret.into(),
+            timeout_ms: default_timeout_ms(),
+            retry_min_ms: default_retry_min_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            concurrency: default_concurrency(),
+            max_attempts: default_max_attempts(),
+            pause_max_ms: default_pause_max_ms(),
+            breaker_failures: default_breaker_failures(),
+            breaker_open_ms: default_breaker_open_ms(),
+            halt_recheck_ms: default_halt_recheck_ms(),
+        }
+    }
+
     /// Timeout of one attempt.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
@@ -232,6 +284,21 @@ fn default_retry_max_ms() -> u64 {
 }
 fn default_concurrency() -> usize {
     4
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_pause_max_ms() -> u64 {
+    15 * 60 * 1000
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_ms() -> u64 {
+    5_000
+}
+fn default_halt_recheck_ms() -> u64 {
+    60_000
 }
 
 #[cfg(test)]

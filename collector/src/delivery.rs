@@ -12,34 +12,62 @@
 //! retries. The scheduler re-reads the inbox whenever ingest wakes it, a lane
 //! ends, or a periodic rescan fires, so no stored event can be stranded.
 //!
+//! # What an answer means
+//!
+//! Every attempt's outcome goes through the pure [`policy::decide`] (the
+//! §2.4 table of `research/erp-and-events.md`) and the endpoint's
+//! [`CircuitBreaker`]:
+//! - booked → the verdict is recorded, then acked to the device;
+//! - transient → this lane retries after a jittered backoff; enough of them
+//!   in a row open the breaker, which stops *every* lane until a cheap
+//!   `HEAD` probe shows the endpoint answers again;
+//! - 429/503 → the whole endpoint pauses for `Retry-After` (either form);
+//! - 401/403/404/… on the endpoint → the endpoint halts with an error log
+//!   naming the fix; one real request is retried every
+//!   `erp.halt_recheck_ms`, and delivery resumes when it is accepted. No
+//!   event is failed for a systemic problem;
+//! - permanent (or bounded retries used up) → a dead letter in the inbox,
+//!   which blocks the device's lane until it is replayed or discarded
+//!   (`dockline-collector dlq …`, `POST /dlq/{id}/replay`). Only when the ERP
+//!   refused the event itself does the device get a `rejected` verdict.
+//!
 //! # Exactly-once effect
 //!
 //! Every attempt of an event carries the same `webhook-id` and
-//! `Idempotency-Key` (the event id), so an ERP that honours them books a
-//! retried event once even if its first answer was lost. A verdict is
-//! recorded only on a still-pending row, and only after that commit is the
-//! verdict ack published. A collector restart re-reads pending rows.
+//! `Idempotency-Key` (the event id), also after a replay, so an ERP that
+//! honours them books a retried event once even if its first answer was
+//! lost (a timeout after the request was sent is retried only this way). A
+//! verdict is recorded only on a still-pending row, and only after that
+//! commit is the verdict ack published. A collector restart re-reads
+//! pending rows.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dockline_protocol::{DeviceId, Envelope, Outcome, Verdict};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Jitter, RandomJitter};
+use crate::breaker::{Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind};
 use crate::config::ErpConfig;
-use crate::inbox::{InboxError, InboxHandle, NextPending, PendingEvent};
+use crate::inbox::{
+    AttemptLog, InboxError, InboxHandle, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
+    PendingEvent, excerpt,
+};
+use crate::now_ms;
+use crate::policy::{
+    self, AttemptOutcome, Credentials, Decision, EndpointView, FailureClass, History, Policy,
+    Response, TransportError,
+};
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
 use crate::webhook::{self, SecretError, SigningKey};
 
 /// Longest response body read from the ERP.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Longest rejection reason kept from the ERP's body.
-const MAX_REASON_CHARS: usize = 300;
 /// How often the scheduler re-reads the inbox without being woken.
 const RESCAN: Duration = Duration::from_secs(5);
 
@@ -62,83 +90,25 @@ pub enum DeliveryError {
     Client(String),
 }
 
-/// What one HTTP attempt means for the event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptResult {
-    /// A final answer from the ERP.
-    Verdict(Outcome),
-    /// A transient failure: try again, not before `retry_after` if given.
-    Retry {
-        /// What went wrong, for logs and the inbox.
-        error: String,
-        /// The server's `Retry-After`, when it sent a numeric one.
-        retry_after: Option<Duration>,
-    },
+/// The endpoint's shared state: its breaker and the jitter source.
+struct Endpoint {
+    breaker: CircuitBreaker,
+    jitter: Box<dyn Jitter>,
 }
 
-/// The parts of an HTTP response that decide an attempt's result.
-#[derive(Debug, Clone, Default)]
-pub struct ErpResponse<'a> {
-    /// The status code.
-    pub status: u16,
-    /// The `Retry-After` header.
-    pub retry_after: Option<&'a str>,
-    /// The `Location` header.
-    pub location: Option<&'a str>,
-    /// The body (possibly cut).
-    pub body: &'a str,
-}
-
-/// Classifies an ERP response (pure; see the table test).
-///
-/// - 2xx: booked; the document is the body's JSON `document` (or `id`) field,
-///   else the `Location` header, else `HTTP <status>`.
-/// - 408, 425, 429 and 5xx: retry (honouring a numeric `Retry-After`).
-/// - 409 is retried too: the ERP saw a conflicting concurrent request (often
-///   our own earlier attempt still in progress under the same key).
-/// - any other status: rejected with the status and the start of the body.
-pub fn classify(resp: &ErpResponse<'_>) -> AttemptResult {
-    let status = resp.status;
-    if (200..300).contains(&status) {
-        let document = document_from_body(resp.body)
-            .or_else(|| resp.location.map(str::to_owned))
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        return AttemptResult::Verdict(Outcome::Booked { document });
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
     }
-    let retryable = matches!(status, 408 | 409 | 425 | 429) || (500..600).contains(&status);
-    if retryable {
-        let retry_after = resp
-            .retry_after
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let detail: String = resp.body.chars().take(MAX_REASON_CHARS).collect();
-        return AttemptResult::Retry {
-            error: format!("ERP answered HTTP {status}: {}", detail.trim()),
-            retry_after,
-        };
-    }
-    let detail: String = resp.body.chars().take(MAX_REASON_CHARS).collect();
-    let reason = if detail.trim().is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {}", detail.trim())
-    };
-    AttemptResult::Verdict(Outcome::Rejected { reason })
 }
 
-fn document_from_body(body: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    ["document", "id"].iter().find_map(|k| match value.get(k)? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// One attempt as the shell saw it: the policy's input plus what the dead
+/// letter keeps.
+struct Attempted {
+    outcome: AttemptOutcome,
+    request: String,
 }
 
 /// The ERP delivery worker.
@@ -148,9 +118,12 @@ pub struct Delivery {
     client: reqwest::Client,
     url: reqwest::Url,
     key: SigningKey,
-    backoff: Backoff,
+    policy: Policy,
     permits: Arc<Semaphore>,
     acks: mpsc::Sender<Publication>,
+    endpoint: Mutex<Endpoint>,
+    /// Notified whenever the breaker changes, so waiting lanes look again.
+    endpoint_changed: Notify,
 }
 
 impl Delivery {
@@ -169,21 +142,62 @@ impl Delivery {
             .timeout(erp.timeout())
             .build()
             .map_err(|e| DeliveryError::Client(e.to_string()))?;
+        let backoff = Backoff {
+            min: Duration::from_millis(erp.retry_min_ms),
+            max: Duration::from_millis(erp.retry_max_ms),
+        };
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: erp.breaker_failures,
+            open_for: Duration::from_millis(erp.breaker_open_ms),
+            open_max: Duration::from_millis(erp.breaker_open_ms.max(erp.retry_max_ms)),
+            halt_recheck: Duration::from_millis(erp.halt_recheck_ms),
+        });
         Ok(Self {
             inbox,
             client,
             url,
             key,
-            backoff: Backoff {
-                min: Duration::from_millis(erp.retry_min_ms),
-                max: Duration::from_millis(erp.retry_max_ms),
+            policy: Policy {
+                backoff,
+                pause_max: Duration::from_millis(erp.pause_max_ms),
+                max_bounded_attempts: erp.max_attempts,
+                parked_min: backoff.max,
             },
             permits: Arc::new(Semaphore::new(erp.concurrency.max(1))),
             acks,
+            endpoint: Mutex::new(Endpoint {
+                breaker,
+                jitter: Box::new(RandomJitter),
+            }),
+            endpoint_changed: Notify::new(),
         })
     }
 
-    /// Runs lanes until `shutdown`; `wake` is notified when ingest stored events.
+    /// Replaces the random jitter (tests use [`crate::backoff::FixedJitter`]).
+    pub fn with_jitter(self, jitter: Box<dyn Jitter>) -> Self {
+        let mut endpoint = self
+            .endpoint
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        endpoint.jitter = jitter;
+        Self {
+            endpoint: Mutex::new(endpoint),
+            ..self
+        }
+    }
+
+    /// The endpoint's circuit breaker, for the API.
+    pub fn endpoint_status(&self) -> BreakerStatus {
+        self.lock_endpoint().breaker.status(Instant::now())
+    }
+
+    fn lock_endpoint(&self) -> MutexGuard<'_, Endpoint> {
+        // Every update is a few assignments that cannot panic half-way.
+        self.endpoint.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs lanes until `shutdown`; `wake` is notified when ingest stored
+    /// events or an operator replayed a dead letter.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: Shutdown) {
         let mut lanes: JoinSet<()> = JoinSet::new();
         let mut lane_of: HashMap<tokio::task::Id, DeviceId> = HashMap::new();
@@ -225,7 +239,8 @@ impl Delivery {
         lanes.shutdown().await;
     }
 
-    /// Delivers the device's pending events in order until none is left.
+    /// Delivers the device's pending events in order until none is left or
+    /// the lane is blocked by a dead letter.
     pub async fn drain_lane(&self, device: &DeviceId) {
         loop {
             let d = device.clone();
@@ -234,7 +249,7 @@ impl Delivery {
                 Ok(None) => return,
                 Err(e) => {
                     error!(device = %device, "cannot read the next pending event: {e}; the lane pauses");
-                    tokio::time::sleep(self.backoff.max.min(RESCAN)).await;
+                    tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
                     return;
                 }
             };
@@ -260,14 +275,14 @@ impl Delivery {
             };
             if let Err(e) = result {
                 error!(device = %device, "cannot record a delivery result: {e}; the lane pauses");
-                tokio::time::sleep(self.backoff.max.min(RESCAN)).await;
+                tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
                 return;
             }
         }
     }
 
-    /// Delivers one event until the ERP gives a verdict; records it and
-    /// publishes the verdict ack.
+    /// Delivers one event until the policy ends it (booked or dead letter);
+    /// records the result and publishes the verdict ack.
     async fn deliver(&self, pending: PendingEvent) -> Result<(), InboxError> {
         let PendingEvent {
             site,
@@ -285,47 +300,185 @@ impl Delivery {
                 .await;
         };
         let body = webhook::cloudevent_body(&site, &envelope, event);
-        let mut attempt = attempts;
-        let outcome = loop {
-            match self.attempt(&envelope, &id, &body).await {
-                AttemptResult::Verdict(outcome) => break outcome,
-                AttemptResult::Retry { error, retry_after } => {
-                    let delay = self
-                        .backoff
-                        .delay(attempt)
-                        .max(retry_after.unwrap_or_default());
-                    warn!(device = %envelope.device, seq = envelope.seq, event_id = %id,
-                        attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64,
-                        "ERP delivery failed: {error}; will retry");
-                    let (dev, ep, seq) = (envelope.device.clone(), envelope.epoch, envelope.seq);
-                    self.inbox
-                        .call(move |i| i.record_attempt(&dev, ep, seq, &error, now_ms()))
+        let mut history = History {
+            attempts,
+            bounded: 0,
+        };
+        let (dev, ep, seq) = (envelope.device.clone(), envelope.epoch, envelope.seq);
+        loop {
+            let Some(permit) = self.admitted().await else {
+                // Only at shutdown; the row stays pending.
+                return Ok(());
+            };
+            let attempted = self.attempt(&envelope, &id, &body).await;
+            drop(permit);
+            history.attempts = history.attempts.saturating_add(1);
+            let decision = {
+                let mut endpoint = self.lock_endpoint();
+                let decision = policy::decide(
+                    &attempted.outcome,
+                    history,
+                    EndpointView {
+                        // A webhook secret cannot be refreshed.
+                        credentials: Credentials::Fixed,
+                    },
+                    &self.policy,
+                    SystemTime::now(),
+                    endpoint.jitter.as_mut(),
+                );
+                update_breaker(&mut endpoint.breaker, &decision, Instant::now());
+                decision
+            };
+            self.endpoint_changed.notify_waiters();
+            let log = attempt_log(&attempted, &decision);
+            match decision {
+                Decision::Booked {
+                    document,
+                    duplicate,
+                } => {
+                    info!(device = %dev, seq, event_id = %id, document = %document, duplicate,
+                        attempts = history.attempts, "ERP booked event");
+                    let outcome = Outcome::Booked { document };
+                    let o = outcome.clone();
+                    let d = dev.clone();
+                    let recorded = self
+                        .inbox
+                        .call(move |i| i.record_verdict(&d, ep, seq, &o, now_ms()))
                         .await?;
-                    attempt = attempt.saturating_add(1);
-                    tokio::time::sleep(delay).await;
+                    if recorded {
+                        self.publish_verdict(&site, &envelope, outcome).await;
+                    }
+                    return Ok(());
+                }
+                Decision::DeadLetter {
+                    reason,
+                    class,
+                    erp_rejected,
+                } => {
+                    let dead = NewDeadLetter {
+                        last: log,
+                        reason: reason.clone(),
+                        class: class.name().into(),
+                        erp_rejected,
+                    };
+                    let d = dev.clone();
+                    let stored = self
+                        .inbox
+                        .call(move |i| i.store_dead_letter(&d, ep, seq, &dead))
+                        .await?;
+                    if let Some((dl, verdict)) = stored {
+                        warn!(device = %dev, seq, event_id = %id, dead_letter = dl,
+                            class = class.name(), erp_rejected, reason = %reason,
+                            "event dead-lettered; device {dev}'s lane is blocked until `dockline-collector dlq replay {dl}` (after fixing the data) or `dlq discard {dl}`");
+                        if verdict {
+                            self.publish_verdict(&site, &envelope, Outcome::Rejected { reason })
+                                .await;
+                        }
+                    }
+                    return Ok(());
+                }
+                Decision::Retry {
+                    after,
+                    class,
+                    same_key_only,
+                    bounded,
+                    error,
+                } => {
+                    warn!(device = %dev, seq, event_id = %id, attempt = history.attempts,
+                        class = class.name(), same_key_only,
+                        retry_in_ms = after.as_millis() as u64,
+                        "ERP delivery failed: {error}; will retry with the same idempotency key");
+                    history.bounded = if bounded {
+                        history.bounded.saturating_add(1)
+                    } else {
+                        0
+                    };
+                    self.record_attempt(&dev, ep, seq, log).await?;
+                    tokio::time::sleep(after).await;
+                }
+                Decision::PauseEndpoint { delay, reason } => {
+                    warn!(device = %dev, seq, event_id = %id, pause_ms = delay.as_millis() as u64,
+                        "ERP is throttling ({reason}); every lane pauses");
+                    history.bounded = 0;
+                    self.record_attempt(&dev, ep, seq, log).await?;
+                }
+                Decision::HaltEndpoint { reason } | Decision::RefreshCredentials { reason } => {
+                    error!(device = %dev, seq, event_id = %id,
+                        "ERP endpoint halted: {reason}; no event is failed, the next try is in {} ms",
+                        self.endpoint_status().retry_in_ms.unwrap_or(0));
+                    history.bounded = 0;
+                    self.record_attempt(&dev, ep, seq, log).await?;
                 }
             }
-        };
-        match &outcome {
-            Outcome::Booked { document } => info!(device = %envelope.device, seq = envelope.seq,
-                event_id = %id, document = %document, "ERP booked event"),
-            Outcome::Rejected { reason } => warn!(device = %envelope.device, seq = envelope.seq,
-                event_id = %id, reason = %reason, "ERP rejected event"),
         }
-        let (dev, ep, seq, o) = (
-            envelope.device.clone(),
-            envelope.epoch,
-            envelope.seq,
-            outcome.clone(),
-        );
-        let recorded = self
-            .inbox
-            .call(move |i| i.record_verdict(&dev, ep, seq, &o, now_ms()))
-            .await?;
-        if recorded {
-            self.publish_verdict(&site, &envelope, outcome).await;
+    }
+
+    async fn record_attempt(
+        &self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        log: AttemptLog,
+    ) -> Result<(), InboxError> {
+        let d = device.clone();
+        self.inbox
+            .call(move |i| i.record_attempt(&d, epoch, seq, &log))
+            .await
+    }
+
+    /// Waits for a request permit *and* the breaker's admission, in that
+    /// order: a lane queued for a permit when the endpoint paused must not
+    /// send into the pause. Cheap probes, when the breaker asks for one, are
+    /// sent here with the same permit. `None` only at shutdown.
+    async fn admitted(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        loop {
+            let permit = self.permits.acquire().await.ok()?;
+            // Registered before the check, so a change made between the
+            // check and the wait still wakes this lane.
+            let changed = self.endpoint_changed.notified();
+            let admission = self.lock_endpoint().breaker.admit(Instant::now());
+            match admission {
+                Admission::Go | Admission::Probe(ProbeKind::Real) => return Some(permit),
+                Admission::Probe(ProbeKind::Cheap) => {
+                    let answered = self.cheap_probe().await;
+                    {
+                        let mut endpoint = self.lock_endpoint();
+                        if answered {
+                            endpoint.breaker.on_success();
+                        } else {
+                            endpoint.breaker.on_failure(Instant::now());
+                        }
+                    }
+                    self.endpoint_changed.notify_waiters();
+                }
+                Admission::WaitUntil(until) => {
+                    // Waiting lanes hold no permit.
+                    drop(permit);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until.into()) => {}
+                        () = changed => {}
+                    }
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// `HEAD` on the endpoint: true when it answers with anything but a 5xx
+    /// or 429 (a 405 still shows the server is back). The caller holds a
+    /// permit.
+    async fn cheap_probe(&self) -> bool {
+        match self.client.head(self.url.clone()).send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                let up = !(s >= 500 || s == 429);
+                info!(status = s, up, "ERP endpoint probed");
+                up
+            }
+            Err(e) => {
+                info!("ERP endpoint probe failed: {}", transport_error(&e).1);
+                false
+            }
+        }
     }
 
     async fn publish_verdict(
@@ -361,14 +514,15 @@ impl Delivery {
         }
     }
 
-    /// One signed POST; never fails, transport errors become `Retry`.
-    async fn attempt(&self, envelope: &Envelope, id: &str, body: &[u8]) -> AttemptResult {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return AttemptResult::Retry {
-                error: "delivery is shutting down".into(),
-                retry_after: None,
-            };
-        };
+    /// One signed POST (the caller holds a permit); never fails, transport
+    /// errors become outcomes.
+    async fn attempt(&self, envelope: &Envelope, id: &str, body: &[u8]) -> Attempted {
+        let key = webhook::idempotency_key(id);
+        let request = format!(
+            "POST {} webhook-id={id} idempotency-key={key} {} bytes",
+            self.url,
+            body.len()
+        );
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -381,16 +535,17 @@ impl Delivery {
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .header("idempotency-key", webhook::idempotency_key(id))
+            .header("idempotency-key", key)
             .body(body.to_vec())
             .send()
             .await;
         let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                return AttemptResult::Retry {
-                    error: transport_error(&e),
-                    retry_after: None,
+                let (kind, detail) = transport_error(&e);
+                return Attempted {
+                    outcome: AttemptOutcome::Transport { kind, detail },
+                    request,
                 };
             }
         };
@@ -423,101 +578,110 @@ impl Delivery {
                 }
             }
         }
-        let body = String::from_utf8_lossy(&bytes);
-        classify(&ErpResponse {
-            status,
-            retry_after: retry_after.as_deref(),
-            location: location.as_deref(),
-            body: &body,
-        })
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        let class = webhook::body_class(status, &body);
+        Attempted {
+            outcome: AttemptOutcome::Response(Response {
+                status,
+                retry_after,
+                location,
+                body,
+                class,
+            }),
+            request,
+        }
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
+/// Feeds a decision to the breaker: transient failures count against the
+/// endpoint; any other answer shows that it works (or pauses/halts it).
+fn update_breaker(breaker: &mut CircuitBreaker, decision: &Decision, now: Instant) {
+    match decision {
+        Decision::Retry {
+            class: FailureClass::Transient,
+            ..
+        } => breaker.on_failure(now),
+        Decision::PauseEndpoint { delay, .. } => breaker.pause(now, *delay),
+        Decision::HaltEndpoint { reason } | Decision::RefreshCredentials { reason } => {
+            breaker.halt(now, reason.clone())
+        }
+        Decision::Booked { .. } | Decision::DeadLetter { .. } | Decision::Retry { .. } => {
+            breaker.on_success()
+        }
+    }
+}
+
+/// The attempt as the inbox keeps it.
+fn attempt_log(attempted: &Attempted, decision: &Decision) -> AttemptLog {
+    let (status, error, body) = match &attempted.outcome {
+        AttemptOutcome::Response(r) => (
+            Some(r.status),
+            None,
+            excerpt(&r.body, MAX_BODY_EXCERPT).to_owned(),
+        ),
+        AttemptOutcome::Transport { detail, .. } => (None, Some(detail.clone()), String::new()),
+    };
+    let decision = match decision {
+        Decision::Booked { document, .. } => format!("booked {document}"),
+        Decision::DeadLetter { class, .. } => format!("dead letter ({})", class.name()),
+        Decision::Retry {
+            after,
+            class,
+            same_key_only,
+            ..
+        } => format!(
+            "retry in {} ms ({}{})",
+            after.as_millis(),
+            class.name(),
+            if *same_key_only {
+                ", same key only"
+            } else {
+                ""
+            }
+        ),
+        Decision::PauseEndpoint { delay, .. } => {
+            format!(
+                "pause the endpoint for {} ms (throttled)",
+                delay.as_millis()
+            )
+        }
+        Decision::HaltEndpoint { .. } => "halt the endpoint".into(),
+        Decision::RefreshCredentials { .. } => "refresh credentials".into(),
+    };
+    AttemptLog {
+        n: 0,
+        at_ms: now_ms(),
+        request: attempted.request.clone(),
+        status,
+        error,
+        body,
+        decision,
+    }
+}
+
+/// The kind of a transport error and its text with the source chain.
+fn transport_error(e: &reqwest::Error) -> (TransportError, String) {
+    // reqwest marks connect-phase errors (refused, DNS, TLS, connect
+    // timeout); any other failure happened after the request may have left.
+    let (kind, what) = match (e.is_connect(), e.is_timeout()) {
+        (true, true) => (TransportError::TimeoutBeforeSend, "timed out connecting"),
+        (true, false) => (TransportError::Connect, "could not connect"),
+        (false, true) => (
+            TransportError::TimeoutAfterSend,
+            "timed out after the request was sent",
+        ),
+        (false, false) => (
+            TransportError::ResetAfterSend,
+            "failed after the request was sent",
+        ),
     };
     // The source chain holds the useful part (connection refused, DNS, …).
-    let mut text = format!("ERP {kind}: {e}");
+    let mut text = format!("ERP {what}: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn resp(status: u16, body: &'static str) -> ErpResponse<'static> {
-        ErpResponse {
-            status,
-            body,
-            ..ErpResponse::default()
-        }
-    }
-
-    fn booked(doc: &str) -> AttemptResult {
-        AttemptResult::Verdict(Outcome::Booked {
-            document: doc.into(),
-        })
-    }
-
-    #[test]
-    fn classification_table() {
-        let retry = |r: &AttemptResult| matches!(r, AttemptResult::Retry { .. });
-        let rejected =
-            |r: &AttemptResult| matches!(r, AttemptResult::Verdict(Outcome::Rejected { .. }));
-        assert_eq!(
-            classify(&resp(200, r#"{"document":"WH/OUT/7"}"#)),
-            booked("WH/OUT/7")
-        );
-        assert_eq!(classify(&resp(201, r#"{"id":42}"#)), booked("42"));
-        assert_eq!(classify(&resp(204, "")), booked("HTTP 204"));
-        let with_location = ErpResponse {
-            location: Some("/moves/9"),
-            ..resp(201, "not json")
-        };
-        assert_eq!(classify(&with_location), booked("/moves/9"));
-        for s in [408, 409, 425, 429, 500, 502, 503, 504, 599] {
-            assert!(retry(&classify(&resp(s, ""))), "{s} should be retried");
-        }
-        for s in [400, 401, 403, 404, 410, 413, 422, 301, 100] {
-            assert!(
-                rejected(&classify(&resp(s, "bad"))),
-                "{s} should be rejected"
-            );
-        }
-        assert_eq!(
-            classify(&resp(422, "quantity exceeds order")),
-            AttemptResult::Verdict(Outcome::Rejected {
-                reason: "HTTP 422: quantity exceeds order".into()
-            })
-        );
-        let long = "x".repeat(1000);
-        let leaked: &'static str = Box::leak(long.into_boxed_str());
-        match classify(&resp(400, leaked)) {
-            AttemptResult::Verdict(Outcome::Rejected { reason }) => {
-                assert_eq!(reason.len(), "HTTP 400: ".len() + 300)
-            }
-            other => panic!("{other:?}"),
-        }
-        let throttled = ErpResponse {
-            retry_after: Some("7"),
-            ..resp(429, "")
-        };
-        match classify(&throttled) {
-            AttemptResult::Retry { retry_after, .. } => {
-                assert_eq!(retry_after, Some(Duration::from_secs(7)))
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    (kind, text)
 }

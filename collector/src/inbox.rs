@@ -14,6 +14,20 @@
 //!   watermark passes over them.
 //! - `devices(device)` → site, online, session, last seen.
 //! - `counters(name)` → `duplicates`, `refused`.
+//! - `attempts(device, epoch, seq, n)`: failed ERP attempts of events not yet
+//!   booked or dead-lettered (time, request summary, status or transport
+//!   error, body excerpt of at most [`MAX_BODY_EXCERPT`] bytes, decision).
+//!   Deleted when the event is booked; moved into the dead letter when it is
+//!   dead-lettered.
+//! - `dead_letters(id)`: events delivery gave up on: a copy of the original
+//!   envelope (not the rendered ERP request, so a replay after a data fix
+//!   renders it afresh), every attempt as JSON, the reason and class,
+//!   whether the ERP itself refused the event, and `state` (`open`,
+//!   `replayed`, `discarded`).
+//!
+//! The schema version is `PRAGMA user_version` ([`SCHEMA_VERSION`]); each
+//! migration step runs in one transaction, so a crash mid-way leaves the
+//! previous version intact.
 //!
 //! # Invariants
 //!
@@ -31,7 +45,15 @@
 //! - The database runs in WAL mode with `synchronous=FULL`, so a committed
 //!   batch survives a power cut.
 //! - Readings are stored as `skipped` (never sent to the ERP); business events
-//!   start `pending` and end `booked` or `rejected` exactly once.
+//!   start `pending` and end `booked` or `rejected` exactly once, except that
+//!   replaying a dead letter returns its event from `rejected` to `pending`
+//!   (it keeps its id, so the ERP's idempotency key is unchanged).
+//! - A device with an `open` dead letter is *blocked*: [`Inbox::next_pending`]
+//!   and [`Inbox::pending_devices`] skip it, so none of its later events is
+//!   posted over the failed one, until the dead letter is replayed or
+//!   discarded. An ERP refusal marks the event `rejected` in the same
+//!   transaction that stores the dead letter; a dead letter on our side
+//!   leaves it `pending`.
 //!
 //! All methods are blocking; async code reaches them through [`InboxHandle`],
 //! which runs them on tokio's blocking pool.
@@ -79,6 +101,128 @@ pub enum InboxError {
     /// The blocking worker died (a panic in a query).
     #[error("inbox worker failed: {0}")]
     Worker(String),
+    /// The file was written by a newer collector.
+    #[error(
+        "inbox database {path} has schema version {found}, newer than this collector's {SCHEMA_VERSION}; run the newer dockline-collector or restore a backup"
+    )]
+    SchemaTooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: i64,
+    },
+    /// A dead letter's stored attempts are not readable JSON.
+    #[error("dead letter {id} has unreadable attempts: {problem}")]
+    DeadLetterData {
+        /// The dead letter.
+        id: i64,
+        /// Why.
+        problem: String,
+    },
+}
+
+/// Current inbox schema version.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Longest response body excerpt kept per attempt, in bytes.
+pub const MAX_BODY_EXCERPT: usize = 2048;
+
+/// One ERP attempt, as kept for a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AttemptLog {
+    /// Attempt number of the event (1-based, across replays).
+    pub n: u32,
+    /// When it ended, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// What was sent (method, URL, keys, size; never the signature).
+    pub request: String,
+    /// The HTTP status, when the ERP answered.
+    pub status: Option<u16>,
+    /// The transport error, when it did not.
+    pub error: Option<String>,
+    /// The start of the response body (at most [`MAX_BODY_EXCERPT`] bytes).
+    pub body: String,
+    /// What the delivery policy decided.
+    pub decision: String,
+}
+
+/// A dead letter to store: the final attempt and why delivery gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeadLetter {
+    /// The final attempt (the others are already in `attempts`).
+    pub last: AttemptLog,
+    /// Why, for people.
+    pub reason: String,
+    /// The failure class name (`permanent`, `conflict`, …).
+    pub class: String,
+    /// The ERP refused the event itself: the event becomes `rejected`.
+    pub erp_rejected: bool,
+}
+
+/// A dead letter in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterSummary {
+    /// Its id (for `show`, `replay`, `discard`).
+    pub id: i64,
+    /// Device.
+    pub device: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Sequence.
+    pub seq: u64,
+    /// The event id (its idempotency key).
+    pub event_id: String,
+    /// Event kind (`picked`, …).
+    pub kind: String,
+    /// Failure class.
+    pub class: String,
+    /// Why delivery gave up.
+    pub reason: String,
+    /// True when the ERP refused the event (the device got `rejected`).
+    pub erp_rejected: bool,
+    /// `open` (the device's lane is blocked), `replayed` or `discarded`.
+    pub state: String,
+    /// When it was stored.
+    pub created_ms: i64,
+    /// When it was replayed or discarded.
+    pub resolved_ms: Option<i64>,
+    /// Attempts it holds.
+    pub attempts: usize,
+}
+
+/// A dead letter with everything it keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The list fields.
+    pub summary: DeadLetterSummary,
+    /// The site the event came from.
+    pub site: String,
+    /// The original envelope, or why it cannot be decoded.
+    pub envelope: Result<Envelope, String>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptLog>,
+    /// How it was resolved (`replayed`, or the discard note).
+    pub resolution: Option<String>,
+}
+
+/// What resolving (replaying or discarding) a dead letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Done; the device's lane is unblocked unless another dead letter of it
+    /// is still open.
+    Done {
+        /// The device whose lane it was.
+        device: DeviceId,
+        /// Still blocked by other open dead letters of the same device.
+        still_blocked: bool,
+    },
+    /// No dead letter has that id.
+    NotFound,
+    /// It was already replayed or discarded.
+    AlreadyResolved {
+        /// Its state.
+        state: String,
+    },
 }
 
 /// What storing one batch did.
@@ -160,11 +304,17 @@ pub struct Stats {
     pub booked: u64,
     /// Business events the ERP rejected.
     pub rejected: u64,
+    /// Open dead letters.
+    pub dead_letters: u64,
+    /// Devices whose lane is blocked by an open dead letter.
+    pub blocked_devices: Vec<String>,
     /// Every device known from config, status or batches.
     pub devices: Vec<DeviceStats>,
 }
 
-const SCHEMA: &str = "
+/// Version 1: events, watermarks, shed ranges, devices, counters. `IF NOT
+/// EXISTS` because files from before `user_version` was kept hold it already.
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS events (
     device      TEXT    NOT NULL,
     epoch       INTEGER NOT NULL,
@@ -208,8 +358,81 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO counters (name, value) VALUES ('duplicates', 0), ('refused', 0);
-PRAGMA user_version = 1;
 ";
+
+/// Version 2: attempts and dead letters.
+const V2: &str = "
+CREATE TABLE attempts (
+    device   TEXT    NOT NULL,
+    epoch    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    request  TEXT    NOT NULL,
+    status   INTEGER,
+    error    TEXT,
+    body     TEXT    NOT NULL,
+    decision TEXT    NOT NULL,
+    PRIMARY KEY (device, epoch, seq, n)
+) WITHOUT ROWID;
+CREATE TABLE dead_letters (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    device       TEXT    NOT NULL,
+    epoch        INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    site         TEXT    NOT NULL,
+    event_id     TEXT    NOT NULL,
+    kind         TEXT    NOT NULL,
+    envelope     BLOB    NOT NULL,
+    class        TEXT    NOT NULL,
+    reason       TEXT    NOT NULL,
+    erp_rejected INTEGER NOT NULL,
+    attempts     TEXT    NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('open','replayed','discarded')),
+    created_ms   INTEGER NOT NULL,
+    resolved_ms  INTEGER,
+    resolution   TEXT
+);
+CREATE INDEX dead_letters_open ON dead_letters (device) WHERE state = 'open';
+";
+
+/// Brings the schema to [`SCHEMA_VERSION`], one transaction per step.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
+    let err = |source| InboxError::Open {
+        path: path.into(),
+        source,
+    };
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if version > SCHEMA_VERSION {
+        return Err(InboxError::SchemaTooNew {
+            path: path.into(),
+            found: version,
+        });
+    }
+    for (to, step) in [(1, V1), (2, V2)] {
+        if version < to {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(step).map_err(err)?;
+            tx.pragma_update(None, "user_version", to).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// The longest prefix of `text` that fits `max` bytes on a char boundary.
+pub fn excerpt(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 fn to_sql(what: &'static str, value: u64) -> Result<i64, InboxError> {
     i64::try_from(value).map_err(|_| InboxError::OutOfRange { what, value })
@@ -251,7 +474,7 @@ impl Inbox {
             path: path.into(),
             source,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -260,7 +483,7 @@ impl Inbox {
         // write lock briefly; wait instead of failing the batch.
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        migrate(&mut conn, path)?;
         Ok(Self { conn })
     }
 
@@ -520,7 +743,8 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Devices with at least one pending business event.
+    /// Devices with at least one pending business event and no open dead
+    /// letter (a blocked lane has nothing to deliver).
     ///
     /// Called on every stored batch, so it must not cost a pass over the
     /// pending rows: a loose index scan hops from device to device through
@@ -532,7 +756,8 @@ impl Inbox {
                UNION ALL
                SELECT (SELECT min(device) FROM events WHERE state = 'pending' AND device > d.device)
                FROM d WHERE d.device IS NOT NULL)
-             SELECT device FROM d WHERE device IS NOT NULL",
+             SELECT device FROM d WHERE device IS NOT NULL AND NOT EXISTS
+               (SELECT 1 FROM dead_letters x WHERE x.state = 'open' AND x.device = d.device)",
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
@@ -545,13 +770,17 @@ impl Inbox {
         Ok(out)
     }
 
-    /// The device's oldest pending business event, in inbox (epoch, seq) order.
+    /// The device's oldest pending business event, in inbox (epoch, seq)
+    /// order; `None` also while the device's lane is blocked by an open dead
+    /// letter.
     pub fn next_pending(&self, device: &DeviceId) -> Result<Option<NextPending>, InboxError> {
         let row = self
             .conn
             .query_row(
                 "SELECT epoch, seq, site, envelope, attempts FROM events
-                 WHERE state = 'pending' AND device = ?1 ORDER BY epoch, seq LIMIT 1",
+                 WHERE state = 'pending' AND device = ?1 AND NOT EXISTS
+                   (SELECT 1 FROM dead_letters x WHERE x.state = 'open' AND x.device = ?1)
+                 ORDER BY epoch, seq LIMIT 1",
                 params![device.as_str()],
                 |r| {
                     Ok((
@@ -610,27 +839,240 @@ impl Inbox {
         Ok(())
     }
 
-    /// Records a failed attempt that will be retried.
+    /// Records a failed attempt that will be retried (or that halted or
+    /// paused the endpoint): counts it on the event and keeps its log.
+    /// `log.n` is ignored; the attempt is numbered from the event's count.
     pub fn record_attempt(
         &mut self,
         device: &DeviceId,
         epoch: u64,
         seq: u64,
-        error: &str,
-        now_ms: i64,
+        log: &AttemptLog,
     ) -> Result<(), InboxError> {
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        insert_attempt(&tx, device, epoch, seq, log)?;
+        tx.execute(
             "UPDATE events SET attempts = attempts + 1, last_error = ?4, updated_ms = ?5
              WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
             params![
                 device.as_str(),
                 to_sql("epoch", epoch)?,
                 to_sql("seq", seq)?,
-                error,
-                now_ms
+                log.error.as_deref().unwrap_or(&log.decision),
+                log.at_ms
             ],
         )?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Stores a dead letter for a pending event: its final attempt, a copy of
+    /// the envelope, every attempt logged so far, in one transaction that
+    /// also blocks the device's lane. When the ERP refused the event, the
+    /// event becomes `rejected`; returns whether that verdict was recorded
+    /// (so the caller publishes it). Returns `Ok(None)` when the event is no
+    /// longer pending (someone else decided it).
+    pub fn store_dead_letter(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        dead: &NewDeadLetter,
+    ) -> Result<Option<(i64, bool)>, InboxError> {
+        let (dev, ep, sq) = (
+            device.as_str(),
+            to_sql("epoch", epoch)?,
+            to_sql("seq", seq)?,
+        );
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, String, String, Vec<u8>)> = tx
+            .query_row(
+                "SELECT site, id, kind, envelope FROM events
+                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
+                params![dev, ep, sq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((site, event_id, kind, envelope)) = row else {
+            return Ok(None);
+        };
+        insert_attempt(&tx, device, epoch, seq, &dead.last)?;
+        let attempts = attempts_of(&tx, device, epoch, seq)?;
+        let attempts_json =
+            serde_json::to_string(&attempts).map_err(|e| InboxError::DeadLetterData {
+                id: 0,
+                problem: e.to_string(),
+            })?;
+        tx.execute(
+            "INSERT INTO dead_letters (device, epoch, seq, site, event_id, kind, envelope, class,
+               reason, erp_rejected, attempts, state, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
+            params![
+                dev,
+                ep,
+                sq,
+                site,
+                event_id,
+                kind,
+                envelope,
+                dead.class,
+                dead.reason,
+                dead.erp_rejected,
+                attempts_json,
+                dead.last.at_ms
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM attempts WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            params![dev, ep, sq],
+        )?;
+        let (state, reason) = if dead.erp_rejected {
+            ("rejected", Some(dead.reason.as_str()))
+        } else {
+            ("pending", None)
+        };
+        tx.execute(
+            "UPDATE events SET state = ?4, reason = ?5, last_error = ?6,
+               attempts = attempts + 1, updated_ms = ?7
+             WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            params![dev, ep, sq, state, reason, dead.reason, dead.last.at_ms],
+        )?;
+        tx.commit()?;
+        Ok(Some((id, dead.erp_rejected)))
+    }
+
+    /// Dead letters, newest first; only `open` ones unless `all`.
+    pub fn dead_letters(
+        &self,
+        all: bool,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterSummary>, InboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, device, epoch, seq, event_id, kind, class, reason, erp_rejected, state,
+               created_ms, resolved_ms, json_array_length(attempts)
+             FROM dead_letters WHERE ?1 OR state = 'open' ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![all, to_sql("limit", limit as u64)?], summary_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    /// One dead letter with its attempts and envelope.
+    pub fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, InboxError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, device, epoch, seq, event_id, kind, class, reason, erp_rejected, state,
+                   created_ms, resolved_ms, json_array_length(attempts),
+                   site, envelope, attempts, resolution
+                 FROM dead_letters WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        summary_row(r)?,
+                        r.get::<_, String>(13)?,
+                        r.get::<_, Vec<u8>>(14)?,
+                        r.get::<_, String>(15)?,
+                        r.get::<_, Option<String>>(16)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((summary, site, bytes, attempts, resolution)) = row else {
+            return Ok(None);
+        };
+        let attempts: Vec<AttemptLog> =
+            serde_json::from_str(&attempts).map_err(|e| InboxError::DeadLetterData {
+                id,
+                problem: e.to_string(),
+            })?;
+        Ok(Some(DeadLetter {
+            summary,
+            site,
+            envelope: codec::decode::<Envelope>(&bytes).map_err(|e| e.to_string()),
+            attempts,
+            resolution,
+        }))
+    }
+
+    /// Replays an open dead letter: its event becomes `pending` again (same
+    /// id, so the same idempotency key) and the lane unblocks.
+    pub fn replay_dead_letter(&mut self, id: i64, now_ms: i64) -> Result<Resolution, InboxError> {
+        self.resolve(id, now_ms, None)
+    }
+
+    /// Discards an open dead letter: a still-pending event becomes
+    /// `rejected` with `note` (the device learns it when it next asks for
+    /// verdicts) and the lane unblocks.
+    pub fn discard_dead_letter(
+        &mut self,
+        id: i64,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<Resolution, InboxError> {
+        self.resolve(id, now_ms, Some(note))
+    }
+
+    /// Replay (`discard` is `None`) or discard one open dead letter.
+    fn resolve(
+        &mut self,
+        id: i64,
+        now_ms: i64,
+        discard: Option<&str>,
+    ) -> Result<Resolution, InboxError> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, i64, i64, String, String)> = tx
+            .query_row(
+                "SELECT device, epoch, seq, state, reason FROM dead_letters WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((device, epoch, seq, state, reason)) = row else {
+            return Ok(Resolution::NotFound);
+        };
+        if state != "open" {
+            return Ok(Resolution::AlreadyResolved { state });
+        }
+        let (new_state, resolution) = match discard {
+            None => ("replayed", "replayed".to_string()),
+            Some(note) => ("discarded", format!("discarded: {note}")),
+        };
+        tx.execute(
+            "UPDATE dead_letters SET state = ?2, resolved_ms = ?3, resolution = ?4 WHERE id = ?1",
+            params![id, new_state, now_ms, resolution],
+        )?;
+        match discard {
+            None => tx.execute(
+                "UPDATE events SET state = 'pending', reason = NULL, document = NULL, updated_ms = ?4
+                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state IN ('pending', 'rejected')",
+                params![device, epoch, seq, now_ms],
+            )?,
+            Some(note) => tx.execute(
+                "UPDATE events SET state = 'rejected', updated_ms = ?4,
+                   reason = 'discarded by an operator (' || ?5 || '): ' || ?6
+                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
+                params![device, epoch, seq, now_ms, note, reason],
+            )?,
+        };
+        let still_blocked: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open' AND device = ?1)",
+            params![device],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(Resolution::Done {
+            // Stored device ids passed the id rule on the way in.
+            device: DeviceId::new(device).map_err(|e| InboxError::DeadLetterData {
+                id,
+                problem: e.to_string(),
+            })?,
+            still_blocked,
+        })
     }
 
     /// Records the ERP's final answer (counts as an attempt). Only a pending
@@ -647,20 +1089,20 @@ impl Inbox {
             Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
             Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
         };
-        let changed = self.conn.execute(
+        let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE events SET state = ?4, document = ?5, reason = ?6,
                attempts = attempts + 1, updated_ms = ?7
              WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
-            params![
-                device.as_str(),
-                to_sql("epoch", epoch)?,
-                to_sql("seq", seq)?,
-                state,
-                document,
-                reason,
-                now_ms
-            ],
+            params![device.as_str(), ep, sq, state, document, reason, now_ms],
         )?;
+        // The failed attempts before a verdict are no longer needed.
+        tx.execute(
+            "DELETE FROM attempts WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            params![device.as_str(), ep, sq],
+        )?;
+        tx.commit()?;
         Ok(changed == 1)
     }
 
@@ -684,8 +1126,19 @@ impl Inbox {
             pending: 0,
             booked: 0,
             rejected: 0,
+            dead_letters: 0,
+            blocked_devices: Vec::new(),
             devices: Vec::new(),
         };
+        let mut open = self.conn.prepare_cached(
+            "SELECT device, COUNT(*) FROM dead_letters WHERE state = 'open' GROUP BY device ORDER BY device",
+        )?;
+        let rows = open.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (device, n) = row?;
+            stats.dead_letters += from_sql(n);
+            stats.blocked_devices.push(device);
+        }
         let mut by_state = self
             .conn
             .prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")?;
@@ -721,6 +1174,85 @@ impl Inbox {
         }
         Ok(stats)
     }
+}
+
+fn insert_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    device: &DeviceId,
+    epoch: u64,
+    seq: u64,
+    log: &AttemptLog,
+) -> Result<(), InboxError> {
+    tx.execute(
+        "INSERT OR REPLACE INTO attempts (device, epoch, seq, n, at_ms, request, status, error, body, decision)
+         SELECT device, epoch, seq, attempts + 1, ?4, ?5, ?6, ?7, ?8, ?9 FROM events
+         WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+        params![
+            device.as_str(),
+            to_sql("epoch", epoch)?,
+            to_sql("seq", seq)?,
+            log.at_ms,
+            log.request,
+            log.status,
+            log.error,
+            excerpt(&log.body, MAX_BODY_EXCERPT),
+            log.decision
+        ],
+    )?;
+    Ok(())
+}
+
+fn attempts_of(
+    tx: &rusqlite::Transaction<'_>,
+    device: &DeviceId,
+    epoch: u64,
+    seq: u64,
+) -> Result<Vec<AttemptLog>, InboxError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT n, at_ms, request, status, error, body, decision FROM attempts
+         WHERE device = ?1 AND epoch = ?2 AND seq = ?3 ORDER BY n",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            device.as_str(),
+            to_sql("epoch", epoch)?,
+            to_sql("seq", seq)?
+        ],
+        |r| {
+            Ok(AttemptLog {
+                n: r.get(0)?,
+                at_ms: r.get(1)?,
+                request: r.get(2)?,
+                status: r.get(3)?,
+                error: r.get(4)?,
+                body: r.get(5)?,
+                decision: r.get(6)?,
+            })
+        },
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetterSummary> {
+    Ok(DeadLetterSummary {
+        id: r.get(0)?,
+        device: r.get(1)?,
+        epoch: from_sql(r.get(2)?),
+        seq: from_sql(r.get(3)?),
+        event_id: r.get(4)?,
+        kind: r.get(5)?,
+        class: r.get(6)?,
+        reason: r.get(7)?,
+        erp_rejected: r.get(8)?,
+        state: r.get(9)?,
+        created_ms: r.get(10)?,
+        resolved_ms: r.get(11)?,
+        attempts: usize::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
+    })
 }
 
 /// Shares one [`Inbox`] between async tasks, running every call on tokio's

@@ -11,8 +11,12 @@
 //! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats).
 //! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
 //! - [`delivery`] and [`webhook`]: ERP lanes, retries, CloudEvents + signature.
+//! - [`policy`]: what each ERP answer means (pure, table-tested);
+//!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
+//!   retry schedule and its jitter source.
+//! - [`dlq`]: dead letters for people (list, show, replay, discard).
 //! - [`mqtt`]: the broker connection.
-//! - [`api`]: `/healthz` and `/v1/stats`.
+//! - [`api`]: health, stats, endpoint state and dead letters over HTTP.
 //!
 //! # Lifecycle
 //!
@@ -24,11 +28,14 @@
 
 pub mod api;
 pub mod backoff;
+pub mod breaker;
 pub mod config;
 pub mod delivery;
+pub mod dlq;
 pub mod inbox;
 pub mod ingest;
 pub mod mqtt;
+pub mod policy;
 pub mod publication;
 pub mod shutdown;
 pub mod webhook;
@@ -37,6 +44,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
@@ -83,6 +91,13 @@ pub enum CollectorError {
     /// ERP delivery could not be set up.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs the collector until `shutdown` completes.
@@ -143,9 +158,14 @@ pub async fn run(
         Arc::clone(&wake),
     );
 
+    let api_state = api::ApiState {
+        inbox,
+        wake: Arc::clone(&wake),
+        delivery: Some(Arc::clone(&delivery)),
+    };
     let mut api_stop = trigger.subscribe();
     let api = tokio::spawn(async move {
-        axum::serve(listener, api::router(inbox))
+        axum::serve(listener, api::router(api_state))
             .with_graceful_shutdown(async move { api_stop.wait().await })
             .await
     });

@@ -1,13 +1,18 @@
 //! `dockline-collector --config collector.toml`: loads the config (file, then
 //! `DOCKLINE_*` environment overrides), sets up logging and runs the collector
 //! until Ctrl-C or SIGTERM.
+//!
+//! `dockline-collector --config collector.toml dlq list|show|replay|discard`
+//! reads the same config to find the inbox and works on its dead letters;
+//! it runs beside a running collector or without one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use dockline_collector::Config;
+use dockline_collector::dlq::{self, DlqError};
 use tracing_subscriber::EnvFilter;
 
 /// dockline collector: ingest, inbox, ERP delivery, acks.
@@ -16,12 +21,75 @@ use tracing_subscriber::EnvFilter;
 struct Args {
     /// The collector's TOML config (see collector.example.toml); DOCKLINE_*
     /// variables override its keys, e.g. DOCKLINE_MQTT__PORT=1884.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
+    /// What to do; without a command the collector runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dead letters: events ERP delivery gave up on. Each blocks its
+    /// device's lane until it is replayed or discarded.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Lists open dead letters (blocked lanes), newest first.
+    List {
+        /// Also list replayed and discarded ones.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one dead letter as JSON: the original event, every attempt,
+    /// the reason.
+    Show {
+        /// The dead letter's id (from `dlq list`).
+        id: i64,
+    },
+    /// Re-queues the event with its original id and idempotency key (fix the
+    /// data in the ERP first) and unblocks its lane.
+    Replay {
+        /// The dead letter's id (from `dlq list`).
+        id: i64,
+    },
+    /// Gives up on the event (the device is told it was rejected) and
+    /// unblocks its lane.
+    Discard {
+        /// The dead letter's id (from `dlq list`).
+        id: i64,
+        /// Why, kept with the dead letter and in the device's verdict.
+        #[arg(long, default_value = "discarded with dockline-collector dlq discard")]
+        note: String,
+    },
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Dlq(cmd)) = args.command.take() {
+        return match dlq_command(args, cmd) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dockline-collector: error: {e:#}");
+                // 1: the dead letter is not there or already resolved; 2: setup.
+                match e.downcast_ref::<DlqError>() {
+                    Some(DlqError::NotFound(_) | DlqError::AlreadyResolved { .. }) => {
+                        ExitCode::from(1)
+                    }
+                    _ => ExitCode::from(2),
+                }
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -39,13 +107,53 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(args: Args) -> anyhow::Result<()> {
+/// Loads and checks the config exactly as the collector does.
+fn load_config(args: &Args) -> anyhow::Result<Config> {
     let origin = args.config.as_ref().map_or_else(
         || "(no --config file)".to_string(),
         |p| p.display().to_string(),
     );
     let config: Config = dockline_protocol::config::load(args.config.as_deref(), std::env::vars())?;
     config.check().with_context(|| format!("config {origin}"))?;
+    Ok(config)
+}
+
+/// Runs a `dlq` subcommand; returns what to print.
+fn dlq_command(args: Args, cmd: DlqCommand) -> anyhow::Result<String> {
+    let config = load_config(&args)?;
+    let mut inbox = dlq::open_existing(&config.inbox_path())?;
+    let pretty = |v: &serde_json::Value| -> anyhow::Result<String> {
+        Ok(format!("{}\n", serde_json::to_string_pretty(v)?))
+    };
+    match cmd {
+        DlqCommand::List { all, json } => {
+            let items = inbox.dead_letters(all, dlq::LIST_LIMIT)?;
+            if json {
+                pretty(&serde_json::to_value(&items)?)
+            } else {
+                Ok(dlq::list_text(&items))
+            }
+        }
+        DlqCommand::Show { id } => match inbox.dead_letter(id)? {
+            Some(dl) => pretty(&dlq::show_json(&dl)),
+            None => Err(DlqError::NotFound(id).into()),
+        },
+        DlqCommand::Replay { id } => {
+            let done = dlq::resolve(&mut inbox, id, None, dockline_collector::now_ms())?;
+            Ok(format!(
+                "dead letter {id} replayed: the event is queued again with its original id; a running collector posts it within a few seconds\n{}",
+                pretty(&done)?
+            ))
+        }
+        DlqCommand::Discard { id, note } => {
+            let done = dlq::resolve(&mut inbox, id, Some(&note), dockline_collector::now_ms())?;
+            Ok(format!("dead letter {id} discarded\n{}", pretty(&done)?))
+        }
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,6 +21,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
+use crate::policy::BodyClass;
+
 /// The prefix of a Standard Webhooks secret.
 pub const SECRET_PREFIX: &str = "whsec_";
 
@@ -120,6 +122,45 @@ pub fn cloudevent_body(site: &SiteId, envelope: &Envelope, event: &BusinessEvent
     ce.insert("data".into(), event_data(envelope, event));
     // Serialising a Value built from maps, strings and finite numbers cannot fail.
     serde_json::to_vec(&Value::Object(ce)).unwrap_or_default()
+}
+
+/// What a webhook receiver's JSON body says about the event, for the
+/// delivery policy ([`crate::policy::BodyClass`]).
+///
+/// The convention a receiver may follow (all optional; a plain status code
+/// is enough):
+/// - a JSON `"code"` of `already_booked`, `in_flight`, `conflict`,
+///   `reference_missing` or `session_expired` on any status;
+/// - a 409 whose body names the existing `document` (or `id`) means the
+///   event was booked before (a duplicate, §2.4 of the ERP research);
+/// - a 2xx whose body has a non-null `"error"` is a JSON-RPC-style
+///   refusal hidden in a success status.
+pub fn body_class(status: u16, body: &str) -> Option<BodyClass> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let document = crate::policy::document_from_body(body);
+    if let Some(code) = value.get("code").and_then(Value::as_str) {
+        return match code {
+            "already_booked" => Some(BodyClass::AlreadyBooked { document }),
+            "in_flight" => Some(BodyClass::InFlight),
+            "conflict" => Some(BodyClass::Conflict),
+            "reference_missing" => Some(BodyClass::ReferenceMissing),
+            "session_expired" => Some(BodyClass::SessionExpired),
+            _ => None,
+        };
+    }
+    if status == 409 && document.is_some() {
+        return Some(BodyClass::AlreadyBooked { document });
+    }
+    if (200..300).contains(&status)
+        && let Some(error) = value.get("error").filter(|e| !e.is_null())
+    {
+        let message = match error {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        return Some(BodyClass::RpcError { message });
+    }
+    None
 }
 
 fn rfc3339_ms(ms: i64) -> Option<String> {
@@ -267,6 +308,63 @@ fn time_source_name(t: TimeSource) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_classes_follow_the_documented_convention() {
+        let already = |d: Option<&str>| {
+            Some(BodyClass::AlreadyBooked {
+                document: d.map(str::to_owned),
+            })
+        };
+        assert_eq!(
+            body_class(409, r#"{"document":"DOC-1"}"#),
+            already(Some("DOC-1"))
+        );
+        assert_eq!(body_class(409, r#"{"id":7}"#), already(Some("7")));
+        assert_eq!(body_class(409, "busy"), None);
+        assert_eq!(body_class(409, r#"{"message":"busy"}"#), None);
+        assert_eq!(
+            body_class(422, r#"{"code":"already_booked"}"#),
+            already(None)
+        );
+        assert_eq!(
+            body_class(409, r#"{"code":"in_flight"}"#),
+            Some(BodyClass::InFlight)
+        );
+        assert_eq!(
+            body_class(417, r#"{"code":"conflict"}"#),
+            Some(BodyClass::Conflict)
+        );
+        assert_eq!(
+            body_class(404, r#"{"code":"reference_missing"}"#),
+            Some(BodyClass::ReferenceMissing)
+        );
+        assert_eq!(
+            body_class(200, r#"{"code":"session_expired"}"#),
+            Some(BodyClass::SessionExpired)
+        );
+        assert_eq!(
+            body_class(422, r#"{"code":"whatever","document":"X"}"#),
+            None
+        );
+        assert_eq!(
+            body_class(
+                200,
+                r#"{"error":["UserError",["You can not call \"do\""]]}"#
+            ),
+            Some(BodyClass::RpcError {
+                message: r#"["UserError",["You can not call \"do\""]]"#.into()
+            })
+        );
+        assert_eq!(
+            body_class(200, r#"{"error":"bad"}"#),
+            Some(BodyClass::RpcError {
+                message: "bad".into()
+            })
+        );
+        assert_eq!(body_class(201, r#"{"document":"D","error":null}"#), None);
+        assert_eq!(body_class(500, r#"{"error":"bad"}"#), None);
+    }
     use dockline_protocol::{DeviceId, EventId, Payload, ProofOfDelivery, References};
 
     /// The published Standard Webhooks test vector.

@@ -1,6 +1,7 @@
 //! Delivery against a real HTTP server on 127.0.0.1:0: a 503 is retried with
-//! the same webhook id until the 201 books the event once; a 422 rejects it;
-//! readings never reach the ERP; each verdict is acked to the device.
+//! the same webhook id until the 201 books the event once; a 422 rejects it
+//! (and dead-letters it); readings never reach the ERP; each verdict is acked
+//! to the device.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -127,12 +128,11 @@ async fn start_erp(erp: &Arc<Erp>) -> std::net::SocketAddr {
 
 fn erp_config(addr: std::net::SocketAddr) -> ErpConfig {
     ErpConfig {
-        url: format!("http://{addr}/events"),
-        secret: SECRET.into(),
         timeout_ms: 2000,
         retry_min_ms: 10,
         retry_max_ms: 50,
         concurrency: 2,
+        ..ErpConfig::new(format!("http://{addr}/events"), SECRET)
     }
 }
 
