@@ -8,11 +8,16 @@
 //!   is its I/O-free state machine.
 //! - [`api`]: the local HTTP API for the handheld app.
 //! - [`doctor`]: read-only inspection of an outbox file (`dockline-agent doctor`).
+//! - [`devices`]: serial device sources (scanners, scales, GNSS, bridges) and
+//!   the stream decoder behind them.
+//! - [`decode`]: decoding a raw capture to JSON lines (`dockline-agent decode`).
 //!
 //! [`run`] wires them together; `main.rs` only parses flags and loads config.
 
 pub mod api;
 pub mod config;
+pub mod decode;
+pub mod devices;
 pub mod doctor;
 pub mod outbox;
 pub mod uplink;

@@ -1,5 +1,6 @@
 //! `dockline-agent`: parses flags, loads config, runs the agent (or, with
-//! `doctor`, inspects its outbox read-only).
+//! `doctor`, inspects its outbox read-only; with `decode`, decodes a device
+//! capture).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,23 @@ enum Command {
     ///
     /// Exit codes: 0 healthy, 1 damaged, 2 usage, config or missing file.
     Doctor(DoctorArgs),
+    /// Decode a raw device capture (a file, or stdin) to one JSON object per line.
+    ///
+    /// Exit codes: 0 all input decoded, 1 some frames rejected (printed as
+    /// `"kind":"error"` lines), 2 the input could not be read.
+    Decode(DecodeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DecodeArgs {
+    /// The device protocol of the capture.
+    #[arg(long, value_enum)]
+    device: dockline_agent::devices::Protocol,
+    /// Toledo continuous: frames end with a checksum byte after CR (verified).
+    #[arg(long)]
+    checksum: bool,
+    /// The capture file; stdin when omitted.
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,8 +121,10 @@ impl State {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    if let Some(Command::Doctor(args)) = cli.command {
-        return Ok(run_doctor(args, cli.config.as_deref()));
+    match cli.command {
+        Some(Command::Doctor(args)) => return Ok(run_doctor(args, cli.config.as_deref())),
+        Some(Command::Decode(args)) => return Ok(run_decode(&args)),
+        None => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -119,6 +139,44 @@ async fn main() -> anyhow::Result<ExitCode> {
         .await
         .context("the agent stopped")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `decode`; reports errors on stderr and returns the exit code.
+fn run_decode(args: &DecodeArgs) -> ExitCode {
+    let options = dockline_agent::devices::DecoderOptions {
+        toledo_checksum: args.checksum,
+    };
+    let stdout = std::io::stdout();
+    let out = std::io::BufWriter::new(stdout.lock());
+    let result = match &args.file {
+        Some(path) => std::fs::File::open(path)
+            .with_context(|| format!("cannot open the capture {}", path.display()))
+            .and_then(|f| {
+                dockline_agent::decode::decode_stream(f, out, args.device, options)
+                    .with_context(|| format!("cannot read the capture {}", path.display()))
+            }),
+        None => dockline_agent::decode::decode_stream(
+            std::io::stdin().lock(),
+            out,
+            args.device,
+            options,
+        )
+        .context("cannot read the capture from stdin"),
+    };
+    match result {
+        Ok(summary) if summary.errors == 0 => ExitCode::SUCCESS,
+        Ok(summary) => {
+            eprintln!(
+                "dockline-agent decode: {} readings, {} rejected frames or device errors (see the \"error\" lines)",
+                summary.readings, summary.errors
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("dockline-agent decode: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Runs a doctor action; reports errors on stderr and returns the exit code.

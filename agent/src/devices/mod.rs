@@ -1,0 +1,166 @@
+//! Device sources: serial scanners, scales, GNSS receivers and peripheral
+//! bridges, from bytes on a port to readings in the outbox.
+//!
+//! # Layout
+//!
+//! - [`decoder`]: the sans-I/O stream decoder. Bytes in, [`Decoded`] items out,
+//!   each with the byte offset of the frame it came from. All parsing is the
+//!   firmware crate's (`dockline_firmware::{scan, nmea, scale, link, line}`);
+//!   this module only frames the stream, tracks offsets and merges NMEA
+//!   sentences into one position per receiver cycle.
+//! - [`decoded`]: what the decoder yields, as a JSON line (`dockline-agent
+//!   decode`) or as a wire-contract [`Reading`](dockline_protocol::Reading).
+//!
+//! The same decoder serves the `decode` command and the live sources, so a
+//! capture that decodes cleanly on the command line decodes the same way on
+//! the port.
+
+pub mod decoded;
+pub mod decoder;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use decoded::{Decoded, Item};
+pub use decoder::{DecoderOptions, StreamDecoder};
+
+/// The byte protocol a device speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Barcode scanner: AIM identifier + data, one scan per CR/LF-terminated line.
+    Scan,
+    /// GNSS receiver: NMEA 0183 sentences.
+    Nmea,
+    /// Mettler Toledo MT-SICS response lines (`S S     12.34 kg`).
+    Mtsics,
+    /// Toledo continuous output (STX status frames).
+    Toledo,
+    /// SMA (SCP-01) response lines.
+    Sma,
+    /// NCI / Avery Weigh-Tronix responses ending in ETX.
+    Nci,
+    /// Peripheral bridge: COBS + CRC frames, each carrying one
+    /// [`BridgeMessage`](dockline_firmware::bridge::BridgeMessage) (load-cell
+    /// weight or fault).
+    Link,
+}
+
+impl Protocol {
+    /// Every protocol, for messages that list the choices.
+    pub const ALL: [Protocol; 7] = [
+        Protocol::Scan,
+        Protocol::Nmea,
+        Protocol::Mtsics,
+        Protocol::Toledo,
+        Protocol::Sma,
+        Protocol::Nci,
+        Protocol::Link,
+    ];
+
+    /// The name used in config files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Scan => "scan",
+            Protocol::Nmea => "nmea",
+            Protocol::Mtsics => "mtsics",
+            Protocol::Toledo => "toledo",
+            Protocol::Sma => "sma",
+            Protocol::Nci => "nci",
+            Protocol::Link => "link",
+        }
+    }
+
+    /// The baud rate a device of this protocol ships with: 9600 for scanners,
+    /// u-blox receivers and scale indicators; 115200 for our bridge firmware.
+    /// USB-CDC devices ignore it.
+    pub fn default_baud(self) -> u32 {
+        match self {
+            Protocol::Link => 115_200,
+            _ => 9600,
+        }
+    }
+
+    /// The device kind this protocol belongs to.
+    pub fn kind(self) -> DeviceKind {
+        match self {
+            Protocol::Scan => DeviceKind::Scanner,
+            Protocol::Nmea => DeviceKind::Gps,
+            Protocol::Mtsics | Protocol::Toledo | Protocol::Sma | Protocol::Nci => {
+                DeviceKind::Scale
+            }
+            Protocol::Link => DeviceKind::Bridge,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "unknown device protocol {s:?}; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// What a device is, which fixes the protocols it may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// A barcode scanner (`scan`).
+    Scanner,
+    /// A weighing scale (`mtsics`, `toledo`, `sma`, `nci`).
+    Scale,
+    /// A GNSS receiver (`nmea`).
+    Gps,
+    /// A peripheral bridge microcontroller (`link`).
+    Bridge,
+}
+
+impl DeviceKind {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Scanner => "scanner",
+            DeviceKind::Scale => "scale",
+            DeviceKind::Gps => "gps",
+            DeviceKind::Bridge => "bridge",
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in Protocol::ALL {
+            assert_eq!(p.name().parse::<Protocol>(), Ok(p));
+        }
+        let err = "ups".parse::<Protocol>().expect_err("unknown");
+        assert!(err.contains("scan, nmea"), "{err}");
+    }
+}
