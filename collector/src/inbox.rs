@@ -1548,6 +1548,242 @@ pub(crate) mod tests {
         );
     }
 
+    fn attempt(status: Option<u16>, body: &str) -> AttemptLog {
+        AttemptLog {
+            n: 0,
+            at_ms: 5,
+            request: "POST http://erp/events".into(),
+            status,
+            error: status
+                .is_none()
+                .then(|| "ERP could not connect".to_string()),
+            body: body.into(),
+            decision: "retry".into(),
+        }
+    }
+
+    fn dead(erp_rejected: bool, reason: &str) -> NewDeadLetter {
+        NewDeadLetter {
+            last: attempt(Some(422), "unknown item"),
+            reason: reason.into(),
+            class: if erp_rejected {
+                "permanent"
+            } else {
+                "conflict"
+            }
+            .into(),
+            erp_rejected,
+        }
+    }
+
+    fn next_seq(inbox: &Inbox, dev: &DeviceId) -> Option<u64> {
+        match inbox.next_pending(dev).expect("next") {
+            Some(NextPending::Event(p)) => Some(p.envelope.seq),
+            Some(other) => panic!("{other:?}"),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn dead_letter_blocks_the_lane_until_replayed_with_the_same_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        let dev = DeviceId::new("hh-01").expect("id");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 3]), 0)
+            .expect("store");
+        inbox
+            .store_batch(&site(), &batch("hh-02", 1, 1, &[1]), 0)
+            .expect("store");
+        // Two failed attempts, then the ERP refuses seq 1 for good.
+        inbox
+            .record_attempt(&dev, 1, 1, &attempt(None, ""))
+            .expect("attempt");
+        let long = "é".repeat(3000);
+        inbox
+            .record_attempt(&dev, 1, 1, &attempt(Some(500), &long))
+            .expect("attempt");
+        let (id, verdict) = inbox
+            .store_dead_letter(&dev, 1, 1, &dead(true, "HTTP 422: unknown item"))
+            .expect("dead letter")
+            .expect("was pending");
+        assert!(verdict, "the ERP refused it: the device gets a verdict");
+        // Blocked: nothing of hh-01 is delivered, hh-02 still is.
+        assert_eq!(next_seq(&inbox, &dev), None);
+        let pending: Vec<String> = inbox
+            .pending_devices()
+            .expect("devices")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(pending, vec!["hh-02"]);
+        let stats = inbox.stats().expect("stats");
+        assert_eq!(
+            (stats.rejected, stats.pending, stats.dead_letters),
+            (1, 3, 1)
+        );
+        assert_eq!(stats.blocked_devices, vec!["hh-01"]);
+        // The device can learn the rejection again later.
+        let v = inbox.verdicts_from(&dev, 1, 1, 10).expect("verdicts");
+        assert_eq!(v.len(), 1);
+        assert!(
+            matches!(&v[0].outcome, Outcome::Rejected { reason } if reason == "HTTP 422: unknown item")
+        );
+
+        let dl = inbox.dead_letter(id).expect("read").expect("exists");
+        assert_eq!(dl.summary.state, "open");
+        assert_eq!((dl.summary.seq, dl.summary.attempts), (1, 3));
+        assert_eq!(
+            dl.attempts.iter().map(|a| a.n).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "every attempt, numbered"
+        );
+        assert_eq!(
+            dl.attempts[0].error.as_deref(),
+            Some("ERP could not connect")
+        );
+        assert!(dl.attempts[1].body.len() <= MAX_BODY_EXCERPT);
+        assert!(
+            dl.attempts[1].body.len() > MAX_BODY_EXCERPT - 2,
+            "cut on a char boundary"
+        );
+        assert_eq!(dl.attempts[2].status, Some(422));
+        let envelope = dl.envelope.clone().expect("original envelope kept");
+        assert_eq!(envelope, envelope_of(1));
+        assert_eq!(dl.summary.event_id, envelope.id.to_string());
+
+        // Replay: pending again, same id, lane unblocked, in order.
+        assert_eq!(
+            inbox.replay_dead_letter(id, 9).expect("replay"),
+            Resolution::Done {
+                device: dev.clone(),
+                still_blocked: false
+            }
+        );
+        assert_eq!(next_seq(&inbox, &dev), Some(1));
+        assert_eq!(
+            inbox.replay_dead_letter(id, 9).expect("replay"),
+            Resolution::AlreadyResolved {
+                state: "replayed".into()
+            }
+        );
+        assert_eq!(
+            inbox.replay_dead_letter(999, 9).expect("replay"),
+            Resolution::NotFound
+        );
+        assert!(inbox.dead_letters(false, 10).expect("list").is_empty());
+        let all = inbox.dead_letters(true, 10).expect("list");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].state, "replayed");
+        // Booked after the data fix: one verdict, attempts cleared.
+        let booked = Outcome::Booked {
+            document: "DOC-1".into(),
+        };
+        assert!(
+            inbox
+                .record_verdict(&dev, 1, 1, &booked, 10)
+                .expect("verdict")
+        );
+        let left: i64 = inbox
+            .conn
+            .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(left, 0);
+        assert_eq!(inbox.stats().expect("stats").booked, 1);
+    }
+
+    fn envelope_of(seq: u64) -> Envelope {
+        envelope("hh-01", 1, seq)
+    }
+
+    #[test]
+    fn our_side_dead_letter_stays_pending_and_discard_rejects_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        let dev = DeviceId::new("hh-01").expect("id");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
+            .expect("store");
+        let (id, verdict) = inbox
+            .store_dead_letter(&dev, 1, 1, &dead(false, "HTTP 423; gave up"))
+            .expect("dead letter")
+            .expect("was pending");
+        assert!(!verdict, "our side: no verdict for the device");
+        assert_eq!(inbox.stats().expect("stats").rejected, 0);
+        assert_eq!(next_seq(&inbox, &dev), None, "blocked all the same");
+        // A second dead letter on a row that is not pending is refused.
+        assert_eq!(
+            inbox
+                .store_dead_letter(&dev, 1, 9, &dead(false, "x"))
+                .expect("no row"),
+            None
+        );
+        assert_eq!(
+            inbox
+                .discard_dead_letter(id, "item withdrawn", 3)
+                .expect("discard"),
+            Resolution::Done {
+                device: dev.clone(),
+                still_blocked: false
+            }
+        );
+        assert_eq!(next_seq(&inbox, &dev), Some(2), "the lane moves past it");
+        let v = inbox.verdicts_from(&dev, 1, 1, 10).expect("verdicts");
+        assert!(
+            matches!(&v[0].outcome, Outcome::Rejected { reason }
+                if reason == "discarded by an operator (item withdrawn): HTTP 423; gave up"),
+            "{v:?}"
+        );
+        let dl = inbox.dead_letter(id).expect("read").expect("exists");
+        assert_eq!(dl.summary.state, "discarded");
+        assert_eq!(dl.resolution.as_deref(), Some("discarded: item withdrawn"));
+    }
+
+    #[test]
+    fn version_1_file_migrates_to_version_2_keeping_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inbox.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(V1).expect("v1");
+            conn.pragma_update(None, "user_version", 1).expect("pragma");
+        }
+        // Write a v1 row through a v1-only connection, as an old collector did.
+        {
+            let mut inbox = Inbox {
+                conn: Connection::open(&path).expect("open"),
+            };
+            let tx = inbox.conn.transaction().expect("tx");
+            tx.execute(
+                "INSERT INTO events (device, epoch, seq, site, id, kind, envelope, received_ms, state)
+                 VALUES ('hh-01', 1, 1, 'dc-north', 'x', 'picked', ?1, 0, 'pending')",
+                params![codec::encode(&envelope_of(1)).expect("encode")],
+            )
+            .expect("insert");
+            tx.commit().expect("commit");
+        }
+        let inbox = Inbox::open(&path).expect("migrates");
+        let version: i64 = inbox
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            next_seq(&inbox, &DeviceId::new("hh-01").expect("id")),
+            Some(1)
+        );
+        assert!(inbox.dead_letters(true, 10).expect("list").is_empty());
+        drop(inbox);
+        // A newer file is refused with a clear message.
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.pragma_update(None, "user_version", 99)
+                .expect("pragma");
+        }
+        let err = Inbox::open(&path).expect_err("too new");
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+
     #[test]
     fn stale_death_does_not_mark_a_new_session_offline() {
         let dir = tempfile::tempdir().expect("tempdir");

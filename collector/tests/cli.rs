@@ -158,3 +158,159 @@ fn keeps_running_without_a_broker_and_serves_stats() {
     let warnings = stderr.matches("MQTT broker unreachable").count();
     assert_eq!(warnings, 1, "one warning per outage: {stderr}");
 }
+
+/// Runs `dockline-collector --config <path> <args…>`; (exit code, stdout, stderr).
+fn run_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn dlq_commands_list_show_replay_and_discard() {
+    use dockline_collector::inbox::{AttemptLog, Inbox, NewDeadLetter};
+    use dockline_protocol::{
+        Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority,
+        References, SiteId, TimeSource,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+        ),
+    )
+    .expect("write config");
+
+    // No database yet: a clear error, not an empty list.
+    let (code, _, stderr) = run_cli(&config, &["dlq", "list"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no collector database") && stderr.contains("data_dir"),
+        "{stderr}"
+    );
+
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let device = DeviceId::new("hh-01").expect("id");
+    let envelope = |seq: u64| Envelope {
+        v: 1,
+        device: device.clone(),
+        epoch: 1,
+        seq,
+        id: EventId([seq as u8; 16]),
+        captured_ms: 1_700_000_000_000,
+        time_source: TimeSource::Ntp,
+        priority: Priority::MustDeliver,
+        payload: Payload::Event(BusinessEvent {
+            detail: EventDetail::Picked {
+                item: "04012345678901".into(),
+                quantity: 1,
+                lot: None,
+            },
+            refs: References {
+                order: Some("SO-9".into()),
+                ..References::default()
+            },
+        }),
+    };
+    {
+        let mut inbox = Inbox::open(&data.join("inbox.db")).expect("inbox");
+        let batch = Batch {
+            v: 1,
+            device: device.clone(),
+            epoch: 1,
+            first_held: 1,
+            events: vec![envelope(1), envelope(2)],
+            shed: Vec::new(),
+        };
+        inbox
+            .store_batch(&SiteId::new("dc-north").expect("site"), &batch, 0)
+            .expect("store");
+        for (seq, erp_rejected) in [(1, true), (2, false)] {
+            let dead = NewDeadLetter {
+                last: AttemptLog {
+                    n: 0,
+                    at_ms: 1_700_000_000_000,
+                    request: "POST http://127.0.0.1:9/e".into(),
+                    status: Some(422),
+                    error: None,
+                    body: "unknown item".into(),
+                    decision: "dead letter (permanent)".into(),
+                },
+                reason: format!("HTTP 422: unknown item (seq {seq})"),
+                class: "permanent".into(),
+                erp_rejected,
+            };
+            inbox
+                .store_dead_letter(&device, 1, seq, &dead)
+                .expect("dead letter")
+                .expect("pending");
+        }
+    }
+
+    let (code, out, stderr) = run_cli(&config, &["dlq", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<_> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "header + 2: {out}");
+    assert!(
+        lines[1].contains("open") && lines[1].contains("hh-01"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[ERP rejected] HTTP 422: unknown item (seq 1)"),
+        "{out}"
+    );
+
+    let (code, out, stderr) = run_cli(&config, &["dlq", "show", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("show prints JSON");
+    assert_eq!(shown["event"]["id"], EventId([1; 16]).to_string());
+    assert_eq!(shown["event"]["source"], "/dockline/dc-north/hh-01");
+    assert_eq!(shown["attempt_log"][0]["status"], 422);
+    assert_eq!(shown["lane_blocked"], true);
+
+    let (code, out, stderr) = run_cli(&config, &["dlq", "replay", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("dead letter 1 replayed"), "{out}");
+    assert!(
+        out.contains("\"lane_blocked\": true"),
+        "dead letter 2 still blocks: {out}"
+    );
+    let (code, _, stderr) = run_cli(&config, &["dlq", "replay", "1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already replayed"), "{stderr}");
+    let (code, _, stderr) = run_cli(&config, &["dlq", "show", "42"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no dead letter 42"), "{stderr}");
+
+    let (code, out, stderr) = run_cli(
+        &config,
+        &["dlq", "discard", "2", "--note", "item withdrawn"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("\"lane_blocked\": false"), "{out}");
+    let (_, out, _) = run_cli(&config, &["dlq", "list"]);
+    assert_eq!(out, "no dead letters\n");
+    let (code, out, _) = run_cli(&config, &["dlq", "list", "--all", "--json"]);
+    assert_eq!(code, 0);
+    let all: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let states: Vec<_> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["state"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(states, vec!["discarded", "replayed"]);
+}
