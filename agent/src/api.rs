@@ -3,7 +3,7 @@
 //! | method | path               | what                                            |
 //! |--------|--------------------|-------------------------------------------------|
 //! | POST   | `/v1/events`       | queue a business event; 201 only after commit   |
-//! | GET    | `/v1/status`       | queue and link health                           |
+//! | GET    | `/v1/status`       | queue, link and device health                   |
 //! | GET    | `/v1/events`       | receipts, newest first (`?state=booked&limit=50`) |
 //! | GET    | `/v1/events/{id}`  | one receipt: queued, stored, booked, rejected   |
 //!
@@ -25,6 +25,7 @@ use dockline_protocol::{
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::devices::Presence;
 use crate::outbox::{NewEvent, Outbox, OutboxError};
 use crate::uplink::LinkStatus;
 
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub outbox: Outbox,
     /// Broker link health.
     pub link: Arc<LinkStatus>,
+    /// Serial device health.
+    pub devices: Arc<Presence>,
     /// The site, for status output.
     pub site: String,
     /// The device clock's trust level.
@@ -204,6 +207,7 @@ async fn status(State(s): State<ApiState>) -> Response {
                 "mqtt_connected": s.link.connected.load(Ordering::Relaxed),
                 "mqtt_connects": s.link.connects.load(Ordering::Relaxed),
                 "ack_timeouts": s.link.ack_timeouts.load(Ordering::Relaxed),
+                "devices": s.devices.snapshot(),
             }))
             .into_response()
         }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use dockline_protocol::{DeviceId, SiteId, TimeSource};
 use serde::Deserialize;
 
+use crate::devices::{DeviceKind, Protocol};
+
 /// Everything one agent needs to run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,53 @@ pub struct Config {
     /// Outbox limits.
     #[serde(default)]
     pub outbox: crate::outbox::OutboxConfig,
+    /// Serial devices (`[[devices]]` tables); none by default.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// One serial device: a scanner, scale, GNSS receiver or peripheral bridge on
+/// a serial port or USB-CDC (`/dev/ttyUSB0`, `/dev/ttyACM0`, or better a
+/// stable `/dev/serial/by-id/…` link).
+///
+/// ```toml
+/// [[devices]]
+/// name = "pack-scale"
+/// kind = "scale"
+/// protocol = "mtsics"
+/// path = "/dev/serial/by-id/usb-Mettler_Toledo-if00"
+/// baud = 9600
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// A name unique on this agent, shown in the status.
+    pub name: String,
+    /// What the device is: scanner, scale, gps or bridge.
+    pub kind: DeviceKind,
+    /// The byte protocol: scan (scanner); mtsics, toledo, sma or nci (scale);
+    /// nmea (gps); link (bridge).
+    pub protocol: Protocol,
+    /// The device path; a symlink is followed at every (re)open.
+    pub path: PathBuf,
+    /// Line speed; defaults to the protocol's usual one
+    /// ([`Protocol::default_baud`]). Ignored by USB-CDC devices. 8N1 always:
+    /// 7E1 scales are still read correctly, their parity bit is masked off.
+    #[serde(default)]
+    pub baud: Option<u32>,
+    /// Toledo continuous only: the indicator sends a checksum byte after CR.
+    #[serde(default)]
+    pub toledo_checksum: bool,
+    /// Longest wait between attempts to reopen a missing device.
+    #[serde(default = "default_device_reconnect_max")]
+    pub reconnect_max_ms: u64,
+}
+
+impl DeviceConfig {
+    /// The configured or the protocol's default baud rate.
+    pub fn baud(&self) -> u32 {
+        self.baud.unwrap_or_else(|| self.protocol.default_baud())
+    }
 }
 
 /// The local HTTP API a handheld app posts events to.
@@ -124,6 +173,9 @@ fn default_reconnect_max() -> u64 {
 fn default_heartbeat() -> u64 {
     30
 }
+fn default_device_reconnect_max() -> u64 {
+    5_000
+}
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -180,11 +232,85 @@ impl Config {
         if self.mqtt.keep_alive_secs < 5 {
             return Err("mqtt.keep_alive_secs must be at least 5".into());
         }
+        self.check_devices()
+    }
+
+    fn check_devices(&self) -> Result<(), String> {
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.name.trim().is_empty() {
+                return Err(format!(
+                    "devices[{i}] has an empty name; give every device a name"
+                ));
+            }
+            if self.devices.iter().skip(i + 1).any(|o| o.name == d.name) {
+                return Err(format!(
+                    "two devices are named {:?}; device names must be unique",
+                    d.name
+                ));
+            }
+            if d.protocol.kind() != d.kind {
+                return Err(format!(
+                    "device {:?} is a {} but protocol {} is for a {}; fix kind or protocol",
+                    d.name,
+                    d.kind,
+                    d.protocol,
+                    d.protocol.kind()
+                ));
+            }
+            if d.baud == Some(0) {
+                return Err(format!(
+                    "device {:?} has baud = 0; remove it for the default ({}) or set the scale's rate",
+                    d.name,
+                    d.protocol.default_baud()
+                ));
+            }
+            if d.reconnect_max_ms == 0 {
+                return Err(format!(
+                    "device {:?} has reconnect_max_ms = 0; use at least 1 (default 5000)",
+                    d.name
+                ));
+            }
+        }
         Ok(())
     }
 
     /// The ack timeout as a duration.
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_millis(self.uplink.ack_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(devices: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let file = dir.path().join("agent.toml");
+        let text = format!("site = \"dc\"\ndevice = \"gw\"\n{devices}");
+        std::fs::write(&file, text).map_err(|e| e.to_string())?;
+        let config: Config =
+            dockline_protocol::config::load(Some(&file), Vec::<(String, String)>::new())
+                .map_err(|e| e.to_string())?;
+        config.check().map(|()| config)
+    }
+
+    #[test]
+    fn devices_default_baud_and_kind_checks() {
+        let c = config(
+            "[[devices]]\nname = \"s\"\nkind = \"scale\"\nprotocol = \"toledo\"\npath = \"/dev/ttyUSB0\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.devices[0].baud(), 9600);
+        assert!(!c.devices[0].toledo_checksum);
+        let err = config(
+            "[[devices]]\nname = \"g\"\nkind = \"scale\"\nprotocol = \"nmea\"\npath = \"/dev/ttyACM0\"\n",
+        )
+        .expect_err("nmea is not a scale protocol");
+        assert!(err.contains("fix kind or protocol"), "{err}");
+        let twice =
+            "[[devices]]\nname = \"a\"\nkind = \"gps\"\nprotocol = \"nmea\"\npath = \"/dev/x\"\n";
+        let err = config(&format!("{twice}{twice}")).expect_err("duplicate");
+        assert!(err.contains("unique"), "{err}");
     }
 }

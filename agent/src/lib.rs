@@ -48,6 +48,9 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// A device reader thread could not start.
+    #[error(transparent)]
+    Devices(#[from] devices::serial::SpawnError),
     /// The `api.addr` file could not be written.
     #[error("cannot write {path}: {source}")]
     AddrFile {
@@ -99,6 +102,11 @@ pub async fn run(
         "agent started"
     );
 
+    let presence = devices::Presence::new(&config.devices);
+    // Bounded: a slow outbox makes the device threads wait, not grow a queue.
+    let (reading_tx, reading_rx) = tokio::sync::mpsc::channel(256);
+    let sources = devices::serial::Sources::spawn(&config.devices, presence.clone(), reading_tx)?;
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let link = Arc::new(uplink::LinkStatus::default());
     let uplink = tokio::spawn(uplink::run(
@@ -108,9 +116,15 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
     let pruner = tokio::spawn(prune_receipts(outbox.clone(), stopped(stop_rx.clone())));
+    let readings = tokio::spawn(devices::serial::store_readings(
+        outbox.clone(),
+        config.clock,
+        reading_rx,
+    ));
     let state = api::ApiState {
         outbox,
         link,
+        devices: presence,
         site: config.site.to_string(),
         clock: config.clock,
     };
@@ -123,6 +137,10 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: finishing requests, saying goodbye to the broker");
     let _ = stop_tx.send(true);
+    // Device threads first, so their last readings are stored before the
+    // outbox handle goes away; joining blocks, hence spawn_blocking.
+    let _ = tokio::task::spawn_blocking(move || sources.stop()).await;
+    let _ = readings.await;
     if let Ok(Err(e)) = api.await {
         tracing::warn!(error = %e, "local API stopped with an error");
     }

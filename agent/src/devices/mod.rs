@@ -10,13 +10,20 @@
 //!   sentences into one position per receiver cycle.
 //! - [`decoded`]: what the decoder yields, as a JSON line (`dockline-agent
 //!   decode`) or as a wire-contract [`Reading`](dockline_protocol::Reading).
+//! - [`serial`]: one blocking reader thread per configured device, with
+//!   reconnect after unplug and capped backoff.
+//! - [`backoff`]: the reconnect delay schedule (pure).
+//! - [`presence`]: per-device health for `GET /v1/status`.
 //!
 //! The same decoder serves the `decode` command and the live sources, so a
 //! capture that decodes cleanly on the command line decodes the same way on
 //! the port.
 
+pub mod backoff;
 pub mod decoded;
 pub mod decoder;
+pub mod presence;
+pub mod serial;
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decoded::{Decoded, Item};
 pub use decoder::{DecoderOptions, StreamDecoder};
+pub use presence::{DevicePresence, Presence};
 
 /// The byte protocol a device speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
