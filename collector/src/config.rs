@@ -325,6 +325,30 @@ mod tests {
     }
 
     #[test]
+    fn example_file_parses_and_passes_the_checks() {
+        let cfg = parse(include_str!("../collector.example.toml")).expect("example parses");
+        cfg.check().expect("example is valid");
+        let defaults = ErpConfig::new(cfg.erp.url.clone(), cfg.erp.secret.clone());
+        assert_eq!(
+            (
+                cfg.erp.max_attempts,
+                cfg.erp.pause_max_ms,
+                cfg.erp.breaker_failures
+            ),
+            (
+                defaults.max_attempts,
+                defaults.pause_max_ms,
+                defaults.breaker_failures
+            ),
+            "the example shows the defaults"
+        );
+        assert_eq!(
+            (cfg.erp.breaker_open_ms, cfg.erp.halt_recheck_ms),
+            (defaults.breaker_open_ms, defaults.halt_recheck_ms)
+        );
+    }
+
+    #[test]
     fn environment_overrides_apply() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("collector.toml");
