@@ -858,7 +858,7 @@ impl Inbox {
                 device.as_str(),
                 to_sql("epoch", epoch)?,
                 to_sql("seq", seq)?,
-                log.error.as_deref().unwrap_or(&log.decision),
+                last_error_of(log),
                 log.at_ms
             ],
         )?;
@@ -1173,6 +1173,23 @@ impl Inbox {
             stats.devices.push(row?);
         }
         Ok(stats)
+    }
+}
+
+/// The one-line `last_error` of an attempt: the transport error, or the
+/// status and the start of the body.
+fn last_error_of(log: &AttemptLog) -> String {
+    match (&log.error, log.status) {
+        (Some(error), _) => error.clone(),
+        (None, Some(status)) => {
+            let body = excerpt(log.body.trim(), 200);
+            if body.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {body}")
+            }
+        }
+        (None, None) => log.decision.clone(),
     }
 }
 

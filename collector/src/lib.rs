@@ -3,7 +3,10 @@
 //! It subscribes to every device's `events` and `status` topics, stores each
 //! batch in an SQLite inbox that drops duplicates, acks the batch only after
 //! the commit, posts each business event to the ERP as a signed webhook until
-//! the ERP gives a verdict, and sends that verdict back to the device.
+//! the ERP gives a verdict, and sends that verdict back to the device. An
+//! event the ERP refuses (or that cannot be delivered for a reason on our
+//! side) becomes a dead letter that blocks its device's lane until an
+//! operator replays or discards it.
 //!
 //! # Modules
 //!
