@@ -542,7 +542,13 @@ pub fn stats(path: &Path) -> Result<Stats, DoctorError> {
     let mut receipts = BTreeMap::new();
     {
         let mut stmt = conn
-            .prepare("SELECT state, count(*) FROM receipts GROUP BY state ORDER BY state")
+            // A queued event's receipt is its outbox row (schema 3).
+            .prepare(
+                "SELECT state, count(*) FROM receipts GROUP BY state
+                 UNION ALL SELECT 'queued', count(*) FROM outbox
+                   WHERE NOT EXISTS (SELECT 1 FROM receipts r WHERE r.seq = outbox.seq)
+                   HAVING count(*) > 0",
+            )
             .map_err(q)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))

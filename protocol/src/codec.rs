@@ -11,8 +11,9 @@ use alloc::vec::Vec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::envelope::{EnvelopeHead, HEAD_FIELDS};
 use crate::validate::ValidationError;
-use crate::{Ack, Batch, Envelope, PROTOCOL_VERSION, Status};
+use crate::{Ack, Batch, Envelope, PROTOCOL_VERSION, Payload, Status};
 
 /// Largest message accepted from the wire (1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -131,6 +132,45 @@ pub fn encode<T: WireMessage>(message: &T) -> Result<Vec<u8>, EncodeError> {
         what: T::NAME,
         message: format!("{e:?}"),
     })?;
+    Ok(out)
+}
+
+/// Encodes a payload on its own, for [`encode_envelope`].
+pub fn encode_payload(payload: &Payload) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(192);
+    ciborium::into_writer(payload, &mut out).map_err(|e| EncodeError {
+        what: "payload",
+        message: format!("{e:?}"),
+    })?;
+    Ok(out)
+}
+
+/// The CBOR of the envelope made of `head` and the payload whose encoding
+/// (from [`encode_payload`]) is `payload`: identical to [`encode`] of that
+/// envelope, without encoding the payload again.
+///
+/// CBOR concatenates: the envelope is a map whose last entry is `"p"`, so it
+/// is the head's map with one more entry declared and appended.
+pub fn encode_envelope(head: &EnvelopeHead<'_>, payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(96 + payload.len());
+    ciborium::into_writer(head, &mut out).map_err(|e| EncodeError {
+        what: "envelope",
+        message: format!("{e:?}"),
+    })?;
+    // A map of fewer than 24 entries has its length in its first byte.
+    const MAP: u8 = 0xa0;
+    match out.first_mut() {
+        Some(b) if *b == MAP + HEAD_FIELDS => *b = MAP + HEAD_FIELDS + 1,
+        _ => {
+            return Err(EncodeError {
+                what: "envelope",
+                message: String::from("the envelope head did not encode as a map of its fields"),
+            });
+        }
+    }
+    // The key "p": a text string of length 1.
+    out.extend_from_slice(&[0x61, b'p']);
+    out.extend_from_slice(payload);
     Ok(out)
 }
 

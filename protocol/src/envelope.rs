@@ -72,6 +72,54 @@ pub struct Envelope {
     pub payload: Payload,
 }
 
+impl Payload {
+    /// Checks the payload's rules, naming fields as inside an envelope
+    /// (`envelope.p.event…`).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        self.validate_at("envelope.p")
+    }
+
+    fn validate_at(&self, at: &str) -> Result<(), ValidationError> {
+        match self {
+            Payload::Event(e) => e.validate(&alloc::format!("{at}.event")),
+            Payload::Reading(r) => r.validate(&alloc::format!("{at}.reading")),
+        }
+    }
+}
+
+/// Everything in an [`Envelope`] but its payload, borrowed, serialised with
+/// the same keys in the same order. With the payload encoded ahead of time
+/// (see [`crate::codec::encode_envelope`]) it gives byte for byte the
+/// envelope's own encoding, so a producer can do the expensive part before
+/// its sequence number is known.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EnvelopeHead<'a> {
+    /// Protocol version.
+    pub v: u16,
+    /// Device that captured the event.
+    #[serde(rename = "dev")]
+    pub device: &'a DeviceId,
+    /// Sequence epoch.
+    #[serde(rename = "ep")]
+    pub epoch: u64,
+    /// Per-device sequence number.
+    pub seq: u64,
+    /// Stable event id.
+    pub id: EventId,
+    /// Capture time, Unix ms.
+    #[serde(rename = "t")]
+    pub captured_ms: i64,
+    /// Where `captured_ms` came from.
+    #[serde(rename = "ts")]
+    pub time_source: TimeSource,
+    /// Delivery priority class.
+    #[serde(rename = "pri")]
+    pub priority: Priority,
+}
+
+/// Number of fields of [`EnvelopeHead`]; the envelope has one more.
+pub(crate) const HEAD_FIELDS: u8 = 8;
+
 impl Envelope {
     pub(crate) fn validate(&self, at: &str) -> Result<(), ValidationError> {
         if self.seq == 0 {
@@ -80,10 +128,7 @@ impl Envelope {
                 problem: "is 0; sequences start at 1".into(),
             });
         }
-        match &self.payload {
-            Payload::Event(e) => e.validate(&alloc::format!("{at}.p.event")),
-            Payload::Reading(r) => r.validate(&alloc::format!("{at}.p.reading")),
-        }
+        self.payload.validate_at(&alloc::format!("{at}.p"))
     }
 
     /// The business event, if the envelope carries one.

@@ -281,3 +281,25 @@ fn api_json_with_long_names_is_accepted() {
     assert_eq!(e.refs.order.as_deref(), Some("SO-1"));
     assert_eq!(e.detail.kind_name(), "delivered");
 }
+
+/// The outbox encodes a payload before its sequence number is known and
+/// splices it behind the envelope head: the bytes must be the envelope's own.
+#[test]
+fn spliced_envelopes_are_byte_identical_to_encoded_ones() {
+    for e in sample_batch().events {
+        let payload = dockline_protocol::codec::encode_payload(&e.payload).expect("payload");
+        let head = dockline_protocol::EnvelopeHead {
+            v: e.v,
+            device: &e.device,
+            epoch: e.epoch,
+            seq: e.seq,
+            id: e.id,
+            captured_ms: e.captured_ms,
+            time_source: e.time_source,
+            priority: e.priority,
+        };
+        let spliced = dockline_protocol::codec::encode_envelope(&head, &payload).expect("splice");
+        assert_eq!(spliced, encode(&e).expect("encode"), "seq {}", e.seq);
+        assert_eq!(decode::<Envelope>(&spliced).expect("decodes"), e);
+    }
+}

@@ -6,7 +6,7 @@
 //!
 //! | name | what | baseline |
 //! |---|---|---|
-//! | `agent_durable_ingest` | events/s appended by 64 concurrent producers through the agent's outbox (group commit, fsync per group) | raw batched inserts of the same rows into a bare SQLite table (WAL, `synchronous = FULL`, 1024 rows per transaction) |
+//! | `agent_durable_ingest` | events/s appended by 1024 concurrent producers through the agent's outbox (group commit, fsync per group; a group holds at most 1024 events, the baseline's transaction size) | raw batched inserts of the same rows into a bare SQLite table (WAL, `synchronous = FULL`, 1024 rows per transaction) |
 //! | `agent_fsync_single_commit` | commits/s of one must-deliver event at a time (each waits for its fsync) | raw `write` + `fdatasync` of the same bytes on the same file system |
 //! | `agent_backlog_drain` | seconds for a real agent to drain a pre-filled outbox through a real broker to a real collector | raw QoS 1 publishes of batches of the same size to the same broker |
 //! | `agent_idle_rss` | resident memory of an idle, connected agent process | — |
@@ -55,6 +55,14 @@ pub struct BenchOptions {
     pub exe: PathBuf,
     /// Small sizes, under a minute in total.
     pub quick: bool,
+    /// Run only the figures whose name contains one of these (all when empty).
+    pub only: Vec<String>,
+}
+
+impl BenchOptions {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
 }
 
 struct Sizes {
@@ -89,22 +97,36 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
         .tempdir()
         .context("cannot create a temp dir for the bench")?;
     let mut figures = Vec::new();
-    figures.push(
-        ingest(dir.path(), sizes.ingest)
+    if opts.wants("agent_durable_ingest") {
+        figures.push(
+            ingest(dir.path(), sizes.ingest)
+                .await
+                .context("agent_durable_ingest")?,
+        );
+    }
+    if opts.wants("agent_fsync_single_commit") {
+        figures.push(
+            single_commits(dir.path(), sizes.single)
+                .await
+                .context("agent_fsync_single_commit")?,
+        );
+    }
+    if opts.wants("agent_backlog_drain") || opts.wants("agent_idle_rss") {
+        let (drain, rss) = drain_and_rss(opts, dir.path(), sizes.drain)
             .await
-            .context("agent_durable_ingest")?,
-    );
-    figures.push(
-        single_commits(dir.path(), sizes.single)
-            .await
-            .context("agent_fsync_single_commit")?,
-    );
-    let (drain, rss) = drain_and_rss(opts, dir.path(), sizes.drain)
-        .await
-        .context("agent_backlog_drain")?;
-    figures.push(drain);
-    figures.push(rss);
-    figures.push(binary_size(&opts.exe)?);
+            .context("agent_backlog_drain")?;
+        figures.push(drain);
+        figures.push(rss);
+    }
+    if opts.wants("agent_binary_size") {
+        figures.push(binary_size(&opts.exe)?);
+    }
+    if figures.is_empty() {
+        return Err(anyhow!(
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, agent_binary_size",
+            opts.only
+        ));
+    }
     Ok(figures)
 }
 
@@ -140,9 +162,14 @@ fn unlimited() -> OutboxConfig {
     }
 }
 
-/// Appends `n` events from 64 concurrent producers; returns the elapsed time.
+/// Concurrent producers in the ingest figure.
+const PRODUCERS: usize = 1024;
+
+/// Appends `n` events from [`PRODUCERS`] concurrent producers; returns the
+/// elapsed time. Each producer waits for its commit before the next append,
+/// so a group holds at most one event per producer: 1024 producers let the
+/// writer's groups reach the size of the raw baseline's transactions.
 async fn fill(outbox: &Outbox, n: usize) -> Result<Duration> {
-    const PRODUCERS: usize = 64;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..PRODUCERS {
@@ -177,7 +204,9 @@ async fn ingest(dir: &Path, n: usize) -> Result<Figure> {
         baseline: Some(raw),
         ratio: Some(rate / raw),
         target: ">= 100000 events/s and >= 0.5 of raw batched SQLite inserts".into(),
-        detail: format!("{n} events, 64 producers, fsync per group commit"),
+        detail: format!(
+            "{n} events, {PRODUCERS} producers each awaiting its commit, fsync per group commit"
+        ),
     })
 }
 
@@ -378,23 +407,41 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
         ),
     };
 
-    // Idle: drained, connected, nothing to do.
+    // After the drain: connected, nothing left to do.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss = rss_bytes(agent.pid())?;
+    let after_drain = rss_bytes(agent.pid())?;
+    agent.terminate(Duration::from_secs(5)).await;
+
+    // A fresh agent (empty outbox, default uplink settings), connected and idle.
+    let fdir = ddir.join("fresh");
+    std::fs::create_dir_all(&fdir)?;
+    let ffile = ddir.join("fresh.toml");
+    std::fs::write(&ffile, agent_config("bench-01", &fdir, broker))?;
+    let fpath = ffile.display().to_string();
+    let (program, args) = agent_program(&opts.exe, &fpath);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut fresh = ChildProcess::spawn("fresh-agent", &program, &args, &ddir)?;
+    fresh
+        .wait_for_addr(&fdir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = rss_bytes(fresh.pid())?;
+    fresh.terminate(Duration::from_secs(5)).await;
+    collector.terminate(Duration::from_secs(5)).await;
+    let mib = |b: u64| b as f64 / 1_048_576.0;
     let rss_figure = Figure {
         name: "agent_idle_rss".into(),
-        value: rss as f64 / 1_048_576.0,
+        value: mib(idle),
         unit: "MiB".into(),
         baseline: None,
         ratio: None,
         target: "< 10 MB".into(),
         detail: format!(
-            "VmRSS of {} after draining, connected and idle for 3 s",
-            program.display()
+            "VmRSS of {} started fresh, connected and idle for 3 s; {:.1} MiB right after draining {n} events",
+            program.display(),
+            mib(after_drain)
         ),
     };
-    agent.terminate(Duration::from_secs(5)).await;
-    collector.terminate(Duration::from_secs(5)).await;
     Ok((drain, rss_figure))
 }
 

@@ -101,6 +101,10 @@ enum Command {
         /// Small sizes for a smoke run (under a minute).
         #[arg(long)]
         quick: bool,
+        /// Run only the figures whose name contains one of these
+        /// (comma-separated), e.g. `--only ingest,drain`.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Run a dockline agent in this process (what `dockline-agent` does).
     #[command(hide = true)]
@@ -230,10 +234,11 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { json, quick } => {
+        Command::Bench { json, quick, only } => {
             let opts = BenchOptions {
                 exe: std::env::current_exe().context("cannot find this program's path")?,
                 quick,
+                only,
             };
             let figures = tokio::select! {
                 r = bench::run(&opts) => r.context("the bench could not finish")?,

@@ -17,7 +17,7 @@
 //!    counters) starts a new epoch and the collector tells a reset from a gap.
 //! 3. **Only the collector deletes.** A payload is deleted when a collector's
 //!    application ack says it is stored, never on an MQTT PUBACK. A small
-//!    receipt stays and later records the ERP's verdict; receipts in a final
+//!    receipt (written in the same transaction) stays and later records the ERP's verdict; receipts in a final
 //!    state (or stored without a verdict) are pruned after
 //!    `receipt_retention_hours`.
 //! 4. **Shedding is explicit.** Under the disk budget, telemetry is shed first
@@ -38,8 +38,8 @@
 //! | table      | row                                                            |
 //! |------------|----------------------------------------------------------------|
 //! | `meta`     | `key` → `value`: `epoch`, `next_seq`, `acked_up_to`, `session` |
-//! | `outbox`   | `seq` (PK), `event_id`, `priority` (0 must-deliver, 1 normal, 2 telemetry), `captured_ms`, `payload` (CBOR [`Envelope`]) |
-//! | `receipts` | `seq` (PK), `event_id`, `kind`, `state` (`queued`, `stored`, `booked`, `rejected`, `shed`), `document`, `reason`, `updated_ms` |
+//! | `outbox`   | `seq` (PK), `event_id`, `priority` (0 must-deliver, 1 normal, 2 telemetry), `captured_ms`, `payload` (CBOR [`Envelope`]), `kind`; a queued event's receipt is this row |
+//! | `receipts` | `seq` (PK), `event_id`, `kind`, `state` (`stored`, `booked`, `rejected`, `shed`), `document`, `reason`, `updated_ms`: written from the collector's ack (or a verdict that overtook it) on |
 //! | `shed`     | `seq` (PK), `priority`, `reason` (`budget`, `damaged`), `at_ms`: shed and not yet acknowledged |
 //! | `drops`    | (`priority`, `reason`) → `count`                               |
 //! | `salvage`  | one JSON [`salvage::SalvageReport`] per salvage                 |
@@ -174,6 +174,33 @@ pub struct NewEvent {
     pub payload: Payload,
 }
 
+/// A [`NewEvent`] ready for the writer: its payload validated and encoded.
+pub(crate) struct Prepared {
+    pub(crate) priority: Priority,
+    pub(crate) captured_ms: i64,
+    pub(crate) time_source: TimeSource,
+    pub(crate) kind: &'static str,
+    /// CBOR of the payload ([`dockline_protocol::codec::encode_payload`]).
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Prepared {
+    fn new(e: NewEvent) -> Result<Self, OutboxError> {
+        e.payload
+            .validate()
+            .map_err(|v| OutboxError::Invalid(format!("event refused: {v}")))?;
+        let payload = dockline_protocol::codec::encode_payload(&e.payload)
+            .map_err(|err| OutboxError::Invalid(err.to_string()))?;
+        Ok(Self {
+            priority: e.priority,
+            captured_ms: e.captured_ms,
+            time_source: e.time_source,
+            kind: kind_of(&e.payload),
+            payload,
+        })
+    }
+}
+
 /// What the producer learns once its event is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Appended {
@@ -280,7 +307,7 @@ pub struct Chunk {
 type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
 enum Command {
-    Append(Box<NewEvent>, Reply<Appended>),
+    Append(Box<Prepared>, Reply<Appended>),
     Read {
         from: u64,
         max: usize,
@@ -381,8 +408,12 @@ impl Outbox {
     }
 
     /// Appends an event; resolves after the commit that holds it.
+    ///
+    /// The payload is validated and encoded here, on the producer's task,
+    /// so the one writer thread only puts envelopes together and inserts.
     pub async fn append(&self, event: NewEvent) -> Result<Appended, OutboxError> {
-        self.call(|r| Command::Append(Box::new(event), r)).await
+        let prepared = Prepared::new(event)?;
+        self.call(|r| Command::Append(Box::new(prepared), r)).await
     }
 
     /// Up to `max` held envelopes with `seq >= from`, ascending, with the shed

@@ -318,10 +318,7 @@ fn rebuild(
     let mut recovered = 0u64;
     {
         let mut put = tx
-            .prepare("INSERT INTO outbox (seq, event_id, priority, captured_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .map_err(err)?;
-        let mut receipt = tx
-            .prepare("INSERT INTO receipts (seq, event_id, kind, state, updated_ms) VALUES (?1, ?2, ?3, 'queued', ?4)")
+            .prepare("INSERT INTO outbox (seq, event_id, priority, captured_ms, payload, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             .map_err(err)?;
         let mut next = 1i64;
         for row in &scan.rows {
@@ -344,12 +341,10 @@ fn rebuild(
                 &e.id.0[..],
                 row.priority,
                 e.captured_ms,
-                payload
+                payload,
+                super::kind_of(&e.payload)
             ])
             .map_err(err)?;
-            receipt
-                .execute(params![seq, &e.id.0[..], super::kind_of(&e.payload), at])
-                .map_err(err)?;
             recovered += 1;
         }
         let (next_seq, acked, session) = match scan.meta {

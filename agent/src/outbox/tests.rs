@@ -537,3 +537,72 @@ async fn old_receipts_are_pruned_but_queued_events_stay() {
     }
     assert_eq!(ob.status().await.expect("status").queued, 2);
 }
+
+#[tokio::test]
+async fn a_verdict_that_overtakes_its_ack_is_kept_and_listed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ob = open(dir.path());
+    let a = ob.append(picked(1)).await.expect("append");
+    let b = ob.append(picked(2)).await.expect("append");
+    let queued = ob
+        .receipt(a.event_id)
+        .await
+        .expect("receipt")
+        .expect("exists");
+    assert_eq!(
+        (queued.state.as_str(), queued.kind.as_str()),
+        ("queued", "picked")
+    );
+    assert!(
+        (now_ms() - queued.updated_ms).abs() < 60_000,
+        "a queued receipt's time is its append time, from the UUIDv7 id: {}",
+        queued.updated_ms
+    );
+    // The ack that stored seq 1 was lost; its verdict arrives first.
+    let n = ob
+        .apply_verdicts(vec![Verdict {
+            seq: 1,
+            id: a.event_id,
+            outcome: Outcome::Booked {
+                document: "D-1".into(),
+            },
+        }])
+        .await
+        .expect("verdicts");
+    assert_eq!(n, 1, "the verdict lands on the still-queued event");
+    let all = ob.receipts(None, 10).await.expect("list");
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.seq, r.state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(2, "queued"), (1, "booked")],
+        "newest first, each event once"
+    );
+    assert_eq!(
+        ob.receipts(Some("queued".into()), 10)
+            .await
+            .expect("list")
+            .iter()
+            .map(|r| r.event_id)
+            .collect::<Vec<_>>(),
+        vec![b.event_id]
+    );
+    // The late ack deletes the payload but does not undo the verdict.
+    assert_eq!(ob.apply_ack(2, vec![]).await.expect("ack"), 2);
+    let r = ob
+        .receipt(a.event_id)
+        .await
+        .expect("receipt")
+        .expect("exists");
+    assert_eq!(
+        (r.state.as_str(), r.document.as_deref()),
+        ("booked", Some("D-1"))
+    );
+    let r = ob
+        .receipt(b.event_id)
+        .await
+        .expect("receipt")
+        .expect("exists");
+    assert_eq!(r.state, "stored");
+    assert!(ob.read(1, 10, false).await.expect("read").events.is_empty());
+}

@@ -8,7 +8,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use dockline_protocol::{
-    DeviceId, Envelope, EventId, Outcome, PROTOCOL_VERSION, Priority, Verdict, WireMessage, codec,
+    DeviceId, EncodeError, Envelope, EnvelopeHead, EventId, Outcome, PROTOCOL_VERSION, Priority,
+    Verdict, codec,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
@@ -16,12 +17,16 @@ use tokio::sync::Notify;
 use super::budget::{self, Space, class_index};
 use super::salvage::SalvageReport;
 use super::{
-    Appended, Chunk, ClassHealth, Command, DropCount, NewEvent, OutboxConfig, OutboxError,
-    QueueStatus, Receipt, Reply, class_name, kind_of, now_ms, retention, schema,
+    Appended, Chunk, ClassHealth, Command, DropCount, OutboxConfig, OutboxError, Prepared,
+    QueueStatus, Receipt, Reply, class_name, now_ms, retention, schema,
 };
 
 /// Most appends in one transaction.
 const MAX_GROUP: usize = 1024;
+/// Longest a group waits for the producers of the previous group to append
+/// again (see [`Writer::serve`]); about the cost of one fsync, paid at most
+/// once when the load falls.
+const GATHER: Duration = Duration::from_micros(250);
 /// Most shed ranges reported in one batch.
 const MAX_SHED_RANGES: usize = 256;
 
@@ -125,8 +130,9 @@ impl Writer {
     /// commits first), bounding what a power cut can take.
     pub(super) fn serve(mut self, rx: mpsc::Receiver<Command>, appended: Arc<Notify>) {
         let bound = Duration::from_millis(self.config.telemetry_commit_ms);
-        let mut pending: Vec<(Box<NewEvent>, Reply<Appended>)> = Vec::new();
+        let mut pending: Vec<(Box<Prepared>, Reply<Appended>)> = Vec::new();
         let mut sync_due: Option<Instant> = None;
+        let mut last_group = 1;
         loop {
             let first = match sync_due {
                 Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
@@ -150,7 +156,26 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
+            // The producers answered by the last commit are usually about to
+            // append again, woken one by one: give them a short moment to
+            // join this group rather than paying one fsync each. A lone
+            // producer (last group of one) never waits.
+            if !pending.is_empty() && pending.len() < last_group {
+                let deadline = Instant::now() + GATHER;
+                while pending.len() < last_group {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(Command::Append(e, r)) => pending.push((e, r)),
+                        Ok(other) => self.handle(other),
+                        Err(_) => break,
+                    }
+                }
+            }
             if !pending.is_empty() {
+                last_group = pending.len();
                 let durable = pending
                     .iter()
                     .any(|(e, _)| e.priority != Priority::Telemetry);
@@ -195,7 +220,7 @@ impl Writer {
 
     fn commit_appends(
         &mut self,
-        group: Vec<(Box<NewEvent>, Reply<Appended>)>,
+        group: Vec<(Box<Prepared>, Reply<Appended>)>,
         durable: bool,
         appended: &Notify,
     ) {
@@ -239,8 +264,8 @@ impl Writer {
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
     }
 
-    fn envelope(&self, e: &NewEvent, seq: u64, id: EventId) -> Envelope {
-        make_envelope(&self.device, self.epoch, e, seq, id)
+    fn envelope(&self, e: &Prepared, seq: u64, id: EventId) -> Result<Vec<u8>, EncodeError> {
+        envelope_bytes(&self.device, self.epoch, e, seq, id)
     }
 
     /// Inserts a group in one transaction, shedding and refusing by priority
@@ -248,8 +273,9 @@ impl Writer {
     /// gets its own error without failing the others.
     fn insert_all(
         &mut self,
-        events: &[Box<NewEvent>],
+        events: &[Box<Prepared>],
     ) -> Result<Vec<Result<Appended, OutboxError>>, OutboxError> {
+        let t0 = Instant::now();
         self.refresh_disk_free();
         let path = self.path.clone();
         let err = sql(&path);
@@ -260,23 +286,19 @@ impl Writer {
             })
             .map_err(&err)?;
 
-        // Validate, identify and encode every event once, with the sequence
-        // it gets if every event before it is admitted (the usual case); an
+        // Identify every event and put its envelope together (the payload
+        // was validated and encoded by its producer) with the sequence it
+        // gets if every event before it is admitted (the usual case); an
         // event whose sequence moves because one before it was refused is
-        // encoded again below.
+        // put together again below.
         let mut out: Vec<Option<Result<Appended, OutboxError>>> = Vec::with_capacity(events.len());
         let mut candidates = Vec::new();
         let mut encoded: Vec<(u64, EventId, Vec<u8>)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             let seq = next_seq as u64 + encoded.len() as u64;
             let id = EventId(*uuid::Uuid::now_v7().as_bytes());
-            let envelope = self.envelope(e, seq, id);
             out.push(None);
-            if let Err(v) = WireMessage::validate(&envelope) {
-                out[i] = Some(Err(OutboxError::Invalid(format!("event refused: {v}"))));
-                continue;
-            }
-            match codec::encode(&envelope) {
+            match self.envelope(e, seq, id) {
                 Ok(b) => {
                     candidates.push((i, e.priority, b.len() as u64 + 16));
                     encoded.push((seq, id, b));
@@ -284,6 +306,7 @@ impl Writer {
                 Err(e) => out[i] = Some(Err(OutboxError::Invalid(e.to_string()))),
             }
         }
+        let t_enc = Instant::now();
         let space = Space {
             held_bytes: self.held_bytes.iter().sum(),
             held_by_class: self.held_bytes,
@@ -309,12 +332,7 @@ impl Writer {
         {
             let mut put = tx
                 .prepare_cached(
-                    "INSERT INTO outbox (seq, event_id, priority, captured_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(&err)?;
-            let mut receipt = tx
-                .prepare_cached(
-                    "INSERT INTO receipts (seq, event_id, kind, state, updated_ms) VALUES (?1, ?2, ?3, 'queued', ?4)",
+                    "INSERT INTO outbox (seq, event_id, priority, captured_ms, payload, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(&err)?;
             for (((i, priority, size), admitted), (provisional, id, bytes)) in
@@ -341,7 +359,7 @@ impl Writer {
                 let bytes = if provisional == next_seq as u64 {
                     bytes
                 } else {
-                    codec::encode(&make_envelope(&device, epoch, e, next_seq as u64, id))
+                    envelope_bytes(&device, epoch, e, next_seq as u64, id)
                         .map_err(|e| OutboxError::Invalid(e.to_string()))?
                 };
                 put.execute(params![
@@ -349,12 +367,10 @@ impl Writer {
                     &id.0[..],
                     priority_code(*priority),
                     e.captured_ms,
-                    &bytes
+                    &bytes,
+                    e.kind
                 ])
                 .map_err(&err)?;
-                receipt
-                    .execute(params![next_seq, &id.0[..], kind_of(&e.payload), now])
-                    .map_err(&err)?;
                 let c = class_index(*priority);
                 added[c].0 += 1;
                 added[c].1 += bytes.len() as u64;
@@ -371,7 +387,15 @@ impl Writer {
             [next_seq],
         )
         .map_err(&err)?;
+        let t_ins = Instant::now();
         tx.commit().map_err(&err)?;
+        tracing::trace!(
+            events = events.len(),
+            encode_us = (t_enc - t0).as_micros() as u64,
+            insert_us = (t_ins - t_enc).as_micros() as u64,
+            commit_us = t_ins.elapsed().as_micros() as u64,
+            "group committed"
+        );
         for c in 0..3 {
             self.held_count[c] = (self.held_count[c] + added[c].0).saturating_sub(shed_delta[c].0);
             self.held_bytes[c] = (self.held_bytes[c] + added[c].1).saturating_sub(shed_delta[c].1);
@@ -541,13 +565,16 @@ impl Writer {
                     }
                 }
             }
-            tx.execute("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2", [lo, hi])
-                .map_err(&err)?;
+            // The receipt outlives the payload; a verdict that came first
+            // already wrote it.
             tx.execute(
-                "UPDATE receipts SET state = 'stored', updated_ms = ?3 WHERE seq BETWEEN ?1 AND ?2 AND state = 'queued'",
+                "INSERT OR IGNORE INTO receipts (seq, event_id, kind, state, updated_ms)
+                 SELECT seq, event_id, kind, 'stored', ?3 FROM outbox WHERE seq BETWEEN ?1 AND ?2",
                 params![lo, hi, now],
             )
             .map_err(&err)?;
+            tx.execute("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2", [lo, hi])
+                .map_err(&err)?;
         }
         // Shed sequences at or below the floor have been accounted for by the collector.
         tx.execute("DELETE FROM shed WHERE seq <= ?1", [floor])
@@ -571,9 +598,17 @@ impl Writer {
         let tx = self.conn.transaction().map_err(&err)?;
         let mut n = 0;
         {
-            let mut stmt = tx
+            let mut update = tx
                 .prepare_cached(
                     "UPDATE receipts SET state = ?3, document = ?4, reason = ?5, updated_ms = ?6 WHERE seq = ?1 AND event_id = ?2",
+                )
+                .map_err(&err)?;
+            // A verdict can overtake the ack of its event (the ack was lost):
+            // the receipt then starts from the still-queued outbox row.
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO receipts (seq, event_id, kind, state, document, reason, updated_ms)
+                     SELECT seq, event_id, kind, ?3, ?4, ?5, ?6 FROM outbox WHERE seq = ?1 AND event_id = ?2",
                 )
                 .map_err(&err)?;
             let now = now_ms();
@@ -582,9 +617,13 @@ impl Writer {
                     Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
                     Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
                 };
-                n += stmt
-                    .execute(params![v.seq as i64, &v.id.0[..], state, doc, reason, now])
-                    .map_err(&err)?;
+                let p = params![v.seq as i64, &v.id.0[..], state, doc, reason, now];
+                let changed = update.execute(p).map_err(&err)?;
+                n += if changed > 0 {
+                    changed
+                } else {
+                    insert.execute(p).map_err(&err)?
+                };
             }
         }
         tx.commit().map_err(&err)?;
@@ -608,14 +647,27 @@ impl Writer {
     }
 
     fn receipt(&self, id: EventId) -> Result<Option<Receipt>, OutboxError> {
-        self.conn
+        let err = sql(&self.path);
+        let kept = self
+            .conn
             .query_row(
                 "SELECT seq, event_id, kind, state, document, reason, updated_ms FROM receipts WHERE event_id = ?1",
                 [&id.0[..]],
                 receipt_row,
             )
             .optional()
-            .map_err(sql(&self.path))
+            .map_err(&err)?;
+        if kept.is_some() {
+            return Ok(kept);
+        }
+        self.conn
+            .query_row(
+                &format!("{QUEUED_RECEIPT} AND event_id = ?1"),
+                [&id.0[..]],
+                receipt_row,
+            )
+            .optional()
+            .map_err(&err)
     }
 
     fn receipts(&self, state: Option<&str>, limit: usize) -> Result<Vec<Receipt>, OutboxError> {
@@ -633,18 +685,24 @@ impl Writer {
     }
 }
 
-fn make_envelope(device: &DeviceId, epoch: u64, e: &NewEvent, seq: u64, id: EventId) -> Envelope {
-    Envelope {
+fn envelope_bytes(
+    device: &DeviceId,
+    epoch: u64,
+    e: &Prepared,
+    seq: u64,
+    id: EventId,
+) -> Result<Vec<u8>, EncodeError> {
+    let head = EnvelopeHead {
         v: PROTOCOL_VERSION,
-        device: device.clone(),
+        device,
         epoch,
         seq,
         id,
         captured_ms: e.captured_ms,
         time_source: e.time_source,
         priority: e.priority,
-        payload: e.payload.clone(),
-    }
+    };
+    codec::encode_envelope(&head, &e.payload)
 }
 
 /// Sheds the oldest events of class `priority` until `bytes` are freed.
@@ -672,11 +730,12 @@ fn shed_oldest(
             if freed >= bytes {
                 break;
             }
-            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
             tx.execute(
-                "UPDATE receipts SET state = 'shed', reason = 'disk budget reached', updated_ms = ?2 WHERE seq = ?1",
+                "INSERT OR REPLACE INTO receipts (seq, event_id, kind, state, reason, updated_ms)
+                 SELECT seq, event_id, kind, 'shed', 'disk budget reached', ?2 FROM outbox WHERE seq = ?1",
                 [seq, now],
             )?;
+            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
             tx.execute("INSERT OR IGNORE INTO shed (seq, priority, reason, at_ms) VALUES (?1, ?2, 'budget', ?3)", [
                 seq, priority, now,
             ])?;
@@ -708,12 +767,26 @@ fn count_drop(
     Ok(())
 }
 
+/// A queued event's receipt, read from its outbox row; `updated_ms` is
+/// filled in by [`receipt_row`] from the event id.
+/// An event whose verdict overtook its ack has a `receipts` row already and
+/// is not listed twice.
+const QUEUED_RECEIPT: &str = "SELECT seq, event_id, kind, 'queued', NULL, NULL, NULL FROM outbox
+     WHERE NOT EXISTS (SELECT 1 FROM receipts r WHERE r.seq = outbox.seq)";
+
 pub(crate) fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Receipt> {
     let id: Vec<u8> = r.get(1)?;
     let mut arr = [0u8; 16];
     if id.len() == 16 {
         arr.copy_from_slice(&id);
     }
+    // A queued event has not changed state since it was appended, which is
+    // when its UUIDv7 id was made: the id's first 48 bits are that time (ms).
+    let appended_ms = || {
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&arr[..6]);
+        i64::from_be_bytes(ms)
+    };
     Ok(Receipt {
         seq: r.get::<_, i64>(0)? as u64,
         event_id: EventId(arr),
@@ -721,7 +794,7 @@ pub(crate) fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Receipt> {
         state: r.get(3)?,
         document: r.get(4)?,
         reason: r.get(5)?,
-        updated_ms: r.get(6)?,
+        updated_ms: r.get::<_, Option<i64>>(6)?.unwrap_or_else(appended_ms),
     })
 }
 
@@ -733,15 +806,20 @@ pub(crate) fn read_receipts(
     limit: usize,
 ) -> Result<Vec<Receipt>, OutboxError> {
     let err = sql(path);
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, event_id, kind, state, document, reason, updated_ms FROM receipts
-             WHERE ?1 IS NULL OR state = ?1 ORDER BY seq DESC LIMIT ?2",
-        )
-        .map_err(&err)?;
-    let rows = stmt
-        .query_map(params![state, limit as i64], receipt_row)
-        .map_err(&err)?;
+    const KEPT: &str =
+        "SELECT seq, event_id, kind, state, document, reason, updated_ms FROM receipts";
+    let query = match state {
+        Some("queued") => format!("{QUEUED_RECEIPT} ORDER BY seq DESC LIMIT ?1"),
+        Some(_) => format!("{KEPT} WHERE state = ?2 ORDER BY seq DESC LIMIT ?1"),
+        // Both ordered by their primary key, merged.
+        None => format!("{KEPT} UNION ALL {QUEUED_RECEIPT} ORDER BY seq DESC LIMIT ?1"),
+    };
+    let mut stmt = conn.prepare_cached(&query).map_err(&err)?;
+    let rows = match state.filter(|s| *s != "queued") {
+        Some(s) => stmt.query_map(params![limit as i64, s], receipt_row),
+        None => stmt.query_map(params![limit as i64], receipt_row),
+    }
+    .map_err(&err)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(&err)
 }
 
