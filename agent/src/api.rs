@@ -3,9 +3,17 @@
 //! | method | path               | what                                            |
 //! |--------|--------------------|-------------------------------------------------|
 //! | POST   | `/v1/events`       | queue a business event; 201 only after commit   |
-//! | GET    | `/v1/status`       | queue, link and device health                   |
+//! | GET    | `/v1/status`       | queue, link, device and station health          |
+//! | POST   | `/v1/tasks`        | a pick list for the pick stations (see below)   |
+//! | GET    | `/v1/tasks`        | pick lists waiting for a station                |
 //! | GET    | `/v1/events`       | receipts, newest first (`?state=booked&limit=50`) |
 //! | GET    | `/v1/events/{id}`  | one receipt: queued, stored, booked, rejected   |
+//!
+//! A pick list is `{"order": "SO-1001", "lines": [{"item": "09506000134352",
+//! "quantity": 2, "unit_weight_kg": 0.25}]}`: `order` is the text of the
+//! list's barcode, `item` a GTIN, `unit_weight_kg` optional (no scale check
+//! without it). Posting the same order again replaces it until a station
+//! opens it; see [`crate::stations`] for what the stations do with it.
 //!
 //! Every error is JSON `{"error": "..."}` that says what was wrong and how to fix it.
 
@@ -27,6 +35,7 @@ use serde_json::json;
 
 use crate::devices::Presence;
 use crate::outbox::{NewEvent, Outbox, OutboxError};
+use crate::stations::{PickTask, Stations};
 use crate::uplink::LinkStatus;
 
 /// Largest request body accepted; a business event is a few hundred bytes.
@@ -41,6 +50,8 @@ pub struct ApiState {
     pub link: Arc<LinkStatus>,
     /// Serial device health.
     pub devices: Arc<Presence>,
+    /// Station rules and the pick lists waiting for them.
+    pub stations: Arc<Stations>,
     /// The site, for status output.
     pub site: String,
     /// The device clock's trust level.
@@ -53,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", post(post_event).get(list_events))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/status", get(status))
+        .route("/v1/tasks", post(post_task).get(list_tasks))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -80,16 +92,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Picks and proofs of delivery must be delivered; other events are normal.
-fn default_priority(detail: &EventDetail) -> Priority {
-    match detail {
-        EventDetail::Picked { .. } | EventDetail::Delivered(_) | EventDetail::Exception { .. } => {
-            Priority::MustDeliver
-        }
-        _ => Priority::Normal,
-    }
 }
 
 fn outbox_error(e: OutboxError) -> Response {
@@ -123,7 +125,7 @@ async fn post_event(State(s): State<ApiState>, body: Bytes) -> Response {
     };
     let priority = posted
         .priority
-        .unwrap_or_else(|| default_priority(&posted.detail));
+        .unwrap_or_else(|| crate::priority::for_event(&posted.detail));
     let event = NewEvent {
         priority,
         captured_ms: posted.captured_ms.unwrap_or_else(now_ms),
@@ -208,9 +210,44 @@ async fn status(State(s): State<ApiState>) -> Response {
                 "mqtt_connects": s.link.connects.load(Ordering::Relaxed),
                 "ack_timeouts": s.link.ack_timeouts.load(Ordering::Relaxed),
                 "devices": s.devices.snapshot(),
+                "stations": s.stations.lock().engine.status(),
             }))
             .into_response()
         }
         Err(e) => outbox_error(e),
     }
+}
+
+async fn post_task(State(s): State<ApiState>, body: Bytes) -> Response {
+    let task: PickTask = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid pick list JSON: {e}; expected {{\"order\": \"SO-1001\", \"lines\": [{{\"item\": \"09506000134352\", \"quantity\": 2, \"unit_weight_kg\": 0.25}}]}}"
+                ),
+            );
+        }
+    };
+    let task = match task.normalised() {
+        Ok(t) => t,
+        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, m),
+    };
+    let (order, lines) = (task.order.clone(), task.lines.len());
+    match s.stations.lock().tasks.post(task) {
+        Ok(replaced) => (
+            StatusCode::CREATED,
+            Json(
+                json!({ "order": order, "lines": lines, "replaced": replaced, "state": "waiting" }),
+            ),
+        )
+            .into_response(),
+        Err(m) => error(StatusCode::INSUFFICIENT_STORAGE, m),
+    }
+}
+
+async fn list_tasks(State(s): State<ApiState>) -> Response {
+    let tasks: Vec<PickTask> = s.stations.lock().tasks.waiting().cloned().collect();
+    Json(json!({ "tasks": tasks })).into_response()
 }

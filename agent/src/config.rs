@@ -40,6 +40,10 @@ pub struct Config {
     /// Serial devices (`[[devices]]` tables); none by default.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// Stations (`[[stations]]` tables) whose rules turn the devices'
+    /// readings into business events; none by default.
+    #[serde(default)]
+    pub stations: Vec<crate::stations::StationConfig>,
 }
 
 /// One serial device: a scanner, scale, GNSS receiver or peripheral bridge on
@@ -232,7 +236,8 @@ impl Config {
         if self.mqtt.keep_alive_secs < 5 {
             return Err("mqtt.keep_alive_secs must be at least 5".into());
         }
-        self.check_devices()
+        self.check_devices()?;
+        crate::stations::config::check(&self.stations, &self.devices)
     }
 
     fn check_devices(&self) -> Result<(), String> {
@@ -312,5 +317,50 @@ mod tests {
             "[[devices]]\nname = \"a\"\nkind = \"gps\"\nprotocol = \"nmea\"\npath = \"/dev/x\"\n";
         let err = config(&format!("{twice}{twice}")).expect_err("duplicate");
         assert!(err.contains("unique"), "{err}");
+    }
+
+    #[test]
+    fn stations_name_their_devices_and_kinds() {
+        let devices = "[[devices]]\nname = \"sc\"\nkind = \"scanner\"\nprotocol = \"scan\"\npath = \"/dev/a\"\n\
+                       [[devices]]\nname = \"sk\"\nkind = \"scale\"\nprotocol = \"mtsics\"\npath = \"/dev/b\"\n\
+                       [[devices]]\nname = \"gps\"\nkind = \"gps\"\nprotocol = \"nmea\"\npath = \"/dev/c\"\n";
+        let c = config(&format!(
+            "{devices}[[stations]]\nname = \"pick-1\"\nkind = \"pick\"\ndevices = [\"sc\", \"sk\"]\n\
+             [[stations]]\nname = \"truck\"\nkind = \"vehicle\"\nvehicle = \"T-7\"\ndevices = [\"gps\"]\n\
+             [[stations.geofences]]\nname = \"DEPOT\"\nrole = \"depot\"\nlat = 50.0\nlon = 8.0\nradius_m = 150\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.stations[0].weight_tolerance_kg, 0.02);
+        assert_eq!(c.stations[1].confirm_fixes, 3);
+        for (stations, why) in [
+            (
+                "[[stations]]\nname = \"p\"\nkind = \"pick\"\ndevices = [\"nope\"]\n",
+                "no [[devices]] entry",
+            ),
+            (
+                "[[stations]]\nname = \"p\"\nkind = \"pick\"\ndevices = [\"sk\"]\n",
+                "needs a scanner",
+            ),
+            (
+                "[[stations]]\nname = \"p\"\nkind = \"pack\"\ndevices = [\"sc\"]\n",
+                "needs a scale",
+            ),
+            (
+                "[[stations]]\nname = \"d\"\nkind = \"dock_door\"\ndevices = [\"sc\", \"gps\"]\n",
+                "cannot use a gps",
+            ),
+            (
+                "[[stations]]\nname = \"a\"\nkind = \"dock_door\"\ndevices = [\"sc\"]\n\
+                 [[stations]]\nname = \"b\"\nkind = \"pick\"\ndevices = [\"sc\"]\n",
+                "feeds both",
+            ),
+            (
+                "[[stations]]\nname = \"v\"\nkind = \"vehicle\"\nvehicle = \"T\"\ndevices = [\"gps\"]\n",
+                "no geofences",
+            ),
+        ] {
+            let err = config(&format!("{devices}{stations}")).expect_err(why);
+            assert!(err.contains(why), "{why}: {err}");
+        }
     }
 }

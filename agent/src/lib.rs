@@ -11,6 +11,8 @@
 //! - [`devices`]: serial device sources (scanners, scales, GNSS, bridges) and
 //!   the stream decoder behind them.
 //! - [`decode`]: decoding a raw capture to JSON lines (`dockline-agent decode`).
+//! - [`stations`]: station rules (pick, pack, dock door, vehicle) that turn
+//!   device readings into business events; [`priority`] picks their class.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags and loads config.
 
@@ -20,6 +22,8 @@ pub mod decode;
 pub mod devices;
 pub mod doctor;
 pub mod outbox;
+pub mod priority;
+pub mod stations;
 pub mod uplink;
 
 use std::future::Future;
@@ -106,6 +110,10 @@ pub async fn run(
     // Bounded: a slow outbox makes the device threads wait, not grow a queue.
     let (reading_tx, reading_rx) = tokio::sync::mpsc::channel(256);
     let sources = devices::serial::Sources::spawn(&config.devices, presence.clone(), reading_tx)?;
+    let stations = stations::Stations::new(stations::StationEngine::new(
+        &config.stations,
+        &config.devices,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let link = Arc::new(uplink::LinkStatus::default());
@@ -116,15 +124,17 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
     let pruner = tokio::spawn(prune_receipts(outbox.clone(), stopped(stop_rx.clone())));
-    let readings = tokio::spawn(devices::serial::store_readings(
+    let readings = tokio::spawn(stations::feed::feed_readings(
         outbox.clone(),
         config.clock,
+        stations.clone(),
         reading_rx,
     ));
     let state = api::ApiState {
         outbox,
         link,
         devices: presence,
+        stations,
         site: config.site.to_string(),
         clock: config.clock,
     };

@@ -4,7 +4,8 @@
 //!
 //! Serial reads block, so each device gets a dedicated thread (never the async
 //! runtime); readings cross to async code over a bounded channel
-//! ([`DeviceReading`]), where [`store_readings`] appends them to the outbox.
+//! ([`DeviceReading`]), where [`crate::stations::feed`] stores them in the
+//! outbox and hands them to the station rules.
 //! A full channel makes the reader wait, and the kernel's tty buffer absorbs
 //! the pause.
 //!
@@ -25,14 +26,13 @@ use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dockline_protocol::{Payload, Priority, Reading, TimeSource};
+use dockline_protocol::Reading;
 use tokio::sync::mpsc as async_mpsc;
 
 use super::backoff::Backoff;
 use super::presence::Presence;
 use super::{DecoderOptions, StreamDecoder};
 use crate::config::DeviceConfig;
-use crate::outbox::{NewEvent, Outbox, OutboxError};
 
 /// How long a read waits for bytes. Also the quiet time after which a scan
 /// without suffix is complete and an NMEA cycle is flushed, and the longest a
@@ -293,28 +293,4 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Appends every reading to the outbox as telemetry until all senders are gone.
-pub async fn store_readings(
-    outbox: Outbox,
-    clock: TimeSource,
-    mut readings: async_mpsc::Receiver<DeviceReading>,
-) {
-    while let Some(r) = readings.recv().await {
-        let event = NewEvent {
-            priority: Priority::Telemetry,
-            captured_ms: r.captured_ms,
-            time_source: clock,
-            payload: Payload::Reading(r.reading),
-        };
-        match outbox.append(event).await {
-            Ok(_) => {}
-            // Closing: nothing more can be stored; the readers stop next.
-            Err(OutboxError::Closed) => return,
-            Err(e) => {
-                tracing::warn!(device = %r.device, error = %e, "a device reading was not stored")
-            }
-        }
-    }
 }

@@ -1,0 +1,266 @@
+//! The station engine: routes each device's readings to the station it
+//! feeds, and [`Stations`], the engine shared with the local API (task book,
+//! status).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dockline_protocol::Reading;
+use serde::Serialize;
+
+use super::config::{StationConfig, StationKind};
+use super::dock::DockDoor;
+use super::pack::PackStation;
+use super::pick::PickStation;
+use super::task::TaskBook;
+use super::vehicle::VehicleStation;
+use super::{Observation, Output};
+use crate::config::DeviceConfig;
+use crate::devices::DeviceKind;
+
+#[derive(Debug, Clone)]
+enum Rules {
+    Pick(PickStation),
+    Pack(PackStation),
+    Dock(DockDoor),
+    Vehicle(VehicleStation),
+}
+
+#[derive(Debug, Clone)]
+struct Station {
+    name: String,
+    kind: StationKind,
+    rules: Rules,
+    events: u64,
+    last_notice: Option<String>,
+}
+
+/// Every configured station and which device feeds which. Pure: no I/O.
+#[derive(Debug, Clone, Default)]
+pub struct StationEngine {
+    stations: Vec<Station>,
+    by_device: HashMap<String, usize>,
+}
+
+/// One station as `GET /v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StationStatus {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: StationKind,
+    /// What it is doing (`picking SO-1001: 1 of 3 lines done`).
+    pub state: String,
+    /// Business events it produced since the agent started.
+    pub events: u64,
+    /// The last notice for the person at the station.
+    pub last_notice: Option<String>,
+}
+
+impl StationEngine {
+    /// Builds the stations; `stations` must have passed [`super::config::check`].
+    pub fn new(stations: &[StationConfig], devices: &[DeviceConfig]) -> Self {
+        let mut engine = StationEngine::default();
+        for (index, s) in stations.iter().enumerate() {
+            let has_scale = s.devices.iter().any(|name| {
+                devices.iter().any(|d| {
+                    &d.name == name && matches!(d.kind, DeviceKind::Scale | DeviceKind::Bridge)
+                })
+            });
+            let rules = match s.kind {
+                StationKind::Pick => {
+                    Rules::Pick(PickStation::new(s.location(), has_scale, s.tolerance()))
+                }
+                StationKind::Pack => Rules::Pack(PackStation::new(s.location(), s.tolerance())),
+                StationKind::DockDoor => {
+                    Rules::Dock(DockDoor::new(s.location(), s.vehicle.clone()))
+                }
+                StationKind::Vehicle => Rules::Vehicle(VehicleStation::new(
+                    s.vehicle.clone().unwrap_or_default(),
+                    &s.geofences,
+                    s.hysteresis_m,
+                    s.confirm_fixes,
+                )),
+            };
+            for d in &s.devices {
+                engine.by_device.insert(d.clone(), index);
+            }
+            engine.stations.push(Station {
+                name: s.name.clone(),
+                kind: s.kind,
+                rules,
+                events: 0,
+                last_notice: None,
+            });
+        }
+        engine
+    }
+
+    /// Whether no station is configured.
+    pub fn is_empty(&self) -> bool {
+        self.stations.is_empty()
+    }
+
+    /// Feeds one reading from `device` to its station (if it feeds one);
+    /// returns the station's name and its outputs.
+    pub fn on_reading(
+        &mut self,
+        device: &str,
+        reading: &Reading,
+        tasks: &mut TaskBook,
+    ) -> Option<(&str, Vec<Output>)> {
+        let index = *self.by_device.get(device)?;
+        let station = self.stations.get_mut(index)?;
+        let obs = Observation::of(reading);
+        let out = match &mut station.rules {
+            Rules::Pick(p) => p.observe(&obs, tasks),
+            Rules::Pack(p) => p.observe(&obs),
+            Rules::Dock(d) => d.observe(&obs),
+            Rules::Vehicle(v) => v.observe(&obs),
+        };
+        for o in &out {
+            match o {
+                Output::Event(_) => station.events += 1,
+                Output::Notice(n) => station.last_notice = Some(n.clone()),
+            }
+        }
+        Some((station.name.as_str(), out))
+    }
+
+    /// Every station's status, in config order.
+    pub fn status(&self) -> Vec<StationStatus> {
+        self.stations
+            .iter()
+            .map(|s| StationStatus {
+                name: s.name.clone(),
+                kind: s.kind,
+                state: match &s.rules {
+                    Rules::Pick(p) => p.describe(),
+                    Rules::Pack(p) => p.describe(),
+                    Rules::Dock(d) => d.describe(),
+                    Rules::Vehicle(v) => v.describe(),
+                },
+                events: s.events,
+                last_notice: s.last_notice.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The engine and the task book, shared by the reading feed and the local API.
+#[derive(Debug, Default)]
+pub struct Stations {
+    inner: Mutex<Shared>,
+}
+
+/// What the lock guards.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The stations.
+    pub engine: StationEngine,
+    /// Pick lists waiting to be opened.
+    pub tasks: TaskBook,
+}
+
+impl Stations {
+    /// Shares `engine` with an empty task book.
+    pub fn new(engine: StationEngine) -> Arc<Self> {
+        Arc::new(Stations {
+            inner: Mutex::new(Shared {
+                engine,
+                tasks: TaskBook::default(),
+            }),
+        })
+    }
+
+    /// Locks engine and task book. Held for one reading or one request,
+    /// never across an await.
+    pub fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic mid-step may have left one station half-updated; going on
+        // with it beats stopping every station of the agent.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Feeds one reading; the station's name and outputs.
+    pub fn on_reading(&self, device: &str, reading: &Reading) -> Option<(String, Vec<Output>)> {
+        let mut shared = self.lock();
+        let Shared { engine, tasks } = &mut *shared;
+        engine
+            .on_reading(device, reading, tasks)
+            .map(|(name, out)| (name.to_owned(), out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dockline_protocol::{Scan, Weight, WeightReading, WeightUnit};
+
+    use super::*;
+    use crate::stations::{PickTask, TaskLine};
+
+    fn device(name: &str, kind: &str, protocol: &str) -> DeviceConfig {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "kind": kind, "protocol": protocol, "path": "/dev/x"
+        }))
+        .expect("device config")
+    }
+
+    fn scan(data: &str) -> Reading {
+        Reading::Scan(Scan {
+            symbology: Some("]C1".into()),
+            data: data.into(),
+        })
+    }
+
+    #[test]
+    fn readings_reach_the_station_their_device_feeds() {
+        let devices = [
+            device("sc", "scanner", "scan"),
+            device("sk", "scale", "mtsics"),
+            device("loose", "scanner", "scan"),
+        ];
+        let station: StationConfig = serde_json::from_value(serde_json::json!({
+            "name": "pick-1", "kind": "pick", "devices": ["sc", "sk"]
+        }))
+        .expect("station config");
+        let stations = Stations::new(StationEngine::new(&[station], &devices));
+        let task = PickTask {
+            order: "SO-7".into(),
+            lines: vec![TaskLine {
+                item: "09521234543213".into(),
+                quantity: 1,
+                unit_weight_kg: Some(2.0),
+            }],
+        };
+        stations.lock().tasks.post(task).expect("room");
+
+        assert!(stations.on_reading("loose", &scan("SO-7")).is_none());
+        let doc = Reading::Scan(Scan {
+            symbology: Some("]C0".into()),
+            data: "SO-7".into(),
+        });
+        let (name, out) = stations.on_reading("sc", &doc).expect("routed");
+        assert_eq!((name.as_str(), out.len()), ("pick-1", 0));
+        stations.on_reading("sc", &scan("0109521234543213"));
+        let weight = Reading::Weight(WeightReading {
+            net: Weight {
+                value: 2000.0,
+                unit: WeightUnit::G,
+            },
+            tare: None,
+            stable: true,
+        });
+        let (_, out) = stations.on_reading("sk", &weight).expect("routed");
+        let kinds: Vec<&str> = out
+            .iter()
+            .filter_map(|o| o.event())
+            .map(|e| e.detail.kind_name())
+            .collect();
+        assert_eq!(kinds, ["picked"]);
+        let status = stations.lock().engine.status();
+        assert_eq!(status[0].events, 1);
+        assert_eq!(status[0].state, "idle: scan a pick list");
+    }
+}
