@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
+pub mod pty;
+
 /// The folder holding the workspace's binaries (`target/debug` next to the
 /// test executable in `target/debug/deps`).
 pub fn bin_dir() -> PathBuf {
@@ -158,6 +160,23 @@ where
     }
 }
 
+/// The broker named by `DOCKLINE_TEST_MQTT_URL` (`mqtt://host:port`), or
+/// `None` after printing why `test` is skipped.
+pub fn external_mqtt(test: &str) -> Result<Option<(String, u16)>> {
+    let Ok(url) = std::env::var("DOCKLINE_TEST_MQTT_URL") else {
+        eprintln!(
+            "SKIP {test}: set DOCKLINE_TEST_MQTT_URL=mqtt://127.0.0.1:1883 to run against a real Mosquitto"
+        );
+        return Ok(None);
+    };
+    let rest = url.strip_prefix("mqtt://").unwrap_or(&url);
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("DOCKLINE_TEST_MQTT_URL={url}: expected mqtt://host:port"))?;
+    Ok(Some((host.to_string(), port.parse()?)))
+}
+
 /// Webhook secret shared by the mock ERP and the collector.
 pub const SECRET: &str = "whsec_ZG9ja2xpbmUtZTJlLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=";
 
@@ -287,13 +306,30 @@ impl Cluster {
         mqtt: &(String, u16),
         keep_alive_secs: u64,
     ) -> Result<(Proc, PathBuf)> {
+        self.agent_configured(site, device, mqtt, keep_alive_secs, "")
+    }
+
+    /// Starts an agent connected straight to the broker, with `extra` TOML
+    /// (`[[devices]]`, `[[stations]]` tables) appended to its config.
+    pub fn agent_with(&self, site: &str, device: &str, extra: &str) -> Result<(Proc, PathBuf)> {
+        self.agent_configured(site, device, &self.mqtt.clone(), 5, extra)
+    }
+
+    fn agent_configured(
+        &self,
+        site: &str,
+        device: &str,
+        mqtt: &(String, u16),
+        keep_alive_secs: u64,
+        extra: &str,
+    ) -> Result<(Proc, PathBuf)> {
         let adir = self.dir.path().join(device);
         std::fs::create_dir_all(&adir)?;
         let cfg = adir.join("agent.toml");
         std::fs::write(
             &cfg,
             format!(
-                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = {keep_alive_secs}\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n",
+                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = {keep_alive_secs}\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n{extra}",
                 adir.display().to_string(),
                 mqtt.0,
                 mqtt.1

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use dockline_tests::{Cluster, Proc, effect_key, event_body, eventually, read_addr};
+use anyhow::{Context, Result};
+use dockline_tests::{Cluster, Proc, effect_key, event_body, eventually, external_mqtt, read_addr};
 use serde_json::Value;
 
 /// Posts `count` events, SIGKILLs the agent after `kill_after` of them,
@@ -149,18 +149,10 @@ async fn sigkilled_agent_loses_and_doubles_nothing_embedded_broker() -> Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_agent_loses_and_doubles_nothing_mosquitto() -> Result<()> {
-    let Ok(url) = std::env::var("DOCKLINE_TEST_MQTT_URL") else {
-        eprintln!(
-            "SKIP sigkilled_agent_loses_and_doubles_nothing_mosquitto: set DOCKLINE_TEST_MQTT_URL=mqtt://127.0.0.1:1883 to run against a real Mosquitto"
-        );
-        return Ok(());
-    };
-    let rest = url.strip_prefix("mqtt://").unwrap_or(&url);
-    let (host, port) = rest
-        .trim_end_matches('/')
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow!("DOCKLINE_TEST_MQTT_URL={url}: expected mqtt://host:port"))?;
-    journey(Some((host.to_string(), port.parse()?)), "mosq").await
+    match external_mqtt("sigkilled_agent_loses_and_doubles_nothing_mosquitto")? {
+        Some(broker) => journey(Some(broker), "mosq").await,
+        None => Ok(()),
+    }
 }
 
 /// Hostile input on the events topic: the collector names the problem and
