@@ -247,6 +247,12 @@ impl Config {
                     "devices[{i}] has an empty name; give every device a name"
                 ));
             }
+            if d.name.len() > 64 {
+                return Err(format!(
+                    "device name {:?} is longer than 64 bytes; heartbeats carry it, shorten it",
+                    d.name
+                ));
+            }
             if self.devices.iter().skip(i + 1).any(|o| o.name == d.name) {
                 return Err(format!(
                     "two devices are named {:?}; device names must be unique",

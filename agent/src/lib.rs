@@ -121,6 +121,7 @@ pub async fn run(
         config.clone(),
         outbox.clone(),
         link.clone(),
+        presence.clone(),
         stopped(stop_rx.clone()),
     ));
     let pruner = tokio::spawn(prune_receipts(outbox.clone(), stopped(stop_rx.clone())));

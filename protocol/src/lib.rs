@@ -66,7 +66,9 @@ pub use envelope::{Envelope, EnvelopeHead, Payload, Priority, TimeSource};
 pub use event::{BusinessEvent, EventDetail, ExceptionKind, ProofOfDelivery, References};
 pub use ids::{DeviceId, EventId, IdError, SiteId};
 pub use reading::{Fix, FixMode, Reading, Scan, Weight, WeightReading, WeightUnit};
-pub use status::{ClassQueue, DropCount, QueueHealth, Status, StatusKind, VerdictsWanted};
+pub use status::{
+    ClassQueue, DeviceHealth, DropCount, QueueHealth, Status, StatusKind, VerdictsWanted,
+};
 pub use topic::{Channel, Topic, TopicError};
 pub use validate::ValidationError;
 

@@ -89,6 +89,33 @@ pub struct QueueHealth {
     /// Verdicts the agent has not seen (optional, added in v1).
     #[serde(rename = "vw", default, skip_serializing_if = "Option::is_none")]
     pub verdicts_wanted: Option<VerdictsWanted>,
+    /// The agent's serial devices, at most [`MAX_HEARTBEAT_DEVICES`]
+    /// (optional, added in v1; absent when none is configured).
+    #[serde(rename = "dv", default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceHealth>>,
+}
+
+/// Most devices one heartbeat lists.
+pub const MAX_HEARTBEAT_DEVICES: usize = 64;
+
+/// One serial device of an agent (scanner, scale, GNSS receiver, bridge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    /// The device's configured name.
+    #[serde(rename = "n")]
+    pub name: String,
+    /// Its port is open and being read.
+    #[serde(rename = "c")]
+    pub connected: bool,
+    /// Readings decoded since the agent started.
+    #[serde(rename = "r", default)]
+    pub readings: u64,
+    /// Frames rejected or device error states since the agent started.
+    #[serde(rename = "x", default)]
+    pub rejected: u64,
+    /// When the last reading was decoded, milliseconds since the Unix epoch.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub last_reading_ms: Option<i64>,
 }
 
 /// The oldest event of the agent's current epoch that the collector acknowledged
@@ -153,6 +180,19 @@ impl Status {
                 for d in &h.drops {
                     validate::text("k.heartbeat.h.drops", &d.reason, 64)?;
                     validate::text("k.heartbeat.h.drops", &d.class, 64)?;
+                }
+                let devices = h.devices.as_deref().unwrap_or_default();
+                if devices.len() > MAX_HEARTBEAT_DEVICES {
+                    return Err(ValidationError {
+                        field: "k.heartbeat.h.dv".into(),
+                        problem: alloc::format!(
+                            "lists {} devices, at most {MAX_HEARTBEAT_DEVICES}",
+                            devices.len()
+                        ),
+                    });
+                }
+                for d in devices {
+                    validate::text("k.heartbeat.h.dv.n", &d.name, 64)?;
                 }
                 match &h.salvage_lost {
                     Some((_, ranges)) => crate::batch::check_ranges("k.heartbeat.h.lost", ranges),

@@ -89,3 +89,42 @@ fn rules_are_enforced_with_clear_messages() {
     let err = decode::<Batch>(b"not cbor at all").expect_err("garbage");
     assert!(err.to_string().contains("not valid dockline CBOR"), "{err}");
 }
+
+/// A heartbeat's device list (optional `dv`) round-trips, and a list longer
+/// than the cap is refused on decode.
+#[test]
+fn heartbeat_device_list_round_trips_and_is_capped() {
+    let heartbeat = |n: usize| Status {
+        v: PROTOCOL_VERSION,
+        device: DeviceId::new("gw-1").expect("valid id"),
+        session: 3,
+        at_ms: 1_764_000_000_000,
+        kind: StatusKind::Heartbeat {
+            queued: 0,
+            oldest_unacked_ms: 0,
+            health: Some(QueueHealth {
+                devices: Some(
+                    (0..n)
+                        .map(|i| DeviceHealth {
+                            name: format!("scale-{i}"),
+                            connected: i % 2 == 0,
+                            readings: 7,
+                            rejected: 1,
+                            last_reading_ms: Some(1_764_000_000_000),
+                        })
+                        .collect(),
+                ),
+                ..QueueHealth::default()
+            }),
+        },
+    };
+    let two = heartbeat(2);
+    let bytes = encode(&two).expect("encodes");
+    assert_eq!(decode::<Status>(&bytes).expect("decodes"), two);
+    let too_many = encode(&heartbeat(status::MAX_HEARTBEAT_DEVICES + 1));
+    let refused = too_many.map(|b| decode::<Status>(&b));
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a heartbeat with too many devices must not decode"
+    );
+}

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
+use dockline_protocol::status::MAX_HEARTBEAT_DEVICES;
 use dockline_protocol::{
-    Ack, Batch, Channel, ClassQueue, DropCount, PROTOCOL_VERSION, Priority, QueueHealth, Status,
-    StatusKind, Topic, VerdictsWanted,
+    Ack, Batch, Channel, ClassQueue, DeviceHealth, DropCount, PROTOCOL_VERSION, Priority,
+    QueueHealth, Status, StatusKind, Topic, VerdictsWanted,
 };
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
@@ -136,6 +137,7 @@ pub async fn run(
     config: Config,
     outbox: Outbox,
     link: Arc<LinkStatus>,
+    devices: Arc<crate::devices::Presence>,
     shutdown: impl Future<Output = ()>,
 ) {
     let topic =
@@ -258,7 +260,7 @@ pub async fn run(
             _ = heartbeat_every.tick() => {
                 if state.connected()
                     && let Ok(q) = outbox.status().await
-                    && let Some(hb) = status(&config, session, heartbeat(&q))
+                    && let Some(hb) = status(&config, session, heartbeat(&q, &devices.snapshot()))
                 {
                     let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, false, hb);
                 }
@@ -288,8 +290,8 @@ fn verdicts_wanted(q: &QueueStatus) -> Option<VerdictsWanted> {
     })
 }
 
-/// A heartbeat carrying the outbox's health.
-pub fn heartbeat(q: &QueueStatus) -> StatusKind {
+/// A heartbeat carrying the outbox's health and the serial devices' presence.
+pub fn heartbeat(q: &QueueStatus, devices: &[crate::devices::DevicePresence]) -> StatusKind {
     let classes = [Priority::MustDeliver, Priority::Normal, Priority::Telemetry]
         .into_iter()
         .zip(q.classes.iter())
@@ -327,6 +329,7 @@ pub fn heartbeat(q: &QueueStatus) -> StatusKind {
             last_fsync_us: q.last_fsync_us,
             salvage_lost,
             verdicts_wanted: verdicts_wanted(q),
+            devices: device_health(devices),
         }),
     }
 }
@@ -446,4 +449,24 @@ fn encode_batch(
             }
         }
     }
+}
+
+/// The devices for a heartbeat: `None` without devices, else at most
+/// [`MAX_HEARTBEAT_DEVICES`] (config order) so the heartbeat stays valid.
+fn device_health(devices: &[crate::devices::DevicePresence]) -> Option<Vec<DeviceHealth>> {
+    if devices.is_empty() {
+        return None;
+    }
+    let listed = devices
+        .iter()
+        .take(MAX_HEARTBEAT_DEVICES)
+        .map(|d| DeviceHealth {
+            name: d.name.clone(),
+            connected: d.connected,
+            readings: d.readings,
+            rejected: d.rejected,
+            last_reading_ms: d.last_reading_ms,
+        })
+        .collect();
+    Some(listed)
 }
