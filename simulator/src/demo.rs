@@ -18,7 +18,7 @@
 //! itself (not from a counter the ERP could get wrong). The demo passes only if
 //! both are 0 and something was generated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,9 +31,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::mock_erp::{Effect, ErpConfig, MockErp, MockErpHandle};
+use crate::mock_erp::{ErpConfig, MockErp, MockErpHandle};
 use crate::process::{ChildProcess, ProcessError};
 use crate::scenario::{Role, Scenario};
+pub use crate::verdict::{Generated, KindCount, Tally, tally};
 
 /// How long a child may take to write its address file.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,15 +90,6 @@ pub enum DemoError {
     Options(String),
 }
 
-/// Generated and booked counts of one event kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct KindCount {
-    /// Accepted by an agent (201).
-    pub generated: u64,
-    /// Booked at the ERP.
-    pub booked: u64,
-}
-
 /// The closing report, also written as JSON with `--report`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -145,68 +137,9 @@ pub struct Report {
     pub work_dir: String,
 }
 
-/// One event an agent accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Generated {
-    /// The event id from the 201.
-    pub event_id: String,
-    /// Its kind.
-    pub kind: String,
-}
-
-/// What the ERP's effects say about the generated events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Generated events with at least one effect.
-    pub booked: u64,
-    /// Generated events with none.
-    pub lost: u64,
-    /// Effects beyond one per event.
-    pub duplicated: u64,
-    /// Effects for no generated event.
-    pub unexpected: u64,
-    /// Per kind.
-    pub by_kind: BTreeMap<String, KindCount>,
-}
-
-/// Matches effects to generated events. An effect belongs to an event when
-/// its CloudEvents id, or failing that its idempotency key, is the event id.
-pub fn tally(generated: &[Generated], effects: &[Effect]) -> Tally {
-    let mut kinds: HashMap<&str, &str> = HashMap::new();
-    for g in generated {
-        kinds.insert(&g.event_id, &g.kind);
-    }
-    let mut hits: HashMap<&str, u64> = HashMap::new();
-    let mut t = Tally::default();
-    for e in effects {
-        let id = if kinds.contains_key(e.id.as_str()) {
-            e.id.as_str()
-        } else {
-            e.key.as_str()
-        };
-        if kinds.contains_key(id) {
-            *hits.entry(id).or_default() += 1;
-        } else {
-            t.unexpected += 1;
-        }
-    }
-    for g in generated {
-        let k = t.by_kind.entry(g.kind.clone()).or_default();
-        k.generated += 1;
-        match hits.get(g.event_id.as_str()) {
-            Some(&n) => {
-                t.booked += 1;
-                k.booked += 1;
-                t.duplicated += n - 1;
-            }
-            None => t.lost += 1,
-        }
-    }
-    t
-}
-
 /// One agent child with the roles it plays and its API address.
 struct Agent {
+    device: String,
     roles: Vec<Role>,
     api: SocketAddr,
     process: ChildProcess,
@@ -259,6 +192,28 @@ pub(crate) async fn start_broker(
     Ok((child, addr))
 }
 
+/// Starts a new broker on `addr` after the old one died; retries while the
+/// old socket is still being released. `starts` numbers the log files.
+pub(crate) async fn restart_broker(
+    exe: &Path,
+    dir: &Path,
+    addr: SocketAddr,
+    starts: &mut u32,
+) -> Result<ChildProcess, DemoError> {
+    let mut last = None;
+    for _ in 0..20 {
+        *starts += 1;
+        match start_broker(exe, dir, addr, *starts).await {
+            Ok((child, _)) => return Ok(child),
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| DemoError::Options("broker restart never attempted".into())))
+}
+
 pub(crate) fn toml_str(s: &str) -> String {
     // Debug formatting of a str is a valid TOML basic string for the paths and
     // ids used here (escapes quotes and backslashes).
@@ -308,7 +263,7 @@ pub(crate) fn collector_config(
 
 /// Device ids and roles: pickers `hh-01`…, the last agent is the driver's
 /// `van-01` (with one agent, it does both).
-fn devices(agents: usize) -> Vec<(String, Vec<Role>)> {
+pub(crate) fn devices(agents: usize) -> Vec<(String, Vec<Role>)> {
     if agents <= 1 {
         return vec![("hh-01".into(), vec![Role::Picker(0), Role::Driver])];
     }
@@ -392,6 +347,7 @@ impl Stack {
                 process.pid()
             );
             agents.push(Agent {
+                device,
                 roles,
                 api,
                 process,
@@ -427,24 +383,17 @@ impl Stack {
         }
     }
 
-    /// Starts a new broker on the same address; retries while the old
-    /// socket is still being released.
+    /// Starts a new broker on the same address.
     async fn restart_broker(&mut self) -> Result<(), DemoError> {
-        let mut last = None;
-        for _ in 0..20 {
-            self.broker_starts += 1;
-            match start_broker(&self.exe, &self.dir, self.broker_addr, self.broker_starts).await {
-                Ok((child, _)) => {
-                    self.broker = Some(child);
-                    return Ok(());
-                }
-                Err(e) => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| DemoError::Options("broker restart never attempted".into())))
+        let child = restart_broker(
+            &self.exe,
+            &self.dir,
+            self.broker_addr,
+            &mut self.broker_starts,
+        )
+        .await?;
+        self.broker = Some(child);
+        Ok(())
     }
 
     /// Stops everything: agents and collector get SIGTERM and a grace period.
@@ -463,14 +412,19 @@ impl Stack {
 
 /// What the producer and the progress lines share.
 #[derive(Debug, Default)]
-struct Production {
-    made: AtomicU64,
-    post_errors: AtomicU64,
+pub(crate) struct Production {
+    /// Events accepted so far.
+    pub made: AtomicU64,
+    /// Posts that failed in a way that leaves open whether the agent stored
+    /// the event (an effect for it then counts as unexpected, not as a bug).
+    pub post_errors: AtomicU64,
+    /// Posts no agent could take (it was down): certainly not stored.
+    pub posts_refused: AtomicU64,
     generated: Mutex<Vec<Generated>>,
 }
 
 impl Production {
-    fn generated(&self) -> Vec<Generated> {
+    pub(crate) fn generated(&self) -> Vec<Generated> {
         self.generated
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -478,11 +432,23 @@ impl Production {
     }
 }
 
+/// Where the producer posts a role's events: the agent's device id and API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub role: Role,
+    pub device: String,
+    pub api: SocketAddr,
+}
+
+/// The producer's routes; the chaos trials change an agent's address when
+/// they restart it.
+pub(crate) type Routes = Arc<Mutex<Vec<Route>>>;
+
 /// Posts the scenario's orders to the agents until told to stop, finishing
 /// the order in hand first.
-async fn produce(
+pub(crate) async fn produce(
     client: reqwest::Client,
-    routes: Vec<(Role, SocketAddr)>,
+    routes: Routes,
     mut scenario: Scenario,
     orders_per_sec: f64,
     out: Arc<Production>,
@@ -496,26 +462,29 @@ async fn produce(
             _ = stop.wait_for(|s| *s) => return,
         }
         for step in scenario.next_order() {
-            let Some(api) = routes
+            let route = routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .find(|(r, _)| *r == step.role)
-                .map(|(_, a)| *a)
-            else {
-                out.post_errors.fetch_add(1, Ordering::Relaxed);
+                .find(|r| r.role == step.role)
+                .cloned();
+            let Some(Route { device, api, .. }) = route else {
+                out.posts_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            match post_event(&client, api, &step.body).await {
-                Ok(event_id) => {
+            match post_event(&client, &device, api, &step.body).await {
+                Ok(accepted) => {
                     out.generated
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(Generated {
-                            event_id,
-                            kind: step.kind.to_string(),
-                        });
+                        .push(accepted.into_generated(step.kind));
                     out.made.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(message) => {
+                Err(PostError::Refused(message)) => {
+                    tracing::debug!(%api, kind = step.kind, %message, "agent down; event not made");
+                    out.posts_refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(PostError::Failed(message)) => {
                     tracing::warn!(%api, kind = step.kind, %message, "agent did not accept an event");
                     out.post_errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -524,30 +493,90 @@ async fn produce(
     }
 }
 
-/// Posts one event; returns its event id from the 201.
-async fn post_event(
+/// An agent's 201 answer to `POST /v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// The device that answered (its `/v1/status` `device`).
+    pub device: String,
+    /// The event id.
+    pub event_id: String,
+    /// The device's epoch.
+    pub epoch: u64,
+    /// The device's sequence number.
+    pub seq: u64,
+}
+
+impl Accepted {
+    pub(crate) fn into_generated(self, kind: &str) -> Generated {
+        Generated {
+            event_id: self.event_id,
+            kind: kind.to_string(),
+            device: self.device,
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+}
+
+/// Why a post did not give a 201.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PostError {
+    /// No connection could be made: the agent certainly stored nothing.
+    Refused(String),
+    /// Anything else: the agent may or may not have stored the event.
+    Failed(String),
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(m) | Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Posts one event to the agent of `device`; returns its 201 answer.
+pub(crate) async fn post_event(
     client: &reqwest::Client,
+    device: &str,
     api: SocketAddr,
     body: &Value,
-) -> Result<String, String> {
+) -> Result<Accepted, PostError> {
     let resp = client
         .post(format!("http://{api}/v1/events"))
         .json(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            if e.is_connect() {
+                PostError::Refused(e.to_string())
+            } else {
+                PostError::Failed(e.to_string())
+            }
+        })?;
     let status = resp.status();
-    let answer: Value = resp.json().await.map_err(|e| e.to_string())?;
+    let answer: Value = resp
+        .json()
+        .await
+        .map_err(|e| PostError::Failed(e.to_string()))?;
     if status != reqwest::StatusCode::CREATED {
-        return Err(format!("{status}: {answer}"));
+        return Err(PostError::Failed(format!("{status}: {answer}")));
     }
-    answer["event_id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("201 without event_id: {answer}"))
+    let field = |name: &str| answer[name].as_u64();
+    match (answer["event_id"].as_str(), field("epoch"), field("seq")) {
+        (Some(id), Some(epoch), Some(seq)) => Ok(Accepted {
+            device: device.to_string(),
+            event_id: id.to_string(),
+            epoch,
+            seq,
+        }),
+        _ => Err(PostError::Failed(format!(
+            "201 without event_id, epoch and seq: {answer}"
+        ))),
+    }
 }
 
-async fn get_json(client: &reqwest::Client, url: String) -> Option<Value> {
+pub(crate) async fn get_json(client: &reqwest::Client, url: String) -> Option<Value> {
     let resp = client.get(url).send().await.ok()?;
     resp.json().await.ok()
 }
@@ -646,11 +675,18 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let outage_at = (opts.duration / 2).saturating_sub(outage / 2);
     let production = Arc::new(Production::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let routes: Vec<(Role, SocketAddr)> = stack
+    let routes: Vec<Route> = stack
         .agents
         .iter()
-        .flat_map(|a| a.roles.iter().map(move |r| (*r, a.api)))
+        .flat_map(|a| {
+            a.roles.iter().map(move |r| Route {
+                role: *r,
+                device: a.device.clone(),
+                api: a.api,
+            })
+        })
         .collect();
+    let routes = Arc::new(Mutex::new(routes));
     let producer = tokio::spawn(produce(
         client.clone(),
         routes,
@@ -760,7 +796,8 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let effects = stack.erp.effects();
     let erp = stack.erp.stats();
     let t = tally(&generated, &effects);
-    let post_errors = production.post_errors.load(Ordering::Relaxed);
+    let post_errors = production.post_errors.load(Ordering::Relaxed)
+        + production.posts_refused.load(Ordering::Relaxed);
     let agents = opts.agents;
     stack.shutdown().await;
     let events_generated = generated.len() as u64;
@@ -842,57 +879,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn effect(index: usize, id: &str, key: &str, kind: &str) -> Effect {
-        Effect {
-            index,
-            document: format!("DOC-{index}"),
-            key: key.into(),
-            id: id.into(),
-            kind: format!("io.dockline.{kind}"),
-            source: "/dockline/dc-north/hh-01".into(),
-            subject: None,
-            data: Value::Null,
-        }
-    }
-
-    fn made(id: &str, kind: &str) -> Generated {
-        Generated {
-            event_id: id.into(),
-            kind: kind.into(),
-        }
-    }
-
-    #[test]
-    fn tally_finds_lost_duplicated_and_unexpected() {
-        let generated = [
-            made("a", "picked"),
-            made("b", "packed"),
-            made("c", "picked"),
-        ];
-        let effects = [
-            effect(0, "a", "a", "picked"),
-            // Same event under another idempotency key: a duplicate effect.
-            effect(1, "a", "a-retry", "picked"),
-            effect(2, "b", "b", "packed"),
-            effect(3, "zzz", "zzz", "picked"),
-        ];
-        let t = tally(&generated, &effects);
-        assert_eq!((t.booked, t.lost, t.duplicated, t.unexpected), (2, 1, 1, 1));
-        assert_eq!(
-            t.by_kind.get("picked"),
-            Some(&KindCount {
-                generated: 2,
-                booked: 1
-            })
-        );
-    }
-
-    #[test]
-    fn tally_matches_by_key_when_the_id_differs() {
-        let t = tally(&[made("a", "picked")], &[effect(0, "other", "a", "picked")]);
-        assert_eq!((t.booked, t.lost, t.unexpected), (1, 0, 0));
-    }
 
     #[test]
     fn configs_parse_as_toml() {

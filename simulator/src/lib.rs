@@ -10,6 +10,8 @@
 //! - [`process`]: child processes with logs in files, address files, and kill
 //!   on drop.
 //! - [`scenario`]: the deterministic shift and route, as HTTP requests.
+//! - [`verdict`]: the invariant checker: accepted events against ERP effects
+//!   (lost, duplicated, out of lane order).
 //! - [`demo`]: the whole journey with an outage, progress lines and the report.
 //!
 //! `main.rs` only parses flags and calls these.
@@ -20,3 +22,4 @@ pub mod demo;
 pub mod mock_erp;
 pub mod process;
 pub mod scenario;
+pub mod verdict;

@@ -32,6 +32,12 @@ pub struct Effect {
     pub source: String,
     /// CloudEvents `subject`, when sent.
     pub subject: Option<String>,
+    /// dockline's `docklinedevice` extension: the device that made the event.
+    pub device: Option<String>,
+    /// dockline's `docklineepoch` extension.
+    pub epoch: Option<u64>,
+    /// dockline's `docklineseq` extension: the device's sequence number.
+    pub seq: Option<u64>,
     /// CloudEvents `data`.
     pub data: serde_json::Value,
 }
@@ -49,6 +55,12 @@ pub struct Booking {
     pub source: String,
     /// CloudEvents `subject`.
     pub subject: Option<String>,
+    /// `docklinedevice` extension.
+    pub device: Option<String>,
+    /// `docklineepoch` extension.
+    pub epoch: Option<u64>,
+    /// `docklineseq` extension.
+    pub seq: Option<u64>,
     /// CloudEvents `data`.
     pub data: serde_json::Value,
 }
@@ -107,6 +119,9 @@ impl Ledger {
             kind: booking.kind,
             source: booking.source,
             subject: booking.subject,
+            device: booking.device,
+            epoch: booking.epoch,
+            seq: booking.seq,
             data: booking.data,
         });
         Booked::New(document)
@@ -149,6 +164,9 @@ mod tests {
             kind: kind.into(),
             source: "dockline/dc-north/hh-01".into(),
             subject: Some("SO-1".into()),
+            device: Some("hh-01".into()),
+            epoch: Some(1),
+            seq: Some(1),
             data: serde_json::json!({"n": 1}),
         }
     }

@@ -23,6 +23,10 @@
 //! 6. `lose_after_commit_rate`, drawn only for new bookings: the booking
 //!    stands but the connection is dropped without a response. The sender
 //!    must retry and get the replay; a second effect would be a bug.
+//!
+//! The fault knobs start from [`ErpConfig`] and can be changed while the ERP
+//! runs ([`MockErpHandle::set_faults`]), which is how the chaos trials turn
+//! faults on and off; each request reads them once, when it arrives.
 
 pub mod ledger;
 pub mod sever;
@@ -103,9 +107,48 @@ pub enum ErpError {
     },
 }
 
+/// The fault knobs of a running mock ERP (see [`ErpConfig`] for each).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErpFaults {
+    /// Share of valid requests answered 503.
+    pub fail_rate: f64,
+    /// Share of valid requests answered 429 with `Retry-After: 1`.
+    pub throttle_rate: f64,
+    /// Share of new bookings whose response is dropped after the commit.
+    pub lose_after_commit_rate: f64,
+    /// Delay before handling each request, in milliseconds.
+    pub delay_ms: u64,
+}
+
+impl ErpFaults {
+    /// The knobs of `config`.
+    pub fn of(config: &ErpConfig) -> Self {
+        Self {
+            fail_rate: config.fail_rate,
+            throttle_rate: config.throttle_rate,
+            lose_after_commit_rate: config.lose_after_commit_rate,
+            delay_ms: config.delay_ms,
+        }
+    }
+
+    /// Every rate within 0..=1.
+    pub fn check(&self) -> Result<(), ErpError> {
+        for (name, value) in [
+            ("fail_rate", self.fail_rate),
+            ("throttle_rate", self.throttle_rate),
+            ("lose_after_commit_rate", self.lose_after_commit_rate),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ErpError::Rate { name, value });
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Shared {
     key: Vec<u8>,
-    config: ErpConfig,
+    knobs: Mutex<ErpFaults>,
     ledger: Mutex<Ledger>,
     faults: Mutex<StdRng>,
 }
@@ -115,6 +158,10 @@ impl Shared {
         // A panic while holding the lock cannot leave the ledger half-updated
         // (each update is a few plain assignments), so a poisoned lock is usable.
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn knobs(&self) -> ErpFaults {
+        *self.knobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// True with probability `rate`, from the seeded generator.
@@ -152,15 +199,8 @@ impl MockErp {
         config: ErpConfig,
     ) -> Result<(MockErpHandle, SocketAddr), ErpError> {
         let key = signature::decode_secret(&config.secret)?;
-        for (name, value) in [
-            ("fail_rate", config.fail_rate),
-            ("throttle_rate", config.throttle_rate),
-            ("lose_after_commit_rate", config.lose_after_commit_rate),
-        ] {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(ErpError::Rate { name, value });
-            }
-        }
+        let knobs = ErpFaults::of(&config);
+        knobs.check()?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ErpError::Listen {
@@ -174,7 +214,7 @@ impl MockErp {
         let shared = Arc::new(Shared {
             key,
             faults: Mutex::new(StdRng::seed_from_u64(config.seed)),
-            config,
+            knobs: Mutex::new(knobs),
             ledger: Mutex::new(Ledger::default()),
         });
         let app = axum::Router::new()
@@ -214,6 +254,18 @@ impl MockErpHandle {
         self.shared.ledger().stats().clone()
     }
 
+    /// Changes the fault knobs; requests that arrive from now on use them.
+    pub fn set_faults(&self, faults: ErpFaults) -> Result<(), ErpError> {
+        faults.check()?;
+        *self.shared.knobs.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        Ok(())
+    }
+
+    /// The fault knobs now.
+    pub fn faults(&self) -> ErpFaults {
+        self.shared.knobs()
+    }
+
     /// Every booking so far, in order.
     pub fn effects(&self) -> Vec<Effect> {
         self.shared.ledger().effects().to_vec()
@@ -249,6 +301,12 @@ struct CloudEvent {
     time: String,
     #[serde(default)]
     subject: Option<String>,
+    #[serde(default)]
+    docklinedevice: Option<String>,
+    #[serde(default)]
+    docklineepoch: Option<u64>,
+    #[serde(default)]
+    docklineseq: Option<u64>,
     data: serde_json::Value,
 }
 
@@ -333,6 +391,9 @@ fn parse_event(key: String, body: &[u8]) -> Result<Booking, String> {
         kind: ce.kind,
         source: ce.source,
         subject: ce.subject,
+        device: ce.docklinedevice,
+        epoch: ce.docklineepoch,
+        seq: ce.docklineseq,
         data: ce.data,
     })
 }
@@ -343,8 +404,9 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if shared.config.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(shared.config.delay_ms)).await;
+    let knobs = shared.knobs();
+    if knobs.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(knobs.delay_ms)).await;
     }
     if let Err(e) = verify_request(&shared, &headers, &body) {
         shared.ledger().count_bad_signature();
@@ -359,14 +421,14 @@ async fn receive(
             return problem(StatusCode::BAD_REQUEST, message);
         }
     };
-    if shared.draw(shared.config.fail_rate) {
+    if shared.draw(knobs.fail_rate) {
         shared.ledger().count_fault();
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "injected fault: ERP unavailable",
         );
     }
-    if shared.draw(shared.config.throttle_rate) {
+    if shared.draw(knobs.throttle_rate) {
         shared.ledger().count_fault();
         let mut resp = problem(StatusCode::TOO_MANY_REQUESTS, "injected fault: slow down");
         resp.headers_mut()
@@ -376,7 +438,7 @@ async fn receive(
     let booked = shared.ledger().book(booking);
     match booked {
         Booked::New(document) => {
-            if shared.draw(shared.config.lose_after_commit_rate) {
+            if shared.draw(knobs.lose_after_commit_rate) {
                 shared.ledger().count_fault();
                 conn.sever();
                 tracing::debug!(%document, "booked, dropping the response (injected fault)");
@@ -538,6 +600,38 @@ mod tests {
             Some("1")
         );
         assert_eq!((erp.stats().effects, erp.stats().faults_injected), (0, 1));
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn faults_change_while_running_and_extensions_are_kept() {
+        let (erp, addr) = start(ErpConfig::new(SECRET)).await;
+        erp.set_faults(ErpFaults {
+            fail_rate: 1.0,
+            ..ErpFaults::default()
+        })
+        .expect("valid rates");
+        let b = body("e1").replace(
+            "\"data\"",
+            "\"docklinedevice\":\"hh-01\",\"docklineepoch\":2,\"docklineseq\":9,\"data\"",
+        );
+        let resp = post(addr, "e1", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        erp.set_faults(ErpFaults::default()).expect("valid rates");
+        let resp = post(addr, "e1", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let e = &erp.effects()[0];
+        assert_eq!(
+            (e.device.as_deref(), e.epoch, e.seq),
+            (Some("hh-01"), Some(2), Some(9))
+        );
+        assert!(
+            erp.set_faults(ErpFaults {
+                throttle_rate: 1.5,
+                ..ErpFaults::default()
+            })
+            .is_err()
+        );
         erp.shutdown().await;
     }
 

@@ -1,0 +1,304 @@
+//! The invariant checker: compares what the agents accepted with what the
+//! mock ERP booked, for the demo and the chaos trials.
+//!
+//! # What is checked
+//!
+//! - **lost**: an event an agent answered 201 has no effect at the ERP.
+//! - **duplicated**: effects beyond the first for one event. An effect is one
+//!   event's when its CloudEvents id (or failing that its idempotency key) is
+//!   that event's id, *or* when it names the same device, epoch and sequence:
+//!   the ERP books once per idempotency key, so a second effect can only come
+//!   from the same event sent under another id, and the sequence catches that.
+//! - **out of lane order**: the collector delivers each device's events one
+//!   at a time in `(epoch, seq)` order, so within one device the ERP's booking
+//!   order must follow the sequence. Each effect booked after one with a later
+//!   sequence of the same device counts once.
+//! - **order inversions**: within one business document (the CloudEvents
+//!   subject: the order), an effect booked after one of a later business step
+//!   (pick → pack → load → depart → arrive → deliver). The picker's and the
+//!   driver's events of one order come from different devices, whose lanes
+//!   are independent, so this is reported but is not a lane violation.
+//! - **unexpected**: effects that match no accepted event (for instance an
+//!   event stored by an agent whose 201 never reached the producer).
+//!
+//! Pure: no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::mock_erp::Effect;
+
+/// Generated and booked counts of one event kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KindCount {
+    /// Accepted by an agent (201).
+    pub generated: u64,
+    /// Booked at the ERP.
+    pub booked: u64,
+}
+
+/// One event an agent accepted, from its 201 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The event id from the 201.
+    pub event_id: String,
+    /// Its kind (`picked`, …).
+    pub kind: String,
+    /// The device that accepted it.
+    pub device: String,
+    /// The device's epoch from the 201.
+    pub epoch: u64,
+    /// The device's sequence number from the 201.
+    pub seq: u64,
+}
+
+/// What the ERP's effects say about the generated events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Generated events with at least one effect.
+    pub booked: u64,
+    /// Generated events with none.
+    pub lost: u64,
+    /// Effects beyond one per event.
+    pub duplicated: u64,
+    /// Effects for no generated event.
+    pub unexpected: u64,
+    /// Effects booked after a later sequence of the same device.
+    pub out_of_lane_order: u64,
+    /// Effects booked after a later business step of the same order.
+    pub order_inversions: u64,
+    /// Per kind.
+    pub by_kind: BTreeMap<String, KindCount>,
+}
+
+/// A lane position: device, epoch, sequence.
+type LanePos = (String, u64, u64);
+
+/// The device, epoch and sequence an effect names, from its CloudEvents
+/// extensions, or failing that from the generated event it belongs to.
+fn lane_pos(effect: &Effect, event: Option<&Generated>) -> Option<LanePos> {
+    match (&effect.device, effect.epoch, effect.seq) {
+        (Some(d), Some(e), Some(s)) => Some((d.clone(), e, s)),
+        _ => event.map(|g| (g.device.clone(), g.epoch, g.seq)),
+    }
+}
+
+/// Rank of a business step within an order; `None` for kinds without a
+/// fixed place (exceptions happen at any step).
+pub fn business_rank(kind: &str) -> Option<u8> {
+    let kind = kind.strip_prefix("io.dockline.").unwrap_or(kind);
+    match kind {
+        "picked" => Some(0),
+        "packed" => Some(1),
+        "loaded" => Some(2),
+        "departed" => Some(3),
+        "arrived" => Some(4),
+        "delivered" => Some(5),
+        _ => None,
+    }
+}
+
+/// Matches effects (in booking order) to generated events and checks the
+/// invariants listed in the module doc.
+pub fn tally(generated: &[Generated], effects: &[Effect]) -> Tally {
+    let by_id: HashMap<&str, usize> = generated
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.event_id.as_str(), i))
+        .collect();
+    let by_pos: HashMap<LanePos, usize> = generated
+        .iter()
+        .enumerate()
+        .map(|(i, g)| ((g.device.clone(), g.epoch, g.seq), i))
+        .collect();
+    let mut t = Tally::default();
+    // Effects per generated event, and per lane position for the others.
+    let mut hits = vec![0u64; generated.len()];
+    let mut stray: HashMap<LanePos, u64> = HashMap::new();
+    let mut lane_max: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut order_max: HashMap<String, u8> = HashMap::new();
+    for e in effects {
+        let index = by_id
+            .get(e.id.as_str())
+            .or_else(|| by_id.get(e.key.as_str()))
+            .copied();
+        let pos = lane_pos(e, index.map(|i| &generated[i]));
+        let index = index.or_else(|| pos.as_ref().and_then(|p| by_pos.get(p).copied()));
+        match index {
+            Some(i) => hits[i] += 1,
+            None => {
+                t.unexpected += 1;
+                if let Some(p) = &pos {
+                    let n = stray.entry(p.clone()).or_default();
+                    *n += 1;
+                    if *n > 1 {
+                        t.duplicated += 1;
+                    }
+                }
+            }
+        }
+        if let Some((device, epoch, seq)) = pos {
+            let max = lane_max.entry(device).or_insert((epoch, seq));
+            if (epoch, seq) < *max {
+                t.out_of_lane_order += 1;
+            } else {
+                *max = (epoch, seq);
+            }
+        }
+        if let (Some(order), Some(rank)) = (&e.subject, business_rank(&e.kind)) {
+            let max = order_max.entry(order.clone()).or_insert(rank);
+            if rank < *max {
+                t.order_inversions += 1;
+            } else {
+                *max = rank;
+            }
+        }
+    }
+    for (g, &n) in generated.iter().zip(&hits) {
+        let k = t.by_kind.entry(g.kind.clone()).or_default();
+        k.generated += 1;
+        if n > 0 {
+            t.booked += 1;
+            k.booked += 1;
+            t.duplicated += n - 1;
+        } else {
+            t.lost += 1;
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn effect(index: usize, id: &str, key: &str, kind: &str) -> Effect {
+        Effect {
+            index,
+            document: format!("DOC-{index}"),
+            key: key.into(),
+            id: id.into(),
+            kind: format!("io.dockline.{kind}"),
+            source: "/dockline/dc-north/hh-01".into(),
+            subject: None,
+            device: None,
+            epoch: None,
+            seq: None,
+            data: Value::Null,
+        }
+    }
+
+    fn at(mut e: Effect, device: &str, seq: u64, order: &str) -> Effect {
+        e.device = Some(device.into());
+        e.epoch = Some(1);
+        e.seq = Some(seq);
+        e.subject = Some(order.into());
+        e
+    }
+
+    fn made(id: &str, kind: &str) -> Generated {
+        made_at(id, kind, "hh-01", 0)
+    }
+
+    fn made_at(id: &str, kind: &str, device: &str, seq: u64) -> Generated {
+        Generated {
+            event_id: id.into(),
+            kind: kind.into(),
+            device: device.into(),
+            epoch: 1,
+            seq,
+        }
+    }
+
+    #[test]
+    fn tally_finds_lost_duplicated_and_unexpected() {
+        let generated = [
+            made_at("a", "picked", "hh-01", 1),
+            made_at("b", "packed", "hh-01", 2),
+            made_at("c", "picked", "hh-01", 3),
+        ];
+        let effects = [
+            effect(0, "a", "a", "picked"),
+            // Same event under another idempotency key: a duplicate effect.
+            effect(1, "a", "a-retry", "picked"),
+            effect(2, "b", "b", "packed"),
+            effect(3, "zzz", "zzz", "picked"),
+        ];
+        let t = tally(&generated, &effects);
+        assert_eq!((t.booked, t.lost, t.duplicated, t.unexpected), (2, 1, 1, 1));
+        assert_eq!(t.out_of_lane_order, 0);
+        assert_eq!(
+            t.by_kind.get("picked"),
+            Some(&KindCount {
+                generated: 2,
+                booked: 1
+            })
+        );
+    }
+
+    #[test]
+    fn tally_matches_by_key_when_the_id_differs() {
+        let t = tally(&[made("a", "picked")], &[effect(0, "other", "a", "picked")]);
+        assert_eq!((t.booked, t.lost, t.unexpected), (1, 0, 0));
+    }
+
+    #[test]
+    fn same_sequence_under_a_new_id_is_a_duplicate() {
+        let generated = [made_at("a", "picked", "hh-01", 7)];
+        let effects = [
+            at(effect(0, "a", "a", "picked"), "hh-01", 7, "SO-1"),
+            at(effect(1, "b", "b", "picked"), "hh-01", 7, "SO-1"),
+        ];
+        let t = tally(&generated, &effects);
+        assert_eq!((t.booked, t.lost, t.duplicated, t.unexpected), (1, 0, 1, 0));
+    }
+
+    #[test]
+    fn stray_effects_twice_at_one_sequence_are_a_duplicate() {
+        let effects = [
+            at(effect(0, "x", "x", "picked"), "hh-01", 3, "SO-1"),
+            at(effect(1, "y", "y", "picked"), "hh-01", 3, "SO-1"),
+        ];
+        let t = tally(&[], &effects);
+        assert_eq!((t.unexpected, t.duplicated), (2, 1));
+    }
+
+    #[test]
+    fn lane_order_is_per_device_and_business_order_per_order() {
+        let generated = [
+            made_at("p1", "picked", "hh-01", 1),
+            made_at("k1", "packed", "hh-01", 2),
+            made_at("d1", "departed", "van-01", 1),
+            made_at("a1", "arrived", "van-01", 2),
+        ];
+        let effects = [
+            at(effect(0, "d1", "d1", "departed"), "van-01", 1, "SO-1"),
+            // hh-01 seq 2 before seq 1: a lane violation, and an inversion.
+            at(effect(1, "k1", "k1", "packed"), "hh-01", 2, "SO-1"),
+            at(effect(2, "p1", "p1", "picked"), "hh-01", 1, "SO-1"),
+            at(effect(3, "a1", "a1", "arrived"), "van-01", 2, "SO-1"),
+        ];
+        let t = tally(&generated, &effects);
+        assert_eq!((t.booked, t.lost, t.duplicated), (4, 0, 0));
+        assert_eq!(t.out_of_lane_order, 1);
+        // packed and picked both after departed.
+        assert_eq!(t.order_inversions, 2);
+    }
+
+    #[test]
+    fn ranks_follow_the_journey() {
+        let kinds = [
+            "picked",
+            "io.dockline.packed",
+            "loaded",
+            "departed",
+            "arrived",
+            "delivered",
+        ];
+        let ranks: Vec<_> = kinds.iter().filter_map(|k| business_rank(k)).collect();
+        assert_eq!(ranks, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(business_rank("exception"), None);
+    }
+}
