@@ -360,7 +360,10 @@ fn read_counters(conn: &Connection, report: &mut CheckReport) {
         .map(|v| v as u64)
     };
     report.epoch = meta("epoch");
-    report.next_seq = meta("next_seq");
+    report.next_seq = crate::outbox::writer::next_seq_of(conn)
+        .ok()
+        .map(|v| v as u64)
+        .or_else(|| meta("next_seq"));
     report.acked_up_to = meta("acked_up_to");
     report.held = conn
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))

@@ -11,8 +11,9 @@
 //!    fsynced at most `telemetry_commit_ms` later, so a power cut loses at
 //!    most that window of telemetry.
 //! 2. **Sequences never repeat.** They are assigned in the inserting
-//!    transaction from `meta.next_seq`, start at 1, and are dense within an
-//!    epoch. The epoch is the creation time (Unix ms) of this database file,
+//!    transaction, start at 1, and are dense within an epoch. The next one
+//!    is past the highest any table holds and past `meta.next_seq`, which
+//!    every ack records before it deletes rows. The epoch is the creation time (Unix ms) of this database file,
 //!    so a device whose outbox was deleted (or salvaged without readable
 //!    counters) starts a new epoch and the collector tells a reset from a gap.
 //! 3. **Only the collector deletes.** A payload is deleted when a collector's

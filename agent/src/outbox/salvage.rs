@@ -129,7 +129,11 @@ fn read_meta(conn: &Connection) -> Option<Meta> {
     };
     Some(Meta {
         epoch: get("epoch")?,
-        next_seq: get("next_seq")?,
+        // Appends since the last ack are in the tables, not in `meta`; if
+        // those cannot be read, `meta` is what is known.
+        next_seq: super::writer::next_seq_of(conn)
+            .ok()
+            .or_else(|| get("next_seq"))?,
         acked_up_to: get("acked_up_to")?,
         session: get("session")?,
     })

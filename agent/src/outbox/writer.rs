@@ -45,6 +45,8 @@ pub(super) struct Writer {
     disk_free: Option<u64>,
     disk_checked: Option<Instant>,
     last_fsync_us: Option<u64>,
+    /// The next sequence to assign; see [`next_seq_of`].
+    next_seq: i64,
 }
 
 fn priority_code(p: Priority) -> i64 {
@@ -78,6 +80,7 @@ impl Writer {
                 r.get(0)
             })
             .map_err(&err)?;
+        let next_seq = next_seq_of(&conn).map_err(&err)?;
         let mut held_bytes = [0u64; 3];
         let mut held_count = [0u64; 3];
         {
@@ -114,6 +117,7 @@ impl Writer {
             disk_free: None,
             disk_checked: None,
             last_fsync_us: None,
+            next_seq,
         })
     }
 
@@ -279,12 +283,7 @@ impl Writer {
         self.refresh_disk_free();
         let path = self.path.clone();
         let err = sql(&path);
-        let mut next_seq: i64 = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
-                r.get(0)
-            })
-            .map_err(&err)?;
+        let mut next_seq = self.next_seq;
 
         // Identify every event and put its envelope together (the payload
         // was validated and encoded by its producer) with the sequence it
@@ -382,13 +381,12 @@ impl Writer {
                 next_seq += 1;
             }
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
-            [next_seq],
-        )
-        .map_err(&err)?;
+        // `meta.next_seq` is not written here (one page less per commit):
+        // the rows just inserted carry their sequences until an ack
+        // records it.
         let t_ins = Instant::now();
         tx.commit().map_err(&err)?;
+        self.next_seq = next_seq;
         tracing::trace!(
             events = events.len(),
             encode_us = (t_enc - t0).as_micros() as u64,
@@ -527,11 +525,7 @@ impl Writer {
                 |r| r.get(0),
             )
             .map_err(&err)?;
-        let next_seq: i64 = tx
-            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
-                r.get(0)
-            })
-            .map_err(&err)?;
+        let next_seq = self.next_seq;
         // Never believe an ack beyond what was assigned: it would skip future sequences.
         let floor = (up_to as i64).min(next_seq - 1).max(current);
         let mut ranges: Vec<(i64, i64)> = vec![(current + 1, floor)];
@@ -582,6 +576,13 @@ impl Writer {
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'acked_up_to'",
             [floor],
+        )
+        .map_err(&err)?;
+        // The rows deleted above carried sequences up to `next_seq - 1`:
+        // record it before they go.
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+            [next_seq],
         )
         .map_err(&err)?;
         tx.commit().map_err(&err)?;
@@ -703,6 +704,27 @@ fn envelope_bytes(
         priority: e.priority,
     };
     codec::encode_envelope(&head, &e.payload)
+}
+
+/// The next sequence to assign. Appends do not write `meta.next_seq` (it is
+/// written when the file is made and at every ack, before acked rows are
+/// deleted); the sequences appended since are still in `outbox` (or `shed`,
+/// or `receipts`), so the next one is past the highest any of them holds.
+pub(crate) fn next_seq_of(conn: &Connection) -> rusqlite::Result<i64> {
+    let mut next: i64 =
+        conn.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+            r.get(0)
+        })?;
+    for query in [
+        "SELECT max(seq) FROM outbox",
+        "SELECT max(seq) FROM shed",
+        "SELECT max(seq) FROM receipts",
+    ] {
+        if let Some(max) = conn.query_row(query, [], |r| r.get::<_, Option<i64>>(0))? {
+            next = next.max(max + 1);
+        }
+    }
+    Ok(next)
 }
 
 /// Sheds the oldest events of class `priority` until `bytes` are freed.
@@ -840,7 +862,7 @@ pub(crate) fn read_status(
     };
     let mut status = QueueStatus {
         epoch: meta("epoch").map_err(&err)? as u64,
-        next_seq: meta("next_seq").map_err(&err)? as u64,
+        next_seq: next_seq_of(conn).map_err(&err)? as u64,
         acked_up_to: meta("acked_up_to").map_err(&err)? as u64,
         ..QueueStatus::default()
     };
