@@ -11,9 +11,12 @@ use alloc::vec::Vec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::{EnvelopeHead, HEAD_FIELDS};
+use crate::envelope::{ENVELOPE_FIELDS, PREFIX_FIELDS, Prefix, TAIL_FIELDS, Tail};
 use crate::validate::ValidationError;
-use crate::{Ack, Batch, Envelope, PROTOCOL_VERSION, Payload, Status};
+use crate::{
+    Ack, Batch, DeviceId, Envelope, EventId, PROTOCOL_VERSION, Payload, Priority, Status,
+    TimeSource,
+};
 
 /// Largest message accepted from the wire (1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -135,43 +138,94 @@ pub fn encode<T: WireMessage>(message: &T) -> Result<Vec<u8>, EncodeError> {
     Ok(out)
 }
 
-/// Encodes a payload on its own, for [`encode_envelope`].
-pub fn encode_payload(payload: &Payload) -> Result<Vec<u8>, EncodeError> {
+// An envelope in three parts, so an outbox can encode everything but the
+// sequence number before it knows it, and join the parts with a copy.
+//
+// CBOR concatenates: the envelope is a map of nine entries in field order.
+// Its encoding is the map header, the entries before `seq` (the same for
+// every event of a device and epoch), the `seq` entry, then the entries
+// after it. The tests check the joined bytes against [`encode`].
+
+/// A map of fewer than 24 entries: its length is in its first byte.
+const MAP: u8 = 0xa0;
+
+fn cbor<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(192);
-    ciborium::into_writer(payload, &mut out).map_err(|e| EncodeError {
-        what: "payload",
+    ciborium::into_writer(value, &mut out).map_err(|e| EncodeError {
+        what,
         message: format!("{e:?}"),
     })?;
     Ok(out)
 }
 
-/// The CBOR of the envelope made of `head` and the payload whose encoding
-/// (from [`encode_payload`]) is `payload`: identical to [`encode`] of that
-/// envelope, without encoding the payload again.
-///
-/// CBOR concatenates: the envelope is a map whose last entry is `"p"`, so it
-/// is the head's map with one more entry declared and appended.
-pub fn encode_envelope(head: &EnvelopeHead<'_>, payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(96 + payload.len());
-    ciborium::into_writer(head, &mut out).map_err(|e| EncodeError {
-        what: "envelope",
-        message: format!("{e:?}"),
-    })?;
-    // A map of fewer than 24 entries has its length in its first byte.
-    const MAP: u8 = 0xa0;
+fn shape_error(what: &'static str) -> EncodeError {
+    EncodeError {
+        what,
+        message: String::from("did not encode as a map of its fields"),
+    }
+}
+
+/// The envelope's map header and entries before `seq`, ending with the key
+/// `"seq"`: the same for every envelope of one device and epoch.
+pub fn envelope_prefix(v: u16, device: &DeviceId, epoch: u64) -> Result<Vec<u8>, EncodeError> {
+    let mut out = cbor("envelope prefix", &Prefix { v, device, epoch })?;
     match out.first_mut() {
-        Some(b) if *b == MAP + HEAD_FIELDS => *b = MAP + HEAD_FIELDS + 1,
+        Some(b) if *b == MAP + PREFIX_FIELDS => *b = MAP + ENVELOPE_FIELDS,
+        _ => return Err(shape_error("envelope prefix")),
+    }
+    out.extend_from_slice(&[0x63, b's', b'e', b'q']);
+    Ok(out)
+}
+
+/// The envelope's entries after `seq`.
+pub fn envelope_tail(
+    id: EventId,
+    captured_ms: i64,
+    time_source: TimeSource,
+    priority: Priority,
+    payload: &Payload,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut out = cbor(
+        "envelope",
+        &Tail {
+            id,
+            captured_ms,
+            time_source,
+            priority,
+            payload,
+        },
+    )?;
+    if out.first() != Some(&(MAP + TAIL_FIELDS)) {
+        return Err(shape_error("envelope"));
+    }
+    out.remove(0);
+    Ok(out)
+}
+
+/// The envelope made of a prefix ([`envelope_prefix`]), its sequence
+/// number and a tail ([`envelope_tail`]): the bytes [`encode`] gives for it.
+pub fn join_envelope(prefix: &[u8], seq: u64, tail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 9 + tail.len());
+    out.extend_from_slice(prefix);
+    // An unsigned integer, shortest form (major type 0).
+    match seq {
+        0..=23 => out.push(seq as u8),
+        24..=0xff => out.extend_from_slice(&[0x18, seq as u8]),
+        0x100..=0xffff => {
+            out.push(0x19);
+            out.extend_from_slice(&(seq as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0x1a);
+            out.extend_from_slice(&(seq as u32).to_be_bytes());
+        }
         _ => {
-            return Err(EncodeError {
-                what: "envelope",
-                message: String::from("the envelope head did not encode as a map of its fields"),
-            });
+            out.push(0x1b);
+            out.extend_from_slice(&seq.to_be_bytes());
         }
     }
-    // The key "p": a text string of length 1.
-    out.extend_from_slice(&[0x61, b'p']);
-    out.extend_from_slice(payload);
-    Ok(out)
+    out.extend_from_slice(tail);
+    out
 }
 
 /// Decodes and validates a message from untrusted bytes.

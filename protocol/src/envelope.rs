@@ -87,38 +87,36 @@ impl Payload {
     }
 }
 
-/// Everything in an [`Envelope`] but its payload, borrowed, serialised with
-/// the same keys in the same order. With the payload encoded ahead of time
-/// (see [`crate::codec::encode_envelope`]) it gives byte for byte the
-/// envelope's own encoding, so a producer can do the expensive part before
-/// its sequence number is known.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct EnvelopeHead<'a> {
-    /// Protocol version.
-    pub v: u16,
-    /// Device that captured the event.
+/// The fields of an [`Envelope`] before `seq`, serialised with the same keys
+/// in the same order (see [`crate::codec::envelope_prefix`]).
+#[derive(Serialize)]
+pub(crate) struct Prefix<'a> {
+    pub(crate) v: u16,
     #[serde(rename = "dev")]
-    pub device: &'a DeviceId,
-    /// Sequence epoch.
+    pub(crate) device: &'a DeviceId,
     #[serde(rename = "ep")]
-    pub epoch: u64,
-    /// Per-device sequence number.
-    pub seq: u64,
-    /// Stable event id.
-    pub id: EventId,
-    /// Capture time, Unix ms.
-    #[serde(rename = "t")]
-    pub captured_ms: i64,
-    /// Where `captured_ms` came from.
-    #[serde(rename = "ts")]
-    pub time_source: TimeSource,
-    /// Delivery priority class.
-    #[serde(rename = "pri")]
-    pub priority: Priority,
+    pub(crate) epoch: u64,
 }
 
-/// Number of fields of [`EnvelopeHead`]; the envelope has one more.
-pub(crate) const HEAD_FIELDS: u8 = 8;
+/// The fields of an [`Envelope`] after `seq` (see
+/// [`crate::codec::envelope_tail`]).
+#[derive(Serialize)]
+pub(crate) struct Tail<'a> {
+    pub(crate) id: EventId,
+    #[serde(rename = "t")]
+    pub(crate) captured_ms: i64,
+    #[serde(rename = "ts")]
+    pub(crate) time_source: TimeSource,
+    #[serde(rename = "pri")]
+    pub(crate) priority: Priority,
+    #[serde(rename = "p")]
+    pub(crate) payload: &'a Payload,
+}
+
+/// Fields of an [`Envelope`]: [`Prefix`], `seq`, [`Tail`].
+pub(crate) const ENVELOPE_FIELDS: u8 = 9;
+pub(crate) const PREFIX_FIELDS: u8 = 3;
+pub(crate) const TAIL_FIELDS: u8 = 5;
 
 impl Envelope {
     pub(crate) fn validate(&self, at: &str) -> Result<(), ValidationError> {

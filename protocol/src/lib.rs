@@ -62,7 +62,7 @@ mod validate;
 pub use ack::{Ack, Outcome, Verdict};
 pub use batch::Batch;
 pub use codec::{DecodeError, EncodeError, WireMessage, decode, encode};
-pub use envelope::{Envelope, EnvelopeHead, Payload, Priority, TimeSource};
+pub use envelope::{Envelope, Payload, Priority, TimeSource};
 pub use event::{BusinessEvent, EventDetail, ExceptionKind, ProofOfDelivery, References};
 pub use ids::{DeviceId, EventId, IdError, SiteId};
 pub use reading::{Fix, FixMode, Reading, Scan, Weight, WeightReading, WeightUnit};

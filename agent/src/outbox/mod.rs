@@ -175,14 +175,16 @@ pub struct NewEvent {
     pub payload: Payload,
 }
 
-/// A [`NewEvent`] ready for the writer: its payload validated and encoded.
+/// A [`NewEvent`] ready for the writer: validated, identified, and encoded
+/// but for its sequence number.
 pub(crate) struct Prepared {
     pub(crate) priority: Priority,
     pub(crate) captured_ms: i64,
-    pub(crate) time_source: TimeSource,
     pub(crate) kind: &'static str,
-    /// CBOR of the payload ([`dockline_protocol::codec::encode_payload`]).
-    pub(crate) payload: Vec<u8>,
+    pub(crate) id: EventId,
+    /// The envelope's entries after `seq`
+    /// ([`dockline_protocol::codec::envelope_tail`]).
+    pub(crate) tail: Vec<u8>,
 }
 
 impl Prepared {
@@ -190,14 +192,22 @@ impl Prepared {
         e.payload
             .validate()
             .map_err(|v| OutboxError::Invalid(format!("event refused: {v}")))?;
-        let payload = dockline_protocol::codec::encode_payload(&e.payload)
-            .map_err(|err| OutboxError::Invalid(err.to_string()))?;
+        // A UUIDv7: its first 48 bits are this moment in Unix ms.
+        let id = EventId(*uuid::Uuid::now_v7().as_bytes());
+        let tail = dockline_protocol::codec::envelope_tail(
+            id,
+            e.captured_ms,
+            e.time_source,
+            e.priority,
+            &e.payload,
+        )
+        .map_err(|err| OutboxError::Invalid(err.to_string()))?;
         Ok(Self {
             priority: e.priority,
             captured_ms: e.captured_ms,
-            time_source: e.time_source,
             kind: kind_of(&e.payload),
-            payload,
+            id,
+            tail,
         })
     }
 }
@@ -410,8 +420,9 @@ impl Outbox {
 
     /// Appends an event; resolves after the commit that holds it.
     ///
-    /// The payload is validated and encoded here, on the producer's task,
-    /// so the one writer thread only puts envelopes together and inserts.
+    /// The event is validated, identified and encoded here, on the
+    /// producer's task, so the one writer thread only adds the sequence
+    /// number and inserts.
     pub async fn append(&self, event: NewEvent) -> Result<Appended, OutboxError> {
         let prepared = Prepared::new(event)?;
         self.call(|r| Command::Append(Box::new(prepared), r)).await

@@ -8,8 +8,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use dockline_protocol::{
-    DeviceId, EncodeError, Envelope, EnvelopeHead, EventId, Outcome, PROTOCOL_VERSION, Priority,
-    Verdict, codec,
+    DeviceId, Envelope, EventId, Outcome, PROTOCOL_VERSION, Priority, Verdict, codec,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
@@ -34,8 +33,10 @@ pub(super) struct Writer {
     conn: Connection,
     path: PathBuf,
     data_dir: PathBuf,
-    device: DeviceId,
     epoch: u64,
+    /// The envelope bytes before `seq`, the same for every event of this
+    /// device and epoch ([`codec::envelope_prefix`]).
+    prefix: Arc<[u8]>,
     config: OutboxConfig,
     /// Payload bytes and counts held per class, kept in step with the table
     /// so admission decisions need no scan.
@@ -108,7 +109,9 @@ impl Writer {
             conn,
             path: path.into(),
             data_dir: data_dir.into(),
-            device,
+            prefix: codec::envelope_prefix(PROTOCOL_VERSION, &device, epoch as u64)
+                .map_err(|e| OutboxError::Invalid(e.to_string()))?
+                .into(),
             epoch: epoch as u64,
             config,
             held_bytes,
@@ -268,10 +271,6 @@ impl Writer {
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
     }
 
-    fn envelope(&self, e: &Prepared, seq: u64, id: EventId) -> Result<Vec<u8>, EncodeError> {
-        envelope_bytes(&self.device, self.epoch, e, seq, id)
-    }
-
     /// Inserts a group in one transaction, shedding and refusing by priority
     /// as the budget requires. An event that breaks a rule or does not fit
     /// gets its own error without failing the others.
@@ -285,25 +284,19 @@ impl Writer {
         let err = sql(&path);
         let mut next_seq = self.next_seq;
 
-        // Identify every event and put its envelope together (the payload
-        // was validated and encoded by its producer) with the sequence it
-        // gets if every event before it is admitted (the usual case); an
-        // event whose sequence moves because one before it was refused is
-        // put together again below.
+        // Give every event the sequence it gets if every event before it
+        // is admitted (the usual case); an event whose sequence moves because
+        // one before it was refused is joined again below. The producers
+        // validated, identified and encoded the rest.
         let mut out: Vec<Option<Result<Appended, OutboxError>>> = Vec::with_capacity(events.len());
-        let mut candidates = Vec::new();
-        let mut encoded: Vec<(u64, EventId, Vec<u8>)> = Vec::new();
+        let mut candidates = Vec::with_capacity(events.len());
+        let mut encoded: Vec<(u64, EventId, Vec<u8>)> = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
             let seq = next_seq as u64 + encoded.len() as u64;
-            let id = EventId(*uuid::Uuid::now_v7().as_bytes());
             out.push(None);
-            match self.envelope(e, seq, id) {
-                Ok(b) => {
-                    candidates.push((i, e.priority, b.len() as u64 + 16));
-                    encoded.push((seq, id, b));
-                }
-                Err(e) => out[i] = Some(Err(OutboxError::Invalid(e.to_string()))),
-            }
+            let b = codec::join_envelope(&self.prefix, seq, &e.tail);
+            candidates.push((i, e.priority, b.len() as u64 + 16));
+            encoded.push((seq, e.id, b));
         }
         let t_enc = Instant::now();
         let space = Space {
@@ -322,7 +315,7 @@ impl Writer {
         );
 
         let now = now_ms();
-        let (device, epoch) = (self.device.clone(), self.epoch);
+        let (prefix, epoch) = (self.prefix.clone(), self.epoch);
         let tx = self.conn.transaction().map_err(&err)?;
         let mut shed_delta = [(0u64, 0u64); 3];
         shed_oldest(&tx, 2, plan.shed_telemetry, now, &mut shed_delta).map_err(&err)?;
@@ -358,8 +351,7 @@ impl Writer {
                 let bytes = if provisional == next_seq as u64 {
                     bytes
                 } else {
-                    envelope_bytes(&device, epoch, e, next_seq as u64, id)
-                        .map_err(|e| OutboxError::Invalid(e.to_string()))?
+                    codec::join_envelope(&prefix, next_seq as u64, &e.tail)
                 };
                 put.execute(params![
                     next_seq,
@@ -684,26 +676,6 @@ impl Writer {
             .map_err(sql(&self.path))?;
         Ok(self.meta("session")? as u64)
     }
-}
-
-fn envelope_bytes(
-    device: &DeviceId,
-    epoch: u64,
-    e: &Prepared,
-    seq: u64,
-    id: EventId,
-) -> Result<Vec<u8>, EncodeError> {
-    let head = EnvelopeHead {
-        v: PROTOCOL_VERSION,
-        device,
-        epoch,
-        seq,
-        id,
-        captured_ms: e.captured_ms,
-        time_source: e.time_source,
-        priority: e.priority,
-    };
-    codec::encode_envelope(&head, &e.payload)
 }
 
 /// The next sequence to assign. Appends do not write `meta.next_seq` (it is
