@@ -13,11 +13,14 @@
 //! - [`verdict`]: the invariant checker: accepted events against ERP effects
 //!   (lost, duplicated, out of lane order).
 //! - [`demo`]: the whole journey with an outage, progress lines and the report.
+//! - [`chaos`]: repeated fault trials (chaos proxy, process kills, broker and
+//!   ERP faults) judged by [`verdict`], with a JSON report.
 //!
 //! `main.rs` only parses flags and calls these.
 
 pub mod bench;
 pub mod broker;
+pub mod chaos;
 pub mod demo;
 pub mod mock_erp;
 pub mod process;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dockline_simulator::bench::{self, BenchOptions};
+use dockline_simulator::chaos::{self, ChaosOptions};
 use dockline_simulator::demo::{self, DemoOptions};
 use dockline_simulator::mock_erp::{ErpConfig, MockErp};
 use dockline_simulator::{broker, process};
@@ -91,6 +92,36 @@ enum Command {
         #[arg(long, default_value_t = 0.02)]
         erp_lose_after_commit_rate: f64,
     },
+    /// Run repeated fault trials (chaos proxy on the links, agent, collector
+    /// and broker kills, ERP faults) and check that every event is booked
+    /// exactly once, in lane order. Exits 1 on any loss or duplicate.
+    Chaos {
+        /// Number of trials.
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Seed of the first trial (trial i uses seed + i); default: from the clock.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Seconds of event production (and faults) per trial.
+        #[arg(long, default_value_t = 20)]
+        duration_per_trial: u64,
+        /// Agents per trial; the last is the driver's.
+        #[arg(long, default_value_t = 3)]
+        agents: usize,
+        /// New orders per second (about nine events each).
+        #[arg(long, default_value_t = 3.0)]
+        orders_per_sec: f64,
+        /// Longest wait, in seconds, for quiescence after each trial's faults.
+        #[arg(long, default_value_t = 60)]
+        drain_timeout: u64,
+        /// Also fail (exit 1) when a device's events were booked out of
+        /// sequence order.
+        #[arg(long)]
+        strict_order: bool,
+    },
     /// Measure the performance figures of DESIGN.md, each next to the raw
     /// limit measured in the same run, and write them as JSON.
     Bench {
@@ -139,7 +170,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo's terminal is for progress lines; its children log to files.
     init_tracing(
-        if matches!(cli.command, Command::Demo { .. } | Command::Bench { .. }) {
+        if matches!(
+            cli.command,
+            Command::Demo { .. } | Command::Bench { .. } | Command::Chaos { .. }
+        ) {
             "warn"
         } else {
             "info,rumqttd=warn"
@@ -223,6 +257,49 @@ async fn main() -> anyhow::Result<()> {
                 () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
             };
             println!("{}", result.summary());
+            if let Some(path) = report {
+                let json = serde_json::to_string_pretty(&result)?;
+                std::fs::write(&path, json + "\n")
+                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
+                println!("report written to {}", path.display());
+            }
+            if !result.passed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Chaos {
+            trials,
+            report,
+            seed,
+            duration_per_trial,
+            agents,
+            orders_per_sec,
+            drain_timeout,
+            strict_order,
+        } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() % 1_000_000)
+                    .unwrap_or(1)
+            });
+            let opts = ChaosOptions {
+                trials,
+                seed,
+                duration: Duration::from_secs(duration_per_trial),
+                agents,
+                orders_per_sec,
+                drain_timeout: Duration::from_secs(drain_timeout),
+                strict_order,
+                exe: std::env::current_exe().context("cannot find this program's path")?,
+            };
+            // Dropping the run on Ctrl-C or SIGTERM kills its children.
+            let result = tokio::select! {
+                r = chaos::run(&opts) => r.context("the chaos trials could not run")?,
+                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+            };
+            print!("{}", result.table());
             if let Some(path) = report {
                 let json = serde_json::to_string_pretty(&result)?;
                 std::fs::write(&path, json + "\n")
