@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dockline_tests::{BlackholeProxy, Cluster, effect_key, event_body, eventually, read_addr};
+use dockline_tests::{ChaosProxy, Cluster, effect_key, event_body, eventually, read_addr};
 use serde_json::Value;
 
 const KEEP_ALIVE_SECS: u64 = 30;
@@ -50,7 +50,7 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
     let device = format!("hh-link-{}", std::process::id());
     let c = Cluster::start(None, site, &[&device], "link")?;
     let broker: SocketAddr = format!("{}:{}", c.mqtt.0, c.mqtt.1).parse()?;
-    let proxy = BlackholeProxy::start(broker).await?;
+    let proxy = ChaosProxy::start(broker).await?;
     let via = ("127.0.0.1".to_string(), proxy.addr().port());
     let (agent, addr_file) = c.agent_via(site, &device, &via, KEEP_ALIVE_SECS)?;
     let result = async {
