@@ -72,10 +72,10 @@ impl Batch {
         check_ranges("shed", &self.shed)?;
         let mut last = 0u64;
         for (i, e) in self.events.iter().enumerate() {
-            let at = alloc::format!("evs[{i}]");
+            let at = || alloc::format!("evs[{i}]");
             if e.device != self.device || e.epoch != self.epoch {
                 return Err(ValidationError {
-                    field: at,
+                    field: at(),
                     problem: alloc::format!(
                         "belongs to device {} epoch {}, but the batch is from device {} epoch {}",
                         e.device,
@@ -87,7 +87,7 @@ impl Batch {
             }
             if e.seq <= last {
                 return Err(ValidationError {
-                    field: alloc::format!("{at}.seq"),
+                    field: alloc::format!("{}.seq", at()),
                     problem: alloc::format!(
                         "is {} after {last}; a batch must be in ascending sequence order",
                         e.seq
@@ -101,11 +101,11 @@ impl Batch {
                 .any(|(lo, hi)| (*lo..=*hi).contains(&e.seq))
             {
                 return Err(ValidationError {
-                    field: alloc::format!("{at}.seq"),
+                    field: alloc::format!("{}.seq", at()),
                     problem: alloc::format!("{} is both sent and listed as shed", e.seq),
                 });
             }
-            e.validate(&at)?;
+            e.validate().map_err(|err| err.under(&at()))?;
         }
         Ok(())
     }

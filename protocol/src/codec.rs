@@ -50,7 +50,7 @@ impl WireMessage for Envelope {
         self.v
     }
     fn validate(&self) -> Result<(), ValidationError> {
-        Envelope::validate(self, "envelope")
+        Envelope::validate(self).map_err(|err| err.under("envelope"))
     }
 }
 

@@ -76,13 +76,14 @@ impl Payload {
     /// Checks the payload's rules, naming fields as inside an envelope
     /// (`envelope.p.event…`).
     pub fn validate(&self) -> Result<(), ValidationError> {
-        self.validate_at("envelope.p")
+        self.check().map_err(|err| err.under("envelope.p"))
     }
 
-    fn validate_at(&self, at: &str) -> Result<(), ValidationError> {
+    /// Fields named relative to the payload.
+    fn check(&self) -> Result<(), ValidationError> {
         match self {
-            Payload::Event(e) => e.validate(&alloc::format!("{at}.event")),
-            Payload::Reading(r) => r.validate(&alloc::format!("{at}.reading")),
+            Payload::Event(e) => e.validate().map_err(|err| err.under("event")),
+            Payload::Reading(r) => r.validate().map_err(|err| err.under("reading")),
         }
     }
 }
@@ -119,14 +120,15 @@ pub(crate) const PREFIX_FIELDS: u8 = 3;
 pub(crate) const TAIL_FIELDS: u8 = 5;
 
 impl Envelope {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), ValidationError> {
+    /// Fields named relative to the envelope.
+    pub(crate) fn validate(&self) -> Result<(), ValidationError> {
         if self.seq == 0 {
             return Err(ValidationError {
-                field: alloc::format!("{at}.seq"),
+                field: "seq".into(),
                 problem: "is 0; sequences start at 1".into(),
             });
         }
-        self.payload.validate_at(&alloc::format!("{at}.p"))
+        self.payload.check().map_err(|err| err.under("p"))
     }
 
     /// The business event, if the envelope carries one.

@@ -207,42 +207,41 @@ impl EventDetail {
 }
 
 impl BusinessEvent {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), ValidationError> {
-        let f = |name: &str| alloc::format!("{at}.{name}");
+    pub(crate) fn validate(&self) -> Result<(), ValidationError> {
         let r = &self.refs;
-        validate::opt_text(&f("r.ord"), &r.order, MAX_REF_BYTES)?;
-        validate::opt_text(&f("r.shp"), &r.shipment, MAX_REF_BYTES)?;
-        validate::opt_text(&f("r.stp"), &r.stop, MAX_REF_BYTES)?;
-        validate::opt_text(&f("r.sscc"), &r.sscc, MAX_REF_BYTES)?;
-        validate::opt_text(&f("r.loc"), &r.location, MAX_REF_BYTES)?;
+        validate::opt_text("r.ord", &r.order, MAX_REF_BYTES)?;
+        validate::opt_text("r.shp", &r.shipment, MAX_REF_BYTES)?;
+        validate::opt_text("r.stp", &r.stop, MAX_REF_BYTES)?;
+        validate::opt_text("r.sscc", &r.sscc, MAX_REF_BYTES)?;
+        validate::opt_text("r.loc", &r.location, MAX_REF_BYTES)?;
         match &self.detail {
             EventDetail::Picked { item, lot, .. } => {
-                validate::text(&f("e.picked.item"), item, MAX_REF_BYTES)?;
-                validate::opt_text(&f("e.picked.lot"), lot, MAX_REF_BYTES)
+                validate::text("e.picked.item", item, MAX_REF_BYTES)?;
+                validate::opt_text("e.picked.lot", lot, MAX_REF_BYTES)
             }
             EventDetail::Packed { .. } => Ok(()),
             EventDetail::Loaded { vehicle } => {
-                validate::text(&f("e.loaded.veh"), vehicle, MAX_REF_BYTES)
+                validate::text("e.loaded.veh", vehicle, MAX_REF_BYTES)
             }
             EventDetail::Departed { vehicle, position }
             | EventDetail::Arrived { vehicle, position } => {
-                validate::text(&f("e.veh"), vehicle, MAX_REF_BYTES)?;
+                validate::text("e.veh", vehicle, MAX_REF_BYTES)?;
                 match position {
-                    Some(p) => p.validate(&f("e.pos")),
+                    Some(p) => p.validate().map_err(|e| e.under("e.pos")),
                     None => Ok(()),
                 }
             }
             EventDetail::Delivered(pod) => {
-                validate::text(&f("e.delivered.by"), &pod.received_by, MAX_REF_BYTES)?;
-                validate::opt_text(&f("e.delivered.sig"), &pod.signature_ref, MAX_REF_BYTES)?;
-                validate::opt_text(&f("e.delivered.photo"), &pod.photo_ref, MAX_REF_BYTES)?;
+                validate::text("e.delivered.by", &pod.received_by, MAX_REF_BYTES)?;
+                validate::opt_text("e.delivered.sig", &pod.signature_ref, MAX_REF_BYTES)?;
+                validate::opt_text("e.delivered.photo", &pod.photo_ref, MAX_REF_BYTES)?;
                 match &pod.position {
-                    Some(p) => p.validate(&f("e.delivered.pos")),
+                    Some(p) => p.validate().map_err(|e| e.under("e.delivered.pos")),
                     None => Ok(()),
                 }
             }
             EventDetail::Exception { note, .. } => {
-                validate::text(&f("e.exception.note"), note, MAX_TEXT_BYTES)
+                validate::text("e.exception.note", note, MAX_TEXT_BYTES)
             }
         }
     }

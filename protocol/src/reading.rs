@@ -124,33 +124,29 @@ pub struct Fix {
 }
 
 impl Fix {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), ValidationError> {
-        validate::range(&alloc::format!("{at}.lat"), self.lat, -90.0, 90.0)?;
-        validate::range(&alloc::format!("{at}.lon"), self.lon, -180.0, 180.0)
+    pub(crate) fn validate(&self) -> Result<(), ValidationError> {
+        validate::range("lat", self.lat, -90.0, 90.0)?;
+        validate::range("lon", self.lon, -180.0, 180.0)
     }
 }
 
 impl Reading {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), ValidationError> {
+    pub(crate) fn validate(&self) -> Result<(), ValidationError> {
         match self {
             Reading::Scan(s) => {
-                validate::opt_text(&alloc::format!("{at}.scan.sym"), &s.symbology, 3)?;
-                validate::text(
-                    &alloc::format!("{at}.scan.d"),
-                    &s.data,
-                    validate::MAX_TEXT_BYTES,
-                )
+                validate::opt_text("scan.sym", &s.symbology, 3)?;
+                validate::text("scan.d", &s.data, validate::MAX_TEXT_BYTES)
             }
             Reading::Weight(w) => {
                 if !w.net.value.is_finite() {
                     return Err(ValidationError {
-                        field: alloc::format!("{at}.weight.net"),
+                        field: "weight.net".into(),
                         problem: "is not a finite number".into(),
                     });
                 }
                 Ok(())
             }
-            Reading::Position(f) => f.validate(&alloc::format!("{at}.position")),
+            Reading::Position(f) => f.validate().map_err(|e| e.under("position")),
         }
     }
 }

@@ -21,6 +21,16 @@ impl fmt::Display for ValidationError {
 #[cfg(feature = "std")]
 impl std::error::Error for ValidationError {}
 
+impl ValidationError {
+    /// The same error for a field inside `parent`: fields are named relative
+    /// to the value checked, and the path is built only when there is an
+    /// error, so checking a valid message allocates nothing.
+    pub(crate) fn under(mut self, parent: &str) -> Self {
+        self.field = alloc::format!("{parent}.{}", self.field);
+        self
+    }
+}
+
 /// Longest free text (notes, reasons, references) a message may carry.
 pub const MAX_TEXT_BYTES: usize = 2048;
 

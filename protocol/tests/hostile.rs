@@ -88,6 +88,34 @@ fn rules_are_enforced_with_clear_messages() {
 
     let err = decode::<Batch>(b"not cbor at all").expect_err("garbage");
     assert!(err.to_string().contains("not valid dockline CBOR"), "{err}");
+
+    // A broken field deep inside names its whole path.
+    let mut b = golden::sample_batch();
+    let i = b
+        .events
+        .iter()
+        .position(|e| e.business_event().is_some_and(|be| be.refs.order.is_some()))
+        .expect("an event with an order");
+    if let Payload::Event(be) = &mut b.events[i].payload {
+        be.refs.order = Some("x".repeat(5000));
+    }
+    let err = decode::<Batch>(&encode(&b).expect("encodes")).expect_err("long order ref");
+    assert!(
+        err.to_string().contains(&format!(
+            "field `evs[{i}].p.event.r.ord` is 5000 bytes long"
+        )),
+        "{err}"
+    );
+    let mut fix = golden::sample_batch()
+        .events
+        .into_iter()
+        .find(|e| matches!(e.payload, Payload::Reading(Reading::Position(_))))
+        .expect("a position");
+    if let Payload::Reading(Reading::Position(f)) = &mut fix.payload {
+        f.lat = 123.0;
+    }
+    let err = fix.payload.validate().expect_err("latitude");
+    assert_eq!(err.field, "envelope.p.reading.position.lat");
 }
 
 /// A heartbeat's device list (optional `dv`) round-trips, and a list longer
