@@ -26,8 +26,12 @@ use dockline_protocol::{
 };
 use serde::Serialize;
 
-use crate::demo::{READY_TIMEOUT, agent_config, collector_config, start_broker};
+use crate::demo::{READY_TIMEOUT, agent_config, collector_config, post_event, start_broker};
+use crate::mock_erp::{ErpConfig, MockErp};
 use crate::process::ChildProcess;
+
+/// The webhook secret shared by the bench's collector and mock ERP.
+const SECRET: &str = "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==";
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +75,8 @@ struct Sizes {
     drain: usize,
     /// Alternating rounds of a figure and its baseline.
     rounds: usize,
+    /// Events timed from POST to ERP booking.
+    latency: usize,
 }
 
 impl Sizes {
@@ -81,6 +87,7 @@ impl Sizes {
                 single: 200,
                 drain: 20_000,
                 rounds: 1,
+                latency: 60,
             }
         } else {
             Self {
@@ -88,6 +95,7 @@ impl Sizes {
                 single: 2_000,
                 drain: 1_000_000,
                 rounds: 5,
+                latency: 400,
             }
         }
     }
@@ -121,6 +129,16 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
             .context("agent_backlog_drain")?;
         figures.push(drain);
         figures.push(rss);
+    }
+    if opts.wants("scan_to_erp") {
+        let (p50, p99) = latency(opts, dir.path(), sizes.latency)
+            .await
+            .context("scan_to_erp latency")?;
+        figures.push(p50);
+        figures.push(p99);
+    }
+    if opts.wants("wire_bytes_per_event") {
+        figures.push(wire_bytes()?);
     }
     if opts.wants("agent_binary_size") {
         figures.push(binary_size(&opts.exe)?);
@@ -360,6 +378,181 @@ async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_j
         .await?)
 }
 
+/// Scan → ERP on a healthy system: `n` picks posted one at a time, 50 ms
+/// apart, to a real agent (through its HTTP API, as a handheld app does),
+/// carried by a real broker and collector to the mock ERP; each timed from
+/// its POST until it appears in the ERP's books (polled every millisecond).
+async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, Figure)> {
+    use std::collections::HashMap;
+    let ldir = dir.join("latency");
+    let (adir, cdir) = (ldir.join("agent"), ldir.join("collector"));
+    std::fs::create_dir_all(&adir)?;
+    std::fs::create_dir_all(&cdir)?;
+    let (_broker, broker) = start_broker(&opts.exe, &ldir, "127.0.0.1:0".parse()?, 2).await?;
+    let (erp, erp_addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
+    let cfile = ldir.join("collector.toml");
+    std::fs::write(
+        &cfile,
+        collector_config(&cdir, broker, &["bench-02".into()], erp_addr, SECRET),
+    )?;
+    let cpath = cfile.display().to_string();
+    let mut collector = ChildProcess::spawn(
+        "collector",
+        &opts.exe,
+        &["collector", "--config", &cpath],
+        &ldir,
+    )?;
+    collector
+        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    let afile = ldir.join("agent.toml");
+    std::fs::write(&afile, agent_config("bench-02", &adir, broker))?;
+    let apath = afile.display().to_string();
+    let (program, args) = agent_program(&opts.exe, &apath);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = ChildProcess::spawn("agent", &program, &args, &ldir)?;
+    let api = agent
+        .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    // Wait until the agent is connected, so the figure is a healthy system's.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while agent_status(&http, api).await?["mqtt_connected"] != true {
+        if Instant::now() > deadline {
+            return Err(anyhow!(
+                "the agent did not connect to the broker; logs in {}",
+                ldir.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let posted = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<u64, Instant>::new()));
+    let poster = tokio::spawn({
+        let (http, posted) = (http.clone(), posted.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            for i in 0..n {
+                tick.tick().await;
+                let body = serde_json::json!({
+                    "priority": "must_deliver",
+                    "detail": { "picked": { "item": "09506000134352", "quantity": 1 + i % 4 } },
+                    "refs": { "order": format!("SO-{}", 200_000 + i / 5), "location": "A-01-02" },
+                });
+                let at = Instant::now();
+                let accepted = post_event(&http, "bench-02", api, &body)
+                    .await
+                    .map_err(|e| anyhow!("POST /v1/events: {e}"))?;
+                posted
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .insert(accepted.seq, at);
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    let mut booked = HashMap::<u64, Instant>::new();
+    let limit = Instant::now() + Duration::from_secs(60) + Duration::from_millis(50 * n as u64);
+    while booked.len() < n {
+        if Instant::now() > limit {
+            return Err(anyhow!(
+                "{} of {n} events booked in time; logs in {}",
+                booked.len(),
+                ldir.display()
+            ));
+        }
+        for effect in erp.effects().into_iter().skip(booked.len()) {
+            if let Some(seq) = effect.seq {
+                booked.entry(seq).or_insert_with(Instant::now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    poster.await.context("poster task")??;
+    agent.terminate(Duration::from_secs(5)).await;
+    collector.terminate(Duration::from_secs(5)).await;
+    erp.shutdown().await;
+    let posted = posted.lock().map_err(|_| anyhow!("poisoned"))?.clone();
+    let mut ms: Vec<f64> = booked
+        .iter()
+        .filter_map(|(seq, at)| {
+            Some(
+                at.saturating_duration_since(*posted.get(seq)?)
+                    .as_secs_f64()
+                    * 1e3,
+            )
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let figure = |name: &str, value: f64| Figure {
+        name: name.into(),
+        value,
+        unit: "ms".into(),
+        baseline: None,
+        ratio: None,
+        target: "p99 < 250 ms".into(),
+        detail: format!(
+            "{} must-deliver picks posted 50 ms apart to a connected agent, from POST to the mock ERP's books; broker, collector and ERP on loopback",
+            ms.len()
+        ),
+    };
+    Ok((
+        figure("scan_to_erp_p50", pct(0.5)),
+        figure("scan_to_erp_p99", pct(0.99)),
+    ))
+}
+
+/// Bytes per event in a batch on the wire (CBOR) against the same batch as
+/// JSON with the same field names.
+fn wire_bytes() -> Result<Figure> {
+    const N: usize = 256;
+    let device = device()?;
+    let events: Vec<dockline_protocol::Envelope> = (0..N)
+        .map(|i| {
+            let e = event(i);
+            dockline_protocol::Envelope {
+                v: dockline_protocol::PROTOCOL_VERSION,
+                device: device.clone(),
+                epoch: 1_764_000_000_000,
+                seq: 1 + i as u64,
+                id: dockline_protocol::EventId({
+                    let mut id = [0x5a; 16];
+                    id[8..].copy_from_slice(&(i as u64).to_be_bytes());
+                    id
+                }),
+                captured_ms: e.captured_ms,
+                time_source: e.time_source,
+                priority: e.priority,
+                payload: e.payload,
+            }
+        })
+        .collect();
+    let batch = dockline_protocol::Batch {
+        v: dockline_protocol::PROTOCOL_VERSION,
+        device,
+        epoch: 1_764_000_000_000,
+        first_held: 1,
+        events,
+        shed: Vec::new(),
+    };
+    let cbor = dockline_protocol::encode(&batch)?.len() as f64 / N as f64;
+    let json = serde_json::to_vec(&batch)?.len() as f64 / N as f64;
+    Ok(Figure {
+        name: "wire_bytes_per_event".into(),
+        value: cbor,
+        unit: "bytes".into(),
+        baseline: Some(json),
+        ratio: Some(cbor / json),
+        target: "<= 0.5 of the same events as JSON".into(),
+        detail: format!("a batch of {N} picks as CBOR (the wire) and as JSON, same field names"),
+    })
+}
+
 /// Fills an outbox with `n` events offline, then starts broker, collector and
 /// the agent and times the drain; then measures the idle agent's RSS.
 async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, Figure)> {
@@ -384,13 +577,7 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
     let cfile = ddir.join("collector.toml");
     std::fs::write(
         &cfile,
-        collector_config(
-            &cdir,
-            broker,
-            &["bench-01".into()],
-            erp,
-            "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==",
-        ),
+        collector_config(&cdir, broker, &["bench-01".into()], erp, SECRET),
     )?;
     let cpath = cfile.display().to_string();
     let mut collector = ChildProcess::spawn(
