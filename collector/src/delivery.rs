@@ -6,7 +6,10 @@
 //!
 //! Each device with pending events gets one *lane* task that delivers that
 //! device's events strictly one at a time in inbox `(epoch, seq)` order, so
-//! two events of one order can never overtake each other. A semaphore caps
+//! two events of one order can never overtake each other; the inbox hands
+//! out nothing above the device's contiguous watermark, so a lane stops at a
+//! hole and resumes when the missing sequences arrive (ingest wakes the
+//! scheduler) or are reported shed. A semaphore caps
 //! HTTP requests in flight across all lanes at `erp.concurrency`; a lane
 //! holds a permit only for the request itself, not while it sleeps between
 //! retries. The scheduler re-reads the inbox whenever ingest wakes it, a lane

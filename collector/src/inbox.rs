@@ -48,6 +48,17 @@
 //!   start `pending` and end `booked` or `rejected` exactly once, except that
 //!   replaying a dead letter returns its event from `rejected` to `pending`
 //!   (it keeps its id, so the ERP's idempotency key is unchanged).
+//! - **Delivery order.** A device's business events go to the ERP in
+//!   `(epoch, seq)` order and never past a hole: [`Inbox::next_pending`]
+//!   hands out the oldest pending event only when its sequence is at or
+//!   below its epoch's `complete_up_to` (stored or shed sequences all the
+//!   way down). Each epoch has its own watermark. A newer epoch (the device
+//!   was reinstalled, or its outbox salvaged without counters) waits until
+//!   every pending event of the older epochs is delivered: those events
+//!   happened first. An older epoch's hole cannot be filled by a device that
+//!   moved on, so it closes when the device answers the gap audit's resend
+//!   request with the range as shed (gone); until then the newer epoch waits
+//!   too, rather than post out of order.
 //! - A device with an `open` dead letter is *blocked*: [`Inbox::next_pending`]
 //!   and [`Inbox::pending_devices`] skip it, so none of its later events is
 //!   posted over the failed one, until the dead letter is replayed or
@@ -743,12 +754,15 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Devices with at least one pending business event and no open dead
-    /// letter (a blocked lane has nothing to deliver).
+    /// Devices with a pending business event that [`Inbox::next_pending`]
+    /// would hand out: no open dead letter, and the oldest pending event is
+    /// at or below its epoch's watermark (a lane held at a hole has nothing
+    /// to deliver; listing it would respawn an empty lane forever).
     ///
     /// Called on every stored batch, so it must not cost a pass over the
     /// pending rows: a loose index scan hops from device to device through
-    /// the `events_pending` index (one seek per device, whatever the backlog).
+    /// the `events_pending` index (one seek per device, whatever the backlog),
+    /// and each device costs one more seek for its oldest pending event.
     pub fn pending_devices(&self) -> Result<Vec<DeviceId>, InboxError> {
         let mut stmt = self.conn.prepare_cached(
             "WITH RECURSIVE d(device) AS (
@@ -757,7 +771,11 @@ impl Inbox {
                SELECT (SELECT min(device) FROM events WHERE state = 'pending' AND device > d.device)
                FROM d WHERE d.device IS NOT NULL)
              SELECT device FROM d WHERE device IS NOT NULL AND NOT EXISTS
-               (SELECT 1 FROM dead_letters x WHERE x.state = 'open' AND x.device = d.device)",
+               (SELECT 1 FROM dead_letters x WHERE x.state = 'open' AND x.device = d.device)
+             AND (SELECT e.seq <= coalesce(w.complete_up_to, 0) FROM events e
+                  LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+                  WHERE e.state = 'pending' AND e.device = d.device
+                  ORDER BY e.epoch, e.seq LIMIT 1)",
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
@@ -771,16 +789,21 @@ impl Inbox {
     }
 
     /// The device's oldest pending business event, in inbox (epoch, seq)
-    /// order; `None` also while the device's lane is blocked by an open dead
-    /// letter.
+    /// order, if it may be delivered: `None` while it lies above its epoch's
+    /// watermark (an earlier sequence is still missing; see "Delivery order"
+    /// in the module docs) and while the device's lane is blocked by an open
+    /// dead letter.
     pub fn next_pending(&self, device: &DeviceId) -> Result<Option<NextPending>, InboxError> {
         let row = self
             .conn
             .query_row(
-                "SELECT epoch, seq, site, envelope, attempts FROM events
-                 WHERE state = 'pending' AND device = ?1 AND NOT EXISTS
+                "SELECT e.epoch, e.seq, e.site, e.envelope, e.attempts,
+                   coalesce(w.complete_up_to, 0)
+                 FROM events e
+                 LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+                 WHERE e.state = 'pending' AND e.device = ?1 AND NOT EXISTS
                    (SELECT 1 FROM dead_letters x WHERE x.state = 'open' AND x.device = ?1)
-                 ORDER BY epoch, seq LIMIT 1",
+                 ORDER BY e.epoch, e.seq LIMIT 1",
                 params![device.as_str()],
                 |r| {
                     Ok((
@@ -789,13 +812,20 @@ impl Inbox {
                         r.get::<_, String>(2)?,
                         r.get::<_, Vec<u8>>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((epoch, seq, site, bytes, attempts)) = row else {
+        let Some((epoch, seq, site, bytes, attempts, mark)) = row else {
             return Ok(None);
         };
+        if seq > mark {
+            // Held at a hole: the oldest pending event waits for the missing
+            // sequences below it (and every later event, also of newer
+            // epochs, waits behind it).
+            return Ok(None);
+        }
         let unreadable = |problem: String| {
             NextPending::Unreadable(UnreadableRow {
                 device: device.clone(),
@@ -1423,6 +1453,78 @@ pub(crate) mod tests {
         assert_eq!(out.complete_up_to, 0);
     }
 
+    fn book(inbox: &mut Inbox, dev: &DeviceId, epoch: u64, seq: u64) {
+        let booked = Outcome::Booked {
+            document: format!("D-{epoch}-{seq}"),
+        };
+        assert!(
+            inbox
+                .record_verdict(dev, epoch, seq, &booked, 1)
+                .expect("verdict")
+        );
+    }
+
+    fn deliverable(inbox: &Inbox, dev: &DeviceId) -> Option<(u64, u64)> {
+        match inbox.next_pending(dev).expect("next") {
+            Some(NextPending::Event(p)) => Some((p.envelope.epoch, p.envelope.seq)),
+            Some(other) => panic!("{other:?}"),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn nothing_is_delivered_past_a_hole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        let dev = DeviceId::new("hh-01").expect("id");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 4]), 0)
+            .expect("store");
+        assert_eq!(deliverable(&inbox, &dev), Some((1, 1)));
+        book(&mut inbox, &dev, 1, 1);
+        assert_eq!(deliverable(&inbox, &dev), Some((1, 2)));
+        book(&mut inbox, &dev, 1, 2);
+        // 4 is stored but 3 is missing: 4 waits.
+        assert_eq!(deliverable(&inbox, &dev), None, "4 must wait for 3");
+        assert!(
+            inbox.pending_devices().expect("devices").is_empty(),
+            "a lane held at a hole has nothing to deliver"
+        );
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[3]), 0)
+            .expect("store");
+        assert_eq!(inbox.pending_devices().expect("devices"), vec![dev.clone()]);
+        assert_eq!(deliverable(&inbox, &dev), Some((1, 3)));
+        book(&mut inbox, &dev, 1, 3);
+        assert_eq!(deliverable(&inbox, &dev), Some((1, 4)));
+    }
+
+    #[test]
+    fn shed_sequences_do_not_hold_delivery_and_epochs_go_oldest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        let dev = DeviceId::new("hh-01").expect("id");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 3]), 0)
+            .expect("store");
+        // The device was reinstalled: epoch 2 starts its own watermark.
+        inbox
+            .store_batch(&site(), &batch("hh-01", 2, 1, &[1, 2]), 0)
+            .expect("store");
+        assert_eq!(deliverable(&inbox, &dev), Some((1, 1)));
+        book(&mut inbox, &dev, 1, 1);
+        // Epoch 1 is held at its hole at 2, and the newer epoch waits behind it.
+        assert_eq!(deliverable(&inbox, &dev), None);
+        // The device reports 2 as gone (shed): the hole closes.
+        let mut gone = batch("hh-01", 1, 1, &[]);
+        gone.shed = vec![(2, 2)];
+        let out = inbox.store_batch(&site(), &gone, 0).expect("store");
+        assert_eq!(out.complete_up_to, 3);
+        assert_eq!(deliverable(&inbox, &dev), Some((1, 3)));
+        book(&mut inbox, &dev, 1, 3);
+        assert_eq!(deliverable(&inbox, &dev), Some((2, 1)));
+    }
+
     #[test]
     fn duplicates_are_skipped_counted_and_re_acked() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1777,6 +1879,12 @@ pub(crate) mod tests {
                 params![codec::encode(&envelope_of(1)).expect("encode")],
             )
             .expect("insert");
+            // A v1 collector wrote the watermark in the same transaction.
+            tx.execute(
+                "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES ('hh-01', 1, 1)",
+                [],
+            )
+            .expect("watermark");
             tx.commit().expect("commit");
         }
         let inbox = Inbox::open(&path).expect("migrates");
