@@ -64,6 +64,16 @@ impl WireMessage for Ack {
     }
 }
 
+impl WireMessage for crate::Command {
+    const NAME: &'static str = "command";
+    fn version(&self) -> u16 {
+        self.v
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        crate::Command::validate(self)
+    }
+}
+
 impl WireMessage for Status {
     const NAME: &'static str = "status";
     fn version(&self) -> u16 {

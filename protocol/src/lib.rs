@@ -10,6 +10,8 @@
 //! - [`batch`]: what an agent publishes on its `events` topic.
 //! - [`ack`]: what the collector answers on the device's `ack` topic.
 //! - [`status`]: birth, death and heartbeat messages on the `status` topic.
+//! - [`command`]: what the collector asks of a device on its `cmd` topic
+//!   (resend a range).
 //! - [`topic`]: the topic grammar `dockline/v1/{site}/{device}/{channel}`.
 //! - [`codec`]: CBOR encoding and size-capped, validating decoding.
 //! - `config` (feature `config`): TOML file plus `DOCKLINE_*` environment overlay
@@ -49,6 +51,7 @@ extern crate std;
 pub mod ack;
 pub mod batch;
 pub mod codec;
+pub mod command;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod envelope;
@@ -62,6 +65,7 @@ mod validate;
 pub use ack::{Ack, Outcome, Verdict};
 pub use batch::Batch;
 pub use codec::{DecodeError, EncodeError, WireMessage, decode, encode};
+pub use command::{Command, Resend};
 pub use envelope::{Envelope, Payload, Priority, TimeSource};
 pub use event::{BusinessEvent, EventDetail, ExceptionKind, ProofOfDelivery, References};
 pub use ids::{DeviceId, EventId, IdError, SiteId};

@@ -5,7 +5,7 @@
 //! | `events` | agent → collector  | [`Batch`](crate::Batch)      |
 //! | `ack`    | collector → agent  | [`Ack`](crate::Ack)          |
 //! | `status` | agent → collector  | [`Status`](crate::Status)    |
-//! | `cmd`    | collector → agent  | commands (resend a range, …) |
+//! | `cmd`    | collector → agent  | [`Command`](crate::Command) (resend a range, …) |
 
 use alloc::format;
 use alloc::string::String;

@@ -265,6 +265,19 @@ fn statuses_match_fixtures() {
 }
 
 #[test]
+fn resend_command_matches_fixture() {
+    let command = Command {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        resend: Some(Resend {
+            epoch: 1_764_000_000_000,
+            ranges: vec![(67, 111), (113, 113)],
+        }),
+    };
+    check("command-resend", &command);
+}
+
+#[test]
 fn cbor_is_at_most_half_of_json() {
     let batch = sample_batch();
     let cbor = encode(&batch).expect("encodes").len();

@@ -16,6 +16,7 @@ proptest! {
         let _ = decode::<Batch>(&bytes);
         let _ = decode::<Ack>(&bytes);
         let _ = decode::<Status>(&bytes);
+        let _ = decode::<Command>(&bytes);
     }
 
     #[test]
@@ -85,6 +86,17 @@ fn rules_are_enforced_with_clear_messages() {
     b.events[2].device = DeviceId::new("other").expect("id");
     let err = decode::<Batch>(&encode(&b).expect("encodes")).expect_err("mixed devices");
     assert!(err.to_string().contains("belongs to device other"), "{err}");
+
+    let backwards = Command {
+        v: PROTOCOL_VERSION,
+        device: DeviceId::new("hh-07").expect("id"),
+        resend: Some(Resend {
+            epoch: 1,
+            ranges: vec![(9, 3)],
+        }),
+    };
+    let err = decode::<Command>(&encode(&backwards).expect("encodes")).expect_err("range");
+    assert!(err.to_string().contains("rs.r[0]"), "{err}");
 
     let err = decode::<Batch>(b"not cbor at all").expect_err("garbage");
     assert!(err.to_string().contains("not valid dockline CBOR"), "{err}");
