@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //!
+//! - [`devices`]: virtual scanners, scales and GNSS receivers on
+//!   pseudo-terminals, speaking the real byte protocols.
 //! - [`broker`]: rumqttd in-process, built in code, port 0 supported.
 //! - [`mock_erp`]: the ERP's webhook endpoint: signature check, one effect
 //!   per idempotency key, injected faults, stats.
@@ -22,6 +24,7 @@ pub mod bench;
 pub mod broker;
 pub mod chaos;
 pub mod demo;
+pub mod devices;
 pub mod mock_erp;
 pub mod process;
 pub mod scenario;
