@@ -3,7 +3,7 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` |
-//! | GET | `/v1/stats` | counters, devices, open dead letters, blocked lanes |
+//! | GET | `/v1/stats` | counters (also `resend_requests`, `holes_lost`), devices with their watermark ("complete up to N") and open holes, open dead letters, blocked lanes |
 //! | GET | `/v1/endpoint` | the ERP endpoint's circuit breaker (closed, open: failures, throttled or halted with the reason) |
 //! | GET | `/dlq` | open dead letters, newest first (`?all=true`: also resolved ones) |
 //! | GET | `/dlq/{id}` | one dead letter: the original event, every attempt, the reason |

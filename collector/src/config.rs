@@ -37,6 +37,39 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// The ERP webhook endpoint.
     pub erp: ErpConfig,
+    /// The gap audit (resend requests for missing sequences).
+    #[serde(default)]
+    pub gaps: GapsConfig,
+}
+
+/// `[gaps]`: the gap audit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapsConfig {
+    /// A hole (sequences missing below a stored one) open this long gets a
+    /// resend request on the device's `cmd` topic, milliseconds; unanswered
+    /// requests are repeated at growing intervals (2×, 4×, then every 8×).
+    #[serde(default = "default_resend_after_ms")]
+    pub resend_after_ms: u64,
+}
+
+impl GapsConfig {
+    /// How long a hole may stay open before a resend request.
+    pub fn resend_after(&self) -> Duration {
+        Duration::from_millis(self.resend_after_ms)
+    }
+}
+
+impl Default for GapsConfig {
+    fn default() -> Self {
+        Self {
+            resend_after_ms: default_resend_after_ms(),
+        }
+    }
+}
+
+fn default_resend_after_ms() -> u64 {
+    10_000
 }
 
 /// `[api]`: the HTTP API.
@@ -191,6 +224,15 @@ impl Config {
                     problem: "is 0; use at least 1".into(),
                 });
             }
+        }
+        if self.gaps.resend_after_ms < 100 {
+            return Err(ConfigCheckError {
+                key: "gaps.resend_after_ms",
+                problem: format!(
+                    "is {}; use at least 100 (an agent needs time to send what is in flight)",
+                    self.gaps.resend_after_ms
+                ),
+            });
         }
         if self.erp.timeout_ms == 0 {
             return Err(ConfigCheckError {

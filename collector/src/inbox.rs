@@ -13,7 +13,10 @@
 //!   dropped or lost (`Batch::shed`); they will never arrive, so the
 //!   watermark passes over them.
 //! - `devices(device)` → site, online, session, last seen.
-//! - `counters(name)` → `duplicates`, `refused`.
+//! - `counters(name)` → `duplicates`, `refused`, and (created on first use)
+//!   `resend_requests` (gap audit requests sent) and `holes_lost` (sequences
+//!   of a visible hole that the device then reported shed: lost at the
+//!   device).
 //! - `attempts(device, epoch, seq, n)`: failed ERP attempts of events not yet
 //!   booked or dead-lettered (time, request summary, status or transport
 //!   error, body excerpt of at most [`MAX_BODY_EXCERPT`] bytes, decision).
@@ -298,6 +301,36 @@ pub struct DeviceStats {
     pub last_seen_ms: Option<i64>,
     /// Watermark of its newest epoch.
     pub complete_up_to: Option<u64>,
+    /// Open holes (sequences missing below a stored one), every epoch.
+    pub holes: Vec<HoleStats>,
+}
+
+/// One open hole in the stats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoleStats {
+    /// Its epoch.
+    pub epoch: u64,
+    /// First missing sequence.
+    pub from: u64,
+    /// Last missing sequence.
+    pub to: u64,
+}
+
+/// The open holes of one `(device, epoch)`: sequences above the watermark
+/// and below the highest stored sequence that are neither stored nor shed.
+/// A tail the device has not sent yet is not a hole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceHoles {
+    /// The device.
+    pub device: DeviceId,
+    /// Its site (the command topic's level).
+    pub site: SiteId,
+    /// The epoch.
+    pub epoch: u64,
+    /// Its watermark.
+    pub complete_up_to: u64,
+    /// Missing inclusive ranges, ascending, at most [`MAX_RANGES`].
+    pub holes: Vec<(u64, u64)>,
 }
 
 /// The numbers behind `GET /v1/stats`.
@@ -309,6 +342,11 @@ pub struct Stats {
     pub duplicates: u64,
     /// Messages refused on the events topic (malformed, unknown device).
     pub refused: u64,
+    /// Resend requests the gap audit sent to devices.
+    pub resend_requests: u64,
+    /// Sequences of a hole the device then reported as gone (shed): lost at
+    /// the device, no longer waited for.
+    pub holes_lost: u64,
     /// Business events waiting for the ERP.
     pub pending: u64,
     /// Business events the ERP booked.
@@ -472,6 +510,34 @@ fn ranges(seqs: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
     out
 }
 
+/// The holes above `mark`: sequences below the highest of `stored` (the
+/// stored sequences above `mark`, ascending) that are neither stored nor in
+/// a `shed` range; at most [`MAX_RANGES`] of them, lowest first.
+pub fn holes_above(mark: u64, stored: &[u64], shed: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut next = mark.saturating_add(1);
+    for &seq in stored {
+        // Missing: next..seq-1, minus the shed ranges.
+        while next < seq && out.len() < MAX_RANGES {
+            if let Some(&(_, hi)) = shed.iter().find(|(lo, hi)| *lo <= next && next <= *hi) {
+                next = hi.saturating_add(1);
+                continue;
+            }
+            let until = shed
+                .iter()
+                .filter(|(lo, _)| *lo > next)
+                .map(|(lo, _)| lo - 1)
+                .min()
+                .unwrap_or(u64::MAX)
+                .min(seq - 1);
+            out.push((next, until));
+            next = until.saturating_add(1);
+        }
+        next = next.max(seq.saturating_add(1));
+    }
+    out
+}
+
 /// The SQLite inbox. Blocking; see the module docs for its invariants.
 #[derive(Debug)]
 pub struct Inbox {
@@ -532,6 +598,15 @@ impl Inbox {
                 |r| r.get::<_, i64>(0),
             )
             .optional()?
+            .map_or(0, from_sql);
+        // The highest sequence stored before this batch: shed sequences below
+        // it were a visible hole, now lost at the device.
+        let top_before: u64 = tx
+            .query_row(
+                "SELECT MAX(seq) FROM events WHERE device = ?1 AND epoch = ?2",
+                params![device, epoch],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
             .map_or(0, from_sql);
         let mut stored = 0usize;
         let mut duplicates = 0usize;
@@ -622,10 +697,15 @@ impl Inbox {
             params![device, site.as_str(), now_ms],
         )?;
         if duplicates > 0 {
-            tx.execute(
-                "UPDATE counters SET value = value + ?1 WHERE name = 'duplicates'",
-                params![to_sql("duplicates", duplicates as u64)?],
-            )?;
+            add_to_counter(&tx, "duplicates", duplicates as u64)?;
+        }
+        let lost: u64 = newly_shed
+            .iter()
+            .filter(|(lo, _)| *lo <= top_before)
+            .map(|(lo, hi)| (*hi).min(top_before) - lo + 1)
+            .sum();
+        if lost > 0 {
+            add_to_counter(&tx, "holes_lost", lost)?;
         }
         tx.commit()?;
         Ok(StoreOutcome {
@@ -1136,6 +1216,75 @@ impl Inbox {
         Ok(changed == 1)
     }
 
+    /// Every `(device, epoch)` with open holes (see [`DeviceHoles`]).
+    ///
+    /// One seek per watermark row finds the epochs with anything stored
+    /// above the watermark; only those read their rows above it (few: only
+    /// what arrived behind a hole).
+    pub fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
+        let mut marks = self.conn.prepare_cached(
+            "SELECT w.device, w.epoch, w.complete_up_to, coalesce(d.site, '') FROM watermarks w
+             LEFT JOIN devices d ON d.device = w.device
+             WHERE EXISTS (SELECT 1 FROM events e WHERE e.device = w.device
+                           AND e.epoch = w.epoch AND e.seq > w.complete_up_to)
+             ORDER BY w.device, w.epoch",
+        )?;
+        let rows = marks.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut found = Vec::new();
+        for row in rows {
+            found.push(row?);
+        }
+        let mut above = self.conn.prepare_cached(
+            "SELECT seq FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
+             ORDER BY seq LIMIT 100000",
+        )?;
+        let mut shed = self.conn.prepare_cached(
+            "SELECT lo, hi FROM shed WHERE device = ?1 AND epoch = ?2 AND hi > ?3 ORDER BY lo",
+        )?;
+        let mut out = Vec::new();
+        for (device, epoch, mark, site) in found {
+            // Stored ids passed the id rules on the way in.
+            let (Ok(dev), Ok(site)) = (DeviceId::new(device.as_str()), SiteId::new(site)) else {
+                continue;
+            };
+            let stored = above
+                .query_map(params![device, epoch, mark], |r| r.get::<_, i64>(0))?
+                .map(|r| r.map(from_sql))
+                .collect::<Result<Vec<u64>, _>>()?;
+            let shed_ranges = shed
+                .query_map(params![device, epoch, mark], |r| {
+                    Ok((from_sql(r.get(0)?), from_sql(r.get(1)?)))
+                })?
+                .collect::<Result<Vec<(u64, u64)>, _>>()?;
+            let holes = holes_above(from_sql(mark), &stored, &shed_ranges);
+            if !holes.is_empty() {
+                out.push(DeviceHoles {
+                    device: dev,
+                    site,
+                    epoch: from_sql(epoch),
+                    complete_up_to: from_sql(mark),
+                    holes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts resend requests the gap audit published.
+    pub fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError> {
+        let tx = self.conn.transaction()?;
+        add_to_counter(&tx, "resend_requests", n)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The numbers behind `GET /v1/stats`, read from the database.
     pub fn stats(&self) -> Result<Stats, InboxError> {
         let counter = |name: &str| -> Result<u64, InboxError> {
@@ -1153,6 +1302,8 @@ impl Inbox {
             received: 0,
             duplicates: counter("duplicates")?,
             refused: counter("refused")?,
+            resend_requests: counter("resend_requests")?,
+            holes_lost: counter("holes_lost")?,
             pending: 0,
             booked: 0,
             rejected: 0,
@@ -1197,10 +1348,24 @@ impl Inbox {
                 online: r.get(2)?,
                 last_seen_ms: r.get(3)?,
                 complete_up_to: r.get::<_, Option<i64>>(4)?.map(from_sql),
+                holes: Vec::new(),
             })
         })?;
         for row in rows {
             stats.devices.push(row?);
+        }
+        for h in self.open_holes()? {
+            if let Some(d) = stats
+                .devices
+                .iter_mut()
+                .find(|d| d.device == h.device.as_str())
+            {
+                d.holes.extend(h.holes.iter().map(|&(from, to)| HoleStats {
+                    epoch: h.epoch,
+                    from,
+                    to,
+                }));
+            }
         }
         Ok(stats)
     }
@@ -1221,6 +1386,16 @@ fn last_error_of(log: &AttemptLog) -> String {
         }
         (None, None) => log.decision.clone(),
     }
+}
+
+/// Adds `n` to a counter, creating it at 0 first if it is new.
+fn add_to_counter(tx: &rusqlite::Transaction<'_>, name: &str, n: u64) -> Result<(), InboxError> {
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        params![name, to_sql("counter increment", n)?],
+    )?;
+    Ok(())
 }
 
 fn insert_attempt(
@@ -1523,6 +1698,66 @@ pub(crate) mod tests {
         assert_eq!(deliverable(&inbox, &dev), Some((1, 3)));
         book(&mut inbox, &dev, 1, 3);
         assert_eq!(deliverable(&inbox, &dev), Some((2, 1)));
+    }
+
+    #[test]
+    fn holes_are_the_missing_sequences_below_the_highest_stored_minus_shed() {
+        assert_eq!(holes_above(2, &[4, 5], &[]), vec![(3, 3)]);
+        assert_eq!(holes_above(2, &[], &[]), vec![], "a tail is not a hole");
+        assert_eq!(
+            holes_above(0, &[10, 20], &[(3, 4), (12, 19)]),
+            vec![(1, 2), (5, 9), (11, 11)]
+        );
+        assert_eq!(holes_above(0, &[10], &[(1, 9)]), vec![]);
+        assert_eq!(holes_above(5, &[7, 8, 12], &[]), vec![(6, 6), (9, 11)]);
+        let many: Vec<u64> = (1..=3000).map(|i| i * 2).collect();
+        assert_eq!(holes_above(0, &many, &[]).len(), MAX_RANGES);
+    }
+
+    #[test]
+    fn open_holes_are_listed_counted_and_closed_by_a_gone_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = open(&dir);
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 5, 8]), 0)
+            .expect("store");
+        inbox
+            .store_batch(&site(), &batch("hh-02", 1, 1, &[1, 2]), 0)
+            .expect("store");
+        let holes = inbox.open_holes().expect("holes");
+        assert_eq!(holes.len(), 1);
+        assert_eq!(holes[0].device.as_str(), "hh-01");
+        assert_eq!((holes[0].epoch, holes[0].complete_up_to), (1, 2));
+        assert_eq!(holes[0].holes, vec![(3, 4), (6, 7)]);
+        let stats = inbox.stats().expect("stats");
+        assert_eq!(
+            stats.devices[0].holes,
+            vec![
+                HoleStats {
+                    epoch: 1,
+                    from: 3,
+                    to: 4
+                },
+                HoleStats {
+                    epoch: 1,
+                    from: 6,
+                    to: 7
+                }
+            ]
+        );
+        assert!(stats.devices[1].holes.is_empty());
+        // The device still has 3..=4 and sends them; 6..=7 are gone.
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[3, 4]), 0)
+            .expect("store");
+        let mut gone = batch("hh-01", 1, 1, &[]);
+        gone.shed = vec![(6, 7)];
+        let out = inbox.store_batch(&site(), &gone, 0).expect("store");
+        assert_eq!(out.complete_up_to, 8);
+        assert!(inbox.open_holes().expect("holes").is_empty());
+        inbox.count_resend_requests(2).expect("count");
+        let stats = inbox.stats().expect("stats");
+        assert_eq!((stats.holes_lost, stats.resend_requests), (2, 2));
     }
 
     #[test]

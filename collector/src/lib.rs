@@ -18,6 +18,8 @@
 //!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
 //!   retry schedule and its jitter source.
 //! - [`dlq`]: dead letters for people (list, show, replay, discard).
+//! - [`gaps`]: the gap audit: holes in a device's sequence get a resend
+//!   request on its `cmd` topic.
 //! - [`mqtt`]: the broker connection.
 //! - [`api`]: health, stats, endpoint state and dead letters over HTTP.
 //!
@@ -35,6 +37,7 @@ pub mod breaker;
 pub mod config;
 pub mod delivery;
 pub mod dlq;
+pub mod gaps;
 pub mod inbox;
 pub mod ingest;
 pub mod mqtt;
@@ -60,7 +63,8 @@ use crate::inbox::{Inbox, InboxError, InboxHandle};
 use crate::ingest::Ingest;
 use crate::shutdown::ShutdownTrigger;
 
-/// Verdict acks buffered between delivery and the MQTT publisher.
+/// Verdict acks and commands buffered between delivery (and the gap audit)
+/// and the MQTT publisher.
 const VERDICT_CAPACITY: usize = 1024;
 
 /// The collector could not start (or its API server failed).
@@ -153,6 +157,12 @@ pub async fn run(
     let trigger = ShutdownTrigger::new();
     let wake = Arc::new(Notify::new());
     let (verdict_tx, verdict_rx) = mpsc::channel(VERDICT_CAPACITY);
+    let gaps_task = tokio::spawn(gaps::run(
+        inbox.clone(),
+        config.gaps.resend_after(),
+        verdict_tx.clone(),
+        trigger.subscribe(),
+    ));
     let delivery = Arc::new(Delivery::new(&config.erp, inbox.clone(), verdict_tx)?);
     let ingest = Ingest::new(
         inbox.clone(),
@@ -191,6 +201,7 @@ pub async fn run(
     let grace = std::time::Duration::from_secs(5);
     let _ = tokio::time::timeout(grace, delivery_task).await;
     let _ = tokio::time::timeout(grace, mqtt_task).await;
+    let _ = tokio::time::timeout(grace, gaps_task).await;
     let api_result = match api_result {
         Some(r) => r,
         None => match tokio::time::timeout(grace, api).await {

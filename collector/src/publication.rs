@@ -3,7 +3,8 @@
 //! so both are testable without a broker; the MQTT task sends them QoS 1.
 
 use dockline_protocol::{
-    Ack, Channel, DeviceId, EncodeError, PROTOCOL_VERSION, SiteId, Topic, Verdict, codec,
+    Ack, Channel, Command, DeviceId, EncodeError, PROTOCOL_VERSION, Resend, SiteId, Topic, Verdict,
+    codec,
 };
 
 /// A message to publish QoS 1 on `topic`.
@@ -37,6 +38,25 @@ impl Publication {
         Ok(Self {
             topic: Topic::new(site.clone(), device.clone(), Channel::Ack).to_string(),
             payload: codec::encode(&ack)?,
+        })
+    }
+
+    /// A resend request for `device`'s missing `ranges` of `epoch`, on its
+    /// command topic.
+    pub fn resend(
+        site: &SiteId,
+        device: &DeviceId,
+        epoch: u64,
+        ranges: Vec<(u64, u64)>,
+    ) -> Result<Self, EncodeError> {
+        let command = Command {
+            v: PROTOCOL_VERSION,
+            device: device.clone(),
+            resend: Some(Resend { epoch, ranges }),
+        };
+        Ok(Self {
+            topic: Topic::new(site.clone(), device.clone(), Channel::Cmd).to_string(),
+            payload: codec::encode(&command)?,
         })
     }
 }
