@@ -75,7 +75,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use dockline_protocol::batch::MAX_RANGES;
+use dockline_protocol::batch::{MAX_RANGES, uncovered};
 use dockline_protocol::{
     Batch, DeviceId, EncodeError, Envelope, EventId, Outcome, Payload, SiteId, Status, StatusKind,
     Verdict, codec,
@@ -514,28 +514,10 @@ fn ranges(seqs: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
 /// stored sequences above `mark`, ascending) that are neither stored nor in
 /// a `shed` range; at most [`MAX_RANGES`] of them, lowest first.
 pub fn holes_above(mark: u64, stored: &[u64], shed: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut next = mark.saturating_add(1);
-    for &seq in stored {
-        // Missing: next..seq-1, minus the shed ranges.
-        while next < seq && out.len() < MAX_RANGES {
-            if let Some(&(_, hi)) = shed.iter().find(|(lo, hi)| *lo <= next && next <= *hi) {
-                next = hi.saturating_add(1);
-                continue;
-            }
-            let until = shed
-                .iter()
-                .filter(|(lo, _)| *lo > next)
-                .map(|(lo, _)| lo - 1)
-                .min()
-                .unwrap_or(u64::MAX)
-                .min(seq - 1);
-            out.push((next, until));
-            next = until.saturating_add(1);
-        }
-        next = next.max(seq.saturating_add(1));
+    match stored.last() {
+        Some(top) => uncovered(mark.saturating_add(1), top.saturating_sub(1), stored, shed),
+        None => Vec::new(),
     }
-    out
 }
 
 /// The SQLite inbox. Blocking; see the module docs for its invariants.

@@ -39,6 +39,47 @@ pub struct Batch {
 /// Most ranges one message may list.
 pub const MAX_RANGES: usize = 1024;
 
+/// The sequences of `from..=to` that are neither in `present` (ascending)
+/// nor inside a `covered` range, as inclusive ranges, ascending, at most
+/// [`MAX_RANGES`] of them (lowest first). A collector finds its holes this
+/// way (stored and shed sequences cover), an agent the part of a resend
+/// request it no longer holds.
+pub fn uncovered(from: u64, to: u64, present: &[u64], covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while next <= to && out.len() < MAX_RANGES {
+        if let Some(&(_, hi)) = covered.iter().find(|(lo, hi)| *lo <= next && next <= *hi) {
+            match hi.checked_add(1) {
+                Some(n) => next = n,
+                None => break,
+            }
+            continue;
+        }
+        let at = present.partition_point(|p| *p < next);
+        if present.get(at) == Some(&next) {
+            match next.checked_add(1) {
+                Some(n) => next = n,
+                None => break,
+            }
+            continue;
+        }
+        // Missing from `next` up to the next present or covered sequence.
+        let mut end = to;
+        if let Some(p) = present.get(at) {
+            end = end.min(p - 1);
+        }
+        if let Some(lo) = covered.iter().map(|r| r.0).filter(|lo| *lo > next).min() {
+            end = end.min(lo - 1);
+        }
+        out.push((next, end));
+        match end.checked_add(1) {
+            Some(n) => next = n,
+            None => break,
+        }
+    }
+    out
+}
+
 /// Checks a list of inclusive sequence ranges.
 pub(crate) fn check_ranges(field: &str, ranges: &[(u64, u64)]) -> Result<(), ValidationError> {
     if ranges.len() > MAX_RANGES {
@@ -108,5 +149,25 @@ impl Batch {
             e.validate().map_err(|err| err.under(&at()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn uncovered_lists_what_is_neither_present_nor_covered() {
+        assert_eq!(uncovered(3, 9, &[5, 6], &[(8, 20)]), vec![(3, 4), (7, 7)]);
+        assert_eq!(uncovered(1, 3, &[1, 2, 3], &[]), vec![]);
+        assert_eq!(uncovered(1, 3, &[], &[]), vec![(1, 3)]);
+        assert_eq!(uncovered(5, 4, &[], &[]), vec![], "empty span");
+        assert_eq!(
+            uncovered(u64::MAX - 1, u64::MAX, &[], &[(u64::MAX, u64::MAX)]),
+            vec![(u64::MAX - 1, u64::MAX - 1)]
+        );
+        let every_other: Vec<u64> = (1..=5000).map(|i| i * 2).collect();
+        assert_eq!(uncovered(1, 10_000, &every_other, &[]).len(), MAX_RANGES);
     }
 }
