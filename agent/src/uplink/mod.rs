@@ -6,6 +6,13 @@
 //! happens; `run` owns the [`UplinkState`] and the outbox calls. Publishing
 //! uses `try_publish`, so a full request channel during an outage never blocks
 //! the loop that must notice the outage.
+//!
+//! The collector's gap audit may ask on the device's `cmd` topic for
+//! sequences it is missing ([`dockline_protocol::Resend`]): the backlog lane
+//! rewinds to the first of them (what the outbox holds goes out again in
+//! order), and whatever the outbox no longer holds, or an epoch that is not
+//! this outbox's, is reported gone in a batch with no events whose `shed`
+//! lists it, so the collector stops waiting.
 
 pub mod state;
 
@@ -14,11 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dockline_protocol::batch::{MAX_RANGES, uncovered};
 use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
 use dockline_protocol::status::MAX_HEARTBEAT_DEVICES;
 use dockline_protocol::{
-    Ack, Batch, Channel, ClassQueue, DeviceHealth, DropCount, PROTOCOL_VERSION, Priority,
-    QueueHealth, Status, StatusKind, Topic, VerdictsWanted,
+    Ack, Batch, Channel, ClassQueue, Command, DeviceHealth, DropCount, PROTOCOL_VERSION, Priority,
+    QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
 };
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
@@ -142,10 +150,11 @@ pub async fn run(
 ) {
     let topic =
         |channel| Topic::new(config.site.clone(), config.device.clone(), channel).to_string();
-    let (events_topic, ack_topic, status_topic) = (
+    let (events_topic, ack_topic, status_topic, cmd_topic) = (
         topic(Channel::Events),
         topic(Channel::Ack),
         topic(Channel::Status),
+        topic(Channel::Cmd),
     );
     let session = match outbox.next_session().await {
         Ok(s) => s,
@@ -216,8 +225,10 @@ pub async fn run(
                     link.connects.fetch_add(1, Ordering::Relaxed);
                     outage_logged = false;
                     tracing::info!(broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port), session, from_seq = state.acked_up_to() + 1, "connected to broker; sending from the ack floor");
-                    if let Err(e) = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce) {
-                        tracing::warn!(error = %e, "could not subscribe to acks; will retry on reconnect");
+                    for t in [&ack_topic, &cmd_topic] {
+                        if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                            tracing::warn!(error = %e, topic = %t, "could not subscribe; will retry on reconnect");
+                        }
                     }
                     let agent_version = env!("CARGO_PKG_VERSION").into();
                     let verdicts_wanted = match outbox.status().await {
@@ -242,6 +253,8 @@ pub async fn run(
                 Some(LinkEvent::Message(topic, payload)) => {
                     if topic == ack_topic {
                         apply_ack(&outbox, &mut state, &payload).await;
+                    } else if topic == cmd_topic {
+                        apply_command(&config, &outbox, &client, &events_topic, &mut state, &payload).await;
                     } else {
                         tracing::warn!(%topic, "message on an unexpected topic ignored");
                     }
@@ -361,6 +374,123 @@ async fn apply_ack(outbox: &Outbox, state: &mut UplinkState, payload: &[u8]) {
             tracing::error!(error = %e, verdicts = n, "could not record ERP verdicts");
         }
     }
+}
+
+/// Most sequences of one resend request checked against the outbox; the
+/// collector asks again for anything beyond.
+const MAX_RESEND_CHECK: u64 = 100_000;
+
+async fn apply_command(
+    config: &Config,
+    outbox: &Outbox,
+    client: &AsyncClient,
+    events_topic: &str,
+    state: &mut UplinkState,
+    payload: &[u8],
+) {
+    let command: Command = match codec::decode(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable command from the collector ignored");
+            return;
+        }
+    };
+    if command.device != *outbox.device() {
+        tracing::warn!(device = %command.device, "command for another device ignored");
+        return;
+    }
+    if let Some(resend) = command.resend {
+        answer_resend(config, outbox, client, events_topic, state, resend).await;
+    }
+}
+
+/// Rewinds the backlog lane to the first requested sequence and reports what
+/// the outbox does not hold as shed.
+async fn answer_resend(
+    config: &Config,
+    outbox: &Outbox,
+    client: &AsyncClient,
+    events_topic: &str,
+    state: &mut UplinkState,
+    resend: Resend,
+) {
+    let floor = state.acked_up_to();
+    let ours = resend.epoch == outbox.epoch();
+    let (first_held, gone) = if ours {
+        match not_held(config, outbox, floor, &resend.ranges).await {
+            Ok(gone) => (floor + 1, gone),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox to answer a resend request; the collector will ask again");
+                return;
+            }
+        }
+    } else {
+        // A reinstalled device: that epoch's outbox is gone with everything
+        // in it. first_held 1 claims nothing about it.
+        (1, resend.ranges.clone())
+    };
+    if ours && let Some(from) = resend.ranges.iter().map(|r| r.0).min() {
+        state.resend_from(from);
+    }
+    tracing::info!(epoch = resend.epoch, requested = ?resend.ranges, gone = ?gone,
+        "collector asked for missing sequences; sending again what the outbox holds");
+    if gone.is_empty() {
+        return;
+    }
+    let batch = Batch {
+        v: PROTOCOL_VERSION,
+        device: config.device.clone(),
+        epoch: resend.epoch,
+        first_held,
+        events: Vec::new(),
+        shed: gone,
+    };
+    match codec::encode(&batch) {
+        Ok(bytes) => {
+            if let Err(e) = client.try_publish(events_topic, QoS::AtLeastOnce, false, bytes) {
+                tracing::warn!(error = %e, "could not report gone sequences; the collector will ask again");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode the gone report"),
+    }
+}
+
+/// The requested sequences above the ack floor that the outbox neither holds
+/// nor reports as shed (lost since, or unreadable rows); at most
+/// [`MAX_RESEND_CHECK`] sequences are checked.
+async fn not_held(
+    config: &Config,
+    outbox: &Outbox,
+    floor: u64,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<(u64, u64)>, crate::outbox::OutboxError> {
+    let mut gone = Vec::new();
+    let mut budget = MAX_RESEND_CHECK;
+    let step = config.uplink.batch_max_events.max(1) as u64;
+    for &(lo, hi) in ranges {
+        // At or below the floor the collector confirmed it; the report's
+        // first_held says so.
+        let mut from = lo.max(floor.saturating_add(1));
+        while from <= hi && budget > 0 && gone.len() < MAX_RANGES {
+            let want = (hi - from).saturating_add(1).min(budget).min(step);
+            let chunk = outbox.read(from, want as usize, false).await?;
+            let held: Vec<u64> = chunk.events.iter().map(|e| e.seq).collect();
+            // A full read answers up to its last row; a short one for the
+            // whole rest of the range.
+            let to = match held.last() {
+                Some(&last) if held.len() as u64 == want => last.min(hi),
+                _ => hi.min(from.saturating_add(budget - 1)),
+            };
+            gone.extend(uncovered(from, to, &held, &chunk.shed));
+            budget = budget.saturating_sub(to - from + 1);
+            match to.checked_add(1) {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+    }
+    gone.truncate(MAX_RANGES);
+    Ok(gone)
 }
 
 /// Fills both lanes' windows with batches read from the outbox.

@@ -24,6 +24,9 @@
 //!   disconnected, the event loop drops the connection and makes a fresh one,
 //!   and the resend from the floor happens on that fresh connection. Nothing
 //!   is published into the suspect connection meanwhile.
+//! - A collector's resend request (it is missing sequences from `from` on)
+//!   rewinds only the backlog lane to `from` (never below the floor); the
+//!   link stays up and the batches in flight above `from` are sent again.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -162,6 +165,17 @@ impl UplinkState {
         fired
     }
 
+    /// The collector asked for the sequences from `from` on again: the
+    /// backlog lane continues from there (not below the ack floor, which
+    /// the collector confirmed), forgetting its batches in flight above it.
+    pub fn resend_from(&mut self, from: u64) {
+        let to = from.saturating_sub(1).max(self.acked_up_to);
+        if to < self.backlog_sent_up_to {
+            self.backlog_sent_up_to = to;
+            self.backlog.retain(|f| f.last_seq <= to);
+        }
+    }
+
     fn rewind(&mut self) {
         self.backlog_sent_up_to = self.acked_up_to;
         self.live_sent_up_to = self.acked_up_to;
@@ -294,6 +308,34 @@ mod tests {
         assert!(s.on_tick(now + Duration::from_secs(6)));
         s.on_connected();
         assert_eq!(s.next_from(Live), Some(257));
+    }
+
+    #[test]
+    fn a_resend_request_rewinds_the_backlog_lane_only() {
+        let now = t0();
+        let mut s = UplinkState::new(66, 8, Duration::from_secs(60));
+        s.on_connected();
+        s.on_published(Backlog, 111, now);
+        s.on_published(Backlog, 130, now);
+        s.on_published(Live, 140, now);
+        // 67..=111 never arrived; 112..=130 did (acked as also-stored).
+        s.on_ack(66, &[(112, 130)]);
+        s.resend_from(67);
+        assert!(s.connected(), "the link stays up");
+        assert_eq!(s.next_from(Backlog), Some(67));
+        assert_eq!(
+            s.next_from(Live),
+            Some(141),
+            "the live lane keeps its place"
+        );
+        // A request below the floor starts at the floor; one above what was
+        // sent changes nothing.
+        s.on_published(Backlog, 111, now);
+        s.on_ack(111, &[]);
+        s.resend_from(5);
+        assert_eq!(s.next_from(Backlog), Some(112));
+        s.resend_from(500);
+        assert_eq!(s.next_from(Backlog), Some(112));
     }
 
     #[test]
