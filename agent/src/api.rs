@@ -6,7 +6,7 @@
 //! | GET    | `/v1/status`       | queue, link, device and station health          |
 //! | POST   | `/v1/tasks`        | a pick list for the pick stations (see below)   |
 //! | GET    | `/v1/tasks`        | pick lists waiting for a station                |
-//! | GET    | `/v1/events`       | receipts, newest first (`?state=booked&limit=50`) |
+//! | GET    | `/v1/events`       | receipts, newest first (`?state=booked&limit=50&before=SEQ`) |
 //! | GET    | `/v1/events/{id}`  | one receipt: queued, stored, booked, rejected   |
 //!
 //! A pick list is `{"order": "SO-1001", "lines": [{"item": "09506000134352",
@@ -149,6 +149,9 @@ async fn post_event(State(s): State<ApiState>, body: Bytes) -> Response {
 struct ListQuery {
     state: Option<String>,
     limit: Option<usize>,
+    /// Only sequences below this one: pass the last `seq` of a page to get
+    /// the next (older) page.
+    before: Option<u64>,
 }
 
 async fn list_events(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response {
@@ -162,7 +165,7 @@ async fn list_events(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> R
     }
     match s
         .outbox
-        .receipts(q.state, q.limit.unwrap_or(100).min(1000))
+        .receipts(q.state, q.limit.unwrap_or(100).min(1000), q.before)
         .await
     {
         Ok(r) => Json(json!({ "events": r })).into_response(),

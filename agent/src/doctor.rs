@@ -674,7 +674,7 @@ impl fmt::Display for Stats {
 pub fn list(path: &Path, state: Option<&str>, limit: usize) -> Result<Vec<Receipt>, DoctorError> {
     let conn = open_read_only(path)?;
     require_schema(&conn, path)?;
-    read_receipts(&conn, path, state, limit).map_err(outbox_error)
+    read_receipts(&conn, path, state, limit, None).map_err(outbox_error)
 }
 
 /// Writes receipts as a table.

@@ -86,23 +86,31 @@ async fn poster(
     out
 }
 
-/// Every receipt the agent lists (newest first, at most 1000) as seq → id.
+/// Every receipt the agent lists as seq → id, paging back 1000 at a time
+/// (newest first) with `before`.
 async fn listing(http: &reqwest::Client, addr: &str) -> Result<BTreeMap<u64, String>> {
-    let v: Value = http
-        .get(format!("http://{addr}/v1/events?limit=1000"))
-        .send()
-        .await?
-        .json()
-        .await?;
     let mut out = BTreeMap::new();
-    for e in v["events"].as_array().context("events list")? {
-        let seq = e["seq"].as_u64().context("seq")?;
-        let id = e["event_id"].as_str().context("event_id")?.to_string();
-        if let Some(other) = out.insert(seq, id.clone()) {
-            bail!("one listing shows seq {seq} twice: {other} and {id}");
+    let mut before = String::new();
+    loop {
+        let v: Value = http
+            .get(format!("http://{addr}/v1/events?limit=1000{before}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let page = v["events"].as_array().context("events list")?;
+        let Some(last) = page.last() else {
+            return Ok(out);
+        };
+        before = format!("&before={}", last["seq"].as_u64().context("seq")?);
+        for e in page {
+            let seq = e["seq"].as_u64().context("seq")?;
+            let id = e["event_id"].as_str().context("event_id")?.to_string();
+            if let Some(other) = out.insert(seq, id.clone()) {
+                bail!("one listing shows seq {seq} twice: {other} and {id}");
+            }
         }
     }
-    Ok(out)
 }
 
 fn write_config(dir: &Path) -> Result<std::path::PathBuf> {

@@ -336,6 +336,7 @@ enum Command {
     Receipts {
         state: Option<String>,
         limit: usize,
+        before: Option<u64>,
         reply: Reply<Vec<Receipt>>,
     },
     NextSession(Reply<u64>),
@@ -467,10 +468,12 @@ impl Outbox {
         &self,
         state: Option<String>,
         limit: usize,
+        before: Option<u64>,
     ) -> Result<Vec<Receipt>, OutboxError> {
         self.call(|reply| Command::Receipts {
             state,
             limit,
+            before,
             reply,
         })
         .await

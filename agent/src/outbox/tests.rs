@@ -210,7 +210,7 @@ async fn ack_deletes_payloads_and_keeps_receipts_then_verdicts_land() {
         ("booked", Some("D-1"))
     );
     let rejected = ob
-        .receipts(Some("rejected".into()), 10)
+        .receipts(Some("rejected".into()), 10, None)
         .await
         .expect("list");
     assert_eq!(rejected.len(), 1);
@@ -570,7 +570,7 @@ async fn a_verdict_that_overtakes_its_ack_is_kept_and_listed_once() {
         .await
         .expect("verdicts");
     assert_eq!(n, 1, "the verdict lands on the still-queued event");
-    let all = ob.receipts(None, 10).await.expect("list");
+    let all = ob.receipts(None, 10, None).await.expect("list");
     assert_eq!(
         all.iter()
             .map(|r| (r.seq, r.state.as_str()))
@@ -579,7 +579,7 @@ async fn a_verdict_that_overtakes_its_ack_is_kept_and_listed_once() {
         "newest first, each event once"
     );
     assert_eq!(
-        ob.receipts(Some("queued".into()), 10)
+        ob.receipts(Some("queued".into()), 10, None)
             .await
             .expect("list")
             .iter()
@@ -605,4 +605,45 @@ async fn a_verdict_that_overtakes_its_ack_is_kept_and_listed_once() {
         .expect("exists");
     assert_eq!(r.state, "stored");
     assert!(ob.read(1, 10, false).await.expect("read").events.is_empty());
+}
+
+#[tokio::test]
+async fn receipts_page_back_with_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ob = open(dir.path());
+    for i in 0..5 {
+        ob.append(picked(i)).await.expect("append");
+    }
+    ob.apply_ack(2, vec![]).await.expect("ack");
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = ob.receipts(None, 2, before).await.expect("list");
+        let Some(last) = page.last() else { break };
+        before = Some(last.seq);
+        pages.push(
+            page.iter()
+                .map(|r| (r.seq, r.state.clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let s = |n: u64, st: &str| (n, st.to_string());
+    assert_eq!(
+        pages,
+        vec![
+            vec![s(5, "queued"), s(4, "queued")],
+            vec![s(3, "queued"), s(2, "stored")],
+            vec![s(1, "stored")],
+        ]
+    );
+    let queued = ob
+        .receipts(Some("queued".into()), 10, Some(4))
+        .await
+        .expect("list");
+    assert_eq!(queued.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+    let stored = ob
+        .receipts(Some("stored".into()), 10, Some(2))
+        .await
+        .expect("list");
+    assert_eq!(stored.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
 }

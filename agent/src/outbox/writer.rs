@@ -432,9 +432,16 @@ impl Writer {
             Command::Receipts {
                 state,
                 limit,
+                before,
                 reply,
             } => {
-                let _ = reply.send(self.receipts(state.as_deref(), limit));
+                let _ = reply.send(read_receipts(
+                    &self.conn,
+                    &self.path,
+                    state.as_deref(),
+                    limit,
+                    before,
+                ));
             }
             Command::NextSession(reply) => {
                 let _ = reply.send(self.next_session());
@@ -663,10 +670,6 @@ impl Writer {
             .map_err(&err)
     }
 
-    fn receipts(&self, state: Option<&str>, limit: usize) -> Result<Vec<Receipt>, OutboxError> {
-        read_receipts(&self.conn, &self.path, state, limit)
-    }
-
     fn next_session(&mut self) -> Result<u64, OutboxError> {
         self.conn
             .execute(
@@ -792,26 +795,30 @@ pub(crate) fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Receipt> {
     })
 }
 
-/// Receipts, newest first; shared by the writer and `doctor` (read-only).
+/// Receipts, newest first, with `seq < before` when given (to page back
+/// through them); shared by the writer and `doctor` (read-only).
 pub(crate) fn read_receipts(
     conn: &Connection,
     path: &Path,
     state: Option<&str>,
     limit: usize,
+    before: Option<u64>,
 ) -> Result<Vec<Receipt>, OutboxError> {
     let err = sql(path);
-    const KEPT: &str =
-        "SELECT seq, event_id, kind, state, document, reason, updated_ms FROM receipts";
+    const KEPT: &str = "SELECT seq, event_id, kind, state, document, reason, updated_ms FROM receipts WHERE seq < ?2";
     let query = match state {
-        Some("queued") => format!("{QUEUED_RECEIPT} ORDER BY seq DESC LIMIT ?1"),
-        Some(_) => format!("{KEPT} WHERE state = ?2 ORDER BY seq DESC LIMIT ?1"),
+        Some("queued") => format!("{QUEUED_RECEIPT} AND seq < ?2 ORDER BY seq DESC LIMIT ?1"),
+        Some(_) => format!("{KEPT} AND state = ?3 ORDER BY seq DESC LIMIT ?1"),
         // Both ordered by their primary key, merged.
-        None => format!("{KEPT} UNION ALL {QUEUED_RECEIPT} ORDER BY seq DESC LIMIT ?1"),
+        None => {
+            format!("{KEPT} UNION ALL {QUEUED_RECEIPT} AND seq < ?2 ORDER BY seq DESC LIMIT ?1")
+        }
     };
+    let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
     let mut stmt = conn.prepare_cached(&query).map_err(&err)?;
     let rows = match state.filter(|s| *s != "queued") {
-        Some(s) => stmt.query_map(params![limit as i64, s], receipt_row),
-        None => stmt.query_map(params![limit as i64], receipt_row),
+        Some(s) => stmt.query_map(params![limit as i64, before, s], receipt_row),
+        None => stmt.query_map(params![limit as i64, before], receipt_row),
     }
     .map_err(&err)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(&err)
