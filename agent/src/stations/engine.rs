@@ -127,6 +127,14 @@ impl StationEngine {
         Some((station.name.as_str(), out))
     }
 
+    /// Shows `text` as the last notice of `station` (e.g. an event the
+    /// outbox refused, so the person at the station sees it).
+    pub fn notice(&mut self, station: &str, text: String) {
+        if let Some(s) = self.stations.iter_mut().find(|s| s.name == station) {
+            s.last_notice = Some(text);
+        }
+    }
+
     /// Every station's status, in config order.
     pub fn status(&self) -> Vec<StationStatus> {
         self.stations
@@ -183,6 +191,11 @@ impl Stations {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Shows `text` as the last notice of `station`.
+    pub fn notice(&self, station: &str, text: String) {
+        self.lock().engine.notice(station, text);
+    }
+
     /// Feeds one reading; the station's name and outputs.
     pub fn on_reading(&self, device: &str, reading: &Reading) -> Option<(String, Vec<Output>)> {
         let mut shared = self.lock();
@@ -212,6 +225,23 @@ mod tests {
             symbology: Some("]C1".into()),
             data: data.into(),
         })
+    }
+
+    #[test]
+    fn a_refused_event_shows_as_the_station_notice() {
+        let devices = [device("sc", "scanner", "scan")];
+        let station: StationConfig = serde_json::from_value(serde_json::json!({
+            "name": "dock-3", "kind": "dock_door", "devices": ["sc"]
+        }))
+        .expect("station config");
+        let stations = Stations::new(StationEngine::new(&[station], &devices));
+        stations.notice("dock-3", "loaded NOT stored (outbox full)".into());
+        stations.notice("no-such-station", "ignored".into());
+        let status = stations.lock().engine.status();
+        assert_eq!(
+            status[0].last_notice.as_deref(),
+            Some("loaded NOT stored (outbox full)")
+        );
     }
 
     #[test]

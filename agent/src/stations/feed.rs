@@ -4,8 +4,9 @@
 //!
 //! Events are appended with the priority of [`crate::priority::for_event`]
 //! and the reading's capture time. A station event the outbox refuses (full
-//! of must-deliver events) is logged in full at error level: there is no
-//! producer to hand it back to.
+//! of must-deliver events) is logged in full at error level and becomes the
+//! station's last notice in `GET /v1/status`, where the handheld shows it:
+//! there is no producer to hand it back to.
 
 use std::sync::Arc;
 
@@ -66,7 +67,13 @@ pub async fn feed_readings(
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(station = %station, event = %described, error = %e, "station event NOT stored; book it by hand or repeat the scan once the outbox has room")
+                    tracing::error!(station = %station, event = %described, error = %e, "station event NOT stored; book it by hand or repeat the scan once the outbox has room");
+                    stations.notice(
+                        &station,
+                        format!(
+                            "{kind} NOT stored ({e}); repeat the scan once the outbox has room"
+                        ),
+                    );
                 }
             }
         }
