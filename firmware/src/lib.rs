@@ -17,6 +17,8 @@
 //!   weigher → framed [`bridge::BridgeMessage`]s on a byte sink) and the
 //!   message format the agent decodes.
 //! * [`line`]: line framing shared by the text protocols.
+//! * `sim` (feature `sim`): simulated chips (a NAU7802 register map) for the
+//!   agent's tests and the simulator.
 
 #![no_std]
 #![deny(unsafe_code)]
@@ -32,3 +34,5 @@ pub mod loadcell;
 pub mod nmea;
 pub mod scale;
 pub mod scan;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;

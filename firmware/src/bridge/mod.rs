@@ -9,15 +9,14 @@
 //! firmware's `main` is then `loop { let _ = bridge.poll(); }` plus whatever
 //! sleep its chip offers; on the host the same code runs against fakes.
 //!
-//! What gets sent (so a 80 SPS converter does not flood a 9600 baud line):
-//!
-//! * the first reading, and every change of [`WeightState`];
-//! * a stable weight that differs from the last stable weight sent;
-//! * otherwise one reading per heartbeat period, so the receiver can tell a
-//!   quiet bridge from a dead one;
-//! * a [`Fault::SensorRead`] when the load cell errors (then again only per
-//!   heartbeat while it keeps failing), and a [`Fault::SensorStalled`] when
-//!   it gives no conversion for a whole heartbeat period.
+//! What gets sent (so a 80 SPS converter does not flood a 9600 baud line) is
+//! decided by a [`ReportGate`] (the rule is on its docs; the agent's I2C
+//! source uses the same gate): the first reading, every change
+//! of [`WeightState`](crate::loadcell::WeightState), a new stable weight, otherwise one reading per
+//! heartbeat period; a [`Fault::SensorRead`] when the load cell errors (then
+//! again only per heartbeat while it keeps failing), and a
+//! [`Fault::SensorStalled`] when it gives no conversion for a whole heartbeat
+//! period.
 //!
 //! Every message carries a sequence number (+1 per message made, also when
 //! its write failed, so the receiver sees the gap) and the bridge's
@@ -29,7 +28,7 @@ mod message;
 use embedded_io::Write;
 
 use crate::link::{LinkError, MAX_FRAME, encode_frame};
-use crate::loadcell::{Filter, LoadCell, Weigher, WeightState};
+use crate::loadcell::{Filter, LoadCell, Report, ReportGate, Weigher};
 
 pub use message::{BridgeMessage, Fault, MAX_MESSAGE, MESSAGE_VERSION, MessageError, Payload};
 
@@ -59,12 +58,8 @@ pub enum BridgeError<S, W> {
     Message(MessageError),
 }
 
-/// What was last sent, to decide whether the next reading is news.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    Weight { state: WeightState, net: i64 },
-    Fault(Fault),
-}
+/// What the bridge reports, as its gate sees it.
+type Sent = Report<Fault>;
 
 /// The bridge: a load cell, its weigher, a clock and a byte sink.
 #[derive(Debug)]
@@ -76,7 +71,7 @@ pub struct Bridge<S, F, C, W> {
     heartbeat_ms: u64,
     next_seq: u32,
     /// What was last sent and when.
-    last_sent: Option<(Sent, u64)>,
+    gate: ReportGate<Fault>,
     /// When the load cell last gave a conversion (or the bridge started).
     last_sample_ms: u64,
 }
@@ -98,7 +93,7 @@ where
             sink,
             heartbeat_ms,
             next_seq: 0,
-            last_sent: None,
+            gate: ReportGate::new(heartbeat_ms),
             last_sample_ms: now,
         }
     }
@@ -110,19 +105,19 @@ where
             Ok(Some(raw)) => {
                 self.last_sample_ms = now;
                 let reading = self.weigher.push(raw);
-                let sent = Sent::Weight {
+                let sent = Report::Weight {
                     state: reading.state,
                     net: reading.net.mantissa,
                 };
-                if self.is_news(sent, now) {
+                if self.gate.is_news(sent, now) {
                     return self.send(sent, Payload::Weight(reading), now).map(Some);
                 }
                 Ok(None)
             }
             Ok(None) => {
                 let stalled = now.saturating_sub(self.last_sample_ms) >= self.heartbeat_ms;
-                let sent = Sent::Fault(Fault::SensorStalled);
-                if stalled && self.is_news(sent, now) {
+                let sent = Report::Fault(Fault::SensorStalled);
+                if stalled && self.gate.is_news(sent, now) {
                     self.weigher.reset();
                     return self
                         .send(sent, Payload::Fault(Fault::SensorStalled), now)
@@ -132,8 +127,8 @@ where
             }
             Err(error) => {
                 self.weigher.reset();
-                let sent = Sent::Fault(Fault::SensorRead);
-                if self.is_news(sent, now) {
+                let sent = Report::Fault(Fault::SensorRead);
+                if self.gate.is_news(sent, now) {
                     // The read error matters more than a failed fault report.
                     let _ = self.send(sent, Payload::Fault(Fault::SensorRead), now);
                 }
@@ -157,27 +152,6 @@ where
         (self.source, self.clock, self.sink)
     }
 
-    fn is_news(&self, sent: Sent, now: u64) -> bool {
-        let Some((last, at)) = self.last_sent else {
-            return true;
-        };
-        let heartbeat_due = now.saturating_sub(at) >= self.heartbeat_ms;
-        match (last, sent) {
-            (
-                Sent::Weight {
-                    state: last_state,
-                    net: last_net,
-                },
-                Sent::Weight { state, net },
-            ) => {
-                state != last_state
-                    || (state == WeightState::Stable && net != last_net)
-                    || heartbeat_due
-            }
-            (last, sent) => last != sent || heartbeat_due,
-        }
-    }
-
     fn send(
         &mut self,
         sent: Sent,
@@ -198,7 +172,7 @@ where
         self.write_all(frame.get(..framed).unwrap_or_default())?;
         // Only what reached the sink counts as sent: news that failed to go
         // out is still news on the next turn.
-        self.last_sent = Some((sent, now));
+        self.gate.sent(sent, now);
         Ok(message)
     }
 

@@ -8,7 +8,7 @@ use embedded_io::{ErrorKind, ErrorType};
 
 use super::*;
 use crate::link::FrameDecoder;
-use crate::loadcell::{Calibration, MovingAverage, StabilityDetector};
+use crate::loadcell::{Calibration, MovingAverage, StabilityDetector, WeightState};
 use crate::scale::{Decimal, Unit};
 
 /// A load cell that replays a script, then has nothing ready.

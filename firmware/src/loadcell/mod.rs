@@ -14,7 +14,8 @@
 //! [`Calibration`] (zero offset and span → an exact [`Decimal`] weight), and a
 //! [`StabilityDetector`] (N consecutive samples within a band → stable).
 //! [`Weigher`] runs the three and yields a [`LoadCellReading`] with an
-//! explicit [`WeightState`].
+//! explicit [`WeightState`]; a [`ReportGate`] then decides which readings
+//! are news for the receiver.
 //!
 //! Invariants: raw counts are always the ADC's 24-bit two's complement value
 //! sign-extended into an `i32` (see [`sign_extend_24`]), so every count lies
@@ -33,6 +34,7 @@ mod calibration;
 mod filter;
 mod hx711;
 mod nau7802;
+mod report;
 mod stability;
 mod weigher;
 
@@ -43,6 +45,7 @@ pub use nau7802::{
     Config as Nau7802Config, Gain as Nau7802Gain, Ldo as Nau7802Ldo, NAU7802_ADDRESS, Nau7802,
     Nau7802Error, SampleRate as Nau7802SampleRate,
 };
+pub use report::{Report, ReportGate};
 pub use stability::StabilityDetector;
 pub use weigher::{LoadCellReading, Weigher, WeightState};
 

@@ -140,6 +140,9 @@ pub enum SampleRate {
 /// How [`Nau7802::init`] sets the chip up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Config {
+    /// 7-bit I2C address: [`NAU7802_ADDRESS`] (fixed on the chip), or what an
+    /// address translator on the bus maps it to.
+    pub address: u8,
     /// PGA gain.
     pub gain: Gain,
     /// Internal LDO voltage.
@@ -155,10 +158,11 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// Gain 128, 3.3 V LDO, 80 SPS, 250 ms ramp, 1000 polls 1 ms apart (1 s;
+    /// Address 0x2A, gain 128, 3.3 V LDO, 80 SPS, 250 ms ramp, 1000 polls 1 ms apart (1 s;
     /// a calibration takes a few conversion periods).
     fn default() -> Self {
         Config {
+            address: NAU7802_ADDRESS,
             gain: Gain::X128,
             ldo: Ldo::V3_3,
             rate: SampleRate::Sps80,
@@ -173,7 +177,9 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Nau7802Error<E> {
     /// An I2C transfer failed.
-    #[error("NAU7802 I2C error: {0:?}; check wiring and that the chip answers at 0x2A")]
+    #[error(
+        "NAU7802 I2C error: {0:?}; check wiring, power, and that the chip answers at the configured address (0x2A on the chip)"
+    )]
     I2c(E),
     /// The chip did not report power-up ready (PUR) in time.
     #[error("NAU7802 did not set PUR (power-up ready) within {polls} polls; check its supply")]
@@ -282,7 +288,7 @@ impl<I: I2c, D: DelayNs> Nau7802<I, D> {
     fn read_conversion(&mut self) -> Result<i32, Nau7802Error<I::Error>> {
         let mut bytes = [0u8; 3];
         self.i2c
-            .write_read(NAU7802_ADDRESS, &[Reg::ADCO_B2], &mut bytes)
+            .write_read(self.config.address, &[Reg::ADCO_B2], &mut bytes)
             .map_err(Nau7802Error::I2c)?;
         Ok(from_be_24(bytes))
     }
@@ -309,7 +315,7 @@ impl<I: I2c, D: DelayNs> Nau7802<I, D> {
     fn read_reg(&mut self, reg: u8) -> Result<u8, Nau7802Error<I::Error>> {
         let mut value = [0u8];
         self.i2c
-            .write_read(NAU7802_ADDRESS, &[reg], &mut value)
+            .write_read(self.config.address, &[reg], &mut value)
             .map_err(Nau7802Error::I2c)?;
         let [value] = value;
         Ok(value)
@@ -317,7 +323,7 @@ impl<I: I2c, D: DelayNs> Nau7802<I, D> {
 
     fn write(&mut self, reg: u8, value: u8) -> Result<(), Nau7802Error<I::Error>> {
         self.i2c
-            .write(NAU7802_ADDRESS, &[reg, value])
+            .write(self.config.address, &[reg, value])
             .map_err(Nau7802Error::I2c)
     }
 
