@@ -46,9 +46,10 @@ pub struct Config {
     pub stations: Vec<crate::stations::StationConfig>,
 }
 
-/// One serial device: a scanner, scale, GNSS receiver or peripheral bridge on
-/// a serial port or USB-CDC (`/dev/ttyUSB0`, `/dev/ttyACM0`, or better a
-/// stable `/dev/serial/by-id/…` link).
+/// One device: a scanner, scale, GNSS receiver or peripheral bridge on a
+/// serial port or USB-CDC (`/dev/ttyUSB0`, `/dev/ttyACM0`, or better a
+/// stable `/dev/serial/by-id/…` link), or a NAU7802 load cell on an I2C bus
+/// (`/dev/i2c-1`, with a `[devices.load_cell]` table).
 ///
 /// ```toml
 /// [[devices]]
@@ -65,10 +66,11 @@ pub struct DeviceConfig {
     pub name: String,
     /// What the device is: scanner, scale, gps or bridge.
     pub kind: DeviceKind,
-    /// The byte protocol: scan (scanner); mtsics, toledo, sma or nci (scale);
-    /// nmea (gps); link (bridge).
+    /// The protocol: scan (scanner); mtsics, toledo, sma, nci or nau7802
+    /// (scale); nmea (gps); link (bridge).
     pub protocol: Protocol,
-    /// The device path; a symlink is followed at every (re)open.
+    /// The device path (a serial port, or the I2C bus for nau7802); a
+    /// symlink is followed at every (re)open.
     pub path: PathBuf,
     /// Line speed; defaults to the protocol's usual one
     /// ([`Protocol::default_baud`]). Ignored by USB-CDC devices. 8N1 always:
@@ -81,6 +83,10 @@ pub struct DeviceConfig {
     /// Longest wait between attempts to reopen a missing device.
     #[serde(default = "default_device_reconnect_max")]
     pub reconnect_max_ms: u64,
+    /// nau7802 only (and required there): the chip's settings and the
+    /// calibration.
+    #[serde(default)]
+    pub load_cell: Option<crate::devices::LoadCellConfig>,
 }
 
 impl DeviceConfig {
@@ -275,6 +281,29 @@ impl Config {
                     d.protocol.default_baud()
                 ));
             }
+            let i2c = d.protocol == Protocol::Nau7802;
+            match (&d.load_cell, i2c) {
+                (Some(load_cell), true) => load_cell.check(&d.name)?,
+                (None, true) => {
+                    return Err(format!(
+                        "device {:?} uses protocol nau7802 and needs a [devices.load_cell] table with at least counts_per_kg; see agent.example.toml",
+                        d.name
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(format!(
+                        "device {:?} has a load_cell table but protocol {}; it only applies to nau7802, remove it",
+                        d.name, d.protocol
+                    ));
+                }
+                (None, false) => {}
+            }
+            if i2c && (d.baud.is_some() || d.toledo_checksum) {
+                return Err(format!(
+                    "device {:?} is an I2C load cell (nau7802); baud and toledo_checksum do not apply, remove them",
+                    d.name
+                ));
+            }
             if d.reconnect_max_ms == 0 {
                 return Err(format!(
                     "device {:?} has reconnect_max_ms = 0; use at least 1 (default 5000)",
@@ -323,6 +352,40 @@ mod tests {
             "[[devices]]\nname = \"a\"\nkind = \"gps\"\nprotocol = \"nmea\"\npath = \"/dev/x\"\n";
         let err = config(&format!("{twice}{twice}")).expect_err("duplicate");
         assert!(err.contains("unique"), "{err}");
+    }
+
+    #[test]
+    fn nau7802_needs_its_load_cell_table() {
+        let device = "[[devices]]\nname = \"s\"\nkind = \"scale\"\nprotocol = \"nau7802\"\npath = \"/dev/i2c-1\"\n";
+        let c = config(&format!(
+            "{device}[devices.load_cell]\naddress = 0x2A\ngain = 64\nzero_counts = -1200\ncounts_per_kg = 21500.5\n"
+        ))
+        .expect("valid");
+        let load_cell = c.devices[0].load_cell.as_ref().expect("table");
+        assert_eq!(
+            (load_cell.address, load_cell.gain, load_cell.rate_sps),
+            (0x2A, 64, 10)
+        );
+        for (text, why) in [
+            (device.to_owned(), "needs a [devices.load_cell] table"),
+            (
+                format!("{device}[devices.load_cell]\ncounts_per_kg = 1.0\ngain = 100\n"),
+                "not a NAU7802 gain",
+            ),
+            (
+                format!("{device}baud = 9600\n[devices.load_cell]\ncounts_per_kg = 1.0\n"),
+                "do not apply",
+            ),
+            (
+                "[[devices]]\nname = \"m\"\nkind = \"scale\"\nprotocol = \"mtsics\"\npath = \"/dev/x\"\n\
+                 [devices.load_cell]\ncounts_per_kg = 1.0\n"
+                    .to_owned(),
+                "only applies to nau7802",
+            ),
+        ] {
+            let err = config(&text).expect_err(why);
+            assert!(err.contains(why), "{why}: {err}");
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!   is its I/O-free state machine.
 //! - [`api`]: the local HTTP API for the handheld app.
 //! - [`doctor`]: read-only inspection of an outbox file (`dockline-agent doctor`).
-//! - [`devices`]: serial device sources (scanners, scales, GNSS, bridges) and
-//!   the stream decoder behind them.
+//! - [`devices`]: device sources (serial scanners, scales, GNSS, bridges; I2C
+//!   load cells) and the stream decoder behind them.
 //! - [`decode`]: decoding a raw capture to JSON lines (`dockline-agent decode`).
 //! - [`stations`]: station rules (pick, pack, dock door, vehicle) that turn
 //!   device readings into business events; [`priority`] picks their class.
@@ -54,7 +54,7 @@ pub enum AgentError {
     },
     /// A device reader thread could not start.
     #[error(transparent)]
-    Devices(#[from] devices::serial::SpawnError),
+    Devices(#[from] devices::SpawnError),
     /// The `api.addr` file could not be written.
     #[error("cannot write {path}: {source}")]
     AddrFile {
@@ -109,7 +109,7 @@ pub async fn run(
     let presence = devices::Presence::new(&config.devices);
     // Bounded: a slow outbox makes the device threads wait, not grow a queue.
     let (reading_tx, reading_rx) = tokio::sync::mpsc::channel(256);
-    let sources = devices::serial::Sources::spawn(&config.devices, presence.clone(), reading_tx)?;
+    let sources = devices::Sources::spawn(&config.devices, presence.clone(), reading_tx)?;
     let stations = stations::Stations::new(stations::StationEngine::new(
         &config.stations,
         &config.devices,

@@ -209,6 +209,13 @@ fn example_config_loads() {
             .expect("example config is valid");
     config.check().expect("example config is consistent");
     assert_eq!(config.device.as_str(), "hh-01");
+    let load_cell = config
+        .devices
+        .iter()
+        .find(|d| d.protocol == dockline_agent::devices::Protocol::Nau7802)
+        .and_then(|d| d.load_cell.as_ref())
+        .expect("the example shows an I2C load cell");
+    assert_eq!(load_cell.address, 0x2A);
 }
 
 /// With the budget full of proofs of delivery, a new one is refused with 507

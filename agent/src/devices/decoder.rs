@@ -15,6 +15,7 @@
 //! | `toledo` | STX … CR [checksum] | [`ToledoDecoder`] |
 //! | `nci` | … ETX | [`NciDecoder`] |
 //! | `link` | 0x00-delimited COBS + CRC | [`FrameDecoder`], payload = [`BridgeMessage`] |
+//! | `nau7802` | none: read over I2C ([`super::loadcell`]), bytes are ignored | — |
 //!
 //! # Invariants
 //!
@@ -30,6 +31,7 @@
 use dockline_firmware::bridge::{BridgeMessage, Fault, Payload as BridgePayload};
 use dockline_firmware::line::{LineAssembler, LineOverflow};
 use dockline_firmware::link::FrameDecoder;
+use dockline_firmware::loadcell::LoadCellReading;
 use dockline_firmware::nmea::{self, EpochAssembler, Sentence, parse_sentence};
 use dockline_firmware::scale::{
     DeviceError, NciDecoder, ScaleError, ScaleEvent, TOLEDO_FRAME_LEN, ToledoDecoder,
@@ -73,6 +75,8 @@ enum Framer {
     },
     Nci(NciDecoder),
     Link(Box<FrameDecoder>),
+    /// A protocol without bytes (`nau7802`): input is ignored.
+    Unframed,
 }
 
 /// Decodes one device's byte stream; see the module docs.
@@ -254,6 +258,7 @@ impl StreamDecoder {
                     }
                 }
             }
+            Framer::Unframed => {}
         }
     }
 }
@@ -270,6 +275,8 @@ fn new_framer(protocol: Protocol, options: DecoderOptions) -> Framer {
         },
         Protocol::Nci => Framer::Nci(NciDecoder::new()),
         Protocol::Link => Framer::Link(Box::new(FrameDecoder::new())),
+        // Read over I2C, not a byte stream: nothing to frame.
+        Protocol::Nau7802 => Framer::Unframed,
     }
 }
 
@@ -323,7 +330,7 @@ fn on_line(
         Protocol::Mtsics => out.extend(scale_item(start, parse_mtsics_line(line), Some(line))),
         Protocol::Sma => out.extend(scale_item(start, parse_sma_line(line), Some(line))),
         // Frame protocols never produce lines.
-        Protocol::Toledo | Protocol::Nci | Protocol::Link => {}
+        Protocol::Toledo | Protocol::Nci | Protocol::Link | Protocol::Nau7802 => {}
     }
 }
 
@@ -426,10 +433,16 @@ fn device_error_reason(e: DeviceError) -> &'static str {
     }
 }
 
+/// A load cell's reading (from a bridge frame, or an I2C load cell on the
+/// gateway) as an item: a weight, or the overload/underload state.
+pub(crate) fn load_cell_item(offset: u64, reading: &LoadCellReading) -> Option<Item> {
+    scale_item(offset, Ok(reading.to_scale_event()), None)
+}
+
 fn bridge_item(start: u64, payload: &[u8]) -> Option<Item> {
     match BridgeMessage::decode(payload) {
         Ok(message) => match message.payload {
-            BridgePayload::Weight(reading) => scale_item(start, Ok(reading.to_scale_event()), None),
+            BridgePayload::Weight(reading) => load_cell_item(start, &reading),
             BridgePayload::Fault(fault) => {
                 let reason = match fault {
                     Fault::SensorRead => {
@@ -478,7 +491,7 @@ mod tests {
     use super::*;
     use dockline_firmware::bridge::MAX_MESSAGE;
     use dockline_firmware::link::{MAX_FRAME, encode_frame};
-    use dockline_firmware::loadcell::{LoadCellReading, WeightState};
+    use dockline_firmware::loadcell::WeightState;
     use dockline_firmware::scale::{Decimal, Unit};
 
     fn decode(protocol: Protocol, input: &[u8]) -> Vec<Item> {

@@ -1,5 +1,5 @@
 //! Device sources: serial scanners, scales, GNSS receivers and peripheral
-//! bridges, from bytes on a port to readings in the outbox.
+//! bridges, and I2C load cells, from the bus to readings in the outbox.
 //!
 //! # Layout
 //!
@@ -10,8 +10,11 @@
 //!   sentences into one position per receiver cycle.
 //! - [`decoded`]: what the decoder yields, as a JSON line (`dockline-agent
 //!   decode`) or as a wire-contract [`Reading`](dockline_protocol::Reading).
-//! - [`serial`]: one blocking reader thread per configured device, with
-//!   reconnect after unplug and capped backoff.
+//! - [`source`]: one blocking thread per configured device: connect, read
+//!   until gone, reconnect with capped backoff; the readings channel.
+//! - [`serial`]: devices on a serial port or USB-CDC.
+//! - [`loadcell`]: NAU7802 load cells on Linux I2C (`protocol = "nau7802"`),
+//!   through the firmware driver and weighing pipeline.
 //! - [`backoff`]: the reconnect delay schedule (pure).
 //! - [`presence`]: per-device health for `GET /v1/status`.
 //!
@@ -22,8 +25,10 @@
 pub mod backoff;
 pub mod decoded;
 pub mod decoder;
+pub mod loadcell;
 pub mod presence;
 pub mod serial;
+pub mod source;
 
 use std::fmt;
 use std::str::FromStr;
@@ -32,7 +37,9 @@ use serde::{Deserialize, Serialize};
 
 pub use decoded::{Decoded, Item};
 pub use decoder::{DecoderOptions, StreamDecoder};
+pub use loadcell::{BusOpener, LinuxI2c, LoadCellConfig};
 pub use presence::{DevicePresence, Presence};
+pub use source::{DeviceReading, Sources, SpawnError};
 
 /// The byte protocol a device speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -54,11 +61,15 @@ pub enum Protocol {
     /// [`BridgeMessage`](dockline_firmware::bridge::BridgeMessage) (load-cell
     /// weight or fault).
     Link,
+    /// NAU7802 load-cell ADC on Linux I2C (`/dev/i2c-N`); not a byte stream,
+    /// so not offered by `dockline-agent decode`.
+    #[value(skip)]
+    Nau7802,
 }
 
 impl Protocol {
     /// Every protocol, for messages that list the choices.
-    pub const ALL: [Protocol; 7] = [
+    pub const ALL: [Protocol; 8] = [
         Protocol::Scan,
         Protocol::Nmea,
         Protocol::Mtsics,
@@ -66,6 +77,7 @@ impl Protocol {
         Protocol::Sma,
         Protocol::Nci,
         Protocol::Link,
+        Protocol::Nau7802,
     ];
 
     /// The name used in config files and on the command line.
@@ -78,12 +90,13 @@ impl Protocol {
             Protocol::Sma => "sma",
             Protocol::Nci => "nci",
             Protocol::Link => "link",
+            Protocol::Nau7802 => "nau7802",
         }
     }
 
     /// The baud rate a device of this protocol ships with: 9600 for scanners,
     /// u-blox receivers and scale indicators; 115200 for our bridge firmware.
-    /// USB-CDC devices ignore it.
+    /// USB-CDC devices ignore it, and so does `nau7802` (I2C).
     pub fn default_baud(self) -> u32 {
         match self {
             Protocol::Link => 115_200,
@@ -96,9 +109,11 @@ impl Protocol {
         match self {
             Protocol::Scan => DeviceKind::Scanner,
             Protocol::Nmea => DeviceKind::Gps,
-            Protocol::Mtsics | Protocol::Toledo | Protocol::Sma | Protocol::Nci => {
-                DeviceKind::Scale
-            }
+            Protocol::Mtsics
+            | Protocol::Toledo
+            | Protocol::Sma
+            | Protocol::Nci
+            | Protocol::Nau7802 => DeviceKind::Scale,
             Protocol::Link => DeviceKind::Bridge,
         }
     }
@@ -133,7 +148,7 @@ impl FromStr for Protocol {
 pub enum DeviceKind {
     /// A barcode scanner (`scan`).
     Scanner,
-    /// A weighing scale (`mtsics`, `toledo`, `sma`, `nci`).
+    /// A weighing scale (`mtsics`, `toledo`, `sma`, `nci`, `nau7802`).
     Scale,
     /// A GNSS receiver (`nmea`).
     Gps,

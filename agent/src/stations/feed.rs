@@ -14,7 +14,7 @@ use dockline_protocol::{Payload, Priority, TimeSource};
 use tokio::sync::mpsc;
 
 use super::{Output, Stations};
-use crate::devices::serial::DeviceReading;
+use crate::devices::DeviceReading;
 use crate::outbox::{NewEvent, Outbox, OutboxError};
 
 /// Stores readings and station events until every reading sender is gone.
