@@ -31,14 +31,18 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::devices::PortError;
 use crate::mock_erp::{ErpConfig, MockErp, MockErpHandle};
 use crate::process::{ChildProcess, ProcessError};
-use crate::scenario::{Role, Scenario};
-pub use crate::verdict::{Generated, KindCount, Tally, tally};
+use crate::scenario::player::{self, PlayStats, Ports, Target};
+use crate::scenario::{Role, Scenario, ScenarioError, ScenarioFile, Timeline};
+pub use crate::verdict::{Generated, KindCount, Tally, tally, tally_with};
 
 /// How long a child may take to write its address file.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const SITE: &str = "dc-north";
+/// The report's label for events posted by the HTTP order scenario.
+pub const ORDERS_SOURCE: &str = "orders (HTTP)";
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -63,6 +67,9 @@ pub struct DemoOptions {
     pub erp_lose_after_commit_rate: f64,
     /// The `dockline-sim` executable that runs the children.
     pub exe: PathBuf,
+    /// Device scenarios played on virtual devices next to the HTTP orders
+    /// (each on its own agent).
+    pub scenarios: Vec<ScenarioFile>,
 }
 
 /// The demo could not run (as opposed to running and finding losses).
@@ -88,6 +95,12 @@ pub enum DemoError {
     /// A setting cannot work.
     #[error("{0}")]
     Options(String),
+    /// A scenario cannot be played.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// A virtual device could not be created.
+    #[error(transparent)]
+    Port(#[from] PortError),
 }
 
 /// The closing report, also written as JSON with `--report`.
@@ -133,6 +146,18 @@ pub struct Report {
     pub seed: u64,
     /// Counts per event kind.
     pub by_kind: BTreeMap<String, KindCount>,
+    /// Counts per source (the HTTP orders, each device scenario), per kind.
+    pub by_source: BTreeMap<String, BTreeMap<String, KindCount>>,
+    /// Business events the virtual devices' bytes had to produce.
+    pub expected_from_devices: u64,
+    /// Virtual devices played.
+    pub virtual_devices: usize,
+    /// Device bytes written to the virtual devices.
+    pub device_bytes: u64,
+    /// Pick lists and PODs the scenarios posted that were not accepted.
+    pub scenario_post_failures: u64,
+    /// One line per device scenario: what it played.
+    pub scenarios: Vec<String>,
     /// Where the logs are (kept when the demo fails).
     pub work_dir: String,
 }
@@ -141,6 +166,8 @@ pub struct Report {
 struct Agent {
     device: String,
     roles: Vec<Role>,
+    /// Virtual devices it reads.
+    devices: usize,
     api: SocketAddr,
     process: ChildProcess,
 }
@@ -274,8 +301,20 @@ pub(crate) fn devices(agents: usize) -> Vec<(String, Vec<Role>)> {
     out
 }
 
+/// A device scenario's agent: its id, the config tables for its devices
+/// and stations, and how many devices it reads.
+struct ScenarioAgent {
+    device: String,
+    config: String,
+    devices: usize,
+}
+
 impl Stack {
-    async fn start(opts: &DemoOptions, dir: &Path) -> Result<Self, DemoError> {
+    async fn start(
+        opts: &DemoOptions,
+        dir: &Path,
+        scenario_agents: &[ScenarioAgent],
+    ) -> Result<Self, DemoError> {
         let (broker, broker_addr) =
             start_broker(&opts.exe, dir, SocketAddr::from(([127, 0, 0, 1], 0)), 1).await?;
         println!(
@@ -306,8 +345,14 @@ impl Stack {
             opts.erp_lose_after_commit_rate * 100.0
         );
 
-        let plan = devices(opts.agents);
-        let ids: Vec<String> = plan.iter().map(|(d, _)| d.clone()).collect();
+        let mut plan: Vec<(String, Vec<Role>, String, usize)> = devices(opts.agents)
+            .into_iter()
+            .map(|(d, roles)| (d, roles, String::new(), 0))
+            .collect();
+        for a in scenario_agents {
+            plan.push((a.device.clone(), Vec::new(), a.config.clone(), a.devices));
+        }
+        let ids: Vec<String> = plan.iter().map(|(d, ..)| d.clone()).collect();
         let cdir = dir.join("collector");
         mkdir(&cdir)?;
         let cfile = dir.join("collector.toml");
@@ -331,11 +376,14 @@ impl Stack {
         );
 
         let mut agents = Vec::new();
-        for (device, roles) in plan {
+        for (device, roles, extra, device_count) in plan {
             let adir = dir.join(&device);
             mkdir(&adir)?;
             let afile = dir.join(format!("{device}.toml"));
-            write(&afile, &agent_config(&device, &adir, broker_addr))?;
+            write(
+                &afile,
+                &(agent_config(&device, &adir, broker_addr) + &extra),
+            )?;
             let apath = afile.display().to_string();
             let mut process =
                 ChildProcess::spawn(&device, &opts.exe, &["agent", "--config", &apath], dir)?;
@@ -349,6 +397,7 @@ impl Stack {
             agents.push(Agent {
                 device,
                 roles,
+                devices: device_count,
                 api,
                 process,
             });
@@ -424,6 +473,15 @@ pub(crate) struct Production {
 }
 
 impl Production {
+    /// Records an event an agent accepted.
+    pub(crate) fn record(&self, event: Generated) {
+        self.generated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+        self.made.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn generated(&self) -> Vec<Generated> {
         self.generated
             .lock()
@@ -473,13 +531,7 @@ pub(crate) async fn produce(
                 continue;
             };
             match post_event(&client, &device, api, &step.body).await {
-                Ok(accepted) => {
-                    out.generated
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(accepted.into_generated(step.kind));
-                    out.made.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(accepted) => out.record(accepted.into_generated(step.kind, ORDERS_SOURCE)),
                 Err(PostError::Refused(message)) => {
                     tracing::debug!(%api, kind = step.kind, %message, "agent down; event not made");
                     out.posts_refused.fetch_add(1, Ordering::Relaxed);
@@ -507,8 +559,9 @@ pub(crate) struct Accepted {
 }
 
 impl Accepted {
-    pub(crate) fn into_generated(self, kind: &str) -> Generated {
+    pub(crate) fn into_generated(self, kind: &str, source: &str) -> Generated {
         Generated {
+            source: source.to_string(),
             event_id: self.event_id,
             kind: kind.to_string(),
             device: self.device,
@@ -600,6 +653,8 @@ async fn progress_line(
     let mut queued = 0u64;
     let mut online = 0usize;
     let mut answered = 0usize;
+    let mut devices_online = 0usize;
+    let mut station_events = 0u64;
     for a in &stack.agents {
         if let Some(s) = get_json(client, format!("http://{}/v1/status", a.api)).await {
             answered += 1;
@@ -607,8 +662,23 @@ async fn progress_line(
             if s.get("mqtt_connected").and_then(Value::as_bool) == Some(true) {
                 online += 1;
             }
+            let list = |key: &str| {
+                s.get(key)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            devices_online += list("devices")
+                .iter()
+                .filter(|d| d["connected"] == Value::Bool(true))
+                .count();
+            station_events += list("stations")
+                .iter()
+                .filter_map(|st| st["events"].as_u64())
+                .sum::<u64>();
         }
     }
+    let devices_total: usize = stack.agents.iter().map(|a| a.devices).sum();
     let c = get_json(client, format!("http://{}/v1/stats", stack.collector_api)).await;
     let erp = stack.erp.stats();
     let queued = if answered == stack.agents.len() {
@@ -617,7 +687,7 @@ async fn progress_line(
         format!("{queued}+?")
     };
     format!(
-        "[{:>5.1}s] {phase:<9} made {made:>6} | device outboxes {queued:>5} queued | collector {:>5} pending, {:>6} booked | ERP {:>6} effects, {} replays, {} faults | agents online {online}/{} | broker {}",
+        "[{:>5.1}s] {phase:<9} made {made:>5} + {station_events:>4} by stations | outboxes {queued:>5} queued | collector {:>5} pending, {:>6} booked | ERP {:>6} effects, {} replays, {} faults | agents {online}/{} | devices {devices_online}/{devices_total} | broker {}",
         elapsed.as_secs_f64(),
         num(&c, "pending"),
         num(&c, "booked"),
@@ -667,14 +737,79 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let mut stack = Stack::start(opts, dir).await?;
+    // Device scenarios: their timelines fit the production time, their
+    // virtual devices exist before their agents start.
+    let budget_ms = opts.duration.as_millis().saturating_sub(2_000) as u64;
+    let mut timelines: Vec<Arc<Timeline>> = Vec::new();
+    let mut ports: Vec<Ports> = Vec::new();
+    let mut scenario_agents: Vec<ScenarioAgent> = Vec::new();
+    for file in &opts.scenarios {
+        let timeline = file.timeline(budget_ms, Some(opts.seed))?;
+        if scenario_agents.iter().any(|a| a.device == timeline.agent)
+            || devices(opts.agents)
+                .iter()
+                .any(|(d, _)| *d == timeline.agent)
+        {
+            return Err(DemoError::Options(format!(
+                "scenario {} uses agent {}, which another scenario or the HTTP orders use; give it its own",
+                timeline.source, timeline.agent
+            )));
+        }
+        let open = Ports::open(&timeline, &dir.join("dev").join(&timeline.agent))?;
+        println!(
+            "scenario   {:<16} on {}: {}",
+            timeline.source, timeline.agent, timeline.description
+        );
+        scenario_agents.push(ScenarioAgent {
+            device: timeline.agent.clone(),
+            config: timeline.agent_toml(open.dir()),
+            devices: timeline.devices.len(),
+        });
+        ports.push(open);
+        timelines.push(Arc::new(timeline));
+    }
+    let mut stack = Stack::start(opts, dir, &scenario_agents).await?;
+    let production = Arc::new(Production::default());
+    let play_stats = Arc::new(PlayStats::default());
+    let mut targets = Vec::new();
+    for t in &timelines {
+        let Some(agent) = stack.agents.iter().find(|a| a.device == t.agent) else {
+            continue;
+        };
+        let target = Target {
+            device: agent.device.clone(),
+            api: agent.api,
+        };
+        if !player::wait_connected(&client, &target, t, Duration::from_secs(15)).await {
+            println!(
+                "warning    {} has not opened every virtual device of {} after 15 s; playing anyway",
+                t.agent, t.source
+            );
+        }
+        targets.push(target);
+    }
 
     let outage = opts
         .outage
         .unwrap_or_else(|| Duration::from_secs(5).min(opts.duration / 3));
     let outage_at = (opts.duration / 2).saturating_sub(outage / 2);
-    let production = Arc::new(Production::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let play_start = tokio::time::Instant::now();
+    let players: Vec<_> = timelines
+        .iter()
+        .zip(targets)
+        .zip(ports)
+        .map(|((t, target), open)| {
+            let play = player::Play {
+                client: client.clone(),
+                timeline: t.clone(),
+                target,
+                production: production.clone(),
+                stats: play_stats.clone(),
+            };
+            tokio::spawn(player::play(play, open, play_start, stop_rx.clone()))
+        })
+        .collect();
     let routes: Vec<Route> = stack
         .agents
         .iter()
@@ -745,20 +880,34 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         stack.restart_broker().await?;
         down_total += since.elapsed();
     }
+    // The timelines end within the production time; a late one gets a
+    // moment before it is stopped (its unplayed events then show as lost).
+    let mut kept_ports = Vec::new();
+    for p in players {
+        match tokio::time::timeout(Duration::from_secs(10), p).await {
+            Ok(Ok(open)) => kept_ports.push(open),
+            _ => println!("warning    a scenario did not finish playing in time"),
+        }
+    }
     let _ = stop_tx.send(true);
     let _ = producer.await;
     let produce_secs = t0.elapsed().as_secs_f64();
     let generated = production.generated();
+    let expected: Vec<crate::verdict::Expected> = timelines
+        .iter()
+        .flat_map(|t| t.expected.iter().cloned())
+        .collect();
     println!(
-        "production stopped: {} events made; waiting up to {} s for all of them at the ERP",
+        "production stopped: {} events posted, {} expected from device bytes; waiting up to {} s for all of them at the ERP",
         generated.len(),
+        expected.len(),
         opts.drain_timeout.as_secs()
     );
 
     let drain_start = Instant::now();
     let mut next_line = Duration::from_secs(1);
     loop {
-        let t = tally(&generated, &stack.erp.effects());
+        let t = tally_with(&generated, &expected, &stack.erp.effects());
         if t.lost == 0 || drain_start.elapsed() >= opts.drain_timeout {
             break;
         }
@@ -795,12 +944,14 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
 
     let effects = stack.erp.effects();
     let erp = stack.erp.stats();
-    let t = tally(&generated, &effects);
+    let t = tally_with(&generated, &expected, &effects);
+    let device_bytes = kept_ports.iter().map(|p| p.bytes().0).sum();
+    drop(kept_ports);
     let post_errors = production.post_errors.load(Ordering::Relaxed)
         + production.posts_refused.load(Ordering::Relaxed);
     let agents = opts.agents;
     stack.shutdown().await;
-    let events_generated = generated.len() as u64;
+    let events_generated = (generated.len() + expected.len()) as u64;
     Ok(Report {
         passed: t.lost == 0 && t.duplicated == 0 && events_generated > 0,
         events_generated,
@@ -822,6 +973,15 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         agents,
         seed: opts.seed,
         by_kind: t.by_kind,
+        by_source: t.by_source,
+        expected_from_devices: expected.len() as u64,
+        virtual_devices: timelines.iter().map(|t| t.devices.len()).sum(),
+        device_bytes,
+        scenario_post_failures: play_stats.posts_failed.load(Ordering::Relaxed),
+        scenarios: timelines
+            .iter()
+            .map(|t| format!("{}: {}", t.source, t.description))
+            .collect(),
         work_dir: dir.display().to_string(),
     })
 }
@@ -853,12 +1013,29 @@ impl Report {
                 self.post_errors
             ));
         }
-        s.push_str("by kind              made   booked\n");
-        for (kind, c) in &self.by_kind {
+        if self.virtual_devices > 0 {
             s.push_str(&format!(
-                "  {kind:<16} {:>7} {:>8}\n",
-                c.generated, c.booked
+                "virtual devices      {:>8}   ({} bytes written; {} expected business events)\n",
+                self.virtual_devices, self.device_bytes, self.expected_from_devices
             ));
+        }
+        if self.scenario_post_failures > 0 {
+            s.push_str(&format!(
+                "scenario posts failed {:>7}   (their events cannot be made)\n",
+                self.scenario_post_failures
+            ));
+        }
+        for (source, kinds) in &self.by_source {
+            let (made, booked) = kinds
+                .values()
+                .fold((0, 0), |(m, b), c| (m + c.generated, b + c.booked));
+            s.push_str(&format!("{source:<20} {made:>8} made {booked:>8} booked\n"));
+            for (kind, c) in kinds {
+                s.push_str(&format!(
+                    "  {kind:<18} {:>8}      {:>8}\n",
+                    c.generated, c.booked
+                ));
+            }
         }
         s.push_str(&format!(
             "produced {:.1} s, drained {:.1} s, wall time {:.1} s\n",

@@ -11,10 +11,14 @@
 //!   per idempotency key, injected faults, stats.
 //! - [`process`]: child processes with logs in files, address files, and kill
 //!   on drop.
-//! - [`scenario`]: the deterministic shift and route, as HTTP requests.
+//! - [`scenario`]: the HTTP orders, and the device scenarios (a warehouse
+//!   shift, a delivery route) loaded from TOML files and played on virtual
+//!   devices.
 //! - [`verdict`]: the invariant checker: accepted events against ERP effects
 //!   (lost, duplicated, out of lane order).
 //! - [`demo`]: the whole journey with an outage, progress lines and the report.
+//! - [`fleet`]: hundreds of agents with virtual scanners against one
+//!   collector; events per second, lost and duplicated.
 //! - [`chaos`]: repeated fault trials (chaos proxy, process kills, broker and
 //!   ERP faults) judged by [`verdict`], with a JSON report.
 //!
@@ -25,6 +29,7 @@ pub mod broker;
 pub mod chaos;
 pub mod demo;
 pub mod devices;
+pub mod fleet;
 pub mod mock_erp;
 pub mod process;
 pub mod scenario;

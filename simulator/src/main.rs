@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use dockline_simulator::bench::{self, BenchOptions};
 use dockline_simulator::chaos::{self, ChaosOptions};
 use dockline_simulator::demo::{self, DemoOptions};
+use dockline_simulator::fleet::{self, FleetOptions};
 use dockline_simulator::mock_erp::{ErpConfig, MockErp};
+use dockline_simulator::scenario::{self, ScenarioFile};
 use dockline_simulator::{broker, process};
 
 /// dockline without hardware: broker, mock ERP and the end-to-end demo.
@@ -91,6 +93,37 @@ enum Command {
         /// Share of new ERP bookings whose response is lost after commit.
         #[arg(long, default_value_t = 0.02)]
         erp_lose_after_commit_rate: f64,
+        /// Device scenario files (TOML) played on virtual devices, each on
+        /// its own agent; repeat for several. Default: the checked-in
+        /// warehouse shift and delivery route.
+        #[arg(long = "scenario", value_name = "FILE")]
+        scenarios: Vec<PathBuf>,
+        /// No device scenarios: HTTP orders only.
+        #[arg(long, conflicts_with = "scenarios")]
+        no_devices: bool,
+    },
+    /// Run N agents with M virtual scanners each against one collector
+    /// (loopback only), then report events per second, lost and duplicated.
+    /// Exits 1 on any loss or duplicate.
+    Fleet {
+        /// Agents (child processes), 1 to 1000.
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        /// Virtual scanners per agent, 1 to 16 (each a dock door station).
+        #[arg(long, default_value_t = 2)]
+        devices: usize,
+        /// Seconds of scanning.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Scans per second per scanner (each one `loaded` event).
+        #[arg(long, default_value_t = 1.0)]
+        scans_per_sec: f64,
+        /// Seconds to wait after scanning for every event to be booked.
+        #[arg(long, default_value_t = 120)]
+        drain_timeout: u64,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Run repeated fault trials (chaos proxy on the links, agent, collector
     /// and broker kills, ERP faults) and check that every event is booked
@@ -172,7 +205,10 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(
         if matches!(
             cli.command,
-            Command::Demo { .. } | Command::Bench { .. } | Command::Chaos { .. }
+            Command::Demo { .. }
+                | Command::Bench { .. }
+                | Command::Chaos { .. }
+                | Command::Fleet { .. }
         ) {
             "warn"
         } else {
@@ -231,7 +267,19 @@ async fn main() -> anyhow::Result<()> {
             erp_fail_rate,
             erp_throttle_rate,
             erp_lose_after_commit_rate,
+            scenarios,
+            no_devices,
         } => {
+            let scenarios = if no_devices {
+                Vec::new()
+            } else if scenarios.is_empty() {
+                scenario::default_scenarios()?
+            } else {
+                scenarios
+                    .iter()
+                    .map(|p| ScenarioFile::load(p))
+                    .collect::<Result<_, _>>()?
+            };
             let outage = match outage_secs {
                 Some(s) => Some(
                     Duration::try_from_secs_f64(s)
@@ -250,10 +298,44 @@ async fn main() -> anyhow::Result<()> {
                 erp_throttle_rate,
                 erp_lose_after_commit_rate,
                 exe: std::env::current_exe().context("cannot find this program's path")?,
+                scenarios,
             };
             // Dropping the demo on Ctrl-C or SIGTERM kills its children.
             let result = tokio::select! {
                 r = demo::run(opts) => r.context("the demo could not run")?,
+                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+            };
+            println!("{}", result.summary());
+            if let Some(path) = report {
+                let json = serde_json::to_string_pretty(&result)?;
+                std::fs::write(&path, json + "\n")
+                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
+                println!("report written to {}", path.display());
+            }
+            if !result.passed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Fleet {
+            agents,
+            devices,
+            duration,
+            scans_per_sec,
+            drain_timeout,
+            report,
+        } => {
+            let opts = FleetOptions {
+                agents,
+                devices,
+                duration: Duration::from_secs(duration),
+                scans_per_sec,
+                drain_timeout: Duration::from_secs(drain_timeout),
+                exe: std::env::current_exe().context("cannot find this program's path")?,
+            };
+            // Dropping the run on Ctrl-C or SIGTERM kills its children.
+            let result = tokio::select! {
+                r = fleet::run(opts) => r.context("the fleet could not run")?,
                 () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
             };
             println!("{}", result.summary());

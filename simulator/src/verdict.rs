@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::mock_erp::Effect;
 
@@ -51,6 +52,68 @@ pub struct Generated {
     pub epoch: u64,
     /// The device's sequence number from the 201.
     pub seq: u64,
+    /// What made it: the HTTP orders or a scenario's name (report label).
+    pub source: String,
+}
+
+/// What identifies a business event made by station rules, whose event id
+/// nobody outside the agent knows: its kind, references and key fields, as
+/// the ERP's effect data carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Signature {
+    /// `picked`, `packed`, `loaded`, `departed`, `arrived`, `exception`, …
+    pub kind: String,
+    /// `refs.order`.
+    pub order: Option<String>,
+    /// `refs.sscc`.
+    pub sscc: Option<String>,
+    /// `refs.stop`.
+    pub stop: Option<String>,
+    /// `refs.location`.
+    pub location: Option<String>,
+    /// `item` (picked).
+    pub item: Option<String>,
+    /// `quantity` (picked, packed).
+    pub quantity: Option<u64>,
+    /// `exception` (the exception's kind).
+    pub exception: Option<String>,
+}
+
+impl Signature {
+    /// The signature of an effect's CloudEvents `data`.
+    pub fn of_effect_data(data: &Value) -> Signature {
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        let refs = &data["refs"];
+        Signature {
+            kind: data["kind"].as_str().unwrap_or_default().to_owned(),
+            order: text(&refs["order"]),
+            sscc: text(&refs["sscc"]),
+            stop: text(&refs["stop"]),
+            location: text(&refs["location"]),
+            item: text(&data["item"]),
+            quantity: data["quantity"].as_u64(),
+            exception: text(&data["exception"]),
+        }
+    }
+
+    /// A signature of `kind` with nothing else set.
+    pub fn kind(kind: &str) -> Signature {
+        Signature {
+            kind: kind.into(),
+            ..Signature::default()
+        }
+    }
+}
+
+/// A business event that device bytes must produce at an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expected {
+    /// The scenario that made it (report label).
+    pub source: String,
+    /// The agent (device id) whose station rules make it.
+    pub device: String,
+    /// What it must look like at the ERP.
+    pub what: Signature,
 }
 
 /// What the ERP's effects say about the generated events.
@@ -70,6 +133,8 @@ pub struct Tally {
     pub order_inversions: u64,
     /// Per kind.
     pub by_kind: BTreeMap<String, KindCount>,
+    /// Per source (HTTP orders, each scenario), then per kind.
+    pub by_source: BTreeMap<String, BTreeMap<String, KindCount>>,
 }
 
 /// A lane position: device, epoch, sequence.
@@ -102,6 +167,14 @@ pub fn business_rank(kind: &str) -> Option<u8> {
 /// Matches effects (in booking order) to generated events and checks the
 /// invariants listed in the module doc.
 pub fn tally(generated: &[Generated], effects: &[Effect]) -> Tally {
+    tally_with(generated, &[], effects)
+}
+
+/// [`tally`], with events that device bytes must produce: an effect no
+/// generated event claims is matched to an expected one of its device with
+/// the same [`Signature`], each expected event taking one effect. A second
+/// effect at the same device position is a duplicate, never a second match.
+pub fn tally_with(generated: &[Generated], expected: &[Expected], effects: &[Effect]) -> Tally {
     let by_id: HashMap<&str, usize> = generated
         .iter()
         .enumerate()
@@ -115,9 +188,10 @@ pub fn tally(generated: &[Generated], effects: &[Effect]) -> Tally {
     let mut t = Tally::default();
     // Effects per generated event, and per lane position for the others.
     let mut hits = vec![0u64; generated.len()];
-    let mut stray: HashMap<LanePos, u64> = HashMap::new();
+    let mut stray: HashMap<LanePos, bool> = HashMap::new();
     let mut lane_max: HashMap<String, (u64, u64)> = HashMap::new();
     let mut order_max: HashMap<String, u8> = HashMap::new();
+    let mut expected_hit = vec![false; expected.len()];
     for e in effects {
         let index = by_id
             .get(e.id.as_str())
@@ -128,12 +202,24 @@ pub fn tally(generated: &[Generated], effects: &[Effect]) -> Tally {
         match index {
             Some(i) => hits[i] += 1,
             None => {
-                t.unexpected += 1;
-                if let Some(p) = &pos {
-                    let n = stray.entry(p.clone()).or_default();
-                    *n += 1;
-                    if *n > 1 {
+                // The first effect at a device position claims an expected
+                // event if one fits; later ones there are duplicates, and
+                // unexpected too when the first was.
+                let first = pos.as_ref().and_then(|p| stray.get(p).copied());
+                match first {
+                    Some(claimed) => {
                         t.duplicated += 1;
+                        t.unexpected += u64::from(!claimed);
+                    }
+                    None => {
+                        let claimed = claim_expected(e, expected, &expected_hit);
+                        match claimed {
+                            Some(j) => expected_hit[j] = true,
+                            None => t.unexpected += 1,
+                        }
+                        if let Some(p) = &pos {
+                            stray.insert(p.clone(), claimed.is_some());
+                        }
                     }
                 }
             }
@@ -156,23 +242,51 @@ pub fn tally(generated: &[Generated], effects: &[Effect]) -> Tally {
         }
     }
     for (g, &n) in generated.iter().zip(&hits) {
-        let k = t.by_kind.entry(g.kind.clone()).or_default();
-        k.generated += 1;
-        if n > 0 {
-            t.booked += 1;
-            k.booked += 1;
-            t.duplicated += n - 1;
-        } else {
-            t.lost += 1;
-        }
+        t.count(&g.source, &g.kind, n > 0);
+        t.duplicated += n.saturating_sub(1);
+    }
+    for (x, &hit) in expected.iter().zip(&expected_hit) {
+        t.count(&x.source, &x.what.kind, hit);
     }
     t
+}
+
+impl Tally {
+    /// Counts one generated or expected event, booked or not.
+    fn count(&mut self, source: &str, kind: &str, booked: bool) {
+        let per_source = self.by_source.entry(source.to_owned()).or_default();
+        for k in [
+            self.by_kind.entry(kind.to_owned()).or_default(),
+            per_source.entry(kind.to_owned()).or_default(),
+        ] {
+            k.generated += 1;
+            k.booked += u64::from(booked);
+        }
+        if booked {
+            self.booked += 1;
+        } else {
+            self.lost += 1;
+        }
+    }
+}
+
+/// The first unclaimed expected event of the effect's device whose
+/// signature the effect has.
+fn claim_expected(effect: &Effect, expected: &[Expected], hit: &[bool]) -> Option<usize> {
+    if expected.is_empty() {
+        return None;
+    }
+    let device = effect.device.as_deref()?;
+    let signature = Signature::of_effect_data(&effect.data);
+    expected
+        .iter()
+        .zip(hit.iter())
+        .position(|(x, taken)| !*taken && x.device == device && x.what == signature)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn effect(index: usize, id: &str, key: &str, kind: &str) -> Effect {
         Effect {
@@ -209,6 +323,7 @@ mod tests {
             device: device.into(),
             epoch: 1,
             seq,
+            source: "orders".into(),
         }
     }
 
@@ -285,6 +400,61 @@ mod tests {
         assert_eq!(t.out_of_lane_order, 1);
         // packed and picked both after departed.
         assert_eq!(t.order_inversions, 2);
+    }
+
+    #[test]
+    fn expected_events_match_by_device_and_signature_once_each() {
+        let data = |order: &str| {
+            serde_json::json!({"kind": "picked", "item": "09506000134352", "quantity": 2,
+                               "refs": {"order": order, "location": "pick-1"}, "lot": "L1"})
+        };
+        let with_data = |mut e: Effect, d: Value| {
+            e.data = d;
+            e
+        };
+        let expect = |order: &str| Expected {
+            source: "shift".into(),
+            device: "gw-01".into(),
+            what: Signature::of_effect_data(&data(order)),
+        };
+        let expected = [expect("SO-1"), expect("SO-2"), expect("SO-3")];
+        let effects = [
+            at(
+                with_data(effect(0, "x", "x", "picked"), data("SO-1")),
+                "gw-01",
+                4,
+                "SO-1",
+            ),
+            // The same device event again under another id: a duplicate.
+            at(
+                with_data(effect(1, "y", "y", "picked"), data("SO-1")),
+                "gw-01",
+                4,
+                "SO-1",
+            ),
+            at(
+                with_data(effect(2, "z", "z", "picked"), data("SO-2")),
+                "gw-01",
+                9,
+                "SO-2",
+            ),
+            // Right signature, wrong device: unexpected.
+            at(
+                with_data(effect(3, "w", "w", "picked"), data("SO-3")),
+                "gw-02",
+                1,
+                "SO-3",
+            ),
+        ];
+        let t = tally_with(&[], &expected, &effects);
+        assert_eq!((t.booked, t.lost, t.duplicated, t.unexpected), (2, 1, 1, 1));
+        assert_eq!(
+            t.by_source["shift"]["picked"],
+            KindCount {
+                generated: 3,
+                booked: 2
+            }
+        );
     }
 
     #[test]

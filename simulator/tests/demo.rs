@@ -1,6 +1,8 @@
 //! The demo end to end, as a user runs it: broker, collector and agents as
-//! child processes, a broker outage, ERP faults, and a report that must show
-//! every event booked exactly once.
+//! child processes, a broker outage, ERP faults, the checked-in warehouse
+//! shift and delivery route played on virtual devices (pseudo-terminals read
+//! by the agents' serial sources), and a report that must show every event,
+//! posted or made by station rules from device bytes, booked exactly once.
 
 use std::process::Command;
 use std::time::Instant;
@@ -11,7 +13,7 @@ fn demo_books_every_event_exactly_once_across_a_broker_outage() {
     let report_path = dir.path().join("report.json");
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_dockline-sim"))
-        .args(["demo", "--duration", "10", "--report"])
+        .args(["demo", "--duration", "20", "--report"])
         .arg(&report_path)
         .output()
         .expect("dockline-sim runs");
@@ -40,6 +42,23 @@ fn demo_books_every_event_exactly_once_across_a_broker_outage() {
     let by_kind = report["by_kind"].as_object().expect("by_kind");
     for kind in ["picked", "packed", "loaded", "departed", "arrived"] {
         assert!(by_kind.contains_key(kind), "no {kind} events: {report}");
+    }
+    // The device scenarios made business events through the station rules.
+    assert!(field("virtual_devices") >= 8, "{report}");
+    assert!(field("expected_from_devices") > 0, "{report}");
+    let by_source = report["by_source"].as_object().expect("by_source");
+    for (source, kinds) in [
+        ("warehouse-shift", &["picked", "packed", "loaded"][..]),
+        ("delivery-route", &["departed", "arrived", "delivered"][..]),
+    ] {
+        for kind in kinds {
+            let c = &by_source[source][kind];
+            assert!(
+                c["generated"].as_u64() > Some(0),
+                "{source} {kind}: {report}"
+            );
+            assert_eq!(c["booked"], c["generated"], "{source} {kind}: {report}");
+        }
     }
     assert!(stdout.contains("broker KILLED"), "{stdout}");
     assert!(stdout.contains("PASS"), "{stdout}");

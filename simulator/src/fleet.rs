@@ -1,0 +1,443 @@
+//! `dockline-sim fleet`: many agents with many virtual devices against one
+//! collector, on loopback, then events per second and lost/duplicated.
+//!
+//! # What runs
+//!
+//! A broker and a collector as child processes, the mock ERP (no faults) in
+//! this process, and N agent children (`fl-0001`…), started a batch at a
+//! time. Each agent reads M virtual scanners on pseudo-terminals, each
+//! scanner feeding its own dock door station (with a vehicle configured), so
+//! every scan of a new SSCC label is one `loaded` business event made by the
+//! agent's station rules. The expected set is every SSCC scanned.
+//!
+//! # Bounds
+//!
+//! At most [`MAX_AGENTS`] agents and [`MAX_DEVICES`] devices each: every
+//! device is a pseudo-terminal (the kernel allows `kernel.pty.max`, 4096 by
+//! default) and every agent a process with its own SQLite outbox and MQTT
+//! connection. Everything listens on 127.0.0.1 only.
+//!
+//! # Figures
+//!
+//! `events/s made` is scans per second of production; `events/s booked` is
+//! events booked at the ERP per second from the first scan until the last
+//! booking (production plus drain). `lost` and `duplicated` come from the
+//! same invariant checker as the demo ([`crate::verdict`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::demo::{
+    DemoError, READY_TIMEOUT, agent_config, collector_config, get_json, start_broker,
+};
+use crate::devices::VirtualPort;
+use crate::devices::scanner::{Suffix, Symbol, scan_bytes, with_check_digit};
+use crate::mock_erp::{ErpConfig, MockErp};
+use crate::process::ChildProcess;
+use crate::verdict::{Expected, Signature, tally_with};
+
+/// Most agents in one fleet run.
+pub const MAX_AGENTS: usize = 1000;
+/// Most virtual devices per agent.
+pub const MAX_DEVICES: usize = 16;
+/// Agents started at once.
+const START_BATCH: usize = 16;
+
+/// What the fleet runs.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Agents.
+    pub agents: usize,
+    /// Virtual scanners per agent.
+    pub devices: usize,
+    /// Seconds of scanning.
+    pub duration: Duration,
+    /// Scans per second per scanner.
+    pub scans_per_sec: f64,
+    /// Longest wait for every event to be booked after scanning stops.
+    pub drain_timeout: Duration,
+    /// The `dockline-sim` executable that runs the children.
+    pub exe: PathBuf,
+}
+
+/// The fleet's closing figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    /// True when nothing was lost or duplicated and something was made.
+    pub passed: bool,
+    /// Agents run.
+    pub agents: usize,
+    /// Virtual devices run.
+    pub devices: usize,
+    /// Scans written (each must become one `loaded` event).
+    pub events_expected: u64,
+    /// Expected events booked at the ERP.
+    pub events_booked: u64,
+    /// Expected events never booked.
+    pub lost: u64,
+    /// Effects beyond one per event.
+    pub duplicated: u64,
+    /// Effects that match no scan.
+    pub unexpected: u64,
+    /// Scans per second while scanning.
+    pub made_per_sec: f64,
+    /// Bookings per second from the first scan to the last booking.
+    pub booked_per_sec: f64,
+    /// Seconds of scanning.
+    pub produce_secs: f64,
+    /// Seconds from the end of scanning until all were booked (or the wait ended).
+    pub drain_secs: f64,
+    /// Seconds to start every process and open every device.
+    pub startup_secs: f64,
+    /// Device bytes the ptys would not take (an agent not reading).
+    pub bytes_dropped: u64,
+    /// Where the logs are (kept when the run fails).
+    pub work_dir: String,
+}
+
+impl FleetReport {
+    /// The closing summary for the terminal.
+    pub fn summary(&self) -> String {
+        format!(
+            "\n── dockline fleet report ─────────────────────────────\n\
+             agents x devices     {:>5} x {}\n\
+             events expected      {:>8}   (one loaded per SSCC scan)\n\
+             booked at the ERP    {:>8}\n\
+             lost                 {:>8}\n\
+             duplicated           {:>8}\n\
+             unexpected           {:>8}\n\
+             made                 {:>8.0} events/s over {:.1} s\n\
+             booked               {:>8.0} events/s (scan to last booking; drain {:.1} s)\n\
+             start-up             {:>8.1} s\n\
+             {}\n",
+            self.agents,
+            self.devices / self.agents.max(1),
+            self.events_expected,
+            self.events_booked,
+            self.lost,
+            self.duplicated,
+            self.unexpected,
+            self.made_per_sec,
+            self.produce_secs,
+            self.booked_per_sec,
+            self.drain_secs,
+            self.startup_secs,
+            if self.passed {
+                "PASS: every scan booked exactly once".to_string()
+            } else {
+                format!("FAIL: logs and databases kept in {}", self.work_dir)
+            }
+        )
+    }
+}
+
+/// One agent of the fleet and its scanners.
+struct FleetAgent {
+    device: String,
+    process: ChildProcess,
+    api: SocketAddr,
+    ports: Vec<VirtualPort>,
+}
+
+/// Runs the fleet in a fresh work directory under the system temp dir.
+pub async fn run(opts: FleetOptions) -> Result<FleetReport, DemoError> {
+    if opts.agents == 0 || opts.agents > MAX_AGENTS {
+        return Err(DemoError::Options(format!(
+            "{} agents; give 1 to {MAX_AGENTS}",
+            opts.agents
+        )));
+    }
+    if opts.devices == 0 || opts.devices > MAX_DEVICES {
+        return Err(DemoError::Options(format!(
+            "{} devices per agent; give 1 to {MAX_DEVICES}",
+            opts.devices
+        )));
+    }
+    if !(opts.scans_per_sec > 0.0 && opts.scans_per_sec <= 100.0) {
+        return Err(DemoError::Options(format!(
+            "{} scans per second per device; give (0, 100]",
+            opts.scans_per_sec
+        )));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("dockline-fleet-")
+        .tempdir()
+        .map_err(|source| DemoError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?
+        .keep();
+    println!("work dir   {} (configs, databases, logs)", dir.display());
+    let result = run_in(&opts, &dir).await;
+    if let Ok(r) = &result
+        && r.passed
+    {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoError> {
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let (broker, broker_addr) =
+        start_broker(&opts.exe, dir, SocketAddr::from(([127, 0, 0, 1], 0)), 1).await?;
+    let mut key = [0u8; 32];
+    rand::rngs::StdRng::seed_from_u64(opts.agents as u64).fill(&mut key);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let (erp, erp_addr) = MockErp::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ErpConfig {
+            secret: secret.clone(),
+            fail_rate: 0.0,
+            throttle_rate: 0.0,
+            lose_after_commit_rate: 0.0,
+            delay_ms: 0,
+            seed: 1,
+        },
+    )
+    .await?;
+    let ids: Vec<String> = (1..=opts.agents).map(|i| format!("fl-{i:04}")).collect();
+    let cdir = dir.join("collector");
+    std::fs::create_dir_all(&cdir).map_err(io_err(&cdir))?;
+    let cfile = dir.join("collector.toml");
+    std::fs::write(
+        &cfile,
+        collector_config(&cdir, broker_addr, &ids, erp_addr, &secret),
+    )
+    .map_err(io_err(&cfile))?;
+    let cpath = cfile.display().to_string();
+    let mut collector = ChildProcess::spawn(
+        "collector",
+        &opts.exe,
+        &["collector", "--config", &cpath],
+        dir,
+    )?;
+    let collector_api = collector
+        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    println!(
+        "broker mqtt://{broker_addr}, collector http://{collector_api}, ERP http://{erp_addr}; starting {} agents x {} devices",
+        opts.agents, opts.devices
+    );
+
+    let mut agents: Vec<FleetAgent> = Vec::with_capacity(opts.agents);
+    for batch in ids.chunks(START_BATCH) {
+        let mut starting = Vec::new();
+        for device in batch {
+            let adir = dir.join(device);
+            std::fs::create_dir_all(&adir).map_err(io_err(&adir))?;
+            let mut ports = Vec::new();
+            let mut extra = String::new();
+            for j in 0..opts.devices {
+                let port = VirtualPort::open(&adir.join(format!("scanner-{j}")))?;
+                extra.push_str(&format!(
+                    "\n[[devices]]\nname = \"scanner-{j}\"\nkind = \"scanner\"\nprotocol = \"scan\"\npath = {:?}\n\
+                     \n[[stations]]\nname = \"door-{j}\"\nkind = \"dock_door\"\ndevices = [\"scanner-{j}\"]\nvehicle = \"TRUCK-{device}-{j}\"\n",
+                    port.path().display().to_string()
+                ));
+                ports.push(port);
+            }
+            let afile = dir.join(format!("{device}.toml"));
+            std::fs::write(&afile, agent_config(device, &adir, broker_addr) + &extra)
+                .map_err(io_err(&afile))?;
+            let apath = afile.display().to_string();
+            let process =
+                ChildProcess::spawn(device, &opts.exe, &["agent", "--config", &apath], dir)?;
+            starting.push((device.clone(), adir, process, ports));
+        }
+        for (device, adir, mut process, ports) in starting {
+            let api = process
+                .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
+                .await?;
+            agents.push(FleetAgent {
+                device,
+                process,
+                api,
+                ports,
+            });
+        }
+        print!("\ragents started {}/{}", agents.len(), opts.agents);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
+    println!();
+    // Every device open before the clock starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut open = 0;
+        for a in &agents {
+            if let Some(s) = get_json(&client, format!("http://{}/v1/status", a.api)).await {
+                open += s["devices"].as_array().map_or(0, |d| {
+                    d.iter()
+                        .filter(|d| d["connected"] == Value::Bool(true))
+                        .count()
+                });
+            }
+        }
+        if open >= opts.agents * opts.devices || Instant::now() >= deadline {
+            println!("devices online {open}/{}", opts.agents * opts.devices);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let startup_secs = started.elapsed().as_secs_f64();
+
+    // Scanning: one task per agent writes one SSCC to each of its scanners
+    // per tick. SSCC serials are unique across the fleet.
+    let made = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let ticks = (opts.duration.as_secs_f64() * opts.scans_per_sec).max(1.0) as u64;
+    let period = Duration::from_secs_f64(1.0 / opts.scans_per_sec);
+    let mut writers = Vec::new();
+    for (i, a) in agents.iter_mut().enumerate() {
+        let mut ports = std::mem::take(&mut a.ports);
+        let device = a.device.clone();
+        let made = made.clone();
+        let devices = opts.devices;
+        writers.push(tokio::spawn(async move {
+            let mut expected = Vec::new();
+            let mut tick = tokio::time::interval(period);
+            // Agents start their ticks spread over one period.
+            tokio::time::sleep(period.mul_f64((i % 97) as f64 / 97.0)).await;
+            for n in 0..ticks {
+                tick.tick().await;
+                for (j, port) in ports.iter_mut().enumerate() {
+                    let serial = ((i * devices + j) as u64) * 100_000 + n;
+                    let Some(sscc) = with_check_digit(&format!("3950600{serial:010}")) else {
+                        continue;
+                    };
+                    port.send(&scan_bytes(&Symbol::sscc(&sscc, None), Suffix::CrLf));
+                    made.fetch_add(1, Ordering::Relaxed);
+                    expected.push(Expected {
+                        source: "fleet".into(),
+                        device: device.clone(),
+                        what: Signature {
+                            sscc: Some(sscc),
+                            location: Some(format!("door-{j}")),
+                            ..Signature::kind("loaded")
+                        },
+                    });
+                }
+            }
+            (ports, expected)
+        }));
+    }
+    let mut next_line = Duration::from_secs(1);
+    while writers.iter().any(|w| !w.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if t0.elapsed() >= next_line {
+            next_line += Duration::from_secs(1);
+            let c = get_json(&client, format!("http://{collector_api}/v1/stats")).await;
+            let num = |f: &str| c.as_ref().and_then(|c| c[f].as_u64()).unwrap_or(0);
+            println!(
+                "[{:>5.1}s] scanned {:>7} | collector {:>6} pending, {:>7} booked | ERP {:>7} effects",
+                t0.elapsed().as_secs_f64(),
+                made.load(Ordering::Relaxed),
+                num("pending"),
+                num("booked"),
+                erp.stats().effects
+            );
+        }
+    }
+    let produce_secs = t0.elapsed().as_secs_f64();
+    let mut expected = Vec::new();
+    let mut kept_ports = Vec::new();
+    for w in writers {
+        if let Ok((ports, mut e)) = w.await {
+            expected.append(&mut e);
+            kept_ports.push(ports);
+        }
+    }
+    let bytes_dropped = kept_ports.iter().flatten().map(VirtualPort::dropped).sum();
+    println!(
+        "scanning stopped: {} scans; waiting up to {} s for all of them at the ERP",
+        expected.len(),
+        opts.drain_timeout.as_secs()
+    );
+    let drain_start = Instant::now();
+    let mut next_line = Duration::from_secs(1);
+    let mut last_booking = drain_start;
+    let mut last_count = 0;
+    loop {
+        let effects = erp.effects();
+        if effects.len() != last_count {
+            last_count = effects.len();
+            last_booking = Instant::now();
+        }
+        let t = tally_with(&[], &expected, &effects);
+        if t.lost == 0 || drain_start.elapsed() >= opts.drain_timeout {
+            break;
+        }
+        if drain_start.elapsed() >= next_line {
+            next_line += Duration::from_secs(1);
+            println!(
+                "[{:>5.1}s] draining: {} of {} booked",
+                t0.elapsed().as_secs_f64(),
+                t.booked,
+                expected.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let drain_secs = drain_start.elapsed().as_secs_f64();
+    // A late redelivery would show up as a duplicate: give it a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = tally_with(&[], &expected, &erp.effects());
+    let booked_span = last_booking
+        .duration_since(t0)
+        .as_secs_f64()
+        .max(produce_secs);
+
+    // Stop everything this run started.
+    let grace = Duration::from_secs(5);
+    let mut stopping = Vec::new();
+    for a in agents {
+        stopping.push(tokio::spawn(a.process.terminate(grace)));
+    }
+    for s in stopping {
+        let _ = s.await;
+    }
+    drop(kept_ports);
+    collector.terminate(grace).await;
+    broker.kill();
+    erp.shutdown().await;
+
+    let events_expected = expected.len() as u64;
+    Ok(FleetReport {
+        passed: t.lost == 0 && t.duplicated == 0 && events_expected > 0,
+        agents: opts.agents,
+        devices: opts.agents * opts.devices,
+        events_expected,
+        events_booked: t.booked,
+        lost: t.lost,
+        duplicated: t.duplicated,
+        unexpected: t.unexpected,
+        made_per_sec: events_expected as f64 / produce_secs.max(1e-9),
+        booked_per_sec: t.booked as f64 / booked_span.max(1e-9),
+        produce_secs,
+        drain_secs,
+        startup_secs,
+        bytes_dropped,
+        work_dir: dir.display().to_string(),
+    })
+}

@@ -1,0 +1,205 @@
+//! Plays a [`Timeline`]: opens its virtual devices, waits for the agent to
+//! open them, then writes each chunk's bytes and posts its pick lists and
+//! events at their times.
+//!
+//! The ports are opened before the agent starts (its config names their
+//! links), and kept until the player is dropped, so the devices stay
+//! plugged in while the agent drains. A post answered 201 becomes a
+//! generated event in the shared [`Production`]; one that fails is counted
+//! (its expected events may then be missing, which the report shows next to
+//! the failure).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Act, Timeline};
+use crate::demo::{PostError, Production, get_json, post_event};
+use crate::devices::{PortError, VirtualPort};
+
+/// A timeline's devices, open.
+#[derive(Debug)]
+pub struct Ports {
+    dir: PathBuf,
+    ports: HashMap<String, VirtualPort>,
+}
+
+impl Ports {
+    /// Opens one virtual port per device of `timeline`, linked as
+    /// `dir/<device name>`.
+    pub fn open(timeline: &Timeline, dir: &Path) -> Result<Ports, PortError> {
+        std::fs::create_dir_all(dir).map_err(|source| PortError::Link {
+            link: dir.into(),
+            pts: PathBuf::new(),
+            source,
+        })?;
+        let mut ports = HashMap::new();
+        for d in &timeline.devices {
+            ports.insert(d.name.clone(), VirtualPort::open(&dir.join(&d.name))?);
+        }
+        Ok(Ports {
+            dir: dir.into(),
+            ports,
+        })
+    }
+
+    /// The folder of the links.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes written and dropped over all ports.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.ports
+            .values()
+            .fold((0, 0), |(w, d), p| (w + p.written(), d + p.dropped()))
+    }
+}
+
+/// Counters of one play, shared with the progress lines.
+#[derive(Debug, Default)]
+pub struct PlayStats {
+    /// Chunks played.
+    pub chunks: AtomicU64,
+    /// Posts (pick lists, PODs) answered 201.
+    pub posts_ok: AtomicU64,
+    /// Posts that failed.
+    pub posts_failed: AtomicU64,
+}
+
+/// Where and what the player posts.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The agent's device id.
+    pub device: String,
+    /// Its API address.
+    pub api: SocketAddr,
+}
+
+/// Waits until the agent shows every device of `timeline` connected, at
+/// most `timeout`. Returns whether they all are.
+pub async fn wait_connected(
+    client: &reqwest::Client,
+    target: &Target,
+    timeline: &Timeline,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = get_json(client, format!("http://{}/v1/status", target.api)).await {
+            let connected = status["devices"]
+                .as_array()
+                .map(|ds| {
+                    ds.iter()
+                        .filter(|d| d["connected"] == Value::Bool(true))
+                        .count()
+                })
+                .unwrap_or(0);
+            if connected >= timeline.devices.len() {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a play needs besides its ports.
+#[derive(Debug, Clone)]
+pub(crate) struct Play {
+    /// HTTP client for the agent's API.
+    pub client: reqwest::Client,
+    /// What to play.
+    pub timeline: Arc<Timeline>,
+    /// The agent.
+    pub target: Target,
+    /// Where accepted posts are recorded.
+    pub production: Arc<Production>,
+    /// Counters.
+    pub stats: Arc<PlayStats>,
+}
+
+/// Plays the timeline from `start` until its end or `stop`; gives the ports
+/// back (still open) for the drain.
+pub(crate) async fn play(
+    p: Play,
+    mut ports: Ports,
+    start: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Ports {
+    let Play {
+        client,
+        timeline,
+        target,
+        production,
+        stats,
+    } = p;
+    for chunk in &timeline.chunks {
+        let at = start + Duration::from_millis(chunk.at_ms);
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        match &chunk.act {
+            Act::Bytes { device, bytes } => {
+                if let Some(port) = ports.ports.get_mut(device) {
+                    port.send(bytes);
+                }
+            }
+            Act::PostTask(body) => {
+                let ok = post_json(&client, &format!("http://{}/v1/tasks", target.api), body).await;
+                let counter = if ok {
+                    &stats.posts_ok
+                } else {
+                    &stats.posts_failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Act::PostEvent { kind, body } => {
+                match post_event(&client, &target.device, target.api, body).await {
+                    Ok(accepted) => {
+                        production.record(accepted.into_generated(kind, &timeline.source));
+                        stats.posts_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        if let PostError::Failed(m) = &e {
+                            tracing::warn!(agent = %target.device, %kind, "POD not accepted: {m}");
+                        }
+                        stats.posts_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        stats.chunks.fetch_add(1, Ordering::Relaxed);
+    }
+    ports
+}
+
+/// Posts JSON, retrying twice on failure; true on 201.
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> bool {
+    for _ in 0..3 {
+        match client.post(url).json(body).send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::CREATED => return true,
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                tracing::warn!(%url, %status, "post refused: {text}");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(%url, "post failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    false
+}
