@@ -3,6 +3,10 @@
 //! serialport path. Unplug is the master closing and the device's link
 //! disappearing; replug is a new pseudo-terminal behind the same link.
 //!
+//! Every protocol the agent reads from a port (scan, nmea, mtsics, toledo,
+//! sma, nci, link) is written as device bytes, unplugged and replugged, and
+//! its readings are checked where they end up: in the outbox.
+//!
 //! Every wait polls `GET /v1/status` against a deadline: no fixed sleeps.
 
 use std::fs::File;
@@ -243,4 +247,262 @@ async fn scanner_absent_at_start_then_plugged_in() {
     // The first open counts as a connect, not a reconnect.
     assert_eq!(device(&status)["reconnects"], 0);
     agent.stop().await;
+}
+
+/// One protocol through the real serial path: what the device sends before
+/// an unplug and after the replug, the readings and rejections that makes,
+/// and what each stored reading must show, in sequence order (a fragment of
+/// its line in the outbox export).
+struct Case {
+    name: &'static str,
+    kind: &'static str,
+    protocol: &'static str,
+    before: Vec<u8>,
+    before_readings: u64,
+    before_rejected: u64,
+    after: Vec<u8>,
+    after_readings: u64,
+    stored: &'static [&'static str],
+}
+
+/// Plug, read, unplug, replug, read again; then the outbox holds one
+/// telemetry event per reading, showing what the device sent.
+async fn unplug_and_replug(case: Case) {
+    let agent = Agent::start(case.name, case.kind, case.protocol).await;
+    let link = agent.link(case.name);
+    let mut fake = FakeDevice::plug(&link);
+    agent
+        .wait_for("the device to connect", |s| device(s)["connected"] == true)
+        .await;
+    fake.send(&case.before);
+    agent
+        .wait_for("the readings before the unplug", |s| {
+            device(s)["readings"] == case.before_readings
+                && device(s)["rejected"] == case.before_rejected
+        })
+        .await;
+    fake.unplug(&link);
+    agent
+        .wait_for("the unplug to be noticed", |s| {
+            device(s)["connected"] == false
+        })
+        .await;
+    let mut fake = FakeDevice::plug(&link);
+    agent
+        .wait_for("the device to reconnect", |s| {
+            device(s)["connected"] == true && device(s)["reconnects"] == 1
+        })
+        .await;
+    fake.send(&case.after);
+    let total = case.before_readings + case.after_readings;
+    agent
+        .wait_for("every reading stored", |s| {
+            device(s)["readings"] == total && s["queued"] == total
+        })
+        .await;
+    let mut export = Vec::new();
+    let outbox = dockline_agent::doctor::outbox_path(agent.dir.path());
+    let done = dockline_agent::doctor::export(&outbox, None, None, &mut export).expect("export");
+    assert_eq!(done.events, total);
+    let export = String::from_utf8(export).expect("JSON lines");
+    let lines: Vec<&str> = export.lines().collect();
+    assert_eq!(lines.len(), case.stored.len(), "{export}");
+    for (line, needle) in lines.iter().zip(case.stored) {
+        assert!(
+            line.contains(needle),
+            "{}: {needle} not in the stored reading {line}",
+            case.protocol
+        );
+    }
+    agent.stop().await;
+}
+
+/// `bytes` as a 7E1 device sends them, read as 8N1: bit 7 is the parity bit.
+fn even_parity(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .iter()
+        .map(|&b| if b.count_ones() % 2 == 1 { b | 0x80 } else { b })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanner_scans_across_a_replug() {
+    unplug_and_replug(Case {
+        name: "scanner",
+        kind: "scanner",
+        protocol: "scan",
+        before: b"]C10109521234543213\x1d10LOT42\r\n".to_vec(),
+        before_readings: 1,
+        before_rejected: 0,
+        after: b"]E05901234123457\r\n".to_vec(),
+        after_readings: 1,
+        stored: &[
+            r#""sym":"]C1","d":"0109521234543213\u001d10LOT42""#,
+            r#""sym":"]E0","d":"5901234123457""#,
+        ],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gnss_positions_across_a_replug() {
+    unplug_and_replug(Case {
+        name: "gps",
+        kind: "gps",
+        protocol: "nmea",
+        // One cycle, then a bad checksum (rejected); the quiet line ends the cycle.
+        before: b"$GNRMC,001031.00,A,4404.13993,N,12118.86023,W,0.146,,100117,,,A*7B\r\n\
+$GNGSA,A,3,01,11,31,14,22,32,04,25,03,,,,1.56,0.91,1.27*16\r\n"
+            .to_vec(),
+        before_readings: 1,
+        before_rejected: 1,
+        after: b"$GNGGA,171926.00,4404.14063,N,12118.85478,W,1,12,0.91,1147.2,M,-21.3,M,,*44\r\n"
+            .to_vec(),
+        after_readings: 1,
+        stored: &[
+            r#""lat":44.068998"#,
+            r#""lat":44.0690105,"lon":-121.314246"#,
+        ],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtsics_weights_across_a_replug() {
+    unplug_and_replug(Case {
+        name: "mtsics",
+        kind: "scale",
+        protocol: "mtsics",
+        // A weight, an overload state (rejected), a weight in motion.
+        before: b"S S      12.34 kg\r\nS +\r\nS D       0.50 kg\r\n".to_vec(),
+        before_readings: 2,
+        before_rejected: 1,
+        after: b"S S       5.00 kg\r\n".to_vec(),
+        after_readings: 1,
+        stored: &[
+            r#"{"val":12.34,"u":"kg"},"st":true"#,
+            r#"{"val":0.5,"u":"kg"},"st":false"#,
+            r#"{"val":5.0,"u":"kg"},"st":true"#,
+        ],
+    })
+    .await;
+}
+
+const TOLEDO_STORED: &str = r#"{"val":12.34,"u":"kg"},"tare":{"val":0.0,"u":"kg"},"st":true"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toledo_frames_across_a_replug() {
+    // SWA 0x2C, SWB 0x30, SWC 0x20, weight 001234, tare 000000.
+    let frame = b"\x02\x2C\x30\x20001234000000\r".to_vec();
+    let mut before = b"noise".to_vec();
+    before.extend(&frame);
+    unplug_and_replug(Case {
+        name: "toledo",
+        kind: "scale",
+        protocol: "toledo",
+        before,
+        before_readings: 1,
+        before_rejected: 0,
+        // The same frame from a 7E1 indicator: parity bits are masked off.
+        after: even_parity(&frame),
+        after_readings: 1,
+        stored: &[TOLEDO_STORED, TOLEDO_STORED],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sma_weights_across_a_replug() {
+    unplug_and_replug(Case {
+        name: "sma",
+        kind: "scale",
+        protocol: "sma",
+        before: b"\n 1G      12.340kg \r\n?\r".to_vec(),
+        before_readings: 1,
+        before_rejected: 1,
+        after: b"\n 1NM      7.500kg \r".to_vec(),
+        after_readings: 1,
+        stored: &[
+            r#"{"val":12.34,"u":"kg"},"st":true"#,
+            r#"{"val":7.5,"u":"kg"},"st":false"#,
+        ],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nci_weights_across_a_replug() {
+    unplug_and_replug(Case {
+        name: "nci",
+        kind: "scale",
+        protocol: "nci",
+        before: b"\n0012.34kg\r\n00\r\x03".to_vec(),
+        before_readings: 1,
+        before_rejected: 0,
+        after: b"\n0003.25kg\r\n00\r\x03".to_vec(),
+        after_readings: 1,
+        stored: &[
+            r#"{"val":12.34,"u":"kg"},"st":true"#,
+            r#"{"val":3.25,"u":"kg"},"st":true"#,
+        ],
+    })
+    .await;
+}
+
+/// One bridge message as the bridge firmware frames it (COBS + CRC, 0x00
+/// delimiters): a stable 1.250 kg, or a load-cell fault.
+fn bridge_frame(seq: u32, fault: bool) -> Vec<u8> {
+    use dockline_firmware::bridge::{BridgeMessage, Fault, MAX_MESSAGE, Payload};
+    use dockline_firmware::link::{MAX_FRAME, encode_frame};
+    use dockline_firmware::loadcell::{LoadCellReading, WeightState};
+    use dockline_firmware::scale::{Decimal, Unit};
+    let payload = if fault {
+        Payload::Fault(Fault::SensorRead)
+    } else {
+        Payload::Weight(LoadCellReading {
+            raw: 81_234,
+            filtered: 81_200,
+            net: Decimal {
+                mantissa: 1250,
+                scale: 3,
+            },
+            tare: None,
+            unit: Unit::Kg,
+            state: WeightState::Stable,
+        })
+    };
+    let message = BridgeMessage {
+        seq,
+        at_ms: u64::from(seq) * 100,
+        payload,
+    };
+    let mut body = [0u8; MAX_MESSAGE];
+    let len = message.encode(&mut body).expect("fits");
+    let mut frame = [0u8; MAX_FRAME];
+    let n = encode_frame(&body[..len], &mut frame).expect("fits");
+    frame[..n].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_frames_across_a_replug() {
+    let mut before = bridge_frame(0, false);
+    before.extend(bridge_frame(1, true));
+    // Half a frame, cut by the unplug: dropped, never glued to the next one.
+    let cut = bridge_frame(2, false);
+    before.extend(&cut[..cut.len() / 2]);
+    unplug_and_replug(Case {
+        name: "bridge",
+        kind: "bridge",
+        protocol: "link",
+        before,
+        before_readings: 1,
+        before_rejected: 1,
+        after: bridge_frame(3, false),
+        after_readings: 1,
+        stored: &[
+            r#"{"val":1.25,"u":"kg"},"st":true"#,
+            r#"{"val":1.25,"u":"kg"},"st":true"#,
+        ],
+    })
+    .await;
 }
