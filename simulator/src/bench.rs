@@ -130,6 +130,11 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
         figures.push(drain);
         figures.push(rss);
     }
+    if opts.wants("collector_ingest") {
+        figures.push(
+            collector_ingest(dir.path(), sizes.ingest, sizes.rounds).context("collector_ingest")?,
+        );
+    }
     if opts.wants("scan_to_erp") {
         let (p50, p99) = latency(opts, dir.path(), sizes.latency)
             .await
@@ -266,6 +271,11 @@ async fn ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
 
 /// The same rows the outbox writes, inserted raw in transactions of 1024.
 fn raw_batched_inserts(path: &Path, n: usize) -> Result<f64> {
+    raw_inserts(path, n, 1024)
+}
+
+/// `n` rows like the outbox's, inserted raw in transactions of `per_tx`.
+fn raw_inserts(path: &Path, n: usize, per_tx: usize) -> Result<f64> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -282,7 +292,7 @@ fn raw_batched_inserts(path: &Path, n: usize) -> Result<f64> {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO outbox (seq, event_id, priority, captured_ms, payload) VALUES (?1, ?2, 1, ?3, ?4)",
             )?;
-            for _ in 0..1024.min(n - seq) {
+            for _ in 0..per_tx.min(n - seq) {
                 seq += 1;
                 let mut id = [0u8; 16];
                 id[..8].copy_from_slice(&(seq as u64).to_be_bytes());
@@ -507,39 +517,87 @@ async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, F
     ))
 }
 
+/// Envelopes `first..first + n` of the bench device as wire batches of
+/// `per` events.
+fn wire_batches(first: usize, n: usize, per: usize) -> Result<Vec<Vec<u8>>> {
+    let device = device()?;
+    let mut out = Vec::new();
+    let mut i = first;
+    while i < first + n {
+        let events = (i..(i + per).min(first + n))
+            .map(|k| {
+                let e = event(k);
+                let mut id = [0x5a; 16];
+                id[8..].copy_from_slice(&(k as u64).to_be_bytes());
+                dockline_protocol::Envelope {
+                    v: dockline_protocol::PROTOCOL_VERSION,
+                    device: device.clone(),
+                    epoch: 1_764_000_000_000,
+                    seq: 1 + k as u64,
+                    id: dockline_protocol::EventId(id),
+                    captured_ms: e.captured_ms,
+                    time_source: e.time_source,
+                    priority: e.priority,
+                    payload: e.payload,
+                }
+            })
+            .collect::<Vec<_>>();
+        i += events.len();
+        out.push(dockline_protocol::encode(&dockline_protocol::Batch {
+            v: dockline_protocol::PROTOCOL_VERSION,
+            device: device.clone(),
+            epoch: 1_764_000_000_000,
+            first_held: 1 + first as u64,
+            events,
+            shed: Vec::new(),
+        })?);
+    }
+    Ok(out)
+}
+
+/// The collector's ingest path without the network: each wire batch of 256
+/// events decoded and validated, then stored in the inbox in one fsynced
+/// transaction (dedup, watermark), as the collector does per MQTT message.
+fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
+    use dockline_collector::inbox::Inbox;
+    const PER: usize = 256;
+    let site = dockline_protocol::SiteId::new("bench").map_err(|e| anyhow!("{e}"))?;
+    let batches = wire_batches(0, n, PER)?;
+    let (mut ours, mut raw, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let path = dir.join(format!("inbox-{round}.db"));
+        let mut inbox = Inbox::open(&path)?;
+        let started = Instant::now();
+        for bytes in &batches {
+            let batch: dockline_protocol::Batch = dockline_protocol::decode(bytes)?;
+            inbox.store_batch(&site, &batch, 1_764_000_000_000)?;
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        drop(inbox);
+        let base = raw_inserts(&dir.join(format!("raw-inbox-{round}.db")), n, PER)?;
+        ours.push(rate);
+        raw.push(base);
+        ratio.push(rate / base);
+    }
+    Ok(Figure {
+        name: "collector_ingest".into(),
+        value: median(ours),
+        unit: "events/s".into(),
+        baseline: Some(median(raw)),
+        ratio: Some(median(ratio)),
+        target: ">= 100000 events/s (SQLite inbox)".into(),
+        detail: format!(
+            "{n} events in wire batches of {PER}: decode + validate + store (fsync per batch), one at a time as MQTT delivers them; baseline raw inserts of outbox-like rows in transactions of {PER}; median of {rounds} rounds"
+        ),
+    })
+}
+
 /// Bytes per event in a batch on the wire (CBOR) against the same batch as
 /// JSON with the same field names.
 fn wire_bytes() -> Result<Figure> {
     const N: usize = 256;
-    let device = device()?;
-    let events: Vec<dockline_protocol::Envelope> = (0..N)
-        .map(|i| {
-            let e = event(i);
-            dockline_protocol::Envelope {
-                v: dockline_protocol::PROTOCOL_VERSION,
-                device: device.clone(),
-                epoch: 1_764_000_000_000,
-                seq: 1 + i as u64,
-                id: dockline_protocol::EventId({
-                    let mut id = [0x5a; 16];
-                    id[8..].copy_from_slice(&(i as u64).to_be_bytes());
-                    id
-                }),
-                captured_ms: e.captured_ms,
-                time_source: e.time_source,
-                priority: e.priority,
-                payload: e.payload,
-            }
-        })
-        .collect();
-    let batch = dockline_protocol::Batch {
-        v: dockline_protocol::PROTOCOL_VERSION,
-        device,
-        epoch: 1_764_000_000_000,
-        first_held: 1,
-        events,
-        shed: Vec::new(),
-    };
+    let bytes = wire_batches(0, N, N)?.concat();
+    let batch: dockline_protocol::Batch = dockline_protocol::decode(&bytes)?;
     let cbor = dockline_protocol::encode(&batch)?.len() as f64 / N as f64;
     let json = serde_json::to_vec(&batch)?.len() as f64 / N as f64;
     Ok(Figure {
