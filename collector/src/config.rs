@@ -35,7 +35,7 @@ pub struct Config {
     /// Devices allowed to send events.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
-    /// The ERP webhook endpoint.
+    /// The ERP: which adapter, where, and the delivery tunables.
     pub erp: ErpConfig,
     /// The gap audit (resend requests for missing sequences).
     #[serde(default)]
@@ -110,13 +110,35 @@ pub struct DeviceConfig {
     pub site: SiteId,
 }
 
-/// `[erp]`: the webhook endpoint events are posted to.
+/// Which ERP adapter delivers events (`[erp] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErpKind {
+    /// Signed CloudEvents POSTed to `erp.url` ([`crate::erp::webhook`]).
+    #[default]
+    Webhook,
+}
+
+impl ErpKind {
+    /// The name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// `[erp]`: the ERP events are delivered to, and how.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErpConfig {
-    /// The URL every event is POSTed to.
+    /// The adapter: `webhook` (the default) or `tryton`.
+    #[serde(default)]
+    pub kind: ErpKind,
+    /// `webhook`: the URL every event is POSTed to.
     pub url: String,
-    /// Standard Webhooks secret, `whsec_` followed by base64.
+    /// `webhook`: Standard Webhooks secret, `whsec_` followed by base64.
+    #[serde(default)]
     pub secret: String,
     /// Timeout of one HTTP attempt, milliseconds.
     #[serde(default = "default_timeout_ms")]
@@ -192,10 +214,7 @@ impl Config {
                 problem: format!("is {:?}; expected an http:// or https:// URL", self.erp.url),
             });
         }
-        SigningKey::from_secret(&self.erp.secret).map_err(|e| ConfigCheckError {
-            key: "erp.secret",
-            problem: e.to_string(),
-        })?;
+        self.erp.check_adapter()?;
         if self.erp.retry_min_ms == 0 || self.erp.retry_min_ms > self.erp.retry_max_ms {
             return Err(ConfigCheckError {
                 key: "erp.retry_min_ms",
@@ -255,9 +274,11 @@ impl Config {
 }
 
 impl ErpConfig {
-    /// The defaults for everything but the URL and the secret.
+    /// A webhook endpoint with the defaults for everything but the URL and
+    /// the secret.
     pub fn new(url: impl Into<String>, secret: impl Into<String>) -> Self {
         Self {
+            kind: ErpKind::Webhook,
             url: url.into(),
             secret: secret.into(),
             timeout_ms: default_timeout_ms(),
@@ -275,6 +296,19 @@ impl ErpConfig {
     /// Timeout of one attempt.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Checks the keys the chosen adapter needs.
+    fn check_adapter(&self) -> Result<(), ConfigCheckError> {
+        match self.kind {
+            ErpKind::Webhook => {
+                SigningKey::from_secret(&self.secret).map_err(|e| ConfigCheckError {
+                    key: "erp.secret",
+                    problem: e.to_string(),
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -364,6 +398,25 @@ mod tests {
         assert_eq!(cfg.erp.concurrency, 4);
         assert!(!cfg.allow_unknown_devices);
         cfg.check().expect("defaults are valid");
+    }
+
+    #[test]
+    fn the_adapter_defaults_to_webhook_and_unknown_kinds_are_named() {
+        let cfg = parse(&format!(
+            "[erp]\nurl = \"http://x\"\nsecret = \"{SECRET}\"\n"
+        ))
+        .expect("parses");
+        assert_eq!(cfg.erp.kind, ErpKind::Webhook);
+        let cfg = parse(&format!(
+            "[erp]\nkind = \"webhook\"\nurl = \"http://x\"\nsecret = \"{SECRET}\"\n"
+        ))
+        .expect("parses");
+        assert_eq!(cfg.erp.kind, ErpKind::Webhook);
+        let err = parse("[erp]\nkind = \"sap\"\nurl = \"http://x\"\n").expect_err("unknown kind");
+        assert!(err.to_string().contains("webhook"), "{err}");
+        let cfg = parse("[erp]\nurl = \"http://x\"\n").expect("parses");
+        let err = cfg.check().expect_err("a webhook needs its secret");
+        assert_eq!(err.key, "erp.secret");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! ERP delivery: pending business events from the inbox are POSTed to the
-//! ERP webhook until it answers with a verdict, which is recorded and sent to
-//! the device as an ack.
+//! ERP delivery: pending business events from the inbox go to the ERP
+//! through the configured [`ErpAdapter`] until it gives a verdict, which is
+//! recorded and sent to the device as an ack.
 //!
 //! # Ordering and concurrency
 //!
@@ -22,8 +22,8 @@
 //! [`CircuitBreaker`]:
 //! - booked → the verdict is recorded, then acked to the device;
 //! - transient → this lane retries after a jittered backoff; enough of them
-//!   in a row open the breaker, which stops *every* lane until a cheap
-//!   `HEAD` probe shows the endpoint answers again;
+//!   in a row open the breaker, which stops *every* lane until the
+//!   adapter's cheap probe shows the endpoint answers again;
 //! - 429/503 → the whole endpoint pauses for `Retry-After` (either form);
 //! - 401/403/404/… on the endpoint → the endpoint halts with an error log
 //!   naming the fix; one real request is retried every
@@ -36,17 +36,16 @@
 //!
 //! # Exactly-once effect
 //!
-//! Every attempt of an event carries the same `webhook-id` and
-//! `Idempotency-Key` (the event id), also after a replay, so an ERP that
-//! honours them books a retried event once even if its first answer was
-//! lost (a timeout after the request was sent is retried only this way). A
-//! verdict is recorded only on a still-pending row, and only after that
-//! commit is the verdict ack published. A collector restart re-reads
-//! pending rows.
+//! Each adapter makes a retried event take effect once (the webhook by the
+//! same `webhook-id` and `Idempotency-Key` on every attempt, Tryton by a
+//! state read before every transition; see [`crate::erp`]), so a timeout
+//! after the request was sent can be retried. A verdict is recorded only on
+//! a still-pending row, and only after that commit is the verdict ack
+//! published. A collector restart re-reads pending rows.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use dockline_protocol::{DeviceId, Envelope, Outcome, Verdict};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -56,21 +55,16 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::{Backoff, Jitter, RandomJitter};
 use crate::breaker::{Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind};
 use crate::config::ErpConfig;
+use crate::erp::{self, Attempt, ErpAdapter, ErpEvent};
 use crate::inbox::{
     AttemptLog, InboxError, InboxHandle, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
     PendingEvent, excerpt,
 };
 use crate::now_ms;
-use crate::policy::{
-    self, AttemptOutcome, Credentials, Decision, EndpointView, FailureClass, History, Policy,
-    Response, TransportError,
-};
+use crate::policy::{self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy};
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
-use crate::webhook::{self, SecretError, SigningKey};
-
-/// Longest response body read from the ERP.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+use crate::webhook::SecretError;
 /// How often the scheduler re-reads the inbox without being woken.
 const RESCAN: Duration = Duration::from_secs(5);
 
@@ -107,20 +101,11 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// One attempt as the shell saw it: the policy's input plus what the dead
-/// letter keeps.
-struct Attempted {
-    outcome: AttemptOutcome,
-    request: String,
-}
-
 /// The ERP delivery worker.
 #[derive(Debug)]
 pub struct Delivery {
     inbox: InboxHandle,
-    client: reqwest::Client,
-    url: reqwest::Url,
-    key: SigningKey,
+    adapter: Box<dyn ErpAdapter>,
     policy: Policy,
     permits: Arc<Semaphore>,
     acks: mpsc::Sender<Publication>,
@@ -130,21 +115,24 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Prepares delivery to the configured ERP; verdict acks go to `acks`.
+    /// Prepares delivery to the ERP `erp.kind` names; verdict acks go to
+    /// `acks`.
     pub fn new(
         erp: &ErpConfig,
         inbox: InboxHandle,
         acks: mpsc::Sender<Publication>,
     ) -> Result<Self, DeliveryError> {
-        let url = reqwest::Url::parse(&erp.url).map_err(|e| DeliveryError::Url {
-            url: erp.url.clone(),
-            problem: e.to_string(),
-        })?;
-        let key = SigningKey::from_secret(&erp.secret)?;
-        let client = reqwest::Client::builder()
-            .timeout(erp.timeout())
-            .build()
-            .map_err(|e| DeliveryError::Client(e.to_string()))?;
+        Ok(Self::with_adapter(erp, erp::from_config(erp)?, inbox, acks))
+    }
+
+    /// Prepares delivery through `adapter`, with the retry, breaker and
+    /// concurrency settings of `erp`.
+    pub fn with_adapter(
+        erp: &ErpConfig,
+        adapter: Box<dyn ErpAdapter>,
+        inbox: InboxHandle,
+        acks: mpsc::Sender<Publication>,
+    ) -> Self {
         let backoff = Backoff {
             min: Duration::from_millis(erp.retry_min_ms),
             max: Duration::from_millis(erp.retry_max_ms),
@@ -155,11 +143,9 @@ impl Delivery {
             open_max: Duration::from_millis(erp.breaker_open_ms.max(erp.retry_max_ms)),
             halt_recheck: Duration::from_millis(erp.halt_recheck_ms),
         });
-        Ok(Self {
+        Self {
             inbox,
-            client,
-            url,
-            key,
+            adapter,
             policy: Policy {
                 backoff,
                 pause_max: Duration::from_millis(erp.pause_max_ms),
@@ -173,7 +159,7 @@ impl Delivery {
                 jitter: Box::new(RandomJitter),
             }),
             endpoint_changed: Notify::new(),
-        })
+        }
     }
 
     /// Replaces the random jitter (tests use [`crate::backoff::FixedJitter`]).
@@ -238,7 +224,7 @@ impl Delivery {
             }
         }
         // Aborting mid-request is safe: the row stays pending and is retried
-        // with the same idempotency key after restart.
+        // after restart (the adapter makes the retry take effect once).
         lanes.shutdown().await;
     }
 
@@ -302,7 +288,6 @@ impl Delivery {
                 .call(move |i| i.mark_skipped(&dev, ep, seq, now_ms()))
                 .await;
         };
-        let body = webhook::cloudevent_body(&site, &envelope, event);
         let mut history = History {
             attempts,
             bounded: 0,
@@ -313,7 +298,14 @@ impl Delivery {
                 // Only at shutdown; the row stays pending.
                 return Ok(());
             };
-            let attempted = self.attempt(&envelope, &id, &body).await;
+            let attempted = self
+                .adapter
+                .deliver(ErpEvent {
+                    site: &site,
+                    envelope: &envelope,
+                    event,
+                })
+                .await;
             drop(permit);
             history.attempts = history.attempts.saturating_add(1);
             let decision = {
@@ -322,8 +314,7 @@ impl Delivery {
                     &attempted.outcome,
                     history,
                     EndpointView {
-                        // A webhook secret cannot be refreshed.
-                        credentials: Credentials::Fixed,
+                        credentials: self.adapter.credentials(),
                     },
                     &self.policy,
                     SystemTime::now(),
@@ -390,7 +381,7 @@ impl Delivery {
                     warn!(device = %dev, seq, event_id = %id, attempt = history.attempts,
                         class = class.name(), same_key_only,
                         retry_in_ms = after.as_millis() as u64,
-                        "ERP delivery failed: {error}; will retry with the same idempotency key");
+                        "ERP delivery failed: {error}; will retry (same idempotency key, or a state read first)");
                     history.bounded = if bounded {
                         history.bounded.saturating_add(1)
                     } else {
@@ -443,7 +434,7 @@ impl Delivery {
             match admission {
                 Admission::Go | Admission::Probe(ProbeKind::Real) => return Some(permit),
                 Admission::Probe(ProbeKind::Cheap) => {
-                    let answered = self.cheap_probe().await;
+                    let answered = self.adapter.probe().await;
                     {
                         let mut endpoint = self.lock_endpoint();
                         if answered {
@@ -462,24 +453,6 @@ impl Delivery {
                         () = changed => {}
                     }
                 }
-            }
-        }
-    }
-
-    /// `HEAD` on the endpoint: true when it answers with anything but a 5xx
-    /// or 429 (a 405 still shows the server is back). The caller holds a
-    /// permit.
-    async fn cheap_probe(&self) -> bool {
-        match self.client.head(self.url.clone()).send().await {
-            Ok(r) => {
-                let s = r.status().as_u16();
-                let up = !(s >= 500 || s == 429);
-                info!(status = s, up, "ERP endpoint probed");
-                up
-            }
-            Err(e) => {
-                info!("ERP endpoint probe failed: {}", transport_error(&e).1);
-                false
             }
         }
     }
@@ -516,84 +489,6 @@ impl Delivery {
             }
         }
     }
-
-    /// One signed POST (the caller holds a permit); never fails, transport
-    /// errors become outcomes.
-    async fn attempt(&self, envelope: &Envelope, id: &str, body: &[u8]) -> Attempted {
-        let key = webhook::idempotency_key(id);
-        let request = format!(
-            "POST {} webhook-id={id} idempotency-key={key} {} bytes",
-            self.url,
-            body.len()
-        );
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let signature = self.key.sign(id, timestamp, body);
-        debug!(device = %envelope.device, seq = envelope.seq, event_id = %id, "posting event to ERP");
-        let sent = self
-            .client
-            .post(self.url.clone())
-            .header("content-type", "application/cloudevents+json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .header("idempotency-key", key)
-            .body(body.to_vec())
-            .send()
-            .await;
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let (kind, detail) = transport_error(&e);
-                return Attempted {
-                    outcome: AttemptOutcome::Transport { kind, detail },
-                    request,
-                };
-            }
-        };
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let retry_after = header("retry-after");
-        let location = header("location");
-        let mut bytes = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_RESPONSE_BYTES.saturating_sub(bytes.len());
-                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if room <= chunk.len() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                // A 2xx whose body was cut still booked the event; anything
-                // else is classified from what arrived.
-                Err(e) => {
-                    debug!(device = %envelope.device, seq = envelope.seq, event_id = %id,
-                        "ERP response body ended early: {e}");
-                    break;
-                }
-            }
-        }
-        let body = String::from_utf8_lossy(&bytes).into_owned();
-        let class = webhook::body_class(status, &body);
-        Attempted {
-            outcome: AttemptOutcome::Response(Response {
-                status,
-                retry_after,
-                location,
-                body,
-                class,
-            }),
-            request,
-        }
-    }
 }
 
 /// Feeds a decision to the breaker: transient failures count against the
@@ -615,7 +510,7 @@ fn update_breaker(breaker: &mut CircuitBreaker, decision: &Decision, now: Instan
 }
 
 /// The attempt as the inbox keeps it.
-fn attempt_log(attempted: &Attempted, decision: &Decision) -> AttemptLog {
+fn attempt_log(attempted: &Attempt, decision: &Decision) -> AttemptLog {
     let (status, error, body) = match &attempted.outcome {
         AttemptOutcome::Response(r) => (
             Some(r.status),
@@ -660,31 +555,4 @@ fn attempt_log(attempted: &Attempted, decision: &Decision) -> AttemptLog {
         body,
         decision,
     }
-}
-
-/// The kind of a transport error and its text with the source chain.
-fn transport_error(e: &reqwest::Error) -> (TransportError, String) {
-    // reqwest marks connect-phase errors (refused, DNS, TLS, connect
-    // timeout); any other failure happened after the request may have left.
-    let (kind, what) = match (e.is_connect(), e.is_timeout()) {
-        (true, true) => (TransportError::TimeoutBeforeSend, "timed out connecting"),
-        (true, false) => (TransportError::Connect, "could not connect"),
-        (false, true) => (
-            TransportError::TimeoutAfterSend,
-            "timed out after the request was sent",
-        ),
-        (false, false) => (
-            TransportError::ResetAfterSend,
-            "failed after the request was sent",
-        ),
-    };
-    // The source chain holds the useful part (connection refused, DNS, …).
-    let mut text = format!("ERP {what}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    (kind, text)
 }

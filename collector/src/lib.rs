@@ -2,8 +2,8 @@
 //!
 //! It subscribes to every device's `events` and `status` topics, stores each
 //! batch in an SQLite inbox that drops duplicates, acks the batch only after
-//! the commit, posts each business event to the ERP as a signed webhook until
-//! the ERP gives a verdict, and sends that verdict back to the device. An
+//! the commit, delivers each business event to the ERP (a signed webhook or
+//! Tryton, see [`erp`]) until the ERP gives a verdict, and sends that verdict back to the device. An
 //! event the ERP refuses (or that cannot be delivered for a reason on our
 //! side) becomes a dead letter that blocks its device's lane until an
 //! operator replays or discards it.
@@ -13,7 +13,8 @@
 //! - [`config`]: the TOML configuration.
 //! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats).
 //! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
-//! - [`delivery`] and [`webhook`]: ERP lanes, retries, CloudEvents + signature.
+//! - [`delivery`]: ERP lanes, ordering, retries; [`erp`]: the adapters behind
+//!   one trait (signed webhook, Tryton); [`webhook`]: CloudEvents + signature.
 //! - [`policy`]: what each ERP answer means (pure, table-tested);
 //!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
 //!   retry schedule and its jitter source.
@@ -37,6 +38,7 @@ pub mod breaker;
 pub mod config;
 pub mod delivery;
 pub mod dlq;
+pub mod erp;
 pub mod gaps;
 pub mod inbox;
 pub mod ingest;
@@ -152,7 +154,7 @@ pub async fn run(
         })?;
     info!(api = %bound, data_dir = %config.data_dir.display(),
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
-        erp = %config.erp.url, "collector started");
+        erp = %config.erp.url, erp_kind = config.erp.kind.name(), "collector started");
 
     let trigger = ShutdownTrigger::new();
     let wake = Arc::new(Notify::new());

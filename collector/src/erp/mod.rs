@@ -1,0 +1,151 @@
+//! ERP adapters: one module per ERP integration, all behind [`ErpAdapter`].
+//!
+//! An adapter turns one business event into whatever requests its ERP needs
+//! and reports a single [`Attempt`]: the outcome the pure
+//! [`crate::policy::decide`] classifies (booked, retry, pause, halt, dead
+//! letter) plus a one-line description of what was sent, for the attempt log
+//! and the dead letter. [`crate::delivery`] owns everything around it (lanes,
+//! ordering, retries, the circuit breaker, verdicts); an adapter owns only the
+//! ERP's wire protocol and how it makes a retried event take effect once.
+//!
+//! | `erp.kind` | module | exactly-once by |
+//! |---|---|---|
+//! | `webhook` (default) | [`webhook`] | the same `webhook-id` and `Idempotency-Key` on every attempt |
+//!
+//! Invariants every adapter keeps:
+//! - `deliver` never fails: transport errors, HTTP statuses and RPC errors
+//!   all become an [`AttemptOutcome`];
+//! - a retry of the same event (after a lost response, a crash, a replay)
+//!   has the same effect in the ERP as one successful attempt;
+//! - `probe` is cheap and read-only: it only answers "is the ERP back?" for
+//!   the breaker's half-open state.
+
+pub mod webhook;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+use dockline_protocol::{BusinessEvent, Envelope, SiteId};
+
+use crate::config::{ErpConfig, ErpKind};
+use crate::delivery::DeliveryError;
+use crate::policy::{AttemptOutcome, Credentials, TransportError};
+
+/// Longest response body read from the ERP.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A boxed future, so adapters can be chosen at run time (`dyn ErpAdapter`).
+pub type AdapterFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One business event as an adapter sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ErpEvent<'a> {
+    /// The site the device belongs to.
+    pub site: &'a SiteId,
+    /// The envelope as received (device, sequence, event id, capture time).
+    pub envelope: &'a Envelope,
+    /// The business event inside it.
+    pub event: &'a BusinessEvent,
+}
+
+/// One attempt as the adapter saw it: the policy's input plus what the
+/// dead letter keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// What happened, for [`crate::policy::decide`].
+    pub outcome: AttemptOutcome,
+    /// What was sent, one line (kept in the attempt log and dead letters).
+    pub request: String,
+}
+
+/// An ERP integration.
+pub trait ErpAdapter: Send + Sync + Debug {
+    /// The adapter's kind, as written in `erp.kind`.
+    fn kind(&self) -> &'static str;
+
+    /// Delivers one event (the caller holds a request permit). Never fails:
+    /// every problem is an outcome the policy classifies.
+    fn deliver<'a>(&'a self, event: ErpEvent<'a>) -> AdapterFuture<'a, Attempt>;
+
+    /// A cheap read-only request: true when the ERP answers again (used by
+    /// the breaker's half-open probe).
+    fn probe(&self) -> AdapterFuture<'_, bool>;
+
+    /// What a 401 can lead to with this adapter's credentials.
+    fn credentials(&self) -> Credentials;
+}
+
+/// Builds the adapter `erp.kind` names.
+pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, DeliveryError> {
+    Ok(match erp.kind {
+        ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?),
+    })
+}
+
+/// Parses `erp.url`.
+fn parse_url(erp: &ErpConfig) -> Result<reqwest::Url, DeliveryError> {
+    reqwest::Url::parse(&erp.url).map_err(|e| DeliveryError::Url {
+        url: erp.url.clone(),
+        problem: e.to_string(),
+    })
+}
+
+/// The HTTP client every adapter uses: one attempt's timeout from `erp`.
+fn http_client(erp: &ErpConfig) -> Result<reqwest::Client, DeliveryError> {
+    reqwest::Client::builder()
+        .timeout(erp.timeout())
+        .build()
+        .map_err(|e| DeliveryError::Client(e.to_string()))
+}
+
+/// Reads at most [`MAX_RESPONSE_BYTES`] of a response body. A body cut by
+/// the connection is returned as far as it arrived: a 2xx whose body was cut
+/// still happened, anything else is classified from what arrived.
+async fn read_body(resp: &mut reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BYTES.saturating_sub(bytes.len());
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if room <= chunk.len() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("ERP response body ended early: {e}");
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The kind of a transport error and its text with the source chain.
+fn transport_error(e: &reqwest::Error) -> (TransportError, String) {
+    // reqwest marks connect-phase errors (refused, DNS, TLS, connect
+    // timeout); any other failure happened after the request may have left.
+    let (kind, what) = match (e.is_connect(), e.is_timeout()) {
+        (true, true) => (TransportError::TimeoutBeforeSend, "timed out connecting"),
+        (true, false) => (TransportError::Connect, "could not connect"),
+        (false, true) => (
+            TransportError::TimeoutAfterSend,
+            "timed out after the request was sent",
+        ),
+        (false, false) => (
+            TransportError::ResetAfterSend,
+            "failed after the request was sent",
+        ),
+    };
+    // The source chain holds the useful part (connection refused, DNS, …).
+    let mut text = format!("ERP {what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    (kind, text)
+}

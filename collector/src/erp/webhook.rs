@@ -1,0 +1,137 @@
+//! The generic signed webhook adapter (`erp.kind = "webhook"`, the default):
+//! every business event is POSTed to `erp.url` as a CloudEvents 1.0
+//! structured JSON body signed per Standard Webhooks ([`crate::webhook`]
+//! builds the exact bytes; this module only sends them).
+//!
+//! Exactly-once effect: every attempt of an event carries the same
+//! `webhook-id` and `Idempotency-Key` (the event id), also after a replay,
+//! so an ERP that honours them books a retried event once even if its first
+//! answer was lost. The body is rebuilt from the stored envelope on every
+//! attempt; it is a pure function of it, so the bytes are the same.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info};
+
+use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
+use crate::config::ErpConfig;
+use crate::delivery::DeliveryError;
+use crate::policy::{AttemptOutcome, Credentials, Response};
+use crate::webhook::{self, SigningKey};
+
+/// Posts signed CloudEvents to one URL.
+#[derive(Debug)]
+pub struct WebhookAdapter {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    key: SigningKey,
+}
+
+impl WebhookAdapter {
+    /// Prepares the adapter from `[erp]` (`url`, `secret`, `timeout_ms`).
+    pub fn new(erp: &ErpConfig) -> Result<Self, DeliveryError> {
+        Ok(Self {
+            url: super::parse_url(erp)?,
+            key: SigningKey::from_secret(&erp.secret)?,
+            client: super::http_client(erp)?,
+        })
+    }
+
+    async fn post(&self, event: ErpEvent<'_>) -> Attempt {
+        let envelope = event.envelope;
+        let id = envelope.id.to_string();
+        let body = webhook::cloudevent_body(event.site, envelope, event.event);
+        let key = webhook::idempotency_key(&id);
+        let request = format!(
+            "POST {} webhook-id={id} idempotency-key={key} {} bytes",
+            self.url,
+            body.len()
+        );
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let signature = self.key.sign(&id, timestamp, &body);
+        debug!(device = %envelope.device, seq = envelope.seq, event_id = %id, "posting event to ERP");
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header("content-type", "application/cloudevents+json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let (kind, detail) = super::transport_error(&e);
+                return Attempt {
+                    outcome: AttemptOutcome::Transport { kind, detail },
+                    request,
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("retry-after");
+        let location = header("location");
+        let body = super::read_body(&mut resp).await;
+        let class = webhook::body_class(status, &body);
+        Attempt {
+            outcome: AttemptOutcome::Response(Response {
+                status,
+                retry_after,
+                location,
+                body,
+                class,
+            }),
+            request,
+        }
+    }
+
+    /// `HEAD` on the endpoint: true when it answers with anything but a 5xx
+    /// or 429 (a 405 still shows the server is back).
+    async fn head(&self) -> bool {
+        match self.client.head(self.url.clone()).send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                let up = !(s >= 500 || s == 429);
+                info!(status = s, up, "ERP endpoint probed");
+                up
+            }
+            Err(e) => {
+                info!(
+                    "ERP endpoint probe failed: {}",
+                    super::transport_error(&e).1
+                );
+                false
+            }
+        }
+    }
+}
+
+impl ErpAdapter for WebhookAdapter {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn deliver<'a>(&'a self, event: ErpEvent<'a>) -> AdapterFuture<'a, Attempt> {
+        Box::pin(self.post(event))
+    }
+
+    fn probe(&self) -> AdapterFuture<'_, bool> {
+        Box::pin(self.head())
+    }
+
+    fn credentials(&self) -> Credentials {
+        // A webhook secret cannot be refreshed.
+        Credentials::Fixed
+    }
+}
