@@ -19,6 +19,8 @@
 //!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
 //!   retry schedule and its jitter source.
 //! - [`dlq`]: dead letters for people (list, show, replay, discard).
+//! - [`epcis`]: EPCIS 2.0 JSON-LD export and a capture client (not wired
+//!   into delivery).
 //! - [`gaps`]: the gap audit: holes in a device's sequence get a resend
 //!   request on its `cmd` topic.
 //! - [`mqtt`]: the broker connection.
@@ -38,6 +40,7 @@ pub mod breaker;
 pub mod config;
 pub mod delivery;
 pub mod dlq;
+pub mod epcis;
 pub mod erp;
 pub mod gaps;
 pub mod inbox;
