@@ -117,6 +117,9 @@ pub enum ErpKind {
     /// Signed CloudEvents POSTed to `erp.url` ([`crate::erp::webhook`]).
     #[default]
     Webhook,
+    /// Tryton's JSON-RPC at `erp.url`, settings in `[erp.tryton]`
+    /// ([`crate::erp::tryton`]).
+    Tryton,
 }
 
 impl ErpKind {
@@ -124,6 +127,7 @@ impl ErpKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
+            Self::Tryton => "tryton",
         }
     }
 }
@@ -135,7 +139,8 @@ pub struct ErpConfig {
     /// The adapter: `webhook` (the default) or `tryton`.
     #[serde(default)]
     pub kind: ErpKind,
-    /// `webhook`: the URL every event is POSTed to.
+    /// `webhook`: the URL every event is POSTed to. `tryton`: the server's
+    /// base URL (`http://erp:8000/`; the database name is appended).
     pub url: String,
     /// `webhook`: Standard Webhooks secret, `whsec_` followed by base64.
     #[serde(default)]
@@ -173,6 +178,51 @@ pub struct ErpConfig {
     /// milliseconds.
     #[serde(default = "default_halt_recheck_ms")]
     pub halt_recheck_ms: u64,
+    /// `[erp.tryton]`: required when `kind = "tryton"`.
+    #[serde(default)]
+    pub tryton: Option<TrytonConfig>,
+}
+
+/// `[erp.tryton]`: the Tryton database and user the adapter logs in as.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrytonConfig {
+    /// The database name (the first path segment of Tryton's URLs).
+    pub database: String,
+    /// The login of the Tryton user events are booked as. It needs read
+    /// access to `stock.shipment.out` and the rights of a stock user to
+    /// press its buttons (and to create `ir.attachment` for proof of
+    /// delivery).
+    pub user: String,
+    /// That user's password (better set by `DOCKLINE_ERP__TRYTON__PASSWORD`
+    /// than written in the file).
+    pub password: String,
+    /// When Tryton cannot reserve the stock for a picked shipment
+    /// (`assign_try` leaves it `waiting`), force the reservation
+    /// (`assign_force`) instead of parking the pick until stock arrives.
+    /// The goods were physically picked, but forcing can book negative
+    /// stock, so it is off by default.
+    #[serde(default)]
+    pub assign_force: bool,
+    /// Language of Tryton's messages (the login's language code).
+    #[serde(default = "default_tryton_language")]
+    pub language: String,
+}
+
+impl std::fmt::Debug for TrytonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("TrytonConfig")
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("assign_force", &self.assign_force)
+            .field("language", &self.language)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_tryton_language() -> String {
+    "en".into()
 }
 
 /// A config value that parsed but cannot work.
@@ -290,6 +340,17 @@ impl ErpConfig {
             breaker_failures: default_breaker_failures(),
             breaker_open_ms: default_breaker_open_ms(),
             halt_recheck_ms: default_halt_recheck_ms(),
+            tryton: None,
+        }
+    }
+
+    /// A Tryton server at `url` (its base URL) with the defaults for the
+    /// delivery tunables.
+    pub fn tryton(url: impl Into<String>, tryton: TrytonConfig) -> Self {
+        Self {
+            kind: ErpKind::Tryton,
+            tryton: Some(tryton),
+            ..Self::new(url, "")
         }
     }
 
@@ -306,6 +367,35 @@ impl ErpConfig {
                     key: "erp.secret",
                     problem: e.to_string(),
                 })?;
+            }
+            ErpKind::Tryton => {
+                let Some(t) = &self.tryton else {
+                    return Err(ConfigCheckError {
+                        key: "erp.tryton",
+                        problem: "is missing; kind = \"tryton\" needs an [erp.tryton] table with database, user and password".into(),
+                    });
+                };
+                for (key, value) in [
+                    ("erp.tryton.database", &t.database),
+                    ("erp.tryton.user", &t.user),
+                    ("erp.tryton.password", &t.password),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(ConfigCheckError {
+                            key,
+                            problem: "is empty; the Tryton adapter logs in with database, user and password".into(),
+                        });
+                    }
+                }
+                if t.database.contains(['/', '?', '#']) {
+                    return Err(ConfigCheckError {
+                        key: "erp.tryton.database",
+                        problem: format!(
+                            "is {:?}; a database name cannot hold '/', '?' or '#'",
+                            t.database
+                        ),
+                    });
+                }
             }
         }
         Ok(())
@@ -414,6 +504,20 @@ mod tests {
         assert_eq!(cfg.erp.kind, ErpKind::Webhook);
         let err = parse("[erp]\nkind = \"sap\"\nurl = \"http://x\"\n").expect_err("unknown kind");
         assert!(err.to_string().contains("webhook"), "{err}");
+        let cfg = parse(
+            "[erp]\nkind = \"tryton\"\nurl = \"http://x:8000/\"\n[erp.tryton]\ndatabase = \"logi\"\nuser = \"dockline\"\npassword = \"pw\"\n",
+        )
+        .expect("parses");
+        assert_eq!(cfg.erp.kind, ErpKind::Tryton);
+        cfg.check().expect("a Tryton site needs no webhook secret");
+        let t = cfg.erp.tryton.as_ref().expect("tryton table");
+        assert_eq!((t.language.as_str(), t.assign_force), ("en", false));
+        assert!(
+            !format!("{t:?}").contains("pw"),
+            "the password is never printed"
+        );
+        let cfg = parse("[erp]\nkind = \"tryton\"\nurl = \"http://x:8000/\"\n").expect("parses");
+        assert_eq!(cfg.check().expect_err("no [erp.tryton]").key, "erp.tryton");
         let cfg = parse("[erp]\nurl = \"http://x\"\n").expect("parses");
         let err = cfg.check().expect_err("a webhook needs its secret");
         assert_eq!(err.key, "erp.secret");

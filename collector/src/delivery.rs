@@ -518,6 +518,11 @@ fn attempt_log(attempted: &Attempt, decision: &Decision) -> AttemptLog {
             excerpt(&r.body, MAX_BODY_EXCERPT).to_owned(),
         ),
         AttemptOutcome::Transport { detail, .. } => (None, Some(detail.clone()), String::new()),
+        AttemptOutcome::Rpc(rpc) => (
+            None,
+            None,
+            excerpt(&format!("{rpc:?}"), MAX_BODY_EXCERPT).to_owned(),
+        ),
     };
     let decision = match decision {
         Decision::Booked { document, .. } => format!("booked {document}"),

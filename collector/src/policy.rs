@@ -23,6 +23,17 @@
 //! | 413, 414, 415, 431 | our request is unacceptable | [`Decision::DeadLetter`], not the ERP's verdict |
 //! | 400, 417, 422, other 4xx | permanent | [`Decision::DeadLetter`] with the ERP's rejection, unless the body says `already_booked` |
 //!
+//! RPC adapters (Tryton JSON-RPC answers 200 with an `error` member) read
+//! the answer themselves and report an [`RpcOutcome`]:
+//!
+//! | RPC outcome | class | decision |
+//! |---|---|---|
+//! | applied / already in the target state | success | [`Decision::Booked`] (`duplicate` for the latter) |
+//! | refused (`UserError`) | permanent | [`Decision::DeadLetter`] with the ERP's rejection |
+//! | conflict (`ConcurrencyException`) | conflict-retryable | bounded [`Decision::Retry`], then dead letter |
+//! | not ready (document missing, predecessor not booked) | parked | bounded long [`Decision::Retry`], then dead letter |
+//! | fault (any other server exception) | transient | [`Decision::Retry`] with `same_key_only` |
+//!
 //! # Invariants
 //!
 //! - Only an answer from the ERP about *this event* becomes a rejection the
@@ -112,6 +123,50 @@ pub enum AttemptOutcome {
         kind: TransportError,
         /// The error text, for logs and the dead letter.
         detail: String,
+    },
+    /// An RPC adapter's own reading of the ERP's answers, where the HTTP
+    /// status says nothing (Tryton's JSON-RPC answers 200 with an `error`
+    /// member); the adapter read the document's state to tell a duplicate
+    /// from a failure.
+    Rpc(RpcOutcome),
+}
+
+/// What an RPC adapter ([`crate::erp::tryton`]) made of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcOutcome {
+    /// This attempt moved the document to the event's target state.
+    Applied {
+        /// The ERP document, for the device's verdict.
+        document: String,
+    },
+    /// The document was already in (or past) the event's target state: an
+    /// earlier attempt whose answer was lost, or another event, did it.
+    AlreadyThere {
+        /// The ERP document.
+        document: String,
+    },
+    /// The ERP refused the call (a Tryton `UserError`): permanent.
+    Refused {
+        /// The ERP's message and the document's state.
+        message: String,
+    },
+    /// A concurrent write conflicted (`ConcurrencyException`): re-reading
+    /// and re-applying may succeed.
+    Conflict {
+        /// The ERP's message.
+        message: String,
+    },
+    /// The document the event refers to does not exist yet, or is not yet
+    /// in the state the event needs (its predecessor is not booked): parked.
+    NotReady {
+        /// What is missing.
+        message: String,
+    },
+    /// The ERP failed on its side (an exception that is not a business
+    /// error, e.g. a locked database): transient.
+    Fault {
+        /// The ERP's message.
+        message: String,
     },
 }
 
@@ -272,20 +327,7 @@ pub fn decide(
         bounded: false,
         error,
     };
-    let resp = match outcome {
-        AttemptOutcome::Transport { kind, detail } => {
-            return retry(
-                jitter,
-                FailureClass::Transient,
-                kind.maybe_committed(),
-                detail.clone(),
-            );
-        }
-        AttemptOutcome::Response(r) => r,
-    };
-    let status = resp.status;
-    let said = describe(resp);
-    let bounded = |jitter: &mut dyn Jitter, class: FailureClass, floor: Duration| {
+    let bounded_retry = |jitter: &mut dyn Jitter, said: &str, class: FailureClass, floor| {
         if history.bounded.saturating_add(1) >= policy.max_bounded_attempts {
             Decision::DeadLetter {
                 reason: format!(
@@ -302,9 +344,51 @@ pub fn decide(
                 class,
                 same_key_only: true,
                 bounded: true,
-                error: said.clone(),
+                error: said.to_owned(),
             }
         }
+    };
+    let resp = match outcome {
+        AttemptOutcome::Transport { kind, detail } => {
+            return retry(
+                jitter,
+                FailureClass::Transient,
+                kind.maybe_committed(),
+                detail.clone(),
+            );
+        }
+        AttemptOutcome::Rpc(rpc) => {
+            return match rpc {
+                RpcOutcome::Applied { document } => Decision::Booked {
+                    document: document.clone(),
+                    duplicate: false,
+                },
+                RpcOutcome::AlreadyThere { document } => Decision::Booked {
+                    document: document.clone(),
+                    duplicate: true,
+                },
+                RpcOutcome::Refused { message } => Decision::DeadLetter {
+                    reason: message.clone(),
+                    class: FailureClass::Permanent,
+                    erp_rejected: true,
+                },
+                RpcOutcome::Conflict { message } => {
+                    bounded_retry(jitter, message, FailureClass::Conflict, Duration::ZERO)
+                }
+                RpcOutcome::NotReady { message } => {
+                    bounded_retry(jitter, message, FailureClass::Parked, policy.parked_min)
+                }
+                RpcOutcome::Fault { message } => {
+                    retry(jitter, FailureClass::Transient, true, message.clone())
+                }
+            };
+        }
+        AttemptOutcome::Response(r) => r,
+    };
+    let status = resp.status;
+    let said = describe(resp);
+    let bounded = |jitter: &mut dyn Jitter, class: FailureClass, floor: Duration| {
+        bounded_retry(jitter, &said, class, floor)
     };
     match &resp.class {
         Some(BodyClass::AlreadyBooked { document }) if !(300..400).contains(&status) => {
@@ -913,6 +997,59 @@ mod tests {
             );
             assert_eq!(short(&got), want, "row {i}: {outcome:?} gave {got:?}");
         }
+    }
+
+    #[test]
+    fn rpc_outcomes_table() {
+        use FailureClass::*;
+        let msg = || "m".to_string();
+        let bounded_last = History {
+            attempts: 9,
+            bounded: 2,
+        };
+        let decide_rpc = |rpc: RpcOutcome, history| {
+            short(&decide(
+                &AttemptOutcome::Rpc(rpc),
+                history,
+                fixed(),
+                &policy(),
+                rfc_now(),
+                &mut FixedJitter(0.0),
+            ))
+        };
+        let doc = || "3 [SO-42]".to_string();
+        assert_eq!(
+            decide_rpc(RpcOutcome::Applied { document: doc() }, first()),
+            D::Booked("3 [SO-42]", false)
+        );
+        assert_eq!(
+            decide_rpc(RpcOutcome::AlreadyThere { document: doc() }, first()),
+            D::Booked("3 [SO-42]", true)
+        );
+        assert_eq!(
+            decide_rpc(RpcOutcome::Refused { message: msg() }, first()),
+            D::Dead(Permanent, true)
+        );
+        assert!(matches!(
+            decide_rpc(RpcOutcome::Conflict { message: msg() }, first()),
+            D::Retry(_, Conflict, true)
+        ));
+        assert_eq!(
+            decide_rpc(RpcOutcome::Conflict { message: msg() }, bounded_last),
+            D::Dead(Conflict, false)
+        );
+        assert!(matches!(
+            decide_rpc(RpcOutcome::NotReady { message: msg() }, first()),
+            D::Retry(ms, Parked, true) if ms >= 60_000
+        ));
+        assert_eq!(
+            decide_rpc(RpcOutcome::NotReady { message: msg() }, bounded_last),
+            D::Dead(Parked, false)
+        );
+        assert!(matches!(
+            decide_rpc(RpcOutcome::Fault { message: msg() }, bounded_last),
+            D::Retry(_, Transient, true)
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | `erp.kind` | module | exactly-once by |
 //! |---|---|---|
 //! | `webhook` (default) | [`webhook`] | the same `webhook-id` and `Idempotency-Key` on every attempt |
+//! | `tryton` | [`tryton`] | search by order reference, a state read before every transition, "already there" is success |
 //!
 //! Invariants every adapter keeps:
 //! - `deliver` never fails: transport errors, HTTP statuses and RPC errors
@@ -20,6 +21,7 @@
 //! - `probe` is cheap and read-only: it only answers "is the ERP back?" for
 //!   the breaker's half-open state.
 
+pub mod tryton;
 pub mod webhook;
 
 use std::fmt::Debug;
@@ -80,6 +82,7 @@ pub trait ErpAdapter: Send + Sync + Debug {
 pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, DeliveryError> {
     Ok(match erp.kind {
         ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?),
+        ErpKind::Tryton => Box::new(tryton::TrytonAdapter::new(erp)?),
     })
 }
 
