@@ -11,7 +11,7 @@
 //! - [`ack`]: what the collector answers on the device's `ack` topic.
 //! - [`status`]: birth, death and heartbeat messages on the `status` topic.
 //! - [`command`]: what the collector asks of a device on its `cmd` topic
-//!   (resend a range).
+//!   (resend a range), with its expiry and Ed25519 signature.
 //! - [`topic`]: the topic grammar `dockline/v1/{site}/{device}/{channel}`.
 //! - [`codec`]: CBOR encoding and size-capped, validating decoding.
 //! - `config` (feature `config`): TOML file plus `DOCKLINE_*` environment overlay
@@ -65,7 +65,7 @@ mod validate;
 pub use ack::{Ack, Outcome, Verdict};
 pub use batch::Batch;
 pub use codec::{DecodeError, EncodeError, WireMessage, decode, encode};
-pub use command::{Command, Resend};
+pub use command::{Command, CommandRefusal, Resend, Signed};
 pub use envelope::{Envelope, Payload, Priority, TimeSource};
 pub use event::{BusinessEvent, EventDetail, ExceptionKind, ProofOfDelivery, References};
 pub use ids::{DeviceId, EventId, IdError, SiteId};

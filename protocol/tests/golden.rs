@@ -273,8 +273,33 @@ fn resend_command_matches_fixture() {
             epoch: 1_764_000_000_000,
             ranges: vec![(67, 111), (113, 113)],
         }),
+        expires_ms: None,
+        signed: None,
     };
     check("command-resend", &command);
+}
+
+/// A signed resend request (`exp` and `sg`, added in v1 as optional
+/// fields). The signature is a fixed stand-in: the fixture pins the
+/// layout, the agent's tests check real Ed25519 signatures.
+#[test]
+fn signed_resend_command_matches_fixture() {
+    let inner = Command {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        resend: Some(Resend {
+            epoch: 1_764_000_000_000,
+            ranges: vec![(67, 111)],
+        }),
+        expires_ms: Some(1_764_050_300_000),
+        signed: None,
+    };
+    let sealed = Command::seal(&inner, |_| [0x5a; 64]).expect("seals");
+    check("command-signed", &sealed);
+    let opened = sealed
+        .open(&dev(), 1_764_050_000_000, |_, sig| sig == &[0x5a; 64])
+        .expect("opens");
+    assert_eq!(opened, inner);
 }
 
 #[test]

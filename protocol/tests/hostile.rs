@@ -94,6 +94,8 @@ fn rules_are_enforced_with_clear_messages() {
             epoch: 1,
             ranges: vec![(9, 3)],
         }),
+        expires_ms: None,
+        signed: None,
     };
     let err = decode::<Command>(&encode(&backwards).expect("encodes")).expect_err("range");
     assert!(err.to_string().contains("rs.r[0]"), "{err}");
