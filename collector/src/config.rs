@@ -40,6 +40,12 @@ pub struct Config {
     /// The gap audit (resend requests for missing sequences).
     #[serde(default)]
     pub gaps: GapsConfig,
+    /// `[commands]`: the key that signs commands to devices, and their expiry.
+    #[serde(default)]
+    pub commands: crate::commands::CommandsConfig,
+    /// `[security]`: payload size and per-device rate limits on ingest.
+    #[serde(default)]
+    pub security: crate::limits::SecurityConfig,
 }
 
 /// `[gaps]`: the gap audit.
@@ -303,6 +309,9 @@ impl Config {
                 ),
             });
         }
+        if let Err((key, problem)) = self.security.check() {
+            return Err(ConfigCheckError { key, problem });
+        }
         if self.erp.timeout_ms == 0 {
             return Err(ConfigCheckError {
                 key: "erp.timeout_ms",
@@ -545,6 +554,8 @@ mod tests {
             (cfg.erp.breaker_open_ms, cfg.erp.halt_recheck_ms),
             (defaults.breaker_open_ms, defaults.halt_recheck_ms)
         );
+        assert_eq!(cfg.security, crate::limits::SecurityConfig::default());
+        assert_eq!(cfg.commands.ttl_secs, 300);
     }
 
     #[test]

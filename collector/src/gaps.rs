@@ -12,7 +12,9 @@
 //!   asked again after 2×, 4×, then every 8× `resend_after`, so an offline
 //!   device does not find a pile of requests queued for it.
 //! - The requests of one `(device, epoch)` are one command listing every due
-//!   range.
+//!   range. Each carries an expiry and, with a key configured, the
+//!   collector's signature ([`crate::commands`]); a request that expires
+//!   unanswered is simply asked again on the schedule above.
 //! - The device answers by publishing what it holds and reporting the rest as
 //!   shed (see [`dockline_protocol::Resend`]); either closes the hole in the
 //!   inbox, and the next audit forgets it.
@@ -29,6 +31,7 @@ use dockline_protocol::{DeviceId, SiteId};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use crate::commands::CommandSigner;
 use crate::inbox::{DeviceHoles, InboxHandle};
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
@@ -123,10 +126,12 @@ pub fn audit_interval(resend_after: Duration) -> Duration {
     (resend_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
-/// Audits the inbox until `shutdown`, publishing resend requests on `out`.
+/// Audits the inbox until `shutdown`, publishing resend requests (signed by
+/// `signer`) on `out`.
 pub async fn run(
     inbox: InboxHandle,
     resend_after: Duration,
+    signer: CommandSigner,
     out: mpsc::Sender<Publication>,
     mut shutdown: Shutdown,
 ) {
@@ -154,7 +159,14 @@ pub async fn run(
                 .map_or(0, |h| h.complete_up_to);
             info!(device = %r.device, epoch = r.epoch, complete_up_to = mark, missing = ?r.ranges,
                 "hole open for {resend_after:?}; asking the device to resend");
-            match Publication::resend(&r.site, &r.device, r.epoch, r.ranges) {
+            match Publication::resend(
+                &r.site,
+                &r.device,
+                r.epoch,
+                r.ranges,
+                &signer,
+                crate::now_ms(),
+            ) {
                 Ok(p) => {
                     if out.send(p).await.is_err() {
                         return;

@@ -14,6 +14,7 @@
 //!   watermark passes over them.
 //! - `devices(device)` → site, online, session, last seen.
 //! - `counters(name)` → `duplicates`, `refused`, and (created on first use)
+//!   `refused.{reason}` (refusals by reason, see [`crate::ingest`]),
 //!   `resend_requests` (gap audit requests sent) and `holes_lost` (sequences
 //!   of a visible hole that the device then reported shed: lost at the
 //!   device).
@@ -342,6 +343,9 @@ pub struct Stats {
     pub duplicates: u64,
     /// Messages refused on the events topic (malformed, unknown device).
     pub refused: u64,
+    /// The same by reason (`malformed`, `oversize`, `device_mismatch`,
+    /// `unknown_device`, `rate_limited`, …); reasons never seen are absent.
+    pub refused_by_reason: std::collections::BTreeMap<String, u64>,
     /// Resend requests the gap audit sent to devices.
     pub resend_requests: u64,
     /// Sequences of a hole the device then reported as gone (shed): lost at
@@ -712,12 +716,13 @@ impl Inbox {
             .map_or(0, from_sql))
     }
 
-    /// Counts one refused message (malformed, unknown device).
-    pub fn count_refused(&mut self) -> Result<(), InboxError> {
-        self.conn.execute(
-            "UPDATE counters SET value = value + 1 WHERE name = 'refused'",
-            [],
-        )?;
+    /// Counts one refused message, in total and under its `reason` (a
+    /// short key such as `malformed` or `rate_limited`).
+    pub fn count_refused(&mut self, reason: &str) -> Result<(), InboxError> {
+        let tx = self.conn.transaction()?;
+        add_to_counter(&tx, "refused", 1)?;
+        add_to_counter(&tx, &format!("refused.{reason}"), 1)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -1284,6 +1289,7 @@ impl Inbox {
             received: 0,
             duplicates: counter("duplicates")?,
             refused: counter("refused")?,
+            refused_by_reason: std::collections::BTreeMap::new(),
             resend_requests: counter("resend_requests")?,
             holes_lost: counter("holes_lost")?,
             pending: 0,
@@ -1293,6 +1299,18 @@ impl Inbox {
             blocked_devices: Vec::new(),
             devices: Vec::new(),
         };
+        let mut reasons = self
+            .conn
+            .prepare_cached("SELECT name, value FROM counters WHERE name LIKE 'refused.%'")?;
+        let rows = reasons.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (name, n) = row?;
+            if let Some(reason) = name.strip_prefix("refused.") {
+                stats
+                    .refused_by_reason
+                    .insert(reason.to_string(), from_sql(n));
+            }
+        }
         let mut open = self.conn.prepare_cached(
             "SELECT device, COUNT(*) FROM dead_letters WHERE state = 'open' GROUP BY device ORDER BY device",
         )?;
@@ -1849,7 +1867,7 @@ pub(crate) mod tests {
                     0,
                 )
                 .expect("verdict");
-            inbox.count_refused().expect("refused");
+            inbox.count_refused("malformed").expect("refused");
         }
         let mut inbox = open(&dir);
         assert_eq!(inbox.complete_up_to(&dev, 1).expect("mark"), 2);

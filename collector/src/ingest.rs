@@ -2,23 +2,29 @@
 //! event batches, the ack to publish.
 //!
 //! Invariants:
-//! - nothing from the wire is trusted: the topic is parsed, the payload is
-//!   decoded with the protocol's size-capped, validating decoder, and the
-//!   topic's device must be the batch's device;
+//! - nothing from the wire is trusted: the topic is parsed, a payload over
+//!   `[security] max_payload_bytes` is refused unread, a device over its
+//!   rate limit ([`crate::limits`]) is refused before decoding, the payload
+//!   is decoded with the protocol's size-capped, validating decoder, and the
+//!   topic's device must be the payload's device (device A publishing on
+//!   device B's topic is refused; the broker's ACL binds each client to its
+//!   own topic, see the README's security section);
 //! - a batch from a device not configured under `[[devices]]` (or configured
 //!   for another site) is refused unless `allow_unknown_devices` is set:
 //!   nothing is stored and no ack is sent;
 //! - the ack is returned only after the inbox committed the batch, and a
 //!   duplicate batch is acked again (the agent resends when an ack was lost);
 //! - a refused message returns an [`IngestError`] whose text names the
-//!   problem and the fix; the caller logs it and carries on.
+//!   problem and the fix, and is counted under its [`IngestError::reason`]
+//!   (`refused_by_reason` in `/v1/stats`); the caller logs it and carries
+//!   on. A rate-limited batch is not acked, so the agent resends it later.
 //!
 //! No MQTT here: [`Ingest::handle`] takes the topic and payload and returns
 //! the [`Publication`] to send, so tests drive it directly.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dockline_protocol::{
     Batch, Channel, DecodeError, DeviceId, EncodeError, SiteId, Status, StatusKind, Topic,
@@ -29,6 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::DeviceConfig;
 use crate::inbox::{InboxError, InboxHandle};
+use crate::limits::{DeviceRateLimiter, SecurityConfig};
 use crate::publication::Publication;
 
 /// Most verdicts re-sent in answer to one birth or heartbeat; the agent asks
@@ -48,6 +55,32 @@ pub enum IngestError {
     Channel {
         /// The topic.
         topic: String,
+    },
+    /// The payload is larger than `[security] max_payload_bytes`.
+    #[error(
+        "refusing {len}-byte message on {topic} unread: the limit is {max} bytes ([security] max_payload_bytes); the sender must send smaller batches"
+    )]
+    Oversize {
+        /// The topic.
+        topic: String,
+        /// The payload's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The device publishes faster than its rate limit.
+    #[error(
+        "not storing or acking message on {topic}: device '{device}' is over its rate limit ({rate}/s, burst {burst}; [security] device_messages_per_sec and device_burst); the agent sends it again after its ack timeout"
+    )]
+    RateLimited {
+        /// The topic.
+        topic: String,
+        /// The topic's device.
+        device: DeviceId,
+        /// Sustained messages per second allowed.
+        rate: f64,
+        /// Burst allowed.
+        burst: u32,
     },
     /// The payload is not a valid protocol message.
     #[error("dropping malformed {what} on {topic} (not stored, not acked): {source}")]
@@ -112,6 +145,26 @@ impl IngestError {
     pub fn is_refusal(&self) -> bool {
         !matches!(self, IngestError::Inbox { .. } | IngestError::Encode { .. })
     }
+
+    /// A short, stable name for the refusal counters
+    /// (`refused_by_reason` in `/v1/stats`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Topic(_) => "bad_topic",
+            IngestError::Channel { .. } => "wrong_channel",
+            IngestError::Oversize { .. }
+            | IngestError::Decode {
+                source: DecodeError::TooLarge { .. },
+                ..
+            } => "oversize",
+            IngestError::Decode { .. } => "malformed",
+            IngestError::DeviceMismatch { .. } => "device_mismatch",
+            IngestError::UnknownDevice { .. } => "unknown_device",
+            IngestError::RateLimited { .. } => "rate_limited",
+            IngestError::Inbox { .. } => "inbox",
+            IngestError::Encode { .. } => "encode",
+        }
+    }
 }
 
 /// The ingest stage.
@@ -121,6 +174,8 @@ pub struct Ingest {
     devices: Arc<HashMap<DeviceId, SiteId>>,
     allow_unknown: bool,
     stored: Arc<Notify>,
+    limits: SecurityConfig,
+    rate: Option<Arc<Mutex<DeviceRateLimiter>>>,
 }
 
 fn now_ms() -> i64 {
@@ -142,16 +197,38 @@ impl Ingest {
             .iter()
             .map(|d| (d.id.clone(), d.site.clone()))
             .collect();
+        let limits = SecurityConfig::default();
         Self {
             inbox,
             devices: Arc::new(devices),
             allow_unknown,
             stored,
+            rate: DeviceRateLimiter::new(&limits).map(|l| Arc::new(Mutex::new(l))),
+            limits,
         }
     }
 
+    /// The same ingest with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: &SecurityConfig) -> Self {
+        self.rate = DeviceRateLimiter::new(limits).map(|l| Arc::new(Mutex::new(l)));
+        self.limits = limits.clone();
+        self
+    }
+
+    /// Takes a token from the topic device's bucket; false when over the limit.
+    fn within_rate(&self, device: &DeviceId) -> bool {
+        let Some(rate) = &self.rate else {
+            return true;
+        };
+        // A poisoned lock only means another thread panicked mid-update of
+        // a counter; the buckets are still usable.
+        let mut limiter = rate.lock().unwrap_or_else(|p| p.into_inner());
+        limiter.allow(device, Instant::now())
+    }
+
     /// Handles one message; returns the ack to publish, if any. Refusals are
-    /// counted in the inbox's `refused` counter before the error is returned.
+    /// counted in the inbox's `refused` counter, and under their reason,
+    /// before the error is returned.
     pub async fn handle(
         &self,
         topic: &str,
@@ -160,9 +237,11 @@ impl Ingest {
         let result = self.dispatch(topic, payload).await;
         if let Err(e) = &result
             && e.is_refusal()
-            && let Err(count_err) = self.inbox.call(|i| i.count_refused()).await
         {
-            error!("cannot count a refused message: {count_err}");
+            let reason = e.reason();
+            if let Err(count_err) = self.inbox.call(move |i| i.count_refused(reason)).await {
+                error!("cannot count a refused message: {count_err}");
+            }
         }
         result
     }
@@ -173,6 +252,22 @@ impl Ingest {
         payload: &[u8],
     ) -> Result<Option<Publication>, IngestError> {
         let parsed = Topic::parse(topic)?;
+        // Cheap checks before any decoding work.
+        if payload.len() > self.limits.max_payload_bytes {
+            return Err(IngestError::Oversize {
+                topic: topic.into(),
+                len: payload.len(),
+                max: self.limits.max_payload_bytes,
+            });
+        }
+        if !self.within_rate(&parsed.device) {
+            return Err(IngestError::RateLimited {
+                topic: topic.into(),
+                device: parsed.device.clone(),
+                rate: self.limits.device_messages_per_sec,
+                burst: self.limits.device_burst,
+            });
+        }
         match parsed.channel {
             Channel::Events => self.ingest_batch(topic, parsed, payload).await.map(Some),
             Channel::Status => self.ingest_status(topic, parsed, payload).await,
@@ -575,5 +670,149 @@ mod tests {
             .await
             .expect_err("bad status");
         assert!(err.to_string().contains("malformed status"), "{err}");
+    }
+
+    fn two_devices(dir: &tempfile::TempDir, limits: &SecurityConfig) -> (Ingest, InboxHandle) {
+        let inbox = InboxHandle::new(Inbox::open(&dir.path().join("inbox.db")).expect("inbox"));
+        let devices = ["hh-a", "hh-b"]
+            .map(|d| DeviceConfig {
+                id: DeviceId::new(d).expect("id"),
+                site: SiteId::new("dc-north").expect("site"),
+            })
+            .to_vec();
+        let ingest = Ingest::new(inbox.clone(), &devices, false, Arc::new(Notify::new()))
+            .with_limits(limits);
+        (ingest, inbox)
+    }
+
+    fn reasons(stats: &crate::inbox::Stats) -> Vec<(&str, u64)> {
+        stats
+            .refused_by_reason
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect()
+    }
+
+    /// Device A's batch on device B's topic: refused, counted, nothing
+    /// stored for either device, no ack.
+    #[tokio::test]
+    async fn device_a_publishing_as_device_b_is_rejected_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, inbox) = two_devices(&dir, &SecurityConfig::default());
+        let as_a = codec::encode(&batch("hh-a", 1, 1, &[1, 2])).expect("encode");
+        let err = ingest
+            .handle("dockline/v1/dc-north/hh-b/events", &as_a)
+            .await
+            .expect_err("A on B's topic");
+        assert_eq!(err.reason(), "device_mismatch");
+        assert!(
+            err.to_string()
+                .contains("claims device 'hh-a', the topic says 'hh-b'"),
+            "{err}"
+        );
+        // The same for a status message.
+        let status = Status {
+            v: 1,
+            device: DeviceId::new("hh-a").expect("id"),
+            session: 1,
+            at_ms: 0,
+            kind: StatusKind::Death { graceful: true },
+        };
+        let err = ingest
+            .handle(
+                "dockline/v1/dc-north/hh-b/status",
+                &codec::encode(&status).expect("encode"),
+            )
+            .await
+            .expect_err("A's status on B's topic");
+        assert_eq!(err.reason(), "device_mismatch");
+        let stats = inbox.call(|i| i.stats()).await.expect("stats");
+        assert_eq!(stats.received, 0, "nothing stored");
+        assert_eq!(stats.refused, 2);
+        assert_eq!(reasons(&stats), vec![("device_mismatch", 2)]);
+        // A on its own topic is fine.
+        ingest
+            .handle("dockline/v1/dc-north/hh-a/events", &as_a)
+            .await
+            .expect("own topic")
+            .expect("ack");
+    }
+
+    #[tokio::test]
+    async fn oversize_and_malformed_payloads_are_rejected_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = SecurityConfig {
+            max_payload_bytes: 4096,
+            ..SecurityConfig::default()
+        };
+        let (ingest, inbox) = two_devices(&dir, &limits);
+        let topic = "dockline/v1/dc-north/hh-a/events";
+        let err = ingest
+            .handle(topic, &vec![0u8; 4097])
+            .await
+            .expect_err("oversize");
+        assert_eq!(err.reason(), "oversize");
+        assert!(
+            err.to_string().contains("4097-byte") && err.to_string().contains("4096"),
+            "{err}"
+        );
+        for junk in [&b"\xff\x00 junk"[..], &b""[..], &[0xa1, 0x61, 0x76][..]] {
+            let err = ingest.handle(topic, junk).await.expect_err("malformed");
+            assert_eq!(err.reason(), "malformed", "{err}");
+        }
+        let err = ingest
+            .handle("dockline/v1/dc-north/hh-a/nope", b"x")
+            .await
+            .expect_err("bad topic");
+        assert_eq!(err.reason(), "bad_topic");
+        // Still serving: a good batch lands.
+        let good = codec::encode(&batch("hh-a", 1, 1, &[1])).expect("encode");
+        ingest.handle(topic, &good).await.expect("ok").expect("ack");
+        let stats = inbox.call(|i| i.stats()).await.expect("stats");
+        assert_eq!(stats.refused, 5);
+        assert_eq!(
+            reasons(&stats),
+            vec![("bad_topic", 1), ("malformed", 3), ("oversize", 1)]
+        );
+        assert_eq!(stats.received, 1);
+    }
+
+    /// Over the rate limit a batch is neither stored nor acked (the agent
+    /// resends it after its ack timeout); other devices are not affected;
+    /// once the bucket refills the device is served again.
+    #[tokio::test]
+    async fn a_device_over_its_rate_limit_is_not_acked_and_is_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = SecurityConfig {
+            device_messages_per_sec: 10.0,
+            device_burst: 2,
+            ..SecurityConfig::default()
+        };
+        let (ingest, inbox) = two_devices(&dir, &limits);
+        let topic = "dockline/v1/dc-north/hh-a/events";
+        for seq in 1..=2 {
+            let b = codec::encode(&batch("hh-a", 1, 1, &[seq])).expect("encode");
+            ingest.handle(topic, &b).await.expect("within burst");
+        }
+        let third = codec::encode(&batch("hh-a", 1, 1, &[3])).expect("encode");
+        let err = ingest.handle(topic, &third).await.expect_err("over");
+        assert_eq!(err.reason(), "rate_limited");
+        assert!(err.is_refusal());
+        assert!(err.to_string().contains("hh-a"), "{err}");
+        let b = codec::encode(&batch("hh-b", 1, 1, &[1])).expect("encode");
+        ingest
+            .handle("dockline/v1/dc-north/hh-b/events", &b)
+            .await
+            .expect("B has its own bucket");
+        let stats = inbox.call(|i| i.stats()).await.expect("stats");
+        assert_eq!(reasons(&stats), vec![("rate_limited", 1)]);
+        assert_eq!(stats.received, 3, "the refused batch is not stored");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let ack = ingest
+            .handle(topic, &third)
+            .await
+            .expect("refilled")
+            .expect("ack");
+        assert_eq!(decode_ack(&ack).stored_up_to, Some(3));
     }
 }

@@ -22,7 +22,9 @@
 //! - [`epcis`]: EPCIS 2.0 JSON-LD export and a capture client (not wired
 //!   into delivery).
 //! - [`gaps`]: the gap audit: holes in a device's sequence get a resend
-//!   request on its `cmd` topic.
+//!   request on its `cmd` topic; [`commands`] stamps commands with an
+//!   expiry and signs them (Ed25519).
+//! - [`limits`]: payload size and per-device rate limits on ingest.
 //! - [`mqtt`]: the broker connection.
 //! - [`api`]: health, stats, endpoint state and dead letters over HTTP.
 //!
@@ -37,6 +39,7 @@
 pub mod api;
 pub mod backoff;
 pub mod breaker;
+pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod dlq;
@@ -45,6 +48,7 @@ pub mod erp;
 pub mod gaps;
 pub mod inbox;
 pub mod ingest;
+pub mod limits;
 pub mod mqtt;
 pub mod policy;
 pub mod publication;
@@ -103,6 +107,9 @@ pub enum CollectorError {
     /// ERP delivery could not be set up.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    /// The command signing key could not be loaded.
+    #[error(transparent)]
+    CommandKey(#[from] commands::KeyError),
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -118,6 +125,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CollectorError> {
     config.check()?;
+    let signer = commands::CommandSigner::from_config(&config.commands)?;
+    if let Some(public) = signer.verify_key_base64() {
+        // The public key is no secret: it is what agents are configured with.
+        info!(verify_key = %public, "commands to devices are signed; agents need this [commands] verify_key");
+    } else {
+        warn!(
+            "no [commands] signing key: commands to devices (resend requests) go out unsigned, and agents refuse them unless allow_unsigned_commands = true; make a key pair with `dockline-collector keygen --out DIR`"
+        );
+    }
     tokio::fs::create_dir_all(&config.data_dir)
         .await
         .map_err(|source| CollectorError::DataDir {
@@ -165,6 +181,7 @@ pub async fn run(
     let gaps_task = tokio::spawn(gaps::run(
         inbox.clone(),
         config.gaps.resend_after(),
+        signer,
         verdict_tx.clone(),
         trigger.subscribe(),
     ));
@@ -174,7 +191,8 @@ pub async fn run(
         &config.devices,
         config.allow_unknown_devices,
         Arc::clone(&wake),
-    );
+    )
+    .with_limits(&config.security);
 
     let api_state = api::ApiState {
         inbox,

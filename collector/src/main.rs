@@ -5,6 +5,9 @@
 //! `dockline-collector --config collector.toml dlq list|show|replay|discard`
 //! reads the same config to find the inbox and works on its dead letters;
 //! it runs beside a running collector or without one.
+//!
+//! `dockline-collector keygen --out DIR` writes a command signing key pair
+//! (see `dockline_collector::commands`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +37,15 @@ enum Command {
     /// device's lane until it is replayed or discarded.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Writes a new Ed25519 key pair for signing commands to devices:
+    /// DIR/command-signing.key (mode 0600; point [commands] signing_key_file
+    /// at it) and DIR/command-verify.pub (every agent's [commands]
+    /// verify_key). Prints the public key.
+    Keygen {
+        /// The folder to write the two files into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +84,24 @@ enum DlqCommand {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    if let Some(Command::Keygen { out }) = &args.command {
+        return match dockline_collector::commands::generate(out) {
+            Ok(public) => {
+                println!(
+                    "wrote {}/{} (keep it secret) and {}/{}\nagents: [commands] verify_key = \"{public}\"",
+                    out.display(),
+                    dockline_collector::commands::SIGNING_KEY_FILE,
+                    out.display(),
+                    dockline_collector::commands::VERIFY_KEY_FILE
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dockline-collector: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::Dlq(cmd)) = args.command.take() {
         return match dlq_command(args, cmd) {
             Ok(text) => {
@@ -113,7 +143,10 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         || "(no --config file)".to_string(),
         |p| p.display().to_string(),
     );
-    let config: Config = dockline_protocol::config::load(args.config.as_deref(), std::env::vars())?;
+    let config: Config = dockline_protocol::config::load(
+        args.config.as_deref(),
+        dockline_collector::commands::with_env_aliases(std::env::vars()),
+    )?;
     config.check().with_context(|| format!("config {origin}"))?;
     Ok(config)
 }

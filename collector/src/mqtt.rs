@@ -12,7 +12,17 @@
 //! - broker loss never ends the process: the poll task logs one warning per
 //!   outage and retries with capped exponential backoff and full jitter;
 //! - received messages go to the ingest task over a bounded channel, so a
-//!   slow disk slows the reads from the broker instead of growing memory.
+//!   slow disk slows the reads from the broker instead of growing memory;
+//! - refused input (malformed, oversize, rate-limited, another device's
+//!   topic) is PUBACKed and dropped, so the broker never holds it in flight
+//!   for us; its log lines are throttled to one a second with a count of
+//!   the ones left out, so a flood cannot flood the log too;
+//! - the largest packet rumqttc reads is [`INCOMING_PACKET_LIMIT`], above
+//!   the protocol's message limit: a larger one breaks the connection and,
+//!   with a persistent session, comes back on every reconnect, so the
+//!   broker must stop such packets (Mosquitto `message_size_limit`, see
+//!   the README's security section); between the two limits ingest refuses
+//!   and counts them.
 
 use std::time::Duration;
 
@@ -34,6 +44,10 @@ const INCOMING_CAPACITY: usize = 64;
 const REQUEST_CAPACITY: usize = 1024;
 /// Headroom over the largest protocol message for MQTT framing.
 const PACKET_HEADROOM: usize = 16 * 1024;
+/// Largest packet read from the broker: four protocol messages, so an
+/// oversize payload up to this size is refused and counted by ingest
+/// instead of breaking the connection.
+pub const INCOMING_PACKET_LIMIT: usize = 4 * MAX_MESSAGE_BYTES + PACKET_HEADROOM;
 
 /// Runs the MQTT tasks until `shutdown`.
 pub async fn run(
@@ -47,10 +61,7 @@ pub async fn run(
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(
-            MAX_MESSAGE_BYTES + PACKET_HEADROOM,
-            MAX_MESSAGE_BYTES + PACKET_HEADROOM,
-        );
+        .set_max_packet_size(INCOMING_PACKET_LIMIT, MAX_MESSAGE_BYTES + PACKET_HEADROOM);
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
     let broker = format!("{}:{}", cfg.host, cfg.port);
@@ -137,12 +148,37 @@ async fn poll_loop(
     }
 }
 
+/// At most one refusal log line a second; the rest are counted and the
+/// count goes into the next line (every refusal is counted in the stats).
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    left_out: u64,
+}
+
+impl RefusalLog {
+    fn log(&mut self, topic: &str, e: &crate::ingest::IngestError) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.left_out += 1;
+            return;
+        }
+        self.last = Some(now);
+        let left_out = std::mem::take(&mut self.left_out);
+        error!(topic = %topic, reason = e.reason(), refusals_not_logged = left_out, "{e}");
+    }
+}
+
 async fn ingest_loop(ingest: Ingest, client: AsyncClient, mut incoming: mpsc::Receiver<Publish>) {
+    let mut refusals = RefusalLog::default();
     while let Some(p) = incoming.recv().await {
         match ingest.handle(&p.topic, &p.payload).await {
             Ok(Some(ack)) => publish(&client, ack).await,
             Ok(None) => {}
-            Err(e) if e.is_refusal() => error!(topic = %p.topic, "{e}"),
+            Err(e) if e.is_refusal() => refusals.log(&p.topic, &e),
             Err(e) => {
                 // Not stored: do not PUBACK either, so the broker redelivers
                 // after a reconnect; the agent resends in any case.

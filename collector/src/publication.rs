@@ -1,11 +1,15 @@
 //! Messages the collector sends to devices, as ready-to-publish topic and
 //! bytes. Ingest and delivery produce [`Publication`]s without touching MQTT,
 //! so both are testable without a broker; the MQTT task sends them QoS 1.
+//! Commands are stamped with an expiry and signed here (see
+//! [`crate::commands`]), so no path publishes a command unsigned by mistake.
 
 use dockline_protocol::{
     Ack, Channel, Command, DeviceId, EncodeError, PROTOCOL_VERSION, Resend, SiteId, Topic, Verdict,
     codec,
 };
+
+use crate::commands::CommandSigner;
 
 /// A message to publish QoS 1 on `topic`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,18 +46,24 @@ impl Publication {
     }
 
     /// A resend request for `device`'s missing `ranges` of `epoch`, on its
-    /// command topic.
+    /// command topic, with its expiry and (when a key is configured) its
+    /// signature from `signer`.
     pub fn resend(
         site: &SiteId,
         device: &DeviceId,
         epoch: u64,
         ranges: Vec<(u64, u64)>,
+        signer: &CommandSigner,
+        now_ms: i64,
     ) -> Result<Self, EncodeError> {
         let command = Command {
             v: PROTOCOL_VERSION,
             device: device.clone(),
             resend: Some(Resend { epoch, ranges }),
+            expires_ms: None,
+            signed: None,
         };
+        let command = signer.prepare(command, now_ms)?;
         Ok(Self {
             topic: Topic::new(site.clone(), device.clone(), Channel::Cmd).to_string(),
             payload: codec::encode(&command)?,

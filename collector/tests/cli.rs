@@ -314,3 +314,52 @@ fn dlq_commands_list_show_replay_and_discard() {
         .collect();
     assert_eq!(states, vec!["discarded", "replayed"]);
 }
+
+/// `keygen` writes a key pair, refuses to overwrite it, and the collector
+/// starts with the key from the environment's short name; a bad key is one
+/// clear line that does not print the key.
+#[test]
+fn keygen_writes_a_pair_and_a_bad_signing_key_is_named_not_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run keygen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let public = std::fs::read_to_string(dir.path().join("command-verify.pub")).expect("pub");
+    assert!(
+        stdout.contains(&format!("verify_key = \"{}\"", public.trim())),
+        "{stdout}"
+    );
+    let again = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run keygen");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(
+        &cfg,
+        "[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .env("DOCKLINE_COMMANDS_SIGNING_KEY", "bm90LWEta2V5")
+        .env("DOCKLINE_DATA_DIR", dir.path().join("data"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("[commands] signing_key"), "{stderr}");
+    assert!(
+        !stderr.contains("bm90LWEta2V5"),
+        "the key is never printed: {stderr}"
+    );
+}
