@@ -17,6 +17,9 @@
 //! effects beyond the first for the same event id, read from the effects list
 //! itself (not from a counter the ERP could get wrong). The demo passes only if
 //! both are 0 and something was generated.
+//!
+//! The report also times each source's events from the moment they were
+//! made to their booking ([`Report::latency`]; see [`crate::latency`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::devices::PortError;
+pub use crate::latency::Latency;
 use crate::mock_erp::{ErpConfig, MockErp, MockErpHandle};
 use crate::process::{ChildProcess, ProcessError};
 use crate::scenario::player::{self, PlayStats, Ports, Target};
@@ -65,6 +69,10 @@ pub struct DemoOptions {
     pub erp_throttle_rate: f64,
     /// Share of new ERP bookings whose response is lost.
     pub erp_lose_after_commit_rate: f64,
+    /// The ERP's session expires after this many new bookings (0: never).
+    pub erp_session_expiry_every: u64,
+    /// How long an expired session refuses requests, in milliseconds.
+    pub erp_session_expiry_ms: u64,
     /// The `dockline-sim` executable that runs the children.
     pub exe: PathBuf,
     /// Device scenarios played on virtual devices next to the HTTP orders
@@ -122,8 +130,13 @@ pub struct Report {
     pub erp_effects: u64,
     /// Requests the ERP answered as replays of a booked key.
     pub erp_replays: u64,
-    /// Faults the ERP injected (503, 429, lost responses).
+    /// Faults the ERP injected (503, 429, 401 of an expired session, lost
+    /// responses).
     pub erp_faults_injected: u64,
+    /// Times the ERP's session expired.
+    pub erp_session_expiries: u64,
+    /// Requests the ERP answered 401 `session_expired` meanwhile.
+    pub erp_session_refusals: u64,
     /// Requests the ERP refused for their signature.
     pub erp_bad_signatures: u64,
     /// Requests the ERP refused as malformed.
@@ -148,6 +161,10 @@ pub struct Report {
     pub by_kind: BTreeMap<String, KindCount>,
     /// Counts per source (the HTTP orders, each device scenario), per kind.
     pub by_source: BTreeMap<String, BTreeMap<String, KindCount>>,
+    /// Per source: milliseconds from the moment each event was made (its
+    /// POST, or the write of the device bytes that trigger it) to its
+    /// booking at the ERP, as percentiles.
+    pub latency: BTreeMap<String, Latency>,
     /// Business events the virtual devices' bytes had to produce.
     pub expected_from_devices: u64,
     /// Virtual devices played.
@@ -281,8 +298,11 @@ pub(crate) fn collector_config(
             toml_str(SITE)
         ));
     }
+    // The collector halts its endpoint on a 401 (the mock ERP's expired
+    // session) and retries one request every `halt_recheck_ms`; the default
+    // minute would stall a run of a minute on every expiry.
     text.push_str(&format!(
-        "[erp]\nurl = \"http://{erp}/events\"\nsecret = {}\ntimeout_ms = 3000\nretry_min_ms = 100\nretry_max_ms = 2000\n",
+        "[erp]\nurl = \"http://{erp}/events\"\nsecret = {}\ntimeout_ms = 3000\nretry_min_ms = 100\nretry_max_ms = 2000\nhalt_recheck_ms = 500\n",
         toml_str(secret)
     ));
     text
@@ -334,12 +354,23 @@ impl Stack {
             throttle_rate: opts.erp_throttle_rate,
             lose_after_commit_rate: opts.erp_lose_after_commit_rate,
             delay_ms: 0,
+            session_expiry_every: opts.erp_session_expiry_every,
+            session_expiry_ms: opts.erp_session_expiry_ms,
             seed: opts.seed,
         };
         let (erp, erp_addr) =
             MockErp::start(SocketAddr::from(([127, 0, 0, 1], 0)), erp_config).await?;
+        let session = if opts.erp_session_expiry_every > 0 {
+            format!(
+                ", session expires every {} bookings for {:.1} s",
+                opts.erp_session_expiry_every,
+                opts.erp_session_expiry_ms as f64 / 1000.0
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "mock ERP   http://{erp_addr}/events (fail {:.0}%, throttle {:.0}%, lose-after-commit {:.0}%)",
+            "mock ERP   http://{erp_addr}/events (fail {:.0}%, throttle {:.0}%, lose-after-commit {:.0}%{session})",
             opts.erp_fail_rate * 100.0,
             opts.erp_throttle_rate * 100.0,
             opts.erp_lose_after_commit_rate * 100.0
@@ -556,6 +587,8 @@ pub(crate) struct Accepted {
     pub epoch: u64,
     /// The device's sequence number.
     pub seq: u64,
+    /// When the POST was sent, Unix milliseconds.
+    pub made_ms: u64,
 }
 
 impl Accepted {
@@ -567,6 +600,7 @@ impl Accepted {
             device: self.device,
             epoch: self.epoch,
             seq: self.seq,
+            made_ms: self.made_ms,
         }
     }
 }
@@ -595,6 +629,7 @@ pub(crate) async fn post_event(
     api: SocketAddr,
     body: &Value,
 ) -> Result<Accepted, PostError> {
+    let made_ms = crate::latency::unix_ms();
     let resp = client
         .post(format!("http://{api}/v1/events"))
         .json(body)
@@ -622,6 +657,7 @@ pub(crate) async fn post_event(
             event_id: id.to_string(),
             epoch,
             seq,
+            made_ms,
         }),
         _ => Err(PostError::Failed(format!(
             "201 without event_id, epoch and seq: {answer}"
@@ -882,20 +918,28 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     }
     // The timelines end within the production time; a late one gets a
     // moment before it is stopped (its unplayed events then show as lost).
-    let mut kept_ports = Vec::new();
+    let mut played = Vec::new();
     for p in players {
         match tokio::time::timeout(Duration::from_secs(10), p).await {
-            Ok(Ok(open)) => kept_ports.push(open),
-            _ => println!("warning    a scenario did not finish playing in time"),
+            Ok(Ok(done)) => played.push(Some(done)),
+            _ => {
+                println!("warning    a scenario did not finish playing in time");
+                played.push(None);
+            }
         }
     }
     let _ = stop_tx.send(true);
     let _ = producer.await;
     let produce_secs = t0.elapsed().as_secs_f64();
     let generated = production.generated();
+    // Device-made events, timed from when their triggering bytes were written.
     let expected: Vec<crate::verdict::Expected> = timelines
         .iter()
-        .flat_map(|t| t.expected.iter().cloned())
+        .zip(&played)
+        .flat_map(|(t, p)| match p {
+            Some(p) => p.expected(t),
+            None => t.expected.clone(),
+        })
         .collect();
     println!(
         "production stopped: {} events posted, {} expected from device bytes; waiting up to {} s for all of them at the ERP",
@@ -945,8 +989,8 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let effects = stack.erp.effects();
     let erp = stack.erp.stats();
     let t = tally_with(&generated, &expected, &effects);
-    let device_bytes = kept_ports.iter().map(|p| p.bytes().0).sum();
-    drop(kept_ports);
+    let device_bytes = played.iter().flatten().map(|p| p.ports.bytes().0).sum();
+    drop(played);
     let post_errors = production.post_errors.load(Ordering::Relaxed)
         + production.posts_refused.load(Ordering::Relaxed);
     let agents = opts.agents;
@@ -962,6 +1006,8 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         erp_effects: erp.effects,
         erp_replays: erp.replays,
         erp_faults_injected: erp.faults_injected,
+        erp_session_expiries: erp.session_expiries,
+        erp_session_refusals: erp.session_refusals,
         erp_bad_signatures: erp.bad_signatures,
         erp_rejected_requests: erp.rejected_requests,
         post_errors,
@@ -972,6 +1018,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         duration_secs: started.elapsed().as_secs_f64(),
         agents,
         seed: opts.seed,
+        latency: t.latency(),
         by_kind: t.by_kind,
         by_source: t.by_source,
         expected_from_devices: expected.len() as u64,
@@ -999,6 +1046,12 @@ impl Report {
             "ERP replays          {:>8}   (retries answered with the earlier booking)\nERP faults injected  {:>8}\nbroker outages       {:>8}   ({:.1} s down)\n",
             self.erp_replays, self.erp_faults_injected, self.broker_outages, self.broker_down_secs
         ));
+        if self.erp_session_expiries > 0 {
+            s.push_str(&format!(
+                "ERP session expiries {:>8}   ({} requests answered 401 session_expired meanwhile)\n",
+                self.erp_session_expiries, self.erp_session_refusals
+            ));
+        }
         if self.unexpected_effects
             + self.erp_bad_signatures
             + self.erp_rejected_requests
@@ -1034,6 +1087,15 @@ impl Report {
                 s.push_str(&format!(
                     "  {kind:<18} {:>8}      {:>8}\n",
                     c.generated, c.booked
+                ));
+            }
+        }
+        if !self.latency.is_empty() {
+            s.push_str("made → booked, ms        events     p50     p90     p99     max\n");
+            for (source, l) in &self.latency {
+                s.push_str(&format!(
+                    "{source:<20} {:>10} {:>7} {:>7} {:>7} {:>7}\n",
+                    l.events, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
                 ));
             }
         }
@@ -1079,6 +1141,7 @@ mod tests {
             c["erp"]["url"].as_str(),
             Some("http://127.0.0.1:1883/events")
         );
+        assert_eq!(c["erp"]["halt_recheck_ms"].as_integer(), Some(500));
     }
 
     #[test]

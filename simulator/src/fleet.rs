@@ -208,12 +208,8 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
     let (erp, erp_addr) = MockErp::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         ErpConfig {
-            secret: secret.clone(),
-            fail_rate: 0.0,
-            throttle_rate: 0.0,
-            lose_after_commit_rate: 0.0,
-            delay_ms: 0,
             seed: 1,
+            ..ErpConfig::new(secret.clone())
         },
     )
     .await?;
@@ -328,15 +324,15 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
                     };
                     port.send(&scan_bytes(&Symbol::sscc(&sscc, None), Suffix::CrLf));
                     made.fetch_add(1, Ordering::Relaxed);
-                    expected.push(Expected {
-                        source: "fleet".into(),
-                        device: device.clone(),
-                        what: Signature {
+                    expected.push(Expected::new(
+                        "fleet",
+                        device.as_str(),
+                        Signature {
                             sscc: Some(sscc),
                             location: Some(format!("door-{j}")),
                             ..Signature::kind("loaded")
                         },
-                    });
+                    ));
                 }
             }
             (ports, expected)

@@ -15,7 +15,9 @@
 //!   shift, a delivery route) loaded from TOML files and played on virtual
 //!   devices.
 //! - [`verdict`]: the invariant checker: accepted events against ERP effects
-//!   (lost, duplicated, out of lane order).
+//!   (lost, duplicated, out of lane order), and each event's made-to-booked
+//!   time.
+//! - [`latency`]: those times as percentiles, and the clock both ends read.
 //! - [`demo`]: the whole journey with an outage, progress lines and the report.
 //! - [`fleet`]: hundreds of agents with virtual scanners against one
 //!   collector; events per second, lost and duplicated.
@@ -30,6 +32,7 @@ pub mod chaos;
 pub mod demo;
 pub mod devices;
 pub mod fleet;
+pub mod latency;
 pub mod mock_erp;
 pub mod process;
 pub mod scenario;

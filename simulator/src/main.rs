@@ -56,6 +56,13 @@ enum Command {
         /// Delay before each answer, in milliseconds.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// The session expires after this many new bookings (0: never);
+        /// meanwhile requests get 401 `{"code":"session_expired"}`.
+        #[arg(long, default_value_t = 0)]
+        session_expiry_every: u64,
+        /// How long an expired session refuses requests, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        session_expiry_ms: u64,
         /// Seed for the fault generator.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -93,6 +100,13 @@ enum Command {
         /// Share of new ERP bookings whose response is lost after commit.
         #[arg(long, default_value_t = 0.02)]
         erp_lose_after_commit_rate: f64,
+        /// The ERP's session expires after this many new bookings (0:
+        /// never); meanwhile it answers 401 `{"code":"session_expired"}`.
+        #[arg(long, default_value_t = 500)]
+        erp_session_expiry_every: u64,
+        /// How long an expired ERP session refuses requests, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        erp_session_expiry_ms: u64,
         /// Device scenario files (TOML) played on virtual devices, each on
         /// its own agent; repeat for several. Default: the checked-in
         /// warehouse shift and delivery route.
@@ -234,6 +248,8 @@ async fn main() -> anyhow::Result<()> {
             throttle_rate,
             lose_after_commit_rate,
             delay_ms,
+            session_expiry_every,
+            session_expiry_ms,
             seed,
         } => {
             let config = ErpConfig {
@@ -242,6 +258,8 @@ async fn main() -> anyhow::Result<()> {
                 throttle_rate,
                 lose_after_commit_rate,
                 delay_ms,
+                session_expiry_every,
+                session_expiry_ms,
                 seed,
             };
             let (erp, addr) = MockErp::start(listen, config)
@@ -267,6 +285,8 @@ async fn main() -> anyhow::Result<()> {
             erp_fail_rate,
             erp_throttle_rate,
             erp_lose_after_commit_rate,
+            erp_session_expiry_every,
+            erp_session_expiry_ms,
             scenarios,
             no_devices,
         } => {
@@ -297,6 +317,8 @@ async fn main() -> anyhow::Result<()> {
                 erp_fail_rate,
                 erp_throttle_rate,
                 erp_lose_after_commit_rate,
+                erp_session_expiry_every,
+                erp_session_expiry_ms,
                 exe: std::env::current_exe().context("cannot find this program's path")?,
                 scenarios,
             };

@@ -21,6 +21,13 @@
 //! - **unexpected**: effects that match no accepted event (for instance an
 //!   event stored by an agent whose 201 never reached the producer).
 //!
+//! # Latency
+//!
+//! Each booked event's first effect gives one made-to-booked sample per
+//! source ([`Tally::latency`]): `booked_ms` of the effect minus the event's
+//! `made_ms` (see [`latency`](crate::latency) for where both are read).
+//! Expected events whose triggering bytes are unknown give none.
+//!
 //! Pure: no I/O.
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::latency::{self, Latency};
 use crate::mock_erp::Effect;
 
 /// Generated and booked counts of one event kind.
@@ -54,6 +62,8 @@ pub struct Generated {
     pub seq: u64,
     /// What made it: the HTTP orders or a scenario's name (report label).
     pub source: String,
+    /// When it was made: just before its POST, Unix milliseconds.
+    pub made_ms: u64,
 }
 
 /// What identifies a business event made by station rules, whose event id
@@ -114,6 +124,24 @@ pub struct Expected {
     pub device: String,
     /// What it must look like at the ERP.
     pub what: Signature,
+    /// The timeline chunk whose device bytes make it, when known
+    /// ([`scenario::trigger`](crate::scenario::trigger)).
+    pub trigger: Option<usize>,
+    /// When those bytes were written, Unix milliseconds, once played.
+    pub made_ms: Option<u64>,
+}
+
+impl Expected {
+    /// An expected event of `device`, its trigger not yet known.
+    pub fn new(source: impl Into<String>, device: impl Into<String>, what: Signature) -> Self {
+        Self {
+            source: source.into(),
+            device: device.into(),
+            what,
+            trigger: None,
+            made_ms: None,
+        }
+    }
 }
 
 /// What the ERP's effects say about the generated events.
@@ -135,6 +163,9 @@ pub struct Tally {
     pub by_kind: BTreeMap<String, KindCount>,
     /// Per source (HTTP orders, each scenario), then per kind.
     pub by_source: BTreeMap<String, BTreeMap<String, KindCount>>,
+    /// Per source, each booked event's made-to-booked time in milliseconds
+    /// (from its first effect), in booking order.
+    pub latency_ms: BTreeMap<String, Vec<u64>>,
 }
 
 /// A lane position: device, epoch, sequence.
@@ -200,7 +231,12 @@ pub fn tally_with(generated: &[Generated], expected: &[Expected], effects: &[Eff
         let pos = lane_pos(e, index.map(|i| &generated[i]));
         let index = index.or_else(|| pos.as_ref().and_then(|p| by_pos.get(p).copied()));
         match index {
-            Some(i) => hits[i] += 1,
+            Some(i) => {
+                if hits[i] == 0 {
+                    t.sample(&generated[i].source, generated[i].made_ms, e.booked_ms);
+                }
+                hits[i] += 1;
+            }
             None => {
                 // The first effect at a device position claims an expected
                 // event if one fits; later ones there are duplicates, and
@@ -214,7 +250,12 @@ pub fn tally_with(generated: &[Generated], expected: &[Expected], effects: &[Eff
                     None => {
                         let claimed = claim_expected(e, expected, &expected_hit);
                         match claimed {
-                            Some(j) => expected_hit[j] = true,
+                            Some(j) => {
+                                expected_hit[j] = true;
+                                if let Some(made_ms) = expected[j].made_ms {
+                                    t.sample(&expected[j].source, made_ms, e.booked_ms);
+                                }
+                            }
                             None => t.unexpected += 1,
                         }
                         if let Some(p) = &pos {
@@ -252,6 +293,22 @@ pub fn tally_with(generated: &[Generated], expected: &[Expected], effects: &[Eff
 }
 
 impl Tally {
+    /// Made-to-booked percentiles per source (sources with no sample left out).
+    pub fn latency(&self) -> BTreeMap<String, Latency> {
+        self.latency_ms
+            .iter()
+            .filter_map(|(source, samples)| Some((source.clone(), Latency::of(samples)?)))
+            .collect()
+    }
+
+    /// Records one event's first booking.
+    fn sample(&mut self, source: &str, made_ms: u64, booked_ms: u64) {
+        self.latency_ms
+            .entry(source.to_owned())
+            .or_default()
+            .push(latency::sample(made_ms, booked_ms));
+    }
+
     /// Counts one generated or expected event, booked or not.
     fn count(&mut self, source: &str, kind: &str, booked: bool) {
         let per_source = self.by_source.entry(source.to_owned()).or_default();
@@ -301,6 +358,7 @@ mod tests {
             epoch: None,
             seq: None,
             data: Value::Null,
+            booked_ms: 0,
         }
     }
 
@@ -324,6 +382,7 @@ mod tests {
             epoch: 1,
             seq,
             source: "orders".into(),
+            made_ms: 0,
         }
     }
 
@@ -416,6 +475,8 @@ mod tests {
             source: "shift".into(),
             device: "gw-01".into(),
             what: Signature::of_effect_data(&data(order)),
+            trigger: None,
+            made_ms: None,
         };
         let expected = [expect("SO-1"), expect("SO-2"), expect("SO-3")];
         let effects = [
@@ -455,6 +516,43 @@ mod tests {
                 booked: 2
             }
         );
+    }
+
+    #[test]
+    fn latency_is_taken_from_each_event_s_first_effect() {
+        let mut a = made_at("a", "picked", "hh-01", 1);
+        a.made_ms = 1_000;
+        let mut b = made_at("b", "packed", "hh-01", 2);
+        b.made_ms = 1_100;
+        let booked = |mut e: Effect, ms: u64| {
+            e.booked_ms = ms;
+            e
+        };
+        let data = serde_json::json!({"kind": "loaded", "refs": {"sscc": "1"}});
+        let mut station_made = effect(3, "x", "x", "loaded");
+        station_made.data = data.clone();
+        station_made.device = Some("gw-01".into());
+        let expected = [Expected {
+            source: "shift".into(),
+            device: "gw-01".into(),
+            what: Signature::of_effect_data(&data),
+            trigger: Some(4),
+            made_ms: Some(2_000),
+        }];
+        let effects = [
+            booked(effect(0, "a", "a", "picked"), 1_040),
+            // A second effect for `a` is a duplicate, not a second sample.
+            booked(effect(1, "a", "a-again", "picked"), 9_000),
+            booked(effect(2, "b", "b", "packed"), 1_400),
+            booked(station_made, 2_250),
+        ];
+        let t = tally_with(&[a, b], &expected, &effects);
+        assert_eq!(t.duplicated, 1);
+        assert_eq!(t.latency_ms["orders"], vec![40, 300]);
+        assert_eq!(t.latency_ms["shift"], vec![250]);
+        let l = t.latency();
+        assert_eq!((l["orders"].events, l["orders"].max_ms), (2, 300));
+        assert_eq!(l["shift"].p50_ms, 250);
     }
 
     #[test]

@@ -60,6 +60,80 @@ fn demo_books_every_event_exactly_once_across_a_broker_outage() {
             assert_eq!(c["booked"], c["generated"], "{source} {kind}: {report}");
         }
     }
+    // Every source is timed from making to booking, device-made events too.
+    for source in ["orders (HTTP)", "warehouse-shift", "delivery-route"] {
+        let l = &report["latency"][source];
+        assert!(l["events"].as_u64() > Some(0), "{source}: {report}");
+        assert!(
+            l["p50_ms"].as_u64() <= l["p99_ms"].as_u64(),
+            "{source}: {l}"
+        );
+        assert!(
+            l["p99_ms"].as_u64() <= l["max_ms"].as_u64(),
+            "{source}: {l}"
+        );
+    }
     assert!(stdout.contains("broker KILLED"), "{stdout}");
     assert!(stdout.contains("PASS"), "{stdout}");
+}
+
+/// The mock ERP's session expires every 40 bookings and answers 401
+/// `{"code":"session_expired"}` for 600 ms each time; the collector halts its
+/// endpoint on each 401, rechecks, and must still book every event once.
+#[test]
+fn expiring_erp_sessions_still_book_every_event_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_path = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_dockline-sim"))
+        .args([
+            "demo",
+            "--duration",
+            "10",
+            "--no-devices",
+            "--outage-secs",
+            "0",
+            "--erp-fail-rate",
+            "0",
+            "--erp-throttle-rate",
+            "0",
+            "--erp-lose-after-commit-rate",
+            "0",
+            "--erp-session-expiry-every",
+            "40",
+            "--erp-session-expiry-ms",
+            "600",
+            "--report",
+        ])
+        .arg(&report_path)
+        .output()
+        .expect("dockline-sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&report_path).expect("report written");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    let field = |name: &str| {
+        report[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("report lacks {name}: {report}"))
+    };
+    assert!(field("events_generated") > 80, "{report}");
+    assert_eq!(
+        field("events_booked_at_erp"),
+        field("events_generated"),
+        "{report}"
+    );
+    assert_eq!((field("lost"), field("duplicated")), (0, 0), "{report}");
+    assert!(field("erp_session_expiries") >= 2, "{report}");
+    assert!(field("erp_session_refusals") >= 2, "{report}");
+    let latency = &report["latency"]["orders (HTTP)"];
+    assert_eq!(latency["events"], report["events_generated"], "{report}");
+    assert!(
+        latency["max_ms"].as_u64() >= latency["p50_ms"].as_u64(),
+        "{report}"
+    );
 }

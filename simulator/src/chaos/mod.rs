@@ -9,8 +9,10 @@
 //! [`proxy::ChaosProxy`] on the agents↔broker path and one on the
 //! collector↔ERP path that close, reset, delay, black-hole or refuse
 //! connections; SIGKILL and restart of an agent or of the collector; broker
-//! outages; and ERP 503s, 429s with `Retry-After`, slow answers and responses
-//! lost after commit. See [`trial`] for the life of one trial.
+//! outages; and ERP 503s, 429s with `Retry-After`, slow answers, responses
+//! lost after commit and expired sessions (401 `session_expired` for a while
+//! after every few bookings, which halts the collector's endpoint until a
+//! recheck is accepted). See [`trial`] for the life of one trial.
 //!
 //! # Verdict
 //!
@@ -154,7 +156,8 @@ pub struct TrialReport {
     pub faults_injected: u64,
     /// The plan.
     pub faults: Vec<FaultRecord>,
-    /// 503s, 429s and dropped responses the ERP actually served.
+    /// 503s, 429s, expired-session 401s and dropped responses the ERP
+    /// actually served.
     pub erp_faults_injected: u64,
     /// Requests the ERP answered as replays of a booked key.
     pub erp_replays: u64,

@@ -105,6 +105,14 @@ pub enum Fault {
         /// Share of new bookings.
         rate: f64,
     },
+    /// The ERP's session expires after every `every` new bookings and
+    /// answers 401 `session_expired` for `ms` each time.
+    ErpSessionExpiry {
+        /// New bookings per session.
+        every: u64,
+        /// How long each expiry lasts, in milliseconds.
+        ms: u64,
+    },
 }
 
 /// What a fault occupies: faults on one target never overlap.
@@ -127,7 +135,8 @@ impl Fault {
             Self::ErpErrors { .. }
             | Self::ErpThrottle { .. }
             | Self::ErpSlow { .. }
-            | Self::ErpLoseAfterCommit { .. } => Target::Erp,
+            | Self::ErpLoseAfterCommit { .. }
+            | Self::ErpSessionExpiry { .. } => Target::Erp,
         }
     }
 
@@ -151,6 +160,7 @@ impl Fault {
             Self::ErpThrottle { .. } => "erp_429".into(),
             Self::ErpSlow { .. } => "erp_slow".into(),
             Self::ErpLoseAfterCommit { .. } => "erp_lost_response".into(),
+            Self::ErpSessionExpiry { .. } => "erp_session_expired".into(),
         }
     }
 
@@ -166,6 +176,9 @@ impl Fault {
             Self::ErpErrors { rate }
             | Self::ErpThrottle { rate }
             | Self::ErpLoseAfterCommit { rate } => pct(*rate),
+            Self::ErpSessionExpiry { every, ms } => {
+                format!("every {every} bookings for {ms} ms")
+            }
             _ => String::new(),
         }
     }
@@ -228,7 +241,7 @@ fn draw(rng: &mut StdRng, agents: usize) -> (Fault, Duration) {
         4 => (Fault::BrokerOutage, secs(rng, 1.0, 4.0)),
         _ => {
             let hold = secs(rng, 2.0, 6.0);
-            let fault = match rng.random_range(0..4) {
+            let fault = match rng.random_range(0..5) {
                 0 => Fault::ErpErrors {
                     rate: rate(rng, 0.2, 0.9),
                 },
@@ -237,6 +250,10 @@ fn draw(rng: &mut StdRng, agents: usize) -> (Fault, Duration) {
                 },
                 2 => Fault::ErpSlow {
                     ms: rng.random_range(200..=4000),
+                },
+                3 => Fault::ErpSessionExpiry {
+                    every: rng.random_range(10..=80),
+                    ms: rng.random_range(300..=2000),
                 },
                 _ => Fault::ErpLoseAfterCommit {
                     rate: rate(rng, 0.2, 0.8),
@@ -326,7 +343,7 @@ mod tests {
             .flat_map(|seed| plan(seed, Duration::from_secs(20), 3))
             .map(|p| p.fault.kind())
             .collect();
-        assert_eq!(kinds.len(), 2 * 5 + 3 + 4, "{kinds:?}");
+        assert_eq!(kinds.len(), 2 * 5 + 3 + 5, "{kinds:?}");
     }
 
     #[test]

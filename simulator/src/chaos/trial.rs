@@ -294,6 +294,11 @@ impl Stack {
                 lose_after_commit_rate: rate,
                 ..ErpFaults::default()
             })?,
+            Fault::ErpSessionExpiry { every, ms } => self.erp.set_faults(ErpFaults {
+                session_expiry_every: every,
+                session_expiry_ms: ms,
+                ..ErpFaults::default()
+            })?,
         }
         Ok(())
     }
@@ -319,7 +324,8 @@ impl Stack {
             Fault::ErpErrors { .. }
             | Fault::ErpThrottle { .. }
             | Fault::ErpSlow { .. }
-            | Fault::ErpLoseAfterCommit { .. } => self.erp.set_faults(ErpFaults::default())?,
+            | Fault::ErpLoseAfterCommit { .. }
+            | Fault::ErpSessionExpiry { .. } => self.erp.set_faults(ErpFaults::default())?,
         }
         Ok(())
     }

@@ -7,6 +7,8 @@
 //!   same document number and counts a replay.
 //! - Document numbers are `DOC-000001`, `DOC-000002`, … in booking order, and
 //!   an effect's `index` is its position in [`Ledger::effects`].
+//! - An effect's `booked_ms` is the time the caller passed when it was
+//!   booked (Unix milliseconds); a replay keeps the first booking's time.
 //!
 //! Pure state, no I/O: the HTTP layer holds it behind a mutex.
 
@@ -40,6 +42,8 @@ pub struct Effect {
     pub seq: Option<u64>,
     /// CloudEvents `data`.
     pub data: serde_json::Value,
+    /// When it was booked, Unix milliseconds (the latency figures end here).
+    pub booked_ms: u64,
 }
 
 /// What a webhook needs booked.
@@ -85,8 +89,13 @@ pub struct Stats {
     pub bad_signatures: u64,
     /// Requests refused as malformed (400).
     pub rejected_requests: u64,
-    /// Injected faults: 503s, 429s and responses dropped after commit.
+    /// Injected faults: 503s, 429s, 401s of an expired session and
+    /// responses dropped after commit.
     pub faults_injected: u64,
+    /// Times the session expired ([`super::session`]).
+    pub session_expiries: u64,
+    /// Requests answered 401 `session_expired` (also in `faults_injected`).
+    pub session_refusals: u64,
     /// Effects per CloudEvents type.
     pub by_type: BTreeMap<String, u64>,
 }
@@ -100,8 +109,9 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Books `booking` unless its key was booked before.
-    pub fn book(&mut self, booking: Booking) -> Booked {
+    /// Books `booking` at `now_ms` (Unix milliseconds) unless its key was
+    /// booked before.
+    pub fn book(&mut self, booking: Booking, now_ms: u64) -> Booked {
         if let Some(&index) = self.by_key.get(&booking.key) {
             self.stats.replays += 1;
             return Booked::Replay(self.effects[index].document.clone());
@@ -123,6 +133,7 @@ impl Ledger {
             epoch: booking.epoch,
             seq: booking.seq,
             data: booking.data,
+            booked_ms: now_ms,
         });
         Booked::New(document)
     }
@@ -139,6 +150,17 @@ impl Ledger {
 
     /// Counts an injected fault.
     pub fn count_fault(&mut self) {
+        self.stats.faults_injected += 1;
+    }
+
+    /// Counts a session that expired.
+    pub fn count_session_expiry(&mut self) {
+        self.stats.session_expiries += 1;
+    }
+
+    /// Counts a request refused for an expired session (an injected fault).
+    pub fn count_session_refusal(&mut self) {
+        self.stats.session_refusals += 1;
         self.stats.faults_injected += 1;
     }
 
@@ -175,19 +197,23 @@ mod tests {
     fn one_effect_per_key_and_replays_counted() {
         let mut l = Ledger::default();
         assert_eq!(
-            l.book(booking("a", "io.dockline.picked")),
+            l.book(booking("a", "io.dockline.picked"), 1_000),
             Booked::New("DOC-000001".into())
         );
         assert_eq!(
-            l.book(booking("b", "io.dockline.packed")),
+            l.book(booking("b", "io.dockline.packed"), 1_005),
             Booked::New("DOC-000002".into())
         );
         assert_eq!(
-            l.book(booking("a", "io.dockline.picked")),
+            l.book(booking("a", "io.dockline.picked"), 1_000),
             Booked::Replay("DOC-000001".into())
         );
         assert_eq!(l.effects().len(), 2);
         assert_eq!(l.effects()[1].index, 1);
+        assert_eq!(
+            (l.effects()[0].booked_ms, l.effects()[1].booked_ms),
+            (1_000, 1_005)
+        );
         assert_eq!(l.stats().effects, 2);
         assert_eq!(l.stats().replays, 1);
         assert_eq!(l.stats().by_type.get("io.dockline.picked"), Some(&1));

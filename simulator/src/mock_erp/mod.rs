@@ -7,7 +7,7 @@
 //! |--------|------------|-------------------------------------------------------------|
 //! | POST   | `/events`  | a signed CloudEvents webhook; 201 new booking, 200 replay   |
 //! | GET    | `/stats`   | counters ([`Stats`])                                        |
-//! | GET    | `/effects` | every booking in order ([`Effect`])                         |
+//! | GET    | `/effects` | every booking in order ([`Effect`], with its `booked_ms`)   |
 //!
 //! # Order of checks on `POST /events`
 //!
@@ -16,11 +16,15 @@
 //!    `bad_signatures`.
 //! 3. `Idempotency-Key` and the CloudEvents body → 400 with a message, counted
 //!    as `rejected_requests`.
-//! 4. Injected faults drawn from a seeded generator: `fail_rate` → 503,
+//! 4. An expired session ([`session`]): after every `session_expiry_every`
+//!    new bookings, every request is answered 401
+//!    `{"code": "session_expired"}` for `session_expiry_ms`, then accepted
+//!    again. Nothing is booked meanwhile.
+//! 5. Injected faults drawn from a seeded generator: `fail_rate` → 503,
 //!    `throttle_rate` → 429 with `Retry-After: 1`. Nothing is booked.
-//! 5. Booking by idempotency key ([`ledger`]): a new key → 201
+//! 6. Booking by idempotency key ([`ledger`]): a new key → 201
 //!    `{"document": "DOC-…"}`; a known key → 200 with the same document.
-//! 6. `lose_after_commit_rate`, drawn only for new bookings: the booking
+//! 7. `lose_after_commit_rate`, drawn only for new bookings: the booking
 //!    stands but the connection is dropped without a response. The sender
 //!    must retry and get the replay; a second effect would be a bug.
 //!
@@ -29,12 +33,13 @@
 //! faults on and off; each request reads them once, when it arrives.
 
 pub mod ledger;
+pub mod session;
 pub mod sever;
 pub mod signature;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -50,6 +55,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use ledger::{Booked, Booking, Effect, Ledger, Stats};
+use session::{Expiry, Session};
 use sever::{Connection, SeveringListener};
 
 /// Fault injection and verification settings.
@@ -65,6 +71,10 @@ pub struct ErpConfig {
     pub lose_after_commit_rate: f64,
     /// Delay before handling each request, in milliseconds.
     pub delay_ms: u64,
+    /// The session expires after this many new bookings (0: never).
+    pub session_expiry_every: u64,
+    /// How long an expired session refuses requests, in milliseconds.
+    pub session_expiry_ms: u64,
     /// Seed of the fault generator, so a run can be repeated.
     pub seed: u64,
 }
@@ -78,6 +88,8 @@ impl ErpConfig {
             throttle_rate: 0.0,
             lose_after_commit_rate: 0.0,
             delay_ms: 0,
+            session_expiry_every: 0,
+            session_expiry_ms: 0,
             seed: 0,
         }
     }
@@ -118,6 +130,10 @@ pub struct ErpFaults {
     pub lose_after_commit_rate: f64,
     /// Delay before handling each request, in milliseconds.
     pub delay_ms: u64,
+    /// The session expires after this many new bookings (0: never).
+    pub session_expiry_every: u64,
+    /// How long an expired session refuses requests, in milliseconds.
+    pub session_expiry_ms: u64,
 }
 
 impl ErpFaults {
@@ -128,6 +144,15 @@ impl ErpFaults {
             throttle_rate: config.throttle_rate,
             lose_after_commit_rate: config.lose_after_commit_rate,
             delay_ms: config.delay_ms,
+            session_expiry_every: config.session_expiry_every,
+            session_expiry_ms: config.session_expiry_ms,
+        }
+    }
+
+    fn expiry(&self) -> Expiry {
+        Expiry {
+            every: self.session_expiry_every,
+            hold: Duration::from_millis(self.session_expiry_ms),
         }
     }
 
@@ -151,6 +176,7 @@ struct Shared {
     knobs: Mutex<ErpFaults>,
     ledger: Mutex<Ledger>,
     faults: Mutex<StdRng>,
+    session: Mutex<Session>,
 }
 
 impl Shared {
@@ -162,6 +188,11 @@ impl Shared {
 
     fn knobs(&self) -> ErpFaults {
         *self.knobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn session(&self) -> MutexGuard<'_, Session> {
+        // Plain assignments only, as for the ledger.
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// True with probability `rate`, from the seeded generator.
@@ -216,6 +247,7 @@ impl MockErp {
             faults: Mutex::new(StdRng::seed_from_u64(config.seed)),
             knobs: Mutex::new(knobs),
             ledger: Mutex::new(Ledger::default()),
+            session: Mutex::new(Session::default()),
         });
         let app = axum::Router::new()
             .route("/events", post(receive))
@@ -421,6 +453,17 @@ async fn receive(
             return problem(StatusCode::BAD_REQUEST, message);
         }
     };
+    if shared.session().refuses(Instant::now(), knobs.expiry()) {
+        shared.ledger().count_session_refusal();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({
+                "code": "session_expired",
+                "error": "injected fault: the session expired; log in again",
+            })),
+        )
+            .into_response();
+    }
     if shared.draw(knobs.fail_rate) {
         shared.ledger().count_fault();
         return problem(
@@ -435,9 +478,12 @@ async fn receive(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return resp;
     }
-    let booked = shared.ledger().book(booking);
+    let booked = shared.ledger().book(booking, crate::latency::unix_ms());
     match booked {
         Booked::New(document) => {
+            if shared.session().booked(Instant::now(), knobs.expiry()) {
+                shared.ledger().count_session_expiry();
+            }
             if shared.draw(knobs.lose_after_commit_rate) {
                 shared.ledger().count_fault();
                 conn.sever();
@@ -632,6 +678,43 @@ mod tests {
             })
             .is_err()
         );
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_answers_401_for_a_while_then_books() {
+        let mut config = ErpConfig::new(SECRET);
+        config.session_expiry_every = 2;
+        config.session_expiry_ms = 300;
+        let (erp, addr) = start(config).await;
+        for id in ["e1", "e2"] {
+            let b = body(id);
+            let resp = post(addr, id, &b, &b).await.expect("response");
+            assert_eq!(resp.status(), StatusCode::CREATED);
+        }
+        let b = body("e3");
+        let refused = post(addr, "e3", &b, &b).await.expect("response");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let text = refused.text().await.expect("body");
+        // The collector reads this body as an expired session.
+        assert_eq!(
+            dockline_collector::webhook::body_class(401, &text),
+            Some(dockline_collector::policy::BodyClass::SessionExpired),
+            "{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let again = post(addr, "e3", &b, &b).await.expect("response");
+        assert_eq!(again.status(), StatusCode::CREATED);
+        let stats = erp.stats();
+        assert_eq!(
+            (
+                stats.effects,
+                stats.session_expiries,
+                stats.session_refusals
+            ),
+            (3, 1, 1)
+        );
+        assert_eq!(stats.faults_injected, 1);
         erp.shutdown().await;
     }
 

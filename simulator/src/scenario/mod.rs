@@ -20,8 +20,9 @@
 //! the `[[devices]]` and `[[stations]]` the agent needs to read them, the
 //! [`Chunk`]s to play (device bytes, pick lists and events to post, each at
 //! its time), and the business events the bytes must produce ([`Expected`]),
-//! which the verdict matches against the ERP's books. Generating it is pure;
-//! [`player`] opens the pseudo-terminals and plays it.
+//! which the verdict matches against the ERP's books, each with the chunk
+//! whose bytes make it ([`trigger`], so the demo can time it). Generating it
+//! is pure; [`player`] opens the pseudo-terminals and plays it.
 //!
 //! The same seed and the same time budget give the same timeline, byte for
 //! byte. A budget only cuts whole orders or stretches time (a route is
@@ -32,6 +33,7 @@ pub mod orders;
 pub mod player;
 pub mod route;
 pub mod shift;
+pub mod trigger;
 
 use std::path::Path;
 
@@ -117,10 +119,12 @@ impl ScenarioFile {
     /// The timeline for a run of at most `budget_ms` (scenario clock = wall
     /// clock), with `seed` overriding the file's when given.
     pub fn timeline(&self, budget_ms: u64, seed: Option<u64>) -> Result<Timeline, ScenarioError> {
-        match self {
+        let mut t = match self {
             ScenarioFile::Shift(s) => s.timeline(budget_ms, seed),
             ScenarioFile::Route(r) => r.timeline(budget_ms, seed),
-        }
+        }?;
+        trigger::mark(&mut t)?;
+        Ok(t)
     }
 }
 
@@ -244,92 +248,20 @@ impl Timeline {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use dockline_agent::devices::{DecoderOptions, StreamDecoder};
-    use dockline_agent::stations::{Output, PickTask, StationEngine, TaskBook};
-    use dockline_protocol::{BusinessEvent, EventDetail};
-
     use super::*;
 
-    /// The signature the collector's ERP data will carry for `e`.
-    fn signature(e: &BusinessEvent) -> Signature {
-        let mut s = Signature {
-            kind: e.detail.kind_name().into(),
-            order: e.refs.order.clone(),
-            sscc: e.refs.sscc.clone(),
-            stop: e.refs.stop.clone(),
-            location: e.refs.location.clone(),
-            ..Signature::default()
-        };
-        match &e.detail {
-            EventDetail::Picked { item, quantity, .. } => {
-                s.item = Some(item.clone());
-                s.quantity = Some(u64::from(*quantity));
-            }
-            EventDetail::Packed { quantity, .. } => s.quantity = Some(u64::from(*quantity)),
-            EventDetail::Exception { kind, .. } => {
-                s.exception = serde_json::to_value(kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned));
-            }
-            _ => {}
-        }
-        s
-    }
-
     /// Plays a timeline into the agent's own stream decoders and station
-    /// rules (no ports, no processes); returns the business events made.
+    /// rules; returns the business events made. The only frames rejected
+    /// must be misreads (check digit) and overloads.
     fn through_the_agent(t: &Timeline) -> Vec<Signature> {
-        let text = format!(
-            "site = \"s\"\ndevice = {:?}\ndata_dir = \"/nonexistent\"\n{}",
-            t.agent,
-            t.agent_toml(Path::new("/nonexistent"))
-        );
-        let config: dockline_agent::Config = toml::from_str(&text).expect("agent config");
-        let mut engine = StationEngine::new(&config.stations, &config.devices);
-        let mut tasks = TaskBook::default();
-        let mut decoders: HashMap<String, StreamDecoder> = config
-            .devices
-            .iter()
-            .map(|d| {
-                let options = DecoderOptions {
-                    toledo_checksum: d.toledo_checksum,
-                };
-                (d.name.clone(), StreamDecoder::new(d.protocol, options))
-            })
-            .collect();
-        let mut made = Vec::new();
-        for chunk in &t.chunks {
-            match &chunk.act {
-                Act::Bytes { device, bytes } => {
-                    let decoder = decoders.get_mut(device).expect("a configured device");
-                    let mut items = Vec::new();
-                    decoder.push(bytes, &mut items);
-                    for item in items {
-                        // The only bad frames: misreads (check digit) and overloads.
-                        if let Some(reason) = item.reason() {
-                            assert!(
-                                reason.contains("check digit") || reason.contains("overload"),
-                                "{device}: {reason}"
-                            );
-                        }
-                        let Some(reading) = item.to_reading() else {
-                            continue;
-                        };
-                        if let Some((_, out)) = engine.on_reading(device, &reading, &mut tasks) {
-                            made.extend(out.iter().filter_map(Output::event).map(signature));
-                        }
-                    }
-                }
-                Act::PostTask(body) => {
-                    let task: PickTask = serde_json::from_value(body.clone()).expect("a pick list");
-                    tasks.post(task.normalised().expect("valid")).expect("room");
-                }
-                Act::PostEvent { .. } => {}
-            }
+        let replay = trigger::replay(t).expect("the agent takes the timeline");
+        for reason in &replay.rejected {
+            assert!(
+                reason.contains("check digit") || reason.contains("overload"),
+                "{reason}"
+            );
         }
-        made
+        replay.events.into_iter().map(|(_, s)| s).collect()
     }
 
     fn sorted(mut v: Vec<Signature>) -> Vec<Signature> {
@@ -367,6 +299,22 @@ mod tests {
         assert_eq!(want.len(), 8, "depot out, 3 x (arrive, depart), depot in");
         assert_eq!(sorted(through_the_agent(&t)), want, "{}", t.description);
         assert_eq!(t.posts, 3, "a POD per stop");
+    }
+
+    #[test]
+    fn every_expected_event_knows_the_bytes_that_make_it() {
+        let all = default_scenarios().expect("scenarios");
+        for s in &all {
+            let t = s.timeline(60_000, Some(3)).expect("timeline");
+            assert!(!t.expected.is_empty());
+            for x in &t.expected {
+                let chunk = x
+                    .trigger
+                    .and_then(|i| t.chunks.get(i))
+                    .unwrap_or_else(|| panic!("{}: no trigger for {:?}", t.source, x.what));
+                assert!(matches!(chunk.act, Act::Bytes { .. }), "{chunk:?}");
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! generated event in the shared [`Production`]; one that fails is counted
 //! (its expected events may then be missing, which the report shows next to
 //! the failure).
+//!
+//! The player notes when each chunk's bytes were written (Unix ms, just
+//! after the write), so the events they trigger can be timed to their
+//! booking ([`Played::expected`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,9 +24,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Act, Timeline};
+use super::{Act, Expected, Timeline};
 use crate::demo::{PostError, Production, get_json, post_event};
 use crate::devices::{PortError, VirtualPort};
+use crate::latency::unix_ms;
 
 /// A timeline's devices, open.
 #[derive(Debug)]
@@ -128,14 +133,42 @@ pub(crate) struct Play {
     pub stats: Arc<PlayStats>,
 }
 
+/// A finished play: the ports, still open for the drain, and when each
+/// chunk was played.
+#[derive(Debug)]
+pub struct Played {
+    /// The timeline's devices.
+    pub ports: Ports,
+    /// Per chunk of the timeline, when its bytes were written (Unix ms);
+    /// `None` for chunks not played or not bytes.
+    pub written_ms: Vec<Option<u64>>,
+}
+
+impl Played {
+    /// The timeline's expected events, each with `made_ms` set to when its
+    /// triggering bytes were written (left `None` when unknown or unplayed).
+    pub fn expected(&self, timeline: &Timeline) -> Vec<Expected> {
+        timeline
+            .expected
+            .iter()
+            .map(|x| Expected {
+                made_ms: x
+                    .trigger
+                    .and_then(|i| self.written_ms.get(i).copied().flatten()),
+                ..x.clone()
+            })
+            .collect()
+    }
+}
+
 /// Plays the timeline from `start` until its end or `stop`; gives the ports
-/// back (still open) for the drain.
+/// back (still open) for the drain, with the times of the writes.
 pub(crate) async fn play(
     p: Play,
     mut ports: Ports,
     start: Instant,
     mut stop: watch::Receiver<bool>,
-) -> Ports {
+) -> Played {
     let Play {
         client,
         timeline,
@@ -143,7 +176,8 @@ pub(crate) async fn play(
         production,
         stats,
     } = p;
-    for chunk in &timeline.chunks {
+    let mut written_ms = vec![None; timeline.chunks.len()];
+    for (index, chunk) in timeline.chunks.iter().enumerate() {
         let at = start + Duration::from_millis(chunk.at_ms);
         tokio::select! {
             () = tokio::time::sleep_until(at) => {}
@@ -153,6 +187,7 @@ pub(crate) async fn play(
             Act::Bytes { device, bytes } => {
                 if let Some(port) = ports.ports.get_mut(device) {
                     port.send(bytes);
+                    written_ms[index] = Some(unix_ms());
                 }
             }
             Act::PostTask(body) => {
@@ -181,7 +216,7 @@ pub(crate) async fn play(
         }
         stats.chunks.fetch_add(1, Ordering::Relaxed);
     }
-    ports
+    Played { ports, written_ms }
 }
 
 /// Posts JSON, retrying twice on failure; true on 201.

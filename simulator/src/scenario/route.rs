@@ -348,11 +348,7 @@ impl RouteScenario {
         expected.push(depot("arrived"));
         let expected: Vec<Expected> = expected
             .into_iter()
-            .map(|what| Expected {
-                source: self.name.clone(),
-                device: self.agent.clone(),
-                what,
-            })
+            .map(|what| Expected::new(&self.name, &self.agent, what))
             .collect();
         let mut stations = format!(
             "\n[[stations]]\nname = \"vehicle\"\nkind = \"vehicle\"\ndevices = [{:?}]\nvehicle = {:?}\n\

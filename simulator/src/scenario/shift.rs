@@ -415,11 +415,7 @@ impl ShiftScenario {
         let expected = draft
             .expected
             .into_iter()
-            .map(|what| Expected {
-                source: self.name.clone(),
-                device: self.agent.clone(),
-                what,
-            })
+            .map(|what| Expected::new(&self.name, &self.agent, what))
             .collect::<Vec<_>>();
         let description = format!(
             "{} pick lists on {} pick stations, {} business events expected ({wrong} wrong items, {short} short lines, {misreads} misreads)",
