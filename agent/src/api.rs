@@ -16,14 +16,25 @@
 //! opens it; see [`crate::stations`] for what the stations do with it.
 //!
 //! Every error is JSON `{"error": "..."}` that says what was wrong and how to fix it.
+//!
+//! # Access
+//!
+//! The API listens on loopback unless configured otherwise (and a
+//! non-loopback address needs a token, see [`crate::config::ApiConfig`]).
+//! With `[api] token` (or `DOCKLINE_API_TOKEN`) set, every route, unknown
+//! ones included, needs `Authorization: Bearer <token>`; anything else gets
+//! 401 with a JSON error before the body is read. The comparison takes the
+//! same time wherever the tokens differ, and the token is never logged.
+//! Every request body is capped at [`MAX_BODY_BYTES`] (413 above it).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -33,13 +44,14 @@ use dockline_protocol::{
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::Secret;
 use crate::devices::Presence;
 use crate::outbox::{NewEvent, Outbox, OutboxError};
 use crate::stations::{PickTask, Stations};
 use crate::uplink::LinkStatus;
 
 /// Largest request body accepted; a business event is a few hundred bytes.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -58,15 +70,63 @@ pub struct ApiState {
     pub clock: TimeSource,
 }
 
-/// Builds the router.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
+/// Builds the router; with `token`, every request must carry it as a
+/// bearer token.
+pub fn router(state: ApiState, token: Option<Secret>) -> Router {
+    let router = Router::new()
         .route("/v1/events", post(post_event).get(list_events))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/status", get(status))
         .route("/v1/tasks", post(post_task).get(list_tasks))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such route; see the agent's API table (/v1/events, /v1/status, /v1/tasks)",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    match token {
+        // Outermost, so a request without the token is refused before
+        // anything reads its body.
+        Some(token) => router.layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        )),
+        None => router,
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`.
+async fn require_token(State(token): State<Arc<Secret>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented.is_some_and(|p| token_matches(p, token.expose()));
+    if ok {
+        return next.run(request).await;
+    }
+    let message = if presented.is_some() {
+        "wrong API token; send the agent's [api] token (DOCKLINE_API_TOKEN) as Authorization: Bearer <token>"
+    } else {
+        "this agent's API needs a token; send Authorization: Bearer <token> with the agent's [api] token (DOCKLINE_API_TOKEN)"
+    };
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Compares in time independent of where the two differ (only a length
+/// difference returns early, which tells an attacker nothing useful about a
+/// random token).
+fn token_matches(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 /// A business event as the handheld app posts it (long field names).
@@ -212,6 +272,7 @@ async fn status(State(s): State<ApiState>) -> Response {
                 "mqtt_connected": s.link.connected.load(Ordering::Relaxed),
                 "mqtt_connects": s.link.connects.load(Ordering::Relaxed),
                 "ack_timeouts": s.link.ack_timeouts.load(Ordering::Relaxed),
+                "commands": s.link.commands.snapshot(),
                 "devices": s.devices.snapshot(),
                 "stations": s.stations.lock().engine.status(),
             }))
@@ -253,4 +314,17 @@ async fn post_task(State(s): State<ApiState>, body: Bytes) -> Response {
 async fn list_tasks(State(s): State<ApiState>) -> Response {
     let tasks: Vec<PickTask> = s.stations.lock().tasks.waiting().cloned().collect();
     Json(json!({ "tasks": tasks })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(token_matches("s3cret-token-0123", "s3cret-token-0123"));
+        assert!(!token_matches("s3cret-token-0124", "s3cret-token-0123"));
+        assert!(!token_matches("s3cret", "s3cret-token-0123"));
+        assert!(!token_matches("", "s3cret-token-0123"));
+    }
 }

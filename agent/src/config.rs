@@ -44,6 +44,97 @@ pub struct Config {
     /// readings into business events; none by default.
     #[serde(default)]
     pub stations: Vec<crate::stations::StationConfig>,
+    /// Which commands from the collector are obeyed (`[commands]`).
+    #[serde(default)]
+    pub commands: CommandsConfig,
+}
+
+/// `[commands]`: how commands on the device's `cmd` topic are checked.
+///
+/// ```toml
+/// [commands]
+/// verify_key = "base64 public key from `dockline-collector keygen`"
+/// ```
+///
+/// The default (no key, unsigned not allowed) refuses every command: the
+/// collector's resend requests are then ignored and the agent relies on its
+/// own ack timeout, which loses nothing but fills holes later. Configure
+/// the collector's public key for production; `allow_unsigned_commands =
+/// true` is for development against a collector without a key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// The collector's Ed25519 public key(s), base64 (32 bytes). A list
+    /// accepts any of them, for rotating the collector's key: add the new
+    /// one, switch the collector, then remove the old one.
+    #[serde(default)]
+    pub verify_key: KeyList,
+    /// Obey commands without a signature (development only; device id and
+    /// expiry are still checked).
+    #[serde(default)]
+    pub allow_unsigned_commands: bool,
+}
+
+/// One key or a list of keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub enum KeyList {
+    /// None configured.
+    #[default]
+    None,
+    /// `verify_key = "…"`.
+    One(String),
+    /// `verify_key = ["…", "…"]`.
+    Many(Vec<String>),
+}
+
+impl KeyList {
+    /// The keys as written.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            KeyList::None => Vec::new(),
+            KeyList::One(k) => vec![k.as_str()],
+            KeyList::Many(ks) => ks.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A secret from the config (the API token): never shown by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The short variable names for secrets: `DOCKLINE_API_TOKEN` means
+/// `DOCKLINE_API__TOKEN` (`[api] token`). Without this the overlay would
+/// read it as a top-level key and refuse it.
+pub fn with_env_aliases(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> impl Iterator<Item = (String, String)> {
+    vars.into_iter().map(|(k, v)| {
+        if k == "DOCKLINE_API_TOKEN" {
+            ("DOCKLINE_API__TOKEN".to_string(), v)
+        } else {
+            (k, v)
+        }
+    })
 }
 
 /// One device: a scanner, scale, GNSS receiver or peripheral bridge on a
@@ -104,6 +195,11 @@ pub struct ApiConfig {
     /// the bound address is written to `{data_dir}/api.addr`.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// When set, every request must carry `Authorization: Bearer <token>`
+    /// (401 otherwise). Better set by `DOCKLINE_API_TOKEN` than written in
+    /// the file; never logged. Required when `listen` is not loopback.
+    #[serde(default)]
+    pub token: Option<Secret>,
 }
 
 /// The MQTT broker connection.
@@ -191,6 +287,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: default_api_listen(),
+            token: None,
         }
     }
 }
@@ -243,7 +340,26 @@ impl Config {
             return Err("mqtt.keep_alive_secs must be at least 5".into());
         }
         self.check_devices()?;
+        self.check_security()?;
         crate::stations::config::check(&self.stations, &self.devices)
+    }
+
+    fn check_security(&self) -> Result<(), String> {
+        if let Some(token) = &self.api.token
+            && token.expose().len() < 16
+        {
+            return Err(
+                "api.token is shorter than 16 characters; use a long random one (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            );
+        }
+        if !self.api.listen.ip().is_loopback() && self.api.token.is_none() {
+            return Err(format!(
+                "api.listen is {}, reachable from the network, but api.token is not set; set a token (DOCKLINE_API_TOKEN) or listen on 127.0.0.1",
+                self.api.listen
+            ));
+        }
+        crate::uplink::command::CommandVerifier::from_config(&self.commands).map(|_| ())
     }
 
     fn check_devices(&self) -> Result<(), String> {

@@ -103,6 +103,7 @@ pub async fn run(
     tracing::info!(
         device = %config.device, site = %config.site, api = %format!("http://{addr}"),
         outbox = %config.data_dir.join("outbox.db").display(), epoch = outbox.epoch(),
+        api_token = config.api.token.is_some(), commands_verified = !config.commands.verify_key.keys().is_empty(),
         "agent started"
     );
 
@@ -131,6 +132,7 @@ pub async fn run(
         stations.clone(),
         reading_rx,
     ));
+    let api_token = config.api.token.clone();
     let state = api::ApiState {
         outbox,
         link,
@@ -140,7 +142,7 @@ pub async fn run(
         clock: config.clock,
     };
     let api = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
+        axum::serve(listener, api::router(state, api_token))
             .with_graceful_shutdown(stopped(stop_rx))
             .await
     });

@@ -132,9 +132,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config: dockline_agent::Config =
-        dockline_protocol::config::load(cli.config.as_deref(), std::env::vars())
-            .context("cannot start the agent")?;
+    let config: dockline_agent::Config = dockline_protocol::config::load(
+        cli.config.as_deref(),
+        dockline_agent::config::with_env_aliases(std::env::vars()),
+    )
+    .context("cannot start the agent")?;
     dockline_agent::run(config, shutdown_signal())
         .await
         .context("the agent stopped")?;
@@ -195,16 +197,19 @@ fn data_dir(args: &DoctorArgs, outer_config: Option<&Path>) -> Result<PathBuf, D
         return Ok(dir.clone());
     }
     let file = args.config.as_deref().or(outer_config);
-    let config: dockline_agent::Config = dockline_protocol::config::load(file, std::env::vars())
-        .map_err(|e| {
-            DoctorError::Usage(match file {
-                Some(_) => format!("cannot load the config: {e}"),
-                None => format!(
-                    "say where the outbox is: --data-dir DIR or --config agent.toml \
+    let config: dockline_agent::Config = dockline_protocol::config::load(
+        file,
+        dockline_agent::config::with_env_aliases(std::env::vars()),
+    )
+    .map_err(|e| {
+        DoctorError::Usage(match file {
+            Some(_) => format!("cannot load the config: {e}"),
+            None => format!(
+                "say where the outbox is: --data-dir DIR or --config agent.toml \
                      (without them the config comes from DOCKLINE_* variables alone, and: {e})"
-                ),
-            })
-        })?;
+            ),
+        })
+    })?;
     Ok(config.data_dir)
 }
 

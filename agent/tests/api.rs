@@ -24,9 +24,15 @@ async fn start_agent() -> Agent {
 
 /// Starts an agent whose config ends with `extra` (TOML).
 async fn start_agent_with(extra: &str) -> Agent {
+    start_agent_api("", extra).await
+}
+
+/// Starts an agent with `api` lines in its `[api]` table and `extra` at
+/// the end of its config.
+async fn start_agent_api(api: &str, extra: &str) -> Agent {
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
-        "site = \"dc-test\"\ndevice = \"hh-api\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nport = {}\n{extra}",
+        "site = \"dc-test\"\ndevice = \"hh-api\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n{api}[mqtt]\nport = {}\n{extra}",
         dir.path().display().to_string(),
         dead_port()
     );
@@ -256,4 +262,117 @@ async fn full_outbox_refuses_must_deliver_with_507() {
         .expect("json");
     assert_eq!(status["queued"].as_u64(), Some(accepted), "{status}");
     agent.stop().await;
+}
+
+const TOKEN: &str = "handheld-token-5f2c9a71";
+
+/// With `[api] token` set, every route (unknown ones too) needs the bearer
+/// token: without it or with a wrong one, 401 with a JSON error that says
+/// what to send, and nothing is stored.
+#[tokio::test]
+async fn with_a_token_every_route_needs_it() {
+    let agent = start_agent_api(&format!("token = \"{TOKEN}\"\n"), "").await;
+    let http = reqwest::Client::new();
+    let event = json!({"detail": {"picked": {"item": "09506000134352", "quantity": 1}}, "refs": {"order": "SO-1"}});
+    for (method, path) in [
+        ("GET", "/v1/status"),
+        ("GET", "/v1/events"),
+        ("POST", "/v1/events"),
+        ("GET", "/v1/tasks"),
+        ("POST", "/v1/tasks"),
+        ("GET", "/v1/nothing-here"),
+    ] {
+        for auth in [None, Some("Bearer wrong-token-0000000"), Some(TOKEN)] {
+            let mut req = http.request(method.parse().expect("method"), agent.url(path));
+            if method == "POST" {
+                req = req.json(&event);
+            }
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let res = req.send().await.expect("send");
+            assert_eq!(res.status(), 401, "{method} {path} with {auth:?}");
+            assert_eq!(
+                res.headers().get("www-authenticate").map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..])
+            );
+            let err: Value = res.json().await.expect("json error");
+            let text = err["error"].as_str().expect("error text");
+            assert!(text.contains("Authorization: Bearer"), "{text}");
+            assert!(!text.contains(TOKEN), "the token is never echoed: {text}");
+        }
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let res = http
+        .post(agent.url("/v1/events"))
+        .header("authorization", &bearer)
+        .json(&event)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 201);
+    let status: Value = http
+        .get(agent.url("/v1/status"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["queued"], 1, "only the authorised event was stored");
+    assert_eq!(status["commands"]["accepted"], 0);
+    assert_eq!(status["commands"]["refused"], 0);
+    agent.stop().await;
+}
+
+/// Every request body is capped: 413 above 64 KiB, the agent keeps serving.
+#[tokio::test]
+async fn oversized_request_bodies_are_refused() {
+    let agent = start_agent().await;
+    let http = reqwest::Client::new();
+    let big = "x".repeat(dockline_agent::api::MAX_BODY_BYTES + 1);
+    for path in ["/v1/events", "/v1/tasks"] {
+        let res = http
+            .post(agent.url(path))
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 413, "{path}");
+    }
+    let res = http.get(agent.url("/v1/status")).send().await.expect("get");
+    assert_eq!(res.status(), 200);
+    agent.stop().await;
+}
+
+/// A short token, or a network-facing API without one, is refused at start
+/// with a line that says what to do; the token is never printed.
+#[test]
+fn weak_or_missing_tokens_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    for (api, env, expect) in [
+        ("listen = \"0.0.0.0:0\"\n", None, "api.token is not set"),
+        ("", Some("short"), "shorter than 16"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("site = \"dc\"\ndevice = \"hh-1\"\n[api]\n{api}"),
+        )
+        .expect("write");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dockline-agent"));
+        cmd.arg("--config").arg(&path).current_dir(dir.path());
+        if let Some(token) = env {
+            cmd.env("DOCKLINE_API_TOKEN", token);
+        }
+        let out = cmd.output().expect("run agent");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{expect}: {stderr}");
+        if let Some(token) = env {
+            assert!(!stderr.contains(&format!("\"{token}\"")), "{stderr}");
+        }
+    }
 }

@@ -12,8 +12,12 @@
 //! rewinds to the first of them (what the outbox holds goes out again in
 //! order), and whatever the outbox no longer holds, or an epoch that is not
 //! this outbox's, is reported gone in a batch with no events whose `shed`
-//! lists it, so the collector stops waiting.
+//! lists it, so the collector stops waiting. A command is obeyed only when
+//! [`command::CommandVerifier`] accepts it (signed by the collector's key,
+//! for this device, not expired); refusals are logged and counted in
+//! [`LinkStatus::commands`].
 
+pub mod command;
 pub mod state;
 
 use std::future::Future;
@@ -45,6 +49,8 @@ pub struct LinkStatus {
     pub connects: AtomicU64,
     /// Resends forced by a missing application ack.
     pub ack_timeouts: AtomicU64,
+    /// Commands from the collector obeyed and refused, per reason.
+    pub commands: command::CommandCounters,
 }
 
 enum LinkEvent {
@@ -212,6 +218,14 @@ pub async fn run(
     let mut heartbeat_every =
         tokio::time::interval(Duration::from_secs(config.uplink.heartbeat_secs.max(1)));
     let mut outage_logged = false;
+    let verifier = match command::CommandVerifier::from_config(&config.commands) {
+        Ok(v) => v,
+        Err(e) => {
+            // Config::check refuses this at start; never obey on a bad key.
+            tracing::error!(error = %e, "bad [commands] verify_key; refusing every command");
+            command::CommandVerifier::refuse_all()
+        }
+    };
     tokio::pin!(shutdown);
 
     loop {
@@ -254,7 +268,16 @@ pub async fn run(
                     if topic == ack_topic {
                         apply_ack(&outbox, &mut state, &payload).await;
                     } else if topic == cmd_topic {
-                        apply_command(&config, &outbox, &client, &events_topic, &mut state, &payload).await;
+                        match verifier.check(&payload, outbox.device(), now_ms()) {
+                            Ok(command) => {
+                                link.commands.accepted();
+                                apply_command(&config, &outbox, &client, &events_topic, &mut state, command).await;
+                            }
+                            Err(why) => {
+                                link.commands.refused(&why);
+                                tracing::warn!(reason = why.reason(), "{why}");
+                            }
+                        }
                     } else {
                         tracing::warn!(%topic, "message on an unexpected topic ignored");
                     }
@@ -380,25 +403,15 @@ async fn apply_ack(outbox: &Outbox, state: &mut UplinkState, payload: &[u8]) {
 /// collector asks again for anything beyond.
 const MAX_RESEND_CHECK: u64 = 100_000;
 
+/// Carries out a command [`command::CommandVerifier`] accepted.
 async fn apply_command(
     config: &Config,
     outbox: &Outbox,
     client: &AsyncClient,
     events_topic: &str,
     state: &mut UplinkState,
-    payload: &[u8],
+    command: Command,
 ) {
-    let command: Command = match codec::decode(payload) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "unreadable command from the collector ignored");
-            return;
-        }
-    };
-    if command.device != *outbox.device() {
-        tracing::warn!(device = %command.device, "command for another device ignored");
-        return;
-    }
     if let Some(resend) = command.resend {
         answer_resend(config, outbox, client, events_topic, state, resend).await;
     }
