@@ -2,16 +2,21 @@
 //! next to the raw limit it is judged against, in the same run on the same
 //! disk and loopback, so a slow shared machine moves both numbers together.
 //!
-//! Figures so far (the agent's store-and-forward path):
+//! Figures:
 //!
 //! | name | what | baseline |
 //! |---|---|---|
 //! | `agent_durable_ingest` | events/s appended by 1024 concurrent producers through the agent's outbox (group commit, fsync per group; a group holds at most 1024 events, the baseline's transaction size) | raw batched inserts of the same rows into a bare SQLite table (WAL, `synchronous = FULL`, 1024 rows per transaction) |
 //! | `agent_fsync_single_commit` | commits/s of one must-deliver event at a time (each waits for its fsync) | raw `write` + `fdatasync` of the same bytes on the same file system |
 //! | `agent_backlog_drain` | seconds for a real agent to drain a pre-filled outbox through a real broker to a real collector | raw QoS 1 publishes of batches of the same size to the same broker |
-//! | `agent_idle_rss` | resident memory of an idle, connected agent process | — |
+//! | `agent_idle_rss` | resident memory of a fresh, idle, connected agent process | — |
+//! | `collector_ingest` | events/s through the collector's ingest path without the network: wire batches of 256 decoded, validated and stored in the inbox (one fsynced transaction each) | raw inserts of outbox-like rows in transactions of 256 |
+//! | `scan_to_erp_p50`, `scan_to_erp_p99` | ms from a pick's POST to the agent until the mock ERP has booked it, on a healthy system | — |
+//! | `wire_bytes_per_event` | CBOR bytes per event in a batch of 256 | the same batch as JSON (same field names) |
 //! | `agent_binary_size` | size of the `dockline-agent` executable next to this one | — |
 //!
+//! Ingest, single commits and collector ingest alternate with their
+//! baselines over several rounds (five in a full run) and report medians.
 //! Processes are children (`current_exe() broker|collector|agent`), as in the
 //! demo; the outbox is filled through the agent library's public API.
 
