@@ -393,6 +393,56 @@ async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_j
         .await?)
 }
 
+/// Starts a collector for `device` (config and data in `dir`), posting to
+/// `erp`; returns it once its API listens.
+async fn spawn_collector(
+    opts: &BenchOptions,
+    dir: &Path,
+    device: &str,
+    broker: SocketAddr,
+    erp: SocketAddr,
+) -> Result<ChildProcess> {
+    let cdir = dir.join("collector");
+    std::fs::create_dir_all(&cdir)?;
+    let file = dir.join("collector.toml");
+    std::fs::write(
+        &file,
+        collector_config(&cdir, broker, &[device.into()], erp, SECRET),
+    )?;
+    let path = file.display().to_string();
+    let mut collector = ChildProcess::spawn(
+        "collector",
+        &opts.exe,
+        &["collector", "--config", &path],
+        dir,
+    )?;
+    collector
+        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    Ok(collector)
+}
+
+/// Starts the agent binary with `config` (written to `{dir}/{name}.toml`;
+/// its data dir is `data`); returns it, its API address and the program.
+async fn spawn_agent(
+    opts: &BenchOptions,
+    dir: &Path,
+    name: &str,
+    data: &Path,
+    config: &str,
+) -> Result<(ChildProcess, SocketAddr, PathBuf)> {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config)?;
+    let path = file.display().to_string();
+    let (program, args) = agent_program(&opts.exe, &path);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = ChildProcess::spawn(name, &program, &args, dir)?;
+    let api = agent
+        .wait_for_addr(&data.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    Ok((agent, api, program))
+}
+
 /// Scan → ERP on a healthy system: `n` picks posted one at a time, 50 ms
 /// apart, to a real agent (through its HTTP API, as a handheld app does),
 /// carried by a real broker and collector to the mock ERP; each timed from
@@ -400,35 +450,13 @@ async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_j
 async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, Figure)> {
     use std::collections::HashMap;
     let ldir = dir.join("latency");
-    let (adir, cdir) = (ldir.join("agent"), ldir.join("collector"));
+    let adir = ldir.join("agent");
     std::fs::create_dir_all(&adir)?;
-    std::fs::create_dir_all(&cdir)?;
     let (_broker, broker) = start_broker(&opts.exe, &ldir, "127.0.0.1:0".parse()?, 2).await?;
     let (erp, erp_addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
-    let cfile = ldir.join("collector.toml");
-    std::fs::write(
-        &cfile,
-        collector_config(&cdir, broker, &["bench-02".into()], erp_addr, SECRET),
-    )?;
-    let cpath = cfile.display().to_string();
-    let mut collector = ChildProcess::spawn(
-        "collector",
-        &opts.exe,
-        &["collector", "--config", &cpath],
-        &ldir,
-    )?;
-    collector
-        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
-        .await?;
-    let afile = ldir.join("agent.toml");
-    std::fs::write(&afile, agent_config("bench-02", &adir, broker))?;
-    let apath = afile.display().to_string();
-    let (program, args) = agent_program(&opts.exe, &apath);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut agent = ChildProcess::spawn("agent", &program, &args, &ldir)?;
-    let api = agent
-        .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
-        .await?;
+    let collector = spawn_collector(opts, &ldir, "bench-02", broker, erp_addr).await?;
+    let config = agent_config("bench-02", &adir, broker);
+    let (agent, api, _) = spawn_agent(opts, &ldir, "agent", &adir, &config).await?;
     // Wait until the agent is connected, so the figure is a healthy system's.
     let http = reqwest::Client::new();
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -621,9 +649,7 @@ fn wire_bytes() -> Result<Figure> {
 async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, Figure)> {
     let ddir = dir.join("drain");
     let adir = ddir.join("agent");
-    let cdir = ddir.join("collector");
     std::fs::create_dir_all(&adir)?;
-    std::fs::create_dir_all(&cdir)?;
     let outbox = Outbox::open(&adir, device()?, unlimited())?;
     fill(&outbox, n).await?;
     drop(outbox);
@@ -637,39 +663,15 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?
     };
-    let cfile = ddir.join("collector.toml");
-    std::fs::write(
-        &cfile,
-        collector_config(&cdir, broker, &["bench-01".into()], erp, SECRET),
-    )?;
-    let cpath = cfile.display().to_string();
-    let mut collector = ChildProcess::spawn(
-        "collector",
-        &opts.exe,
-        &["collector", "--config", &cpath],
-        &ddir,
-    )?;
-    collector
-        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
-        .await?;
+    let collector = spawn_collector(opts, &ddir, "bench-01", broker, erp).await?;
 
-    let afile = ddir.join("agent.toml");
-    std::fs::write(
-        &afile,
-        format!(
-            "{}heartbeat_secs = 3600\nmax_inflight_batches = 16\n",
-            agent_config("bench-01", &adir, broker)
-                .replace("batch_max_events = 256", "batch_max_events = 1000")
-        ),
-    )?;
-    let apath = afile.display().to_string();
-    let (program, args) = agent_program(&opts.exe, &apath);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = format!(
+        "{}heartbeat_secs = 3600\nmax_inflight_batches = 16\n",
+        agent_config("bench-01", &adir, broker)
+            .replace("batch_max_events = 256", "batch_max_events = 1000")
+    );
     let started = Instant::now();
-    let mut agent = ChildProcess::spawn("agent", &program, &args, &ddir)?;
-    let api = agent
-        .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
-        .await?;
+    let (agent, api, program) = spawn_agent(opts, &ddir, "agent", &adir, &config).await?;
     let http = reqwest::Client::new();
     let limit = Duration::from_secs(if n > 100_000 { 600 } else { 120 });
     let drained = loop {
@@ -708,15 +710,8 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
     // A fresh agent (empty outbox, default uplink settings), connected and idle.
     let fdir = ddir.join("fresh");
     std::fs::create_dir_all(&fdir)?;
-    let ffile = ddir.join("fresh.toml");
-    std::fs::write(&ffile, agent_config("bench-01", &fdir, broker))?;
-    let fpath = ffile.display().to_string();
-    let (program, args) = agent_program(&opts.exe, &fpath);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut fresh = ChildProcess::spawn("fresh-agent", &program, &args, &ddir)?;
-    fresh
-        .wait_for_addr(&fdir.join("api.addr"), READY_TIMEOUT)
-        .await?;
+    let config = agent_config("bench-01", &fdir, broker);
+    let (fresh, _, _) = spawn_agent(opts, &ddir, "fresh-agent", &fdir, &config).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = rss_bytes(fresh.pid())?;
     fresh.terminate(Duration::from_secs(5)).await;
