@@ -15,8 +15,8 @@
 //!   slow disk slows the reads from the broker instead of growing memory;
 //! - refused input (malformed, oversize, rate-limited, another device's
 //!   topic) is PUBACKed and dropped, so the broker never holds it in flight
-//!   for us; its log lines are throttled to one a second with a count of
-//!   the ones left out, so a flood cannot flood the log too;
+//!   for us; its log lines are throttled per reason (a few a second, with
+//!   a count of the ones left out), so a flood cannot flood the log too;
 //! - the largest packet rumqttc reads is [`INCOMING_PACKET_LIMIT`], above
 //!   the protocol's message limit: a larger one breaks the connection and,
 //!   with a persistent session, comes back on every reconnect, so the
@@ -148,26 +148,42 @@ async fn poll_loop(
     }
 }
 
-/// At most one refusal log line a second; the rest are counted and the
-/// count goes into the next line (every refusal is counted in the stats).
+/// At most [`REFUSAL_LINES_PER_SEC`] refusal log lines a second per reason;
+/// the rest are counted and the count goes into the reason's next line
+/// (every refusal is counted in the stats anyway).
 #[derive(Debug, Default)]
 struct RefusalLog {
-    last: Option<std::time::Instant>,
+    by_reason: std::collections::HashMap<&'static str, RefusalWindow>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RefusalWindow {
+    start: std::time::Instant,
+    logged: u32,
     left_out: u64,
 }
+
+/// Refusal lines logged per reason and second before the rest are left out.
+const REFUSAL_LINES_PER_SEC: u32 = 5;
 
 impl RefusalLog {
     fn log(&mut self, topic: &str, e: &crate::ingest::IngestError) {
         let now = std::time::Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.left_out += 1;
+        let w = self.by_reason.entry(e.reason()).or_insert(RefusalWindow {
+            start: now,
+            logged: 0,
+            left_out: 0,
+        });
+        if now.duration_since(w.start) >= Duration::from_secs(1) {
+            w.start = now;
+            w.logged = 0;
+        }
+        if w.logged >= REFUSAL_LINES_PER_SEC {
+            w.left_out += 1;
             return;
         }
-        self.last = Some(now);
-        let left_out = std::mem::take(&mut self.left_out);
+        w.logged += 1;
+        let left_out = std::mem::take(&mut w.left_out);
         error!(topic = %topic, reason = e.reason(), refusals_not_logged = left_out, "{e}");
     }
 }
