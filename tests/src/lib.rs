@@ -196,6 +196,9 @@ pub struct Cluster {
     pub collector_url: String,
     /// See the struct docs.
     pub http: reqwest::Client,
+    /// The collector's command verify key (base64), from `dockline-collector
+    /// keygen`; every agent the cluster starts is configured with it.
+    pub verify_key: String,
 }
 
 /// Waits for an address file written by a process (30 s).
@@ -259,11 +262,29 @@ impl Cluster {
 
         let cdir = logs.join("collector");
         std::fs::create_dir_all(&cdir)?;
+        // Commands are signed as in production: a fresh key pair per cluster.
+        let keys = logs.join("keys");
+        let out = std::process::Command::new(bin("dockline-collector")?)
+            .arg("keygen")
+            .arg("--out")
+            .arg(&keys)
+            .output()
+            .context("running dockline-collector keygen")?;
+        if !out.status.success() {
+            bail!(
+                "dockline-collector keygen failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let verify_key = std::fs::read_to_string(keys.join("command-verify.pub"))?
+            .trim()
+            .to_string();
         let mut toml = format!(
-            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nclient_id = \"dockline-collector-{tag}\"\nkeep_alive_secs = 5\n[erp]\nurl = \"{erp_url}/events\"\nsecret = \"{SECRET}\"\nretry_min_ms = 50\nretry_max_ms = 1000\n",
+            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nclient_id = \"dockline-collector-{tag}\"\nkeep_alive_secs = 5\n[erp]\nurl = \"{erp_url}/events\"\nsecret = \"{SECRET}\"\nretry_min_ms = 50\nretry_max_ms = 1000\n[commands]\nsigning_key_file = {:?}\n",
             cdir.display().to_string(),
             mqtt.0,
-            mqtt.1
+            mqtt.1,
+            keys.join("command-signing.key").display().to_string()
         );
         for d in devices {
             toml.push_str(&format!("[[devices]]\nid = \"{d}\"\nsite = \"{site}\"\n"));
@@ -289,6 +310,7 @@ impl Cluster {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()?,
+            verify_key,
         })
     }
 
@@ -329,10 +351,11 @@ impl Cluster {
         std::fs::write(
             &cfg,
             format!(
-                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = {keep_alive_secs}\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n{extra}",
+                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = {keep_alive_secs}\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n{extra}",
                 adir.display().to_string(),
                 mqtt.0,
-                mqtt.1
+                mqtt.1,
+                self.verify_key
             ),
         )?;
         let p = Proc::start(

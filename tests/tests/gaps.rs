@@ -7,7 +7,8 @@
 //! ack timeout is two minutes, so only the collector's gap audit (1 s here)
 //! can fill the hole: it asks on the device's cmd topic, the agent sends the
 //! range again, and the ERP books every event once, in the device's order
-//! (nothing is posted past the hole meanwhile).
+//! (nothing is posted past the hole meanwhile). The request is signed by the
+//! collector's key and verified by the agent, as in production.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,10 +60,11 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
     std::fs::write(
         &cfg,
         format!(
-            "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 30\n[uplink]\nbatch_max_events = 4\nmax_inflight_batches = 16\nack_timeout_ms = 120000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n",
+            "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 30\n[uplink]\nbatch_max_events = 4\nmax_inflight_batches = 16\nack_timeout_ms = 120000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n",
             adir.display().to_string(),
             c.mqtt.0,
-            c.mqtt.1
+            c.mqtt.1,
+            c.verify_key
         ),
     )?;
     let agent = Proc::start(
@@ -150,6 +152,12 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
             end["ack_timeouts"], 0,
             "the hole must be filled by the resend request, not the agent's ack timeout"
         );
+        // The request was signed by the collector and checked by the agent.
+        assert!(
+            end["commands"]["accepted"].as_u64().unwrap_or(0) >= 1,
+            "{end}"
+        );
+        assert_eq!(end["commands"]["refused"], 0, "{end}");
         // Once each, in the device's order.
         let mut count: HashMap<&String, usize> = HashMap::new();
         for k in &effects {

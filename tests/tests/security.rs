@@ -1,0 +1,226 @@
+//! Hostile input through a real broker, end to end.
+//!
+//! A rogue MQTT client (a plain rumqttc client, as a stolen credential or a
+//! misconfigured device would be) publishes:
+//! - device A's batch on device B's topic: the collector refuses it, counts
+//!   it as `device_mismatch`, stores nothing, and both devices keep working;
+//! - an oversize payload and malformed ones: refused, counted, and the
+//!   collector keeps serving (its MQTT connection survives the oversize
+//!   packet);
+//! - forged commands on an agent's `cmd` topic (unsigned, tampered, signed
+//!   by another key, expired): the agent refuses each and counts it in
+//!   `/v1/status`.
+//!
+//! What the collector cannot see (a fully forged batch, device B's id on
+//! device B's topic, sent by A) is the broker ACL's job; see the README's
+//! security section.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use base64::Engine;
+use dockline_protocol::{
+    Batch, BusinessEvent, Command, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION,
+    Payload, Priority, References, Resend, TimeSource, codec,
+};
+use dockline_tests::{Cluster, event_body, eventually, external_mqtt, read_addr};
+use ed25519_dalek::{Signer, SigningKey};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>) -> Result<Vec<u8>> {
+    let dev = DeviceId::new(device)?;
+    let events = seqs
+        .map(|seq| Envelope {
+            v: PROTOCOL_VERSION,
+            device: dev.clone(),
+            epoch: 42,
+            seq,
+            id: EventId([seq as u8; 16]),
+            captured_ms: 1_764_050_000_000,
+            time_source: TimeSource::Ntp,
+            priority: Priority::Normal,
+            payload: Payload::Event(BusinessEvent {
+                detail: EventDetail::Picked {
+                    item: "09506000134352".into(),
+                    quantity: 1,
+                    lot: None,
+                },
+                refs: References {
+                    order: Some("SO-ROGUE".into()),
+                    ..References::default()
+                },
+            }),
+        })
+        .collect();
+    Ok(codec::encode(&Batch {
+        v: PROTOCOL_VERSION,
+        device: dev,
+        epoch: 42,
+        first_held: 1,
+        events,
+        shed: vec![],
+    })?)
+}
+
+/// Publishes each message QoS 1 as client `id` and waits for the broker's
+/// PUBACKs.
+async fn publish_raw(
+    mqtt: &(String, u16),
+    id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    let mut options = MqttOptions::new(id, mqtt.0.clone(), mqtt.1);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let n = messages.len();
+    for (topic, payload) in messages {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await?;
+    }
+    let mut acked = 0;
+    while acked < n {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(anyhow!("rogue client: {e}")),
+            Err(_) => return Err(anyhow!("rogue client: no PUBACK within 10 s")),
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
+    let Some(mqtt) = external_mqtt("security")? else {
+        return Ok(());
+    };
+    let pid = std::process::id();
+    let site = "sec";
+    let (a, b) = (format!("hh-a-{pid}"), format!("hh-b-{pid}"));
+    let c = Cluster::start(Some(mqtt), site, &[&a, &b], &format!("sec-{pid}"))?;
+    let (agent_b, b_addr_file) = c.agent(site, &b)?;
+    let result = async {
+        let b_addr = read_addr(&b_addr_file)?;
+        let stats_url = format!("{}/v1/stats", c.collector_url);
+        let topic = |dev: &str, ch: &str| format!("dockline/v1/{site}/{dev}/{ch}");
+
+        // Device A's batch on device B's topic; an oversize payload; two
+        // malformed ones.
+        publish_raw(
+            &c.mqtt,
+            &format!("rogue-{pid}"),
+            vec![
+                (topic(&b, "events"), batch(&a, 1..=3)?),
+                (topic(&a, "events"), vec![0xa0; 1_200_000]),
+                (topic(&a, "events"), b"{\"json\": \"not cbor\"}".to_vec()),
+                (topic(&b, "status"), vec![0xff; 64]),
+            ],
+        )
+        .await?;
+        let stats = eventually("refusals counted", Duration::from_secs(20), || async {
+            let s = get(&c.http, &stats_url).await?;
+            let r = &s["refused_by_reason"];
+            (r["device_mismatch"] == 1 && r["oversize"] == 1 && r["malformed"] == 2).then_some(s)
+        })
+        .await?;
+        assert_eq!(stats["refused"], 4, "{stats}");
+        assert_eq!(
+            stats["received"], 0,
+            "nothing of the rogue's stored: {stats}"
+        );
+
+        // The collector still serves device B, through the same connection.
+        let r = c
+            .http
+            .post(format!("http://{b_addr}/v1/events"))
+            .json(&event_body(0))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 201);
+        eventually("B's event stored", Duration::from_secs(20), || async {
+            let s = get(&c.http, &stats_url).await?;
+            (s["received"] == 1).then_some(())
+        })
+        .await?;
+
+        // Forged commands on B's cmd topic.
+        let dev_b = DeviceId::new(b.clone())?;
+        let resend = |exp: Option<i64>| Command {
+            v: PROTOCOL_VERSION,
+            device: dev_b.clone(),
+            resend: Some(Resend {
+                epoch: 1,
+                ranges: vec![(1, 1)],
+            }),
+            expires_ms: exp,
+            signed: None,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        let far = now + 3_600_000;
+        // The collector's real key, to show that expiry and tampering are
+        // caught even with a valid key behind them.
+        let seed = base64::engine::general_purpose::STANDARD.decode(
+            std::fs::read_to_string(c.dir.path().join("keys/command-signing.key"))?.trim(),
+        )?;
+        let key = SigningKey::from_bytes(
+            &seed
+                .as_slice()
+                .try_into()
+                .map_err(|_| anyhow!("key file is not 32 bytes"))?,
+        );
+        let sign = |m: &[u8]| key.sign(m).to_bytes();
+        let unsigned = codec::encode(&resend(Some(far)))?;
+        let rogue_key = Command::seal(&resend(Some(far)), |m| {
+            SigningKey::from_bytes(&[9u8; 32]).sign(m).to_bytes()
+        })?;
+        let expired = Command::seal(&resend(Some(now - 1_000)), sign)?;
+        let mut tampered = Command::seal(&resend(Some(far)), sign)?;
+        if let Some(s) = tampered.signed.as_mut()
+            && let Some(byte) = s.body.last_mut()
+        {
+            // The last range's end: (1, 1) becomes (1, 0) or the like.
+            *byte ^= 0x01;
+        }
+        publish_raw(
+            &c.mqtt,
+            &format!("rogue-cmd-{pid}"),
+            vec![
+                (topic(&b, "cmd"), unsigned),
+                (topic(&b, "cmd"), codec::encode(&rogue_key)?),
+                (topic(&b, "cmd"), codec::encode(&expired)?),
+                (topic(&b, "cmd"), codec::encode(&tampered)?),
+            ],
+        )
+        .await?;
+        let status = eventually(
+            "agent refused the forged commands",
+            Duration::from_secs(20),
+            || async {
+                let s = get(&c.http, &format!("http://{b_addr}/v1/status")).await?;
+                (s["commands"]["refused"] == 4).then_some(s)
+            },
+        )
+        .await?;
+        let cmds = &status["commands"];
+        assert_eq!(cmds["accepted"], 0, "{status}");
+        assert_eq!(cmds["unsigned"], 1, "{status}");
+        assert_eq!(cmds["bad_signature"], 2, "rogue key and tampered: {status}");
+        assert_eq!(cmds["expired"], 1, "{status}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if result.is_err() {
+        c.dump_logs();
+    }
+    drop(agent_b);
+    result
+}
