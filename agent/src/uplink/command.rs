@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(n.accepted, 0);
         // A flipped byte may also read as an unknown key (so: unsigned), or
         // another device in the outer map; every one is refused and counted.
-        assert!(n.bad_signature >= 2 && n.malformed >= 1 && n.expired == 2, "{n:?}");
+        assert!(
+            n.bad_signature >= 2 && n.malformed >= 1 && n.expired == 2,
+            "{n:?}"
+        );
         assert_eq!(n.refused, good.len() as u64 + 6);
     }
 
