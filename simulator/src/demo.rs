@@ -264,11 +264,21 @@ pub(crate) fn toml_str(s: &str) -> String {
     format!("{s:?}")
 }
 
+/// The command key pair of every simulated system (`dockline-collector
+/// keygen` output). It is published here, so it protects nothing: a
+/// simulation only. Its agents verify the collector's resend requests as
+/// production agents do.
+const SIM_COMMAND_SIGNING_KEY: &str = "XBV+MBTqsVFLr8HyxbA1JIg0/1EOBTYrbJR+9PvbC9c=";
+const SIM_COMMAND_VERIFY_KEY: &str = "mPmi1VBn7XEz/qGDvF23/yBXRGmFg7Gd8tsnB3hh4HY=";
+
+/// An agent's config; callers may append keys of its last table, `[uplink]`.
 pub(crate) fn agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
     format!(
         "site = {site}\ndevice = {device}\ndata_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
          [mqtt]\nhost = {host}\nport = {port}\nkeep_alive_secs = 5\n\n\
+         [commands]\nverify_key = {key}\n\n\
          [uplink]\nbatch_max_events = 256\nack_timeout_ms = 3000\n",
+        key = toml_str(SIM_COMMAND_VERIFY_KEY),
         site = toml_str(SITE),
         device = toml_str(device),
         dir = toml_str(&data_dir.display().to_string()),
@@ -286,7 +296,9 @@ pub(crate) fn collector_config(
 ) -> String {
     let mut text = format!(
         "data_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
-         [mqtt]\nhost = {host}\nport = {port}\nclient_id = \"dockline-collector\"\nkeep_alive_secs = 5\n\n",
+         [mqtt]\nhost = {host}\nport = {port}\nclient_id = \"dockline-collector\"\nkeep_alive_secs = 5\n\n\
+         [commands]\nsigning_key = {key}\n\n",
+        key = toml_str(SIM_COMMAND_SIGNING_KEY),
         dir = toml_str(&data_dir.display().to_string()),
         host = toml_str(&broker.ip().to_string()),
         port = broker.port(),
