@@ -13,7 +13,8 @@
 //! - [`config`]: the TOML configuration.
 //! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats).
 //! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
-//! - [`delivery`]: ERP lanes, ordering, retries; [`erp`]: the adapters behind
+//! - [`lane`]: the business lanes (key, stages, when an event may go; pure);
+//!   [`delivery`]: one task per lane, retries; [`erp`]: the adapters behind
 //!   one trait (signed webhook, Tryton); [`webhook`]: CloudEvents + signature.
 //! - [`policy`]: what each ERP answer means (pure, table-tested);
 //!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
@@ -26,7 +27,7 @@
 //!   expiry and signs them (Ed25519).
 //! - [`limits`]: payload size and per-device rate limits on ingest.
 //! - [`mqtt`]: the broker connection.
-//! - [`api`]: health, stats, endpoint state and dead letters over HTTP.
+//! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP.
 //!
 //! # Lifecycle
 //!
@@ -47,6 +48,7 @@ pub mod epcis;
 pub mod erp;
 pub mod gaps;
 pub mod inbox;
+pub mod lane;
 pub mod ingest;
 pub mod limits;
 pub mod mqtt;
@@ -164,13 +166,18 @@ pub async fn run(
             addr: config.api.listen,
             source,
         })?;
+    // Written atomically (temp file + rename): a reader polling for the
+    // address never sees an empty or half-written file.
     let addr_path = config.api_addr_path();
-    tokio::fs::write(&addr_path, bound.to_string())
-        .await
-        .map_err(|source| CollectorError::DataDir {
-            path: addr_path,
-            source,
-        })?;
+    let tmp = config.data_dir.join("api.addr.tmp");
+    let written = match tokio::fs::write(&tmp, bound.to_string()).await {
+        Ok(()) => tokio::fs::rename(&tmp, &addr_path).await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|source| CollectorError::DataDir {
+        path: addr_path,
+        source,
+    })?;
     info!(api = %bound, data_dir = %config.data_dir.display(),
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
         erp = %config.erp.url, erp_kind = config.erp.kind.name(), "collector started");
