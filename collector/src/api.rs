@@ -3,7 +3,8 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` |
-//! | GET | `/v1/stats` | counters (also `resend_requests`, `holes_lost`), devices with their watermark ("complete up to N") and open holes, open dead letters, blocked lanes |
+//! | GET | `/v1/stats` | counters (also `resend_requests`, `holes_lost`), devices with their watermark ("complete up to N") and open holes, open dead letters, devices with one, parked and blocked lane counts, `delivered_out_of_order` |
+//! | GET | `/v1/lanes` | parked and blocked business lanes, longest waiting first: key, `parked`/`blocked`, what it waits for, `since_ms`, `waiting_ms`, pending events (see [`crate::lane`]) |
 //! | GET | `/v1/endpoint` | the ERP endpoint's circuit breaker (closed, open: failures, throttled or halted with the reason) |
 //! | GET | `/dlq` | open dead letters, newest first (`?all=true`: also resolved ones) |
 //! | GET | `/dlq/{id}` | one dead letter: the original event, every attempt, the reason |
@@ -48,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/stats", get(stats))
         .route("/v1/endpoint", get(endpoint))
+        .route("/v1/lanes", get(lanes))
         .route("/dlq", get(list))
         .route("/dlq/{id}", get(show))
         .route("/dlq/{id}/replay", post(replay))
@@ -78,6 +80,27 @@ async fn stats(State(api): State<ApiState>) -> Response {
     match api.inbox.call(|i| i.stats()).await {
         Ok(stats) => Json(stats).into_response(),
         Err(e) => inbox_failed("read stats", &e),
+    }
+}
+
+/// Parked and blocked lanes, longest waiting first, with what each waits
+/// for and for how long.
+async fn lanes(State(api): State<ApiState>) -> Response {
+    match api.inbox.call(|i| i.waiting_lanes(1000)).await {
+        Ok(lanes) => {
+            let now = crate::now_ms();
+            let items: Vec<serde_json::Value> = lanes
+                .into_iter()
+                .map(|l| {
+                    let waiting_ms = now.saturating_sub(l.since_ms).max(0);
+                    let mut v = serde_json::to_value(&l).unwrap_or_default();
+                    v["waiting_ms"] = serde_json::json!(waiting_ms);
+                    v
+                })
+                .collect();
+            Json(items).into_response()
+        }
+        Err(e) => inbox_failed("read lanes", &e),
     }
 }
 

@@ -184,6 +184,16 @@ pub struct ErpConfig {
     /// milliseconds.
     #[serde(default = "default_halt_recheck_ms")]
     pub halt_recheck_ms: u64,
+    /// Longest a business event waits for its lane's previous stage that
+    /// the collector has not seen yet (a proof of delivery for the order's
+    /// `arrived`, …), counted from when it was stored; then it is delivered
+    /// and counted as out of order. See [`crate::lane`]. Milliseconds.
+    #[serde(default = "default_lane_park_max_ms")]
+    pub lane_park_max_ms: u64,
+    /// Most lanes delivering (or waiting on the endpoint) at once; HTTP
+    /// requests in flight stay capped by `concurrency`.
+    #[serde(default = "default_max_active_lanes")]
+    pub max_active_lanes: usize,
     /// `[erp.tryton]`: required when `kind = "tryton"`.
     #[serde(default)]
     pub tryton: Option<TrytonConfig>,
@@ -349,6 +359,8 @@ impl ErpConfig {
             breaker_failures: default_breaker_failures(),
             breaker_open_ms: default_breaker_open_ms(),
             halt_recheck_ms: default_halt_recheck_ms(),
+            lane_park_max_ms: default_lane_park_max_ms(),
+            max_active_lanes: default_max_active_lanes(),
             tryton: None,
         }
     }
@@ -430,6 +442,12 @@ impl Default for MqttConfig {
     }
 }
 
+fn default_lane_park_max_ms() -> u64 {
+    30_000
+}
+fn default_max_active_lanes() -> usize {
+    256
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./collector-data")
 }

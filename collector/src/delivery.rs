@@ -4,16 +4,26 @@
 //!
 //! # Ordering and concurrency
 //!
-//! Each device with pending events gets one *lane* task that delivers that
-//! device's events strictly one at a time in inbox `(epoch, seq)` order, so
-//! two events of one order can never overtake each other; the inbox hands
-//! out nothing above the device's contiguous watermark, so a lane stops at a
-//! hole and resumes when the missing sequences arrive (ingest wakes the
-//! scheduler) or are reported shed. A semaphore caps
-//! HTTP requests in flight across all lanes at `erp.concurrency`; a lane
-//! holds a permit only for the request itself, not while it sleeps between
-//! retries. The scheduler re-reads the inbox whenever ingest wakes it, a lane
-//! ends, or a periodic rescan fires, so no stored event can be stranded.
+//! Events are delivered in *business lanes* keyed by the order (else the
+//! shipment, else the stop, else the device); the rules that decide which
+//! pending event of a lane may go next are in [`crate::lane`]: a device's
+//! own sequence order within the lane, never past a hole, stored earlier
+//! business steps first, and a bounded wait for a previous step not yet
+//! received. Each lane with work gets one task that delivers strictly one
+//! event at a time; lanes run concurrently, at most `erp.max_active_lanes`
+//! of them. A semaphore caps HTTP requests in flight across all lanes at
+//! `erp.concurrency`; a lane holds a permit only for the request itself,
+//! not while it sleeps between retries.
+//!
+//! The scheduler never scans pending events: the inbox keeps one row per
+//! lane with the time it wants a look (`wake_ms`). Ingest sets it for the
+//! lanes of new events and of events a moved watermark released; a replay
+//! or discard sets it for its lane; a parked lane sets its own deadline.
+//! The scheduler starts a task for each due lane when ingest wakes it, a
+//! lane ends, the earliest deadline comes, or a periodic rescan fires. A
+//! lane's decision and its row's update happen in one inbox call, so a
+//! wake-up cannot be lost between them; a lane at work stays due, so one
+//! interrupted by a crash is found again after a restart.
 //!
 //! # What an answer means
 //!
@@ -30,7 +40,8 @@
 //!   `erp.halt_recheck_ms`, and delivery resumes when it is accepted. No
 //!   event is failed for a systemic problem;
 //! - permanent (or bounded retries used up) → a dead letter in the inbox,
-//!   which blocks the device's lane until it is replayed or discarded
+//!   which blocks the event's business lane (not the device's other lanes)
+//!   until it is replayed or discarded
 //!   (`dockline-collector dlq …`, `POST /dlq/{id}/replay`). Only when the ERP
 //!   refused the event itself does the device get a `rejected` verdict.
 //!
@@ -67,6 +78,9 @@ use crate::shutdown::Shutdown;
 use crate::webhook::SecretError;
 /// How often the scheduler re-reads the inbox without being woken.
 const RESCAN: Duration = Duration::from_secs(5);
+/// Shortest sleep between two looks at the due lanes, so a lane that stays
+/// due while it works does not make the scheduler spin.
+const MIN_LOOK_MS: u64 = 20;
 
 /// Delivery could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +126,10 @@ pub struct Delivery {
     endpoint: Mutex<Endpoint>,
     /// Notified whenever the breaker changes, so waiting lanes look again.
     endpoint_changed: Notify,
+    /// `erp.lane_park_max_ms`.
+    lane_park_max_ms: u64,
+    /// `erp.max_active_lanes`.
+    max_active_lanes: usize,
 }
 
 impl Delivery {
@@ -159,6 +177,8 @@ impl Delivery {
                 jitter: Box::new(RandomJitter),
             }),
             endpoint_changed: Notify::new(),
+            lane_park_max_ms: erp.lane_park_max_ms,
+            max_active_lanes: erp.max_active_lanes.max(1),
         }
     }
 
@@ -189,21 +209,42 @@ impl Delivery {
     /// events or an operator replayed a dead letter.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: Shutdown) {
         let mut lanes: JoinSet<()> = JoinSet::new();
-        let mut lane_of: HashMap<tokio::task::Id, DeviceId> = HashMap::new();
-        let mut active: HashSet<DeviceId> = HashSet::new();
+        let mut lane_of: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut active: HashSet<String> = HashSet::new();
         loop {
-            match self.inbox.call(|i| i.pending_devices()).await {
-                Ok(devices) => {
-                    for device in devices {
-                        if active.insert(device.clone()) {
+            let free = self.max_active_lanes.saturating_sub(active.len());
+            let mut next_look = RESCAN;
+            if free > 0 {
+                // Active lanes stay due while they work, so ask for enough
+                // rows to find `free` idle ones behind them.
+                let limit = free.saturating_add(active.len());
+                let now = now_ms();
+                match self
+                    .inbox
+                    .call(move |i| Ok((i.due_lanes(now, limit)?, i.next_lane_wake_ms()?)))
+                    .await
+                {
+                    Ok((due, next)) => {
+                        let idle: Vec<String> = due
+                            .into_iter()
+                            .filter(|l| !active.contains(l))
+                            .take(free)
+                            .collect();
+                        for lane in idle {
+                            active.insert(lane.clone());
                             let me = Arc::clone(&self);
-                            let d = device.clone();
-                            let handle = lanes.spawn(async move { me.drain_lane(&d).await });
-                            lane_of.insert(handle.id(), device);
+                            let l = lane.clone();
+                            let handle = lanes.spawn(async move { me.drain_lane(&l).await });
+                            lane_of.insert(handle.id(), lane);
+                        }
+                        if let Some(at) = next {
+                            let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                            // A due lane that is active looks again when it ends.
+                            next_look = Duration::from_millis(ms.max(MIN_LOOK_MS)).min(RESCAN);
                         }
                     }
+                    Err(e) => error!("cannot read due lanes from the inbox: {e}; retrying"),
                 }
-                Err(e) => error!("cannot read pending events from the inbox: {e}; retrying"),
             }
             tokio::select! {
                 () = shutdown.wait() => break,
@@ -216,11 +257,11 @@ impl Delivery {
                             e.id()
                         }
                     };
-                    if let Some(device) = lane_of.remove(&id) {
-                        active.remove(&device);
+                    if let Some(lane) = lane_of.remove(&id) {
+                        active.remove(&lane);
                     }
                 }
-                () = tokio::time::sleep(RESCAN) => {}
+                () = tokio::time::sleep(next_look) => {}
             }
         }
         // Aborting mid-request is safe: the row stays pending and is retried
@@ -228,22 +269,37 @@ impl Delivery {
         lanes.shutdown().await;
     }
 
-    /// Delivers the device's pending events in order until none is left or
-    /// the lane is blocked by a dead letter.
-    pub async fn drain_lane(&self, device: &DeviceId) {
+    /// Delivers the lane's events, one at a time in the order
+    /// [`crate::lane`] allows, until none may go now (idle, parked or
+    /// blocked; the inbox records which and when to look again).
+    pub async fn drain_lane(&self, lane: &str) {
         loop {
-            let d = device.clone();
-            let next = match self.inbox.call(move |i| i.next_pending(&d)).await {
+            let l = lane.to_owned();
+            let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
+            let next = match self
+                .inbox
+                .call(move |i| i.next_in_lane(&l, now_ms(), park_max))
+                .await
+            {
                 Ok(Some(next)) => next,
                 Ok(None) => return,
                 Err(e) => {
-                    error!(device = %device, "cannot read the next pending event: {e}; the lane pauses");
+                    error!(
+                        lane,
+                        "cannot read the lane's next event: {e}; the lane pauses"
+                    );
                     tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
                     return;
                 }
             };
             let result = match next {
-                NextPending::Event(p) => self.deliver(*p).await,
+                NextPending::Event(p) => {
+                    if p.late {
+                        warn!(lane, device = %p.envelope.device, seq = p.envelope.seq,
+                            "lane_park_max_ms passed without the lane's previous step; delivering out of business order");
+                    }
+                    self.deliver(*p).await
+                }
                 NextPending::Unreadable(row) => {
                     error!(device = %row.device, seq = row.seq, epoch = row.epoch,
                         "stored envelope cannot be decoded ({}); marking it rejected so later events can flow",
@@ -263,7 +319,10 @@ impl Delivery {
                 }
             };
             if let Err(e) = result {
-                error!(device = %device, "cannot record a delivery result: {e}; the lane pauses");
+                error!(
+                    lane,
+                    "cannot record a delivery result: {e}; the lane pauses"
+                );
                 tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
                 return;
             }
@@ -277,6 +336,8 @@ impl Delivery {
             site,
             envelope,
             attempts,
+            lane,
+            ..
         } = pending;
         let id = envelope.id.to_string();
         let Some(event) = envelope.business_event() else {
@@ -363,7 +424,7 @@ impl Delivery {
                     if let Some((dl, verdict)) = stored {
                         warn!(device = %dev, seq, event_id = %id, dead_letter = dl,
                             class = class.name(), erp_rejected, reason = %reason,
-                            "event dead-lettered; device {dev}'s lane is blocked until `dockline-collector dlq replay {dl}` (after fixing the data) or `dlq discard {dl}`");
+                            "event dead-lettered; lane {lane} is blocked until `dockline-collector dlq replay {dl}` (after fixing the data) or `dlq discard {dl}`");
                         if verdict {
                             self.publish_verdict(&site, &envelope, Outcome::Rejected { reason })
                                 .await;

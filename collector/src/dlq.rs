@@ -129,11 +129,13 @@ pub fn resolve(
     match resolution {
         Resolution::Done {
             device,
+            lane,
             still_blocked,
         } => Ok(json!({
             "id": id,
             "state": if discard.is_some() { "discarded" } else { "replayed" },
             "device": device.as_str(),
+            "lane": lane,
             "lane_blocked": still_blocked,
         })),
         Resolution::NotFound => Err(DlqError::NotFound(id)),

@@ -85,6 +85,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::config::DeviceConfig;
+use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
 
 /// An inbox operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +138,7 @@ pub enum InboxError {
 }
 
 /// Current inbox schema version.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Longest response body excerpt kept per attempt, in bytes.
 pub const MAX_BODY_EXCERPT: usize = 2048;
@@ -226,9 +227,11 @@ pub enum Resolution {
     /// Done; the device's lane is unblocked unless another dead letter of it
     /// is still open.
     Done {
-        /// The device whose lane it was.
+        /// The device whose event it was.
         device: DeviceId,
-        /// Still blocked by other open dead letters of the same device.
+        /// The lane it blocked.
+        lane: String,
+        /// Still blocked by other open dead letters of the same lane.
         still_blocked: bool,
     },
     /// No dead letter has that id.
@@ -265,7 +268,36 @@ pub struct PendingEvent {
     pub envelope: Envelope,
     /// Delivery attempts made so far.
     pub attempts: u32,
+    /// Its business lane ([`crate::lane::lane_key`]).
+    pub lane: String,
+    /// Handed out after `erp.lane_park_max_ms` without its lane's previous
+    /// stage: delivered out of business order.
+    pub late: bool,
 }
+
+/// A parked or blocked lane, for `GET /v1/lanes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaneStatus {
+    /// The lane key (`order:SO-1001`, `device:hh-01`, …).
+    pub lane: String,
+    /// `parked` (waits for a predecessor, a hole or its deadline) or
+    /// `blocked` (an open dead letter).
+    pub status: String,
+    /// What it waits for, for people.
+    pub reason: String,
+    /// Since when, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// When the collector looks at it again by itself (a park deadline),
+    /// if it does.
+    pub next_look_ms: Option<i64>,
+    /// Its pending events.
+    pub pending: u64,
+}
+
+/// How long a lane parked on something only the outside world can release
+/// (a hole, a predecessor held at one) waits before it is looked at again
+/// anyway. Watermark moves wake such lanes at once; this is a safety net.
+pub const PARK_RECHECK_MS: i64 = 60_000;
 
 /// A pending row whose stored envelope could not be read back.
 #[derive(Debug, Clone, PartialEq)]
@@ -359,8 +391,16 @@ pub struct Stats {
     pub rejected: u64,
     /// Open dead letters.
     pub dead_letters: u64,
-    /// Devices whose lane is blocked by an open dead letter.
+    /// Devices with an open dead letter (each blocks its event's lane).
     pub blocked_devices: Vec<String>,
+    /// Lanes blocked by an open dead letter.
+    pub blocked_lanes: u64,
+    /// Lanes parked: their next event waits for an earlier business step,
+    /// a hole, or its park deadline (`GET /v1/lanes` lists them).
+    pub parked_lanes: u64,
+    /// Events delivered after `erp.lane_park_max_ms` without their lane's
+    /// previous stage (out of business order).
+    pub delivered_out_of_order: u64,
     /// Every device known from config, status or batches.
     pub devices: Vec<DeviceStats>,
 }
@@ -449,6 +489,76 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_open ON dead_letters (device) WHERE state = 'open';
 ";
 
+/// Version 3: business lanes. Every business event gets its lane key and
+/// stage ([`crate::lane`]); `lanes` keeps per lane what the scheduler needs
+/// without reading the lane's events: the highest resolved stage, when to
+/// look at it next, and why it waits (for `/v1/lanes`). Dead letters name
+/// their lane. Existing rows are filled in by [`backfill_lanes`].
+const V3: &str = "
+ALTER TABLE events ADD COLUMN lane TEXT;
+ALTER TABLE events ADD COLUMN stage INTEGER;
+ALTER TABLE events ADD COLUMN late INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX events_lane_pending ON events (lane, device, epoch, seq) WHERE state = 'pending';
+CREATE TABLE lanes (
+    lane       TEXT PRIMARY KEY,
+    top_stage  INTEGER,
+    wake_ms    INTEGER,
+    status     TEXT CHECK (status IN ('parked','blocked')),
+    reason     TEXT,
+    since_ms   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX lanes_wake ON lanes (wake_ms) WHERE wake_ms IS NOT NULL;
+CREATE INDEX lanes_status ON lanes (status) WHERE status IS NOT NULL;
+ALTER TABLE dead_letters ADD COLUMN lane TEXT;
+CREATE INDEX dead_letters_open_lane ON dead_letters (lane) WHERE state = 'open';
+";
+
+/// Fills in the lane columns of rows stored before version 3, in the
+/// migration's transaction: decodes each business event once.
+fn backfill_lanes(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut rows = Vec::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT device, epoch, seq, envelope FROM events
+             WHERE lane IS NULL AND state IN ('pending', 'booked', 'rejected')",
+        )?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            rows.push((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ));
+        }
+    }
+    for (device, epoch, seq, bytes) in rows {
+        // An unreadable row gets its device's lane; delivery rejects it.
+        let (lane, stage) = match (
+            DeviceId::new(device.as_str()),
+            codec::decode::<Envelope>(&bytes),
+        ) {
+            (Ok(dev), Ok(env)) => match env.business_event() {
+                Some(e) => (lane::lane_key(&dev, e), lane::stage(&e.detail)),
+                None => (format!("device:{device}"), None),
+            },
+            _ => (format!("device:{device}"), None),
+        };
+        tx.execute(
+            "UPDATE events SET lane = ?4, stage = ?5 WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            params![device, epoch, seq, lane, stage],
+        )?;
+    }
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO lanes (lane, top_stage, wake_ms)
+           SELECT lane, max(CASE WHEN state IN ('booked','rejected') THEN stage END),
+                  CASE WHEN max(state = 'pending') THEN 0 END
+           FROM events WHERE lane IS NOT NULL GROUP BY lane;
+         UPDATE dead_letters SET lane = (SELECT e.lane FROM events e WHERE e.device = dead_letters.device
+           AND e.epoch = dead_letters.epoch AND e.seq = dead_letters.seq) WHERE lane IS NULL;",
+    )
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`], one transaction per step.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
     let err = |source| InboxError::Open {
@@ -464,10 +574,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
             found: version,
         });
     }
-    for (to, step) in [(1, V1), (2, V2)] {
+    for (to, step) in [(1, V1), (2, V2), (3, V3)] {
         if version < to {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(step).map_err(err)?;
+            if to == 3 {
+                backfill_lanes(&tx).map_err(err)?;
+            }
             tx.pragma_update(None, "user_version", to).map_err(err)?;
             tx.commit().map_err(err)?;
         }
@@ -596,20 +709,28 @@ impl Inbox {
             .map_or(0, from_sql);
         let mut stored = 0usize;
         let mut duplicates = 0usize;
+        // Lanes of the newly stored events, in first-seen order.
+        let mut touched: Vec<String> = Vec::new();
+        let mark_before = mark;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events
-                   (device, epoch, seq, site, id, kind, envelope, received_ms, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                   (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for env in &batch.events {
                 if env.seq <= mark {
                     duplicates += 1;
                     continue;
                 }
-                let (kind, state) = match &env.payload {
-                    Payload::Event(e) => (e.detail.kind_name(), "pending"),
-                    Payload::Reading(_) => ("reading", "skipped"),
+                let (kind, state, lane, stage) = match &env.payload {
+                    Payload::Event(e) => (
+                        e.detail.kind_name(),
+                        "pending",
+                        Some(lane::lane_key(&batch.device, e)),
+                        lane::stage(&e.detail),
+                    ),
+                    Payload::Reading(_) => ("reading", "skipped", None, None),
                 };
                 let bytes = codec::encode(env)?;
                 let changed = insert.execute(params![
@@ -622,12 +743,30 @@ impl Inbox {
                     bytes,
                     now_ms,
                     state,
+                    lane,
+                    stage,
                 ])?;
                 if changed == 0 {
                     duplicates += 1;
                 } else {
                     stored += 1;
+                    if let Some(l) = lane
+                        && !touched.contains(&l)
+                    {
+                        touched.push(l);
+                    }
                 }
+            }
+        }
+        {
+            // A new event may be the one a parked lane waits for: look at
+            // its lane again now.
+            let mut wake = tx.prepare_cached(
+                "INSERT INTO lanes (lane, wake_ms) VALUES (?1, ?2)
+                 ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
+            )?;
+            for l in &touched {
+                wake.execute(params![l, now_ms])?;
             }
         }
         let mut newly_shed = Vec::new();
@@ -670,6 +809,28 @@ impl Inbox {
                     break;
                 }
             }
+        }
+        // The watermark passed sequences this batch did not bring (stored
+        // earlier behind a hole, or shed): their lanes, and the lanes of the
+        // device's newer epochs (rule 2 of `crate::lane`), may go on now.
+        let from_batch = batch
+            .events
+            .iter()
+            .filter(|e| e.seq > mark_before && e.seq <= mark)
+            .count() as u64;
+        if mark - mark_before > from_batch {
+            tx.execute(
+                "UPDATE lanes SET wake_ms = ?5 WHERE lane IN
+                   (SELECT lane FROM events WHERE device = ?1 AND state = 'pending' AND lane IS NOT NULL
+                    AND ((epoch = ?2 AND seq > ?3 AND seq <= ?4) OR epoch > ?2))",
+                params![
+                    device,
+                    epoch,
+                    to_sql("watermark", mark_before)?,
+                    to_sql("watermark", mark)?,
+                    now_ms
+                ],
+            )?;
         }
         let also_stored = ranges(batch.events.iter().map(|e| e.seq).filter(|s| *s > mark));
         tx.execute(
@@ -821,83 +982,184 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Devices with a pending business event that [`Inbox::next_pending`]
-    /// would hand out: no open dead letter, and the oldest pending event is
-    /// at or below its epoch's watermark (a lane held at a hole has nothing
-    /// to deliver; listing it would respawn an empty lane forever).
-    ///
-    /// Called on every stored batch, so it must not cost a pass over the
-    /// pending rows: a loose index scan hops from device to device through
-    /// the `events_pending` index (one seek per device, whatever the backlog),
-    /// and each device costs one more seek for its oldest pending event.
-    pub fn pending_devices(&self) -> Result<Vec<DeviceId>, InboxError> {
+    /// Lanes due for a look at `now_ms` (woken by ingest, a replay, a
+    /// watermark move, or a park deadline that passed), oldest wake first,
+    /// at most `limit`. One index range scan on `lanes_wake`, whatever the
+    /// backlog.
+    pub fn due_lanes(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, InboxError> {
         let mut stmt = self.conn.prepare_cached(
-            "WITH RECURSIVE d(device) AS (
-               SELECT min(device) FROM events WHERE state = 'pending'
-               UNION ALL
-               SELECT (SELECT min(device) FROM events WHERE state = 'pending' AND device > d.device)
-               FROM d WHERE d.device IS NOT NULL)
-             SELECT device FROM d WHERE device IS NOT NULL AND NOT EXISTS
-               (SELECT 1 FROM dead_letters x WHERE x.state = 'open' AND x.device = d.device)
-             AND (SELECT e.seq <= coalesce(w.complete_up_to, 0) FROM events e
-                  LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
-                  WHERE e.state = 'pending' AND e.device = d.device
-                  ORDER BY e.epoch, e.seq LIMIT 1)",
+            "SELECT lane FROM lanes WHERE wake_ms IS NOT NULL AND wake_ms <= ?1
+             ORDER BY wake_ms LIMIT ?2",
         )?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![now_ms, to_sql("limit", limit as u64)?], |r| {
+            r.get::<_, String>(0)
+        })?;
         let mut out = Vec::new();
-        for text in rows {
-            // Stored ids passed the id rule on the way in.
-            if let Ok(id) = DeviceId::new(text?) {
-                out.push(id);
-            }
+        for row in rows {
+            out.push(row?);
         }
         Ok(out)
     }
 
-    /// The device's oldest pending business event, in inbox (epoch, seq)
-    /// order, if it may be delivered: `None` while it lies above its epoch's
-    /// watermark (an earlier sequence is still missing; see "Delivery order"
-    /// in the module docs) and while the device's lane is blocked by an open
-    /// dead letter.
-    pub fn next_pending(&self, device: &DeviceId) -> Result<Option<NextPending>, InboxError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT e.epoch, e.seq, e.site, e.envelope, e.attempts,
-                   coalesce(w.complete_up_to, 0)
+    /// The earliest time any lane wants a look, if one does.
+    pub fn next_lane_wake_ms(&self) -> Result<Option<i64>, InboxError> {
+        Ok(self.conn.query_row(
+            "SELECT min(wake_ms) FROM lanes WHERE wake_ms IS NOT NULL",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )?)
+    }
+
+    /// The lane's next event to deliver, per the rules of [`crate::lane`],
+    /// or `None` when it has none that may go now. In the same call (so no
+    /// ingest can slip in between) the lane's row records what it waits for
+    /// and when to look again: parked lanes until their deadline (or a
+    /// minute, as a safety net, when only an outside event can release
+    /// them), blocked lanes until a replay or discard wakes them.
+    ///
+    /// An event handed out keeps its lane due, so a collector that dies
+    /// mid-delivery finds the lane again after a restart.
+    pub fn next_in_lane(
+        &mut self,
+        lane_key: &str,
+        now_ms: i64,
+        park_max_ms: i64,
+    ) -> Result<Option<NextPending>, InboxError> {
+        let tx = self.conn.transaction()?;
+        let mut events: Vec<LaneEvent> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+                   e.seq > coalesce(w.complete_up_to, 0)
                  FROM events e
                  LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
-                 WHERE e.state = 'pending' AND e.device = ?1 AND NOT EXISTS
-                   (SELECT 1 FROM dead_letters x WHERE x.state = 'open' AND x.device = ?1)
-                 ORDER BY e.epoch, e.seq LIMIT 1",
-                params![device.as_str()],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                },
+                 WHERE e.lane = ?1 AND e.state = 'pending'
+                 ORDER BY e.device, e.epoch, e.seq",
+            )?;
+            let mut older_hole = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM watermarks w WHERE w.device = ?1 AND w.epoch < ?2
+                   AND EXISTS (SELECT 1 FROM events e WHERE e.device = w.device
+                               AND e.epoch = w.epoch AND e.seq > w.complete_up_to))",
+            )?;
+            let mut q = stmt.query(params![lane_key])?;
+            while let Some(r) = q.next()? {
+                let device: String = r.get(0)?;
+                let epoch: i64 = r.get(1)?;
+                let held: bool = r.get(5)?;
+                let held = held
+                    || older_hole.query_row(params![device, epoch], |r| r.get::<_, bool>(0))?;
+                events.push(LaneEvent {
+                    device,
+                    epoch: from_sql(epoch),
+                    seq: from_sql(r.get(2)?),
+                    stage: r
+                        .get::<_, Option<i64>>(3)?
+                        .and_then(|s| u8::try_from(s).ok()),
+                    received_ms: r.get(4)?,
+                    held,
+                });
+            }
+        }
+        let top_resolved: Option<i64> = tx
+            .query_row(
+                "SELECT top_stage FROM lanes WHERE lane = ?1",
+                params![lane_key],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let dead_letter: Option<(i64, i64, String)> = tx
+            .query_row(
+                "SELECT id, created_ms, device || ' seq ' || seq || ' (' || kind || '): ' || reason
+                 FROM dead_letters WHERE state = 'open' AND lane = ?1 ORDER BY id LIMIT 1",
+                params![lane_key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((epoch, seq, site, bytes, attempts, mark)) = row else {
-            return Ok(None);
+        let facts = LaneFacts {
+            chain: lane::has_chain(lane_key),
+            top_resolved: top_resolved.and_then(|s| u8::try_from(s).ok()),
+            dead_letter: dead_letter.as_ref().map(|d| d.0),
+            park_max_ms,
         };
-        if seq > mark {
-            // Held at a hole: the oldest pending event waits for the missing
-            // sequences below it (and every later event, also of newer
-            // epochs, waits behind it).
-            return Ok(None);
+        let step = lane::next_step(&events, facts, now_ms);
+        let set_lane = |wake: Option<i64>,
+                        status: Option<&str>,
+                        reason: Option<String>,
+                        since: Option<i64>|
+         -> Result<(), InboxError> {
+            tx.execute(
+                "INSERT INTO lanes (lane, wake_ms, status, reason, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms, status = excluded.status,
+                   reason = excluded.reason,
+                   since_ms = CASE WHEN lanes.status IS excluded.status AND lanes.since_ms IS NOT NULL
+                                   THEN lanes.since_ms ELSE excluded.since_ms END",
+                params![lane_key, wake, status, reason, since],
+            )?;
+            Ok(())
+        };
+        let (index, late) = match step {
+            LaneStep::Idle => {
+                set_lane(None, None, None, None)?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            LaneStep::Blocked { .. } => {
+                let (id, since, what) = dead_letter.unwrap_or((0, now_ms, String::new()));
+                set_lane(
+                    None,
+                    Some("blocked"),
+                    Some(format!("dead letter {id}: {what}")),
+                    Some(since),
+                )?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            LaneStep::Park { reason, until_ms } => {
+                let wake = until_ms.unwrap_or(now_ms.saturating_add(PARK_RECHECK_MS));
+                set_lane(
+                    Some(wake),
+                    Some("parked"),
+                    Some(reason.to_string()),
+                    Some(now_ms),
+                )?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            LaneStep::Deliver { index, late } => (index, late),
+        };
+        let chosen = &events[index];
+        let (dev, ep, sq) = (
+            chosen.device.clone(),
+            to_sql("epoch", chosen.epoch)?,
+            to_sql("seq", chosen.seq)?,
+        );
+        set_lane(Some(now_ms), None, None, None)?;
+        if late {
+            tx.execute(
+                "UPDATE events SET late = 1 WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+                params![dev, ep, sq],
+            )?;
         }
+        let (site, bytes, attempts): (String, Vec<u8>, i64) = tx.query_row(
+            "SELECT site, envelope, attempts FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            params![dev, ep, sq],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        tx.commit()?;
+        let device = match DeviceId::new(dev.as_str()) {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(InboxError::Worker(format!(
+                    "stored device id {dev:?} is not valid: {e}"
+                )));
+            }
+        };
         let unreadable = |problem: String| {
             NextPending::Unreadable(UnreadableRow {
                 device: device.clone(),
-                epoch: from_sql(epoch),
-                seq: from_sql(seq),
+                epoch: from_sql(ep),
+                seq: from_sql(sq),
                 problem,
             })
         };
@@ -910,9 +1172,36 @@ impl Inbox {
                 site,
                 envelope,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                lane: lane_key.to_owned(),
+                late,
             })))),
             Err(e) => Ok(Some(unreadable(e.to_string()))),
         }
+    }
+
+    /// Lanes that are parked or blocked, longest waiting first, at most
+    /// `limit` (`GET /v1/lanes`).
+    pub fn waiting_lanes(&self, limit: usize) -> Result<Vec<LaneStatus>, InboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT l.lane, l.status, coalesce(l.reason, ''), coalesce(l.since_ms, 0), l.wake_ms,
+               (SELECT count(*) FROM events e WHERE e.lane = l.lane AND e.state = 'pending')
+             FROM lanes l WHERE l.status IS NOT NULL ORDER BY l.since_ms LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![to_sql("limit", limit as u64)?], |r| {
+            Ok(LaneStatus {
+                lane: r.get(0)?,
+                status: r.get(1)?,
+                reason: r.get(2)?,
+                since_ms: r.get(3)?,
+                next_look_ms: r.get(4)?,
+                pending: from_sql(r.get(5)?),
+            })
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
     }
 
     /// Sets a pending row aside as `skipped` (not for the ERP).
@@ -982,15 +1271,17 @@ impl Inbox {
             to_sql("seq", seq)?,
         );
         let tx = self.conn.transaction()?;
-        let row: Option<(String, String, String, Vec<u8>)> = tx
+        // site, id, kind, envelope, lane
+        type Row = (String, String, String, Vec<u8>, Option<String>);
+        let row: Option<Row> = tx
             .query_row(
-                "SELECT site, id, kind, envelope FROM events
+                "SELECT site, id, kind, envelope, lane FROM events
                  WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
                 params![dev, ep, sq],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((site, event_id, kind, envelope)) = row else {
+        let Some((site, event_id, kind, envelope, lane)) = row else {
             return Ok(None);
         };
         insert_attempt(&tx, device, epoch, seq, &dead.last)?;
@@ -1002,8 +1293,8 @@ impl Inbox {
             })?;
         tx.execute(
             "INSERT INTO dead_letters (device, epoch, seq, site, event_id, kind, envelope, class,
-               reason, erp_rejected, attempts, state, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
+               reason, erp_rejected, attempts, state, created_ms, lane)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12, ?13)",
             params![
                 dev,
                 ep,
@@ -1016,7 +1307,8 @@ impl Inbox {
                 dead.reason,
                 dead.erp_rejected,
                 attempts_json,
-                dead.last.at_ms
+                dead.last.at_ms,
+                lane
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -1122,14 +1414,23 @@ impl Inbox {
         discard: Option<&str>,
     ) -> Result<Resolution, InboxError> {
         let tx = self.conn.transaction()?;
-        let row: Option<(String, i64, i64, String, String)> = tx
+        let row: Option<(String, i64, i64, String, String, Option<String>)> = tx
             .query_row(
-                "SELECT device, epoch, seq, state, reason FROM dead_letters WHERE id = ?1",
+                "SELECT device, epoch, seq, state, reason, lane FROM dead_letters WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
             )
             .optional()?;
-        let Some((device, epoch, seq, state, reason)) = row else {
+        let Some((device, epoch, seq, state, reason, lane)) = row else {
             return Ok(Resolution::NotFound);
         };
         if state != "open" {
@@ -1156,13 +1457,28 @@ impl Inbox {
                 params![device, epoch, seq, now_ms, note, reason],
             )?,
         };
+        if discard.is_some() {
+            // A discarded event counts as resolved for its lane's chain.
+            tx.execute(
+                "UPDATE lanes SET top_stage = max(coalesce(top_stage, -1), coalesce(
+                   (SELECT stage FROM events WHERE device = ?2 AND epoch = ?3 AND seq = ?4), -1))
+                 WHERE lane = ?1",
+                params![lane, device, epoch, seq],
+            )?;
+        }
+        // Look at the lane again now.
+        tx.execute(
+            "UPDATE lanes SET wake_ms = ?2 WHERE lane = ?1",
+            params![lane, now_ms],
+        )?;
         let still_blocked: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open' AND device = ?1)",
-            params![device],
+            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open' AND lane IS ?1)",
+            params![lane],
             |r| r.get(0),
         )?;
         tx.commit()?;
         Ok(Resolution::Done {
+            lane: lane.unwrap_or_default(),
             // Stored device ids passed the id rule on the way in.
             device: DeviceId::new(device).map_err(|e| InboxError::DeadLetterData {
                 id,
@@ -1194,6 +1510,16 @@ impl Inbox {
              WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
             params![device.as_str(), ep, sq, state, document, reason, now_ms],
         )?;
+        if changed == 1 {
+            // The lane's chain moves on (rule 4 of `crate::lane`).
+            tx.execute(
+                "UPDATE lanes SET top_stage = max(coalesce(top_stage, -1), e.stage)
+                 FROM (SELECT lane, stage FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3
+                       AND stage IS NOT NULL) AS e
+                 WHERE lanes.lane = e.lane",
+                params![device.as_str(), ep, sq],
+            )?;
+        }
         // The failed attempts before a verdict are no longer needed.
         tx.execute(
             "DELETE FROM attempts WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
@@ -1297,8 +1623,24 @@ impl Inbox {
             rejected: 0,
             dead_letters: 0,
             blocked_devices: Vec::new(),
+            blocked_lanes: 0,
+            parked_lanes: 0,
+            delivered_out_of_order: 0,
             devices: Vec::new(),
         };
+        let mut by_status = self.conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM lanes WHERE status IS NOT NULL GROUP BY status",
+        )?;
+        let rows =
+            by_status.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (status, n) = row?;
+            match status.as_str() {
+                "parked" => stats.parked_lanes = from_sql(n),
+                "blocked" => stats.blocked_lanes = from_sql(n),
+                _ => {}
+            }
+        }
         let mut reasons = self
             .conn
             .prepare_cached("SELECT name, value FROM counters WHERE name LIKE 'refused.%'")?;
@@ -1322,10 +1664,19 @@ impl Inbox {
         }
         let mut by_state = self
             .conn
-            .prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")?;
-        let rows = by_state.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            .prepare_cached("SELECT state, COUNT(*), SUM(late) FROM events GROUP BY state")?;
+        let rows = by_state.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
         for row in rows {
-            let (state, n) = row?;
+            let (state, n, late) = row?;
+            if state == "booked" {
+                stats.delivered_out_of_order = late.map_or(0, from_sql);
+            }
             let n = from_sql(n);
             stats.received += n;
             match state.as_str() {
@@ -1541,10 +1892,9 @@ pub(crate) mod tests {
                     quantity: 1,
                     lot: None,
                 },
-                refs: References {
-                    order: Some(format!("SO-{seq}")),
-                    ..References::default()
-                },
+                // No business reference: the device's own lane, so these
+                // tests see one lane per device.
+                refs: References::default(),
             }),
         }
     }
@@ -1564,11 +1914,18 @@ pub(crate) mod tests {
         Inbox::open(&dir.path().join("inbox.db")).expect("open inbox")
     }
 
+    /// Lanes due now, sorted.
+    fn due(inbox: &Inbox) -> Vec<String> {
+        let mut d = inbox.due_lanes(i64::MAX, 100).expect("due");
+        d.sort();
+        d
+    }
+
     #[test]
-    fn pending_devices_lists_each_device_with_work_once() {
+    fn due_lanes_list_each_lane_with_work_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut inbox = open(&dir);
-        assert!(inbox.pending_devices().expect("none").is_empty());
+        assert!(due(&inbox).is_empty());
         for d in ["van-2", "hh-01", "hh-03"] {
             inbox
                 .store_batch(&site(), &batch(d, 1, 1, &[1, 2, 3]), 0)
@@ -1583,13 +1940,18 @@ pub(crate) mod tests {
                 .record_verdict(&hh03, 1, seq, &booked, 1)
                 .expect("verdict");
         }
-        let got: Vec<String> = inbox
-            .pending_devices()
-            .expect("list")
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
-        assert_eq!(got, vec!["hh-01", "van-2"]);
+        assert_eq!(
+            due(&inbox),
+            vec!["device:hh-01", "device:hh-03", "device:van-2"]
+        );
+        // Looking at a lane with nothing pending makes it idle.
+        assert!(
+            inbox
+                .next_in_lane("device:hh-03", 1, 0)
+                .expect("next")
+                .is_none()
+        );
+        assert_eq!(due(&inbox), vec!["device:hh-01", "device:van-2"]);
     }
 
     #[test]
@@ -1639,8 +2001,11 @@ pub(crate) mod tests {
         );
     }
 
-    fn deliverable(inbox: &Inbox, dev: &DeviceId) -> Option<(u64, u64)> {
-        match inbox.next_pending(dev).expect("next") {
+    fn deliverable(inbox: &mut Inbox, dev: &DeviceId) -> Option<(u64, u64)> {
+        match inbox
+            .next_in_lane(&format!("device:{dev}"), 1, 0)
+            .expect("next")
+        {
             Some(NextPending::Event(p)) => Some((p.envelope.epoch, p.envelope.seq)),
             Some(other) => panic!("{other:?}"),
             None => None,
@@ -1655,23 +2020,27 @@ pub(crate) mod tests {
         inbox
             .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 4]), 0)
             .expect("store");
-        assert_eq!(deliverable(&inbox, &dev), Some((1, 1)));
+        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 1)));
         book(&mut inbox, &dev, 1, 1);
-        assert_eq!(deliverable(&inbox, &dev), Some((1, 2)));
+        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 2)));
         book(&mut inbox, &dev, 1, 2);
         // 4 is stored but 3 is missing: 4 waits.
-        assert_eq!(deliverable(&inbox, &dev), None, "4 must wait for 3");
+        assert_eq!(deliverable(&mut inbox, &dev), None, "4 must wait for 3");
         assert!(
-            inbox.pending_devices().expect("devices").is_empty(),
-            "a lane held at a hole has nothing to deliver"
+            due(&inbox).is_empty() || inbox.next_lane_wake_ms().expect("wake") > Some(1),
+            "a lane held at a hole is not due"
         );
         inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[3]), 0)
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[3]), 2)
             .expect("store");
-        assert_eq!(inbox.pending_devices().expect("devices"), vec![dev.clone()]);
-        assert_eq!(deliverable(&inbox, &dev), Some((1, 3)));
+        assert_eq!(
+            due(&inbox),
+            vec!["device:hh-01"],
+            "the hole closed: due again"
+        );
+        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 3)));
         book(&mut inbox, &dev, 1, 3);
-        assert_eq!(deliverable(&inbox, &dev), Some((1, 4)));
+        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 4)));
     }
 
     #[test]
@@ -1686,18 +2055,18 @@ pub(crate) mod tests {
         inbox
             .store_batch(&site(), &batch("hh-01", 2, 1, &[1, 2]), 0)
             .expect("store");
-        assert_eq!(deliverable(&inbox, &dev), Some((1, 1)));
+        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 1)));
         book(&mut inbox, &dev, 1, 1);
         // Epoch 1 is held at its hole at 2, and the newer epoch waits behind it.
-        assert_eq!(deliverable(&inbox, &dev), None);
+        assert_eq!(deliverable(&mut inbox, &dev), None);
         // The device reports 2 as gone (shed): the hole closes.
         let mut gone = batch("hh-01", 1, 1, &[]);
         gone.shed = vec![(2, 2)];
         let out = inbox.store_batch(&site(), &gone, 0).expect("store");
         assert_eq!(out.complete_up_to, 3);
-        assert_eq!(deliverable(&inbox, &dev), Some((1, 3)));
+        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 3)));
         book(&mut inbox, &dev, 1, 3);
-        assert_eq!(deliverable(&inbox, &dev), Some((2, 1)));
+        assert_eq!(deliverable(&mut inbox, &dev), Some((2, 1)));
     }
 
     #[test]
@@ -1882,7 +2251,7 @@ pub(crate) mod tests {
         assert_eq!(stats.devices.len(), 1);
         assert_eq!(stats.devices[0].complete_up_to, Some(4));
         // The pending queue resumes in order after the booked one.
-        match inbox.next_pending(&dev).expect("next") {
+        match inbox.next_in_lane("device:hh-01", 1, 0).expect("next") {
             Some(NextPending::Event(p)) => assert_eq!(p.envelope.seq, 2),
             other => panic!("expected seq 2, got {other:?}"),
         }
@@ -1930,8 +2299,11 @@ pub(crate) mod tests {
         }
     }
 
-    fn next_seq(inbox: &Inbox, dev: &DeviceId) -> Option<u64> {
-        match inbox.next_pending(dev).expect("next") {
+    fn next_seq(inbox: &mut Inbox, dev: &DeviceId) -> Option<u64> {
+        match inbox
+            .next_in_lane(&format!("device:{dev}"), 1, 0)
+            .expect("next")
+        {
             Some(NextPending::Event(p)) => Some(p.envelope.seq),
             Some(other) => panic!("{other:?}"),
             None => None,
@@ -1963,14 +2335,19 @@ pub(crate) mod tests {
             .expect("was pending");
         assert!(verdict, "the ERP refused it: the device gets a verdict");
         // Blocked: nothing of hh-01 is delivered, hh-02 still is.
-        assert_eq!(next_seq(&inbox, &dev), None);
-        let pending: Vec<String> = inbox
-            .pending_devices()
-            .expect("devices")
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(pending, vec!["hh-02"]);
+        assert_eq!(next_seq(&mut inbox, &dev), None);
+        assert_eq!(due(&inbox), vec!["device:hh-02"]);
+        let lanes = inbox.waiting_lanes(10).expect("lanes");
+        assert_eq!(lanes.len(), 1);
+        assert_eq!(
+            (lanes[0].lane.as_str(), lanes[0].status.as_str()),
+            ("device:hh-01", "blocked")
+        );
+        assert!(
+            lanes[0].reason.contains(&format!("dead letter {id}")),
+            "{:?}",
+            lanes[0]
+        );
         let stats = inbox.stats().expect("stats");
         assert_eq!(
             (stats.rejected, stats.pending, stats.dead_letters),
@@ -2010,11 +2387,12 @@ pub(crate) mod tests {
         assert_eq!(
             inbox.replay_dead_letter(id, 9).expect("replay"),
             Resolution::Done {
+                lane: "device:hh-01".into(),
                 device: dev.clone(),
                 still_blocked: false
             }
         );
-        assert_eq!(next_seq(&inbox, &dev), Some(1));
+        assert_eq!(next_seq(&mut inbox, &dev), Some(1));
         assert_eq!(
             inbox.replay_dead_letter(id, 9).expect("replay"),
             Resolution::AlreadyResolved {
@@ -2064,7 +2442,7 @@ pub(crate) mod tests {
             .expect("was pending");
         assert!(!verdict, "our side: no verdict for the device");
         assert_eq!(inbox.stats().expect("stats").rejected, 0);
-        assert_eq!(next_seq(&inbox, &dev), None, "blocked all the same");
+        assert_eq!(next_seq(&mut inbox, &dev), None, "blocked all the same");
         // A second dead letter on a row that is not pending is refused.
         assert_eq!(
             inbox
@@ -2077,11 +2455,16 @@ pub(crate) mod tests {
                 .discard_dead_letter(id, "item withdrawn", 3)
                 .expect("discard"),
             Resolution::Done {
+                lane: "device:hh-01".into(),
                 device: dev.clone(),
                 still_blocked: false
             }
         );
-        assert_eq!(next_seq(&inbox, &dev), Some(2), "the lane moves past it");
+        assert_eq!(
+            next_seq(&mut inbox, &dev),
+            Some(2),
+            "the lane moves past it"
+        );
         let v = inbox.verdicts_from(&dev, 1, 1, 10).expect("verdicts");
         assert!(
             matches!(&v[0].outcome, Outcome::Rejected { reason }
@@ -2122,14 +2505,14 @@ pub(crate) mod tests {
             .expect("watermark");
             tx.commit().expect("commit");
         }
-        let inbox = Inbox::open(&path).expect("migrates");
+        let mut inbox = Inbox::open(&path).expect("migrates");
         let version: i64 = inbox
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(
-            next_seq(&inbox, &DeviceId::new("hh-01").expect("id")),
+            next_seq(&mut inbox, &DeviceId::new("hh-01").expect("id")),
             Some(1)
         );
         assert!(inbox.dead_letters(true, 10).expect("list").is_empty());

@@ -212,8 +212,9 @@ async fn retries_until_booked_and_rejects_permanent_failures() {
         epoch: 1,
         first_held: 1,
         events: vec![
+            // Two picks of one order: one lane, so the device's order holds.
             envelope(1, picked("SO-1")),
-            envelope(2, picked("SO-2")),
+            envelope(2, picked("SO-1")),
             envelope(
                 3,
                 Payload::Reading(Reading::Scan(Scan {

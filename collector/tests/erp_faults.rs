@@ -198,7 +198,8 @@ fn envelope(device: &str, seq: u64) -> Envelope {
                 lot: None,
             },
             refs: References {
-                order: Some(format!("SO-{seq}")),
+                // One order per device: its events share one business lane.
+                order: Some(format!("SO-{device}")),
                 ..References::default()
             },
         }),
