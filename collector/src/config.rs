@@ -194,6 +194,14 @@ pub struct ErpConfig {
     /// requests in flight stay capped by `concurrency`.
     #[serde(default = "default_max_active_lanes")]
     pub max_active_lanes: usize,
+    /// Where a booked proof of delivery that names an order sends an
+    /// `invoice.ready` follow-up webhook (CloudEvents, signed like the
+    /// events; see [`crate::invoice`]). None: no follow-ups.
+    #[serde(default)]
+    pub invoice_webhook_url: Option<String>,
+    /// The Standard Webhooks secret of the follow-ups; default: `secret`.
+    #[serde(default)]
+    pub invoice_webhook_secret: Option<String>,
     /// `[erp.tryton]`: required when `kind = "tryton"`.
     #[serde(default)]
     pub tryton: Option<TrytonConfig>,
@@ -361,6 +369,8 @@ impl ErpConfig {
             halt_recheck_ms: default_halt_recheck_ms(),
             lane_park_max_ms: default_lane_park_max_ms(),
             max_active_lanes: default_max_active_lanes(),
+            invoice_webhook_url: None,
+            invoice_webhook_secret: None,
             tryton: None,
         }
     }

@@ -130,6 +130,9 @@ pub struct Delivery {
     lane_park_max_ms: u64,
     /// `erp.max_active_lanes`.
     max_active_lanes: usize,
+    /// Notified when a booked proof of delivery may have queued a
+    /// follow-up webhook ([`crate::invoice`]).
+    followups: Arc<Notify>,
 }
 
 impl Delivery {
@@ -151,10 +154,7 @@ impl Delivery {
         inbox: InboxHandle,
         acks: mpsc::Sender<Publication>,
     ) -> Self {
-        let backoff = Backoff {
-            min: Duration::from_millis(erp.retry_min_ms),
-            max: Duration::from_millis(erp.retry_max_ms),
-        };
+        let policy = policy_of(erp);
         let breaker = CircuitBreaker::new(BreakerConfig {
             failure_threshold: erp.breaker_failures,
             open_for: Duration::from_millis(erp.breaker_open_ms),
@@ -164,12 +164,7 @@ impl Delivery {
         Self {
             inbox,
             adapter,
-            policy: Policy {
-                backoff,
-                pause_max: Duration::from_millis(erp.pause_max_ms),
-                max_bounded_attempts: erp.max_attempts,
-                parked_min: backoff.max,
-            },
+            policy,
             permits: Arc::new(Semaphore::new(erp.concurrency.max(1))),
             acks,
             endpoint: Mutex::new(Endpoint {
@@ -179,7 +174,14 @@ impl Delivery {
             endpoint_changed: Notify::new(),
             lane_park_max_ms: erp.lane_park_max_ms,
             max_active_lanes: erp.max_active_lanes.max(1),
+            followups: Arc::new(Notify::new()),
         }
+    }
+
+    /// Notified when a proof of delivery was booked (its follow-up, if
+    /// configured, is queued in the inbox by then).
+    pub fn followup_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.followups)
     }
 
     /// Replaces the random jitter (tests use [`crate::backoff::FixedJitter`]).
@@ -401,6 +403,9 @@ impl Delivery {
                         .call(move |i| i.record_verdict(&d, ep, seq, &o, now_ms()))
                         .await?;
                     if recorded {
+                        if matches!(event.detail, dockline_protocol::EventDetail::Delivered(_)) {
+                            self.followups.notify_one();
+                        }
                         self.publish_verdict(&site, &envelope, outcome).await;
                     }
                     return Ok(());
@@ -549,6 +554,21 @@ impl Delivery {
                 "cannot encode verdict ack: {e}")
             }
         }
+    }
+}
+
+/// The retry policy `[erp]` configures, shared by event delivery and the
+/// follow-up webhooks.
+pub(crate) fn policy_of(erp: &ErpConfig) -> Policy {
+    let backoff = Backoff {
+        min: Duration::from_millis(erp.retry_min_ms),
+        max: Duration::from_millis(erp.retry_max_ms),
+    };
+    Policy {
+        backoff,
+        pause_max: Duration::from_millis(erp.pause_max_ms),
+        max_bounded_attempts: erp.max_attempts,
+        parked_min: backoff.max,
     }
 }
 

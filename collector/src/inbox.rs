@@ -138,7 +138,7 @@ pub enum InboxError {
 }
 
 /// Current inbox schema version.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Longest response body excerpt kept per attempt, in bytes.
 pub const MAX_BODY_EXCERPT: usize = 2048;
@@ -275,6 +275,44 @@ pub struct PendingEvent {
     pub late: bool,
 }
 
+/// A follow-up webhook waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followup {
+    /// Its id: the `webhook-id` and `Idempotency-Key` of every attempt.
+    pub id: String,
+    /// `invoice.ready`.
+    pub kind: String,
+    /// The order it is about.
+    pub order: String,
+    /// The exact body to send (built once, when it was queued).
+    pub body: Vec<u8>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Bounded-class failures in a row (see [`crate::policy::History`]).
+    pub bounded: u32,
+}
+
+/// What became of an attempt to send a follow-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowupResult {
+    /// The receiver accepted it.
+    Sent,
+    /// Given up for good (a permanent refusal).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Try again at `next_ms`.
+    Retry {
+        /// When.
+        next_ms: i64,
+        /// What went wrong.
+        error: String,
+        /// Bounded-class failures in a row.
+        bounded: u32,
+    },
+}
+
 /// A parked or blocked lane, for `GET /v1/lanes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LaneStatus {
@@ -401,6 +439,8 @@ pub struct Stats {
     /// Events delivered after `erp.lane_park_max_ms` without their lane's
     /// previous stage (out of business order).
     pub delivered_out_of_order: u64,
+    /// `invoice.ready` follow-ups by state (`pending`, `sent`, `failed`).
+    pub followups: std::collections::BTreeMap<String, u64>,
     /// Every device known from config, status or batches.
     pub devices: Vec<DeviceStats>,
 }
@@ -513,6 +553,32 @@ ALTER TABLE dead_letters ADD COLUMN lane TEXT;
 CREATE INDEX dead_letters_open_lane ON dead_letters (lane) WHERE state = 'open';
 ";
 
+/// Version 4: follow-up webhooks (`invoice.ready` after a booked proof of
+/// delivery). A row is written in the transaction that books the proof of
+/// delivery, with the exact body to send, so a crash can neither lose it
+/// nor change it; it is marked `sent` after the receiver's 2xx. A crash
+/// between the two sends it again with the same `webhook-id` and
+/// `Idempotency-Key`, which a receiver that de-duplicates drops.
+const V4: &str = "
+CREATE TABLE followups (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT    NOT NULL,
+    device      TEXT    NOT NULL,
+    epoch       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    order_ref   TEXT    NOT NULL,
+    body        BLOB    NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('pending','sent','failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    bounded     INTEGER NOT NULL DEFAULT 0,
+    next_ms     INTEGER NOT NULL,
+    last_error  TEXT,
+    created_ms  INTEGER NOT NULL,
+    sent_ms     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX followups_due ON followups (next_ms) WHERE state = 'pending';
+";
+
 /// Fills in the lane columns of rows stored before version 3, in the
 /// migration's transaction: decodes each business event once.
 fn backfill_lanes(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
@@ -574,7 +640,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
             found: version,
         });
     }
-    for (to, step) in [(1, V1), (2, V2), (3, V3)] {
+    for (to, step) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
         if version < to {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(step).map_err(err)?;
@@ -641,6 +707,8 @@ pub fn holes_above(mark: u64, stored: &[u64], shed: &[(u64, u64)]) -> Vec<(u64, 
 #[derive(Debug)]
 pub struct Inbox {
     conn: Connection,
+    /// Booking a proof of delivery queues an `invoice.ready` follow-up.
+    invoice_followups: bool,
 }
 
 impl Inbox {
@@ -660,7 +728,82 @@ impl Inbox {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         migrate(&mut conn, path)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            invoice_followups: false,
+        })
+    }
+
+    /// From now on, booking a proof of delivery that names an order queues
+    /// an `invoice.ready` follow-up webhook (see [`Inbox::due_followups`]).
+    pub fn enable_invoice_followups(&mut self) {
+        self.invoice_followups = true;
+    }
+
+    /// Follow-ups due at `now_ms`, oldest first, at most `limit`.
+    pub fn due_followups(&self, now_ms: i64, limit: usize) -> Result<Vec<Followup>, InboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, kind, order_ref, body, attempts, bounded FROM followups
+             WHERE state = 'pending' AND next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now_ms, to_sql("limit", limit as u64)?], |r| {
+            Ok(Followup {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                order: r.get(2)?,
+                body: r.get(3)?,
+                attempts: r.get(4)?,
+                bounded: r.get(5)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    /// The earliest time a pending follow-up is due, if any is pending.
+    pub fn next_followup_ms(&self) -> Result<Option<i64>, InboxError> {
+        Ok(self.conn.query_row(
+            "SELECT min(next_ms) FROM followups WHERE state = 'pending'",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )?)
+    }
+
+    /// Records what became of one attempt to send follow-up `id`: `sent`,
+    /// `failed` for good (with the reason), or still pending and tried
+    /// again at `next_ms`. Returns false when it was no longer pending.
+    pub fn record_followup(
+        &mut self,
+        id: &str,
+        result: &FollowupResult,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        let changed = match result {
+            FollowupResult::Sent => self.conn.execute(
+                "UPDATE followups SET state = 'sent', sent_ms = ?2, attempts = attempts + 1
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, now_ms],
+            )?,
+            FollowupResult::Failed { reason } => self.conn.execute(
+                "UPDATE followups SET state = 'failed', last_error = ?2, attempts = attempts + 1
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, reason],
+            )?,
+            FollowupResult::Retry {
+                next_ms,
+                error,
+                bounded,
+            } => self.conn.execute(
+                "UPDATE followups SET next_ms = ?2, last_error = ?3, attempts = attempts + 1,
+                   bounded = ?4
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, next_ms, error, bounded],
+            )?,
+        };
+        Ok(changed == 1)
     }
 
     /// Makes configured devices visible in the stats before they first speak.
@@ -1510,6 +1653,9 @@ impl Inbox {
              WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
             params![device.as_str(), ep, sq, state, document, reason, now_ms],
         )?;
+        if changed == 1 && self.invoice_followups && state == "booked" {
+            queue_invoice(&tx, device, ep, sq, document.unwrap_or_default(), now_ms)?;
+        }
         if changed == 1 {
             // The lane's chain moves on (rule 4 of `crate::lane`).
             tx.execute(
@@ -1626,8 +1772,18 @@ impl Inbox {
             blocked_lanes: 0,
             parked_lanes: 0,
             delivered_out_of_order: 0,
+            followups: std::collections::BTreeMap::new(),
             devices: Vec::new(),
         };
+        let mut followups = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM followups GROUP BY state")?;
+        let rows =
+            followups.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            stats.followups.insert(state, from_sql(n));
+        }
         let mut by_status = self.conn.prepare_cached(
             "SELECT status, COUNT(*) FROM lanes WHERE status IS NOT NULL GROUP BY status",
         )?;
@@ -1720,6 +1876,48 @@ impl Inbox {
         }
         Ok(stats)
     }
+}
+
+/// Queues the `invoice.ready` follow-up of a just-booked event, in the
+/// booking's transaction, if it is a proof of delivery naming an order.
+fn queue_invoice(
+    tx: &rusqlite::Transaction<'_>,
+    device: &DeviceId,
+    epoch: i64,
+    seq: i64,
+    document: &str,
+    now_ms: i64,
+) -> Result<(), InboxError> {
+    let (site, bytes, kind): (String, Vec<u8>, String) = tx.query_row(
+        "SELECT site, envelope, kind FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+        params![device.as_str(), epoch, seq],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    if kind != "delivered" {
+        return Ok(());
+    }
+    let Ok(envelope) = codec::decode::<Envelope>(&bytes) else {
+        return Ok(());
+    };
+    let Some(ready) = crate::invoice::InvoiceReady::of(&site, &envelope, document) else {
+        return Ok(());
+    };
+    tx.execute(
+        "INSERT OR IGNORE INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
+           next_ms, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+        params![
+            ready.id,
+            crate::invoice::KIND,
+            device.as_str(),
+            epoch,
+            seq,
+            ready.order,
+            ready.body,
+            now_ms
+        ],
+    )?;
+    Ok(())
 }
 
 /// The one-line `last_error` of an attempt: the transport error, or the
@@ -2489,6 +2687,7 @@ pub(crate) mod tests {
         {
             let mut inbox = Inbox {
                 conn: Connection::open(&path).expect("open"),
+                invoice_followups: false,
             };
             let tx = inbox.conn.transaction().expect("tx");
             tx.execute(

@@ -19,6 +19,8 @@
 //! - [`policy`]: what each ERP answer means (pure, table-tested);
 //!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
 //!   retry schedule and its jitter source.
+//! - [`invoice`]: the `invoice.ready` follow-up webhook after a booked
+//!   proof of delivery.
 //! - [`dlq`]: dead letters for people (list, show, replay, discard).
 //! - [`epcis`]: EPCIS 2.0 JSON-LD export and a capture client (not wired
 //!   into delivery).
@@ -49,6 +51,7 @@ pub mod erp;
 pub mod gaps;
 pub mod inbox;
 pub mod ingest;
+pub mod invoice;
 pub mod lane;
 pub mod limits;
 pub mod mqtt;
@@ -192,7 +195,18 @@ pub async fn run(
         verdict_tx.clone(),
         trigger.subscribe(),
     ));
+    let invoices = invoice::InvoiceNotifier::from_config(&config.erp, inbox.clone())?;
+    if invoices.is_some() {
+        inbox
+            .call(|i| {
+                i.enable_invoice_followups();
+                Ok(())
+            })
+            .await?;
+    }
     let delivery = Arc::new(Delivery::new(&config.erp, inbox.clone(), verdict_tx)?);
+    let invoice_task =
+        invoices.map(|n| tokio::spawn(n.run(delivery.followup_wake(), trigger.subscribe())));
     let ingest = Ingest::new(
         inbox.clone(),
         &config.devices,
@@ -232,6 +246,9 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, delivery_task).await;
     let _ = tokio::time::timeout(grace, mqtt_task).await;
     let _ = tokio::time::timeout(grace, gaps_task).await;
+    if let Some(task) = invoice_task {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
     let api_result = match api_result {
         Some(r) => r,
         None => match tokio::time::timeout(grace, api).await {

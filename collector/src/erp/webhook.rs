@@ -41,59 +41,8 @@ impl WebhookAdapter {
         let envelope = event.envelope;
         let id = envelope.id.to_string();
         let body = webhook::cloudevent_body(event.site, envelope, event.event);
-        let key = webhook::idempotency_key(&id);
-        let request = format!(
-            "POST {} webhook-id={id} idempotency-key={key} {} bytes",
-            self.url,
-            body.len()
-        );
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let signature = self.key.sign(&id, timestamp, &body);
         debug!(device = %envelope.device, seq = envelope.seq, event_id = %id, "posting event to ERP");
-        let sent = self
-            .client
-            .post(self.url.clone())
-            .header("content-type", "application/cloudevents+json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .header("idempotency-key", key)
-            .body(body)
-            .send()
-            .await;
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let (kind, detail) = super::transport_error(&e);
-                return Attempt {
-                    outcome: AttemptOutcome::Transport { kind, detail },
-                    request,
-                };
-            }
-        };
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let retry_after = header("retry-after");
-        let location = header("location");
-        let body = super::read_body(&mut resp).await;
-        let class = webhook::body_class(status, &body);
-        Attempt {
-            outcome: AttemptOutcome::Response(Response {
-                status,
-                retry_after,
-                location,
-                body,
-                class,
-            }),
-            request,
-        }
+        post_signed(&self.client, &self.url, &self.key, &id, body).await
     }
 
     /// `HEAD` on the endpoint: true when it answers with anything but a 5xx
@@ -114,6 +63,69 @@ impl WebhookAdapter {
                 false
             }
         }
+    }
+}
+
+/// POSTs a CloudEvents `body` to `url`, signed with `key`, with `id` as its
+/// `webhook-id` and (quoted) `Idempotency-Key`; the answer, classified as
+/// [`crate::policy::decide`] expects it. Shared by this adapter and the
+/// follow-up webhooks ([`crate::invoice`]).
+pub(crate) async fn post_signed(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    key: &SigningKey,
+    id: &str,
+    body: Vec<u8>,
+) -> Attempt {
+    let idempotency = webhook::idempotency_key(id);
+    let request = format!(
+        "POST {url} webhook-id={id} idempotency-key={idempotency} {} bytes",
+        body.len()
+    );
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let signature = key.sign(id, timestamp, &body);
+    let sent = client
+        .post(url.clone())
+        .header("content-type", "application/cloudevents+json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .header("idempotency-key", idempotency)
+        .body(body)
+        .send()
+        .await;
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let (kind, detail) = super::transport_error(&e);
+            return Attempt {
+                outcome: AttemptOutcome::Transport { kind, detail },
+                request,
+            };
+        }
+    };
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let retry_after = header("retry-after");
+    let location = header("location");
+    let body = super::read_body(&mut resp).await;
+    let class = webhook::body_class(status, &body);
+    Attempt {
+        outcome: AttemptOutcome::Response(Response {
+            status,
+            retry_after,
+            location,
+            body,
+            class,
+        }),
+        request,
     }
 }
 

@@ -1,0 +1,317 @@
+//! Proof of delivery → invoice trigger: once the ERP has booked a proof of
+//! delivery for an order, a follow-up `invoice.ready` webhook tells the
+//! billing side (`[erp] invoice_webhook_url`) that the order can be
+//! invoiced.
+//!
+//! # Exactly once
+//!
+//! - **Never lost**: the follow-up row (with the exact body) is written by
+//!   [`crate::inbox::Inbox::record_verdict`] in the same transaction that
+//!   books the proof of delivery. A crash before that commit leaves the
+//!   proof of delivery pending, and its redelivery queues the follow-up.
+//! - **Never twice with effect**: the row's id, `invoice-{pod event id}`, is
+//!   the `webhook-id` and `Idempotency-Key` of every attempt, and the body
+//!   is the stored bytes. The row becomes `sent` after the receiver's 2xx. A
+//!   crash between the receiver's commit and that update sends it once more
+//!   with the same id, which a receiver that de-duplicates on it (as
+//!   Standard Webhooks asks) drops. No process can do better without the
+//!   receiver's help; this is the same contract as event delivery.
+//! - **Retries like other deliveries**: every answer goes through
+//!   [`policy::decide`] with the `[erp]` retry settings: transient failures
+//!   and throttling are retried after the backoff or `Retry-After`, 401/403/
+//!   404 are retried every `erp.halt_recheck_ms`, and a permanent refusal
+//!   marks the follow-up `failed` (counted in `/v1/stats` `followups`).
+//!
+//! Only a proof of delivery that names an order queues one (the invoice is
+//! per order). The body is a CloudEvents 1.0 structured JSON event, signed
+//! per Standard Webhooks with `invoice_webhook_secret` (default: the `[erp]`
+//! secret).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dockline_protocol::{Envelope, EventDetail};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::backoff::{Jitter, RandomJitter};
+use crate::config::ErpConfig;
+use crate::delivery::{DeliveryError, policy_of};
+use crate::erp::webhook::post_signed;
+use crate::inbox::{FollowupResult, InboxHandle};
+use crate::now_ms;
+use crate::policy::{self, Credentials, Decision, EndpointView, History, Policy};
+use crate::shutdown::Shutdown;
+use crate::webhook::SigningKey;
+
+/// The follow-up's kind, and its CloudEvents type after `io.dockline.`.
+pub const KIND: &str = "invoice.ready";
+
+/// How many due follow-ups one pass sends at most.
+const PASS: usize = 32;
+
+/// Longest sleep between two looks at the follow-ups without being woken.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// An `invoice.ready` follow-up, ready to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceReady {
+    /// `invoice-{pod event id}`: its webhook id and idempotency key.
+    pub id: String,
+    /// The order reference.
+    pub order: String,
+    /// The CloudEvents JSON body.
+    pub body: Vec<u8>,
+}
+
+impl InvoiceReady {
+    /// The follow-up of a proof of delivery the ERP booked as `document`;
+    /// `None` when the event is not a proof of delivery or names no order.
+    pub fn of(site: &str, pod: &Envelope, document: &str) -> Option<InvoiceReady> {
+        let event = pod.business_event()?;
+        let EventDetail::Delivered(proof) = &event.detail else {
+            return None;
+        };
+        let order = event.refs.order.clone()?;
+        let id = format!("invoice-{}", pod.id);
+        let mut data = Map::new();
+        data.insert("order".into(), json!(order));
+        for (name, value) in [
+            ("shipment", &event.refs.shipment),
+            ("stop", &event.refs.stop),
+        ] {
+            if let Some(v) = value {
+                data.insert(name.into(), json!(v));
+            }
+        }
+        data.insert("pod_event_id".into(), json!(pod.id.to_string()));
+        data.insert("pod_document".into(), json!(document));
+        data.insert("device".into(), json!(pod.device.as_str()));
+        data.insert("received_by".into(), json!(proof.received_by));
+        data.insert("pieces".into(), json!(proof.pieces));
+        let mut ce = Map::new();
+        ce.insert("specversion".into(), json!("1.0"));
+        ce.insert("id".into(), json!(id));
+        ce.insert(
+            "source".into(),
+            json!(format!("/dockline/{site}/collector")),
+        );
+        ce.insert("type".into(), json!(format!("io.dockline.{KIND}")));
+        ce.insert("subject".into(), json!(order));
+        if let Some(t) = rfc3339_ms(pod.captured_ms) {
+            ce.insert("time".into(), json!(t));
+        }
+        ce.insert("datacontenttype".into(), json!("application/json"));
+        ce.insert("data".into(), Value::Object(data));
+        // A Value of maps, strings and integers always serialises.
+        let body = serde_json::to_vec(&Value::Object(ce)).unwrap_or_default();
+        Some(InvoiceReady { id, order, body })
+    }
+}
+
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Sends queued follow-ups to `invoice_webhook_url`.
+pub struct InvoiceNotifier {
+    inbox: InboxHandle,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    key: SigningKey,
+    policy: Policy,
+    halt_recheck: Duration,
+    jitter: Box<dyn Jitter>,
+}
+
+impl std::fmt::Debug for InvoiceNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvoiceNotifier")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InvoiceNotifier {
+    /// The notifier `[erp]` configures, or `None` when no
+    /// `invoice_webhook_url` is set.
+    pub fn from_config(erp: &ErpConfig, inbox: InboxHandle) -> Result<Option<Self>, DeliveryError> {
+        let Some(url) = &erp.invoice_webhook_url else {
+            return Ok(None);
+        };
+        let url = reqwest::Url::parse(url).map_err(|e| DeliveryError::Url {
+            url: url.clone(),
+            problem: e.to_string(),
+        })?;
+        let secret = erp.invoice_webhook_secret.as_deref().unwrap_or(&erp.secret);
+        let key = SigningKey::from_secret(secret)?;
+        let client = reqwest::Client::builder()
+            .timeout(erp.timeout())
+            .build()
+            .map_err(|e| DeliveryError::Client(e.to_string()))?;
+        Ok(Some(Self {
+            inbox,
+            client,
+            url,
+            key,
+            policy: policy_of(erp),
+            halt_recheck: Duration::from_millis(erp.halt_recheck_ms),
+            jitter: Box::new(RandomJitter),
+        }))
+    }
+
+    /// Sends due follow-ups until `shutdown`; `wake` is notified when a
+    /// booked proof of delivery queued one.
+    pub async fn run(mut self, wake: Arc<Notify>, mut shutdown: Shutdown) {
+        loop {
+            let mut sleep = RESCAN;
+            let now = now_ms();
+            match self
+                .inbox
+                .call(move |i| Ok((i.due_followups(now, PASS)?, i.next_followup_ms()?)))
+                .await
+            {
+                Ok((due, next)) => {
+                    let full = due.len() == PASS;
+                    for f in due {
+                        let result = self.send(&f).await;
+                        let id = f.id.clone();
+                        let r = result.clone();
+                        if let Err(e) = self
+                            .inbox
+                            .call(move |i| i.record_followup(&id, &r, now_ms()))
+                            .await
+                        {
+                            error!(followup = %f.id, "cannot record the follow-up's result: {e}; it is sent again later");
+                        }
+                        match result {
+                            FollowupResult::Sent => {
+                                info!(followup = %f.id, order = %f.order, "invoice.ready sent")
+                            }
+                            FollowupResult::Failed { reason } => {
+                                error!(followup = %f.id, order = %f.order, "invoice.ready refused for good: {reason}")
+                            }
+                            FollowupResult::Retry { error, .. } => {
+                                warn!(followup = %f.id, order = %f.order, "invoice.ready not sent: {error}; will retry")
+                            }
+                        }
+                    }
+                    if full {
+                        sleep = Duration::ZERO;
+                    } else if let Some(at) = next {
+                        let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                        sleep = Duration::from_millis(ms).min(RESCAN);
+                    }
+                }
+                Err(e) => error!("cannot read follow-ups from the inbox: {e}; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// One attempt, and what the delivery policy makes of it.
+    async fn send(&mut self, f: &crate::inbox::Followup) -> FollowupResult {
+        let attempt = post_signed(&self.client, &self.url, &self.key, &f.id, f.body.clone()).await;
+        let history = History {
+            attempts: f.attempts.saturating_add(1),
+            bounded: f.bounded,
+        };
+        let decision = policy::decide(
+            &attempt.outcome,
+            history,
+            EndpointView {
+                credentials: Credentials::Fixed,
+            },
+            &self.policy,
+            SystemTime::now(),
+            self.jitter.as_mut(),
+        );
+        let retry = |after: Duration, error: String, bounded: u32| FollowupResult::Retry {
+            next_ms: now_ms().saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
+            error,
+            bounded,
+        };
+        match decision {
+            Decision::Booked { .. } => FollowupResult::Sent,
+            Decision::DeadLetter { reason, .. } => FollowupResult::Failed { reason },
+            Decision::Retry {
+                after,
+                error,
+                bounded,
+                ..
+            } => retry(
+                after,
+                error,
+                if bounded {
+                    f.bounded.saturating_add(1)
+                } else {
+                    0
+                },
+            ),
+            Decision::PauseEndpoint { delay, reason } => retry(delay, reason, 0),
+            Decision::HaltEndpoint { reason } | Decision::RefreshCredentials { reason } => {
+                retry(self.halt_recheck, reason, 0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockline_protocol::{
+        BusinessEvent, DeviceId, EventId, Payload, Priority, ProofOfDelivery, References,
+        TimeSource,
+    };
+
+    fn pod(order: Option<&str>) -> Envelope {
+        Envelope {
+            v: 1,
+            device: DeviceId::new("van-01").expect("id"),
+            epoch: 1,
+            seq: 7,
+            id: EventId([7; 16]),
+            captured_ms: 1_764_000_000_000,
+            time_source: TimeSource::Ntp,
+            priority: Priority::MustDeliver,
+            payload: Payload::Event(BusinessEvent {
+                detail: EventDetail::Delivered(ProofOfDelivery {
+                    received_by: "J. Smith".into(),
+                    pieces: 3,
+                    signature_ref: None,
+                    photo_ref: None,
+                    position: None,
+                }),
+                refs: References {
+                    order: order.map(str::to_owned),
+                    stop: Some("STOP-1".into()),
+                    ..References::default()
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn invoice_ready_is_a_cloudevent_about_the_order() {
+        let ready = InvoiceReady::of("dc-north", &pod(Some("SO-1001")), "WH/OUT/7").expect("one");
+        assert_eq!(ready.id, format!("invoice-{}", EventId([7; 16])));
+        assert_eq!(ready.order, "SO-1001");
+        let v: Value = serde_json::from_slice(&ready.body).expect("json");
+        assert_eq!(v["type"], "io.dockline.invoice.ready");
+        assert_eq!(v["subject"], "SO-1001");
+        assert_eq!(v["id"], ready.id.as_str());
+        assert_eq!(v["source"], "/dockline/dc-north/collector");
+        assert_eq!(v["data"]["order"], "SO-1001");
+        assert_eq!(v["data"]["pod_document"], "WH/OUT/7");
+        assert_eq!(v["data"]["stop"], "STOP-1");
+        assert_eq!(v["data"]["pieces"], 3);
+        assert!(InvoiceReady::of("dc-north", &pod(None), "D").is_none());
+    }
+}
