@@ -9,15 +9,19 @@
 //!   that event's id, *or* when it names the same device, epoch and sequence:
 //!   the ERP books once per idempotency key, so a second effect can only come
 //!   from the same event sent under another id, and the sequence catches that.
-//! - **out of lane order**: the collector delivers each device's events one
-//!   at a time in `(epoch, seq)` order, so within one device the ERP's booking
-//!   order must follow the sequence. Each effect booked after one with a later
-//!   sequence of the same device counts once.
-//! - **order inversions**: within one business document (the CloudEvents
-//!   subject: the order), an effect booked after one of a later business step
-//!   (pick → pack → load → depart → arrive → deliver). The picker's and the
-//!   driver's events of one order come from different devices, whose lanes
-//!   are independent, so this is reported but is not a lane violation.
+//! - **out of lane order**: the collector delivers in business lanes (the
+//!   order, else the shipment, else the stop, else the device: see
+//!   [`business_lane`]) and keeps each device's events of one lane in
+//!   `(epoch, seq)` order, so within one device and lane the ERP's booking
+//!   order must follow the sequence. Each effect booked after one with a
+//!   later sequence of the same device and lane counts once.
+//! - **order inversions**: within one order (or shipment) lane, an effect
+//!   booked after one of a later business step (pick → pack → load →
+//!   depart → arrive → deliver). The collector parks an event until its
+//!   lane's previous step is booked, for at most its `lane_park_max_ms`, so
+//!   an inversion means that wait ran out (or a bug). Stop and device lanes
+//!   have no fixed chain (a stop is arrived at, then departed from) and are
+//!   not counted.
 //! - **unexpected**: effects that match no accepted event (for instance an
 //!   event stored by an agent whose 201 never reached the producer).
 //!
@@ -155,9 +159,11 @@ pub struct Tally {
     pub duplicated: u64,
     /// Effects for no generated event.
     pub unexpected: u64,
-    /// Effects booked after a later sequence of the same device.
+    /// Effects booked after a later sequence of the same device in the same
+    /// business lane.
     pub out_of_lane_order: u64,
-    /// Effects booked after a later business step of the same order.
+    /// Effects booked after a later business step of the same order (or
+    /// shipment) lane.
     pub order_inversions: u64,
     /// Per kind.
     pub by_kind: BTreeMap<String, KindCount>,
@@ -177,6 +183,23 @@ fn lane_pos(effect: &Effect, event: Option<&Generated>) -> Option<LanePos> {
     match (&effect.device, effect.epoch, effect.seq) {
         (Some(d), Some(e), Some(s)) => Some((d.clone(), e, s)),
         _ => event.map(|g| (g.device.clone(), g.epoch, g.seq)),
+    }
+}
+
+/// The business lane of an effect, as the collector keys it: `order:…`,
+/// `shipment:…`, `stop:…` from the event's references (in that
+/// precedence), else `device:…`. Effects without `data.refs` fall back to
+/// the CloudEvents subject, taken as an order.
+pub fn business_lane(effect: &Effect, device: Option<&str>) -> String {
+    let refs = &effect.data["refs"];
+    for name in ["order", "shipment", "stop"] {
+        if let Some(v) = refs[name].as_str() {
+            return format!("{name}:{v}");
+        }
+    }
+    match (&effect.subject, refs.is_object()) {
+        (Some(s), false) => format!("order:{s}"),
+        _ => format!("device:{}", device.unwrap_or("")),
     }
 }
 
@@ -220,7 +243,7 @@ pub fn tally_with(generated: &[Generated], expected: &[Expected], effects: &[Eff
     // Effects per generated event, and per lane position for the others.
     let mut hits = vec![0u64; generated.len()];
     let mut stray: HashMap<LanePos, bool> = HashMap::new();
-    let mut lane_max: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut lane_max: HashMap<(String, String), (u64, u64)> = HashMap::new();
     let mut order_max: HashMap<String, u8> = HashMap::new();
     let mut expected_hit = vec![false; expected.len()];
     for e in effects {
@@ -265,16 +288,20 @@ pub fn tally_with(generated: &[Generated], expected: &[Expected], effects: &[Eff
                 }
             }
         }
+        let lane = business_lane(e, pos.as_ref().map(|p| p.0.as_str()));
         if let Some((device, epoch, seq)) = pos {
-            let max = lane_max.entry(device).or_insert((epoch, seq));
+            let max = lane_max
+                .entry((device, lane.clone()))
+                .or_insert((epoch, seq));
             if (epoch, seq) < *max {
                 t.out_of_lane_order += 1;
             } else {
                 *max = (epoch, seq);
             }
         }
-        if let (Some(order), Some(rank)) = (&e.subject, business_rank(&e.kind)) {
-            let max = order_max.entry(order.clone()).or_insert(rank);
+        let chained = lane.starts_with("order:") || lane.starts_with("shipment:");
+        if let (true, Some(rank)) = (chained, business_rank(&e.kind)) {
+            let max = order_max.entry(lane).or_insert(rank);
             if rank < *max {
                 t.order_inversions += 1;
             } else {
@@ -459,6 +486,47 @@ mod tests {
         assert_eq!(t.out_of_lane_order, 1);
         // packed and picked both after departed.
         assert_eq!(t.order_inversions, 2);
+    }
+
+    #[test]
+    fn lanes_are_business_documents_and_stops_have_no_chain() {
+        let with_refs = |mut e: Effect, refs: Value| {
+            e.data = serde_json::json!({ "refs": refs });
+            e
+        };
+        let effects = [
+            // hh-01's two orders are two lanes: seq 2 before seq 1 is fine.
+            with_refs(
+                at(effect(0, "x2", "x2", "picked"), "hh-01", 2, "SO-2"),
+                serde_json::json!({"order": "SO-2"}),
+            ),
+            with_refs(
+                at(effect(1, "x1", "x1", "picked"), "hh-01", 1, "SO-1"),
+                serde_json::json!({"order": "SO-1"}),
+            ),
+            // A stop is arrived at, then departed from: not an inversion.
+            with_refs(
+                at(effect(2, "s1", "s1", "arrived"), "van-01", 1, "ST-1"),
+                serde_json::json!({"stop": "ST-1"}),
+            ),
+            with_refs(
+                at(effect(3, "s2", "s2", "departed"), "van-01", 2, "ST-1"),
+                serde_json::json!({"stop": "ST-1"}),
+            ),
+            // The order's POD before its load: an inversion.
+            with_refs(
+                at(effect(4, "p", "p", "delivered"), "van-01", 3, "SO-1"),
+                serde_json::json!({"order": "SO-1", "stop": "ST-1"}),
+            ),
+            with_refs(
+                at(effect(5, "l", "l", "loaded"), "hh-01", 3, "SO-1"),
+                serde_json::json!({"order": "SO-1"}),
+            ),
+        ];
+        assert_eq!(business_lane(&effects[3], Some("van-01")), "stop:ST-1");
+        assert_eq!(business_lane(&effects[4], Some("van-01")), "order:SO-1");
+        let t = tally(&[], &effects);
+        assert_eq!((t.out_of_lane_order, t.order_inversions), (0, 1));
     }
 
     #[test]
