@@ -205,6 +205,10 @@ pub struct ErpConfig {
     /// `[erp.tryton]`: required when `kind = "tryton"`.
     #[serde(default)]
     pub tryton: Option<TrytonConfig>,
+    /// `[erp.webhook]`: previous secrets still signed with during a
+    /// rotation, and the `Idempotency-Key` quoting (webhook adapter only).
+    #[serde(default)]
+    pub webhook: crate::webhook::WebhookOptions,
 }
 
 /// `[erp.tryton]`: the Tryton database and user the adapter logs in as.
@@ -372,6 +376,7 @@ impl ErpConfig {
             invoice_webhook_url: None,
             invoice_webhook_secret: None,
             tryton: None,
+            webhook: crate::webhook::WebhookOptions::default(),
         }
     }
 
@@ -397,6 +402,12 @@ impl ErpConfig {
                 SigningKey::from_secret(&self.secret).map_err(|e| ConfigCheckError {
                     key: "erp.secret",
                     problem: e.to_string(),
+                })?;
+                crate::webhook::WebhookSigner::new(&self.secret, &self.webhook).map_err(|e| {
+                    ConfigCheckError {
+                        key: "erp.webhook.previous_secrets",
+                        problem: e.to_string(),
+                    }
                 })?;
             }
             ErpKind::Tryton => {

@@ -43,7 +43,7 @@ use crate::inbox::{FollowupResult, InboxHandle};
 use crate::now_ms;
 use crate::policy::{self, Credentials, Decision, EndpointView, History, Policy};
 use crate::shutdown::Shutdown;
-use crate::webhook::SigningKey;
+use crate::webhook::{WebhookOptions, WebhookSigner};
 
 /// The follow-up's kind, and its CloudEvents type after `io.dockline.`.
 pub const KIND: &str = "invoice.ready";
@@ -121,7 +121,7 @@ pub struct InvoiceNotifier {
     inbox: InboxHandle,
     client: reqwest::Client,
     url: reqwest::Url,
-    key: SigningKey,
+    signer: WebhookSigner,
     policy: Policy,
     halt_recheck: Duration,
     jitter: Box<dyn Jitter>,
@@ -146,8 +146,18 @@ impl InvoiceNotifier {
             url: url.clone(),
             problem: e.to_string(),
         })?;
-        let secret = erp.invoice_webhook_secret.as_deref().unwrap_or(&erp.secret);
-        let key = SigningKey::from_secret(secret)?;
+        // `[erp.webhook]` applies here too: its quoting always, its previous
+        // secrets only when the follow-ups share the `[erp]` secret.
+        let signer = match erp.invoice_webhook_secret.as_deref() {
+            Some(own) => WebhookSigner::new(
+                own,
+                &WebhookOptions {
+                    previous_secrets: Vec::new(),
+                    ..erp.webhook.clone()
+                },
+            )?,
+            None => WebhookSigner::new(&erp.secret, &erp.webhook)?,
+        };
         let client = reqwest::Client::builder()
             .timeout(erp.timeout())
             .build()
@@ -156,7 +166,7 @@ impl InvoiceNotifier {
             inbox,
             client,
             url,
-            key,
+            signer,
             policy: policy_of(erp),
             halt_recheck: Duration::from_millis(erp.halt_recheck_ms),
             jitter: Box::new(RandomJitter),
@@ -218,7 +228,8 @@ impl InvoiceNotifier {
 
     /// One attempt, and what the delivery policy makes of it.
     async fn send(&mut self, f: &crate::inbox::Followup) -> FollowupResult {
-        let attempt = post_signed(&self.client, &self.url, &self.key, &f.id, f.body.clone()).await;
+        let attempt =
+            post_signed(&self.client, &self.url, &self.signer, &f.id, f.body.clone()).await;
         let history = History {
             attempts: f.attempts.saturating_add(1),
             bounded: f.bounded,

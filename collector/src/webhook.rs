@@ -7,6 +7,10 @@
 //!   exact body bytes that are sent (the body is serialised once, then signed);
 //! - `webhook-id` and `Idempotency-Key` are the event's own id, so every retry
 //!   of the same event carries the same keys and the ERP can drop repeats;
+//! - during a secret rotation `webhook-signature` carries one `v1,<sig>` per
+//!   secret, space-separated, the current secret's first: a receiver that
+//!   knows any one of them accepts the request (Standard Webhooks §
+//!   "Signature scheme"), so the ERP side can switch secrets at its own pace;
 //! - the JSON uses readable field names, built explicitly here rather than
 //!   from the protocol's short wire keys, so a wire rename cannot silently
 //!   change what the ERP sees.
@@ -18,6 +22,7 @@ use dockline_protocol::{
     TimeSource, Weight, WeightUnit,
 };
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
@@ -34,6 +39,16 @@ pub enum SecretError {
         "is not a Standard Webhooks secret: expected `whsec_` followed by base64 ({problem}); copy the secret exactly as the ERP shows it"
     )]
     Malformed {
+        /// What was wrong.
+        problem: String,
+    },
+    /// An entry of `[erp.webhook] previous_secrets` is not `whsec_` + base64.
+    #[error(
+        "has a `[erp.webhook] previous_secrets` entry (number {number}) that is not a Standard Webhooks secret: expected `whsec_` followed by base64 ({problem}); copy the old secret exactly as it was configured"
+    )]
+    MalformedPrevious {
+        /// Its position in the list, from 1.
+        number: usize,
         /// What was wrong.
         problem: String,
     },
@@ -82,9 +97,121 @@ impl SigningKey {
     }
 }
 
-/// The `Idempotency-Key` header value: the key as an sf-string (quoted).
+/// How the `Idempotency-Key` header value is written
+/// (`[erp.webhook] idempotency_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdempotencyKeyQuoting {
+    /// `"<event id>"`: a Structured Field string, as the IETF draft
+    /// (draft-ietf-httpapi-idempotency-key-header) defines the header. The
+    /// default.
+    #[default]
+    Quoted,
+    /// `<event id>` without quotes, for receivers that compare the header
+    /// verbatim with the token they stored (many ERPs and payment APIs).
+    Raw,
+}
+
+impl IdempotencyKeyQuoting {
+    /// The header value for `event_id`.
+    pub fn header_value(self, event_id: &str) -> String {
+        match self {
+            Self::Quoted => format!("\"{event_id}\""),
+            Self::Raw => event_id.to_owned(),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header value with the default quoting (an
+/// sf-string: quoted).
 pub fn idempotency_key(event_id: &str) -> String {
-    format!("\"{event_id}\"")
+    IdempotencyKeyQuoting::default().header_value(event_id)
+}
+
+/// `[erp.webhook]`: secret rotation and header options of the webhook
+/// adapter. Every key is optional; an `[erp]` with only `secret` signs once
+/// and quotes the `Idempotency-Key`, as before these options existed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookOptions {
+    /// Secrets (`whsec_…`) the receiver may still verify with while it moves
+    /// to `[erp] secret`: each adds a `v1,<sig>` to `webhook-signature`,
+    /// after the current secret's. Remove an entry once the receiver has
+    /// switched.
+    #[serde(default)]
+    pub previous_secrets: Vec<String>,
+    /// `quoted` (the default, `"<id>"` per the IETF draft) or `raw`
+    /// (`<id>`).
+    #[serde(default)]
+    pub idempotency_key: IdempotencyKeyQuoting,
+}
+
+impl std::fmt::Debug for WebhookOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets; how many there are is enough to debug a config.
+        f.debug_struct("WebhookOptions")
+            .field("previous_secrets", &self.previous_secrets.len())
+            .field("idempotency_key", &self.idempotency_key)
+            .finish()
+    }
+}
+
+/// Writes the signed headers of a webhook request: one HMAC key per
+/// configured secret (current first) and the `Idempotency-Key` quoting.
+#[derive(Debug, Clone)]
+pub struct WebhookSigner {
+    /// Never empty: the current secret's key, then the previous ones.
+    keys: Vec<SigningKey>,
+    quoting: IdempotencyKeyQuoting,
+}
+
+impl WebhookSigner {
+    /// The signer of `[erp]`: `secret` (current) plus `[erp.webhook]
+    /// previous_secrets`, with its `idempotency_key` quoting.
+    pub fn new(secret: &str, options: &WebhookOptions) -> Result<Self, SecretError> {
+        let mut keys = vec![SigningKey::from_secret(secret)?];
+        for (i, previous) in options.previous_secrets.iter().enumerate() {
+            let key = SigningKey::from_secret(previous).map_err(|e| {
+                let (SecretError::Malformed { problem }
+                | SecretError::MalformedPrevious { problem, .. }) = e;
+                SecretError::MalformedPrevious {
+                    number: i + 1,
+                    problem,
+                }
+            })?;
+            keys.push(key);
+        }
+        Ok(Self {
+            keys,
+            quoting: options.idempotency_key,
+        })
+    }
+
+    /// The `webhook-signature` header value: `v1,<sig>` per secret,
+    /// space-separated, the current secret's first.
+    pub fn signature(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let signatures: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| k.sign(webhook_id, timestamp, body))
+            .collect();
+        signatures.join(" ")
+    }
+
+    /// The `Idempotency-Key` header value for `event_id`.
+    pub fn idempotency_key(&self, event_id: &str) -> String {
+        self.quoting.header_value(event_id)
+    }
+}
+
+impl From<SigningKey> for WebhookSigner {
+    /// One secret, the default quoting.
+    fn from(key: SigningKey) -> Self {
+        Self {
+            keys: vec![key],
+            quoting: IdempotencyKeyQuoting::default(),
+        }
+    }
 }
 
 /// The CloudEvents `subject`: the business document the event concerns.
@@ -385,6 +512,120 @@ mod tests {
             br#"{"test": 2432232315}"#,
         );
         assert_ne!(other, sig);
+    }
+
+    const CURRENT: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const PREVIOUS: &str = "whsec_ZG9ja2xpbmUtcm90YXRpb24tdGVzdC1rZXktMDAwMg==";
+
+    fn options(previous: &[&str], quoting: IdempotencyKeyQuoting) -> WebhookOptions {
+        WebhookOptions {
+            previous_secrets: previous.iter().map(|s| (*s).to_owned()).collect(),
+            idempotency_key: quoting,
+        }
+    }
+
+    #[test]
+    fn one_secret_signs_once_as_before() {
+        let signer = WebhookSigner::new(CURRENT, &WebhookOptions::default()).expect("signer");
+        assert_eq!(
+            signer.signature(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert_eq!(signer.idempotency_key("abc"), "\"abc\"");
+    }
+
+    #[test]
+    fn rotation_sends_one_signature_per_secret_current_first() {
+        let signer = WebhookSigner::new(
+            CURRENT,
+            &options(&[PREVIOUS], IdempotencyKeyQuoting::Quoted),
+        )
+        .expect("signer");
+        let (id, ts, body) = ("evt-1", 1_700_000_000, br#"{"a":1}"#.as_slice());
+        let header = signer.signature(id, ts, body);
+        let parts: Vec<&str> = header.split(' ').collect();
+        let current = SigningKey::from_secret(CURRENT).expect("current");
+        let previous = SigningKey::from_secret(PREVIOUS).expect("previous");
+        assert_eq!(
+            parts,
+            [
+                current.sign(id, ts, body).as_str(),
+                previous.sign(id, ts, body).as_str()
+            ]
+        );
+        assert_ne!(parts[0], parts[1], "different secrets, different MACs");
+        assert!(parts.iter().all(|p| p.starts_with("v1,")));
+    }
+
+    #[test]
+    fn a_bad_previous_secret_is_named_by_its_position() {
+        let err = WebhookSigner::new(
+            CURRENT,
+            &options(&[PREVIOUS, "whsec_%%"], IdempotencyKeyQuoting::Quoted),
+        )
+        .expect_err("bad second entry");
+        assert!(
+            matches!(err, SecretError::MalformedPrevious { number: 2, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("previous_secrets"), "{err}");
+        let err = WebhookSigner::new("nope", &options(&[PREVIOUS], IdempotencyKeyQuoting::Raw))
+            .expect_err("bad current secret");
+        assert!(matches!(err, SecretError::Malformed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn idempotency_key_quoting_is_configurable() {
+        assert_eq!(IdempotencyKeyQuoting::Quoted.header_value("k-1"), "\"k-1\"");
+        assert_eq!(IdempotencyKeyQuoting::Raw.header_value("k-1"), "k-1");
+        let signer =
+            WebhookSigner::new(CURRENT, &options(&[], IdempotencyKeyQuoting::Raw)).expect("signer");
+        assert_eq!(signer.idempotency_key("k-1"), "k-1");
+        let signer = WebhookSigner::from(SigningKey::from_secret(CURRENT).expect("key"));
+        assert_eq!(signer.idempotency_key("k-1"), "\"k-1\"");
+    }
+
+    #[test]
+    fn options_parse_with_defaults_and_debug_hides_secrets() {
+        let parsed: WebhookOptions = toml::from_str("").expect("empty table");
+        assert_eq!(parsed, WebhookOptions::default());
+        assert_eq!(parsed.idempotency_key, IdempotencyKeyQuoting::Quoted);
+        let parsed: WebhookOptions = toml::from_str(&format!(
+            "previous_secrets = [\"{PREVIOUS}\"]\nidempotency_key = \"raw\"\n"
+        ))
+        .expect("full table");
+        assert_eq!(parsed, options(&[PREVIOUS], IdempotencyKeyQuoting::Raw));
+        assert!(toml::from_str::<WebhookOptions>("idempotency_key = \"bare\"").is_err());
+        assert!(toml::from_str::<WebhookOptions>("secrets = []").is_err());
+        let debug = format!("{parsed:?}");
+        assert!(!debug.contains("whsec_"), "{debug}");
+        assert!(debug.contains("previous_secrets: 1"), "{debug}");
+    }
+
+    #[test]
+    fn erp_webhook_table_is_read_and_checked() {
+        let text = |previous: &str| {
+            format!(
+                "[erp]\nurl = \"http://x\"\nsecret = \"{CURRENT}\"\n[erp.webhook]\nprevious_secrets = [\"{previous}\"]\nidempotency_key = \"raw\"\n"
+            )
+        };
+        let cfg: crate::config::Config = toml::from_str(&text(PREVIOUS)).expect("parses");
+        assert_eq!(
+            cfg.erp.webhook,
+            options(&[PREVIOUS], IdempotencyKeyQuoting::Raw)
+        );
+        cfg.check().expect("valid");
+        assert!(
+            !format!("{cfg:?}").contains(PREVIOUS),
+            "Debug hides previous secrets"
+        );
+        let cfg: crate::config::Config = toml::from_str(&text("whsec_%%")).expect("parses");
+        let err = cfg.check().expect_err("a bad previous secret");
+        assert_eq!(err.key, "erp.webhook.previous_secrets");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The generic signed webhook adapter (`erp.kind = "webhook"`, the default):
 //! every business event is POSTed to `erp.url` as a CloudEvents 1.0
 //! structured JSON body signed per Standard Webhooks ([`crate::webhook`]
-//! builds the exact bytes; this module only sends them).
+//! builds the exact bytes; this module only sends them). `webhook-signature`
+//! carries one `v1,` signature for `[erp] secret` and one for each of
+//! `[erp.webhook] previous_secrets` (a rotation in progress).
 //!
 //! Exactly-once effect: every attempt of an event carries the same
 //! `webhook-id` and `Idempotency-Key` (the event id), also after a replay,
@@ -17,22 +19,23 @@ use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
 use crate::config::ErpConfig;
 use crate::delivery::DeliveryError;
 use crate::policy::{AttemptOutcome, Credentials, Response};
-use crate::webhook::{self, SigningKey};
+use crate::webhook::{self, WebhookSigner};
 
 /// Posts signed CloudEvents to one URL.
 #[derive(Debug)]
 pub struct WebhookAdapter {
     client: reqwest::Client,
     url: reqwest::Url,
-    key: SigningKey,
+    signer: WebhookSigner,
 }
 
 impl WebhookAdapter {
-    /// Prepares the adapter from `[erp]` (`url`, `secret`, `timeout_ms`).
+    /// Prepares the adapter from `[erp]` (`url`, `secret`, `timeout_ms`,
+    /// `[erp.webhook]`).
     pub fn new(erp: &ErpConfig) -> Result<Self, DeliveryError> {
         Ok(Self {
             url: super::parse_url(erp)?,
-            key: SigningKey::from_secret(&erp.secret)?,
+            signer: WebhookSigner::new(&erp.secret, &erp.webhook)?,
             client: super::http_client(erp)?,
         })
     }
@@ -42,7 +45,7 @@ impl WebhookAdapter {
         let id = envelope.id.to_string();
         let body = webhook::cloudevent_body(event.site, envelope, event.event);
         debug!(device = %envelope.device, seq = envelope.seq, event_id = %id, "posting event to ERP");
-        post_signed(&self.client, &self.url, &self.key, &id, body).await
+        post_signed(&self.client, &self.url, &self.signer, &id, body).await
     }
 
     /// `HEAD` on the endpoint: true when it answers with anything but a 5xx
@@ -66,18 +69,19 @@ impl WebhookAdapter {
     }
 }
 
-/// POSTs a CloudEvents `body` to `url`, signed with `key`, with `id` as its
-/// `webhook-id` and (quoted) `Idempotency-Key`; the answer, classified as
+/// POSTs a CloudEvents `body` to `url`, signed by `signer` (one signature
+/// per secret), with `id` as its `webhook-id` and `Idempotency-Key` (quoted
+/// as `signer` is configured); the answer, classified as
 /// [`crate::policy::decide`] expects it. Shared by this adapter and the
 /// follow-up webhooks ([`crate::invoice`]).
 pub(crate) async fn post_signed(
     client: &reqwest::Client,
     url: &reqwest::Url,
-    key: &SigningKey,
+    signer: &WebhookSigner,
     id: &str,
     body: Vec<u8>,
 ) -> Attempt {
-    let idempotency = webhook::idempotency_key(id);
+    let idempotency = signer.idempotency_key(id);
     let request = format!(
         "POST {url} webhook-id={id} idempotency-key={idempotency} {} bytes",
         body.len()
@@ -85,7 +89,7 @@ pub(crate) async fn post_signed(
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let signature = key.sign(id, timestamp, &body);
+    let signature = signer.signature(id, timestamp, &body);
     let sent = client
         .post(url.clone())
         .header("content-type", "application/cloudevents+json")
