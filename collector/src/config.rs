@@ -464,7 +464,7 @@ impl Default for MqttConfig {
 }
 
 fn default_lane_park_max_ms() -> u64 {
-    30_000
+    10_000
 }
 fn default_max_active_lanes() -> usize {
     256

@@ -119,10 +119,25 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
             i += 1;
         }
         let wanted: HashSet<String> = ids.iter().cloned().collect();
+        // Through the link well before keep-alive: everything acked by the
+        // collector (stored in its inbox).
         let recovery_budget = Duration::from_secs(KEEP_ALIVE_SECS / 2);
+        eventually(
+            "every event acknowledged by the collector after the link came back",
+            recovery_budget,
+            || async {
+                let s = status(&c, &addr).await?;
+                (s["queued"] == 0).then_some(())
+            },
+        )
+        .await?;
+        let acked_after = resumed_at.elapsed();
+        // Then booked: a proof of delivery whose order has no `arrived` (these
+        // test orders have none) waits up to the collector's
+        // lane_park_max_ms (10 s) for it before it goes.
         let effects = eventually(
             "every acknowledged event booked at the ERP after the link came back",
-            recovery_budget,
+            Duration::from_secs(20),
             || async {
                 let effects = c.erp_effects().await.ok()?;
                 let keys: HashSet<String> = effects.iter().filter_map(effect_key).collect();
@@ -145,7 +160,7 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
         })
         .await?;
         println!(
-            "link: after resume all {} events booked once in {booked_after:?}, queue empty after {:?}; connects {} -> {}, ack timeouts {} -> {}, proxy accepted {} connections",
+            "link: after resume all {} events acked in {acked_after:?}, booked once in {booked_after:?}, queue empty after {:?}; connects {} -> {}, ack timeouts {} -> {}, proxy accepted {} connections",
             wanted.len(),
             resumed_at.elapsed(),
             connects_before,
