@@ -138,8 +138,9 @@ impl ErpKind {
     }
 }
 
-/// `[erp]`: the ERP events are delivered to, and how.
-#[derive(Debug, Clone, Deserialize)]
+/// `[erp]`: the ERP events are delivered to, and how. Its `Debug` never
+/// prints the secrets.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErpConfig {
     /// The adapter: `webhook` (the default) or `tryton`.
@@ -209,6 +210,35 @@ pub struct ErpConfig {
     /// rotation, and the `Idempotency-Key` quoting (webhook adapter only).
     #[serde(default)]
     pub webhook: crate::webhook::WebhookOptions,
+}
+
+impl std::fmt::Debug for ErpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "(set)" } else { "(none)" };
+        f.debug_struct("ErpConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("secret", &redacted(!self.secret.is_empty()))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retry_min_ms", &self.retry_min_ms)
+            .field("retry_max_ms", &self.retry_max_ms)
+            .field("concurrency", &self.concurrency)
+            .field("max_attempts", &self.max_attempts)
+            .field("pause_max_ms", &self.pause_max_ms)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_open_ms", &self.breaker_open_ms)
+            .field("halt_recheck_ms", &self.halt_recheck_ms)
+            .field("lane_park_max_ms", &self.lane_park_max_ms)
+            .field("max_active_lanes", &self.max_active_lanes)
+            .field("invoice_webhook_url", &self.invoice_webhook_url)
+            .field(
+                "invoice_webhook_secret",
+                &redacted(self.invoice_webhook_secret.is_some()),
+            )
+            .field("tryton", &self.tryton)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
 }
 
 /// `[erp.tryton]`: the Tryton database and user the adapter logs in as.
@@ -536,6 +566,18 @@ mod tests {
         assert_eq!(cfg.erp.concurrency, 4);
         assert!(!cfg.allow_unknown_devices);
         cfg.check().expect("defaults are valid");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secrets() {
+        let cfg = parse(&format!(
+            "[erp]\nurl = \"http://x\"\nsecret = \"{SECRET}\"\ninvoice_webhook_url = \"http://y\"\ninvoice_webhook_secret = \"whsec_c2Vjb25kLXNlY3JldC1zZWNvbmQtc2VjcmV0\"\n"
+        ))
+        .expect("parses");
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("MfKQ9r8G"), "{text}");
+        assert!(!text.contains("c2Vjb25k"), "{text}");
+        assert!(text.contains("secret: \"(set)\""), "{text}");
     }
 
     #[test]
