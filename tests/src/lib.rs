@@ -207,6 +207,24 @@ pub fn read_addr(path: &Path) -> Result<String> {
 }
 
 impl Cluster {
+    /// Posts test event `i` ([`event_body`]) to the agent API at `addr`;
+    /// fails unless the agent answers 201, else gives the event id.
+    pub async fn post_event(&self, addr: &str, i: usize) -> Result<String> {
+        let r = self
+            .http
+            .post(format!("http://{addr}/v1/events"))
+            .json(&event_body(i))
+            .send()
+            .await?;
+        if r.status() != 201 {
+            bail!("agent answered {} to event {i}", r.status());
+        }
+        Ok(r.json::<Value>().await?["event_id"]
+            .as_str()
+            .context("event_id in 201")?
+            .to_string())
+    }
+
     /// Starts mock ERP, collector and (unless `external_mqtt` is given) an
     /// embedded broker; `devices` are the agents the collector will accept.
     pub fn start(

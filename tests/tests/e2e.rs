@@ -209,17 +209,7 @@ async fn collector_survives_malformed_cbor_and_unknown_devices() -> Result<()> {
 
         let (_agent, addr_file) = c.agent(site, &device)?;
         let addr = read_addr(&addr_file)?;
-        let r = c
-            .http
-            .post(format!("http://{addr}/v1/events"))
-            .json(&event_body(0))
-            .send()
-            .await?;
-        assert_eq!(r.status(), 201);
-        let id = r.json::<Value>().await?["event_id"]
-            .as_str()
-            .context("id")?
-            .to_string();
+        let id = c.post_event(&addr, 0).await?;
         eventually(
             "the valid event is booked",
             Duration::from_secs(30),

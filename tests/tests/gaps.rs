@@ -14,27 +14,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use dockline_tests::{
-    Cluster, Proc, bin, effect_key, event_body, eventually, external_mqtt, read_addr,
-};
+use anyhow::{Context, Result};
+use dockline_tests::{Cluster, Proc, bin, effect_key, eventually, external_mqtt, read_addr};
 use serde_json::Value;
-
-async fn post(c: &Cluster, addr: &str, i: usize) -> Result<String> {
-    let r = c
-        .http
-        .post(format!("http://{addr}/v1/events"))
-        .json(&event_body(i))
-        .send()
-        .await?;
-    if r.status() != 201 {
-        bail!("agent answered {} to event {i}", r.status());
-    }
-    Ok(r.json::<Value>().await?["event_id"]
-        .as_str()
-        .context("event_id in 201")?
-        .to_string())
-}
 
 async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
     http.get(url).send().await.ok()?.json().await.ok()
@@ -81,7 +63,7 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
         let status = || get(&http, format!("http://{addr}/v1/status"));
         let mut ids = Vec::new();
         for i in 0..5 {
-            ids.push(post(&c, &addr, i).await?);
+            ids.push(c.post_event(&addr, i).await?);
         }
         eventually(
             "first events acknowledged",
@@ -96,7 +78,7 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
         // The collector goes away; what the agent publishes now is lost.
         c.collector.kill9();
         for i in 5..10 {
-            ids.push(post(&c, &addr, i).await?);
+            ids.push(c.post_event(&addr, i).await?);
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let ccfg = c.dir.path().join("collector.toml");
@@ -113,7 +95,7 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
 
         // Later events arrive and are stored behind the hole.
         for i in 10..15 {
-            ids.push(post(&c, &addr, i).await?);
+            ids.push(c.post_event(&addr, i).await?);
         }
         let stats_url = format!("{}/v1/stats", c.collector_url);
         let hole = eventually(

@@ -9,29 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use dockline_tests::{ChaosProxy, Cluster, effect_key, event_body, eventually, read_addr};
+use anyhow::{Context, Result};
+use dockline_tests::{ChaosProxy, Cluster, effect_key, eventually, read_addr};
 use serde_json::Value;
 
 const KEEP_ALIVE_SECS: u64 = 30;
 const ACK_TIMEOUT: Duration = Duration::from_millis(2000);
 const HOLE: Duration = Duration::from_secs(6);
-
-async fn post(c: &Cluster, addr: &str, i: usize) -> Result<String> {
-    let r = c
-        .http
-        .post(format!("http://{addr}/v1/events"))
-        .json(&event_body(i))
-        .send()
-        .await?;
-    if r.status() != 201 {
-        bail!("agent answered {} to event {i}", r.status());
-    }
-    Ok(r.json::<Value>().await?["event_id"]
-        .as_str()
-        .context("event_id in 201")?
-        .to_string())
-}
 
 async fn status(c: &Cluster, addr: &str) -> Option<Value> {
     c.http
@@ -60,7 +44,7 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
 
         // The path works: a first lot goes through and is acknowledged.
         for _ in 0..10 {
-            ids.push(post(&c, &addr, i).await?);
+            ids.push(c.post_event(&addr, i).await?);
             i += 1;
         }
         eventually("first events acknowledged through the proxy", Duration::from_secs(30), || async {
@@ -80,7 +64,7 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
         let mut next_post = Instant::now();
         while holed_at.elapsed() < HOLE {
             if Instant::now() >= next_post {
-                ids.push(post(&c, &addr, i).await?);
+                ids.push(c.post_event(&addr, i).await?);
                 i += 1;
                 next_post += Duration::from_millis(300);
             }
@@ -115,7 +99,7 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
         proxy.resume();
         let resumed_at = Instant::now();
         for _ in 0..3 {
-            ids.push(post(&c, &addr, i).await?);
+            ids.push(c.post_event(&addr, i).await?);
             i += 1;
         }
         let wanted: HashSet<String> = ids.iter().cloned().collect();

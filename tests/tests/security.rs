@@ -23,7 +23,7 @@ use dockline_protocol::{
     Batch, BusinessEvent, Command, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION,
     Payload, Priority, References, Resend, TimeSource, codec,
 };
-use dockline_tests::{Cluster, event_body, eventually, external_mqtt, read_addr};
+use dockline_tests::{Cluster, eventually, external_mqtt, read_addr};
 use ed25519_dalek::{Signer, SigningKey};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -137,13 +137,7 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
         );
 
         // The collector still serves device B, through the same connection.
-        let r = c
-            .http
-            .post(format!("http://{b_addr}/v1/events"))
-            .json(&event_body(0))
-            .send()
-            .await?;
-        assert_eq!(r.status(), 201);
+        c.post_event(&b_addr, 0).await?;
         eventually("B's event stored", Duration::from_secs(20), || async {
             let s = get(&c.http, &stats_url).await?;
             (s["received"] == 1).then_some(())
