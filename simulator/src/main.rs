@@ -1,7 +1,7 @@
 //! `dockline-sim`: parses flags and calls the simulator library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -327,17 +327,12 @@ async fn main() -> anyhow::Result<()> {
                 r = demo::run(opts) => r.context("the demo could not run")?,
                 () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
             };
-            println!("{}", result.summary());
-            if let Some(path) = report {
-                let json = serde_json::to_string_pretty(&result)?;
-                std::fs::write(&path, json + "\n")
-                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
-                println!("report written to {}", path.display());
-            }
-            if !result.passed {
-                std::process::exit(1);
-            }
-            Ok(())
+            conclude(
+                &format!("{}\n", result.summary()),
+                report.as_deref(),
+                &result,
+                result.passed,
+            )
         }
         Command::Fleet {
             agents,
@@ -360,17 +355,12 @@ async fn main() -> anyhow::Result<()> {
                 r = fleet::run(opts) => r.context("the fleet could not run")?,
                 () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
             };
-            println!("{}", result.summary());
-            if let Some(path) = report {
-                let json = serde_json::to_string_pretty(&result)?;
-                std::fs::write(&path, json + "\n")
-                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
-                println!("report written to {}", path.display());
-            }
-            if !result.passed {
-                std::process::exit(1);
-            }
-            Ok(())
+            conclude(
+                &format!("{}\n", result.summary()),
+                report.as_deref(),
+                &result,
+                result.passed,
+            )
         }
         Command::Chaos {
             trials,
@@ -403,17 +393,7 @@ async fn main() -> anyhow::Result<()> {
                 r = chaos::run(&opts) => r.context("the chaos trials could not run")?,
                 () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
             };
-            print!("{}", result.table());
-            if let Some(path) = report {
-                let json = serde_json::to_string_pretty(&result)?;
-                std::fs::write(&path, json + "\n")
-                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
-                println!("report written to {}", path.display());
-            }
-            if !result.passed {
-                std::process::exit(1);
-            }
-            Ok(())
+            conclude(&result.table(), report.as_deref(), &result, result.passed)
         }
         Command::Bench { json, quick, only } => {
             let opts = BenchOptions {
@@ -427,10 +407,7 @@ async fn main() -> anyhow::Result<()> {
             };
             bench::print(&figures);
             if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&figures)?;
-                std::fs::write(&path, text + "\n")
-                    .with_context(|| format!("cannot write the figures to {}", path.display()))?;
-                println!("figures written to {}", path.display());
+                write_json(&path, &figures, "figures")?;
             }
             Ok(())
         }
@@ -453,6 +430,34 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes `value` to `path` as pretty JSON and says so; `what` names it in
+/// messages ("report", "figures").
+fn write_json(path: &Path, value: &impl serde::Serialize, what: &str) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, json + "\n")
+        .with_context(|| format!("cannot write the {what} to {}", path.display()))?;
+    println!("{what} written to {}", path.display());
+    Ok(())
+}
+
+/// Ends a demo, fleet or chaos run: prints `text` (its summary), writes its
+/// report when asked, and exits 1 when it did not pass.
+fn conclude(
+    text: &str,
+    report: Option<&Path>,
+    result: &impl serde::Serialize,
+    passed: bool,
+) -> anyhow::Result<()> {
+    print!("{text}");
+    if let Some(path) = report {
+        write_json(path, result, "report")?;
+    }
+    if !passed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
