@@ -137,7 +137,9 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     }
     if opts.wants("collector_ingest") {
         figures.push(
-            collector_ingest(dir.path(), sizes.ingest, sizes.rounds).context("collector_ingest")?,
+            collector_ingest(dir.path(), sizes.ingest, sizes.rounds)
+                .await
+                .context("collector_ingest")?,
         );
     }
     if opts.wants("scan_to_erp") {
@@ -316,19 +318,29 @@ fn raw_inserts(path: &Path, n: usize, per_tx: usize) -> Result<f64> {
 
 /// The CBOR envelope of one bench event, as the outbox stores it.
 fn sample_payload() -> Result<Vec<u8>> {
-    let e = event(1);
-    let env = dockline_protocol::Envelope {
+    Ok(dockline_protocol::encode(&envelope(&device()?, 0))?)
+}
+
+/// The epoch of the bench's hand-made envelopes.
+const EPOCH: u64 = 1_764_000_000_000;
+
+/// Bench event `k` as the envelope of sequence `k + 1`, with an id made
+/// from `k`.
+fn envelope(device: &DeviceId, k: usize) -> dockline_protocol::Envelope {
+    let e = event(k);
+    let mut id = [0x5a; 16];
+    id[8..].copy_from_slice(&(k as u64).to_be_bytes());
+    dockline_protocol::Envelope {
         v: dockline_protocol::PROTOCOL_VERSION,
-        device: device()?,
-        epoch: 1_764_000_000_000,
-        seq: 1,
-        id: dockline_protocol::EventId([7; 16]),
+        device: device.clone(),
+        epoch: EPOCH,
+        seq: 1 + k as u64,
+        id: dockline_protocol::EventId(id),
         captured_ms: e.captured_ms,
         time_source: e.time_source,
         priority: e.priority,
         payload: e.payload,
-    };
-    Ok(dockline_protocol::encode(&env)?)
+    }
 }
 
 async fn single_commits(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
@@ -554,70 +566,60 @@ async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, F
 /// `per` events.
 fn wire_batches(first: usize, n: usize, per: usize) -> Result<Vec<Vec<u8>>> {
     let device = device()?;
-    let mut out = Vec::new();
-    let mut i = first;
-    while i < first + n {
-        let events = (i..(i + per).min(first + n))
-            .map(|k| {
-                let e = event(k);
-                let mut id = [0x5a; 16];
-                id[8..].copy_from_slice(&(k as u64).to_be_bytes());
-                dockline_protocol::Envelope {
-                    v: dockline_protocol::PROTOCOL_VERSION,
-                    device: device.clone(),
-                    epoch: 1_764_000_000_000,
-                    seq: 1 + k as u64,
-                    id: dockline_protocol::EventId(id),
-                    captured_ms: e.captured_ms,
-                    time_source: e.time_source,
-                    priority: e.priority,
-                    payload: e.payload,
-                }
-            })
-            .collect::<Vec<_>>();
-        i += events.len();
-        out.push(dockline_protocol::encode(&dockline_protocol::Batch {
-            v: dockline_protocol::PROTOCOL_VERSION,
-            device: device.clone(),
-            epoch: 1_764_000_000_000,
-            first_held: 1 + first as u64,
-            events,
-            shed: Vec::new(),
-        })?);
+    (first..first + n)
+        .step_by(per.max(1))
+        .map(|lo| {
+            let hi = (lo + per).min(first + n);
+            Ok(dockline_protocol::encode(&batch(&device, first, lo..hi))?)
+        })
+        .collect()
+}
+
+/// The batch of bench events `range` (see [`envelope`]), sent while the
+/// device still holds everything from event `first` on.
+fn batch(
+    device: &DeviceId,
+    first: usize,
+    range: std::ops::Range<usize>,
+) -> dockline_protocol::Batch {
+    dockline_protocol::Batch {
+        v: dockline_protocol::PROTOCOL_VERSION,
+        device: device.clone(),
+        epoch: EPOCH,
+        first_held: 1 + first as u64,
+        events: range.map(|k| envelope(device, k)).collect(),
+        shed: Vec::new(),
     }
-    Ok(out)
 }
 
 /// The collector's ingest path without the network: each wire batch of 256
 /// events decoded and validated, then stored in the inbox in one fsynced
 /// transaction (dedup, watermark), as the collector does per MQTT message.
-fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
+async fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
     use dockline_collector::inbox::Inbox;
     const PER: usize = 256;
     let site = dockline_protocol::SiteId::new("bench").map_err(|e| anyhow!("{e}"))?;
     let batches = wire_batches(0, n, PER)?;
-    let (mut ours, mut raw, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let path = dir.join(format!("inbox-{round}.db"));
-        let mut inbox = Inbox::open(&path)?;
-        let started = Instant::now();
-        for bytes in &batches {
-            let batch: dockline_protocol::Batch = dockline_protocol::decode(bytes)?;
-            inbox.store_batch(&site, &batch, 1_764_000_000_000)?;
-        }
-        let rate = n as f64 / started.elapsed().as_secs_f64();
-        drop(inbox);
-        let base = raw_inserts(&dir.join(format!("raw-inbox-{round}.db")), n, PER)?;
-        ours.push(rate);
-        raw.push(base);
-        ratio.push(rate / base);
-    }
+    let (rate, raw, ratio) = paired(
+        rounds,
+        async |round| {
+            let mut inbox = Inbox::open(&dir.join(format!("inbox-{round}.db")))?;
+            let started = Instant::now();
+            for bytes in &batches {
+                let batch: dockline_protocol::Batch = dockline_protocol::decode(bytes)?;
+                inbox.store_batch(&site, &batch, EPOCH as i64)?;
+            }
+            Ok(n as f64 / started.elapsed().as_secs_f64())
+        },
+        |round| raw_inserts(&dir.join(format!("raw-inbox-{round}.db")), n, PER),
+    )
+    .await?;
     Ok(Figure {
         name: "collector_ingest".into(),
-        value: median(ours),
+        value: rate,
         unit: "events/s".into(),
-        baseline: Some(median(raw)),
-        ratio: Some(median(ratio)),
+        baseline: Some(raw),
+        ratio: Some(ratio),
         target: ">= 100000 events/s (SQLite inbox)".into(),
         detail: format!(
             "{n} events in wire batches of {PER}: decode + validate + store (fsync per batch), one at a time as MQTT delivers them; baseline raw inserts of outbox-like rows in transactions of {PER}; median of {rounds} rounds"
@@ -629,8 +631,7 @@ fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
 /// JSON with the same field names.
 fn wire_bytes() -> Result<Figure> {
     const N: usize = 256;
-    let bytes = wire_batches(0, N, N)?.concat();
-    let batch: dockline_protocol::Batch = dockline_protocol::decode(&bytes)?;
+    let batch = batch(&device()?, 0, 0..N);
     let cbor = dockline_protocol::encode(&batch)?.len() as f64 / N as f64;
     let json = serde_json::to_vec(&batch)?.len() as f64 / N as f64;
     Ok(Figure {
