@@ -31,7 +31,7 @@ use dockline_protocol::{
 };
 use serde::Serialize;
 
-use crate::demo::{READY_TIMEOUT, agent_config, collector_config, post_event, start_broker};
+use crate::demo::{READY_TIMEOUT, agent_config, post_event, start_broker, start_collector};
 use crate::mock_erp::{ErpConfig, MockErp};
 use crate::process::ChildProcess;
 
@@ -405,35 +405,6 @@ async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_j
         .await?)
 }
 
-/// Starts a collector for `device` (config and data in `dir`), posting to
-/// `erp`; returns it once its API listens.
-async fn spawn_collector(
-    opts: &BenchOptions,
-    dir: &Path,
-    device: &str,
-    broker: SocketAddr,
-    erp: SocketAddr,
-) -> Result<ChildProcess> {
-    let cdir = dir.join("collector");
-    std::fs::create_dir_all(&cdir)?;
-    let file = dir.join("collector.toml");
-    std::fs::write(
-        &file,
-        collector_config(&cdir, broker, &[device.into()], erp, SECRET),
-    )?;
-    let path = file.display().to_string();
-    let mut collector = ChildProcess::spawn(
-        "collector",
-        &opts.exe,
-        &["collector", "--config", &path],
-        dir,
-    )?;
-    collector
-        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
-        .await?;
-    Ok(collector)
-}
-
 /// Starts the agent binary with `config` (written to `{dir}/{name}.toml`;
 /// its data dir is `data`); returns it, its API address and the program.
 async fn spawn_agent(
@@ -466,7 +437,15 @@ async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, F
     std::fs::create_dir_all(&adir)?;
     let (_broker, broker) = start_broker(&opts.exe, &ldir, "127.0.0.1:0".parse()?, 2).await?;
     let (erp, erp_addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
-    let collector = spawn_collector(opts, &ldir, "bench-02", broker, erp_addr).await?;
+    let (collector, _) = start_collector(
+        &opts.exe,
+        &ldir,
+        broker,
+        &["bench-02".into()],
+        erp_addr,
+        SECRET,
+    )
+    .await?;
     let config = agent_config("bench-02", &adir, broker);
     let (agent, api, _) = spawn_agent(opts, &ldir, "agent", &adir, &config).await?;
     // Wait until the agent is connected, so the figure is a healthy system's.
@@ -664,7 +643,8 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?
     };
-    let collector = spawn_collector(opts, &ddir, "bench-01", broker, erp).await?;
+    let (collector, _) =
+        start_collector(&opts.exe, &ddir, broker, &["bench-01".into()], erp, SECRET).await?;
 
     let config = format!(
         "{}heartbeat_secs = 3600\nmax_inflight_batches = 16\n",

@@ -216,6 +216,33 @@ fn mkdir(path: &Path) -> Result<(), DemoError> {
     })
 }
 
+/// Starts a collector child (config `{dir}/collector.toml`, data in
+/// `{dir}/collector`) accepting `devices` and posting to the ERP at `erp`;
+/// returns it with its API address once it listens.
+pub(crate) async fn start_collector(
+    exe: &Path,
+    dir: &Path,
+    broker: SocketAddr,
+    devices: &[String],
+    erp: SocketAddr,
+    secret: &str,
+) -> Result<(ChildProcess, SocketAddr), DemoError> {
+    let cdir = dir.join("collector");
+    mkdir(&cdir)?;
+    let cfile = dir.join("collector.toml");
+    write(
+        &cfile,
+        &collector_config(&cdir, broker, devices, erp, secret),
+    )?;
+    let cpath = cfile.display().to_string();
+    let mut collector =
+        ChildProcess::spawn("collector", exe, &["collector", "--config", &cpath], dir)?;
+    let api = collector
+        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
+        .await?;
+    Ok((collector, api))
+}
+
 /// Starts a broker child on `listen`; returns it with the bound address.
 pub(crate) async fn start_broker(
     exe: &Path,
@@ -396,23 +423,8 @@ impl Stack {
             plan.push((a.device.clone(), Vec::new(), a.config.clone(), a.devices));
         }
         let ids: Vec<String> = plan.iter().map(|(d, ..)| d.clone()).collect();
-        let cdir = dir.join("collector");
-        mkdir(&cdir)?;
-        let cfile = dir.join("collector.toml");
-        write(
-            &cfile,
-            &collector_config(&cdir, broker_addr, &ids, erp_addr, &secret),
-        )?;
-        let cpath = cfile.display().to_string();
-        let mut collector = ChildProcess::spawn(
-            "collector",
-            &opts.exe,
-            &["collector", "--config", &cpath],
-            dir,
-        )?;
-        let collector_api = collector
-            .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
-            .await?;
+        let (collector, collector_api) =
+            start_collector(&opts.exe, dir, broker_addr, &ids, erp_addr, &secret).await?;
         println!(
             "collector  http://{collector_api}/v1/stats (child pid {})",
             collector.pid()

@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::demo::{
-    DemoError, READY_TIMEOUT, agent_config, collector_config, get_json, start_broker,
+    DemoError, READY_TIMEOUT, agent_config, get_json, start_broker, start_collector,
 };
 use crate::devices::VirtualPort;
 use crate::devices::scanner::{Suffix, Symbol, scan_bytes, with_check_digit};
@@ -214,24 +214,8 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
     )
     .await?;
     let ids: Vec<String> = (1..=opts.agents).map(|i| format!("fl-{i:04}")).collect();
-    let cdir = dir.join("collector");
-    std::fs::create_dir_all(&cdir).map_err(io_err(&cdir))?;
-    let cfile = dir.join("collector.toml");
-    std::fs::write(
-        &cfile,
-        collector_config(&cdir, broker_addr, &ids, erp_addr, &secret),
-    )
-    .map_err(io_err(&cfile))?;
-    let cpath = cfile.display().to_string();
-    let mut collector = ChildProcess::spawn(
-        "collector",
-        &opts.exe,
-        &["collector", "--config", &cpath],
-        dir,
-    )?;
-    let collector_api = collector
-        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
-        .await?;
+    let (collector, collector_api) =
+        start_collector(&opts.exe, dir, broker_addr, &ids, erp_addr, &secret).await?;
     println!(
         "broker mqtt://{broker_addr}, collector http://{collector_api}, ERP http://{erp_addr}; starting {} agents x {} devices",
         opts.agents, opts.devices
