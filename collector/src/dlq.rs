@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use dockline_protocol::SiteId;
 use serde_json::{Value, json};
 
-use crate::inbox::{DeadLetter, DeadLetterSummary, Inbox, InboxError, Resolution};
+use crate::inbox::{DeadLetter, DeadLetterSummary, Inbox, InboxError, InboxStore, Resolution};
 use crate::webhook;
 
 /// Most dead letters listed at once.
@@ -117,7 +117,7 @@ pub fn list_text(items: &[DeadLetterSummary]) -> String {
 
 /// Replays (`discard` is `None`) or discards dead letter `id`.
 pub fn resolve(
-    inbox: &mut Inbox,
+    inbox: &mut dyn InboxStore,
     id: i64,
     discard: Option<&str>,
     now_ms: i64,

@@ -86,6 +86,7 @@ use serde::Serialize;
 
 use crate::config::DeviceConfig;
 use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
+pub use crate::store::InboxStore;
 
 /// An inbox operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -2026,18 +2027,25 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetterSummary> {
     })
 }
 
-/// Shares one [`Inbox`] between async tasks, running every call on tokio's
-/// blocking pool so SQLite never stalls the runtime threads.
+/// Shares one inbox store (SQLite [`Inbox`] or PostgreSQL
+/// [`crate::pg_inbox::PgInbox`], see [`InboxStore`]) between async tasks,
+/// running every call on tokio's blocking pool so the database never stalls
+/// the runtime threads.
 #[derive(Debug, Clone)]
 pub struct InboxHandle {
-    inner: Arc<Mutex<Inbox>>,
+    inner: Arc<Mutex<Box<dyn InboxStore>>>,
 }
 
 impl InboxHandle {
-    /// Wraps an open inbox.
-    pub fn new(inbox: Inbox) -> Self {
+    /// Wraps an open inbox store.
+    pub fn new(store: impl InboxStore + 'static) -> Self {
+        Self::from_box(Box::new(store))
+    }
+
+    /// Wraps an open inbox store chosen at run time.
+    pub fn from_box(store: Box<dyn InboxStore>) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(inbox)),
+            inner: Arc::new(Mutex::new(store)),
         }
     }
 
@@ -2045,15 +2053,15 @@ impl InboxHandle {
     pub async fn call<R, F>(&self, f: F) -> Result<R, InboxError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Inbox) -> Result<R, InboxError> + Send + 'static,
+        F: FnOnce(&mut dyn InboxStore) -> Result<R, InboxError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            // A poisoned lock means an earlier call panicked mid-way; SQLite
-            // rolled back its open transaction, so the connection is still
-            // consistent and can be used.
+            // A poisoned lock means an earlier call panicked mid-way; the
+            // database rolled back its open transaction, so the connection
+            // is still consistent and can be used.
             let mut inbox = inner.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut inbox)
+            f(inbox.as_mut())
         })
         .await
         .map_err(|e| InboxError::Worker(e.to_string()))?

@@ -58,6 +58,7 @@ pub mod mqtt;
 pub mod policy;
 pub mod publication;
 pub mod shutdown;
+pub mod store;
 pub mod webhook;
 
 use std::future::Future;

@@ -1,0 +1,330 @@
+//! The inbox's storage contract: [`InboxStore`] is everything the collector
+//! asks of its inbox, with two backends behind it:
+//!
+//! - [`crate::inbox::Inbox`], SQLite in `{data_dir}/inbox.db` (the default,
+//!   embedded; one collector per file);
+//! - [`crate::pg_inbox::PgInbox`], PostgreSQL (`[inbox] url =
+//!   "postgres://…"`), which several collectors may share at once.
+//!
+//! Both keep the invariants stated in [`crate::inbox`]'s module docs; the
+//! unit tests in `inbox.rs` run against both (PostgreSQL when
+//! `DOCKLINE_TEST_PG_URL` is set). What only matters with several writers
+//! (claiming a lane, claiming a follow-up) is part of the contract too, so
+//! the delivery code is the same for both: with one writer the claims
+//! always succeed.
+//!
+//! The methods are blocking; async code reaches them through
+//! [`crate::inbox::InboxHandle`], which runs them off the async runtime.
+
+use dockline_protocol::{Batch, DeviceId, Outcome, SiteId, Status, Verdict};
+
+use crate::config::DeviceConfig;
+use crate::inbox::{
+    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, Followup, FollowupResult, Inbox,
+    InboxError, LaneStatus, NewDeadLetter, NextPending, Resolution, Stats, StoreOutcome,
+};
+
+/// Everything the collector asks of its inbox; see the module docs.
+///
+/// Each method is one transaction: it commits whole or not at all.
+pub trait InboxStore: Send + std::fmt::Debug {
+    /// `sqlite` or `postgres`, for logs.
+    fn backend(&self) -> &'static str;
+
+    /// From now on, booking a proof of delivery that names an order queues
+    /// an `invoice.ready` follow-up webhook (see [`InboxStore::due_followups`]).
+    fn enable_invoice_followups(&mut self);
+
+    /// Follow-ups due at `now_ms`, oldest first, at most `limit`. With
+    /// several collectors the ones returned are claimed for a while, so
+    /// another collector does not send them at the same time.
+    fn due_followups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Followup>, InboxError>;
+
+    /// The earliest time a pending follow-up is due, if any is pending.
+    fn next_followup_ms(&self) -> Result<Option<i64>, InboxError>;
+
+    /// Records what became of one attempt to send follow-up `id`; false when
+    /// it was no longer pending.
+    fn record_followup(
+        &mut self,
+        id: &str,
+        result: &FollowupResult,
+        now_ms: i64,
+    ) -> Result<bool, InboxError>;
+
+    /// Makes configured devices visible in the stats before they first speak.
+    fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError>;
+
+    /// Stores a batch in one transaction and returns the watermark to ack.
+    fn store_batch(
+        &mut self,
+        site: &SiteId,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<StoreOutcome, InboxError>;
+
+    /// The watermark of a `(device, epoch)`, 0 when nothing is stored.
+    fn complete_up_to(&self, device: &DeviceId, epoch: u64) -> Result<u64, InboxError>;
+
+    /// Counts one refused message, in total and under its `reason`.
+    fn count_refused(&mut self, reason: &str) -> Result<(), InboxError>;
+
+    /// Verdicts recorded for `device`'s events of `epoch` from `from_seq`
+    /// on, in sequence order, at most `limit`.
+    fn verdicts_from(
+        &self,
+        device: &DeviceId,
+        epoch: u64,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Verdict>, InboxError>;
+
+    /// Applies a status message; `false` when it was stale and ignored.
+    fn record_status(
+        &mut self,
+        site: &SiteId,
+        status: &Status,
+        now_ms: i64,
+    ) -> Result<bool, InboxError>;
+
+    /// Lanes due for a look at `now_ms`, oldest wake first, at most `limit`.
+    /// Lanes another collector is delivering (its claim not yet expired)
+    /// are left out.
+    fn due_lanes(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, InboxError>;
+
+    /// The earliest time any lane wants a look, if one does.
+    fn next_lane_wake_ms(&self) -> Result<Option<i64>, InboxError>;
+
+    /// The lane's next event to deliver, or `None` when none may go now
+    /// (or, with several collectors, another one is delivering the lane).
+    /// An event handed out claims the lane for this collector.
+    fn next_in_lane(
+        &mut self,
+        lane_key: &str,
+        now_ms: i64,
+        park_max_ms: i64,
+    ) -> Result<Option<NextPending>, InboxError>;
+
+    /// Renews this collector's claim on `lane` before another ERP attempt;
+    /// false when the claim was lost (it expired and another collector took
+    /// the lane), and the caller must stop delivering it. Always true with
+    /// one writer.
+    fn hold_lane(&mut self, lane: &str, now_ms: i64) -> Result<bool, InboxError> {
+        let _ = (lane, now_ms);
+        Ok(true)
+    }
+
+    /// Lanes that are parked or blocked, longest waiting first.
+    fn waiting_lanes(&self, limit: usize) -> Result<Vec<LaneStatus>, InboxError>;
+
+    /// Sets a pending row aside as `skipped` (not for the ERP).
+    fn mark_skipped(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        now_ms: i64,
+    ) -> Result<(), InboxError>;
+
+    /// Records a failed attempt that will be retried.
+    fn record_attempt(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        log: &AttemptLog,
+    ) -> Result<(), InboxError>;
+
+    /// Stores a dead letter for a pending event; `None` when it is no longer
+    /// pending.
+    fn store_dead_letter(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        dead: &NewDeadLetter,
+    ) -> Result<Option<(i64, bool)>, InboxError>;
+
+    /// Dead letters, newest first; only `open` ones unless `all`.
+    fn dead_letters(&self, all: bool, limit: usize) -> Result<Vec<DeadLetterSummary>, InboxError>;
+
+    /// One dead letter with its attempts and envelope.
+    fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, InboxError>;
+
+    /// Replays an open dead letter.
+    fn replay_dead_letter(&mut self, id: i64, now_ms: i64) -> Result<Resolution, InboxError>;
+
+    /// Discards an open dead letter.
+    fn discard_dead_letter(
+        &mut self,
+        id: i64,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<Resolution, InboxError>;
+
+    /// Records the ERP's final answer; at most once per event.
+    fn record_verdict(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        outcome: &Outcome,
+        now_ms: i64,
+    ) -> Result<bool, InboxError>;
+
+    /// Every `(device, epoch)` with open holes.
+    fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError>;
+
+    /// Counts resend requests the gap audit published.
+    fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError>;
+
+    /// The numbers behind `GET /v1/stats`.
+    fn stats(&self) -> Result<Stats, InboxError>;
+
+    /// The SQLite inbox behind this store, if it is one (for SQLite-only
+    /// tools such as raw read queries).
+    fn as_sqlite(&self) -> Option<&Inbox> {
+        None
+    }
+}
+
+/// The SQLite inbox: each method is the inherent one of the same name.
+impl InboxStore for Inbox {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+    fn enable_invoice_followups(&mut self) {
+        Inbox::enable_invoice_followups(self);
+    }
+    fn due_followups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Followup>, InboxError> {
+        Inbox::due_followups(self, now_ms, limit)
+    }
+    fn next_followup_ms(&self) -> Result<Option<i64>, InboxError> {
+        Inbox::next_followup_ms(self)
+    }
+    fn record_followup(
+        &mut self,
+        id: &str,
+        result: &FollowupResult,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        Inbox::record_followup(self, id, result, now_ms)
+    }
+    fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError> {
+        Inbox::register_devices(self, devices)
+    }
+    fn store_batch(
+        &mut self,
+        site: &SiteId,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<StoreOutcome, InboxError> {
+        Inbox::store_batch(self, site, batch, now_ms)
+    }
+    fn complete_up_to(&self, device: &DeviceId, epoch: u64) -> Result<u64, InboxError> {
+        Inbox::complete_up_to(self, device, epoch)
+    }
+    fn count_refused(&mut self, reason: &str) -> Result<(), InboxError> {
+        Inbox::count_refused(self, reason)
+    }
+    fn verdicts_from(
+        &self,
+        device: &DeviceId,
+        epoch: u64,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Verdict>, InboxError> {
+        Inbox::verdicts_from(self, device, epoch, from_seq, limit)
+    }
+    fn record_status(
+        &mut self,
+        site: &SiteId,
+        status: &Status,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        Inbox::record_status(self, site, status, now_ms)
+    }
+    fn due_lanes(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, InboxError> {
+        Inbox::due_lanes(self, now_ms, limit)
+    }
+    fn next_lane_wake_ms(&self) -> Result<Option<i64>, InboxError> {
+        Inbox::next_lane_wake_ms(self)
+    }
+    fn next_in_lane(
+        &mut self,
+        lane_key: &str,
+        now_ms: i64,
+        park_max_ms: i64,
+    ) -> Result<Option<NextPending>, InboxError> {
+        Inbox::next_in_lane(self, lane_key, now_ms, park_max_ms)
+    }
+    fn waiting_lanes(&self, limit: usize) -> Result<Vec<LaneStatus>, InboxError> {
+        Inbox::waiting_lanes(self, limit)
+    }
+    fn mark_skipped(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        now_ms: i64,
+    ) -> Result<(), InboxError> {
+        Inbox::mark_skipped(self, device, epoch, seq, now_ms)
+    }
+    fn record_attempt(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        log: &AttemptLog,
+    ) -> Result<(), InboxError> {
+        Inbox::record_attempt(self, device, epoch, seq, log)
+    }
+    fn store_dead_letter(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        dead: &NewDeadLetter,
+    ) -> Result<Option<(i64, bool)>, InboxError> {
+        Inbox::store_dead_letter(self, device, epoch, seq, dead)
+    }
+    fn dead_letters(&self, all: bool, limit: usize) -> Result<Vec<DeadLetterSummary>, InboxError> {
+        Inbox::dead_letters(self, all, limit)
+    }
+    fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, InboxError> {
+        Inbox::dead_letter(self, id)
+    }
+    fn replay_dead_letter(&mut self, id: i64, now_ms: i64) -> Result<Resolution, InboxError> {
+        Inbox::replay_dead_letter(self, id, now_ms)
+    }
+    fn discard_dead_letter(
+        &mut self,
+        id: i64,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<Resolution, InboxError> {
+        Inbox::discard_dead_letter(self, id, note, now_ms)
+    }
+    fn record_verdict(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        outcome: &Outcome,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        Inbox::record_verdict(self, device, epoch, seq, outcome, now_ms)
+    }
+    fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
+        Inbox::open_holes(self)
+    }
+    fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError> {
+        Inbox::count_resend_requests(self, n)
+    }
+    fn stats(&self) -> Result<Stats, InboxError> {
+        Inbox::stats(self)
+    }
+    fn as_sqlite(&self) -> Option<&Inbox> {
+        Some(self)
+    }
+}
