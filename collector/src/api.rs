@@ -2,7 +2,12 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | `/healthz` | `ok` |
+//! | GET | `/healthz` | `ok` while the process serves HTTP (liveness; no auth) |
+//! | GET | `/readyz` | `ready` when the inbox answers and delivery runs, else 503 naming what is not (no auth) |
+//! | GET | `/metrics` | Prometheus text format ([`crate::metrics`]) |
+//! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::auth`]) |
+//! | POST | `/v1/logout` | ends the session of the bearer token |
+//! | GET | `/v1/whoami` | the caller and its role |
 //! | GET | `/v1/stats` | counters (also `resend_requests`, `holes_lost`), devices with their watermark ("complete up to N") and open holes, open dead letters, devices with one, parked and blocked lane counts, `delivered_out_of_order` |
 //! | GET | `/v1/lanes` | parked and blocked business lanes, longest waiting first: key, `parked`/`blocked`, what it waits for, `since_ms`, `waiting_ms`, pending events (see [`crate::lane`]) |
 //! | GET | `/v1/endpoint` | the ERP endpoint's circuit breaker (closed, open: failures, throttled or halted with the reason) |
@@ -10,6 +15,13 @@
 //! | GET | `/dlq/{id}` | one dead letter: the original event, every attempt, the reason |
 //! | POST | `/dlq/{id}/replay` | re-queue the event (same id and idempotency key), unblock its lane |
 //! | POST | `/dlq/{id}/discard` | give up on the event (`?note=…`), unblock its lane |
+//! | GET | `/ui/…`, `/v1/devices`, `/v1/orders`, `/v1/stuck`, `/v1/exceptions`, `/v1/dead-letters` | the dashboard and the JSON it reads (see [`crate::dashboard`]) |
+//!
+//! Access: every route but `/healthz`, `/readyz` and `/v1/login` needs a
+//! `viewer` bearer token, and every changing one (`POST`) an `operator`
+//! one, once `[[api.tokens]]` or `[[api.users]]` are configured; see
+//! [`crate::auth`] (also for CSRF). Request bodies are limited to
+//! [`MAX_BODY`] bytes.
 //!
 //! Everything is read from the inbox on every request (no cached copy), so
 //! what the demo and tests display is what is committed. A replay or discard
@@ -28,6 +40,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tracing::{error, info};
 
+use crate::auth::{self, Auth};
 use crate::delivery::Delivery;
 use crate::dlq::{self, DlqError};
 use crate::inbox::{InboxError, InboxHandle};
@@ -39,14 +52,28 @@ pub struct ApiState {
     pub inbox: InboxHandle,
     /// Notified after a replay or discard, so delivery looks again.
     pub wake: Arc<Notify>,
-    /// Delivery, for the endpoint's state (absent in tests without one).
+    /// Delivery, for the endpoint's state and the metrics (absent in tests
+    /// without one).
     pub delivery: Option<Arc<Delivery>>,
+    /// Who may do what.
+    pub auth: Arc<Auth>,
 }
+
+/// Largest request body accepted, bytes (the API takes only small JSON).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
+    let auth = Arc::clone(&state.auth);
+    let sessions = Router::new()
+        .route("/v1/login", post(auth::login))
+        .route("/v1/logout", post(auth::logout))
+        .with_state(Arc::clone(&auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/whoami", get(auth::whoami))
         .route("/v1/stats", get(stats))
         .route("/v1/endpoint", get(endpoint))
         .route("/v1/lanes", get(lanes))
@@ -56,6 +83,47 @@ pub fn router(state: ApiState) -> Router {
         .route("/dlq/{id}/discard", post(discard))
         .with_state(state)
 }
+        .merge(sessions)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Ready when the inbox answers a read and delivery is running.
+async fn readyz(State(api): State<ApiState>) -> Response {
+    let inbox = api.inbox.call(|i| i.stats().map(|_| ())).await;
+    match (&inbox, &api.delivery) {
+        (Ok(()), Some(_)) => "ready\n".into_response(),
+        (Err(e), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the inbox does not answer: {e}\n"),
+        )
+            .into_response(),
+        (Ok(()), None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: ERP delivery is not running\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus text format: the in-memory counters plus the inbox's levels.
+async fn metrics(State(api): State<ApiState>) -> Response {
+    let stats = match api.inbox.call(|i| i.stats()).await {
+        Ok(s) => s,
+        Err(e) => return inbox_failed("read stats for /metrics", &e),
+    };
+    let text = match &api.delivery {
+        Some(d) => d.metrics().render(&stats),
+        None => crate::metrics::Metrics::new("none").render(&stats),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 
 fn inbox_failed(what: &str, e: &InboxError) -> Response {
     error!("cannot {what}: {e}");

@@ -85,6 +85,21 @@ pub struct ApiConfig {
     /// Address to bind; port 0 picks a free port, written to `{data_dir}/api.addr`.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// `[[api.tokens]]`: bearer tokens and their roles (see [`crate::auth`]).
+    /// Without tokens or users the API is open, and only a loopback
+    /// `listen` is accepted.
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::TokenConfig>,
+    /// `[[api.users]]`: users who log in with a password (argon2 hash).
+    #[serde(default)]
+    pub users: Vec<crate::auth::UserConfig>,
+    /// How long a login session lasts, seconds (at least 60).
+    #[serde(default = "default_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+}
+
+fn default_session_ttl_secs() -> u64 {
+    12 * 3600
 }
 
 /// `[mqtt]`: the broker connection.
@@ -566,6 +581,9 @@ mod tests {
         assert_eq!(cfg.erp.concurrency, 4);
         assert!(!cfg.allow_unknown_devices);
         cfg.check().expect("defaults are valid");
+            tokens: Vec::new(),
+            users: Vec::new(),
+            session_ttl_secs: default_session_ttl_secs(),
     }
 
     #[test]

@@ -67,6 +67,7 @@ use crate::backoff::{Backoff, Jitter, RandomJitter};
 use crate::breaker::{Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind};
 use crate::config::ErpConfig;
 use crate::erp::{self, Attempt, ErpAdapter, ErpEvent};
+use crate::metrics::Metrics;
 use crate::inbox::{
     AttemptLog, InboxError, InboxHandle, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
     PendingEvent, excerpt,
@@ -133,6 +134,8 @@ pub struct Delivery {
     /// Notified when a booked proof of delivery may have queued a
     /// follow-up webhook ([`crate::invoice`]).
     followups: Arc<Notify>,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Delivery {
@@ -155,6 +158,8 @@ impl Delivery {
         acks: mpsc::Sender<Publication>,
     ) -> Self {
         let policy = policy_of(erp);
+        let per_request = adapter.events_per_request().max(1);
+        let adapter_kind = adapter.kind();
         let breaker = CircuitBreaker::new(BreakerConfig {
             failure_threshold: erp.breaker_failures,
             open_for: Duration::from_millis(erp.breaker_open_ms),
@@ -183,9 +188,15 @@ impl Delivery {
     pub fn followup_wake(&self) -> Arc<Notify> {
         Arc::clone(&self.followups)
     }
+            metrics: Arc::new(Metrics::new(adapter_kind)),
 
     /// Replaces the random jitter (tests use [`crate::backoff::FixedJitter`]).
     pub fn with_jitter(self, jitter: Box<dyn Jitter>) -> Self {
+    /// The counters `/metrics` shows (ingest adds to them too).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
         let mut endpoint = self
             .endpoint
             .into_inner()
@@ -395,6 +406,7 @@ impl Delivery {
                 } => {
                     info!(device = %dev, seq, event_id = %id, document = %document, duplicate,
                         attempts = history.attempts, "ERP booked event");
+            self.metrics.response(decision_class(&decision));
                     let outcome = Outcome::Booked { document };
                     let o = outcome.clone();
                     let d = dev.clone();
@@ -411,6 +423,9 @@ impl Delivery {
                     return Ok(());
                 }
                 Decision::DeadLetter {
+                        let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;
+                        self.metrics
+                            .outcome(site.as_str(), "booked", Some(latency));
                     reason,
                     class,
                     erp_rejected,
@@ -435,6 +450,11 @@ impl Delivery {
                                 .await;
                         }
                     }
+                        self.metrics.outcome(
+                            site.as_str(),
+                            if erp_rejected { "rejected" } else { "dead_lettered" },
+                            None,
+                        );
                     return Ok(());
                 }
                 Decision::Retry {
@@ -582,6 +602,17 @@ fn update_breaker(breaker: &mut CircuitBreaker, decision: &Decision, now: Instan
         } => breaker.on_failure(now),
         Decision::PauseEndpoint { delay, .. } => breaker.pause(now, *delay),
         Decision::HaltEndpoint { reason } | Decision::RefreshCredentials { reason } => {
+/// The class `/metrics` counts an attempt under.
+fn decision_class(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Booked { .. } => "booked",
+        Decision::DeadLetter { class, .. } | Decision::Retry { class, .. } => class.name(),
+        Decision::PauseEndpoint { .. } => "throttled",
+        Decision::HaltEndpoint { .. } => "halted",
+        Decision::RefreshCredentials { .. } => "re_auth",
+    }
+}
+
             breaker.halt(now, reason.clone())
         }
         Decision::Booked { .. } | Decision::DeadLetter { .. } | Decision::Retry { .. } => {

@@ -176,6 +176,7 @@ pub struct Ingest {
     stored: Arc<Notify>,
     limits: SecurityConfig,
     rate: Option<Arc<Mutex<DeviceRateLimiter>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 fn now_ms() -> i64 {
@@ -205,7 +206,14 @@ impl Ingest {
             stored,
             rate: DeviceRateLimiter::new(&limits).map(|l| Arc::new(Mutex::new(l))),
             limits,
+            metrics: None,
         }
+    }
+
+    /// Counts stored events and heartbeat backlogs into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The same ingest with `limits` instead of the defaults.
@@ -331,6 +339,9 @@ impl Ingest {
             })?;
         if outcome.stored > 0 {
             self.stored.notify_one();
+            if let Some(m) = &self.metrics {
+                m.received(parsed.site.as_str(), outcome.stored as u64);
+            }
         }
         for (lo, hi) in &outcome.newly_shed {
             warn!(device = %device, epoch, first_seq = lo, last_seq = hi,
@@ -382,6 +393,18 @@ impl Ingest {
                 source,
             })?;
         let device = &status.device;
+        if let (
+            Some(m),
+            true,
+            StatusKind::Heartbeat {
+                queued,
+                oldest_unacked_ms,
+                ..
+            },
+        ) = (&self.metrics, applied, &status.kind)
+        {
+            m.backlog(parsed.site.as_str(), device.as_str(), *queued, *oldest_unacked_ms);
+        }
         match (&status.kind, applied) {
             (_, false) => debug!(device = %device, session = status.session,
                 "ignoring status from an older session"),

@@ -42,6 +42,7 @@
 pub mod api;
 pub mod backoff;
 pub mod breaker;
+pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod delivery;
@@ -58,6 +59,7 @@ pub mod mqtt;
 pub mod policy;
 pub mod publication;
 pub mod shutdown;
+pub mod metrics;
 pub mod store;
 pub mod webhook;
 
@@ -118,6 +120,9 @@ pub enum CollectorError {
     CommandKey(#[from] commands::KeyError),
 }
 
+    /// `[api]` credentials are unusable, or missing on a network address.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthConfigError),
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -136,6 +141,10 @@ pub async fn run(
         // The public key is no secret: it is what agents are configured with.
         info!(verify_key = %public, "commands to devices are signed; agents need this [commands] verify_key");
     } else {
+    let auth = Arc::new(auth::Auth::from_config(&config.api, config.api.listen)?);
+    if auth.is_open() {
+        warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
+    }
         warn!(
             "no [commands] signing key: commands to devices (resend requests) go out unsigned, and agents refuse them unless allow_unsigned_commands = true; make a key pair with `dockline-collector keygen --out DIR`"
         );
@@ -214,7 +223,8 @@ pub async fn run(
         config.allow_unknown_devices,
         Arc::clone(&wake),
     )
-    .with_limits(&config.security);
+    .with_limits(&config.security)
+    .with_metrics(delivery.metrics());
 
     let api_state = api::ApiState {
         inbox,
@@ -225,6 +235,7 @@ pub async fn run(
     let api = tokio::spawn(async move {
         axum::serve(listener, api::router(api_state))
             .with_graceful_shutdown(async move { api_stop.wait().await })
+        auth,
             .await
     });
     let delivery_task = tokio::spawn(delivery.run(wake, trigger.subscribe()));

@@ -8,6 +8,9 @@
 //!
 //! `dockline-collector keygen --out DIR` writes a command signing key pair
 //! (see `dockline_collector::commands`).
+//!
+//! `dockline-collector hash-password < pw.txt` prints the argon2id hash of a
+//! dashboard/API user's password (see `dockline_collector::auth`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +49,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Reads a password from standard input (one line) and prints its
+    /// argon2id hash for `[[api.users]] password_hash`.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +108,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::HashPassword) = &args.command {
+        return hash_password();
+    }
     if let Some(Command::Dlq(cmd)) = args.command.take() {
         return match dlq_command(args, cmd) {
             Ok(text) => {
@@ -132,6 +141,33 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the chain joined, naming the file and the problem.
             eprintln!("dockline-collector: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `hash-password`: one line from stdin → an argon2id PHC string on stdout.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("password (the line is echoed; pipe it in to avoid that):");
+    }
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("dockline-collector: error: cannot read the password from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.len() < 8 {
+        eprintln!("dockline-collector: error: the password is shorter than 8 characters; choose a longer one");
+        return ExitCode::from(2);
+    }
+    match dockline_collector::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dockline-collector: error: cannot hash the password: {e}");
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,299 @@
+//! Access control of the collector's HTTP API, through a real server on a
+//! loopback port: no token → 401; a viewer reads but cannot replay (403);
+//! an operator can; passwords (argon2) log in to a session token; a
+//! cross-origin change is refused even with a valid token; the open
+//! (no credentials) mode answers only loopback host names and is refused on
+//! a network address; `/metrics` speaks Prometheus text; `/healthz` and
+//! `/readyz` need nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dockline_collector::api::{self, ApiState};
+use dockline_collector::auth::{self, Auth, AuthConfigError, Role, TokenConfig, UserConfig};
+use dockline_collector::config::ApiConfig;
+use dockline_collector::inbox::{Inbox, InboxHandle};
+use reqwest::StatusCode;
+use tokio::sync::Notify;
+
+const VIEWER: &str = "viewer-token-0123456789abcdef";
+const OPERATOR: &str = "operator-token-0123456789abcdef";
+
+struct Server {
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(auth: Auth) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
+    let state = ApiState {
+        inbox: InboxHandle::new(inbox),
+        wake: Arc::new(Notify::new()),
+        delivery: None,
+        auth: Arc::new(auth),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = api::router(state);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Server { addr, _dir: dir }
+}
+
+fn config(password_hash: &str) -> ApiConfig {
+    let mut api = ApiConfig::default();
+    api.tokens = vec![
+        TokenConfig {
+            role: Some(Role::Viewer),
+            name: Some("wallboard".into()),
+            token: Some(VIEWER.into()),
+            ..TokenConfig::default()
+        },
+        TokenConfig {
+            role: Some(Role::Operator),
+            name: Some("ops".into()),
+            token_sha256: Some(sha256_hex(OPERATOR)),
+            ..TokenConfig::default()
+        },
+    ];
+    api.users = vec![UserConfig {
+        name: "alice".into(),
+        role: Role::Operator,
+        password_hash: Some(password_hash.into()),
+        password_hash_env: None,
+    }];
+    api
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+#[tokio::test]
+async fn tokens_roles_passwords_and_csrf() {
+    let hash = auth::hash_password("correct horse battery").expect("hash");
+    let auth = Auth::from_config(&config(&hash), loopback()).expect("auth config");
+    let server = serve(auth).await;
+    let url = |p: &str| format!("http://{}{p}", server.addr);
+    let http = reqwest::Client::new();
+
+    // Public: liveness and readiness (no delivery here, so not ready).
+    let r = http.get(url("/healthz")).send().await.expect("healthz");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http.get(url("/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await.expect("body").contains("delivery is not running"));
+
+    // No token: 401 with a message naming the fix.
+    for path in ["/dlq", "/v1/stats", "/metrics", "/v1/lanes"] {
+        let r = http.get(url(path)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(r.headers().contains_key("www-authenticate"));
+        assert!(r.text().await.expect("body").contains("Authorization: Bearer"));
+    }
+    let r = http
+        .get(url("/dlq"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // A viewer reads, but cannot replay or discard.
+    let r = http.get(url("/dlq")).bearer_auth(VIEWER).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let who: serde_json::Value = http
+        .get(url("/v1/whoami"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("whoami")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(who["role"], "viewer");
+    assert_eq!(who["who"], "wallboard");
+    for path in ["/dlq/1/replay", "/dlq/1/discard"] {
+        let r = http.post(url(path)).bearer_auth(VIEWER).send().await.expect("post");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        assert!(r.text().await.expect("body").contains("operator role"));
+    }
+
+    // An operator gets through to the handler (no such dead letter: 404).
+    let r = http
+        .post(url("/dlq/1/replay"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Prometheus text for a viewer.
+    let r = http.get(url("/metrics")).bearer_auth(VIEWER).send().await.expect("metrics");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.expect("body");
+    assert!(text.contains("# TYPE dockline_inbox_pending_events gauge"));
+    assert!(text.contains("dockline_inbox_pending_events 0"));
+
+    // Password login: wrong password refused, right one gives a session token.
+    let r = http
+        .post(url("/v1/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "wrong"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = http
+        .post(url("/v1/login"))
+        .json(&serde_json::json!({"username": "mallory", "password": "x"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let session: serde_json::Value = http
+        .post(url("/v1/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = session["token"].as_str().expect("token").to_string();
+    assert_eq!(session["role"], "operator");
+    let r = http
+        .post(url("/dlq/1/replay"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "session token is an operator");
+
+    // CSRF: a change sent from another origin is refused, token or not.
+    let r = http
+        .post(url("/dlq/1/replay"))
+        .bearer_auth(OPERATOR)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = http
+        .post(url("/dlq/1/replay"))
+        .bearer_auth(OPERATOR)
+        .header("origin", format!("http://{}", server.addr))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "same origin passes");
+
+    // Logout ends the session.
+    let r = http
+        .post(url("/v1/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = http.get(url("/dlq")).bearer_auth(&token).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Oversize bodies are refused before any handler.
+    let big = "x".repeat(api::MAX_BODY + 1);
+    let r = http
+        .post(url("/v1/login"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"username\":\"{big}\",\"password\":\"\"}}"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn open_api_is_loopback_only() {
+    // No credentials on a network address: refused at start.
+    let err = Auth::from_config(&ApiConfig::default(), "0.0.0.0:8080".parse().expect("addr"))
+        .expect_err("must refuse");
+    assert!(matches!(err, AuthConfigError::OpenOnNetwork(_)));
+    assert!(err.to_string().contains("listen on 127.0.0.1"), "{err}");
+
+    // On loopback it is open, but only to loopback host names (DNS rebinding).
+    let auth = Auth::from_config(&ApiConfig::default(), loopback()).expect("open");
+    assert!(auth.is_open());
+    let server = serve(auth).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("http://{}/dlq", server.addr))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .get(format!("http://{}/dlq", server.addr))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = http
+        .post(format!("http://{}/dlq/1/replay", server.addr))
+        .header("origin", "http://attacker.example")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn broken_credentials_name_the_key_and_the_fix() {
+    let mut api = ApiConfig::default();
+    api.tokens = vec![TokenConfig {
+        role: Some(Role::Viewer),
+        token_env: Some("DOCKLINE_TEST_SURELY_UNSET_TOKEN".into()),
+        ..TokenConfig::default()
+    }];
+    let err = Auth::from_config(&api, loopback()).expect_err("unset env");
+    assert!(err.to_string().contains("api.tokens[0]"), "{err}");
+    assert!(err.to_string().contains("DOCKLINE_TEST_SURELY_UNSET_TOKEN"), "{err}");
+
+    api.tokens = vec![TokenConfig {
+        role: Some(Role::Viewer),
+        token: Some("short".into()),
+        ..TokenConfig::default()
+    }];
+    let err = Auth::from_config(&api, loopback()).expect_err("short token");
+    assert!(err.to_string().contains("openssl rand"), "{err}");
+
+    api.tokens = Vec::new();
+    api.users = vec![UserConfig {
+        name: "bob".into(),
+        role: Role::Viewer,
+        password_hash: Some("plaintext-password".into()),
+        password_hash_env: None,
+    }];
+    let err = Auth::from_config(&api, loopback()).expect_err("not a hash");
+    assert!(err.to_string().contains("hash-password"), "{err}");
+    // Secrets never show in Debug output.
+    let t = TokenConfig {
+        token: Some(VIEWER.into()),
+        ..TokenConfig::default()
+    };
+    assert!(!format!("{t:?}").contains(VIEWER));
+}
