@@ -46,6 +46,10 @@ pub struct Config {
     /// `[security]`: payload size and per-device rate limits on ingest.
     #[serde(default)]
     pub security: crate::limits::SecurityConfig,
+    /// `[inbox]`: SQLite in data_dir (default) or a shared PostgreSQL
+    /// database ([`crate::store::InboxConfig`]).
+    #[serde(default)]
+    pub inbox: crate::store::InboxConfig,
 }
 
 /// `[gaps]`: the gap audit.
@@ -119,6 +123,11 @@ pub struct MqttConfig {
     /// MQTT keep-alive interval in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
+    /// Share the device topics with the other collectors of this group
+    /// (MQTT 5 / Mosquitto shared subscription `$share/{group}/…`): each
+    /// batch goes to one of them. Only with a PostgreSQL `[inbox] url`.
+    #[serde(default)]
+    pub shared_group: Option<String>,
 }
 
 /// `[[devices]]`: one known device.
@@ -331,6 +340,26 @@ impl Config {
                 problem: format!("is {}; use at least 5", self.mqtt.keep_alive_secs),
             });
         }
+        self.inbox.check(self.erp.timeout_ms)?;
+        if let Some(group) = &self.mqtt.shared_group {
+            let ok = !group.is_empty()
+                && group.len() <= 64
+                && group
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(ConfigCheckError {
+                    key: "mqtt.shared_group",
+                    problem: format!("is {group:?}; use 1 to 64 characters from A-Z a-z 0-9 _ -"),
+                });
+            }
+            if self.inbox.url.is_none() {
+                return Err(ConfigCheckError {
+                    key: "mqtt.shared_group",
+                    problem: "is set but [inbox] url is not: collectors sharing the device topics must share one PostgreSQL inbox; set inbox.url = \"postgres://…\" or remove shared_group".into(),
+                });
+            }
+        }
         if !(self.erp.url.starts_with("http://") || self.erp.url.starts_with("https://")) {
             return Err(ConfigCheckError {
                 key: "erp.url",
@@ -504,6 +533,7 @@ impl Default for MqttConfig {
             port: default_mqtt_port(),
             client_id: default_client_id(),
             keep_alive_secs: default_keep_alive(),
+            shared_group: None,
         }
     }
 }

@@ -372,6 +372,17 @@ impl Delivery {
                 // Only at shutdown; the row stays pending.
                 return Ok(());
             };
+            if self.inbox.has_claims() {
+                // Several collectors share the inbox: renew this one's claim
+                // on the lane before each attempt, and leave the event to
+                // the collector that took the lane over if it expired.
+                let l = lane.clone();
+                if !self.inbox.call(move |i| i.hold_lane(&l, now_ms())).await? {
+                    warn!(lane = %lane, device = %dev, seq, event_id = %id,
+                        "another collector took this lane over (this one's claim expired); leaving the event to it");
+                    return Ok(());
+                }
+            }
             let attempted = self
                 .adapter
                 .deliver(ErpEvent {

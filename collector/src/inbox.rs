@@ -128,6 +128,19 @@ pub enum InboxError {
         /// Its `user_version`.
         found: i64,
     },
+    /// The PostgreSQL inbox could not be reached or opened.
+    #[error(
+        "cannot open the inbox database {url}: {problem}; check [inbox] url (postgres://user:password@host:port/database) and that the PostgreSQL server is running and reachable from here"
+    )]
+    PgOpen {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        problem: String,
+    },
+    /// A PostgreSQL query failed.
+    #[error("inbox database error (PostgreSQL): {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// A dead letter's stored attempts are not readable JSON.
     #[error("dead letter {id} has unreadable attempts: {problem}")]
     DeadLetterData {
@@ -667,18 +680,18 @@ pub fn excerpt(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-fn to_sql(what: &'static str, value: u64) -> Result<i64, InboxError> {
+pub(crate) fn to_sql(what: &'static str, value: u64) -> Result<i64, InboxError> {
     i64::try_from(value).map_err(|_| InboxError::OutOfRange { what, value })
 }
 
-fn from_sql(value: i64) -> u64 {
+pub(crate) fn from_sql(value: i64) -> u64 {
     // Only values written through `to_sql` are read back, so they are >= 0.
     u64::try_from(value).unwrap_or(0)
 }
 
 /// Groups ascending sequences into inclusive ranges, at most
 /// [`MAX_RANGES`] of them (the protocol's cap; the rest is acked later).
-fn ranges(seqs: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
+pub(crate) fn ranges(seqs: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for seq in seqs {
         if let Some((_, hi)) = out.last_mut()
@@ -1923,7 +1936,7 @@ fn queue_invoice(
 
 /// The one-line `last_error` of an attempt: the transport error, or the
 /// status and the start of the body.
-fn last_error_of(log: &AttemptLog) -> String {
+pub(crate) fn last_error_of(log: &AttemptLog) -> String {
     match (&log.error, log.status) {
         (Some(error), _) => error.clone(),
         (None, Some(status)) => {
@@ -2034,6 +2047,8 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetterSummary> {
 #[derive(Debug, Clone)]
 pub struct InboxHandle {
     inner: Arc<Mutex<Box<dyn InboxStore>>>,
+    /// The backend claims lanes ([`InboxStore::hold_lane`] can say no).
+    claims: bool,
 }
 
 impl InboxHandle {
@@ -2045,8 +2060,15 @@ impl InboxHandle {
     /// Wraps an open inbox store chosen at run time.
     pub fn from_box(store: Box<dyn InboxStore>) -> Self {
         Self {
+            claims: store.claims_lanes(),
             inner: Arc::new(Mutex::new(store)),
         }
+    }
+
+    /// True when several collectors may share the store, so delivery must
+    /// renew its lane claims ([`InboxStore::hold_lane`]).
+    pub fn has_claims(&self) -> bool {
+        self.claims
     }
 
     /// Runs `f` with exclusive access to the inbox on the blocking pool.
@@ -2115,660 +2137,8 @@ pub(crate) mod tests {
             shed: Vec::new(),
         }
     }
-
-    fn open(dir: &tempfile::TempDir) -> Inbox {
-        Inbox::open(&dir.path().join("inbox.db")).expect("open inbox")
-    }
-
-    /// Lanes due now, sorted.
-    fn due(inbox: &Inbox) -> Vec<String> {
-        let mut d = inbox.due_lanes(i64::MAX, 100).expect("due");
-        d.sort();
-        d
-    }
-
-    #[test]
-    fn due_lanes_list_each_lane_with_work_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        assert!(due(&inbox).is_empty());
-        for d in ["van-2", "hh-01", "hh-03"] {
-            inbox
-                .store_batch(&site(), &batch(d, 1, 1, &[1, 2, 3]), 0)
-                .expect("store");
-        }
-        let hh03 = DeviceId::new("hh-03").expect("id");
-        for seq in 1..=3 {
-            let booked = Outcome::Booked {
-                document: format!("D-{seq}"),
-            };
-            inbox
-                .record_verdict(&hh03, 1, seq, &booked, 1)
-                .expect("verdict");
-        }
-        assert_eq!(
-            due(&inbox),
-            vec!["device:hh-01", "device:hh-03", "device:van-2"]
-        );
-        // Looking at a lane with nothing pending makes it idle.
-        assert!(
-            inbox
-                .next_in_lane("device:hh-03", 1, 0)
-                .expect("next")
-                .is_none()
-        );
-        assert_eq!(due(&inbox), vec!["device:hh-01", "device:van-2"]);
-    }
-
-    #[test]
-    fn out_of_order_arrival_never_acks_past_a_hole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
-            .expect("store");
-        assert_eq!(
-            out,
-            StoreOutcome {
-                stored: 2,
-                duplicates: 0,
-                complete_up_to: 2,
-                also_stored: vec![],
-                newly_shed: vec![],
-            }
-        );
-        // 3 is lost in flight; 4 and 5 arrive first.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[4, 5]), 0)
-            .expect("store");
-        assert_eq!(out.stored, 2);
-        assert_eq!(out.complete_up_to, 2, "must not ack past the hole at 3");
-        assert_eq!(out.also_stored, vec![(4, 5)]);
-        // 3 arrives: the watermark jumps over everything already present.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[3]), 0)
-            .expect("store");
-        assert_eq!(out.complete_up_to, 5);
-        // Another epoch of the same device is independent.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 2, 1, &[2]), 0)
-            .expect("store");
-        assert_eq!(out.complete_up_to, 0);
-    }
-
-    fn book(inbox: &mut Inbox, dev: &DeviceId, epoch: u64, seq: u64) {
-        let booked = Outcome::Booked {
-            document: format!("D-{epoch}-{seq}"),
-        };
-        assert!(
-            inbox
-                .record_verdict(dev, epoch, seq, &booked, 1)
-                .expect("verdict")
-        );
-    }
-
-    fn deliverable(inbox: &mut Inbox, dev: &DeviceId) -> Option<(u64, u64)> {
-        match inbox
-            .next_in_lane(&format!("device:{dev}"), 1, 0)
-            .expect("next")
-        {
-            Some(NextPending::Event(p)) => Some((p.envelope.epoch, p.envelope.seq)),
-            Some(other) => panic!("{other:?}"),
-            None => None,
-        }
-    }
-
-    #[test]
-    fn nothing_is_delivered_past_a_hole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        let dev = DeviceId::new("hh-01").expect("id");
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 4]), 0)
-            .expect("store");
-        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 1)));
-        book(&mut inbox, &dev, 1, 1);
-        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 2)));
-        book(&mut inbox, &dev, 1, 2);
-        // 4 is stored but 3 is missing: 4 waits.
-        assert_eq!(deliverable(&mut inbox, &dev), None, "4 must wait for 3");
-        assert!(
-            due(&inbox).is_empty() || inbox.next_lane_wake_ms().expect("wake") > Some(1),
-            "a lane held at a hole is not due"
-        );
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[3]), 2)
-            .expect("store");
-        assert_eq!(
-            due(&inbox),
-            vec!["device:hh-01"],
-            "the hole closed: due again"
-        );
-        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 3)));
-        book(&mut inbox, &dev, 1, 3);
-        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 4)));
-    }
-
-    #[test]
-    fn shed_sequences_do_not_hold_delivery_and_epochs_go_oldest_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        let dev = DeviceId::new("hh-01").expect("id");
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 3]), 0)
-            .expect("store");
-        // The device was reinstalled: epoch 2 starts its own watermark.
-        inbox
-            .store_batch(&site(), &batch("hh-01", 2, 1, &[1, 2]), 0)
-            .expect("store");
-        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 1)));
-        book(&mut inbox, &dev, 1, 1);
-        // Epoch 1 is held at its hole at 2, and the newer epoch waits behind it.
-        assert_eq!(deliverable(&mut inbox, &dev), None);
-        // The device reports 2 as gone (shed): the hole closes.
-        let mut gone = batch("hh-01", 1, 1, &[]);
-        gone.shed = vec![(2, 2)];
-        let out = inbox.store_batch(&site(), &gone, 0).expect("store");
-        assert_eq!(out.complete_up_to, 3);
-        assert_eq!(deliverable(&mut inbox, &dev), Some((1, 3)));
-        book(&mut inbox, &dev, 1, 3);
-        assert_eq!(deliverable(&mut inbox, &dev), Some((2, 1)));
-    }
-
-    #[test]
-    fn holes_are_the_missing_sequences_below_the_highest_stored_minus_shed() {
-        assert_eq!(holes_above(2, &[4, 5], &[]), vec![(3, 3)]);
-        assert_eq!(holes_above(2, &[], &[]), vec![], "a tail is not a hole");
-        assert_eq!(
-            holes_above(0, &[10, 20], &[(3, 4), (12, 19)]),
-            vec![(1, 2), (5, 9), (11, 11)]
-        );
-        assert_eq!(holes_above(0, &[10], &[(1, 9)]), vec![]);
-        assert_eq!(holes_above(5, &[7, 8, 12], &[]), vec![(6, 6), (9, 11)]);
-        let many: Vec<u64> = (1..=3000).map(|i| i * 2).collect();
-        assert_eq!(holes_above(0, &many, &[]).len(), MAX_RANGES);
-    }
-
-    #[test]
-    fn open_holes_are_listed_counted_and_closed_by_a_gone_report() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 5, 8]), 0)
-            .expect("store");
-        inbox
-            .store_batch(&site(), &batch("hh-02", 1, 1, &[1, 2]), 0)
-            .expect("store");
-        let holes = inbox.open_holes().expect("holes");
-        assert_eq!(holes.len(), 1);
-        assert_eq!(holes[0].device.as_str(), "hh-01");
-        assert_eq!((holes[0].epoch, holes[0].complete_up_to), (1, 2));
-        assert_eq!(holes[0].holes, vec![(3, 4), (6, 7)]);
-        let stats = inbox.stats().expect("stats");
-        assert_eq!(
-            stats.devices[0].holes,
-            vec![
-                HoleStats {
-                    epoch: 1,
-                    from: 3,
-                    to: 4
-                },
-                HoleStats {
-                    epoch: 1,
-                    from: 6,
-                    to: 7
-                }
-            ]
-        );
-        assert!(stats.devices[1].holes.is_empty());
-        // The device still has 3..=4 and sends them; 6..=7 are gone.
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[3, 4]), 0)
-            .expect("store");
-        let mut gone = batch("hh-01", 1, 1, &[]);
-        gone.shed = vec![(6, 7)];
-        let out = inbox.store_batch(&site(), &gone, 0).expect("store");
-        assert_eq!(out.complete_up_to, 8);
-        assert!(inbox.open_holes().expect("holes").is_empty());
-        inbox.count_resend_requests(2).expect("count");
-        let stats = inbox.stats().expect("stats");
-        assert_eq!((stats.holes_lost, stats.resend_requests), (2, 2));
-    }
-
-    #[test]
-    fn duplicates_are_skipped_counted_and_re_acked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 3]), 0)
-            .expect("store");
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[5]), 0)
-            .expect("store");
-        // The ack for 1..=3 was lost; the agent resends 1..=3 plus 4.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 3, 4]), 0)
-            .expect("store");
-        assert_eq!(out.stored, 1);
-        assert_eq!(out.duplicates, 3);
-        assert_eq!(out.complete_up_to, 5);
-        // A pure duplicate (5 again) is re-acked with the current watermark.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[5]), 0)
-            .expect("store");
-        assert_eq!((out.stored, out.duplicates, out.complete_up_to), (0, 1, 5));
-        let stats = inbox.stats().expect("stats");
-        assert_eq!(stats.received, 5);
-        assert_eq!(stats.duplicates, 4);
-        assert_eq!(stats.pending, 5);
-    }
-
-    #[test]
-    fn first_held_jump_moves_the_watermark() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        // A fresh collector: the agent already had 1..=99 acked elsewhere.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 100, &[100, 101, 103]), 0)
-            .expect("store");
-        assert_eq!(out.complete_up_to, 101);
-        // A resend of something below the watermark is a duplicate, not stored.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 50, &[50]), 0)
-            .expect("store");
-        assert_eq!(
-            (out.stored, out.duplicates, out.complete_up_to),
-            (0, 1, 101)
-        );
-        // The watermark never moves backwards, even if first_held does.
-        assert_eq!(
-            inbox
-                .complete_up_to(&DeviceId::new("hh-01").expect("id"), 1)
-                .expect("mark"),
-            101
-        );
-        // first_held says 200 is still held by the device: only 199 is complete.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-02", 1, 200, &[201]), 0)
-            .expect("store");
-        assert_eq!(out.complete_up_to, 199, "200 is not stored, never ack it");
-        // first_held past the hole at 102 closes it.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 103, &[104]), 0)
-            .expect("store");
-        assert_eq!(out.complete_up_to, 104);
-    }
-
-    #[test]
-    fn shed_ranges_are_passed_over_and_remembered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        // 3..=5 will never come (dropped under disk pressure), 7 is in flight.
-        let mut b = batch("hh-01", 1, 1, &[1, 2, 6, 8]);
-        b.shed = vec![(3, 5)];
-        let out = inbox.store_batch(&site(), &b, 0).expect("store");
-        assert_eq!(out.complete_up_to, 6);
-        assert_eq!(out.newly_shed, vec![(3, 5)]);
-        assert_eq!(out.also_stored, vec![(8, 8)]);
-        // Later batches no longer list the range; it is remembered.
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[7]), 0)
-            .expect("store");
-        assert_eq!(out.complete_up_to, 8);
-        assert!(out.newly_shed.is_empty());
-        assert_eq!(
-            ranges([1, 2, 3, 5, 7, 8].into_iter()),
-            vec![(1, 3), (5, 5), (7, 8)]
-        );
-    }
-
-    #[test]
-    fn state_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let dev = DeviceId::new("hh-01").expect("id");
-        {
-            let mut inbox = open(&dir);
-            inbox
-                .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 4]), 0)
-                .expect("store");
-            inbox
-                .record_verdict(
-                    &dev,
-                    1,
-                    1,
-                    &Outcome::Booked {
-                        document: "WH/OUT/1".into(),
-                    },
-                    0,
-                )
-                .expect("verdict");
-            inbox.count_refused("malformed").expect("refused");
-        }
-        let mut inbox = open(&dir);
-        assert_eq!(inbox.complete_up_to(&dev, 1).expect("mark"), 2);
-        let out = inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[2, 3]), 0)
-            .expect("store");
-        assert_eq!((out.stored, out.duplicates, out.complete_up_to), (1, 1, 4));
-        let stats = inbox.stats().expect("stats");
-        assert_eq!(stats.booked, 1);
-        assert_eq!(stats.pending, 3);
-        assert_eq!(stats.refused, 1);
-        assert_eq!(stats.devices.len(), 1);
-        assert_eq!(stats.devices[0].complete_up_to, Some(4));
-        // The pending queue resumes in order after the booked one.
-        match inbox.next_in_lane("device:hh-01", 1, 0).expect("next") {
-            Some(NextPending::Event(p)) => assert_eq!(p.envelope.seq, 2),
-            other => panic!("expected seq 2, got {other:?}"),
-        }
-        // A verdict is recorded once.
-        assert!(
-            !inbox
-                .record_verdict(
-                    &dev,
-                    1,
-                    1,
-                    &Outcome::Rejected {
-                        reason: "late".into()
-                    },
-                    0
-                )
-                .expect("verdict")
-        );
-    }
-
-    fn attempt(status: Option<u16>, body: &str) -> AttemptLog {
-        AttemptLog {
-            n: 0,
-            at_ms: 5,
-            request: "POST http://erp/events".into(),
-            status,
-            error: status
-                .is_none()
-                .then(|| "ERP could not connect".to_string()),
-            body: body.into(),
-            decision: "retry".into(),
-        }
-    }
-
-    fn dead(erp_rejected: bool, reason: &str) -> NewDeadLetter {
-        NewDeadLetter {
-            last: attempt(Some(422), "unknown item"),
-            reason: reason.into(),
-            class: if erp_rejected {
-                "permanent"
-            } else {
-                "conflict"
-            }
-            .into(),
-            erp_rejected,
-        }
-    }
-
-    fn next_seq(inbox: &mut Inbox, dev: &DeviceId) -> Option<u64> {
-        match inbox
-            .next_in_lane(&format!("device:{dev}"), 1, 0)
-            .expect("next")
-        {
-            Some(NextPending::Event(p)) => Some(p.envelope.seq),
-            Some(other) => panic!("{other:?}"),
-            None => None,
-        }
-    }
-
-    #[test]
-    fn dead_letter_blocks_the_lane_until_replayed_with_the_same_id() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        let dev = DeviceId::new("hh-01").expect("id");
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 3]), 0)
-            .expect("store");
-        inbox
-            .store_batch(&site(), &batch("hh-02", 1, 1, &[1]), 0)
-            .expect("store");
-        // Two failed attempts, then the ERP refuses seq 1 for good.
-        inbox
-            .record_attempt(&dev, 1, 1, &attempt(None, ""))
-            .expect("attempt");
-        let long = "é".repeat(3000);
-        inbox
-            .record_attempt(&dev, 1, 1, &attempt(Some(500), &long))
-            .expect("attempt");
-        let (id, verdict) = inbox
-            .store_dead_letter(&dev, 1, 1, &dead(true, "HTTP 422: unknown item"))
-            .expect("dead letter")
-            .expect("was pending");
-        assert!(verdict, "the ERP refused it: the device gets a verdict");
-        // Blocked: nothing of hh-01 is delivered, hh-02 still is.
-        assert_eq!(next_seq(&mut inbox, &dev), None);
-        assert_eq!(due(&inbox), vec!["device:hh-02"]);
-        let lanes = inbox.waiting_lanes(10).expect("lanes");
-        assert_eq!(lanes.len(), 1);
-        assert_eq!(
-            (lanes[0].lane.as_str(), lanes[0].status.as_str()),
-            ("device:hh-01", "blocked")
-        );
-        assert!(
-            lanes[0].reason.contains(&format!("dead letter {id}")),
-            "{:?}",
-            lanes[0]
-        );
-        let stats = inbox.stats().expect("stats");
-        assert_eq!(
-            (stats.rejected, stats.pending, stats.dead_letters),
-            (1, 3, 1)
-        );
-        assert_eq!(stats.blocked_devices, vec!["hh-01"]);
-        // The device can learn the rejection again later.
-        let v = inbox.verdicts_from(&dev, 1, 1, 10).expect("verdicts");
-        assert_eq!(v.len(), 1);
-        assert!(
-            matches!(&v[0].outcome, Outcome::Rejected { reason } if reason == "HTTP 422: unknown item")
-        );
-
-        let dl = inbox.dead_letter(id).expect("read").expect("exists");
-        assert_eq!(dl.summary.state, "open");
-        assert_eq!((dl.summary.seq, dl.summary.attempts), (1, 3));
-        assert_eq!(
-            dl.attempts.iter().map(|a| a.n).collect::<Vec<_>>(),
-            vec![1, 2, 3],
-            "every attempt, numbered"
-        );
-        assert_eq!(
-            dl.attempts[0].error.as_deref(),
-            Some("ERP could not connect")
-        );
-        assert!(dl.attempts[1].body.len() <= MAX_BODY_EXCERPT);
-        assert!(
-            dl.attempts[1].body.len() > MAX_BODY_EXCERPT - 2,
-            "cut on a char boundary"
-        );
-        assert_eq!(dl.attempts[2].status, Some(422));
-        let envelope = dl.envelope.clone().expect("original envelope kept");
-        assert_eq!(envelope, envelope_of(1));
-        assert_eq!(dl.summary.event_id, envelope.id.to_string());
-
-        // Replay: pending again, same id, lane unblocked, in order.
-        assert_eq!(
-            inbox.replay_dead_letter(id, 9).expect("replay"),
-            Resolution::Done {
-                lane: "device:hh-01".into(),
-                device: dev.clone(),
-                still_blocked: false
-            }
-        );
-        assert_eq!(next_seq(&mut inbox, &dev), Some(1));
-        assert_eq!(
-            inbox.replay_dead_letter(id, 9).expect("replay"),
-            Resolution::AlreadyResolved {
-                state: "replayed".into()
-            }
-        );
-        assert_eq!(
-            inbox.replay_dead_letter(999, 9).expect("replay"),
-            Resolution::NotFound
-        );
-        assert!(inbox.dead_letters(false, 10).expect("list").is_empty());
-        let all = inbox.dead_letters(true, 10).expect("list");
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].state, "replayed");
-        // Booked after the data fix: one verdict, attempts cleared.
-        let booked = Outcome::Booked {
-            document: "DOC-1".into(),
-        };
-        assert!(
-            inbox
-                .record_verdict(&dev, 1, 1, &booked, 10)
-                .expect("verdict")
-        );
-        let left: i64 = inbox
-            .conn
-            .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(left, 0);
-        assert_eq!(inbox.stats().expect("stats").booked, 1);
-    }
-
-    fn envelope_of(seq: u64) -> Envelope {
-        envelope("hh-01", 1, seq)
-    }
-
-    #[test]
-    fn our_side_dead_letter_stays_pending_and_discard_rejects_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        let dev = DeviceId::new("hh-01").expect("id");
-        inbox
-            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
-            .expect("store");
-        let (id, verdict) = inbox
-            .store_dead_letter(&dev, 1, 1, &dead(false, "HTTP 423; gave up"))
-            .expect("dead letter")
-            .expect("was pending");
-        assert!(!verdict, "our side: no verdict for the device");
-        assert_eq!(inbox.stats().expect("stats").rejected, 0);
-        assert_eq!(next_seq(&mut inbox, &dev), None, "blocked all the same");
-        // A second dead letter on a row that is not pending is refused.
-        assert_eq!(
-            inbox
-                .store_dead_letter(&dev, 1, 9, &dead(false, "x"))
-                .expect("no row"),
-            None
-        );
-        assert_eq!(
-            inbox
-                .discard_dead_letter(id, "item withdrawn", 3)
-                .expect("discard"),
-            Resolution::Done {
-                lane: "device:hh-01".into(),
-                device: dev.clone(),
-                still_blocked: false
-            }
-        );
-        assert_eq!(
-            next_seq(&mut inbox, &dev),
-            Some(2),
-            "the lane moves past it"
-        );
-        let v = inbox.verdicts_from(&dev, 1, 1, 10).expect("verdicts");
-        assert!(
-            matches!(&v[0].outcome, Outcome::Rejected { reason }
-                if reason == "discarded by an operator (item withdrawn): HTTP 423; gave up"),
-            "{v:?}"
-        );
-        let dl = inbox.dead_letter(id).expect("read").expect("exists");
-        assert_eq!(dl.summary.state, "discarded");
-        assert_eq!(dl.resolution.as_deref(), Some("discarded: item withdrawn"));
-    }
-
-    #[test]
-    fn version_1_file_migrates_to_version_2_keeping_its_rows() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("inbox.db");
-        {
-            let conn = Connection::open(&path).expect("open");
-            conn.execute_batch(V1).expect("v1");
-            conn.pragma_update(None, "user_version", 1).expect("pragma");
-        }
-        // Write a v1 row through a v1-only connection, as an old collector did.
-        {
-            let mut inbox = Inbox {
-                conn: Connection::open(&path).expect("open"),
-                invoice_followups: false,
-            };
-            let tx = inbox.conn.transaction().expect("tx");
-            tx.execute(
-                "INSERT INTO events (device, epoch, seq, site, id, kind, envelope, received_ms, state)
-                 VALUES ('hh-01', 1, 1, 'dc-north', 'x', 'picked', ?1, 0, 'pending')",
-                params![codec::encode(&envelope_of(1)).expect("encode")],
-            )
-            .expect("insert");
-            // A v1 collector wrote the watermark in the same transaction.
-            tx.execute(
-                "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES ('hh-01', 1, 1)",
-                [],
-            )
-            .expect("watermark");
-            tx.commit().expect("commit");
-        }
-        let mut inbox = Inbox::open(&path).expect("migrates");
-        let version: i64 = inbox
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .expect("version");
-        assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(
-            next_seq(&mut inbox, &DeviceId::new("hh-01").expect("id")),
-            Some(1)
-        );
-        assert!(inbox.dead_letters(true, 10).expect("list").is_empty());
-        drop(inbox);
-        // A newer file is refused with a clear message.
-        {
-            let conn = Connection::open(&path).expect("open");
-            conn.pragma_update(None, "user_version", 99)
-                .expect("pragma");
-        }
-        let err = Inbox::open(&path).expect_err("too new");
-        assert!(err.to_string().contains("schema version 99"), "{err}");
-    }
-
-    #[test]
-    fn stale_death_does_not_mark_a_new_session_offline() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inbox = open(&dir);
-        let dev = DeviceId::new("hh-01").expect("id");
-        let status = |session, kind| Status {
-            v: 1,
-            device: dev.clone(),
-            session,
-            at_ms: 0,
-            kind,
-        };
-        let birth = StatusKind::Birth {
-            agent_version: "0.1.0".into(),
-            verdicts_wanted: None,
-        };
-        assert!(
-            inbox
-                .record_status(&site(), &status(2, birth), 10)
-                .expect("birth")
-        );
-        let death = StatusKind::Death { graceful: false };
-        assert!(
-            !inbox
-                .record_status(&site(), &status(1, death.clone()), 11)
-                .expect("stale")
-        );
-        let s = inbox.stats().expect("stats");
-        assert!(s.devices[0].online);
-        assert_eq!(s.devices[0].last_seen_ms, Some(10));
-        assert!(
-            inbox
-                .record_status(&site(), &status(2, death), 12)
-                .expect("death")
-        );
-        assert!(!inbox.stats().expect("stats").devices[0].online);
-    }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod store_tests;

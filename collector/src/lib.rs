@@ -56,6 +56,7 @@ pub mod invoice;
 pub mod lane;
 pub mod limits;
 pub mod mqtt;
+pub mod pg_inbox;
 pub mod policy;
 pub mod publication;
 pub mod shutdown;
@@ -76,7 +77,7 @@ pub use config::Config;
 
 use crate::config::ConfigCheckError;
 use crate::delivery::{Delivery, DeliveryError};
-use crate::inbox::{Inbox, InboxError, InboxHandle};
+use crate::inbox::{InboxError, InboxHandle};
 use crate::ingest::Ingest;
 use crate::shutdown::ShutdownTrigger;
 
@@ -157,9 +158,10 @@ pub async fn run(
         })?;
     let inbox_path = config.inbox_path();
     let devices = config.devices.clone();
-    let inbox = InboxHandle::new(
+    let inbox_config = config.inbox.clone();
+    let inbox = InboxHandle::from_box(
         tokio::task::spawn_blocking(move || {
-            let mut inbox = Inbox::open(&inbox_path)?;
+            let mut inbox = inbox_config.open(&inbox_path)?;
             inbox.register_devices(&devices)?;
             Ok::<_, InboxError>(inbox)
         })
@@ -193,7 +195,10 @@ pub async fn run(
     })?;
     info!(api = %bound, data_dir = %config.data_dir.display(),
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
-        erp = %config.erp.url, erp_kind = config.erp.kind.name(), "collector started");
+        erp = %config.erp.url, erp_kind = config.erp.kind.name(),
+        inbox = %config.inbox.url.as_deref().map_or_else(|| "sqlite".to_owned(), crate::pg_inbox::redact_url),
+        shared_group = config.mqtt.shared_group.as_deref().unwrap_or("-"),
+        "collector started");
 
     let trigger = ShutdownTrigger::new();
     let wake = Arc::new(Notify::new());

@@ -73,6 +73,7 @@ pub async fn run(
         incoming_tx,
         broker,
         client_id,
+        cfg.shared_group.clone(),
         shutdown.clone(),
     ));
     let ingest_task = tokio::spawn(ingest_loop(ingest, client.clone(), incoming_rx));
@@ -88,12 +89,23 @@ pub async fn run(
     }
 }
 
+/// The filter to subscribe: `filter` itself, or with `[mqtt] shared_group`
+/// the shared subscription `$share/{group}/{filter}`, so the broker hands
+/// each message to one collector of the group.
+pub fn subscription(shared_group: Option<&str>, filter: &str) -> String {
+    match shared_group {
+        Some(group) => format!("$share/{group}/{filter}"),
+        None => filter.to_owned(),
+    }
+}
+
 async fn poll_loop(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
     incoming: mpsc::Sender<Publish>,
     broker: String,
     client_id: String,
+    shared_group: Option<String>,
     mut shutdown: Shutdown,
 ) {
     let backoff = Backoff {
@@ -117,7 +129,7 @@ async fn poll_loop(
                 in_outage = false;
                 failures = 0;
                 let topics = [Channel::Events, Channel::Status].map(|c| rumqttc::SubscribeFilter {
-                    path: Topic::all(c),
+                    path: subscription(shared_group.as_deref(), &Topic::all(c)),
                     qos: QoS::AtLeastOnce,
                 });
                 if let Err(e) = client.try_subscribe_many(topics) {

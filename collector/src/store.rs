@@ -24,6 +24,74 @@ use crate::inbox::{
     InboxError, LaneStatus, NewDeadLetter, NextPending, Resolution, Stats, StoreOutcome,
 };
 
+/// `[inbox]`: where the inbox lives.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxConfig {
+    /// `postgres://user:password@host:port/database` for a PostgreSQL inbox
+    /// that several collectors share; absent: SQLite in
+    /// `{data_dir}/inbox.db`. A schema other than `public`:
+    /// `?options=-c%20search_path%3Dname`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL only: how long a collector's claim on a lane (and on a
+    /// follow-up it sends) lasts without renewal, ms. A lane whose collector
+    /// died is taken over by another after this long; it must exceed
+    /// `erp.timeout_ms`, since a claim is renewed before each ERP attempt.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            lease_ms: default_lease_ms(),
+        }
+    }
+}
+
+fn default_lease_ms() -> u64 {
+    crate::pg_inbox::DEFAULT_LEASE_MS
+}
+
+impl InboxConfig {
+    /// Checks the rules serde cannot express; `erp_timeout_ms` is the ERP
+    /// request timeout a lane claim must outlast.
+    pub fn check(&self, erp_timeout_ms: u64) -> Result<(), crate::config::ConfigCheckError> {
+        if let Some(url) = &self.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(crate::config::ConfigCheckError {
+                key: "inbox.url",
+                problem: format!(
+                    "is {:?}; expected postgres://user:password@host:port/database, or no url for the SQLite inbox in data_dir",
+                    crate::pg_inbox::redact_url(url)
+                ),
+            });
+        }
+        if self.url.is_some() && self.lease_ms <= erp_timeout_ms {
+            return Err(crate::config::ConfigCheckError {
+                key: "inbox.lease_ms",
+                problem: format!(
+                    "is {} but erp.timeout_ms is {erp_timeout_ms}; a lane claim must outlast one ERP request, raise lease_ms above it",
+                    self.lease_ms
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens the configured inbox: PostgreSQL when `url` is set, else the
+    /// SQLite file `sqlite_path`. Blocking.
+    pub fn open(&self, sqlite_path: &std::path::Path) -> Result<Box<dyn InboxStore>, InboxError> {
+        Ok(match &self.url {
+            Some(url) => Box::new(crate::pg_inbox::PgInbox::open(url, self.lease_ms)?),
+            None => Box::new(Inbox::open(sqlite_path)?),
+        })
+    }
+}
+
 /// Everything the collector asks of its inbox; see the module docs.
 ///
 /// Each method is one transaction: it commits whole or not at all.
@@ -104,6 +172,12 @@ pub trait InboxStore: Send + std::fmt::Debug {
         now_ms: i64,
         park_max_ms: i64,
     ) -> Result<Option<NextPending>, InboxError>;
+
+    /// True when lanes are claimed (several collectors may share the
+    /// store) and [`InboxStore::hold_lane`] can say no.
+    fn claims_lanes(&self) -> bool {
+        false
+    }
 
     /// Renews this collector's claim on `lane` before another ERP attempt;
     /// false when the claim was lost (it expired and another collector took
@@ -328,3 +402,4 @@ impl InboxStore for Inbox {
         Some(self)
     }
 }
+

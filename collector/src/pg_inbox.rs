@@ -1,0 +1,2043 @@
+//! The PostgreSQL inbox: the same contract as the SQLite [`Inbox`]
+//! ([`InboxStore`], invariants in [`crate::inbox`]), in a database that
+//! several collectors share at once (`[inbox] url = "postgres://…"`), each
+//! receiving part of the devices' batches through one MQTT shared
+//! subscription.
+//!
+//! # What changes with several writers
+//!
+//! - **Dedup.** `events` has the primary key `(device, epoch, seq)`; rows go
+//!   in with `ON CONFLICT DO NOTHING`, so a batch that reaches two
+//!   collectors is stored once.
+//! - **Watermarks.** Each collector sees only part of a device's stream, so
+//!   the watermark is computed from the table, never from memory. A batch's
+//!   transaction first locks its `(device, epoch)` watermark row (`SELECT …
+//!   FOR UPDATE`): batches of one device are applied one after the other,
+//!   and each sees the rows the previous one committed (READ COMMITTED
+//!   takes a new snapshot per statement). The watermark only grows
+//!   (`GREATEST`).
+//! - **Lanes.** A lane is delivered by one collector at a time: handing out
+//!   its next event ([`InboxStore::next_in_lane`]) claims it (`lanes.owner`,
+//!   `lanes.lease_until`) under the lane row's lock; another collector's
+//!   `next_in_lane` then returns `None` and its `due_lanes` leaves the lane
+//!   out until the claim ends (the owner found the lane idle, parked or
+//!   blocked) or expires (the owner died: after `lease_ms` another
+//!   collector takes the lane over, and the event is retried with the same
+//!   idempotency key). Before every ERP attempt the owner renews its claim
+//!   ([`InboxStore::hold_lane`]) and stops if it was lost, so two
+//!   collectors never post into one lane at once. `lease_ms` must exceed
+//!   the ERP timeout (checked with the config).
+//! - **Verdicts, follow-ups, counters.** A verdict changes only a `pending`
+//!   row (PostgreSQL re-checks the `WHERE` after waiting on a concurrent
+//!   update), so it is recorded and its `invoice.ready` queued once;
+//!   counters are single-statement upserts. Due follow-ups are claimed with
+//!   `FOR UPDATE SKIP LOCKED` and their `next_ms` moved past the lease, so
+//!   two collectors do not send one at the same time.
+//! - **Conflicts.** A transaction that PostgreSQL aborts as a deadlock or
+//!   serialization failure is run again (a few times, with a short pause).
+//!
+//! # Layout
+//!
+//! The tables and columns of the SQLite inbox at its schema version 5
+//! (`BIGINT` for integers, `BYTEA` for envelopes, `BOOLEAN` for flags),
+//! plus `lanes.owner` and `lanes.lease_until`. The schema version is the
+//! one row of `dockline_schema`; migrations run under an advisory lock, so
+//! collectors starting together do not race. Tables live in the first
+//! schema of the connection's `search_path` (set one per deployment with
+//! `?options=-c%20search_path%3Dname` in the URL).
+//!
+//! # Threads
+//!
+//! The methods are blocking, like SQLite's: each runs its queries on a
+//! current-thread tokio runtime of its own ([`tokio::runtime::Runtime::block_on`]),
+//! called from the blocking pool by [`crate::inbox::InboxHandle`]. The
+//! connection is re-opened when the server closed it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dockline_protocol::{
+    Batch, DeviceId, Envelope, EventId, Outcome, Payload, SiteId, Status, StatusKind, Verdict,
+    codec,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
+
+use crate::config::DeviceConfig;
+use crate::inbox::{
+    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
+    HoleStats, InboxError, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
+    PARK_RECHECK_MS, PendingEvent, Resolution, Stats, StoreOutcome, UnreadableRow, excerpt,
+    from_sql, holes_above, last_error_of, ranges, to_sql,
+};
+use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::store::InboxStore;
+
+/// Current PostgreSQL schema version (its own count, not SQLite's).
+pub const PG_SCHEMA_VERSION: i64 = 1;
+
+/// Default lane and follow-up claim, ms: how long a lane whose collector
+/// died waits before another collector takes it over.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+
+/// Transactions run again after a deadlock or serialization failure.
+const MAX_TRIES: u32 = 8;
+
+/// Key of the advisory lock migrations hold (`dockline` in ASCII).
+const MIGRATION_LOCK: i64 = 0x646f_636b_6c69_6e65;
+
+/// Version 1: the SQLite schema at its version 5, plus lane claims.
+const PG_V1: &str = "
+CREATE TABLE events (
+    device      TEXT   NOT NULL,
+    epoch       BIGINT NOT NULL,
+    seq         BIGINT NOT NULL,
+    site        TEXT   NOT NULL,
+    id          TEXT   NOT NULL,
+    kind        TEXT   NOT NULL,
+    envelope    BYTEA  NOT NULL,
+    received_ms BIGINT NOT NULL,
+    state       TEXT   NOT NULL CHECK (state IN ('pending','booked','rejected','skipped')),
+    attempts    BIGINT NOT NULL DEFAULT 0,
+    document    TEXT,
+    reason      TEXT,
+    last_error  TEXT,
+    updated_ms  BIGINT,
+    lane        TEXT,
+    stage       BIGINT,
+    late        BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (device, epoch, seq)
+);
+CREATE INDEX events_lane_pending ON events (lane, device, epoch, seq) WHERE state = 'pending';
+CREATE TABLE watermarks (
+    device         TEXT   NOT NULL,
+    epoch          BIGINT NOT NULL,
+    complete_up_to BIGINT NOT NULL,
+    PRIMARY KEY (device, epoch)
+);
+CREATE TABLE shed (
+    device TEXT   NOT NULL,
+    epoch  BIGINT NOT NULL,
+    lo     BIGINT NOT NULL,
+    hi     BIGINT NOT NULL,
+    PRIMARY KEY (device, epoch, lo, hi)
+);
+CREATE TABLE devices (
+    device           TEXT PRIMARY KEY,
+    site             TEXT    NOT NULL,
+    online           BOOLEAN NOT NULL DEFAULT false,
+    session          BIGINT  NOT NULL DEFAULT 0,
+    last_seen_ms     BIGINT,
+    online_since_ms  BIGINT,
+    backlog          BIGINT,
+    oldest_unsent_ms BIGINT,
+    heartbeat_ms     BIGINT,
+    peripherals      TEXT
+);
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('duplicates', 0), ('refused', 0)
+    ON CONFLICT DO NOTHING;
+CREATE TABLE attempts (
+    device   TEXT   NOT NULL,
+    epoch    BIGINT NOT NULL,
+    seq      BIGINT NOT NULL,
+    n        BIGINT NOT NULL,
+    at_ms    BIGINT NOT NULL,
+    request  TEXT   NOT NULL,
+    status   BIGINT,
+    error    TEXT,
+    body     TEXT   NOT NULL,
+    decision TEXT   NOT NULL,
+    PRIMARY KEY (device, epoch, seq, n)
+);
+CREATE TABLE dead_letters (
+    id           BIGSERIAL PRIMARY KEY,
+    device       TEXT    NOT NULL,
+    epoch        BIGINT  NOT NULL,
+    seq          BIGINT  NOT NULL,
+    site         TEXT    NOT NULL,
+    event_id     TEXT    NOT NULL,
+    kind         TEXT    NOT NULL,
+    envelope     BYTEA   NOT NULL,
+    class        TEXT    NOT NULL,
+    reason       TEXT    NOT NULL,
+    erp_rejected BOOLEAN NOT NULL,
+    attempts     TEXT    NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('open','replayed','discarded')),
+    created_ms   BIGINT  NOT NULL,
+    resolved_ms  BIGINT,
+    resolution   TEXT,
+    lane         TEXT
+);
+CREATE INDEX dead_letters_open ON dead_letters (device) WHERE state = 'open';
+CREATE INDEX dead_letters_open_lane ON dead_letters (lane) WHERE state = 'open';
+CREATE TABLE lanes (
+    lane        TEXT PRIMARY KEY,
+    top_stage   BIGINT,
+    wake_ms     BIGINT,
+    status      TEXT CHECK (status IN ('parked','blocked')),
+    reason      TEXT,
+    since_ms    BIGINT,
+    owner       TEXT,
+    lease_until BIGINT
+);
+CREATE INDEX lanes_wake ON lanes (wake_ms) WHERE wake_ms IS NOT NULL;
+CREATE INDEX lanes_status ON lanes (status) WHERE status IS NOT NULL;
+CREATE TABLE followups (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT   NOT NULL,
+    device      TEXT   NOT NULL,
+    epoch       BIGINT NOT NULL,
+    seq         BIGINT NOT NULL,
+    order_ref   TEXT   NOT NULL,
+    body        BYTEA  NOT NULL,
+    state       TEXT   NOT NULL CHECK (state IN ('pending','sent','failed')),
+    attempts    BIGINT NOT NULL DEFAULT 0,
+    bounded     BIGINT NOT NULL DEFAULT 0,
+    next_ms     BIGINT NOT NULL,
+    last_error  TEXT,
+    created_ms  BIGINT NOT NULL,
+    sent_ms     BIGINT
+);
+CREATE INDEX followups_due ON followups (next_ms) WHERE state = 'pending';
+";
+
+/// The URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    // URL form: scheme://user:password@host…
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _password)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
+        }
+        return url.to_owned();
+    }
+    // key=value form: hide the value of password=…
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What every query needs besides the connection.
+#[derive(Debug)]
+struct Ctx {
+    /// This collector's claim name (`lanes.owner`).
+    owner: String,
+    /// Booking a proof of delivery queues an `invoice.ready` follow-up.
+    invoice_followups: bool,
+    /// Lane and follow-up claim length, ms.
+    lease_ms: i64,
+}
+
+/// One open connection and its prepared statements.
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// Where a query runs: inside a transaction or on the bare connection.
+enum On<'a> {
+    Tx(&'a Transaction<'a>),
+    Client(&'a Client),
+}
+
+/// Queries through the statement cache (one parse per SQL text and
+/// connection, then only bind and execute).
+struct Db<'a> {
+    on: On<'a>,
+    statements: &'a RefCell<HashMap<&'static str, Statement>>,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl Db<'_> {
+    async fn statement(&self, sql: &'static str) -> Result<Statement, InboxError> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = match &self.on {
+            On::Tx(t) => t.prepare(sql).await?,
+            On::Client(c) => c.prepare(sql).await?,
+        };
+        self.statements.borrow_mut().insert(sql, s.clone());
+        Ok(s)
+    }
+
+    async fn query(&self, sql: &'static str, p: &Params<'_>) -> Result<Vec<Row>, InboxError> {
+        let s = self.statement(sql).await?;
+        Ok(match &self.on {
+            On::Tx(t) => t.query(&s, p).await?,
+            On::Client(c) => c.query(&s, p).await?,
+        })
+    }
+
+    async fn opt(&self, sql: &'static str, p: &Params<'_>) -> Result<Option<Row>, InboxError> {
+        let s = self.statement(sql).await?;
+        Ok(match &self.on {
+            On::Tx(t) => t.query_opt(&s, p).await?,
+            On::Client(c) => c.query_opt(&s, p).await?,
+        })
+    }
+
+    async fn one(&self, sql: &'static str, p: &Params<'_>) -> Result<Row, InboxError> {
+        let s = self.statement(sql).await?;
+        Ok(match &self.on {
+            On::Tx(t) => t.query_one(&s, p).await?,
+            On::Client(c) => c.query_one(&s, p).await?,
+        })
+    }
+
+    async fn exec(&self, sql: &'static str, p: &Params<'_>) -> Result<u64, InboxError> {
+        let s = self.statement(sql).await?;
+        Ok(match &self.on {
+            On::Tx(t) => t.execute(&s, p).await?,
+            On::Client(c) => c.execute(&s, p).await?,
+        })
+    }
+}
+
+/// The PostgreSQL inbox. Blocking; see the module docs.
+pub struct PgInbox {
+    runtime: tokio::runtime::Runtime,
+    config: tokio_postgres::Config,
+    /// A tokio mutex only so `&self` reads may hold it across awaits; the
+    /// store itself is behind [`crate::inbox::InboxHandle`]'s lock.
+    conn: tokio::sync::Mutex<Conn>,
+    /// The URL without its password.
+    shown: String,
+    ctx: Ctx,
+}
+
+impl std::fmt::Debug for PgInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgInbox")
+            .field("url", &self.shown)
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+fn retryable(e: &InboxError) -> bool {
+    match e {
+        InboxError::Postgres(e) => matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        ),
+        _ => false,
+    }
+}
+
+/// An error and its causes, `: `-separated (tokio-postgres keeps the
+/// useful part, such as "Connection refused", in the source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+async fn connect(
+    runtime_config: &tokio_postgres::Config,
+    shown: &str,
+) -> Result<Client, InboxError> {
+    let (client, connection) =
+        runtime_config
+            .connect(NoTls)
+            .await
+            .map_err(|e| InboxError::PgOpen {
+                url: shown.to_owned(),
+                problem: with_causes(&e),
+            })?;
+    // Polled whenever the inbox's runtime runs (during every call); it ends
+    // when the client is dropped or the server closes the connection.
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(
+                "inbox database connection closed: {e}; it is re-opened on the next call"
+            );
+        }
+    });
+    Ok(client)
+}
+
+impl PgInbox {
+    /// Connects to `url` (`postgres://user:password@host:port/database`),
+    /// creating or migrating the schema. `lease_ms` is how long a lane's
+    /// claim lasts without renewal.
+    pub fn open(url: &str, lease_ms: u64) -> Result<Self, InboxError> {
+        let shown = redact_url(url);
+        let mut config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| InboxError::PgOpen {
+                    url: shown.clone(),
+                    problem: format!("not a valid PostgreSQL URL ({e})"),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("dockline-collector");
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| InboxError::PgOpen {
+                url: shown.clone(),
+                problem: format!("cannot start its I/O runtime: {e}"),
+            })?;
+        let client = runtime.block_on(connect(&config, &shown))?;
+        let owner = format!(
+            "collector-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut inbox = Self {
+            runtime,
+            config,
+            conn: tokio::sync::Mutex::new(Conn {
+                client,
+                statements: HashMap::new(),
+            }),
+            shown,
+            ctx: Ctx {
+                owner,
+                invoice_followups: false,
+                lease_ms: i64::try_from(lease_ms).unwrap_or(i64::MAX),
+            },
+        };
+        inbox.migrate()?;
+        Ok(inbox)
+    }
+
+    /// The URL without its password.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// This collector's name in lane claims.
+    pub fn owner(&self) -> &str {
+        &self.ctx.owner
+    }
+
+    fn migrate(&mut self) -> Result<(), InboxError> {
+        let shown = self.shown.clone();
+        self.tx(async |db, _| {
+            db.exec("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            db.exec(
+                "CREATE TABLE IF NOT EXISTS dockline_schema (version BIGINT NOT NULL)",
+                &[],
+            )
+            .await?;
+            let version: i64 = db
+                .opt("SELECT max(version) FROM dockline_schema", &[])
+                .await?
+                .and_then(|r| r.get::<_, Option<i64>>(0))
+                .unwrap_or(0);
+            if version > PG_SCHEMA_VERSION {
+                return Err(InboxError::SchemaTooNew {
+                    path: shown.clone().into(),
+                    found: version,
+                });
+            }
+            if version < 1 {
+                let On::Tx(t) = db.on else {
+                    return Ok(());
+                };
+                t.batch_execute(PG_V1).await?;
+            }
+            if version < PG_SCHEMA_VERSION {
+                db.exec("DELETE FROM dockline_schema", &[]).await?;
+                db.exec(
+                    "INSERT INTO dockline_schema (version) VALUES ($1)",
+                    &[&PG_SCHEMA_VERSION],
+                )
+                .await?;
+            }
+            Ok(())
+        })?;
+        // DDL may have changed what cached statements refer to.
+        self.conn.get_mut().statements.clear();
+        Ok(())
+    }
+
+    /// Re-opens the connection when the server closed it.
+    async fn ensure_open(
+        conn: &mut Conn,
+        config: &tokio_postgres::Config,
+        shown: &str,
+    ) -> Result<(), InboxError> {
+        if conn.client.is_closed() {
+            conn.client = connect(config, shown).await?;
+            conn.statements.clear();
+        }
+        Ok(())
+    }
+
+    /// Runs `op` in one transaction, again after a deadlock or
+    /// serialization failure.
+    fn tx<R>(
+        &mut self,
+        mut op: impl AsyncFnMut(&Db<'_>, &Ctx) -> Result<R, InboxError>,
+    ) -> Result<R, InboxError> {
+        let Self {
+            runtime,
+            config,
+            conn,
+            shown,
+            ctx,
+        } = self;
+        runtime.block_on(async {
+            let conn = conn.get_mut();
+            Self::ensure_open(conn, config, shown).await?;
+            let mut tries = 0;
+            loop {
+                let Conn { client, statements } = &mut *conn;
+                let cache = RefCell::new(std::mem::take(statements));
+                let result = async {
+                    let t = client.transaction().await?;
+                    let db = Db {
+                        on: On::Tx(&t),
+                        statements: &cache,
+                    };
+                    match op(&db, ctx).await {
+                        Ok(r) => {
+                            t.commit().await?;
+                            Ok(r)
+                        }
+                        Err(e) => {
+                            // Dropping also rolls back; this only waits for it.
+                            let _ = t.rollback().await;
+                            Err(e)
+                        }
+                    }
+                }
+                .await;
+                *statements = cache.into_inner();
+                match result {
+                    Err(e) if retryable(&e) && tries < MAX_TRIES => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(5 << tries.min(6))).await;
+                    }
+                    other => return other,
+                }
+            }
+        })
+    }
+
+    /// Runs read-only `op` on the connection (no transaction).
+    fn read<R>(
+        &self,
+        op: impl AsyncFnOnce(&Db<'_>, &Ctx) -> Result<R, InboxError>,
+    ) -> Result<R, InboxError> {
+        self.runtime.block_on(async {
+            let mut guard = self.conn.lock().await;
+            Self::ensure_open(&mut guard, &self.config, &self.shown).await?;
+            let Conn { client, statements } = &mut *guard;
+            let cache = RefCell::new(std::mem::take(statements));
+            let db = Db {
+                on: On::Client(client),
+                statements: &cache,
+            };
+            let result = op(&db, &self.ctx).await;
+            *statements = cache.into_inner();
+            result
+        })
+    }
+}
+
+fn limit_of(limit: usize) -> Result<i64, InboxError> {
+    to_sql("limit", limit as u64)
+}
+
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+async fn add_to_counter(db: &Db<'_>, name: &str, n: u64) -> Result<(), InboxError> {
+    db.exec(
+        "INSERT INTO counters (name, value) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+        &[&name, &to_sql("counter increment", n)?],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_attempt(
+    db: &Db<'_>,
+    device: &DeviceId,
+    epoch: i64,
+    seq: i64,
+    log: &AttemptLog,
+) -> Result<(), InboxError> {
+    let status = log.status.map(i64::from);
+    db.exec(
+        "INSERT INTO attempts (device, epoch, seq, n, at_ms, request, status, error, body, decision)
+         SELECT device, epoch, seq, attempts + 1, $4, $5, $6, $7, $8, $9 FROM events
+         WHERE device = $1 AND epoch = $2 AND seq = $3
+         ON CONFLICT (device, epoch, seq, n) DO UPDATE SET at_ms = excluded.at_ms,
+           request = excluded.request, status = excluded.status, error = excluded.error,
+           body = excluded.body, decision = excluded.decision",
+        &[
+            &device.as_str(),
+            &epoch,
+            &seq,
+            &log.at_ms,
+            &log.request,
+            &status,
+            &log.error,
+            &excerpt(&log.body, MAX_BODY_EXCERPT),
+            &log.decision,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn summary_of(r: &Row) -> DeadLetterSummary {
+    DeadLetterSummary {
+        id: r.get(0),
+        device: r.get(1),
+        epoch: from_sql(r.get(2)),
+        seq: from_sql(r.get(3)),
+        event_id: r.get(4),
+        kind: r.get(5),
+        class: r.get(6),
+        reason: r.get(7),
+        erp_rejected: r.get(8),
+        state: r.get(9),
+        created_ms: r.get(10),
+        resolved_ms: r.get(11),
+        attempts: usize::try_from(r.get::<_, i32>(12)).unwrap_or(0),
+    }
+}
+
+/// How far the watermark moves from `mark` over `stored` sequences above it
+/// (ascending) and `shed` ranges.
+fn advance(mut mark: u64, stored: &[u64], shed: &[(u64, u64)]) -> u64 {
+    let mut i = 0;
+    while let Some(next) = mark.checked_add(1) {
+        if let Some(hi) = shed
+            .iter()
+            .filter(|(lo, hi)| *lo <= next && *hi >= next)
+            .map(|(_, hi)| *hi)
+            .max()
+        {
+            mark = hi;
+            continue;
+        }
+        while i < stored.len() && stored[i] < next {
+            i += 1;
+        }
+        if i < stored.len() && stored[i] == next {
+            mark = next;
+        } else {
+            break;
+        }
+    }
+    mark
+}
+
+impl InboxStore for PgInbox {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn enable_invoice_followups(&mut self) {
+        self.ctx.invoice_followups = true;
+    }
+
+    fn due_followups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Followup>, InboxError> {
+        let limit = limit_of(limit)?;
+        self.tx(async |db, ctx| {
+            // Claimed until the lease ends: record_followup sets the real
+            // next time; a collector that dies leaves it to the others then.
+            let claim_until = now_ms.saturating_add(ctx.lease_ms);
+            let rows = db
+                .query(
+                    "UPDATE followups f SET next_ms = $3 FROM (
+                       SELECT id FROM followups WHERE state = 'pending' AND next_ms <= $1
+                       ORDER BY next_ms LIMIT $2 FOR UPDATE SKIP LOCKED) c
+                     WHERE f.id = c.id
+                     RETURNING f.id, f.kind, f.order_ref, f.body, f.attempts, f.bounded, f.created_ms",
+                    &[&now_ms, &limit, &claim_until],
+                )
+                .await?;
+            let mut out: Vec<(i64, Followup)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(6),
+                        Followup {
+                            id: r.get(0),
+                            kind: r.get(1),
+                            order: r.get(2),
+                            body: r.get(3),
+                            attempts: u32_of(r.get(4)),
+                            bounded: u32_of(r.get(5)),
+                        },
+                    )
+                })
+                .collect();
+            out.sort_by_key(|(created, f)| (*created, f.id.clone()));
+            Ok(out.into_iter().map(|(_, f)| f).collect())
+        })
+    }
+
+    fn next_followup_ms(&self) -> Result<Option<i64>, InboxError> {
+        self.read(async |db, _| {
+            Ok(db
+                .one(
+                    "SELECT min(next_ms) FROM followups WHERE state = 'pending'",
+                    &[],
+                )
+                .await?
+                .get(0))
+        })
+    }
+
+    fn record_followup(
+        &mut self,
+        id: &str,
+        result: &FollowupResult,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        self.tx(async |db, _| {
+            let changed = match result {
+                FollowupResult::Sent => {
+                    db.exec(
+                        "UPDATE followups SET state = 'sent', sent_ms = $2, attempts = attempts + 1
+                         WHERE id = $1 AND state = 'pending'",
+                        &[&id, &now_ms],
+                    )
+                    .await?
+                }
+                FollowupResult::Failed { reason } => {
+                    db.exec(
+                        "UPDATE followups SET state = 'failed', last_error = $2, attempts = attempts + 1
+                         WHERE id = $1 AND state = 'pending'",
+                        &[&id, reason],
+                    )
+                    .await?
+                }
+                FollowupResult::Retry {
+                    next_ms,
+                    error,
+                    bounded,
+                } => {
+                    db.exec(
+                        "UPDATE followups SET next_ms = $2, last_error = $3, attempts = attempts + 1,
+                           bounded = $4
+                         WHERE id = $1 AND state = 'pending'",
+                        &[&id, next_ms, error, &i64::from(*bounded)],
+                    )
+                    .await?
+                }
+            };
+            Ok(changed == 1)
+        })
+    }
+
+    fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError> {
+        self.tx(async |db, _| {
+            for d in devices {
+                db.exec(
+                    "INSERT INTO devices (device, site) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&d.id.as_str(), &d.site.as_str()],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn store_batch(
+        &mut self,
+        site: &SiteId,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<StoreOutcome, InboxError> {
+        let device = batch.device.as_str();
+        let epoch = to_sql("epoch", batch.epoch)?;
+        // The rows, prepared once outside the retry loop.
+        let mut seqs: Vec<i64> = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        let mut kinds: Vec<&str> = Vec::new();
+        let mut envelopes: Vec<Vec<u8>> = Vec::new();
+        let mut states: Vec<&str> = Vec::new();
+        let mut lanes: Vec<Option<String>> = Vec::new();
+        let mut stages: Vec<Option<i64>> = Vec::new();
+        for env in &batch.events {
+            let (kind, state, lane, stage) = match &env.payload {
+                Payload::Event(e) => (
+                    e.detail.kind_name(),
+                    "pending",
+                    Some(lane::lane_key(&batch.device, e)),
+                    lane::stage(&e.detail).map(i64::from),
+                ),
+                Payload::Reading(_) => ("reading", "skipped", None, None),
+            };
+            seqs.push(to_sql("seq", env.seq)?);
+            ids.push(env.id.to_string());
+            kinds.push(kind);
+            envelopes.push(codec::encode(env)?);
+            states.push(state);
+            lanes.push(lane);
+            stages.push(stage);
+        }
+        let shed: Vec<(i64, i64)> = batch
+            .shed
+            .iter()
+            .map(|&(lo, hi)| {
+                Ok((
+                    to_sql("shed range start", lo)?,
+                    to_sql("shed range end", hi)?,
+                ))
+            })
+            .collect::<Result<_, InboxError>>()?;
+        let site = site.as_str();
+        self.tx(async |db, _| {
+            // The (device, epoch) lock: batches of one device, whichever
+            // collector got them, are applied one after the other.
+            db.exec(
+                "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES ($1, $2, 0)
+                 ON CONFLICT DO NOTHING",
+                &[&device, &epoch],
+            )
+            .await?;
+            let mut mark: u64 = from_sql(
+                db.one(
+                    "SELECT complete_up_to FROM watermarks WHERE device = $1 AND epoch = $2 FOR UPDATE",
+                    &[&device, &epoch],
+                )
+                .await?
+                .get(0),
+            );
+            let top_before: u64 = db
+                .one(
+                    "SELECT max(seq) FROM events WHERE device = $1 AND epoch = $2",
+                    &[&device, &epoch],
+                )
+                .await?
+                .get::<_, Option<i64>>(0)
+                .map_or(0, from_sql);
+            let mark_before = mark;
+            // Rows at or below the watermark were acked already: skip them.
+            let keep: Vec<usize> = (0..seqs.len())
+                .filter(|&i| from_sql(seqs[i]) > mark)
+                .collect();
+            let k_seq: Vec<i64> = keep.iter().map(|&i| seqs[i]).collect();
+            let k_id: Vec<&str> = keep.iter().map(|&i| ids[i].as_str()).collect();
+            let k_kind: Vec<&str> = keep.iter().map(|&i| kinds[i]).collect();
+            let k_env: Vec<&[u8]> = keep.iter().map(|&i| envelopes[i].as_slice()).collect();
+            let k_state: Vec<&str> = keep.iter().map(|&i| states[i]).collect();
+            let k_lane: Vec<Option<&str>> = keep.iter().map(|&i| lanes[i].as_deref()).collect();
+            let k_stage: Vec<Option<i64>> = keep.iter().map(|&i| stages[i]).collect();
+            let inserted = db
+                .query(
+                    "INSERT INTO events
+                       (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
+                     SELECT $1, $2, s, $3, i, k, e, $4, st, l, sg
+                     FROM unnest($5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::text[],
+                                 $10::text[], $11::bigint[]) AS x(s, i, k, e, st, l, sg)
+                     ON CONFLICT DO NOTHING
+                     RETURNING seq, lane",
+                    &[
+                        &device, &epoch, &site, &now_ms, &k_seq, &k_id, &k_kind, &k_env, &k_state,
+                        &k_lane, &k_stage,
+                    ],
+                )
+                .await?;
+            let stored = inserted.len();
+            let duplicates = batch.events.len() - stored;
+            // A new event may be the one a parked lane waits for. Sorted, so
+            // two batches touching the same lanes lock them in one order.
+            let mut touched: Vec<String> = inserted
+                .iter()
+                .filter_map(|r| r.get::<_, Option<String>>(1))
+                .collect();
+            touched.sort();
+            touched.dedup();
+            if !touched.is_empty() {
+                db.exec(
+                    "INSERT INTO lanes (lane, wake_ms) SELECT unnest($1::text[]), $2
+                     ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
+                    &[&touched, &now_ms],
+                )
+                .await?;
+            }
+            let mut newly_shed = Vec::new();
+            for (&(lo, hi), &(lo_sql, hi_sql)) in batch.shed.iter().zip(&shed) {
+                if hi > mark
+                    && db
+                        .exec(
+                            "INSERT INTO shed (device, epoch, lo, hi) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT DO NOTHING",
+                            &[&device, &epoch, &lo_sql, &hi_sql],
+                        )
+                        .await?
+                        == 1
+                {
+                    newly_shed.push((lo, hi));
+                }
+            }
+            mark = mark.max(batch.first_held.saturating_sub(1));
+            let mark_sql = to_sql("watermark", mark)?;
+            let above: Vec<u64> = db
+                .query(
+                    "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3 ORDER BY seq",
+                    &[&device, &epoch, &mark_sql],
+                )
+                .await?
+                .iter()
+                .map(|r| from_sql(r.get(0)))
+                .collect();
+            let shed_above: Vec<(u64, u64)> = db
+                .query(
+                    "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3",
+                    &[&device, &epoch, &mark_sql],
+                )
+                .await?
+                .iter()
+                .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
+                .collect();
+            mark = advance(mark, &above, &shed_above);
+            // The watermark passed sequences this batch did not bring: their
+            // lanes, and those of the device's newer epochs, may go on now.
+            let from_batch = batch
+                .events
+                .iter()
+                .filter(|e| e.seq > mark_before && e.seq <= mark)
+                .count() as u64;
+            if mark - mark_before > from_batch {
+                db.exec(
+                    "UPDATE lanes SET wake_ms = $5 WHERE lane IN
+                       (SELECT lane FROM events WHERE device = $1 AND state = 'pending'
+                        AND lane IS NOT NULL
+                        AND ((epoch = $2 AND seq > $3 AND seq <= $4) OR epoch > $2))",
+                    &[
+                        &device,
+                        &epoch,
+                        &to_sql("watermark", mark_before)?,
+                        &to_sql("watermark", mark)?,
+                        &now_ms,
+                    ],
+                )
+                .await?;
+            }
+            let also_stored = ranges(batch.events.iter().map(|e| e.seq).filter(|s| *s > mark));
+            db.exec(
+                "UPDATE watermarks SET complete_up_to = GREATEST(complete_up_to, $3)
+                 WHERE device = $1 AND epoch = $2",
+                &[&device, &epoch, &to_sql("watermark", mark)?],
+            )
+            .await?;
+            db.exec(
+                "INSERT INTO devices (device, site, last_seen_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (device) DO UPDATE SET site = excluded.site,
+                   last_seen_ms = excluded.last_seen_ms",
+                &[&device, &site, &now_ms],
+            )
+            .await?;
+            if duplicates > 0 {
+                add_to_counter(db, "duplicates", duplicates as u64).await?;
+            }
+            let lost: u64 = newly_shed
+                .iter()
+                .filter(|(lo, _)| *lo <= top_before)
+                .map(|(lo, hi)| (*hi).min(top_before) - lo + 1)
+                .sum();
+            if lost > 0 {
+                add_to_counter(db, "holes_lost", lost).await?;
+            }
+            Ok(StoreOutcome {
+                stored,
+                duplicates,
+                complete_up_to: mark,
+                also_stored,
+                newly_shed,
+            })
+        })
+    }
+
+    fn complete_up_to(&self, device: &DeviceId, epoch: u64) -> Result<u64, InboxError> {
+        let epoch = to_sql("epoch", epoch)?;
+        self.read(async |db, _| {
+            Ok(db
+                .opt(
+                    "SELECT complete_up_to FROM watermarks WHERE device = $1 AND epoch = $2",
+                    &[&device.as_str(), &epoch],
+                )
+                .await?
+                .map_or(0, |r| from_sql(r.get(0))))
+        })
+    }
+
+    fn count_refused(&mut self, reason: &str) -> Result<(), InboxError> {
+        let key = format!("refused.{reason}");
+        self.tx(async |db, _| {
+            add_to_counter(db, "refused", 1).await?;
+            add_to_counter(db, &key, 1).await
+        })
+    }
+
+    fn verdicts_from(
+        &self,
+        device: &DeviceId,
+        epoch: u64,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Verdict>, InboxError> {
+        let (epoch, from_seq, limit) = (
+            to_sql("epoch", epoch)?,
+            to_sql("seq", from_seq)?,
+            limit_of(limit)?,
+        );
+        self.read(async |db, _| {
+            let rows = db
+                .query(
+                    "SELECT seq, id, state, document, reason FROM events
+                     WHERE device = $1 AND epoch = $2 AND seq >= $3
+                       AND state IN ('booked', 'rejected')
+                     ORDER BY seq LIMIT $4",
+                    &[&device.as_str(), &epoch, &from_seq, &limit],
+                )
+                .await?;
+            let mut out = Vec::new();
+            for r in rows {
+                let Some(id) = EventId::parse(r.get::<_, &str>(1)) else {
+                    continue;
+                };
+                let state: &str = r.get(2);
+                let outcome = if state == "booked" {
+                    Outcome::Booked {
+                        document: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                    }
+                } else {
+                    Outcome::Rejected {
+                        reason: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                    }
+                };
+                out.push(Verdict {
+                    seq: from_sql(r.get(0)),
+                    id,
+                    outcome,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn record_status(
+        &mut self,
+        site: &SiteId,
+        status: &Status,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        let session = to_sql("session", status.session)?;
+        let online = !matches!(status.kind, StatusKind::Death { .. });
+        let device = status.device.as_str();
+        let heartbeat = match &status.kind {
+            StatusKind::Heartbeat {
+                queued,
+                oldest_unacked_ms,
+                health,
+            } => Some((
+                to_sql("queued", *queued)?,
+                to_sql("oldest_unacked_ms", *oldest_unacked_ms)?,
+                health
+                    .as_ref()
+                    .and_then(|h| h.devices.as_ref())
+                    .and_then(|list| serde_json::to_string(list).ok()),
+            )),
+            _ => None,
+        };
+        self.tx(async |db, _| {
+            // One statement: a stale status (older session) changes nothing,
+            // whichever collector applies it.
+            let changed = db
+                .exec(
+                    "INSERT INTO devices (device, site, online, session, last_seen_ms)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (device) DO UPDATE SET site = excluded.site,
+                       online = excluded.online, session = excluded.session,
+                       last_seen_ms = excluded.last_seen_ms
+                     WHERE devices.session <= excluded.session",
+                    &[&device, &site.as_str(), &online, &session, &now_ms],
+                )
+                .await?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            match &heartbeat {
+                None => {
+                    db.exec(
+                        "UPDATE devices SET online_since_ms = $2 WHERE device = $1",
+                        &[&device, &now_ms],
+                    )
+                    .await?;
+                }
+                Some((queued, oldest, peripherals)) => {
+                    db.exec(
+                        "UPDATE devices SET backlog = $2, oldest_unsent_ms = $3, heartbeat_ms = $4,
+                           peripherals = $5, online_since_ms = coalesce(online_since_ms, $4)
+                         WHERE device = $1",
+                        &[&device, queued, oldest, &now_ms, peripherals],
+                    )
+                    .await?;
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn due_lanes(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, InboxError> {
+        let limit = limit_of(limit)?;
+        self.read(async |db, ctx| {
+            Ok(db
+                .query(
+                    "SELECT lane FROM lanes WHERE wake_ms IS NOT NULL AND wake_ms <= $1
+                       AND (owner IS NULL OR owner = $3 OR lease_until <= $1)
+                     ORDER BY wake_ms LIMIT $2",
+                    &[&now_ms, &limit, &ctx.owner],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
+    fn next_lane_wake_ms(&self) -> Result<Option<i64>, InboxError> {
+        self.read(async |db, ctx| {
+            // A lane another collector delivers is due for us only when its
+            // claim ends.
+            Ok(db
+                .one(
+                    "SELECT min(CASE WHEN owner IS NULL OR owner = $1 THEN wake_ms
+                                     ELSE GREATEST(wake_ms, lease_until) END)
+                     FROM lanes WHERE wake_ms IS NOT NULL",
+                    &[&ctx.owner],
+                )
+                .await?
+                .get(0))
+        })
+    }
+
+    fn next_in_lane(
+        &mut self,
+        lane_key: &str,
+        now_ms: i64,
+        park_max_ms: i64,
+    ) -> Result<Option<NextPending>, InboxError> {
+        let chosen = self.tx(async |db, ctx| {
+            db.exec(
+                "INSERT INTO lanes (lane) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&lane_key],
+            )
+            .await?;
+            let lane_row = db
+                .one(
+                    "SELECT owner, lease_until, top_stage FROM lanes WHERE lane = $1 FOR UPDATE",
+                    &[&lane_key],
+                )
+                .await?;
+            let owner: Option<String> = lane_row.get(0);
+            let lease_until: Option<i64> = lane_row.get(1);
+            if owner.as_ref().is_some_and(|o| *o != ctx.owner)
+                && lease_until.is_some_and(|until| until > now_ms)
+            {
+                // Another collector delivers this lane.
+                return Ok(None);
+            }
+            let top_resolved: Option<i64> = lane_row.get(2);
+            let rows = db
+                .query(
+                    "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+                       e.seq > coalesce(w.complete_up_to, 0)
+                       OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                                  AND w2.epoch < e.epoch
+                                  AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                              AND e2.epoch = w2.epoch
+                                              AND e2.seq > w2.complete_up_to))
+                     FROM events e
+                     LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+                     WHERE e.lane = $1 AND e.state = 'pending'
+                     ORDER BY e.device, e.epoch, e.seq",
+                    &[&lane_key],
+                )
+                .await?;
+            let events: Vec<LaneEvent> = rows
+                .iter()
+                .map(|r| LaneEvent {
+                    device: r.get(0),
+                    epoch: from_sql(r.get(1)),
+                    seq: from_sql(r.get(2)),
+                    stage: r
+                        .get::<_, Option<i64>>(3)
+                        .and_then(|s| u8::try_from(s).ok()),
+                    received_ms: r.get(4),
+                    held: r.get(5),
+                })
+                .collect();
+            let dead_letter: Option<(i64, i64, String)> = db
+                .opt(
+                    "SELECT id, created_ms,
+                       device || ' seq ' || seq || ' (' || kind || '): ' || reason
+                     FROM dead_letters WHERE state = 'open' AND lane = $1 ORDER BY id LIMIT 1",
+                    &[&lane_key],
+                )
+                .await?
+                .map(|r| (r.get(0), r.get(1), r.get(2)));
+            let facts = LaneFacts {
+                chain: lane::has_chain(lane_key),
+                top_resolved: top_resolved.and_then(|s| u8::try_from(s).ok()),
+                dead_letter: dead_letter.as_ref().map(|d| d.0),
+                park_max_ms,
+            };
+            let step = lane::next_step(&events, facts, now_ms);
+            // wake, status, reason, since, claimed
+            let (wake, status, reason, since, claim): (
+                Option<i64>,
+                Option<&str>,
+                Option<String>,
+                Option<i64>,
+                bool,
+            ) = match &step {
+                LaneStep::Idle => (None, None, None, None, false),
+                LaneStep::Blocked { .. } => {
+                    let (id, since, what) =
+                        dead_letter.clone().unwrap_or((0, now_ms, String::new()));
+                    (
+                        None,
+                        Some("blocked"),
+                        Some(format!("dead letter {id}: {what}")),
+                        Some(since),
+                        false,
+                    )
+                }
+                LaneStep::Park { reason, until_ms } => (
+                    Some(until_ms.unwrap_or(now_ms.saturating_add(PARK_RECHECK_MS))),
+                    Some("parked"),
+                    Some(reason.to_string()),
+                    Some(now_ms),
+                    false,
+                ),
+                LaneStep::Deliver { .. } => (Some(now_ms), None, None, None, true),
+            };
+            let (owner, lease): (Option<&str>, Option<i64>) = if claim {
+                (
+                    Some(ctx.owner.as_str()),
+                    Some(now_ms.saturating_add(ctx.lease_ms)),
+                )
+            } else {
+                (None, None)
+            };
+            db.exec(
+                "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
+                   since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
+                                   THEN since_ms ELSE $5 END,
+                   owner = $6, lease_until = $7
+                 WHERE lane = $1",
+                &[&lane_key, &wake, &status, &reason, &since, &owner, &lease],
+            )
+            .await?;
+            let LaneStep::Deliver { index, late } = step else {
+                return Ok(None);
+            };
+            let chosen = &events[index];
+            let (dev, ep, sq) = (
+                chosen.device.clone(),
+                to_sql("epoch", chosen.epoch)?,
+                to_sql("seq", chosen.seq)?,
+            );
+            if late {
+                db.exec(
+                    "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
+                    &[&dev, &ep, &sq],
+                )
+                .await?;
+            }
+            let r = db
+                .one(
+                    "SELECT site, envelope, attempts FROM events
+                     WHERE device = $1 AND epoch = $2 AND seq = $3",
+                    &[&dev, &ep, &sq],
+                )
+                .await?;
+            let site: String = r.get(0);
+            let bytes: Vec<u8> = r.get(1);
+            let attempts: i64 = r.get(2);
+            Ok(Some((dev, ep, sq, site, bytes, attempts, late)))
+        })?;
+        let Some((dev, ep, sq, site, bytes, attempts, late)) = chosen else {
+            return Ok(None);
+        };
+        let device = DeviceId::new(dev.as_str()).map_err(|e| {
+            InboxError::Worker(format!("stored device id {dev:?} is not valid: {e}"))
+        })?;
+        let unreadable = |problem: String| {
+            NextPending::Unreadable(UnreadableRow {
+                device: device.clone(),
+                epoch: from_sql(ep),
+                seq: from_sql(sq),
+                problem,
+            })
+        };
+        let site = match SiteId::new(site) {
+            Ok(s) => s,
+            Err(e) => return Ok(Some(unreadable(e.to_string()))),
+        };
+        match codec::decode::<Envelope>(&bytes) {
+            Ok(envelope) => Ok(Some(NextPending::Event(Box::new(PendingEvent {
+                site,
+                envelope,
+                attempts: u32_of(attempts),
+                lane: lane_key.to_owned(),
+                late,
+            })))),
+            Err(e) => Ok(Some(unreadable(e.to_string()))),
+        }
+    }
+
+    fn claims_lanes(&self) -> bool {
+        true
+    }
+
+    fn hold_lane(&mut self, lane: &str, now_ms: i64) -> Result<bool, InboxError> {
+        self.tx(async |db, ctx| {
+            let renewed = db
+                .exec(
+                    "UPDATE lanes SET lease_until = $3 WHERE lane = $1 AND owner = $2",
+                    &[&lane, &ctx.owner, &now_ms.saturating_add(ctx.lease_ms)],
+                )
+                .await?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn waiting_lanes(&self, limit: usize) -> Result<Vec<LaneStatus>, InboxError> {
+        let limit = limit_of(limit)?;
+        self.read(async |db, _| {
+            Ok(db
+                .query(
+                    "SELECT l.lane, l.status, coalesce(l.reason, ''), coalesce(l.since_ms, 0),
+                       l.wake_ms,
+                       (SELECT count(*) FROM events e WHERE e.lane = l.lane AND e.state = 'pending')
+                     FROM lanes l WHERE l.status IS NOT NULL ORDER BY l.since_ms LIMIT $1",
+                    &[&limit],
+                )
+                .await?
+                .iter()
+                .map(|r| LaneStatus {
+                    lane: r.get(0),
+                    status: r.get(1),
+                    reason: r.get(2),
+                    since_ms: r.get(3),
+                    next_look_ms: r.get(4),
+                    pending: from_sql(r.get(5)),
+                })
+                .collect())
+        })
+    }
+
+    fn mark_skipped(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        now_ms: i64,
+    ) -> Result<(), InboxError> {
+        let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
+        self.tx(async |db, _| {
+            db.exec(
+                "UPDATE events SET state = 'skipped', updated_ms = $4
+                 WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
+                &[&device.as_str(), &ep, &sq, &now_ms],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn record_attempt(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        log: &AttemptLog,
+    ) -> Result<(), InboxError> {
+        let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
+        let last_error = last_error_of(log);
+        self.tx(async |db, _| {
+            insert_attempt(db, device, ep, sq, log).await?;
+            db.exec(
+                "UPDATE events SET attempts = attempts + 1, last_error = $4, updated_ms = $5
+                 WHERE device = $1 AND epoch = $2 AND seq = $3",
+                &[&device.as_str(), &ep, &sq, &last_error, &log.at_ms],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn store_dead_letter(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        dead: &NewDeadLetter,
+    ) -> Result<Option<(i64, bool)>, InboxError> {
+        let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
+        let dev = device.as_str();
+        self.tx(async |db, _| {
+            let Some(row) = db
+                .opt(
+                    "SELECT site, id, kind, envelope, lane FROM events
+                     WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'
+                     FOR UPDATE",
+                    &[&dev, &ep, &sq],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let (site, event_id, kind, envelope, lane): (
+                String,
+                String,
+                String,
+                Vec<u8>,
+                Option<String>,
+            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            insert_attempt(db, device, ep, sq, &dead.last).await?;
+            let attempts: Vec<AttemptLog> = db
+                .query(
+                    "SELECT n, at_ms, request, status, error, body, decision FROM attempts
+                     WHERE device = $1 AND epoch = $2 AND seq = $3 ORDER BY n",
+                    &[&dev, &ep, &sq],
+                )
+                .await?
+                .iter()
+                .map(|r| AttemptLog {
+                    n: u32_of(r.get(0)),
+                    at_ms: r.get(1),
+                    request: r.get(2),
+                    status: r
+                        .get::<_, Option<i64>>(3)
+                        .and_then(|s| u16::try_from(s).ok()),
+                    error: r.get(4),
+                    body: r.get(5),
+                    decision: r.get(6),
+                })
+                .collect();
+            let attempts_json =
+                serde_json::to_string(&attempts).map_err(|e| InboxError::DeadLetterData {
+                    id: 0,
+                    problem: e.to_string(),
+                })?;
+            let id: i64 = db
+                .one(
+                    "INSERT INTO dead_letters (device, epoch, seq, site, event_id, kind, envelope,
+                       class, reason, erp_rejected, attempts, state, created_ms, lane)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13)
+                     RETURNING id",
+                    &[
+                        &dev,
+                        &ep,
+                        &sq,
+                        &site,
+                        &event_id,
+                        &kind,
+                        &envelope,
+                        &dead.class,
+                        &dead.reason,
+                        &dead.erp_rejected,
+                        &attempts_json,
+                        &dead.last.at_ms,
+                        &lane,
+                    ],
+                )
+                .await?
+                .get(0);
+            db.exec(
+                "DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3",
+                &[&dev, &ep, &sq],
+            )
+            .await?;
+            let (state, reason) = if dead.erp_rejected {
+                ("rejected", Some(dead.reason.as_str()))
+            } else {
+                ("pending", None)
+            };
+            db.exec(
+                "UPDATE events SET state = $4, reason = $5, last_error = $6,
+                   attempts = attempts + 1, updated_ms = $7
+                 WHERE device = $1 AND epoch = $2 AND seq = $3",
+                &[
+                    &dev,
+                    &ep,
+                    &sq,
+                    &state,
+                    &reason,
+                    &dead.reason,
+                    &dead.last.at_ms,
+                ],
+            )
+            .await?;
+            Ok(Some((id, dead.erp_rejected)))
+        })
+    }
+
+    fn dead_letters(&self, all: bool, limit: usize) -> Result<Vec<DeadLetterSummary>, InboxError> {
+        let limit = limit_of(limit)?;
+        self.read(async |db, _| {
+            Ok(db
+                .query(
+                    "SELECT id, device, epoch, seq, event_id, kind, class, reason, erp_rejected,
+                       state, created_ms, resolved_ms, json_array_length(attempts::json)
+                     FROM dead_letters WHERE $1 OR state = 'open' ORDER BY id DESC LIMIT $2",
+                    &[&all, &limit],
+                )
+                .await?
+                .iter()
+                .map(summary_of)
+                .collect())
+        })
+    }
+
+    fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, InboxError> {
+        let row = self.read(async |db, _| {
+            db.opt(
+                "SELECT id, device, epoch, seq, event_id, kind, class, reason, erp_rejected, state,
+                   created_ms, resolved_ms, json_array_length(attempts::json),
+                   site, envelope, attempts, resolution
+                 FROM dead_letters WHERE id = $1",
+                &[&id],
+            )
+            .await
+        })?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let attempts: Vec<AttemptLog> =
+            serde_json::from_str(r.get::<_, &str>(15)).map_err(|e| InboxError::DeadLetterData {
+                id,
+                problem: e.to_string(),
+            })?;
+        Ok(Some(DeadLetter {
+            summary: summary_of(&r),
+            site: r.get(13),
+            envelope: codec::decode::<Envelope>(r.get::<_, &[u8]>(14)).map_err(|e| e.to_string()),
+            attempts,
+            resolution: r.get(16),
+        }))
+    }
+
+    fn replay_dead_letter(&mut self, id: i64, now_ms: i64) -> Result<Resolution, InboxError> {
+        self.resolve(id, now_ms, None)
+    }
+
+    fn discard_dead_letter(
+        &mut self,
+        id: i64,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<Resolution, InboxError> {
+        self.resolve(id, now_ms, Some(note))
+    }
+
+    fn record_verdict(
+        &mut self,
+        device: &DeviceId,
+        epoch: u64,
+        seq: u64,
+        outcome: &Outcome,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        let (state, document, reason) = match outcome {
+            Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
+            Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
+        };
+        let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
+        let dev = device.as_str();
+        self.tx(async |db, ctx| {
+            // Only a pending row changes: a second collector's verdict for
+            // the same event waits for the first and then matches nothing.
+            let changed = db
+                .exec(
+                    "UPDATE events SET state = $4, document = $5, reason = $6,
+                       attempts = attempts + 1, updated_ms = $7
+                     WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
+                    &[&dev, &ep, &sq, &state, &document, &reason, &now_ms],
+                )
+                .await?;
+            if changed == 1 && ctx.invoice_followups && state == "booked" {
+                let r = db
+                    .one(
+                        "SELECT site, envelope, kind FROM events
+                         WHERE device = $1 AND epoch = $2 AND seq = $3",
+                        &[&dev, &ep, &sq],
+                    )
+                    .await?;
+                let (site, bytes, kind): (String, Vec<u8>, String) =
+                    (r.get(0), r.get(1), r.get(2));
+                let ready = if kind == "delivered" {
+                    codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
+                        crate::invoice::InvoiceReady::of(&site, &env, document.unwrap_or_default())
+                    })
+                } else {
+                    None
+                };
+                if let Some(ready) = ready {
+                    db.exec(
+                        "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
+                           next_ms, created_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+                         ON CONFLICT DO NOTHING",
+                        &[
+                            &ready.id,
+                            &crate::invoice::KIND,
+                            &dev,
+                            &ep,
+                            &sq,
+                            &ready.order,
+                            &ready.body,
+                            &now_ms,
+                        ],
+                    )
+                    .await?;
+                }
+            }
+            if changed == 1 {
+                db.exec(
+                    "UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), e.stage)
+                     FROM (SELECT lane, stage FROM events WHERE device = $1 AND epoch = $2
+                           AND seq = $3 AND stage IS NOT NULL) AS e
+                     WHERE lanes.lane = e.lane",
+                    &[&dev, &ep, &sq],
+                )
+                .await?;
+            }
+            db.exec(
+                "DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3",
+                &[&dev, &ep, &sq],
+            )
+            .await?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
+        self.read(async |db, _| {
+            let marks = db
+                .query(
+                    "SELECT w.device, w.epoch, w.complete_up_to, coalesce(d.site, '')
+                     FROM watermarks w LEFT JOIN devices d ON d.device = w.device
+                     WHERE EXISTS (SELECT 1 FROM events e WHERE e.device = w.device
+                                   AND e.epoch = w.epoch AND e.seq > w.complete_up_to)
+                     ORDER BY w.device, w.epoch",
+                    &[],
+                )
+                .await?;
+            let mut out = Vec::new();
+            for m in marks {
+                let (device, epoch, mark, site): (String, i64, i64, String) =
+                    (m.get(0), m.get(1), m.get(2), m.get(3));
+                let (Ok(dev), Ok(site)) = (DeviceId::new(device.as_str()), SiteId::new(site))
+                else {
+                    continue;
+                };
+                let stored: Vec<u64> = db
+                    .query(
+                        "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3
+                         ORDER BY seq LIMIT 100000",
+                        &[&device, &epoch, &mark],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| from_sql(r.get(0)))
+                    .collect();
+                let shed: Vec<(u64, u64)> = db
+                    .query(
+                        "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3
+                         ORDER BY lo",
+                        &[&device, &epoch, &mark],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
+                    .collect();
+                let holes = holes_above(from_sql(mark), &stored, &shed);
+                if !holes.is_empty() {
+                    out.push(DeviceHoles {
+                        device: dev,
+                        site,
+                        epoch: from_sql(epoch),
+                        complete_up_to: from_sql(mark),
+                        holes,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError> {
+        self.tx(async |db, _| add_to_counter(db, "resend_requests", n).await)
+    }
+
+    fn stats(&self) -> Result<Stats, InboxError> {
+        let mut stats = self.read(async |db, _| {
+            let mut stats = Stats {
+                received: 0,
+                duplicates: 0,
+                refused: 0,
+                refused_by_reason: std::collections::BTreeMap::new(),
+                resend_requests: 0,
+                holes_lost: 0,
+                pending: 0,
+                booked: 0,
+                rejected: 0,
+                dead_letters: 0,
+                blocked_devices: Vec::new(),
+                blocked_lanes: 0,
+                parked_lanes: 0,
+                delivered_out_of_order: 0,
+                followups: std::collections::BTreeMap::new(),
+                devices: Vec::new(),
+            };
+            for r in db.query("SELECT name, value FROM counters", &[]).await? {
+                let (name, n): (String, i64) = (r.get(0), r.get(1));
+                let n = from_sql(n);
+                match name.as_str() {
+                    "duplicates" => stats.duplicates = n,
+                    "refused" => stats.refused = n,
+                    "resend_requests" => stats.resend_requests = n,
+                    "holes_lost" => stats.holes_lost = n,
+                    other => {
+                        if let Some(reason) = other.strip_prefix("refused.") {
+                            stats.refused_by_reason.insert(reason.to_string(), n);
+                        }
+                    }
+                }
+            }
+            for r in db
+                .query("SELECT state, count(*) FROM followups GROUP BY state", &[])
+                .await?
+            {
+                stats
+                    .followups
+                    .insert(r.get(0), from_sql(r.get::<_, i64>(1)));
+            }
+            for r in db
+                .query(
+                    "SELECT status, count(*) FROM lanes WHERE status IS NOT NULL GROUP BY status",
+                    &[],
+                )
+                .await?
+            {
+                let n = from_sql(r.get(1));
+                match r.get::<_, &str>(0) {
+                    "parked" => stats.parked_lanes = n,
+                    "blocked" => stats.blocked_lanes = n,
+                    _ => {}
+                }
+            }
+            for r in db
+                .query(
+                    "SELECT device, count(*) FROM dead_letters WHERE state = 'open'
+                     GROUP BY device ORDER BY device",
+                    &[],
+                )
+                .await?
+            {
+                stats.dead_letters += from_sql(r.get(1));
+                stats.blocked_devices.push(r.get(0));
+            }
+            for r in db
+                .query(
+                    "SELECT state, count(*), count(*) FILTER (WHERE late) FROM events GROUP BY state",
+                    &[],
+                )
+                .await?
+            {
+                let state: &str = r.get(0);
+                let n = from_sql(r.get(1));
+                if state == "booked" {
+                    stats.delivered_out_of_order = from_sql(r.get(2));
+                }
+                stats.received += n;
+                match state {
+                    "pending" => stats.pending = n,
+                    "booked" => stats.booked = n,
+                    "rejected" => stats.rejected = n,
+                    _ => {}
+                }
+            }
+            for r in db
+                .query(
+                    "SELECT d.device, d.site, d.online, d.last_seen_ms,
+                       (SELECT w.complete_up_to FROM watermarks w WHERE w.device = d.device
+                        ORDER BY w.epoch DESC LIMIT 1)
+                     FROM devices d ORDER BY d.device",
+                    &[],
+                )
+                .await?
+            {
+                stats.devices.push(DeviceStats {
+                    device: r.get(0),
+                    site: r.get(1),
+                    online: r.get(2),
+                    last_seen_ms: r.get(3),
+                    complete_up_to: r.get::<_, Option<i64>>(4).map(from_sql),
+                    holes: Vec::new(),
+                });
+            }
+            Ok(stats)
+        })?;
+        for h in self.open_holes()? {
+            if let Some(d) = stats
+                .devices
+                .iter_mut()
+                .find(|d| d.device == h.device.as_str())
+            {
+                d.holes.extend(h.holes.iter().map(|&(from, to)| HoleStats {
+                    epoch: h.epoch,
+                    from,
+                    to,
+                }));
+            }
+        }
+        Ok(stats)
+    }
+}
+
+impl PgInbox {
+    /// Replay (`discard` is `None`) or discard one open dead letter.
+    fn resolve(
+        &mut self,
+        id: i64,
+        now_ms: i64,
+        discard: Option<&str>,
+    ) -> Result<Resolution, InboxError> {
+        let done = self.tx(async |db, _| {
+            let Some(r) = db
+                .opt(
+                    "SELECT device, epoch, seq, state, reason, lane FROM dead_letters
+                     WHERE id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .await?
+            else {
+                return Ok(Err(Resolution::NotFound));
+            };
+            let (device, epoch, seq, state, reason, lane): (
+                String,
+                i64,
+                i64,
+                String,
+                String,
+                Option<String>,
+            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+            if state != "open" {
+                return Ok(Err(Resolution::AlreadyResolved { state }));
+            }
+            let (new_state, resolution) = match discard {
+                None => ("replayed", "replayed".to_string()),
+                Some(note) => ("discarded", format!("discarded: {note}")),
+            };
+            db.exec(
+                "UPDATE dead_letters SET state = $2, resolved_ms = $3, resolution = $4 WHERE id = $1",
+                &[&id, &new_state, &now_ms, &resolution],
+            )
+            .await?;
+            match discard {
+                None => {
+                    db.exec(
+                        "UPDATE events SET state = 'pending', reason = NULL, document = NULL,
+                           updated_ms = $4
+                         WHERE device = $1 AND epoch = $2 AND seq = $3
+                           AND state IN ('pending', 'rejected')",
+                        &[&device, &epoch, &seq, &now_ms],
+                    )
+                    .await?;
+                }
+                Some(note) => {
+                    let why = format!("discarded by an operator ({note}): {reason}");
+                    db.exec(
+                        "UPDATE events SET state = 'rejected', updated_ms = $4, reason = $5
+                         WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
+                        &[&device, &epoch, &seq, &now_ms, &why],
+                    )
+                    .await?;
+                    // A discarded event counts as resolved for its lane's chain.
+                    db.exec(
+                        "UPDATE lanes SET top_stage = GREATEST(coalesce(top_stage, -1), coalesce(
+                           (SELECT stage FROM events WHERE device = $2 AND epoch = $3 AND seq = $4), -1))
+                         WHERE lane = $1",
+                        &[&lane, &device, &epoch, &seq],
+                    )
+                    .await?;
+                }
+            }
+            db.exec(
+                "UPDATE lanes SET wake_ms = $2 WHERE lane = $1",
+                &[&lane, &now_ms],
+            )
+            .await?;
+            let still_blocked: bool = db
+                .one(
+                    "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open'
+                       AND lane IS NOT DISTINCT FROM $1)",
+                    &[&lane],
+                )
+                .await?
+                .get(0);
+            Ok(Ok((device, lane, still_blocked)))
+        })?;
+        match done {
+            Err(resolution) => Ok(resolution),
+            Ok((device, lane, still_blocked)) => Ok(Resolution::Done {
+                lane: lane.unwrap_or_default(),
+                device: DeviceId::new(device).map_err(|e| InboxError::DeadLetterData {
+                    id,
+                    problem: e.to_string(),
+                })?,
+                still_blocked,
+            }),
+        }
+    }
+}
+
+/// A fresh, empty schema for one test or test run: created on
+/// [`ScratchSchema::create`], dropped with everything in it on drop.
+/// [`ScratchSchema::url`] connects with it as the `search_path`.
+#[derive(Debug)]
+pub struct ScratchSchema {
+    base: String,
+    name: String,
+    url: String,
+}
+
+/// Runs `sql` on `url` once, on a runtime of its own.
+fn run_sql(url: &str, sql: &str) -> Result<(), InboxError> {
+    let shown = redact_url(url);
+    let config: tokio_postgres::Config =
+        url.parse()
+            .map_err(|e: tokio_postgres::Error| InboxError::PgOpen {
+                url: shown.clone(),
+                problem: format!("not a valid PostgreSQL URL ({e})"),
+            })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| InboxError::Worker(e.to_string()))?;
+    runtime.block_on(async {
+        let client = connect(&config, &shown).await?;
+        client.batch_execute(sql).await?;
+        Ok(())
+    })
+}
+
+impl ScratchSchema {
+    /// Creates schema `dockline_{prefix}_{random}` in the database at `base`.
+    pub fn create(base: &str, prefix: &str) -> Result<Self, InboxError> {
+        let name = format!("dockline_{prefix}_{:016x}", rand::random::<u64>());
+        run_sql(base, &format!("CREATE SCHEMA {name}"))?;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Ok(Self {
+            url: format!("{base}{sep}options=-c%20search_path%3D{name}"),
+            base: base.to_owned(),
+            name,
+        })
+    }
+
+    /// The URL that works in this schema.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ScratchSchema {
+    fn drop(&mut self) {
+        if let Err(e) = run_sql(&self.base, &format!("DROP SCHEMA {} CASCADE", self.name)) {
+            tracing::warn!("cannot drop test schema {}: {e}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            redact_url("postgres://dock:s3cret@db.example:5432/inbox?sslmode=disable"),
+            "postgres://dock:***@db.example:5432/inbox?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://dock@db/inbox"),
+            "postgres://dock@db/inbox"
+        );
+        assert_eq!(
+            redact_url("host=db user=dock password=s3cret dbname=inbox"),
+            "host=db user=dock password=*** dbname=inbox"
+        );
+    }
+
+    #[test]
+    fn the_watermark_walks_over_stored_and_shed_sequences_only() {
+        assert_eq!(advance(0, &[1, 2, 3, 5], &[]), 3);
+        assert_eq!(advance(0, &[1, 2, 5], &[(3, 4)]), 5);
+        assert_eq!(advance(2, &[4], &[]), 2);
+        assert_eq!(advance(0, &[], &[(1, 10)]), 10);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named_without_its_password_with_the_fix() {
+        // Port 1 on loopback: nothing listens, the connect is refused at once.
+        let err = PgInbox::open("postgres://dock:s3cret@127.0.0.1:1/inbox", 1000)
+            .expect_err("nothing listens on port 1");
+        let text = err.to_string();
+        assert!(
+            text.contains("postgres://dock:***@127.0.0.1:1/inbox"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("[inbox] url"), "{text}");
+        let err = PgInbox::open("postgres://dock@127.0.0.1:5432/inbox?sslmode=bogus", 1000)
+            .expect_err("bad option");
+        assert!(
+            err.to_string().contains("not a valid PostgreSQL URL"),
+            "{err}"
+        );
+    }
+}
