@@ -81,8 +81,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/dlq/{id}", get(show))
         .route("/dlq/{id}/replay", post(replay))
         .route("/dlq/{id}/discard", post(discard))
+        .merge(crate::dashboard::routes())
         .with_state(state)
-}
         .merge(sessions)
         .layer(axum::middleware::from_fn_with_state(auth, auth::authorize))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -124,6 +124,7 @@ async fn metrics(State(api): State<ApiState>) -> Response {
         text,
     )
         .into_response()
+}
 
 fn inbox_failed(what: &str, e: &InboxError) -> Response {
     error!("cannot {what}: {e}");

@@ -12,7 +12,9 @@
 //! - `shed(device, epoch, lo, hi)`: sequence ranges the device reported as
 //!   dropped or lost (`Batch::shed`); they will never arrive, so the
 //!   watermark passes over them.
-//! - `devices(device)` → site, online, session, last seen.
+//! - `devices(device)` → site, online, session, last seen; since when online
+//!   or offline, and the latest heartbeat's backlog, oldest unsent age and
+//!   peripherals (for the dashboard).
 //! - `counters(name)` → `duplicates`, `refused`, and (created on first use)
 //!   `refused.{reason}` (refusals by reason, see [`crate::ingest`]),
 //!   `resend_requests` (gap audit requests sent) and `holes_lost` (sequences
@@ -152,7 +154,7 @@ pub enum InboxError {
 }
 
 /// Current inbox schema version.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Longest response body excerpt kept per attempt, in bytes.
 pub const MAX_BODY_EXCERPT: usize = 2048;
@@ -593,6 +595,19 @@ CREATE TABLE followups (
 CREATE INDEX followups_due ON followups (next_ms) WHERE state = 'pending';
 ";
 
+/// Version 5: what the dashboard shows of each device (see
+/// [`crate::dashboard`]): when it last went online or offline (birth or
+/// death), and from its latest heartbeat the outbox backlog, the age of its
+/// oldest unsent event, when that heartbeat came, and its peripherals as
+/// the heartbeat's `dv` list in JSON.
+const V5: &str = "
+ALTER TABLE devices ADD COLUMN online_since_ms INTEGER;
+ALTER TABLE devices ADD COLUMN backlog INTEGER;
+ALTER TABLE devices ADD COLUMN oldest_unsent_ms INTEGER;
+ALTER TABLE devices ADD COLUMN heartbeat_ms INTEGER;
+ALTER TABLE devices ADD COLUMN peripherals TEXT;
+";
+
 /// Fills in the lane columns of rows stored before version 3, in the
 /// migration's transaction: decodes each business event once.
 fn backfill_lanes(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
@@ -654,7 +669,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
             found: version,
         });
     }
-    for (to, step) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
+    for (to, step) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)] {
         if version < to {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(step).map_err(err)?;
@@ -746,6 +761,15 @@ impl Inbox {
             conn,
             invoice_followups: false,
         })
+    }
+
+    /// Runs read-only queries on the inbox's connection (the dashboard's,
+    /// [`crate::dashboard::queries`]); they see only committed data.
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, InboxError> {
+        Ok(f(&self.conn)?)
     }
 
     /// From now on, booking a proof of delivery that names an order queues
@@ -1135,6 +1159,40 @@ impl Inbox {
                 now_ms
             ],
         )?;
+        // For the dashboard: when it went online or offline, and the
+        // latest heartbeat's backlog and peripherals.
+        match &status.kind {
+            StatusKind::Birth { .. } | StatusKind::Death { .. } => {
+                tx.execute(
+                    "UPDATE devices SET online_since_ms = ?2 WHERE device = ?1",
+                    params![status.device.as_str(), now_ms],
+                )?;
+            }
+            StatusKind::Heartbeat {
+                queued,
+                oldest_unacked_ms,
+                health,
+            } => {
+                // Plain structs of strings and numbers: encoding cannot fail.
+                let peripherals = health
+                    .as_ref()
+                    .and_then(|h| h.devices.as_ref())
+                    .and_then(|list| serde_json::to_string(list).ok());
+                tx.execute(
+                    "UPDATE devices SET backlog = ?2, oldest_unsent_ms = ?3, heartbeat_ms = ?4,
+                       peripherals = ?5,
+                       online_since_ms = coalesce(online_since_ms, ?4)
+                     WHERE device = ?1",
+                    params![
+                        status.device.as_str(),
+                        to_sql("queued", *queued)?,
+                        to_sql("oldest_unacked_ms", *oldest_unacked_ms)?,
+                        now_ms,
+                        peripherals
+                    ],
+                )?;
+            }
+        }
         tx.commit()?;
         Ok(true)
     }

@@ -29,7 +29,9 @@
 //!   expiry and signs them (Ed25519).
 //! - [`limits`]: payload size and per-device rate limits on ingest.
 //! - [`mqtt`]: the broker connection.
-//! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP.
+//! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP;
+//!   [`dashboard`]: the pages for people (devices, orders, stuck work,
+//!   exceptions, dead letters) and the JSON they read.
 //!
 //! # Lifecycle
 //!
@@ -40,11 +42,12 @@
 //! dropped.
 
 pub mod api;
+pub mod auth;
 pub mod backoff;
 pub mod breaker;
-pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod delivery;
 pub mod dlq;
 pub mod epcis;
@@ -55,12 +58,12 @@ pub mod ingest;
 pub mod invoice;
 pub mod lane;
 pub mod limits;
+pub mod metrics;
 pub mod mqtt;
 pub mod pg_inbox;
 pub mod policy;
 pub mod publication;
 pub mod shutdown;
-pub mod metrics;
 pub mod store;
 pub mod webhook;
 
@@ -116,14 +119,14 @@ pub enum CollectorError {
     /// ERP delivery could not be set up.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    /// `[api]` credentials are unusable, or missing on a network address.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthConfigError),
     /// The command signing key could not be loaded.
     #[error(transparent)]
     CommandKey(#[from] commands::KeyError),
 }
 
-    /// `[api]` credentials are unusable, or missing on a network address.
-    #[error(transparent)]
-    Auth(#[from] auth::AuthConfigError),
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -137,15 +140,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CollectorError> {
     config.check()?;
+    let auth = Arc::new(auth::Auth::from_config(&config.api, config.api.listen)?);
+    if auth.is_open() {
+        warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
+    }
     let signer = commands::CommandSigner::from_config(&config.commands)?;
     if let Some(public) = signer.verify_key_base64() {
         // The public key is no secret: it is what agents are configured with.
         info!(verify_key = %public, "commands to devices are signed; agents need this [commands] verify_key");
     } else {
-    let auth = Arc::new(auth::Auth::from_config(&config.api, config.api.listen)?);
-    if auth.is_open() {
-        warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
-    }
         warn!(
             "no [commands] signing key: commands to devices (resend requests) go out unsigned, and agents refuse them unless allow_unsigned_commands = true; make a key pair with `dockline-collector keygen --out DIR`"
         );
@@ -235,12 +238,12 @@ pub async fn run(
         inbox,
         wake: Arc::clone(&wake),
         delivery: Some(Arc::clone(&delivery)),
+        auth,
     };
     let mut api_stop = trigger.subscribe();
     let api = tokio::spawn(async move {
         axum::serve(listener, api::router(api_state))
             .with_graceful_shutdown(async move { api_stop.wait().await })
-        auth,
             .await
     });
     let delivery_task = tokio::spawn(delivery.run(wake, trigger.subscribe()));

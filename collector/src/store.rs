@@ -403,3 +403,19 @@ impl InboxStore for Inbox {
     }
 }
 
+impl dyn InboxStore + '_ {
+    /// Runs read-only SQL on the SQLite inbox's connection (the dashboard's
+    /// queries); an error naming the backend on PostgreSQL.
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, InboxError> {
+        match self.as_sqlite() {
+            Some(inbox) => inbox.read(f),
+            None => Err(InboxError::Worker(format!(
+                "this query is only available on the SQLite inbox, not on {}",
+                self.backend()
+            ))),
+        }
+    }
+}
