@@ -150,6 +150,9 @@ pub enum ErpKind {
     /// Tryton's JSON-RPC at `erp.url`, settings in `[erp.tryton]`
     /// ([`crate::erp::tryton`]).
     Tryton,
+    /// Odoo 17/18/19 (`/jsonrpc`, web session or JSON-2) at `erp.url`,
+    /// settings in `[erp.odoo]` ([`crate::erp::odoo`]).
+    Odoo,
 }
 
 impl ErpKind {
@@ -158,6 +161,7 @@ impl ErpKind {
         match self {
             Self::Webhook => "webhook",
             Self::Tryton => "tryton",
+            Self::Odoo => "odoo",
         }
     }
 }
@@ -230,6 +234,9 @@ pub struct ErpConfig {
     /// `[erp.tryton]`: required when `kind = "tryton"`.
     #[serde(default)]
     pub tryton: Option<TrytonConfig>,
+    /// `[erp.odoo]`: required when `kind = "odoo"`.
+    #[serde(default)]
+    pub odoo: Option<crate::erp::odoo::OdooConfig>,
     /// `[erp.webhook]`: previous secrets still signed with during a
     /// rotation, and the `Idempotency-Key` quoting (webhook adapter only).
     #[serde(default)]
@@ -260,6 +267,7 @@ impl std::fmt::Debug for ErpConfig {
                 &redacted(self.invoice_webhook_secret.is_some()),
             )
             .field("tryton", &self.tryton)
+            .field("odoo", &self.odoo)
             .field("webhook", &self.webhook)
             .finish()
     }
@@ -450,6 +458,7 @@ impl ErpConfig {
             invoice_webhook_url: None,
             invoice_webhook_secret: None,
             tryton: None,
+            odoo: None,
             webhook: crate::webhook::WebhookOptions::default(),
         }
     }
@@ -484,6 +493,15 @@ impl ErpConfig {
                     }
                 })?;
             }
+            ErpKind::Odoo => match &self.odoo {
+                Some(odoo) => odoo.check()?,
+                None => {
+                    return Err(ConfigCheckError {
+                        key: "erp.odoo",
+                        problem: "is missing; kind = \"odoo\" needs an [erp.odoo] table with version, database, login and a password or api_key".into(),
+                    });
+                }
+            },
             ErpKind::Tryton => {
                 let Some(t) = &self.tryton else {
                     return Err(ConfigCheckError {

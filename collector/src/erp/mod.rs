@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `webhook` (default) | [`webhook`] | the same `webhook-id` and `Idempotency-Key` on every attempt |
 //! | `tryton` | [`tryton`] | search by order reference, a state read before every transition, "already there" is success |
+//! | `odoo` | [`odoo`] | search by order reference (`origin`), a state read before every transition, absolute writes from an event ledger of attachments, "already done" is success |
 //!
 //! Invariants every adapter keeps:
 //! - `deliver` never fails: transport errors, HTTP statuses and RPC errors
@@ -21,6 +22,7 @@
 //! - `probe` is cheap and read-only: it only answers "is the ERP back?" for
 //!   the breaker's half-open state.
 
+pub mod odoo;
 pub mod tryton;
 pub mod webhook;
 
@@ -83,6 +85,7 @@ pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, DeliveryError
     Ok(match erp.kind {
         ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?),
         ErpKind::Tryton => Box::new(tryton::TrytonAdapter::new(erp)?),
+        ErpKind::Odoo => Box::new(odoo::OdooAdapter::new(erp)?),
     })
 }
 

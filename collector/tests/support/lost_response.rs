@@ -70,6 +70,12 @@ impl LostResponseProxy {
             .push(format!("\"method\":\"{method}\""));
     }
 
+    /// The next request whose bytes (head or body) contain `text` reaches
+    /// the server, but its response is lost.
+    pub fn lose_response_containing(&self, text: &str) {
+        self.rules.lock().expect("rules lock").push(text.to_owned());
+    }
+
     /// Responses lost so far.
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::SeqCst)
