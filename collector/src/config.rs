@@ -153,6 +153,9 @@ pub enum ErpKind {
     /// Odoo 17/18/19 (`/jsonrpc`, web session or JSON-2) at `erp.url`,
     /// settings in `[erp.odoo]` ([`crate::erp::odoo`]).
     Odoo,
+    /// An EPCIS 2.0 repository's capture interface under `erp.url` (its
+    /// REST root), settings in `[erp.epcis]` ([`crate::erp::epcis`]).
+    Epcis,
 }
 
 impl ErpKind {
@@ -162,6 +165,7 @@ impl ErpKind {
             Self::Webhook => "webhook",
             Self::Tryton => "tryton",
             Self::Odoo => "odoo",
+            Self::Epcis => "epcis",
         }
     }
 }
@@ -237,6 +241,9 @@ pub struct ErpConfig {
     /// `[erp.odoo]`: required when `kind = "odoo"`.
     #[serde(default)]
     pub odoo: Option<crate::erp::odoo::OdooConfig>,
+    /// `[erp.epcis]`: required when `kind = "epcis"`.
+    #[serde(default)]
+    pub epcis: Option<crate::erp::epcis::EpcisOptions>,
     /// `[erp.webhook]`: previous secrets still signed with during a
     /// rotation, and the `Idempotency-Key` quoting (webhook adapter only).
     #[serde(default)]
@@ -268,6 +275,7 @@ impl std::fmt::Debug for ErpConfig {
             )
             .field("tryton", &self.tryton)
             .field("odoo", &self.odoo)
+            .field("epcis", &self.epcis)
             .field("webhook", &self.webhook)
             .finish()
     }
@@ -459,6 +467,7 @@ impl ErpConfig {
             invoice_webhook_secret: None,
             tryton: None,
             odoo: None,
+            epcis: None,
             webhook: crate::webhook::WebhookOptions::default(),
         }
     }
@@ -492,6 +501,22 @@ impl ErpConfig {
                         problem: e.to_string(),
                     }
                 })?;
+                self.webhook
+                    .check_batch()
+                    .map_err(|problem| ConfigCheckError {
+                        key: "erp.webhook.batch_max",
+                        problem,
+                    })?;
+            }
+            ErpKind::Epcis => {
+                let Some(e) = &self.epcis else {
+                    return Err(ConfigCheckError {
+                        key: "erp.epcis",
+                        problem: "is missing; kind = \"epcis\" needs an [erp.epcis] table with at least private_base (url is the repository's REST root)".into(),
+                    });
+                };
+                e.check(self)
+                    .map_err(|(key, problem)| ConfigCheckError { key, problem })?;
             }
             ErpKind::Odoo => match &self.odoo {
                 Some(odoo) => odoo.check()?,
@@ -540,6 +565,9 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: default_api_listen(),
+            tokens: Vec::new(),
+            users: Vec::new(),
+            session_ttl_secs: default_session_ttl_secs(),
         }
     }
 }
@@ -629,9 +657,6 @@ mod tests {
         assert_eq!(cfg.erp.concurrency, 4);
         assert!(!cfg.allow_unknown_devices);
         cfg.check().expect("defaults are valid");
-            tokens: Vec::new(),
-            users: Vec::new(),
-            session_ttl_secs: default_session_ttl_secs(),
     }
 
     #[test]

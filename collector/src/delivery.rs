@@ -170,7 +170,11 @@ impl Delivery {
             inbox,
             adapter,
             policy,
-            permits: Arc::new(Semaphore::new(erp.concurrency.max(1))),
+            // A batching adapter sends `events_per_request` events per
+            // request and caps its own requests at `concurrency`.
+            permits: Arc::new(Semaphore::new(
+                erp.concurrency.max(1).saturating_mul(per_request),
+            )),
             acks,
             endpoint: Mutex::new(Endpoint {
                 breaker,
@@ -180,7 +184,13 @@ impl Delivery {
             lane_park_max_ms: erp.lane_park_max_ms,
             max_active_lanes: erp.max_active_lanes.max(1),
             followups: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new(adapter_kind)),
         }
+    }
+
+    /// The counters `/metrics` shows (ingest adds to them too).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Notified when a proof of delivery was booked (its follow-up, if
@@ -188,15 +198,9 @@ impl Delivery {
     pub fn followup_wake(&self) -> Arc<Notify> {
         Arc::clone(&self.followups)
     }
-            metrics: Arc::new(Metrics::new(adapter_kind)),
 
     /// Replaces the random jitter (tests use [`crate::backoff::FixedJitter`]).
     pub fn with_jitter(self, jitter: Box<dyn Jitter>) -> Self {
-    /// The counters `/metrics` shows (ingest adds to them too).
-    pub fn metrics(&self) -> Arc<Metrics> {
-        Arc::clone(&self.metrics)
-    }
-
         let mut endpoint = self
             .endpoint
             .into_inner()
@@ -409,6 +413,7 @@ impl Delivery {
                 decision
             };
             self.endpoint_changed.notify_waiters();
+            self.metrics.response(decision_class(&decision));
             let log = attempt_log(&attempted, &decision);
             match decision {
                 Decision::Booked {
@@ -417,7 +422,6 @@ impl Delivery {
                 } => {
                     info!(device = %dev, seq, event_id = %id, document = %document, duplicate,
                         attempts = history.attempts, "ERP booked event");
-            self.metrics.response(decision_class(&decision));
                     let outcome = Outcome::Booked { document };
                     let o = outcome.clone();
                     let d = dev.clone();
@@ -426,6 +430,9 @@ impl Delivery {
                         .call(move |i| i.record_verdict(&d, ep, seq, &o, now_ms()))
                         .await?;
                     if recorded {
+                        let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;
+                        self.metrics
+                            .outcome(site.as_str(), "booked", Some(latency));
                         if matches!(event.detail, dockline_protocol::EventDetail::Delivered(_)) {
                             self.followups.notify_one();
                         }
@@ -434,9 +441,6 @@ impl Delivery {
                     return Ok(());
                 }
                 Decision::DeadLetter {
-                        let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;
-                        self.metrics
-                            .outcome(site.as_str(), "booked", Some(latency));
                     reason,
                     class,
                     erp_rejected,
@@ -453,6 +457,11 @@ impl Delivery {
                         .call(move |i| i.store_dead_letter(&d, ep, seq, &dead))
                         .await?;
                     if let Some((dl, verdict)) = stored {
+                        self.metrics.outcome(
+                            site.as_str(),
+                            if erp_rejected { "rejected" } else { "dead_lettered" },
+                            None,
+                        );
                         warn!(device = %dev, seq, event_id = %id, dead_letter = dl,
                             class = class.name(), erp_rejected, reason = %reason,
                             "event dead-lettered; lane {lane} is blocked until `dockline-collector dlq replay {dl}` (after fixing the data) or `dlq discard {dl}`");
@@ -461,11 +470,6 @@ impl Delivery {
                                 .await;
                         }
                     }
-                        self.metrics.outcome(
-                            site.as_str(),
-                            if erp_rejected { "rejected" } else { "dead_lettered" },
-                            None,
-                        );
                     return Ok(());
                 }
                 Decision::Retry {
@@ -605,14 +609,6 @@ pub(crate) fn policy_of(erp: &ErpConfig) -> Policy {
 
 /// Feeds a decision to the breaker: transient failures count against the
 /// endpoint; any other answer shows that it works (or pauses/halts it).
-fn update_breaker(breaker: &mut CircuitBreaker, decision: &Decision, now: Instant) {
-    match decision {
-        Decision::Retry {
-            class: FailureClass::Transient,
-            ..
-        } => breaker.on_failure(now),
-        Decision::PauseEndpoint { delay, .. } => breaker.pause(now, *delay),
-        Decision::HaltEndpoint { reason } | Decision::RefreshCredentials { reason } => {
 /// The class `/metrics` counts an attempt under.
 fn decision_class(decision: &Decision) -> &'static str {
     match decision {
@@ -624,6 +620,14 @@ fn decision_class(decision: &Decision) -> &'static str {
     }
 }
 
+fn update_breaker(breaker: &mut CircuitBreaker, decision: &Decision, now: Instant) {
+    match decision {
+        Decision::Retry {
+            class: FailureClass::Transient,
+            ..
+        } => breaker.on_failure(now),
+        Decision::PauseEndpoint { delay, .. } => breaker.pause(now, *delay),
+        Decision::HaltEndpoint { reason } | Decision::RefreshCredentials { reason } => {
             breaker.halt(now, reason.clone())
         }
         Decision::Booked { .. } | Decision::DeadLetter { .. } | Decision::Retry { .. } => {

@@ -22,8 +22,8 @@
 //! - [`invoice`]: the `invoice.ready` follow-up webhook after a booked
 //!   proof of delivery.
 //! - [`dlq`]: dead letters for people (list, show, replay, discard).
-//! - [`epcis`]: EPCIS 2.0 JSON-LD export and a capture client (not wired
-//!   into delivery).
+//! - [`epcis`]: EPCIS 2.0 JSON-LD export and a capture client, which the
+//!   `epcis` adapter ([`erp::epcis`]) delivers through.
 //! - [`gaps`]: the gap audit: holes in a device's sequence get a resend
 //!   request on its `cmd` topic; [`commands`] stamps commands with an
 //!   expiry and signs them (Ed25519).

@@ -13,7 +13,14 @@
 //!   "Signature scheme"), so the ERP side can switch secrets at its own pace;
 //! - the JSON uses readable field names, built explicitly here rather than
 //!   from the protocol's short wire keys, so a wire rename cannot silently
-//!   change what the ERP sees.
+//!   change what the ERP sees;
+//! - a batch (`[erp.webhook] batch_max` > 1) is the CloudEvents JSON batch
+//!   format, `application/cloudevents-batch+json`: a JSON array of the same
+//!   structured events, byte for byte, signed as one body; its
+//!   `webhook-id` and `Idempotency-Key` are [`batch_id`] of the events' ids,
+//!   so the same events in a resend carry the same key, and each event
+//!   keeps its own CloudEvents `id` for a receiver that drops repeats by
+//!   event.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -128,10 +135,14 @@ pub fn idempotency_key(event_id: &str) -> String {
     IdempotencyKeyQuoting::default().header_value(event_id)
 }
 
-/// `[erp.webhook]`: secret rotation and header options of the webhook
-/// adapter. Every key is optional; an `[erp]` with only `secret` signs once
-/// and quotes the `Idempotency-Key`, as before these options existed.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+/// The most events `[erp.webhook] batch_max` may put in one request.
+pub const MAX_BATCH: usize = 1000;
+
+/// `[erp.webhook]`: secret rotation, header and batching options of the
+/// webhook adapter. Every key is optional; an `[erp]` with only `secret`
+/// signs once, quotes the `Idempotency-Key` and sends one event per request,
+/// as before these options existed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookOptions {
     /// Secrets (`whsec_…`) the receiver may still verify with while it moves
@@ -144,6 +155,39 @@ pub struct WebhookOptions {
     /// (`<id>`).
     #[serde(default)]
     pub idempotency_key: IdempotencyKeyQuoting,
+    /// Most events in one request. 1 (the default): one structured-mode
+    /// CloudEvent per POST. More: ready events of distinct lanes go together
+    /// as one `application/cloudevents-batch+json` array (see
+    /// [`crate::erp::batch`]), at most [`MAX_BATCH`].
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+}
+
+fn default_batch_max() -> usize {
+    1
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            previous_secrets: Vec::new(),
+            idempotency_key: IdempotencyKeyQuoting::default(),
+            batch_max: default_batch_max(),
+        }
+    }
+}
+
+impl WebhookOptions {
+    /// Checks `batch_max`; the problem, for `erp.webhook.batch_max`.
+    pub fn check_batch(&self) -> Result<(), String> {
+        if self.batch_max == 0 || self.batch_max > MAX_BATCH {
+            return Err(format!(
+                "is {}; use 1 (one event per request) up to {MAX_BATCH}",
+                self.batch_max
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for WebhookOptions {
@@ -152,6 +196,7 @@ impl std::fmt::Debug for WebhookOptions {
         f.debug_struct("WebhookOptions")
             .field("previous_secrets", &self.previous_secrets.len())
             .field("idempotency_key", &self.idempotency_key)
+            .field("batch_max", &self.batch_max)
             .finish()
     }
 }
@@ -249,6 +294,44 @@ pub fn cloudevent_body(site: &SiteId, envelope: &Envelope, event: &BusinessEvent
     ce.insert("data".into(), event_data(envelope, event));
     // Serialising a Value built from maps, strings and finite numbers cannot fail.
     serde_json::to_vec(&Value::Object(ce)).unwrap_or_default()
+}
+
+/// The CloudEvents JSON batch body (`application/cloudevents-batch+json`):
+/// the structured bodies of [`cloudevent_body`] as one JSON array, each
+/// element byte for byte as it would be sent alone.
+pub fn cloudevent_batch_body(events: &[&[u8]]) -> Vec<u8> {
+    let len = events.iter().map(|e| e.len() + 1).sum::<usize>() + 2;
+    let mut body = Vec::with_capacity(len);
+    body.push(b'[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event);
+    }
+    body.push(b']');
+    body
+}
+
+/// The `webhook-id` (and `Idempotency-Key` value) of a batch: the event id
+/// itself for one event, else `batch-` and the first 128 bits of SHA-256
+/// over the sorted event ids, in hex. A pure function of the set of events,
+/// so a resend of the same events carries the same key whatever their order.
+pub fn batch_id(event_ids: &[&str]) -> String {
+    use sha2::Digest;
+    if let [one] = event_ids {
+        return (*one).to_owned();
+    }
+    let mut sorted = event_ids.to_vec();
+    sorted.sort_unstable();
+    let mut hash = Sha256::new();
+    for id in sorted {
+        hash.update(id.as_bytes());
+        hash.update(b"\n");
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("batch-{hex}")
 }
 
 /// What a webhook receiver's JSON body says about the event, for the
@@ -521,6 +604,7 @@ mod tests {
         WebhookOptions {
             previous_secrets: previous.iter().map(|s| (*s).to_owned()).collect(),
             idempotency_key: quoting,
+            ..WebhookOptions::default()
         }
     }
 
@@ -626,6 +710,44 @@ mod tests {
         let cfg: crate::config::Config = toml::from_str(&text("whsec_%%")).expect("parses");
         let err = cfg.check().expect_err("a bad previous secret");
         assert_eq!(err.key, "erp.webhook.previous_secrets");
+    }
+
+    #[test]
+    fn batches_are_json_arrays_of_the_structured_bodies_with_a_set_key() {
+        let a = br#"{"id":"a","specversion":"1.0"}"#.as_slice();
+        let b = br#"{"id":"b"}"#.as_slice();
+        let body = cloudevent_batch_body(&[a, b]);
+        assert_eq!(body, br#"[{"id":"a","specversion":"1.0"},{"id":"b"}]"#);
+        let parsed: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array");
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(
+            cloudevent_batch_body(&[a]),
+            [b"[".as_slice(), a, b"]"].concat()
+        );
+        assert_eq!(batch_id(&["e1"]), "e1", "one event: its own id");
+        let key = batch_id(&["e1", "e2"]);
+        assert_eq!(key, batch_id(&["e2", "e1"]), "order does not matter");
+        assert_ne!(key, batch_id(&["e1", "e3"]));
+        assert!(key.starts_with("batch-") && key.len() == 6 + 32, "{key}");
+        let parsed: WebhookOptions = toml::from_str("batch_max = 50").expect("parses");
+        assert_eq!(parsed.batch_max, 50);
+        assert_eq!(WebhookOptions::default().batch_max, 1);
+        assert!(
+            WebhookOptions {
+                batch_max: 0,
+                ..parsed.clone()
+            }
+            .check_batch()
+            .is_err()
+        );
+        assert!(
+            WebhookOptions {
+                batch_max: MAX_BATCH + 1,
+                ..parsed
+            }
+            .check_batch()
+            .is_err()
+        );
     }
 
     #[test]

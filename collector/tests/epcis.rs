@@ -17,6 +17,9 @@
 //! problem documents, Retry-After); the client's errors are fed to the
 //! delivery policy to show how an adapter would use them.
 
+#[path = "support/lost_response.rs"]
+mod lost_response;
+
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,12 +28,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use dockline_collector::backoff::{Backoff, FixedJitter};
 use dockline_collector::epcis::{
     CaptureClient, CaptureConfig, CaptureError, CaptureFailure, Contents, ErrorBehaviour,
@@ -43,6 +46,7 @@ use dockline_protocol::{
     BusinessEvent, DeviceId, Envelope, EventDetail, EventId, ExceptionKind, Fix, FixMode, Payload,
     Priority, ProofOfDelivery, References, TimeSource, Weight, WeightUnit,
 };
+use lost_response::LostResponseProxy;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- validator
@@ -1018,5 +1022,420 @@ async fn capture_errors_are_classified_and_drive_the_delivery_policy() -> Result
         "{err}"
     );
     assert_eq!(err.failure_class(), FailureClass::Transient);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- delivery
+
+/// What the mock repository does with one capture of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scripted {
+    /// 500, nothing stored.
+    Fail500,
+    /// 400 `ValidationException`, nothing stored.
+    Invalid,
+    /// 202, then a capture job that ends with a `ValidationException`.
+    JobFails,
+}
+
+/// A mock EPCIS 2.0 repository: checks the key fields of every capture,
+/// stores events by `eventID`, answers 202 + a capture job (running on its
+/// first read, ended on the next), serves `GET /events/{eventID}`.
+#[derive(Debug, Default)]
+struct MockRepository {
+    /// eventID → captures stored (more than one would be a double capture).
+    stored: Mutex<std::collections::BTreeMap<String, u32>>,
+    /// eventIDs in the order they were first stored.
+    order: Mutex<Vec<String>>,
+    /// eventID → capture POSTs received.
+    posts: Mutex<std::collections::BTreeMap<String, u32>>,
+    /// Every capture body, as received.
+    bodies: Mutex<Vec<Value>>,
+    /// What was wrong with a request (none expected).
+    problems: Mutex<Vec<String>>,
+    /// capture id → (reads so far, the job's error if it fails).
+    jobs: Mutex<std::collections::BTreeMap<String, (u32, Option<Value>)>>,
+    /// eventID → what its next captures get, in order.
+    script: Mutex<std::collections::BTreeMap<String, Vec<Scripted>>>,
+}
+
+fn problem_body(exception: &str, status: u16, detail: &str) -> String {
+    json!({"type": format!("epcisException:{exception}"), "title": exception,
+           "status": status, "detail": detail})
+    .to_string()
+}
+
+/// The key fields of a one-event capture document; the event's id.
+fn check_capture(headers: &HeaderMap, doc: &Value) -> std::result::Result<String, String> {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    for (name, want) in [
+        ("content-type", "application/ld+json"),
+        ("gs1-epcis-version", "2.0.0"),
+        ("gs1-cbv-version", "2.0.0"),
+        ("gs1-capture-error-behaviour", "rollback"),
+    ] {
+        if h(name) != want {
+            return Err(format!("header {name} is {:?}, expected {want:?}", h(name)));
+        }
+    }
+    if doc["type"] != "EPCISDocument" || doc["schemaVersion"] != "2.0" {
+        return Err(format!("not an EPCIS 2.0 document: {}", doc["type"]));
+    }
+    if doc["@context"][0] != dockline_collector::epcis::EPCIS_CONTEXT {
+        return Err("@context does not start with the EPCIS 2.0 context".into());
+    }
+    let events = doc["epcisBody"]["eventList"]
+        .as_array()
+        .ok_or("no epcisBody.eventList")?;
+    let [event] = events.as_slice() else {
+        return Err(format!(
+            "{} events in one capture, expected 1",
+            events.len()
+        ));
+    };
+    let id = event["eventID"].as_str().ok_or("no eventID")?;
+    if !id.starts_with("urn:uuid:") {
+        return Err(format!("eventID {id} is not urn:uuid:"));
+    }
+    for key in [
+        "type",
+        "eventTime",
+        "eventTimeZoneOffset",
+        "action",
+        "bizStep",
+    ] {
+        if !event[key].is_string() {
+            return Err(format!("{id}: no {key}"));
+        }
+    }
+    Ok(id.to_owned())
+}
+
+async fn repo_capture(
+    State(repo): State<Arc<MockRepository>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let id = match check_capture(&headers, &doc) {
+        Ok(id) => id,
+        Err(problem) => {
+            repo.problems.lock().expect("lock").push(problem.clone());
+            return (
+                StatusCode::BAD_REQUEST,
+                problem_body("ValidationException", 400, &problem),
+            )
+                .into_response();
+        }
+    };
+    repo.bodies.lock().expect("lock").push(doc);
+    *repo
+        .posts
+        .lock()
+        .expect("lock")
+        .entry(id.clone())
+        .or_insert(0) += 1;
+    let scripted = {
+        let mut script = repo.script.lock().expect("lock");
+        script
+            .get_mut(&id)
+            .and_then(|s| (!s.is_empty()).then(|| s.remove(0)))
+    };
+    let job_error = match scripted {
+        Some(Scripted::Fail500) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "repository hiccup").into_response();
+        }
+        Some(Scripted::Invalid) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                problem_body(
+                    "ValidationException",
+                    400,
+                    "readPoint unknown to this repository",
+                ),
+            )
+                .into_response();
+        }
+        Some(Scripted::JobFails) => Some(json!({
+            "type": "epcisException:ValidationException", "title": "ValidationException",
+            "status": 400, "detail": "bizLocation is not a location of this company"})),
+        None => {
+            let first = {
+                let mut stored = repo.stored.lock().expect("lock");
+                let n = stored.entry(id.clone()).or_insert(0);
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                repo.order.lock().expect("lock").push(id.clone());
+            }
+            None
+        }
+    };
+    let capture_id = {
+        let mut jobs = repo.jobs.lock().expect("lock");
+        let capture_id = format!("cap-{:04}", jobs.len() + 1);
+        jobs.insert(capture_id.clone(), (0, job_error));
+        capture_id
+    };
+    (
+        StatusCode::ACCEPTED,
+        [("location", format!("/epcis/capture/{capture_id}"))],
+    )
+        .into_response()
+}
+
+async fn repo_job(
+    State(repo): State<Arc<MockRepository>>,
+    UrlPath(capture_id): UrlPath<String>,
+) -> Response {
+    let mut jobs = repo.jobs.lock().expect("lock");
+    let Some((reads, error)) = jobs.get_mut(&capture_id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            problem_body("NoSuchResourceException", 404, &capture_id),
+        )
+            .into_response();
+    };
+    *reads += 1;
+    let running = *reads == 1;
+    let errors: Vec<Value> = if running {
+        vec![]
+    } else {
+        error.iter().cloned().collect()
+    };
+    Json(json!({
+        "captureID": capture_id,
+        "running": running,
+        "success": errors.is_empty(),
+        "captureErrorBehaviour": "rollback",
+        "errors": errors,
+    }))
+    .into_response()
+}
+
+async fn repo_event(
+    State(repo): State<Arc<MockRepository>>,
+    UrlPath(event_id): UrlPath<String>,
+) -> Response {
+    if repo.stored.lock().expect("lock").contains_key(&event_id) {
+        Json(json!({"type": "EPCISQueryDocument", "eventID": event_id})).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            problem_body("NoSuchResourceException", 404, &event_id),
+        )
+            .into_response()
+    }
+}
+
+/// A pick of the journey's device in its own order lane.
+fn lane_event(seq: u64, order: &str) -> Envelope {
+    let mut e = envelope(
+        seq,
+        EventDetail::Picked {
+            item: "4012345111118".into(),
+            quantity: 1,
+            lot: None,
+        },
+        References {
+            order: Some(order.into()),
+            location: Some("A0103".into()),
+            ..References::default()
+        },
+    );
+    // Distinct from the journey's ids, which use only the last byte.
+    e.id.0[14] = 0xee;
+    e
+}
+
+fn urn(envelope: &Envelope) -> String {
+    format!("urn:uuid:{}", envelope.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epcis_adapter_captures_every_event_once_through_the_delivery_path() -> Result<()> {
+    use dockline_collector::config::{ErpConfig, ErpKind};
+    use dockline_collector::delivery::Delivery;
+    use dockline_collector::erp::epcis::EpcisOptions;
+    use dockline_collector::inbox::{Inbox, InboxHandle};
+    use dockline_collector::shutdown::ShutdownTrigger;
+    use dockline_protocol::{Ack, Outcome, SiteId, codec};
+
+    // The whole journey in lane SO-42, sequences made contiguous, then three
+    // one-event lanes.
+    let mut events: Vec<Envelope> = journey()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut e, _))| {
+            e.seq = 1 + u64::try_from(i).unwrap_or(0);
+            e
+        })
+        .collect();
+    let next = 1 + u64::try_from(events.len())?;
+    let (invalid, job_fails, already) = (
+        lane_event(next, "SO-43"),
+        lane_event(next + 1, "SO-44"),
+        lane_event(next + 2, "SO-45"),
+    );
+    events.extend([invalid.clone(), job_fails.clone(), already.clone()]);
+    let (fails_once, loses_answer) = (events[1].clone(), events[3].clone());
+
+    let repo = Arc::new(MockRepository::default());
+    {
+        let mut script = repo.script.lock().map_err(|_| anyhow!("lock"))?;
+        script.insert(urn(&fails_once), vec![Scripted::Fail500]);
+        script.insert(urn(&invalid), vec![Scripted::Invalid]);
+        script.insert(urn(&job_fails), vec![Scripted::JobFails]);
+    }
+    // Captured before (by an earlier collector, say): found, not captured.
+    repo.stored
+        .lock()
+        .map_err(|_| anyhow!("lock"))?
+        .insert(urn(&already), 1);
+    let app = Router::new()
+        .route(
+            "/epcis/capture",
+            post(repo_capture).options(|| async { StatusCode::NO_CONTENT }),
+        )
+        .route("/epcis/capture/{id}", get(repo_job))
+        .route("/epcis/events/{id}", get(repo_event))
+        .with_state(Arc::clone(&repo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The repository stores this capture, but its 202 never comes back.
+    let proxy = LostResponseProxy::start(addr).await?;
+    proxy.lose_response_containing(&format!("\"eventID\":\"{}\"", urn(&loses_answer)));
+
+    let gs1 = gs1_config();
+    let cfg = ErpConfig {
+        kind: ErpKind::Epcis,
+        timeout_ms: 2000,
+        retry_min_ms: 20,
+        retry_max_ms: 100,
+        epcis: Some(EpcisOptions {
+            site: Some(gs1.site.clone()),
+            site_gln: gs1.site_gln.clone(),
+            party_gln: gs1.party_gln.clone(),
+            company_prefixes: gs1.company_prefixes.clone(),
+            utc_offset: gs1.utc_offset.clone(),
+            ..EpcisOptions::new(gs1.private_base.clone())
+        }),
+        ..ErpConfig::new(format!("http://{}/epcis/", proxy.addr()), "")
+    };
+
+    let dir = tempfile::tempdir()?;
+    let mut inbox = Inbox::open(&dir.path().join("inbox.db"))?;
+    inbox.store_batch(
+        &SiteId::new("BRU1")?,
+        &dockline_protocol::Batch {
+            v: 1,
+            device: DeviceId::new("hh-017")?,
+            epoch: 1,
+            first_held: 1,
+            events: events.clone(),
+            shed: Vec::new(),
+        },
+        0,
+    )?;
+    let inbox = InboxHandle::new(inbox);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let delivery = Arc::new(Delivery::new(&cfg, inbox.clone(), tx)?);
+    let trigger = ShutdownTrigger::new();
+    let running = tokio::spawn(
+        Arc::clone(&delivery).run(Arc::new(tokio::sync::Notify::new()), trigger.subscribe()),
+    );
+    let mut verdicts = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while verdicts.len() < events.len() {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .with_context(|| format!("only {} verdicts within 30 s", verdicts.len()))?
+            .ok_or_else(|| anyhow!("ack channel closed"))?;
+        let ack: Ack = codec::decode(&p.payload)?;
+        for v in ack.verdicts {
+            verdicts.insert(v.seq, v.outcome);
+        }
+    }
+    trigger.trigger();
+    running.await?;
+
+    let problems = repo.problems.lock().map_err(|_| anyhow!("lock"))?.clone();
+    assert!(
+        problems.is_empty(),
+        "the repository saw bad requests: {problems:?}"
+    );
+    assert_eq!(proxy.lost(), 1, "one 202 was lost on its way back");
+    let stored = repo.stored.lock().map_err(|_| anyhow!("lock"))?.clone();
+    let posts = repo.posts.lock().map_err(|_| anyhow!("lock"))?.clone();
+    for e in &events {
+        let id = urn(e);
+        let outcome = verdicts
+            .get(&e.seq)
+            .ok_or_else(|| anyhow!("no verdict for {}", e.seq))?;
+        if e.id == invalid.id || e.id == job_fails.id {
+            assert!(
+                matches!(outcome, Outcome::Rejected { .. }),
+                "{id}: {outcome:?}"
+            );
+            assert_eq!(stored.get(&id), None, "{id} refused, not stored");
+            continue;
+        }
+        assert!(
+            matches!(outcome, Outcome::Booked { .. }),
+            "{id}: {outcome:?}"
+        );
+        assert_eq!(stored.get(&id), Some(&1), "{id} stored exactly once");
+        let want_posts = if e.id == already.id {
+            0 // found by GET /events/{eventID}
+        } else if e.id == fails_once.id {
+            2 // the 500, then the capture
+        } else {
+            1 // including the lost answer: the resend found the event
+        };
+        assert_eq!(
+            posts.get(&id).copied().unwrap_or(0),
+            want_posts,
+            "{id}: captures sent"
+        );
+    }
+    if let Outcome::Rejected { reason } = &verdicts[&job_fails.seq] {
+        assert!(reason.contains("bizLocation is not a location"), "{reason}");
+    }
+    if let Outcome::Booked { document } = &verdicts[&events[0].seq] {
+        assert!(document.starts_with("EPCIS capture cap-"), "{document}");
+    }
+    // Lane SO-42 reached the repository in the device's order.
+    let order = repo.order.lock().map_err(|_| anyhow!("lock"))?.clone();
+    let lane: Vec<String> = order
+        .into_iter()
+        .filter(|id| events[..events.len() - 3].iter().any(|e| &urn(e) == id))
+        .collect();
+    let want: Vec<String> = events[..events.len() - 3].iter().map(urn).collect();
+    assert_eq!(lane, want, "lane SO-42 captured in order");
+    let stats = inbox.call(|i| i.stats()).await?;
+    assert_eq!(
+        (stats.pending, stats.rejected, stats.dead_letters),
+        (0, 2, 2)
+    );
+
+    // Every document the repository received, against GS1's schema.
+    let test = "the_epcis_adapter_captures_every_event_once_through_the_delivery_path";
+    if let Some(v) = Validator::find(test)? {
+        let bodies = repo.bodies.lock().map_err(|_| anyhow!("lock"))?.clone();
+        let errors = v.validate(&bodies)?;
+        for (doc, errs) in bodies.iter().zip(&errors) {
+            assert!(
+                errs.is_empty(),
+                "{}: {errs:?}",
+                doc["epcisBody"]["eventList"][0]["eventID"]
+            );
+        }
+        eprintln!(
+            "{test}: {} captured documents valid against the GS1 EPCIS 2.0 schema",
+            bodies.len()
+        );
+    }
     Ok(())
 }

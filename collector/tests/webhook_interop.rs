@@ -16,9 +16,13 @@
 //!   this test stored, not with what the collector sent;
 //! - checks the `Idempotency-Key` is the quoted event id (the default).
 //!
-//! The collector sends one event per request (lanes deliver in business
-//! order, one event at a time), never `application/cloudevents-batch+json`,
-//! so there is no batch form to check.
+//! With `[erp.webhook] batch_max = 4` (second test) the same checks run on
+//! `application/cloudevents-batch+json` requests: the signature over the
+//! whole array, `webhook-id` and `Idempotency-Key` equal to the batch key
+//! recomputed in Python (the lone event's id, else `batch-` + the first 128
+//! bits of SHA-256 over the sorted ids), and each element read by the
+//! `cloudevents` JSON readers (classic `from_json`, core `JSONFormat.read`;
+//! the SDK has no batch reader) and compared with the stored event.
 //!
 //! Python: `DOCKLINE_TEST_WEBHOOK_PYTHON` (bash .ci/run makes
 //! `target/webhook-venv`). Unset: the test prints SKIP. Set but unable to
@@ -66,13 +70,14 @@ const CAPTURED_MS: i64 = 1_764_000_000_123;
 /// Reads `{"secrets", "stranger", "requests": [{path, headers, body_b64,
 /// expect}]}` on stdin; exits non-zero with the first mismatch.
 const CHECKER: &str = r#"
-import base64, json, sys, time
+import base64, hashlib, json, sys, time
 from datetime import datetime, timezone
 try:
     import standardwebhooks
     from standardwebhooks.webhooks import Webhook, WebhookVerificationError
     import cloudevents
     from cloudevents.v1.http import from_http as classic_from_http
+    from cloudevents.v1.http import from_json as classic_from_json
     from cloudevents.core.bindings.http import HTTPMessage, from_http as core_from_http
     from cloudevents.core.formats.json import JSONFormat
     from cloudevents.core.v1.event import CloudEvent as CoreEvent
@@ -91,43 +96,7 @@ def refused(wh, body, headers, why):
         return str(e)
     raise AssertionError(f"verified although {why}")
 
-spec = json.load(sys.stdin)
-rotation = [Webhook(s) for s in spec["secrets"]]
-stranger = Webhook(spec["stranger"])
-checked = 0
-for r in spec["requests"]:
-    where = f'{r["path"]} {r["headers"].get("webhook-id")}'
-    headers = r["headers"]
-    body = base64.b64decode(r["body_b64"])
-    exp = r["expect"]
-
-    # --- Standard Webhooks ---
-    sigs = headers["webhook-signature"].split(" ")
-    assert len(sigs) == len(rotation), f"{where}: {len(sigs)} signatures for {len(rotation)} secrets"
-    for i, wh in enumerate(rotation):
-        parsed = wh.verify(body, headers)
-        assert parsed["id"] == exp["id"], f"{where}: verify() returned another body"
-        alone = dict(headers, **{"webhook-signature": sigs[i]})
-        wh.verify(body, alone)  # signature i is the one of secret i
-    refused(stranger, body, headers, f"{where}: signed for a secret not in the rotation")
-    tampered = body.replace(b'"specversion"', b'"specversion" ', 1)
-    assert tampered != body
-    refused(rotation[0], tampered, headers, f"{where}: the body was changed")
-    old = int(time.time()) - 600
-    refused(rotation[0], body, dict(headers, **{"webhook-timestamp": str(old)}),
-            f"{where}: the timestamp was replaced")
-    old_dt = datetime.fromtimestamp(old, tz=timezone.utc)
-    resigned = dict(headers, **{"webhook-timestamp": str(old),
-                                "webhook-signature": rotation[0].sign(headers["webhook-id"], old_dt, body.decode())})
-    why = refused(rotation[0], body, resigned, f"{where}: correctly signed but 10 minutes old")
-    assert "too old" in why, f"{where}: an old request refused for another reason: {why}"
-    assert headers["webhook-id"] == exp["id"], f"{where}: webhook-id is not the event id"
-    assert headers["idempotency-key"] == '"' + exp["id"] + '"', f"{where}: Idempotency-Key {headers['idempotency-key']!r}"
-
-    # --- CloudEvents ---
-    assert headers["content-type"] == "application/cloudevents+json", f"{where}: {headers['content-type']}"
-    classic = classic_from_http(headers, body)
-    core = core_from_http(HTTPMessage(headers=headers, body=body), JSONFormat(), CoreEvent)
+def check_event(where, classic, core, exp):
     views = [
         ("classic", classic["specversion"], classic["id"], classic["source"], classic["type"],
          classic.get("time"), classic.get("subject"), classic.get_attributes(), classic.get_data()),
@@ -150,7 +119,68 @@ for r in spec["requests"]:
         assert isinstance(data, dict), f"{at}: data is {type(data).__name__}"
         for k, v in exp["data"].items():
             assert data.get(k) == v, f"{at}: data.{k} = {data.get(k)!r}, expected {v!r}"
+
+spec = json.load(sys.stdin)
+rotation = [Webhook(s) for s in spec["secrets"]]
+stranger = Webhook(spec["stranger"])
+checked = 0
+for r in spec["requests"]:
+    where = f'{r["path"]} {r["headers"].get("webhook-id")}'
+    headers = r["headers"]
+    body = base64.b64decode(r["body_b64"])
+    exp = r["expect"]
+    # A batch expects a list (one entry per element, in body order).
+    batch = isinstance(exp, list)
+    expected = exp if batch else [exp]
+    ids = [e["id"] for e in expected]
+    # The batch key, derived here independently: the id of a lone event,
+    # else "batch-" + the first 128 bits of SHA-256 over the sorted ids.
+    if batch and len(ids) > 1:
+        key = "batch-" + hashlib.sha256("".join(i + "\n" for i in sorted(ids)).encode()).hexdigest()[:32]
+    else:
+        key = ids[0]
+
+    # --- Standard Webhooks ---
+    sigs = headers["webhook-signature"].split(" ")
+    assert len(sigs) == len(rotation), f"{where}: {len(sigs)} signatures for {len(rotation)} secrets"
+    for i, wh in enumerate(rotation):
+        parsed = wh.verify(body, headers)
+        got = [p["id"] for p in parsed] if batch else [parsed["id"]]
+        assert got == ids, f"{where}: verify() returned another body: {got}"
+        alone = dict(headers, **{"webhook-signature": sigs[i]})
+        wh.verify(body, alone)  # signature i is the one of secret i
+    refused(stranger, body, headers, f"{where}: signed for a secret not in the rotation")
+    tampered = body.replace(b'"specversion"', b'"specversion" ', 1)
+    assert tampered != body
+    refused(rotation[0], tampered, headers, f"{where}: the body was changed")
+    old = int(time.time()) - 600
+    refused(rotation[0], body, dict(headers, **{"webhook-timestamp": str(old)}),
+            f"{where}: the timestamp was replaced")
+    old_dt = datetime.fromtimestamp(old, tz=timezone.utc)
+    resigned = dict(headers, **{"webhook-timestamp": str(old),
+                                "webhook-signature": rotation[0].sign(headers["webhook-id"], old_dt, body.decode())})
+    why = refused(rotation[0], body, resigned, f"{where}: correctly signed but 10 minutes old")
+    assert "too old" in why, f"{where}: an old request refused for another reason: {why}"
+    assert headers["webhook-id"] == key, f"{where}: webhook-id {headers['webhook-id']!r}, expected {key!r}"
+    assert headers["idempotency-key"] == '"' + key + '"', f"{where}: Idempotency-Key {headers['idempotency-key']!r}"
+
+    # --- CloudEvents ---
+    if batch:
+        # The JSON batch format: an array of structured events. The SDK has
+        # no batch reader, so each element goes through its JSON readers.
+        assert headers["content-type"] == "application/cloudevents-batch+json", f"{where}: {headers['content-type']}"
+        elements = json.loads(body)
+        assert isinstance(elements, list) and len(elements) == len(expected), f"{where}: {len(elements)} elements"
+        parsed_events = [(classic_from_json(json.dumps(e)), JSONFormat().read(CoreEvent, json.dumps(e).encode()))
+                         for e in elements]
+    else:
+        assert headers["content-type"] == "application/cloudevents+json", f"{where}: {headers['content-type']}"
+        parsed_events = [(classic_from_http(headers, body),
+                          core_from_http(HTTPMessage(headers=headers, body=body), JSONFormat(), CoreEvent))]
+    for (classic, core), exp in zip(parsed_events, expected):
+        check_event(where, classic, core, exp)
     checked += 1
+
 from importlib.metadata import version
 print(f"verified {checked} requests with standardwebhooks {version('standardwebhooks')} and cloudevents {version('cloudevents')}")
 "#;
@@ -467,5 +497,151 @@ async fn signed_cloudevents_verify_with_standardwebhooks_and_parse_with_cloudeve
     let report = check(&python, &requests)?;
     eprintln!("{test}: {report}");
     assert!(report.starts_with("verified 5 requests"), "{report}");
+    Ok(())
+}
+
+async fn capture_slowly(
+    State(log): State<Log>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    // Slow enough that the ready events of other lanes form a batch.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    capture(State(log), uri, headers, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_cloudevents_verify_with_standardwebhooks_and_parse_with_cloudevents() -> Result<()>
+{
+    let test = "batched_cloudevents_verify_with_standardwebhooks_and_parse_with_cloudevents";
+    let Some(python) = python(test)? else {
+        return Ok(());
+    };
+    let log: Log = Arc::default();
+    let app = Router::new()
+        .route("/batch", post(capture_slowly))
+        .with_state(Arc::clone(&log));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg = ErpConfig {
+        timeout_ms: 2000,
+        retry_min_ms: 10,
+        retry_max_ms: 50,
+        lane_park_max_ms: 50,
+        concurrency: 1,
+        webhook: WebhookOptions {
+            previous_secrets: PREVIOUS.iter().map(|s| (*s).to_owned()).collect(),
+            batch_max: 4,
+            ..WebhookOptions::default()
+        },
+        ..ErpConfig::new(format!("http://{addr}/batch"), CURRENT)
+    };
+    // The four events of the structured test, plus picks in four more
+    // lanes: six lanes ready at once, so at least one batch holds several.
+    let mut events = events();
+    for (i, order) in ["SO-3003", "SO-3004", "SO-3005", "SO-3006"]
+        .into_iter()
+        .enumerate()
+    {
+        let seq = 5 + i as u64;
+        events.push((
+            envelope(
+                seq,
+                order,
+                EventDetail::Picked {
+                    item: "04012345678901".into(),
+                    quantity: 1,
+                    lot: None,
+                },
+            ),
+            json!({"kind": "picked", "quantity": 1, "refs": {"order": order}}),
+        ));
+    }
+    let dir = tempfile::tempdir()?;
+    let mut inbox = Inbox::open(&dir.path().join("inbox.db"))?;
+    let site = SiteId::new("dc-north")?;
+    inbox.store_batch(
+        &site,
+        &Batch {
+            v: 1,
+            device: DeviceId::new("hh-01")?,
+            epoch: 2,
+            first_held: 1,
+            events: events.iter().map(|(e, _)| e.clone()).collect(),
+            shed: Vec::new(),
+        },
+        0,
+    )?;
+    let inbox = InboxHandle::new(inbox);
+    let (tx, mut rx) = mpsc::channel(16);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let delivery = Arc::new(Delivery::new(&cfg, inbox.clone(), tx)?);
+    let trigger = ShutdownTrigger::new();
+    let delivering =
+        tokio::spawn(Arc::clone(&delivery).run(Arc::new(Notify::new()), trigger.subscribe()));
+    let count = |log: &Log| -> usize {
+        log.lock()
+            .expect("lock")
+            .iter()
+            .map(|c| {
+                serde_json::from_slice::<Vec<Value>>(&c.body)
+                    .map(|v| v.len())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    wait_for(
+        "all events posted in batches",
+        Duration::from_secs(15),
+        || count(&log) >= events.len(),
+    )
+    .await;
+    trigger.trigger();
+    delivering.await?;
+
+    let captured = log.lock().expect("lock").clone();
+    let mut requests = Vec::new();
+    let mut largest = 0;
+    for c in &captured {
+        let elements: Vec<Value> = serde_json::from_slice(&c.body)
+            .with_context(|| format!("batch body is not a JSON array: {:?}", c.headers))?;
+        largest = largest.max(elements.len());
+        let mut expect = Vec::new();
+        for element in &elements {
+            let id = element["id"].as_str().ok_or_else(|| anyhow!("no id"))?;
+            let (env, data) = events
+                .iter()
+                .find(|(e, _)| e.id.to_string() == id)
+                .ok_or_else(|| anyhow!("{id} is none of the stored events"))?;
+            let Payload::Event(event) = &env.payload else {
+                bail!("stored only business events");
+            };
+            expect.push(json!({
+                "id": id,
+                "source": "/dockline/dc-north/hh-01",
+                "type": format!("io.dockline.{}", event.detail.kind_name()),
+                "subject": event.refs.order,
+                "time_ms": env.captured_ms,
+                "extensions": {"docklinedevice": "hh-01", "docklineseq": env.seq, "docklineepoch": 2},
+                "data": data,
+            }));
+        }
+        requests.push(json!({
+            "path": c.path,
+            "headers": c.headers,
+            "body_b64": BASE64.encode(&c.body),
+            "expect": expect,
+        }));
+    }
+    assert!(largest >= 2, "a batch of several events formed: {largest}");
+    assert_eq!(count(&log), events.len(), "each event posted once");
+    let report = check(&python, &requests)?;
+    eprintln!("{test}: {report} (largest batch {largest})");
+    assert!(
+        report.starts_with(&format!("verified {} requests", captured.len())),
+        "{report}"
+    );
     Ok(())
 }

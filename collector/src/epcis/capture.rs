@@ -443,6 +443,49 @@ impl CaptureClient {
         Err(refused(url, status, &mut resp).await)
     }
 
+    /// The URL of one event, `{root}events/{eventID}` (the event id is one
+    /// percent-encoded path segment).
+    pub fn event_url(&self, event_id: &str) -> Url {
+        let mut url = self.root.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("events").push(event_id);
+        }
+        url
+    }
+
+    /// True when the repository holds an event with `event_id`
+    /// (`GET /events/{eventID}` answers 200), false on 404. The capture
+    /// interface defines no answer for a repeated `eventID`, so this read is
+    /// how a resend learns that an earlier capture was stored.
+    pub async fn event_exists(&self, event_id: &str) -> Result<bool, CaptureError> {
+        let url = self.event_url(event_id);
+        let text = url.to_string();
+        let mut resp = self
+            .with_headers(self.http.get(url))
+            .send()
+            .await
+            .map_err(|e| transport(&text, &e))?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(refused(&text, status, &mut resp).await),
+        }
+    }
+
+    /// `OPTIONS /capture` (the capture interface's discovery): the status,
+    /// for a cheap "is the repository back?" check.
+    pub async fn discover(&self) -> Result<u16, CaptureError> {
+        let url = self.capture.as_str();
+        self.with_headers(
+            self.http
+                .request(reqwest::Method::OPTIONS, self.capture.clone()),
+        )
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| transport(url, &e))
+    }
+
     /// Reads a capture job (`location` as [`CaptureAccepted::job`], or a
     /// capture id).
     pub async fn job(&self, location: &str) -> Result<CaptureJob, CaptureError> {
@@ -636,5 +679,9 @@ mod tests {
         assert!(CaptureClient::new(&cfg("ftp://x/")).is_err());
         assert!(CaptureClient::new(&cfg("not a url")).is_err());
         assert!(!format!("{:?}", cfg("https://x/")).contains("Bearer"));
+        assert_eq!(
+            c.event_url("urn:uuid:0170-x/y").as_str(),
+            "https://epcis.example.com/epcis/events/urn:uuid:0170-x%2Fy"
+        );
     }
 }

@@ -6,9 +6,10 @@
 //! - [`capture`]: `POST /capture` and capture-job reads, errors classified
 //!   for the delivery policy.
 //!
-//! Nothing here is wired into delivery: an ERP adapter would call
-//! [`Exporter::document_for`] and [`CaptureClient::capture`] and hand
-//! [`CaptureError::attempt_outcome`] to the policy.
+//! The `epcis` ERP adapter ([`crate::erp::epcis`], `[erp] kind = "epcis"`)
+//! delivers through these: [`Exporter::document_for`], then
+//! [`CaptureClient::event_exists`] and [`CaptureClient::capture`], with
+//! [`CaptureError::attempt_outcome`] handed to the delivery policy.
 //!
 //! # Mapping (CBV 2.0 vocabulary)
 //!

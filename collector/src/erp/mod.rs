@@ -13,6 +13,7 @@
 //! | `webhook` (default) | [`webhook`] | the same `webhook-id` and `Idempotency-Key` on every attempt |
 //! | `tryton` | [`tryton`] | search by order reference, a state read before every transition, "already there" is success |
 //! | `odoo` | [`odoo`] | search by order reference (`origin`), a state read before every transition, absolute writes from an event ledger of attachments, "already done" is success |
+//! | `epcis` | [`epcis`] | `eventID` = `urn:uuid:{event id}` on every attempt, `GET /events/{eventID}` before each capture |
 //!
 //! Invariants every adapter keeps:
 //! - `deliver` never fails: transport errors, HTTP statuses and RPC errors
@@ -22,6 +23,8 @@
 //! - `probe` is cheap and read-only: it only answers "is the ERP back?" for
 //!   the breaker's half-open state.
 
+pub mod batch;
+pub mod epcis;
 pub mod odoo;
 pub mod tryton;
 pub mod webhook;
@@ -78,6 +81,14 @@ pub trait ErpAdapter: Send + Sync + Debug {
 
     /// What a 401 can lead to with this adapter's credentials.
     fn credentials(&self) -> Credentials;
+
+    /// Most events one request can carry (a batching adapter: its batch
+    /// size). Delivery lets this many times `erp.concurrency` lanes wait at
+    /// the adapter, so full batches can form; the adapter itself keeps
+    /// requests in flight at `erp.concurrency`.
+    fn events_per_request(&self) -> usize {
+        1
+    }
 }
 
 /// Builds the adapter `erp.kind` names.
@@ -86,6 +97,7 @@ pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, DeliveryError
         ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?),
         ErpKind::Tryton => Box::new(tryton::TrytonAdapter::new(erp)?),
         ErpKind::Odoo => Box::new(odoo::OdooAdapter::new(erp)?),
+        ErpKind::Epcis => Box::new(epcis::EpcisAdapter::new(erp)?),
     })
 }
 

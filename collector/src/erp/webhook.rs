@@ -10,33 +10,76 @@
 //! so an ERP that honours them books a retried event once even if its first
 //! answer was lost. The body is rebuilt from the stored envelope on every
 //! attempt; it is a pure function of it, so the bytes are the same.
+//!
+//! With `[erp.webhook] batch_max` above 1, ready events of distinct lanes share
+//! one `application/cloudevents-batch+json` request ([`super::batch`]).
 
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info};
 
+use super::batch::Batcher;
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
 use crate::config::ErpConfig;
 use crate::delivery::DeliveryError;
 use crate::policy::{AttemptOutcome, Credentials, Response};
 use crate::webhook::{self, WebhookSigner};
 
-/// Posts signed CloudEvents to one URL.
+/// The content type of one structured-mode CloudEvent.
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+/// The content type of a CloudEvents JSON batch.
+pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+
+/// Where and how requests go: the client, the URL and the signer.
 #[derive(Debug)]
-pub struct WebhookAdapter {
+pub(crate) struct Target {
     client: reqwest::Client,
     url: reqwest::Url,
     signer: WebhookSigner,
 }
 
+impl Target {
+    /// POSTs `body` signed, with `id` as `webhook-id` and `Idempotency-Key`.
+    pub(crate) async fn post(&self, id: &str, body: Vec<u8>, content_type: &str) -> Attempt {
+        post_signed_as(
+            &self.client,
+            &self.url,
+            &self.signer,
+            id,
+            body,
+            content_type,
+        )
+        .await
+    }
+}
+
+/// Posts signed CloudEvents to one URL.
+#[derive(Debug)]
+pub struct WebhookAdapter {
+    target: Arc<Target>,
+    /// `[erp.webhook] batch_max`.
+    batch_max: usize,
+    /// `erp.concurrency`: requests in flight when batching.
+    concurrency: usize,
+    /// Started on the first delivery when `batch_max` > 1 (it needs the
+    /// runtime, which `new` may not run on).
+    batcher: OnceLock<Batcher>,
+}
+
 impl WebhookAdapter {
     /// Prepares the adapter from `[erp]` (`url`, `secret`, `timeout_ms`,
-    /// `[erp.webhook]`).
+    /// `concurrency`, `[erp.webhook]`).
     pub fn new(erp: &ErpConfig) -> Result<Self, DeliveryError> {
         Ok(Self {
-            url: super::parse_url(erp)?,
-            signer: WebhookSigner::new(&erp.secret, &erp.webhook)?,
-            client: super::http_client(erp)?,
+            target: Arc::new(Target {
+                url: super::parse_url(erp)?,
+                signer: WebhookSigner::new(&erp.secret, &erp.webhook)?,
+                client: super::http_client(erp)?,
+            }),
+            batch_max: erp.webhook.batch_max.clamp(1, webhook::MAX_BATCH),
+            concurrency: erp.concurrency.max(1),
+            batcher: OnceLock::new(),
         })
     }
 
@@ -45,13 +88,21 @@ impl WebhookAdapter {
         let id = envelope.id.to_string();
         let body = webhook::cloudevent_body(event.site, envelope, event.event);
         debug!(device = %envelope.device, seq = envelope.seq, event_id = %id, "posting event to ERP");
-        post_signed(&self.client, &self.url, &self.signer, &id, body).await
+        if self.batch_max > 1 {
+            let lane = crate::lane::lane_key(&envelope.device, event.event);
+            let batcher = self.batcher.get_or_init(|| {
+                Batcher::start(Arc::clone(&self.target), self.batch_max, self.concurrency)
+            });
+            return batcher.deliver(lane, id, body).await;
+        }
+        self.target.post(&id, body, STRUCTURED_CONTENT_TYPE).await
     }
 
     /// `HEAD` on the endpoint: true when it answers with anything but a 5xx
     /// or 429 (a 405 still shows the server is back).
     async fn head(&self) -> bool {
-        match self.client.head(self.url.clone()).send().await {
+        let target = &self.target;
+        match target.client.head(target.url.clone()).send().await {
             Ok(r) => {
                 let s = r.status().as_u16();
                 let up = !(s >= 500 || s == 429);
@@ -81,6 +132,18 @@ pub(crate) async fn post_signed(
     id: &str,
     body: Vec<u8>,
 ) -> Attempt {
+    post_signed_as(client, url, signer, id, body, STRUCTURED_CONTENT_TYPE).await
+}
+
+/// [`post_signed`] with another content type (a batch).
+async fn post_signed_as(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    signer: &WebhookSigner,
+    id: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Attempt {
     let idempotency = signer.idempotency_key(id);
     let request = format!(
         "POST {url} webhook-id={id} idempotency-key={idempotency} {} bytes",
@@ -92,7 +155,7 @@ pub(crate) async fn post_signed(
     let signature = signer.signature(id, timestamp, &body);
     let sent = client
         .post(url.clone())
-        .header("content-type", "application/cloudevents+json")
+        .header("content-type", content_type)
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
@@ -149,5 +212,9 @@ impl ErpAdapter for WebhookAdapter {
     fn credentials(&self) -> Credentials {
         // A webhook secret cannot be refreshed.
         Credentials::Fixed
+    }
+
+    fn events_per_request(&self) -> usize {
+        self.batch_max
     }
 }
