@@ -573,7 +573,14 @@ impl Browser {
             .await
             .as_i64()
             .unwrap_or(768);
-        self.resize(width, height.clamp(768, 4000)).await;
+        // The window's frame (if any) on top of the page's height.
+        let frame = self
+            .js("return window.outerHeight - window.innerHeight;", json!([]))
+            .await
+            .as_i64()
+            .unwrap_or(0)
+            .max(0);
+        self.resize(width, (height + frame).clamp(768, 4000)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let path = self.save_screenshot(dir, name).await;
         self.resize(width, 768).await;
@@ -838,7 +845,7 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
         .await
         .unwrap_or_default();
     assert!(
-        short.contains("1 in the last hour") && short.contains("1 today"),
+        short.contains("1 in the last hour") && short.contains("1 earlier today"),
         "{short}"
     );
     browser.screenshot(&shots, "exceptions").await;

@@ -155,6 +155,9 @@ async function devicesPage() {
 
 // ---- orders ----
 
+// The order states in the order people scan them (as /v1/orders names them).
+const ORDER_STATES = ["in_progress", "parked", "blocked", "rejected", "delivered"];
+
 function stateFilter() {
   return new URLSearchParams(location.search).get("state") || "";
 }
@@ -166,6 +169,7 @@ function timelineView(t) {
       clock(e.captured_ms), " · ", h("span", { class: "mono" }, e.device), " #" + e.seq, " · ",
       badge(e.verdict), " ",
       e.document ? h("span", { class: "mono", "data-document": e.document }, e.document) : null,
+      e.verdict_ms ? h("span", { class: "muted" }, " at " + clock(e.verdict_ms)) : null,
       e.reason ? " " + e.reason : null,
       e.verdict === "pending" && e.last_error ? " last try: " + e.last_error : null,
       e.late ? " (after its park limit, out of order)" : null,
@@ -209,7 +213,7 @@ async function ordersPage() {
   }
   return [
     h("div", { class: "chips" }, chip("", "All", total),
-      Object.entries(d.counts).map(([k, n]) => chip(k, words(k), n))),
+      ORDER_STATES.map(k => chip(k, words(k), d.counts[k] || 0))),
     table([{ label: "Order" }, { label: "State" }, { label: "Booked up to" }, { label: "Events" },
       { label: "Exceptions", num: true }, { label: "Last progress" }], rows,
       state ? "No orders " + words(state) + "." : "No orders yet."),
@@ -279,9 +283,13 @@ async function exceptionsPage() {
     cell("Note", x.note || "–"),
     cell("ERP", [badge(x.verdict), x.document ? " " + x.document : null])));
   return [
-    h("div", { class: "cards" }, d.by_kind.map(k => card("card-" + k.kind, words(k.kind), k.count,
+    h("div", { class: "cards wide" }, d.by_kind.map(k => card("card-" + k.kind, words(k.kind), k.count,
       k.count ? (k.last_hour ? "bad" : "warn") : "",
-      k.count ? k.last_hour + " in the last hour · " + k.last_day + " today · " + k.older + " older; oldest " + duration(k.oldest_age_ms) : "none"))),
+      k.count
+        ? [h("div", {}, k.last_hour + " in the last hour"),
+           h("div", {}, k.last_day + " earlier today, " + k.older + " older"),
+           h("div", {}, "oldest " + duration(k.oldest_age_ms))]
+        : "none"))),
     h("h2", {}, "Newest first"),
     table([{ label: "Age" }, { label: "Kind" }, { label: "Device" }, { label: "Concerns" }, { label: "Note" },
       { label: "ERP" }], rows, "No exceptions reported."),
