@@ -11,12 +11,15 @@
 //! | `agent_backlog_drain` | seconds for a real agent to drain a pre-filled outbox through a real broker to a real collector | raw QoS 1 publishes of batches of the same size to the same broker |
 //! | `agent_idle_rss` | resident memory of a fresh, idle, connected agent process | — |
 //! | `collector_ingest` | events/s through the collector's ingest path without the network: wire batches of 256 decoded, validated and stored in the inbox (one fsynced transaction each) | raw inserts of outbox-like rows in transactions of 256 |
+//! | `collector_delivery` | events/s from a backlog in the inbox (nine picks per order lane) to booked at the mock ERP over loopback HTTP: the real delivery (lanes, policy, breaker, verdicts committed, acks), default `[erp]` | raw inserts of outbox-like rows in transactions of 256 |
+//! | `collector_delivery_vs_http` | the same measurement | raw signed POSTs of the same CloudEvents by as many concurrent senders as `erp.concurrency`, to a fresh mock ERP: the ceiling |
 //! | `scan_to_erp_p50`, `scan_to_erp_p99` | ms from a pick's POST to the agent until the mock ERP has booked it, on a healthy system | — |
 //! | `wire_bytes_per_event` | CBOR bytes per event in a batch of 256 | the same batch as JSON (same field names) |
 //! | `agent_binary_size` | size of the `dockline-agent` executable next to this one | — |
 //!
-//! Ingest, single commits and collector ingest alternate with their
-//! baselines over several rounds (five in a full run) and report medians.
+//! Ingest, single commits, collector ingest and collector delivery alternate
+//! with their baselines over several rounds (five in a full run) and report
+//! medians.
 //! Processes are children (`current_exe() broker|collector|agent`), as in the
 //! demo; the outbox is filled through the agent library's public API.
 
@@ -82,6 +85,8 @@ struct Sizes {
     rounds: usize,
     /// Events timed from POST to ERP booking.
     latency: usize,
+    /// Backlog delivered from the inbox to the mock ERP.
+    delivery: usize,
 }
 
 impl Sizes {
@@ -93,6 +98,7 @@ impl Sizes {
                 drain: 20_000,
                 rounds: 1,
                 latency: 60,
+                delivery: 2_000,
             }
         } else {
             Self {
@@ -101,6 +107,7 @@ impl Sizes {
                 drain: 1_000_000,
                 rounds: 5,
                 latency: 400,
+                delivery: 20_000,
             }
         }
     }
@@ -142,6 +149,13 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
                 .context("collector_ingest")?,
         );
     }
+    if opts.wants("collector_delivery") {
+        let (vs_sqlite, vs_http) = collector_delivery(dir.path(), sizes.delivery, sizes.rounds)
+            .await
+            .context("collector_delivery")?;
+        figures.push(vs_sqlite);
+        figures.push(vs_http);
+    }
     if opts.wants("scan_to_erp") {
         let (p50, p99) = latency(opts, dir.path(), sizes.latency)
             .await
@@ -157,7 +171,7 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     }
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, agent_binary_size",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, wire_bytes_per_event, agent_binary_size",
             opts.only
         ));
     }
@@ -604,6 +618,167 @@ async fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure>
             "{n} events in wire batches of {PER}: decode + validate + store (fsync per batch), one at a time as MQTT delivers them; baseline raw inserts of outbox-like rows in transactions of {PER}; median of {rounds} rounds"
         ),
     })
+}
+
+/// Order lanes of the bench events: [`event`] gives nine picks per order.
+const PICKS_PER_ORDER: usize = 9;
+
+/// A backlog of `n` events in the inbox, delivered by the collector's real
+/// delivery (lanes, policy, breaker, verdicts recorded in the inbox, acks)
+/// over HTTP to a fresh mock ERP, until every event is booked. Two
+/// baselines in the same rounds, alternating: raw SQLite inserts of the same
+/// rows (the limit the other figures use) and raw signed POSTs of the same
+/// CloudEvents to a fresh mock ERP with the same concurrency (the fairer
+/// ceiling: the same ERP without the inbox and the scheduling).
+async fn collector_delivery(dir: &Path, n: usize, rounds: usize) -> Result<(Figure, Figure)> {
+    use dockline_collector::config::ErpConfig as DeliveryConfig;
+    use dockline_collector::delivery::Delivery;
+    use dockline_collector::inbox::{Inbox, InboxHandle};
+    use dockline_collector::shutdown::ShutdownTrigger;
+    const PER: usize = 256;
+    let site = dockline_protocol::SiteId::new("bench").map_err(|e| anyhow!("{e}"))?;
+    let batches = wire_batches(0, n, PER)?;
+    let concurrency = DeliveryConfig::new("http://127.0.0.1:1/", SECRET).concurrency;
+    let (mut ours, mut sqlite, mut http) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut vs_sqlite, mut vs_http) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // The backlog, stored before the clock starts.
+        let mut inbox = Inbox::open(&dir.join(format!("delivery-{round}.db")))?;
+        for bytes in &batches {
+            let batch: dockline_protocol::Batch = dockline_protocol::decode(bytes)?;
+            inbox.store_batch(&site, &batch, EPOCH as i64)?;
+        }
+        let (erp, addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
+        let cfg = DeliveryConfig::new(format!("http://{addr}/events"), SECRET);
+        let (tx, mut acks) = tokio::sync::mpsc::channel(1024);
+        let delivery = std::sync::Arc::new(Delivery::new(&cfg, InboxHandle::new(inbox), tx)?);
+        let trigger = ShutdownTrigger::new();
+        let started = Instant::now();
+        let running = tokio::spawn(std::sync::Arc::clone(&delivery).run(
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+            trigger.subscribe(),
+        ));
+        // One verdict ack per booked event, sent after its verdict commit.
+        let mut booked = 0;
+        while booked < n {
+            let p = tokio::time::timeout(Duration::from_secs(120), acks.recv())
+                .await
+                .map_err(|_| anyhow!("only {booked} of {n} events booked within 120 s"))?
+                .ok_or_else(|| anyhow!("delivery stopped after {booked} of {n} events"))?;
+            let ack: dockline_protocol::Ack = dockline_protocol::decode(&p.payload)?;
+            booked += ack.verdicts.len();
+        }
+        let x = n as f64 / started.elapsed().as_secs_f64();
+        trigger.trigger();
+        running.await?;
+        let effects = erp.stats().effects;
+        erp.shutdown().await;
+        if effects != n as u64 {
+            return Err(anyhow!(
+                "the mock ERP booked {effects} effects for {n} events"
+            ));
+        }
+        let y = raw_inserts(&dir.join(format!("raw-delivery-{round}.db")), n, PER)?;
+        let z = raw_posts(&site, n, concurrency).await?;
+        ours.push(x);
+        sqlite.push(y);
+        http.push(z);
+        vs_sqlite.push(x / y);
+        vs_http.push(x / z);
+    }
+    let (rate, http_rate) = (median(ours), median(http));
+    let detail = format!(
+        "{n} events in {} order lanes stored in the inbox, then delivered with the default [erp] (concurrency {concurrency}) to the mock ERP on loopback until every verdict was recorded and acked; median of {rounds} rounds alternating with both baselines",
+        n.div_ceil(PICKS_PER_ORDER)
+    );
+    Ok((
+        Figure {
+            name: "collector_delivery".into(),
+            value: rate,
+            unit: "events/s".into(),
+            baseline: Some(median(sqlite)),
+            ratio: Some(median(vs_sqlite)),
+            target: "none in DESIGN.md; reported against raw SQLite inserts like the other figures"
+                .into(),
+            detail: format!(
+                "{detail}; baseline raw inserts of outbox-like rows in transactions of {PER}"
+            ),
+        },
+        Figure {
+            name: "collector_delivery_vs_http".into(),
+            value: rate,
+            unit: "events/s".into(),
+            baseline: Some(http_rate),
+            ratio: Some(median(vs_http)),
+            target: "the ceiling: the same ERP without the collector".into(),
+            detail: format!(
+                "{detail}; baseline raw signed POSTs of the same CloudEvents by {concurrency} concurrent senders to a fresh mock ERP"
+            ),
+        },
+    ))
+}
+
+/// Events/s of `n` signed CloudEvents POSTs (the bench events, as the
+/// webhook adapter builds them) by `concurrency` senders to a fresh mock
+/// ERP, every one answered 201.
+async fn raw_posts(site: &dockline_protocol::SiteId, n: usize, concurrency: usize) -> Result<f64> {
+    use dockline_collector::webhook::{WebhookOptions, WebhookSigner, cloudevent_body};
+    let (erp, addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
+    let signer = WebhookSigner::new(SECRET, &WebhookOptions::default())?;
+    let device = device()?;
+    let mut requests = Vec::with_capacity(n);
+    for k in 0..n {
+        let e = envelope(&device, k);
+        let dockline_protocol::Payload::Event(event) = &e.payload else {
+            return Err(anyhow!("bench events are business events"));
+        };
+        requests.push((e.id.to_string(), cloudevent_body(site, &e, event)));
+    }
+    let requests = std::sync::Arc::new(requests);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/events");
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (requests, next, client, url, signer) = (
+            std::sync::Arc::clone(&requests),
+            std::sync::Arc::clone(&next),
+            client.clone(),
+            url.clone(),
+            signer.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((id, body)) = requests.get(i) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs() as i64;
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/cloudevents+json")
+                    .header("webhook-id", id.as_str())
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", signer.signature(id, ts, body))
+                    .header("idempotency-key", signer.idempotency_key(id))
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                if resp.status().as_u16() != 201 {
+                    return Err(anyhow!("raw POST answered {}", resp.status()));
+                }
+            }
+        }));
+    }
+    for s in senders {
+        s.await.context("raw POST sender")??;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    erp.shutdown().await;
+    Ok(rate)
 }
 
 /// Bytes per event in a batch on the wire (CBOR) against the same batch as
