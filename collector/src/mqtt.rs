@@ -135,6 +135,16 @@ async fn poll_loop(
                 if let Err(e) = client.try_subscribe_many(topics) {
                     error!(broker = %broker, "cannot queue subscriptions: {e}");
                 }
+                if shared_group.is_some() {
+                    // A persistent session from before shared_group was set
+                    // still holds the plain subscriptions, which would hand
+                    // this collector every message besides its share.
+                    for c in [Channel::Events, Channel::Status] {
+                        if let Err(e) = client.try_unsubscribe(Topic::all(c)) {
+                            error!(broker = %broker, "cannot queue unsubscribe: {e}");
+                        }
+                    }
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if incoming.send(p).await.is_err() {
