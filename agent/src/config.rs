@@ -99,28 +99,10 @@ impl KeyList {
     }
 }
 
-/// A secret from the config (the API token): never shown by `Debug`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret holding `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; do not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A secret from the config (the API token, the MQTT password): never shown
+/// by `Debug`; written inline, or `{ file = "…" }` / `{ env = "…" }`
+/// ([`dockline_protocol::secret`]).
+pub use dockline_protocol::secret::Secret;
 
 /// The short variable names for secrets: `DOCKLINE_API_TOKEN` means
 /// `DOCKLINE_API__TOKEN` (`[api] token`). Without this the overlay would
@@ -215,6 +197,20 @@ pub struct MqttConfig {
     /// MQTT keep-alive in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
+    /// `[mqtt.tls]`: TLS to the broker, with this device's client
+    /// certificate for mutual TLS (recommended; see
+    /// [`dockline_protocol::tls`]). Absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<dockline_protocol::tls::MqttTls>,
+    /// MQTT user name, for brokers that log devices in with a password
+    /// instead of (or besides) a client certificate; use the device id, so
+    /// the broker's per-device ACL (`%u`) matches the topics.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The MQTT password: inline, `{ file = "…" }` or `{ env = "…" }`
+    /// (or `DOCKLINE_MQTT__PASSWORD`); never logged. Needs `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
 }
 
 /// How batches are uploaded.
@@ -298,6 +294,9 @@ impl Default for MqttConfig {
             host: default_host(),
             port: default_port(),
             keep_alive_secs: default_keep_alive(),
+            tls: None,
+            username: None,
+            password: None,
         }
     }
 }
@@ -338,6 +337,15 @@ impl Config {
         }
         if self.mqtt.keep_alive_secs < 5 {
             return Err("mqtt.keep_alive_secs must be at least 5".into());
+        }
+        if let Some(tls) = &self.mqtt.tls {
+            tls.client_config().map_err(|e| e.to_string())?;
+        }
+        if self.mqtt.password.is_some() && self.mqtt.username.is_none() {
+            return Err(
+                "mqtt.password is set but mqtt.username is not; set the user name (the device id) too"
+                    .into(),
+            );
         }
         self.check_devices()?;
         self.check_security()?;

@@ -123,6 +123,18 @@ pub struct MqttConfig {
     /// MQTT keep-alive interval in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
+    /// `[mqtt.tls]`: TLS to the broker, with the collector's own client
+    /// certificate for mutual TLS ([`dockline_protocol::tls`]). Absent:
+    /// plain TCP.
+    #[serde(default)]
+    pub tls: Option<dockline_protocol::tls::MqttTls>,
+    /// MQTT user name, for brokers that log clients in with a password.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The MQTT password: inline, `{ file = "…" }` or `{ env = "…" }`;
+    /// never logged. Needs `username`.
+    #[serde(default)]
+    pub password: Option<dockline_protocol::secret::Secret>,
     /// Share the device topics with the other collectors of this group
     /// (MQTT 5 / Mosquitto shared subscription `$share/{group}/…`): each
     /// batch goes to one of them. Only with a PostgreSQL `[inbox] url`.
@@ -181,9 +193,17 @@ pub struct ErpConfig {
     /// `webhook`: the URL every event is POSTed to. `tryton`: the server's
     /// base URL (`http://erp:8000/`; the database name is appended).
     pub url: String,
-    /// `webhook`: Standard Webhooks secret, `whsec_` followed by base64.
-    #[serde(default)]
+    /// `webhook`: Standard Webhooks secret, `whsec_` followed by base64:
+    /// inline, `{ file = "…" }` or `{ env = "…" }`
+    /// ([`dockline_protocol::secret`]).
+    #[serde(default, deserialize_with = "dockline_protocol::secret::deserialize")]
     pub secret: String,
+    /// PEM file with the CA certificate(s) an `https://` ERP (and the
+    /// invoice webhook) must chain to, for an ERP behind a private CA: then
+    /// only that CA is trusted. Without it the system's trust store is used.
+    /// Certificates are always verified.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Timeout of one HTTP attempt, milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -233,7 +253,11 @@ pub struct ErpConfig {
     #[serde(default)]
     pub invoice_webhook_url: Option<String>,
     /// The Standard Webhooks secret of the follow-ups; default: `secret`.
-    #[serde(default)]
+    /// Inline, `{ file = "…" }` or `{ env = "…" }`.
+    #[serde(
+        default,
+        deserialize_with = "dockline_protocol::secret::deserialize_option"
+    )]
     pub invoice_webhook_secret: Option<String>,
     /// `[erp.tryton]`: required when `kind = "tryton"`.
     #[serde(default)]
@@ -257,6 +281,7 @@ impl std::fmt::Debug for ErpConfig {
             .field("kind", &self.kind)
             .field("url", &self.url)
             .field("secret", &redacted(!self.secret.is_empty()))
+            .field("ca_file", &self.ca_file)
             .field("timeout_ms", &self.timeout_ms)
             .field("retry_min_ms", &self.retry_min_ms)
             .field("retry_max_ms", &self.retry_max_ms)
@@ -293,7 +318,8 @@ pub struct TrytonConfig {
     /// delivery).
     pub user: String,
     /// That user's password (better set by `DOCKLINE_ERP__TRYTON__PASSWORD`
-    /// than written in the file).
+    /// than written in the file, or `{ file = "…" }` / `{ env = "…" }`).
+    #[serde(deserialize_with = "dockline_protocol::secret::deserialize")]
     pub password: String,
     /// When Tryton cannot reserve the stock for a picked shipment
     /// (`assign_try` leaves it `waiting`), force the reservation
@@ -356,6 +382,12 @@ impl Config {
                 problem: format!("is {}; use at least 5", self.mqtt.keep_alive_secs),
             });
         }
+        if let Some(tls) = &self.mqtt.tls {
+            tls.client_config().map_err(|e| ConfigCheckError {
+                key: "mqtt.tls",
+                problem: e.to_string(),
+            })?;
+        }
         self.inbox.check(self.erp.timeout_ms)?;
         if let Some(group) = &self.mqtt.shared_group {
             let ok = !group.is_empty()
@@ -375,6 +407,18 @@ impl Config {
                     problem: "is set but [inbox] url is not: collectors sharing the device topics must share one PostgreSQL inbox; set inbox.url = \"postgres://…\" or remove shared_group".into(),
                 });
             }
+        }
+        if self.mqtt.password.is_some() && self.mqtt.username.is_none() {
+            return Err(ConfigCheckError {
+                key: "mqtt.password",
+                problem: "is set but mqtt.username is not; set the user name too".into(),
+            });
+        }
+        if let Some(ca) = &self.erp.ca_file {
+            crate::erp::root_certificates(ca).map_err(|e| ConfigCheckError {
+                key: "erp.ca_file",
+                problem: e.to_string(),
+            })?;
         }
         if !(self.erp.url.starts_with("http://") || self.erp.url.starts_with("https://")) {
             return Err(ConfigCheckError {
@@ -452,6 +496,7 @@ impl ErpConfig {
             kind: ErpKind::Webhook,
             url: url.into(),
             secret: secret.into(),
+            ca_file: None,
             timeout_ms: default_timeout_ms(),
             retry_min_ms: default_retry_min_ms(),
             retry_max_ms: default_retry_max_ms(),
@@ -579,6 +624,9 @@ impl Default for MqttConfig {
             port: default_mqtt_port(),
             client_id: default_client_id(),
             keep_alive_secs: default_keep_alive(),
+            tls: None,
+            username: None,
+            password: None,
             shared_group: None,
         }
     }

@@ -158,10 +158,8 @@ impl InvoiceNotifier {
             )?,
             None => WebhookSigner::new(&erp.secret, &erp.webhook)?,
         };
-        let client = reqwest::Client::builder()
-            .timeout(erp.timeout())
-            .build()
-            .map_err(|e| DeliveryError::Client(e.to_string()))?;
+        // The ERP's client: the same timeout and `erp.ca_file`.
+        let client = crate::erp::http_client(erp)?;
         Ok(Some(Self {
             inbox,
             client,

@@ -45,6 +45,7 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod breaker;
+pub mod certs;
 pub mod commands;
 pub mod config;
 pub mod dashboard;

@@ -9,6 +9,9 @@
 //! `dockline-collector keygen --out DIR` writes a command signing key pair
 //! (see `dockline_collector::commands`).
 //!
+//! `dockline-collector certs ca|server|client` issues the CA, broker and
+//! device certificates of mutual TLS (see `dockline_collector::certs`).
+//!
 //! `dockline-collector hash-password < pw.txt` prints the argon2id hash of a
 //! dashboard/API user's password (see `dockline_collector::auth`).
 
@@ -52,6 +55,12 @@ enum Command {
     /// Reads a password from standard input (one line) and prints its
     /// argon2id hash for `[[api.users]] password_hash`.
     HashPassword,
+    /// Issues the certificates of mutual TLS between the agents, the
+    /// collector and the MQTT broker: a fleet CA, the broker's certificate
+    /// and one client certificate per device (see the README's security
+    /// section for the Mosquitto side).
+    #[command(subcommand)]
+    Certs(dockline_collector::certs::CertsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +109,18 @@ fn main() -> ExitCode {
                     out.display(),
                     dockline_collector::commands::VERIFY_KEY_FILE
                 );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dockline-collector: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Command::Certs(cmd)) = &args.command {
+        return match dockline_collector::certs::run_command(cmd) {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

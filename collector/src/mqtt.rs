@@ -62,6 +62,24 @@ pub async fn run(
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(INCOMING_PACKET_LIMIT, MAX_MESSAGE_BYTES + PACKET_HEADROOM);
+    if let Some(tls) = &cfg.tls {
+        match tls.client_config() {
+            Ok(c) => {
+                options.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(c)),
+                ));
+            }
+            Err(e) => {
+                // Config::check refuses this at start; the files changed since.
+                error!("cannot set up TLS to the MQTT broker, not connecting: {e}");
+                return;
+            }
+        }
+    }
+    if let Some(user) = &cfg.username {
+        let password = cfg.password.as_ref().map(|p| p.expose().to_owned());
+        options.set_credentials(user.clone(), password.unwrap_or_default());
+    }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
     let broker = format!("{}:{}", cfg.host, cfg.port);

@@ -16,6 +16,10 @@
 //! - [`codec`]: CBOR encoding and size-capped, validating decoding.
 //! - `config` (feature `config`): TOML file plus `DOCKLINE_*` environment overlay
 //!   shared by the agent and the collector binaries.
+//! - `secret` (feature `config`): secrets written inline, or read from a
+//!   file or a named environment variable.
+//! - `tls` (feature `tls`): the `[mqtt.tls]` table (CA, client certificate
+//!   and key as PEM files) and the rustls client config it builds.
 //!
 //! The crate is `no_std` + `alloc`: it knows nothing of tokio, SQLite or sockets,
 //! so the firmware of a peripheral bridge can speak it too.
@@ -58,7 +62,11 @@ pub mod envelope;
 pub mod event;
 pub mod ids;
 pub mod reading;
+#[cfg(feature = "config")]
+pub mod secret;
 pub mod status;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topic;
 mod validate;
 

@@ -233,6 +233,19 @@ impl Cluster {
         devices: &[&str],
         tag: &str,
     ) -> Result<Self> {
+        Self::start_configured(external_mqtt, site, devices, tag, "")
+    }
+
+    /// [`Cluster::start`] with `collector_extra` TOML appended to the
+    /// collector's config (a `[mqtt.tls]` table, say); the collector's MQTT
+    /// client id is `dockline-collector-{tag}`.
+    pub fn start_configured(
+        external_mqtt: Option<(String, u16)>,
+        site: &str,
+        devices: &[&str],
+        tag: &str,
+        collector_extra: &str,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let logs = dir.path();
         let sim = bin("dockline-sim")?;
@@ -307,6 +320,7 @@ impl Cluster {
         for d in devices {
             toml.push_str(&format!("[[devices]]\nid = \"{d}\"\nsite = \"{site}\"\n"));
         }
+        toml.push_str(collector_extra);
         let cfg = logs.join("collector.toml");
         std::fs::write(&cfg, toml)?;
         let collector = Proc::start(

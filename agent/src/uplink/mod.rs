@@ -33,7 +33,9 @@ use dockline_protocol::{
     QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
 };
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -175,6 +177,24 @@ pub async fn run(
         config.mqtt.port,
     );
     options.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs));
+    if let Some(tls) = &config.mqtt.tls {
+        match tls.client_config() {
+            Ok(c) => {
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                    Arc::new(c),
+                )));
+            }
+            Err(e) => {
+                // Config::check refuses this at start; the files changed since.
+                tracing::error!(error = %e, "cannot set up TLS to the broker; uplink not started, events stay in the outbox");
+                return;
+            }
+        }
+    }
+    if let Some(user) = &config.mqtt.username {
+        let password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
+        options.set_credentials(user.clone(), password.unwrap_or_default());
+    }
     // A persistent session lets the broker keep acks and verdicts for us while
     // the handheld is out of coverage.
     options.set_clean_session(false);

@@ -109,12 +109,75 @@ fn parse_url(erp: &ErpConfig) -> Result<reqwest::Url, DeliveryError> {
     })
 }
 
-/// The HTTP client every adapter uses: one attempt's timeout from `erp`.
-fn http_client(erp: &ErpConfig) -> Result<reqwest::Client, DeliveryError> {
-    reqwest::Client::builder()
-        .timeout(erp.timeout())
+/// The HTTP client every adapter (and the invoice follow-ups) uses: one
+/// attempt's timeout from `erp`, and HTTPS through rustls.
+///
+/// Certificates are always verified. Without `erp.ca_file` the trust
+/// anchors are the system's (rustls-platform-verifier: on Linux the
+/// distribution's CA bundle, which the operator already keeps current and
+/// may extend for a company CA; a compiled-in list such as webpki-roots
+/// would age with the binary and ignore that). With `erp.ca_file` only the
+/// CA(s) in that file are trusted: an ERP behind a private CA.
+pub(crate) fn http_client(erp: &ErpConfig) -> Result<reqwest::Client, DeliveryError> {
+    let mut builder = reqwest::Client::builder().timeout(erp.timeout());
+    if let Some(path) = &erp.ca_file {
+        let roots = root_certificates(path).map_err(|e| DeliveryError::Client(e.to_string()))?;
+        builder = builder.tls_certs_only(roots);
+    }
+    builder
         .build()
         .map_err(|e| DeliveryError::Client(e.to_string()))
+}
+
+/// `erp.ca_file` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file could not be read.
+    #[error(
+        "[erp] ca_file {path}: cannot read it ({source}); check the path and that the collector's user may read it"
+    )]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no PEM certificate.
+    #[error(
+        "[erp] ca_file {path}: {problem}; give the PEM certificate of the CA that signed the ERP's certificate (-----BEGIN CERTIFICATE-----)"
+    )]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        problem: String,
+    },
+}
+
+/// The certificates of `erp.ca_file` (PEM, one or more).
+pub(crate) fn root_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<reqwest::Certificate>, CaFileError> {
+    let bytes = std::fs::read(path).map_err(|source| CaFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pem = |problem: String| CaFileError::Pem {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if !bytes
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(pem("it holds no PEM certificate".into()));
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(&bytes)
+        .map_err(|e| pem(format!("it is not a valid PEM bundle ({e})")))?;
+    if certs.is_empty() {
+        return Err(pem("it holds no PEM certificate".into()));
+    }
+    Ok(certs)
 }
 
 /// Reads at most [`MAX_RESPONSE_BYTES`] of a response body. A body cut by
