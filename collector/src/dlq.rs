@@ -5,19 +5,21 @@
 //!
 //! Both work on the inbox database directly, so the commands work whether
 //! or not the collector is running (SQLite's WAL and busy timeout let them
-//! share the file); a running collector picks a replayed event up at its
-//! next rescan (within 5 s), or at once when the replay came through its API.
+//! share the file; a PostgreSQL inbox is shared anyway); a running collector
+//! picks a replayed event up at its next rescan (within 5 s), or at once
+//! when the replay came through its API.
 //!
 //! A replay keeps the event's id, so the ERP receives the same
 //! `Idempotency-Key` and `webhook-id` as before: if an earlier attempt did
 //! book it after all, the ERP answers with the existing booking.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dockline_protocol::SiteId;
 use serde_json::{Value, json};
 
-use crate::inbox::{DeadLetter, DeadLetterSummary, Inbox, InboxError, InboxStore, Resolution};
+use crate::config::Config;
+use crate::inbox::{DeadLetter, DeadLetterSummary, InboxError, InboxStore, Resolution};
 use crate::webhook;
 
 /// Most dead letters listed at once.
@@ -47,13 +49,16 @@ pub enum DlqError {
     },
 }
 
-/// Opens the inbox at `path` for a dead-letter command, refusing to create
-/// a new one (a typo in `data_dir` must not look like "no dead letters").
-pub fn open_existing(path: &Path) -> Result<Inbox, DlqError> {
-    if !path.is_file() {
-        return Err(DlqError::NoDatabase(path.to_path_buf()));
+/// Opens the configured inbox for a dead-letter command: the PostgreSQL
+/// one of `[inbox] url`, or the SQLite file in `data_dir`, refusing to
+/// create a new file (a typo in `data_dir` must not look like "no dead
+/// letters").
+pub fn open_existing(config: &Config) -> Result<Box<dyn InboxStore>, DlqError> {
+    let path = config.inbox_path();
+    if config.inbox.url.is_none() && !path.is_file() {
+        return Err(DlqError::NoDatabase(path));
     }
-    Ok(Inbox::open(path)?)
+    Ok(config.inbox.open(&path)?)
 }
 
 /// The full JSON view of one dead letter: its fields, the original event as

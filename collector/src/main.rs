@@ -211,7 +211,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
 /// Runs a `dlq` subcommand; returns what to print.
 fn dlq_command(args: Args, cmd: DlqCommand) -> anyhow::Result<String> {
     let config = load_config(&args)?;
-    let mut inbox = dlq::open_existing(&config.inbox_path())?;
+    let mut inbox = dlq::open_existing(&config)?;
     let pretty = |v: &serde_json::Value| -> anyhow::Result<String> {
         Ok(format!("{}\n", serde_json::to_string_pretty(v)?))
     };
@@ -229,14 +229,14 @@ fn dlq_command(args: Args, cmd: DlqCommand) -> anyhow::Result<String> {
             None => Err(DlqError::NotFound(id).into()),
         },
         DlqCommand::Replay { id } => {
-            let done = dlq::resolve(&mut inbox, id, None, dockline_collector::now_ms())?;
+            let done = dlq::resolve(&mut *inbox, id, None, dockline_collector::now_ms())?;
             Ok(format!(
                 "dead letter {id} replayed: the event is queued again with its original id; a running collector posts it within a few seconds\n{}",
                 pretty(&done)?
             ))
         }
         DlqCommand::Discard { id, note } => {
-            let done = dlq::resolve(&mut inbox, id, Some(&note), dockline_collector::now_ms())?;
+            let done = dlq::resolve(&mut *inbox, id, Some(&note), dockline_collector::now_ms())?;
             Ok(format!("dead letter {id} discarded\n{}", pretty(&done)?))
         }
     }

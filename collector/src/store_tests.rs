@@ -928,3 +928,29 @@ fn version_1_file_migrates_to_version_2_keeping_its_rows() {
     let err = Inbox::open(&path).expect_err("too new");
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
+
+#[test]
+#[ignore = "ad-hoc figure: cargo test -p dockline-collector --lib store_batch_rate -- --ignored --nocapture"]
+fn store_batch_rate() {
+    on_each_backend("store_batch_rate", |b| {
+        let mut inbox = b.open();
+        let start = std::time::Instant::now();
+        let mut n = 0u64;
+        for device in 0..20 {
+            let name = format!("hh-{device:02}");
+            for k in 0..10u64 {
+                let seqs: Vec<u64> = (k * 100 + 1..=k * 100 + 100).collect();
+                inbox
+                    .store_batch(&site(), &batch(&name, 1, 1, &seqs), 0)
+                    .expect("store");
+                n += 100;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{} store_batch: {n} events in {secs:.2} s = {:.0} events/s (100-event batches)",
+            inbox.backend(),
+            n as f64 / secs
+        );
+    });
+}
