@@ -419,3 +419,54 @@ impl dyn InboxStore + '_ {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_config_is_checked_with_the_fix_named() {
+        assert!(InboxConfig::default().check(10_000).is_ok(), "SQLite");
+        let pg = |url: &str, lease_ms| InboxConfig {
+            url: Some(url.into()),
+            lease_ms,
+        };
+        assert!(pg("postgres://dock@db/inbox", 30_000).check(10_000).is_ok());
+        let err = pg("mysql://dock:s3cret@db/inbox", 30_000)
+            .check(10_000)
+            .expect_err("not PostgreSQL");
+        assert_eq!(err.key, "inbox.url");
+        assert!(
+            err.problem.contains("postgres://user:password@host"),
+            "{err}"
+        );
+        assert!(!err.problem.contains("s3cret"), "{err}");
+        let err = pg("postgres://dock@db/inbox", 5_000)
+            .check(10_000)
+            .expect_err("claim shorter than a request");
+        assert_eq!(err.key, "inbox.lease_ms");
+        assert!(err.problem.contains("raise lease_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_shared_group_needs_the_shared_inbox() {
+        let example = include_str!("../collector.example.toml");
+        let parse =
+            |text: &str| -> crate::config::Config { toml::from_str(text).expect("example parses") };
+        let shared = example.replace("# shared_group = ", "shared_group = ");
+        let err = parse(&shared)
+            .check()
+            .expect_err("SQLite is one collector's");
+        assert_eq!(err.key, "mqtt.shared_group");
+        assert!(err.problem.contains("inbox.url"), "{err}");
+        let both = shared.replace("# url = \"postgres://", "url = \"postgres://");
+        parse(&both)
+            .check()
+            .expect("PostgreSQL inbox and shared group");
+        let bad = both.replace("shared_group = \"dockline\"", "shared_group = \"a/b\"");
+        assert_eq!(
+            parse(&bad).check().expect_err("not topic-safe").key,
+            "mqtt.shared_group"
+        );
+    }
+}
