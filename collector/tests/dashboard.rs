@@ -35,7 +35,7 @@ use axum::routing::post;
 use base64::Engine;
 use dockline_collector::api::{self, ApiState};
 use dockline_collector::auth::Auth;
-use dockline_collector::config::ErpConfig;
+use dockline_collector::config::{ApiConfig, ErpConfig};
 use dockline_collector::delivery::Delivery;
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::now_ms;
@@ -49,6 +49,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const VIEWER_TOKEN: &str = "viewer-7f3c2a9e4b1d8c6f";
+const OPERATOR_TOKEN: &str = "operator-2b8e5d1a9c4f7e3b";
 const MIN: i64 = 60_000;
 
 fn on_path(program: &str) -> bool {
@@ -541,17 +543,29 @@ impl Browser {
             .await;
     }
 
+    /// Signs in with an access token through the page header's form.
+    async fn sign_in(&self, token: &str) {
+        let id = self.element("#token").await;
+        self.post(&format!("/element/{id}/value"), json!({ "text": token }))
+            .await;
+        self.click("#token-save").await;
+    }
+
     async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.post(&format!("/element/{id}/click"), json!({})).await;
+    }
+
+    /// The WebDriver id of the first element matching `css`.
+    async fn element(&self, css: &str) -> String {
         let el = self
             .post("/element", json!({ "using": "css selector", "value": css }))
             .await;
-        let id = el
-            .as_object()
+        el.as_object()
             .and_then(|o| o.values().next())
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("no element {css}: {el}"))
-            .to_string();
-        self.post(&format!("/element/{id}/click"), json!({})).await;
+            .to_string()
     }
 
     /// Sets the window size (CSS pixels of the page in headless mode).
@@ -665,6 +679,30 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
         auth: Arc::new(Auth::open()),
     });
     tokio::spawn(async move { axum::serve(listener, router).await });
+    // The same collector behind access control: a viewer and an operator.
+    let api_config: ApiConfig = toml::from_str(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        [[tokens]]
+        role = "viewer"
+        token = "{VIEWER_TOKEN}"
+        [[tokens]]
+        role = "operator"
+        token = "{OPERATOR_TOKEN}"
+        "#
+    ))
+    .expect("[api] config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let guarded_addr = listener.local_addr().expect("addr");
+    let guarded = api::router(ApiState {
+        inbox: inbox.clone(),
+        wake: Arc::clone(&wake),
+        delivery: Some(Arc::clone(&delivery)),
+        auth: Arc::new(Auth::from_config(&api_config, guarded_addr).expect("auth")),
+    });
+    tokio::spawn(async move { axum::serve(listener, guarded).await });
 
     // Delivery settles: the fresh exceptions and hh-03's first pick booked,
     // SO-1004's pick dead-lettered after a 500 and a 422.
@@ -850,8 +888,35 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
     );
     browser.screenshot(&shots, "exceptions").await;
 
-    // Dead letters: the refused pick, its attempts; fix the ERP, replay.
-    browser.goto(&format!("{base}/ui/dead-letters")).await;
+    // Dead letters, on the collector with access control: nothing without
+    // a token; a viewer sees the dead letter but no replay button.
+    let guarded_base = format!("http://127.0.0.1:{}", guarded_addr.port());
+    browser
+        .goto(&format!("{guarded_base}/ui/dead-letters"))
+        .await;
+    browser
+        .wait_text("#error", "a request to sign in", |t| t.contains("401"))
+        .await;
+    browser.sign_in(VIEWER_TOKEN).await;
+    browser.card("card-open", "1").await;
+    browser
+        .wait_text("tr[data-dead-letter]", "no replay for a viewer", |t| {
+            t.contains("operator only")
+        })
+        .await;
+    assert_eq!(browser.text("button[data-replay]").await, None);
+    assert_eq!(browser.text("#role").await.as_deref(), Some("role: viewer"));
+    browser.screenshot(&shots, "dead-letters-viewer").await;
+    browser.click("#token-clear").await;
+    browser
+        .wait_text("#role", "signed out", |t| t.is_empty())
+        .await;
+
+    // The operator: the refused pick, its attempts; fix the ERP, replay.
+    browser.sign_in(OPERATOR_TOKEN).await;
+    browser
+        .wait_text("#role", "the operator role", |t| t == "role: operator")
+        .await;
     browser.card("card-open", "1").await;
     let row = browser
         .wait_text("tr[data-dead-letter]", "the dead letter", |t| {
@@ -872,6 +937,7 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
     assert!(erp.booked("hh-02", 4).is_empty());
     erp.fixed.store(true, Ordering::SeqCst);
     browser.click("button[data-replay]").await;
+    // The replay went through access control with the operator's token.
     browser
         .wait_text("#notice", "the replay notice", |t| t.contains("replayed"))
         .await;

@@ -5,8 +5,10 @@
 //! serializable rows; what people see is derived here (device state, order
 //! state, ages), not in the browser, so the JSON endpoints and the pages
 //! agree. The SQL is plain and portable (no SQLite-only functions, `CASE`
-//! instead of boolean sums) so a PostgreSQL inbox can run the same text with
-//! `$n` placeholders.
+//! instead of boolean sums): the PostgreSQL inbox runs the same text with
+//! `$n` placeholders ([`crate::pg_inbox`]), reads the same columns into the
+//! same `…Cols` structs, and derives the rows with the same functions
+//! ([`device_row`], [`order_row`], [`timeline_event`], [`exception_row`]).
 //!
 //! Costs: devices, lanes and dead letters are small tables. The order list
 //! and the exception list scan the `events` table once (no index on lane or
@@ -101,7 +103,7 @@ impl From<DeviceHealth> for Peripheral {
     }
 }
 
-const DEVICES_SQL: &str = "
+pub(crate) const DEVICES_SQL: &str = "
 SELECT d.device, d.site, d.online, d.last_seen_ms, d.online_since_ms, d.backlog,
        d.oldest_unsent_ms, d.heartbeat_ms, d.peripherals,
        (SELECT count(*) FROM events e WHERE e.device = d.device AND e.state = 'pending'),
@@ -121,64 +123,100 @@ pub fn devices(
 ) -> rusqlite::Result<Vec<DeviceRow>> {
     let mut stmt = conn.prepare_cached(DEVICES_SQL)?;
     let rows = stmt.query_map([], |r| {
-        let online: bool = r.get(2)?;
-        let last_seen_ms: Option<i64> = r.get(3)?;
-        let backlog: Option<i64> = r.get(5)?;
-        let oldest: Option<i64> = r.get(6)?;
-        let heartbeat_ms: Option<i64> = r.get(7)?;
-        let peripherals: Option<String> = r.get(8)?;
-        let state = if !online {
-            "offline"
-        } else if last_seen_ms.is_some_and(|t| now_ms.saturating_sub(t) > silent_after_ms) {
-            "silent"
-        } else {
-            "online"
-        };
-        let oldest_unsent_age_ms = match (backlog, oldest, heartbeat_ms) {
-            (Some(b), Some(age), Some(at)) if b > 0 => {
-                Some(age.saturating_add(now_ms.saturating_sub(at).max(0)))
-            }
-            _ => None,
-        };
-        Ok(DeviceRow {
+        Ok(DeviceCols {
             device: r.get(0)?,
             site: r.get(1)?,
-            state: state.into(),
-            since_ms: r.get(4)?,
-            last_seen_ms,
-            backlog: backlog.map(non_negative),
-            oldest_unsent_age_ms,
-            heartbeat_ms,
-            pending_erp: non_negative(r.get(9)?),
-            complete_up_to: r.get::<_, Option<i64>>(10)?.map(non_negative),
-            gaps: Vec::new(),
-            missing: 0,
-            // Written by the inbox from a decoded heartbeat; a row that does
-            // not parse (written by a future version) shows no peripherals.
-            peripherals: peripherals
-                .and_then(|p| serde_json::from_str::<Vec<DeviceHealth>>(&p).ok())
-                .map(|list| list.into_iter().map(Peripheral::from).collect())
-                .unwrap_or_default(),
+            online: r.get(2)?,
+            last_seen_ms: r.get(3)?,
+            online_since_ms: r.get(4)?,
+            backlog: r.get(5)?,
+            oldest_unsent_ms: r.get(6)?,
+            heartbeat_ms: r.get(7)?,
+            peripherals: r.get(8)?,
+            pending: r.get(9)?,
+            complete_up_to: r.get(10)?,
         })
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let mut row = row?;
-        for h in holes.iter().filter(|h| h.device.as_str() == row.device) {
-            for &(from, to) in &h.holes {
-                row.missing = row
-                    .missing
-                    .saturating_add(to.saturating_sub(from).saturating_add(1));
-                row.gaps.push(Gap {
-                    epoch: h.epoch,
-                    from,
-                    to,
-                });
-            }
-        }
-        out.push(row);
+        out.push(device_row(row?, holes, now_ms, silent_after_ms));
     }
     Ok(out)
+}
+
+/// The columns of [`DEVICES_SQL`].
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceCols {
+    pub device: String,
+    pub site: String,
+    pub online: bool,
+    pub last_seen_ms: Option<i64>,
+    pub online_since_ms: Option<i64>,
+    pub backlog: Option<i64>,
+    pub oldest_unsent_ms: Option<i64>,
+    pub heartbeat_ms: Option<i64>,
+    pub peripherals: Option<String>,
+    pub pending: i64,
+    pub complete_up_to: Option<i64>,
+}
+
+/// A device's row from its columns, its gaps in `holes` and the time.
+pub(crate) fn device_row(
+    c: DeviceCols,
+    holes: &[DeviceHoles],
+    now_ms: i64,
+    silent_after_ms: i64,
+) -> DeviceRow {
+    let state = if !c.online {
+        "offline"
+    } else if c
+        .last_seen_ms
+        .is_some_and(|t| now_ms.saturating_sub(t) > silent_after_ms)
+    {
+        "silent"
+    } else {
+        "online"
+    };
+    let oldest_unsent_age_ms = match (c.backlog, c.oldest_unsent_ms, c.heartbeat_ms) {
+        (Some(b), Some(age), Some(at)) if b > 0 => {
+            Some(age.saturating_add(now_ms.saturating_sub(at).max(0)))
+        }
+        _ => None,
+    };
+    let mut row = DeviceRow {
+        device: c.device,
+        site: c.site,
+        state: state.into(),
+        since_ms: c.online_since_ms,
+        last_seen_ms: c.last_seen_ms,
+        backlog: c.backlog.map(non_negative),
+        oldest_unsent_age_ms,
+        heartbeat_ms: c.heartbeat_ms,
+        pending_erp: non_negative(c.pending),
+        complete_up_to: c.complete_up_to.map(non_negative),
+        gaps: Vec::new(),
+        missing: 0,
+        // Written by the inbox from a decoded heartbeat; a row that does
+        // not parse (written by a future version) shows no peripherals.
+        peripherals: c
+            .peripherals
+            .and_then(|p| serde_json::from_str::<Vec<DeviceHealth>>(&p).ok())
+            .map(|list| list.into_iter().map(Peripheral::from).collect())
+            .unwrap_or_default(),
+    };
+    for h in holes.iter().filter(|h| h.device.as_str() == row.device) {
+        for &(from, to) in &h.holes {
+            row.missing = row
+                .missing
+                .saturating_add(to.saturating_sub(from).saturating_add(1));
+            row.gaps.push(Gap {
+                epoch: h.epoch,
+                from,
+                to,
+            });
+        }
+    }
+    row
 }
 
 fn non_negative(v: i64) -> u64 {
@@ -223,7 +261,7 @@ pub struct OrderRow {
 /// The order states, in the order the page shows them.
 pub const ORDER_STATES: [&str; 5] = ["in_progress", "parked", "blocked", "rejected", "delivered"];
 
-const ORDERS_SQL: &str = "
+pub(crate) const ORDERS_SQL: &str = "
 SELECT e.lane, count(*),
        max(CASE WHEN e.state = 'booked' THEN e.stage END),
        max(e.stage),
@@ -246,40 +284,73 @@ pub fn orders(conn: &Connection) -> rusqlite::Result<Vec<OrderRow>> {
     let mut stmt = conn.prepare_cached(ORDERS_SQL)?;
     let limit = i64::try_from(ORDER_LIMIT).unwrap_or(i64::MAX);
     let rows = stmt.query_map(params![limit], |r| {
-        let lane: String = r.get(0)?;
-        let (kind, reference) = lane.split_once(':').unwrap_or(("order", lane.as_str()));
-        let (kind, reference) = (kind.to_string(), reference.to_string());
-        let booked_stage: Option<i64> = r.get(2)?;
-        let seen_stage: Option<i64> = r.get(3)?;
-        let rejected = non_negative(r.get(6)?);
-        let lane_status: Option<String> = r.get(10)?;
-        let delivered = booked_stage == Some(5);
-        let state = match lane_status.as_deref() {
-            Some("blocked") => "blocked",
-            Some("parked") => "parked",
-            _ if delivered => "delivered",
-            _ if rejected > 0 => "rejected",
-            _ => "in_progress",
-        };
-        Ok(OrderRow {
-            lane,
-            reference,
-            kind,
-            state: state.into(),
-            booked_stage: booked_stage.map(stage_name),
-            seen_stage: seen_stage.map(stage_name),
-            events: non_negative(r.get(1)?),
-            booked: non_negative(r.get(4)?),
-            pending: non_negative(r.get(5)?),
-            rejected,
-            exceptions: non_negative(r.get(7)?),
+        Ok(OrderCols {
+            lane: r.get(0)?,
+            events: r.get(1)?,
+            booked_stage: r.get(2)?,
+            seen_stage: r.get(3)?,
+            booked: r.get(4)?,
+            pending: r.get(5)?,
+            rejected: r.get(6)?,
+            exceptions: r.get(7)?,
             first_ms: r.get(8)?,
             last_progress_ms: r.get(9)?,
+            lane_status: r.get(10)?,
             waiting_reason: r.get(11)?,
             waiting_since_ms: r.get(12)?,
         })
     })?;
-    rows.collect()
+    rows.map(|r| r.map(order_row)).collect()
+}
+
+/// The columns of [`ORDERS_SQL`].
+#[derive(Debug, Clone)]
+pub(crate) struct OrderCols {
+    pub lane: String,
+    pub events: i64,
+    pub booked_stage: Option<i64>,
+    pub seen_stage: Option<i64>,
+    pub booked: i64,
+    pub pending: i64,
+    pub rejected: i64,
+    pub exceptions: i64,
+    pub first_ms: i64,
+    pub last_progress_ms: i64,
+    pub lane_status: Option<String>,
+    pub waiting_reason: Option<String>,
+    pub waiting_since_ms: Option<i64>,
+}
+
+/// An order's row from its columns.
+pub(crate) fn order_row(c: OrderCols) -> OrderRow {
+    let (kind, reference) = c.lane.split_once(':').unwrap_or(("order", c.lane.as_str()));
+    let (kind, reference) = (kind.to_string(), reference.to_string());
+    let rejected = non_negative(c.rejected);
+    let delivered = c.booked_stage == Some(5);
+    let state = match c.lane_status.as_deref() {
+        Some("blocked") => "blocked",
+        Some("parked") => "parked",
+        _ if delivered => "delivered",
+        _ if rejected > 0 => "rejected",
+        _ => "in_progress",
+    };
+    OrderRow {
+        lane: c.lane,
+        reference,
+        kind,
+        state: state.into(),
+        booked_stage: c.booked_stage.map(stage_name),
+        seen_stage: c.seen_stage.map(stage_name),
+        events: non_negative(c.events),
+        booked: non_negative(c.booked),
+        pending: non_negative(c.pending),
+        rejected,
+        exceptions: non_negative(c.exceptions),
+        first_ms: c.first_ms,
+        last_progress_ms: c.last_progress_ms,
+        waiting_reason: c.waiting_reason,
+        waiting_since_ms: c.waiting_since_ms,
+    }
 }
 
 fn stage_name(stage: i64) -> String {
@@ -336,7 +407,7 @@ pub struct TimelineEvent {
     pub dead_letter: Option<i64>,
 }
 
-const TIMELINE_SQL: &str = "
+pub(crate) const TIMELINE_SQL: &str = "
 SELECT e.device, e.epoch, e.seq, e.id, e.kind, e.state, e.document, e.reason, e.last_error,
        e.attempts, e.received_ms, e.updated_ms, e.late, e.envelope,
        (SELECT max(dl.id) FROM dead_letters dl WHERE dl.device = e.device AND dl.epoch = e.epoch
@@ -349,38 +420,89 @@ FROM events e WHERE e.lane = ?1";
 pub fn timeline(conn: &Connection, lane_key: &str) -> rusqlite::Result<Vec<TimelineEvent>> {
     let mut stmt = conn.prepare_cached(TIMELINE_SQL)?;
     let rows = stmt.query_map(params![lane_key], |r| {
-        let envelope: Vec<u8> = r.get(13)?;
-        let decoded = codec::decode::<Envelope>(&envelope).ok();
-        let state: String = r.get(5)?;
-        let stage: Option<i64> = r.get(15)?;
-        Ok((
-            stage,
-            TimelineEvent {
-                device: r.get(0)?,
-                epoch: non_negative(r.get(1)?),
-                seq: non_negative(r.get(2)?),
-                id: r.get(3)?,
-                kind: r.get(4)?,
-                detail: decoded
-                    .as_ref()
-                    .map_or_else(|| "(unreadable)".into(), describe),
-                captured_ms: decoded.as_ref().map(|e| e.captured_ms),
-                received_ms: r.get(10)?,
-                verdict_ms: if state == "pending" { None } else { r.get(11)? },
-                verdict: state,
-                document: r.get(6)?,
-                reason: r.get(7)?,
-                last_error: r.get(8)?,
-                attempts: non_negative(r.get(9)?),
-                late: r.get(12)?,
-                dead_letter: r.get(14)?,
-            },
-        ))
+        Ok(TimelineCols {
+            device: r.get(0)?,
+            epoch: r.get(1)?,
+            seq: r.get(2)?,
+            id: r.get(3)?,
+            kind: r.get(4)?,
+            state: r.get(5)?,
+            document: r.get(6)?,
+            reason: r.get(7)?,
+            last_error: r.get(8)?,
+            attempts: r.get(9)?,
+            received_ms: r.get(10)?,
+            updated_ms: r.get(11)?,
+            late: r.get(12)?,
+            envelope: r.get(13)?,
+            dead_letter: r.get(14)?,
+            stage: r.get(15)?,
+        })
     })?;
-    let mut out = Vec::new();
+    let mut cols = Vec::new();
     for row in rows {
-        out.push(row?);
+        cols.push(row?);
     }
+    Ok(timeline_of(cols))
+}
+
+/// The columns of [`TIMELINE_SQL`].
+#[derive(Debug, Clone)]
+pub(crate) struct TimelineCols {
+    pub device: String,
+    pub epoch: i64,
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub document: Option<String>,
+    pub reason: Option<String>,
+    pub last_error: Option<String>,
+    pub attempts: i64,
+    pub received_ms: i64,
+    pub updated_ms: Option<i64>,
+    pub late: bool,
+    pub envelope: Vec<u8>,
+    pub dead_letter: Option<i64>,
+    pub stage: Option<i64>,
+}
+
+/// A lane's timeline from its events' columns, in the order they happened
+/// (capture time, then business stage).
+pub(crate) fn timeline_of(rows: Vec<TimelineCols>) -> Vec<TimelineEvent> {
+    let mut out: Vec<(Option<i64>, TimelineEvent)> = rows
+        .into_iter()
+        .map(|c| {
+            let decoded = codec::decode::<Envelope>(&c.envelope).ok();
+            (
+                c.stage,
+                TimelineEvent {
+                    device: c.device,
+                    epoch: non_negative(c.epoch),
+                    seq: non_negative(c.seq),
+                    id: c.id,
+                    kind: c.kind,
+                    detail: decoded
+                        .as_ref()
+                        .map_or_else(|| "(unreadable)".into(), describe),
+                    captured_ms: decoded.as_ref().map(|e| e.captured_ms),
+                    received_ms: c.received_ms,
+                    verdict_ms: if c.state == "pending" {
+                        None
+                    } else {
+                        c.updated_ms
+                    },
+                    verdict: c.state,
+                    document: c.document,
+                    reason: c.reason,
+                    last_error: c.last_error,
+                    attempts: non_negative(c.attempts),
+                    late: c.late,
+                    dead_letter: c.dead_letter,
+                },
+            )
+        })
+        .collect();
     out.sort_by_key(|(stage, e)| {
         (
             e.captured_ms.unwrap_or(e.received_ms),
@@ -389,7 +511,7 @@ pub fn timeline(conn: &Connection, lane_key: &str) -> rusqlite::Result<Vec<Timel
             e.seq,
         )
     });
-    Ok(out.into_iter().map(|(_, e)| e).collect())
+    out.into_iter().map(|(_, e)| e).collect()
 }
 
 /// A business event in a few words.
@@ -424,7 +546,7 @@ fn describe(envelope: &Envelope) -> String {
             format!("{} pcs, received by {}", pod.pieces, pod.received_by)
         }
         EventDetail::Exception { kind, note } => {
-            let kind = exception_kind_name(kind);
+            let kind = exception_kind_name(kind).replace('_', " ");
             if note.is_empty() {
                 kind
             } else {
@@ -521,7 +643,7 @@ pub struct ExceptionKindCount {
 /// The kinds the page always shows, even at zero: the ones the issue names.
 pub const EXCEPTION_KINDS: [&str; 3] = ["short_pick", "weight_mismatch", "delivery_refused"];
 
-const EXCEPTIONS_SQL: &str = "
+pub(crate) const EXCEPTIONS_SQL: &str = "
 SELECT device, seq, lane, state, document, received_ms, envelope
 FROM events WHERE kind = 'exception' ORDER BY received_ms DESC LIMIT ?1";
 
@@ -531,34 +653,65 @@ pub fn exceptions(
     conn: &Connection,
     now_ms: i64,
 ) -> rusqlite::Result<(Vec<ExceptionKindCount>, Vec<ExceptionRow>)> {
-    const HOUR: i64 = 3_600_000;
     let mut stmt = conn.prepare_cached(EXCEPTIONS_SQL)?;
     let limit = i64::try_from(EXCEPTION_LIMIT).unwrap_or(i64::MAX);
     let rows = stmt.query_map(params![limit], |r| {
-        let envelope: Vec<u8> = r.get(6)?;
-        let received_ms: i64 = r.get(5)?;
-        let decoded = codec::decode::<Envelope>(&envelope).ok();
-        let (kind, note) = match decoded.as_ref().and_then(|e| e.business_event()) {
-            Some(e) => match &e.detail {
-                EventDetail::Exception { kind, note } => (exception_kind_name(kind), note.clone()),
-                _ => ("other".into(), String::new()),
-            },
-            None => ("other".into(), "(unreadable)".into()),
-        };
-        let captured_ms = decoded.map_or(received_ms, |e| e.captured_ms);
-        Ok(ExceptionRow {
+        Ok(ExceptionCols {
             device: r.get(0)?,
-            seq: non_negative(r.get(1)?),
-            kind,
-            note,
+            seq: r.get(1)?,
             lane: r.get(2)?,
-            captured_ms,
-            age_ms: now_ms.saturating_sub(captured_ms).max(0),
-            verdict: r.get(3)?,
+            state: r.get(3)?,
             document: r.get(4)?,
+            received_ms: r.get(5)?,
+            envelope: r.get(6)?,
         })
     })?;
-    let items: Vec<ExceptionRow> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut items = Vec::new();
+    for row in rows {
+        items.push(exception_row(row?, now_ms));
+    }
+    Ok((exception_counts(&items), items))
+}
+
+/// The columns of [`EXCEPTIONS_SQL`].
+#[derive(Debug, Clone)]
+pub(crate) struct ExceptionCols {
+    pub device: String,
+    pub seq: i64,
+    pub lane: Option<String>,
+    pub state: String,
+    pub document: Option<String>,
+    pub received_ms: i64,
+    pub envelope: Vec<u8>,
+}
+
+/// An exception's row from its columns and the time.
+pub(crate) fn exception_row(c: ExceptionCols, now_ms: i64) -> ExceptionRow {
+    let decoded = codec::decode::<Envelope>(&c.envelope).ok();
+    let (kind, note) = match decoded.as_ref().and_then(|e| e.business_event()) {
+        Some(e) => match &e.detail {
+            EventDetail::Exception { kind, note } => (exception_kind_name(kind), note.clone()),
+            _ => ("other".into(), String::new()),
+        },
+        None => ("other".into(), "(unreadable)".into()),
+    };
+    let captured_ms = decoded.map_or(c.received_ms, |e| e.captured_ms);
+    ExceptionRow {
+        device: c.device,
+        seq: non_negative(c.seq),
+        kind,
+        note,
+        lane: c.lane,
+        captured_ms,
+        age_ms: now_ms.saturating_sub(captured_ms).max(0),
+        verdict: c.state,
+        document: c.document,
+    }
+}
+
+/// Exception counts by kind and age, the issue's kinds always present.
+pub(crate) fn exception_counts(items: &[ExceptionRow]) -> Vec<ExceptionKindCount> {
+    const HOUR: i64 = 3_600_000;
     let mut by_kind: BTreeMap<String, ExceptionKindCount> = EXCEPTION_KINDS
         .iter()
         .map(|k| {
@@ -575,7 +728,7 @@ pub fn exceptions(
             )
         })
         .collect();
-    for item in &items {
+    for item in items {
         let c = by_kind
             .entry(item.kind.clone())
             .or_insert_with(|| ExceptionKindCount {
@@ -598,7 +751,7 @@ pub fn exceptions(
     }
     let mut counts: Vec<ExceptionKindCount> = by_kind.into_values().collect();
     counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
-    Ok((counts, items))
+    counts
 }
 
 /// An ERP verdict of one event, for the dead-letter list.
@@ -609,6 +762,9 @@ pub struct EventVerdict {
     /// The document reference, when booked.
     pub document: Option<String>,
 }
+
+pub(crate) const EVENT_VERDICT_SQL: &str =
+    "SELECT state, document FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3";
 
 /// The current verdict of one event.
 pub fn event_verdict(
@@ -621,14 +777,283 @@ pub fn event_verdict(
         i64::try_from(epoch).unwrap_or(i64::MAX),
         i64::try_from(seq).unwrap_or(i64::MAX),
     );
-    conn.prepare_cached(
-        "SELECT state, document FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
-    )?
-    .query_row(params![device, epoch, seq], |r| {
-        Ok(EventVerdict {
-            state: r.get(0)?,
-            document: r.get(1)?,
+    conn.prepare_cached(EVENT_VERDICT_SQL)?
+        .query_row(params![device, epoch, seq], |r| {
+            Ok(EventVerdict {
+                state: r.get(0)?,
+                document: r.get(1)?,
+            })
         })
-    })
-    .optional()
+        .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::Inbox;
+    use dockline_protocol::status::QueueHealth;
+    use dockline_protocol::{
+        Batch, BusinessEvent, DeviceId, EventId, ExceptionKind, Outcome, Payload, Priority,
+        References, SiteId, Status, StatusKind, TimeSource,
+    };
+
+    const NOW: i64 = 1_764_000_000_000;
+    const MIN: i64 = 60_000;
+
+    fn open() -> (tempfile::TempDir, Inbox) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
+        (dir, inbox)
+    }
+
+    fn site() -> SiteId {
+        SiteId::new("dc-north").expect("site")
+    }
+
+    fn status(device: &str, kind: StatusKind) -> Status {
+        Status {
+            v: 1,
+            device: DeviceId::new(device).expect("id"),
+            session: 1,
+            at_ms: NOW,
+            kind,
+        }
+    }
+
+    fn birth() -> StatusKind {
+        StatusKind::Birth {
+            agent_version: "0.1.0".into(),
+            verdicts_wanted: None,
+        }
+    }
+
+    /// Stores `detail` of `order` as `device`'s `seq`, captured `ago` ms
+    /// before [`NOW`] and received then.
+    fn store(
+        inbox: &mut Inbox,
+        device: &str,
+        seq: u64,
+        detail: EventDetail,
+        order: &str,
+        ago: i64,
+    ) {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&seq.to_be_bytes());
+        id[8] = device.len() as u8;
+        id[9] = device.as_bytes()[device.len() - 1];
+        let envelope = Envelope {
+            v: 1,
+            device: DeviceId::new(device).expect("id"),
+            epoch: 1,
+            seq,
+            id: EventId(id),
+            captured_ms: NOW - ago,
+            time_source: TimeSource::Ntp,
+            priority: Priority::MustDeliver,
+            payload: Payload::Event(BusinessEvent {
+                detail,
+                refs: References {
+                    order: Some(order.into()),
+                    ..References::default()
+                },
+            }),
+        };
+        let batch = Batch {
+            v: 1,
+            device: envelope.device.clone(),
+            epoch: 1,
+            first_held: 1,
+            events: vec![envelope],
+            shed: Vec::new(),
+        };
+        inbox
+            .store_batch(&site(), &batch, NOW - ago)
+            .expect("store");
+    }
+
+    fn book(inbox: &mut Inbox, device: &str, seq: u64, at: i64) {
+        let outcome = Outcome::Booked {
+            document: format!("DOC-{device}-{seq}"),
+        };
+        let device = DeviceId::new(device).expect("id");
+        assert!(
+            inbox
+                .record_verdict(&device, 1, seq, &outcome, at)
+                .expect("verdict")
+        );
+    }
+
+    fn pick() -> EventDetail {
+        EventDetail::Picked {
+            item: "04012345678901".into(),
+            quantity: 2,
+            lot: Some("L7".into()),
+        }
+    }
+
+    fn pack() -> EventDetail {
+        EventDetail::Packed {
+            quantity: 2,
+            weight: None,
+        }
+    }
+
+    fn short_pick() -> EventDetail {
+        EventDetail::Exception {
+            kind: ExceptionKind::ShortPick,
+            note: "1 of 2".into(),
+        }
+    }
+
+    #[test]
+    fn devices_show_state_backlog_age_and_peripherals() {
+        let (_dir, mut inbox) = open();
+        let scanner = DeviceHealth {
+            name: "scanner".into(),
+            connected: true,
+            readings: 5,
+            rejected: 0,
+            last_reading_ms: Some(NOW - 1000),
+        };
+        let heartbeat = StatusKind::Heartbeat {
+            queued: 40,
+            oldest_unacked_ms: 60_000,
+            health: Some(QueueHealth {
+                devices: Some(vec![scanner]),
+                ..QueueHealth::default()
+            }),
+        };
+        inbox
+            .record_status(&site(), &status("hh-01", birth()), NOW - 10 * MIN)
+            .expect("birth");
+        inbox
+            .record_status(&site(), &status("hh-01", heartbeat), NOW - 30_000)
+            .expect("heartbeat");
+        inbox
+            .record_status(&site(), &status("hh-02", birth()), NOW - 5 * MIN)
+            .expect("birth");
+        inbox
+            .record_status(
+                &site(),
+                &status("van-01", StatusKind::Death { graceful: true }),
+                NOW - MIN,
+            )
+            .expect("death");
+        let rows = inbox
+            .read(|c| devices(c, &[], NOW, 90_000))
+            .expect("devices");
+        let by = |d: &str| rows.iter().find(|r| r.device == d).expect("row").clone();
+        let hh01 = by("hh-01");
+        assert_eq!(hh01.state, "online");
+        assert_eq!(
+            hh01.since_ms,
+            Some(NOW - 10 * MIN),
+            "online since its birth"
+        );
+        assert_eq!(hh01.backlog, Some(40));
+        assert_eq!(
+            hh01.oldest_unsent_age_ms,
+            Some(60_000 + 30_000),
+            "the heartbeat's age plus the time since it"
+        );
+        assert_eq!(hh01.peripherals.len(), 1);
+        assert!(hh01.peripherals[0].connected);
+        assert_eq!(hh01.peripherals[0].name, "scanner");
+        assert_eq!(by("hh-02").state, "silent", "five minutes without a word");
+        assert_eq!(by("hh-02").backlog, None, "no heartbeat yet");
+        assert_eq!(by("van-01").state, "offline");
+        assert_eq!(by("van-01").since_ms, Some(NOW - MIN));
+    }
+
+    #[test]
+    fn orders_have_a_state_a_stage_and_stall_without_progress() {
+        let (_dir, mut inbox) = open();
+        store(&mut inbox, "hh-01", 1, pick(), "SO-1", 3 * 60 * MIN);
+        store(
+            &mut inbox,
+            "hh-01",
+            2,
+            short_pick(),
+            "SO-1",
+            3 * 60 * MIN - 1000,
+        );
+        store(&mut inbox, "hh-01", 3, pack(), "SO-1", 3 * 60 * MIN - 2000);
+        for seq in 1..=3 {
+            book(&mut inbox, "hh-01", seq, NOW - 3 * 60 * MIN + 5000);
+        }
+        store(&mut inbox, "hh-02", 1, pick(), "SO-2", MIN);
+        let all = inbox.read(orders).expect("orders");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].reference, "SO-2", "latest progress first");
+        let so1 = &all[1];
+        assert_eq!(
+            (so1.state.as_str(), so1.booked_stage.as_deref()),
+            ("in_progress", Some("packed"))
+        );
+        assert_eq!(
+            (so1.events, so1.booked, so1.pending, so1.exceptions),
+            (3, 3, 0, 1)
+        );
+        assert_eq!(so1.last_progress_ms, NOW - 3 * 60 * MIN + 5000);
+        let so2 = &all[0];
+        assert_eq!((so2.booked_stage.as_deref(), so2.pending), (None, 1));
+        let stalled_orders = stalled(&all, NOW, 30 * MIN);
+        assert_eq!(
+            stalled_orders
+                .iter()
+                .map(|o| o.reference.as_str())
+                .collect::<Vec<_>>(),
+            ["SO-1"]
+        );
+        assert!(stalled(&all, NOW, 4 * 60 * MIN).is_empty());
+        let counts = count_by_state(&all);
+        assert_eq!(counts["in_progress"], 2);
+        assert_eq!(counts["delivered"], 0, "every state is listed");
+
+        let events = inbox.read(|c| timeline(c, "order:SO-1")).expect("timeline");
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["picked", "exception", "packed"], "in capture order");
+        assert_eq!(events[0].detail, "2 × 04012345678901 (lot L7)");
+        assert_eq!(events[0].verdict, "booked");
+        assert_eq!(events[0].document.as_deref(), Some("DOC-hh-01-1"));
+        assert_eq!(events[1].detail, "short pick: 1 of 2");
+        assert!(
+            inbox
+                .read(|c| timeline(c, "order:nope"))
+                .expect("timeline")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn exceptions_are_counted_by_kind_and_age() {
+        let (_dir, mut inbox) = open();
+        store(&mut inbox, "hh-01", 1, short_pick(), "SO-1", 10 * MIN);
+        store(&mut inbox, "hh-01", 2, short_pick(), "SO-1", 5 * 60 * MIN);
+        store(&mut inbox, "hh-01", 3, short_pick(), "SO-1", 30 * 60 * MIN);
+        let refused = EventDetail::Exception {
+            kind: ExceptionKind::DeliveryRefused,
+            note: String::new(),
+        };
+        store(&mut inbox, "van-01", 1, refused, "SO-2", 2 * MIN);
+        store(&mut inbox, "hh-01", 4, pick(), "SO-3", MIN);
+        let (counts, items) = inbox.read(|c| exceptions(c, NOW)).expect("exceptions");
+        assert_eq!(items.len(), 4, "picks are no exceptions");
+        assert_eq!(items[0].kind, "delivery_refused", "newest first");
+        let short = counts
+            .iter()
+            .find(|k| k.kind == "short_pick")
+            .expect("short");
+        assert_eq!(
+            (short.count, short.last_hour, short.last_day, short.older),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(short.oldest_age_ms, 30 * 60 * MIN);
+        let weight = counts
+            .iter()
+            .find(|k| k.kind == "weight_mismatch")
+            .expect("listed at zero");
+        assert_eq!(weight.count, 0);
+        assert_eq!(counts[0].kind, "short_pick", "most first");
+    }
 }
