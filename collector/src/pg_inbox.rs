@@ -66,6 +66,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use crate::config::DeviceConfig;
+use crate::dashboard::queries::{
+    self, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount, ExceptionRow,
+    OrderCols, OrderRow, TimelineCols, TimelineEvent,
+};
 use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
     HoleStats, InboxError, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
@@ -206,6 +210,31 @@ CREATE TABLE followups (
 );
 CREATE INDEX followups_due ON followups (next_ms) WHERE state = 'pending';
 ";
+
+/// `sql` with SQLite's `?n` placeholders as PostgreSQL's `$n`.
+fn placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The dashboard's SQL ([`crate::dashboard::queries`]) in PostgreSQL's
+/// placeholders, made once.
+static ORDERS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| placeholders(queries::ORDERS_SQL));
+static TIMELINE_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| placeholders(queries::TIMELINE_SQL));
+static EXCEPTIONS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| placeholders(queries::EXCEPTIONS_SQL));
+static EVENT_VERDICT_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| placeholders(queries::EVENT_VERDICT_SQL));
 
 /// The URL without its password, for messages and logs.
 pub fn redact_url(url: &str) -> String {
@@ -1708,6 +1737,39 @@ impl InboxStore for PgInbox {
         self.tx(async |db, _| add_to_counter(db, "resend_requests", n).await)
     }
 
+    fn dashboard_devices(
+        &self,
+        holes: &[DeviceHoles],
+        now_ms: i64,
+        silent_after_ms: i64,
+    ) -> Result<Vec<DeviceRow>, InboxError> {
+        self.devices_page(holes, now_ms, silent_after_ms)
+    }
+
+    fn dashboard_orders(&self) -> Result<Vec<OrderRow>, InboxError> {
+        self.orders_page()
+    }
+
+    fn dashboard_timeline(&self, lane: &str) -> Result<Vec<TimelineEvent>, InboxError> {
+        self.timeline_page(lane)
+    }
+
+    fn dashboard_exceptions(
+        &self,
+        now_ms: i64,
+    ) -> Result<(Vec<ExceptionKindCount>, Vec<ExceptionRow>), InboxError> {
+        self.exceptions_page(now_ms)
+    }
+
+    fn event_verdict(
+        &self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+    ) -> Result<Option<EventVerdict>, InboxError> {
+        self.verdict_of(device, epoch, seq)
+    }
+
     fn stats(&self) -> Result<Stats, InboxError> {
         let mut stats = self.read(async |db, _| {
             let mut stats = Stats {
@@ -1831,6 +1893,144 @@ impl InboxStore for PgInbox {
             }
         }
         Ok(stats)
+    }
+}
+
+/// The dashboard's read-only queries: the same SQL and the same row
+/// derivations as on SQLite ([`crate::dashboard::queries`]).
+impl PgInbox {
+    fn devices_page(
+        &self,
+        holes: &[DeviceHoles],
+        now_ms: i64,
+        silent_after_ms: i64,
+    ) -> Result<Vec<DeviceRow>, InboxError> {
+        let cols = self.read(async |db, _| {
+            Ok(db
+                .query(queries::DEVICES_SQL, &[])
+                .await?
+                .iter()
+                .map(|r| DeviceCols {
+                    device: r.get(0),
+                    site: r.get(1),
+                    online: r.get(2),
+                    last_seen_ms: r.get(3),
+                    online_since_ms: r.get(4),
+                    backlog: r.get(5),
+                    oldest_unsent_ms: r.get(6),
+                    heartbeat_ms: r.get(7),
+                    peripherals: r.get(8),
+                    pending: r.get(9),
+                    complete_up_to: r.get(10),
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(cols
+            .into_iter()
+            .map(|c| queries::device_row(c, holes, now_ms, silent_after_ms))
+            .collect())
+    }
+
+    fn orders_page(&self) -> Result<Vec<OrderRow>, InboxError> {
+        let limit = limit_of(queries::ORDER_LIMIT)?;
+        let cols = self.read(async |db, _| {
+            Ok(db
+                .query(ORDERS_SQL.as_str(), &[&limit])
+                .await?
+                .iter()
+                .map(|r| OrderCols {
+                    lane: r.get(0),
+                    events: r.get(1),
+                    booked_stage: r.get(2),
+                    seen_stage: r.get(3),
+                    booked: r.get(4),
+                    pending: r.get(5),
+                    rejected: r.get(6),
+                    exceptions: r.get(7),
+                    first_ms: r.get(8),
+                    last_progress_ms: r.get(9),
+                    lane_status: r.get(10),
+                    waiting_reason: r.get(11),
+                    waiting_since_ms: r.get(12),
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(cols.into_iter().map(queries::order_row).collect())
+    }
+
+    fn timeline_page(&self, lane: &str) -> Result<Vec<TimelineEvent>, InboxError> {
+        let cols = self.read(async |db, _| {
+            Ok(db
+                .query(TIMELINE_SQL.as_str(), &[&lane])
+                .await?
+                .iter()
+                .map(|r| TimelineCols {
+                    device: r.get(0),
+                    epoch: r.get(1),
+                    seq: r.get(2),
+                    id: r.get(3),
+                    kind: r.get(4),
+                    state: r.get(5),
+                    document: r.get(6),
+                    reason: r.get(7),
+                    last_error: r.get(8),
+                    attempts: r.get(9),
+                    received_ms: r.get(10),
+                    updated_ms: r.get(11),
+                    late: r.get(12),
+                    envelope: r.get(13),
+                    dead_letter: r.get(14),
+                    stage: r.get(15),
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(queries::timeline_of(cols))
+    }
+
+    fn exceptions_page(
+        &self,
+        now_ms: i64,
+    ) -> Result<(Vec<ExceptionKindCount>, Vec<ExceptionRow>), InboxError> {
+        let limit = limit_of(queries::EXCEPTION_LIMIT)?;
+        let cols = self.read(async |db, _| {
+            Ok(db
+                .query(EXCEPTIONS_SQL.as_str(), &[&limit])
+                .await?
+                .iter()
+                .map(|r| ExceptionCols {
+                    device: r.get(0),
+                    seq: r.get(1),
+                    lane: r.get(2),
+                    state: r.get(3),
+                    document: r.get(4),
+                    received_ms: r.get(5),
+                    envelope: r.get(6),
+                })
+                .collect::<Vec<_>>())
+        })?;
+        let items: Vec<ExceptionRow> = cols
+            .into_iter()
+            .map(|c| queries::exception_row(c, now_ms))
+            .collect();
+        Ok((queries::exception_counts(&items), items))
+    }
+
+    fn verdict_of(
+        &self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+    ) -> Result<Option<EventVerdict>, InboxError> {
+        let (epoch, seq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
+        self.read(async |db, _| {
+            Ok(db
+                .opt(EVENT_VERDICT_SQL.as_str(), &[&device, &epoch, &seq])
+                .await?
+                .map(|r| EventVerdict {
+                    state: r.get(0),
+                    document: r.get(1),
+                }))
+        })
     }
 }
 

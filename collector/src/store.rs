@@ -19,6 +19,9 @@
 use dockline_protocol::{Batch, DeviceId, Outcome, SiteId, Status, Verdict};
 
 use crate::config::DeviceConfig;
+use crate::dashboard::queries::{
+    self, DeviceRow, EventVerdict, ExceptionKindCount, ExceptionRow, OrderRow, TimelineEvent,
+};
 use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, Followup, FollowupResult, Inbox,
     InboxError, LaneStatus, NewDeadLetter, NextPending, Resolution, Stats, StoreOutcome,
@@ -255,8 +258,37 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// The numbers behind `GET /v1/stats`.
     fn stats(&self) -> Result<Stats, InboxError>;
 
-    /// The SQLite inbox behind this store, if it is one (for SQLite-only
-    /// tools such as raw read queries).
+    /// The dashboard's devices, with their gaps from `holes`
+    /// ([`queries::devices`]).
+    fn dashboard_devices(
+        &self,
+        holes: &[DeviceHoles],
+        now_ms: i64,
+        silent_after_ms: i64,
+    ) -> Result<Vec<DeviceRow>, InboxError>;
+
+    /// The dashboard's orders and shipments ([`queries::orders`]).
+    fn dashboard_orders(&self) -> Result<Vec<OrderRow>, InboxError>;
+
+    /// One lane's events for the dashboard ([`queries::timeline`]).
+    fn dashboard_timeline(&self, lane: &str) -> Result<Vec<TimelineEvent>, InboxError>;
+
+    /// The dashboard's exceptions and their counts ([`queries::exceptions`]).
+    fn dashboard_exceptions(
+        &self,
+        now_ms: i64,
+    ) -> Result<(Vec<ExceptionKindCount>, Vec<ExceptionRow>), InboxError>;
+
+    /// The current verdict of one event ([`queries::event_verdict`]).
+    fn event_verdict(
+        &self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+    ) -> Result<Option<EventVerdict>, InboxError>;
+
+    /// The SQLite inbox behind this store, if it is one (tests read its
+    /// tables directly).
     fn as_sqlite(&self) -> Option<&Inbox> {
         None
     }
@@ -398,25 +430,36 @@ impl InboxStore for Inbox {
     fn stats(&self) -> Result<Stats, InboxError> {
         Inbox::stats(self)
     }
+    fn dashboard_devices(
+        &self,
+        holes: &[DeviceHoles],
+        now_ms: i64,
+        silent_after_ms: i64,
+    ) -> Result<Vec<DeviceRow>, InboxError> {
+        self.read(|c| queries::devices(c, holes, now_ms, silent_after_ms))
+    }
+    fn dashboard_orders(&self) -> Result<Vec<OrderRow>, InboxError> {
+        self.read(queries::orders)
+    }
+    fn dashboard_timeline(&self, lane: &str) -> Result<Vec<TimelineEvent>, InboxError> {
+        self.read(|c| queries::timeline(c, lane))
+    }
+    fn dashboard_exceptions(
+        &self,
+        now_ms: i64,
+    ) -> Result<(Vec<ExceptionKindCount>, Vec<ExceptionRow>), InboxError> {
+        self.read(|c| queries::exceptions(c, now_ms))
+    }
+    fn event_verdict(
+        &self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+    ) -> Result<Option<EventVerdict>, InboxError> {
+        self.read(|c| queries::event_verdict(c, device, epoch, seq))
+    }
     fn as_sqlite(&self) -> Option<&Inbox> {
         Some(self)
-    }
-}
-
-impl dyn InboxStore + '_ {
-    /// Runs read-only SQL on the SQLite inbox's connection (the dashboard's
-    /// queries); an error naming the backend on PostgreSQL.
-    pub(crate) fn read<R>(
-        &self,
-        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R>,
-    ) -> Result<R, InboxError> {
-        match self.as_sqlite() {
-            Some(inbox) => inbox.read(f),
-            None => Err(InboxError::Worker(format!(
-                "this query is only available on the SQLite inbox, not on {}",
-                self.backend()
-            ))),
-        }
     }
 }
 

@@ -954,3 +954,150 @@ fn store_batch_rate() {
         );
     });
 }
+
+/// An event of order `order` from `device`.
+fn order_event(
+    device: &str,
+    seq: u64,
+    order: &str,
+    detail: dockline_protocol::EventDetail,
+) -> Envelope {
+    let mut env = envelope(device, 1, seq);
+    env.captured_ms = 1_700_000_000_000 + seq as i64;
+    env.payload = Payload::Event(dockline_protocol::BusinessEvent {
+        detail,
+        refs: dockline_protocol::References {
+            order: Some(order.into()),
+            ..Default::default()
+        },
+    });
+    env
+}
+
+#[test]
+fn dashboard_queries_answer_alike_on_every_backend() {
+    use dockline_protocol::{EventDetail, ExceptionKind, QueueHealth, StatusKind};
+    let seen = std::cell::RefCell::new(Vec::new());
+    on_each_backend("dashboard_queries_answer_alike_on_every_backend", |b| {
+        let mut inbox = b.open();
+        let dev = DeviceId::new("hh-01").expect("id");
+        let mut b1 = batch("hh-01", 1, 1, &[]);
+        b1.events = vec![
+            order_event(
+                "hh-01",
+                1,
+                "SO-7",
+                EventDetail::Picked {
+                    item: "09506000134352".into(),
+                    quantity: 2,
+                    lot: None,
+                },
+            ),
+            order_event(
+                "hh-01",
+                2,
+                "SO-7",
+                EventDetail::Exception {
+                    kind: ExceptionKind::ShortPick,
+                    note: "one missing".into(),
+                },
+            ),
+            order_event(
+                "hh-01",
+                4,
+                "SO-7",
+                EventDetail::Loaded {
+                    vehicle: "VAN-7".into(),
+                },
+            ),
+        ];
+        inbox.store_batch(&site(), &b1, 100).expect("store");
+        let booked = Outcome::Booked {
+            document: "WH/PICK/7".into(),
+        };
+        assert!(
+            inbox
+                .record_verdict(&dev, 1, 1, &booked, 200)
+                .expect("verdict")
+        );
+        let heartbeat = Status {
+            v: 1,
+            device: dev.clone(),
+            session: 1,
+            at_ms: 0,
+            kind: StatusKind::Heartbeat {
+                queued: 3,
+                oldest_unacked_ms: 40,
+                health: Some(QueueHealth {
+                    devices: Some(vec![dockline_protocol::DeviceHealth {
+                        name: "scanner".into(),
+                        connected: true,
+                        readings: 9,
+                        rejected: 1,
+                        last_reading_ms: Some(150),
+                    }]),
+                    ..Default::default()
+                }),
+            },
+        };
+        assert!(
+            inbox
+                .record_status(&site(), &heartbeat, 300)
+                .expect("status")
+        );
+
+        let holes = inbox.open_holes().expect("holes");
+        let devices = inbox
+            .dashboard_devices(&holes, 1_000, 90_000)
+            .expect("devices");
+        assert_eq!(devices.len(), 1);
+        let d = &devices[0];
+        assert_eq!(
+            (d.state.as_str(), d.backlog, d.pending_erp),
+            ("online", Some(3), 2)
+        );
+        assert_eq!(
+            (d.complete_up_to, d.missing),
+            (Some(2), 1),
+            "seq 3 is missing"
+        );
+        assert_eq!(d.peripherals.len(), 1);
+        let orders = inbox.dashboard_orders().expect("orders");
+        assert_eq!(orders.len(), 1);
+        let o = &orders[0];
+        assert_eq!(
+            (o.reference.as_str(), o.events, o.booked, o.exceptions),
+            ("SO-7", 3, 1, 1)
+        );
+        assert_eq!(o.booked_stage.as_deref(), Some("picked"));
+        let timeline = inbox.dashboard_timeline("order:SO-7").expect("timeline");
+        assert_eq!(
+            timeline
+                .iter()
+                .map(|e| (e.seq, e.verdict.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "booked"), (2, "pending"), (4, "pending")]
+        );
+        let (by_kind, items) = inbox.dashboard_exceptions(1_000).expect("exceptions");
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].kind, "short_pick");
+        assert!(
+            by_kind
+                .iter()
+                .any(|k| k.kind == "short_pick" && k.count == 1)
+        );
+        let verdict = inbox.event_verdict("hh-01", 1, 1).expect("verdict");
+        assert_eq!(
+            verdict.map(|v| (v.state, v.document)),
+            Some(("booked".to_string(), Some("WH/PICK/7".to_string())))
+        );
+        assert!(inbox.event_verdict("hh-01", 1, 99).expect("none").is_none());
+        seen.borrow_mut().push(format!(
+            "{devices:?}\n{orders:?}\n{timeline:?}\n{by_kind:?}\n{items:?}"
+        ));
+    });
+    let seen = seen.into_inner();
+    if let [sqlite, postgres] = seen.as_slice() {
+        assert_eq!(sqlite, postgres, "PostgreSQL answers as SQLite does");
+    }
+}

@@ -187,7 +187,7 @@ async fn devices(State(api): State<ApiState>, Query(q): Query<DevicesQuery>) -> 
         .inbox
         .call(move |i| {
             let holes = i.open_holes()?;
-            i.read(|c| queries::devices(c, &holes, now, silent_after))
+            i.dashboard_devices(&holes, now, silent_after)
         })
         .await;
     match result {
@@ -232,7 +232,7 @@ async fn orders(State(api): State<ApiState>, Query(q): Query<OrdersQuery>) -> Re
             .into_response();
     }
     let now = crate::now_ms();
-    match api.inbox.call(|i| i.read(queries::orders)).await {
+    match api.inbox.call(|i| i.dashboard_orders()).await {
         Ok(all) => {
             let counts = queries::count_by_state(&all);
             let state = q.state.filter(|s| !s.is_empty());
@@ -259,7 +259,7 @@ async fn timeline(State(api): State<ApiState>, Query(q): Query<TimelineQuery>) -
     let lane = q.lane.clone();
     match api
         .inbox
-        .call(move |i| i.read(|c| queries::timeline(c, &lane)))
+        .call(move |i| i.dashboard_timeline(&lane))
         .await
     {
         Ok(events) if events.is_empty() => (
@@ -285,7 +285,7 @@ async fn stuck(State(api): State<ApiState>, Query(q): Query<StuckQuery>) -> Resp
     let now = crate::now_ms();
     let result = api
         .inbox
-        .call(|i| Ok((i.waiting_lanes(1000)?, i.read(queries::orders)?)))
+        .call(|i| Ok((i.waiting_lanes(1000)?, i.dashboard_orders()?)))
         .await;
     match result {
         Ok((lanes, orders)) => {
@@ -315,7 +315,7 @@ async fn exceptions(State(api): State<ApiState>) -> Response {
     let now = crate::now_ms();
     match api
         .inbox
-        .call(move |i| i.read(|c| queries::exceptions(c, now)))
+        .call(move |i| i.dashboard_exceptions(now))
         .await
     {
         Ok((by_kind, items)) => with_now(now, json!({ "by_kind": by_kind, "items": items })),
@@ -349,9 +349,7 @@ async fn dead_letters(State(api): State<ApiState>, Query(q): Query<DeadLettersQu
             let mut rows = Vec::with_capacity(list.len());
             for summary in list {
                 let full = i.dead_letter(summary.id)?;
-                let event = i.read(|c| {
-                    queries::event_verdict(c, &summary.device, summary.epoch, summary.seq)
-                })?;
+                let event = i.event_verdict(&summary.device, summary.epoch, summary.seq)?;
                 let lane = full.as_ref().and_then(|d| {
                     let env = d.envelope.as_ref().ok()?;
                     let event = env.business_event()?;
