@@ -1,7 +1,8 @@
 //! dockline-collector: the central side of dockline.
 //!
 //! It subscribes to every device's `events` and `status` topics, stores each
-//! batch in an SQLite inbox that drops duplicates, acks the batch only after
+//! batch in an inbox that drops duplicates (SQLite, or PostgreSQL shared by
+//! several collectors), acks the batch only after
 //! the commit, delivers each business event to the ERP (a signed webhook or
 //! Tryton, see [`erp`]) until the ERP gives a verdict, and sends that verdict back to the device. An
 //! event the ERP refuses (or that cannot be delivered for a reason on our
@@ -11,7 +12,10 @@
 //! # Modules
 //!
 //! - [`config`]: the TOML configuration.
-//! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats).
+//! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats);
+//!   [`store`]: the trait every inbox backend implements, and `[inbox]`;
+//!   [`pg_inbox`]: the PostgreSQL inbox several collectors share (lane
+//!   claims with a lease, per-device watermark locks).
 //! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
 //! - [`lane`]: the business lanes (key, stages, when an event may go; pure);
 //!   [`delivery`]: one task per lane, retries; [`erp`]: the adapters behind
