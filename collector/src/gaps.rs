@@ -20,6 +20,9 @@
 //!   inbox, and the next audit forgets it.
 //! - Ages live in memory only: after a collector restart every hole waits
 //!   `resend_after` again, which is harmless.
+//! - With several collectors on one PostgreSQL inbox, one of them audits
+//!   ([`crate::store::InboxStore::gap_audit_turn`]), so a device gets each
+//!   request once; when it stops, another takes the turn.
 //!
 //! [`GapAudit`] is pure (time is passed in); [`run`] is the thin loop that
 //! reads the inbox and publishes.
@@ -142,6 +145,15 @@ pub async fn run(
         tokio::select! {
             () = shutdown.wait() => return,
             _ = every.tick() => {}
+        }
+        match inbox.call(|i| i.gap_audit_turn()).await {
+            Ok(true) => {}
+            // Another collector on the shared inbox audits it.
+            Ok(false) => continue,
+            Err(e) => {
+                error!("gap audit cannot read the inbox: {e}; trying again");
+                continue;
+            }
         }
         let holes = match inbox.call(|i| i.open_holes()).await {
             Ok(h) => h,

@@ -92,6 +92,10 @@ const MAX_TRIES: u32 = 8;
 /// Key of the advisory lock migrations hold (`dockline` in ASCII).
 const MIGRATION_LOCK: i64 = 0x646f_636b_6c69_6e65;
 
+/// Key of the session advisory lock the gap-auditing collector holds
+/// (`docklgap`).
+const AUDIT_LOCK: i64 = 0x646f_636b_6c67_6170;
+
 /// Version 1: the SQLite schema at its version 5, plus lane claims.
 const PG_V1: &str = "
 CREATE TABLE events (
@@ -276,6 +280,8 @@ struct Ctx {
 struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// This connection holds [`AUDIT_LOCK`] (released with the connection).
+    holds_audit: bool,
 }
 
 /// Where a query runs: inside a transaction or on the bare connection.
@@ -447,6 +453,7 @@ impl PgInbox {
             conn: tokio::sync::Mutex::new(Conn {
                 client,
                 statements: HashMap::new(),
+                holds_audit: false,
             }),
             shown,
             ctx: Ctx {
@@ -520,6 +527,7 @@ impl PgInbox {
         if conn.client.is_closed() {
             conn.client = connect(config, shown).await?;
             conn.statements.clear();
+            conn.holds_audit = false;
         }
         Ok(())
     }
@@ -542,7 +550,9 @@ impl PgInbox {
             Self::ensure_open(conn, config, shown).await?;
             let mut tries = 0;
             loop {
-                let Conn { client, statements } = &mut *conn;
+                let Conn {
+                    client, statements, ..
+                } = &mut *conn;
                 let cache = RefCell::new(std::mem::take(statements));
                 let result = async {
                     let t = client.transaction().await?;
@@ -583,7 +593,9 @@ impl PgInbox {
         self.runtime.block_on(async {
             let mut guard = self.conn.lock().await;
             Self::ensure_open(&mut guard, &self.config, &self.shown).await?;
-            let Conn { client, statements } = &mut *guard;
+            let Conn {
+                client, statements, ..
+            } = &mut *guard;
             let cache = RefCell::new(std::mem::take(statements));
             let db = Db {
                 on: On::Client(client),
@@ -1364,6 +1376,30 @@ impl InboxStore for PgInbox {
                 )
                 .await?;
             Ok(renewed == 1)
+        })
+    }
+
+    fn gap_audit_turn(&mut self) -> Result<bool, InboxError> {
+        let Self {
+            runtime,
+            config,
+            conn,
+            shown,
+            ..
+        } = self;
+        let conn = conn.get_mut();
+        runtime.block_on(async {
+            Self::ensure_open(conn, config, shown).await?;
+            if !conn.holds_audit {
+                // Session-level: held until this connection ends, so a
+                // collector that dies hands the audit on.
+                conn.holds_audit = conn
+                    .client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&AUDIT_LOCK])
+                    .await?
+                    .get(0);
+            }
+            Ok(conn.holds_audit)
         })
     }
 

@@ -191,6 +191,14 @@ pub trait InboxStore: Send + std::fmt::Debug {
         Ok(true)
     }
 
+    /// Whether this collector runs the gap audit now. With several
+    /// collectors on one inbox, one of them does (the others would send the
+    /// same resend requests again); it keeps the turn until it stops, and
+    /// another takes over then. Always true with one writer.
+    fn gap_audit_turn(&mut self) -> Result<bool, InboxError> {
+        Ok(true)
+    }
+
     /// Lanes that are parked or blocked, longest waiting first.
     fn waiting_lanes(&self, limit: usize) -> Result<Vec<LaneStatus>, InboxError>;
 

@@ -1101,3 +1101,30 @@ fn dashboard_queries_answer_alike_on_every_backend() {
         assert_eq!(sqlite, postgres, "PostgreSQL answers as SQLite does");
     }
 }
+
+#[test]
+fn one_collector_at_a_time_runs_the_gap_audit() {
+    on_each_backend("one_collector_at_a_time_runs_the_gap_audit", |b| {
+        let mut one = b.open();
+        let mut two = b.open();
+        assert!(one.gap_audit_turn().expect("turn"));
+        assert!(one.gap_audit_turn().expect("keeps it"));
+        if !one.claims_lanes() {
+            // One collector per SQLite file: it always audits.
+            assert!(two.gap_audit_turn().expect("turn"));
+            return;
+        }
+        assert!(!two.gap_audit_turn().expect("turn"), "taken");
+        drop(one);
+        // The first collector's connection is gone: the lock with it.
+        let mut took = false;
+        for _ in 0..50 {
+            if two.gap_audit_turn().expect("turn") {
+                took = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(took, "the audit passes on when its collector stops");
+    });
+}
