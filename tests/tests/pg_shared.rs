@@ -422,6 +422,15 @@ async fn exercise(run: &mut Run, devices: &[String; 4], site: &str, urls: &[Stri
     if !run.collectors[1].running() {
         bail!("collector b exited");
     }
+    let resent: usize = agents
+        .iter()
+        .map(|a| {
+            a.log_text()
+                .matches("no ack from the collector in time")
+                .count()
+        })
+        .sum();
+    eprintln!("{TEST}: agents reconnected to resend after an ack timeout {resent} times");
     drop(agents);
     Ok(())
 }
