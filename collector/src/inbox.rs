@@ -141,7 +141,7 @@ pub enum InboxError {
         problem: String,
     },
     /// A PostgreSQL query failed.
-    #[error("inbox database error (PostgreSQL): {0}")]
+    #[error("inbox database error (PostgreSQL): {}", crate::pg_inbox::with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A dead letter's stored attempts are not readable JSON.
     #[error("dead letter {id} has unreadable attempts: {problem}")]

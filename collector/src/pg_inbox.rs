@@ -282,6 +282,9 @@ struct Conn {
     statements: HashMap<&'static str, Statement>,
     /// This connection holds [`AUDIT_LOCK`] (released with the connection).
     holds_audit: bool,
+    /// A call failed in a way that means the session is gone (closed,
+    /// terminated by the server, I/O): open a new one on the next call.
+    broken: bool,
 }
 
 /// Where a query runs: inside a transaction or on the bare connection.
@@ -366,6 +369,24 @@ impl std::fmt::Debug for PgInbox {
     }
 }
 
+/// The error means the database session is gone (closed, terminated by an
+/// administrator or a server shutdown, an I/O or protocol failure), not
+/// that one statement failed.
+fn session_lost(e: &InboxError) -> bool {
+    match e {
+        InboxError::Postgres(e) => {
+            e.is_closed()
+                || match e.code() {
+                    // Class 08: connection exception; 57: operator intervention.
+                    Some(c) => c.code().starts_with("08") || c.code().starts_with("57"),
+                    // No SQLSTATE: not an answer from the server at all.
+                    None => true,
+                }
+        }
+        _ => false,
+    }
+}
+
 fn retryable(e: &InboxError) -> bool {
     match e {
         InboxError::Postgres(e) => matches!(
@@ -378,7 +399,7 @@ fn retryable(e: &InboxError) -> bool {
 
 /// An error and its causes, `: `-separated (tokio-postgres keeps the
 /// useful part, such as "Connection refused", in the source).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -454,6 +475,7 @@ impl PgInbox {
                 client,
                 statements: HashMap::new(),
                 holds_audit: false,
+                broken: false,
             }),
             shown,
             ctx: Ctx {
@@ -524,10 +546,11 @@ impl PgInbox {
         config: &tokio_postgres::Config,
         shown: &str,
     ) -> Result<(), InboxError> {
-        if conn.client.is_closed() {
+        if conn.broken || conn.client.is_closed() {
             conn.client = connect(config, shown).await?;
             conn.statements.clear();
             conn.holds_audit = false;
+            conn.broken = false;
         }
         Ok(())
     }
@@ -574,6 +597,7 @@ impl PgInbox {
                 }
                 .await;
                 *statements = cache.into_inner();
+                conn.broken = conn.broken || result.as_ref().is_err_and(session_lost);
                 match result {
                     Err(e) if retryable(&e) && tries < MAX_TRIES => {
                         tries += 1;
@@ -603,6 +627,7 @@ impl PgInbox {
             };
             let result = op(&db, &self.ctx).await;
             *statements = cache.into_inner();
+            guard.broken = guard.broken || result.as_ref().is_err_and(session_lost);
             result
         })
     }
@@ -2178,7 +2203,7 @@ pub struct ScratchSchema {
 }
 
 /// Runs `sql` on `url` once, on a runtime of its own.
-fn run_sql(url: &str, sql: &str) -> Result<(), InboxError> {
+pub(crate) fn run_sql(url: &str, sql: &str) -> Result<(), InboxError> {
     let shown = redact_url(url);
     let config: tokio_postgres::Config =
         url.parse()

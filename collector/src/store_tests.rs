@@ -1128,3 +1128,47 @@ fn one_collector_at_a_time_runs_the_gap_audit() {
         assert!(took, "the audit passes on when its collector stops");
     });
 }
+
+#[test]
+fn a_lost_database_connection_is_reopened() {
+    let Ok(base) = std::env::var("DOCKLINE_TEST_PG_URL") else {
+        println!(
+            "SKIP inbox::a_lost_database_connection_is_reopened on PostgreSQL: set DOCKLINE_TEST_PG_URL to run"
+        );
+        return;
+    };
+    let schema = ScratchSchema::create(&base, "reconnect").expect("schema");
+    // A name of its own, so terminating it touches no other test.
+    let name = format!("dockline_{}", schema.name());
+    let mut inbox = PgInbox::open(
+        &format!("{}&application_name={name}", schema.url()),
+        crate::pg_inbox::DEFAULT_LEASE_MS,
+    )
+    .expect("open");
+    inbox
+        .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
+        .expect("store");
+    // The server restarts, a failover, an idle timeout: the session ends.
+    crate::pg_inbox::run_sql(
+        &base,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+        ),
+    )
+    .expect("terminate");
+    // At most the call that finds the connection dead fails; the next one
+    // opens a new connection, and nothing committed is lost.
+    let mut stored = None;
+    for _ in 0..2 {
+        match inbox.store_batch(&site(), &batch("hh-01", 1, 1, &[3]), 1) {
+            Ok(out) => {
+                stored = Some(out);
+                break;
+            }
+            Err(e) => println!("call after the connection was lost: {e}"),
+        }
+    }
+    let out = stored.expect("reconnected");
+    assert_eq!(out.complete_up_to, 3);
+    assert_eq!(inbox.stats().expect("stats").received, 3);
+}
