@@ -952,6 +952,35 @@ fn store_batch_rate() {
             inbox.backend(),
             n as f64 / secs
         );
+        if inbox.claims_lanes() {
+            // Two writers at once (two collectors), other devices each.
+            let start = std::time::Instant::now();
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let mut store = b.open();
+                    std::thread::spawn(move || {
+                        for device in 0..10 {
+                            let name = format!("w{w}-{device:02}");
+                            for k in 0..10u64 {
+                                let seqs: Vec<u64> = (k * 100 + 1..=k * 100 + 100).collect();
+                                store
+                                    .store_batch(&site(), &batch(&name, 1, 1, &seqs), 0)
+                                    .expect("store");
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().expect("writer");
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{} store_batch, two writers: 20000 events in {secs:.2} s = {:.0} events/s",
+                inbox.backend(),
+                20_000.0 / secs
+            );
+        }
     });
 }
 
