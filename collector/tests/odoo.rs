@@ -437,6 +437,30 @@ async fn backorder_wizard(version: u8, transport: OdooTransport) {
     );
     assert_eq!(emu.state(bo_id), "assigned", "the backorder is not touched");
     assert_eq!(emu.counters().validations, 1);
+    // A replayed pick of the original is a duplicate; a new pick naming only
+    // the order is refused (it may be for the backorder), never swallowed;
+    // one naming the backorder goes on the backorder.
+    let got = attempt(&erp, &on(1, "SO-2", picked(GTIN_A, 2))).await;
+    assert_eq!(booked(&erp, &got), ("WH/OUT/00001".into(), true), "{got:?}");
+    let got = attempt(&erp, &on(10, "SO-2", picked(GTIN_A, 1))).await;
+    let bo_name = backorder["name"].as_str().expect("name").to_owned();
+    assert!(
+        matches!(&got.outcome, AttemptOutcome::Rpc(RpcOutcome::Refused { message })
+            if message.contains(&bo_name) && message.contains("refs.shipment")),
+        "{got:?}"
+    );
+    let for_backorder = envelope(
+        10,
+        References {
+            shipment: Some(bo_name.clone()),
+            ..order("SO-2")
+        },
+        picked(GTIN_A, 1),
+    );
+    let got = attempt(&erp, &for_backorder).await;
+    assert_eq!(booked(&erp, &got), (bo_name, false), "{got:?}");
+    assert_eq!(line_of(&emu, bo_id, a)["picked"], json!(true));
+    assert_eq!(line_of(&emu, bo_id, a)["quantity"], json!(1.0));
 
     booked(
         &erp_cancel,
@@ -609,6 +633,29 @@ async fn odoo_emulated_session_expiry_mid_flow_logs_in_again_once() {
         "{got:?}"
     );
     assert!(matches!(decide(&erp, &got), Decision::HaltEndpoint { .. }));
+
+    // `/jsonrpc` has no session: a changed password is `AccessDenied` on the
+    // next call; one fresh `common.authenticate` answers false; it halts.
+    let emu = OdooEmulator::start(17).await;
+    let a = emu.add_product(GTIN_A);
+    let so = emu.add_delivery("SO-6", &[(a, 1.0)], "assigned");
+    let erp = adapter(emu.addr, 17, OdooTransport::JsonRpc);
+    booked(
+        &erp,
+        &attempt(&erp, &on(1, "SO-6", picked(GTIN_A, 1))).await,
+    );
+    emu.set_password("rotated");
+    let got = attempt(&erp, &on(2, "SO-6", departed())).await;
+    assert!(
+        matches!(&got.outcome, AttemptOutcome::Response(r)
+            if r.body.contains("common.authenticate answered false")),
+        "{got:?}"
+    );
+    assert!(matches!(decide(&erp, &got), Decision::HaltEndpoint { .. }));
+    assert_eq!(
+        (emu.counters().logins, emu.state(so).as_str()),
+        (1, "assigned")
+    );
 }
 
 #[tokio::test]

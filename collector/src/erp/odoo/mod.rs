@@ -13,7 +13,9 @@
 //! among outgoing pickings that are not backorders (`backorder_id = false`:
 //! the delivery the devices handled). An event that names a shipment
 //! (`refs.shipment`) is matched on the picking's `name` (`WH/OUT/00042`)
-//! instead, which is how a backorder's own events find it. Cancelled
+//! instead, which is how a backorder's own events find it (a new pick that
+//! names only the order while its delivery is done and a backorder is open
+//! is refused, never swallowed as a duplicate). Cancelled
 //! pickings are ignored unless they are all there is; two open pickings for
 //! one reference are refused.
 //!
@@ -499,6 +501,60 @@ impl OdooAdapter {
         Ok(choose(field, value, &rows))
     }
 
+    /// A pick found its order's original delivery done. A replay of a pick
+    /// booked there (its ledger entry is on it), or a pick on a delivery
+    /// someone validated with no backorder left, is a duplicate; a new pick
+    /// while a backorder of the order is open cannot be told apart from a
+    /// pick for that backorder, so it is refused (never swallowed): the
+    /// device must name the backorder in `refs.shipment`.
+    async fn pick_on_done(
+        &self,
+        original: &Picking,
+        field: &str,
+        value: &str,
+        event: ErpEvent<'_>,
+    ) -> Step<AttemptOutcome> {
+        let document = original.name.clone();
+        let read = |e| call_outcome(e, &format!("backorder check on {document}"));
+        let name = format!("{PICK_PREFIX}{}.json", event.envelope.id);
+        let mine = self
+            .search_read(
+                ATTACHMENT,
+                json!([
+                    ["res_model", "=", PICKING],
+                    ["res_id", "=", original.id],
+                    ["name", "=", name]
+                ]),
+                &["id"],
+            )
+            .await
+            .map_err(read)?;
+        let open = self
+            .search_read(
+                PICKING,
+                json!([
+                    [field, "=", value],
+                    ["picking_type_code", "=", "outgoing"],
+                    ["backorder_id", "!=", false],
+                    ["state", "not in", ["done", "cancel"]]
+                ]),
+                &["name"],
+            )
+            .await
+            .map_err(read)?;
+        if !mine.is_empty() || open.is_empty() {
+            return Ok(AttemptOutcome::Rpc(RpcOutcome::AlreadyThere { document }));
+        }
+        let names: Vec<&str> = open
+            .iter()
+            .filter_map(|p| p.get("name")?.as_str())
+            .collect();
+        Ok(refused(format!(
+            "{document} ({field} {value:?}) is already done and this pick was not booked on it, while its backorder {} is open: dockline cannot tell whether the pick is for the backorder; send refs.shipment with the backorder's name (or record it in Odoo)",
+            names.join(", ")
+        )))
+    }
+
     async fn lines(&self, picking: &Picking) -> Result<Vec<Line>, CallError> {
         let rows = self
             .search_read(
@@ -871,6 +927,10 @@ impl OdooAdapter {
         let document = picking.name.clone();
         match workflow::gate(plan, picking.state) {
             Gate::Go => {}
+            Gate::AlreadyDone if plan.record_pick && field == "origin" => {
+                trail.push("backorder check".into());
+                return self.pick_on_done(&picking, field, value, event).await;
+            }
             Gate::AlreadyDone => {
                 return Ok(AttemptOutcome::Rpc(RpcOutcome::AlreadyThere { document }));
             }
