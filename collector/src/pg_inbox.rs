@@ -449,6 +449,16 @@ impl PgInbox {
                     url: shown.clone(),
                     problem: format!("not a valid PostgreSQL URL ({e})"),
                 })?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            // No TLS client is built in (one crypto stack for the tree, and
+            // the database usually sits on the collectors' own network).
+            return Err(InboxError::PgOpen {
+                url: shown,
+                problem: "sslmode=require, but this collector connects to PostgreSQL without TLS; \
+                          use sslmode=disable (or prefer) on a trusted network, or a local TLS proxy"
+                    .into(),
+            });
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -2294,6 +2304,9 @@ mod tests {
         );
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("[inbox] url"), "{text}");
+        let err = PgInbox::open("postgres://dock@127.0.0.1:1/inbox?sslmode=require", 1000)
+            .expect_err("no TLS");
+        assert!(err.to_string().contains("without TLS"), "{err}");
         let err = PgInbox::open("postgres://dock@127.0.0.1:5432/inbox?sslmode=bogus", 1000)
             .expect_err("bad option");
         assert!(
