@@ -4,8 +4,9 @@
 //! "ERP committed, response lost" fault of DESIGN.md, made exact: unlike a
 //! timeout, it is certain the server finished the call.
 //!
-//! Only what Tryton's server sends is handled: requests and responses with
-//! `Content-Length` (or a response ended by closing the connection).
+//! Only what Tryton's server (and an axum test server) sends is handled:
+//! requests and responses with `Content-Length` (or a response ended by
+//! closing the connection).
 
 #![allow(dead_code)]
 
