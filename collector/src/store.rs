@@ -278,6 +278,14 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// The dashboard's orders and shipments ([`queries::orders`]).
     fn dashboard_orders(&self) -> Result<Vec<OrderRow>, InboxError>;
 
+    /// Orders not delivered without progress since `before_ms`, longest
+    /// stalled first ([`queries::stalled_orders`], `queries::STALLED_SQL`).
+    /// The default filters [`InboxStore::dashboard_orders`], which holds only
+    /// the newest orders: a backend should run the query itself.
+    fn dashboard_stalled(&self, before_ms: i64) -> Result<Vec<OrderRow>, InboxError> {
+        Ok(queries::stalled(&self.dashboard_orders()?, before_ms, 0))
+    }
+
     /// One lane's events for the dashboard ([`queries::timeline`]).
     fn dashboard_timeline(&self, lane: &str) -> Result<Vec<TimelineEvent>, InboxError>;
 
@@ -448,6 +456,9 @@ impl InboxStore for Inbox {
     }
     fn dashboard_orders(&self) -> Result<Vec<OrderRow>, InboxError> {
         self.read(queries::orders)
+    }
+    fn dashboard_stalled(&self, before_ms: i64) -> Result<Vec<OrderRow>, InboxError> {
+        self.read(|c| queries::stalled_orders(c, before_ms))
     }
     fn dashboard_timeline(&self, lane: &str) -> Result<Vec<TimelineEvent>, InboxError> {
         self.read(|c| queries::timeline(c, lane))

@@ -257,11 +257,7 @@ struct TimelineQuery {
 async fn timeline(State(api): State<ApiState>, Query(q): Query<TimelineQuery>) -> Response {
     let now = crate::now_ms();
     let lane = q.lane.clone();
-    match api
-        .inbox
-        .call(move |i| i.dashboard_timeline(&lane))
-        .await
-    {
+    match api.inbox.call(move |i| i.dashboard_timeline(&lane)).await {
         Ok(events) if events.is_empty() => (
             StatusCode::NOT_FOUND,
             format!(
@@ -285,12 +281,16 @@ async fn stuck(State(api): State<ApiState>, Query(q): Query<StuckQuery>) -> Resp
     let now = crate::now_ms();
     let result = api
         .inbox
-        .call(|i| Ok((i.waiting_lanes(1000)?, i.dashboard_orders()?)))
+        .call(move |i| {
+            Ok((
+                i.waiting_lanes(1000)?,
+                i.dashboard_stalled(now.saturating_sub(after))?,
+            ))
+        })
         .await;
     match result {
-        Ok((lanes, orders)) => {
+        Ok((lanes, stalled)) => {
             let lanes = queries::waiting(lanes, now);
-            let stalled = queries::stalled(&orders, now, after);
             let count = |s: &str| lanes.iter().filter(|l| l.lane.status == s).count();
             with_now(
                 now,
@@ -313,11 +313,7 @@ async fn stuck(State(api): State<ApiState>, Query(q): Query<StuckQuery>) -> Resp
 
 async fn exceptions(State(api): State<ApiState>) -> Response {
     let now = crate::now_ms();
-    match api
-        .inbox
-        .call(move |i| i.dashboard_exceptions(now))
-        .await
-    {
+    match api.inbox.call(move |i| i.dashboard_exceptions(now)).await {
         Ok((by_kind, items)) => with_now(now, json!({ "by_kind": by_kind, "items": items })),
         Err(e) => failed("read exceptions", &e),
     }

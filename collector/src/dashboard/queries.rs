@@ -261,7 +261,11 @@ pub struct OrderRow {
 /// The order states, in the order the page shows them.
 pub const ORDER_STATES: [&str; 5] = ["in_progress", "parked", "blocked", "rejected", "delivered"];
 
-pub(crate) const ORDERS_SQL: &str = "
+/// The columns and grouping of [`ORDERS_SQL`] and [`STALLED_SQL`]; column 10
+/// is the last progress.
+macro_rules! orders_select {
+    () => {
+        "
 SELECT e.lane, count(*),
        max(CASE WHEN e.state = 'booked' THEN e.stage END),
        max(e.stage),
@@ -275,15 +279,49 @@ SELECT e.lane, count(*),
        l.status, l.reason, l.since_ms
 FROM events e LEFT JOIN lanes l ON l.lane = e.lane
 WHERE e.lane LIKE 'order:%' OR e.lane LIKE 'shipment:%'
-GROUP BY e.lane, l.status, l.reason, l.since_ms
-ORDER BY 10 DESC
-LIMIT ?1";
+GROUP BY e.lane, l.status, l.reason, l.since_ms"
+    };
+}
+
+/// Orders and shipments, latest progress first; `?1` the limit.
+pub(crate) const ORDERS_SQL: &str = concat!(orders_select!(), "\nORDER BY 10 DESC\nLIMIT ?1");
+
+/// Orders and shipments not delivered (or whose lane waits) with no
+/// progress since `?1`, longest stalled first; `?2` the limit. Its own query
+/// rather than a filter over [`ORDERS_SQL`]: that one keeps the newest
+/// orders, and the stalled ones are the oldest.
+pub(crate) const STALLED_SQL: &str = concat!(
+    orders_select!(),
+    "
+HAVING (coalesce(max(CASE WHEN e.state = 'booked' THEN e.stage END), -1) < 5
+        OR l.status IS NOT NULL)
+   AND max(CASE WHEN e.updated_ms IS NOT NULL AND e.updated_ms > e.received_ms
+                THEN e.updated_ms ELSE e.received_ms END) < ?1
+ORDER BY 10 ASC
+LIMIT ?2"
+);
 
 /// Orders and shipments, latest progress first, at most [`ORDER_LIMIT`].
 pub fn orders(conn: &Connection) -> rusqlite::Result<Vec<OrderRow>> {
-    let mut stmt = conn.prepare_cached(ORDERS_SQL)?;
     let limit = i64::try_from(ORDER_LIMIT).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(params![limit], |r| {
+    order_rows(conn, ORDERS_SQL, params![limit])
+}
+
+/// Orders and shipments with no progress since `before_ms` that are not
+/// delivered, longest stalled first, at most [`ORDER_LIMIT`] (the stuck
+/// page).
+pub fn stalled_orders(conn: &Connection, before_ms: i64) -> rusqlite::Result<Vec<OrderRow>> {
+    let limit = i64::try_from(ORDER_LIMIT).unwrap_or(i64::MAX);
+    order_rows(conn, STALLED_SQL, params![before_ms, limit])
+}
+
+fn order_rows(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<OrderRow>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| {
         Ok(OrderCols {
             lane: r.get(0)?,
             events: r.get(1)?,
@@ -997,15 +1035,25 @@ mod tests {
         assert_eq!(so1.last_progress_ms, NOW - 3 * 60 * MIN + 5000);
         let so2 = &all[0];
         assert_eq!((so2.booked_stage.as_deref(), so2.pending), (None, 1));
-        let stalled_orders = stalled(&all, NOW, 30 * MIN);
+        let stalled_30 = stalled(&all, NOW, 30 * MIN);
         assert_eq!(
-            stalled_orders
+            stalled_30
                 .iter()
                 .map(|o| o.reference.as_str())
                 .collect::<Vec<_>>(),
             ["SO-1"]
         );
         assert!(stalled(&all, NOW, 4 * 60 * MIN).is_empty());
+        let exact = inbox
+            .read(|c| stalled_orders(c, NOW - 30 * MIN))
+            .expect("stalled");
+        assert_eq!(exact, stalled_30, "the query and the filter agree");
+        assert!(
+            inbox
+                .read(|c| stalled_orders(c, NOW - 4 * 60 * MIN))
+                .expect("stalled")
+                .is_empty()
+        );
         let counts = count_by_state(&all);
         assert_eq!(counts["in_progress"], 2);
         assert_eq!(counts["delivered"], 0, "every state is listed");
@@ -1022,6 +1070,61 @@ mod tests {
                 .read(|c| timeline(c, "order:nope"))
                 .expect("timeline")
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_stalled_order_shows_behind_more_recent_orders_than_the_list_holds() {
+        let (_dir, mut inbox) = open();
+        store(&mut inbox, "hh-01", 1, pick(), "SO-OLD", 3 * 60 * MIN);
+        let device = DeviceId::new("hh-02").expect("id");
+        let events: Vec<Envelope> = (1..=ORDER_LIMIT as u64 + 1)
+            .map(|seq| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&seq.to_be_bytes());
+                id[15] = 2;
+                Envelope {
+                    v: 1,
+                    device: device.clone(),
+                    epoch: 1,
+                    seq,
+                    id: EventId(id),
+                    captured_ms: NOW - MIN,
+                    time_source: TimeSource::Ntp,
+                    priority: Priority::MustDeliver,
+                    payload: Payload::Event(BusinessEvent {
+                        detail: pick(),
+                        refs: References {
+                            order: Some(format!("SO-{seq}")),
+                            ..References::default()
+                        },
+                    }),
+                }
+            })
+            .collect();
+        let batch = Batch {
+            v: 1,
+            device,
+            epoch: 1,
+            first_held: 1,
+            events,
+            shed: Vec::new(),
+        };
+        inbox
+            .store_batch(&site(), &batch, NOW - MIN)
+            .expect("store");
+        let newest = inbox.read(orders).expect("orders");
+        assert_eq!(newest.len(), ORDER_LIMIT);
+        assert!(newest.iter().all(|o| o.reference != "SO-OLD"));
+        let stuck = inbox
+            .read(|c| stalled_orders(c, NOW - 30 * MIN))
+            .expect("stalled");
+        assert_eq!(
+            stuck
+                .iter()
+                .map(|o| o.reference.as_str())
+                .collect::<Vec<_>>(),
+            ["SO-OLD"]
         );
     }
 

@@ -259,7 +259,7 @@ async function stuckPage() {
       h("button", { type: "submit" }, "Apply")),
     h("div", { class: "cards" },
       card("card-blocked", "Blocked lanes", s.blocked, s.blocked ? "bad" : "", "a dead letter holds them"),
-      card("card-parked", "Parked lanes", s.parked, s.parked ? "warn" : "", "waiting for an earlier step"),
+      card("card-parked", "Parked lanes", s.parked, s.parked ? "warn" : "", "waiting for an earlier step or a gap"),
       card("card-stalled", "Stalled orders", s.stalled_orders, s.stalled_orders ? "warn" : "", "over " + duration(d.after_ms)),
       card("card-longest", "Longest wait", duration(s.longest_wait_ms), "")),
     h("h2", {}, "Lanes parked or blocked"),
