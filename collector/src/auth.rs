@@ -36,8 +36,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -128,7 +128,10 @@ impl std::fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("name", &self.name)
             .field("role", &self.role)
-            .field("password_hash", &self.password_hash.as_ref().map(|_| "<set>"))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<set>"),
+            )
             .field("password_hash_env", &self.password_hash_env)
             .finish()
     }
@@ -237,7 +240,10 @@ impl Auth {
         for (i, t) in api.tokens.iter().enumerate() {
             let key = format!("api.tokens[{i}]");
             let role = t.role.ok_or_else(|| {
-                invalid(&key, "no role; add role = \"viewer\" or role = \"operator\"")
+                invalid(
+                    &key,
+                    "no role; add role = \"viewer\" or role = \"operator\"",
+                )
             })?;
             let name = t.name.clone().unwrap_or_else(|| format!("token-{i}"));
             let sources = [
@@ -264,7 +270,10 @@ impl Auth {
                 let value = std::fs::read_to_string(path).map_err(|e| {
                     invalid(
                         &key,
-                        format!("cannot read token_file {}: {e}; check the path and its permissions", path.display()),
+                        format!(
+                            "cannot read token_file {}: {e}; check the path and its permissions",
+                            path.display()
+                        ),
                     )
                 })?;
                 token_digest(&key, value.trim())?
@@ -308,12 +317,16 @@ impl Auth {
                     format!("password_hash is not a PHC string ({e}); make one with `dockline-collector hash-password`"),
                 )
             })?;
-            if parsed.algorithm.as_str() != "argon2id" && parsed.algorithm.as_str() != "argon2i"
+            if parsed.algorithm.as_str() != "argon2id"
+                && parsed.algorithm.as_str() != "argon2i"
                 && parsed.algorithm.as_str() != "argon2d"
             {
                 return Err(invalid(
                     &key,
-                    format!("password_hash uses {}, not argon2; make one with `dockline-collector hash-password`", parsed.algorithm),
+                    format!(
+                        "password_hash uses {}, not argon2; make one with `dockline-collector hash-password`",
+                        parsed.algorithm
+                    ),
                 ));
             }
             users.push(KnownUser {
@@ -479,8 +492,11 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 }
 
 fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// The role a request needs: `None` for the public paths.
@@ -545,13 +561,15 @@ fn loopback_host(host: &str) -> bool {
 
 /// The middleware: lets a request through only with the role its method
 /// and path need; puts the [`Caller`] into the request's extensions.
-pub async fn authorize(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
+pub async fn authorize(
+    State(auth): State<Arc<Auth>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let changing = request.method() != Method::GET && request.method() != Method::HEAD;
-    if changing
-        && let Some(origin) = headers.get(header::ORIGIN)
-    {
+    if changing && let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         if !same_origin(origin, host) {
             warn!(origin, path = %request.uri().path(), "refused a cross-origin request");

@@ -149,7 +149,12 @@ impl Metrics {
             "Events stored in the inbox since the collector started, per site.",
         );
         for (site, n) in &inner.received {
-            sample(&mut out, "dockline_events_received_total", &[("site", site)], *n);
+            sample(
+                &mut out,
+                "dockline_events_received_total",
+                &[("site", site)],
+                *n,
+            );
         }
 
         family(
@@ -254,22 +259,42 @@ impl Metrics {
             "gauge",
             "Business events in the inbox waiting for the ERP.",
         );
-        sample(&mut out, "dockline_inbox_pending_events", &[], stats.pending);
+        sample(
+            &mut out,
+            "dockline_inbox_pending_events",
+            &[],
+            stats.pending,
+        );
         family(
             &mut out,
             "dockline_lanes",
             "gauge",
             "Business lanes waiting: parked (for an earlier step or a hole) or blocked (by a dead letter).",
         );
-        sample(&mut out, "dockline_lanes", &[("state", "parked")], stats.parked_lanes);
-        sample(&mut out, "dockline_lanes", &[("state", "blocked")], stats.blocked_lanes);
+        sample(
+            &mut out,
+            "dockline_lanes",
+            &[("state", "parked")],
+            stats.parked_lanes,
+        );
+        sample(
+            &mut out,
+            "dockline_lanes",
+            &[("state", "blocked")],
+            stats.blocked_lanes,
+        );
         family(
             &mut out,
             "dockline_dead_letters_open",
             "gauge",
             "Dead letters not yet replayed or discarded.",
         );
-        sample(&mut out, "dockline_dead_letters_open", &[], stats.dead_letters);
+        sample(
+            &mut out,
+            "dockline_dead_letters_open",
+            &[],
+            stats.dead_letters,
+        );
         family(
             &mut out,
             "dockline_devices_online",
@@ -284,7 +309,12 @@ impl Metrics {
             "gauge",
             "Devices known from config, status or batches.",
         );
-        sample(&mut out, "dockline_devices_known", &[], stats.devices.len() as u64);
+        sample(
+            &mut out,
+            "dockline_devices_known",
+            &[],
+            stats.devices.len() as u64,
+        );
         family(
             &mut out,
             "dockline_inbox_events_total",
@@ -297,7 +327,12 @@ impl Metrics {
             ("rejected", stats.rejected),
             ("duplicates", stats.duplicates),
         ] {
-            sample(&mut out, "dockline_inbox_events_total", &[("state", state)], n);
+            sample(
+                &mut out,
+                "dockline_inbox_events_total",
+                &[("state", state)],
+                n,
+            );
         }
         family(
             &mut out,
@@ -306,7 +341,12 @@ impl Metrics {
             "Messages refused on ingest, by reason (malformed, oversize, device_mismatch, unknown_device, rate_limited, …).",
         );
         for (reason, n) in &stats.refused_by_reason {
-            sample(&mut out, "dockline_refused_total", &[("reason", reason)], *n);
+            sample(
+                &mut out,
+                "dockline_refused_total",
+                &[("reason", reason)],
+                *n,
+            );
         }
         out
     }
@@ -396,7 +436,10 @@ mod tests {
             "dockline_refused_total{reason=\"device_mismatch\"} 2",
             "# TYPE dockline_delivery_latency_seconds histogram",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 }

@@ -43,28 +43,29 @@ async fn serve(auth: Auth) -> Server {
 }
 
 fn config(password_hash: &str) -> ApiConfig {
-    let mut api = ApiConfig::default();
-    api.tokens = vec![
-        TokenConfig {
-            role: Some(Role::Viewer),
-            name: Some("wallboard".into()),
-            token: Some(VIEWER.into()),
-            ..TokenConfig::default()
-        },
-        TokenConfig {
-            role: Some(Role::Operator),
-            name: Some("ops".into()),
-            token_sha256: Some(sha256_hex(OPERATOR)),
-            ..TokenConfig::default()
-        },
-    ];
-    api.users = vec![UserConfig {
-        name: "alice".into(),
-        role: Role::Operator,
-        password_hash: Some(password_hash.into()),
-        password_hash_env: None,
-    }];
-    api
+    ApiConfig {
+        tokens: vec![
+            TokenConfig {
+                role: Some(Role::Viewer),
+                name: Some("wallboard".into()),
+                token: Some(VIEWER.into()),
+                ..TokenConfig::default()
+            },
+            TokenConfig {
+                role: Some(Role::Operator),
+                name: Some("ops".into()),
+                token_sha256: Some(sha256_hex(OPERATOR)),
+                ..TokenConfig::default()
+            },
+        ],
+        users: vec![UserConfig {
+            name: "alice".into(),
+            role: Role::Operator,
+            password_hash: Some(password_hash.into()),
+            password_hash_env: None,
+        }],
+        ..ApiConfig::default()
+    }
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -92,14 +93,24 @@ async fn tokens_roles_passwords_and_csrf() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = http.get(url("/readyz")).send().await.expect("readyz");
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.text().await.expect("body").contains("delivery is not running"));
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("delivery is not running")
+    );
 
     // No token: 401 with a message naming the fix.
     for path in ["/dlq", "/v1/stats", "/metrics", "/v1/lanes"] {
         let r = http.get(url(path)).send().await.expect("get");
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert!(r.headers().contains_key("www-authenticate"));
-        assert!(r.text().await.expect("body").contains("Authorization: Bearer"));
+        assert!(
+            r.text()
+                .await
+                .expect("body")
+                .contains("Authorization: Bearer")
+        );
     }
     let r = http
         .get(url("/dlq"))
@@ -110,7 +121,12 @@ async fn tokens_roles_passwords_and_csrf() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // A viewer reads, but cannot replay or discard.
-    let r = http.get(url("/dlq")).bearer_auth(VIEWER).send().await.expect("get");
+    let r = http
+        .get(url("/dlq"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), StatusCode::OK);
     let who: serde_json::Value = http
         .get(url("/v1/whoami"))
@@ -124,7 +140,12 @@ async fn tokens_roles_passwords_and_csrf() {
     assert_eq!(who["role"], "viewer");
     assert_eq!(who["who"], "wallboard");
     for path in ["/dlq/1/replay", "/dlq/1/discard"] {
-        let r = http.post(url(path)).bearer_auth(VIEWER).send().await.expect("post");
+        let r = http
+            .post(url(path))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
         assert!(r.text().await.expect("body").contains("operator role"));
     }
@@ -139,7 +160,12 @@ async fn tokens_roles_passwords_and_csrf() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // Prometheus text for a viewer.
-    let r = http.get(url("/metrics")).bearer_auth(VIEWER).send().await.expect("metrics");
+    let r = http
+        .get(url("/metrics"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("metrics");
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         r.headers()["content-type"]
@@ -183,7 +209,11 @@ async fn tokens_roles_passwords_and_csrf() {
         .send()
         .await
         .expect("post");
-    assert_eq!(r.status(), StatusCode::NOT_FOUND, "session token is an operator");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "session token is an operator"
+    );
 
     // CSRF: a change sent from another origin is refused, token or not.
     let r = http
@@ -211,7 +241,12 @@ async fn tokens_roles_passwords_and_csrf() {
         .await
         .expect("logout");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = http.get(url("/dlq")).bearer_auth(&token).send().await.expect("get");
+    let r = http
+        .get(url("/dlq"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Oversize bodies are refused before any handler.
@@ -263,15 +298,20 @@ async fn open_api_is_loopback_only() {
 
 #[test]
 fn broken_credentials_name_the_key_and_the_fix() {
-    let mut api = ApiConfig::default();
-    api.tokens = vec![TokenConfig {
-        role: Some(Role::Viewer),
-        token_env: Some("DOCKLINE_TEST_SURELY_UNSET_TOKEN".into()),
-        ..TokenConfig::default()
-    }];
+    let mut api = ApiConfig {
+        tokens: vec![TokenConfig {
+            role: Some(Role::Viewer),
+            token_env: Some("DOCKLINE_TEST_SURELY_UNSET_TOKEN".into()),
+            ..TokenConfig::default()
+        }],
+        ..ApiConfig::default()
+    };
     let err = Auth::from_config(&api, loopback()).expect_err("unset env");
     assert!(err.to_string().contains("api.tokens[0]"), "{err}");
-    assert!(err.to_string().contains("DOCKLINE_TEST_SURELY_UNSET_TOKEN"), "{err}");
+    assert!(
+        err.to_string().contains("DOCKLINE_TEST_SURELY_UNSET_TOKEN"),
+        "{err}"
+    );
 
     api.tokens = vec![TokenConfig {
         role: Some(Role::Viewer),
