@@ -233,6 +233,8 @@ fn placeholders(sql: &str) -> String {
 /// placeholders, made once.
 static ORDERS_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| placeholders(queries::ORDERS_SQL));
+static STALLED_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| placeholders(queries::STALLED_SQL));
 static TIMELINE_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| placeholders(queries::TIMELINE_SQL));
 static EXCEPTIONS_SQL: std::sync::LazyLock<String> =
@@ -1825,6 +1827,11 @@ impl InboxStore for PgInbox {
         self.timeline_page(lane)
     }
 
+    fn dashboard_stalled(&self, before_ms: i64) -> Result<Vec<OrderRow>, InboxError> {
+        let limit = limit_of(queries::ORDER_LIMIT)?;
+        self.order_rows(STALLED_SQL.as_str(), &[&before_ms, &limit])
+    }
+
     fn dashboard_exceptions(
         &self,
         now_ms: i64,
@@ -2004,9 +2011,18 @@ impl PgInbox {
 
     fn orders_page(&self) -> Result<Vec<OrderRow>, InboxError> {
         let limit = limit_of(queries::ORDER_LIMIT)?;
+        self.order_rows(ORDERS_SQL.as_str(), &[&limit])
+    }
+
+    /// Orders by `sql`, a variant of [`queries::ORDERS_SQL`].
+    fn order_rows(
+        &self,
+        sql: &'static str,
+        params: &Params<'_>,
+    ) -> Result<Vec<OrderRow>, InboxError> {
         let cols = self.read(async |db, _| {
             Ok(db
-                .query(ORDERS_SQL.as_str(), &[&limit])
+                .query(sql, params)
                 .await?
                 .iter()
                 .map(|r| OrderCols {

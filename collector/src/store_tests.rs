@@ -1099,6 +1099,9 @@ fn dashboard_queries_answer_alike_on_every_backend() {
             ("SO-7", 3, 1, 1)
         );
         assert_eq!(o.booked_stage.as_deref(), Some("picked"));
+        let stalled = inbox.dashboard_stalled(10_000).expect("stalled");
+        assert_eq!(stalled.len(), 1, "no progress since 200, not delivered");
+        assert!(inbox.dashboard_stalled(150).expect("stalled").is_empty());
         let timeline = inbox.dashboard_timeline("order:SO-7").expect("timeline");
         assert_eq!(
             timeline
@@ -1122,7 +1125,7 @@ fn dashboard_queries_answer_alike_on_every_backend() {
         );
         assert!(inbox.event_verdict("hh-01", 1, 99).expect("none").is_none());
         seen.borrow_mut().push(format!(
-            "{devices:?}\n{orders:?}\n{timeline:?}\n{by_kind:?}\n{items:?}"
+            "{devices:?}\n{orders:?}\n{stalled:?}\n{timeline:?}\n{by_kind:?}\n{items:?}"
         ));
     });
     let seen = seen.into_inner();
