@@ -61,17 +61,17 @@ use std::time::{Duration, Instant, SystemTime};
 use dockline_protocol::{DeviceId, Envelope, Outcome, Verdict};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::backoff::{Backoff, Jitter, RandomJitter};
 use crate::breaker::{Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind};
 use crate::config::ErpConfig;
 use crate::erp::{self, Attempt, ErpAdapter, ErpEvent};
-use crate::metrics::Metrics;
 use crate::inbox::{
     AttemptLog, InboxError, InboxHandle, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
     PendingEvent, excerpt,
 };
+use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::policy::{self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy};
 use crate::publication::Publication;
@@ -349,6 +349,18 @@ impl Delivery {
     /// Delivers one event until the policy ends it (booked or dead letter);
     /// records the result and publishes the verdict ack.
     async fn deliver(&self, pending: PendingEvent) -> Result<(), InboxError> {
+        // Every line logged while this event is delivered (here, in the
+        // adapter, in the policy) carries its id, device, sequence and lane.
+        let span = tracing::info_span!("event",
+            event_id = %pending.envelope.id,
+            device = %pending.envelope.device,
+            seq = pending.envelope.seq,
+            lane = %pending.lane,
+        );
+        self.deliver_in_span(pending).instrument(span).await
+    }
+
+    async fn deliver_in_span(&self, pending: PendingEvent) -> Result<(), InboxError> {
         let PendingEvent {
             site,
             envelope,
@@ -356,7 +368,6 @@ impl Delivery {
             lane,
             ..
         } = pending;
-        let id = envelope.id.to_string();
         let Some(event) = envelope.business_event() else {
             // Ingest stores readings as skipped; a pending one would block
             // the lane forever, so set it aside.
@@ -382,8 +393,9 @@ impl Delivery {
                 // the collector that took the lane over if it expired.
                 let l = lane.clone();
                 if !self.inbox.call(move |i| i.hold_lane(&l, now_ms())).await? {
-                    warn!(lane = %lane, device = %dev, seq, event_id = %id,
-                        "another collector took this lane over (this one's claim expired); leaving the event to it");
+                    warn!(
+                        "another collector took this lane over (this one's claim expired); leaving the event to it"
+                    );
                     return Ok(());
                 }
             }
@@ -420,7 +432,7 @@ impl Delivery {
                     document,
                     duplicate,
                 } => {
-                    info!(device = %dev, seq, event_id = %id, document = %document, duplicate,
+                    info!(document = %document, duplicate,
                         attempts = history.attempts, "ERP booked event");
                     let outcome = Outcome::Booked { document };
                     let o = outcome.clone();
@@ -431,8 +443,7 @@ impl Delivery {
                         .await?;
                     if recorded {
                         let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;
-                        self.metrics
-                            .outcome(site.as_str(), "booked", Some(latency));
+                        self.metrics.outcome(site.as_str(), "booked", Some(latency));
                         if matches!(event.detail, dockline_protocol::EventDetail::Delivered(_)) {
                             self.followups.notify_one();
                         }
@@ -459,10 +470,14 @@ impl Delivery {
                     if let Some((dl, verdict)) = stored {
                         self.metrics.outcome(
                             site.as_str(),
-                            if erp_rejected { "rejected" } else { "dead_lettered" },
+                            if erp_rejected {
+                                "rejected"
+                            } else {
+                                "dead_lettered"
+                            },
                             None,
                         );
-                        warn!(device = %dev, seq, event_id = %id, dead_letter = dl,
+                        warn!(dead_letter = dl,
                             class = class.name(), erp_rejected, reason = %reason,
                             "event dead-lettered; lane {lane} is blocked until `dockline-collector dlq replay {dl}` (after fixing the data) or `dlq discard {dl}`");
                         if verdict {
@@ -479,10 +494,13 @@ impl Delivery {
                     bounded,
                     error,
                 } => {
-                    warn!(device = %dev, seq, event_id = %id, attempt = history.attempts,
-                        class = class.name(), same_key_only,
+                    warn!(
+                        attempt = history.attempts,
+                        class = class.name(),
+                        same_key_only,
                         retry_in_ms = after.as_millis() as u64,
-                        "ERP delivery failed: {error}; will retry (same idempotency key, or a state read first)");
+                        "ERP delivery failed: {error}; will retry (same idempotency key, or a state read first)"
+                    );
                     history.bounded = if bounded {
                         history.bounded.saturating_add(1)
                     } else {
@@ -492,15 +510,18 @@ impl Delivery {
                     tokio::time::sleep(after).await;
                 }
                 Decision::PauseEndpoint { delay, reason } => {
-                    warn!(device = %dev, seq, event_id = %id, pause_ms = delay.as_millis() as u64,
-                        "ERP is throttling ({reason}); every lane pauses");
+                    warn!(
+                        pause_ms = delay.as_millis() as u64,
+                        "ERP is throttling ({reason}); every lane pauses"
+                    );
                     history.bounded = 0;
                     self.record_attempt(&dev, ep, seq, log).await?;
                 }
                 Decision::HaltEndpoint { reason } | Decision::RefreshCredentials { reason } => {
-                    error!(device = %dev, seq, event_id = %id,
+                    error!(
                         "ERP endpoint halted: {reason}; no event is failed, the next try is in {} ms",
-                        self.endpoint_status().retry_in_ms.unwrap_or(0));
+                        self.endpoint_status().retry_in_ms.unwrap_or(0)
+                    );
                     history.bounded = 0;
                     self.record_attempt(&dev, ep, seq, log).await?;
                 }
