@@ -88,7 +88,10 @@ async fn tokens_roles_passwords_and_csrf() {
     let url = |p: &str| format!("http://{}{p}", server.addr);
     let http = reqwest::Client::new();
 
-    // Public: liveness and readiness (no delivery here, so not ready).
+    // Public: liveness, readiness (no delivery here, so not ready) and the
+    // dashboard's page shells, which hold no data.
+    let r = http.get(url("/ui/devices")).send().await.expect("ui");
+    assert_eq!(r.status(), StatusCode::OK);
     let r = http.get(url("/healthz")).send().await.expect("healthz");
     assert_eq!(r.status(), StatusCode::OK);
     let r = http.get(url("/readyz")).send().await.expect("readyz");
@@ -101,7 +104,20 @@ async fn tokens_roles_passwords_and_csrf() {
     );
 
     // No token: 401 with a message naming the fix.
-    for path in ["/dlq", "/v1/stats", "/metrics", "/v1/lanes"] {
+    // The dashboard's data included: its pages are static shells, every
+    // number on them comes from these.
+    for path in [
+        "/dlq",
+        "/v1/stats",
+        "/metrics",
+        "/v1/lanes",
+        "/v1/devices",
+        "/v1/orders",
+        "/v1/orders/timeline?lane=order:SO-1",
+        "/v1/stuck",
+        "/v1/exceptions",
+        "/v1/dead-letters",
+    ] {
         let r = http.get(url(path)).send().await.expect("get");
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert!(r.headers().contains_key("www-authenticate"));
