@@ -92,6 +92,13 @@ async fn tokens_roles_passwords_and_csrf() {
     // dashboard's page shells, which hold no data.
     let r = http.get(url("/ui/devices")).send().await.expect("ui");
     assert_eq!(r.status(), StatusCode::OK);
+    // No framing (clickjacking of Replay), only our own script and style.
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp");
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     let r = http.get(url("/healthz")).send().await.expect("healthz");
     assert_eq!(r.status(), StatusCode::OK);
     let r = http.get(url("/readyz")).send().await.expect("readyz");
