@@ -13,7 +13,7 @@
 //! order's timeline, filters orders by state, then fixes the ERP, clicks
 //! Replay on the dead letter and waits until the page shows the event
 //! booked with its document, and checks the ERP booked it once. Screenshots
-//! of every page go to `$DOCKLINE_SCREENSHOT_DIR` or
+//! of every page go to `$DOCKLINE_TEST_SCREENSHOT_DIR` or
 //! `target/dashboard-screenshots/`.
 //!
 //! Runs when `chromium` and `chromedriver` are on PATH (Debian packages
@@ -664,7 +664,7 @@ impl Drop for Browser {
 }
 
 fn screenshot_dir() -> PathBuf {
-    let dir = match std::env::var_os("DOCKLINE_SCREENSHOT_DIR") {
+    let dir = match std::env::var_os("DOCKLINE_TEST_SCREENSHOT_DIR") {
         Some(d) => PathBuf::from(d),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots"),
     };
