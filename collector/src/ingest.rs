@@ -403,7 +403,12 @@ impl Ingest {
             },
         ) = (&self.metrics, applied, &status.kind)
         {
-            m.backlog(parsed.site.as_str(), device.as_str(), *queued, *oldest_unacked_ms);
+            m.backlog(
+                parsed.site.as_str(),
+                device.as_str(),
+                *queued,
+                *oldest_unacked_ms,
+            );
         }
         match (&status.kind, applied) {
             (_, false) => debug!(device = %device, session = status.session,

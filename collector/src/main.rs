@@ -179,7 +179,9 @@ fn hash_password() -> ExitCode {
     }
     let password = line.trim_end_matches(['\r', '\n']);
     if password.len() < 8 {
-        eprintln!("dockline-collector: error: the password is shorter than 8 characters; choose a longer one");
+        eprintln!(
+            "dockline-collector: error: the password is shorter than 8 characters; choose a longer one"
+        );
         return ExitCode::from(2);
     }
     match dockline_collector::auth::hash_password(password) {

@@ -429,7 +429,9 @@ impl Stack {
             "collector  http://{collector_api}/v1/stats (child pid {})",
             collector.pid()
         );
-        println!("dashboard  http://{collector_api}/ui/ (devices, orders, stuck work, exceptions, dead letters; open access on loopback)");
+        println!(
+            "dashboard  http://{collector_api}/ui/ (devices, orders, stuck work, exceptions, dead letters; open access on loopback)"
+        );
 
         let mut agents = Vec::new();
         for (device, roles, extra, device_count) in plan {
