@@ -890,6 +890,8 @@ impl Inbox {
             .map_or(0, from_sql);
         let mut stored = 0usize;
         let mut duplicates = 0usize;
+        // Sequences this batch stored (not its duplicates).
+        let mut inserted: Vec<u64> = Vec::with_capacity(batch.events.len());
         // Lanes of the newly stored events, in first-seen order.
         let mut touched: Vec<String> = Vec::new();
         let mark_before = mark;
@@ -931,6 +933,7 @@ impl Inbox {
                     duplicates += 1;
                 } else {
                     stored += 1;
+                    inserted.push(env.seq);
                     if let Some(l) = lane
                         && !touched.contains(&l)
                     {
@@ -991,13 +994,14 @@ impl Inbox {
                 }
             }
         }
-        // The watermark passed sequences this batch did not bring (stored
-        // earlier behind a hole, or shed): their lanes, and the lanes of the
-        // device's newer epochs (rule 2 of `crate::lane`), may go on now.
-        let from_batch = batch
-            .events
+        // The watermark passed sequences this batch did not store (stored
+        // earlier behind a hole, possibly repeated in this batch as
+        // duplicates, as the agent's backlog repeats what its live lane sent
+        // ahead; or shed): their lanes, and the lanes of the device's newer
+        // epochs (rule 2 of `crate::lane`), may go on now.
+        let from_batch = inserted
             .iter()
-            .filter(|e| e.seq > mark_before && e.seq <= mark)
+            .filter(|&&seq| seq > mark_before && seq <= mark)
             .count() as u64;
         if mark - mark_before > from_batch {
             tx.execute(

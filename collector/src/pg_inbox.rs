@@ -1002,12 +1002,14 @@ impl InboxStore for PgInbox {
                 .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
                 .collect();
             mark = advance(mark, &above, &shed_above);
-            // The watermark passed sequences this batch did not bring: their
-            // lanes, and those of the device's newer epochs, may go on now.
-            let from_batch = batch
-                .events
+            // The watermark passed sequences this batch did not store (stored
+            // earlier behind a hole, possibly repeated in this batch as
+            // duplicates, or shed): their lanes, and those of the device's
+            // newer epochs, may go on now.
+            let from_batch = inserted
                 .iter()
-                .filter(|e| e.seq > mark_before && e.seq <= mark)
+                .map(|r| from_sql(r.get::<_, i64>(0)))
+                .filter(|&seq| seq > mark_before && seq <= mark)
                 .count() as u64;
             if mark - mark_before > from_batch {
                 db.exec(

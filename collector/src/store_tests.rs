@@ -178,6 +178,55 @@ fn nothing_is_delivered_past_a_hole() {
     });
 }
 
+/// The agent's live lane sends a business event ahead of the backlog, and
+/// the backlog lane then sends it again with the sequences before it: the
+/// batch that closes the hole holds the held event as a duplicate, and
+/// brings nothing else of its lane. The watermark still passes an event
+/// stored earlier, so that lane is due at once (the demo once waited for the
+/// 60 s safety net here).
+#[test]
+fn closing_a_hole_wakes_a_held_lane_even_when_the_batch_repeats_the_held_event() {
+    on_each_backend(
+        "closing_a_hole_wakes_a_held_lane_even_when_the_batch_repeats_the_held_event",
+        |b| {
+            let mut inbox = b.open();
+            let dev = DeviceId::new("hh-01").expect("id");
+            let with_pod = |seqs: &[u64]| {
+                let mut b = batch("hh-01", 1, 1, seqs);
+                for e in &mut b.events {
+                    if e.seq == 4 {
+                        *e = pod("hh-01", 4, "SO-9");
+                    }
+                }
+                b
+            };
+            inbox
+                .store_batch(&site(), &with_pod(&[1, 4]), 0)
+                .expect("store");
+            book(&mut *inbox, &dev, 1, 1);
+            let lane = "order:SO-9";
+            assert!(
+                inbox.next_in_lane(lane, 1, 0).expect("next").is_none(),
+                "the proof of delivery waits for 2 and 3"
+            );
+            // Parked at the hole until the safety net, a minute on.
+            let due_at_2 = |inbox: &dyn InboxStore| inbox.due_lanes(2, 100).expect("due");
+            assert!(
+                !due_at_2(&*inbox).contains(&lane.to_string()),
+                "a lane held at a hole is not due"
+            );
+            let out = inbox
+                .store_batch(&site(), &with_pod(&[2, 3, 4]), 2)
+                .expect("store");
+            assert_eq!(out.complete_up_to, 4);
+            assert!(
+                due_at_2(&*inbox).contains(&lane.to_string()),
+                "the hole closed: the proof of delivery's lane is due again at once"
+            );
+        },
+    );
+}
+
 #[test]
 fn shed_sequences_do_not_hold_delivery_and_epochs_go_oldest_first() {
     on_each_backend(
