@@ -683,6 +683,51 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
     Ok(())
 }
 
+/// The row [`InboxStore::next_in_lane`] chose, as read from either backend.
+pub(crate) struct ChosenRow {
+    pub(crate) device: String,
+    pub(crate) epoch: i64,
+    pub(crate) seq: i64,
+    pub(crate) site: String,
+    pub(crate) envelope: Vec<u8>,
+    pub(crate) attempts: i64,
+    pub(crate) late: bool,
+}
+
+/// The chosen row as the event to deliver, or, when its stored site or
+/// envelope cannot be read, as an [`UnreadableRow`] for the caller to reject
+/// so the lane moves on. A stored device id that is not valid is an error.
+pub(crate) fn chosen_event(row: ChosenRow, lane_key: &str) -> Result<NextPending, InboxError> {
+    let device = DeviceId::new(row.device.as_str()).map_err(|e| {
+        InboxError::Worker(format!(
+            "stored device id {:?} is not valid: {e}",
+            row.device
+        ))
+    })?;
+    let unreadable = |problem: String| {
+        NextPending::Unreadable(UnreadableRow {
+            device: device.clone(),
+            epoch: from_sql(row.epoch),
+            seq: from_sql(row.seq),
+            problem,
+        })
+    };
+    let site = match SiteId::new(row.site) {
+        Ok(s) => s,
+        Err(e) => return Ok(unreadable(e.to_string())),
+    };
+    match codec::decode::<Envelope>(&row.envelope) {
+        Ok(envelope) => Ok(NextPending::Event(Box::new(PendingEvent {
+            site,
+            envelope,
+            attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+            lane: lane_key.to_owned(),
+            late: row.late,
+        }))),
+        Err(e) => Ok(unreadable(e.to_string())),
+    }
+}
+
 /// The longest prefix of `text` that fits `max` bytes on a char boundary.
 pub fn excerpt(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -1387,36 +1432,19 @@ impl Inbox {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         tx.commit()?;
-        let device = match DeviceId::new(dev.as_str()) {
-            Ok(d) => d,
-            Err(e) => {
-                return Err(InboxError::Worker(format!(
-                    "stored device id {dev:?} is not valid: {e}"
-                )));
-            }
-        };
-        let unreadable = |problem: String| {
-            NextPending::Unreadable(UnreadableRow {
-                device: device.clone(),
-                epoch: from_sql(ep),
-                seq: from_sql(sq),
-                problem,
-            })
-        };
-        let site = match SiteId::new(site) {
-            Ok(s) => s,
-            Err(e) => return Ok(Some(unreadable(e.to_string()))),
-        };
-        match codec::decode::<Envelope>(&bytes) {
-            Ok(envelope) => Ok(Some(NextPending::Event(Box::new(PendingEvent {
+        chosen_event(
+            ChosenRow {
+                device: dev,
+                epoch: ep,
+                seq: sq,
                 site,
-                envelope,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                lane: lane_key.to_owned(),
+                envelope: bytes,
+                attempts,
                 late,
-            })))),
-            Err(e) => Ok(Some(unreadable(e.to_string()))),
-        }
+            },
+            lane_key,
+        )
+        .map(Some)
     }
 
     /// Lanes that are parked or blocked, longest waiting first, at most

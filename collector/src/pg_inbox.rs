@@ -71,10 +71,10 @@ use crate::dashboard::queries::{
     OrderCols, OrderRow, TimelineCols, TimelineEvent,
 };
 use crate::inbox::{
-    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
-    HoleStats, InboxError, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
-    PARK_RECHECK_MS, PendingEvent, Resolution, Stats, StoreOutcome, UnreadableRow, excerpt,
-    from_sql, holes_above, last_error_of, ranges, to_sql,
+    AttemptLog, ChosenRow, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup,
+    FollowupResult, HoleStats, InboxError, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter,
+    NextPending, PARK_RECHECK_MS, Resolution, Stats, StoreOutcome, chosen_event, excerpt, from_sql,
+    holes_above, last_error_of, ranges, to_sql,
 };
 use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
 use crate::store::InboxStore;
@@ -1372,34 +1372,22 @@ impl InboxStore for PgInbox {
             let attempts: i64 = r.get(2);
             Ok(Some((dev, ep, sq, site, bytes, attempts, late)))
         })?;
-        let Some((dev, ep, sq, site, bytes, attempts, late)) = chosen else {
+        let Some((device, epoch, seq, site, envelope, attempts, late)) = chosen else {
             return Ok(None);
         };
-        let device = DeviceId::new(dev.as_str()).map_err(|e| {
-            InboxError::Worker(format!("stored device id {dev:?} is not valid: {e}"))
-        })?;
-        let unreadable = |problem: String| {
-            NextPending::Unreadable(UnreadableRow {
-                device: device.clone(),
-                epoch: from_sql(ep),
-                seq: from_sql(sq),
-                problem,
-            })
-        };
-        let site = match SiteId::new(site) {
-            Ok(s) => s,
-            Err(e) => return Ok(Some(unreadable(e.to_string()))),
-        };
-        match codec::decode::<Envelope>(&bytes) {
-            Ok(envelope) => Ok(Some(NextPending::Event(Box::new(PendingEvent {
+        chosen_event(
+            ChosenRow {
+                device,
+                epoch,
+                seq,
                 site,
                 envelope,
-                attempts: u32_of(attempts),
-                lane: lane_key.to_owned(),
+                attempts,
                 late,
-            })))),
-            Err(e) => Ok(Some(unreadable(e.to_string()))),
-        }
+            },
+            lane_key,
+        )
+        .map(Some)
     }
 
     fn claims_lanes(&self) -> bool {
