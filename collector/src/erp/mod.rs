@@ -230,3 +230,31 @@ fn transport_error(e: &reqwest::Error) -> (TransportError, String) {
     }
     (kind, text)
 }
+
+/// The one document of an order that an event applies to, out of those the
+/// ERP found for it: the only one not cancelled; a cancelled one when that is
+/// all there is (the adapter then answers by its state); none yet is
+/// [`RpcOutcome::NotReady`] with `missing`; several open ones are
+/// [`RpcOutcome::Refused`] with `several(count, their names)`, since dockline
+/// books one document per order.
+pub(crate) fn single_open<T: Clone>(
+    found: &[T],
+    cancelled: impl Fn(&T) -> bool,
+    name: impl Fn(&T) -> &str,
+    missing: impl FnOnce() -> String,
+    several: impl FnOnce(usize, &str) -> String,
+) -> Result<T, crate::policy::RpcOutcome> {
+    use crate::policy::RpcOutcome;
+    let open: Vec<&T> = found.iter().filter(|d| !cancelled(d)).collect();
+    match (open.as_slice(), found.first()) {
+        ([one], _) => Ok((*one).clone()),
+        ([], Some(cancelled)) => Ok(cancelled.clone()),
+        ([], None) => Err(RpcOutcome::NotReady { message: missing() }),
+        (many, _) => {
+            let names = many.iter().map(|d| name(d)).collect::<Vec<_>>().join(", ");
+            Err(RpcOutcome::Refused {
+                message: several(many.len(), &names),
+            })
+        }
+    }
+}

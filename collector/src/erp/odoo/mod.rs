@@ -1136,29 +1136,21 @@ fn choose(field: &str, value: &str, rows: &[Value]) -> Result<Picking, RpcOutcom
             state,
         });
     }
-    let open: Vec<&Picking> = parsed
-        .iter()
-        .filter(|p| p.state != PickingState::Cancel)
-        .collect();
-    match (open.as_slice(), parsed.first()) {
-        ([one], _) => Ok((*one).clone()),
-        ([], Some(cancelled)) => Ok(cancelled.clone()),
-        ([], None) => Err(RpcOutcome::NotReady {
-            message: format!(
+    super::single_open(
+        &parsed,
+        |d| d.state == PickingState::Cancel,
+        |d| d.name.as_str(),
+        || {
+            format!(
                 "Odoo has no outgoing {PICKING} with {field} {value:?} (yet); the event waits until the delivery is created"
-            ),
-        }),
-        (many, _) => Err(RpcOutcome::Refused {
-            message: format!(
-                "{} open deliveries in Odoo have {field} {value:?} ({}); dockline books one delivery per order: cancel the others, or send refs.shipment with the picking's name, then replay",
-                many.len(),
-                many.iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }),
-    }
+            )
+        },
+        |count, names| {
+            format!(
+                "{count} open deliveries in Odoo have {field} {value:?} ({names}); dockline books one delivery per order: cancel the others, or send refs.shipment with the picking's name, then replay"
+            )
+        },
+    )
 }
 
 #[cfg(test)]

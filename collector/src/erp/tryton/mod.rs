@@ -561,29 +561,21 @@ fn choose(field: &str, value: &str, rows: &Value) -> Result<Row, RpcOutcome> {
         Ok(rows) => rows,
         Err(message) => return Err(RpcOutcome::Refused { message }),
     };
-    let open: Vec<&Row> = parsed
-        .iter()
-        .filter(|r| r.state != ShipmentState::Cancelled)
-        .collect();
-    match (open.as_slice(), parsed.first()) {
-        ([one], _) => Ok((*one).clone()),
-        ([], Some(cancelled)) => Ok(cancelled.clone()),
-        ([], None) => Err(RpcOutcome::NotReady {
-            message: format!(
+    super::single_open(
+        &parsed,
+        |d| d.state == ShipmentState::Cancelled,
+        |d| d.name.as_str(),
+        || {
+            format!(
                 "Tryton has no {SHIPMENT} with {field} {value:?} (yet); the event waits until the shipment is created"
-            ),
-        }),
-        (many, _) => Err(RpcOutcome::Refused {
-            message: format!(
-                "{} open shipments in Tryton have {field} {value:?} ({}); dockline books one shipment per order: cancel or re-reference the others, then replay",
-                many.len(),
-                many.iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }),
-    }
+            )
+        },
+        |count, names| {
+            format!(
+                "{count} open shipments in Tryton have {field} {value:?} ({names}); dockline books one shipment per order: cancel or re-reference the others, then replay"
+            )
+        },
+    )
 }
 
 fn row_of(v: &Value) -> Result<Row, String> {
