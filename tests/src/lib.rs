@@ -463,3 +463,34 @@ pub fn event_body(i: usize) -> Value {
 /// The simulator's chaos proxy (black hole, delay, close, reset, refuse),
 /// which the link tests put between an agent and the broker.
 pub use dockline_simulator::chaos::proxy::ChaosProxy;
+
+/// Publishes each `(topic, payload)` QoS 1 through a client made from
+/// `options` and waits for the broker's PUBACKs (Mosquitto PUBACKs a publish
+/// its ACL denies, too, and drops it); `who` names the client in errors.
+pub async fn publish_all(
+    options: rumqttc::MqttOptions,
+    who: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let n = messages.len();
+    for (topic, payload) in messages {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await?;
+    }
+    let mut acked = 0;
+    while acked < n {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(anyhow!("{who}: {e}")),
+            Err(_) => return Err(anyhow!("{who}: no PUBACK within 10 s")),
+        }
+    }
+    let _ = client.disconnect().await;
+    // Let the last packets leave before the event loop is dropped.
+    let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
+    Ok(())
+}

@@ -31,8 +31,8 @@ use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION, Payload,
     Priority, References, TimeSource, codec,
 };
-use dockline_tests::{Cluster, Proc, bin, eventually, read_addr};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use dockline_tests::{Cluster, Proc, bin, eventually, publish_all, read_addr};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
 use serde_json::Value;
 
 /// The `mosquitto` binary: on PATH, or Debian's /usr/sbin.
@@ -183,31 +183,6 @@ async fn try_connect(options: MqttOptions) -> std::result::Result<(), String> {
     };
     let _ = client.try_disconnect();
     verdict
-}
-
-/// Publishes each message QoS 1 and waits for the PUBACKs (Mosquitto
-/// PUBACKs a publish its ACL denies, too, and drops it).
-async fn publish_all(options: MqttOptions, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let n = messages.len();
-    for (topic, payload) in messages {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await?;
-    }
-    let mut acked = 0;
-    while acked < n {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(anyhow!("publisher: {e}")),
-            Err(_) => return Err(anyhow!("publisher: no PUBACK within 10 s")),
-        }
-    }
-    let _ = client.disconnect().await;
-    // Let the last packets leave before the event loop is dropped.
-    let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
-    Ok(())
 }
 
 /// A one-event batch of `device` whose order is `order`.
@@ -387,6 +362,7 @@ async fn mutual_tls_binds_devices_to_their_topics() -> Result<()> {
         let topic = |dev: &str| format!("dockline/v1/{site}/{dev}/events");
         publish_all(
             options(port, &format!("{a}-rogue"), Some(&a_tls))?,
+            "publisher",
             vec![
                 (topic(&b), batch(&a, "SO-ACL-DENIED")?),
                 (topic(&b), batch(&b, "SO-ACL-DENIED")?),

@@ -23,9 +23,9 @@ use dockline_protocol::{
     Batch, BusinessEvent, Command, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION,
     Payload, Priority, References, Resend, TimeSource, codec,
 };
-use dockline_tests::{Cluster, eventually, external_mqtt, read_addr};
+use dockline_tests::{Cluster, eventually, external_mqtt, publish_all, read_addr};
 use ed25519_dalek::{Signer, SigningKey};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::MqttOptions;
 use serde_json::Value;
 
 fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>) -> Result<Vec<u8>> {
@@ -72,24 +72,7 @@ async fn publish_raw(
 ) -> Result<()> {
     let mut options = MqttOptions::new(id, mqtt.0.clone(), mqtt.1);
     options.set_max_packet_size(8 << 20, 8 << 20);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let n = messages.len();
-    for (topic, payload) in messages {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await?;
-    }
-    let mut acked = 0;
-    while acked < n {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(anyhow!("rogue client: {e}")),
-            Err(_) => return Err(anyhow!("rogue client: no PUBACK within 10 s")),
-        }
-    }
-    let _ = client.disconnect().await;
-    Ok(())
+    publish_all(options, "rogue client", messages).await
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
