@@ -3,7 +3,7 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` while the process serves HTTP (liveness; no auth) |
-//! | GET | `/readyz` | `ready` when the inbox answers and delivery runs, else 503 naming what is not (no auth) |
+//! | GET | `/readyz` | `ready` when the inbox answers, delivery runs and MQTT ingest is not stalled (messages waiting, none handled for [`crate::mqtt::STALL_AFTER`]), else 503 naming what is not (no auth) |
 //! | GET | `/metrics` | Prometheus text format ([`crate::metrics`]) |
 //! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::auth`]) |
 //! | POST | `/v1/logout` | ends the session of the bearer token |
@@ -57,6 +57,9 @@ pub struct ApiState {
     pub delivery: Option<Arc<Delivery>>,
     /// Who may do what.
     pub auth: Arc<Auth>,
+    /// How far MQTT ingest has come (absent in tests without MQTT): `/readyz`
+    /// is 503 while messages wait and none is handled.
+    pub ingest: Option<Arc<crate::mqtt::IngestProgress>>,
 }
 
 /// Largest request body accepted, bytes (the API takes only small JSON).
@@ -119,6 +122,19 @@ async fn security_headers(
 
 /// Ready when the inbox answers a read and delivery is running.
 async fn readyz(State(api): State<ApiState>) -> Response {
+    if let Some(p) = &api.ingest
+        && let Some(idle) = p.stalled_for(crate::mqtt::STALL_AFTER)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: ingest stalled: {} messages from the broker wait and none was handled for {} s; see the collector's log (the inbox database may not answer)\n",
+                p.waiting(),
+                idle.as_secs()
+            ),
+        )
+            .into_response();
+    }
     let inbox = api.inbox.call(|i| i.stats().map(|_| ())).await;
     match (&inbox, &api.delivery) {
         (Ok(()), Some(_)) => "ready\n".into_response(),

@@ -153,6 +153,15 @@ pub enum InboxError {
     },
 }
 
+impl InboxError {
+    /// Whether the same call would fail the same way again, whatever the
+    /// database does: a value the inbox cannot hold or encode. The MQTT edge
+    /// refuses (and acknowledges) such a message instead of retrying it.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(self, InboxError::OutOfRange { .. } | InboxError::Encode(_))
+    }
+}
+
 /// Current inbox schema version.
 pub const SCHEMA_VERSION: i64 = 5;
 

@@ -120,13 +120,28 @@ pub enum IngestError {
         /// The topic.
         topic: String,
     },
-    /// The inbox failed; the message was not stored and not acked, so the
-    /// agent will resend it.
-    #[error("cannot store batch from {topic} (not acked, the agent will resend): {source}")]
+    /// The inbox failed. A transient failure (the database does not answer)
+    /// is retried by the MQTT edge; a deterministic one (a value the inbox
+    /// cannot hold) is a refusal.
+    #[error("cannot store message from {topic}: {source}")]
     Inbox {
         /// The topic.
         topic: String,
         /// What failed.
+        source: InboxError,
+    },
+    /// Storing failed again and again while the inbox answered other calls:
+    /// something in this message makes it fail. Refused, so one message
+    /// cannot stall the session.
+    #[error(
+        "refusing message on {topic} after {attempts} failed attempts to store it while the inbox works (not acked to the agent, which sends it again after its ack timeout; if this repeats, report it with the collector's log): {source}"
+    )]
+    StoreFailed {
+        /// The topic.
+        topic: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
         source: InboxError,
     },
     /// The ack could not be encoded.
@@ -143,7 +158,11 @@ impl IngestError {
     /// Whether the message was refused as bad input (counted in `refused`),
     /// rather than failing on our side.
     pub fn is_refusal(&self) -> bool {
-        !matches!(self, IngestError::Inbox { .. } | IngestError::Encode { .. })
+        match self {
+            IngestError::Inbox { source, .. } => source.is_deterministic(),
+            IngestError::Encode { .. } => false,
+            _ => true,
+        }
     }
 
     /// A short, stable name for the refusal counters
@@ -161,6 +180,8 @@ impl IngestError {
             IngestError::DeviceMismatch { .. } => "device_mismatch",
             IngestError::UnknownDevice { .. } => "unknown_device",
             IngestError::RateLimited { .. } => "rate_limited",
+            IngestError::Inbox { source, .. } if source.is_deterministic() => "bad_value",
+            IngestError::StoreFailed { .. } => "store_failed",
             IngestError::Inbox { .. } => "inbox",
             IngestError::Encode { .. } => "encode",
         }
@@ -221,6 +242,38 @@ impl Ingest {
         self.rate = DeviceRateLimiter::new(limits).map(|l| Arc::new(Mutex::new(l)));
         self.limits = limits.clone();
         self
+    }
+
+    /// Whether the inbox answers a trivial query now (tells a database that is
+    /// down from a message that fails on its own).
+    pub async fn inbox_answers(&self) -> bool {
+        let Ok(probe) = DeviceId::new("probe") else {
+            return false;
+        };
+        self.inbox
+            .call(move |i| i.complete_up_to(&probe, 1).map(|_| ()))
+            .await
+            .is_ok()
+    }
+
+    /// Turns a message that keeps failing while the inbox answers into a
+    /// counted `store_failed` refusal.
+    pub async fn give_up(&self, topic: &str, e: IngestError) -> IngestError {
+        let source = match e {
+            IngestError::Inbox { source, .. } => source,
+            IngestError::Encode { source, .. } => InboxError::Encode(source),
+            other => return other,
+        };
+        let refused = IngestError::StoreFailed {
+            topic: topic.into(),
+            attempts: crate::mqtt::MAX_STORE_ATTEMPTS,
+            source,
+        };
+        let reason = refused.reason();
+        if let Err(count_err) = self.inbox.call(move |i| i.count_refused(reason)).await {
+            error!("cannot count a refused message: {count_err}");
+        }
+        refused
     }
 
     /// Takes a token from the topic device's bucket; false when over the limit.

@@ -239,11 +239,13 @@ pub async fn run(
     .with_limits(&config.security)
     .with_metrics(delivery.metrics());
 
+    let progress = Arc::new(mqtt::IngestProgress::new());
     let api_state = api::ApiState {
         inbox,
         wake: Arc::clone(&wake),
         delivery: Some(Arc::clone(&delivery)),
         auth,
+        ingest: Some(Arc::clone(&progress)),
     };
     let mut api_stop = trigger.subscribe();
     let api = tokio::spawn(async move {
@@ -255,7 +257,9 @@ pub async fn run(
     let mqtt_cfg = config.mqtt.clone();
     let mqtt_stop = trigger.subscribe();
     let mqtt_task =
-        tokio::spawn(async move { mqtt::run(&mqtt_cfg, ingest, verdict_rx, mqtt_stop).await });
+        tokio::spawn(
+            async move { mqtt::run(&mqtt_cfg, ingest, verdict_rx, progress, mqtt_stop).await },
+        );
 
     // The API task ends early only on a server error; report it then.
     let mut api = api;

@@ -11,19 +11,42 @@
 //!   the session;
 //! - broker loss never ends the process: the poll task logs one warning per
 //!   outage and retries with capped exponential backoff and full jitter;
-//! - received messages go to the ingest task over a bounded channel, so a
-//!   slow disk slows the reads from the broker instead of growing memory;
-//! - refused input (malformed, oversize, rate-limited, another device's
-//!   topic) is PUBACKed and dropped, so the broker never holds it in flight
-//!   for us; its log lines are throttled per reason (a few a second, with
-//!   a count of the ones left out), so a flood cannot flood the log too;
-//! - the largest packet rumqttc reads is [`INCOMING_PACKET_LIMIT`], above
-//!   the protocol's message limit: a larger one breaks the connection and,
-//!   with a persistent session, comes back on every reconnect, so the
-//!   broker must stop such packets (Mosquitto `message_size_limit`, see
-//!   the README's security section); between the two limits ingest refuses
-//!   and counts them.
+//! - **the poll task never waits on anything but the broker.** rumqttc's
+//!   event loop serves our requests (PUBACKs, ack publishes) only inside
+//!   `poll()`, and hands out the packets it has buffered before it serves a
+//!   request. So the poll task hands received messages to the ingest task
+//!   over an unbounded channel and goes straight back to `poll()`; the
+//!   ingest task may then wait on the request channel, which the poll task
+//!   is sure to drain. (Before, the poll task waited on a bounded ingest
+//!   channel while the ingest task waited on the request channel: a fleet
+//!   reconnecting at once stalled ingest for good.)
+//! - back-pressure is what the broker sees: a message is PUBACKed only after
+//!   ingest handled it, and the broker sends no more than its in-flight
+//!   window of unacknowledged messages (Mosquitto `max_inflight_messages`,
+//!   20 by default), so the handoff holds at most that many;
+//!   [`IngestProgress`] counts them and `/readyz` answers 503 when messages
+//!   wait and none was handled for [`STALL_AFTER`];
+//! - **every deterministic failure is PUBACKed**: refused input (malformed,
+//!   oversize, rate-limited, another device's topic, values the inbox
+//!   cannot hold, a forged watermark) is PUBACKed and dropped, so the broker
+//!   never holds it in flight for us; its log lines are throttled per reason
+//!   (a few a second, with a count of the ones left out), so a flood cannot
+//!   flood the log too. Only a transient inbox failure (the database does not
+//!   answer) holds a message: ingest retries it with backoff, in order,
+//!   until the database answers again; a message that fails while the
+//!   database answers other calls is refused as `store_failed` after
+//!   [`MAX_STORE_ATTEMPTS`] attempts, so one bad message cannot stall the
+//!   session;
+//! - the largest packet rumqttc reads is [`INCOMING_PACKET_LIMIT`], MQTT's
+//!   own maximum: rumqttc breaks the connection on a larger packet, and with
+//!   a persistent session that packet would come back on every reconnect (an
+//!   endless reconnect loop). Read in full, an oversize message is refused
+//!   and counted by ingest (`oversize`) like any other. The broker should
+//!   still stop such packets first (Mosquitto `message_size_limit`, see the
+//!   README's security section), since each is held in memory once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dockline_protocol::codec::MAX_MESSAGE_BYTES;
@@ -38,22 +61,89 @@ use crate::ingest::Ingest;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
 
-/// Messages buffered between the poll task and the ingest task.
-const INCOMING_CAPACITY: usize = 64;
 /// Requests (publishes, acks) buffered towards the event loop.
 const REQUEST_CAPACITY: usize = 1024;
 /// Headroom over the largest protocol message for MQTT framing.
 const PACKET_HEADROOM: usize = 16 * 1024;
-/// Largest packet read from the broker: four protocol messages, so an
-/// oversize payload up to this size is refused and counted by ingest
-/// instead of breaking the connection.
-pub const INCOMING_PACKET_LIMIT: usize = 4 * MAX_MESSAGE_BYTES + PACKET_HEADROOM;
+/// Largest packet read from the broker: MQTT's own limit (a 268,435,455-byte
+/// remaining length plus its 5-byte fixed header), so no packet the broker
+/// can send breaks the connection; ingest refuses what is over
+/// `[security] max_payload_bytes`.
+pub const INCOMING_PACKET_LIMIT: usize = 268_435_455 + 5;
+/// `/readyz` answers 503 once messages wait and none was handled for this long.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+/// Attempts to store one message while the inbox answers other calls before
+/// it is refused as `store_failed`.
+pub const MAX_STORE_ATTEMPTS: u32 = 5;
+
+/// How far ingest has come, for `/readyz` and `/metrics`: messages received
+/// from the broker, messages handled (stored, refused or dropped), and when
+/// the last one was handled.
+#[derive(Debug, Default)]
+pub struct IngestProgress {
+    received: AtomicU64,
+    handled: AtomicU64,
+    last_handled_ms: AtomicI64,
+    started_ms: AtomicI64,
+}
+
+impl IngestProgress {
+    /// A fresh tracker (nothing received, the clock starting now).
+    pub fn new() -> Self {
+        let p = Self::default();
+        p.started_ms.store(clock_ms(), Ordering::Relaxed);
+        p
+    }
+
+    fn on_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.last_handled_ms.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// Messages received from the broker and not yet handled.
+    pub fn waiting(&self) -> u64 {
+        let handled = self.handled.load(Ordering::Relaxed);
+        self.received
+            .load(Ordering::Relaxed)
+            .saturating_sub(handled)
+    }
+
+    /// Messages handled since start.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
+    /// `Some(how long)` when messages wait and none was handled for at least
+    /// `after`: ingest is stalled.
+    pub fn stalled_for(&self, after: Duration) -> Option<Duration> {
+        if self.waiting() == 0 {
+            return None;
+        }
+        let last = self
+            .last_handled_ms
+            .load(Ordering::Relaxed)
+            .max(self.started_ms.load(Ordering::Relaxed));
+        let idle = Duration::from_millis(u64::try_from(clock_ms() - last).unwrap_or(0));
+        (idle >= after).then_some(idle)
+    }
+}
+
+fn clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Runs the MQTT tasks until `shutdown`.
 pub async fn run(
     cfg: &MqttConfig,
     ingest: Ingest,
     outbound: mpsc::Receiver<Publication>,
+    progress: Arc<IngestProgress>,
     shutdown: Shutdown,
 ) {
     let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
@@ -81,7 +171,9 @@ pub async fn run(
         options.set_credentials(user.clone(), password.unwrap_or_default());
     }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-    let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
+    // Unbounded on purpose (see the module docs): the broker's in-flight
+    // window bounds it, and the poll task must never wait on it.
+    let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
     let broker = format!("{}:{}", cfg.host, cfg.port);
     let client_id = cfg.client_id.clone();
 
@@ -92,9 +184,16 @@ pub async fn run(
         broker,
         client_id,
         cfg.shared_group.clone(),
+        Arc::clone(&progress),
         shutdown.clone(),
     ));
-    let ingest_task = tokio::spawn(ingest_loop(ingest, client.clone(), incoming_rx));
+    let ingest_task = tokio::spawn(ingest_loop(
+        ingest,
+        client.clone(),
+        incoming_rx,
+        progress,
+        shutdown.clone(),
+    ));
     let publish_task = tokio::spawn(publish_loop(client.clone(), outbound));
 
     let mut stop = shutdown;
@@ -120,10 +219,11 @@ pub fn subscription(shared_group: Option<&str>, filter: &str) -> String {
 async fn poll_loop(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
-    incoming: mpsc::Sender<Publish>,
+    incoming: mpsc::UnboundedSender<Publish>,
     broker: String,
     client_id: String,
     shared_group: Option<String>,
+    progress: Arc<IngestProgress>,
     mut shutdown: Shutdown,
 ) {
     let backoff = Backoff {
@@ -165,7 +265,8 @@ async fn poll_loop(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if incoming.send(p).await.is_err() {
+                progress.on_received();
+                if incoming.send(p).is_err() {
                     return;
                 }
             }
@@ -174,7 +275,8 @@ async fn poll_loop(
                 if !in_outage {
                     warn!(broker = %broker, client_id = %client_id,
                         "MQTT broker unreachable: {e}; retrying with backoff (agents keep events meanwhile; \
-                         if this repeats every few seconds, another process uses the same client_id)");
+                         if this repeats every few seconds, check the broker's log for why it closed the connection, \
+                         e.g. another process with the same client_id)");
                     in_outage = true;
                 }
                 let delay = backoff.delay(failures);
@@ -228,22 +330,66 @@ impl RefusalLog {
     }
 }
 
-async fn ingest_loop(ingest: Ingest, client: AsyncClient, mut incoming: mpsc::Receiver<Publish>) {
+async fn ingest_loop(
+    ingest: Ingest,
+    client: AsyncClient,
+    mut incoming: mpsc::UnboundedReceiver<Publish>,
+    progress: Arc<IngestProgress>,
+    mut shutdown: Shutdown,
+) {
     let mut refusals = RefusalLog::default();
     while let Some(p) = incoming.recv().await {
-        match ingest.handle(&p.topic, &p.payload).await {
+        let Some(outcome) = handle_until_settled(&ingest, &p, &mut shutdown).await else {
+            return;
+        };
+        match outcome {
             Ok(Some(ack)) => publish(&client, ack).await,
             Ok(None) => {}
-            Err(e) if e.is_refusal() => refusals.log(&p.topic, &e),
-            Err(e) => {
-                // Not stored: do not PUBACK either, so the broker redelivers
-                // after a reconnect; the agent resends in any case.
-                error!(topic = %p.topic, "{e}");
-                continue;
-            }
+            Err(e) => refusals.log(&p.topic, &e),
         }
+        progress.on_handled();
         if let Err(e) = client.ack(&p).await {
             warn!(topic = %p.topic, "cannot PUBACK message: {e}");
+        }
+    }
+}
+
+/// Handles one message until it is stored or refused: a transient inbox
+/// failure is retried with backoff, in order (the next message waits), for
+/// as long as the inbox does not answer; a failure while the inbox answers
+/// other calls is retried [`MAX_STORE_ATTEMPTS`] times, then refused as
+/// `store_failed`. `None` when shut down meanwhile (the message stays
+/// unacknowledged and the broker sends it again).
+async fn handle_until_settled(
+    ingest: &Ingest,
+    p: &Publish,
+    shutdown: &mut Shutdown,
+) -> Option<Result<Option<Publication>, crate::ingest::IngestError>> {
+    let backoff = Backoff {
+        min: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+    };
+    let mut failures: u32 = 0;
+    let mut attempts_while_answering: u32 = 0;
+    loop {
+        let e = match ingest.handle(&p.topic, &p.payload).await {
+            Err(e) if !e.is_refusal() => e,
+            settled => return Some(settled),
+        };
+        failures = failures.saturating_add(1);
+        if ingest.inbox_answers().await {
+            attempts_while_answering += 1;
+            if attempts_while_answering >= MAX_STORE_ATTEMPTS {
+                return Some(Err(ingest.give_up(&p.topic, e).await));
+            }
+        }
+        if failures == 1 || failures.is_power_of_two() {
+            error!(topic = %p.topic, attempt = failures,
+                "{e}; retrying this message (later ones wait behind it)");
+        }
+        tokio::select! {
+            () = shutdown.wait() => return None,
+            () = tokio::time::sleep(backoff.delay(failures)) => {}
         }
     }
 }

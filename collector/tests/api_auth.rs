@@ -32,6 +32,7 @@ async fn serve(auth: Auth) -> Server {
         wake: Arc::new(Notify::new()),
         delivery: None,
         auth: Arc::new(auth),
+        ingest: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

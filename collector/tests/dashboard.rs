@@ -714,6 +714,7 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
         wake: Arc::clone(&wake),
         delivery: Some(Arc::clone(&delivery)),
         auth: Arc::new(Auth::open()),
+        ingest: None,
     });
     tokio::spawn(async move { axum::serve(listener, router).await });
     // The same collector behind access control: a viewer and an operator.
@@ -738,6 +739,7 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
         wake: Arc::clone(&wake),
         delivery: Some(Arc::clone(&delivery)),
         auth: Arc::new(Auth::from_config(&api_config, guarded_addr).expect("auth")),
+        ingest: None,
     });
     tokio::spawn(async move { axum::serve(listener, guarded).await });
 

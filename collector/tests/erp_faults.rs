@@ -471,6 +471,7 @@ async fn permanent_422_dead_letters_blocks_the_lane_and_replays_once_after_a_fix
         wake: Arc::clone(&h.wake),
         delivery: Some(Arc::clone(&h.delivery)),
         auth: Arc::new(dockline_collector::auth::Auth::open()),
+        ingest: None,
     });
     tokio::spawn(async move { axum::serve(api_listener, router).await });
     let http = reqwest::Client::new();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
+pub mod forge;
 pub mod pty;
 
 /// The folder holding the workspace's binaries (`target/debug` next to the
@@ -344,6 +345,17 @@ impl Cluster {
                 .build()?,
             verify_key,
         })
+    }
+
+    /// Kills the collector (SIGKILL) and starts it again with the same config
+    /// and data; its API listens on a new port, so `collector_url` changes.
+    pub fn restart_collector(&mut self) -> Result<()> {
+        let addr_file = self.dir.path().join("collector").join("api.addr");
+        self.collector.kill9();
+        let _ = std::fs::remove_file(&addr_file);
+        self.collector.restart()?;
+        self.collector_url = format!("http://{}", read_addr(&addr_file)?);
+        Ok(())
     }
 
     /// Starts an agent connected straight to the cluster's broker.

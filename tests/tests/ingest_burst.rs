@@ -1,0 +1,150 @@
+//! Ingest under a fleet reconnect, through a real Mosquitto.
+//!
+//! After a broker outage every agent of a fleet reconnects at once and sends
+//! its backlog (`max_inflight_batches` batches each, as fast as the broker
+//! takes them). The collector must store and ack every batch within a bound
+//! and never stall: before this test existed, 300 devices × 4 batches stalled
+//! ingest for good at about 400 stored (the ingest task waited on rumqttc's
+//! request channel, which only the poll task drains, while the poll task
+//! waited on the ingest channel). The same burst queued while the collector
+//! is down must land after its restart, and a flood of copies of one batch on
+//! one device's topic must not stall the others.
+//!
+//! Runs when `DOCKLINE_TEST_MQTT_URL` names a broker (CI starts Mosquitto);
+//! prints a SKIP line otherwise.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use dockline_tests::{Cluster, eventually, external_mqtt, forge};
+use serde_json::Value;
+
+/// Largest time a burst may take to be stored and acked in full (the
+/// collector stores ~1,000 one-event batches in well under 10 s on 2 cores).
+const BOUND: Duration = Duration::from_secs(90);
+
+async fn stats(c: &Cluster) -> Option<Value> {
+    c.http
+        .get(format!("{}/v1/stats", c.collector_url))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_reconnecting_at_once_is_stored_and_acked_in_full() -> Result<()> {
+    let Some(mqtt) = external_mqtt("ingest_burst")? else {
+        return Ok(());
+    };
+    let pid = std::process::id();
+    let site = format!("burst{pid}");
+    let names: Vec<String> = (0..300).map(|i| format!("hh-{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut c = Cluster::start(Some(mqtt), &site, &refs, &format!("burst-{pid}"))?;
+    let result = async {
+        let acks = forge::AckWatch::start(&c.mqtt, &format!("burst-acks-{pid}"), &site).await?;
+
+        // 300 devices × 4 one-event batches, from 10 publishers at once.
+        let started = Instant::now();
+        let sent = forge::burst(&c.mqtt, &format!("burst-{pid}"), &site, &names, 1..=4).await?;
+        let publish_secs = started.elapsed().as_secs_f64();
+        let resent = agents_resend(&c, &acks, &site, &names, 4, "r1").await?;
+        let s = wait_stored(&c, 1200).await?;
+        eprintln!(
+            "fleet burst: {sent} batches published in {publish_secs:.2} s, all stored and acked after {:.2} s; {resent} sent again after an ack timeout (dropped by the broker's queue limit), {} duplicates",
+            started.elapsed().as_secs_f64(), s["duplicates"]
+        );
+
+        // The same burst queued while the collector is down (the broker keeps
+        // its persistent session's messages, up to Mosquitto's default
+        // max_queued_messages of 1,000), then a restart.
+        c.collector.kill9();
+        let later: Vec<String> = names[..200].to_vec();
+        forge::burst(&c.mqtt, &format!("burst2-{pid}"), &site, &later, 5..=8).await?;
+        c.restart_collector()?;
+        agents_resend(&c, &acks, &site, &later, 8, "r2").await?;
+        wait_stored(&c, 1200 + 800).await?;
+
+        // A flood: 2,000 copies of one valid batch on one device's topic. Each
+        // is refused as rate-limited or re-acked as a duplicate, none stalls
+        // the session: a good batch of another device sent after it lands.
+        let flood_dev = &names[250];
+        let one = forge::one_event_batch(flood_dev, 1, 5, 5)?;
+        let topic = format!("dockline/v1/{site}/{flood_dev}/events");
+        let msgs = vec![(topic, one); 2000];
+        forge::publish_many(&c.mqtt, &format!("flood-{pid}"), msgs).await?;
+        let other = &names[251];
+        let good = forge::one_event_batch(other, 1, 5, 5)?;
+        forge::publish_many(
+            &c.mqtt,
+            &format!("after-flood-{pid}"),
+            vec![(format!("dockline/v1/{site}/{other}/events"), good)],
+        )
+        .await?;
+        acks.wait_all(std::slice::from_ref(other), 5, BOUND).await?;
+        acks.wait_all(std::slice::from_ref(flood_dev), 5, BOUND).await?;
+        let s = wait_stored(&c, 1200 + 800 + 2).await?;
+        assert_eq!(s["received"], 2002, "nothing stored twice: {s}");
+        let full = stats(&c).await.ok_or_else(|| anyhow!("no stats"))?;
+        let limited = full["refused_by_reason"]["rate_limited"].as_u64().unwrap_or(0);
+        let dups = full["duplicates"].as_u64().unwrap_or(0);
+        eprintln!("flood: 2,000 copies: {limited} refused as rate_limited, {dups} re-acked as duplicates");
+        assert!(limited + dups >= 1999, "every copy refused or re-acked: {limited} + {dups}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if result.is_err() {
+        c.dump_logs();
+    }
+    result
+}
+
+/// The devices' ack timeout: each resends what is not acked (see
+/// [`forge::resend_until_acked`]), until all are acked up to `last`.
+async fn agents_resend(
+    c: &Cluster,
+    acks: &forge::AckWatch,
+    site: &str,
+    devices: &[String],
+    last: u64,
+    round: &str,
+) -> Result<usize> {
+    let tag = format!("{round}-{}", std::process::id());
+    forge::resend_until_acked(
+        &c.mqtt,
+        &tag,
+        acks,
+        site,
+        devices,
+        last,
+        Duration::from_secs(5),
+        BOUND,
+    )
+    .await
+}
+
+async fn wait_stored(c: &Cluster, n: u64) -> Result<Value> {
+    let last = Arc::new(Mutex::new(Value::Null));
+    let seen = last.clone();
+    eventually(&format!("{n} events stored"), BOUND, || {
+        let seen = seen.clone();
+        async move {
+            let s = stats(c).await?;
+            let done = s["received"].as_u64() == Some(n);
+            *seen.lock().ok()? = serde_json::json!({
+                "received": s["received"], "refused": s["refused"],
+                "refused_by_reason": s["refused_by_reason"], "duplicates": s["duplicates"],
+            });
+            done.then_some(s)
+        }
+    })
+    .await
+    .map_err(|e| {
+        let s = last.lock().map(|v| v.to_string()).unwrap_or_default();
+        anyhow!("{e}; last stats: {s}")
+    })
+}
