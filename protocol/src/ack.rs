@@ -79,6 +79,10 @@ impl Ack {
             });
         }
         crate::batch::check_ranges("also", &self.also_stored)?;
+        crate::validate::wire_number("ep", self.epoch)?;
+        if let Some(up_to) = self.stored_up_to {
+            crate::validate::wire_number("upto", up_to)?;
+        }
         for (i, v) in self.verdicts.iter().enumerate() {
             let text = match &v.outcome {
                 Outcome::Booked { document } => document,

@@ -95,6 +95,7 @@ pub(crate) fn check_ranges(field: &str, ranges: &[(u64, u64)]) -> Result<(), Val
                 problem: alloc::format!("is {lo}..{hi}; expected 1 <= start <= end"),
             });
         }
+        crate::validate::wire_number(&alloc::format!("{field}[{i}]"), *hi)?;
     }
     Ok(())
 }
@@ -111,6 +112,8 @@ impl Batch {
             });
         }
         check_ranges("shed", &self.shed)?;
+        crate::validate::wire_number("ep", self.epoch)?;
+        crate::validate::wire_number("held", self.first_held)?;
         let mut last = 0u64;
         for (i, e) in self.events.iter().enumerate() {
             let at = || alloc::format!("evs[{i}]");

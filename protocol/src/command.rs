@@ -181,6 +181,7 @@ impl Command {
     pub(crate) fn validate(&self) -> Result<(), ValidationError> {
         if let Some(resend) = &self.resend {
             check_ranges("rs.r", &resend.ranges)?;
+            crate::validate::wire_number("rs.ep", resend.epoch)?;
         }
         if let Some(signed) = &self.signed {
             if signed.signature.len() != SIGNATURE_BYTES {

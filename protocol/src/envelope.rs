@@ -128,6 +128,8 @@ impl Envelope {
                 problem: "is 0; sequences start at 1".into(),
             });
         }
+        crate::validate::wire_number("seq", self.seq)?;
+        crate::validate::wire_number("ep", self.epoch)?;
         self.payload.check().map_err(|err| err.under("p"))
     }
 

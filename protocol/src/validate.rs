@@ -21,6 +21,25 @@ impl fmt::Display for ValidationError {
 #[cfg(feature = "std")]
 impl std::error::Error for ValidationError {}
 
+/// The largest epoch, sequence number or range end on the wire: the largest
+/// signed 64-bit integer, since SQL databases (the agent's outbox, the
+/// collector's inbox) store them as such. A larger value is malformed, so
+/// it is refused where it is decoded instead of failing to store later.
+pub const MAX_WIRE_NUMBER: u64 = i64::MAX as u64;
+
+/// Checks that `value` is at most [`MAX_WIRE_NUMBER`].
+pub(crate) fn wire_number(field: &str, value: u64) -> Result<(), ValidationError> {
+    if value > MAX_WIRE_NUMBER {
+        return Err(ValidationError {
+            field: field.into(),
+            problem: alloc::format!(
+                "is {value}, above the largest allowed value {MAX_WIRE_NUMBER} (2^63 - 1)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl ValidationError {
     /// The same error for a field inside `parent`: fields are named relative
     /// to the value checked, and the path is built only when there is an

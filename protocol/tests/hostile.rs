@@ -29,7 +29,7 @@ proptest! {
     }
 
     #[test]
-    fn batches_round_trip(seq0 in 1u64..u64::MAX / 2, n in 1usize..20) {
+    fn batches_round_trip(seq0 in 1u64..(i64::MAX as u64) / 2, n in 1usize..20) {
         let mut b = golden::sample_batch();
         b.events.truncate(n);
         for (i, e) in b.events.iter_mut().enumerate() {
@@ -38,6 +38,44 @@ proptest! {
         let bytes = encode(&b).expect("encodes");
         prop_assert_eq!(decode::<Batch>(&bytes).expect("decodes"), b);
     }
+}
+
+/// Epochs, sequences, `held` and range ends above 2^63 - 1 cannot be stored
+/// by any SQL database on either side: they are malformed, refused where
+/// they are decoded, naming the field.
+#[test]
+fn numbers_above_i64_max_are_malformed() {
+    let big = 1u64 << 63;
+    let mut cases: Vec<(&str, Batch)> = Vec::new();
+    let mut b = golden::sample_batch();
+    b.epoch = big;
+    for e in &mut b.events {
+        e.epoch = big;
+    }
+    cases.push(("`ep`", b));
+    let mut b = golden::sample_batch();
+    b.first_held = big;
+    cases.push(("`held`", b));
+    let mut b = golden::sample_batch();
+    b.events.truncate(1);
+    b.events[0].seq = big;
+    cases.push(("`evs[0].seq`", b));
+    let mut b = golden::sample_batch();
+    b.events.clear();
+    b.shed = vec![(5, big)];
+    cases.push(("`shed[0]`", b));
+    for (field, b) in cases {
+        let bytes = encode(&b).expect("encodes");
+        let err = decode::<Batch>(&bytes).expect_err("refused").to_string();
+        assert!(err.contains(field) && err.contains("2^63 - 1"), "{field}: {err}");
+    }
+    // The largest allowed value still passes.
+    let mut b = golden::sample_batch();
+    b.events.truncate(1);
+    b.events[0].seq = i64::MAX as u64;
+    b.first_held = i64::MAX as u64;
+    let bytes = encode(&b).expect("encodes");
+    assert_eq!(decode::<Batch>(&bytes).expect("decodes"), b);
 }
 
 #[test]
