@@ -89,6 +89,7 @@ use serde::Serialize;
 use crate::config::DeviceConfig;
 use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
 pub use crate::store::InboxStore;
+use crate::watermark;
 
 /// An inbox operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,18 @@ pub enum InboxError {
     /// A PostgreSQL query failed.
     #[error("inbox database error (PostgreSQL): {}", crate::pg_inbox::with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// A batch opens an epoch older than the device's newest known one.
+    #[error(
+        "refusing batch of device '{device}' in epoch {epoch}: the device already has the newer epoch {newest} (an epoch is the creation time of the device's outbox, so a new one is never older); a forged or replayed batch, or a device whose outbox was restored from an old backup"
+    )]
+    OldEpoch {
+        /// The device.
+        device: DeviceId,
+        /// The batch's epoch.
+        epoch: u64,
+        /// The newest epoch known for the device.
+        newest: u64,
+    },
     /// A dead letter's stored attempts are not readable JSON.
     #[error("dead letter {id} has unreadable attempts: {problem}")]
     DeadLetterData {
@@ -158,12 +171,15 @@ impl InboxError {
     /// database does: a value the inbox cannot hold or encode. The MQTT edge
     /// refuses (and acknowledges) such a message instead of retrying it.
     pub fn is_deterministic(&self) -> bool {
-        matches!(self, InboxError::OutOfRange { .. } | InboxError::Encode(_))
+        matches!(
+            self,
+            InboxError::OutOfRange { .. } | InboxError::Encode(_) | InboxError::OldEpoch { .. }
+        )
     }
 }
 
 /// Current inbox schema version.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Longest response body excerpt kept per attempt, in bytes.
 pub const MAX_BODY_EXCERPT: usize = 2048;
@@ -282,6 +298,31 @@ pub struct StoreOutcome {
     pub also_stored: Vec<(u64, u64)>,
     /// Shed ranges this batch reported that were not known before.
     pub newly_shed: Vec<(u64, u64)>,
+    /// Claims of the batch not believed ([`crate::watermark`]): `held N` or
+    /// `shed LO..HI` above the highest stored sequence (`bad_watermark`).
+    pub refused_claims: Vec<String>,
+    /// Events kept in quarantine instead of stored: `far_ahead` (too far
+    /// above the watermark, not acked) or `seq_conflict` (another event
+    /// under a stored number).
+    pub quarantined: Vec<(u64, &'static str)>,
+}
+
+/// The refusal reasons one batch's guard decisions count: `bad_watermark`
+/// once for any refused claim, and each quarantine reason once.
+pub(crate) fn guard_reasons(
+    refused_claims: &[String],
+    quarantined: &[(u64, &'static str)],
+) -> Vec<&'static str> {
+    let mut reasons = Vec::new();
+    if !refused_claims.is_empty() {
+        reasons.push("bad_watermark");
+    }
+    for (_, r) in quarantined {
+        if !reasons.contains(r) {
+            reasons.push(r);
+        }
+    }
+    reasons
 }
 
 /// A business event waiting for the ERP.
@@ -617,6 +658,23 @@ ALTER TABLE devices ADD COLUMN heartbeat_ms INTEGER;
 ALTER TABLE devices ADD COLUMN peripherals TEXT;
 ";
 
+/// Version 6: events a device sent that were not trusted
+/// ([`crate::watermark`]): too far above its watermark (`far_ahead`), or
+/// another event under a number already stored (`seq_conflict`). Kept for
+/// the operator; never delivered from here.
+const V6: &str = "
+CREATE TABLE quarantine (
+    device      TEXT    NOT NULL,
+    epoch       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    id          TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    envelope    BLOB    NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, epoch, seq, id)
+) WITHOUT ROWID;
+";
+
 /// Fills in the lane columns of rows stored before version 3, in the
 /// migration's transaction: decodes each business event once.
 fn backfill_lanes(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
@@ -678,7 +736,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
             found: version,
         });
     }
-    for (to, step) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)] {
+    for (to, step) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)] {
         if version < to {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(step).map_err(err)?;
@@ -792,6 +850,8 @@ pub struct Inbox {
     conn: Connection,
     /// Booking a proof of delivery queues an `invoice.ready` follow-up.
     invoice_followups: bool,
+    /// `[security] max_seq_ahead` ([`crate::watermark::far_ahead`]).
+    max_seq_ahead: u64,
 }
 
 impl Inbox {
@@ -814,6 +874,7 @@ impl Inbox {
         Ok(Self {
             conn,
             invoice_followups: false,
+            max_seq_ahead: watermark::DEFAULT_MAX_SEQ_AHEAD,
         })
     }
 
@@ -830,6 +891,12 @@ impl Inbox {
     /// an `invoice.ready` follow-up webhook (see [`Inbox::due_followups`]).
     pub fn enable_invoice_followups(&mut self) {
         self.invoice_followups = true;
+    }
+
+    /// Events more than `n` above their device's watermark are quarantined
+    /// ([`crate::watermark`]).
+    pub fn set_max_seq_ahead(&mut self, n: u64) {
+        self.max_seq_ahead = n;
     }
 
     /// Follow-ups due at `now_ms`, oldest first, at most `limit`.
@@ -924,15 +991,31 @@ impl Inbox {
     ) -> Result<StoreOutcome, InboxError> {
         let device = batch.device.as_str();
         let epoch = to_sql("epoch", batch.epoch)?;
+        let max_ahead = self.max_seq_ahead;
         let tx = self.conn.transaction()?;
-        let mut mark: u64 = tx
+        let known: Option<i64> = tx
             .query_row(
                 "SELECT complete_up_to FROM watermarks WHERE device = ?1 AND epoch = ?2",
                 params![device, epoch],
                 |r| r.get::<_, i64>(0),
             )
-            .optional()?
-            .map_or(0, from_sql);
+            .optional()?;
+        if known.is_none() {
+            let newest: Option<i64> = tx.query_row(
+                "SELECT MAX(epoch) FROM watermarks WHERE device = ?1",
+                params![device],
+                |r| r.get(0),
+            )?;
+            let newest = newest.map(from_sql);
+            if watermark::epoch_too_old(batch.epoch, newest) {
+                return Err(InboxError::OldEpoch {
+                    device: batch.device.clone(),
+                    epoch: batch.epoch,
+                    newest: newest.unwrap_or(0),
+                });
+            }
+        }
+        let mut mark: u64 = known.map_or(0, from_sql);
         // The highest sequence stored before this batch: shed sequences below
         // it were a visible hole, now lost at the device.
         let top_before: u64 = tx
@@ -944,6 +1027,7 @@ impl Inbox {
             .map_or(0, from_sql);
         let mut stored = 0usize;
         let mut duplicates = 0usize;
+        let mut quarantined: Vec<(u64, &'static str)> = Vec::new();
         // Sequences this batch stored (not its duplicates).
         let mut inserted: Vec<u64> = Vec::with_capacity(batch.events.len());
         // Lanes of the newly stored events, in first-seen order.
@@ -955,9 +1039,27 @@ impl Inbox {
                    (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
+            let mut stored_id = tx.prepare_cached(
+                "SELECT id FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
+            )?;
+            let mut quarantine = tx.prepare_cached(
+                "INSERT OR IGNORE INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
             for env in &batch.events {
-                if env.seq <= mark {
-                    duplicates += 1;
+                let seq_sql = to_sql("seq", env.seq)?;
+                let id = env.id.to_string();
+                if watermark::far_ahead(env.seq, mark, max_ahead) {
+                    quarantine.execute(params![
+                        device,
+                        epoch,
+                        seq_sql,
+                        id,
+                        "far_ahead",
+                        codec::encode(env)?,
+                        now_ms
+                    ])?;
+                    quarantined.push((env.seq, "far_ahead"));
                     continue;
                 }
                 let (kind, state, lane, stage) = match &env.payload {
@@ -973,9 +1075,9 @@ impl Inbox {
                 let changed = insert.execute(params![
                     device,
                     epoch,
-                    to_sql("seq", env.seq)?,
+                    seq_sql,
                     site.as_str(),
-                    env.id.to_string(),
+                    id,
                     kind,
                     bytes,
                     now_ms,
@@ -984,7 +1086,24 @@ impl Inbox {
                     stage,
                 ])?;
                 if changed == 0 {
-                    duplicates += 1;
+                    let existing: String =
+                        stored_id.query_row(params![device, epoch, seq_sql], |r| r.get(0))?;
+                    if existing == id {
+                        duplicates += 1;
+                    } else {
+                        // Another event under the same number: keep it for
+                        // the operator, never in place of the stored one.
+                        quarantine.execute(params![
+                            device,
+                            epoch,
+                            seq_sql,
+                            id,
+                            "seq_conflict",
+                            bytes,
+                            now_ms
+                        ])?;
+                        quarantined.push((env.seq, "seq_conflict"));
+                    }
                 } else {
                     stored += 1;
                     inserted.push(env.seq);
@@ -1007,40 +1126,54 @@ impl Inbox {
                 wake.execute(params![l, now_ms])?;
             }
         }
+        let top_after = inserted.iter().copied().max().unwrap_or(0).max(top_before);
         let mut newly_shed = Vec::new();
+        let mut refused_claims: Vec<String> = Vec::new();
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO shed (device, epoch, lo, hi) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for &(lo, hi) in &batch.shed {
-                if hi > mark
-                    && insert.execute(params![
-                        device,
-                        epoch,
-                        to_sql("shed range start", lo)?,
-                        to_sql("shed range end", hi)?
-                    ])? == 1
+                if hi <= mark {
+                    continue;
+                }
+                if !watermark::shed_recordable(hi, top_after) {
+                    refused_claims.push(format!("shed {lo}..{hi}"));
+                    continue;
+                }
+                if insert.execute(params![
+                    device,
+                    epoch,
+                    to_sql("shed range start", lo)?,
+                    to_sql("shed range end", hi)?
+                ])? == 1
                 {
                     newly_shed.push((lo, hi));
                 }
             }
         }
-        mark = mark.max(batch.first_held.saturating_sub(1));
+        let claim = watermark::claim_held(mark, batch.first_held, top_after);
+        if let Some(claimed) = claim.refused {
+            refused_claims.push(format!("held {}", claimed.saturating_add(1)));
+        }
+        mark = claim.mark;
         {
-            // Walk forward over stored sequences and shed ranges. Each step
-            // is a primary-key lookup, so a batch costs O(its size) lookups.
+            // Walk forward over stored sequences and shed ranges, never past
+            // the highest stored one. Each step is a primary-key lookup, so a
+            // batch costs O(its size) lookups.
             let mut shed_at = tx.prepare_cached(
                 "SELECT MAX(hi) FROM shed WHERE device = ?1 AND epoch = ?2 AND lo <= ?3 AND hi >= ?3",
             )?;
             let mut present = tx.prepare_cached(
                 "SELECT 1 FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
             )?;
-            while let Some(next) = mark.checked_add(1) {
+            while mark < top_after {
+                let next = mark + 1;
                 let next_sql = to_sql("sequence", next)?;
                 let shed_hi: Option<i64> =
                     shed_at.query_row(params![device, epoch, next_sql], |r| r.get(0))?;
                 if let Some(hi) = shed_hi {
-                    mark = from_sql(hi);
+                    mark = from_sql(hi).min(top_after);
                 } else if present.exists(params![device, epoch, next_sql])? {
                     mark = next;
                 } else {
@@ -1071,7 +1204,13 @@ impl Inbox {
                 ],
             )?;
         }
-        let also_stored = ranges(batch.events.iter().map(|e| e.seq).filter(|s| *s > mark));
+        let also_stored = ranges(
+            batch
+                .events
+                .iter()
+                .map(|e| e.seq)
+                .filter(|s| *s > mark && !quarantined.iter().any(|(q, _)| q == s)),
+        );
         tx.execute(
             "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES (?1, ?2, ?3)
              ON CONFLICT (device, epoch) DO UPDATE SET complete_up_to = excluded.complete_up_to",
@@ -1093,6 +1232,10 @@ impl Inbox {
         if lost > 0 {
             add_to_counter(&tx, "holes_lost", lost)?;
         }
+        for reason in guard_reasons(&refused_claims, &quarantined) {
+            add_to_counter(&tx, "refused", 1)?;
+            add_to_counter(&tx, &format!("refused.{reason}"), 1)?;
+        }
         tx.commit()?;
         Ok(StoreOutcome {
             stored,
@@ -1100,6 +1243,8 @@ impl Inbox {
             complete_up_to: mark,
             also_stored,
             newly_shed,
+            refused_claims,
+            quarantined,
         })
     }
 

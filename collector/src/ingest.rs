@@ -180,6 +180,10 @@ impl IngestError {
             IngestError::DeviceMismatch { .. } => "device_mismatch",
             IngestError::UnknownDevice { .. } => "unknown_device",
             IngestError::RateLimited { .. } => "rate_limited",
+            IngestError::Inbox {
+                source: InboxError::OldEpoch { .. },
+                ..
+            } => "old_epoch",
             IngestError::Inbox { source, .. } if source.is_deterministic() => "bad_value",
             IngestError::StoreFailed { .. } => "store_failed",
             IngestError::Inbox { .. } => "inbox",
@@ -395,6 +399,19 @@ impl Ingest {
             if let Some(m) = &self.metrics {
                 m.received(parsed.site.as_str(), outcome.stored as u64);
             }
+        }
+        if !outcome.refused_claims.is_empty() {
+            warn!(device = %device, epoch, claims = ?outcome.refused_claims,
+                complete_up_to = outcome.complete_up_to,
+                "refusing watermark claims above the highest sequence stored for this device (counted as bad_watermark): \
+                 only stored events move a device's watermark; a forged batch, or a device whose stored events this collector lost \
+                 (then close the hole with `dockline-collector holes close`)");
+        }
+        for (seq, reason) in &outcome.quarantined {
+            warn!(device = %device, epoch, seq, reason,
+                "event kept in quarantine, not stored (counted under its reason): far_ahead = too far above the device's \
+                 watermark ([security] max_seq_ahead), the device sends it again once its backlog is stored; \
+                 seq_conflict = another event under a sequence already stored, kept for the operator");
         }
         for (lo, hi) in &outcome.newly_shed {
             warn!(device = %device, epoch, first_seq = lo, last_seq = hi,

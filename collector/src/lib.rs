@@ -70,6 +70,7 @@ pub mod policy;
 pub mod publication;
 pub mod shutdown;
 pub mod store;
+pub mod watermark;
 pub mod webhook;
 
 use std::future::Future;
@@ -218,6 +219,13 @@ pub async fn run(
         verdict_tx.clone(),
         trigger.subscribe(),
     ));
+    let max_ahead = config.security.max_seq_ahead;
+    inbox
+        .call(move |i| {
+            i.set_max_seq_ahead(max_ahead);
+            Ok(())
+        })
+        .await?;
     let invoices = invoice::InvoiceNotifier::from_config(&config.erp, inbox.clone())?;
     if invoices.is_some() {
         inbox

@@ -42,6 +42,11 @@ pub struct SecurityConfig {
     /// Messages one device may publish in a burst above the sustained rate.
     #[serde(default = "default_burst")]
     pub device_burst: u32,
+    /// Events more than this many sequence numbers above their device's
+    /// watermark are quarantined, not trusted ([`crate::watermark`]); a real
+    /// device sends them again once its backlog below is stored.
+    #[serde(default = "default_max_seq_ahead")]
+    pub max_seq_ahead: u64,
 }
 
 impl Default for SecurityConfig {
@@ -50,6 +55,7 @@ impl Default for SecurityConfig {
             max_payload_bytes: default_max_payload_bytes(),
             device_messages_per_sec: default_rate(),
             device_burst: default_burst(),
+            max_seq_ahead: default_max_seq_ahead(),
         }
     }
 }
@@ -63,10 +69,20 @@ fn default_rate() -> f64 {
 fn default_burst() -> u32 {
     1000
 }
+fn default_max_seq_ahead() -> u64 {
+    crate::watermark::DEFAULT_MAX_SEQ_AHEAD
+}
 
 impl SecurityConfig {
     /// Checks the values; the error names the key and the fix.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_seq_ahead == 0 {
+            return Err((
+                "security.max_seq_ahead",
+                "is 0; use at least the largest backlog a device may hold (default 1000000)"
+                    .to_owned(),
+            ));
+        }
         if self.max_payload_bytes == 0 || self.max_payload_bytes > MAX_MESSAGE_BYTES {
             return Err((
                 "security.max_payload_bytes",

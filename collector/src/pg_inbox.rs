@@ -78,9 +78,10 @@ use crate::inbox::{
 };
 use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
 use crate::store::InboxStore;
+use crate::watermark;
 
 /// Current PostgreSQL schema version (its own count, not SQLite's).
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 
 /// Default lane and follow-up claim, ms: how long a lane whose collector
 /// died waits before another collector takes it over.
@@ -95,6 +96,20 @@ const MIGRATION_LOCK: i64 = 0x646f_636b_6c69_6e65;
 /// Key of the session advisory lock the gap-auditing collector holds
 /// (`docklgap`).
 const AUDIT_LOCK: i64 = 0x646f_636b_6c67_6170;
+
+/// Version 2: the quarantine of the SQLite schema's version 6.
+const PG_V2: &str = "
+CREATE TABLE quarantine (
+    device      TEXT   NOT NULL,
+    epoch       BIGINT NOT NULL,
+    seq         BIGINT NOT NULL,
+    id          TEXT   NOT NULL,
+    reason      TEXT   NOT NULL,
+    envelope    BYTEA  NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (device, epoch, seq, id)
+);
+";
 
 /// Version 1: the SQLite schema at its version 5, plus lane claims.
 const PG_V1: &str = "
@@ -276,6 +291,8 @@ struct Ctx {
     invoice_followups: bool,
     /// Lane and follow-up claim length, ms.
     lease_ms: i64,
+    /// `[security] max_seq_ahead` ([`crate::watermark::far_ahead`]).
+    max_seq_ahead: u64,
 }
 
 /// One open connection and its prepared statements.
@@ -493,6 +510,7 @@ impl PgInbox {
             ctx: Ctx {
                 owner,
                 invoice_followups: false,
+                max_seq_ahead: watermark::DEFAULT_MAX_SEQ_AHEAD,
                 lease_ms: i64::try_from(lease_ms).unwrap_or(i64::MAX),
             },
         };
@@ -536,6 +554,12 @@ impl PgInbox {
                     return Ok(());
                 };
                 t.batch_execute(PG_V1).await?;
+            }
+            if version < 2 {
+                let On::Tx(t) = db.on else {
+                    return Ok(());
+                };
+                t.batch_execute(PG_V2).await?;
             }
             if version < PG_SCHEMA_VERSION {
                 db.exec("DELETE FROM dockline_schema", &[]).await?;
@@ -712,32 +736,6 @@ fn summary_of(r: &Row) -> DeadLetterSummary {
     }
 }
 
-/// How far the watermark moves from `mark` over `stored` sequences above it
-/// (ascending) and `shed` ranges.
-fn advance(mut mark: u64, stored: &[u64], shed: &[(u64, u64)]) -> u64 {
-    let mut i = 0;
-    while let Some(next) = mark.checked_add(1) {
-        if let Some(hi) = shed
-            .iter()
-            .filter(|(lo, hi)| *lo <= next && *hi >= next)
-            .map(|(_, hi)| *hi)
-            .max()
-        {
-            mark = hi;
-            continue;
-        }
-        while i < stored.len() && stored[i] < next {
-            i += 1;
-        }
-        if i < stored.len() && stored[i] == next {
-            mark = next;
-        } else {
-            break;
-        }
-    }
-    mark
-}
-
 impl InboxStore for PgInbox {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -745,6 +743,10 @@ impl InboxStore for PgInbox {
 
     fn enable_invoice_followups(&mut self) {
         self.ctx.invoice_followups = true;
+    }
+
+    fn set_max_seq_ahead(&mut self, n: u64) {
+        self.ctx.max_seq_ahead = n;
     }
 
     fn due_followups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Followup>, InboxError> {
@@ -896,7 +898,32 @@ impl InboxStore for PgInbox {
             })
             .collect::<Result<_, InboxError>>()?;
         let site = site.as_str();
+        let max_ahead = self.ctx.max_seq_ahead;
         self.tx(async |db, _| {
+            let known = db
+                .opt(
+                    "SELECT 1 FROM watermarks WHERE device = $1 AND epoch = $2",
+                    &[&device, &epoch],
+                )
+                .await?
+                .is_some();
+            if !known {
+                let newest: Option<u64> = db
+                    .one(
+                        "SELECT max(epoch) FROM watermarks WHERE device = $1",
+                        &[&device],
+                    )
+                    .await?
+                    .get::<_, Option<i64>>(0)
+                    .map(from_sql);
+                if watermark::epoch_too_old(batch.epoch, newest) {
+                    return Err(InboxError::OldEpoch {
+                        device: batch.device.clone(),
+                        epoch: batch.epoch,
+                        newest: newest.unwrap_or(0),
+                    });
+                }
+            }
             // The (device, epoch) lock: batches of one device, whichever
             // collector got them, are applied one after the other.
             db.exec(
@@ -922,10 +949,20 @@ impl InboxStore for PgInbox {
                 .get::<_, Option<i64>>(0)
                 .map_or(0, from_sql);
             let mark_before = mark;
-            // Rows at or below the watermark were acked already: skip them.
-            let keep: Vec<usize> = (0..seqs.len())
-                .filter(|&i| from_sql(seqs[i]) > mark)
-                .collect();
+            // Duplicates are rows, not numbers (see crate::watermark): every
+            // event but those far ahead is offered to the table.
+            let (keep, far): (Vec<usize>, Vec<usize>) = (0..seqs.len())
+                .partition(|&i| !watermark::far_ahead(from_sql(seqs[i]), mark, max_ahead));
+            let mut quarantined: Vec<(u64, &'static str)> = Vec::new();
+            for &i in &far {
+                db.exec(
+                    "INSERT INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
+                     VALUES ($1, $2, $3, $4, 'far_ahead', $5, $6) ON CONFLICT DO NOTHING",
+                    &[&device, &epoch, &seqs[i], &ids[i], &envelopes[i], &now_ms],
+                )
+                .await?;
+                quarantined.push((from_sql(seqs[i]), "far_ahead"));
+            }
             let k_seq: Vec<i64> = keep.iter().map(|&i| seqs[i]).collect();
             let k_id: Vec<&str> = keep.iter().map(|&i| ids[i].as_str()).collect();
             let k_kind: Vec<&str> = keep.iter().map(|&i| kinds[i]).collect();
@@ -949,7 +986,49 @@ impl InboxStore for PgInbox {
                 )
                 .await?;
             let stored = inserted.len();
-            let duplicates = batch.events.len() - stored;
+            let inserted_seqs: Vec<i64> = inserted.iter().map(|r| r.get::<_, i64>(0)).collect();
+            let repeated: Vec<usize> = keep
+                .iter()
+                .copied()
+                .filter(|&i| !inserted_seqs.contains(&seqs[i]))
+                .collect();
+            let mut duplicates = 0usize;
+            if !repeated.is_empty() {
+                let r_seq: Vec<i64> = repeated.iter().map(|&i| seqs[i]).collect();
+                let existing: Vec<(i64, String)> = db
+                    .query(
+                        "SELECT seq, id FROM events WHERE device = $1 AND epoch = $2 AND seq = ANY($3)",
+                        &[&device, &epoch, &r_seq],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
+                for &i in &repeated {
+                    let same = existing
+                        .iter()
+                        .any(|(sq, id)| *sq == seqs[i] && *id == ids[i]);
+                    if same {
+                        duplicates += 1;
+                        continue;
+                    }
+                    // Another event under the same number: keep it for the
+                    // operator, never in place of the stored one.
+                    db.exec(
+                        "INSERT INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
+                         VALUES ($1, $2, $3, $4, 'seq_conflict', $5, $6) ON CONFLICT DO NOTHING",
+                        &[&device, &epoch, &seqs[i], &ids[i], &envelopes[i], &now_ms],
+                    )
+                    .await?;
+                    quarantined.push((from_sql(seqs[i]), "seq_conflict"));
+                }
+            }
+            let top_after = inserted_seqs
+                .iter()
+                .map(|s| from_sql(*s))
+                .max()
+                .unwrap_or(0)
+                .max(top_before);
             // A new event may be the one a parked lane waits for. Sorted, so
             // two batches touching the same lanes lock them in one order.
             let mut touched: Vec<String> = inserted
@@ -967,7 +1046,12 @@ impl InboxStore for PgInbox {
                 .await?;
             }
             let mut newly_shed = Vec::new();
+            let mut refused_claims: Vec<String> = Vec::new();
             for (&(lo, hi), &(lo_sql, hi_sql)) in batch.shed.iter().zip(&shed) {
+                if hi > mark && !watermark::shed_recordable(hi, top_after) {
+                    refused_claims.push(format!("shed {lo}..{hi}"));
+                    continue;
+                }
                 if hi > mark
                     && db
                         .exec(
@@ -981,7 +1065,11 @@ impl InboxStore for PgInbox {
                     newly_shed.push((lo, hi));
                 }
             }
-            mark = mark.max(batch.first_held.saturating_sub(1));
+            let claim = watermark::claim_held(mark, batch.first_held, top_after);
+            if let Some(claimed) = claim.refused {
+                refused_claims.push(format!("held {}", claimed.saturating_add(1)));
+            }
+            mark = claim.mark;
             let mark_sql = to_sql("watermark", mark)?;
             let above: Vec<u64> = db
                 .query(
@@ -1001,7 +1089,7 @@ impl InboxStore for PgInbox {
                 .iter()
                 .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
                 .collect();
-            mark = advance(mark, &above, &shed_above);
+            mark = watermark::advance(mark, top_after, &above, &shed_above);
             // The watermark passed sequences this batch did not store (stored
             // earlier behind a hole, possibly repeated in this batch as
             // duplicates, or shed): their lanes, and those of the device's
@@ -1027,7 +1115,13 @@ impl InboxStore for PgInbox {
                 )
                 .await?;
             }
-            let also_stored = ranges(batch.events.iter().map(|e| e.seq).filter(|s| *s > mark));
+            let also_stored = ranges(
+                batch
+                    .events
+                    .iter()
+                    .map(|e| e.seq)
+                    .filter(|s| *s > mark && !quarantined.iter().any(|(q, _)| q == s)),
+            );
             db.exec(
                 "UPDATE watermarks SET complete_up_to = GREATEST(complete_up_to, $3)
                  WHERE device = $1 AND epoch = $2",
@@ -1052,12 +1146,18 @@ impl InboxStore for PgInbox {
             if lost > 0 {
                 add_to_counter(db, "holes_lost", lost).await?;
             }
+            for reason in crate::inbox::guard_reasons(&refused_claims, &quarantined) {
+                add_to_counter(db, "refused", 1).await?;
+                add_to_counter(db, &format!("refused.{reason}"), 1).await?;
+            }
             Ok(StoreOutcome {
                 stored,
                 duplicates,
                 complete_up_to: mark,
                 also_stored,
                 newly_shed,
+                refused_claims,
+                quarantined,
             })
         })
     }
@@ -2288,14 +2388,6 @@ mod tests {
             redact_url("host=db user=dock password=s3cret dbname=inbox"),
             "host=db user=dock password=*** dbname=inbox"
         );
-    }
-
-    #[test]
-    fn the_watermark_walks_over_stored_and_shed_sequences_only() {
-        assert_eq!(advance(0, &[1, 2, 3, 5], &[]), 3);
-        assert_eq!(advance(0, &[1, 2, 5], &[(3, 4)]), 5);
-        assert_eq!(advance(2, &[4], &[]), 2);
-        assert_eq!(advance(0, &[], &[(1, 10)]), 10);
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// an `invoice.ready` follow-up webhook (see [`InboxStore::due_followups`]).
     fn enable_invoice_followups(&mut self);
 
+    /// Events more than `n` above their device's watermark are quarantined,
+    /// not stored ([`crate::watermark`], `[security] max_seq_ahead`).
+    fn set_max_seq_ahead(&mut self, n: u64);
+
     /// Follow-ups due at `now_ms`, oldest first, at most `limit`. With
     /// several collectors the ones returned are claimed for a while, so
     /// another collector does not send them at the same time.
@@ -317,6 +321,9 @@ impl InboxStore for Inbox {
     }
     fn enable_invoice_followups(&mut self) {
         Inbox::enable_invoice_followups(self);
+    }
+    fn set_max_seq_ahead(&mut self, n: u64) {
+        Inbox::set_max_seq_ahead(self, n);
     }
     fn due_followups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Followup>, InboxError> {
         Inbox::due_followups(self, now_ms, limit)

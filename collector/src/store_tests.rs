@@ -102,6 +102,8 @@ fn out_of_order_arrival_never_acks_past_a_hole() {
                 complete_up_to: 2,
                 also_stored: vec![],
                 newly_shed: vec![],
+                refused_claims: vec![],
+                quarantined: vec![],
             }
         );
         // 3 is lost in flight; 4 and 5 arrive first.
@@ -359,7 +361,16 @@ fn first_held_jump_moves_the_watermark() {
             .store_batch(&site(), &batch("hh-01", 1, 100, &[100, 101, 103]), 0)
             .expect("store");
         assert_eq!(out.complete_up_to, 101);
-        // A resend of something below the watermark is a duplicate, not stored.
+        // An event below the watermark that has no row is stored: real data
+        // below a claim is never dropped (crate::watermark); a repeat of it is
+        // a duplicate.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 50, &[50]), 0)
+            .expect("store");
+        assert_eq!(
+            (out.stored, out.duplicates, out.complete_up_to),
+            (1, 0, 101)
+        );
         let out = inbox
             .store_batch(&site(), &batch("hh-01", 1, 50, &[50]), 0)
             .expect("store");
@@ -940,6 +951,7 @@ fn version_1_file_migrates_to_version_2_keeping_its_rows() {
         let mut inbox = Inbox {
             conn: Connection::open(&path).expect("open"),
             invoice_followups: false,
+            max_seq_ahead: crate::watermark::DEFAULT_MAX_SEQ_AHEAD,
         };
         let tx = inbox.conn.transaction().expect("tx");
         tx.execute(
@@ -1252,4 +1264,97 @@ fn a_lost_database_connection_is_reopened() {
     let out = stored.expect("reconnected");
     assert_eq!(out.complete_up_to, 3);
     assert_eq!(inbox.stats().expect("stats").received, 3);
+}
+
+/// The forgeries of a device that lies about its watermark (see
+/// `crate::watermark`), on both backends: each is refused and counted, and
+/// the device's real events that follow are stored and acked.
+#[test]
+fn a_forged_watermark_claim_moves_nothing_and_real_events_still_land() {
+    on_each_backend("a_forged_watermark_claim_moves_nothing", |b| {
+        let mut inbox = b.open();
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
+            .expect("store");
+        // held = 2^40 with no events: "everything below was acked".
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1 << 40, &[]), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 2);
+        assert_eq!(out.refused_claims, vec![format!("held {}", 1u64 << 40)]);
+        // A shed range far ahead of everything stored.
+        let mut shed = batch("hh-01", 1, 3, &[]);
+        shed.shed = vec![(3, 1 << 40)];
+        let out = inbox.store_batch(&site(), &shed, 0).expect("store");
+        assert_eq!(out.complete_up_to, 2);
+        assert_eq!(out.refused_claims, vec![format!("shed 3..{}", 1u64 << 40)]);
+        // The device's next real events are stored, not taken for duplicates.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 3, &[3, 4, 5]), 0)
+            .expect("store");
+        assert_eq!((out.stored, out.duplicates, out.complete_up_to), (3, 0, 5));
+        let stats = inbox.stats().expect("stats");
+        assert_eq!(stats.refused_by_reason.get("bad_watermark"), Some(&2));
+        assert_eq!(stats.received, 5);
+    });
+}
+
+#[test]
+fn events_far_ahead_or_under_a_taken_number_go_to_quarantine() {
+    on_each_backend("events_far_ahead_or_under_a_taken_number", |b| {
+        let mut inbox = b.open();
+        inbox.set_max_seq_ahead(100);
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
+            .expect("store");
+        // Seq 500 while the watermark is 2: not stored, not acked.
+        let out = inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[3, 500]), 0)
+            .expect("store");
+        assert_eq!(out.quarantined, vec![(500, "far_ahead")]);
+        assert_eq!((out.stored, out.complete_up_to), (1, 3));
+        assert!(out.also_stored.is_empty(), "{:?}", out.also_stored);
+        // Another event under seq 2 (same number, another id).
+        let mut other = batch("hh-01", 1, 1, &[2]);
+        other.events[0].id = dockline_protocol::EventId([0xee; 16]);
+        let out = inbox.store_batch(&site(), &other, 0).expect("store");
+        assert_eq!(out.quarantined, vec![(2, "seq_conflict")]);
+        assert_eq!((out.stored, out.duplicates), (0, 0));
+        let stats = inbox.stats().expect("stats");
+        assert_eq!(stats.refused_by_reason.get("far_ahead"), Some(&1));
+        assert_eq!(stats.refused_by_reason.get("seq_conflict"), Some(&1));
+        assert_eq!(stats.received, 3);
+    });
+}
+
+#[test]
+fn a_new_epoch_older_than_the_newest_is_refused() {
+    on_each_backend("a_new_epoch_older_than_the_newest_is_refused", |b| {
+        let mut inbox = b.open();
+        inbox
+            .store_batch(&site(), &batch("hh-01", 10, 1, &[1]), 0)
+            .expect("store");
+        let err = inbox
+            .store_batch(&site(), &batch("hh-01", 5, 1, &[1]), 0)
+            .expect_err("older epoch refused");
+        assert!(
+            matches!(err, InboxError::OldEpoch { newest: 10, .. }),
+            "{err}"
+        );
+        assert!(err.is_deterministic());
+        // The known epoch and a newer one still land; another device is free.
+        inbox
+            .store_batch(&site(), &batch("hh-01", 10, 1, &[2]), 0)
+            .expect("known epoch");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 12, 1, &[1]), 0)
+            .expect("newer epoch");
+        inbox
+            .store_batch(&site(), &batch("hh-02", 5, 1, &[1]), 0)
+            .expect("other device");
+        // Once epoch 12 exists, epoch 10 is still known and accepted.
+        inbox
+            .store_batch(&site(), &batch("hh-01", 10, 1, &[3]), 0)
+            .expect("known epoch after a newer one");
+    });
 }

@@ -330,7 +330,17 @@ fn joined_envelopes_are_byte_identical_to_encoded_ones() {
         let prefix = envelope_prefix(e.v, &e.device, e.epoch).expect("prefix");
         let tail = envelope_tail(e.id, e.captured_ms, e.time_source, e.priority, &e.payload)
             .expect("tail");
-        for seq in [1, 23, 24, 255, 256, 65_535, 65_536, 1 << 32, i64::MAX as u64] {
+        for seq in [
+            1,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            1 << 32,
+            i64::MAX as u64,
+        ] {
             e.seq = seq;
             let joined = join_envelope(&prefix, seq, &tail);
             assert_eq!(joined, encode(&e).expect("encode"), "seq {seq}");

@@ -67,7 +67,10 @@ fn numbers_above_i64_max_are_malformed() {
     for (field, b) in cases {
         let bytes = encode(&b).expect("encodes");
         let err = decode::<Batch>(&bytes).expect_err("refused").to_string();
-        assert!(err.contains(field) && err.contains("2^63 - 1"), "{field}: {err}");
+        assert!(
+            err.contains(field) && err.contains("2^63 - 1"),
+            "{field}: {err}"
+        );
     }
     // The largest allowed value still passes.
     let mut b = golden::sample_batch();
