@@ -273,6 +273,7 @@ async fn status(State(s): State<ApiState>) -> Response {
                 "mqtt_connects": s.link.connects.load(Ordering::Relaxed),
                 "ack_timeouts": s.link.ack_timeouts.load(Ordering::Relaxed),
                 "commands": s.link.commands.snapshot(),
+                "acks": s.link.acks.snapshot(),
                 "devices": s.devices.snapshot(),
                 "stations": s.stations.lock().engine.status(),
             }))

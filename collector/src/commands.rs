@@ -212,6 +212,21 @@ impl CommandSigner {
             .map(|k| STANDARD.encode(k.verifying_key().as_bytes()))
     }
 
+    /// `ack` with its signature (`sg`, see [`dockline_protocol::ack`]) when
+    /// a key is configured, else unchanged. The same key signs commands and
+    /// acks; the protocol's contexts keep the two apart.
+    pub fn sign_ack(
+        &self,
+        ack: &dockline_protocol::Ack,
+    ) -> Result<dockline_protocol::Ack, dockline_protocol::EncodeError> {
+        match &self.key {
+            Some(key) => {
+                ack.seal(|message| -> [u8; SIGNATURE_BYTES] { key.sign(message).to_bytes() })
+            }
+            None => Ok(ack.clone()),
+        }
+    }
+
     /// The command to publish for `inner`: its expiry set to `now_ms` plus
     /// the ttl, then sealed with the signature when a key is configured.
     pub fn prepare(
@@ -223,6 +238,9 @@ impl CommandSigner {
         let inner = Command {
             expires_ms: Some(now_ms.saturating_add(ttl_ms)),
             signed: None,
+            // Drawn for every command, so the agent can refuse a replay of it
+            // within its expiry.
+            nonce: Some(rand::random()),
             ..inner
         };
         match &self.key {
@@ -297,6 +315,7 @@ mod tests {
             }),
             expires_ms: None,
             signed: None,
+            nonce: None,
         }
     }
 

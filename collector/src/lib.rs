@@ -215,7 +215,7 @@ pub async fn run(
     let gaps_task = tokio::spawn(gaps::run(
         inbox.clone(),
         config.gaps.resend_after(),
-        signer,
+        signer.clone(),
         verdict_tx.clone(),
         trigger.subscribe(),
     ));
@@ -264,10 +264,9 @@ pub async fn run(
     let delivery_task = tokio::spawn(delivery.run(wake, trigger.subscribe()));
     let mqtt_cfg = config.mqtt.clone();
     let mqtt_stop = trigger.subscribe();
-    let mqtt_task =
-        tokio::spawn(
-            async move { mqtt::run(&mqtt_cfg, ingest, verdict_rx, progress, mqtt_stop).await },
-        );
+    let mqtt_task = tokio::spawn(async move {
+        mqtt::run(&mqtt_cfg, ingest, verdict_rx, progress, signer, mqtt_stop).await
+    });
 
     // The API task ends early only on a server error; report it then.
     let mut api = api;

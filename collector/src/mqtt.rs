@@ -56,6 +56,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::commands::CommandSigner;
 use crate::config::MqttConfig;
 use crate::ingest::Ingest;
 use crate::publication::Publication;
@@ -144,6 +145,7 @@ pub async fn run(
     ingest: Ingest,
     outbound: mpsc::Receiver<Publication>,
     progress: Arc<IngestProgress>,
+    signer: CommandSigner,
     shutdown: Shutdown,
 ) {
     let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
@@ -187,14 +189,16 @@ pub async fn run(
         Arc::clone(&progress),
         shutdown.clone(),
     ));
+    let signer = Arc::new(signer);
     let ingest_task = tokio::spawn(ingest_loop(
         ingest,
         client.clone(),
         incoming_rx,
         progress,
+        Arc::clone(&signer),
         shutdown.clone(),
     ));
-    let publish_task = tokio::spawn(publish_loop(client.clone(), outbound));
+    let publish_task = tokio::spawn(publish_loop(client.clone(), outbound, signer));
 
     let mut stop = shutdown;
     stop.wait().await;
@@ -335,6 +339,7 @@ async fn ingest_loop(
     client: AsyncClient,
     mut incoming: mpsc::UnboundedReceiver<Publish>,
     progress: Arc<IngestProgress>,
+    signer: Arc<CommandSigner>,
     mut shutdown: Shutdown,
 ) {
     let mut refusals = RefusalLog::default();
@@ -343,7 +348,7 @@ async fn ingest_loop(
             return;
         };
         match outcome {
-            Ok(Some(ack)) => publish(&client, ack).await,
+            Ok(Some(ack)) => publish(&client, ack, &signer).await,
             Ok(None) => {}
             Err(e) => refusals.log(&p.topic, &e),
         }
@@ -394,13 +399,27 @@ async fn handle_until_settled(
     }
 }
 
-async fn publish_loop(client: AsyncClient, mut outbound: mpsc::Receiver<Publication>) {
+async fn publish_loop(
+    client: AsyncClient,
+    mut outbound: mpsc::Receiver<Publication>,
+    signer: Arc<CommandSigner>,
+) {
     while let Some(p) = outbound.recv().await {
-        publish(&client, p).await;
+        publish(&client, p, &signer).await;
     }
 }
 
-async fn publish(client: &AsyncClient, p: Publication) {
+/// Publishes `p` QoS 1, an ack signed by `signer` (see
+/// [`Publication::signed_by`]).
+async fn publish(client: &AsyncClient, p: Publication, signer: &CommandSigner) {
+    let topic = p.topic.clone();
+    let p = match p.signed_by(signer) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(topic = %topic, "cannot sign an ack, not publishing it (the agent resends): {e}");
+            return;
+        }
+    };
     if let Err(e) = client
         .publish(p.topic.clone(), QoS::AtLeastOnce, false, p.payload)
         .await

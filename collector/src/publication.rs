@@ -38,10 +38,28 @@ impl Publication {
             stored_up_to,
             also_stored,
             verdicts,
+            signed: None,
         };
         Ok(Self {
             topic: Topic::new(site.clone(), device.clone(), Channel::Ack).to_string(),
             payload: codec::encode(&ack)?,
+        })
+    }
+
+    /// This publication with its ack signed by `signer` when it is an ack on
+    /// an ack topic and `signer` has a key; anything else unchanged. The MQTT
+    /// task applies it to every publication, so no path publishes an ack
+    /// unsigned by mistake.
+    pub fn signed_by(self, signer: &CommandSigner) -> Result<Self, EncodeError> {
+        if !signer.signs() || !self.topic.ends_with("/ack") {
+            return Ok(self);
+        }
+        let Ok(ack) = codec::decode::<Ack>(&self.payload) else {
+            return Ok(self);
+        };
+        Ok(Self {
+            topic: self.topic,
+            payload: codec::encode(&signer.sign_ack(&ack)?)?,
         })
     }
 
@@ -62,6 +80,7 @@ impl Publication {
             resend: Some(Resend { epoch, ranges }),
             expires_ms: None,
             signed: None,
+            nonce: None,
         };
         let command = signer.prepare(command, now_ms)?;
         Ok(Self {

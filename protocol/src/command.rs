@@ -30,9 +30,11 @@
 //! ciborium only): [`Command::seal`] and [`Command::open`] take the signing
 //! and verifying functions, which the collector and the agent supply.
 //!
-//! Replay inside the expiry window is possible and harmless for today's one
-//! command (a resend request is idempotent); a non-idempotent command will
-//! need a nonce the device remembers until `exp`.
+//! - `n`: a nonce, a number the collector draws at random for each signed
+//!   command (inside the signed bytes). A signed command without one is
+//!   refused; the agent remembers the nonces it obeyed until their expiry
+//!   and refuses a second command with the same one, so a captured command
+//!   replayed within its expiry is not obeyed twice.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -68,6 +70,10 @@ pub struct Command {
     /// optional field; required inside a signed command).
     #[serde(rename = "exp", default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<i64>,
+    /// The command's nonce (see the module docs); required inside a signed
+    /// command.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
     /// The signed command (added in v1 as an optional field); see the
     /// module docs.
     #[serde(rename = "sg", default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +108,32 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
+impl Signed {
+    /// Checks the signature's length and the body's size; `field` names the
+    /// `sg` in errors.
+    pub(crate) fn check(&self, field: &str) -> Result<(), ValidationError> {
+        if self.signature.len() != SIGNATURE_BYTES {
+            return Err(ValidationError {
+                field: alloc::format!("{field}.s"),
+                problem: alloc::format!(
+                    "is {} bytes, an Ed25519 signature is {SIGNATURE_BYTES}",
+                    self.signature.len()
+                ),
+            });
+        }
+        if self.body.len() > MAX_SIGNED_BODY_BYTES {
+            return Err(ValidationError {
+                field: alloc::format!("{field}.b"),
+                problem: alloc::format!(
+                    "is {} bytes, the limit is {MAX_SIGNED_BODY_BYTES}",
+                    self.body.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Signed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signed")
@@ -134,6 +166,11 @@ pub enum CommandRefusal {
     /// A signed command without an expiry.
     #[error("signed command has no expiry (exp); the collector must set one")]
     NoExpiry,
+    /// A signed command without a nonce (`n`).
+    #[error(
+        "signed command has no nonce (n), so a replay could not be told apart; upgrade the collector"
+    )]
+    NoNonce,
     /// Past its expiry.
     #[error(
         "command expired at {expires_ms} (now {now_ms}, {late_ms} ms late); if commands always arrive expired, check this device's clock"
@@ -164,6 +201,7 @@ impl CommandRefusal {
             CommandRefusal::BadSignature => "bad_signature",
             CommandRefusal::Body(_) | CommandRefusal::Nested => "malformed",
             CommandRefusal::NoExpiry | CommandRefusal::Expired { .. } => "expired",
+            CommandRefusal::NoNonce => "no_nonce",
             CommandRefusal::OtherDevice { .. } => "other_device",
         }
     }
@@ -184,24 +222,7 @@ impl Command {
             crate::validate::wire_number("rs.ep", resend.epoch)?;
         }
         if let Some(signed) = &self.signed {
-            if signed.signature.len() != SIGNATURE_BYTES {
-                return Err(ValidationError {
-                    field: "sg.s".into(),
-                    problem: alloc::format!(
-                        "is {} bytes, an Ed25519 signature is {SIGNATURE_BYTES}",
-                        signed.signature.len()
-                    ),
-                });
-            }
-            if signed.body.len() > MAX_SIGNED_BODY_BYTES {
-                return Err(ValidationError {
-                    field: "sg.b".into(),
-                    problem: alloc::format!(
-                        "is {} bytes, the limit is {MAX_SIGNED_BODY_BYTES}",
-                        signed.body.len()
-                    ),
-                });
-            }
+            signed.check("sg")?;
         }
         Ok(())
     }
@@ -223,6 +244,7 @@ impl Command {
             device: inner.device,
             resend: None,
             expires_ms: None,
+            nonce: None,
             signed: Some(Signed { body, signature }),
         })
     }
@@ -264,6 +286,9 @@ impl Command {
             return Err(CommandRefusal::NoExpiry);
         };
         inner.check_for(ours, now_ms, expires_ms)?;
+        if inner.nonce.is_none() {
+            return Err(CommandRefusal::NoNonce);
+        }
         Ok(inner)
     }
 
@@ -372,6 +397,7 @@ mod tests {
             }),
             expires_ms: exp,
             signed: None,
+            nonce: Some(7),
         }
     }
 

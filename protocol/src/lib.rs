@@ -70,7 +70,7 @@ pub mod tls;
 pub mod topic;
 mod validate;
 
-pub use ack::{Ack, Outcome, Verdict};
+pub use ack::{Ack, AckRefusal, Outcome, Verdict};
 pub use batch::Batch;
 pub use codec::{DecodeError, EncodeError, WireMessage, decode, encode};
 pub use command::{Command, CommandRefusal, Resend, Signed};

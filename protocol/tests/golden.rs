@@ -185,6 +185,7 @@ fn sample_ack() -> Ack {
                 },
             },
         ],
+        signed: None,
     }
 }
 
@@ -257,6 +258,18 @@ fn ack_matches_fixture() {
     check("ack", &sample_ack());
 }
 
+/// A signed ack (`sg`, added in v1 as an optional field): the plain fields
+/// beside the signed bytes. The signature is a fixed stand-in.
+#[test]
+fn signed_ack_matches_fixture() {
+    let sealed = sample_ack().seal(|_| [0x5a; 64]).expect("seals");
+    check("ack-signed", &sealed);
+    assert_eq!(
+        sealed.open(|_, sig| sig == &[0x5a; 64]).expect("opens"),
+        sample_ack()
+    );
+}
+
 #[test]
 fn statuses_match_fixtures() {
     for (name, s) in sample_statuses() {
@@ -275,6 +288,7 @@ fn resend_command_matches_fixture() {
         }),
         expires_ms: None,
         signed: None,
+        nonce: None,
     };
     check("command-resend", &command);
 }
@@ -293,9 +307,21 @@ fn signed_resend_command_matches_fixture() {
         }),
         expires_ms: Some(1_764_050_300_000),
         signed: None,
+        nonce: None,
     };
     let sealed = Command::seal(&inner, |_| [0x5a; 64]).expect("seals");
     check("command-signed", &sealed);
+    // Signed without a nonce (`n`, added later in v1): decodes, is refused.
+    assert_eq!(
+        sealed.open(&dev(), 1_764_050_000_000, |_, sig| sig == &[0x5a; 64]),
+        Err(dockline_protocol::CommandRefusal::NoNonce)
+    );
+    let inner = Command {
+        nonce: Some(0x0123_4567_89ab_cdef),
+        ..inner
+    };
+    let sealed = Command::seal(&inner, |_| [0x5a; 64]).expect("seals");
+    check("command-signed-nonce", &sealed);
     let opened = sealed
         .open(&dev(), 1_764_050_000_000, |_, sig| sig == &[0x5a; 64])
         .expect("opens");

@@ -137,6 +137,7 @@ fn rules_are_enforced_with_clear_messages() {
         }),
         expires_ms: None,
         signed: None,
+        nonce: None,
     };
     let err = decode::<Command>(&encode(&backwards).expect("encodes")).expect_err("range");
     assert!(err.to_string().contains("rs.r[0]"), "{err}");

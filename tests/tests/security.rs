@@ -138,6 +138,7 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
             }),
             expires_ms: exp,
             signed: None,
+            nonce: None,
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?

@@ -14,6 +14,19 @@
 //! loses an event: the agent's own ack timeout resends what the collector
 //! misses, only later.
 //!
+//! A signed command carries a nonce; [`ReplayGuard`] remembers the nonces
+//! of obeyed commands until their expiry and refuses a second command with
+//! the same one (`replayed`), so a captured command replayed within its
+//! expiry is obeyed once. The guard lives in memory: a replay after an agent
+//! restart within the command's expiry (`[commands] ttl_secs` on the
+//! collector, 5 minutes by default) is obeyed again, which for a resend
+//! request costs a resend and nothing else.
+//!
+//! The same keys check the collector's acks ([`CommandVerifier::open_ack`]):
+//! with a verify key, only a signed ack that verifies deletes payloads;
+//! anything else is refused, counted in [`AckCounters`] (`acks` in
+//! `/v1/status`) and ignored, and the events are sent again.
+//!
 //! [`CommandVerifier::check`] is pure (time is passed in), so the rules are
 //! unit-tested without MQTT.
 
@@ -22,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use dockline_protocol::command::SIGNATURE_BYTES;
-use dockline_protocol::{Command, CommandRefusal, DecodeError, DeviceId, codec};
+use dockline_protocol::{Ack, AckRefusal, Command, CommandRefusal, DecodeError, DeviceId, codec};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 
@@ -42,6 +55,14 @@ pub enum Refused {
     /// The protocol's checks failed.
     #[error("command refused: {0}")]
     Command(#[from] CommandRefusal),
+    /// A command with this nonce was obeyed already.
+    #[error(
+        "command refused: its nonce {nonce} was obeyed already (a captured command replayed within its expiry)"
+    )]
+    Replayed {
+        /// The nonce.
+        nonce: u64,
+    },
 }
 
 impl Refused {
@@ -51,6 +72,7 @@ impl Refused {
             Refused::Decode(_) => "malformed",
             Refused::NoVerifyKey => "no_verify_key",
             Refused::Command(r) => r.reason(),
+            Refused::Replayed { .. } => "replayed",
         }
     }
 }
@@ -122,6 +144,137 @@ impl CommandVerifier {
     }
 }
 
+impl CommandVerifier {
+    /// The ack to act on: with a verify key, the signed ack inside `ack`
+    /// if it verifies (else the refusal); without one, `ack` as sent.
+    pub fn open_ack(&self, ack: Ack) -> Result<Ack, AckRefusal> {
+        if self.keys.is_empty() {
+            return Ok(Ack {
+                signed: None,
+                ..ack
+            });
+        }
+        ack.open(|m, s| self.verifies(m, s))
+    }
+
+    /// Whether acks must be signed (a verify key is configured).
+    pub fn checks_acks(&self) -> bool {
+        !self.keys.is_empty()
+    }
+}
+
+/// Most nonces remembered at once; beyond, the one expiring first is
+/// forgotten early (a collector sends far fewer commands within one ttl).
+pub const MAX_REMEMBERED_NONCES: usize = 4096;
+
+/// Nonces of obeyed commands, each until its command expires.
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    seen: std::collections::HashMap<u64, i64>,
+}
+
+impl ReplayGuard {
+    /// Admits `command` (already verified) once: refuses a nonce seen
+    /// before and not yet expired at `now_ms`; remembers it otherwise. A
+    /// command without a nonce (unsigned, development) is admitted.
+    pub fn admit(&mut self, command: &Command, now_ms: i64) -> Result<(), Refused> {
+        let Some(nonce) = command.nonce else {
+            return Ok(());
+        };
+        self.seen.retain(|_, exp| *exp >= now_ms);
+        if self.seen.contains_key(&nonce) {
+            return Err(Refused::Replayed { nonce });
+        }
+        if self.seen.len() >= MAX_REMEMBERED_NONCES
+            && let Some((&oldest, _)) = self.seen.iter().min_by_key(|(_, exp)| **exp)
+        {
+            self.seen.remove(&oldest);
+        }
+        self.seen
+            .insert(nonce, command.expires_ms.unwrap_or(i64::MAX));
+        Ok(())
+    }
+}
+
+/// Acks refused since start, per reason (see [`CommandVerifier::open_ack`]).
+#[derive(Debug, Default)]
+pub struct AckCounters {
+    accepted: AtomicU64,
+    unsigned: AtomicU64,
+    bad_signature: AtomicU64,
+    malformed: AtomicU64,
+    other_device: AtomicU64,
+    resend_beyond_assigned: AtomicU64,
+}
+
+/// A snapshot of [`AckCounters`] for `/v1/status` (`acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AckCounts {
+    /// Acks acted on.
+    pub accepted: u64,
+    /// Acks refused, all reasons.
+    pub refused: u64,
+    /// Refused: not signed while a verify key is configured.
+    pub unsigned: u64,
+    /// Refused: the signature did not verify (a forgery).
+    pub bad_signature: u64,
+    /// Refused: unreadable, or signed bytes that are not an ack.
+    pub malformed: u64,
+    /// Refused: signed for another device.
+    pub other_device: u64,
+    /// Resend requests (verified commands) for sequences this agent has not
+    /// assigned yet: refused, never answered as gone.
+    pub resend_beyond_assigned: u64,
+}
+
+impl AckCounters {
+    /// Counts an ack acted on.
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refused ack under its reason.
+    pub fn refused(&self, why: &AckRefusal) {
+        let c = match why.reason() {
+            "unsigned" => &self.unsigned,
+            "bad_signature" => &self.bad_signature,
+            "other_device" => &self.other_device,
+            _ => &self.malformed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an unreadable ack.
+    pub fn malformed(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a resend request refused for asking beyond what was assigned.
+    pub fn resend_beyond_assigned(&self) {
+        self.resend_beyond_assigned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current numbers.
+    pub fn snapshot(&self) -> AckCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (unsigned, bad_signature, malformed, other_device) = (
+            get(&self.unsigned),
+            get(&self.bad_signature),
+            get(&self.malformed),
+            get(&self.other_device),
+        );
+        AckCounts {
+            accepted: get(&self.accepted),
+            refused: unsigned + bad_signature + malformed + other_device,
+            unsigned,
+            bad_signature,
+            malformed,
+            other_device,
+            resend_beyond_assigned: get(&self.resend_beyond_assigned),
+        }
+    }
+}
+
 /// Commands obeyed and refused since start, per reason.
 #[derive(Debug, Default)]
 pub struct CommandCounters {
@@ -132,6 +285,8 @@ pub struct CommandCounters {
     bad_signature: AtomicU64,
     expired: AtomicU64,
     other_device: AtomicU64,
+    replayed: AtomicU64,
+    no_nonce: AtomicU64,
 }
 
 /// A snapshot of [`CommandCounters`] for `/v1/status`.
@@ -153,6 +308,10 @@ pub struct CommandCounts {
     pub expired: u64,
     /// For another device.
     pub other_device: u64,
+    /// A nonce obeyed before (a replay within the expiry).
+    pub replayed: u64,
+    /// Signed without a nonce (an old collector).
+    pub no_nonce: u64,
 }
 
 impl CommandCounters {
@@ -169,6 +328,8 @@ impl CommandCounters {
             "unsigned" => &self.unsigned,
             "bad_signature" => &self.bad_signature,
             "expired" => &self.expired,
+            "replayed" => &self.replayed,
+            "no_nonce" => &self.no_nonce,
             _ => &self.other_device,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -186,13 +347,17 @@ impl CommandCounters {
             bad_signature: get(&self.bad_signature),
             expired: get(&self.expired),
             other_device: get(&self.other_device),
+            replayed: get(&self.replayed),
+            no_nonce: get(&self.no_nonce),
         };
         counts.refused = counts.malformed
             + counts.no_verify_key
             + counts.unsigned
             + counts.bad_signature
             + counts.expired
-            + counts.other_device;
+            + counts.other_device
+            + counts.replayed
+            + counts.no_nonce;
         counts
     }
 }
@@ -228,6 +393,7 @@ mod tests {
             }),
             expires_ms: exp,
             signed: None,
+            nonce: Some(7),
         }
     }
 
@@ -373,5 +539,73 @@ mod tests {
             .expect_err(expect);
             assert!(err.contains(expect), "{err}");
         }
+    }
+
+    /// A captured signed command replayed within its expiry is obeyed once;
+    /// after its expiry the nonce is forgotten (the command is refused as
+    /// expired anyway).
+    #[test]
+    fn a_replayed_command_is_refused_and_counted() {
+        let collector = key(7);
+        let v = verifier(KeyList::One(public(&collector)), false);
+        let c = resend("hh-1", Some(NOW + 60_000));
+        let wire = signed_by(&collector, &c);
+        let mut guard = ReplayGuard::default();
+        let first = v.check(&wire, &dev("hh-1"), NOW).expect("verifies");
+        guard.admit(&first, NOW).expect("first time obeyed");
+        let again = v.check(&wire, &dev("hh-1"), NOW + 1).expect("verifies");
+        let err = guard.admit(&again, NOW + 1).expect_err("replay");
+        assert_eq!(err.reason(), "replayed");
+        let counters = CommandCounters::default();
+        counters.refused(&err);
+        assert_eq!(counters.snapshot().replayed, 1);
+        assert_eq!(counters.snapshot().refused, 1);
+        // Another command (another nonce) is fine.
+        let other = Command {
+            nonce: Some(8),
+            ..c.clone()
+        };
+        guard.admit(&other, NOW + 2).expect("new nonce");
+        // Past the expiry the nonce is forgotten.
+        guard
+            .admit(&again, NOW + 60_001)
+            .expect("forgotten after expiry");
+        // A signed command without a nonce is refused by the protocol.
+        let bare = Command { nonce: None, ..c };
+        let err = v
+            .check(&signed_by(&collector, &bare), &dev("hh-1"), NOW)
+            .expect_err("no nonce");
+        assert_eq!(err.reason(), "no_nonce");
+    }
+
+    #[test]
+    fn with_a_verify_key_only_signed_acks_are_acted_on() {
+        let collector = key(7);
+        let v = verifier(KeyList::One(public(&collector)), false);
+        let ack = Ack {
+            v: PROTOCOL_VERSION,
+            device: dev("hh-1"),
+            epoch: 1,
+            stored_up_to: Some(9),
+            also_stored: vec![],
+            verdicts: vec![],
+            signed: None,
+        };
+        let err = v.open_ack(ack.clone()).expect_err("unsigned");
+        assert_eq!(err.reason(), "unsigned");
+        let sealed = ack.seal(|m| collector.sign(m).to_bytes()).expect("seal");
+        assert_eq!(v.open_ack(sealed.clone()).expect("verifies"), ack);
+        let forged = ack.seal(|m| key(9).sign(m).to_bytes()).expect("seal");
+        assert_eq!(
+            v.open_ack(forged).expect_err("other key").reason(),
+            "bad_signature"
+        );
+        // Without a key: the plain fields, as before.
+        let open = verifier(KeyList::default(), false);
+        assert_eq!(open.open_ack(ack.clone()).expect("plain"), ack);
+        assert_eq!(open.open_ack(sealed).expect("plain"), ack);
+        let counters = AckCounters::default();
+        counters.refused(&err);
+        assert_eq!(counters.snapshot().unsigned, 1);
     }
 }

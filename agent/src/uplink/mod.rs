@@ -14,8 +14,17 @@
 //! this outbox's, is reported gone in a batch with no events whose `shed`
 //! lists it, so the collector stops waiting. A command is obeyed only when
 //! [`command::CommandVerifier`] accepts it (signed by the collector's key,
-//! for this device, not expired); refusals are logged and counted in
-//! [`LinkStatus::commands`].
+//! for this device, not expired, its nonce not obeyed before); refusals are
+//! logged and counted in [`LinkStatus::commands`].
+//!
+//! The agent answers only for sequences it assigned: a resend request
+//! entirely above its next sequence is refused (counted as
+//! `resend_beyond_assigned` in [`LinkStatus::acks`]), and ranges are clamped
+//! to what it assigned before anything is reported gone. Sequences at or
+//! below its ack floor are reported gone explicitly (they were acked and
+//! deleted), since the collector believes a `held` claim only up to what it
+//! stores. With a verify key, acks are acted on only when signed by the
+//! collector ([`command::CommandVerifier::open_ack`]).
 
 pub mod command;
 pub mod state;
@@ -53,6 +62,9 @@ pub struct LinkStatus {
     pub ack_timeouts: AtomicU64,
     /// Commands from the collector obeyed and refused, per reason.
     pub commands: command::CommandCounters,
+    /// Acks acted on and refused, per reason, and resend requests refused
+    /// for asking beyond what this agent assigned.
+    pub acks: command::AckCounters,
 }
 
 enum LinkEvent {
@@ -246,6 +258,7 @@ pub async fn run(
             command::CommandVerifier::refuse_all()
         }
     };
+    let mut replays = command::ReplayGuard::default();
     tokio::pin!(shutdown);
 
     loop {
@@ -286,12 +299,16 @@ pub async fn run(
                 }
                 Some(LinkEvent::Message(topic, payload)) => {
                     if topic == ack_topic {
-                        apply_ack(&outbox, &mut state, &payload).await;
+                        apply_ack(&outbox, &mut state, &verifier, &link, &payload).await;
                     } else if topic == cmd_topic {
-                        match verifier.check(&payload, outbox.device(), now_ms()) {
+                        let now = now_ms();
+                        let checked = verifier
+                            .check(&payload, outbox.device(), now)
+                            .and_then(|c| replays.admit(&c, now).map(|()| c));
+                        match checked {
                             Ok(command) => {
                                 link.commands.accepted();
-                                apply_command(&config, &outbox, &client, &events_topic, &mut state, command).await;
+                                apply_command(&config, &outbox, &client, &events_topic, &mut state, &link, command).await;
                             }
                             Err(why) => {
                                 link.commands.refused(&why);
@@ -390,11 +407,29 @@ pub fn heartbeat(q: &QueueStatus, devices: &[crate::devices::DevicePresence]) ->
     }
 }
 
-async fn apply_ack(outbox: &Outbox, state: &mut UplinkState, payload: &[u8]) {
+async fn apply_ack(
+    outbox: &Outbox,
+    state: &mut UplinkState,
+    verifier: &command::CommandVerifier,
+    link: &LinkStatus,
+    payload: &[u8],
+) {
     let ack: Ack = match codec::decode(payload) {
         Ok(a) => a,
         Err(e) => {
+            link.acks.malformed();
             tracing::error!(error = %e, "unreadable ack from the collector ignored; events stay queued and are resent");
+            return;
+        }
+    };
+    let ack = match verifier.open_ack(ack) {
+        Ok(a) => a,
+        Err(why) => {
+            link.acks.refused(&why);
+            tracing::warn!(
+                reason = why.reason(),
+                "{why}; ack ignored, events stay queued and are resent"
+            );
             return;
         }
     };
@@ -402,10 +437,14 @@ async fn apply_ack(outbox: &Outbox, state: &mut UplinkState, payload: &[u8]) {
         tracing::warn!(device = %ack.device, epoch = ack.epoch, our_epoch = outbox.epoch(), "ack for another device or epoch ignored");
         return;
     }
+    link.acks.accepted();
     if ack.stored_up_to.is_some() || !ack.also_stored.is_empty() {
         let up_to = ack.stored_up_to.unwrap_or(0);
         match outbox.apply_ack(up_to, ack.also_stored.clone()).await {
-            Ok(floor) => state.on_ack(floor, &ack.also_stored),
+            Ok(floor) => {
+                let floor = past_own_shed(outbox, floor).await;
+                state.on_ack(floor, &ack.also_stored)
+            }
             Err(e) => {
                 tracing::error!(error = %e, up_to, "could not apply the collector's ack; the events will be resent")
             }
@@ -416,6 +455,31 @@ async fn apply_ack(outbox: &Outbox, state: &mut UplinkState, payload: &[u8]) {
         if let Err(e) = outbox.apply_verdicts(ack.verdicts).await {
             tracing::error!(error = %e, verdicts = n, "could not record ERP verdicts");
         }
+    }
+}
+
+/// `floor` moved over the outbox's own shed ranges right above it: the
+/// collector acks only up to what it stores, so a tail of sequences this
+/// agent shed (never to be sent) would otherwise keep the batch that
+/// reported them waiting for an ack until the ack timeout, again and again.
+/// Only for the uplink's bookkeeping: the persisted floor stays the
+/// collector's.
+async fn past_own_shed(outbox: &Outbox, floor: u64) -> u64 {
+    let Some(next) = floor.checked_add(1) else {
+        return floor;
+    };
+    match outbox.read(next, 1, false).await {
+        Ok(chunk) => {
+            let first_held = chunk.events.first().map(|e| e.seq);
+            let mut to = floor;
+            for &(lo, hi) in &chunk.shed {
+                if lo <= to.saturating_add(1) && first_held.is_none_or(|f| hi < f) {
+                    to = to.max(hi);
+                }
+            }
+            to
+        }
+        Err(_) => floor,
     }
 }
 
@@ -430,10 +494,11 @@ async fn apply_command(
     client: &AsyncClient,
     events_topic: &str,
     state: &mut UplinkState,
+    link: &LinkStatus,
     command: Command,
 ) {
     if let Some(resend) = command.resend {
-        answer_resend(config, outbox, client, events_topic, state, resend).await;
+        answer_resend(config, outbox, client, events_topic, state, link, resend).await;
     }
 }
 
@@ -445,10 +510,30 @@ async fn answer_resend(
     client: &AsyncClient,
     events_topic: &str,
     state: &mut UplinkState,
-    resend: Resend,
+    link: &LinkStatus,
+    mut resend: Resend,
 ) {
     let floor = state.acked_up_to();
     let ours = resend.epoch == outbox.epoch();
+    if ours {
+        let assigned = match outbox.status().await {
+            Ok(q) => q.next_seq.saturating_sub(1),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox to answer a resend request; the collector will ask again");
+                return;
+            }
+        };
+        let asked = resend.ranges.clone();
+        resend.ranges = clamp_to_assigned(&resend.ranges, assigned);
+        if resend.ranges.len() != asked.len() || resend.ranges != asked {
+            link.acks.resend_beyond_assigned();
+            tracing::warn!(requested = ?asked, assigned,
+                "resend request for sequences this agent has not assigned yet: refused beyond {assigned} (a forged batch at the collector opened a hole there; never reported gone)");
+        }
+        if resend.ranges.is_empty() {
+            return;
+        }
+    }
     let (first_held, gone) = if ours {
         match not_held(config, outbox, floor, &resend.ranges).await {
             Ok(gone) => (floor + 1, gone),
@@ -501,8 +586,12 @@ async fn not_held(
     let mut budget = MAX_RESEND_CHECK;
     let step = config.uplink.batch_max_events.max(1) as u64;
     for &(lo, hi) in ranges {
-        // At or below the floor the collector confirmed it; the report's
-        // first_held says so.
+        // At or below the floor the collector confirmed it earlier and this
+        // outbox deleted it: gone, said explicitly (the collector believes a
+        // `held` claim only up to what it stores).
+        if lo <= floor {
+            gone.push((lo, hi.min(floor)));
+        }
         let mut from = lo.max(floor.saturating_add(1));
         while from <= hi && budget > 0 && gone.len() < MAX_RANGES {
             let want = (hi - from).saturating_add(1).min(budget).min(step);
@@ -524,6 +613,16 @@ async fn not_held(
     }
     gone.truncate(MAX_RANGES);
     Ok(gone)
+}
+
+/// `ranges` cut to sequences at most `assigned` (the highest this outbox
+/// gave out); ranges wholly above it are dropped.
+pub fn clamp_to_assigned(ranges: &[(u64, u64)], assigned: u64) -> Vec<(u64, u64)> {
+    ranges
+        .iter()
+        .filter(|(lo, _)| *lo <= assigned)
+        .map(|&(lo, hi)| (lo, hi.min(assigned)))
+        .collect()
 }
 
 /// Fills both lanes' windows with batches read from the outbox.
@@ -632,4 +731,22 @@ fn device_health(devices: &[crate::devices::DevicePresence]) -> Option<Vec<Devic
         })
         .collect();
     Some(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_to_assigned;
+
+    /// The agent answers only for what it assigned: a forged batch at seq
+    /// 50 while the device is at 3 makes the collector ask for 3..=49; the
+    /// agent has assigned only 1..=2, so nothing of it is reported gone.
+    #[test]
+    fn resend_ranges_are_clamped_to_the_assigned_sequences() {
+        assert_eq!(clamp_to_assigned(&[(3, 49)], 2), vec![]);
+        assert_eq!(
+            clamp_to_assigned(&[(1, 1), (3, 49)], 10),
+            vec![(1, 1), (3, 10)]
+        );
+        assert_eq!(clamp_to_assigned(&[(1, 5)], 5), vec![(1, 5)]);
+    }
 }

@@ -132,6 +132,10 @@ impl UplinkState {
         let stored =
             |seq: u64| seq <= up_to || also.iter().any(|(lo, hi)| (*lo..=*hi).contains(&seq));
         self.live.retain(|f| !stored(f.last_seq));
+        // A backlog batch whose last sequence is stored above a hole is done
+        // too: the hole is the gap audit's to ask for.
+        self.backlog
+            .retain(|f| f.last_seq <= up_to || !stored(f.last_seq));
         if up_to <= self.acked_up_to {
             return;
         }
