@@ -1358,3 +1358,29 @@ fn a_new_epoch_older_than_the_newest_is_refused() {
             .expect("known epoch after a newer one");
     });
 }
+
+/// The forgeries test's sequence through a real broker, on the inbox alone:
+/// a forged seq 50 ahead of a device at 2 never pulls its watermark up.
+#[test]
+fn a_forged_future_sequence_never_pulls_the_watermark_up() {
+    on_each_backend(
+        "a_forged_future_sequence_never_pulls_the_watermark_up",
+        |b| {
+            let mut inbox = b.open();
+            let mark = |inbox: &mut Box<dyn InboxStore>, b: Batch| {
+                inbox
+                    .store_batch(&site(), &b, 0)
+                    .expect("store")
+                    .complete_up_to
+            };
+            assert_eq!(mark(&mut inbox, batch("hh-01", 1, 1, &[1, 2])), 2);
+            assert_eq!(mark(&mut inbox, batch("hh-01", 1, 1, &[50])), 2);
+            assert_eq!(mark(&mut inbox, batch("hh-01", 1, 3, &[3, 4, 5])), 5);
+            let mut gone = batch("hh-01", 1, 6, &[]);
+            gone.shed = vec![(3, 5)];
+            assert_eq!(mark(&mut inbox, gone), 5);
+            assert_eq!(mark(&mut inbox, batch("hh-01", 1, 1 << 40, &[])), 5);
+            assert_eq!(mark(&mut inbox, batch("hh-01", 1, 6, &[6])), 6);
+        },
+    );
+}

@@ -9,8 +9,9 @@
 //! - **Only stored data moves the watermark.** The batch's `held` claim
 //!   ("everything below was acknowledged before") and its shed ranges move
 //!   the watermark at most to the highest sequence stored for that device
-//!   and epoch ([`claim_held`], [`advance`]). A claim that would go further
-//!   is refused and counted as `bad_watermark`; a shed range above the
+//!   and epoch ([`claim_held`], [`advance`]). A `held` claim that would go
+//!   further is refused whole (the watermark does not move) and counted as
+//!   `bad_watermark`; a shed range above the
 //!   highest stored sequence is not recorded (the agent reports it again
 //!   with its next batch, which then carries real events above it).
 //! - **Duplicates are rows, not numbers.** An event is a duplicate only when
@@ -49,8 +50,10 @@ pub fn claim_held(mark: u64, first_held: u64, top_stored: u64) -> HeldClaim {
             refused: None,
         };
     }
+    // Refused whole: cutting it at the highest stored sequence would still
+    // pass the holes below it.
     HeldClaim {
-        mark: mark.max(top_stored),
+        mark,
         refused: (claimed > mark).then_some(claimed),
     }
 }
@@ -122,6 +125,10 @@ mod tests {
         // held = 2^40 with nothing stored above 5.
         let c = claim_held(5, 1 << 40, 5);
         assert_eq!(c.mark, 5);
+        // Refused whole: not even up to the highest stored (a hole below it
+        // stays open).
+        let c = claim_held(2, 1 << 40, 50);
+        assert_eq!(c.mark, 2);
         assert_eq!(c.refused, Some((1 << 40) - 1));
         // From an empty inbox the claim stops at what is stored.
         assert_eq!(claim_held(0, 100, 0).mark, 0);

@@ -205,6 +205,7 @@ pub struct AckCounters {
     malformed: AtomicU64,
     other_device: AtomicU64,
     resend_beyond_assigned: AtomicU64,
+    beyond_assigned: AtomicU64,
 }
 
 /// A snapshot of [`AckCounters`] for `/v1/status` (`acks`).
@@ -225,6 +226,10 @@ pub struct AckCounts {
     /// Resend requests (verified commands) for sequences this agent has not
     /// assigned yet: refused, never answered as gone.
     pub resend_beyond_assigned: u64,
+    /// Verified acks whose watermark went beyond the sequences this agent
+    /// assigned (the collector believed a forged claim): taken only up to
+    /// what was assigned.
+    pub beyond_assigned: u64,
 }
 
 impl AckCounters {
@@ -249,6 +254,11 @@ impl AckCounters {
         self.malformed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an ack cut to what this agent assigned.
+    pub fn beyond_assigned(&self) {
+        self.beyond_assigned.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a resend request refused for asking beyond what was assigned.
     pub fn resend_beyond_assigned(&self) {
         self.resend_beyond_assigned.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +281,7 @@ impl AckCounters {
             malformed,
             other_device,
             resend_beyond_assigned: get(&self.resend_beyond_assigned),
+            beyond_assigned: get(&self.beyond_assigned),
         }
     }
 }

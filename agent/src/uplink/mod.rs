@@ -439,11 +439,29 @@ async fn apply_ack(
     }
     link.acks.accepted();
     if ack.stored_up_to.is_some() || !ack.also_stored.is_empty() {
-        let up_to = ack.stored_up_to.unwrap_or(0);
-        match outbox.apply_ack(up_to, ack.also_stored.clone()).await {
+        let mut up_to = ack.stored_up_to.unwrap_or(0);
+        let mut also = ack.also_stored.clone();
+        // Never past what this outbox assigned: a watermark beyond it means
+        // the collector believed a forged claim, and taking it would mark
+        // this device's next events acknowledged before they exist.
+        if let Ok(q) = outbox.status().await {
+            let assigned = q.next_seq.saturating_sub(1);
+            let clamped = clamp_to_assigned(&also, assigned);
+            if up_to > assigned || clamped != also {
+                link.acks.beyond_assigned();
+                tracing::warn!(
+                    up_to,
+                    assigned,
+                    "ack beyond the sequences this agent assigned (the collector holds a forged claim); taken only up to {assigned}"
+                );
+                up_to = up_to.min(assigned);
+                also = clamped;
+            }
+        }
+        match outbox.apply_ack(up_to, also.clone()).await {
             Ok(floor) => {
                 let floor = past_own_shed(outbox, floor).await;
-                state.on_ack(floor, &ack.also_stored)
+                state.on_ack(floor, &also)
             }
             Err(e) => {
                 tracing::error!(error = %e, up_to, "could not apply the collector's ack; the events will be resent")
