@@ -61,6 +61,13 @@ pub struct GapsConfig {
     /// requests are repeated at growing intervals (2×, 4×, then every 8×).
     #[serde(default = "default_resend_after_ms")]
     pub resend_after_ms: u64,
+    /// A hole in an epoch older than the device's newest (the device was
+    /// reinstalled and cannot send it any more, or the batch that opened it
+    /// was forged) is closed as lost after this many seconds open, and the
+    /// lost ranges are logged; `dockline-collector holes close` closes one
+    /// at once. 0 never closes one by time.
+    #[serde(default = "default_old_epoch_hole_limit_secs")]
+    pub old_epoch_hole_limit_secs: u64,
 }
 
 impl GapsConfig {
@@ -68,14 +75,25 @@ impl GapsConfig {
     pub fn resend_after(&self) -> Duration {
         Duration::from_millis(self.resend_after_ms)
     }
+
+    /// How long a hole in an old epoch may stay open (`None`: forever).
+    pub fn old_epoch_hole_limit(&self) -> Option<Duration> {
+        (self.old_epoch_hole_limit_secs > 0)
+            .then(|| Duration::from_secs(self.old_epoch_hole_limit_secs))
+    }
 }
 
 impl Default for GapsConfig {
     fn default() -> Self {
         Self {
             resend_after_ms: default_resend_after_ms(),
+            old_epoch_hole_limit_secs: default_old_epoch_hole_limit_secs(),
         }
     }
+}
+
+fn default_old_epoch_hole_limit_secs() -> u64 {
+    3600
 }
 
 fn default_resend_after_ms() -> u64 {

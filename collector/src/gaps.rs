@@ -20,6 +20,13 @@
 //!   inbox, and the next audit forgets it.
 //! - Ages live in memory only: after a collector restart every hole waits
 //!   `resend_after` again, which is harmless.
+//! - A hole in an epoch older than the device's newest has a time limit
+//!   (`[gaps] old_epoch_hole_limit_secs`): a reinstalled device cannot send
+//!   it any more, and without a verify key it never answers, so the newer
+//!   epoch would wait behind it forever. Past the limit the hole is closed as
+//!   lost ([`close`]: recorded as shed, counted in `holes_lost`, the lost
+//!   ranges logged at WARN); `dockline-collector holes close` does the same
+//!   at once for any epoch.
 //! - With several collectors on one PostgreSQL inbox, one of them audits
 //!   ([`crate::store::InboxStore::gap_audit_turn`]), so a device gets each
 //!   request once; when it stops, another takes the turn.
@@ -35,9 +42,10 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use crate::commands::CommandSigner;
-use crate::inbox::{DeviceHoles, InboxHandle};
+use crate::inbox::{DeviceHoles, InboxError, InboxHandle};
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
+use crate::store::InboxStore;
 
 /// Repeated requests wait at most this many times `resend_after`.
 const MAX_BACKOFF_FACTOR: u32 = 8;
@@ -123,6 +131,93 @@ impl GapAudit {
     }
 }
 
+impl GapAudit {
+    /// The holes of `holes` open at least `limit` (by this audit's clock)
+    /// whose epoch is older than the device's newest (`newest`).
+    pub fn expired_old_epochs(
+        &self,
+        holes: &[DeviceHoles],
+        newest: &HashMap<DeviceId, u64>,
+        limit: Duration,
+        now: Instant,
+    ) -> Vec<ResendRequest> {
+        let mut out = Vec::new();
+        for dh in holes {
+            if newest.get(&dh.device).is_none_or(|n| dh.epoch >= *n) {
+                continue;
+            }
+            let ranges: Vec<(u64, u64)> = dh
+                .holes
+                .iter()
+                .copied()
+                .filter(|(from, _)| {
+                    self.tracked
+                        .get(&(dh.device.clone(), dh.epoch, *from))
+                        .is_some_and(|t| now.saturating_duration_since(t.seen) >= limit)
+                })
+                .collect();
+            if !ranges.is_empty() {
+                out.push(ResendRequest {
+                    device: dh.device.clone(),
+                    site: dh.site.clone(),
+                    epoch: dh.epoch,
+                    ranges,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Closes `ranges` (holes) of `device`'s `epoch` as lost: records them as
+/// shed, so the watermark passes them and the lanes behind them go on, and
+/// counts them in `holes_lost`. Only ranges below the highest stored
+/// sequence close (the watermark rules, [`crate::watermark`]). Returns the
+/// ranges closed.
+pub fn close(
+    inbox: &mut dyn InboxStore,
+    site: &SiteId,
+    device: &DeviceId,
+    epoch: u64,
+    ranges: Vec<(u64, u64)>,
+    now_ms: i64,
+) -> Result<Vec<(u64, u64)>, InboxError> {
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch = dockline_protocol::Batch {
+        v: dockline_protocol::PROTOCOL_VERSION,
+        device: device.clone(),
+        epoch,
+        first_held: 1,
+        events: Vec::new(),
+        shed: ranges,
+    };
+    Ok(inbox.store_batch(site, &batch, now_ms)?.newly_shed)
+}
+
+/// Ranges closed as lost, per epoch.
+pub type ClosedHoles = Vec<(u64, Vec<(u64, u64)>)>;
+
+/// Every open hole of `device`'s `epoch` (all its epochs when `None`),
+/// closed as lost ([`close`]); returns `(epoch, ranges closed)`.
+pub fn close_all(
+    inbox: &mut dyn InboxStore,
+    device: &DeviceId,
+    epoch: Option<u64>,
+    now_ms: i64,
+) -> Result<ClosedHoles, InboxError> {
+    let mut closed = Vec::new();
+    for dh in inbox.open_holes()? {
+        if &dh.device != device || epoch.is_some_and(|e| e != dh.epoch) {
+            continue;
+        }
+        let ranges = close(inbox, &dh.site, device, dh.epoch, dh.holes.clone(), now_ms)?;
+        closed.push((dh.epoch, ranges));
+    }
+    Ok(closed)
+}
+
 /// How often the audit reads the inbox: often enough that a hole is asked
 /// for close to `resend_after`, at most once a second.
 pub fn audit_interval(resend_after: Duration) -> Duration {
@@ -134,6 +229,7 @@ pub fn audit_interval(resend_after: Duration) -> Duration {
 pub async fn run(
     inbox: InboxHandle,
     resend_after: Duration,
+    old_epoch_limit: Option<Duration>,
     signer: CommandSigner,
     out: mpsc::Sender<Publication>,
     mut shutdown: Shutdown,
@@ -162,7 +258,11 @@ pub async fn run(
                 continue;
             }
         };
-        let requests = audit.observe(&holes, Instant::now());
+        let now = Instant::now();
+        let requests = audit.observe(&holes, now);
+        if let Some(limit) = old_epoch_limit {
+            close_expired(&inbox, &audit, &holes, limit, now).await;
+        }
         let mut sent = 0u64;
         for r in requests {
             let mark = holes
@@ -192,6 +292,44 @@ pub async fn run(
             && let Err(e) = inbox.call(move |i| i.count_resend_requests(sent)).await
         {
             error!("cannot count resend requests: {e}");
+        }
+    }
+}
+
+/// Closes the holes of old epochs open longer than `limit`, logging what
+/// was lost.
+async fn close_expired(
+    inbox: &InboxHandle,
+    audit: &GapAudit,
+    holes: &[DeviceHoles],
+    limit: Duration,
+    now: Instant,
+) {
+    let mut newest = HashMap::new();
+    for dh in holes {
+        if newest.contains_key(&dh.device) {
+            continue;
+        }
+        let device = dh.device.clone();
+        match inbox.call(move |i| i.newest_epoch(&device)).await {
+            Ok(Some(n)) => {
+                newest.insert(dh.device.clone(), n);
+            }
+            Ok(None) => {}
+            Err(e) => error!("gap audit cannot read the inbox: {e}; trying again"),
+        }
+    }
+    for r in audit.expired_old_epochs(holes, &newest, limit, now) {
+        let (site, device, epoch, ranges) = (r.site, r.device.clone(), r.epoch, r.ranges);
+        let closed = inbox
+            .call(move |i| close(i, &site, &device, epoch, ranges, crate::now_ms()))
+            .await;
+        match closed {
+            Ok(lost) if !lost.is_empty() => tracing::warn!(device = %r.device, epoch, lost = ?lost,
+                "closing holes of an old epoch open longer than {limit:?} ([gaps] old_epoch_hole_limit_secs) as lost: \
+                 the device moved to a newer epoch and will not send them; the events after them go on"),
+            Ok(_) => {}
+            Err(e) => error!(device = %r.device, epoch, "cannot close an old epoch's holes: {e}"),
         }
     }
 }
@@ -303,6 +441,54 @@ mod tests {
                 ("van-01".into(), 1, vec![(9, 9)]),
                 ("hh-02".into(), 5, vec![(1, 1)]),
             ]
+        );
+    }
+
+    #[test]
+    fn only_holes_of_an_older_epoch_expire_and_only_after_the_limit() {
+        let t0 = Instant::now();
+        let mut a = GapAudit::new(AFTER);
+        let h = [holes("van-01", 1, &[(3, 4)]), holes("van-01", 2, &[(9, 9)])];
+        a.observe(&h, t0);
+        let newest: HashMap<DeviceId, u64> = [(DeviceId::new("van-01").expect("id"), 2)]
+            .into_iter()
+            .collect();
+        let limit = Duration::from_secs(3600);
+        assert!(
+            a.expired_old_epochs(&h, &newest, limit, at(t0, 3599))
+                .is_empty()
+        );
+        a.observe(&h, at(t0, 3600));
+        assert_eq!(
+            ranges(&a.expired_old_epochs(&h, &newest, limit, at(t0, 3600))),
+            vec![("van-01".into(), 1, vec![(3, 4)])],
+            "the newest epoch's hole never expires by time"
+        );
+    }
+
+    /// `holes close`: a hole closed by the operator is recorded as shed,
+    /// counted as lost, and the watermark passes it.
+    #[test]
+    fn closing_a_hole_passes_the_watermark_and_counts_it_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = crate::inbox::Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
+        let site = SiteId::new("dc-north").expect("site");
+        let dev = DeviceId::new("hh-01").expect("id");
+        inbox
+            .store_batch(
+                &site,
+                &crate::inbox::tests::batch("hh-01", 1, 1, &[1, 2, 5]),
+                0,
+            )
+            .expect("store");
+        let closed = close_all(&mut inbox, &dev, Some(1), 0).expect("close");
+        assert_eq!(closed, vec![(1, vec![(3, 4)])]);
+        assert_eq!(inbox.complete_up_to(&dev, 1).expect("mark"), 5);
+        assert_eq!(inbox.stats().expect("stats").holes_lost, 2);
+        assert!(
+            close_all(&mut inbox, &dev, None, 0)
+                .expect("again")
+                .is_empty()
         );
     }
 

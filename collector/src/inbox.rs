@@ -37,14 +37,24 @@
 //!
 //! # Invariants
 //!
-//! - An envelope is stored at most once per `(device, epoch, seq)`.
+//! - An envelope is stored at most once per `(device, epoch, seq)`; a
+//!   duplicate is a row that exists, not a number below the watermark, and
+//!   another event under a stored number goes to `quarantine`
+//!   ([`crate::watermark`]).
 //! - `complete_up_to` for a `(device, epoch)` only grows, and every sequence
 //!   in `(first_held - 1, complete_up_to]` is present in `events`: the agent
 //!   deletes everything up to the acked value, so it must never pass a hole.
 //!   The only sequences it passes without a row are the device's own shed
 //!   ranges.
 //!   Sequences at or below a batch's `first_held - 1` were acknowledged to the
-//!   agent earlier (by this or another collector) and count as complete.
+//!   agent earlier (by this or another collector) and count as complete, but
+//!   only up to the highest sequence stored: `held` and shed claims above it
+//!   are refused and counted (`bad_watermark`), so no device can move its
+//!   watermark past what was stored. Events far above the watermark
+//!   (`[security] max_seq_ahead`) are quarantined, and a new epoch older
+//!   than the device's newest is refused ([`crate::watermark`]).
+//! - `quarantine(device, epoch, seq, id)`: events not trusted (`far_ahead`,
+//!   `seq_conflict`), kept for the operator, never delivered from there.
 //! - A batch is applied in one transaction: its rows, the watermark and the
 //!   duplicate counter commit together or not at all. Callers publish the ack
 //!   only after [`Inbox::store_batch`] returned.
@@ -1952,6 +1962,16 @@ impl Inbox {
         )?;
         tx.commit()?;
         Ok(changed == 1)
+    }
+
+    /// The newest epoch known for `device` (the highest with a watermark).
+    pub fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError> {
+        let newest: Option<i64> = self.conn.query_row(
+            "SELECT MAX(epoch) FROM watermarks WHERE device = ?1",
+            params![device.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(newest.map(from_sql))
     }
 
     /// Every `(device, epoch)` with open holes (see [`DeviceHoles`]).

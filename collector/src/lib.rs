@@ -215,6 +215,7 @@ pub async fn run(
     let gaps_task = tokio::spawn(gaps::run(
         inbox.clone(),
         config.gaps.resend_after(),
+        config.gaps.old_epoch_hole_limit(),
         signer.clone(),
         verdict_tx.clone(),
         trigger.subscribe(),

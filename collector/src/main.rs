@@ -43,6 +43,11 @@ enum Command {
     /// device's lane until it is replayed or discarded.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Holes: sequences missing below a stored one, which hold their
+    /// device's delivery. The gap audit asks the device for them; these
+    /// commands list them, or give them up as lost.
+    #[command(subcommand)]
+    Holes(HolesCommand),
     /// Writes a new Ed25519 key pair for signing commands to devices:
     /// DIR/command-signing.key (mode 0600; point [commands] signing_key_file
     /// at it) and DIR/command-verify.pub (every agent's [commands]
@@ -97,6 +102,24 @@ enum DlqCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum HolesCommand {
+    /// Lists every device and epoch with open holes.
+    List,
+    /// Closes the open holes of a device as lost (all its epochs, or one):
+    /// the events behind them are delivered, the holes are counted in
+    /// `holes_lost` and printed. For a device that can never send them (its
+    /// outbox was lost, or a forged batch opened them).
+    Close {
+        /// The device id.
+        #[arg(long)]
+        device: String,
+        /// Only this epoch.
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if let Some(Command::Keygen { out }) = &args.command {
@@ -131,6 +154,18 @@ fn main() -> ExitCode {
     }
     if let Some(Command::HashPassword) = &args.command {
         return hash_password();
+    }
+    if let Some(Command::Holes(cmd)) = args.command.take_if(|c| matches!(c, Command::Holes(_))) {
+        return match holes_command(args, cmd) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dockline-collector: error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
     }
     if let Some(Command::Dlq(cmd)) = args.command.take() {
         return match dlq_command(args, cmd) {
@@ -240,6 +275,48 @@ fn dlq_command(args: Args, cmd: DlqCommand) -> anyhow::Result<String> {
         DlqCommand::Discard { id, note } => {
             let done = dlq::resolve(&mut *inbox, id, Some(&note), dockline_collector::now_ms())?;
             Ok(format!("dead letter {id} discarded\n{}", pretty(&done)?))
+        }
+    }
+}
+
+/// Runs a `holes` subcommand; returns what to print.
+fn holes_command(args: Args, cmd: HolesCommand) -> anyhow::Result<String> {
+    let config = load_config(&args)?;
+    let mut inbox = dlq::open_existing(&config)?;
+    match cmd {
+        HolesCommand::List => {
+            let holes = inbox.open_holes()?;
+            if holes.is_empty() {
+                return Ok("no open holes\n".into());
+            }
+            let mut out = String::new();
+            for h in holes {
+                out.push_str(&format!(
+                    "{} epoch {}: complete up to {}, missing {:?}\n",
+                    h.device, h.epoch, h.complete_up_to, h.holes
+                ));
+            }
+            Ok(out)
+        }
+        HolesCommand::Close { device, epoch } => {
+            let device = dockline_protocol::DeviceId::new(device)?;
+            let closed = dockline_collector::gaps::close_all(
+                &mut *inbox,
+                &device,
+                epoch,
+                dockline_collector::now_ms(),
+            )?;
+            if closed.is_empty() {
+                return Ok(format!("{device}: no open holes\n"));
+            }
+            let mut out = String::new();
+            for (ep, ranges) in closed {
+                let n: u64 = ranges.iter().map(|(lo, hi)| hi - lo + 1).sum();
+                out.push_str(&format!(
+                    "{device} epoch {ep}: closed as lost {ranges:?} ({n} events); a running collector delivers what waited behind them\n"
+                ));
+            }
+            Ok(out)
         }
     }
 }

@@ -179,13 +179,16 @@ pub async fn run(
     let broker = format!("{}:{}", cfg.host, cfg.port);
     let client_id = cfg.client_id.clone();
 
+    let session = Session {
+        broker,
+        client_id,
+        shared_group: cfg.shared_group.clone(),
+    };
     let poll = tokio::spawn(poll_loop(
         eventloop,
         client.clone(),
         incoming_tx,
-        broker,
-        client_id,
-        cfg.shared_group.clone(),
+        session,
         Arc::clone(&progress),
         shutdown.clone(),
     ));
@@ -220,16 +223,26 @@ pub fn subscription(shared_group: Option<&str>, filter: &str) -> String {
     }
 }
 
+/// Who the poll task is, for its subscriptions and log lines.
+struct Session {
+    broker: String,
+    client_id: String,
+    shared_group: Option<String>,
+}
+
 async fn poll_loop(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
     incoming: mpsc::UnboundedSender<Publish>,
-    broker: String,
-    client_id: String,
-    shared_group: Option<String>,
+    session: Session,
     progress: Arc<IngestProgress>,
     mut shutdown: Shutdown,
 ) {
+    let Session {
+        broker,
+        client_id,
+        shared_group,
+    } = session;
     let backoff = Backoff {
         min: Duration::from_millis(250),
         max: Duration::from_secs(30),
@@ -425,5 +438,31 @@ async fn publish(client: &AsyncClient, p: Publication, signer: &CommandSigner) {
         .await
     {
         warn!(topic = %p.topic, "cannot queue ack for publishing: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/readyz`'s rule: stalled only while messages wait and none was
+    /// handled for the whole period.
+    #[test]
+    fn ingest_is_stalled_only_while_messages_wait_unhandled() {
+        let p = IngestProgress::new();
+        assert_eq!(p.stalled_for(Duration::ZERO), None, "nothing waits");
+        p.on_received();
+        p.on_received();
+        assert_eq!(p.waiting(), 2);
+        assert!(p.stalled_for(Duration::ZERO).is_some());
+        assert_eq!(
+            p.stalled_for(Duration::from_secs(3600)),
+            None,
+            "not for that long"
+        );
+        p.on_handled();
+        p.on_handled();
+        assert_eq!((p.waiting(), p.handled()), (0, 2));
+        assert_eq!(p.stalled_for(Duration::ZERO), None);
     }
 }

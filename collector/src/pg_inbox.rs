@@ -1841,6 +1841,20 @@ impl InboxStore for PgInbox {
         })
     }
 
+    fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError> {
+        let device = device.as_str();
+        self.read(async |db, _| {
+            Ok(db
+                .one(
+                    "SELECT max(epoch) FROM watermarks WHERE device = $1",
+                    &[&device],
+                )
+                .await?
+                .get::<_, Option<i64>>(0)
+                .map(from_sql))
+        })
+    }
+
     fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
         self.read(async |db, _| {
             let marks = db

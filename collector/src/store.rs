@@ -264,6 +264,9 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// Every `(device, epoch)` with open holes.
     fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError>;
 
+    /// The newest epoch known for `device` (the highest with a watermark).
+    fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError>;
+
     /// Counts resend requests the gap audit published.
     fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError>;
 
@@ -446,6 +449,9 @@ impl InboxStore for Inbox {
     }
     fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
         Inbox::open_holes(self)
+    }
+    fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError> {
+        Inbox::newest_epoch(self, device)
     }
     fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError> {
         Inbox::count_resend_requests(self, n)

@@ -363,3 +363,70 @@ fn keygen_writes_a_pair_and_a_bad_signing_key_is_named_not_printed() {
         "the key is never printed: {stderr}"
     );
 }
+
+/// `holes list` shows a device's missing sequences; `holes close` gives them
+/// up as lost and says how many events that was.
+#[test]
+fn holes_commands_list_and_close_as_lost() {
+    use dockline_collector::inbox::Inbox;
+    use dockline_protocol::{
+        Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority,
+        References, SiteId, TimeSource,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+        ),
+    )
+    .expect("write config");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let device = DeviceId::new("hh-01").expect("id");
+    let envelope = |seq: u64| Envelope {
+        v: 1,
+        device: device.clone(),
+        epoch: 7,
+        seq,
+        id: EventId([seq as u8; 16]),
+        captured_ms: 1_700_000_000_000,
+        time_source: TimeSource::Ntp,
+        priority: Priority::MustDeliver,
+        payload: Payload::Event(BusinessEvent {
+            detail: EventDetail::Picked {
+                item: "04012345678901".into(),
+                quantity: 1,
+                lot: None,
+            },
+            refs: References::default(),
+        }),
+    };
+    {
+        let mut inbox = Inbox::open(&data.join("inbox.db")).expect("inbox");
+        let batch = Batch {
+            v: 1,
+            device: device.clone(),
+            epoch: 7,
+            first_held: 1,
+            events: vec![envelope(1), envelope(2), envelope(5)],
+            shed: Vec::new(),
+        };
+        inbox
+            .store_batch(&SiteId::new("dc-north").expect("site"), &batch, 0)
+            .expect("store");
+    }
+    let (code, out, stderr) = run_cli(&config, &["holes", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(out, "hh-01 epoch 7: complete up to 2, missing [(3, 4)]\n");
+    let (code, out, stderr) = run_cli(&config, &["holes", "close", "--device", "hh-01"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("closed as lost [(3, 4)] (2 events)"), "{out}");
+    let (_, out, _) = run_cli(&config, &["holes", "list"]);
+    assert_eq!(out, "no open holes\n");
+    let inbox = Inbox::open(&data.join("inbox.db")).expect("inbox");
+    assert_eq!(inbox.complete_up_to(&device, 7).expect("mark"), 5);
+    assert_eq!(inbox.stats().expect("stats").holes_lost, 2);
+}

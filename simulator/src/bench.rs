@@ -166,12 +166,16 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     if opts.wants("wire_bytes_per_event") {
         figures.push(wire_bytes()?);
     }
+    if opts.wants("ack_signing") {
+        let n = if opts.quick { 2_000 } else { 20_000 };
+        figures.push(crate::bench_acks::ack_signing(dir.path(), n).context("ack_signing")?);
+    }
     if opts.wants("agent_binary_size") {
         figures.push(binary_size(&opts.exe)?);
     }
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, wire_bytes_per_event, agent_binary_size",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, wire_bytes_per_event, ack_signing, agent_binary_size",
             opts.only
         ));
     }

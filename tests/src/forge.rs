@@ -182,6 +182,15 @@ pub async fn publish_spread(
     Ok(())
 }
 
+/// How long devices wait for an ack before they resend, and how long in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The devices' ack timeout.
+    pub ack_timeout: Duration,
+    /// Fail after this long.
+    pub bound: Duration,
+}
+
 /// What agents do after a burst: every `ack_timeout`, each device not yet
 /// acked up to `last` sends again what the collector has not acked (its
 /// ack floor + 1 onwards, claiming to hold from there), until all are acked
@@ -195,9 +204,9 @@ pub async fn resend_until_acked(
     site: &str,
     devices: &[String],
     last: u64,
-    ack_timeout: Duration,
-    bound: Duration,
+    timing: Timing,
 ) -> Result<usize> {
+    let Timing { ack_timeout, bound } = timing;
     let start = std::time::Instant::now();
     let mut resent = 0;
     let mut round = 0;

@@ -124,8 +124,10 @@ async fn agents_resend(
         site,
         devices,
         last,
-        Duration::from_secs(5),
-        BOUND,
+        forge::Timing {
+            ack_timeout: Duration::from_secs(5),
+            bound: BOUND,
+        },
     )
     .await
 }
