@@ -157,10 +157,11 @@ async fn metrics(State(api): State<ApiState>) -> Response {
         Ok(s) => s,
         Err(e) => return inbox_failed("read stats for /metrics", &e),
     };
-    let text = match &api.delivery {
+    let mut text = match &api.delivery {
         Some(d) => d.metrics().render(&stats),
         None => crate::metrics::Metrics::new("none").render(&stats),
     };
+    text.push_str(&api.auth.render_metrics());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -34,6 +34,7 @@
 //! - [`limits`]: payload size and per-device rate limits on ingest.
 //! - [`mqtt`]: the broker connection.
 //! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP;
+//!   [`auth`]: who may use it; [`login_limit`]: backoff after failed logins;
 //!   [`dashboard`]: the pages for people (devices, orders, stuck work,
 //!   exceptions, dead letters) and the JSON they read.
 //!
@@ -63,6 +64,7 @@ pub mod ingest;
 pub mod invoice;
 pub mod lane;
 pub mod limits;
+pub mod login_limit;
 pub mod metrics;
 pub mod mqtt;
 pub mod pg_inbox;
@@ -249,9 +251,13 @@ pub async fn run(
     };
     let mut api_stop = trigger.subscribe();
     let api = tokio::spawn(async move {
-        axum::serve(listener, api::router(api_state))
-            .with_graceful_shutdown(async move { api_stop.wait().await })
-            .await
+        // The peer address feeds the per-address login backoff.
+        axum::serve(
+            listener,
+            api::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { api_stop.wait().await })
+        .await
     });
     let delivery_task = tokio::spawn(delivery.run(wake, trigger.subscribe()));
     let mqtt_cfg = config.mqtt.clone();
