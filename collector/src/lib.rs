@@ -32,6 +32,8 @@
 //!   request on its `cmd` topic; [`commands`] stamps commands with an
 //!   expiry and signs them (Ed25519).
 //! - [`limits`]: payload size and per-device rate limits on ingest.
+//! - [`secret_hygiene`]: refuses a signing key file others can read and the
+//!   example config's webhook secret.
 //! - [`mqtt`]: the broker connection.
 //! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP;
 //!   [`auth`]: who may use it; [`login_limit`]: backoff after failed logins;
@@ -70,6 +72,7 @@ pub mod mqtt;
 pub mod pg_inbox;
 pub mod policy;
 pub mod publication;
+pub mod secret_hygiene;
 pub mod shutdown;
 pub mod store;
 pub mod webhook;
@@ -147,6 +150,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CollectorError> {
     config.check()?;
+    secret_hygiene::check(&config)?;
     let auth = Arc::new(auth::Auth::from_config(&config.api, config.api.listen)?);
     if auth.is_open() {
         warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
