@@ -448,13 +448,20 @@ impl Auth {
         // the limiter; they still count against the address.
         let tracked = user.map(|u| u.name.as_str());
         let limiter = || self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(blocked) = limiter().check(tracked, from, Instant::now()) {
+        let backing_off = || {
+            let blocked = limiter().check(tracked, from, Instant::now()).err()?;
             let counter = match blocked {
                 Blocked::User(_) => &self.counters.blocked_user,
                 Blocked::Address(_) => &self.counters.blocked_address,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            return Err(LoginRefused::Blocked(blocked));
+            Some(LoginRefused::Blocked(blocked))
+        };
+        // Before queueing for a password check, and again once it is this
+        // login's turn: guesses sent all at once queue at the semaphore, and
+        // the failures of those ahead must count against those behind.
+        if let Some(refused) = backing_off() {
+            return Err(refused);
         }
         let hash = user.map_or_else(|| self.decoy.clone(), |u| u.hash.clone());
         let password = password.to_string();
@@ -463,16 +470,22 @@ impl Auth {
             .acquire()
             .await
             .map_err(|_| LoginRefused::Wrong)?;
+        if let Some(refused) = backing_off() {
+            return Err(refused);
+        }
         let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
             .unwrap_or(false);
-        drop(permit);
+        // Recorded while still holding the permit, so the next in the queue
+        // sees this failure.
         let Some(user) = user.filter(|_| ok) else {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
             limiter().failed(tracked, from, Instant::now());
+            drop(permit);
             return Err(LoginRefused::Wrong);
         };
         limiter().succeeded(&user.name);
+        drop(permit);
         let token = new_token();
         let caller = Caller {
             who: user.name.clone(),

@@ -429,6 +429,45 @@ async fn failed_logins_back_off_per_user_and_address_and_sessions_are_capped_per
     );
 }
 
+/// Guesses sent all at once queue for the two password checks; those that
+/// wait behind the failures are refused unchecked, so a burst gets no more
+/// guesses than a patient guesser.
+#[tokio::test]
+async fn concurrent_guesses_do_not_slip_past_the_backoff() {
+    use dockline_collector::login_limit::FREE_FAILURES;
+    let api = config(&auth::hash_password("correct horse battery").expect("hash"));
+    let server = serve(Auth::from_config(&api, loopback()).expect("auth")).await;
+    let http = client_from("127.0.0.3");
+    let guesses: Vec<_> = (0..30)
+        .map(|i| {
+            let http = http.clone();
+            let addr = server.addr;
+            tokio::spawn(async move {
+                login(&http, addr, "alice", &format!("guess {i}"))
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    let mut refused = 0;
+    for g in guesses {
+        match g.await.expect("task") {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // The sixth failure blocks; besides it, only the one check already
+    // running beside it (two at a time) can still be answered.
+    let free = FREE_FAILURES as usize;
+    assert!(
+        (free + 1..=free + 2).contains(&checked),
+        "{checked} guesses checked, {refused} refused"
+    );
+    assert_eq!(refused, 30 - checked);
+}
+
 #[tokio::test]
 async fn open_api_is_loopback_only() {
     // No credentials on a network address: refused at start.
