@@ -5,7 +5,7 @@
 //! | GET | `/healthz` | `ok` while the process serves HTTP (liveness; no auth) |
 //! | GET | `/readyz` | `ready` when the inbox answers, delivery runs and MQTT ingest is not stalled (messages waiting, none handled for [`crate::mqtt::STALL_AFTER`]), else 503 naming what is not (no auth) |
 //! | GET | `/metrics` | Prometheus text format ([`crate::metrics`]) |
-//! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::auth`]) |
+//! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::auth`]), `Cache-Control: no-store`; 429 with `Retry-After` while the user or client address backs off after failures ([`crate::login_limit`]) |
 //! | POST | `/v1/logout` | ends the session of the bearer token |
 //! | GET | `/v1/whoami` | the caller and its role |
 //! | GET | `/v1/stats` | counters (also `resend_requests`, `holes_lost`), devices with their watermark ("complete up to N") and open holes, open dead letters, devices with one, parked and blocked lane counts, `delivered_out_of_order` |
@@ -157,10 +157,11 @@ async fn metrics(State(api): State<ApiState>) -> Response {
         Ok(s) => s,
         Err(e) => return inbox_failed("read stats for /metrics", &e),
     };
-    let text = match &api.delivery {
+    let mut text = match &api.delivery {
         Some(d) => d.metrics().render(&stats),
         None => crate::metrics::Metrics::new("none").render(&stats),
     };
+    text.push_str(&api.auth.render_metrics());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -15,6 +15,12 @@
 //!   string, from `dockline-collector hash-password`). `POST /v1/login`
 //!   with `{"username", "password"}` answers a session token that is then
 //!   sent as a bearer token; sessions live `[api] session_ttl_secs`.
+//!   A user holds at most [`MAX_SESSIONS_PER_USER`] sessions: a new login
+//!   beyond that ends that user's oldest session, never another user's (so
+//!   sessions are bounded by the configured users). Failed logins back off
+//!   per user and per client address ([`crate::login_limit`]): refused with
+//!   429 and `Retry-After` before any password check, counted in
+//!   `/metrics`. Answers carrying a token are `Cache-Control: no-store`.
 //!
 //! With none configured the API is open, but only on a loopback address:
 //! [`Auth::from_config`] refuses a non-loopback `[api] listen` without
@@ -31,15 +37,16 @@
 //! output and no error message.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -48,6 +55,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
+
+use crate::login_limit::{Blocked, LoginLimiter};
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -191,8 +200,26 @@ struct Session {
     expires: Instant,
 }
 
-/// Most sessions held at once; the oldest goes first beyond it.
-const MAX_SESSIONS: usize = 1024;
+/// Most sessions one user holds at once; beyond it that user's oldest goes.
+pub const MAX_SESSIONS_PER_USER: usize = 16;
+
+/// Why a login gave no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefused {
+    /// Unknown user or wrong password.
+    Wrong,
+    /// Too many recent failures for this user or address; not checked.
+    Blocked(Blocked),
+}
+
+/// Login counters, rendered into `/metrics`.
+#[derive(Debug, Default)]
+struct LoginCounters {
+    failed: AtomicU64,
+    blocked_user: AtomicU64,
+    blocked_address: AtomicU64,
+    sessions_ended_by_cap: AtomicU64,
+}
 
 /// The API's access control.
 pub struct Auth {
@@ -208,6 +235,9 @@ pub struct Auth {
     /// A hash to check against for unknown users, so a login takes as long
     /// whether or not the user exists.
     decoy: String,
+    /// Failed logins per user and address.
+    limiter: Mutex<LoginLimiter>,
+    counters: LoginCounters,
 }
 
 impl std::fmt::Debug for Auth {
@@ -347,6 +377,8 @@ impl Auth {
             session_ttl: Duration::from_secs(api.session_ttl_secs.max(60)),
             password_checks: Semaphore::new(2),
             decoy: hash_password("decoy password for unknown users").unwrap_or_default(),
+            limiter: Mutex::new(LoginLimiter::new()),
+            counters: LoginCounters::default(),
         })
     }
 
@@ -360,6 +392,8 @@ impl Auth {
             session_ttl: Duration::from_secs(3600),
             password_checks: Semaphore::new(2),
             decoy: String::new(),
+            limiter: Mutex::new(LoginLimiter::new()),
+            counters: LoginCounters::default(),
         }
     }
 
@@ -400,18 +434,58 @@ impl Auth {
         }
     }
 
-    /// Checks a user's password; on success opens a session and returns its
+    /// Checks a user's password (unless `username` or the client address
+    /// `from` is backing off); on success opens a session and returns its
     /// token.
-    pub async fn login(&self, username: &str, password: &str) -> Option<(String, Caller)> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<(String, Caller), LoginRefused> {
         let user = self.users.iter().find(|u| u.name == username);
+        // Only configured names are tracked, so unknown ones cannot grow
+        // the limiter; they still count against the address.
+        let tracked = user.map(|u| u.name.as_str());
+        let limiter = || self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let backing_off = || {
+            let blocked = limiter().check(tracked, from, Instant::now()).err()?;
+            let counter = match blocked {
+                Blocked::User(_) => &self.counters.blocked_user,
+                Blocked::Address(_) => &self.counters.blocked_address,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Some(LoginRefused::Blocked(blocked))
+        };
+        // Before queueing for a password check, and again once it is this
+        // login's turn: guesses sent all at once queue at the semaphore, and
+        // the failures of those ahead must count against those behind.
+        if let Some(refused) = backing_off() {
+            return Err(refused);
+        }
         let hash = user.map_or_else(|| self.decoy.clone(), |u| u.hash.clone());
         let password = password.to_string();
-        let permit = self.password_checks.acquire().await.ok()?;
+        let permit = self
+            .password_checks
+            .acquire()
+            .await
+            .map_err(|_| LoginRefused::Wrong)?;
+        if let Some(refused) = backing_off() {
+            return Err(refused);
+        }
         let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
             .unwrap_or(false);
+        // Recorded while still holding the permit, so the next in the queue
+        // sees this failure.
+        let Some(user) = user.filter(|_| ok) else {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            limiter().failed(tracked, from, Instant::now());
+            drop(permit);
+            return Err(LoginRefused::Wrong);
+        };
+        limiter().succeeded(&user.name);
         drop(permit);
-        let user = user.filter(|_| ok)?;
         let token = new_token();
         let caller = Caller {
             who: user.name.clone(),
@@ -420,13 +494,18 @@ impl Auth {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
-        if sessions.len() >= MAX_SESSIONS
+        let mine = sessions.values().filter(|s| s.user == caller.who).count();
+        if mine >= MAX_SESSIONS_PER_USER
             && let Some(oldest) = sessions
                 .iter()
+                .filter(|(_, s)| s.user == caller.who)
                 .min_by_key(|(_, s)| s.expires)
                 .map(|(k, _)| *k)
         {
             sessions.remove(&oldest);
+            self.counters
+                .sessions_ended_by_cap
+                .fetch_add(1, Ordering::Relaxed);
         }
         sessions.insert(
             digest(&token),
@@ -436,7 +515,29 @@ impl Auth {
                 expires: now + self.session_ttl,
             },
         );
-        Some((token, caller))
+        Ok((token, caller))
+    }
+
+    /// The login counters in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP dockline_login_failed_total Password logins refused for a wrong user name or password.\n\
+             # TYPE dockline_login_failed_total counter\n\
+             dockline_login_failed_total {}\n\
+             # HELP dockline_login_blocked_total Logins refused unchecked (429) while a user or client address backs off after failures.\n\
+             # TYPE dockline_login_blocked_total counter\n\
+             dockline_login_blocked_total{{by=\"user\"}} {}\n\
+             dockline_login_blocked_total{{by=\"address\"}} {}\n\
+             # HELP dockline_sessions_ended_by_cap_total Sessions ended because their user logged in more than {MAX_SESSIONS_PER_USER} times.\n\
+             # TYPE dockline_sessions_ended_by_cap_total counter\n\
+             dockline_sessions_ended_by_cap_total {}\n",
+            get(&c.failed),
+            get(&c.blocked_user),
+            get(&c.blocked_address),
+            get(&c.sessions_ended_by_cap),
+        )
     }
 
     /// Ends the session of `bearer` (a no-op for configured tokens).
@@ -629,8 +730,16 @@ pub struct Login {
     password: String,
 }
 
-/// `POST /v1/login`: a session token for a user's password.
-pub async fn login(State(auth): State<Arc<Auth>>, body: Option<Json<Login>>) -> Response {
+/// `POST /v1/login`: a session token for a user's password. The client
+/// address comes from the connection (a server built with
+/// `into_make_service_with_connect_info::<SocketAddr>()`); without it only
+/// the per-user backoff applies. Behind a reverse proxy every client has
+/// the proxy's address, so the per-address backoff then covers them all.
+pub async fn login(
+    State(auth): State<Arc<Auth>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    body: Option<Json<Login>>,
+) -> Response {
     let Some(Json(body)) = body else {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -640,8 +749,9 @@ pub async fn login(State(auth): State<Arc<Auth>>, body: Option<Json<Login>>) -> 
     if body.username.len() > 256 || body.password.len() > 1024 {
         return refuse(StatusCode::BAD_REQUEST, "user name or password too long");
     }
-    match auth.login(&body.username, &body.password).await {
-        Some((token, caller)) => {
+    let from = peer.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
+    let mut response = match auth.login(&body.username, &body.password, from).await {
+        Ok((token, caller)) => {
             info!(who = %caller.who, role = caller.role.name(), "logged in");
             Json(serde_json::json!({
                 "token": token,
@@ -651,11 +761,35 @@ pub async fn login(State(auth): State<Arc<Auth>>, body: Option<Json<Login>>) -> 
             }))
             .into_response()
         }
-        None => {
-            warn!(username = %body.username, "failed login");
+        Err(LoginRefused::Wrong) => {
+            warn!(username = %body.username, from = ?from, "failed login");
             refuse(StatusCode::UNAUTHORIZED, "wrong user name or password")
         }
-    }
+        Err(LoginRefused::Blocked(blocked)) => {
+            let secs = blocked.retry_after_secs();
+            let whom = match blocked {
+                Blocked::User(_) => "this user name",
+                Blocked::Address(_) => "this client address",
+            };
+            warn!(username = %body.username, from = ?from, retry_after_secs = secs,
+                "login refused unchecked: too many failed logins");
+            let mut r = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "too many failed logins for {whom}; try again in {secs} s (the wait doubles with each further failure)"
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            r
+        }
+    };
+    // A token must not be kept by a browser's or a proxy's cache.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// `POST /v1/logout`: ends the caller's session.

@@ -32,8 +32,11 @@
 //!   request on its `cmd` topic; [`commands`] stamps commands with an
 //!   expiry and signs them (Ed25519).
 //! - [`limits`]: payload size and per-device rate limits on ingest.
+//! - [`secret_hygiene`]: refuses a signing key file others can read and the
+//!   example config's webhook secret.
 //! - [`mqtt`]: the broker connection.
 //! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP;
+//!   [`auth`]: who may use it; [`login_limit`]: backoff after failed logins;
 //!   [`dashboard`]: the pages for people (devices, orders, stuck work,
 //!   exceptions, dead letters) and the JSON they read.
 //!
@@ -63,11 +66,13 @@ pub mod ingest;
 pub mod invoice;
 pub mod lane;
 pub mod limits;
+pub mod login_limit;
 pub mod metrics;
 pub mod mqtt;
 pub mod pg_inbox;
 pub mod policy;
 pub mod publication;
+pub mod secret_hygiene;
 pub mod shutdown;
 pub mod store;
 pub mod watermark;
@@ -146,6 +151,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CollectorError> {
     config.check()?;
+    secret_hygiene::check(&config)?;
     let auth = Arc::new(auth::Auth::from_config(&config.api, config.api.listen)?);
     if auth.is_open() {
         warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
@@ -258,9 +264,13 @@ pub async fn run(
     };
     let mut api_stop = trigger.subscribe();
     let api = tokio::spawn(async move {
-        axum::serve(listener, api::router(api_state))
-            .with_graceful_shutdown(async move { api_stop.wait().await })
-            .await
+        // The peer address feeds the per-address login backoff.
+        axum::serve(
+            listener,
+            api::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { api_stop.wait().await })
+        .await
     });
     let delivery_task = tokio::spawn(delivery.run(wake, trigger.subscribe()));
     let mqtt_cfg = config.mqtt.clone();

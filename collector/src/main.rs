@@ -242,6 +242,8 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         dockline_collector::commands::with_env_aliases(std::env::vars()),
     )?;
     config.check().with_context(|| format!("config {origin}"))?;
+    dockline_collector::secret_hygiene::check(&config)
+        .with_context(|| format!("config {origin}"))?;
     Ok(config)
 }
 

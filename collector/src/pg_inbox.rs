@@ -257,29 +257,65 @@ static EXCEPTIONS_SQL: std::sync::LazyLock<String> =
 static EVENT_VERDICT_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| placeholders(queries::EVENT_VERDICT_SQL));
 
-/// The URL without its password, for messages and logs.
+/// The URL without its password, for messages and logs: the password of
+/// `user:password@`, of a `password=` query parameter (tokio-postgres reads
+/// one there too) and of a `password=` key in the `key=value` form (quoted
+/// values with spaces included) all become `***`.
 pub fn redact_url(url: &str) -> String {
-    // URL form: scheme://user:password@host…
+    // URL form: scheme://user:password@host…?password=…
     if let Some((scheme, rest)) = url.split_once("://") {
         let (authority, tail) = match rest.find(['/', '?']) {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        if let Some((userinfo, host)) = authority.rsplit_once('@')
-            && let Some((user, _password)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{tail}");
-        }
-        return url.to_owned();
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***@{host}"),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let query = query
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                            format!("{key}=***")
+                        }
+                        _ => kv.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&");
+                format!("{path}?{query}")
+            }
+            None => tail.to_owned(),
+        };
+        return format!("{scheme}://{authority}{tail}");
     }
-    // key=value form: hide the value of password=…
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some(("password", _)) => "password=***".to_owned(),
-            _ => kv.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    // key=value form: hide the value of password=…, quoted or not.
+    let mut out = Vec::new();
+    let mut in_quoted_password = false;
+    for kv in url.split_whitespace() {
+        if in_quoted_password {
+            in_quoted_password = !ends_quote(kv);
+            continue;
+        }
+        match kv.split_once('=') {
+            Some((key, value)) if key.eq_ignore_ascii_case("password") => {
+                out.push("password=***".to_owned());
+                in_quoted_password =
+                    value.starts_with('\'') && (value.len() == 1 || !ends_quote(value));
+            }
+            _ => out.push(kv.to_owned()),
+        }
+    }
+    out.join(" ")
+}
+
+/// Whether `word` ends a single-quoted value (a `'` not escaped by `\`).
+fn ends_quote(word: &str) -> bool {
+    word.ends_with('\'') && !word.ends_with("\\'")
 }
 
 /// What every query needs besides the connection.
@@ -2402,6 +2438,32 @@ mod tests {
             redact_url("host=db user=dock password=s3cret dbname=inbox"),
             "host=db user=dock password=*** dbname=inbox"
         );
+        // The password as a query parameter (what tokio-postgres also reads).
+        assert_eq!(
+            redact_url(
+                "postgres://dock@db/inbox?sslmode=require&password=s3cret&connect_timeout=5"
+            ),
+            "postgres://dock@db/inbox?sslmode=require&password=***&connect_timeout=5"
+        );
+        assert_eq!(
+            redact_url("postgresql://dock:a@db?PASSWORD=s3cret"),
+            "postgresql://dock:***@db?PASSWORD=***"
+        );
+        // Quoted values with spaces in the key=value form.
+        assert_eq!(
+            redact_url("host=db password='s3 cr \\' et' dbname=inbox"),
+            "host=db password=*** dbname=inbox"
+        );
+        assert_eq!(
+            redact_url("password='s3cret' host=db"),
+            "password=*** host=db"
+        );
+        for url in [
+            "postgres://dock@db/inbox?password=s3cret",
+            "host=db password='s3 cret'",
+        ] {
+            assert!(!redact_url(url).contains("s3"), "{url}");
+        }
     }
 
     #[test]

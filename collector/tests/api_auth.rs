@@ -4,7 +4,9 @@
 //! cross-origin change is refused even with a valid token; the open
 //! (no credentials) mode answers only loopback host names and is refused on
 //! a network address; `/metrics` speaks Prometheus text; `/healthz` and
-//! `/readyz` need nothing.
+//! `/readyz` need nothing. Failed logins back off per user and per client
+//! address (429 + `Retry-After`), a user's sessions are capped without
+//! touching another user's, and token answers are `Cache-Control: no-store`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +40,9 @@ async fn serve(auth: Auth) -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let router = api::router(state);
+    // With the peer address, as the collector serves: the login backoff
+    // counts per client address too.
+    let router = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, router).await });
     Server { addr, _dir: dir }
 }
@@ -283,6 +287,185 @@ async fn tokens_roles_passwords_and_csrf() {
         .await
         .expect("login");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// A JSON client whose connections come from `from` (any 127/8 address is
+/// this host's loopback), so one test plays several client addresses.
+fn client_from(from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some(from.parse().expect("ip")))
+        .build()
+        .expect("client")
+}
+
+async fn login(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let r = http
+        .post(format!("http://{addr}/v1/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(
+        r.headers().get("cache-control").map(|v| v.to_str().ok()),
+        Some(Some("no-store")),
+        "every login answer is no-store ({user}, {})",
+        r.status()
+    );
+    r
+}
+
+async fn token_of(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.expect("json");
+    body["token"].as_str().expect("token").to_string()
+}
+
+#[tokio::test]
+async fn failed_logins_back_off_per_user_and_address_and_sessions_are_capped_per_user() {
+    use dockline_collector::login_limit::FREE_FAILURES;
+    const ALICE: &str = "correct horse battery";
+    const BOB: &str = "bob's own passphrase";
+    let mut api = config(&auth::hash_password(ALICE).expect("hash"));
+    api.users.push(UserConfig {
+        name: "bob".into(),
+        role: Role::Viewer,
+        password_hash: Some(auth::hash_password(BOB).expect("hash")),
+        password_hash_env: None,
+    });
+    let server = serve(Auth::from_config(&api, loopback()).expect("auth")).await;
+    let addr = server.addr;
+    let guesser = client_from("127.0.0.1");
+    let other = client_from("127.0.0.2");
+
+    // A guesser's first failures are plain 401s; then it must wait, and
+    // even the right password is not checked meanwhile.
+    for _ in 0..=FREE_FAILURES {
+        let r = login(&guesser, addr, "alice", "guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = login(&guesser, addr, "alice", ALICE).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("too many failed logins for this user name")
+    );
+    // Per user: alice from another address waits too ...
+    let r = login(&other, addr, "alice", ALICE).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ... while bob from that address logs in,
+    let bob = token_of(login(&other, addr, "bob", BOB).await).await;
+    // and per address: the guesser's address waits for every user name.
+    let r = login(&guesser, addr, "bob", BOB).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("too many failed logins for this client address")
+    );
+
+    // The wait ends; alice logs in from her own address.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let first = token_of(login(&other, addr, "alice", ALICE).await).await;
+    let whoami = |token: String| {
+        let http = other.clone();
+        async move {
+            http.get(format!("http://{addr}/v1/whoami"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("whoami")
+                .status()
+        }
+    };
+    assert_eq!(whoami(first.clone()).await, StatusCode::OK);
+
+    // Alice logs in MAX_SESSIONS_PER_USER more times: her oldest session
+    // ends, bob's does not.
+    let mut last = String::new();
+    for _ in 0..auth::MAX_SESSIONS_PER_USER {
+        last = token_of(login(&other, addr, "alice", ALICE).await).await;
+    }
+    assert_eq!(whoami(first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(whoami(last).await, StatusCode::OK);
+    assert_eq!(whoami(bob.clone()).await, StatusCode::OK);
+
+    // Counted.
+    let text = other
+        .get(format!("http://{addr}/metrics"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(&format!(
+            "dockline_login_failed_total {}",
+            FREE_FAILURES + 1
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("dockline_login_blocked_total{by=\"user\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dockline_login_blocked_total{by=\"address\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dockline_sessions_ended_by_cap_total 1"),
+        "{text}"
+    );
+}
+
+/// Guesses sent all at once queue for the two password checks; those that
+/// wait behind the failures are refused unchecked, so a burst gets no more
+/// guesses than a patient guesser.
+#[tokio::test]
+async fn concurrent_guesses_do_not_slip_past_the_backoff() {
+    use dockline_collector::login_limit::FREE_FAILURES;
+    let api = config(&auth::hash_password("correct horse battery").expect("hash"));
+    let server = serve(Auth::from_config(&api, loopback()).expect("auth")).await;
+    let http = client_from("127.0.0.3");
+    let guesses: Vec<_> = (0..30)
+        .map(|i| {
+            let http = http.clone();
+            let addr = server.addr;
+            tokio::spawn(async move {
+                login(&http, addr, "alice", &format!("guess {i}"))
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    let mut refused = 0;
+    for g in guesses {
+        match g.await.expect("task") {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // The sixth failure blocks; besides it, only the one check already
+    // running beside it (two at a time) can still be answered.
+    let free = FREE_FAILURES as usize;
+    assert!(
+        (free + 1..=free + 2).contains(&checked),
+        "{checked} guesses checked, {refused} refused"
+    );
+    assert_eq!(refused, 30 - checked);
 }
 
 #[tokio::test]

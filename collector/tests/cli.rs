@@ -37,9 +37,24 @@ fn assert_one_clear_line(code: i32, stderr: &str, must: &[&str]) {
 #[test]
 fn typo_in_config_is_one_clear_line_naming_file_and_key() {
     let (code, stderr, path) = run_with(
-        "data_dir = \"/tmp/x\"\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretyr_max_ms = 5\n",
+        "data_dir = \"/tmp/x\"\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_ZG9ja2xpbmUtY2xpLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=\"\nretyr_max_ms = 5\n",
     );
     assert_one_clear_line(code, &stderr, &[&path, "unknown field `retyr_max_ms`"]);
+}
+
+/// The example config's webhook secret is public: refused at start, naming
+/// the key and how to make one.
+#[test]
+fn the_example_webhook_secret_is_refused() {
+    let (code, stderr, path) = run_with(&format!(
+        "[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"{}\"\n",
+        dockline_collector::secret_hygiene::EXAMPLE_SECRETS[0]
+    ));
+    assert_one_clear_line(
+        code,
+        &stderr,
+        &[&path, "erp.secret", "example secret", "openssl rand"],
+    );
 }
 
 #[test]
@@ -89,7 +104,7 @@ fn keeps_running_without_a_broker_and_serves_stats() {
         &path,
         format!(
             "data_dir = {data:?}\n[mqtt]\nport = {dead_port}\n[[devices]]\nid = \"hh-01\"\nsite = \"dc-north\"\n\
-             [erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+             [erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_ZG9ja2xpbmUtY2xpLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=\"\n"
         ),
     )
     .expect("write config");
@@ -189,7 +204,7 @@ fn dlq_commands_list_show_replay_and_discard() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+            "data_dir = {data:?}\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_ZG9ja2xpbmUtY2xpLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=\"\n"
         ),
     )
     .expect("write config");
@@ -344,7 +359,7 @@ fn keygen_writes_a_pair_and_a_bad_signing_key_is_named_not_printed() {
     let cfg = dir.path().join("collector.toml");
     std::fs::write(
         &cfg,
-        "[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        "[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_ZG9ja2xpbmUtY2xpLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=\"\n",
     )
     .expect("write");
     let out = Command::new(BIN)
@@ -362,6 +377,27 @@ fn keygen_writes_a_pair_and_a_bad_signing_key_is_named_not_printed() {
         !stderr.contains("bm90LWEta2V5"),
         "the key is never printed: {stderr}"
     );
+    // The key file keygen wrote is 0600; made readable by others, the
+    // collector refuses to start, naming the file, its mode and the fix.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.path().join("command-signing.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .env("DOCKLINE_COMMANDS__SIGNING_KEY_FILE", &key)
+            .env("DOCKLINE_DATA_DIR", dir.path().join("data"))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        for part in [&key.display().to_string(), "0644", "chmod 600"] {
+            assert!(stderr.contains(part), "{part} missing: {stderr}");
+        }
+    }
 }
 
 /// `holes list` shows a device's missing sequences; `holes close` gives them

@@ -57,7 +57,7 @@ use tokio::sync::{Notify, mpsc};
 
 const PYTHON_VAR: &str = "DOCKLINE_TEST_WEBHOOK_PYTHON";
 /// `[erp] secret`: the current one.
-const CURRENT: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CURRENT: &str = "whsec_ZG9ja2xpbmUtaW50ZXJvcC1jdXJyZW50LXNlY3JldA==";
 /// `[erp.webhook] previous_secrets`.
 const PREVIOUS: [&str; 2] = [
     "whsec_ZG9ja2xpbmUtcm90YXRpb24tdGVzdC1rZXktMDAwMg==",

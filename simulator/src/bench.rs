@@ -14,6 +14,7 @@
 //! | `collector_delivery` | events/s from a backlog in the inbox (nine picks per order lane) to booked at the mock ERP over loopback HTTP: the real delivery (lanes, policy, breaker, verdicts committed, acks), default `[erp]` | raw inserts of outbox-like rows in transactions of 256 |
 //! | `collector_delivery_vs_http` | the same measurement | raw signed POSTs of the same CloudEvents by as many concurrent senders as `erp.concurrency`, to a fresh mock ERP: the ceiling |
 //! | `scan_to_erp_p50`, `scan_to_erp_p99` | ms from a pick's POST to the agent until the mock ERP has booked it, on a healthy system | — |
+//! | `fleet_reconnect_burst` | messages/s from N devices × K one-event batches published at once (10 clients) until every one is stored and its application ack published, resends after the ack timeout included ([`crate::bench_burst`]) | the same messages QoS 1 from 10 clients to topics nobody reads |
 //! | `wire_bytes_per_event` | CBOR bytes per event in a batch of 256 | the same batch as JSON (same field names) |
 //! | `agent_binary_size` | size of the `dockline-agent` executable next to this one | — |
 //!
@@ -163,6 +164,14 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
         figures.push(p50);
         figures.push(p99);
     }
+    if opts.wants("fleet_reconnect_burst") {
+        let (devices, batches) = crate::bench_burst::sizes(opts.quick);
+        figures.push(
+            crate::bench_burst::fleet_reconnect_burst(&opts.exe, dir.path(), devices, batches)
+                .await
+                .context("fleet_reconnect_burst")?,
+        );
+    }
     if opts.wants("wire_bytes_per_event") {
         figures.push(wire_bytes()?);
     }
@@ -175,7 +184,7 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     }
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, wire_bytes_per_event, ack_signing, agent_binary_size",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size",
             opts.only
         ));
     }

@@ -28,6 +28,7 @@
 
 pub mod bench;
 pub mod bench_acks;
+pub mod bench_burst;
 pub mod broker;
 pub mod chaos;
 pub mod demo;
