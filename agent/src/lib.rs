@@ -55,6 +55,16 @@ pub enum AgentError {
     /// A device reader thread could not start.
     #[error(transparent)]
     Devices(#[from] devices::SpawnError),
+    /// The API token file could not be read or made.
+    #[error(
+        "cannot read or make the API token file {path}: {source}; check the data folder's owner and permissions"
+    )]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The `api.addr` file could not be written.
     #[error("cannot write {path}: {source}")]
     AddrFile {
@@ -100,10 +110,24 @@ pub async fn run(
             path: addr_file.clone(),
             source,
         })?;
+    // The token in force: the configured one, else the per-install file's.
+    let token =
+        match (&config.api.token, config.api.require_token) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => Some(api::token::load_or_create(&config.data_dir).map_err(
+                |source| AgentError::TokenFile {
+                    path: api::token::path(&config.data_dir),
+                    source,
+                },
+            )?),
+            (None, false) => None,
+        };
+    let guard = Arc::new(api::Guard::new(&config.api, token));
     tracing::info!(
         device = %config.device, site = %config.site, api = %format!("http://{addr}"),
+        app = %format!("http://{addr}/app/"), api_token_required = config.api.require_token || config.api.token.is_some(),
         outbox = %config.data_dir.join("outbox.db").display(), epoch = outbox.epoch(),
-        api_token = config.api.token.is_some(), commands_verified = !config.commands.verify_key.keys().is_empty(),
+        commands_verified = !config.commands.verify_key.keys().is_empty(),
         "agent started"
     );
 
@@ -132,7 +156,6 @@ pub async fn run(
         stations.clone(),
         reading_rx,
     ));
-    let api_token = config.api.token.clone();
     let state = api::ApiState {
         outbox,
         link,
@@ -140,12 +163,20 @@ pub async fn run(
         stations,
         site: config.site.to_string(),
         clock: config.clock,
+        task_keys: Arc::default(),
     };
-    let api = tokio::spawn(async move {
-        axum::serve(listener, api::router(state, api_token))
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await
-    });
+    let refusals = guard.refusals.clone();
+    let limits = api::Limits {
+        max_connections: config.api.max_connections,
+        header_timeout: std::time::Duration::from_millis(config.api.header_timeout_ms),
+    };
+    let api = tokio::spawn(api::serve(
+        listener,
+        api::router(state, guard),
+        limits,
+        refusals,
+        stopped(stop_rx),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: finishing requests, saying goodbye to the broker");

@@ -30,7 +30,15 @@
 //! 5. **One writer.** All writes go through one thread that owns the
 //!    connection. Appends waiting in its queue are committed together in one
 //!    transaction (group commit): many producers share one fsync.
-//! 6. **Damage is survived.** At open the file is checked (`quick_check`); a
+//! 6. **A client key books once.** An event appended with a client
+//!    idempotency key ([`ClientKey`], the API's `Idempotency-Key`) stores the
+//!    key, the SHA-256 of the request body, the sequence and the event id in
+//!    `idempotency`, in the same transaction as the event. The same key again
+//!    answers the first event (`replayed`), whether it comes in the same
+//!    group, later, or after a crash between commit and answer; the same key
+//!    with another body is refused ([`OutboxError::KeyReused`]). A key lives
+//!    as long as its event's receipt: it is pruned with it.
+//! 7. **Damage is survived.** At open the file is checked (`quick_check`); a
 //!    damaged file is moved aside and every readable event copied into a
 //!    fresh file ([`salvage`]). The agent starts either way.
 //!
@@ -44,6 +52,7 @@
 //! | `shed`     | `seq` (PK), `priority`, `reason` (`budget`, `damaged`), `at_ms`: shed and not yet acknowledged |
 //! | `drops`    | (`priority`, `reason`) → `count`                               |
 //! | `salvage`  | one JSON [`salvage::SalvageReport`] per salvage                 |
+//! | `idempotency` | `key` (PK), `body_sha256`, `seq`, `event_id`, `at_ms`: client keys of appended events (not carried over by a salvage) |
 //!
 //! The schema version is `PRAGMA user_version` ([`schema::SCHEMA_VERSION`]).
 
@@ -104,6 +113,14 @@ pub enum OutboxError {
         budget: u64,
         /// Disk free note.
         disk: String,
+    },
+    /// The client idempotency key was used before with a different request.
+    #[error(
+        "Idempotency-Key {key:?} was already used for a different event; a retry must send the same body, a new event needs a new key"
+    )]
+    KeyReused {
+        /// The key.
+        key: String,
     },
     /// The writer thread is gone (the agent is shutting down).
     #[error("the outbox writer has stopped; the agent is shutting down")]
@@ -175,6 +192,17 @@ pub struct NewEvent {
     pub payload: Payload,
 }
 
+/// A client's idempotency key for one append: the key and the SHA-256 of
+/// the request it came with (so a different request under the same key is
+/// told apart from a retry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKey {
+    /// The key as the client sent it.
+    pub key: String,
+    /// SHA-256 of the request's canonical body.
+    pub body_sha256: [u8; 32],
+}
+
 /// A [`NewEvent`] ready for the writer: validated, identified, and encoded
 /// but for its sequence number.
 pub(crate) struct Prepared {
@@ -185,10 +213,12 @@ pub(crate) struct Prepared {
     /// The envelope's entries after `seq`
     /// ([`dockline_protocol::codec::envelope_tail`]).
     pub(crate) tail: Vec<u8>,
+    /// The client's idempotency key, if it sent one.
+    pub(crate) once: Option<ClientKey>,
 }
 
 impl Prepared {
-    fn new(e: NewEvent) -> Result<Self, OutboxError> {
+    fn new(e: NewEvent, once: Option<ClientKey>) -> Result<Self, OutboxError> {
         e.payload
             .validate()
             .map_err(|v| OutboxError::Invalid(format!("event refused: {v}")))?;
@@ -208,6 +238,7 @@ impl Prepared {
             kind: kind_of(&e.payload),
             id,
             tail,
+            once,
         })
     }
 }
@@ -222,6 +253,9 @@ pub struct Appended {
     /// Stable event id.
     #[serde(serialize_with = "event_id_text")]
     pub event_id: EventId,
+    /// The answer is an earlier append's: the client key was seen before
+    /// with the same request, and nothing new was stored.
+    pub replayed: bool,
 }
 
 fn event_id_text<S: serde::Serializer>(id: &EventId, s: S) -> Result<S::Ok, S::Error> {
@@ -348,6 +382,9 @@ enum Command {
 pub struct Outbox {
     tx: mpsc::SyncSender<Command>,
     appended: Arc<Notify>,
+    /// Bumped after every commit that can change a receipt (append, ack,
+    /// verdicts), for long polls of receipts.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     device: DeviceId,
     epoch: u64,
 }
@@ -382,6 +419,7 @@ impl Outbox {
         Ok(Self {
             tx,
             appended,
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             device,
             epoch,
         })
@@ -395,6 +433,16 @@ impl Outbox {
     /// The device id.
     pub fn device(&self) -> &DeviceId {
         &self.device
+    }
+
+    /// A receiver that sees a new value after every commit that can change
+    /// a receipt (append, ack, verdicts).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Resolves when events were committed since the last call.
@@ -425,8 +473,25 @@ impl Outbox {
     /// producer's task, so the one writer thread only adds the sequence
     /// number and inserts.
     pub async fn append(&self, event: NewEvent) -> Result<Appended, OutboxError> {
-        let prepared = Prepared::new(event)?;
-        self.call(|r| Command::Append(Box::new(prepared), r)).await
+        let prepared = Prepared::new(event, None)?;
+        let appended = self.call(|r| Command::Append(Box::new(prepared), r)).await;
+        self.changed();
+        appended
+    }
+
+    /// Appends an event under a client idempotency key: the first append
+    /// with `key` stores the event; a later one with the same key and body
+    /// answers that event (`replayed`) and stores nothing; the same key
+    /// with another body is [`OutboxError::KeyReused`].
+    pub async fn append_once(
+        &self,
+        event: NewEvent,
+        key: ClientKey,
+    ) -> Result<Appended, OutboxError> {
+        let prepared = Prepared::new(event, Some(key))?;
+        let appended = self.call(|r| Command::Append(Box::new(prepared), r)).await;
+        self.changed();
+        appended
     }
 
     /// Up to `max` held envelopes with `seq >= from`, ascending, with the shed
@@ -444,13 +509,18 @@ impl Outbox {
     /// The collector stored everything up to `up_to`, plus the ranges in
     /// `also`: drop those payloads, keep receipts. Returns the ack floor.
     pub async fn apply_ack(&self, up_to: u64, also: Vec<(u64, u64)>) -> Result<u64, OutboxError> {
-        self.call(|reply| Command::ApplyAck { up_to, also, reply })
-            .await
+        let floor = self
+            .call(|reply| Command::ApplyAck { up_to, also, reply })
+            .await;
+        self.changed();
+        floor
     }
 
     /// Records ERP verdicts in the receipts; returns how many matched.
     pub async fn apply_verdicts(&self, verdicts: Vec<Verdict>) -> Result<usize, OutboxError> {
-        self.call(|r| Command::ApplyVerdicts(verdicts, r)).await
+        let matched = self.call(|r| Command::ApplyVerdicts(verdicts, r)).await;
+        self.changed();
+        matched
     }
 
     /// Queue health.

@@ -2,6 +2,7 @@
 //! transactions, applies acks and sheds by priority. See the invariants in
 //! the module doc of [`super`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -16,8 +17,8 @@ use tokio::sync::Notify;
 use super::budget::{self, Space, class_index};
 use super::salvage::SalvageReport;
 use super::{
-    Appended, Chunk, ClassHealth, Command, DropCount, OutboxConfig, OutboxError, Prepared,
-    QueueStatus, Receipt, Reply, class_name, now_ms, retention, schema,
+    Appended, Chunk, ClassHealth, ClientKey, Command, DropCount, OutboxConfig, OutboxError,
+    Prepared, QueueStatus, Receipt, Reply, class_name, now_ms, retention, schema,
 };
 
 /// Most appends in one transaction.
@@ -126,6 +127,43 @@ impl Writer {
 
     pub(super) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The answer for a client key stored earlier: the first event's
+    /// (`replayed`) when the body matches, [`OutboxError::KeyReused`] when
+    /// it does not; `None` for a new key.
+    fn stored_key(
+        &self,
+        once: &ClientKey,
+    ) -> rusqlite::Result<Option<Result<Appended, OutboxError>>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT body_sha256, seq, event_id FROM idempotency WHERE key = ?1")?
+            .query_row([&once.key], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .optional()?;
+        Ok(row.map(|(hash, seq, id)| {
+            if hash[..] != once.body_sha256[..] {
+                return Err(OutboxError::KeyReused {
+                    key: once.key.clone(),
+                });
+            }
+            let mut event_id = [0u8; 16];
+            if id.len() == 16 {
+                event_id.copy_from_slice(&id);
+            }
+            Ok(Appended {
+                seq: seq as u64,
+                epoch: self.epoch,
+                event_id: EventId(event_id),
+                replayed: true,
+            })
+        }))
     }
 
     /// Serves commands until every handle is dropped.
@@ -291,9 +329,25 @@ impl Writer {
         let mut out: Vec<Option<Result<Appended, OutboxError>>> = Vec::with_capacity(events.len());
         let mut candidates = Vec::with_capacity(events.len());
         let mut encoded: Vec<(u64, EventId, Vec<u8>)> = Vec::with_capacity(events.len());
+        // A keyed event whose key is stored already gets that event's
+        // answer; one whose key came earlier in this group gets the earlier
+        // one's (resolved after the inserts). Neither is a candidate.
+        let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+        let mut same_key_as: Vec<(usize, usize)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            let seq = next_seq as u64 + encoded.len() as u64;
             out.push(None);
+            if let Some(once) = &e.once {
+                if let Some(&first) = first_with_key.get(once.key.as_str()) {
+                    same_key_as.push((i, first));
+                    continue;
+                }
+                if let Some(earlier) = self.stored_key(once).map_err(&err)? {
+                    out[i] = Some(earlier);
+                    continue;
+                }
+                first_with_key.insert(once.key.as_str(), i);
+            }
+            let seq = next_seq as u64 + encoded.len() as u64;
             let b = codec::join_envelope(&self.prefix, seq, &e.tail);
             candidates.push((i, e.priority, b.len() as u64 + 16));
             encoded.push((seq, e.id, b));
@@ -325,6 +379,11 @@ impl Writer {
             let mut put = tx
                 .prepare_cached(
                     "INSERT INTO outbox (seq, event_id, priority, captured_ms, payload, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(&err)?;
+            let mut keep_key = tx
+                .prepare_cached(
+                    "INSERT INTO idempotency (key, body_sha256, seq, event_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(&err)?;
             for (((i, priority, size), admitted), (provisional, id, bytes)) in
@@ -362,6 +421,17 @@ impl Writer {
                     e.kind
                 ])
                 .map_err(&err)?;
+                if let Some(once) = &e.once {
+                    keep_key
+                        .execute(params![
+                            once.key,
+                            &once.body_sha256[..],
+                            next_seq,
+                            &id.0[..],
+                            now
+                        ])
+                        .map_err(&err)?;
+                }
                 let c = class_index(*priority);
                 added[c].0 += 1;
                 added[c].1 += bytes.len() as u64;
@@ -369,6 +439,7 @@ impl Writer {
                     seq: next_seq as u64,
                     epoch,
                     event_id: id,
+                    replayed: false,
                 }));
                 next_seq += 1;
             }
@@ -397,6 +468,22 @@ impl Writer {
                 budget = self.config.budget_bytes,
                 "outbox budget reached: shed the oldest sheddable events"
             );
+        }
+        for (i, first) in same_key_as {
+            let same_body = events[i].once.as_ref().map(|k| k.body_sha256)
+                == events[first].once.as_ref().map(|k| k.body_sha256);
+            out[i] = Some(match &out[first] {
+                Some(Ok(a)) if same_body => Ok(Appended {
+                    replayed: true,
+                    ..*a
+                }),
+                Some(Ok(_)) => Err(OutboxError::KeyReused {
+                    key: events[i].once.as_ref().map(|k| k.key.clone()).unwrap_or_default(),
+                }),
+                _ => Err(OutboxError::Invalid(
+                    "an event with the same Idempotency-Key arrived at the same moment and was not stored; retry".into(),
+                )),
+            });
         }
         Ok(out
             .into_iter()
@@ -448,12 +535,20 @@ impl Writer {
             }
             Command::PruneReceipts(reply) => {
                 let cutoff = now_ms() - retention(&self.config).as_millis() as i64;
+                // A client key lives as long as its event's receipt.
                 let r = self
                     .conn
                     .execute(
                         "DELETE FROM receipts WHERE updated_ms < ?1 AND state != 'queued'",
                         [cutoff],
                     )
+                    .and_then(|n| {
+                        self.conn.execute(
+                            "DELETE FROM idempotency WHERE seq NOT IN (SELECT seq FROM outbox) AND seq NOT IN (SELECT seq FROM receipts)",
+                            [],
+                        )?;
+                        Ok(n)
+                    })
                     .map_err(sql(&self.path));
                 let _ = reply.send(r);
             }
