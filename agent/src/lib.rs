@@ -7,6 +7,7 @@
 //! - [`uplink`]: MQTT upload of batches, acks and verdicts; [`uplink::state`]
 //!   is its I/O-free state machine.
 //! - [`api`]: the local HTTP API for the handheld app.
+//! - [`app`]: the handheld app itself, served at `/app/`.
 //! - [`doctor`]: read-only inspection of an outbox file (`dockline-agent doctor`).
 //! - [`devices`]: device sources (serial scanners, scales, GNSS, bridges; I2C
 //!   load cells) and the stream decoder behind them.
@@ -17,6 +18,7 @@
 //! [`run`] wires them together; `main.rs` only parses flags and loads config.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod decode;
 pub mod devices;
@@ -101,16 +103,9 @@ pub async fn run(
         addr: config.api.listen,
         source,
     })?;
-    // Written atomically (temp file + rename) so a reader never sees half an address.
-    let addr_file = config.data_dir.join("api.addr");
-    let tmp = config.data_dir.join("api.addr.tmp");
-    std::fs::write(&tmp, addr.to_string())
-        .and_then(|()| std::fs::rename(&tmp, &addr_file))
-        .map_err(|source| AgentError::AddrFile {
-            path: addr_file.clone(),
-            source,
-        })?;
-    // The token in force: the configured one, else the per-install file's.
+    // The token in force: the configured one, else the per-install file's;
+    // made before api.addr appears, so a client that waits for the address
+    // finds the token too.
     let token =
         match (&config.api.token, config.api.require_token) {
             (Some(t), _) => Some(t.clone()),
@@ -122,6 +117,10 @@ pub async fn run(
             )?),
             (None, false) => None,
         };
+    // Written atomically (temp file + rename, mode 0600) so a reader never
+    // sees half an address.
+    let addr_file = config.data_dir.join("api.addr");
+    outbox::keys::write_private(&addr_file, addr.to_string().as_bytes())?;
     let guard = Arc::new(api::Guard::new(&config.api, token));
     tracing::info!(
         device = %config.device, site = %config.site, api = %format!("http://{addr}"),

@@ -37,6 +37,10 @@ enum Command {
     /// Print the local API's token (made now if the agent has not made it
     /// yet): the configured `[api] token`, else `{data_dir}/api.token`.
     Token(WhereArgs),
+    /// Rotate the outbox's payload key (stop the agent first): a new key
+    /// seals every held payload, then the old keys are removed from
+    /// `outbox.key`. Prints what it did as JSON.
+    RotateKey(WhereArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +142,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Doctor(args)) => return Ok(run_doctor(args, cli.config.as_deref())),
         Some(Command::Decode(args)) => return Ok(run_decode(&args)),
         Some(Command::Token(args)) => return Ok(run_token(&args, cli.config.as_deref())),
+        Some(Command::RotateKey(args)) => {
+            return Ok(run_rotate_key(&args, cli.config.as_deref()));
+        }
         None => {}
     }
     tracing_subscriber::fmt()
@@ -232,6 +239,28 @@ fn run_token(args: &WhereArgs, outer_config: Option<&Path>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("dockline-agent token: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `rotate-key`.
+fn run_rotate_key(args: &WhereArgs, outer_config: Option<&Path>) -> ExitCode {
+    let dir = match &args.data_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => load_config(args.config.as_deref().or(outer_config)).map(|c| c.data_dir),
+    };
+    let rotated = dir.map_err(|e| anyhow::anyhow!("{e}")).and_then(|dir| {
+        dockline_agent::outbox::keys::rotate(&dir)
+            .with_context(|| format!("cannot rotate the payload key in {}", dir.display()))
+    });
+    match rotated.and_then(|r| serde_json::to_string(&r).context("cannot print the report")) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dockline-agent rotate-key: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -91,6 +91,7 @@ pub struct ApiState {
 pub fn router(state: ApiState, guard: Arc<Guard>) -> Router {
     Router::new()
         .merge(routes::routes())
+        .merge(crate::app::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -38,7 +38,14 @@
 //!    group, later, or after a crash between commit and answer; the same key
 //!    with another body is refused ([`OutboxError::KeyReused`]). A key lives
 //!    as long as its event's receipt: it is pruned with it.
-//! 7. **Damage is survived.** At open the file is checked (`quick_check`); a
+//! 7. **Private at rest.** The data folder is 0700, the database, its WAL
+//!    and every file beside it 0600; payloads are sealed with the device's
+//!    key ([`keys`]: ChaCha20-Poly1305, the event id as associated data) and
+//!    `secure_delete` overwrites what acks and pruning delete, so neither
+//!    the file, nor its WAL, nor a free page shows a recipient, signature or
+//!    position. Kinds, sequences, receipts' ERP documents and reasons stay
+//!    readable (the doctor needs them without the key).
+//! 8. **Damage is survived.** At open the file is checked (`quick_check`); a
 //!    damaged file is moved aside and every readable event copied into a
 //!    fresh file ([`salvage`]). The agent starts either way.
 //!
@@ -47,7 +54,7 @@
 //! | table      | row                                                            |
 //! |------------|----------------------------------------------------------------|
 //! | `meta`     | `key` → `value`: `epoch`, `next_seq`, `acked_up_to`, `session` |
-//! | `outbox`   | `seq` (PK), `event_id`, `priority` (0 must-deliver, 1 normal, 2 telemetry), `captured_ms`, `payload` (CBOR [`Envelope`]), `kind`; a queued event's receipt is this row |
+//! | `outbox`   | `seq` (PK), `event_id`, `priority` (0 must-deliver, 1 normal, 2 telemetry), `captured_ms`, `payload` (CBOR [`Envelope`], sealed by [`keys`]), `kind`; a queued event's receipt is this row |
 //! | `receipts` | `seq` (PK), `event_id`, `kind`, `state` (`stored`, `booked`, `rejected`, `shed`), `document`, `reason`, `updated_ms`: written from the collector's ack (or a verdict that overtook it) on |
 //! | `shed`     | `seq` (PK), `priority`, `reason` (`budget`, `damaged`), `at_ms`: shed and not yet acknowledged |
 //! | `drops`    | (`priority`, `reason`) → `count`                               |
@@ -57,6 +64,7 @@
 //! The schema version is `PRAGMA user_version` ([`schema::SCHEMA_VERSION`]).
 
 pub mod budget;
+pub mod keys;
 pub mod salvage;
 pub mod schema;
 pub(crate) mod writer;
@@ -397,13 +405,22 @@ impl Outbox {
         device: DeviceId,
         config: OutboxConfig,
     ) -> Result<Self, OutboxError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::DataDir {
-            path: data_dir.into(),
-            source,
-        })?;
+        keys::private_dir(data_dir)?;
+        // One agent per outbox; a previous one still shutting down gets a
+        // moment to let go.
+        let lock = keys::FolderLock::acquire(data_dir, Duration::from_secs(5))?;
         let path = data_dir.join("outbox.db");
-        salvage::check_and_salvage(&path)?;
-        let writer = writer::Writer::open(&path, data_dir, device.clone(), config)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let file = PathBuf::from(file);
+            if suffix.is_empty() || file.exists() {
+                keys::private_file(&file)?;
+            }
+        }
+        let keys = keys::Keys::load_or_create(data_dir)?;
+        salvage::check_and_salvage(&path, Some(&keys))?;
+        let writer = writer::Writer::open(&path, data_dir, device.clone(), config, keys, lock)?;
         let epoch = writer.epoch();
         // Bounded: when the disk is slow, producers wait rather than pile up memory.
         let (tx, rx) = mpsc::sync_channel(4096);

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use super::budget::{self, Space, class_index};
+use super::keys::{self, FolderLock, Keys};
 use super::salvage::SalvageReport;
 use super::{
     Appended, Chunk, ClassHealth, ClientKey, Command, DropCount, OutboxConfig, OutboxError,
@@ -49,6 +50,10 @@ pub(super) struct Writer {
     last_fsync_us: Option<u64>,
     /// The next sequence to assign; see [`next_seq_of`].
     next_seq: i64,
+    /// The payload keys: every payload is sealed on insert, opened on read.
+    keys: Keys,
+    /// Held while the writer lives: one agent per outbox.
+    _lock: FolderLock,
 }
 
 fn priority_code(p: Priority) -> i64 {
@@ -68,10 +73,16 @@ impl Writer {
         data_dir: &Path,
         device: DeviceId,
         config: OutboxConfig,
+        keys: Keys,
+        lock: FolderLock,
     ) -> Result<Self, OutboxError> {
         let err = sql(path);
         let mut conn = Connection::open(path).map_err(&err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        // Deleted payloads (acked, shed, pruned) are overwritten, not left
+        // in free pages and the WAL.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(&err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(&err)?;
@@ -122,6 +133,8 @@ impl Writer {
             disk_checked: None,
             last_fsync_us: None,
             next_seq,
+            keys,
+            _lock: lock,
         })
     }
 
@@ -349,7 +362,7 @@ impl Writer {
             }
             let seq = next_seq as u64 + encoded.len() as u64;
             let b = codec::join_envelope(&self.prefix, seq, &e.tail);
-            candidates.push((i, e.priority, b.len() as u64 + 16));
+            candidates.push((i, e.priority, (b.len() + keys::OVERHEAD) as u64 + 16));
             encoded.push((seq, e.id, b));
         }
         let t_enc = Instant::now();
@@ -407,11 +420,12 @@ impl Writer {
                     }));
                     continue;
                 }
-                let bytes = if provisional == next_seq as u64 {
+                let plain = if provisional == next_seq as u64 {
                     bytes
                 } else {
                     codec::join_envelope(&prefix, next_seq as u64, &e.tail)
                 };
+                let bytes = self.keys.seal(&id.0, &plain)?;
                 put.execute(params![
                     next_seq,
                     &id.0[..],
@@ -560,22 +574,30 @@ impl Writer {
         let query = if live_only {
             // Two ordered index range scans merged: cheap even with a million
             // telemetry rows queued.
-            "SELECT seq, payload FROM outbox WHERE priority = 0 AND seq >= ?1
-             UNION ALL SELECT seq, payload FROM outbox WHERE priority = 1 AND seq >= ?1
+            "SELECT seq, payload, event_id FROM outbox WHERE priority = 0 AND seq >= ?1
+             UNION ALL SELECT seq, payload, event_id FROM outbox WHERE priority = 1 AND seq >= ?1
              ORDER BY seq LIMIT ?2"
         } else {
-            "SELECT seq, payload FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+            "SELECT seq, payload, event_id FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
         };
         let mut stmt = self.conn.prepare_cached(query).map_err(&err)?;
         let rows = stmt
             .query_map(params![from as i64, max as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
             })
             .map_err(&err)?;
         let mut chunk = Chunk::default();
         for row in rows {
-            let (seq, bytes) = row.map_err(&err)?;
-            match codec::decode::<Envelope>(&bytes) {
+            let (seq, stored, event_id) = row.map_err(&err)?;
+            let opened = self
+                .keys
+                .open(&event_id, &stored)
+                .map_err(|why| format!("cannot open: {why}"));
+            match opened.and_then(|b| codec::decode::<Envelope>(&b).map_err(|e| e.to_string())) {
                 Ok(e) => chunk.events.push(e),
                 // A row we wrote ourselves no longer decodes: report and skip
                 // it rather than block the queue. The next start's integrity
