@@ -36,6 +36,7 @@
 
 pub mod guard;
 pub mod idempotency;
+pub mod openapi;
 mod routes;
 pub mod token;
 
@@ -49,6 +50,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use dockline_protocol::TimeSource;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -91,6 +93,7 @@ pub struct ApiState {
 pub fn router(state: ApiState, guard: Arc<Guard>) -> Router {
     Router::new()
         .merge(routes::routes())
+        .route("/v1/openapi.json", get(openapi::document))
         .merge(crate::app::routes())
         .fallback(|| async {
             error(
