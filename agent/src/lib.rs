@@ -163,6 +163,7 @@ pub async fn run(
         site: config.site.to_string(),
         clock: config.clock,
         task_keys: Arc::default(),
+        media: Arc::new(api::media::MediaStore::open(&config.data_dir)?),
     };
     let refusals = guard.refusals.clone();
     let limits = api::Limits {

@@ -79,6 +79,8 @@ async fn every_documented_operation_answers_as_documented() {
             "/app/",
             "/v1/events",
             "/v1/events/{id}",
+            "/v1/media",
+            "/v1/media/{sha256}",
             "/v1/openapi.json",
             "/v1/status",
             "/v1/tasks"
@@ -99,6 +101,26 @@ async fn every_documented_operation_answers_as_documented() {
         .expect("json");
     let id = first["event_id"].as_str().expect("event id").to_string();
 
+    // An image to keep, at its hash.
+    let image = b"\x89PNG\r\n\x1a\nnot-really-a-png-but-bytes".to_vec();
+    let hash: String = {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(&image)?;
+                child.wait_with_output()
+            })
+            .expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .expect("digest")
+            .to_string()
+    };
+
     let mut checked = 0;
     // POSTs first, so the GETs have something to list.
     let mut ops: Vec<(String, String, Value)> = Vec::new();
@@ -107,14 +129,18 @@ async fn every_documented_operation_answers_as_documented() {
             ops.push((path.clone(), method.clone(), op.clone()));
         }
     }
-    ops.sort_by_key(|(_, m, _)| m != "post");
+    ops.sort_by_key(|(_, m, _)| m != "post" && m != "put");
     for (path, method, op) in ops {
-        let url = agent.url(&path.replace("{id}", &id));
+        let url = agent.url(&path.replace("{id}", &id).replace("{sha256}", &hash));
         let body = &op["requestBody"]["content"]["application/json"]["example"];
+        let takes_image = op["requestBody"]["content"]["image/png"].is_object();
         let send = |client: &reqwest::Client| {
             let mut req = client.request(method.to_uppercase().parse().expect("method"), &url);
             if !body.is_null() {
                 req = req.json(body);
+            }
+            if takes_image {
+                req = req.header("content-type", "image/png").body(image.clone());
             }
             req.send()
         };
@@ -137,6 +163,13 @@ async fn every_documented_operation_answers_as_documented() {
                     "{method} {path}: documented field {field:?} missing from {answer}"
                 );
             }
+        } else if response["content"]["image/png"].is_object() {
+            let ct = res.headers()["content-type"]
+                .to_str()
+                .expect("ct")
+                .to_string();
+            assert!(ct.starts_with("image/"), "{method} {path}: {ct}");
+            assert_eq!(res.bytes().await.expect("bytes").as_ref(), &image[..]);
         } else if response["content"]["text/html"].is_object() {
             let ct = res.headers()["content-type"]
                 .to_str()
@@ -161,6 +194,6 @@ async fn every_documented_operation_answers_as_documented() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 8, "every documented operation was called");
+    assert_eq!(checked, 11, "every documented operation was called");
     agent.stop().await;
 }

@@ -2,8 +2,8 @@
 //! system (agent, broker, collector, mock ERP as processes): a picker
 //! signs in and completes a pick list by typing scans (a keyboard-wedge
 //! scanner types into the focused field), one of them the wrong item; a
-//! driver captures a delivery with a drawn signature and a photo, and an
-//! exception. The agent is SIGKILLed while the delivery waits to be sent
+//! driver captures a delivery with a drawn signature and a photo (which go
+//! to the agent's media store before the event), and an exception. The agent is SIGKILLed while the delivery waits to be sent
 //! and restarted, and the first attempt of the delivery is replayed with
 //! the app's own Idempotency-Key (as when an answer is lost after the
 //! commit): every event is booked at the ERP exactly once.
@@ -503,6 +503,44 @@ async fn journey(c: &Cluster) -> Result<()> {
     anyhow::ensure!(
         pod_sent["event_id"] == first["event_id"],
         "the app's retry got another event: {pod_sent} vs {first}"
+    );
+    // The signature and the photo went to the agent before the event, and
+    // left the browser's storage.
+    let media: Value = api
+        .get(format!("http://{addr}/v1/media"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let held: HashSet<&str> = media["media"]
+        .as_array()
+        .context("media list")?
+        .iter()
+        .filter_map(|m| m["ref"].as_str())
+        .collect();
+    let refs: HashSet<&str> = pod["media"]
+        .as_array()
+        .context("the delivery's media")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    anyhow::ensure!(
+        refs.len() == 2 && held == refs,
+        "media on the agent {held:?}, the delivery's {refs:?}"
+    );
+    let left = b
+        .js(
+            "return Object.keys(localStorage).filter(k => k.startsWith('dockline.media.')).length;",
+            json!([]),
+        )
+        .await;
+    anyhow::ensure!(left == json!(0), "{left} media left in the browser");
+    let delivered = &pod["body"]["detail"]["delivered"];
+    anyhow::ensure!(
+        refs.contains(delivered["signature_ref"].as_str().unwrap_or_default())
+            && refs.contains(delivered["photo_ref"].as_str().unwrap_or_default()),
+        "the event refers to its media: {delivered}"
     );
 
     // An exception: not home, with a note.

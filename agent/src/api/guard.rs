@@ -20,7 +20,8 @@
 //!    or the app's cookie. The token is `[api] token` or the one generated
 //!    in `{data_dir}/api.token` ([`super::token`]).
 //! 4. **Content type** (415): a `POST`, `PUT` or `PATCH` must say
-//!    `Content-Type: application/json`. A cross-site form or a `no-cors`
+//!    `Content-Type: application/json` (a `PUT` of media under
+//!    `/v1/media/`: `image/png` or `image/jpeg`). A cross-site form or a `no-cors`
 //!    fetch can only send `text/plain`, form or multipart bodies, so this
 //!    check alone stops them even where `Origin` is missing.
 //!
@@ -234,6 +235,17 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
+fn is_image(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("image/png") || v.eq_ignore_ascii_case("image/jpeg")
+        })
+}
+
 fn count(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -342,7 +354,11 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
         *request.method(),
         Method::POST | Method::PUT | Method::PATCH
     );
-    if changing && !is_json(headers) {
+    // Media are images; a cross-site page cannot send those types without
+    // a preflight, which the Origin check refuses.
+    let media =
+        *request.method() == Method::PUT && path.starts_with("/v1/media/") && is_image(headers);
+    if changing && !media && !is_json(headers) {
         count(&guard.refusals.content_type);
         let came = headers
             .get(header::CONTENT_TYPE)

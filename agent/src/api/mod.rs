@@ -8,6 +8,7 @@
 //! | GET    | `/v1/tasks`        | pick lists waiting for a station                |
 //! | GET    | `/v1/events`       | receipts, newest first (`?state=booked&limit=50&before=SEQ`) |
 //! | GET    | `/v1/events/{id}`  | one receipt: queued, stored, booked, rejected (`?known=queued&wait_ms=25000`: a long poll that answers when the state is no longer `known`) |
+//! | PUT/GET | `/v1/media/{sha256}`, `/v1/media` | signatures and photos kept on the agent, sealed ([`media`]) |
 //! | GET    | `/v1/openapi.json` | the OpenAPI 3.1 description of all of this      |
 //! | GET    | `/app/`            | the handheld app ([`crate::app`])               |
 //!
@@ -36,6 +37,7 @@
 
 pub mod guard;
 pub mod idempotency;
+pub mod media;
 pub mod openapi;
 mod routes;
 pub mod token;
@@ -86,6 +88,8 @@ pub struct ApiState {
     pub clock: TimeSource,
     /// Pick-list idempotency keys (events keep theirs in the outbox).
     pub task_keys: Arc<Mutex<idempotency::TaskKeys>>,
+    /// Proof-of-delivery media held on the agent.
+    pub media: Arc<media::MediaStore>,
 }
 
 /// Builds the router: the API, the app and the document, all behind the
@@ -93,6 +97,7 @@ pub struct ApiState {
 pub fn router(state: ApiState, guard: Arc<Guard>) -> Router {
     Router::new()
         .merge(routes::routes())
+        .merge(media::routes())
         .route("/v1/openapi.json", get(openapi::document))
         .merge(crate::app::routes())
         .fallback(|| async {

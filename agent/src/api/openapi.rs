@@ -180,6 +180,8 @@ fn paths() -> Value {
                 }), refusals())
             }
         },
+        "/v1/media": {"get": media_list()},
+        "/v1/media/{sha256}": media_item(),
         "/v1/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -254,6 +256,10 @@ fn schemas() -> Value {
                         "unit_weight_kg": {"type": "number"}}}}
             }
         },
+        "MediaAccepted": {
+            "type": "object", "required": ["ref", "state"],
+            "properties": {"ref": {"type": "string"}, "state": {"type": "string", "enum": ["waiting"]}}
+        },
         "TaskAccepted": {
             "type": "object", "required": ["order", "lines", "replaced", "state"],
             "properties": {"order": {"type": "string"}, "lines": {"type": "integer"}, "replaced": {"type": "boolean"}, "state": {"type": "string"}}
@@ -301,6 +307,61 @@ fn status_schema() -> Value {
             "api_refusals": {"type": "object", "required": ["host", "origin", "token", "content_type", "connections", "slow_headers"],
                 "properties": {"host": {"type": "integer"}, "origin": {"type": "integer"}, "token": {"type": "integer"},
                     "content_type": {"type": "integer"}, "connections": {"type": "integer"}, "slow_headers": {"type": "integer"}}}
+        }
+    })
+}
+
+fn media_list() -> Value {
+    let held = json!({"description": "Held media",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["media"],
+        "properties": {"media": {"type": "array", "items": {
+            "type": "object", "required": ["ref", "bytes", "state"],
+            "properties": {"ref": {"type": "string"}, "bytes": {"type": "integer"},
+                "state": {"type": "string", "enum": ["waiting"]}}
+        }}}
+    }}}});
+    json!({
+        "operationId": "listMedia",
+        "summary": "Signatures and photos kept on the agent, each waiting for an upload to the ERP (none exists yet)",
+        "responses": merge(json!({"200": held}), refusals())
+    })
+}
+
+fn media_item() -> Value {
+    let hash = json!({"name": "sha256", "in": "path", "required": true,
+        "description": "SHA-256 of the image's bytes, lower-case hex; events refer to it as sha256:<hex>",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}});
+    json!({
+        "put": {
+            "operationId": "putMedia",
+            "summary": "Keep an image on the agent, sealed with the device's key (at most 2 MiB)",
+            "parameters": [hash.clone()],
+            "requestBody": {"required": true, "content": {
+                "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}
+            }},
+            "responses": merge(json!({
+                "201": {"description": "Stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MediaAccepted"}}}},
+                "200": {"description": "Held already", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MediaAccepted"}}}},
+                "400": error_response("Not a lower-case hex SHA-256"),
+                "413": {"description": "Above 2 MiB"},
+                "415": error_response("Not image/png or image/jpeg"),
+                "422": error_response("The body's SHA-256 is not the one in the path")
+            }), refusals())
+        },
+        "get": {
+            "operationId": "getMedia",
+            "summary": "The image back",
+            "parameters": [hash],
+            "responses": merge(json!({
+                "200": {"description": "The image", "content": {
+                    "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                    "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}
+                }},
+                "400": error_response("Not a lower-case hex SHA-256"),
+                "404": error_response("No such media on this agent")
+            }), refusals())
         }
     })
 }

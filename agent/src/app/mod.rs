@@ -21,9 +21,11 @@
 //! the operator signed in, events not yet stored by the agent (each with
 //! its `Idempotency-Key`, so every retry, after a reload or an agent
 //! restart too, books the event once), the session's receipts, and the
-//! signature and photos of deliveries. The media stay there, shown as
-//! "waiting for upload": the agent has no media upload endpoint yet, and
-//! the event carries only their SHA-256 references.
+//! signature and photos of a delivery until they are on the agent. Before
+//! an event is sent, its media are PUT to `/v1/media/{sha256}`
+//! ([`crate::api::media`]: kept sealed on the agent) and removed from the
+//! browser; the receipts show them as waiting for an upload to the ERP,
+//! which does not exist yet. The event carries their `sha256:` references.
 //!
 //! Every answer carries a Content-Security-Policy that allows only the
 //! page's own script and style (and `data:`/`blob:` images for the

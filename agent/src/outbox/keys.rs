@@ -367,6 +367,43 @@ impl FolderLock {
     }
 }
 
+/// The folder of sealed media files (named by the SHA-256 of their
+/// content, which is their associated data) in the data folder; see
+/// `crate::api::media`.
+pub const MEDIA_DIR: &str = "media";
+
+/// Whether `s` is a SHA-256 in lower-case hex (a media file's name).
+pub fn is_hex_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Re-seals every media file of `data_dir` with `keys`' current key;
+/// returns how many.
+fn reseal_media(data_dir: &Path, keys: &Keys) -> Result<u64, OutboxError> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(MEDIA_DIR)) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_hex_digest(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let stored = std::fs::read(&path).map_err(io_err(&path))?;
+        let plain = keys.open(name.as_bytes(), &stored).map_err(|why| {
+            OutboxError::Invalid(format!(
+                "media {name} cannot be opened ({why}); the old key was kept"
+            ))
+        })?;
+        write_private(&path, &keys.seal(name.as_bytes(), &plain)?)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// What `rotate-key` did.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct Rotation {
@@ -376,6 +413,8 @@ pub struct Rotation {
     pub resealed: u64,
     /// Plain payloads (from before encryption) sealed for the first time.
     pub sealed_plain: u64,
+    /// Media files (signatures, photos) re-sealed under the new key.
+    pub media: u64,
     /// Keys removed from the key file.
     pub retired: Vec<u32>,
 }
@@ -454,6 +493,7 @@ pub fn rotate(data_dir: &Path) -> Result<Rotation, OutboxError> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .map_err(err)?;
     drop(conn);
+    let media = reseal_media(data_dir, &both)?;
     // Step 2: only the new key remains.
     let retired = old.ids();
     let only_new = Keys::from_entries(Keys::path_in(data_dir), vec![(new_id, both.keys[0].2)])?;
@@ -462,6 +502,7 @@ pub fn rotate(data_dir: &Path) -> Result<Rotation, OutboxError> {
         key_id: new_id,
         resealed,
         sealed_plain,
+        media,
         retired,
     })
 }

@@ -140,8 +140,44 @@ async function pump() {
   if (next) setTimeout(pump, next - Date.now() + 10);
 }
 
-// Sends one event; 'done' when the agent answered for good, 'retry' otherwise.
+// Bytes and type of a data: URL.
+function dataUrlBytes(url) {
+  const m = /^data:(image\/(?:png|jpeg));base64,(.*)$/.exec(url || '');
+  if (!m) return null;
+  const bin = atob(m[2]);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return { type: m[1], bytes };
+}
+
+// Moves an event's media to the agent (PUT /v1/media/<sha256>), where they
+// are kept sealed; 'done' when all are there.
+async function uploadMedia(item) {
+  item.uploaded = item.uploaded || [];
+  for (const ref of item.media || []) {
+    if (item.uploaded.includes(ref)) continue;
+    const media = dataUrlBytes(load(LS.media + ref, null));
+    if (!media) { item.uploaded.push(ref); continue; } // lost on the handheld: nothing to send
+    let res;
+    try {
+      res = await fetch('/v1/media/' + ref.replace('sha256:', ''), {
+        method: 'PUT', headers: { 'content-type': media.type }, body: media.bytes, credentials: 'same-origin',
+      });
+    } catch (_) {
+      return 'retry';
+    }
+    if (!res.ok) return 'retry';
+    item.uploaded.push(ref);
+    localStorage.removeItem(LS.media + ref);
+    persist();
+  }
+  return 'done';
+}
+
+// Sends one event (its media first); 'done' when the agent answered for
+// good, 'retry' otherwise.
 async function send(item) {
+  if ((await uploadMedia(item)) === 'retry') return 'retry';
   let res;
   try {
     res = await fetch('/v1/events', {
@@ -239,7 +275,9 @@ function renderReceipts() {
     if (r.media && r.media.length) {
       const d = document.createElement('div');
       d.className = 'media';
-      d.textContent = r.media.length + ' media kept on this handheld, waiting for upload';
+      d.textContent = r.media.length + (r.state === 'pending'
+        ? ' media on this handheld, going to the agent'
+        : ' media kept on the agent, waiting for upload to the ERP');
       li.appendChild(d);
     }
     if (r.state === 'pending') {
@@ -485,15 +523,16 @@ function setupSignature() {
   $('pod-sig-clear').addEventListener('click', () => { g.clearRect(0, 0, c.width, c.height); inked = false; });
 }
 
-async function sha256(text) {
-  const bytes = new TextEncoder().encode(text);
+async function sha256(bytes) {
   const digest = await crypto.subtle.digest('SHA-256', bytes);
   return Array.from(new Uint8Array(digest), (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-// Keeps a data URL on the handheld under its hash; returns the reference.
+// Keeps an image on the handheld under the SHA-256 of its bytes until it
+// is on the agent; returns the reference the event carries.
 async function keepMedia(dataUrl) {
-  const ref = 'sha256:' + (await sha256(dataUrl));
+  const media = dataUrlBytes(dataUrl);
+  const ref = 'sha256:' + (await sha256(media ? media.bytes : new Uint8Array()));
   if (!save(LS.media + ref, dataUrl)) toast('Storage full: media not kept', null);
   return ref;
 }
