@@ -179,6 +179,14 @@ async fn cross_origin_requests_are_refused_and_allowed_origins_get_cors() {
         .await
         .expect("get");
     assert_eq!(res.status(), 403);
+    // A link from elsewhere may open the app's page (no data in it).
+    let res = http
+        .get(agent.url("/app/"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
     // The agent's own origin is fine.
     let res = http
         .post(agent.url("/v1/events"))

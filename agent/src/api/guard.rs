@@ -11,8 +11,9 @@
 //!    refused before any data is read.
 //! 2. **Origin** (403): an `Origin` other than the agent itself
 //!    (`http://{Host}`) or one of `[api] allowed_origins` is refused, as is
-//!    a request whose `Sec-Fetch-Site` says it is cross-site and whose
-//!    origin is not allowed. Allowed origins get CORS answers (preflight
+//!    a request for a data route whose `Sec-Fetch-Site` says it is
+//!    cross-site (or same-site: another port) and that names no allowed
+//!    origin. Allowed origins get CORS answers (preflight
 //!    included, no credentials: they send the token).
 //! 3. **Token** (401): with `[api] require_token` (the default) every route
 //!    but the public ones ([`PUBLIC_PATHS`]: the app's static files, the
@@ -298,6 +299,9 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
     } else if headers
         .get("sec-fetch-site")
         .is_some_and(|v| v == "cross-site" || v == "same-site")
+        // A link from elsewhere may open the app's pages (they hold no
+        // data, and cannot be framed); data routes it may not touch.
+        && !is_public(request.uri().path())
     {
         count(&guard.refusals.origin);
         return error(

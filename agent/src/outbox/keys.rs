@@ -196,19 +196,23 @@ impl Keys {
         let Some((id, key, _)) = self.keys.first() else {
             return Err(OutboxError::Invalid("no payload key loaded".into()));
         };
+        // One allocation: header, then the plaintext sealed in place, then
+        // the tag (this runs on the writer thread for every event).
         let nonce: [u8; NONCE_LEN] = rand::random();
+        let header = MAGIC.len() + 4 + NONCE_LEN;
         let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(&nonce);
-        let mut body = plain.to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(event_id),
-            &mut body,
-        )
-        .map_err(|_| OutboxError::Invalid("sealing a payload failed".into()))?;
-        out.extend_from_slice(&body);
+        out.extend_from_slice(plain);
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(event_id),
+                &mut out[header..],
+            )
+            .map_err(|_| OutboxError::Invalid("sealing a payload failed".into()))?;
+        out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
 
