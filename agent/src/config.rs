@@ -182,6 +182,42 @@ pub struct ApiConfig {
     /// the file; never logged. Required when `listen` is not loopback.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// Require a token from clients other than the agent's own app pages
+    /// (default true). Without `token`, the agent generates one at first
+    /// start in `{data_dir}/api.token` (mode 0600; `dockline-agent token`
+    /// prints it). `false` opens the API to every local process: for
+    /// development only.
+    #[serde(default = "default_true")]
+    pub require_token: bool,
+    /// Host names (or addresses) besides loopback ones that requests may
+    /// address in `Host` (a non-loopback `listen` address is allowed too).
+    /// Anything else is refused with 421, which stops DNS rebinding.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://app.example`) of handheld apps served from
+    /// elsewhere that may call this API from a browser: they get CORS
+    /// answers and must send the token. Requests from any other foreign
+    /// `Origin` are refused with 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// A connection that has not sent a request's headers within this
+    /// time is closed (slow-header floods).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// Most connections served at once; more are answered 503 and closed,
+    /// so a local flood cannot starve the app.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_header_timeout() -> u64 {
+    5_000
+}
+fn default_max_connections() -> usize {
+    64
 }
 
 /// The MQTT broker connection.
@@ -284,6 +320,11 @@ impl Default for ApiConfig {
         Self {
             listen: default_api_listen(),
             token: None,
+            require_token: true,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            header_timeout_ms: default_header_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -366,6 +407,21 @@ impl Config {
                 "api.listen is {}, reachable from the network, but api.token is not set; set a token (DOCKLINE_API_TOKEN) or listen on 127.0.0.1",
                 self.api.listen
             ));
+        }
+        if self.api.max_connections == 0 || self.api.header_timeout_ms == 0 {
+            return Err(
+                "api.max_connections and api.header_timeout_ms must be above 0 (defaults 64 and 5000)"
+                    .into(),
+            );
+        }
+        for origin in &self.api.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.trim_end_matches('/').matches('/').count() != 2
+            {
+                return Err(format!(
+                    "api.allowed_origins has {origin:?}; an origin is scheme://host[:port] with no path, e.g. \"https://app.example\""
+                ));
+            }
         }
         crate::uplink::command::CommandVerifier::from_config(&self.commands).map(|_| ())
     }

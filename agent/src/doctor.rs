@@ -24,6 +24,7 @@ use dockline_protocol::{Envelope, codec};
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 use serde::Serialize;
 
+use crate::outbox::keys::{self, Keys};
 use crate::outbox::salvage::{self, SalvageReport};
 use crate::outbox::writer::{read_receipts, read_status};
 use crate::outbox::{DropCount, OutboxError, Receipt, SCHEMA_VERSION, class_name};
@@ -320,7 +321,10 @@ pub fn check(path: &Path) -> Result<CheckReport, DoctorError> {
     }
     // Damaged: find out what is still readable, read-only.
     drop(conn);
-    match salvage::scan(path) {
+    // Without the key file the rows still count as unreadable here; the
+    // check says so rather than failing.
+    let keys = Keys::for_database(path).ok().flatten();
+    match salvage::scan(path, keys.as_ref()) {
         Ok(scan) => {
             if let Some(m) = scan.meta {
                 report.epoch = report.epoch.or(Some(m.epoch as u64));
@@ -726,18 +730,30 @@ pub fn export(
 ) -> Result<Exported, DoctorError> {
     let conn = open_read_only(path)?;
     require_schema(&conn, path)?;
+    // Sealed payloads need the device's key file beside the database; a row
+    // that cannot be opened becomes an error line naming the key.
+    let keys = Keys::for_database(path).map_err(outbox_error)?;
     let q = |e| query_error(path, e);
     let lo = from.map_or(i64::MIN, |v| i64::try_from(v).unwrap_or(i64::MAX));
     let hi = to.map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
     let mut stmt = conn
-        .prepare("SELECT seq, payload FROM outbox WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")
+        .prepare(
+            "SELECT seq, payload, event_id FROM outbox WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+        )
         .map_err(q)?;
     let mut rows = stmt.query(params![lo, hi]).map_err(q)?;
     let mut done = Exported::default();
     while let Some(row) = rows.next().map_err(q)? {
         let seq: i64 = row.get(0).map_err(q)?;
-        let line = match row.get::<_, Vec<u8>>(1) {
+        let stored = row
+            .get::<_, Vec<u8>>(1)
+            .and_then(|p| Ok((p, row.get::<_, Vec<u8>>(2)?)));
+        let opened = match &stored {
             Err(e) => Err(format!("payload unreadable: {e}")),
+            Ok((payload, event_id)) => keys::open_with(keys.as_ref(), event_id, payload),
+        };
+        let line = match opened {
+            Err(e) => Err(e),
             Ok(bytes) => match codec::decode::<Envelope>(&bytes) {
                 Err(e) => Err(format!("payload does not decode: {e}")),
                 Ok(envelope) => serde_json::to_string(&envelope)

@@ -7,6 +7,7 @@
 //! - [`uplink`]: MQTT upload of batches, acks and verdicts; [`uplink::state`]
 //!   is its I/O-free state machine.
 //! - [`api`]: the local HTTP API for the handheld app.
+//! - [`app`]: the handheld app itself, served at `/app/`.
 //! - [`doctor`]: read-only inspection of an outbox file (`dockline-agent doctor`).
 //! - [`devices`]: device sources (serial scanners, scales, GNSS, bridges; I2C
 //!   load cells) and the stream decoder behind them.
@@ -17,6 +18,7 @@
 //! [`run`] wires them together; `main.rs` only parses flags and loads config.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod decode;
 pub mod devices;
@@ -55,6 +57,16 @@ pub enum AgentError {
     /// A device reader thread could not start.
     #[error(transparent)]
     Devices(#[from] devices::SpawnError),
+    /// The API token file could not be read or made.
+    #[error(
+        "cannot read or make the API token file {path}: {source}; check the data folder's owner and permissions"
+    )]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The `api.addr` file could not be written.
     #[error("cannot write {path}: {source}")]
     AddrFile {
@@ -91,19 +103,30 @@ pub async fn run(
         addr: config.api.listen,
         source,
     })?;
-    // Written atomically (temp file + rename) so a reader never sees half an address.
+    // The token in force: the configured one, else the per-install file's;
+    // made before api.addr appears, so a client that waits for the address
+    // finds the token too.
+    let token =
+        match (&config.api.token, config.api.require_token) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => Some(api::token::load_or_create(&config.data_dir).map_err(
+                |source| AgentError::TokenFile {
+                    path: api::token::path(&config.data_dir),
+                    source,
+                },
+            )?),
+            (None, false) => None,
+        };
+    // Written atomically (temp file + rename, mode 0600) so a reader never
+    // sees half an address.
     let addr_file = config.data_dir.join("api.addr");
-    let tmp = config.data_dir.join("api.addr.tmp");
-    std::fs::write(&tmp, addr.to_string())
-        .and_then(|()| std::fs::rename(&tmp, &addr_file))
-        .map_err(|source| AgentError::AddrFile {
-            path: addr_file.clone(),
-            source,
-        })?;
+    outbox::keys::write_private(&addr_file, addr.to_string().as_bytes())?;
+    let guard = Arc::new(api::Guard::new(&config.api, token));
     tracing::info!(
         device = %config.device, site = %config.site, api = %format!("http://{addr}"),
+        app = %format!("http://{addr}/app/"), api_token_required = config.api.require_token || config.api.token.is_some(),
         outbox = %config.data_dir.join("outbox.db").display(), epoch = outbox.epoch(),
-        api_token = config.api.token.is_some(), commands_verified = !config.commands.verify_key.keys().is_empty(),
+        commands_verified = !config.commands.verify_key.keys().is_empty(),
         "agent started"
     );
 
@@ -132,7 +155,6 @@ pub async fn run(
         stations.clone(),
         reading_rx,
     ));
-    let api_token = config.api.token.clone();
     let state = api::ApiState {
         outbox,
         link,
@@ -140,12 +162,21 @@ pub async fn run(
         stations,
         site: config.site.to_string(),
         clock: config.clock,
+        task_keys: Arc::default(),
+        media: Arc::new(api::media::MediaStore::open(&config.data_dir)?),
     };
-    let api = tokio::spawn(async move {
-        axum::serve(listener, api::router(state, api_token))
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await
-    });
+    let refusals = guard.refusals.clone();
+    let limits = api::Limits {
+        max_connections: config.api.max_connections,
+        header_timeout: std::time::Duration::from_millis(config.api.header_timeout_ms),
+    };
+    let api = tokio::spawn(api::serve(
+        listener,
+        api::router(state, guard),
+        limits,
+        refusals,
+        stopped(stop_rx),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: finishing requests, saying goodbye to the broker");

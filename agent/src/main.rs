@@ -34,6 +34,23 @@ enum Command {
     /// Exit codes: 0 all input decoded, 1 some frames rejected (printed as
     /// `"kind":"error"` lines), 2 the input could not be read.
     Decode(DecodeArgs),
+    /// Print the local API's token (made now if the agent has not made it
+    /// yet): the configured `[api] token`, else `{data_dir}/api.token`.
+    Token(WhereArgs),
+    /// Rotate the outbox's payload key (stop the agent first): a new key
+    /// seals every held payload, then the old keys are removed from
+    /// `outbox.key`. Prints what it did as JSON.
+    RotateKey(WhereArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct WhereArgs {
+    /// The agent's config file; its `data_dir` holds the data.
+    #[arg(long, short, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// The data folder (instead of --config).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +141,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Doctor(args)) => return Ok(run_doctor(args, cli.config.as_deref())),
         Some(Command::Decode(args)) => return Ok(run_decode(&args)),
+        Some(Command::Token(args)) => return Ok(run_token(&args, cli.config.as_deref())),
+        Some(Command::RotateKey(args)) => {
+            return Ok(run_rotate_key(&args, cli.config.as_deref()));
+        }
         None => {}
     }
     tracing_subscriber::fmt()
@@ -192,11 +213,69 @@ fn run_doctor(args: DoctorArgs, outer_config: Option<&Path>) -> ExitCode {
     }
 }
 
+/// Runs `token`: prints the API token on stdout.
+fn run_token(args: &WhereArgs, outer_config: Option<&Path>) -> ExitCode {
+    let token = match &args.data_dir {
+        Some(dir) => dockline_agent::api::token::load_or_create(dir)
+            .with_context(|| format!("cannot read or make the token in {}", dir.display())),
+        None => load_config(args.config.as_deref().or(outer_config))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|config| match config.api.token {
+                Some(t) => Ok(t),
+                None => dockline_agent::api::token::load_or_create(&config.data_dir).with_context(
+                    || {
+                        format!(
+                            "cannot read or make the token in {}",
+                            config.data_dir.display()
+                        )
+                    },
+                ),
+            }),
+    };
+    match token {
+        Ok(t) => {
+            println!("{}", t.expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dockline-agent token: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `rotate-key`.
+fn run_rotate_key(args: &WhereArgs, outer_config: Option<&Path>) -> ExitCode {
+    let dir = match &args.data_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => load_config(args.config.as_deref().or(outer_config)).map(|c| c.data_dir),
+    };
+    let rotated = dir.map_err(|e| anyhow::anyhow!("{e}")).and_then(|dir| {
+        dockline_agent::outbox::keys::rotate(&dir)
+            .with_context(|| format!("cannot rotate the payload key in {}", dir.display()))
+    });
+    match rotated.and_then(|r| serde_json::to_string(&r).context("cannot print the report")) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dockline-agent rotate-key: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn data_dir(args: &DoctorArgs, outer_config: Option<&Path>) -> Result<PathBuf, DoctorError> {
     if let Some(dir) = &args.data_dir {
         return Ok(dir.clone());
     }
-    let file = args.config.as_deref().or(outer_config);
+    Ok(load_config(args.config.as_deref().or(outer_config))?.data_dir)
+}
+
+/// Loads the config for a subcommand, with a usage error that says how to
+/// point at the data otherwise.
+fn load_config(file: Option<&Path>) -> Result<dockline_agent::Config, DoctorError> {
     let config: dockline_agent::Config = dockline_protocol::config::load(
         file,
         dockline_agent::config::with_env_aliases(std::env::vars()),
@@ -210,7 +289,7 @@ fn data_dir(args: &DoctorArgs, outer_config: Option<&Path>) -> Result<PathBuf, D
             ),
         })
     })?;
-    Ok(config.data_dir)
+    Ok(config)
 }
 
 fn doctor_action(args: DoctorArgs, outer_config: Option<&Path>) -> Result<u8, DoctorError> {

@@ -1,89 +1,14 @@
 //! The local API as a handheld app sees it: 201 only after commit, clear errors.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod support;
 
 use serde_json::{Value, json};
-
-struct Agent {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-/// A port nothing listens on: the uplink keeps retrying, the API must not care.
-fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-async fn start_agent() -> Agent {
-    start_agent_with("").await
-}
-
-/// Starts an agent whose config ends with `extra` (TOML).
-async fn start_agent_with(extra: &str) -> Agent {
-    start_agent_api("", extra).await
-}
-
-/// Starts an agent with `api` lines in its `[api]` table and `extra` at
-/// the end of its config.
-async fn start_agent_api(api: &str, extra: &str) -> Agent {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let toml = format!(
-        "site = \"dc-test\"\ndevice = \"hh-api\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n{api}[mqtt]\nport = {}\n{extra}",
-        dir.path().display().to_string(),
-        dead_port()
-    );
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, toml).expect("write config");
-    let config: dockline_agent::Config =
-        dockline_protocol::config::load(Some(&path), Vec::<(String, String)>::new())
-            .expect("config loads");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        dockline_agent::run(config, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("agent runs");
-    });
-    let addr_file = dir.path().join("api.addr");
-    for _ in 0..200 {
-        if let Ok(text) = std::fs::read_to_string(&addr_file) {
-            let addr = text.parse().expect("address");
-            return Agent {
-                addr,
-                stop: Some(tx),
-                task,
-                _dir: dir,
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("agent did not write {}", addr_file.display());
-}
-
-impl Agent {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("stops in time")
-            .expect("join");
-    }
-}
+use support::{start_agent, start_agent_api, start_agent_with};
 
 #[tokio::test]
 async fn posted_event_is_committed_and_visible() {
     let agent = start_agent().await;
-    let http = reqwest::Client::new();
+    let http = agent.http();
     let res = http
         .post(agent.url("/v1/events"))
         .json(&json!({"detail": {"picked": {"item": "09506000134352", "quantity": 2}}, "refs": {"order": "SO-9"}}))
@@ -122,7 +47,7 @@ async fn posted_event_is_committed_and_visible() {
 #[tokio::test]
 async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
     let agent = start_agent().await;
-    let http = reqwest::Client::new();
+    let http = agent.http();
     for (body, expect) in [
         ("{not json", "invalid event JSON"),
         (r#"{"detail": {"pickd": {}}}"#, "unknown variant `pickd`"),
@@ -133,6 +58,7 @@ async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
     ] {
         let res = http
             .post(agent.url("/v1/events"))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
@@ -229,7 +155,7 @@ fn example_config_loads() {
 #[tokio::test]
 async fn full_outbox_refuses_must_deliver_with_507() {
     let agent = start_agent_with("[outbox]\nbudget_bytes = 3000\nmin_free_bytes = 0\n").await;
-    let http = reqwest::Client::new();
+    let http = agent.http();
     let mut accepted = 0;
     let refused = loop {
         let res = http
@@ -272,7 +198,7 @@ const TOKEN: &str = "handheld-token-5f2c9a71";
 #[tokio::test]
 async fn with_a_token_every_route_needs_it() {
     let agent = start_agent_api(&format!("token = \"{TOKEN}\"\n"), "").await;
-    let http = reqwest::Client::new();
+    let http = agent.http();
     let event = json!({"detail": {"picked": {"item": "09506000134352", "quantity": 1}}, "refs": {"order": "SO-1"}});
     for (method, path) in [
         ("GET", "/v1/status"),
@@ -330,7 +256,7 @@ async fn with_a_token_every_route_needs_it() {
 #[tokio::test]
 async fn oversized_request_bodies_are_refused() {
     let agent = start_agent().await;
-    let http = reqwest::Client::new();
+    let http = agent.http();
     let big = "x".repeat(dockline_agent::api::MAX_BODY_BYTES + 1);
     for path in ["/v1/events", "/v1/tasks"] {
         let res = http

@@ -131,7 +131,13 @@ impl Agent {
     }
 
     async fn status(&self) -> Value {
-        reqwest::get(format!("http://{}/v1/status", self.addr))
+        // The per-install token the agent made at start (api.token).
+        let token = std::fs::read_to_string(self.dir.path().join("api.token"))
+            .expect("the agent made its API token");
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/status", self.addr))
+            .bearer_auth(token.trim())
+            .send()
             .await
             .expect("status answers")
             .json()

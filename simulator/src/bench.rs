@@ -136,6 +136,12 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
                 .context("agent_fsync_single_commit")?,
         );
     }
+    if opts.wants("agent_secure_delete") {
+        figures.push(
+            secure_delete_cost(dir.path(), sizes.ingest, sizes.rounds)
+                .context("agent_secure_delete")?,
+        );
+    }
     if opts.wants("agent_backlog_drain") || opts.wants("agent_idle_rss") {
         let (drain, rss) = drain_and_rss(opts, dir.path(), sizes.drain)
             .await
@@ -184,7 +190,7 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     }
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size",
             opts.only
         ));
     }
@@ -301,6 +307,52 @@ async fn ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
             "{n} events, {PRODUCERS} producers each awaiting its commit, fsync per group commit; median of {rounds} rounds alternating with the baseline"
         ),
     })
+}
+
+/// What `PRAGMA secure_delete` (on in the agent's outbox) costs where it
+/// works: acks deleting payloads. The same rows are inserted, then deleted
+/// in acked ranges of 256 with an fsync each, with secure_delete off (the
+/// baseline) and on; the ratio is on/off rows deleted per second.
+fn secure_delete_cost(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
+    let (mut on, mut off, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let with = raw_ack_deletes(&dir.join(format!("sd-on-{round}.db")), n, true)?;
+        let without = raw_ack_deletes(&dir.join(format!("sd-off-{round}.db")), n, false)?;
+        ratio.push(with / without);
+        on.push(with);
+        off.push(without);
+    }
+    Ok(Figure {
+        name: "agent_secure_delete".into(),
+        value: median(on),
+        unit: "rows deleted/s".into(),
+        baseline: Some(median(off)),
+        ratio: Some(median(ratio)),
+        target: "cost of secure_delete on ack deletes (no target; reported)".into(),
+        detail: format!(
+            "{n} outbox-like rows deleted in ranges of 256, fsync per range, secure_delete on vs off; median of {rounds} rounds"
+        ),
+    })
+}
+
+/// Inserts `n` rows as [`raw_inserts`] does, then deletes them in ranges of
+/// 256 (one fsynced transaction each); returns rows deleted per second.
+fn raw_ack_deletes(path: &Path, n: usize, secure: bool) -> Result<f64> {
+    raw_inserts(path, n, 1024)?;
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "secure_delete", if secure { "ON" } else { "OFF" })?;
+    let started = Instant::now();
+    let mut lo = 1i64;
+    while lo <= n as i64 {
+        let hi = lo + 255;
+        conn.execute("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2", [lo, hi])?;
+        lo = hi + 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    Ok(rate)
 }
 
 /// The same rows the outbox writes, inserted raw in transactions of 1024.

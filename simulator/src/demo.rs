@@ -301,7 +301,7 @@ const SIM_COMMAND_VERIFY_KEY: &str = "mPmi1VBn7XEz/qGDvF23/yBXRGmFg7Gd8tsnB3hh4H
 /// An agent's config; callers may append keys of its last table, `[uplink]`.
 pub(crate) fn agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
     format!(
-        "site = {site}\ndevice = {device}\ndata_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
+        "site = {site}\ndevice = {device}\ndata_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\nrequire_token = false\n\n\
          [mqtt]\nhost = {host}\nport = {port}\nkeep_alive_secs = 5\n\n\
          [commands]\nverify_key = {key}\n\n\
          [uplink]\nbatch_max_events = 256\nack_timeout_ms = 3000\n",
@@ -656,25 +656,39 @@ pub(crate) async fn post_event(
     api: SocketAddr,
     body: &Value,
 ) -> Result<Accepted, PostError> {
+    post_event_keyed(client, device, api, body, None).await
+}
+
+/// [`post_event`] with an `Idempotency-Key`: every retry of one event with
+/// the same key is answered with the first event (200) and stored once.
+pub(crate) async fn post_event_keyed(
+    client: &reqwest::Client,
+    device: &str,
+    api: SocketAddr,
+    body: &Value,
+    key: Option<&str>,
+) -> Result<Accepted, PostError> {
     let made_ms = crate::latency::unix_ms();
-    let resp = client
-        .post(format!("http://{api}/v1/events"))
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_connect() {
-                PostError::Refused(e.to_string())
-            } else {
-                PostError::Failed(e.to_string())
-            }
-        })?;
+    let mut request = client.post(format!("http://{api}/v1/events")).json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let resp = request.send().await.map_err(|e| {
+        if e.is_connect() {
+            PostError::Refused(e.to_string())
+        } else {
+            PostError::Failed(e.to_string())
+        }
+    })?;
     let status = resp.status();
     let answer: Value = resp
         .json()
         .await
         .map_err(|e| PostError::Failed(e.to_string()))?;
-    if status != reqwest::StatusCode::CREATED {
+    // 200: a retry under the same Idempotency-Key, answered with the event
+    // the first attempt stored.
+    let replayed = status == reqwest::StatusCode::OK && key.is_some();
+    if status != reqwest::StatusCode::CREATED && !replayed {
         return Err(PostError::Failed(format!("{status}: {answer}")));
     }
     let field = |name: &str| answer[name].as_u64();

@@ -395,7 +395,7 @@ impl Cluster {
         std::fs::write(
             &cfg,
             format!(
-                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = {keep_alive_secs}\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n{extra}",
+                "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nrequire_token = false\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = {keep_alive_secs}\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n{extra}",
                 adir.display().to_string(),
                 mqtt.0,
                 mqtt.1,

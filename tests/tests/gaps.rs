@@ -43,7 +43,7 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
     std::fs::write(
         &cfg,
         format!(
-            "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 30\n[uplink]\nbatch_max_events = 4\nmax_inflight_batches = 16\nack_timeout_ms = 120000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n",
+            "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nrequire_token = false\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 30\n[uplink]\nbatch_max_events = 4\nmax_inflight_batches = 16\nack_timeout_ms = 120000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n",
             adir.display().to_string(),
             c.mqtt.0,
             c.mqtt.1,

@@ -123,7 +123,7 @@ fn write_config(dir: &Path) -> Result<std::path::PathBuf> {
     std::fs::write(
         &cfg,
         format!(
-            "site = \"kill9\"\ndevice = \"hh-kill9\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {closed}\nkeep_alive_secs = 5\n[uplink]\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n",
+            "site = \"kill9\"\ndevice = \"hh-kill9\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nrequire_token = false\n[mqtt]\nhost = \"127.0.0.1\"\nport = {closed}\nkeep_alive_secs = 5\n[uplink]\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n",
             dir.join("data").display().to_string()
         ),
     )?;

@@ -30,7 +30,22 @@
 //! 5. **One writer.** All writes go through one thread that owns the
 //!    connection. Appends waiting in its queue are committed together in one
 //!    transaction (group commit): many producers share one fsync.
-//! 6. **Damage is survived.** At open the file is checked (`quick_check`); a
+//! 6. **A client key books once.** An event appended with a client
+//!    idempotency key ([`ClientKey`], the API's `Idempotency-Key`) stores the
+//!    key, the SHA-256 of the request body, the sequence and the event id in
+//!    `idempotency`, in the same transaction as the event. The same key again
+//!    answers the first event (`replayed`), whether it comes in the same
+//!    group, later, or after a crash between commit and answer; the same key
+//!    with another body is refused ([`OutboxError::KeyReused`]). A key lives
+//!    as long as its event's receipt: it is pruned with it.
+//! 7. **Private at rest.** The data folder is 0700, the database, its WAL
+//!    and every file beside it 0600; payloads are sealed with the device's
+//!    key ([`keys`]: ChaCha20-Poly1305, the event id as associated data) and
+//!    `secure_delete` overwrites what acks and pruning delete, so neither
+//!    the file, nor its WAL, nor a free page shows a recipient, signature or
+//!    position. Kinds, sequences, receipts' ERP documents and reasons stay
+//!    readable (the doctor needs them without the key).
+//! 8. **Damage is survived.** At open the file is checked (`quick_check`); a
 //!    damaged file is moved aside and every readable event copied into a
 //!    fresh file ([`salvage`]). The agent starts either way.
 //!
@@ -39,15 +54,17 @@
 //! | table      | row                                                            |
 //! |------------|----------------------------------------------------------------|
 //! | `meta`     | `key` → `value`: `epoch`, `next_seq`, `acked_up_to`, `session` |
-//! | `outbox`   | `seq` (PK), `event_id`, `priority` (0 must-deliver, 1 normal, 2 telemetry), `captured_ms`, `payload` (CBOR [`Envelope`]), `kind`; a queued event's receipt is this row |
+//! | `outbox`   | `seq` (PK), `event_id`, `priority` (0 must-deliver, 1 normal, 2 telemetry), `captured_ms`, `payload` (CBOR [`Envelope`], sealed by [`keys`]), `kind`; a queued event's receipt is this row |
 //! | `receipts` | `seq` (PK), `event_id`, `kind`, `state` (`stored`, `booked`, `rejected`, `shed`), `document`, `reason`, `updated_ms`: written from the collector's ack (or a verdict that overtook it) on |
 //! | `shed`     | `seq` (PK), `priority`, `reason` (`budget`, `damaged`), `at_ms`: shed and not yet acknowledged |
 //! | `drops`    | (`priority`, `reason`) → `count`                               |
 //! | `salvage`  | one JSON [`salvage::SalvageReport`] per salvage                 |
+//! | `idempotency` | `key` (PK), `body_sha256`, `seq`, `event_id`, `at_ms`: client keys of appended events (not carried over by a salvage) |
 //!
 //! The schema version is `PRAGMA user_version` ([`schema::SCHEMA_VERSION`]).
 
 pub mod budget;
+pub mod keys;
 pub mod salvage;
 pub mod schema;
 pub(crate) mod writer;
@@ -104,6 +121,14 @@ pub enum OutboxError {
         budget: u64,
         /// Disk free note.
         disk: String,
+    },
+    /// The client idempotency key was used before with a different request.
+    #[error(
+        "Idempotency-Key {key:?} was already used for a different event; a retry must send the same body, a new event needs a new key"
+    )]
+    KeyReused {
+        /// The key.
+        key: String,
     },
     /// The writer thread is gone (the agent is shutting down).
     #[error("the outbox writer has stopped; the agent is shutting down")]
@@ -175,6 +200,17 @@ pub struct NewEvent {
     pub payload: Payload,
 }
 
+/// A client's idempotency key for one append: the key and the SHA-256 of
+/// the request it came with (so a different request under the same key is
+/// told apart from a retry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKey {
+    /// The key as the client sent it.
+    pub key: String,
+    /// SHA-256 of the request's canonical body.
+    pub body_sha256: [u8; 32],
+}
+
 /// A [`NewEvent`] ready for the writer: validated, identified, and encoded
 /// but for its sequence number.
 pub(crate) struct Prepared {
@@ -185,10 +221,12 @@ pub(crate) struct Prepared {
     /// The envelope's entries after `seq`
     /// ([`dockline_protocol::codec::envelope_tail`]).
     pub(crate) tail: Vec<u8>,
+    /// The client's idempotency key, if it sent one.
+    pub(crate) once: Option<ClientKey>,
 }
 
 impl Prepared {
-    fn new(e: NewEvent) -> Result<Self, OutboxError> {
+    fn new(e: NewEvent, once: Option<ClientKey>) -> Result<Self, OutboxError> {
         e.payload
             .validate()
             .map_err(|v| OutboxError::Invalid(format!("event refused: {v}")))?;
@@ -208,6 +246,7 @@ impl Prepared {
             kind: kind_of(&e.payload),
             id,
             tail,
+            once,
         })
     }
 }
@@ -222,6 +261,9 @@ pub struct Appended {
     /// Stable event id.
     #[serde(serialize_with = "event_id_text")]
     pub event_id: EventId,
+    /// The answer is an earlier append's: the client key was seen before
+    /// with the same request, and nothing new was stored.
+    pub replayed: bool,
 }
 
 fn event_id_text<S: serde::Serializer>(id: &EventId, s: S) -> Result<S::Ok, S::Error> {
@@ -348,6 +390,9 @@ enum Command {
 pub struct Outbox {
     tx: mpsc::SyncSender<Command>,
     appended: Arc<Notify>,
+    /// Bumped after every commit that can change a receipt (append, ack,
+    /// verdicts), for long polls of receipts.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     device: DeviceId,
     epoch: u64,
 }
@@ -360,13 +405,22 @@ impl Outbox {
         device: DeviceId,
         config: OutboxConfig,
     ) -> Result<Self, OutboxError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::DataDir {
-            path: data_dir.into(),
-            source,
-        })?;
+        keys::private_dir(data_dir)?;
+        // One agent per outbox; a previous one still shutting down gets a
+        // moment to let go.
+        let lock = keys::FolderLock::acquire(data_dir, Duration::from_secs(5))?;
         let path = data_dir.join("outbox.db");
-        salvage::check_and_salvage(&path)?;
-        let writer = writer::Writer::open(&path, data_dir, device.clone(), config)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let file = PathBuf::from(file);
+            if suffix.is_empty() || file.exists() {
+                keys::private_file(&file)?;
+            }
+        }
+        let keys = keys::Keys::load_or_create(data_dir)?;
+        salvage::check_and_salvage(&path, Some(&keys))?;
+        let writer = writer::Writer::open(&path, data_dir, device.clone(), config, keys, lock)?;
         let epoch = writer.epoch();
         // Bounded: when the disk is slow, producers wait rather than pile up memory.
         let (tx, rx) = mpsc::sync_channel(4096);
@@ -382,6 +436,7 @@ impl Outbox {
         Ok(Self {
             tx,
             appended,
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             device,
             epoch,
         })
@@ -395,6 +450,16 @@ impl Outbox {
     /// The device id.
     pub fn device(&self) -> &DeviceId {
         &self.device
+    }
+
+    /// A receiver that sees a new value after every commit that can change
+    /// a receipt (append, ack, verdicts).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Resolves when events were committed since the last call.
@@ -425,8 +490,25 @@ impl Outbox {
     /// producer's task, so the one writer thread only adds the sequence
     /// number and inserts.
     pub async fn append(&self, event: NewEvent) -> Result<Appended, OutboxError> {
-        let prepared = Prepared::new(event)?;
-        self.call(|r| Command::Append(Box::new(prepared), r)).await
+        let prepared = Prepared::new(event, None)?;
+        let appended = self.call(|r| Command::Append(Box::new(prepared), r)).await;
+        self.changed();
+        appended
+    }
+
+    /// Appends an event under a client idempotency key: the first append
+    /// with `key` stores the event; a later one with the same key and body
+    /// answers that event (`replayed`) and stores nothing; the same key
+    /// with another body is [`OutboxError::KeyReused`].
+    pub async fn append_once(
+        &self,
+        event: NewEvent,
+        key: ClientKey,
+    ) -> Result<Appended, OutboxError> {
+        let prepared = Prepared::new(event, Some(key))?;
+        let appended = self.call(|r| Command::Append(Box::new(prepared), r)).await;
+        self.changed();
+        appended
     }
 
     /// Up to `max` held envelopes with `seq >= from`, ascending, with the shed
@@ -444,13 +526,18 @@ impl Outbox {
     /// The collector stored everything up to `up_to`, plus the ranges in
     /// `also`: drop those payloads, keep receipts. Returns the ack floor.
     pub async fn apply_ack(&self, up_to: u64, also: Vec<(u64, u64)>) -> Result<u64, OutboxError> {
-        self.call(|reply| Command::ApplyAck { up_to, also, reply })
-            .await
+        let floor = self
+            .call(|reply| Command::ApplyAck { up_to, also, reply })
+            .await;
+        self.changed();
+        floor
     }
 
     /// Records ERP verdicts in the receipts; returns how many matched.
     pub async fn apply_verdicts(&self, verdicts: Vec<Verdict>) -> Result<usize, OutboxError> {
-        self.call(|r| Command::ApplyVerdicts(verdicts, r)).await
+        let matched = self.call(|r| Command::ApplyVerdicts(verdicts, r)).await;
+        self.changed();
+        matched
     }
 
     /// Queue health.

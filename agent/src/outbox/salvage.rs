@@ -18,6 +18,7 @@ use dockline_protocol::{Envelope, codec};
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 use serde::{Deserialize, Serialize};
 
+use super::keys::{self, Keys};
 use super::{OutboxError, now_ms, schema};
 
 /// What a salvage did.
@@ -60,7 +61,7 @@ pub struct Row {
     pub seq: i64,
     /// The decoded envelope.
     pub envelope: Envelope,
-    /// Its stored CBOR.
+    /// Its payload as stored (sealed, or plain CBOR from before encryption).
     pub payload: Vec<u8>,
     /// Priority code.
     pub priority: i64,
@@ -139,13 +140,15 @@ fn read_meta(conn: &Connection) -> Option<Meta> {
     })
 }
 
-type RawRow = (i64, i64, Vec<u8>);
+type RawRow = (i64, i64, Vec<u8>, Vec<u8>);
 
 fn read_range(conn: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Vec<RawRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, priority, payload FROM outbox WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+        "SELECT seq, priority, payload, event_id FROM outbox WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
     )?;
-    let rows = stmt.query_map(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = stmt.query_map(params![lo, hi], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
     rows.collect()
 }
 
@@ -168,8 +171,10 @@ fn read_bisect(
     }
 }
 
-/// Reads everything readable from an outbox file, without changing it.
-pub fn scan(path: &Path) -> Result<Scan, OutboxError> {
+/// Reads everything readable from an outbox file, without changing it;
+/// sealed payloads are opened with `keys` (a payload that does not open is
+/// unreadable, like one that does not decode).
+pub fn scan(path: &Path, keys: Option<&Keys>) -> Result<Scan, OutboxError> {
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
             OutboxError::Sqlite {
@@ -213,8 +218,11 @@ pub fn scan(path: &Path) -> Result<Scan, OutboxError> {
     }
     let mut rows = Vec::with_capacity(raw.len());
     let mut found = std::collections::HashSet::new();
-    for (seq, priority, payload) in raw {
-        match codec::decode::<Envelope>(&payload) {
+    for (seq, priority, payload, event_id) in raw {
+        let Ok(plain) = keys::open_with(keys, &event_id, &payload) else {
+            continue;
+        };
+        match codec::decode::<Envelope>(&plain) {
             Ok(envelope) if envelope.seq == seq as u64 => {
                 found.insert(seq);
                 rows.push(Row {
@@ -257,7 +265,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Checks the outbox at `path`; if damaged, salvages it into a fresh file at
 /// the same path and returns the report.
-pub fn check_and_salvage(path: &Path) -> Result<Option<SalvageReport>, OutboxError> {
+pub fn check_and_salvage(
+    path: &Path,
+    keys: Option<&Keys>,
+) -> Result<Option<SalvageReport>, OutboxError> {
     let Some(problem) = integrity_problem(path)? else {
         return Ok(None);
     };
@@ -276,8 +287,8 @@ pub fn check_and_salvage(path: &Path) -> Result<Option<SalvageReport>, OutboxErr
     }
     tracing::error!(file = %path.display(), moved_to = %aside.display(), %problem, "outbox database is damaged; salvaging what can be read");
     // A file too broken to even scan still gives a fresh outbox: the agent must start.
-    let scan = scan(&aside).unwrap_or_default();
-    let report = rebuild(path, &scan, &aside, problem, at)?;
+    let scan = scan(&aside, keys).unwrap_or_default();
+    let report = rebuild(path, &scan, &aside, problem, at, keys)?;
     if report.lost > 0 {
         tracing::error!(lost = report.lost, ranges = ?report.lost_ranges, recovered = report.recovered, "events LOST to the damaged outbox file; they are reported to the collector as shed (damaged)");
     } else {
@@ -295,12 +306,16 @@ fn rebuild(
     aside: &Path,
     problem: String,
     at: i64,
+    keys: Option<&Keys>,
 ) -> Result<SalvageReport, OutboxError> {
     let err = |source| OutboxError::Sqlite {
         path: path.into(),
         source,
     };
+    keys::private_file(path)?;
     let mut conn = Connection::open(path).map_err(err)?;
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -340,6 +355,12 @@ fn rebuild(
             };
             next = seq + 1;
             let e = &row.envelope;
+            // Kept payloads stay sealed (or are sealed now); re-encoded ones
+            // are sealed for the first time.
+            let payload = match keys {
+                Some(k) if !keys::is_sealed(&payload) => k.seal(&e.id.0, &payload)?,
+                _ => payload,
+            };
             put.execute(params![
                 seq,
                 &e.id.0[..],

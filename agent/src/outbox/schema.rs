@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use super::{OutboxError, now_ms};
 
 /// Current schema version.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: meta, outbox, receipts.
 const V1: &str = "
@@ -52,6 +52,19 @@ UPDATE outbox SET kind = coalesce((SELECT r.kind FROM receipts r WHERE r.seq = o
 DELETE FROM receipts WHERE state = 'queued';
 ";
 
+/// Version 4: client idempotency keys (`Idempotency-Key` on `POST
+/// /v1/events`), written in the transaction that inserts their event, so a
+/// key is never stored without its event nor an event without its key.
+const V4: &str = "
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    body_sha256 BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id BLOB NOT NULL,
+    at_ms INTEGER NOT NULL);
+CREATE INDEX idempotency_seq ON idempotency(seq);
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`], one step per version. `epoch` is
 /// used when the file is new.
 pub fn migrate(conn: &mut Connection, path: &Path, epoch: Option<i64>) -> Result<(), OutboxError> {
@@ -89,6 +102,12 @@ pub fn migrate(conn: &mut Connection, path: &Path, epoch: Option<i64>) -> Result
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(V3).map_err(err)?;
         tx.pragma_update(None, "user_version", 3).map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    if version < 4 {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(V4).map_err(err)?;
+        tx.pragma_update(None, "user_version", 4).map_err(err)?;
         tx.commit().map_err(err)?;
     }
     Ok(())

@@ -490,8 +490,8 @@ mod model {
                 let chunk = ob.read(0, 10_000, false).await.expect("read");
                 assert_eq!(chunk.events.len(), held.len());
                 let st = ob.status().await.expect("status");
-                let bytes: u64 = chunk.events.iter().map(|e| dockline_protocol::codec::encode(e).map(|b| b.len() as u64).unwrap_or(0)).sum();
-                assert_eq!((st.queued, st.queued_bytes), (held.len() as u64, bytes), "counted bytes are the stored payloads");
+                let bytes: u64 = chunk.events.iter().map(|e| dockline_protocol::codec::encode(e).map(|b| (b.len() + keys::OVERHEAD) as u64).unwrap_or(0)).sum();
+                assert_eq!((st.queued, st.queued_bytes), (held.len() as u64, bytes), "counted bytes are the stored (sealed) payloads");
             });
         }
     }

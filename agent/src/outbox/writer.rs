@@ -2,6 +2,7 @@
 //! transactions, applies acks and sheds by priority. See the invariants in
 //! the module doc of [`super`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -14,10 +15,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use super::budget::{self, Space, class_index};
+use super::keys::{self, FolderLock, Keys};
 use super::salvage::SalvageReport;
 use super::{
-    Appended, Chunk, ClassHealth, Command, DropCount, OutboxConfig, OutboxError, Prepared,
-    QueueStatus, Receipt, Reply, class_name, now_ms, retention, schema,
+    Appended, Chunk, ClassHealth, ClientKey, Command, DropCount, OutboxConfig, OutboxError,
+    Prepared, QueueStatus, Receipt, Reply, class_name, now_ms, retention, schema,
 };
 
 /// Most appends in one transaction.
@@ -48,6 +50,10 @@ pub(super) struct Writer {
     last_fsync_us: Option<u64>,
     /// The next sequence to assign; see [`next_seq_of`].
     next_seq: i64,
+    /// The payload keys: every payload is sealed on insert, opened on read.
+    keys: Keys,
+    /// Held while the writer lives: one agent per outbox.
+    _lock: FolderLock,
 }
 
 fn priority_code(p: Priority) -> i64 {
@@ -67,10 +73,16 @@ impl Writer {
         data_dir: &Path,
         device: DeviceId,
         config: OutboxConfig,
+        keys: Keys,
+        lock: FolderLock,
     ) -> Result<Self, OutboxError> {
         let err = sql(path);
         let mut conn = Connection::open(path).map_err(&err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        // Deleted payloads (acked, shed, pruned) are overwritten, not left
+        // in free pages and the WAL.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(&err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(&err)?;
@@ -121,11 +133,50 @@ impl Writer {
             disk_checked: None,
             last_fsync_us: None,
             next_seq,
+            keys,
+            _lock: lock,
         })
     }
 
     pub(super) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The answer for a client key stored earlier: the first event's
+    /// (`replayed`) when the body matches, [`OutboxError::KeyReused`] when
+    /// it does not; `None` for a new key.
+    fn stored_key(
+        &self,
+        once: &ClientKey,
+    ) -> rusqlite::Result<Option<Result<Appended, OutboxError>>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT body_sha256, seq, event_id FROM idempotency WHERE key = ?1")?
+            .query_row([&once.key], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .optional()?;
+        Ok(row.map(|(hash, seq, id)| {
+            if hash[..] != once.body_sha256[..] {
+                return Err(OutboxError::KeyReused {
+                    key: once.key.clone(),
+                });
+            }
+            let mut event_id = [0u8; 16];
+            if id.len() == 16 {
+                event_id.copy_from_slice(&id);
+            }
+            Ok(Appended {
+                seq: seq as u64,
+                epoch: self.epoch,
+                event_id: EventId(event_id),
+                replayed: true,
+            })
+        }))
     }
 
     /// Serves commands until every handle is dropped.
@@ -291,11 +342,27 @@ impl Writer {
         let mut out: Vec<Option<Result<Appended, OutboxError>>> = Vec::with_capacity(events.len());
         let mut candidates = Vec::with_capacity(events.len());
         let mut encoded: Vec<(u64, EventId, Vec<u8>)> = Vec::with_capacity(events.len());
+        // A keyed event whose key is stored already gets that event's
+        // answer; one whose key came earlier in this group gets the earlier
+        // one's (resolved after the inserts). Neither is a candidate.
+        let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+        let mut same_key_as: Vec<(usize, usize)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            let seq = next_seq as u64 + encoded.len() as u64;
             out.push(None);
+            if let Some(once) = &e.once {
+                if let Some(&first) = first_with_key.get(once.key.as_str()) {
+                    same_key_as.push((i, first));
+                    continue;
+                }
+                if let Some(earlier) = self.stored_key(once).map_err(&err)? {
+                    out[i] = Some(earlier);
+                    continue;
+                }
+                first_with_key.insert(once.key.as_str(), i);
+            }
+            let seq = next_seq as u64 + encoded.len() as u64;
             let b = codec::join_envelope(&self.prefix, seq, &e.tail);
-            candidates.push((i, e.priority, b.len() as u64 + 16));
+            candidates.push((i, e.priority, (b.len() + keys::OVERHEAD) as u64 + 16));
             encoded.push((seq, e.id, b));
         }
         let t_enc = Instant::now();
@@ -327,6 +394,11 @@ impl Writer {
                     "INSERT INTO outbox (seq, event_id, priority, captured_ms, payload, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(&err)?;
+            let mut keep_key = tx
+                .prepare_cached(
+                    "INSERT INTO idempotency (key, body_sha256, seq, event_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(&err)?;
             for (((i, priority, size), admitted), (provisional, id, bytes)) in
                 candidates.iter().zip(&plan.admitted).zip(encoded)
             {
@@ -348,11 +420,12 @@ impl Writer {
                     }));
                     continue;
                 }
-                let bytes = if provisional == next_seq as u64 {
+                let plain = if provisional == next_seq as u64 {
                     bytes
                 } else {
                     codec::join_envelope(&prefix, next_seq as u64, &e.tail)
                 };
+                let bytes = self.keys.seal(&id.0, &plain)?;
                 put.execute(params![
                     next_seq,
                     &id.0[..],
@@ -362,6 +435,17 @@ impl Writer {
                     e.kind
                 ])
                 .map_err(&err)?;
+                if let Some(once) = &e.once {
+                    keep_key
+                        .execute(params![
+                            once.key,
+                            &once.body_sha256[..],
+                            next_seq,
+                            &id.0[..],
+                            now
+                        ])
+                        .map_err(&err)?;
+                }
                 let c = class_index(*priority);
                 added[c].0 += 1;
                 added[c].1 += bytes.len() as u64;
@@ -369,6 +453,7 @@ impl Writer {
                     seq: next_seq as u64,
                     epoch,
                     event_id: id,
+                    replayed: false,
                 }));
                 next_seq += 1;
             }
@@ -397,6 +482,22 @@ impl Writer {
                 budget = self.config.budget_bytes,
                 "outbox budget reached: shed the oldest sheddable events"
             );
+        }
+        for (i, first) in same_key_as {
+            let same_body = events[i].once.as_ref().map(|k| k.body_sha256)
+                == events[first].once.as_ref().map(|k| k.body_sha256);
+            out[i] = Some(match &out[first] {
+                Some(Ok(a)) if same_body => Ok(Appended {
+                    replayed: true,
+                    ..*a
+                }),
+                Some(Ok(_)) => Err(OutboxError::KeyReused {
+                    key: events[i].once.as_ref().map(|k| k.key.clone()).unwrap_or_default(),
+                }),
+                _ => Err(OutboxError::Invalid(
+                    "an event with the same Idempotency-Key arrived at the same moment and was not stored; retry".into(),
+                )),
+            });
         }
         Ok(out
             .into_iter()
@@ -448,12 +549,20 @@ impl Writer {
             }
             Command::PruneReceipts(reply) => {
                 let cutoff = now_ms() - retention(&self.config).as_millis() as i64;
+                // A client key lives as long as its event's receipt.
                 let r = self
                     .conn
                     .execute(
                         "DELETE FROM receipts WHERE updated_ms < ?1 AND state != 'queued'",
                         [cutoff],
                     )
+                    .and_then(|n| {
+                        self.conn.execute(
+                            "DELETE FROM idempotency WHERE seq NOT IN (SELECT seq FROM outbox) AND seq NOT IN (SELECT seq FROM receipts)",
+                            [],
+                        )?;
+                        Ok(n)
+                    })
                     .map_err(sql(&self.path));
                 let _ = reply.send(r);
             }
@@ -465,22 +574,30 @@ impl Writer {
         let query = if live_only {
             // Two ordered index range scans merged: cheap even with a million
             // telemetry rows queued.
-            "SELECT seq, payload FROM outbox WHERE priority = 0 AND seq >= ?1
-             UNION ALL SELECT seq, payload FROM outbox WHERE priority = 1 AND seq >= ?1
+            "SELECT seq, payload, event_id FROM outbox WHERE priority = 0 AND seq >= ?1
+             UNION ALL SELECT seq, payload, event_id FROM outbox WHERE priority = 1 AND seq >= ?1
              ORDER BY seq LIMIT ?2"
         } else {
-            "SELECT seq, payload FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+            "SELECT seq, payload, event_id FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
         };
         let mut stmt = self.conn.prepare_cached(query).map_err(&err)?;
         let rows = stmt
             .query_map(params![from as i64, max as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
             })
             .map_err(&err)?;
         let mut chunk = Chunk::default();
         for row in rows {
-            let (seq, bytes) = row.map_err(&err)?;
-            match codec::decode::<Envelope>(&bytes) {
+            let (seq, stored, event_id) = row.map_err(&err)?;
+            let opened = self
+                .keys
+                .open(&event_id, &stored)
+                .map_err(|why| format!("cannot open: {why}"));
+            match opened.and_then(|b| codec::decode::<Envelope>(&b).map_err(|e| e.to_string())) {
                 Ok(e) => chunk.events.push(e),
                 // A row we wrote ourselves no longer decodes: report and skip
                 // it rather than block the queue. The next start's integrity

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Act, Expected, Timeline};
-use crate::demo::{PostError, Production, get_json, post_event};
+use crate::demo::{PostError, Production, get_json, post_event_keyed};
 use crate::devices::{PortError, VirtualPort};
 use crate::latency::unix_ms;
 
@@ -200,7 +200,7 @@ pub(crate) async fn play(
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             Act::PostEvent { kind, body } => {
-                match post_event(&client, &target.device, target.api, body).await {
+                match post_event_retried(&client, &target.device, target.api, body).await {
                     Ok(accepted) => {
                         production.record(accepted.into_generated(kind, &timeline.source));
                         stats.posts_ok.fetch_add(1, Ordering::Relaxed);
@@ -219,11 +219,44 @@ pub(crate) async fn play(
     Played { ports, written_ms }
 }
 
-/// Posts JSON, retrying twice on failure; true on 201.
+/// Posts an event, retrying twice when the answer was lost, all under one
+/// `Idempotency-Key`: a retry of an event the agent did store is answered
+/// with that event, never stored twice.
+async fn post_event_retried(
+    client: &reqwest::Client,
+    device: &str,
+    api: std::net::SocketAddr,
+    body: &Value,
+) -> Result<crate::demo::Accepted, PostError> {
+    let key = uuid::Uuid::now_v7().to_string();
+    let mut last = PostError::Failed("not sent".into());
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match post_event_keyed(client, device, api, body, Some(&key)).await {
+            Ok(a) => return Ok(a),
+            // Nothing reached the agent: the event was not made; no retry.
+            Err(PostError::Refused(m)) => return Err(PostError::Refused(m)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Posts JSON, retrying twice on failure under one `Idempotency-Key`; true
+/// on 201 (or 200: a retry the agent had already taken).
 async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> bool {
+    let key = uuid::Uuid::now_v7().to_string();
     for _ in 0..3 {
-        match client.post(url).json(body).send().await {
-            Ok(r) if r.status() == reqwest::StatusCode::CREATED => return true,
+        match client
+            .post(url)
+            .header("idempotency-key", &key)
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return true,
             Ok(r) => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
