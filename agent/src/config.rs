@@ -153,6 +153,11 @@ pub struct DeviceConfig {
     /// Toledo continuous only: the indicator sends a checksum byte after CR.
     #[serde(default)]
     pub toledo_checksum: bool,
+    /// Scanners only: refuse scans without an AIM identifier (set when the
+    /// scanner is configured to send them; a scan without one is then debris
+    /// or a misconfigured scanner). Off: such scans are plain data.
+    #[serde(default)]
+    pub require_aim: bool,
     /// Longest wait between attempts to reopen a missing device.
     #[serde(default = "default_device_reconnect_max")]
     pub reconnect_max_ms: u64,

@@ -62,15 +62,15 @@ fn scanner_gs1_plain_and_digital_link() {
     );
     assert_eq!(
         lines[0]["ai"],
-        json!({
-            "00": "106141412345678908",
-            "02": "09521234543213",
-            "37": "24",
-            "3103": "001250",
-            "400": "PO-4711",
-            "17": "261231",
-            "10": "LOT42"
-        })
+        json!([
+            ["00", "106141412345678908"],
+            ["02", "09521234543213"],
+            ["37", "24"],
+            ["3103", "001250"],
+            ["400", "PO-4711"],
+            ["17", "261231"],
+            ["10", "LOT42"]
+        ])
     );
     assert_eq!(lines[1]["kind"], "error");
     assert_eq!(lines[1]["offset"], offset_of(&capture, bad));
@@ -78,16 +78,21 @@ fn scanner_gs1_plain_and_digital_link() {
     assert!(reason.contains("check digit"), "{reason}");
     assert_eq!(
         lines[2],
-        json!({"kind": "scan", "symbology": "]E0", "data": "5901234123457"})
+        json!({"kind": "scan", "symbology": "]E0", "data": "5901234123457", "gtin": "5901234123457"})
     );
     assert_eq!(lines[3]["symbology"], "]Q1");
     assert_eq!(
         lines[3]["ai"],
-        json!({"01": "09521234543213", "10": "ABC123", "17": "261231"})
+        json!([["01", "09521234543213"], ["10", "ABC123"], ["17", "261231"]])
     );
     assert_eq!(
         lines[4]["ai"],
-        json!({"01": "09521234543213", "17": "261231", "10": "ABC123", "21": "SN0001"})
+        json!([
+            ["01", "09521234543213"],
+            ["17", "261231"],
+            ["10", "ABC123"],
+            ["21", "SN0001"]
+        ])
     );
 }
 
@@ -287,4 +292,32 @@ fn clean_capture_exits_zero_and_usage_names_the_devices() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mtsics") && err.contains("toledo"), "{err}");
+}
+
+#[test]
+fn scanner_refusals_name_their_rule() {
+    let capture = [
+        &b"]C1400ABC\x1d400AB\r\n"[..],
+        b"]C10109521234543213\x1d3724\r\n",
+        b"]E05901234123458\r\n",
+        b"]XX123\r\n",
+        b"]C1400ABC\x1d400ABC\r\n",
+        b"]E004252614\r\n",
+    ]
+    .concat();
+    let (lines, code) = decode("scan", &[], &capture);
+    assert_eq!(code, 1);
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    for (line, rule) in lines
+        .iter()
+        .zip(["repeat", "ex", "retail_csum", "aim_unknown"])
+    {
+        assert_eq!(line["kind"], "error", "{line}");
+        let reason = line["reason"].as_str().expect("reason");
+        assert!(reason.contains(&format!("(rule {rule})")), "{reason}");
+    }
+    // The same AI twice with the same value is one fact: a list keeps both.
+    assert_eq!(lines[4]["ai"], json!([["400", "ABC"], ["400", "ABC"]]));
+    // UPC-E sent unexpanded: its GTIN is the UPC-A expansion.
+    assert_eq!(lines[5]["gtin"], "042100005264");
 }

@@ -9,7 +9,7 @@
 //!
 //! | protocol | framing | parser |
 //! |---|---|---|
-//! | `scan` | CR/LF lines ([`LineAssembler`]) | [`parse_scan`] |
+//! | `scan` | CR/LF lines ([`LineAssembler`]) | [`parse_scan_with`] under [`STREAM_SCAN_OPTIONS`] |
 //! | `nmea` | CR/LF lines | [`parse_sentence`] + [`EpochAssembler`] (one position per cycle) |
 //! | `mtsics`, `sma` | CR/LF lines | [`parse_mtsics_line`], [`parse_sma_line`] |
 //! | `toledo` | STX … CR [checksum] | [`ToledoDecoder`] |
@@ -37,7 +37,7 @@ use dockline_firmware::scale::{
     DeviceError, NciDecoder, ScaleError, ScaleEvent, TOLEDO_FRAME_LEN, ToledoDecoder,
     parse_mtsics_line, parse_sma_line,
 };
-use dockline_firmware::scan::parse_scan;
+use dockline_firmware::scan::{Content, Requisites, ScanOptions, WithoutAim, parse_scan_with};
 
 use super::Protocol;
 use super::decoded::{Decoded, Item, scan_text};
@@ -60,6 +60,16 @@ pub struct DecoderOptions {
     /// byte is skipped, unverified), while the reverse fails every frame.
     pub toledo_checksum: bool,
 }
+
+/// How a scanner stream is judged unless [`StreamDecoder::with_scan_options`]
+/// says otherwise: scans without an AIM identifier are plain data, and GS1
+/// `req=` associations are left to whoever combines the symbols of one item
+/// (a logistic label often splits (00) and (02)+(37) over two barcodes, and a
+/// scanner reads one at a time); `ex=`, repeats and every value check apply.
+pub const STREAM_SCAN_OPTIONS: ScanOptions = ScanOptions {
+    without_aim: WithoutAim::AcceptPlain,
+    requisites: Requisites::AcrossSymbols,
+};
 
 enum Framer {
     ScanLines(Box<LineAssembler<SCAN_LINE>>),
@@ -87,6 +97,7 @@ pub struct StreamDecoder {
     /// Offset of the first byte of the frame in progress.
     frame_start: Option<u64>,
     nmea: NmeaCycle,
+    scan: ScanOptions,
 }
 
 /// The NMEA cycle in progress and where its first sentence started.
@@ -105,7 +116,15 @@ impl StreamDecoder {
             next_offset: 0,
             frame_start: None,
             nmea: NmeaCycle::default(),
+            scan: STREAM_SCAN_OPTIONS,
         }
+    }
+
+    /// The same decoder, judging scans under `options` (a scanner's
+    /// `require_aim`, or per-symbol `req=` checks).
+    pub fn with_scan_options(mut self, options: ScanOptions) -> Self {
+        self.scan = options;
+        self
     }
 
     /// The protocol this decoder reads.
@@ -195,22 +214,23 @@ impl StreamDecoder {
             framer,
             frame_start,
             nmea,
+            scan,
             ..
         } = self;
         match framer {
             Framer::ScanLines(asm) => {
                 if let Some((start, line)) = line_step(asm, byte, offset, frame_start) {
-                    on_line(*protocol, start, line, nmea, out);
+                    on_line(*protocol, start, line, nmea, *scan, out);
                 }
             }
             Framer::NmeaLines(asm) => {
                 if let Some((start, line)) = line_step(asm, byte, offset, frame_start) {
-                    on_line(*protocol, start, line, nmea, out);
+                    on_line(*protocol, start, line, nmea, *scan, out);
                 }
             }
             Framer::ScaleLines(asm) => {
                 if let Some((start, line)) = line_step(asm, byte, offset, frame_start) {
-                    on_line(*protocol, start, line, nmea, out);
+                    on_line(*protocol, start, line, nmea, *scan, out);
                 }
             }
             Framer::Toledo {
@@ -302,6 +322,7 @@ fn on_line(
     start: u64,
     line: Result<&[u8], LineOverflow>,
     nmea: &mut NmeaCycle,
+    scan: ScanOptions,
     out: &mut Vec<Item>,
 ) {
     let line = match line {
@@ -312,7 +333,7 @@ fn on_line(
         }
     };
     match protocol {
-        Protocol::Scan => out.push(scan_item(start, line)),
+        Protocol::Scan => out.push(scan_item(start, line, scan)),
         Protocol::Nmea => match parse_sentence(line) {
             Ok(Sentence::Proprietary | Sentence::Unsupported { .. }) => {}
             Ok(sentence) => {
@@ -334,8 +355,8 @@ fn on_line(
     }
 }
 
-fn scan_item(start: u64, line: &[u8]) -> Item {
-    match parse_scan(line) {
+fn scan_item(start: u64, line: &[u8], options: ScanOptions) -> Item {
+    match parse_scan_with(line, options) {
         Ok(scan) => Item {
             offset: start,
             decoded: Decoded::Scan {
@@ -344,12 +365,26 @@ fn scan_item(start: u64, line: &[u8]) -> Item {
                 ai: scan.gs1().map(|m| {
                     m.elements()
                         .iter()
-                        .map(|e| (e.ai.as_str().to_owned(), e.value.to_owned()))
+                        .map(|e| {
+                            let value: Vec<u8> = e.value_bytes().collect();
+                            (e.ai.as_str().to_owned(), scan_text(&value))
+                        })
                         .collect()
                 }),
+                gtin: match &scan.content {
+                    Content::Retail(code) if !code.gtin.is_empty() => Some(code.gtin.to_string()),
+                    _ => None,
+                },
             },
         },
-        Err(e) => error_item(start, format!("scan \"{}\" rejected: {e}", excerpt(line))),
+        Err(e) => error_item(
+            start,
+            format!(
+                "scan \"{}\" rejected (rule {}): {e}",
+                excerpt(line),
+                e.rule()
+            ),
+        ),
     }
 }
 

@@ -36,7 +36,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use decoded::{Decoded, Item};
-pub use decoder::{DecoderOptions, StreamDecoder};
+pub use decoder::{DecoderOptions, STREAM_SCAN_OPTIONS, StreamDecoder};
 pub use loadcell::{BusOpener, LinuxI2c, LoadCellConfig};
 pub use presence::{DevicePresence, Presence};
 pub use source::{DeviceReading, Sources, SpawnError};

@@ -12,8 +12,9 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 use super::source::{Device, Ended, Outlet};
-use super::{DecoderOptions, StreamDecoder};
+use super::{DecoderOptions, STREAM_SCAN_OPTIONS, StreamDecoder};
 use crate::config::DeviceConfig;
+use dockline_firmware::scan::{ScanOptions, WithoutAim};
 
 /// How long a read waits for bytes. Also the quiet time after which a scan
 /// without suffix is complete and an NMEA cycle is flushed, and the longest a
@@ -81,7 +82,15 @@ impl SerialDevice {
         let options = DecoderOptions {
             toledo_checksum: self.config.toledo_checksum,
         };
-        let mut decoder = StreamDecoder::new(self.config.protocol, options);
+        let scan = ScanOptions {
+            without_aim: if self.config.require_aim {
+                WithoutAim::Refuse
+            } else {
+                WithoutAim::AcceptPlain
+            },
+            ..STREAM_SCAN_OPTIONS
+        };
+        let mut decoder = StreamDecoder::new(self.config.protocol, options).with_scan_options(scan);
         let mut buf = [0u8; 1024];
         let mut items = Vec::new();
         loop {
