@@ -32,12 +32,15 @@ use dockline_firmware::bridge::{BridgeMessage, Fault, Payload as BridgePayload};
 use dockline_firmware::line::{LineAssembler, LineOverflow};
 use dockline_firmware::link::FrameDecoder;
 use dockline_firmware::loadcell::LoadCellReading;
-use dockline_firmware::nmea::{self, EpochAssembler, Sentence, parse_sentence};
+use dockline_firmware::nmea::{
+    self, EpochAssembler, LineClass, Sentence, classify_line, parse_sentence,
+};
 use dockline_firmware::scale::{
     DeviceError, NciDecoder, ScaleError, ScaleEvent, TOLEDO_FRAME_LEN, ToledoDecoder,
     parse_mtsics_line, parse_sma_line,
 };
 use dockline_firmware::scan::{Content, Requisites, ScanOptions, WithoutAim, parse_scan_with};
+use dockline_protocol::FixMode;
 
 use super::Protocol;
 use super::decoded::{Decoded, Item, scan_text};
@@ -105,6 +108,8 @@ pub struct StreamDecoder {
 struct NmeaCycle {
     assembler: EpochAssembler,
     start: Option<u64>,
+    /// Proprietary and unknown sentences skipped so far.
+    skipped: u64,
 }
 
 impl StreamDecoder {
@@ -130,6 +135,12 @@ impl StreamDecoder {
     /// The protocol this decoder reads.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// NMEA: proprietary and unknown sentences skipped so far (counted, not
+    /// reported as errors).
+    pub fn skipped_sentences(&self) -> u64 {
+        self.nmea.skipped
     }
 
     /// Feed bytes; completed items are appended to `out`.
@@ -334,24 +345,36 @@ fn on_line(
     };
     match protocol {
         Protocol::Scan => out.push(scan_item(start, line, scan)),
-        Protocol::Nmea => match parse_sentence(line) {
-            Ok(Sentence::Proprietary | Sentence::Unsupported { .. }) => {}
-            Ok(sentence) => {
-                if let Some(epoch) = nmea.assembler.push(&sentence) {
-                    push_epoch(epoch, nmea.start.unwrap_or(start), out);
-                    nmea.start = None;
-                }
-                nmea.start.get_or_insert(start);
-            }
-            Err(e) => out.push(error_item(
-                start,
-                format!("NMEA line \"{}\" rejected: {e}", excerpt(line)),
-            )),
+        Protocol::Nmea => match classify_line(line) {
+            LineClass::Skip => {}
+            LineClass::Sentence(line) => nmea_sentence(start, line, nmea, out),
         },
         Protocol::Mtsics => out.extend(scale_item(start, parse_mtsics_line(line), Some(line))),
         Protocol::Sma => out.extend(scale_item(start, parse_sma_line(line), Some(line))),
         // Frame protocols never produce lines.
         Protocol::Toledo | Protocol::Nci | Protocol::Link | Protocol::Nau7802 => {}
+    }
+}
+
+/// One NMEA sentence into the cycle in progress. Proprietary and unknown
+/// sentences are counted and skipped: receivers send many that carry no
+/// position (GSV, TXT, PUBX, vendor extensions), and none is an error.
+fn nmea_sentence(start: u64, line: &[u8], nmea: &mut NmeaCycle, out: &mut Vec<Item>) {
+    match parse_sentence(line) {
+        Ok(Sentence::Proprietary | Sentence::Unsupported { .. }) => {
+            nmea.skipped += 1;
+        }
+        Ok(sentence) => {
+            if let Some(epoch) = nmea.assembler.push(&sentence) {
+                push_epoch(epoch, nmea.start.unwrap_or(start), out);
+                nmea.start = None;
+            }
+            nmea.start.get_or_insert(start);
+        }
+        Err(e) => out.push(error_item(
+            start,
+            format!("NMEA line \"{}\" rejected: {e}", excerpt(line)),
+        )),
     }
 }
 
@@ -389,8 +412,14 @@ fn scan_item(start: u64, line: &[u8], options: ScanOptions) -> Item {
 }
 
 fn push_epoch(epoch: nmea::Epoch, start: u64, out: &mut Vec<Item>) {
-    // A cycle without a position (no fix yet, or only GSA/VTG seen) is not a reading.
-    if let Some(fix) = epoch.to_fix() {
+    // A reading needs a time and a position, and a fix: a cycle with no
+    // position (only GSA/VTG), no time, or a position the receiver itself
+    // calls invalid (status V, quality 0) is not a measurement (gpsd reports
+    // none either).
+    if epoch.time.is_none() {
+        return;
+    }
+    if let Some(fix) = epoch.to_fix().filter(|f| f.mode != FixMode::NoFix) {
         out.push(Item {
             offset: start,
             decoded: Decoded::Position {
