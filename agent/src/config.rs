@@ -158,6 +158,12 @@ pub struct DeviceConfig {
     /// or a misconfigured scanner). Off: such scans are plain data.
     #[serde(default)]
     pub require_aim: bool,
+    /// MT-SICS only: ask the scale for its weight (`SI`) every this many
+    /// milliseconds, for scales in request/response mode. Unset: the scale
+    /// streams (`SIR`, or its continuous mode) and is only sent operator
+    /// actions (tare, zero).
+    #[serde(default)]
+    pub poll_ms: Option<u64>,
     /// Longest wait between attempts to reopen a missing device.
     #[serde(default = "default_device_reconnect_max")]
     pub reconnect_max_ms: u64,

@@ -99,17 +99,22 @@ pub struct StreamDecoder {
     next_offset: u64,
     /// Offset of the first byte of the frame in progress.
     frame_start: Option<u64>,
-    nmea: NmeaCycle,
+    nmea: LineState,
     scan: ScanOptions,
 }
 
-/// The NMEA cycle in progress and where its first sentence started.
+/// Per-line state: the NMEA cycle in progress and where its first sentence
+/// started, skipped sentences, MT-SICS answers for a poller.
 #[derive(Default)]
-struct NmeaCycle {
+struct LineState {
     assembler: EpochAssembler,
     start: Option<u64>,
     /// Proprietary and unknown sentences skipped so far.
     skipped: u64,
+    /// MT-SICS: every response line since the last
+    /// [`StreamDecoder::take_scale_answers`] (`None`: not MT-SICS), for a
+    /// poller that must know when its command was answered.
+    scale_answers: Vec<Option<ScaleEvent>>,
 }
 
 impl StreamDecoder {
@@ -120,7 +125,7 @@ impl StreamDecoder {
             framer: new_framer(protocol, options),
             next_offset: 0,
             frame_start: None,
-            nmea: NmeaCycle::default(),
+            nmea: LineState::default(),
             scan: STREAM_SCAN_OPTIONS,
         }
     }
@@ -135,6 +140,13 @@ impl StreamDecoder {
     /// The protocol this decoder reads.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// MT-SICS: the response lines decoded since the last call, in order
+    /// (`None` for a line that was not MT-SICS), including acknowledgements
+    /// that make no item.
+    pub fn take_scale_answers(&mut self) -> Vec<Option<ScaleEvent>> {
+        std::mem::take(&mut self.nmea.scale_answers)
     }
 
     /// NMEA: proprietary and unknown sentences skipped so far (counted, not
@@ -332,7 +344,7 @@ fn on_line(
     protocol: Protocol,
     start: u64,
     line: Result<&[u8], LineOverflow>,
-    nmea: &mut NmeaCycle,
+    nmea: &mut LineState,
     scan: ScanOptions,
     out: &mut Vec<Item>,
 ) {
@@ -349,7 +361,14 @@ fn on_line(
             LineClass::Skip => {}
             LineClass::Sentence(line) => nmea_sentence(start, line, nmea, out),
         },
-        Protocol::Mtsics => out.extend(scale_item(start, parse_mtsics_line(line), Some(line))),
+        Protocol::Mtsics => {
+            let result = parse_mtsics_line(line);
+            nmea.scale_answers.push(match &result {
+                Ok(event) => Some(*event),
+                Err(_) => None,
+            });
+            out.extend(scale_item(start, result, Some(line)));
+        }
         Protocol::Sma => out.extend(scale_item(start, parse_sma_line(line), Some(line))),
         // Frame protocols never produce lines.
         Protocol::Toledo | Protocol::Nci | Protocol::Link | Protocol::Nau7802 => {}
@@ -359,7 +378,7 @@ fn on_line(
 /// One NMEA sentence into the cycle in progress. Proprietary and unknown
 /// sentences are counted and skipped: receivers send many that carry no
 /// position (GSV, TXT, PUBX, vendor extensions), and none is an error.
-fn nmea_sentence(start: u64, line: &[u8], nmea: &mut NmeaCycle, out: &mut Vec<Item>) {
+fn nmea_sentence(start: u64, line: &[u8], nmea: &mut LineState, out: &mut Vec<Item>) {
     match parse_sentence(line) {
         Ok(Sentence::Proprietary | Sentence::Unsupported { .. }) => {
             nmea.skipped += 1;
