@@ -164,6 +164,10 @@ pub struct DeviceConfig {
     /// actions (tare, zero).
     #[serde(default)]
     pub poll_ms: Option<u64>,
+    /// wedge only: the scanner's keymap (`us`, `de`), the character it sends
+    /// for GS (`gs_substitute`), and its suffix key (`enter`, `tab`, `none`).
+    #[serde(default)]
+    pub wedge: Option<crate::devices::wedge::WedgeOptions>,
     /// Longest wait between attempts to reopen a missing device.
     #[serde(default = "default_device_reconnect_max")]
     pub reconnect_max_ms: u64,

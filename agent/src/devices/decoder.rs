@@ -9,6 +9,7 @@
 //!
 //! | protocol | framing | parser |
 //! |---|---|---|
+//! | `wedge` | 24-byte evdev `input_event` records, keys → characters ([`super::wedge`]), ended by the suffix key | as `scan` |
 //! | `scan` | CR/LF lines ([`LineAssembler`]) | [`parse_scan_with`] under [`STREAM_SCAN_OPTIONS`] |
 //! | `nmea` | CR/LF lines | [`parse_sentence`] + [`EpochAssembler`] (one position per cycle) |
 //! | `mtsics`, `sma` | CR/LF lines | [`parse_mtsics_line`], [`parse_sma_line`] |
@@ -44,6 +45,7 @@ use dockline_protocol::FixMode;
 
 use super::Protocol;
 use super::decoded::{Decoded, Item, scan_text};
+use super::wedge::{INPUT_EVENT_LEN, Typed, WedgeDecoder, WedgeOptions, key_event};
 
 /// Longest scan kept: a full Data Matrix holds about 3,100 bytes.
 const SCAN_LINE: usize = 4096;
@@ -76,6 +78,7 @@ pub const STREAM_SCAN_OPTIONS: ScanOptions = ScanOptions {
 
 enum Framer {
     ScanLines(Box<LineAssembler<SCAN_LINE>>),
+    Wedge(Box<WedgeFramer>),
     NmeaLines(LineAssembler<{ nmea::MAX_LINE }>),
     ScaleLines(LineAssembler<SCALE_LINE>),
     Toledo {
@@ -90,6 +93,30 @@ enum Framer {
     Link(Box<FrameDecoder>),
     /// A protocol without bytes (`nau7802`): input is ignored.
     Unframed,
+}
+
+/// Keyboard-wedge input: `input_event` records in, scan lines out.
+struct WedgeFramer {
+    record: [u8; INPUT_EVENT_LEN],
+    filled: usize,
+    /// Offset of the record being filled.
+    record_start: u64,
+    keys: WedgeDecoder,
+    line: Vec<u8>,
+    overflowed: bool,
+}
+
+impl WedgeFramer {
+    fn new(options: WedgeOptions) -> Self {
+        WedgeFramer {
+            record: [0; INPUT_EVENT_LEN],
+            filled: 0,
+            record_start: 0,
+            keys: WedgeDecoder::new(options),
+            line: Vec::new(),
+            overflowed: false,
+        }
+    }
 }
 
 /// Decodes one device's byte stream; see the module docs.
@@ -127,6 +154,23 @@ impl StreamDecoder {
             frame_start: None,
             nmea: LineState::default(),
             scan: STREAM_SCAN_OPTIONS,
+        }
+    }
+
+    /// The same decoder, for a keyboard-wedge scanner set up as `options`
+    /// (keymap, GS substitute, suffix); other protocols ignore it.
+    pub fn with_wedge_options(mut self, options: WedgeOptions) -> Self {
+        if let Framer::Wedge(w) = &mut self.framer {
+            **w = WedgeFramer::new(options);
+        }
+        self
+    }
+
+    /// Keyboard wedge: keys the keymap did not know (a wrong keymap shows here).
+    pub fn unknown_keys(&self) -> u64 {
+        match &self.framer {
+            Framer::Wedge(w) => w.keys.unknown_keys(),
+            _ => 0,
         }
     }
 
@@ -169,7 +213,7 @@ impl StreamDecoder {
     /// cycle in progress is complete (receivers send each cycle as a burst).
     pub fn idle(&mut self, out: &mut Vec<Item>) {
         match self.protocol {
-            Protocol::Scan => self.end_partial_line(out),
+            Protocol::Scan | Protocol::Wedge => self.end_partial_line(out),
             Protocol::Nmea => self.flush_cycle(out),
             _ => {}
         }
@@ -214,6 +258,15 @@ impl StreamDecoder {
     }
 
     fn end_partial_line(&mut self, out: &mut Vec<Item>) {
+        if let Framer::Wedge(w) = &mut self.framer {
+            if let Some(start) = self.frame_start.take()
+                && !w.line.is_empty()
+            {
+                let line = std::mem::take(&mut w.line);
+                out.push(scan_item(start, &line, self.scan));
+            }
+            return;
+        }
         let line_framed = matches!(
             self.framer,
             Framer::ScanLines(_) | Framer::NmeaLines(_) | Framer::ScaleLines(_)
@@ -244,6 +297,45 @@ impl StreamDecoder {
             Framer::ScanLines(asm) => {
                 if let Some((start, line)) = line_step(asm, byte, offset, frame_start) {
                     on_line(*protocol, start, line, nmea, *scan, out);
+                }
+            }
+            Framer::Wedge(w) => {
+                if w.filled == 0 {
+                    w.record_start = offset;
+                }
+                if let Some(slot) = w.record.get_mut(w.filled) {
+                    *slot = byte;
+                }
+                w.filled += 1;
+                if w.filled < INPUT_EVENT_LEN {
+                    return;
+                }
+                w.filled = 0;
+                let Some(event) = key_event(&w.record) else {
+                    return;
+                };
+                match w.keys.push(event) {
+                    Some(Typed::Byte(b)) => {
+                        frame_start.get_or_insert(w.record_start);
+                        if w.line.len() < SCAN_LINE {
+                            w.line.push(b);
+                        } else {
+                            w.overflowed = true;
+                        }
+                    }
+                    Some(Typed::End) => {
+                        let start = frame_start.take().unwrap_or(w.record_start);
+                        let line = std::mem::take(&mut w.line);
+                        if std::mem::take(&mut w.overflowed) {
+                            out.push(error_item(
+                                start,
+                                format!("wedge scan longer than {SCAN_LINE} characters dropped; is the suffix key configured?"),
+                            ));
+                        } else if !line.is_empty() {
+                            out.push(scan_item(start, &line, *scan));
+                        }
+                    }
+                    None => {}
                 }
             }
             Framer::NmeaLines(asm) => {
@@ -309,6 +401,7 @@ impl StreamDecoder {
 fn new_framer(protocol: Protocol, options: DecoderOptions) -> Framer {
     match protocol {
         Protocol::Scan => Framer::ScanLines(Box::new(LineAssembler::new())),
+        Protocol::Wedge => Framer::Wedge(Box::new(WedgeFramer::new(WedgeOptions::default()))),
         Protocol::Nmea => Framer::NmeaLines(LineAssembler::new()),
         Protocol::Mtsics | Protocol::Sma => Framer::ScaleLines(LineAssembler::new()),
         Protocol::Toledo => Framer::Toledo {
@@ -371,7 +464,8 @@ fn on_line(
         }
         Protocol::Sma => out.extend(scale_item(start, parse_sma_line(line), Some(line))),
         // Frame protocols never produce lines.
-        Protocol::Toledo | Protocol::Nci | Protocol::Link | Protocol::Nau7802 => {}
+        Protocol::Wedge | Protocol::Toledo | Protocol::Nci | Protocol::Link | Protocol::Nau7802 => {
+        }
     }
 }
 

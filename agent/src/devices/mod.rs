@@ -25,10 +25,12 @@
 pub mod backoff;
 pub mod decoded;
 pub mod decoder;
+mod evdev;
 pub mod loadcell;
 pub mod presence;
 pub mod serial;
 pub mod source;
+pub mod wedge;
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,6 +49,10 @@ pub use source::{DeviceReading, ScaleActionError, Sources, SpawnError};
 pub enum Protocol {
     /// Barcode scanner: AIM identifier + data, one scan per CR/LF-terminated line.
     Scan,
+    /// Keyboard-wedge barcode scanner: Linux evdev `input_event` records
+    /// from `/dev/input/event*` (grabbed exclusively), typed on the
+    /// scanner's keymap; see [`wedge`].
+    Wedge,
     /// GNSS receiver: NMEA 0183 sentences.
     Nmea,
     /// Mettler Toledo MT-SICS response lines (`S S     12.34 kg`).
@@ -69,8 +75,9 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol, for messages that list the choices.
-    pub const ALL: [Protocol; 8] = [
+    pub const ALL: [Protocol; 9] = [
         Protocol::Scan,
+        Protocol::Wedge,
         Protocol::Nmea,
         Protocol::Mtsics,
         Protocol::Toledo,
@@ -84,6 +91,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Scan => "scan",
+            Protocol::Wedge => "wedge",
             Protocol::Nmea => "nmea",
             Protocol::Mtsics => "mtsics",
             Protocol::Toledo => "toledo",
@@ -107,7 +115,7 @@ impl Protocol {
     /// The device kind this protocol belongs to.
     pub fn kind(self) -> DeviceKind {
         match self {
-            Protocol::Scan => DeviceKind::Scanner,
+            Protocol::Scan | Protocol::Wedge => DeviceKind::Scanner,
             Protocol::Nmea => DeviceKind::Gps,
             Protocol::Mtsics
             | Protocol::Toledo

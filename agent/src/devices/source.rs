@@ -33,6 +33,7 @@ use dockline_protocol::Reading;
 use tokio::sync::mpsc as async_mpsc;
 
 use super::backoff::Backoff;
+use super::evdev::EvdevDevice;
 use super::loadcell::{BusOpener, LinuxI2c, LoadCellDevice};
 use super::presence::Presence;
 use super::serial::SerialDevice;
@@ -205,6 +206,7 @@ impl Sources {
         for (index, config) in devices.iter().enumerate() {
             match config.protocol {
                 Protocol::Nau7802 => sources.add_load_cell(index, config, LinuxI2c)?,
+                Protocol::Wedge => sources.add(index, config, EvdevDevice::new(config.clone()))?,
                 _ => sources.add(index, config, SerialDevice::new(config.clone()))?,
             }
         }
