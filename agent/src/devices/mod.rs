@@ -77,7 +77,6 @@ impl Protocol {
     /// Every protocol, for messages that list the choices.
     pub const ALL: [Protocol; 9] = [
         Protocol::Scan,
-        Protocol::Wedge,
         Protocol::Nmea,
         Protocol::Mtsics,
         Protocol::Toledo,
@@ -85,6 +84,7 @@ impl Protocol {
         Protocol::Nci,
         Protocol::Link,
         Protocol::Nau7802,
+        Protocol::Wedge,
     ];
 
     /// The name used in config files and on the command line.
@@ -154,7 +154,7 @@ impl FromStr for Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
-    /// A barcode scanner (`scan`).
+    /// A barcode scanner (`scan`, `wedge`).
     Scanner,
     /// A weighing scale (`mtsics`, `toledo`, `sma`, `nci`, `nau7802`).
     Scale,
