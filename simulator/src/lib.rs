@@ -27,6 +27,7 @@
 //! `main.rs` only parses flags and calls these.
 
 pub mod bench;
+mod bench_decode;
 pub mod broker;
 pub mod chaos;
 pub mod demo;
