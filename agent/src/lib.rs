@@ -130,6 +130,7 @@ pub async fn run(
         outbox.clone(),
         config.clock,
         stations.clone(),
+        sources.scale_commander(),
         reading_rx,
     ));
     let api_token = config.api.token.clone();

@@ -111,3 +111,73 @@ fn polls_answers_and_passes_a_tare_before_the_next_poll() {
     assert_eq!(commands.recv_timeout(DEADLINE).expect("and goes on"), "SI");
     sources.stop();
 }
+
+/// A pack station's tare barcode, scanned, reaches the MT-SICS scale on the
+/// pseudo-terminal as `T` before its next poll, through the station engine
+/// and the [`ScaleCommander`] the feed uses; the zero barcode as `Z`.
+#[test]
+fn a_station_tare_barcode_tares_the_scale_on_the_line() {
+    use dockline_agent::devices::ScaleCommander;
+    use dockline_agent::stations::{Output, StationConfig, StationEngine, Stations};
+    use dockline_protocol::Scan;
+
+    let (master, _slave, path) = pty();
+    let mut writer = master.try_clone().expect("clone master");
+    let commands = command_lines(master);
+    let devices: Vec<DeviceConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "pack-scanner", "kind": "scanner", "protocol": "scan", "path": "/dev/null"},
+        {"name": "pack-scale", "kind": "scale", "protocol": "mtsics", "path": path, "poll_ms": 200}
+    ]))
+    .expect("device configs");
+    let station: StationConfig = serde_json::from_value(serde_json::json!({
+        "name": "pack-1", "kind": "pack", "devices": ["pack-scanner", "pack-scale"],
+        "tare_barcode": "TARE", "zero_barcode": "ZERO"
+    }))
+    .expect("station config");
+    let stations = Stations::new(StationEngine::new(&[station], &devices));
+    let scale = &devices[1..];
+    let presence = Presence::new(scale);
+    let (tx, mut readings) = tokio::sync::mpsc::channel(16);
+    let sources = Sources::spawn(scale, presence, tx).expect("spawn");
+    let commander: ScaleCommander = sources.scale_commander();
+
+    assert_eq!(commands.recv_timeout(DEADLINE).expect("a poll"), "SI");
+    writer.write_all(b"S S      0.412 kg\r\n").expect("answer");
+    readings.blocking_recv().expect("a reading");
+
+    for (text, expected, answer) in [("TARE", "T", "T S      0.412 kg"), ("ZERO", "Z", "Z A")] {
+        let scan = dockline_protocol::Reading::Scan(Scan {
+            symbology: Some("]C0".into()),
+            data: text.into(),
+        });
+        let (_, outputs) = stations.on_reading("pack-scanner", &scan).expect("routed");
+        let mut sent = 0;
+        for output in outputs {
+            if let Output::ScaleCommand { device, command } = output {
+                commander.send(&device, command).expect("sent");
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 1, "{text}: one command for the station's one scale");
+        // Polls may be in flight; the command comes before the next one.
+        let mut seen = Vec::new();
+        loop {
+            let line = commands.recv_timeout(DEADLINE).expect("a command");
+            if line == expected {
+                break;
+            }
+            assert_eq!(line, "SI", "only polls before {expected}: {seen:?}");
+            writer.write_all(b"S S      0.412 kg\r\n").expect("answer");
+            seen.push(line);
+            assert!(seen.len() < 5, "{expected} never sent: {seen:?}");
+        }
+        writer
+            .write_all(format!("{answer}\r\n").as_bytes())
+            .expect("answer");
+    }
+    assert_eq!(
+        commander.send("pack-scanner", MtSicsCommand::Tare),
+        Err(ScaleActionError::UnknownDevice("pack-scanner".into()))
+    );
+    sources.stop();
+}

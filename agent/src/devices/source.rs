@@ -259,6 +259,15 @@ impl Sources {
         Ok(())
     }
 
+    /// A handle that sends scale actions from elsewhere (the station feed)
+    /// while the device threads run; it outlives nothing: once the threads
+    /// stop, its sends go nowhere.
+    pub fn scale_commander(&self) -> ScaleCommander {
+        ScaleCommander {
+            actions: self.actions.clone(),
+        }
+    }
+
     /// Asks the MT-SICS scale `device` to tare, zero, clear its tare or
     /// reset (a station's action); the device thread sends it before its next
     /// weight poll.
@@ -352,4 +361,24 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Sends tare/zero actions to MT-SICS scales from outside [`Sources`] (the
+/// station feed): a clone of the device threads' command channels.
+#[derive(Debug, Clone, Default)]
+pub struct ScaleCommander {
+    actions: Vec<(String, mpsc::Sender<MtSicsCommand>)>,
+}
+
+impl ScaleCommander {
+    /// Asks the MT-SICS scale `device` to run `command` before its next
+    /// weight poll; refused when no MT-SICS scale of that name runs.
+    pub fn send(&self, device: &str, command: MtSicsCommand) -> Result<(), ScaleActionError> {
+        let Some((_, sender)) = self.actions.iter().find(|(name, _)| name == device) else {
+            return Err(ScaleActionError::UnknownDevice(device.to_owned()));
+        };
+        // A send fails only when the thread has ended (the agent is stopping).
+        let _ = sender.send(command);
+        Ok(())
+    }
 }
