@@ -1,6 +1,6 @@
 //! Differential oracle: PyPI `biip` 5.2.0 against our scan parser over
 //! generated inputs, per rule family (GS1 element strings, associations,
-//! retail symbologies, Digital Link).
+//! retail symbologies, Digital Link, GS1 DataBar).
 //!
 //! Runs when `DOCKLINE_TEST_BIIP_PYTHON` names a Python with biip (CI:
 //! `.ci/steps/20-decoder-oracles.sh`), else prints SKIP. Inputs come from a
@@ -27,7 +27,7 @@ for line in sys.stdin:
     ok, hri = False, None
     try:
         r = parse(text)
-        if kind in ("gs1", "assoc"):
+        if kind in ("gs1", "assoc", "databar"):
             m = r.gs1_message
             if m is not None:
                 errors = [getattr(e, a) for e in m.element_strings
@@ -111,6 +111,26 @@ const JUDGED: &[(&str, &str, &str)] = &[
         "retail",
         "aim_unknown",
         "biip accepts any ]Xm identifier; ISO/IEC 15424 assigns only some, and ]E takes modifiers 0-4",
+    ),
+    (
+        "databar",
+        "req",
+        "biip does not apply req=: a (392n) price alone in DataBar Expanded lacks the (01) it requires",
+    ),
+    (
+        "databar",
+        "empty",
+        "biip accepts ]e0 with no data; every GS1 DataBar symbol carries at least a (01) GTIN (ISO/IEC 24724), so an empty one is a reader fault",
+    ),
+    (
+        "databar",
+        "aim_unknown",
+        "biip accepts ]e4-]e9/]eZ; ISO/IEC 24724 and 24723 assign ]e0 (DataBar/composite data), ]e1 (after a symbol separator), ]e2 (after an escape) and ]e3 (reader initialisation) only",
+    ),
+    (
+        "databar",
+        "accepted",
+        "]e1/]e2/]e3 carry data that is not announced as GS1 element strings (after a symbol separator or escape character, or reader initialisation): we pass it on as plain data, biip finds no GS1 message",
     ),
     (
         "dl",
@@ -263,6 +283,44 @@ fn retail_case(rng: &mut Rng) -> String {
     }
 }
 
+/// GS1 DataBar (`]e0`): the (01) GTIN alone as DataBar Omnidirectional,
+/// Truncated, Stacked and Limited carry it, DataBar Expanded element strings
+/// (weights, dates, prices), composites' data after the linear part, and
+/// faults: wrong check digit, short GTIN, no data, plain text, other `]e`
+/// modifiers.
+fn databar_case(rng: &mut Rng) -> String {
+    let gtin = rng.keyed(14);
+    match rng.below(10) {
+        0 | 1 => format!("]e001{gtin}"),
+        2 => format!("]e001{}", wrong_check(&gtin)),
+        3 => format!("]e001{}", &gtin[1..]),
+        4 => format!(
+            "]e001{gtin}3103{}",
+            rng.pick(&["001250", "000500", "01250"])
+        ),
+        5 => format!(
+            "]e001{gtin}15{}\x1d10{}",
+            rng.pick(&["261231", "261300", "260229"]),
+            rng.pick(&["LOT1", "A B"])
+        ),
+        // A (392n) price: in Expanded it needs the (01) beside it.
+        6 => match rng.chance(50) {
+            true => format!("]e001{gtin}3922{}", rng.pick(&["1299", "0"])),
+            false => format!("]e0392{}{}", rng.below(10), rng.pick(&["1299", "0"])),
+        },
+        7 => rng.pick(&["]e0", "]e0HELLO", "]e0 01"]).into(),
+        8 => format!(
+            "]e001{gtin}\x1d{}",
+            rng.pick(&["21SN1", "10LOT9", "17261231"])
+        ),
+        _ => format!(
+            "]{}{}",
+            rng.pick(&["e1", "e2", "e3", "e4", "e9", "eZ"]),
+            rng.pick(&["0109521234543213", "ABC"])
+        ),
+    }
+}
+
 fn dl_case(rng: &mut Rng) -> String {
     let gtin = rng.keyed(14);
     let key = if rng.chance(15) {
@@ -337,6 +395,9 @@ fn scan_parser_agrees_with_biip_or_the_disagreement_is_judged() {
     for _ in 0..800 {
         cases.push(("retail", retail_case(&mut rng)));
         cases.push(("dl", dl_case(&mut rng)));
+    }
+    for _ in 0..600 {
+        cases.push(("databar", databar_case(&mut rng)));
     }
     let mut child = Command::new(&python)
         .args(["-c", BIIP_SCRIPT])

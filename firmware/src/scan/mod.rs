@@ -153,6 +153,35 @@ mod tests {
     use std::string::ToString;
 
     #[test]
+    fn gs1_databar_is_checked_as_gs1_element_strings() {
+        // DataBar Omnidirectional/Truncated/Stacked/Limited: the (01) GTIN.
+        let scan = parse_scan(b"]e00109521234543213").expect("valid");
+        assert_eq!(
+            scan.symbology.map(|s| s.kind()),
+            Some(SymbologyKind::Gs1DataBar)
+        );
+        assert_eq!(scan.gs1().and_then(|m| m.get("01")), Some("09521234543213"));
+        // DataBar Expanded: weight, date, lot, with FNC1 after variable AIs.
+        let scan = parse_scan(b"]e00109521234543213310300125015261231").expect("valid");
+        assert_eq!(scan.gs1().and_then(|m| m.get("3103")), Some("001250"));
+        let refused = |input: &[u8]| {
+            parse_scan(input)
+                .map(|_| ())
+                .map_err(|e| ScanError::rule(&e))
+        };
+        assert_eq!(refused(b"]e00109521234543214"), Err("csum"));
+        assert_eq!(refused(b"]e0010952123454321"), Err("length"));
+        assert_eq!(refused(b"]e0"), Err("empty"));
+        assert_eq!(refused(b"]e0HELLO"), Err("unknown_ai"));
+        assert_eq!(refused(b"]e039221299"), Err("req"));
+        assert_eq!(refused(b"]e0010952123454321315261301"), Err("date"));
+        assert_eq!(refused(b"]e40109521234543213"), Err("aim_unknown"));
+        // Composite data after a symbol separator: passed on as plain data.
+        let scan = parse_scan(b"]e1ABC").expect("valid");
+        assert_eq!(scan.content, Content::Text(b"ABC"));
+    }
+
+    #[test]
     fn plain_symbols_pass_through() {
         let scan = parse_scan(b"]C0HELLO").expect("valid");
         assert_eq!(scan.content, Content::Text(b"HELLO"));
