@@ -153,6 +153,21 @@ pub struct DeviceConfig {
     /// Toledo continuous only: the indicator sends a checksum byte after CR.
     #[serde(default)]
     pub toledo_checksum: bool,
+    /// Scanners only: refuse scans without an AIM identifier (set when the
+    /// scanner is configured to send them; a scan without one is then debris
+    /// or a misconfigured scanner). Off: such scans are plain data.
+    #[serde(default)]
+    pub require_aim: bool,
+    /// MT-SICS only: ask the scale for its weight (`SI`) every this many
+    /// milliseconds, for scales in request/response mode. Unset: the scale
+    /// streams (`SIR`, or its continuous mode) and is only sent operator
+    /// actions (tare, zero).
+    #[serde(default)]
+    pub poll_ms: Option<u64>,
+    /// wedge only: the scanner's keymap (`us`, `de`), the character it sends
+    /// for GS (`gs_substitute`), and its suffix key (`enter`, `tab`, `none`).
+    #[serde(default)]
+    pub wedge: Option<crate::devices::wedge::WedgeOptions>,
     /// Longest wait between attempts to reopen a missing device.
     #[serde(default = "default_device_reconnect_max")]
     pub reconnect_max_ms: u64,

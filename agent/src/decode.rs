@@ -17,6 +17,8 @@ pub struct DecodeSummary {
     pub readings: u64,
     /// Error lines printed (rejected frames and scale error states).
     pub errors: u64,
+    /// NMEA proprietary and unknown sentences skipped (not errors).
+    pub skipped: u64,
 }
 
 /// Decodes `input` to JSON lines on `output` until `input` ends.
@@ -42,6 +44,7 @@ pub fn decode_stream(
     }
     decoder.finish(&mut items);
     write_items(&mut output, &mut items, &mut summary)?;
+    summary.skipped = decoder.skipped_sentences();
     output.flush()?;
     Ok(summary)
 }
@@ -67,6 +70,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nmea_debris_is_skipped_silently_and_counted() {
+        let long_gsv = format!("$GPGSV,4,1,16{}*00", ",01,40,083,46".repeat(18));
+        let capture = format!(
+            "# a gpsd log comment\r\n\
+             $GNRMC,0927$$GNRMC,092750.00,A,5321.6802,N,00630.3372,W,0.02,31.66,140325,,,A*63\r\n\
+             $PUBX,40,GLL,0,0,0,0*5C\r\n\
+             {long_gsv}\r\n\
+             $GNGGA,092750.00,5321.6802,N,00630.3372,W,1,08,1.03,61.7,M,55.2,M,,*68\r\n"
+        );
+        let mut out = Vec::new();
+        let summary = decode_stream(
+            capture.as_bytes(),
+            &mut out,
+            Protocol::Nmea,
+            DecoderOptions::default(),
+        )
+        .expect("in memory");
+        let text = String::from_utf8(out).expect("utf-8");
+        // The 250-byte GSV fits the line buffer (128 did not); its made-up checksum is the
+        // one error, the PUBX is skipped, the comment and the doubled '$' are
+        // silent.
+        assert_eq!(summary.readings, 1, "{text}");
+        assert_eq!(summary.errors, 1, "{text}");
+        assert_eq!(summary.skipped, 1);
+        assert!(text.contains(r#""mode":3"#), "{text}");
+    }
+
+    #[test]
     fn prints_one_line_per_item() {
         let mut out = Vec::new();
         let summary = decode_stream(
@@ -80,7 +111,8 @@ mod tests {
             summary,
             DecodeSummary {
                 readings: 1,
-                errors: 1
+                errors: 1,
+                skipped: 0
             }
         );
         let text = String::from_utf8(out).expect("utf-8");

@@ -153,6 +153,7 @@ pub async fn run(
         outbox.clone(),
         config.clock,
         stations.clone(),
+        sources.scale_commander(),
         reading_rx,
     ));
     let state = api::ApiState {

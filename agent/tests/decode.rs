@@ -62,15 +62,15 @@ fn scanner_gs1_plain_and_digital_link() {
     );
     assert_eq!(
         lines[0]["ai"],
-        json!({
-            "00": "106141412345678908",
-            "02": "09521234543213",
-            "37": "24",
-            "3103": "001250",
-            "400": "PO-4711",
-            "17": "261231",
-            "10": "LOT42"
-        })
+        json!([
+            ["00", "106141412345678908"],
+            ["02", "09521234543213"],
+            ["37", "24"],
+            ["3103", "001250"],
+            ["400", "PO-4711"],
+            ["17", "261231"],
+            ["10", "LOT42"]
+        ])
     );
     assert_eq!(lines[1]["kind"], "error");
     assert_eq!(lines[1]["offset"], offset_of(&capture, bad));
@@ -78,16 +78,21 @@ fn scanner_gs1_plain_and_digital_link() {
     assert!(reason.contains("check digit"), "{reason}");
     assert_eq!(
         lines[2],
-        json!({"kind": "scan", "symbology": "]E0", "data": "5901234123457"})
+        json!({"kind": "scan", "symbology": "]E0", "data": "5901234123457", "gtin": "5901234123457"})
     );
     assert_eq!(lines[3]["symbology"], "]Q1");
     assert_eq!(
         lines[3]["ai"],
-        json!({"01": "09521234543213", "10": "ABC123", "17": "261231"})
+        json!([["01", "09521234543213"], ["10", "ABC123"], ["17", "261231"]])
     );
     assert_eq!(
         lines[4]["ai"],
-        json!({"01": "09521234543213", "17": "261231", "10": "ABC123", "21": "SN0001"})
+        json!([
+            ["01", "09521234543213"],
+            ["17", "261231"],
+            ["10", "ABC123"],
+            ["21", "SN0001"]
+        ])
     );
 }
 
@@ -287,4 +292,125 @@ fn clean_capture_exits_zero_and_usage_names_the_devices() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mtsics") && err.contains("toledo"), "{err}");
+}
+
+#[test]
+fn scanner_refusals_name_their_rule() {
+    let capture = [
+        &b"]C1400ABC\x1d400AB\r\n"[..],
+        b"]C10109521234543213\x1d3724\r\n",
+        b"]E05901234123458\r\n",
+        b"]XX123\r\n",
+        b"]C1400ABC\x1d400ABC\r\n",
+        b"]E004252614\r\n",
+    ]
+    .concat();
+    let (lines, code) = decode("scan", &[], &capture);
+    assert_eq!(code, 1);
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    for (line, rule) in lines
+        .iter()
+        .zip(["repeat", "ex", "retail_csum", "aim_unknown"])
+    {
+        assert_eq!(line["kind"], "error", "{line}");
+        let reason = line["reason"].as_str().expect("reason");
+        assert!(reason.contains(&format!("(rule {rule})")), "{reason}");
+    }
+    // The same AI twice with the same value is one fact: a list keeps both.
+    assert_eq!(lines[4]["ai"], json!([["400", "ABC"], ["400", "ABC"]]));
+    // UPC-E sent unexpanded: its GTIN is the UPC-A expansion.
+    assert_eq!(lines[5]["gtin"], "042100005264");
+}
+
+/// A keyboard-wedge recording: `input_event` records as the kernel delivers
+/// them (MSC_SCAN, key, SYN), GS as Ctrl+], Enter as suffix, one autorepeat.
+fn wedge_recording() -> Vec<u8> {
+    use dockline_agent::devices::wedge::{GsKeys, WedgeOptions, input_event, type_scan};
+    let mut bytes = Vec::new();
+    let first = type_scan(
+        WedgeOptions::default(),
+        GsKeys::CtrlBracket,
+        b"]C10109521234543213\x1d10LOT42\x1d21SN7",
+        1_700_000_000_000_000,
+    )
+    .expect("typeable on US");
+    bytes.extend(first.iter().flatten());
+    // A held key autorepeats (value 2): "HH" then Enter.
+    for (kind, code, value) in [
+        (1, 35, 1),
+        (0, 0, 0),
+        (1, 35, 2),
+        (0, 0, 0),
+        (1, 35, 0),
+        (0, 0, 0),
+    ] {
+        bytes.extend(input_event(1_700_000_001, 0, kind, code, value));
+    }
+    for (kind, code, value) in [(1, 28, 1), (0, 0, 0), (1, 28, 0), (0, 0, 0)] {
+        bytes.extend(input_event(1_700_000_001, 10, kind, code, value));
+    }
+    bytes
+}
+
+#[test]
+fn wedge_recordings_decode_like_serial_scans() {
+    let capture = wedge_recording();
+    let (lines, code) = decode("wedge", &[], &capture);
+    println!("{} input_event bytes decode to:", capture.len());
+    for line in &lines {
+        println!("{line}");
+    }
+    assert_eq!(code, 0, "{lines:#?}");
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(lines[0]["symbology"], "]C1");
+    assert_eq!(
+        lines[0]["ai"],
+        json!([["01", "09521234543213"], ["10", "LOT42"], ["21", "SN7"]])
+    );
+    assert_eq!(lines[1]["data"], "hh");
+}
+
+#[test]
+fn wedge_on_a_german_scanner_with_a_substitute_for_gs() {
+    use dockline_agent::devices::wedge::{GsKeys, Keymap, WedgeOptions, type_scan};
+    use dockline_agent::devices::{Decoded, DecoderOptions, Protocol, StreamDecoder};
+    let options = WedgeOptions {
+        keymap: Keymap::De,
+        gs_substitute: Some('#'),
+        ..WedgeOptions::default()
+    };
+    let records = type_scan(
+        options,
+        GsKeys::Substitute,
+        b"]d20109521234543213\x1d10ZY-1",
+        0,
+    )
+    .expect("typeable on DE");
+    let bytes: Vec<u8> = records.iter().flatten().copied().collect();
+    let mut decoder =
+        StreamDecoder::new(Protocol::Wedge, DecoderOptions::default()).with_wedge_options(options);
+    let mut items = Vec::new();
+    decoder.push(&bytes, &mut items);
+    decoder.finish(&mut items);
+    let Decoded::Scan { ai, .. } = &items[0].decoded else {
+        panic!("{items:?}");
+    };
+    assert_eq!(
+        ai.as_deref(),
+        Some(
+            &[
+                ("01".into(), "09521234543213".into()),
+                ("10".into(), "ZY-1".into())
+            ][..]
+        )
+    );
+    // The same keys read with a US keymap: Z and Y swap, and the scan breaks.
+    let mut us = StreamDecoder::new(Protocol::Wedge, DecoderOptions::default());
+    let mut items = Vec::new();
+    us.push(&bytes, &mut items);
+    us.finish(&mut items);
+    assert!(
+        items[0].is_error()
+            || !matches!(&items[0].decoded, Decoded::Scan { ai: Some(a), .. } if a.len() == 2)
+    );
 }

@@ -30,7 +30,23 @@ struct Entry {
     dl_attribute: bool,
     dl_primary_key: bool,
     specs: Vec<Spec>,
+    /// `req=` attributes, each a list of alternatives of `+`-joined patterns.
+    requires: Vec<Vec<Vec<String>>>,
+    /// `ex=` patterns, every `ex=` attribute merged.
+    excludes: Vec<String>,
+    /// `dlpkey=` qualifier sequences (alternatives split on `|`).
+    dl_qualifiers: Vec<Vec<String>>,
     title: String,
+}
+
+/// One AI pattern of `req=`/`ex=`: 2 to 4 characters, digits or `n` (any digit).
+fn pattern(text: &str, line_no: usize) -> Result<String, String> {
+    let ok = (2..=4).contains(&text.len()) && text.chars().all(|c| c.is_ascii_digit() || c == 'n');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!("line {line_no}: {text:?} is not an AI pattern"))
+    }
 }
 
 fn parse_component(token: &str, line_no: usize) -> Result<Spec, String> {
@@ -104,9 +120,35 @@ fn parse_line(line: &str, line_no: usize) -> Result<Option<Entry>, String> {
     }
     let mut specs = Vec::new();
     let mut dl_primary_key = false;
+    let mut requires = Vec::new();
+    let mut excludes = Vec::new();
+    let mut dl_qualifiers = Vec::new();
     for token in tokens {
-        if token.contains('=') || token == "dlpkey" {
-            dl_primary_key |= token == "dlpkey" || token.starts_with("dlpkey=");
+        if let Some(list) = token.strip_prefix("req=") {
+            let mut alternatives = Vec::new();
+            for alternative in list.split(',') {
+                let group = alternative
+                    .split('+')
+                    .map(|p| pattern(p, line_no))
+                    .collect::<Result<Vec<_>, _>>()?;
+                alternatives.push(group);
+            }
+            requires.push(alternatives);
+        } else if let Some(list) = token.strip_prefix("ex=") {
+            for p in list.split(',') {
+                excludes.push(pattern(p, line_no)?);
+            }
+        } else if let Some(list) = token.strip_prefix("dlpkey=") {
+            dl_primary_key = true;
+            for alternative in list.split('|') {
+                let sequence = alternative
+                    .split(',')
+                    .map(|p| pattern(p, line_no))
+                    .collect::<Result<Vec<_>, _>>()?;
+                dl_qualifiers.push(sequence);
+            }
+        } else if token.contains('=') || token == "dlpkey" {
+            dl_primary_key |= token == "dlpkey";
         } else {
             specs.push(parse_component(token, line_no)?);
         }
@@ -122,6 +164,9 @@ fn parse_line(line: &str, line_no: usize) -> Result<Option<Entry>, String> {
         dl_attribute,
         dl_primary_key,
         specs,
+        requires,
+        excludes,
+        dl_qualifiers,
         title: title.to_string(),
     }))
 }
@@ -165,16 +210,42 @@ pub fn generate(dictionary: &str) -> Result<String, String> {
                 lints.join(", ")
             );
         }
+        let requires: Vec<String> = entry
+            .requires
+            .iter()
+            .map(|alternatives| {
+                let groups: Vec<String> = alternatives
+                    .iter()
+                    .map(|group| {
+                        let quoted: Vec<String> = group.iter().map(|p| format!("{p:?}")).collect();
+                        format!("&[{}]", quoted.join(", "))
+                    })
+                    .collect();
+                format!("&[{}]", groups.join(", "))
+            })
+            .collect();
+        let excludes: Vec<String> = entry.excludes.iter().map(|p| format!("{p:?}")).collect();
+        let qualifiers: Vec<String> = entry
+            .dl_qualifiers
+            .iter()
+            .map(|sequence| {
+                let quoted: Vec<String> = sequence.iter().map(|p| format!("{p:?}")).collect();
+                format!("&[{}]", quoted.join(", "))
+            })
+            .collect();
         let _ = writeln!(
             out,
-            "    AiDefinition {{ first: {}, last: {}, digits: {}, predefined_length: {}, dl_attribute: {}, dl_primary_key: {}, components: &[{}], title: {:?} }},",
+            "    AiDefinition {{ first: {}, last: {}, digits: {}, predefined_length: {}, dl_attribute: {}, dl_primary_key: {}, dl_qualifiers: &[{}], components: &[{}], requires: &[{}], excludes: &[{}], title: {:?} }},",
             entry.first,
             entry.last,
             entry.digits,
             entry.predefined,
             entry.dl_attribute,
             entry.dl_primary_key,
+            qualifiers.join(", "),
             components.trim_end_matches(", "),
+            requires.join(", "),
+            excludes.join(", "),
             entry.title
         );
     }

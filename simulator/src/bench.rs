@@ -188,9 +188,12 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     if opts.wants("agent_binary_size") {
         figures.push(binary_size(&opts.exe)?);
     }
+    if opts.wants("decode_") {
+        figures.extend(crate::bench_decode::figures(opts.quick).context("decode throughput")?);
+    }
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size, decode_nmea, decode_gs1, decode_mtsics",
             opts.only
         ));
     }

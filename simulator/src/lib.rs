@@ -29,6 +29,7 @@
 pub mod bench;
 pub mod bench_acks;
 pub mod bench_burst;
+mod bench_decode;
 pub mod broker;
 pub mod chaos;
 pub mod demo;

@@ -10,7 +10,7 @@ use dockline_firmware::nmea::{Date, Time};
 use dockline_firmware::scale::{Decimal, Unit, WeightKind, WeightSample};
 use dockline_protocol::{Fix, FixMode, Reading, Scan};
 use serde::Serialize;
-use serde::ser::SerializeMap;
+use serde::ser::SerializeSeq;
 
 /// One thing found in the byte stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +30,12 @@ pub enum Decoded {
         symbology: Option<String>,
         /// The data after the identifier; FNC1 kept as GS (U+001D).
         data: String,
-        /// GS1 AIs and values in symbol order, for GS1 symbols and Digital Link URIs.
+        /// GS1 AIs and values in symbol order, for GS1 symbols and Digital
+        /// Link URIs (values percent-decoded). A list, not a map: an AI may
+        /// repeat (with the same value).
         ai: Option<Vec<(String, String)>>,
+        /// The GTIN of an EAN/UPC symbol (UPC-E expanded to UPC-A).
+        gtin: Option<String>,
     },
     /// One GNSS receiver cycle with a position.
     Position {
@@ -95,9 +99,11 @@ impl Item {
                 symbology,
                 data,
                 ai,
+                gtin,
             } => Line::Scan {
                 symbology: symbology.as_deref(),
                 data,
+                gtin: gtin.as_deref(),
                 ai: ai.as_deref().map(InOrder),
             },
             Decoded::Position { time, date, fix } => position_line(*time, *date, fix),
@@ -158,6 +164,8 @@ enum Line<'a> {
         symbology: Option<&'a str>,
         data: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
+        gtin: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         ai: Option<InOrder<'a>>,
     },
     Position {
@@ -188,16 +196,17 @@ enum Line<'a> {
     },
 }
 
-/// GS1 AIs as a JSON object in symbol order (not sorted).
+/// GS1 AIs as a JSON list of `[ai, value]` pairs in symbol order: never an
+/// object, whose keys could repeat (which most JSON parsers silently collapse).
 struct InOrder<'a>(&'a [(String, String)]);
 
 impl Serialize for InOrder<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (ai, value) in self.0 {
-            map.serialize_entry(ai, value)?;
+        let mut list = serializer.serialize_seq(Some(self.0.len()))?;
+        for pair in self.0 {
+            list.serialize_element(pair)?;
         }
-        map.end()
+        list.end()
     }
 }
 
@@ -277,6 +286,26 @@ mod tests {
             r#"{"kind":"weight","value":12.34,"unit":"kg","stable":true,"basis":"net"}"#
         );
         assert!(matches!(item.to_reading(), Some(Reading::Weight(_))));
+    }
+
+    #[test]
+    fn ais_print_as_an_ordered_list_of_pairs() {
+        let item = Item {
+            offset: 0,
+            decoded: Decoded::Scan {
+                symbology: Some("]C1".into()),
+                data: "400ABC\u{1d}400ABC".into(),
+                ai: Some(vec![
+                    ("400".into(), "ABC".into()),
+                    ("400".into(), "ABC".into()),
+                ]),
+                gtin: None,
+            },
+        };
+        assert_eq!(
+            item.to_json_line(),
+            r#"{"kind":"scan","symbology":"]C1","data":"400ABC\u001d400ABC","ai":[["400","ABC"],["400","ABC"]]}"#
+        );
     }
 
     #[test]

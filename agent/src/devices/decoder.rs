@@ -9,7 +9,8 @@
 //!
 //! | protocol | framing | parser |
 //! |---|---|---|
-//! | `scan` | CR/LF lines ([`LineAssembler`]) | [`parse_scan`] |
+//! | `wedge` | 24-byte evdev `input_event` records, keys → characters ([`super::wedge`]), ended by the suffix key | as `scan` |
+//! | `scan` | CR/LF lines ([`LineAssembler`]) | [`parse_scan_with`] under [`STREAM_SCAN_OPTIONS`] |
 //! | `nmea` | CR/LF lines | [`parse_sentence`] + [`EpochAssembler`] (one position per cycle) |
 //! | `mtsics`, `sma` | CR/LF lines | [`parse_mtsics_line`], [`parse_sma_line`] |
 //! | `toledo` | STX … CR [checksum] | [`ToledoDecoder`] |
@@ -32,15 +33,19 @@ use dockline_firmware::bridge::{BridgeMessage, Fault, Payload as BridgePayload};
 use dockline_firmware::line::{LineAssembler, LineOverflow};
 use dockline_firmware::link::FrameDecoder;
 use dockline_firmware::loadcell::LoadCellReading;
-use dockline_firmware::nmea::{self, EpochAssembler, Sentence, parse_sentence};
+use dockline_firmware::nmea::{
+    self, EpochAssembler, LineClass, Sentence, classify_line, parse_sentence,
+};
 use dockline_firmware::scale::{
     DeviceError, NciDecoder, ScaleError, ScaleEvent, TOLEDO_FRAME_LEN, ToledoDecoder,
     parse_mtsics_line, parse_sma_line,
 };
-use dockline_firmware::scan::parse_scan;
+use dockline_firmware::scan::{Content, Requisites, ScanOptions, WithoutAim, parse_scan_with};
+use dockline_protocol::FixMode;
 
 use super::Protocol;
 use super::decoded::{Decoded, Item, scan_text};
+use super::wedge::{INPUT_EVENT_LEN, Typed, WedgeDecoder, WedgeOptions, key_event};
 
 /// Longest scan kept: a full Data Matrix holds about 3,100 bytes.
 const SCAN_LINE: usize = 4096;
@@ -61,8 +66,19 @@ pub struct DecoderOptions {
     pub toledo_checksum: bool,
 }
 
+/// How a scanner stream is judged unless [`StreamDecoder::with_scan_options`]
+/// says otherwise: scans without an AIM identifier are plain data, and GS1
+/// `req=` associations are left to whoever combines the symbols of one item
+/// (a logistic label often splits (00) and (02)+(37) over two barcodes, and a
+/// scanner reads one at a time); `ex=`, repeats and every value check apply.
+pub const STREAM_SCAN_OPTIONS: ScanOptions = ScanOptions {
+    without_aim: WithoutAim::AcceptPlain,
+    requisites: Requisites::AcrossSymbols,
+};
+
 enum Framer {
     ScanLines(Box<LineAssembler<SCAN_LINE>>),
+    Wedge(Box<WedgeFramer>),
     NmeaLines(LineAssembler<{ nmea::MAX_LINE }>),
     ScaleLines(LineAssembler<SCALE_LINE>),
     Toledo {
@@ -79,6 +95,30 @@ enum Framer {
     Unframed,
 }
 
+/// Keyboard-wedge input: `input_event` records in, scan lines out.
+struct WedgeFramer {
+    record: [u8; INPUT_EVENT_LEN],
+    filled: usize,
+    /// Offset of the record being filled.
+    record_start: u64,
+    keys: WedgeDecoder,
+    line: Vec<u8>,
+    overflowed: bool,
+}
+
+impl WedgeFramer {
+    fn new(options: WedgeOptions) -> Self {
+        WedgeFramer {
+            record: [0; INPUT_EVENT_LEN],
+            filled: 0,
+            record_start: 0,
+            keys: WedgeDecoder::new(options),
+            line: Vec::new(),
+            overflowed: false,
+        }
+    }
+}
+
 /// Decodes one device's byte stream; see the module docs.
 pub struct StreamDecoder {
     protocol: Protocol,
@@ -86,14 +126,22 @@ pub struct StreamDecoder {
     next_offset: u64,
     /// Offset of the first byte of the frame in progress.
     frame_start: Option<u64>,
-    nmea: NmeaCycle,
+    nmea: LineState,
+    scan: ScanOptions,
 }
 
-/// The NMEA cycle in progress and where its first sentence started.
+/// Per-line state: the NMEA cycle in progress and where its first sentence
+/// started, skipped sentences, MT-SICS answers for a poller.
 #[derive(Default)]
-struct NmeaCycle {
+struct LineState {
     assembler: EpochAssembler,
     start: Option<u64>,
+    /// Proprietary and unknown sentences skipped so far.
+    skipped: u64,
+    /// MT-SICS: every response line since the last
+    /// [`StreamDecoder::take_scale_answers`] (`None`: not MT-SICS), for a
+    /// poller that must know when its command was answered.
+    scale_answers: Vec<Option<ScaleEvent>>,
 }
 
 impl StreamDecoder {
@@ -104,13 +152,51 @@ impl StreamDecoder {
             framer: new_framer(protocol, options),
             next_offset: 0,
             frame_start: None,
-            nmea: NmeaCycle::default(),
+            nmea: LineState::default(),
+            scan: STREAM_SCAN_OPTIONS,
         }
+    }
+
+    /// The same decoder, for a keyboard-wedge scanner set up as `options`
+    /// (keymap, GS substitute, suffix); other protocols ignore it.
+    pub fn with_wedge_options(mut self, options: WedgeOptions) -> Self {
+        if let Framer::Wedge(w) = &mut self.framer {
+            **w = WedgeFramer::new(options);
+        }
+        self
+    }
+
+    /// Keyboard wedge: keys the keymap did not know (a wrong keymap shows here).
+    pub fn unknown_keys(&self) -> u64 {
+        match &self.framer {
+            Framer::Wedge(w) => w.keys.unknown_keys(),
+            _ => 0,
+        }
+    }
+
+    /// The same decoder, judging scans under `options` (a scanner's
+    /// `require_aim`, or per-symbol `req=` checks).
+    pub fn with_scan_options(mut self, options: ScanOptions) -> Self {
+        self.scan = options;
+        self
     }
 
     /// The protocol this decoder reads.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// MT-SICS: the response lines decoded since the last call, in order
+    /// (`None` for a line that was not MT-SICS), including acknowledgements
+    /// that make no item.
+    pub fn take_scale_answers(&mut self) -> Vec<Option<ScaleEvent>> {
+        std::mem::take(&mut self.nmea.scale_answers)
+    }
+
+    /// NMEA: proprietary and unknown sentences skipped so far (counted, not
+    /// reported as errors).
+    pub fn skipped_sentences(&self) -> u64 {
+        self.nmea.skipped
     }
 
     /// Feed bytes; completed items are appended to `out`.
@@ -127,7 +213,7 @@ impl StreamDecoder {
     /// cycle in progress is complete (receivers send each cycle as a burst).
     pub fn idle(&mut self, out: &mut Vec<Item>) {
         match self.protocol {
-            Protocol::Scan => self.end_partial_line(out),
+            Protocol::Scan | Protocol::Wedge => self.end_partial_line(out),
             Protocol::Nmea => self.flush_cycle(out),
             _ => {}
         }
@@ -172,6 +258,15 @@ impl StreamDecoder {
     }
 
     fn end_partial_line(&mut self, out: &mut Vec<Item>) {
+        if let Framer::Wedge(w) = &mut self.framer {
+            if let Some(start) = self.frame_start.take()
+                && !w.line.is_empty()
+            {
+                let line = std::mem::take(&mut w.line);
+                out.push(scan_item(start, &line, self.scan));
+            }
+            return;
+        }
         let line_framed = matches!(
             self.framer,
             Framer::ScanLines(_) | Framer::NmeaLines(_) | Framer::ScaleLines(_)
@@ -195,22 +290,62 @@ impl StreamDecoder {
             framer,
             frame_start,
             nmea,
+            scan,
             ..
         } = self;
         match framer {
             Framer::ScanLines(asm) => {
                 if let Some((start, line)) = line_step(asm, byte, offset, frame_start) {
-                    on_line(*protocol, start, line, nmea, out);
+                    on_line(*protocol, start, line, nmea, *scan, out);
+                }
+            }
+            Framer::Wedge(w) => {
+                if w.filled == 0 {
+                    w.record_start = offset;
+                }
+                if let Some(slot) = w.record.get_mut(w.filled) {
+                    *slot = byte;
+                }
+                w.filled += 1;
+                if w.filled < INPUT_EVENT_LEN {
+                    return;
+                }
+                w.filled = 0;
+                let Some(event) = key_event(&w.record) else {
+                    return;
+                };
+                match w.keys.push(event) {
+                    Some(Typed::Byte(b)) => {
+                        frame_start.get_or_insert(w.record_start);
+                        if w.line.len() < SCAN_LINE {
+                            w.line.push(b);
+                        } else {
+                            w.overflowed = true;
+                        }
+                    }
+                    Some(Typed::End) => {
+                        let start = frame_start.take().unwrap_or(w.record_start);
+                        let line = std::mem::take(&mut w.line);
+                        if std::mem::take(&mut w.overflowed) {
+                            out.push(error_item(
+                                start,
+                                format!("wedge scan longer than {SCAN_LINE} characters dropped; is the suffix key configured?"),
+                            ));
+                        } else if !line.is_empty() {
+                            out.push(scan_item(start, &line, *scan));
+                        }
+                    }
+                    None => {}
                 }
             }
             Framer::NmeaLines(asm) => {
                 if let Some((start, line)) = line_step(asm, byte, offset, frame_start) {
-                    on_line(*protocol, start, line, nmea, out);
+                    on_line(*protocol, start, line, nmea, *scan, out);
                 }
             }
             Framer::ScaleLines(asm) => {
                 if let Some((start, line)) = line_step(asm, byte, offset, frame_start) {
-                    on_line(*protocol, start, line, nmea, out);
+                    on_line(*protocol, start, line, nmea, *scan, out);
                 }
             }
             Framer::Toledo {
@@ -266,6 +401,7 @@ impl StreamDecoder {
 fn new_framer(protocol: Protocol, options: DecoderOptions) -> Framer {
     match protocol {
         Protocol::Scan => Framer::ScanLines(Box::new(LineAssembler::new())),
+        Protocol::Wedge => Framer::Wedge(Box::new(WedgeFramer::new(WedgeOptions::default()))),
         Protocol::Nmea => Framer::NmeaLines(LineAssembler::new()),
         Protocol::Mtsics | Protocol::Sma => Framer::ScaleLines(LineAssembler::new()),
         Protocol::Toledo => Framer::Toledo {
@@ -301,7 +437,8 @@ fn on_line(
     protocol: Protocol,
     start: u64,
     line: Result<&[u8], LineOverflow>,
-    nmea: &mut NmeaCycle,
+    nmea: &mut LineState,
+    scan: ScanOptions,
     out: &mut Vec<Item>,
 ) {
     let line = match line {
@@ -312,30 +449,50 @@ fn on_line(
         }
     };
     match protocol {
-        Protocol::Scan => out.push(scan_item(start, line)),
-        Protocol::Nmea => match parse_sentence(line) {
-            Ok(Sentence::Proprietary | Sentence::Unsupported { .. }) => {}
-            Ok(sentence) => {
-                if let Some(epoch) = nmea.assembler.push(&sentence) {
-                    push_epoch(epoch, nmea.start.unwrap_or(start), out);
-                    nmea.start = None;
-                }
-                nmea.start.get_or_insert(start);
-            }
-            Err(e) => out.push(error_item(
-                start,
-                format!("NMEA line \"{}\" rejected: {e}", excerpt(line)),
-            )),
+        Protocol::Scan => out.push(scan_item(start, line, scan)),
+        Protocol::Nmea => match classify_line(line) {
+            LineClass::Skip => {}
+            LineClass::Sentence(line) => nmea_sentence(start, line, nmea, out),
         },
-        Protocol::Mtsics => out.extend(scale_item(start, parse_mtsics_line(line), Some(line))),
+        Protocol::Mtsics => {
+            let result = parse_mtsics_line(line);
+            nmea.scale_answers.push(match &result {
+                Ok(event) => Some(*event),
+                Err(_) => None,
+            });
+            out.extend(scale_item(start, result, Some(line)));
+        }
         Protocol::Sma => out.extend(scale_item(start, parse_sma_line(line), Some(line))),
         // Frame protocols never produce lines.
-        Protocol::Toledo | Protocol::Nci | Protocol::Link | Protocol::Nau7802 => {}
+        Protocol::Wedge | Protocol::Toledo | Protocol::Nci | Protocol::Link | Protocol::Nau7802 => {
+        }
     }
 }
 
-fn scan_item(start: u64, line: &[u8]) -> Item {
-    match parse_scan(line) {
+/// One NMEA sentence into the cycle in progress. Proprietary and unknown
+/// sentences are counted and skipped: receivers send many that carry no
+/// position (GSV, TXT, PUBX, vendor extensions), and none is an error.
+fn nmea_sentence(start: u64, line: &[u8], nmea: &mut LineState, out: &mut Vec<Item>) {
+    match parse_sentence(line) {
+        Ok(Sentence::Proprietary | Sentence::Unsupported { .. }) => {
+            nmea.skipped += 1;
+        }
+        Ok(sentence) => {
+            if let Some(epoch) = nmea.assembler.push(&sentence) {
+                push_epoch(epoch, nmea.start.unwrap_or(start), out);
+                nmea.start = None;
+            }
+            nmea.start.get_or_insert(start);
+        }
+        Err(e) => out.push(error_item(
+            start,
+            format!("NMEA line \"{}\" rejected: {e}", excerpt(line)),
+        )),
+    }
+}
+
+fn scan_item(start: u64, line: &[u8], options: ScanOptions) -> Item {
+    match parse_scan_with(line, options) {
         Ok(scan) => Item {
             offset: start,
             decoded: Decoded::Scan {
@@ -344,18 +501,38 @@ fn scan_item(start: u64, line: &[u8]) -> Item {
                 ai: scan.gs1().map(|m| {
                     m.elements()
                         .iter()
-                        .map(|e| (e.ai.as_str().to_owned(), e.value.to_owned()))
+                        .map(|e| {
+                            let value: Vec<u8> = e.value_bytes().collect();
+                            (e.ai.as_str().to_owned(), scan_text(&value))
+                        })
                         .collect()
                 }),
+                gtin: match &scan.content {
+                    Content::Retail(code) if !code.gtin.is_empty() => Some(code.gtin.to_string()),
+                    _ => None,
+                },
             },
         },
-        Err(e) => error_item(start, format!("scan \"{}\" rejected: {e}", excerpt(line))),
+        Err(e) => error_item(
+            start,
+            format!(
+                "scan \"{}\" rejected (rule {}): {e}",
+                excerpt(line),
+                e.rule()
+            ),
+        ),
     }
 }
 
 fn push_epoch(epoch: nmea::Epoch, start: u64, out: &mut Vec<Item>) {
-    // A cycle without a position (no fix yet, or only GSA/VTG seen) is not a reading.
-    if let Some(fix) = epoch.to_fix() {
+    // A reading needs a time and a position, and a fix: a cycle with no
+    // position (only GSA/VTG), no time, or a position the receiver itself
+    // calls invalid (status V, quality 0) is not a measurement (gpsd reports
+    // none either).
+    if epoch.time.is_none() {
+        return;
+    }
+    if let Some(fix) = epoch.to_fix().filter(|f| f.mode != FixMode::NoFix) {
         out.push(Item {
             offset: start,
             decoded: Decoded::Position {

@@ -25,10 +25,12 @@
 pub mod backoff;
 pub mod decoded;
 pub mod decoder;
+mod evdev;
 pub mod loadcell;
 pub mod presence;
 pub mod serial;
 pub mod source;
+pub mod wedge;
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,10 +38,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use decoded::{Decoded, Item};
-pub use decoder::{DecoderOptions, StreamDecoder};
+pub use decoder::{DecoderOptions, STREAM_SCAN_OPTIONS, StreamDecoder};
 pub use loadcell::{BusOpener, LinuxI2c, LoadCellConfig};
 pub use presence::{DevicePresence, Presence};
-pub use source::{DeviceReading, Sources, SpawnError};
+pub use source::{DeviceReading, ScaleActionError, ScaleCommander, Sources, SpawnError};
 
 /// The byte protocol a device speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -47,6 +49,10 @@ pub use source::{DeviceReading, Sources, SpawnError};
 pub enum Protocol {
     /// Barcode scanner: AIM identifier + data, one scan per CR/LF-terminated line.
     Scan,
+    /// Keyboard-wedge barcode scanner: Linux evdev `input_event` records
+    /// from `/dev/input/event*` (grabbed exclusively), typed on the
+    /// scanner's keymap; see [`wedge`].
+    Wedge,
     /// GNSS receiver: NMEA 0183 sentences.
     Nmea,
     /// Mettler Toledo MT-SICS response lines (`S S     12.34 kg`).
@@ -69,7 +75,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol, for messages that list the choices.
-    pub const ALL: [Protocol; 8] = [
+    pub const ALL: [Protocol; 9] = [
         Protocol::Scan,
         Protocol::Nmea,
         Protocol::Mtsics,
@@ -78,12 +84,14 @@ impl Protocol {
         Protocol::Nci,
         Protocol::Link,
         Protocol::Nau7802,
+        Protocol::Wedge,
     ];
 
     /// The name used in config files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Scan => "scan",
+            Protocol::Wedge => "wedge",
             Protocol::Nmea => "nmea",
             Protocol::Mtsics => "mtsics",
             Protocol::Toledo => "toledo",
@@ -107,7 +115,7 @@ impl Protocol {
     /// The device kind this protocol belongs to.
     pub fn kind(self) -> DeviceKind {
         match self {
-            Protocol::Scan => DeviceKind::Scanner,
+            Protocol::Scan | Protocol::Wedge => DeviceKind::Scanner,
             Protocol::Nmea => DeviceKind::Gps,
             Protocol::Mtsics
             | Protocol::Toledo
@@ -146,7 +154,7 @@ impl FromStr for Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
-    /// A barcode scanner (`scan`).
+    /// A barcode scanner (`scan`, `wedge`).
     Scanner,
     /// A weighing scale (`mtsics`, `toledo`, `sma`, `nci`, `nau7802`).
     Scale,

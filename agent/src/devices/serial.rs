@@ -8,12 +8,19 @@
 //! fresh decoder is used per connection: bytes of a frame cut by an unplug
 //! must not glue onto the first frame after it.
 
-use std::io::{self, Read};
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
+use super::Protocol;
 use super::source::{Device, Ended, Outlet};
-use super::{DecoderOptions, StreamDecoder};
+use super::{DecoderOptions, STREAM_SCAN_OPTIONS, StreamDecoder};
 use crate::config::DeviceConfig;
+use dockline_firmware::scale::MtSicsPoller;
+use dockline_firmware::scan::{ScanOptions, WithoutAim};
+
+/// How long an MT-SICS scale may take to answer a command before the poller
+/// sends the next one (a stable-weight `S` can take a second on a busy scale).
+const MTSICS_REPLY_TIMEOUT_MS: u64 = 2_000;
 
 /// How long a read waits for bytes. Also the quiet time after which a scan
 /// without suffix is complete and an NMEA cycle is flushed, and the longest a
@@ -81,12 +88,37 @@ impl SerialDevice {
         let options = DecoderOptions {
             toledo_checksum: self.config.toledo_checksum,
         };
-        let mut decoder = StreamDecoder::new(self.config.protocol, options);
+        let scan = ScanOptions {
+            without_aim: if self.config.require_aim {
+                WithoutAim::Refuse
+            } else {
+                WithoutAim::AcceptPlain
+            },
+            ..STREAM_SCAN_OPTIONS
+        };
+        let mut decoder = StreamDecoder::new(self.config.protocol, options).with_scan_options(scan);
         let mut buf = [0u8; 1024];
         let mut items = Vec::new();
+        // MT-SICS: polled and sent operator actions; other protocols only read.
+        let mut poller = (self.config.protocol == Protocol::Mtsics)
+            .then(|| MtSicsPoller::new(self.config.poll_ms.unwrap_or(0), MTSICS_REPLY_TIMEOUT_MS));
+        let started = Instant::now();
         loop {
             if outlet.stopping() {
                 return Ended::Stopped;
+            }
+            if let Some(poller) = poller.as_mut() {
+                for action in outlet.scale_actions() {
+                    if let Err(e) = poller.request(action) {
+                        tracing::warn!(device = %outlet.name(), "scale action {action:?} dropped: {e}");
+                    }
+                }
+                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if let Some(command) = poller.next_command(now)
+                    && let Err(e) = port.write_all(command.bytes()).and_then(|()| port.flush())
+                {
+                    return Ended::Unplugged(format!("writing {command:?} failed: {e}"));
+                }
             }
             match port.read(&mut buf) {
                 Ok(0) => return Ended::Unplugged("end of file".into()),
@@ -105,6 +137,14 @@ impl SerialDevice {
                     decoder.idle(&mut items);
                     outlet.deliver(&mut items);
                     return Ended::Unplugged(format!("read failed: {e}"));
+                }
+            }
+            if let Some(poller) = poller.as_mut() {
+                for answer in decoder.take_scale_answers() {
+                    match answer {
+                        Some(event) => poller.on_response(&event),
+                        None => poller.on_garbage(),
+                    }
                 }
             }
             if !outlet.deliver(&mut items) {

@@ -33,11 +33,13 @@ use dockline_protocol::Reading;
 use tokio::sync::mpsc as async_mpsc;
 
 use super::backoff::Backoff;
+use super::evdev::EvdevDevice;
 use super::loadcell::{BusOpener, LinuxI2c, LoadCellDevice};
 use super::presence::Presence;
 use super::serial::SerialDevice;
 use super::{Item, Protocol};
 use crate::config::DeviceConfig;
+use dockline_firmware::scale::MtSicsCommand;
 
 /// First delay before connecting to a lost device again.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -96,9 +98,15 @@ pub(crate) struct Outlet {
     presence: Arc<Presence>,
     readings: async_mpsc::Sender<DeviceReading>,
     stop: mpsc::Receiver<()>,
+    actions: mpsc::Receiver<MtSicsCommand>,
 }
 
 impl Outlet {
+    /// Scale commands asked for since the last call ([`Sources::scale_action`]).
+    pub(crate) fn scale_actions(&self) -> Vec<MtSicsCommand> {
+        self.actions.try_iter().collect()
+    }
+
     /// The configured device name.
     pub(crate) fn name(&self) -> &str {
         &self.name
@@ -158,7 +166,20 @@ pub struct Sources {
     presence: Arc<Presence>,
     readings: async_mpsc::Sender<DeviceReading>,
     stops: Vec<mpsc::Sender<()>>,
+    /// Per device name, where its scale commands go.
+    actions: Vec<(String, mpsc::Sender<MtSicsCommand>)>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Why a scale command was not passed on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScaleActionError {
+    /// No device of that name runs here.
+    #[error("no device {0:?} on this agent; check the station's device names")]
+    UnknownDevice(String),
+    /// The device does not take commands (only MT-SICS scales do).
+    #[error("device {0:?} does not take scale commands; only MT-SICS scales (protocol mtsics) do")]
+    NotCommandable(String),
 }
 
 impl Sources {
@@ -169,6 +190,7 @@ impl Sources {
             presence,
             readings,
             stops: Vec::new(),
+            actions: Vec::new(),
             threads: Vec::new(),
         }
     }
@@ -184,6 +206,7 @@ impl Sources {
         for (index, config) in devices.iter().enumerate() {
             match config.protocol {
                 Protocol::Nau7802 => sources.add_load_cell(index, config, LinuxI2c)?,
+                Protocol::Wedge => sources.add(index, config, EvdevDevice::new(config.clone()))?,
                 _ => sources.add(index, config, SerialDevice::new(config.clone()))?,
             }
         }
@@ -211,13 +234,18 @@ impl Sources {
         device: D,
     ) -> Result<(), SpawnError> {
         let (stop_tx, stop_rx) = mpsc::channel();
+        let (action_tx, action_rx) = mpsc::channel();
         let outlet = Outlet {
             name: config.name.clone(),
             index,
             presence: self.presence.clone(),
             readings: self.readings.clone(),
             stop: stop_rx,
+            actions: action_rx,
         };
+        if config.protocol == Protocol::Mtsics {
+            self.actions.push((config.name.clone(), action_tx));
+        }
         let cap = Duration::from_millis(config.reconnect_max_ms);
         let thread = std::thread::Builder::new()
             .name(format!("device-{}", config.name))
@@ -229,6 +257,39 @@ impl Sources {
         self.stops.push(stop_tx);
         self.threads.push(thread);
         Ok(())
+    }
+
+    /// A handle that sends scale actions from elsewhere (the station feed)
+    /// while the device threads run; it outlives nothing: once the threads
+    /// stop, its sends go nowhere.
+    pub fn scale_commander(&self) -> ScaleCommander {
+        ScaleCommander {
+            actions: self.actions.clone(),
+        }
+    }
+
+    /// Asks the MT-SICS scale `device` to tare, zero, clear its tare or
+    /// reset (a station's action); the device thread sends it before its next
+    /// weight poll.
+    pub fn scale_action(
+        &self,
+        device: &str,
+        command: MtSicsCommand,
+    ) -> Result<(), ScaleActionError> {
+        let Some((_, sender)) = self.actions.iter().find(|(name, _)| name == device) else {
+            return Err(if self.presence_has(device) {
+                ScaleActionError::NotCommandable(device.to_owned())
+            } else {
+                ScaleActionError::UnknownDevice(device.to_owned())
+            });
+        };
+        // A send fails only when the thread has ended (the agent is stopping).
+        let _ = sender.send(command);
+        Ok(())
+    }
+
+    fn presence_has(&self, device: &str) -> bool {
+        self.presence.snapshot().iter().any(|p| p.name == device)
     }
 
     /// Stops every thread and waits for it (at most about one read timeout).
@@ -300,4 +361,24 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Sends tare/zero actions to MT-SICS scales from outside [`Sources`] (the
+/// station feed): a clone of the device threads' command channels.
+#[derive(Debug, Clone, Default)]
+pub struct ScaleCommander {
+    actions: Vec<(String, mpsc::Sender<MtSicsCommand>)>,
+}
+
+impl ScaleCommander {
+    /// Asks the MT-SICS scale `device` to run `command` before its next
+    /// weight poll; refused when no MT-SICS scale of that name runs.
+    pub fn send(&self, device: &str, command: MtSicsCommand) -> Result<(), ScaleActionError> {
+        let Some((_, sender)) = self.actions.iter().find(|(name, _)| name == device) else {
+            return Err(ScaleActionError::UnknownDevice(device.to_owned()));
+        };
+        // A send fails only when the thread has ended (the agent is stopping).
+        let _ = sender.send(command);
+        Ok(())
+    }
 }

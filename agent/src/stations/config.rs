@@ -88,6 +88,14 @@ pub struct StationConfig {
     /// Vehicle: consecutive fixes on the new side before arrived/departed.
     #[serde(default = "default_confirm_fixes")]
     pub confirm_fixes: u32,
+    /// Pick or pack station with an MT-SICS scale: a plain barcode (e.g.
+    /// printed on the bench) whose scan tares the station's scale (`T`),
+    /// instead of being read as a document.
+    #[serde(default)]
+    pub tare_barcode: Option<String>,
+    /// Like `tare_barcode`, for zeroing the empty scale (`Z`).
+    #[serde(default)]
+    pub zero_barcode: Option<String>,
 }
 
 /// Whether a fence is the depot or a stop.
@@ -194,6 +202,33 @@ pub fn check(stations: &[StationConfig], devices: &[DeviceConfig]) -> Result<(),
         {
             return Err(format!(
                 "pack station {name:?} needs a scale (or a bridge with a load cell) among its devices"
+            ));
+        }
+        let actions = [
+            ("tare_barcode", &s.tare_barcode),
+            ("zero_barcode", &s.zero_barcode),
+        ];
+        for (field, code) in actions {
+            let Some(code) = code else { continue };
+            if code.trim().is_empty() || code.trim() != code {
+                return Err(format!(
+                    "station {name:?}: {field} {code:?} is empty or has surrounding spaces; give the barcode's text exactly"
+                ));
+            }
+            let commandable = s.devices.iter().any(|d| {
+                devices
+                    .iter()
+                    .any(|x| &x.name == d && x.protocol == crate::devices::Protocol::Mtsics)
+            });
+            if !commandable {
+                return Err(format!(
+                    "station {name:?} has a {field} but no MT-SICS scale (protocol \"mtsics\") among its devices; only those take tare and zero commands"
+                ));
+            }
+        }
+        if s.tare_barcode.is_some() && s.tare_barcode == s.zero_barcode {
+            return Err(format!(
+                "station {name:?}: tare_barcode and zero_barcode are the same; give them different texts"
             ));
         }
         let tolerance_ok = |v: f64| v.is_finite() && v >= 0.0;

@@ -93,6 +93,7 @@ mod tests {
             .flat_map(|o| door.observe(o))
             .map(|o| match o {
                 Output::Notice(_) => "notice".into(),
+                Output::ScaleCommand { .. } => "scale".into(),
                 Output::Event(e) => match e.detail {
                     EventDetail::Loaded { vehicle } => {
                         format!("loaded {} {vehicle}", e.refs.sscc.unwrap_or_default())

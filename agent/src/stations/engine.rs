@@ -16,7 +16,8 @@ use super::task::TaskBook;
 use super::vehicle::VehicleStation;
 use super::{Observation, Output};
 use crate::config::DeviceConfig;
-use crate::devices::DeviceKind;
+use crate::devices::{DeviceKind, Protocol};
+use dockline_firmware::scale::MtSicsCommand;
 
 #[derive(Debug, Clone)]
 enum Rules {
@@ -33,6 +34,10 @@ struct Station {
     rules: Rules,
     events: u64,
     last_notice: Option<String>,
+    /// Configured barcode texts that command the station's MT-SICS scales.
+    scale_barcodes: Vec<(String, MtSicsCommand)>,
+    /// The station's MT-SICS scales (the ones that take commands).
+    commandable_scales: Vec<String>,
 }
 
 /// Every configured station and which device feeds which. Pure: no I/O.
@@ -85,12 +90,31 @@ impl StationEngine {
             for d in &s.devices {
                 engine.by_device.insert(d.clone(), index);
             }
+            let commandable_scales = s
+                .devices
+                .iter()
+                .filter(|name| {
+                    devices
+                        .iter()
+                        .any(|d| &d.name == *name && d.protocol == Protocol::Mtsics)
+                })
+                .cloned()
+                .collect();
+            let scale_barcodes = [
+                (&s.tare_barcode, MtSicsCommand::Tare),
+                (&s.zero_barcode, MtSicsCommand::Zero),
+            ]
+            .into_iter()
+            .filter_map(|(code, command)| code.clone().map(|c| (c, command)))
+            .collect();
             engine.stations.push(Station {
                 name: s.name.clone(),
                 kind: s.kind,
                 rules,
                 events: 0,
                 last_notice: None,
+                scale_barcodes,
+                commandable_scales,
             });
         }
         engine
@@ -112,6 +136,30 @@ impl StationEngine {
         let index = *self.by_device.get(device)?;
         let station = self.stations.get_mut(index)?;
         let obs = Observation::of(reading);
+        if let Observation::Document(text) = &obs
+            && let Some((_, command)) = station.scale_barcodes.iter().find(|(c, _)| c == text)
+        {
+            let mut out: Vec<Output> = station
+                .commandable_scales
+                .iter()
+                .map(|device| Output::ScaleCommand {
+                    device: device.clone(),
+                    command: *command,
+                })
+                .collect();
+            let what = match command {
+                MtSicsCommand::Zero => "zero",
+                _ => "tare",
+            };
+            out.push(Output::Notice(format!(
+                "{what} sent to {}; wait for the scale to settle",
+                station.commandable_scales.join(", ")
+            )));
+            if let Some(Output::Notice(n)) = out.last() {
+                station.last_notice = Some(n.clone());
+            }
+            return Some((station.name.as_str(), out));
+        }
         let out = match &mut station.rules {
             Rules::Pick(p) => p.observe(&obs, tasks),
             Rules::Pack(p) => p.observe(&obs),
@@ -122,6 +170,7 @@ impl StationEngine {
             match o {
                 Output::Event(_) => station.events += 1,
                 Output::Notice(n) => station.last_notice = Some(n.clone()),
+                Output::ScaleCommand { .. } => {}
             }
         }
         Some((station.name.as_str(), out))
@@ -225,6 +274,84 @@ mod tests {
             symbology: Some("]C1".into()),
             data: data.into(),
         })
+    }
+
+    #[test]
+    fn tare_and_zero_barcodes_command_the_mtsics_scale_not_the_order() {
+        let devices = [
+            device("sc", "scanner", "scan"),
+            device("sk", "scale", "mtsics"),
+        ];
+        let station: StationConfig = serde_json::from_value(serde_json::json!({
+            "name": "pack-1", "kind": "pack", "devices": ["sc", "sk"],
+            "tare_barcode": "TARE-PACK-1", "zero_barcode": "ZERO-PACK-1"
+        }))
+        .expect("station config");
+        crate::stations::config::check(std::slice::from_ref(&station), &devices)
+            .expect("a valid station");
+        let stations = Stations::new(StationEngine::new(&[station], &devices));
+        let plain = |text: &str| {
+            Reading::Scan(Scan {
+                symbology: Some("]C0".into()),
+                data: text.into(),
+            })
+        };
+        let (_, out) = stations
+            .on_reading("sc", &plain("TARE-PACK-1"))
+            .expect("routed");
+        assert_eq!(
+            out[0],
+            Output::ScaleCommand {
+                device: "sk".into(),
+                command: MtSicsCommand::Tare
+            }
+        );
+        assert!(matches!(&out[1], Output::Notice(n) if n.starts_with("tare sent to sk")));
+        let (_, out) = stations
+            .on_reading("sc", &plain("ZERO-PACK-1"))
+            .expect("routed");
+        assert_eq!(
+            out[0],
+            Output::ScaleCommand {
+                device: "sk".into(),
+                command: MtSicsCommand::Zero
+            }
+        );
+        // Any other plain scan is still a document, and commands nothing.
+        let (_, out) = stations.on_reading("sc", &plain("SO-1")).expect("routed");
+        assert!(
+            out.iter()
+                .all(|o| !matches!(o, Output::ScaleCommand { .. }))
+        );
+        let status = stations.lock().engine.status();
+        assert_eq!(
+            status[0].last_notice.as_deref(),
+            Some("zero sent to sk; wait for the scale to settle")
+        );
+    }
+
+    #[test]
+    fn scale_barcodes_need_an_mtsics_scale_and_distinct_texts() {
+        let devices = [
+            device("sc", "scanner", "scan"),
+            device("toledo", "scale", "toledo"),
+            device("sk", "scale", "mtsics"),
+        ];
+        let station = |devices: &[&str], tare: &str, zero: Option<&str>| -> StationConfig {
+            serde_json::from_value(serde_json::json!({
+                "name": "pack-1", "kind": "pack", "devices": devices,
+                "tare_barcode": tare, "zero_barcode": zero
+            }))
+            .expect("station config")
+        };
+        let check = |s: StationConfig| crate::stations::config::check(&[s], &devices);
+        let err = check(station(&["sc", "toledo"], "TARE", None)).expect_err("streaming scale");
+        assert!(err.contains("no MT-SICS scale"), "{err}");
+        let err = check(station(&["sc", "sk"], "T", Some("T"))).expect_err("same text");
+        assert!(err.contains("are the same"), "{err}");
+        let err = check(station(&["sc", "sk"], " TARE", None)).expect_err("spaces");
+        assert!(err.contains("surrounding spaces"), "{err}");
+        check(station(&["sc", "sk"], "TARE", Some("ZERO"))).expect("valid");
     }
 
     #[test]

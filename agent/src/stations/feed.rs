@@ -6,7 +6,9 @@
 //! and the reading's capture time. A station event the outbox refuses (full
 //! of must-deliver events) is logged in full at error level and becomes the
 //! station's last notice in `GET /v1/status`, where the handheld shows it:
-//! there is no producer to hand it back to.
+//! there is no producer to hand it back to. A station's scale command (tare,
+//! zero) goes to the device thread through the [`ScaleCommander`]; one it
+//! cannot send becomes the station's notice.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use dockline_protocol::{Payload, Priority, TimeSource};
 use tokio::sync::mpsc;
 
 use super::{Output, Stations};
-use crate::devices::DeviceReading;
+use crate::devices::{DeviceReading, ScaleCommander};
 use crate::outbox::{NewEvent, Outbox, OutboxError};
 
 /// Stores readings and station events until every reading sender is gone.
@@ -22,6 +24,7 @@ pub async fn feed_readings(
     outbox: Outbox,
     clock: TimeSource,
     stations: Arc<Stations>,
+    scales: ScaleCommander,
     mut readings: mpsc::Receiver<DeviceReading>,
 ) {
     while let Some(r) = readings.recv().await {
@@ -46,6 +49,21 @@ pub async fn feed_readings(
             let event = match output {
                 Output::Notice(notice) => {
                     tracing::info!(station = %station, device = %r.device, "{notice}");
+                    continue;
+                }
+                Output::ScaleCommand { device, command } => {
+                    match scales.send(&device, command) {
+                        Ok(()) => {
+                            tracing::info!(station = %station, scale = %device, ?command, "scale action sent")
+                        }
+                        Err(e) => {
+                            tracing::warn!(station = %station, scale = %device, error = %e, "scale action not sent");
+                            stations.notice(
+                                &station,
+                                format!("{command:?} not sent to {device} ({e}); use the scale's own key"),
+                            );
+                        }
+                    }
                     continue;
                 }
                 Output::Event(event) => event,

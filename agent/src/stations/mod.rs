@@ -62,6 +62,14 @@
 //! leaving `departed` (stop fences carry the stop reference, depot fences the
 //! location). The first state established after start emits nothing.
 //!
+//! **Scale actions** (pick and pack stations with an MT-SICS scale): a
+//! station's `tare_barcode` or `zero_barcode`, scanned as plain text, is not
+//! a document: it becomes an [`Output::ScaleCommand`] (`T` or `Z`) for each
+//! MT-SICS scale of the station, sent before the scale's next weight poll,
+//! and a notice. Only configured texts act, so no shipment barcode can tare a
+//! scale by accident. (The scale is not tared on every SSCC scan: a pack
+//! station books the gross weight, carton included, which a tare would hide.)
+//!
 //! Events carry the station's `location` (default: its name) as location.
 
 pub mod config;
@@ -80,6 +88,7 @@ pub use engine::{StationEngine, StationStatus, Stations};
 pub use observation::Observation;
 pub use task::{PickTask, TaskBook, TaskLine};
 
+use dockline_firmware::scale::MtSicsCommand;
 use dockline_protocol::{BusinessEvent, EventDetail, ExceptionKind, References};
 
 /// What a station answers to an observation.
@@ -92,6 +101,14 @@ pub enum Output {
     Event(BusinessEvent),
     /// Something the person at the station should know; no event.
     Notice(String),
+    /// A command for the station's MT-SICS scale (tare, zero), which the
+    /// feed passes to the device thread.
+    ScaleCommand {
+        /// The scale's device name.
+        device: String,
+        /// What to send.
+        command: MtSicsCommand,
+    },
 }
 
 impl Output {
@@ -99,7 +116,7 @@ impl Output {
     pub fn event(&self) -> Option<&BusinessEvent> {
         match self {
             Output::Event(e) => Some(e),
-            Output::Notice(_) => None,
+            Output::Notice(_) | Output::ScaleCommand { .. } => None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a weight or a position. Pure conversion from the wire contract's
 //! [`Reading`]; the GS1 parsing is the firmware crate's.
 
-use dockline_firmware::scan::{Content, SymbologyKind, parse_scan};
+use dockline_firmware::scan::{Content, Requisites, ScanOptions, parse_scan_with};
 use dockline_protocol::{Fix, FixMode, Reading, Weight, WeightUnit};
 
 /// One reading, as station rules see it.
@@ -61,7 +61,13 @@ impl Observation {
 
 /// Classifies one scan (AIM identifier + data, suffix stripped).
 pub fn classify_scan(raw: &[u8]) -> Observation {
-    let scan = match parse_scan(raw) {
+    // A station sees one symbol at a time while a carton's labels are judged
+    // together (the dictionary's note on req=): defer req=, keep ex= and repeats.
+    let options = ScanOptions {
+        requisites: Requisites::AcrossSymbols,
+        ..ScanOptions::default()
+    };
+    let scan = match parse_scan_with(raw, options) {
         Ok(s) => s,
         Err(e) => return Observation::Unusable(format!("scan rejected: {e}")),
     };
@@ -83,20 +89,28 @@ pub fn classify_scan(raw: &[u8]) -> Observation {
             "GS1 scan without an SSCC (AI 00) or a GTIN (AI 01); scan the other label".into(),
         );
     }
-    let Content::Text(data) = scan.content else {
-        return Observation::Unusable("scan without data".into());
+    let data = match &scan.content {
+        // EAN/UPC: length and check digit already verified by the parser.
+        Content::Retail(code) => match gtin14(&code.gtin) {
+            Some(gtin) => {
+                return Observation::Item {
+                    gtin,
+                    lot: None,
+                    count: 1,
+                };
+            }
+            None => {
+                return Observation::Unusable(
+                    "an EAN/UPC add-on alone; scan the main symbol".into(),
+                );
+            }
+        },
+        Content::Text(data) => *data,
+        Content::Gs1(_) | Content::DigitalLink { .. } => {
+            return Observation::Unusable("scan without data".into());
+        }
     };
     let text = String::from_utf8_lossy(data).trim().to_owned();
-    let ean = scan
-        .symbology
-        .is_some_and(|s| s.kind() == SymbologyKind::EanUpc);
-    if ean && let Some(gtin) = gtin14(&text) {
-        return Observation::Item {
-            gtin,
-            lot: None,
-            count: 1,
-        };
-    }
     if text.is_empty() {
         return Observation::Unusable("empty scan".into());
     }

@@ -161,6 +161,7 @@ mod tests {
             for o in station.observe(obs) {
                 seen.push(match o {
                     Output::Notice(_) => "notice".into(),
+                    Output::ScaleCommand { .. } => "scale".into(),
                     Output::Event(e) => match e.detail {
                         EventDetail::Packed { quantity, weight } => format!(
                             "packed {} {quantity} {:?} {}",

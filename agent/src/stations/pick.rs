@@ -368,6 +368,7 @@ mod tests {
             for o in station.observe(obs, &mut tasks) {
                 seen.push(match o {
                     Output::Notice(_) => "notice".into(),
+                    Output::ScaleCommand { .. } => "scale".into(),
                     Output::Event(e) => {
                         assert_eq!(e.refs.location.as_deref(), Some("pick-1"));
                         match e.detail {

@@ -40,6 +40,8 @@ pub struct Epoch {
     pub altitude_m: Option<f64>,
     gsa_satellites: u8,
     gsa_hdop: Option<f64>,
+    /// A GGA or GNS with a position was seen: its altitude field decides 2D/3D.
+    height_reported: bool,
     sentences: u8,
 }
 
@@ -58,6 +60,7 @@ impl Epoch {
                 self.set_valid(s.valid && s.mode.is_none_or(|m| m.is_valid()));
             }
             Sentence::Gga(s) => {
+                self.height_reported |= s.position.is_some();
                 self.position = s.position.or(self.position);
                 self.quality = s.quality.or(self.quality);
                 self.satellites = s.satellites.or(self.satellites);
@@ -82,6 +85,7 @@ impl Epoch {
                 self.gsa_hdop = self.gsa_hdop.or(s.hdop);
             }
             Sentence::Gns(s) => {
+                self.height_reported |= s.position.is_some();
                 self.position = s.position.or(self.position);
                 self.satellites = s.satellites.or(self.satellites);
                 self.hdop = s.hdop.or(self.hdop);
@@ -99,18 +103,33 @@ impl Epoch {
         self.valid = Some(self.valid.unwrap_or(true) && valid);
     }
 
-    /// How the receiver rates the fix.
+    /// How the receiver rates the fix, as gpsd derives it where the
+    /// standard leaves room, and as the standard says where gpsd does not
+    /// follow it:
+    ///
+    /// 1. No fix when any sentence of the cycle says so: GGA quality 0, RMC
+    ///    or GLL status `V`, an FAA or GNS mode `N`, or every GSA of the
+    ///    cycle (one per constellation on multi-GNSS receivers) fix type 1.
+    ///    (gpsd 3.22 reports a GGA position with quality 0 as a 2D/3D fix;
+    ///    we side with NMEA 0183, which calls it invalid.)
+    /// 2. Otherwise, when a GGA or GNS gave a position, its altitude field
+    ///    decides: present 3D, empty 2D (gpsd's rule, whatever the GSA says).
+    /// 3. Otherwise the best GSA fix type over all constellations, else 2D.
     #[cfg(feature = "protocol")]
     pub fn fix_mode(&self) -> FixMode {
         let invalid =
             self.valid == Some(false) || self.quality == Some(0) || self.fix_type == Some(1);
         if invalid {
             FixMode::NoFix
+        } else if self.height_reported {
+            if self.altitude_m.is_some() {
+                FixMode::Fix3d
+            } else {
+                FixMode::Fix2d
+            }
         } else {
             match self.fix_type {
-                Some(2) => FixMode::Fix2d,
                 Some(3) => FixMode::Fix3d,
-                _ if self.altitude_m.is_some() => FixMode::Fix3d,
                 _ => FixMode::Fix2d,
             }
         }
@@ -204,6 +223,50 @@ mod tests {
         let second = epochs[1].to_fix().expect("position");
         assert_eq!(second.satellites, Some(12));
         assert_eq!(second.mode, FixMode::Fix3d);
+    }
+
+    fn mode_of(lines: &[&str]) -> Option<FixMode> {
+        let mut asm = EpochAssembler::new();
+        for line in lines {
+            let s = parse_sentence(line.as_bytes()).expect("valid");
+            assert_eq!(asm.push(&s), None);
+        }
+        asm.flush().and_then(|e| e.to_fix()).map(|f| f.mode)
+    }
+
+    fn sentence(body: &str) -> std::string::String {
+        std::format!("${body}*{:02X}", super::super::checksum(body.as_bytes()))
+    }
+
+    #[test]
+    fn mode_follows_gga_altitude_then_gsa_over_all_constellations() {
+        let rmc = sentence("GNRMC,120000.00,A,5321.6802,N,00630.3372,W,0.02,31.66,140325,,,A");
+        let gga_alt =
+            sentence("GNGGA,120000.00,5321.6802,N,00630.3372,W,1,08,1.03,61.7,M,55.2,M,,");
+        let gga_no_alt = sentence("GNGGA,120000.00,5321.6802,N,00630.3372,W,1,08,1.03,,M,,M,,");
+        let gga_q0 = sentence("GNGGA,120000.00,5321.6802,N,00630.3372,W,0,08,1.03,61.7,M,55.2,M,,");
+        let gsa = |fix: u8, system: u8| {
+            sentence(&std::format!(
+                "GNGSA,A,{fix},10,07,05,02,,,,,,,,,1.72,1.03,1.38,{system}"
+            ))
+        };
+        assert_eq!(mode_of(&[&rmc, &gga_alt]), Some(FixMode::Fix3d));
+        assert_eq!(
+            mode_of(&[&rmc, &gga_no_alt, &gsa(3, 1)]),
+            Some(FixMode::Fix2d)
+        );
+        assert_eq!(mode_of(&[&rmc, &gga_q0]), Some(FixMode::NoFix));
+        // One constellation without a fix does not undo the other's 3D fix.
+        assert_eq!(
+            mode_of(&[&rmc, &gsa(1, 2), &gsa(3, 1)]),
+            Some(FixMode::Fix3d)
+        );
+        assert_eq!(
+            mode_of(&[&rmc, &gsa(1, 1), &gsa(1, 2)]),
+            Some(FixMode::NoFix)
+        );
+        assert_eq!(mode_of(&[&rmc, &gsa(2, 1)]), Some(FixMode::Fix2d));
+        assert_eq!(mode_of(&[&rmc]), Some(FixMode::Fix2d));
     }
 
     #[test]

@@ -20,8 +20,34 @@ pub use sentence::{
 };
 
 /// Longest NMEA line kept by a [`LineAssembler`](crate::line::LineAssembler)
-/// for NMEA: the standard says 82 bytes, real receivers exceed it a little.
-pub const MAX_LINE: usize = 128;
+/// for NMEA: the standard says 82 bytes, but NMEA 4.11 receivers (GSV with
+/// signal IDs, long proprietary sentences) and several chipsets exceed it;
+/// gpsd reads sentences of up to 255 bytes.
+pub const MAX_LINE: usize = 256;
+
+/// What to do with one line of a receiver's output before parsing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineClass<'a> {
+    /// A sentence, starting at its last `$` or `!`: bytes before it were a
+    /// sentence cut off by a doubled start character or line noise, which
+    /// gpsd also drops silently.
+    Sentence(&'a [u8]),
+    /// A comment (`#…`, as in gpsd's logs) or blank line: skip silently.
+    Skip,
+}
+
+/// Classify one line: comments and blanks are skipped, a sentence is
+/// resynchronised at its last start character.
+pub fn classify_line(line: &[u8]) -> LineClass<'_> {
+    let line = line.trim_ascii();
+    if line.is_empty() || line.first() == Some(&b'#') {
+        return LineClass::Skip;
+    }
+    match line.iter().rposition(|b| *b == b'$' || *b == b'!') {
+        Some(start) => LineClass::Sentence(line.get(start..).unwrap_or_default()),
+        None => LineClass::Sentence(line),
+    }
+}
 
 /// Why a line is not a usable NMEA sentence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +141,27 @@ mod tests {
         ] {
             assert!(parse_sentence(line.as_bytes()).is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn doubled_starts_and_comments_resynchronise() {
+        let line = b"$GNGGA,1719$$GNVTG,,T,,M,0.117,N,0.216,K,A*3F";
+        match classify_line(line) {
+            LineClass::Sentence(s) => assert!(parse_sentence(s).is_ok()),
+            LineClass::Skip => panic!("a sentence"),
+        }
+        assert_eq!(classify_line(b"# gpsd log comment"), LineClass::Skip);
+        assert_eq!(classify_line(b"   "), LineClass::Skip);
+    }
+
+    #[test]
+    fn non_standard_addresses_are_other_sentences() {
+        let body = b"STI,005,1,2";
+        let line = std::format!("${}*{:02X}", "STI,005,1,2", checksum(body));
+        assert!(matches!(
+            parse_sentence(line.as_bytes()),
+            Ok(Sentence::Unsupported { .. })
+        ));
     }
 
     #[test]

@@ -488,6 +488,20 @@ pub(super) fn decode(payload: &str) -> Result<Sentence, NmeaError> {
         [t1, t2, k1, k2, k3] if a.iter().all(u8::is_ascii_alphanumeric) => {
             (Talker([*t1, *t2]), [*k1, *k2, *k3])
         }
+        // Non-standard addresses (`$STI,…`, 6-letter query sentences, vendor
+        // extensions) are other sentences, skipped like unknown types.
+        [t1, t2, rest @ ..]
+            if (1..=8).contains(&rest.len()) && a.iter().all(u8::is_ascii_alphanumeric) =>
+        {
+            let mut kind = [b'?'; 3];
+            for (slot, b) in kind.iter_mut().zip(rest) {
+                *slot = *b;
+            }
+            return Ok(Sentence::Unsupported {
+                talker: Talker([*t1, *t2]),
+                kind,
+            });
+        }
         _ => return Err(NmeaError::BadAddress),
     };
     let kind_of = match &kind {

@@ -13,6 +13,7 @@
 //! on their start/end bytes.
 
 mod mtsics;
+mod mtsics_poll;
 mod nci;
 mod sma;
 mod toledo;
@@ -23,6 +24,7 @@ use core::fmt;
 use dockline_protocol::{Weight, WeightReading, WeightUnit};
 
 pub use mtsics::parse_mtsics_line;
+pub use mtsics_poll::{MAX_PENDING, MtSicsCommand, MtSicsPoller, TooManyPending};
 pub use nci::{NciDecoder, parse_nci_response};
 pub use sma::parse_sma_line;
 pub use toledo::{TOLEDO_FRAME_LEN, ToledoDecoder, parse_toledo_frame};

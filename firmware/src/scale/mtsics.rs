@@ -31,6 +31,8 @@ pub fn parse_mtsics_line(line: &[u8]) -> Result<ScaleEvent, ScaleError> {
     let kind = match id {
         b"S" | b"SI" | b"SIR" | b"SR" | b"SNR" => WeightKind::Net,
         b"T" | b"TI" | b"TA" => WeightKind::Tare,
+        // `@` (reset) answers with the serial number: `I4 A "B123456789"`.
+        b"I4" if status == Some(b"A") => return Ok(ScaleEvent::Acknowledged),
         b"Z" | b"ZI" | b"TAC" | b"@" => {
             return match status {
                 Some(b"A") => Ok(ScaleEvent::Acknowledged),
@@ -124,6 +126,12 @@ mod tests {
             Ok(ScaleEvent::Device(DeviceError::LogicalError))
         );
         assert_eq!(parse_mtsics_line(b"Z A"), Ok(ScaleEvent::Acknowledged));
+        assert_eq!(
+            parse_mtsics_line(b"I4 A \"B021002593\""),
+            Ok(ScaleEvent::Acknowledged)
+        );
+        assert_eq!(parse_mtsics_line(b"Z +"), Ok(ScaleEvent::Overload));
+        assert_eq!(parse_mtsics_line(b"T I"), Ok(ScaleEvent::Busy));
         assert_eq!(
             parse_mtsics_line(b"S I 12.3"),
             Err(ScaleError::NotRecognised {

@@ -196,28 +196,14 @@ impl Lint {
         }
     }
 
-    /// Whether this crate enforces the linter (see `validate.rs`).
+    /// Whether this crate enforces the linter (see `validate.rs`): all but
+    /// `packagetype` (the UN/ECE Rec. 21 code list, AI 7041) and the North
+    /// American coupon grammars (`couponcode`, `couponposoffer`, AIs 8110 and
+    /// 8112), which a warehouse never scans.
     pub fn is_checked(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Lint::Csum
-                | Lint::Yymmd0
-                | Lint::Yymmdd
-                | Lint::Yyyymmdd
-                | Lint::Hhmi
-                | Lint::Hh
-                | Lint::Mi
-                | Lint::Ss
-                | Lint::Zero
-                | Lint::NonZero
-                | Lint::YesNo
-                | Lint::Hyphen
-                | Lint::NoZeroPrefix
-                | Lint::HasNonDigit
-                | Lint::Latitude
-                | Lint::Longitude
-                | Lint::PieceOfTotal
-                | Lint::Iso5218
+            Lint::PackageType | Lint::CouponCode | Lint::CouponPosOffer
         )
     }
 
@@ -242,6 +228,20 @@ pub struct Component {
     pub lints: &'static [Lint],
 }
 
+/// One `req=` attribute: alternatives, each a group of AI patterns that must
+/// all be present. A pattern is the AI's digits with `n` for any digit (`35nn`).
+pub type Requirement = &'static [&'static [&'static str]];
+
+/// Whether AI `ai` (its digits) matches the dictionary pattern `pattern`
+/// (`"01"`, `"310n"`, `"35nn"`): same length, `n` matching any digit.
+pub fn ai_matches(pattern: &str, ai: &str) -> bool {
+    pattern.len() == ai.len()
+        && pattern
+            .bytes()
+            .zip(ai.bytes())
+            .all(|(p, a)| p == a || (p == b'n' && a.is_ascii_digit()))
+}
+
 /// One dictionary entry: a single AI or a range of AIs with the same format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AiDefinition {
@@ -257,8 +257,19 @@ pub struct AiDefinition {
     pub dl_attribute: bool,
     /// `dlpkey`: a GS1 Digital Link primary key.
     pub dl_primary_key: bool,
+    /// `dlpkey=`: the key qualifiers a Digital Link path may carry after this
+    /// key, as alternative sequences (`22,10,21|235`): a path uses one
+    /// sequence, skipping any, keeping its order.
+    pub dl_qualifiers: &'static [&'static [&'static str]],
     /// Value components, in order.
     pub components: &'static [Component],
+    /// `req=` attributes: every one must be satisfied by the other AIs of the
+    /// data. Each is a list of alternatives (`01,02` = (01) or (02)); an
+    /// alternative is a list of patterns that must all be present (`00+02`).
+    pub requires: &'static [Requirement],
+    /// `ex=` patterns: AIs that must not appear beside this one (an AI never
+    /// excludes itself, even when it matches a pattern such as `310n`).
+    pub excludes: &'static [&'static str],
     /// The dictionary's short title (`SSCC`, `GTIN`, `BATCH/LOT`, …).
     pub title: &'static str,
 }

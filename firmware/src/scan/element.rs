@@ -5,12 +5,15 @@
 //! other AI takes everything up to the next GS (or the end) and is then checked
 //! against its dictionary length, so a missing GS shows up as "too long" where
 //! it can be detected. A trailing GS is tolerated. Values borrow from the
-//! input: nothing is copied and no allocation happens.
+//! input: nothing is copied and no allocation happens. After every value has
+//! passed its own checks, the message as a whole must pass the repeat and
+//! association rules of [`super::association`].
 
 use core::fmt;
 
 use heapless::Vec;
 
+use super::association::{Requisites, check_associations};
 use super::dictionary::{self, AiDefinition};
 use super::error::Gs1Error;
 use super::validate::validate_value;
@@ -71,11 +74,35 @@ impl fmt::Debug for Ai {
 pub struct Element<'a> {
     /// The Application Identifier.
     pub ai: Ai,
-    /// The value, validated against the dictionary.
+    /// The value as it appears in the data, validated against the dictionary
+    /// after percent-decoding when `escaped` is set.
     pub value: &'a str,
+    /// `value` is percent-encoded (a Digital Link URI value with `%XX`
+    /// escapes); read it with [`Element::value_bytes`] or
+    /// [`Element::write_value`]. Element strings are never escaped.
+    pub escaped: bool,
 }
 
 impl Element<'_> {
+    /// The value's bytes, percent-decoded when `escaped`.
+    pub fn value_bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        PercentDecoded {
+            bytes: self.value.as_bytes(),
+            decode: self.escaped,
+        }
+    }
+
+    /// Write the value, percent-decoded when `escaped`.
+    pub fn write_value(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        if !self.escaped {
+            return out.write_str(self.value);
+        }
+        for b in self.value_bytes() {
+            out.write_char(char::from(b))?;
+        }
+        Ok(())
+    }
+
     /// The dictionary title of the AI (`"GTIN"`, `"BATCH/LOT"`).
     pub fn title(&self) -> &'static str {
         self.ai.definition().map(|d| d.title).unwrap_or_default()
@@ -93,6 +120,32 @@ impl Element<'_> {
             }
             _ => None,
         }
+    }
+}
+
+/// Percent-decoding over bytes: `%XX` (two hex digits) is one byte; anything
+/// else passes through (validation refuses a malformed escape beforehand).
+pub(crate) struct PercentDecoded<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) decode: bool,
+}
+
+impl Iterator for PercentDecoded<'_> {
+    type Item = u8;
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.bytes.split_first()?;
+        if self.decode
+            && first == b'%'
+            && let Some(hex) = rest.get(..2)
+            && let Some(byte) = core::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            self.bytes = rest.get(2..).unwrap_or_default();
+            return Some(byte);
+        }
+        self.bytes = rest;
+        Some(first)
     }
 }
 
@@ -125,7 +178,8 @@ impl<'a> Gs1Message<'a> {
     /// Write the bracketed human-readable form: `(01)09521234543213(10)ABC`.
     pub fn write_bracketed(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for e in &self.elements {
-            write!(out, "({}){}", e.ai, e.value)?;
+            write!(out, "({})", e.ai)?;
+            e.write_value(out)?;
         }
         Ok(())
     }
@@ -137,7 +191,7 @@ impl<'a> Gs1Message<'a> {
         let count = self.elements.len();
         for (i, e) in self.elements.iter().enumerate() {
             out.write_str(e.ai.as_str())?;
-            out.write_str(e.value)?;
+            e.write_value(out)?;
             let predefined = e.ai.definition().is_some_and(|d| d.predefined_length);
             if !predefined && i + 1 < count {
                 out.write_char(char::from(GS))?;
@@ -154,8 +208,16 @@ impl fmt::Display for Gs1Message<'_> {
 }
 
 /// Parse and validate GS1 element strings (the data after `]C1`, `]d2`, `]Q3`,
-/// `]e0`, …), GS (0x1D) standing for FNC1.
+/// `]e0`, …), GS (0x1D) standing for FNC1; `req=` judged within this data.
 pub fn parse_element_string(data: &[u8]) -> Result<Gs1Message<'_>, Gs1Error> {
+    parse_element_string_with(data, Requisites::PerSymbol)
+}
+
+/// [`parse_element_string`], with the `req=` rules judged where `requisites` says.
+pub fn parse_element_string_with(
+    data: &[u8],
+    requisites: Requisites,
+) -> Result<Gs1Message<'_>, Gs1Error> {
     // A leading FNC1 is implied by the symbology identifier; some scanners send it anyway.
     let start = usize::from(data.first() == Some(&GS));
     if let Some(offset) = data.iter().position(|b| *b == b'^') {
@@ -184,7 +246,11 @@ pub fn parse_element_string(data: &[u8]) -> Result<Gs1Message<'_>, Gs1Error> {
         let value = after_ai.get(..value_len).unwrap_or_default();
         validate_value(ai, def, value)?;
         let value = core::str::from_utf8(value).map_err(|_| Gs1Error::UnknownAi { offset: pos })?;
-        message.push(Element { ai, value })?;
+        message.push(Element {
+            ai,
+            value,
+            escaped: false,
+        })?;
         pos += ai_len + value_len;
         if data.get(pos) == Some(&GS) {
             pos += 1;
@@ -193,6 +259,7 @@ pub fn parse_element_string(data: &[u8]) -> Result<Gs1Message<'_>, Gs1Error> {
     if message.elements.is_empty() {
         return Err(Gs1Error::Empty);
     }
+    check_associations(&message, requisites)?;
     Ok(message)
 }
 
@@ -273,9 +340,9 @@ mod tests {
 
     #[test]
     fn decimal_measures() {
-        let m = parse_element_string(b"3103001250").expect("valid");
-        assert_eq!(m.elements()[0].decimal(), Some((1250, 3)));
-        assert_eq!(m.elements()[0].title(), "NET WEIGHT (kg)");
+        let m = parse_element_string(b"01095212345432133103001250").expect("valid");
+        assert_eq!(m.elements()[1].decimal(), Some((1250, 3)));
+        assert_eq!(m.elements()[1].title(), "NET WEIGHT (kg)");
     }
 
     #[test]

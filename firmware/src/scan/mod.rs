@@ -12,22 +12,32 @@
 //!   that text is a GS1 Digital Link URI its AIs are extracted and validated
 //!   ([`Content::DigitalLink`]).
 //!
-//! Not enforced: AI associations (`req=`/`ex=`), which the dictionary says
-//! apply over all symbols on an item, and the code-list linters (ISO 3166,
-//! ISO 4217, IBAN, …) listed as unchecked by [`Lint::is_checked`].
+//! Every value passes its dictionary components (length, character set and
+//! every linter except those [`Lint::is_checked`] lists as not carried), then
+//! the message passes the repeat and `req=`/`ex=` association rules of one
+//! symbol. Every refusal names its rule ([`Gs1Error::rule`]) and the AI.
 
 mod ai_table;
+mod association;
+mod code_lists;
 mod dictionary;
 mod digital_link;
 mod element;
 mod error;
+mod retail;
 mod symbology;
 mod validate;
 
-pub use dictionary::{AiDefinition, CharSet, Component, Lint, definitions, lookup};
+pub use association::{RequirementText, Requisites};
+pub use dictionary::{
+    AiDefinition, CharSet, Component, Lint, Requirement, ai_matches, definitions, lookup,
+};
 pub use digital_link::parse_digital_link;
-pub use element::{Ai, Element, GS, Gs1Message, MAX_ELEMENTS, parse_element_string};
+pub use element::{
+    Ai, Element, GS, Gs1Message, MAX_ELEMENTS, parse_element_string, parse_element_string_with,
+};
 pub use error::{Gs1Error, ScanError};
+pub use retail::{RetailCode, RetailFault, RetailKind, expand_upc_e};
 pub use symbology::{Symbology, SymbologyKind};
 pub use validate::{DateFault, gs1_check_digit};
 
@@ -43,8 +53,32 @@ pub enum Content<'a> {
         /// The AIs from its path and query.
         message: Gs1Message<'a>,
     },
+    /// An EAN/UPC symbol (`]E0`–`]E4`), length and check digit verified.
+    Retail(RetailCode<'a>),
     /// Plain data, passed through unchanged (bytes; usually ASCII).
     Text(&'a [u8]),
+}
+
+/// What to do with a scan that has no AIM identifier, per scanner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WithoutAim {
+    /// Accept it as plain data (a GS1 Digital Link URI is still recognised).
+    /// Such a scanner cannot tell GS1-128 from Code 128: GS1 element strings
+    /// arrive as plain text.
+    #[default]
+    AcceptPlain,
+    /// Refuse it ([`ScanError::MissingSymbologyId`]): for scanners that are
+    /// configured to send AIM identifiers, where a scan without one is debris.
+    Refuse,
+}
+
+/// Per-scanner settings the bytes alone cannot tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Scans without an AIM identifier.
+    pub without_aim: WithoutAim,
+    /// Where GS1 `req=` associations are judged.
+    pub requisites: Requisites,
 }
 
 /// One parsed scan.
@@ -63,16 +97,26 @@ impl<'a> Scan<'a> {
     pub fn gs1(&self) -> Option<&Gs1Message<'a>> {
         match &self.content {
             Content::Gs1(m) | Content::DigitalLink { message: m, .. } => Some(m),
-            Content::Text(_) => None,
+            Content::Retail(_) | Content::Text(_) => None,
         }
     }
 }
 
-/// Parse one scan (suffix already stripped).
+/// Parse one scan (suffix already stripped), accepting scans without an AIM
+/// identifier as plain data.
 pub fn parse_scan(input: &[u8]) -> Result<Scan<'_>, ScanError> {
+    parse_scan_with(input, ScanOptions::default())
+}
+
+/// Parse one scan (suffix already stripped) under a scanner's `options`.
+pub fn parse_scan_with(input: &[u8], options: ScanOptions) -> Result<Scan<'_>, ScanError> {
     let symbology = match Symbology::from_prefix(input) {
-        Some(Ok(s)) => Some(s),
+        Some(Ok(s)) if s.is_assigned() => Some(s),
+        Some(Ok(id)) => return Err(ScanError::UnknownSymbology { id }),
         Some(Err(())) => return Err(ScanError::BadSymbologyId),
+        None if options.without_aim == WithoutAim::Refuse => {
+            return Err(ScanError::MissingSymbologyId);
+        }
         None => None,
     };
     let data = if symbology.is_some() {
@@ -80,16 +124,21 @@ pub fn parse_scan(input: &[u8]) -> Result<Scan<'_>, ScanError> {
     } else {
         input
     };
-    let content = if symbology.is_some_and(|s| s.carries_gs1()) {
-        Content::Gs1(parse_element_string(data)?)
-    } else {
-        match core::str::from_utf8(data) {
+    let content = match symbology {
+        Some(s) if s.carries_gs1() => {
+            Content::Gs1(parse_element_string_with(data, options.requisites)?)
+        }
+        Some(id) if id.kind() == SymbologyKind::EanUpc => Content::Retail(
+            retail::parse_retail(id.modifier, data)
+                .map_err(|fault| ScanError::Retail { id, fault })?,
+        ),
+        _ => match core::str::from_utf8(data) {
             Ok(uri) => match parse_digital_link(uri)? {
                 Some(message) => Content::DigitalLink { uri, message },
                 None => Content::Text(data),
             },
             Err(_) => Content::Text(data),
-        }
+        },
     };
     Ok(Scan {
         symbology,
@@ -101,15 +150,41 @@ pub fn parse_scan(input: &[u8]) -> Result<Scan<'_>, ScanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn gs1_databar_is_checked_as_gs1_element_strings() {
+        // DataBar Omnidirectional/Truncated/Stacked/Limited: the (01) GTIN.
+        let scan = parse_scan(b"]e00109521234543213").expect("valid");
+        assert_eq!(
+            scan.symbology.map(|s| s.kind()),
+            Some(SymbologyKind::Gs1DataBar)
+        );
+        assert_eq!(scan.gs1().and_then(|m| m.get("01")), Some("09521234543213"));
+        // DataBar Expanded: weight, date, lot, with FNC1 after variable AIs.
+        let scan = parse_scan(b"]e00109521234543213310300125015261231").expect("valid");
+        assert_eq!(scan.gs1().and_then(|m| m.get("3103")), Some("001250"));
+        let refused = |input: &[u8]| {
+            parse_scan(input)
+                .map(|_| ())
+                .map_err(|e| ScanError::rule(&e))
+        };
+        assert_eq!(refused(b"]e00109521234543214"), Err("csum"));
+        assert_eq!(refused(b"]e0010952123454321"), Err("length"));
+        assert_eq!(refused(b"]e0"), Err("empty"));
+        assert_eq!(refused(b"]e0HELLO"), Err("unknown_ai"));
+        assert_eq!(refused(b"]e039221299"), Err("req"));
+        assert_eq!(refused(b"]e0010952123454321315261301"), Err("date"));
+        assert_eq!(refused(b"]e40109521234543213"), Err("aim_unknown"));
+        // Composite data after a symbol separator: passed on as plain data.
+        let scan = parse_scan(b"]e1ABC").expect("valid");
+        assert_eq!(scan.content, Content::Text(b"ABC"));
+    }
 
     #[test]
     fn plain_symbols_pass_through() {
-        let scan = parse_scan(b"]E05901234123457").expect("valid");
-        assert_eq!(
-            scan.symbology.map(|s| s.kind()),
-            Some(SymbologyKind::EanUpc)
-        );
-        assert_eq!(scan.content, Content::Text(b"5901234123457"));
+        let scan = parse_scan(b"]C0HELLO").expect("valid");
+        assert_eq!(scan.content, Content::Text(b"HELLO"));
         let scan = parse_scan(b"HELLO\xff").expect("valid");
         assert_eq!(scan.symbology, None);
         assert_eq!(scan.content, Content::Text(b"HELLO\xff"));
@@ -124,5 +199,44 @@ mod tests {
             Err(ScanError::Gs1(Gs1Error::CheckDigit { .. }))
         ));
         assert_eq!(parse_scan(b"]\x01x"), Err(ScanError::BadSymbologyId));
+    }
+
+    #[test]
+    fn retail_symbols_are_checked() {
+        let scan = parse_scan(b"]E05901234123457").expect("valid");
+        assert!(matches!(scan.content, Content::Retail(ref r) if r.gtin == "5901234123457"));
+        let err = parse_scan(b"]E05901234123458").expect_err("bad check digit");
+        assert_eq!(err.rule(), "retail_csum");
+        assert_eq!(
+            err.to_string(),
+            "]E0 scan refused: check digit is 8, expected 7; a misread, scan again"
+        );
+        assert_eq!(
+            parse_scan(b"]E402345674").map_err(|e| e.rule()),
+            Err("retail_csum")
+        );
+        assert_eq!(
+            parse_scan(b"]E5123").map_err(|e| e.rule()),
+            Err("aim_unknown")
+        );
+    }
+
+    #[test]
+    fn unknown_identifiers_and_the_no_aim_policy() {
+        assert!(matches!(
+            parse_scan(b"]XX123"),
+            Err(ScanError::UnknownSymbology { .. })
+        ));
+        assert!(parse_scan(b"]X0123").is_ok());
+        let refuse = ScanOptions {
+            without_aim: WithoutAim::Refuse,
+            ..ScanOptions::default()
+        };
+        assert_eq!(
+            parse_scan_with(b"0109521234543213", refuse),
+            Err(ScanError::MissingSymbologyId)
+        );
+        assert!(parse_scan(b"0109521234543213").is_ok());
+        assert!(parse_scan_with(b"]C10109521234543213", refuse).is_ok());
     }
 }

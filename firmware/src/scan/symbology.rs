@@ -89,6 +89,25 @@ impl Symbology {
         )
     }
 
+    /// Whether the code character is one ISO/IEC 15424 assigns (and, for
+    /// EAN/UPC, the modifier one of `0`–`4`; for GS1 DataBar, `0`–`3`). An unknown identifier means a
+    /// misconfigured scanner or data that merely starts with `]`.
+    pub fn is_assigned(&self) -> bool {
+        const CODES: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUXYZcdeghopsz";
+        let modifier_ok = match self.code {
+            b'E' => (b'0'..=b'4').contains(&self.modifier),
+            // GS1 DataBar and composites (ISO/IEC 24724, 24723): `]e0` data
+            // (GS1 element strings), `]e1` data after an encoded symbol
+            // separator, `]e2` after an escape character, `]e3` reader
+            // initialisation; nothing else.
+            b'e' => (b'0'..=b'3').contains(&self.modifier),
+            // "Other", system expansion and non-barcode data: hexadecimal modifiers.
+            b'X' | b'Y' | b'Z' => matches!(self.modifier, b'0'..=b'9' | b'A'..=b'F'),
+            _ => true,
+        };
+        CODES.contains(&self.code) && modifier_ok
+    }
+
     /// The identifier as three characters (`"]C1"`).
     pub fn as_bytes(&self) -> [u8; 3] {
         [b']', self.code, self.modifier]

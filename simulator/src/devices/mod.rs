@@ -11,6 +11,8 @@
 //!   the load (motion before settling, tare, overload).
 //! - [`gps`]: NMEA RMC/VTG/GGA/GSA/GSV/GLL bursts at 1 Hz, with and without
 //!   a fix.
+//! - [`wedge`]: a keyboard-wedge scanner's `input_event` records, played to a
+//!   file or FIFO.
 //!
 //! The byte generators are pure and each is unit-tested by decoding its
 //! output with the firmware crate's parsers, the ones the agent runs, back
@@ -22,6 +24,7 @@ pub mod gps;
 pub mod pty;
 pub mod scale;
 pub mod scanner;
+pub mod wedge;
 
 pub use gps::{FixState, GpsReceiver};
 pub use pty::{PortError, VirtualPort};

@@ -230,6 +230,48 @@ impl ScaleModel {
             || self.gross_kg - self.tare_kg > self.capacity_kg
     }
 
+    /// MT-SICS request/response: the answer to one command line (`SI`, `S`,
+    /// `T`, `TA`, `TAC`, `Z`, `@`; CR LF optional) at `now`, as a level-1
+    /// balance gives it. A weight command during motion answers `S D` (`SI`)
+    /// or `S I` (`S`, no stable weight in time); a tare or zero during motion
+    /// answers `T I` / `Z I`; over capacity `S +`; an unknown command `ES`.
+    pub fn answer(&mut self, now: u64, command: &[u8]) -> Vec<u8> {
+        let command = command.trim_ascii();
+        let motion = now < self.settle_at;
+        let overload = self.overloaded(now);
+        let net = round_g(self.displayed_gross(now) - self.tare_kg);
+        let line = |text: String| format!("{text}\r\n").into_bytes();
+        match command {
+            b"SI" | b"S" if overload => MTSICS_OVERLOAD.to_vec(),
+            b"SI" => mtsics_weight(net, !motion),
+            b"S" if motion => line("S I".into()),
+            b"S" => mtsics_weight(net, true),
+            b"T" if motion => line("T I".into()),
+            b"T" => {
+                self.tare_kg = self.gross_kg;
+                mtsics_tare(self.tare_kg)
+            }
+            b"TA" => mtsics_tare(self.tare_kg),
+            b"TAC" => {
+                self.clear_tare();
+                line("TAC A".into())
+            }
+            b"Z" if motion => line("Z I".into()),
+            b"Z" => {
+                // Zero: what is on the platform now reads 0 (within range).
+                self.from_kg = 0.0;
+                self.gross_kg = 0.0;
+                self.tare_kg = 0.0;
+                line("Z A".into())
+            }
+            b"@" => {
+                self.clear_tare();
+                line("I4 A \"DOCKLINE-SIM\"".into())
+            }
+            _ => line("ES".into()),
+        }
+    }
+
     /// The bytes the scale sends at `now` (call at least once per period).
     pub fn poll(&mut self, now: u64) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.pending);
@@ -280,7 +322,9 @@ fn round_g(kg: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use dockline_firmware::scale::{ScaleEvent, ToledoDecoder, WeightKind, parse_mtsics_line};
+    use dockline_firmware::scale::{
+        DeviceError, ScaleEvent, ToledoDecoder, WeightKind, parse_mtsics_line,
+    };
 
     use super::*;
 
@@ -309,6 +353,39 @@ mod tests {
             }
             _ => None,
         }
+    }
+
+    #[test]
+    fn answers_mtsics_polls_and_actions() {
+        let mut scale = ScaleModel::new(ScaleProtocol::Mtsics, 30.0, 100);
+        scale.place(0, 2.5, 500);
+        let events = |b: Vec<u8>| mtsics_events(&b);
+        assert_eq!(
+            weight(&events(scale.answer(100, b"SI\r\n"))[0]).map(|w| w.1),
+            Some(false)
+        );
+        assert_eq!(events(scale.answer(100, b"S")), [ScaleEvent::Busy]);
+        assert_eq!(events(scale.answer(100, b"T")), [ScaleEvent::Busy]);
+        assert_eq!(
+            weight(&events(scale.answer(600, b"S"))[0]),
+            Some((2.5, true))
+        );
+        let tare = events(scale.answer(600, b"T"));
+        assert!(matches!(tare[0], ScaleEvent::Weight(w) if w.kind == WeightKind::Tare));
+        assert_eq!(
+            weight(&events(scale.answer(700, b"SI"))[0]),
+            Some((0.0, true))
+        );
+        assert_eq!(
+            events(scale.answer(700, b"TAC")),
+            [ScaleEvent::Acknowledged]
+        );
+        assert_eq!(events(scale.answer(700, b"Z")), [ScaleEvent::Acknowledged]);
+        assert_eq!(events(scale.answer(700, b"@")), [ScaleEvent::Acknowledged]);
+        assert_eq!(
+            events(scale.answer(700, b"XYZ")),
+            [ScaleEvent::Device(DeviceError::SyntaxError)]
+        );
     }
 
     #[test]

@@ -70,7 +70,9 @@ impl Symbol {
     }
 
     /// A logistic unit's label: SSCC (AI 00), with the count of contained
-    /// items (AI 37) when given.
+    /// items (AI 37) when given. GS1 wants (37) beside (02) or (8026) on the
+    /// same unit (`req=00+02,00+8026`), usually in another symbol of the
+    /// label; the agent's stream decoder judges `req=` across symbols.
     pub fn sscc(sscc: &str, count: Option<u32>) -> Symbol {
         let mut elements = vec![("00".to_string(), sscc.to_string())];
         if let Some(n) = count {
@@ -206,7 +208,14 @@ mod tests {
     fn sscc_label_decodes_with_its_count() {
         let sscc = with_check_digit("10614141234567890").expect("digits");
         let bytes = scan_bytes(&Symbol::sscc(&sscc, Some(24)), Suffix::CrLf);
-        let scan = parse(&bytes).expect("valid");
+        // Alone, (37) lacks its (02): refused per symbol, accepted across symbols.
+        assert!(parse(&bytes).is_err());
+        let end = bytes.len() - 2;
+        let across = dockline_firmware::scan::ScanOptions {
+            requisites: dockline_firmware::scan::Requisites::AcrossSymbols,
+            ..Default::default()
+        };
+        let scan = dockline_firmware::scan::parse_scan_with(&bytes[..end], across).expect("valid");
         let m = scan.gs1().expect("GS1");
         assert_eq!(m.get("00"), Some(sscc.as_str()));
         assert_eq!(m.get("37"), Some("24"));
