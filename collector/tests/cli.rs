@@ -416,7 +416,7 @@ fn holes_commands_list_and_close_as_lost() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+            "data_dir = {data:?}\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_ZG9ja2xpbmUtY2xpLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=\"\n"
         ),
     )
     .expect("write config");
