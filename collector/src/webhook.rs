@@ -394,6 +394,7 @@ fn event_data(envelope: &Envelope, event: &BusinessEvent) -> Value {
         ("stop", &r.stop),
         ("sscc", &r.sscc),
         ("location", &r.location),
+        ("operator", &r.operator),
     ] {
         if let Some(v) = value {
             refs.insert(name.into(), json!(v));

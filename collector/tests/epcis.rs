@@ -216,6 +216,7 @@ fn refs(sscc: Option<&str>, location: Option<&str>, stop: Option<&str>) -> Refer
         stop: stop.map(Into::into),
         sscc: sscc.map(Into::into),
         location: location.map(Into::into),
+        operator: None,
     }
 }
 

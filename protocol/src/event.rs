@@ -58,6 +58,15 @@ pub struct References {
         skip_serializing_if = "Option::is_none"
     )]
     pub location: Option<String>,
+    /// Who did it: the operator signed in on the handheld (badge or name).
+    /// Added in v1 as an optional field (no version bump).
+    #[serde(
+        rename = "op",
+        alias = "operator",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub operator: Option<String>,
 }
 
 /// The kinds of business event, with their own fields.
@@ -214,6 +223,7 @@ impl BusinessEvent {
         validate::opt_text("r.stp", &r.stop, MAX_REF_BYTES)?;
         validate::opt_text("r.sscc", &r.sscc, MAX_REF_BYTES)?;
         validate::opt_text("r.loc", &r.location, MAX_REF_BYTES)?;
+        validate::opt_text("r.op", &r.operator, MAX_REF_BYTES)?;
         match &self.detail {
             EventDetail::Picked { item, lot, .. } => {
                 validate::text("e.picked.item", item, MAX_REF_BYTES)?;

@@ -48,7 +48,26 @@ fn refs(order: &str) -> References {
         stop: Some("STOP-3".into()),
         sscc: Some("106141411234567897".into()),
         location: Some("DOCK-4".into()),
+        operator: None,
     }
+}
+
+/// `refs.op` (the operator signed in on the handheld, added in v1 as an
+/// optional field): fixtures without it keep their bytes, and a batch with
+/// it round-trips; the agent's JSON may name it `operator`.
+#[test]
+fn the_operator_travels_in_refs_and_old_fixtures_keep_their_bytes() {
+    let mut batch = sample_batch();
+    for e in &mut batch.events {
+        if let Payload::Event(b) = &mut e.payload {
+            b.refs.operator = Some("badge-0042".into());
+        }
+    }
+    let bytes = encode(&batch).expect("encodes");
+    assert_eq!(decode::<Batch>(&bytes).expect("decodes"), batch);
+    let refs: References =
+        serde_json::from_str(r#"{"order":"SO-1","operator":"R. Picker"}"#).expect("json");
+    assert_eq!(refs.operator.as_deref(), Some("R. Picker"));
 }
 
 fn ev(detail: EventDetail) -> Payload {

@@ -588,6 +588,15 @@ async fn journey(c: &Cluster) -> Result<()> {
     for (id, n) in &effects {
         anyhow::ensure!(*n == 1, "event {id} booked {n} times at the ERP");
     }
+    // The operator signed in travels in every event to the ERP.
+    for e in c.erp_effects().await? {
+        if effect_key(&e).is_some_and(|k| ids.contains(&k)) {
+            anyhow::ensure!(
+                e["data"]["refs"]["operator"] == "BADGE-0042",
+                "the operator in the ERP's event: {e}"
+            );
+        }
+    }
     let status: Value = api
         .get(format!("http://{addr}/v1/status"))
         .bearer_auth(&token)

@@ -78,6 +78,8 @@ function persist() { save(LS.queue, queue); save(LS.sent, sent); }
 
 // Queues an event; it is sent after the undo window.
 function act(label, body, media) {
+  // The operator signed in travels in every event (refs.operator).
+  if (operator) body = Object.assign({}, body, { refs: Object.assign({}, body.refs || {}, { operator }) });
   const item = { key: newKey(), label, body, state: 'pending', due: Date.now() + UNDO_MS, media: media || [] };
   queue.push(item);
   persist();
