@@ -48,7 +48,7 @@ pub struct StationEngine {
 }
 
 /// One station as `GET /v1/status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StationStatus {
     /// Its name.
     pub name: String,
@@ -60,6 +60,9 @@ pub struct StationStatus {
     pub events: u64,
     /// The last notice for the person at the station.
     pub last_notice: Option<String>,
+    /// The last stable weight its scale reported, kg (pick and pack
+    /// stations with a scale; the handheld app shows it on the pick screen).
+    pub weight_kg: Option<f64>,
 }
 
 impl StationEngine {
@@ -199,6 +202,11 @@ impl StationEngine {
                 },
                 events: s.events,
                 last_notice: s.last_notice.clone(),
+                weight_kg: match &s.rules {
+                    Rules::Pick(p) => p.last_stable_kg(),
+                    Rules::Pack(p) => p.last_stable_kg(),
+                    Rules::Dock(_) | Rules::Vehicle(_) => None,
+                },
             })
             .collect()
     }
@@ -419,5 +427,7 @@ mod tests {
         let status = stations.lock().engine.status();
         assert_eq!(status[0].events, 1);
         assert_eq!(status[0].state, "idle: scan a pick list");
+        // The scale's last stable weight, for the handheld app's pick screen.
+        assert_eq!(status[0].weight_kg, Some(2.0));
     }
 }

@@ -39,6 +39,11 @@ impl PackStation {
         }
     }
 
+    /// The last stable weight its scale reported, kg.
+    pub fn last_stable_kg(&self) -> Option<f64> {
+        self.last_stable_kg
+    }
+
     /// The package in hand, for the status.
     pub fn describe(&self) -> String {
         match &self.package {

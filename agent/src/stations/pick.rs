@@ -55,6 +55,11 @@ impl PickStation {
         }
     }
 
+    /// The last stable weight its scale reported, kg.
+    pub fn last_stable_kg(&self) -> Option<f64> {
+        self.last_stable_kg
+    }
+
     /// The open pick list and its progress, for the status.
     pub fn describe(&self) -> String {
         match &self.task {

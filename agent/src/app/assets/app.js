@@ -46,6 +46,22 @@ function show(name, push = true) {
 
 function back() { show(trail.pop() || 'home', false); }
 
+// ---- the station scale's weight ------------------------------------------
+// On the pick screen, the last stable weight of a station scale (from
+// /v1/status, once a second) when one is configured; hidden otherwise.
+async function refreshScale() {
+  if (screen !== 'pick') return;
+  try {
+    const res = await fetch('/v1/status', { credentials: 'same-origin' });
+    if (!res.ok) return;
+    const st = await res.json();
+    const w = (st.stations || []).map((s) => s.weight_kg).find((k) => typeof k === 'number');
+    $('pick-scale-row').hidden = w === undefined;
+    if (w !== undefined) $('pick-scale').textContent = w.toFixed(3) + ' kg';
+  } catch (_) { /* offline: keep the last value */ }
+}
+setInterval(refreshScale, 1000);
+
 // ---- operator ------------------------------------------------------------
 
 let operator = load(LS.op, null);
