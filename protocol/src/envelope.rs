@@ -33,6 +33,10 @@ pub enum Priority {
 }
 
 /// What an envelope carries.
+// A business event is the larger variant (its references); boxing it would
+// cost an allocation per event on the hot paths (outbox writes, decode) to
+// save stack space in the few places a Payload is held by value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Payload {
