@@ -31,6 +31,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::Config;
+
+/// The agent's version (the crate's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`unknown` outside a checkout).
+pub const BUILD_COMMIT: &str = env!("DOCKLINE_BUILD_COMMIT");
+/// `0.1.0 (commit 1a2b3c4d5e6f)`, as `--version` prints it.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKLINE_BUILD_COMMIT"),
+    ")"
+);
 use tokio::sync::watch;
 
 /// Why the agent could not start or stopped with an error.
@@ -39,6 +51,18 @@ pub enum AgentError {
     /// The configuration is inconsistent.
     #[error("config: {0}")]
     Config(String),
+    /// The data folder cannot be created or written by this user.
+    #[error(
+        "data_dir {path} is not writable by this user ({source}); create it for the agent's user \
+         (`install -d -o dockline -g dockline {path}`; the Debian package does this for \
+         /var/lib/dockline/agent) or set data_dir to a folder this user may write"
+    )]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The outbox could not be opened.
     #[error(transparent)]
     Outbox(#[from] outbox::OutboxError),
@@ -76,6 +100,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.check().map_err(AgentError::Config)?;
+    check_writable(&config.data_dir)?;
     let outbox = outbox::Outbox::open(
         &config.data_dir,
         config.device.clone(),
@@ -160,6 +185,20 @@ pub async fn run(
     let _ = uplink.await;
     let _ = pruner.await;
     Ok(())
+}
+
+/// Creates the data folder if needed and proves this user can write in it,
+/// so a read-only or foreign-owned folder is named with a fix instead of
+/// SQLite's bare "unable to open database file".
+fn check_writable(dir: &std::path::Path) -> Result<(), AgentError> {
+    let fail = |source| AgentError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
 }
 
 /// Deletes receipts in a final state older than the retention, at start and

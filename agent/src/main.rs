@@ -1,6 +1,10 @@
 //! `dockline-agent`: parses flags, loads config, runs the agent (or, with
 //! `doctor`, inspects its outbox read-only; with `decode`, decodes a device
-//! capture).
+//! capture; with `check-config`, prints the effective config).
+//!
+//! User errors (a bad config, a data folder it cannot write) end with one
+//! `dockline-agent: error: …` paragraph on stderr and exit code 2, never a
+//! backtrace; logs go to stderr as text or JSON (`--log-format`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,16 +12,23 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use dockline_agent::config::DEFAULT_CONFIG_PATH;
 use dockline_agent::doctor::{self, DoctorError};
+use dockline_protocol::config::Loaded;
+use dockline_protocol::logging::LogFormat;
 
 /// The dockline agent for a warehouse gateway or delivery handheld.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = dockline_agent::LONG_VERSION, about)]
 struct Cli {
-    /// Config file (TOML); `DOCKLINE_*` environment variables override it
-    /// (`DOCKLINE_MQTT__HOST=broker`).
+    /// Config file (TOML) [default: /etc/dockline/agent.toml when it
+    /// exists]; `DOCKLINE_*` environment variables naming its keys override
+    /// it (`DOCKLINE_MQTT__HOST=broker`).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Log lines as `text` or `json` (overrides `[log] format`); on stderr.
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormat>,
     /// Without a subcommand the agent runs.
     #[command(subcommand)]
     command: Option<Command>,
@@ -34,6 +45,11 @@ enum Command {
     /// Exit codes: 0 all input decoded, 1 some frames rejected (printed as
     /// `"kind":"error"` lines), 2 the input could not be read.
     Decode(DecodeArgs),
+    /// Print the effective config (file plus `DOCKLINE_*` overrides, secrets
+    /// redacted) and check it as a start would, without starting.
+    ///
+    /// Exit codes: 0 valid, 2 it would not start (the reason on stderr).
+    CheckConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,29 +134,101 @@ impl State {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Doctor(args)) => return Ok(run_doctor(args, cli.config.as_deref())),
-        Some(Command::Decode(args)) => return Ok(run_decode(&args)),
-        None => {}
+        Some(Command::Doctor(args)) => run_doctor(args, cli.config.as_deref()),
+        Some(Command::Decode(args)) => run_decode(&args),
+        Some(Command::CheckConfig) => check_config(cli.config.as_deref()),
+        None => run_agent(&cli),
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let config: dockline_agent::Config = dockline_protocol::config::load(
-        cli.config.as_deref(),
+}
+
+/// One paragraph on stderr, exit code 2: how every user error ends.
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("dockline-agent: error: {e}");
+    ExitCode::from(2)
+}
+
+/// Loads the config from `-c`, else the default path when it exists, else
+/// from `DOCKLINE_*` variables alone.
+fn load_config(given: Option<&Path>) -> anyhow::Result<Loaded<dockline_agent::Config>> {
+    let file = dockline_protocol::config::file_to_load(given, Path::new(DEFAULT_CONFIG_PATH));
+    dockline_protocol::config::load_report(
+        file.as_deref(),
         dockline_agent::config::with_env_aliases(std::env::vars()),
     )
-    .context("cannot start the agent")?;
-    dockline_agent::run(config, shutdown_signal())
-        .await
-        .context("the agent stopped")?;
-    Ok(ExitCode::SUCCESS)
+    .with_context(|| match file {
+        Some(_) => "cannot load the config".to_string(),
+        None => format!(
+            "no config file (give one with -c, or create {DEFAULT_CONFIG_PATH}) and the \
+             DOCKLINE_* variables alone are not a config"
+        ),
+    })
+}
+
+fn run_agent(cli: &Cli) -> ExitCode {
+    let loaded = match load_config(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot start the agent: {e:#}")),
+    };
+    let format = cli
+        .log_format
+        .or(loaded.config.log.format)
+        .unwrap_or_default();
+    let log = match dockline_protocol::logging::init(format, &loaded.config.log) {
+        Ok(handle) => handle,
+        Err(e) => return fail(format!("cannot start the agent: {e}")),
+    };
+    tracing::info!(version = dockline_agent::VERSION, commit = dockline_agent::BUILD_COMMIT, config = %loaded.origin, "dockline-agent starting");
+    for var in &loaded.ignored {
+        tracing::debug!(variable = %var, "environment variable names no config key; ignored");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let _ = log;
+    let result = runtime.block_on(dockline_agent::run(loaded.config, shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the agent stopped");
+            fail(format!("the agent stopped: {e}"))
+        }
+    }
+}
+
+/// `check-config`: the merged config, secrets redacted, then the checks a
+/// start would run.
+fn check_config(given: Option<&Path>) -> ExitCode {
+    let loaded = match load_config(given) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    println!("# dockline-agent {}", dockline_agent::LONG_VERSION);
+    println!("# config: {}", loaded.origin);
+    if !loaded.ignored.is_empty() {
+        println!(
+            "# ignored (name no config key): {}",
+            loaded.ignored.join(", ")
+        );
+    }
+    println!("# secrets are <redacted>; keys not shown take their defaults (agent.example.toml)");
+    print!(
+        "{}",
+        dockline_protocol::config::redacted_toml(&loaded.table)
+    );
+    match loaded.config.check() {
+        Ok(()) => {
+            println!("# ok: the config is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("config {}: {e}", loaded.origin)),
+    }
 }
 
 /// Runs `decode`; reports errors on stderr and returns the exit code.
@@ -197,20 +285,12 @@ fn data_dir(args: &DoctorArgs, outer_config: Option<&Path>) -> Result<PathBuf, D
         return Ok(dir.clone());
     }
     let file = args.config.as_deref().or(outer_config);
-    let config: dockline_agent::Config = dockline_protocol::config::load(
-        file,
-        dockline_agent::config::with_env_aliases(std::env::vars()),
-    )
-    .map_err(|e| {
-        DoctorError::Usage(match file {
-            Some(_) => format!("cannot load the config: {e}"),
-            None => format!(
-                "say where the outbox is: --data-dir DIR or --config agent.toml \
-                     (without them the config comes from DOCKLINE_* variables alone, and: {e})"
-            ),
-        })
+    let loaded = load_config(file).map_err(|e| {
+        DoctorError::Usage(format!(
+            "{e:#}; or say where the outbox is with --data-dir DIR"
+        ))
     })?;
-    Ok(config.data_dir)
+    Ok(loaded.config.data_dir)
 }
 
 fn doctor_action(args: DoctorArgs, outer_config: Option<&Path>) -> Result<u8, DoctorError> {

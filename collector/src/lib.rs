@@ -83,6 +83,18 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
+/// The collector's version (the crate's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`unknown` outside a checkout).
+pub const BUILD_COMMIT: &str = env!("DOCKLINE_BUILD_COMMIT");
+/// `0.1.0 (commit 1a2b3c4d5e6f)`, as `--version` prints it.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKLINE_BUILD_COMMIT"),
+    ")"
+);
+
 use crate::config::ConfigCheckError;
 use crate::delivery::{Delivery, DeliveryError};
 use crate::inbox::{InboxError, InboxHandle};

@@ -1,0 +1,171 @@
+//! The built `dockline-agent` binary as an operator meets it: `check-config`,
+//! readable config errors without backtraces, the data folder hint, and logs
+//! as JSON on stderr.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dockline-agent");
+
+/// Kills the child when the test ends, pass or fail.
+struct Running(std::process::Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An agent config with a dead broker port and an API on a free port.
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = free.local_addr().expect("addr").port();
+    drop(free);
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "site = \"dc\"\ndevice = \"hh-1\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             token = \"0123456789abcdef-secret\"\n[mqtt]\nport = {dead_port}\n{extra}",
+            dir.join("data")
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_redacts_the_token_and_ignores_unrelated_variables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(dir.path(), "");
+    let path = path.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = run(
+        &["-c", path, "check-config"],
+        &[
+            ("DOCKLINE_BIN", "/opt/x"),
+            ("DOCKLINE_MQTT__HOST", "broker.lan"),
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stdout.contains("0123456789abcdef-secret"), "{stdout}");
+    assert!(stdout.contains("token = \"<redacted>\""), "{stdout}");
+    assert!(stdout.contains("host = \"broker.lan\""), "{stdout}");
+    assert!(stdout.contains("DOCKLINE_BIN"), "{stdout}");
+    assert!(stdout.contains("# ok: the config is valid"), "{stdout}");
+}
+
+#[test]
+fn config_errors_are_one_paragraph_with_the_line_and_no_backtrace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(dir.path(), "[uplink]\nbatch_max = 3\n");
+    let path = path.to_str().expect("utf-8 path");
+    let (code, _, stderr) = run(&["-c", path], &[("RUST_BACKTRACE", "1")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("dockline-agent: error: cannot start the agent")
+            && first.contains("agent.toml: line 10, column 1: unknown field `batch_max`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("  10 | batch_max = 3"), "{stderr}");
+}
+
+#[test]
+fn an_unwritable_data_dir_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A regular file where the data folder's parent should be: unwritable
+    // even for root, which ignores permission bits.
+    std::fs::write(dir.path().join("data"), b"not a folder").expect("write");
+    let path = config(dir.path(), "");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("/data\"", "/data/agent\""),
+    )
+    .expect("rewrite");
+    let path = path.to_str().expect("utf-8 path");
+    let (code, _, stderr) = run(&["-c", path], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("is not writable by this user")
+            && stderr.contains("install -d -o dockline"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_on_stderr_and_a_clean_stop_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(dir.path(), "");
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .args(["--log-format", "json"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let addr_file = dir.path().join("data").join("api.addr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&addr_file).map_or(true, |a| a.is_empty()) {
+        assert!(Instant::now() < deadline, "api.addr not written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let Some(mut o) = child.0.stdout.take() {
+        o.read_to_string(&mut stdout).expect("stdout");
+    }
+    if let Some(mut e) = child.0.stderr.take() {
+        e.read_to_string(&mut stderr).expect("stderr");
+    }
+    assert!(stdout.is_empty(), "logs belong on stderr: {stdout}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes into a pipe: {stderr}"
+    );
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    let start = lines
+        .iter()
+        .find(|l| l["message"] == "dockline-agent starting")
+        .unwrap_or_else(|| panic!("no start line: {stderr}"));
+    assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        lines.iter().any(|l| l["message"] == "agent started"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("0123456789abcdef-secret"),
+        "token logged: {stderr}"
+    );
+}
