@@ -78,6 +78,7 @@ pub fn router(state: ApiState, token: Option<Secret>) -> Router {
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/status", get(status))
         .route("/v1/tasks", post(post_task).get(list_tasks))
+        .merge(crate::ops_http::router())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

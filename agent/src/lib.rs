@@ -7,6 +7,7 @@
 //! - [`uplink`]: MQTT upload of batches, acks and verdicts; [`uplink::state`]
 //!   is its I/O-free state machine.
 //! - [`api`]: the local HTTP API for the handheld app.
+//! - [`ops_http`]: `/healthz`, `/readyz`, `/metrics` and `/v1/version` on it.
 //! - [`doctor`]: read-only inspection of an outbox file (`dockline-agent doctor`).
 //! - [`devices`]: device sources (serial scanners, scales, GNSS, bridges; I2C
 //!   load cells) and the stream decoder behind them.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod decode;
 pub mod devices;
 pub mod doctor;
+pub mod ops_http;
 pub mod outbox;
 pub mod priority;
 pub mod stations;
@@ -158,6 +160,12 @@ pub async fn run(
         reading_rx,
     ));
     let api_token = config.api.token.clone();
+    let ops = ops_http::Ops::new(
+        outbox.clone(),
+        link.clone(),
+        presence.clone(),
+        config.data_dir.clone(),
+    );
     let state = api::ApiState {
         outbox,
         link,
@@ -167,7 +175,12 @@ pub async fn run(
         clock: config.clock,
     };
     let api = tokio::spawn(async move {
-        axum::serve(listener, api::router(state, api_token))
+        // Outermost: the ops state every request can read, then the counter
+        // of answers by route and status (401s from the token guard too).
+        let app = api::router(state, api_token)
+            .layer(axum::middleware::from_fn(ops_http::count_requests))
+            .layer(axum::Extension(ops));
+        axum::serve(listener, app)
             .with_graceful_shutdown(stopped(stop_rx))
             .await
     });
@@ -190,7 +203,7 @@ pub async fn run(
 /// Creates the data folder if needed and proves this user can write in it,
 /// so a read-only or foreign-owned folder is named with a fix instead of
 /// SQLite's bare "unable to open database file".
-fn check_writable(dir: &std::path::Path) -> Result<(), AgentError> {
+pub(crate) fn check_writable(dir: &std::path::Path) -> Result<(), AgentError> {
     let fail = |source| AgentError::DataDir {
         path: dir.to_path_buf(),
         source,

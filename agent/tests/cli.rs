@@ -169,3 +169,81 @@ fn json_logs_on_stderr_and_a_clean_stop_on_sigterm() {
         "token logged: {stderr}"
     );
 }
+
+/// `/healthz`, `/readyz`, `/metrics` and `/v1/version` of a running agent,
+/// with the API token it is configured with.
+#[test]
+fn health_readiness_metrics_and_version_endpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(dir.path(), "");
+    let _child = Running(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let addr_file = dir.path().join("data").join("api.addr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file)
+            && !a.is_empty()
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "api.addr not written");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let get = |p: &str| {
+            c.get(format!("http://{addr}{p}"))
+                .bearer_auth("0123456789abcdef-secret")
+                .send()
+        };
+        let r = get("/healthz").await.expect("healthz");
+        assert_eq!(r.status(), 200);
+        let r = get("/readyz").await.expect("readyz");
+        assert_eq!(r.status(), 200);
+        let ready: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(ready["outbox"], "writable");
+        assert_eq!(ready["uplink"], "down", "no broker on the configured port");
+        let v: serde_json::Value = get("/v1/version").await.expect("version").json().await.expect("json");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        let posted = c
+            .post(format!("http://{addr}/v1/events"))
+            .bearer_auth("0123456789abcdef-secret")
+            .json(&serde_json::json!({"detail": {"picked": {"item": "09506000134352", "quantity": 1}}, "refs": {"order": "SO-1"}}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(posted.status(), 201);
+        let unauthorised = c
+            .get(format!("http://{addr}/v1/status"))
+            .send()
+            .await
+            .expect("status");
+        assert_eq!(unauthorised.status(), 401);
+        let text = get("/metrics").await.expect("metrics").text().await.expect("text");
+        for line in [
+            "dockline_agent_queue_events{class=\"must_deliver\"} 1",
+            "dockline_agent_mqtt_connected 0",
+            "dockline_agent_resends_total 0",
+            "dockline_agent_http_requests_total{method=\"POST\",route=\"/v1/events\",status=\"201\"} 1",
+            "dockline_agent_http_requests_total{method=\"GET\",route=\"/v1/status\",status=\"401\"} 1",
+            "dockline_agent_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(text.contains("dockline_agent_build_info{version=\""), "{text}");
+        assert!(text.contains("dockline_agent_oldest_unacked_age_seconds "), "{text}");
+        assert!(text.contains("dockline_agent_queue_bytes{class=\"must_deliver\"} "), "{text}");
+    });
+}

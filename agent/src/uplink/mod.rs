@@ -264,7 +264,7 @@ pub async fn run(
                             tracing::warn!(error = %e, topic = %t, "could not subscribe; will retry on reconnect");
                         }
                     }
-                    let agent_version = env!("CARGO_PKG_VERSION").into();
+                    let agent_version = crate::LONG_VERSION.into();
                     let verdicts_wanted = match outbox.status().await {
                         Ok(q) => verdicts_wanted(&q),
                         Err(e) => {
@@ -386,6 +386,7 @@ pub fn heartbeat(q: &QueueStatus, devices: &[crate::devices::DevicePresence]) ->
             salvage_lost,
             verdicts_wanted: verdicts_wanted(q),
             devices: device_health(devices),
+            agent_version: Some(crate::LONG_VERSION.into()),
         }),
     }
 }
