@@ -191,14 +191,57 @@ fn run_agent(cli: &Cli) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    let _ = log;
-    let result = runtime.block_on(dockline_agent::run(loaded.config, shutdown_signal()));
+    let given = cli.config.clone();
+    let result = runtime.block_on(async move {
+        // Installed before the agent starts, so an early SIGHUP cannot kill it.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => {
+                tokio::spawn(reload_on_sighup(hup, given, loaded.table.clone(), log));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
+            }
+        }
+        dockline_agent::run(loaded.config, shutdown_signal()).await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "the agent stopped");
             fail(format!("the agent stopped: {e}"))
         }
+    }
+}
+
+/// SIGHUP: reads the config again (same file, same environment) and checks
+/// it; a config that would not start is refused and the running one stays.
+/// The log level is applied; every other changed key is named as needing a
+/// restart. `running` is the merged table the process runs with.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    given: Option<PathBuf>,
+    mut running: dockline_protocol::config::Table,
+    log: dockline_protocol::logging::LogHandle,
+) {
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let loaded = match load_config(given.as_deref()) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
+                continue;
+            }
+        };
+        if let Err(e) = loaded.config.check() {
+            tracing::warn!(error = %e, config = %loaded.origin, "reload refused; the running config stays");
+            continue;
+        }
+        let changed = dockline_protocol::config::changed_keys(&running, &loaded.table);
+        dockline_protocol::logging::log_reload(&log, &loaded.config.log, &changed, &loaded.origin);
+        match loaded.table.get("log") {
+            Some(section) => running.insert("log".into(), section.clone()),
+            None => running.remove("log"),
+        };
     }
 }
 

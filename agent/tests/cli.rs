@@ -247,3 +247,85 @@ fn health_readiness_metrics_and_version_endpoints() {
         assert!(text.contains("dockline_agent_queue_bytes{class=\"must_deliver\"} "), "{text}");
     });
 }
+
+/// Reads the child's stderr on a thread, so the test can wait for a line.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return;
+            }
+        }
+    }
+    panic!("no line with {needle:?} in:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn sighup_applies_the_log_level_refuses_a_bad_config_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(dir.path(), "[log]\nlevel = \"info\"\n");
+    let original = std::fs::read_to_string(&path).expect("read");
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let rx = stderr_lines(&mut child.0);
+    let mut seen = Vec::new();
+    wait_line(&rx, "agent started", &mut seen);
+    let hup = |c: &Running| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &c.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+
+    // A broken file: refused, the agent keeps running.
+    std::fs::write(&path, format!("{original}[uplink]\nbatch_max = 1\n")).expect("write");
+    hup(&child);
+    wait_line(&rx, "reload refused; the running config stays", &mut seen);
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "SIGHUP must not kill"
+    );
+
+    // A new level and a changed broker port: the level applies, the port
+    // is named as needing a restart.
+    let changed = original
+        .replace("level = \"info\"", "level = \"debug\"")
+        .replace("[mqtt]\nport = ", "[mqtt]\nkeep_alive_secs = 20\nport = ");
+    std::fs::write(&path, changed).expect("write");
+    hup(&child);
+    wait_line(&rx, "reload: log level applied", &mut seen);
+    wait_line(&rx, "needs_restart=mqtt", &mut seen);
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+}

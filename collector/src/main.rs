@@ -330,13 +330,23 @@ fn start(args: Args) -> anyhow::Result<()> {
     for var in &loaded.ignored {
         tracing::debug!(variable = %var, "environment variable names no config key; ignored");
     }
-    let _ = log;
     let config = loaded.config;
+    let running = loaded.table;
+    let given = args.config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
+    let result = runtime.block_on(async move {
+        // Installed before the collector starts, so an early SIGHUP cannot kill it.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => {
+                tokio::spawn(reload_on_sighup(hup, given, running, log));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
+            }
+        }
         dockline_collector::run(config, shutdown_signal())
             .await
             .map_err(anyhow::Error::from)
@@ -344,6 +354,39 @@ fn start(args: Args) -> anyhow::Result<()> {
     // Every commit is already durable; do not let a stuck connection delay exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result
+}
+
+/// SIGHUP: reads the config again (same file, same environment) and checks
+/// it; a config that would not start is refused and the running one stays.
+/// The log level is applied; every other changed key is named as needing a
+/// restart. `running` is the merged table the process runs with.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    given: Option<PathBuf>,
+    mut running: dockline_protocol::config::Table,
+    log: dockline_protocol::logging::LogHandle,
+) {
+    let args = Args {
+        config: given,
+        log_format: None,
+        command: None,
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let loaded = match load_checked(&args) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
+                continue;
+            }
+        };
+        let changed = dockline_protocol::config::changed_keys(&running, &loaded.table);
+        dockline_protocol::logging::log_reload(&log, &loaded.config.log, &changed, &loaded.origin);
+        match loaded.table.get("log") {
+            Some(section) => running.insert("log".into(), section.clone()),
+            None => running.remove("log"),
+        };
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

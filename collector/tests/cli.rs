@@ -510,3 +510,63 @@ fn json_logs_go_to_stderr_one_object_per_line_without_colour() {
         "{start}"
     );
 }
+
+#[test]
+fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = offline_config(dir.path());
+    let original = std::fs::read_to_string(&path).expect("read");
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.0.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("no line with {needle:?} in:\n{}", seen.join("\n"));
+    };
+    wait_line("collector started");
+    std::fs::write(
+        &path,
+        format!("{original}[gaps]\nresend_after_ms = 30000\n[log]\nlevel = \"debug\"\n"),
+    )
+    .expect("write");
+    signal(&child.0, "HUP");
+    wait_line("reload: log level applied");
+    wait_line("needs_restart=gaps");
+    std::fs::write(&path, format!("{original}[gaps]\nresend_aftr_ms = 1\n")).expect("write");
+    signal(&child.0, "HUP");
+    wait_line("reload refused; the running config stays");
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "SIGHUP must not stop the collector"
+    );
+}

@@ -15,6 +15,9 @@ use std::{format, fs};
 
 use serde::de::DeserializeOwned;
 
+/// A parsed TOML table, as [`Loaded::table`] holds it.
+pub use toml::Table;
+
 /// The prefix of every override variable.
 pub const ENV_PREFIX: &str = "DOCKLINE_";
 
@@ -179,6 +182,18 @@ fn located(text: &str, error: &toml::de::Error) -> String {
         " ".repeat(column - 1),
         "^".repeat(width),
     )
+}
+
+/// The top-level keys whose value differs between two merged tables
+/// (added, removed or changed), in name order: what a reload found changed.
+pub fn changed_keys(old: &toml::Table, new: &toml::Table) -> Vec<String> {
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect()
 }
 
 /// What [`overlay_env`] did.
@@ -478,5 +493,17 @@ mod tests {
         ] {
             assert!(text.contains(shown), "{shown} missing: {text}");
         }
+    }
+
+    #[test]
+    fn changed_keys_name_added_removed_and_changed_sections() {
+        let old: toml::Table = "site = \"a\"\n[mqtt]\nport = 1\n[log]\nlevel = \"info\"\n"
+            .parse()
+            .expect("toml");
+        let new: toml::Table = "site = \"a\"\n[mqtt]\nport = 2\n[api]\nlisten = \"x\"\n"
+            .parse()
+            .expect("toml");
+        assert_eq!(changed_keys(&old, &new), ["api", "log", "mqtt"]);
+        assert!(changed_keys(&old, &old).is_empty());
     }
 }

@@ -142,6 +142,35 @@ impl LogHandle {
     }
 }
 
+/// Logs what a SIGHUP reload did: the level applied (or why not), and the
+/// changed top-level keys other than `[log]`, which need a restart.
+/// `changed` comes from [`crate::config::changed_keys`].
+pub fn log_reload(handle: &LogHandle, config: &LogConfig, changed: &[String], origin: &str) {
+    match handle.apply(config) {
+        Ok(LevelChange::Applied(level)) => {
+            tracing::info!(%level, "reload: log level applied");
+        }
+        Ok(LevelChange::Unchanged) => {}
+        Ok(LevelChange::PinnedByEnv) => {
+            tracing::info!(
+                "reload: log level left alone: RUST_LOG is set and wins over [log] level"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "reload: log level refused"),
+    }
+    let restart: std::vec::Vec<&str> = changed
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != "log")
+        .collect();
+    if restart.is_empty() {
+        tracing::info!(config = %origin, "reload: done; nothing else changed");
+    } else {
+        tracing::warn!(config = %origin, needs_restart = %restart.join(", "),
+            "reload: these keys changed but are not applied until a restart (systemctl restart)");
+    }
+}
+
 /// Installs the global subscriber: `format` from the flag or the config,
 /// the level from `RUST_LOG`, else the config, else [`DEFAULT_LEVEL`].
 /// Fails when the level does not parse or a subscriber is already set.
