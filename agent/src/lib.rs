@@ -133,6 +133,11 @@ pub async fn run(
         api_token = config.api.token.is_some(), commands_verified = !config.commands.verify_key.keys().is_empty(),
         "agent started"
     );
+    // Under systemd (Type=notify): ready once the outbox is open and the API
+    // listens. A no-op elsewhere.
+    if let Err(e) = dockline_protocol::service::notify("READY=1") {
+        tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
+    }
 
     let presence = devices::Presence::new(&config.devices);
     // Bounded: a slow outbox makes the device threads wait, not grow a queue.

@@ -225,24 +225,35 @@ async fn reload_on_sighup(
 ) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let loaded = match load_config(given.as_deref()) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
-                continue;
-            }
-        };
-        if let Err(e) = loaded.config.check() {
-            tracing::warn!(error = %e, config = %loaded.origin, "reload refused; the running config stays");
-            continue;
-        }
-        let changed = dockline_protocol::config::changed_keys(&running, &loaded.table);
-        dockline_protocol::logging::log_reload(&log, &loaded.config.log, &changed, &loaded.origin);
-        match loaded.table.get("log") {
-            Some(section) => running.insert("log".into(), section.clone()),
-            None => running.remove("log"),
-        };
+        let _ = dockline_protocol::service::notify("RELOADING=1");
+        reload_once(given.as_deref(), &mut running, &log);
+        let _ = dockline_protocol::service::notify("READY=1");
     }
+}
+
+/// One reload; see [`reload_on_sighup`].
+fn reload_once(
+    given: Option<&Path>,
+    running: &mut dockline_protocol::config::Table,
+    log: &dockline_protocol::logging::LogHandle,
+) {
+    let loaded = match load_config(given) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
+            return;
+        }
+    };
+    if let Err(e) = loaded.config.check() {
+        tracing::warn!(error = %e, config = %loaded.origin, "reload refused; the running config stays");
+        return;
+    }
+    let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
+    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
+    match loaded.table.get("log") {
+        Some(section) => running.insert("log".into(), section.clone()),
+        None => running.remove("log"),
+    };
 }
 
 /// `check-config`: the merged config, secrets redacted, then the checks a

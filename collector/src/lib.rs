@@ -219,6 +219,11 @@ pub async fn run(
         inbox = %config.inbox.url.as_deref().map_or_else(|| "sqlite".to_owned(), crate::pg_inbox::redact_url),
         shared_group = config.mqtt.shared_group.as_deref().unwrap_or("-"),
         "collector started");
+    // Under systemd (Type=notify): ready once the inbox is open and the API
+    // listens. A no-op elsewhere.
+    if let Err(e) = dockline_protocol::service::notify("READY=1") {
+        warn!(error = %e, "cannot tell systemd the collector is ready");
+    }
 
     let trigger = ShutdownTrigger::new();
     let wake = Arc::new(Notify::new());

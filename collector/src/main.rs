@@ -373,20 +373,31 @@ async fn reload_on_sighup(
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let loaded = match load_checked(&args) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
-                continue;
-            }
-        };
-        let changed = dockline_protocol::config::changed_keys(&running, &loaded.table);
-        dockline_protocol::logging::log_reload(&log, &loaded.config.log, &changed, &loaded.origin);
-        match loaded.table.get("log") {
-            Some(section) => running.insert("log".into(), section.clone()),
-            None => running.remove("log"),
-        };
+        let _ = dockline_protocol::service::notify("RELOADING=1");
+        reload_once(&args, &mut running, &log);
+        let _ = dockline_protocol::service::notify("READY=1");
     }
+}
+
+/// One reload; see [`reload_on_sighup`].
+fn reload_once(
+    args: &Args,
+    running: &mut dockline_protocol::config::Table,
+    log: &dockline_protocol::logging::LogHandle,
+) {
+    let loaded = match load_checked(args) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
+            return;
+        }
+    };
+    let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
+    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
+    match loaded.table.get("log") {
+        Some(section) => running.insert("log".into(), section.clone()),
+        None => running.remove("log"),
+    };
 }
 
 /// Completes on Ctrl-C or SIGTERM.
