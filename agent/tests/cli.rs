@@ -329,3 +329,113 @@ fn sighup_applies_the_log_level_refuses_a_bad_config_and_names_what_needs_a_rest
         "still running"
     );
 }
+
+/// SIGTERM against a real broker: the agent's graceful death is the last
+/// status message; the broker never publishes the last will after it.
+/// Needs `DOCKLINE_TEST_MQTT_URL` (CI starts Mosquitto).
+#[test]
+fn sigterm_says_goodbye_and_the_broker_sends_no_last_will_after_it() {
+    let Ok(url) = std::env::var("DOCKLINE_TEST_MQTT_URL") else {
+        println!("SKIP: DOCKLINE_TEST_MQTT_URL is not set (no MQTT broker for this test)");
+        return;
+    };
+    let hostport = url.trim_start_matches("mqtt://");
+    let (host, port) = hostport.rsplit_once(':').expect("mqtt://host:port");
+    let port: u16 = port.parse().expect("port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = format!("gw-bye-{}", std::process::id());
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "site = \"dc-bye\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             [mqtt]\nhost = \"{host}\"\nport = {port}\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("write config");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let statuses = rt.block_on(async {
+        let mut options = rumqttc::MqttOptions::new(format!("watch-{device}"), host, port);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+        client
+            .subscribe(
+                format!("dockline/v1/dc-bye/{device}/status"),
+                rumqttc::QoS::AtLeastOnce,
+            )
+            .await
+            .expect("subscribe");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = event {
+                    let _ = tx.send(p.payload.to_vec());
+                }
+            }
+        });
+        let mut child = Running(
+            Command::new(BIN)
+                .arg("-c")
+                .arg(&path)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        );
+        let mut seen: Vec<dockline_protocol::Status> = Vec::new();
+        let until = |seen: &Vec<dockline_protocol::Status>, birth: bool| {
+            seen.iter().any(|s| match &s.kind {
+                dockline_protocol::StatusKind::Birth { .. } => birth,
+                dockline_protocol::StatusKind::Death { graceful } => !birth && *graceful,
+                _ => false,
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !until(&seen, true) {
+            let payload = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("a birth within 20 s")
+                .expect("watcher alive");
+            seen.push(dockline_protocol::codec::decode(&payload).expect("status"));
+        }
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        let status = child.0.wait().expect("wait");
+        assert!(status.success(), "clean stop: {status}");
+        // Anything the broker still sends (a last will) arrives within the
+        // keep-alive-free window of a closed socket: well under 2 s.
+        let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(payload)) = tokio::time::timeout_at(quiet, rx.recv()).await {
+            seen.push(dockline_protocol::codec::decode(&payload).expect("status"));
+        }
+        seen
+    });
+    let kinds: Vec<String> = statuses.iter().map(|s| format!("{:?}", s.kind)).collect();
+    assert!(until_graceful(&statuses), "no graceful death: {kinds:?}");
+    let last = statuses.last().expect("statuses");
+    assert!(
+        matches!(
+            last.kind,
+            dockline_protocol::StatusKind::Death { graceful: true }
+        ),
+        "the last status must be the goodbye, not a last will: {kinds:?}"
+    );
+}
+
+fn until_graceful(seen: &[dockline_protocol::Status]) -> bool {
+    seen.iter().any(|s| {
+        matches!(
+            s.kind,
+            dockline_protocol::StatusKind::Death { graceful: true }
+        )
+    })
+}

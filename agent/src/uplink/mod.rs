@@ -120,6 +120,11 @@ async fn pump(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 LinkEvent::Message(p.topic, p.payload.to_vec())
             }
+            // The goodbye's DISCONNECT is flushed: stop here. Polling on
+            // would reconnect, and the exit that follows would drop that
+            // fresh session uncleanly, making the broker publish the last
+            // will ("link lost") after the agent said goodbye.
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(e) => {
                 failures = failures.saturating_add(1);
