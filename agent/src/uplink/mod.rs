@@ -91,6 +91,7 @@ async fn pump(
     base: Duration,
     max: Duration,
 ) {
+    let mut said_goodbye = false;
     let mut failures = 0u32;
     loop {
         let polled = tokio::select! {
@@ -120,12 +121,18 @@ async fn pump(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 LinkEvent::Message(p.topic, p.payload.to_vec())
             }
-            // The goodbye's DISCONNECT is flushed: stop here. Polling on
-            // would reconnect, and the exit that follows would drop that
-            // fresh session uncleanly, making the broker publish the last
-            // will ("link lost") after the agent said goodbye.
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            // The goodbye's DISCONNECT is flushed. Keep reading (the death's
+            // PUBACK) until the broker closes the socket, then stop: closing
+            // with unread bytes would send a TCP reset that can make the
+            // broker drop the DISCONNECT unread, and polling on after the
+            // close would reconnect; either way the exit that follows makes
+            // the broker publish the last will ("link lost") after the goodbye.
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                said_goodbye = true;
+                continue;
+            }
             Ok(_) => continue,
+            Err(_) if said_goodbye => return,
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let event = LinkEvent::Disconnected(e.to_string());
