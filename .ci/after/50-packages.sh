@@ -33,7 +33,7 @@ pkg_test() (
   if command -v systemd-analyze >/dev/null 2>&1; then
     # Without a running systemd, verify still checks syntax, paths and users.
     out=$(systemd-analyze verify /lib/systemd/system/dockline-agent.service /lib/systemd/system/dockline-collector.service 2>&1 || true)
-    if echo "$out" | grep -v -e 'Failed to connect to bus' -e 'Cannot find unit' -e 'multi-user.target' -e 'network-online.target' -e '^$' | grep -q .; then
+    if echo "$out" | grep -v -e 'Failed to connect to bus' -e 'Cannot find unit' -e 'multi-user.target' -e 'network-online.target' -e '^$' | grep . >/dev/null; then
       log "packages: FAIL: systemd-analyze verify: $out"; exit 1
     fi
     log "packages: systemd-analyze verify: units ok"
@@ -74,9 +74,9 @@ pkg_test() (
     target/debian/dockline-collector_"$bumped"_"$arch".deb >/dev/null
   [ "$(dpkg-query -W -f '${Version}' dockline-agent)" = "$bumped" ]
   start_agent
-  curl -fsS "$api/v1/events/$event_id" | grep -q '"state":"queued"' ||
+  curl -fsS "$api/v1/events/$event_id" | grep '"state":"queued"' >/dev/null ||
     { log "packages: FAIL: event $event_id did not survive the upgrade"; exit 1; }
-  curl -fsS "$api/metrics" | grep -q '^dockline_agent_queue_events{class="must_deliver"} 1' ||
+  curl -fsS "$api/metrics" | grep '^dockline_agent_queue_events{class="must_deliver"} 1' >/dev/null ||
     { log "packages: FAIL: /metrics does not show the queued event"; exit 1; }
   stop_agent
   log "packages: event $event_id survived the upgrade to $bumped"
@@ -93,6 +93,12 @@ elif [ ! -x target/release/dockline-agent ] || [ ! -x target/release/dockline-co
   log "packages: FAIL: no release binaries to package"; exit 1
 else
   pkg_started=$(date +%s)
-  pkg_test || { log "packages: FAIL (see above)"; exit 1; }
+  # Not `pkg_test || …`: bash ignores set -e inside a function called from an
+  # || list, so a failing check would pass unnoticed.
+  set +e
+  pkg_test
+  pkg_rc=$?
+  set -e
+  [ "$pkg_rc" = 0 ] || { log "packages: FAIL (see above)"; exit 1; }
   log "packages: done in $(( $(date +%s) - pkg_started )) s"
 fi

@@ -23,8 +23,8 @@ arm_smoke() (
   api="http://$(cat "$dir/data/api.addr")"
   curl -fsS -X POST -H 'content-type: application/json' \
     -d '{"detail":{"picked":{"item":"09506000134352","quantity":1}},"refs":{"order":"SO-ARM-1"}}' \
-    "$api/v1/events" | grep -q '"state":"queued"'
-  curl -fsS "$api/readyz" | grep -q '"ready":true'
+    "$api/v1/events" | grep '"state":"queued"' >/dev/null
+  curl -fsS "$api/readyz" | grep '"ready":true' >/dev/null
   kill -TERM "$pid"; wait "$pid"; trap - EXIT
   qemu-aarch64 "$bin" doctor --data-dir "$dir/data" check > "$dir/doctor.txt"   # exit 0: healthy
   log "arm64: smoke test under $(qemu-aarch64 --version | head -1): started, event posted, clean stop, doctor check healthy"
@@ -39,7 +39,13 @@ else
     for deb in target/debian/dockline-agent_*_arm64.deb; do
       [ -e "$deb" ] && log "arm64: $(basename "$deb"): $(stat -c %s "$deb") bytes"
     done
-    if arm_smoke; then :; else log "arm64: FAIL: smoke test under qemu (log: target/arm64-smoke/agent.log)"; exit 1; fi
+    # Not `if arm_smoke`: bash ignores set -e inside a function called as a
+    # condition, so a failing check would pass unnoticed.
+    set +e
+    arm_smoke
+    smoke_rc=$?
+    set -e
+    [ "$smoke_rc" = 0 ] || { log "arm64: FAIL: smoke test under qemu (log: target/arm64-smoke/agent.log)"; exit 1; }
     log "arm64: done in $(( $(date +%s) - arm_started )) s"
   elif grep -q -e 'Unable to locate package' -e 'Failed to fetch' -e 'Temporary failure resolving' target/arm64-build.log; then
     log "arm64: SKIP: the cross toolchain could not be installed: $(grep -m1 -e 'Unable to locate' -e 'Failed to fetch' -e 'Temporary failure' target/arm64-build.log)"
