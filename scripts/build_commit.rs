@@ -25,16 +25,26 @@ fn main() {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
         _ => match git(&["rev-parse", "--short=12", "HEAD"]) {
             Some(hash) => {
-                // Rebuild when HEAD moves (a commit, a checkout) or the index changes.
-                for file in ["HEAD", "index"] {
-                    if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+                // Rebuild when HEAD moves (a commit, a checkout): HEAD, its
+                // reflog (written on every move), the branch's ref and
+                // packed-refs. Only files that exist: cargo
+                // reruns the script on every build for a missing one (a fresh
+                // clone keeps its refs in packed-refs). Not the index, which
+                // `git add` touches without changing the commit.
+                let mut watched = vec![
+                    "HEAD".to_string(),
+                    "logs/HEAD".to_string(),
+                    "packed-refs".to_string(),
+                ];
+                if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+                    watched.push(head_ref);
+                }
+                for file in watched {
+                    if let Some(path) = git(&["rev-parse", "--git-path", &file])
+                        && std::path::Path::new(&path).exists()
+                    {
                         println!("cargo:rerun-if-changed={path}");
                     }
-                }
-                if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"])
-                    && let Some(path) = git(&["rev-parse", "--git-path", &head_ref])
-                {
-                    println!("cargo:rerun-if-changed={path}");
                 }
                 hash
             }
