@@ -47,7 +47,13 @@ pub struct Config {
     /// Which commands from the collector are obeyed (`[commands]`).
     #[serde(default)]
     pub commands: CommandsConfig,
+    /// `[log]`: log format and level (SIGHUP applies a new level).
+    #[serde(default)]
+    pub log: dockline_protocol::logging::LogConfig,
 }
+
+/// Where the agent looks for its config when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/dockline/agent.toml";
 
 /// `[commands]`: how commands on the device's `cmd` topic are checked.
 ///
@@ -403,6 +409,7 @@ impl Config {
                     .into(),
             );
         }
+        self.log.check()?;
         self.check_devices()?;
         self.check_security()?;
         crate::stations::config::check(&self.stations, &self.devices)

@@ -8,6 +8,7 @@
 //!   is its I/O-free state machine.
 //! - [`api`]: the local HTTP API for the handheld app.
 //! - [`app`]: the handheld app itself, served at `/app/`.
+//! - [`ops_http`]: `/healthz`, `/readyz`, `/metrics` and `/v1/version` on it.
 //! - [`doctor`]: read-only inspection of an outbox file (`dockline-agent doctor`).
 //! - [`devices`]: device sources (serial scanners, scales, GNSS, bridges; I2C
 //!   load cells) and the stream decoder behind them.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod decode;
 pub mod devices;
 pub mod doctor;
+pub mod ops_http;
 pub mod outbox;
 pub mod priority;
 pub mod stations;
@@ -33,6 +35,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::Config;
+
+/// The agent's version (the crate's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`unknown` outside a checkout).
+pub const BUILD_COMMIT: &str = env!("DOCKLINE_BUILD_COMMIT");
+/// `0.1.0 (commit 1a2b3c4d5e6f)`, as `--version` prints it.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKLINE_BUILD_COMMIT"),
+    ")"
+);
 use tokio::sync::watch;
 
 /// Why the agent could not start or stopped with an error.
@@ -41,6 +55,18 @@ pub enum AgentError {
     /// The configuration is inconsistent.
     #[error("config: {0}")]
     Config(String),
+    /// The data folder cannot be created or written by this user.
+    #[error(
+        "data_dir {path} is not writable by this user ({source}); create it for the agent's user \
+         (`install -d -o dockline -g dockline {path}`; the Debian package does this for \
+         /var/lib/dockline/agent) or set data_dir to a folder this user may write"
+    )]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The outbox could not be opened.
     #[error(transparent)]
     Outbox(#[from] outbox::OutboxError),
@@ -88,6 +114,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.check().map_err(AgentError::Config)?;
+    check_writable(&config.data_dir)?;
     let outbox = outbox::Outbox::open(
         &config.data_dir,
         config.device.clone(),
@@ -129,6 +156,11 @@ pub async fn run(
         commands_verified = !config.commands.verify_key.keys().is_empty(),
         "agent started"
     );
+    // Under systemd (Type=notify): ready once the outbox is open and the API
+    // listens. A no-op elsewhere.
+    if let Err(e) = dockline_protocol::service::notify("READY=1") {
+        tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
+    }
 
     let presence = devices::Presence::new(&config.devices);
     // Bounded: a slow outbox makes the device threads wait, not grow a queue.
@@ -156,6 +188,12 @@ pub async fn run(
         sources.scale_commander(),
         reading_rx,
     ));
+    let ops = ops_http::Ops::new(
+        outbox.clone(),
+        link.clone(),
+        presence.clone(),
+        config.data_dir.clone(),
+    );
     let state = api::ApiState {
         outbox,
         link,
@@ -173,7 +211,11 @@ pub async fn run(
     };
     let api = tokio::spawn(api::serve(
         listener,
-        api::router(state, guard),
+        api::router(state, guard)
+            // Outermost: the ops state every request can read, then the
+            // counter of answers by route and status (refusals too).
+            .layer(axum::middleware::from_fn(ops_http::count_requests))
+            .layer(axum::Extension(ops)),
         limits,
         refusals,
         stopped(stop_rx),
@@ -192,6 +234,20 @@ pub async fn run(
     let _ = uplink.await;
     let _ = pruner.await;
     Ok(())
+}
+
+/// Creates the data folder if needed and proves this user can write in it,
+/// so a read-only or foreign-owned folder is named with a fix instead of
+/// SQLite's bare "unable to open database file".
+pub(crate) fn check_writable(dir: &std::path::Path) -> Result<(), AgentError> {
+    let fail = |source| AgentError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
 }
 
 /// Deletes receipts in a final state older than the retention, at start and

@@ -1,6 +1,10 @@
 //! `dockline-agent`: parses flags, loads config, runs the agent (or, with
 //! `doctor`, inspects its outbox read-only; with `decode`, decodes a device
-//! capture).
+//! capture; with `check-config`, prints the effective config).
+//!
+//! User errors (a bad config, a data folder it cannot write) end with one
+//! `dockline-agent: error: …` paragraph on stderr and exit code 2, never a
+//! backtrace; logs go to stderr as text or JSON (`--log-format`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,16 +12,23 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use dockline_agent::config::DEFAULT_CONFIG_PATH;
 use dockline_agent::doctor::{self, DoctorError};
+use dockline_protocol::config::Loaded;
+use dockline_protocol::logging::LogFormat;
 
 /// The dockline agent for a warehouse gateway or delivery handheld.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = dockline_agent::LONG_VERSION, about)]
 struct Cli {
-    /// Config file (TOML); `DOCKLINE_*` environment variables override it
-    /// (`DOCKLINE_MQTT__HOST=broker`).
+    /// Config file (TOML) [default: /etc/dockline/agent.toml when it
+    /// exists]; `DOCKLINE_*` environment variables naming its keys override
+    /// it (`DOCKLINE_MQTT__HOST=broker`).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Log lines as `text` or `json` (overrides `[log] format`); on stderr.
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormat>,
     /// Without a subcommand the agent runs.
     #[command(subcommand)]
     command: Option<Command>,
@@ -41,6 +52,11 @@ enum Command {
     /// seals every held payload, then the old keys are removed from
     /// `outbox.key`. Prints what it did as JSON.
     RotateKey(WhereArgs),
+    /// Print the effective config (file plus `DOCKLINE_*` overrides, secrets
+    /// redacted) and check it as a start would, without starting.
+    ///
+    /// Exit codes: 0 valid, 2 it would not start (the reason on stderr).
+    CheckConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,33 +151,157 @@ impl State {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Doctor(args)) => return Ok(run_doctor(args, cli.config.as_deref())),
-        Some(Command::Decode(args)) => return Ok(run_decode(&args)),
-        Some(Command::Token(args)) => return Ok(run_token(&args, cli.config.as_deref())),
-        Some(Command::RotateKey(args)) => {
-            return Ok(run_rotate_key(&args, cli.config.as_deref()));
-        }
-        None => {}
+        Some(Command::Doctor(args)) => run_doctor(args, cli.config.as_deref()),
+        Some(Command::Decode(args)) => run_decode(&args),
+        Some(Command::CheckConfig) => check_config(cli.config.as_deref()),
+        Some(Command::Token(args)) => run_token(&args, cli.config.as_deref()),
+        Some(Command::RotateKey(args)) => run_rotate_key(&args, cli.config.as_deref()),
+        None => run_agent(&cli),
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let config: dockline_agent::Config = dockline_protocol::config::load(
-        cli.config.as_deref(),
+}
+
+/// One paragraph on stderr, exit code 2: how every user error ends.
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("dockline-agent: error: {e}");
+    ExitCode::from(2)
+}
+
+/// Loads the config from `-c`, else the default path when it exists, else
+/// from `DOCKLINE_*` variables alone.
+fn load_config(given: Option<&Path>) -> anyhow::Result<Loaded<dockline_agent::Config>> {
+    let file = dockline_protocol::config::file_to_load(given, Path::new(DEFAULT_CONFIG_PATH));
+    dockline_protocol::config::load_report(
+        file.as_deref(),
         dockline_agent::config::with_env_aliases(std::env::vars()),
     )
-    .context("cannot start the agent")?;
-    dockline_agent::run(config, shutdown_signal())
-        .await
-        .context("the agent stopped")?;
-    Ok(ExitCode::SUCCESS)
+    .with_context(|| match file {
+        Some(_) => "cannot load the config".to_string(),
+        None => format!(
+            "no config file (give one with -c, or create {DEFAULT_CONFIG_PATH}) and the \
+             DOCKLINE_* variables alone are not a config"
+        ),
+    })
+}
+
+fn run_agent(cli: &Cli) -> ExitCode {
+    let loaded = match load_config(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot start the agent: {e:#}")),
+    };
+    let format = cli
+        .log_format
+        .or(loaded.config.log.format)
+        .unwrap_or_default();
+    let log = match dockline_protocol::logging::init(format, &loaded.config.log) {
+        Ok(handle) => handle,
+        Err(e) => return fail(format!("cannot start the agent: {e}")),
+    };
+    tracing::info!(version = dockline_agent::VERSION, commit = dockline_agent::BUILD_COMMIT, config = %loaded.origin, "dockline-agent starting");
+    for var in &loaded.ignored {
+        tracing::debug!(variable = %var, "environment variable names no config key; ignored");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let given = cli.config.clone();
+    let result = runtime.block_on(async move {
+        // Installed before the agent starts, so an early SIGHUP cannot kill it.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => {
+                tokio::spawn(reload_on_sighup(hup, given, loaded.table.clone(), log));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
+            }
+        }
+        dockline_agent::run(loaded.config, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the agent stopped");
+            fail(format!("the agent stopped: {e}"))
+        }
+    }
+}
+
+/// SIGHUP: reads the config again (same file, same environment) and checks
+/// it; a config that would not start is refused and the running one stays.
+/// The log level is applied; every other changed key is named as needing a
+/// restart. `running` is the merged table the process runs with.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    given: Option<PathBuf>,
+    mut running: dockline_protocol::config::Table,
+    log: dockline_protocol::logging::LogHandle,
+) {
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let _ = dockline_protocol::service::notify("RELOADING=1");
+        reload_once(given.as_deref(), &mut running, &log);
+        let _ = dockline_protocol::service::notify("READY=1");
+    }
+}
+
+/// One reload; see [`reload_on_sighup`].
+fn reload_once(
+    given: Option<&Path>,
+    running: &mut dockline_protocol::config::Table,
+    log: &dockline_protocol::logging::LogHandle,
+) {
+    let loaded = match load_config(given) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
+            return;
+        }
+    };
+    if let Err(e) = loaded.config.check() {
+        tracing::warn!(error = %e, config = %loaded.origin, "reload refused; the running config stays");
+        return;
+    }
+    let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
+    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
+    match loaded.table.get("log") {
+        Some(section) => running.insert("log".into(), section.clone()),
+        None => running.remove("log"),
+    };
+}
+
+/// `check-config`: the merged config, secrets redacted, then the checks a
+/// start would run.
+fn check_config(given: Option<&Path>) -> ExitCode {
+    let loaded = match load_config(given) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    println!("# dockline-agent {}", dockline_agent::LONG_VERSION);
+    println!("# config: {}", loaded.origin);
+    if !loaded.ignored.is_empty() {
+        println!(
+            "# ignored (name no config key): {}",
+            loaded.ignored.join(", ")
+        );
+    }
+    println!("# secrets are <redacted>; keys not shown take their defaults (agent.example.toml)");
+    print!(
+        "{}",
+        dockline_protocol::config::redacted_toml(&loaded.table)
+    );
+    match loaded.config.check() {
+        Ok(()) => {
+            println!("# ok: the config is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("config {}: {e}", loaded.origin)),
+    }
 }
 
 /// Runs `decode`; reports errors on stderr and returns the exit code.
@@ -219,7 +359,7 @@ fn run_token(args: &WhereArgs, outer_config: Option<&Path>) -> ExitCode {
         Some(dir) => dockline_agent::api::token::load_or_create(dir)
             .with_context(|| format!("cannot read or make the token in {}", dir.display())),
         None => load_config(args.config.as_deref().or(outer_config))
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map(|loaded| loaded.config)
             .and_then(|config| match config.api.token {
                 Some(t) => Ok(t),
                 None => dockline_agent::api::token::load_or_create(&config.data_dir).with_context(
@@ -248,9 +388,9 @@ fn run_token(args: &WhereArgs, outer_config: Option<&Path>) -> ExitCode {
 fn run_rotate_key(args: &WhereArgs, outer_config: Option<&Path>) -> ExitCode {
     let dir = match &args.data_dir {
         Some(dir) => Ok(dir.clone()),
-        None => load_config(args.config.as_deref().or(outer_config)).map(|c| c.data_dir),
+        None => load_config(args.config.as_deref().or(outer_config)).map(|l| l.config.data_dir),
     };
-    let rotated = dir.map_err(|e| anyhow::anyhow!("{e}")).and_then(|dir| {
+    let rotated = dir.and_then(|dir| {
         dockline_agent::outbox::keys::rotate(&dir)
             .with_context(|| format!("cannot rotate the payload key in {}", dir.display()))
     });
@@ -270,26 +410,13 @@ fn data_dir(args: &DoctorArgs, outer_config: Option<&Path>) -> Result<PathBuf, D
     if let Some(dir) = &args.data_dir {
         return Ok(dir.clone());
     }
-    Ok(load_config(args.config.as_deref().or(outer_config))?.data_dir)
-}
-
-/// Loads the config for a subcommand, with a usage error that says how to
-/// point at the data otherwise.
-fn load_config(file: Option<&Path>) -> Result<dockline_agent::Config, DoctorError> {
-    let config: dockline_agent::Config = dockline_protocol::config::load(
-        file,
-        dockline_agent::config::with_env_aliases(std::env::vars()),
-    )
-    .map_err(|e| {
-        DoctorError::Usage(match file {
-            Some(_) => format!("cannot load the config: {e}"),
-            None => format!(
-                "say where the outbox is: --data-dir DIR or --config agent.toml \
-                     (without them the config comes from DOCKLINE_* variables alone, and: {e})"
-            ),
-        })
+    let file = args.config.as_deref().or(outer_config);
+    let loaded = load_config(file).map_err(|e| {
+        DoctorError::Usage(format!(
+            "{e:#}; or say where the outbox is with --data-dir DIR"
+        ))
     })?;
-    Ok(config)
+    Ok(loaded.config.data_dir)
 }
 
 fn doctor_action(args: DoctorArgs, outer_config: Option<&Path>) -> Result<u8, DoctorError> {
@@ -350,18 +477,25 @@ fn json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<(), Docto
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
+/// this is called, not when it is first polled, so a stop that comes while
+/// the process is still starting is a clean stop, not a kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            () = wait(term) => {}
+            () = wait(int) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }

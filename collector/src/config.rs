@@ -50,7 +50,13 @@ pub struct Config {
     /// database ([`crate::store::InboxConfig`]).
     #[serde(default)]
     pub inbox: crate::store::InboxConfig,
+    /// `[log]`: log format and level (SIGHUP applies a new level).
+    #[serde(default)]
+    pub log: dockline_protocol::logging::LogConfig,
 }
+
+/// Where the collector looks for its config when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/dockline/collector.toml";
 
 /// `[gaps]`: the gap audit.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -380,6 +386,12 @@ pub struct ConfigCheckError {
 impl Config {
     /// Checks the rules serde cannot express.
     pub fn check(&self) -> Result<(), ConfigCheckError> {
+        if let Err(problem) = self.log.check() {
+            return Err(ConfigCheckError {
+                key: "log.level",
+                problem,
+            });
+        }
         let cid = &self.mqtt.client_id;
         let cid_ok = !cid.is_empty()
             && cid.len() <= 64

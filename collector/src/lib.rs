@@ -89,6 +89,18 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
+/// The collector's version (the crate's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`unknown` outside a checkout).
+pub const BUILD_COMMIT: &str = env!("DOCKLINE_BUILD_COMMIT");
+/// `0.1.0 (commit 1a2b3c4d5e6f)`, as `--version` prints it.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKLINE_BUILD_COMMIT"),
+    ")"
+);
+
 use crate::config::ConfigCheckError;
 use crate::delivery::{Delivery, DeliveryError};
 use crate::inbox::{InboxError, InboxHandle};
@@ -214,6 +226,11 @@ pub async fn run(
         inbox = %config.inbox.url.as_deref().map_or_else(|| "sqlite".to_owned(), crate::pg_inbox::redact_url),
         shared_group = config.mqtt.shared_group.as_deref().unwrap_or("-"),
         "collector started");
+    // Under systemd (Type=notify): ready once the inbox is open and the API
+    // listens. A no-op elsewhere.
+    if let Err(e) = dockline_protocol::service::notify("READY=1") {
+        warn!(error = %e, "cannot tell systemd the collector is ready");
+    }
 
     let trigger = ShutdownTrigger::new();
     let wake = Arc::new(Notify::new());

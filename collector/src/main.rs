@@ -12,26 +12,38 @@
 //! `dockline-collector certs ca|server|client` issues the CA, broker and
 //! device certificates of mutual TLS (see `dockline_collector::certs`).
 //!
+//! `dockline-collector check-config` prints the effective config (file plus
+//! overrides, secrets redacted) and checks it as a start would.
+//!
+//! Without `-c` the config is `/etc/dockline/collector.toml` when it exists.
+//! Logs go to stderr as text or JSON (`--log-format`, `[log] format`).
+//!
 //! `dockline-collector hash-password < pw.txt` prints the argon2id hash of a
 //! dashboard/API user's password (see `dockline_collector::auth`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dockline_collector::Config;
+use dockline_collector::config::DEFAULT_CONFIG_PATH;
 use dockline_collector::dlq::{self, DlqError};
-use tracing_subscriber::EnvFilter;
+use dockline_protocol::config::Loaded;
+use dockline_protocol::logging::LogFormat;
 
 /// dockline collector: ingest, inbox, ERP delivery, acks.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = dockline_collector::LONG_VERSION, about)]
 struct Args {
-    /// The collector's TOML config (see collector.example.toml); DOCKLINE_*
-    /// variables override its keys, e.g. DOCKLINE_MQTT__PORT=1884.
-    #[arg(long, value_name = "PATH", global = true)]
+    /// The collector's TOML config (see collector.example.toml) [default:
+    /// /etc/dockline/collector.toml when it exists]; DOCKLINE_* variables
+    /// naming its keys override them, e.g. DOCKLINE_MQTT__PORT=1884.
+    #[arg(long, short, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
+    /// Log lines as `text` or `json` (overrides `[log] format`); on stderr.
+    #[arg(long, value_name = "text|json", global = true)]
+    log_format: Option<LogFormat>,
     /// What to do; without a command the collector runs.
     #[command(subcommand)]
     command: Option<Command>,
@@ -60,6 +72,10 @@ enum Command {
     /// Reads a password from standard input (one line) and prints its
     /// argon2id hash for `[[api.users]] password_hash`.
     HashPassword,
+    /// Prints the effective config (file plus DOCKLINE_* overrides, secrets
+    /// redacted) and checks it as a start would, without starting. Exit
+    /// codes: 0 valid, 2 it would not start (the reason on stderr).
+    CheckConfig,
     /// Issues the certificates of mutual TLS between the agents, the
     /// collector and the MQTT broker: a fleet CA, the broker's certificate
     /// and one client certificate per device (see the README's security
@@ -152,6 +168,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckConfig) = &args.command {
+        return check_config(&args);
+    }
     if let Some(Command::HashPassword) = &args.command {
         return hash_password();
     }
@@ -185,13 +204,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -231,20 +243,77 @@ fn hash_password() -> ExitCode {
     }
 }
 
-/// Loads and checks the config exactly as the collector does.
-fn load_config(args: &Args) -> anyhow::Result<Config> {
-    let origin = args.config.as_ref().map_or_else(
-        || "(no --config file)".to_string(),
-        |p| p.display().to_string(),
-    );
-    let config: Config = dockline_protocol::config::load(
+/// Loads the config (`-c`, else the default path when it exists, else the
+/// `DOCKLINE_*` variables alone) without the checks.
+fn load_unchecked(args: &Args) -> anyhow::Result<Loaded<Config>> {
+    let file = dockline_protocol::config::file_to_load(
         args.config.as_deref(),
+        Path::new(DEFAULT_CONFIG_PATH),
+    );
+    let loaded = dockline_protocol::config::load_report(
+        file.as_deref(),
         dockline_collector::commands::with_env_aliases(std::env::vars()),
-    )?;
-    config.check().with_context(|| format!("config {origin}"))?;
-    dockline_collector::secret_hygiene::check(&config)
-        .with_context(|| format!("config {origin}"))?;
-    Ok(config)
+    );
+    match (loaded, file) {
+        (Ok(l), _) => Ok(l),
+        (Err(e), Some(_)) => Err(e.into()),
+        (Err(e), None) => Err(anyhow::Error::from(e).context(format!(
+            "no config file (give one with -c, or create {DEFAULT_CONFIG_PATH})"
+        ))),
+    }
+}
+
+/// Loads and checks the config exactly as the collector does.
+fn load_checked(args: &Args) -> anyhow::Result<Loaded<Config>> {
+    let loaded = load_unchecked(args)?;
+    loaded
+        .config
+        .check()
+        .with_context(|| format!("config {}", loaded.origin))?;
+    dockline_collector::secret_hygiene::check(&loaded.config)
+        .with_context(|| format!("config {}", loaded.origin))?;
+    Ok(loaded)
+}
+
+/// Loads and checks the config; the typed value only.
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    load_checked(args).map(|l| l.config)
+}
+
+/// `check-config`: the merged config, secrets redacted, then the checks.
+fn check_config(args: &Args) -> ExitCode {
+    let loaded = match load_unchecked(args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dockline-collector: error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("# dockline-collector {}", dockline_collector::LONG_VERSION);
+    println!("# config: {}", loaded.origin);
+    if !loaded.ignored.is_empty() {
+        println!(
+            "# ignored (name no config key): {}",
+            loaded.ignored.join(", ")
+        );
+    }
+    println!(
+        "# secrets are <redacted>; keys not shown take their defaults (collector.example.toml)"
+    );
+    print!(
+        "{}",
+        dockline_protocol::config::redacted_toml(&loaded.table)
+    );
+    match loaded.config.check() {
+        Ok(()) => {
+            println!("# ok: the config is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dockline-collector: error: config {}: {e}", loaded.origin);
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Runs a `dlq` subcommand; returns what to print.
@@ -324,12 +393,39 @@ fn holes_command(args: Args, cmd: HolesCommand) -> anyhow::Result<String> {
 }
 
 fn start(args: Args) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+    let loaded = load_checked(&args)?;
+    let format = args
+        .log_format
+        .or(loaded.config.log.format)
+        .unwrap_or_default();
+    let log =
+        dockline_protocol::logging::init(format, &loaded.config.log).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        version = dockline_collector::VERSION,
+        commit = dockline_collector::BUILD_COMMIT,
+        config = %loaded.origin,
+        "dockline-collector starting"
+    );
+    for var in &loaded.ignored {
+        tracing::debug!(variable = %var, "environment variable names no config key; ignored");
+    }
+    let config = loaded.config;
+    let running = loaded.table;
+    let given = args.config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
+    let result = runtime.block_on(async move {
+        // Installed before the collector starts, so an early SIGHUP cannot kill it.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => {
+                tokio::spawn(reload_on_sighup(hup, given, running, log));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
+            }
+        }
         dockline_collector::run(config, shutdown_signal())
             .await
             .map_err(anyhow::Error::from)
@@ -339,26 +435,69 @@ fn start(args: Args) -> anyhow::Result<()> {
     result
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// SIGHUP: reads the config again (same file, same environment) and checks
+/// it; a config that would not start is refused and the running one stays.
+/// The log level is applied; every other changed key is named as needing a
+/// restart. `running` is the merged table the process runs with.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    given: Option<PathBuf>,
+    mut running: dockline_protocol::config::Table,
+    log: dockline_protocol::logging::LogHandle,
+) {
+    let args = Args {
+        config: given,
+        log_format: None,
+        command: None,
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let _ = dockline_protocol::service::notify("RELOADING=1");
+        reload_once(&args, &mut running, &log);
+        let _ = dockline_protocol::service::notify("READY=1");
+    }
+}
+
+/// One reload; see [`reload_on_sighup`].
+fn reload_once(
+    args: &Args,
+    running: &mut dockline_protocol::config::Table,
+    log: &dockline_protocol::logging::LogHandle,
+) {
+    let loaded = match load_checked(args) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "reload refused; the running config stays");
+            return;
         }
     };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
+    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
+    match loaded.table.get("log") {
+        Some(section) => running.insert("log".into(), section.clone()),
+        None => running.remove("log"),
+    };
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
+/// this is called, not when it is first polled, so a stop that comes while
+/// the process is still starting is a clean stop, not a kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(term) => {}
+            () = wait(int) => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

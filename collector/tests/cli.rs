@@ -15,6 +15,8 @@ fn run_with(config_text: &str) -> (i32, String, String) {
         .arg("--config")
         .arg(&path)
         .env_remove("RUST_LOG")
+        // A user error never ends in a backtrace, even when one is asked for.
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run binary");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -25,10 +27,16 @@ fn run_with(config_text: &str) -> (i32, String, String) {
     )
 }
 
+/// One line naming the file and the problem; for a problem at a place in
+/// the file, that line (`  5 | …`) and a caret under the problem follow.
 fn assert_one_clear_line(code: i32, stderr: &str, must: &[&str]) {
-    assert_ne!(code, 0, "a bad config must fail: {stderr}");
-    let lines: Vec<_> = stderr.trim().lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected, got: {stderr}");
+    assert_eq!(code, 2, "a bad config must fail with 2: {stderr}");
+    let lines: Vec<_> = stderr.trim_end().lines().collect();
+    assert!(
+        lines.len() == 1 || (lines.len() == 3 && lines[1..].iter().all(|l| l.starts_with("  "))),
+        "one line (plus the file's line and a caret) expected, got: {stderr}"
+    );
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
     for m in must {
         assert!(lines[0].contains(m), "{m:?} missing from {stderr:?}");
     }
@@ -39,7 +47,15 @@ fn typo_in_config_is_one_clear_line_naming_file_and_key() {
     let (code, stderr, path) = run_with(
         "data_dir = \"/tmp/x\"\n[erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_ZG9ja2xpbmUtY2xpLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=\"\nretyr_max_ms = 5\n",
     );
-    assert_one_clear_line(code, &stderr, &[&path, "unknown field `retyr_max_ms`"]);
+    assert_one_clear_line(
+        code,
+        &stderr,
+        &[&path, "line 5, column 1", "unknown field `retyr_max_ms`"],
+    );
+    assert!(
+        stderr.contains("\n  5 | retyr_max_ms = 5\n    | ^^^^^^^^^^^^"),
+        "{stderr}"
+    );
 }
 
 /// The example config's webhook secret is public: refused at start, naming
@@ -465,4 +481,195 @@ fn holes_commands_list_and_close_as_lost() {
     let inbox = Inbox::open(&data.join("inbox.db")).expect("inbox");
     assert_eq!(inbox.complete_up_to(&device, 7).expect("mark"), 5);
     assert_eq!(inbox.stats().expect("stats").holes_lost, 2);
+}
+
+/// A config that starts without a broker (dead port) or an ERP.
+fn offline_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = free.local_addr().expect("addr").port();
+    drop(free);
+    let data = dir.join("data");
+    let path = dir.join("collector.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {data:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nport = {dead_port}\n\
+             [[devices]]\nid = \"hh-01\"\nsite = \"dc-north\"\n\
+             [erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// Waits for `{data_dir}/api.addr`, the sign the collector is up.
+fn wait_api_addr(data: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(data.join("api.addr"))
+            && !a.is_empty()
+        {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "api.addr not written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{name} failed");
+}
+
+#[test]
+fn check_config_prints_the_merged_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = offline_config(dir.path());
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&path)
+        .arg("check-config")
+        .env("DOCKLINE_BIN", "/opt/deploy/bin")
+        .env("DOCKLINE_GAPS__RESEND_AFTER_MS", "20000")
+        .output()
+        .expect("run binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("whsec_MfKQ"), "secret shown: {stdout}");
+    assert!(stdout.contains("secret = \"<redacted>\""), "{stdout}");
+    assert!(stdout.contains("resend_after_ms = 20000"), "{stdout}");
+    assert!(
+        stdout.contains("ignored (name no config key): DOCKLINE_BIN"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("# ok: the config is valid"), "{stdout}");
+
+    // A typo below a known section is still refused, naming the variable.
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&path)
+        .arg("check-config")
+        .env("DOCKLINE_GAPS__RESEND_AFTR_MS", "1")
+        .output()
+        .expect("run binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("DOCKLINE_GAPS__RESEND_AFTR_MS")
+            && stderr.contains("unknown field `resend_aftr_ms`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_go_to_stderr_one_object_per_line_without_colour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = offline_config(dir.path());
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .args(["--log-format", "json"])
+            .env_remove("RUST_LOG")
+            .env("DOCKLINE_BIN", "/opt/deploy/bin")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_api_addr(&dir.path().join("data"));
+    signal(&child.0, "TERM");
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.0.stdout.take() {
+        o.read_to_string(&mut stdout).expect("read stdout");
+    }
+    if let Some(mut e) = child.0.stderr.take() {
+        e.read_to_string(&mut stderr).expect("read stderr");
+    }
+    assert!(stdout.is_empty(), "logs belong on stderr: {stdout}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes into a pipe: {stderr}"
+    );
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    let start = lines
+        .iter()
+        .find(|l| l["message"] == "dockline-collector starting")
+        .unwrap_or_else(|| panic!("no start line: {stderr}"));
+    assert_eq!(start["level"], "INFO");
+    assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        start["commit"].as_str().is_some_and(|c| !c.is_empty()),
+        "{start}"
+    );
+}
+
+#[test]
+fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = offline_config(dir.path());
+    let original = std::fs::read_to_string(&path).expect("read");
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.0.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("no line with {needle:?} in:\n{}", seen.join("\n"));
+    };
+    wait_line("collector started");
+    std::fs::write(
+        &path,
+        format!("{original}[gaps]\nresend_after_ms = 30000\n[log]\nlevel = \"debug\"\n"),
+    )
+    .expect("write");
+    signal(&child.0, "HUP");
+    wait_line("reload: log level applied");
+    wait_line("needs_restart=gaps");
+    std::fs::write(&path, format!("{original}[gaps]\nresend_aftr_ms = 1\n")).expect("write");
+    signal(&child.0, "HUP");
+    wait_line("reload refused; the running config stays");
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "SIGHUP must not stop the collector"
+    );
 }

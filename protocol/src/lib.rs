@@ -18,6 +18,10 @@
 //!   shared by the agent and the collector binaries.
 //! - `secret` (feature `config`): secrets written inline, or read from a
 //!   file or a named environment variable.
+//! - `logging` (feature `logging`): the binaries' log set-up (text or JSON
+//!   on stderr, a level SIGHUP can change) and the `[log]` table.
+//! - `service` (feature `logging`): systemd `Type=notify` readiness and
+//!   watchdog datagrams.
 //! - `tls` (feature `tls`): the `[mqtt.tls]` table (CA, client certificate
 //!   and key as PEM files) and the rustls client config it builds.
 //!
@@ -61,9 +65,13 @@ pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod reading;
 #[cfg(feature = "config")]
 pub mod secret;
+#[cfg(feature = "logging")]
+pub mod service;
 pub mod status;
 #[cfg(feature = "tls")]
 pub mod tls;

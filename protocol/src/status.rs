@@ -93,6 +93,11 @@ pub struct QueueHealth {
     /// (optional, added in v1; absent when none is configured).
     #[serde(rename = "dv", default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<DeviceHealth>>,
+    /// The agent's version and build, `0.1.0 (commit 1a2b3c4d5e6f)`
+    /// (optional, added in v1), so a fleet view shows what runs where
+    /// between births.
+    #[serde(rename = "ver", default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
 }
 
 /// Most devices one heartbeat lists.

@@ -100,6 +100,7 @@ pub fn router(state: ApiState, guard: Arc<Guard>) -> Router {
         .merge(media::routes())
         .route("/v1/openapi.json", get(openapi::document))
         .merge(crate::app::routes())
+        .merge(crate::ops_http::router())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

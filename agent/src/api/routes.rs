@@ -229,6 +229,8 @@ async fn status(State(s): State<ApiState>, Extension(guard): Extension<Arc<Guard
                 .map(|t| (now_ms() - t).max(0))
                 .unwrap_or(0);
             Json(json!({
+                "version": crate::VERSION,
+                "commit": crate::BUILD_COMMIT,
                 "device": s.outbox.device().as_str(),
                 "site": s.site,
                 "epoch": q.epoch,

@@ -103,6 +103,7 @@ async fn pump(
     base: Duration,
     max: Duration,
 ) {
+    let mut said_goodbye = false;
     let mut failures = 0u32;
     loop {
         let polled = tokio::select! {
@@ -132,7 +133,18 @@ async fn pump(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 LinkEvent::Message(p.topic, p.payload.to_vec())
             }
+            // The goodbye's DISCONNECT is flushed. Keep reading (the death's
+            // PUBACK) until the broker closes the socket, then stop: closing
+            // with unread bytes would send a TCP reset that can make the
+            // broker drop the DISCONNECT unread, and polling on after the
+            // close would reconnect; either way the exit that follows makes
+            // the broker publish the last will ("link lost") after the goodbye.
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                said_goodbye = true;
+                continue;
+            }
             Ok(_) => continue,
+            Err(_) if said_goodbye => return,
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let event = LinkEvent::Disconnected(e.to_string());
@@ -277,7 +289,7 @@ pub async fn run(
                             tracing::warn!(error = %e, topic = %t, "could not subscribe; will retry on reconnect");
                         }
                     }
-                    let agent_version = env!("CARGO_PKG_VERSION").into();
+                    let agent_version = crate::LONG_VERSION.into();
                     let verdicts_wanted = match outbox.status().await {
                         Ok(q) => verdicts_wanted(&q),
                         Err(e) => {
@@ -403,6 +415,7 @@ pub fn heartbeat(q: &QueueStatus, devices: &[crate::devices::DevicePresence]) ->
             salvage_lost,
             verdicts_wanted: verdicts_wanted(q),
             devices: device_health(devices),
+            agent_version: Some(crate::LONG_VERSION.into()),
         }),
     }
 }
