@@ -495,7 +495,7 @@ fn offline_config(dir: &std::path::Path) -> std::path::PathBuf {
         format!(
             "data_dir = {data:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nport = {dead_port}\n\
              [[devices]]\nid = \"hh-01\"\nsite = \"dc-north\"\n\
-             [erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+             [erp]\nurl = \"http://127.0.0.1:9/e\"\nsecret = \"whsec_ZG9ja2xpbmUtY2xpLXRlc3Qtc2VjcmV0LTMyYnl0ZXM=\"\n"
         ),
     )
     .expect("write config");
