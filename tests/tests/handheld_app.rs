@@ -362,6 +362,15 @@ async fn journey(c: &Cluster) -> Result<()> {
     b.type_into("#signin-id", "BADGE-0042\u{E007}").await;
     wait_screen(&b, "home").await;
     b.screenshot(&shots, "02-home").await;
+    // Every screen has its screenshot: pack, load, depart and arrive are
+    // opened from home and left with the back button.
+    for screen in ["pack", "load", "depart", "arrive"] {
+        b.click(&format!("[data-go={screen}]")).await;
+        wait_screen(&b, screen).await;
+        b.screenshot(&shots, &format!("02-{screen}")).await;
+        b.click("#back").await;
+        wait_screen(&b, "home").await;
+    }
 
     // Picker: the list, two scans of A, a wrong scan, then B.
     b.click("[data-go=tasks]").await;
