@@ -4,8 +4,9 @@
 # their output shown.
 if [ -n "${DOCKLINE_TEST_BIIP_PYTHON:-}" ] || [ -n "${DOCKLINE_TEST_GPSDECODE:-}" ]; then
   log "oracles: agreement rates"
-  cargo test -q -p dockline-firmware --test oracles -- --nocapture 2>&1 | grep -E '^(oracle|judged|  )|agree' || true
-  cargo test -q -p dockline-agent --test oracle_nmea -- --nocapture 2>&1 | grep -E '^(oracle|judged|  )|agree|capture' || true
+  # --workspace keeps the test run's feature set, so nothing is rebuilt.
+  cargo test -q --workspace --test oracles --test oracle_nmea -- --nocapture 2>&1 |
+    grep -E '^(oracle|judged|  )|agree|capture' || true
 else
   log "oracles: SKIP: no biip venv or gpsdecode (see .ci/steps/20-decoder-oracles.sh)"
 fi
