@@ -307,10 +307,19 @@ async fn publish_all(
         Ok::<_, rumqttc::ClientError>(client)
     });
     let mut acked = 0;
+    let mut resets = 0;
     while acked < n {
         match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
             Ok(Ok(_)) => {}
+            // A connection the broker reset under the burst: the next poll
+            // reconnects and rumqttc sends the unacknowledged publishes
+            // again, as an agent would (the collector drops repeats).
+            Ok(Err(e)) if resets < 5 => {
+                resets += 1;
+                tracing::debug!(publisher = %id, error = %e, "publisher reconnects");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Ok(Err(e)) => return Err(anyhow!("publisher {id}: {e} after {acked} of {n} PUBACKs")),
             Err(_) => {
                 return Err(anyhow!(
