@@ -55,6 +55,9 @@ pkg_test() (
     done
     [ -s /var/lib/dockline/agent/api.addr ] || { log "packages: FAIL: the agent did not start: $(cat target/debian/agent.log)"; exit 1; }
     api="http://$(cat /var/lib/dockline/agent/api.addr)"
+    # The per-install token the agent made at its first start (0600, its
+    # user's); root reads it here as an operator would with `dockline-agent token`.
+    auth="authorization: Bearer $(cat /var/lib/dockline/agent/api.token)"
   }
   stop_agent() {
     kill -TERM "$agent_pid"; wait "$agent_pid" || true; agent_pid=""
@@ -62,7 +65,7 @@ pkg_test() (
 
   start_agent
   curl -fsS "$api/readyz" >/dev/null
-  event_id=$(curl -fsS -X POST -H 'content-type: application/json' \
+  event_id=$(curl -fsS -X POST -H "$auth" -H 'content-type: application/json' \
     -d '{"detail":{"picked":{"item":"09506000134352","quantity":1}},"refs":{"order":"SO-PKG-1"}}' \
     "$api/v1/events" | sed -n 's/.*"event_id":"\([^"]*\)".*/\1/p')
   [ -n "$event_id" ] || { log "packages: FAIL: no event id from POST /v1/events"; exit 1; }
@@ -74,9 +77,9 @@ pkg_test() (
     target/debian/dockline-collector_"$bumped"_"$arch".deb >/dev/null
   [ "$(dpkg-query -W -f '${Version}' dockline-agent)" = "$bumped" ]
   start_agent
-  curl -fsS "$api/v1/events/$event_id" | grep '"state":"queued"' >/dev/null ||
+  curl -fsS -H "$auth" "$api/v1/events/$event_id" | grep '"state":"queued"' >/dev/null ||
     { log "packages: FAIL: event $event_id did not survive the upgrade"; exit 1; }
-  curl -fsS "$api/metrics" | grep '^dockline_agent_queue_events{class="must_deliver"} 1' >/dev/null ||
+  curl -fsS -H "$auth" "$api/metrics" | grep '^dockline_agent_queue_events{class="must_deliver"} 1' >/dev/null ||
     { log "packages: FAIL: /metrics does not show the queued event"; exit 1; }
   stop_agent
   log "packages: event $event_id survived the upgrade to $bumped"

@@ -21,7 +21,8 @@ arm_smoke() (
   for _ in $(seq 1 150); do [ -s "$dir/data/api.addr" ] && break; sleep 0.2; done
   [ -s "$dir/data/api.addr" ] || { log "arm64: FAIL: the agent under qemu did not start: $(tail -3 "$dir/agent.log")"; exit 1; }
   api="http://$(cat "$dir/data/api.addr")"
-  curl -fsS -X POST -H 'content-type: application/json' \
+  auth="authorization: Bearer $(cat "$dir/data/api.token")"
+  curl -fsS -X POST -H "$auth" -H 'content-type: application/json' \
     -d '{"detail":{"picked":{"item":"09506000134352","quantity":1}},"refs":{"order":"SO-ARM-1"}}' \
     "$api/v1/events" | grep '"state":"queued"' >/dev/null
   curl -fsS "$api/readyz" | grep '"ready":true' >/dev/null
