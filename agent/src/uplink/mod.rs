@@ -456,8 +456,11 @@ async fn apply_ack(
         let mut also = ack.also_stored.clone();
         // Never past what this outbox assigned: a watermark beyond it means
         // the collector believed a forged claim, and taking it would mark
-        // this device's next events acknowledged before they exist.
-        if let Ok(q) = outbox.status().await {
+        // this device's next events acknowledged before they exist. Only an
+        // ack beyond what this session sent needs the outbox's count.
+        let beyond_sent =
+            up_to > state.sent_up_to() || also.iter().any(|(_, hi)| *hi > state.sent_up_to());
+        if beyond_sent && let Ok(q) = outbox.status().await {
             let assigned = q.next_seq.saturating_sub(1);
             let clamped = clamp_to_assigned(&also, assigned);
             if up_to > assigned || clamped != also {

@@ -93,6 +93,12 @@ impl UplinkState {
         self.live.clear();
     }
 
+    /// The highest sequence sent on either lane in this session (at least
+    /// the ack floor).
+    pub fn sent_up_to(&self) -> u64 {
+        self.backlog_sent_up_to.max(self.live_sent_up_to)
+    }
+
     /// Whether the link is up.
     pub fn connected(&self) -> bool {
         self.connected
