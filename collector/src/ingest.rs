@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use dockline_protocol::{
     Batch, Channel, DecodeError, DeviceId, EncodeError, SiteId, Status, StatusKind, Topic,
@@ -204,12 +204,6 @@ pub struct Ingest {
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Ingest {
     /// Ingest into `inbox`, accepting `devices` (or anyone when
     /// `allow_unknown`); `stored` is notified after each batch with new events.
@@ -385,7 +379,7 @@ impl Ingest {
         let (device, epoch, count) = (batch.device.clone(), batch.epoch, batch.events.len());
         let first_seq = batch.events.first().map(|e| e.seq);
         let last_seq = batch.events.last().map(|e| e.seq);
-        let now = now_ms();
+        let now = crate::now_ms();
         let outcome = self
             .inbox
             .call(move |i| i.store_batch(&site, &batch, now))
@@ -456,7 +450,7 @@ impl Ingest {
         let s = status.clone();
         let applied = self
             .inbox
-            .call(move |i| i.record_status(&site, &s, now_ms()))
+            .call(move |i| i.record_status(&site, &s, crate::now_ms()))
             .await
             .map_err(|source| IngestError::Inbox {
                 topic: topic.into(),

@@ -92,7 +92,7 @@ impl IngestProgress {
     /// A fresh tracker (nothing received, the clock starting now).
     pub fn new() -> Self {
         let p = Self::default();
-        p.started_ms.store(clock_ms(), Ordering::Relaxed);
+        p.started_ms.store(crate::now_ms(), Ordering::Relaxed);
         p
     }
 
@@ -102,7 +102,8 @@ impl IngestProgress {
 
     fn on_handled(&self) {
         self.handled.fetch_add(1, Ordering::Relaxed);
-        self.last_handled_ms.store(clock_ms(), Ordering::Relaxed);
+        self.last_handled_ms
+            .store(crate::now_ms(), Ordering::Relaxed);
     }
 
     /// Messages received from the broker and not yet handled.
@@ -128,15 +129,9 @@ impl IngestProgress {
             .last_handled_ms
             .load(Ordering::Relaxed)
             .max(self.started_ms.load(Ordering::Relaxed));
-        let idle = Duration::from_millis(u64::try_from(clock_ms() - last).unwrap_or(0));
+        let idle = Duration::from_millis(u64::try_from(crate::now_ms() - last).unwrap_or(0));
         (idle >= after).then_some(idle)
     }
-}
-
-fn clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs the MQTT tasks until `shutdown`.

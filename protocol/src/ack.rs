@@ -60,6 +60,16 @@ pub struct Ack {
 /// Prefix of every signed ack's message (distinct from commands').
 pub const ACK_SIGNING_CONTEXT: &[u8] = b"dockline/v1/ack\0";
 
+/// The message an ack signature covers: [`ACK_SIGNING_CONTEXT`], then the
+/// ack's bytes without `sg` (the ack twin of
+/// [`crate::command::signing_message`]).
+pub fn ack_signing_message(body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(ACK_SIGNING_CONTEXT.len() + body.len());
+    m.extend_from_slice(ACK_SIGNING_CONTEXT);
+    m.extend_from_slice(body);
+    m
+}
+
 /// Why a signed ack was not believed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckRefusal {
@@ -108,10 +118,7 @@ impl Ack {
         let mut inner = self.clone();
         inner.signed = None;
         let body = codec::encode(&inner)?;
-        let mut message = Vec::with_capacity(ACK_SIGNING_CONTEXT.len() + body.len());
-        message.extend_from_slice(ACK_SIGNING_CONTEXT);
-        message.extend_from_slice(&body);
-        let signature = sign(&message).to_vec();
+        let signature = sign(&ack_signing_message(&body)).to_vec();
         Ok(Ack {
             signed: Some(Signed { body, signature }),
             ..inner
@@ -132,10 +139,7 @@ impl Ack {
             .as_slice()
             .try_into()
             .map_err(|_| AckRefusal::BadSignature)?;
-        let mut message = Vec::with_capacity(ACK_SIGNING_CONTEXT.len() + signed.body.len());
-        message.extend_from_slice(ACK_SIGNING_CONTEXT);
-        message.extend_from_slice(&signed.body);
-        if !verify(&message, signature) {
+        if !verify(&ack_signing_message(&signed.body), signature) {
             return Err(AckRefusal::BadSignature);
         }
         let inner: Ack = codec::decode(&signed.body).map_err(AckRefusal::Body)?;
