@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::devices::{DeviceKind, Protocol};
 
 /// Everything one agent needs to run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The site (warehouse, depot) this device belongs to.
@@ -67,13 +67,13 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/dockline/agent.toml";
 /// own ack timeout, which loses nothing but fills holes later. Configure
 /// the collector's public key for production; `allow_unsigned_commands =
 /// true` is for development against a collector without a key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandsConfig {
     /// The collector's Ed25519 public key(s), base64 (32 bytes). A list
     /// accepts any of them, for rotating the collector's key: add the new
     /// one, switch the collector, then remove the old one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "KeyList::is_empty")]
     pub verify_key: KeyList,
     /// Obey commands without a signature (development only; device id and
     /// expiry are still checked).
@@ -82,7 +82,7 @@ pub struct CommandsConfig {
 }
 
 /// One key or a list of keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum KeyList {
     /// None configured.
@@ -95,6 +95,11 @@ pub enum KeyList {
 }
 
 impl KeyList {
+    /// No key configured (TOML has no way to write that, so it is left out).
+    pub fn is_empty(&self) -> bool {
+        self.keys().is_empty()
+    }
+
     /// The keys as written.
     pub fn keys(&self) -> Vec<&str> {
         match self {
@@ -138,7 +143,7 @@ pub fn with_env_aliases(
 /// path = "/dev/serial/by-id/usb-Mettler_Toledo-if00"
 /// baud = 9600
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// A name unique on this agent, shown in the status.
@@ -191,7 +196,7 @@ impl DeviceConfig {
 }
 
 /// The local HTTP API a handheld app posts events to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Listen address; loopback only by default. Port 0 picks a free port, and
@@ -242,7 +247,7 @@ fn default_max_connections() -> usize {
 }
 
 /// The MQTT broker connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker host name or address.
@@ -271,7 +276,7 @@ pub struct MqttConfig {
 }
 
 /// How batches are uploaded.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     /// Most events in one batch.

@@ -80,7 +80,7 @@ impl Role {
 
 /// `[[api.tokens]]`: one bearer token and its role. Exactly one of
 /// `token_env`, `token_file`, `token`, `token_sha256`.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Its role.
@@ -116,7 +116,7 @@ impl std::fmt::Debug for TokenConfig {
 }
 
 /// `[[api.users]]`: one user who logs in with a password.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The user name.

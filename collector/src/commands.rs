@@ -40,7 +40,7 @@ pub const SIGNING_KEY_FILE: &str = "command-signing.key";
 pub const VERIFY_KEY_FILE: &str = "command-verify.pub";
 
 /// `[commands]`: how commands to devices are signed.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandsConfig {
     /// File holding the base64 Ed25519 signing key (from `dockline-collector

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::webhook::SigningKey;
 
 /// The whole collector configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Directory holding `inbox.db` and `api.addr`; created if missing.
@@ -59,7 +59,7 @@ pub struct Config {
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dockline/collector.toml";
 
 /// `[gaps]`: the gap audit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GapsConfig {
     /// A hole (sequences missing below a stored one) open this long gets a
@@ -107,7 +107,7 @@ fn default_resend_after_ms() -> u64 {
 }
 
 /// `[api]`: the HTTP API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address to bind; port 0 picks a free port, written to `{data_dir}/api.addr`.
@@ -131,7 +131,7 @@ fn default_session_ttl_secs() -> u64 {
 }
 
 /// `[mqtt]`: the broker connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker host name or address.
@@ -167,7 +167,7 @@ pub struct MqttConfig {
 }
 
 /// `[[devices]]`: one known device.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// The device id (its topic level).
@@ -177,7 +177,7 @@ pub struct DeviceConfig {
 }
 
 /// Which ERP adapter delivers events (`[erp] kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErpKind {
     /// Signed CloudEvents POSTed to `erp.url` ([`crate::erp::webhook`]).
@@ -208,7 +208,7 @@ impl ErpKind {
 
 /// `[erp]`: the ERP events are delivered to, and how. Its `Debug` never
 /// prints the secrets.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErpConfig {
     /// The adapter: `webhook` (the default) or `tryton`.
@@ -331,7 +331,7 @@ impl std::fmt::Debug for ErpConfig {
 }
 
 /// `[erp.tryton]`: the Tryton database and user the adapter logs in as.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrytonConfig {
     /// The database name (the first path segment of Tryton's URLs).

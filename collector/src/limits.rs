@@ -26,7 +26,7 @@ use serde::Deserialize;
 pub const MAX_TRACKED_DEVICES: usize = 100_000;
 
 /// `[security]`: limits on device input.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Largest MQTT payload ingest reads, bytes; larger ones are refused

@@ -28,7 +28,7 @@ use crate::inbox::{
 };
 
 /// `[inbox]`: where the inbox lives.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboxConfig {
     /// `postgres://user:password@host:port/database` for a PostgreSQL inbox

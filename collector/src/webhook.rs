@@ -106,7 +106,7 @@ impl SigningKey {
 
 /// How the `Idempotency-Key` header value is written
 /// (`[erp.webhook] idempotency_key`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IdempotencyKeyQuoting {
     /// `"<event id>"`: a Structured Field string, as the IETF draft
@@ -142,7 +142,7 @@ pub const MAX_BATCH: usize = 1000;
 /// webhook adapter. Every key is optional; an `[erp]` with only `secret`
 /// signs once, quotes the `Idempotency-Key` and sends one event per request,
 /// as before these options existed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookOptions {
     /// Secrets (`whsec_…`) the receiver may still verify with while it moves

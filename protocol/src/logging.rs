@@ -29,7 +29,7 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 pub const DEFAULT_LEVEL: &str = "info";
 
 /// How log lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -61,7 +61,7 @@ impl core::str::FromStr for LogFormat {
 }
 
 /// `[log]`: the log format and level of a binary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (default) or `json`; `--log-format` overrides it.

@@ -54,6 +54,15 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Writes the secret itself, in the inline form, so that a config a program
+/// writes (the simulator's stack) reads back the same. Show a config with
+/// [`crate::config::redacted_toml`], never by serializing it.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize(d).map(Secret)

@@ -39,7 +39,7 @@ use serde::Deserialize;
 /// `[mqtt.tls]`: TLS to the broker, with a client certificate for mutual
 /// TLS (the recommended mode: the broker then knows each device by its
 /// certificate and its ACL lets a device write only its own topics).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTls {
     /// PEM file with the CA certificate(s) the broker's certificate must

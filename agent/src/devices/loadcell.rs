@@ -100,7 +100,7 @@ impl BusOpener for LinuxI2c {
 /// zero_counts = 8400
 /// counts_per_kg = 21500.0
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadCellConfig {
     /// 7-bit I2C address; the NAU7802's is fixed at 0x2A (another value only

@@ -144,7 +144,7 @@ pub enum OutboxError {
 }
 
 /// Outbox limits and timings (`[outbox]` in agent.toml).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Most payload bytes held before shedding starts.

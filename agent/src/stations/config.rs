@@ -55,7 +55,7 @@ impl StationKind {
 /// weight_tolerance_kg = 0.02
 /// weight_tolerance_percent = 2.0
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     /// A name unique on this agent.
@@ -99,7 +99,7 @@ pub struct StationConfig {
 }
 
 /// Whether a fence is the depot or a stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GeofenceRole {
     /// Its events carry the fence's name as location.
@@ -109,7 +109,7 @@ pub enum GeofenceRole {
 }
 
 /// A circular geofence.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeofenceConfig {
     /// The depot's location code or the stop's reference.

@@ -40,7 +40,7 @@ pub const CBV_VERSION: &str = "2.0.0";
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What the repository does when some events of a document fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorBehaviour {
     /// All events are stored, or none (the EPCIS 2.0 default).

@@ -62,7 +62,7 @@ use crate::policy::{AttemptOutcome, Credentials, RpcOutcome};
 
 /// `[erp.epcis]`: how events are exported and captured. Only
 /// `private_base` is required.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpcisOptions {
     /// The site whose GLN `site_gln` is; events of other sites are exported
