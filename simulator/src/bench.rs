@@ -35,9 +35,9 @@ use dockline_protocol::{
 };
 use serde::Serialize;
 
-use crate::demo::{READY_TIMEOUT, agent_config, post_event, start_broker, start_collector};
+use crate::demo::post_event;
 use crate::mock_erp::{ErpConfig, MockErp};
-use crate::process::ChildProcess;
+use crate::stack::{self, AgentConfig, Programs, Role, Services, Stack, StackSpec};
 
 /// The webhook secret shared by the bench's collector and mock ERP.
 const SECRET: &str = "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==";
@@ -487,25 +487,37 @@ async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_j
         .await?)
 }
 
-/// Starts the agent binary with `config` (written to `{dir}/{name}.toml`;
-/// its data dir is `data`); returns it, its API address and the program.
-async fn spawn_agent(
-    opts: &BenchOptions,
+/// The bench's system under test in `dir`, its children run by `exe`:
+/// broker, mock ERP, and a collector knowing `devices`, posting to
+/// `erp_url` (the mock ERP when `None`), with the demo's settings.
+pub(crate) async fn bench_stack(
+    exe: &Path,
     dir: &Path,
-    name: &str,
-    data: &Path,
-    config: &str,
-) -> Result<(ChildProcess, SocketAddr, PathBuf)> {
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, config)?;
-    let path = file.display().to_string();
-    let (program, args) = agent_program(&opts.exe, &path);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut agent = ChildProcess::spawn(name, &program, &args, dir)?;
-    let api = agent
-        .wait_for_addr(&data.join("api.addr"), READY_TIMEOUT)
-        .await?;
-    Ok((agent, api, program))
+    devices: &[String],
+    erp_url: Option<String>,
+) -> Result<Stack> {
+    let services = Services::start(StackSpec {
+        programs: Programs::simulator(exe).with_agent_binary_beside(),
+        dir: dir.into(),
+        site: crate::demo::SITE.into(),
+        broker: None,
+        erp: ErpConfig::new(SECRET),
+    })
+    .await?;
+    let mut config = services.collector_config(devices)?;
+    stack::config::simulated_collector(&mut config);
+    if let Some(url) = erp_url {
+        config.erp.url = url;
+    }
+    Ok(services.start_collector(config).await?)
+}
+
+/// The config of the bench's agent `device` with its data in `data_dir`.
+fn bench_agent(stack: &Stack, device: &str, data_dir: &Path) -> Result<AgentConfig> {
+    let mut config = stack.agent_config(device)?;
+    stack::config::simulated_agent(&mut config);
+    config.data_dir = data_dir.into();
+    Ok(config)
 }
 
 /// Scan → ERP on a healthy system: `n` picks posted one at a time, 50 ms
@@ -515,24 +527,12 @@ async fn spawn_agent(
 async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, Figure)> {
     use std::collections::HashMap;
     let ldir = dir.join("latency");
-    let adir = ldir.join("agent");
-    std::fs::create_dir_all(&adir)?;
-    let (_broker, broker) = start_broker(&opts.exe, &ldir, "127.0.0.1:0".parse()?, 2).await?;
-    let (erp, erp_addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
-    let (collector, _) = start_collector(
-        &opts.exe,
-        &ldir,
-        broker,
-        &["bench-02".into()],
-        erp_addr,
-        SECRET,
-    )
-    .await?;
-    let config = agent_config("bench-02", &adir, broker);
-    let (agent, api, _) = spawn_agent(opts, &ldir, "agent", &adir, &config).await?;
+    let mut stack = bench_stack(&opts.exe, &ldir, &["bench-02".into()], None).await?;
+    let config = bench_agent(&stack, "bench-02", &ldir.join("agent"))?;
+    let api = stack.start_agent(config).await?.api();
     // Wait until the agent is connected, so the figure is a healthy system's.
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + READY_TIMEOUT;
+    let deadline = Instant::now() + stack::READY_TIMEOUT;
     while agent_status(&http, api).await?["mqtt_connected"] != true {
         if Instant::now() > deadline {
             return Err(anyhow!(
@@ -577,7 +577,7 @@ async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, F
                 ldir.display()
             ));
         }
-        for effect in erp.effects().into_iter().skip(booked.len()) {
+        for effect in stack.services.erp.effects().into_iter().skip(booked.len()) {
             if let Some(seq) = effect.seq {
                 booked.entry(seq).or_insert_with(Instant::now);
             }
@@ -585,9 +585,7 @@ async fn latency(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Figure, F
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     poster.await.context("poster task")??;
-    agent.terminate(Duration::from_secs(5)).await;
-    collector.terminate(Duration::from_secs(5)).await;
-    erp.shutdown().await;
+    stack.shutdown(Duration::from_secs(5)).await;
     let posted = posted.lock().map_err(|_| anyhow!("poisoned"))?.clone();
     let mut ms: Vec<f64> = booked
         .iter()
@@ -879,23 +877,27 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
     // Let the writer thread close the file before the agent opens it.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let (_broker, broker) = start_broker(&opts.exe, &ddir, "127.0.0.1:0".parse()?, 1).await?;
     // Nothing listens on the ERP address: the collector stores and acks, and
     // its deliveries back off quietly, so the figure is the uplink's.
     let erp: SocketAddr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?
     };
-    let (collector, _) =
-        start_collector(&opts.exe, &ddir, broker, &["bench-01".into()], erp, SECRET).await?;
-
-    let config = format!(
-        "{}heartbeat_secs = 3600\nmax_inflight_batches = 16\n",
-        agent_config("bench-01", &adir, broker)
-            .replace("batch_max_events = 256", "batch_max_events = 1000")
-    );
+    let erp_url = Some(format!("http://{erp}/events"));
+    let mut stack = bench_stack(&opts.exe, &ddir, &["bench-01".into()], erp_url).await?;
+    let broker = stack
+        .services
+        .broker
+        .addr()
+        .socket_addr()
+        .context("the bench's broker is on an IP address")?;
+    let mut config = bench_agent(&stack, "bench-01", &adir)?;
+    config.uplink.batch_max_events = 1000;
+    config.uplink.heartbeat_secs = 3600;
+    config.uplink.max_inflight_batches = 16;
+    let program = stack.services.programs.path(Role::Agent).to_path_buf();
     let started = Instant::now();
-    let (agent, api, program) = spawn_agent(opts, &ddir, "agent", &adir, &config).await?;
+    let api = stack.start_agent(config).await?.api();
     let http = reqwest::Client::new();
     let limit = Duration::from_secs(if n > 100_000 { 600 } else { 120 });
     let drained = loop {
@@ -928,18 +930,15 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
 
     // After the drain: connected, nothing left to do.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after_drain = rss_bytes(agent.pid())?;
-    agent.terminate(Duration::from_secs(5)).await;
+    let after_drain = rss_bytes(stack.agents[0].pid().context("the agent runs")?)?;
+    stack.agents[0].terminate(Duration::from_secs(5)).await;
 
     // A fresh agent (empty outbox, default uplink settings), connected and idle.
-    let fdir = ddir.join("fresh");
-    std::fs::create_dir_all(&fdir)?;
-    let config = agent_config("bench-01", &fdir, broker);
-    let (fresh, _, _) = spawn_agent(opts, &ddir, "fresh-agent", &fdir, &config).await?;
+    let config = bench_agent(&stack, "bench-01", &ddir.join("fresh"))?;
+    let fresh = stack.start_agent(config).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = rss_bytes(fresh.pid())?;
-    fresh.terminate(Duration::from_secs(5)).await;
-    collector.terminate(Duration::from_secs(5)).await;
+    let idle = rss_bytes(fresh.pid().context("the fresh agent runs")?)?;
+    stack.shutdown(Duration::from_secs(5)).await;
     let mib = |b: u64| b as f64 / 1_048_576.0;
     let rss_figure = Figure {
         name: "agent_idle_rss".into(),
@@ -955,20 +954,6 @@ async fn drain_and_rss(opts: &BenchOptions, dir: &Path, n: usize) -> Result<(Fig
         ),
     };
     Ok((drain, rss_figure))
-}
-
-/// The real `dockline-agent` next to this executable when it was built
-/// (`cargo build --release` builds both), else this executable's `agent`.
-fn agent_program(exe: &Path, config: &str) -> (PathBuf, Vec<String>) {
-    let sibling = exe.with_file_name("dockline-agent");
-    if sibling.is_file() {
-        (sibling, vec!["--config".into(), config.into()])
-    } else {
-        (
-            exe.to_path_buf(),
-            vec!["agent".into(), "--config".into(), config.into()],
-        )
-    }
 }
 
 /// QoS 1 publishes of 256-event-sized batches to `broker` on a topic nobody

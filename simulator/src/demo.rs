@@ -3,10 +3,13 @@
 //!
 //! # What runs where
 //!
+//! The system under test is the [`stack`](crate::stack)'s:
+//!
 //! - The broker, the collector and every agent are child processes of this
 //!   one (`current_exe() broker|collector|agent …`), so killing the broker is a
 //!   real crash and nothing shares a runtime with the thing it checks. Their
-//!   logs go to files in a temp dir, kept (and named) when the demo fails.
+//!   configs, data and logs go to a temp dir, kept (and named) when the demo
+//!   fails.
 //! - The mock ERP runs in this process, so the report reads its books directly.
 //!
 //! # The verdict
@@ -28,22 +31,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use rand::{Rng, SeedableRng};
+use dockline_agent::config::DeviceConfig;
+use dockline_agent::stations::config::StationConfig;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::devices::PortError;
 pub use crate::latency::Latency;
-use crate::mock_erp::{ErpConfig, MockErp, MockErpHandle};
-use crate::process::{ChildProcess, ProcessError};
+use crate::mock_erp::ErpConfig;
+use crate::stack::{self, Programs, Services, Stack, StackError, StackSpec};
 use crate::scenario::player::{self, PlayStats, Ports, Target};
 use crate::scenario::{Role, Scenario, ScenarioError, ScenarioFile, Timeline};
 pub use crate::verdict::{Generated, KindCount, Tally, tally, tally_with};
 
-/// How long a child may take to write its address file.
-pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The site of every simulated device.
 pub(crate) const SITE: &str = "dc-north";
 /// The report's label for events posted by the HTTP order scenario.
 pub const ORDERS_SOURCE: &str = "orders (HTTP)";
@@ -83,12 +85,9 @@ pub struct DemoOptions {
 /// The demo could not run (as opposed to running and finding losses).
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// A child process failed to start or become ready.
+    /// The system under test could not be started.
     #[error(transparent)]
-    Process(#[from] ProcessError),
-    /// The mock ERP failed to start.
-    #[error(transparent)]
-    Erp(#[from] crate::mock_erp::ErpError),
+    Stack(#[from] StackError),
     /// A file in the work directory could not be written.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -179,172 +178,15 @@ pub struct Report {
     pub work_dir: String,
 }
 
-/// One agent child with the roles it plays and its API address.
-struct Agent {
-    device: String,
-    roles: Vec<Role>,
-    /// Virtual devices it reads.
-    devices: usize,
-    api: SocketAddr,
-    process: ChildProcess,
-}
-
-/// Everything the demo started; dropping it kills every child.
-struct Stack {
-    dir: PathBuf,
-    exe: PathBuf,
-    broker: Option<ChildProcess>,
-    broker_addr: SocketAddr,
-    broker_starts: u32,
-    collector: ChildProcess,
-    collector_api: SocketAddr,
-    agents: Vec<Agent>,
-    erp: MockErpHandle,
-}
-
-fn write(path: &Path, text: &str) -> Result<(), DemoError> {
-    std::fs::write(path, text).map_err(|source| DemoError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
-fn mkdir(path: &Path) -> Result<(), DemoError> {
-    std::fs::create_dir_all(path).map_err(|source| DemoError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
-/// Starts a collector child (config `{dir}/collector.toml`, data in
-/// `{dir}/collector`) accepting `devices` and posting to the ERP at `erp`;
-/// returns it with its API address once it listens.
-pub(crate) async fn start_collector(
-    exe: &Path,
-    dir: &Path,
-    broker: SocketAddr,
-    devices: &[String],
-    erp: SocketAddr,
-    secret: &str,
-) -> Result<(ChildProcess, SocketAddr), DemoError> {
-    let cdir = dir.join("collector");
-    mkdir(&cdir)?;
-    let cfile = dir.join("collector.toml");
-    write(
-        &cfile,
-        &collector_config(&cdir, broker, devices, erp, secret),
-    )?;
-    let cpath = cfile.display().to_string();
-    let mut collector =
-        ChildProcess::spawn("collector", exe, &["collector", "--config", &cpath], dir)?;
-    let api = collector
-        .wait_for_addr(&cdir.join("api.addr"), READY_TIMEOUT)
-        .await?;
-    Ok((collector, api))
-}
-
-/// Starts a broker child on `listen`; returns it with the bound address.
-pub(crate) async fn start_broker(
-    exe: &Path,
-    dir: &Path,
-    listen: SocketAddr,
-    n: u32,
-) -> Result<(ChildProcess, SocketAddr), DemoError> {
-    let addr_file = dir.join(format!("broker-{n}.addr"));
-    let listen = listen.to_string();
-    let file = addr_file.display().to_string();
-    let mut child = ChildProcess::spawn(
-        &format!("broker-{n}"),
-        exe,
-        &["broker", "--listen", &listen, "--addr-file", &file],
-        dir,
-    )?;
-    let addr = child.wait_for_addr(&addr_file, READY_TIMEOUT).await?;
-    Ok((child, addr))
-}
-
-/// Starts a new broker on `addr` after the old one died; retries while the
-/// old socket is still being released. `starts` numbers the log files.
-pub(crate) async fn restart_broker(
-    exe: &Path,
-    dir: &Path,
-    addr: SocketAddr,
-    starts: &mut u32,
-) -> Result<ChildProcess, DemoError> {
-    let mut last = None;
-    for _ in 0..20 {
-        *starts += 1;
-        match start_broker(exe, dir, addr, *starts).await {
-            Ok((child, _)) => return Ok(child),
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| DemoError::Options("broker restart never attempted".into())))
-}
-
-pub(crate) fn toml_str(s: &str) -> String {
-    // Debug formatting of a str is a valid TOML basic string for the paths and
-    // ids used here (escapes quotes and backslashes).
-    format!("{s:?}")
-}
-
-/// The command key pair of every simulated system (`dockline-collector
-/// keygen` output). It is published here, so it protects nothing: a
-/// simulation only. Its agents verify the collector's resend requests as
-/// production agents do.
-const SIM_COMMAND_SIGNING_KEY: &str = "XBV+MBTqsVFLr8HyxbA1JIg0/1EOBTYrbJR+9PvbC9c=";
-const SIM_COMMAND_VERIFY_KEY: &str = "mPmi1VBn7XEz/qGDvF23/yBXRGmFg7Gd8tsnB3hh4HY=";
-
-/// An agent's config; callers may append keys of its last table, `[uplink]`.
-pub(crate) fn agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
-    format!(
-        "site = {site}\ndevice = {device}\ndata_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\nrequire_token = false\n\n\
-         [mqtt]\nhost = {host}\nport = {port}\nkeep_alive_secs = 5\n\n\
-         [commands]\nverify_key = {key}\n\n\
-         [uplink]\nbatch_max_events = 256\nack_timeout_ms = 3000\n",
-        key = toml_str(SIM_COMMAND_VERIFY_KEY),
-        site = toml_str(SITE),
-        device = toml_str(device),
-        dir = toml_str(&data_dir.display().to_string()),
-        host = toml_str(&broker.ip().to_string()),
-        port = broker.port(),
-    )
-}
-
-pub(crate) fn collector_config(
-    data_dir: &Path,
-    broker: SocketAddr,
-    devices: &[String],
-    erp: SocketAddr,
-    secret: &str,
-) -> String {
-    let mut text = format!(
-        "data_dir = {dir}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
-         [mqtt]\nhost = {host}\nport = {port}\nclient_id = \"dockline-collector\"\nkeep_alive_secs = 5\n\n\
-         [commands]\nsigning_key = {key}\n\n",
-        key = toml_str(SIM_COMMAND_SIGNING_KEY),
-        dir = toml_str(&data_dir.display().to_string()),
-        host = toml_str(&broker.ip().to_string()),
-        port = broker.port(),
-    );
-    for d in devices {
-        text.push_str(&format!(
-            "[[devices]]\nid = {}\nsite = {}\n\n",
-            toml_str(d),
-            toml_str(SITE)
-        ));
-    }
-    // The collector halts its endpoint on a 401 (the mock ERP's expired
-    // session) and retries one request every `halt_recheck_ms`; the default
-    // minute would stall a run of a minute on every expiry.
-    text.push_str(&format!(
-        "[erp]\nurl = \"http://{erp}/events\"\nsecret = {}\ntimeout_ms = 3000\nretry_min_ms = 100\nretry_max_ms = 2000\nhalt_recheck_ms = 500\n",
-        toml_str(secret)
-    ));
-    text
+/// An agent of the demo: its device id, the roles it plays, and how many
+/// virtual devices it reads.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentPlan {
+    pub device: String,
+    pub roles: Vec<Role>,
+    pub devices: usize,
+    /// Its `[[devices]]` and `[[stations]]` (a device scenario's agent).
+    pub serial: Option<(Vec<DeviceConfig>, Vec<StationConfig>)>,
 }
 
 /// Device ids and roles: pickers `hh-01`…, the last agent is the driver's
@@ -360,161 +202,76 @@ pub(crate) fn devices(agents: usize) -> Vec<(String, Vec<Role>)> {
     out
 }
 
-/// A device scenario's agent: its id, the config tables for its devices
-/// and stations, and how many devices it reads.
-struct ScenarioAgent {
-    device: String,
-    config: String,
-    devices: usize,
+/// The number of pickers among `plan`.
+pub(crate) fn pickers(plan: &[AgentPlan]) -> usize {
+    plan.iter()
+        .flat_map(|a| &a.roles)
+        .filter(|r| matches!(r, Role::Picker(_)))
+        .count()
 }
 
-impl Stack {
-    async fn start(
-        opts: &DemoOptions,
-        dir: &Path,
-        scenario_agents: &[ScenarioAgent],
-    ) -> Result<Self, DemoError> {
-        let (broker, broker_addr) =
-            start_broker(&opts.exe, dir, SocketAddr::from(([127, 0, 0, 1], 0)), 1).await?;
-        println!(
-            "broker     mqtt://{broker_addr} (child pid {})",
-            broker.pid()
-        );
-
-        let mut key = [0u8; 32];
-        rand::rngs::StdRng::seed_from_u64(opts.seed).fill(&mut key);
-        let secret = format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(key)
-        );
-        let erp_config = ErpConfig {
-            secret: secret.clone(),
-            fail_rate: opts.erp_fail_rate,
-            throttle_rate: opts.erp_throttle_rate,
-            lose_after_commit_rate: opts.erp_lose_after_commit_rate,
-            delay_ms: 0,
-            session_expiry_every: opts.erp_session_expiry_every,
-            session_expiry_ms: opts.erp_session_expiry_ms,
-            seed: opts.seed,
-        };
-        let (erp, erp_addr) =
-            MockErp::start(SocketAddr::from(([127, 0, 0, 1], 0)), erp_config).await?;
-        let session = if opts.erp_session_expiry_every > 0 {
-            format!(
-                ", session expires every {} bookings for {:.1} s",
-                opts.erp_session_expiry_every,
-                opts.erp_session_expiry_ms as f64 / 1000.0
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "mock ERP   http://{erp_addr}/events (fail {:.0}%, throttle {:.0}%, lose-after-commit {:.0}%{session})",
-            opts.erp_fail_rate * 100.0,
-            opts.erp_throttle_rate * 100.0,
-            opts.erp_lose_after_commit_rate * 100.0
-        );
-
-        let mut plan: Vec<(String, Vec<Role>, String, usize)> = devices(opts.agents)
-            .into_iter()
-            .map(|(d, roles)| (d, roles, String::new(), 0))
-            .collect();
-        for a in scenario_agents {
-            plan.push((a.device.clone(), Vec::new(), a.config.clone(), a.devices));
-        }
-        let ids: Vec<String> = plan.iter().map(|(d, ..)| d.clone()).collect();
-        let (collector, collector_api) =
-            start_collector(&opts.exe, dir, broker_addr, &ids, erp_addr, &secret).await?;
-        println!(
-            "collector  http://{collector_api}/v1/stats (child pid {})",
-            collector.pid()
-        );
-        println!(
-            "dashboard  http://{collector_api}/ui/ (devices, orders, stuck work, exceptions, dead letters; open access on loopback)"
-        );
-
-        let mut agents = Vec::new();
-        for (device, roles, extra, device_count) in plan {
-            let adir = dir.join(&device);
-            mkdir(&adir)?;
-            let afile = dir.join(format!("{device}.toml"));
-            write(
-                &afile,
-                &(agent_config(&device, &adir, broker_addr) + &extra),
-            )?;
-            let apath = afile.display().to_string();
-            let mut process =
-                ChildProcess::spawn(&device, &opts.exe, &["agent", "--config", &apath], dir)?;
-            let api = process
-                .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
-                .await?;
-            println!(
-                "agent      {device:<7} http://{api}/v1/status (child pid {})",
-                process.pid()
-            );
-            agents.push(Agent {
-                device,
-                roles,
-                devices: device_count,
-                api,
-                process,
-            });
-        }
-        Ok(Self {
-            dir: dir.into(),
-            exe: opts.exe.clone(),
-            broker: Some(broker),
-            broker_addr,
-            broker_starts: 1,
-            collector,
-            collector_api,
-            agents,
-            erp,
-        })
-    }
-}
-
-impl Stack {
-    fn pickers(&self) -> usize {
-        self.agents
-            .iter()
-            .flat_map(|a| &a.roles)
-            .filter(|r| matches!(r, Role::Picker(_)))
-            .count()
-    }
-
-    /// Kills the broker at once: a crash, not a shutdown.
-    fn kill_broker(&mut self) {
-        if let Some(b) = self.broker.take() {
-            b.kill();
-        }
-    }
-
-    /// Starts a new broker on the same address.
-    async fn restart_broker(&mut self) -> Result<(), DemoError> {
-        let child = restart_broker(
-            &self.exe,
-            &self.dir,
-            self.broker_addr,
-            &mut self.broker_starts,
+/// The demo's system under test: broker, mock ERP (with `erp`'s faults),
+/// collector and the agents of `plan`, tuned by [`stack::config::simulated_agent`]
+/// and [`stack::config::simulated_collector`].
+async fn start_stack(
+    opts: &DemoOptions,
+    dir: &Path,
+    plan: &[AgentPlan],
+    erp: ErpConfig,
+) -> Result<Stack, DemoError> {
+    let services = Services::start(StackSpec {
+        programs: Programs::simulator(&opts.exe),
+        dir: dir.into(),
+        site: SITE.into(),
+        broker: None,
+        erp,
+    })
+    .await?;
+    println!("broker     {}", services.broker.addr());
+    let session = if opts.erp_session_expiry_every > 0 {
+        format!(
+            ", session expires every {} bookings for {:.1} s",
+            opts.erp_session_expiry_every,
+            opts.erp_session_expiry_ms as f64 / 1000.0
         )
-        .await?;
-        self.broker = Some(child);
-        Ok(())
-    }
-
-    /// Stops everything: agents and collector get SIGTERM and a grace period.
-    async fn shutdown(self) {
-        let grace = Duration::from_secs(5);
-        for a in self.agents {
-            a.process.terminate(grace).await;
+    } else {
+        String::new()
+    };
+    println!(
+        "mock ERP   http://{}/events (fail {:.0}%, throttle {:.0}%, lose-after-commit {:.0}%{session})",
+        services.erp_addr,
+        opts.erp_fail_rate * 100.0,
+        opts.erp_throttle_rate * 100.0,
+        opts.erp_lose_after_commit_rate * 100.0
+    );
+    let ids: Vec<String> = plan.iter().map(|a| a.device.clone()).collect();
+    let mut config = services.collector_config(&ids)?;
+    stack::config::simulated_collector(&mut config);
+    let mut stack = services.start_collector(config).await?;
+    let api = stack.collector.api();
+    println!(
+        "collector  http://{api}/v1/stats (child pid {})",
+        stack.collector.pid().unwrap_or(0)
+    );
+    println!(
+        "dashboard  http://{api}/ui/ (devices, orders, stuck work, exceptions, dead letters; open access on loopback)"
+    );
+    for a in plan {
+        let mut config = stack.agent_config(&a.device)?;
+        stack::config::simulated_agent(&mut config);
+        if let Some((devices, stations)) = &a.serial {
+            config.devices = devices.clone();
+            config.stations = stations.clone();
         }
-        self.collector.terminate(grace).await;
-        if let Some(b) = self.broker {
-            b.kill();
-        }
-        self.erp.shutdown().await;
+        let node = stack.start_agent(config).await?;
+        println!(
+            "agent      {:<7} {}/v1/status (child pid {})",
+            a.device,
+            node.url(),
+            node.pid().unwrap_or(0)
+        );
     }
+    Ok(stack)
 }
 
 /// What the producer and the progress lines share.
@@ -723,6 +480,7 @@ fn num(v: &Option<Value>, field: &str) -> String {
 async fn progress_line(
     client: &reqwest::Client,
     stack: &Stack,
+    plan: &[AgentPlan],
     made: u64,
     elapsed: Duration,
     phase: &str,
@@ -733,7 +491,7 @@ async fn progress_line(
     let mut devices_online = 0usize;
     let mut station_events = 0u64;
     for a in &stack.agents {
-        if let Some(s) = get_json(client, format!("http://{}/v1/status", a.api)).await {
+        if let Some(s) = get_json(client, format!("{}/v1/status", a.url())).await {
             answered += 1;
             queued += s.get("queued").and_then(Value::as_u64).unwrap_or(0);
             if s.get("mqtt_connected").and_then(Value::as_bool) == Some(true) {
@@ -755,9 +513,9 @@ async fn progress_line(
                 .sum::<u64>();
         }
     }
-    let devices_total: usize = stack.agents.iter().map(|a| a.devices).sum();
-    let c = get_json(client, format!("http://{}/v1/stats", stack.collector_api)).await;
-    let erp = stack.erp.stats();
+    let devices_total: usize = plan.iter().map(|a| a.devices).sum();
+    let c = get_json(client, format!("{}/v1/stats", stack.collector.url())).await;
+    let erp = stack.services.erp.stats();
     let queued = if answered == stack.agents.len() {
         queued.to_string()
     } else {
@@ -772,7 +530,11 @@ async fn progress_line(
         erp.replays,
         erp.faults_injected,
         stack.agents.len(),
-        if stack.broker.is_some() { "up" } else { "DOWN" },
+        if stack.services.broker.is_up() {
+            "up"
+        } else {
+            "DOWN"
+        },
     )
 }
 
@@ -819,14 +581,18 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let budget_ms = opts.duration.as_millis().saturating_sub(2_000) as u64;
     let mut timelines: Vec<Arc<Timeline>> = Vec::new();
     let mut ports: Vec<Ports> = Vec::new();
-    let mut scenario_agents: Vec<ScenarioAgent> = Vec::new();
+    let mut plan: Vec<AgentPlan> = devices(opts.agents)
+        .into_iter()
+        .map(|(device, roles)| AgentPlan {
+            device,
+            roles,
+            devices: 0,
+            serial: None,
+        })
+        .collect();
     for file in &opts.scenarios {
         let timeline = file.timeline(budget_ms, Some(opts.seed))?;
-        if scenario_agents.iter().any(|a| a.device == timeline.agent)
-            || devices(opts.agents)
-                .iter()
-                .any(|(d, _)| *d == timeline.agent)
-        {
+        if plan.iter().any(|a| a.device == timeline.agent) {
             return Err(DemoError::Options(format!(
                 "scenario {} uses agent {}, which another scenario or the HTTP orders use; give it its own",
                 timeline.source, timeline.agent
@@ -837,25 +603,36 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
             "scenario   {:<16} on {}: {}",
             timeline.source, timeline.agent, timeline.description
         );
-        scenario_agents.push(ScenarioAgent {
+        plan.push(AgentPlan {
             device: timeline.agent.clone(),
-            config: timeline.agent_toml(open.dir()),
+            roles: Vec::new(),
             devices: timeline.devices.len(),
+            serial: Some(timeline.agent_serial(open.dir())?),
         });
         ports.push(open);
         timelines.push(Arc::new(timeline));
     }
-    let mut stack = Stack::start(opts, dir, &scenario_agents).await?;
+    let erp = ErpConfig {
+        secret: stack::webhook_secret(opts.seed),
+        fail_rate: opts.erp_fail_rate,
+        throttle_rate: opts.erp_throttle_rate,
+        lose_after_commit_rate: opts.erp_lose_after_commit_rate,
+        delay_ms: 0,
+        session_expiry_every: opts.erp_session_expiry_every,
+        session_expiry_ms: opts.erp_session_expiry_ms,
+        seed: opts.seed,
+    };
+    let mut stack = start_stack(opts, dir, &plan, erp).await?;
     let production = Arc::new(Production::default());
     let play_stats = Arc::new(PlayStats::default());
     let mut targets = Vec::new();
     for t in &timelines {
-        let Some(agent) = stack.agents.iter().find(|a| a.device == t.agent) else {
+        let Some(agent) = stack.agent(&t.agent) else {
             continue;
         };
         let target = Target {
-            device: agent.device.clone(),
-            api: agent.api,
+            device: t.agent.clone(),
+            api: agent.api(),
         };
         if !player::wait_connected(&client, &target, t, Duration::from_secs(15)).await {
             println!(
@@ -887,14 +664,14 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
             tokio::spawn(player::play(play, open, play_start, stop_rx.clone()))
         })
         .collect();
-    let routes: Vec<Route> = stack
-        .agents
+    let routes: Vec<Route> = plan
         .iter()
-        .flat_map(|a| {
+        .zip(&stack.agents)
+        .flat_map(|(a, node)| {
             a.roles.iter().map(move |r| Route {
                 role: *r,
                 device: a.device.clone(),
-                api: a.api,
+                api: node.api(),
             })
         })
         .collect();
@@ -902,7 +679,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let producer = tokio::spawn(produce(
         client.clone(),
         routes,
-        Scenario::new(opts.seed, stack.pickers()),
+        Scenario::new(opts.seed, pickers(&plan)),
         opts.orders_per_sec,
         production.clone(),
         stop_rx,
@@ -923,7 +700,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = t0.elapsed();
         if outage > Duration::ZERO && outages == 0 && now >= outage_at {
-            stack.kill_broker();
+            stack.services.broker.kill();
             outages += 1;
             down_since = Some(Instant::now());
             println!(
@@ -934,13 +711,13 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         if let Some(since) = down_since
             && since.elapsed() >= outage
         {
-            stack.restart_broker().await?;
+            stack.services.broker.restart().await?;
             down_total += since.elapsed();
             down_since = None;
             println!(
                 "[{:>5.1}s] broker restarted on {}",
                 t0.elapsed().as_secs_f64(),
-                stack.broker_addr
+                stack.services.broker.addr()
             );
         }
         if now >= next_line {
@@ -948,13 +725,13 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
             let made = production.made.load(Ordering::Relaxed);
             println!(
                 "{}",
-                progress_line(&client, &stack, made, now, "producing").await
+                progress_line(&client, &stack, &plan, made, now, "producing").await
             );
         }
     }
     if let Some(since) = down_since.take() {
         // The duration ended during the outage: bring the broker back to drain.
-        stack.restart_broker().await?;
+        stack.services.broker.restart().await?;
         down_total += since.elapsed();
     }
     // The timelines end within the production time; a late one gets a
@@ -992,7 +769,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let drain_start = Instant::now();
     let mut next_line = Duration::from_secs(1);
     loop {
-        let t = tally_with(&generated, &expected, &stack.erp.effects());
+        let t = tally_with(&generated, &expected, &stack.services.erp.effects());
         if t.lost == 0 || drain_start.elapsed() >= opts.drain_timeout {
             break;
         }
@@ -1003,6 +780,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
                 progress_line(
                     &client,
                     &stack,
+                    &plan,
                     generated.len() as u64,
                     t0.elapsed(),
                     "draining"
@@ -1020,6 +798,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         progress_line(
             &client,
             &stack,
+            &plan,
             generated.len() as u64,
             t0.elapsed(),
             "final"
@@ -1027,15 +806,15 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         .await
     );
 
-    let effects = stack.erp.effects();
-    let erp = stack.erp.stats();
+    let effects = stack.services.erp.effects();
+    let erp = stack.services.erp.stats();
     let t = tally_with(&generated, &expected, &effects);
     let device_bytes = played.iter().flatten().map(|p| p.ports.bytes().0).sum();
     drop(played);
     let post_errors = production.post_errors.load(Ordering::Relaxed)
         + production.posts_refused.load(Ordering::Relaxed);
     let agents = opts.agents;
-    stack.shutdown().await;
+    stack.shutdown(Duration::from_secs(5)).await;
     let events_generated = (generated.len() + expected.len()) as u64;
     Ok(Report {
         passed: t.lost == 0 && t.duplicated == 0 && events_generated > 0,
@@ -1159,31 +938,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn configs_parse_as_toml() {
-        let broker: SocketAddr = "127.0.0.1:1883".parse().expect("addr");
-        let a: toml::Table = agent_config("hh-01", Path::new("/tmp/x \"y\""), broker)
-            .parse()
-            .expect("agent toml");
-        assert_eq!(a["data_dir"].as_str(), Some("/tmp/x \"y\""));
-        assert_eq!(a["mqtt"]["port"].as_integer(), Some(1883));
-        let c: toml::Table = collector_config(
-            Path::new("/tmp/c"),
-            broker,
-            &["hh-01".into(), "van-01".into()],
-            broker,
-            "whsec_AAAA",
-        )
-        .parse()
-        .expect("collector toml");
-        assert_eq!(c["devices"].as_array().map(Vec::len), Some(2));
-        assert_eq!(
-            c["erp"]["url"].as_str(),
-            Some("http://127.0.0.1:1883/events")
-        );
-        assert_eq!(c["erp"]["halt_recheck_ms"].as_integer(), Some(500));
-    }
 
     #[test]
     fn roles_cover_pickers_and_a_driver() {

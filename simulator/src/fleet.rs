@@ -3,9 +3,9 @@
 //!
 //! # What runs
 //!
-//! A broker and a collector as child processes, the mock ERP (no faults) in
-//! this process, and N agent children (`fl-0001`…), started a batch at a
-//! time. Each agent reads M virtual scanners on pseudo-terminals, each
+//! The [`stack`](crate::stack)'s system under test: a broker and a
+//! collector as child processes, the mock ERP (no faults) in this process,
+//! and N agent children (`fl-0001`…), started a batch at a time. Each agent reads M virtual scanners on pseudo-terminals, each
 //! scanner feeding its own dock door station (with a vehicle configured), so
 //! every scan of a new SSCC label is one `loaded` business event made by the
 //! agent's station rules. The expected set is every SSCC scanned.
@@ -24,24 +24,21 @@
 //! booking (production plus drain). `lost` and `duplicated` come from the
 //! same invariant checker as the demo ([`crate::verdict`]).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use rand::{Rng, SeedableRng};
+use dockline_agent::devices::{DeviceKind, Protocol};
+use dockline_agent::stations::config::StationKind;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::demo::{
-    DemoError, READY_TIMEOUT, agent_config, get_json, start_broker, start_collector,
-};
+use crate::demo::{DemoError, get_json};
 use crate::devices::VirtualPort;
 use crate::devices::scanner::{Suffix, Symbol, scan_bytes, with_check_digit};
-use crate::mock_erp::{ErpConfig, MockErp};
-use crate::process::ChildProcess;
+use crate::mock_erp::ErpConfig;
+use crate::stack::{self, AgentConfig, Programs, Services, Stack, StackError, StackSpec};
 use crate::verdict::{Expected, Signature, tally_with};
 
 /// Most agents in one fleet run.
@@ -139,14 +136,6 @@ impl FleetReport {
     }
 }
 
-/// One agent of the fleet and its scanners.
-struct FleetAgent {
-    device: String,
-    process: ChildProcess,
-    api: SocketAddr,
-    ports: Vec<VirtualPort>,
-}
-
 /// Runs the fleet in a fresh work directory under the system temp dir.
 pub async fn run(opts: FleetOptions) -> Result<FleetReport, DemoError> {
     if opts.agents == 0 || opts.agents > MAX_AGENTS {
@@ -192,72 +181,76 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
     }
 }
 
+/// Agent `device`'s config for `scanners` virtual scanners, each feeding
+/// its own dock door station with a vehicle at the door.
+fn fleet_agent(
+    stack: &Stack,
+    device: &str,
+    scanners: &[VirtualPort],
+) -> Result<AgentConfig, StackError> {
+    let mut config = stack.agent_config(device)?;
+    stack::config::simulated_agent(&mut config);
+    for (j, port) in scanners.iter().enumerate() {
+        let scanner = format!("scanner-{j}");
+        config.devices.push(stack::config::serial_device(
+            &scanner,
+            DeviceKind::Scanner,
+            Protocol::Scan,
+            port.path(),
+        )?);
+        let mut door =
+            stack::config::station(&format!("door-{j}"), StationKind::DockDoor, &[&scanner])?;
+        door.vehicle = Some(format!("TRUCK-{device}-{j}"));
+        config.stations.push(door);
+    }
+    Ok(config)
+}
+
 async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoError> {
     let started = Instant::now();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let (broker, broker_addr) =
-        start_broker(&opts.exe, dir, SocketAddr::from(([127, 0, 0, 1], 0)), 1).await?;
-    let mut key = [0u8; 32];
-    rand::rngs::StdRng::seed_from_u64(opts.agents as u64).fill(&mut key);
-    let secret = format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(key)
-    );
-    let (erp, erp_addr) = MockErp::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ErpConfig {
+    let services = Services::start(StackSpec {
+        programs: Programs::simulator(&opts.exe),
+        dir: dir.into(),
+        site: crate::demo::SITE.into(),
+        broker: None,
+        erp: ErpConfig {
             seed: 1,
-            ..ErpConfig::new(secret.clone())
+            ..ErpConfig::new(stack::webhook_secret(opts.agents as u64))
         },
-    )
+    })
     .await?;
     let ids: Vec<String> = (1..=opts.agents).map(|i| format!("fl-{i:04}")).collect();
-    let (collector, collector_api) =
-        start_collector(&opts.exe, dir, broker_addr, &ids, erp_addr, &secret).await?;
+    let mut config = services.collector_config(&ids)?;
+    stack::config::simulated_collector(&mut config);
+    let mut stack = services.start_collector(config).await?;
     println!(
-        "broker mqtt://{broker_addr}, collector http://{collector_api}, ERP http://{erp_addr}; starting {} agents x {} devices",
-        opts.agents, opts.devices
+        "broker {}, collector {}, ERP http://{}; starting {} agents x {} devices",
+        stack.services.broker.addr(),
+        stack.collector.url(),
+        stack.services.erp_addr,
+        opts.agents,
+        opts.devices
     );
 
-    let mut agents: Vec<FleetAgent> = Vec::with_capacity(opts.agents);
+    // Every agent's scanners, in the agents' order.
+    let mut ports: Vec<Vec<VirtualPort>> = Vec::with_capacity(opts.agents);
     for batch in ids.chunks(START_BATCH) {
-        let mut starting = Vec::new();
+        let from = stack.agents.len();
         for device in batch {
-            let adir = dir.join(device);
-            std::fs::create_dir_all(&adir).map_err(io_err(&adir))?;
-            let mut ports = Vec::new();
-            let mut extra = String::new();
-            for j in 0..opts.devices {
-                let port = VirtualPort::open(&adir.join(format!("scanner-{j}")))?;
-                extra.push_str(&format!(
-                    "\n[[devices]]\nname = \"scanner-{j}\"\nkind = \"scanner\"\nprotocol = \"scan\"\npath = {:?}\n\
-                     \n[[stations]]\nname = \"door-{j}\"\nkind = \"dock_door\"\ndevices = [\"scanner-{j}\"]\nvehicle = \"TRUCK-{device}-{j}\"\n",
-                    port.path().display().to_string()
-                ));
-                ports.push(port);
-            }
-            let afile = dir.join(format!("{device}.toml"));
-            std::fs::write(&afile, agent_config(device, &adir, broker_addr) + &extra)
-                .map_err(io_err(&afile))?;
-            let apath = afile.display().to_string();
-            let process =
-                ChildProcess::spawn(device, &opts.exe, &["agent", "--config", &apath], dir)?;
-            starting.push((device.clone(), adir, process, ports));
+            let dev_dir = dir.join("dev").join(device);
+            std::fs::create_dir_all(&dev_dir).map_err(io_err(&dev_dir))?;
+            let scanners = (0..opts.devices)
+                .map(|j| VirtualPort::open(&dev_dir.join(format!("scanner-{j}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let config = fleet_agent(&stack, device, &scanners)?;
+            stack.spawn_agent(config)?;
+            ports.push(scanners);
         }
-        for (device, adir, mut process, ports) in starting {
-            let api = process
-                .wait_for_addr(&adir.join("api.addr"), READY_TIMEOUT)
-                .await?;
-            agents.push(FleetAgent {
-                device,
-                process,
-                api,
-                ports,
-            });
-        }
-        print!("\ragents started {}/{}", agents.len(), opts.agents);
+        stack.wait_agents_ready(from).await?;
+        print!("\ragents started {}/{}", stack.agents.len(), opts.agents);
         let _ = std::io::Write::flush(&mut std::io::stdout());
     }
     println!();
@@ -265,8 +258,8 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut open = 0;
-        for a in &agents {
-            if let Some(s) = get_json(&client, format!("http://{}/v1/status", a.api)).await {
+        for a in &stack.agents {
+            if let Some(s) = get_json(&client, format!("{}/v1/status", a.url())).await {
                 open += s["devices"].as_array().map_or(0, |d| {
                     d.iter()
                         .filter(|d| d["connected"] == Value::Bool(true))
@@ -289,9 +282,8 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
     let ticks = (opts.duration.as_secs_f64() * opts.scans_per_sec).max(1.0) as u64;
     let period = Duration::from_secs_f64(1.0 / opts.scans_per_sec);
     let mut writers = Vec::new();
-    for (i, a) in agents.iter_mut().enumerate() {
-        let mut ports = std::mem::take(&mut a.ports);
-        let device = a.device.clone();
+    for (i, (a, mut ports)) in stack.agents.iter().zip(ports).enumerate() {
+        let device = a.name().to_string();
         let made = made.clone();
         let devices = opts.devices;
         writers.push(tokio::spawn(async move {
@@ -327,7 +319,7 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
         tokio::time::sleep(Duration::from_millis(100)).await;
         if t0.elapsed() >= next_line {
             next_line += Duration::from_secs(1);
-            let c = get_json(&client, format!("http://{collector_api}/v1/stats")).await;
+            let c = get_json(&client, format!("{}/v1/stats", stack.collector.url())).await;
             let num = |f: &str| c.as_ref().and_then(|c| c[f].as_u64()).unwrap_or(0);
             println!(
                 "[{:>5.1}s] scanned {:>7} | collector {:>6} pending, {:>7} booked | ERP {:>7} effects",
@@ -335,7 +327,7 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
                 made.load(Ordering::Relaxed),
                 num("pending"),
                 num("booked"),
-                erp.stats().effects
+                stack.services.erp.stats().effects
             );
         }
     }
@@ -359,7 +351,7 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
     let mut last_booking = drain_start;
     let mut last_count = 0;
     loop {
-        let effects = erp.effects();
+        let effects = stack.services.erp.effects();
         if effects.len() != last_count {
             last_count = effects.len();
             last_booking = Instant::now();
@@ -382,25 +374,15 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
     let drain_secs = drain_start.elapsed().as_secs_f64();
     // A late redelivery would show up as a duplicate: give it a moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let t = tally_with(&[], &expected, &erp.effects());
+    let t = tally_with(&[], &expected, &stack.services.erp.effects());
     let booked_span = last_booking
         .duration_since(t0)
         .as_secs_f64()
         .max(produce_secs);
 
     // Stop everything this run started.
-    let grace = Duration::from_secs(5);
-    let mut stopping = Vec::new();
-    for a in agents {
-        stopping.push(tokio::spawn(a.process.terminate(grace)));
-    }
-    for s in stopping {
-        let _ = s.await;
-    }
+    stack.shutdown(Duration::from_secs(5)).await;
     drop(kept_ports);
-    collector.terminate(grace).await;
-    broker.kill();
-    erp.shutdown().await;
 
     let events_expected = expected.len() as u64;
     Ok(FleetReport {

@@ -9,8 +9,9 @@
 //! - [`broker`]: rumqttd in-process, built in code, port 0 supported.
 //! - [`mock_erp`]: the ERP's webhook endpoint: signature check, one effect
 //!   per idempotency key, injected faults, stats.
-//! - [`process`]: child processes with logs in files, address files, and kill
-//!   on drop.
+//! - [`stack`]: the one system under test of the demo, chaos, fleet, bench
+//!   and the end-to-end tests: broker, mock ERP, collector and agents as
+//!   child processes with typed configs, killed on drop.
 //! - [`scenario`]: the HTTP orders, and the device scenarios (a warehouse
 //!   shift, a delivery route) loaded from TOML files and played on virtual
 //!   devices.
@@ -19,6 +20,8 @@
 //!   time.
 //! - [`latency`]: those times as percentiles, and the clock both ends read.
 //! - [`demo`]: the whole journey with an outage, progress lines and the report.
+//! - [`forge`]: batches, bursts, floods and ack watching made by hand on
+//!   the broker, for the burst figure and the ingest and forgery tests.
 //! - [`fleet`]: hundreds of agents with virtual scanners against one
 //!   collector; events per second, lost and duplicated.
 //! - [`chaos`]: repeated fault trials (chaos proxy, process kills, broker and
@@ -35,8 +38,9 @@ pub mod chaos;
 pub mod demo;
 pub mod devices;
 pub mod fleet;
+pub mod forge;
 pub mod latency;
 pub mod mock_erp;
-pub mod process;
 pub mod scenario;
+pub mod stack;
 pub mod verdict;

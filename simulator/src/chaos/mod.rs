@@ -47,9 +47,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::demo::DemoError;
 use crate::mock_erp::ErpError;
-use crate::process::ProcessError;
+use crate::stack::StackError;
 
 /// What the chaos run does.
 #[derive(Debug, Clone)]
@@ -76,13 +75,10 @@ pub struct ChaosOptions {
 /// A trial could not be carried out (as opposed to finding losses).
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
-    /// Starting or restarting a broker failed.
+    /// A part of the system under test failed to start or restart.
     #[error(transparent)]
-    Demo(#[from] DemoError),
-    /// A child process failed to start or restart.
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-    /// The mock ERP failed to start or took bad knobs.
+    Stack(#[from] StackError),
+    /// The mock ERP took bad knobs.
     #[error(transparent)]
     Erp(#[from] ErpError),
     /// A chaos proxy could not bind.

@@ -7,9 +7,10 @@
 //!  producer ─HTTP─▶ agents ─MQTT─▶ [proxy A] ─▶ broker ◀─MQTT─ collector ─HTTP─▶ [proxy E] ─▶ mock ERP
 //! ```
 //!
-//! The broker, the collector and the agents are child processes of this
-//! program (`current_exe() broker|collector|agent`), each restartable with the
-//! same config and data directory; the mock ERP and both chaos proxies run in
+//! The system under test is the [`stack`](crate::stack)'s: the broker, the
+//! collector and the agents are child processes of this program
+//! (`current_exe() broker|collector|agent`), each restartable with the same
+//! config and data directory; the mock ERP and both chaos proxies run in
 //! this process so the trial can read the ERP's books and steer the faults.
 //!
 //! # Life of a trial
@@ -28,13 +29,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,13 +41,10 @@ use tokio::task::JoinHandle;
 use super::plan::{self, Fault, Link, LinkFault, Planned};
 use super::proxy::ChaosProxy;
 use super::{ChaosError, ChaosOptions, FaultRecord, TrialReport};
-use crate::demo::{
-    self, Production, READY_TIMEOUT, Route, Routes, agent_config, collector_config, get_json,
-    start_broker,
-};
-use crate::mock_erp::{ErpConfig, ErpFaults, MockErp, MockErpHandle};
-use crate::process::ChildProcess;
-use crate::scenario::{Role, Scenario};
+use crate::demo::{self, AgentPlan, Production, Route, Routes, get_json};
+use crate::mock_erp::{ErpConfig, ErpFaults};
+use crate::scenario::Scenario;
+use crate::stack::{self, AgentConfig, Programs, Services, Stack, StackSpec};
 use crate::verdict::{Generated, Tally, tally};
 
 /// How often the fault player and the drain look at the clock.
@@ -58,52 +54,12 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The agent settings the chaos trials add to the demo's: reconnect quickly,
 /// so a trial's recovery is measured in seconds, not in the 30 s default cap.
-fn chaos_agent_config(device: &str, data_dir: &Path, broker: SocketAddr) -> String {
-    // `agent_config` ends inside `[uplink]`, so these keys land there.
-    agent_config(device, data_dir, broker) + "reconnect_min_ms = 100\nreconnect_max_ms = 2000\n"
-}
-
-/// A child that the trial kills and starts again with the same arguments.
-struct Node {
-    name: String,
-    args: Vec<String>,
-    /// The `api.addr` the child writes when ready.
-    addr_file: PathBuf,
-    process: Option<ChildProcess>,
-}
-
-impl Node {
-    /// Starts the child and waits for its API address.
-    async fn start(&mut self, exe: &Path, dir: &Path) -> Result<SocketAddr, ChaosError> {
-        // A stale file from the previous run would look ready at once.
-        let _ = std::fs::remove_file(&self.addr_file);
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut child = ChildProcess::spawn(&self.name, exe, &args, dir)?;
-        let addr = child.wait_for_addr(&self.addr_file, READY_TIMEOUT).await?;
-        self.process = Some(child);
-        Ok(addr)
-    }
-
-    /// SIGKILL, no goodbye.
-    fn kill(&mut self) {
-        if let Some(p) = self.process.take() {
-            p.kill();
-        }
-    }
-
-    async fn terminate(&mut self) {
-        if let Some(p) = self.process.take() {
-            p.terminate(STOP_GRACE).await;
-        }
-    }
-}
-
-/// An agent node, its device id and roles.
-struct AgentNode {
-    device: String,
-    roles: Vec<Role>,
-    api: SocketAddr,
-    node: Node,
+fn chaos_agent(config: &mut AgentConfig, broker: SocketAddr) {
+    stack::config::simulated_agent(config);
+    config.mqtt.host = broker.ip().to_string();
+    config.mqtt.port = broker.port();
+    config.uplink.reconnect_min_ms = 100;
+    config.uplink.reconnect_max_ms = 2000;
 }
 
 /// Aborts a task when dropped, so an early error stops the producer.
@@ -116,132 +72,70 @@ impl Drop for AbortOnDrop {
 }
 
 /// Everything one trial started; dropping it stops all of it.
-struct Stack {
-    dir: PathBuf,
-    exe: PathBuf,
-    broker: Option<ChildProcess>,
-    broker_addr: SocketAddr,
-    broker_starts: u32,
+struct Trial {
+    stack: Stack,
+    plan: Vec<AgentPlan>,
     agents_link: ChaosProxy,
     erp_link: ChaosProxy,
-    erp: MockErpHandle,
-    collector: Node,
-    collector_api: SocketAddr,
-    agents: Vec<AgentNode>,
     routes: Routes,
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ChaosError> {
-    std::fs::write(path, text).map_err(|source| ChaosError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
-fn mkdir(path: &Path) -> Result<(), ChaosError> {
-    std::fs::create_dir_all(path).map_err(|source| ChaosError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
-impl Stack {
+impl Trial {
     async fn start(opts: &ChaosOptions, seed: u64, dir: &Path) -> Result<Self, ChaosError> {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (broker, broker_addr) = start_broker(&opts.exe, dir, loopback, 1).await?;
-        let agents_link = ChaosProxy::start(broker_addr)
+        let services = Services::start(StackSpec {
+            programs: Programs::simulator(&opts.exe),
+            dir: dir.into(),
+            site: demo::SITE.into(),
+            broker: None,
+            erp: ErpConfig {
+                seed,
+                ..ErpConfig::new(stack::webhook_secret(seed))
+            },
+        })
+        .await?;
+        let broker = services.broker.addr().socket_addr().ok_or_else(|| {
+            ChaosError::Options(format!("broker {} is not an IP address", services.broker.addr()))
+        })?;
+        let agents_link = ChaosProxy::start(broker)
+            .await
+            .map_err(|source| ChaosError::Proxy { source })?;
+        let erp_link = ChaosProxy::start(services.erp_addr)
             .await
             .map_err(|source| ChaosError::Proxy { source })?;
 
-        let mut key = [0u8; 32];
-        rand::rngs::StdRng::seed_from_u64(seed).fill(&mut key);
-        let secret = format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(key)
-        );
-        let mut erp_config = ErpConfig::new(secret.clone());
-        erp_config.seed = seed;
-        let (erp, erp_addr) = MockErp::start(loopback, erp_config).await?;
-        let erp_link = ChaosProxy::start(erp_addr)
-            .await
-            .map_err(|source| ChaosError::Proxy { source })?;
-
-        let plan = demo::devices(opts.agents);
-        let ids: Vec<String> = plan.iter().map(|(d, _)| d.clone()).collect();
-        let cdir = dir.join("collector");
-        mkdir(&cdir)?;
-        let cfile = dir.join("collector.toml");
-        write(
-            &cfile,
-            &collector_config(&cdir, broker_addr, &ids, erp_link.addr(), &secret),
-        )?;
-        let mut collector = Node {
-            name: "collector".into(),
-            args: vec![
-                "collector".into(),
-                "--config".into(),
-                cfile.display().to_string(),
-            ],
-            addr_file: cdir.join("api.addr"),
-            process: None,
-        };
-        let collector_api = collector.start(&opts.exe, dir).await?;
-
-        let mut agents = Vec::new();
-        let mut routes = Vec::new();
-        for (device, roles) in plan {
-            let adir = dir.join(&device);
-            mkdir(&adir)?;
-            let afile = dir.join(format!("{device}.toml"));
-            write(
-                &afile,
-                &chaos_agent_config(&device, &adir, agents_link.addr()),
-            )?;
-            let mut node = Node {
-                name: device.clone(),
-                args: vec![
-                    "agent".into(),
-                    "--config".into(),
-                    afile.display().to_string(),
-                ],
-                addr_file: adir.join("api.addr"),
-                process: None,
-            };
-            let api = node.start(&opts.exe, dir).await?;
-            routes.extend(roles.iter().map(|r| Route {
-                role: *r,
-                device: device.clone(),
-                api,
-            }));
-            agents.push(AgentNode {
+        let plan: Vec<AgentPlan> = demo::devices(opts.agents)
+            .into_iter()
+            .map(|(device, roles)| AgentPlan {
                 device,
                 roles,
+                devices: 0,
+                serial: None,
+            })
+            .collect();
+        let ids: Vec<String> = plan.iter().map(|a| a.device.clone()).collect();
+        let mut config = services.collector_config(&ids)?;
+        stack::config::simulated_collector(&mut config);
+        config.erp.url = format!("http://{}/events", erp_link.addr());
+        let mut stack = services.start_collector(config).await?;
+
+        let mut routes = Vec::new();
+        for a in &plan {
+            let mut config = stack.agent_config(&a.device)?;
+            chaos_agent(&mut config, agents_link.addr());
+            let api = stack.start_agent(config).await?.api();
+            routes.extend(a.roles.iter().map(|r| Route {
+                role: *r,
+                device: a.device.clone(),
                 api,
-                node,
-            });
+            }));
         }
         Ok(Self {
-            dir: dir.into(),
-            exe: opts.exe.clone(),
-            broker: Some(broker),
-            broker_addr,
-            broker_starts: 1,
+            stack,
+            plan,
             agents_link,
             erp_link,
-            erp,
-            collector,
-            collector_api,
-            agents,
             routes: Arc::new(Mutex::new(routes)),
         })
-    }
-
-    fn pickers(&self) -> usize {
-        self.agents
-            .iter()
-            .flat_map(|a| &a.roles)
-            .filter(|r| matches!(r, Role::Picker(_)))
-            .count()
     }
 
     fn proxy(&self, link: Link) -> &ChaosProxy {
@@ -253,6 +147,7 @@ impl Stack {
 
     /// Applies the start of a fault.
     fn begin(&mut self, fault: &Fault) -> Result<(), ChaosError> {
+        let erp = &self.stack.services.erp;
         match *fault {
             Fault::Link { link, fault } => {
                 let proxy = self.proxy(link);
@@ -268,33 +163,29 @@ impl Stack {
                 }
             }
             Fault::KillAgent { agent } => {
-                if let Some(a) = self.agents.get_mut(agent) {
-                    a.node.kill();
+                if let Some(a) = self.stack.agents.get_mut(agent) {
+                    a.kill();
                 }
             }
-            Fault::KillCollector => self.collector.kill(),
-            Fault::BrokerOutage => {
-                if let Some(b) = self.broker.take() {
-                    b.kill();
-                }
-            }
-            Fault::ErpErrors { rate } => self.erp.set_faults(ErpFaults {
+            Fault::KillCollector => self.stack.collector.kill(),
+            Fault::BrokerOutage => self.stack.services.broker.kill(),
+            Fault::ErpErrors { rate } => erp.set_faults(ErpFaults {
                 fail_rate: rate,
                 ..ErpFaults::default()
             })?,
-            Fault::ErpThrottle { rate } => self.erp.set_faults(ErpFaults {
+            Fault::ErpThrottle { rate } => erp.set_faults(ErpFaults {
                 throttle_rate: rate,
                 ..ErpFaults::default()
             })?,
-            Fault::ErpSlow { ms } => self.erp.set_faults(ErpFaults {
+            Fault::ErpSlow { ms } => erp.set_faults(ErpFaults {
                 delay_ms: ms,
                 ..ErpFaults::default()
             })?,
-            Fault::ErpLoseAfterCommit { rate } => self.erp.set_faults(ErpFaults {
+            Fault::ErpLoseAfterCommit { rate } => erp.set_faults(ErpFaults {
                 lose_after_commit_rate: rate,
                 ..ErpFaults::default()
             })?,
-            Fault::ErpSessionExpiry { every, ms } => self.erp.set_faults(ErpFaults {
+            Fault::ErpSessionExpiry { every, ms } => erp.set_faults(ErpFaults {
                 session_expiry_every: every,
                 session_expiry_ms: ms,
                 ..ErpFaults::default()
@@ -309,49 +200,30 @@ impl Stack {
             Fault::Link { link, .. } => self.proxy(link).heal(),
             Fault::KillAgent { agent } => self.restart_agent(agent).await?,
             Fault::KillCollector => {
-                self.collector_api = self.collector.start(&self.exe, &self.dir).await?;
+                self.stack.collector.restart().await?;
             }
-            Fault::BrokerOutage => {
-                let child = demo::restart_broker(
-                    &self.exe,
-                    &self.dir,
-                    self.broker_addr,
-                    &mut self.broker_starts,
-                )
-                .await?;
-                self.broker = Some(child);
-            }
+            Fault::BrokerOutage => self.stack.services.broker.restart().await?,
             Fault::ErpErrors { .. }
             | Fault::ErpThrottle { .. }
             | Fault::ErpSlow { .. }
             | Fault::ErpLoseAfterCommit { .. }
-            | Fault::ErpSessionExpiry { .. } => self.erp.set_faults(ErpFaults::default())?,
+            | Fault::ErpSessionExpiry { .. } => {
+                self.stack.services.erp.set_faults(ErpFaults::default())?;
+            }
         }
         Ok(())
     }
 
     async fn restart_agent(&mut self, index: usize) -> Result<(), ChaosError> {
-        let Some(a) = self.agents.get_mut(index) else {
+        let Some(a) = self.stack.agents.get_mut(index) else {
             return Ok(());
         };
-        a.api = a.node.start(&self.exe, &self.dir).await?;
+        let api = a.restart().await?;
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        for r in routes.iter_mut().filter(|r| r.device == a.device) {
-            r.api = a.api;
+        for r in routes.iter_mut().filter(|r| r.device == a.name()) {
+            r.api = api;
         }
         Ok(())
-    }
-
-    /// Stops everything: agents and collector get SIGTERM and a grace period.
-    async fn shutdown(mut self) {
-        for a in &mut self.agents {
-            a.node.terminate().await;
-        }
-        self.collector.terminate().await;
-        if let Some(b) = self.broker.take() {
-            b.kill();
-        }
-        self.erp.shutdown().await;
     }
 }
 
@@ -371,17 +243,17 @@ impl Quiet {
 }
 
 async fn look(client: &reqwest::Client, stack: &Stack, generated: &[Generated]) -> Quiet {
-    let collector = get_json(client, format!("http://{}/v1/stats", stack.collector_api)).await;
+    let collector = get_json(client, format!("{}/v1/stats", stack.collector.url())).await;
     let mut queued = Some(0u64);
     for a in &stack.agents {
-        let s = get_json(client, format!("http://{}/v1/status", a.api)).await;
+        let s = get_json(client, format!("{}/v1/status", a.url())).await;
         queued = match (queued, s.as_ref().and_then(|s| s["queued"].as_u64())) {
             (Some(total), Some(n)) => Some(total + n),
             _ => None,
         };
     }
     Quiet {
-        tally: tally(generated, &stack.erp.effects()),
+        tally: tally(generated, &stack.services.erp.effects()),
         collector,
         agents_queued: queued,
     }
@@ -405,10 +277,8 @@ async fn where_lost(
         .filter(|g| !booked.contains(g.event_id.as_str()))
     {
         let api = stack
-            .agents
-            .iter()
-            .find(|a| a.device == g.device)
-            .map(|a| a.api);
+            .agent(&g.device)
+            .map(|a| a.api());
         let state = match api {
             Some(api) => match client
                 .get(format!("http://{api}/v1/events/{}", g.event_id))
@@ -434,7 +304,7 @@ fn record(p: &Planned, stack: &Stack) -> FaultRecord {
         Fault::KillAgent { agent } => stack
             .agents
             .get(agent)
-            .map(|a| a.device.clone())
+            .map(|a| a.name().to_string())
             .unwrap_or_default(),
         _ => String::new(),
     };
@@ -487,16 +357,16 @@ pub(super) async fn run(
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let mut stack = Stack::start(opts, seed, dir).await?;
-    let planned = plan::plan(seed, opts.duration, stack.agents.len());
-    let faults: Vec<FaultRecord> = planned.iter().map(|p| record(p, &stack)).collect();
+    let mut trial = Trial::start(opts, seed, dir).await?;
+    let planned = plan::plan(seed, opts.duration, trial.stack.agents.len());
+    let faults: Vec<FaultRecord> = planned.iter().map(|p| record(p, &trial.stack)).collect();
 
     let production = Arc::new(Production::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut producer = AbortOnDrop(tokio::spawn(demo::produce(
         client.clone(),
-        stack.routes.clone(),
-        Scenario::new(seed, stack.pickers()),
+        trial.routes.clone(),
+        Scenario::new(seed, demo::pickers(&trial.plan)),
         opts.orders_per_sec,
         production.clone(),
         stop_rx,
@@ -510,7 +380,7 @@ pub(super) async fn run(
     while t0.elapsed() < opts.duration || !active.is_empty() || next < planned.len() {
         let now = t0.elapsed();
         while let Some(p) = planned.get(next).filter(|p| p.at <= now) {
-            stack.begin(&p.fault)?;
+            trial.begin(&p.fault)?;
             applied += 1;
             active.push(*p);
             next += 1;
@@ -519,7 +389,7 @@ pub(super) async fn run(
         while i < active.len() {
             if active[i].end() <= t0.elapsed() {
                 let p = active.swap_remove(i);
-                stack.end(&p.fault).await?;
+                trial.end(&p.fault).await?;
             } else {
                 i += 1;
             }
@@ -532,28 +402,29 @@ pub(super) async fn run(
 
     // Quiescence, bounded.
     let drain_start = Instant::now();
-    let mut quiet = look(&client, &stack, &generated).await;
+    let mut quiet = look(&client, &trial.stack, &generated).await;
     while !quiet.reached() && drain_start.elapsed() < opts.drain_timeout {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        quiet = look(&client, &stack, &generated).await;
+        quiet = look(&client, &trial.stack, &generated).await;
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
     // A late redelivery would show up as a duplicate: give it a moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let last = look(&client, &stack, &generated).await;
+    let last = look(&client, &trial.stack, &generated).await;
     let quiescent = quiet.reached();
-    let effects = stack.erp.effects();
+    let stack = &trial.stack;
+    let effects = stack.services.erp.effects();
     let t = tally(&generated, &effects);
     let lost_where = if t.lost > 0 {
         where_lost(&client, &stack, &generated, &effects).await
     } else {
         BTreeMap::new()
     };
-    let erp = stack.erp.stats();
+    let erp = stack.services.erp.stats();
     let collector = last.collector.unwrap_or(Value::Null);
-    let proxy_cuts = stack.agents_link.cut_connections() + stack.erp_link.cut_connections();
-    let proxy_accepted = stack.agents_link.accepted() + stack.erp_link.accepted();
-    stack.shutdown().await;
+    let proxy_cuts = trial.agents_link.cut_connections() + trial.erp_link.cut_connections();
+    let proxy_accepted = trial.agents_link.accepted() + trial.erp_link.accepted();
+    trial.stack.shutdown(STOP_GRACE).await;
 
     let events_generated = generated.len() as u64;
     let passed = events_generated > 0
@@ -598,12 +469,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chaos_agent_config_reconnects_quickly() {
-        let broker: SocketAddr = "127.0.0.1:1883".parse().expect("addr");
-        let a: toml::Table = chaos_agent_config("hh-01", Path::new("/tmp/a"), broker)
-            .parse()
-            .expect("agent toml");
-        assert_eq!(a["uplink"]["reconnect_max_ms"].as_integer(), Some(2000));
-        assert_eq!(a["uplink"]["ack_timeout_ms"].as_integer(), Some(3000));
+    fn chaos_agents_reconnect_quickly_through_the_proxy() {
+        let mqtt = stack::MqttAddr::from(SocketAddr::from(([127, 0, 0, 1], 1883)));
+        let mut c = stack::config::agent("s", "hh-01", Path::new("/tmp/a"), &mqtt).expect("agent");
+        chaos_agent(&mut c, "127.0.0.1:4000".parse().expect("addr"));
+        assert_eq!(c.mqtt.port, 4000);
+        assert_eq!(c.uplink.reconnect_max_ms, 2000);
+        assert_eq!(c.uplink.ack_timeout_ms, 3000);
+        c.check().expect("valid");
     }
+
 }

@@ -39,10 +39,10 @@ pub enum ScaleProtocol {
 
 impl ScaleProtocol {
     /// The agent's `[[devices]] protocol` name.
-    pub fn agent_name(self) -> &'static str {
+    pub fn agent_protocol(self) -> dockline_agent::devices::Protocol {
         match self {
-            ScaleProtocol::Mtsics => "mtsics",
-            ScaleProtocol::Toledo => "toledo",
+            ScaleProtocol::Mtsics => dockline_agent::devices::Protocol::Mtsics,
+            ScaleProtocol::Toledo => dockline_agent::devices::Protocol::Toledo,
         }
     }
 }

@@ -37,6 +37,9 @@ pub mod trigger;
 
 use std::path::Path;
 
+use dockline_agent::config::DeviceConfig;
+use dockline_agent::devices::{DeviceKind, Protocol};
+use dockline_agent::stations::config::StationConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -158,10 +161,10 @@ pub fn default_scenarios() -> Result<Vec<ScenarioFile>, ScenarioError> {
 pub struct DeviceSpec {
     /// Its name in the agent's `[[devices]]`.
     pub name: String,
-    /// `scanner`, `scale` or `gps`.
-    pub kind: &'static str,
-    /// The agent's protocol name (`scan`, `mtsics`, `toledo`, `nmea`).
-    pub protocol: &'static str,
+    /// Scanner, scale or GNSS receiver.
+    pub kind: DeviceKind,
+    /// The agent's protocol (scan, mtsics, toledo, nmea).
+    pub protocol: Protocol,
     /// Toledo: the indicator appends a checksum byte.
     pub toledo_checksum: bool,
 }
@@ -198,7 +201,8 @@ pub struct Chunk {
 }
 
 /// A scenario ready to play; see the module docs.
-#[derive(Debug, Clone, PartialEq)]
+// Not PartialEq: the agent's StationConfig is not.
+#[derive(Debug, Clone)]
 pub struct Timeline {
     /// The scenario's name (the report's source label).
     pub source: String,
@@ -206,8 +210,8 @@ pub struct Timeline {
     pub agent: String,
     /// The virtual devices.
     pub devices: Vec<DeviceSpec>,
-    /// The `[[stations]]` tables for the agent's config.
-    pub stations_toml: String,
+    /// The agent's `[[stations]]`.
+    pub stations: Vec<StationConfig>,
     /// What to play, in time order.
     pub chunks: Vec<Chunk>,
     /// The business events the device bytes must produce at the ERP.
@@ -221,22 +225,37 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// The agent's `[[devices]]` and `[[stations]]` tables, the devices'
-    /// paths being `dev_dir/<name>`.
-    pub fn agent_toml(&self, dev_dir: &Path) -> String {
-        let mut text = String::new();
-        for d in &self.devices {
-            let path = dev_dir.join(&d.name).display().to_string();
-            text.push_str(&format!(
-                "\n[[devices]]\nname = {:?}\nkind = {:?}\nprotocol = {:?}\npath = {:?}\nreconnect_max_ms = 500\n",
-                d.name, d.kind, d.protocol, path
-            ));
-            if d.toledo_checksum {
-                text.push_str("toledo_checksum = true\n");
-            }
+    /// The agent's `[[devices]]` and `[[stations]]`, the devices' paths
+    /// being `dev_dir/<name>`.
+    pub fn agent_serial(
+        &self,
+        dev_dir: &Path,
+    ) -> Result<(Vec<DeviceConfig>, Vec<StationConfig>), ScenarioError> {
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| {
+                let mut c = crate::stack::config::serial_device(
+                    &d.name,
+                    d.kind,
+                    d.protocol,
+                    &dev_dir.join(&d.name),
+                )
+                .map_err(|e| self.invalid(e.to_string()))?;
+                c.reconnect_max_ms = 500;
+                c.toledo_checksum = d.toledo_checksum;
+                Ok(c)
+            })
+            .collect::<Result<_, ScenarioError>>()?;
+        Ok((devices, self.stations.clone()))
+    }
+
+    /// An error about this timeline.
+    pub(crate) fn invalid(&self, message: String) -> ScenarioError {
+        ScenarioError::Invalid {
+            name: self.source.clone(),
+            message,
         }
-        text.push_str(&self.stations_toml);
-        text
     }
 
     /// Sorts chunks by time, keeping the order of those at the same time.
@@ -321,10 +340,9 @@ mod tests {
     fn same_seed_same_bytes() {
         let all = default_scenarios().expect("scenarios");
         for s in &all {
-            assert_eq!(
-                s.timeline(30_000, Some(5)).ok(),
-                s.timeline(30_000, Some(5)).ok()
-            );
+            // Every field, floats and the agent's stations included.
+            let play = || format!("{:?}", s.timeline(30_000, Some(5)).ok());
+            assert_eq!(play(), play());
         }
     }
 
@@ -341,17 +359,17 @@ mod tests {
     }
 
     #[test]
-    fn agent_toml_lists_devices_and_stations() {
+    fn agent_serial_lists_devices_and_stations_the_agent_accepts() {
         let all = default_scenarios().expect("scenarios");
         for s in &all {
             let t = s.timeline(60_000, None).expect("timeline");
-            let toml_text = format!(
-                "site = \"s\"\ndevice = {:?}\ndata_dir = \"/tmp/x\"\n{}",
-                t.agent,
-                t.agent_toml(Path::new("/tmp/dev"))
-            );
-            let config: dockline_agent::Config =
-                toml::from_str(&toml_text).unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+            let mqtt = crate::stack::MqttAddr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+            let mut config =
+                crate::stack::config::agent("s", &t.agent, Path::new("/tmp/x"), &mqtt)
+                    .expect("agent config");
+            (config.devices, config.stations) =
+                t.agent_serial(Path::new("/tmp/dev")).expect("devices");
+            config.check().expect("the agent takes it");
             assert_eq!(config.devices.len(), t.devices.len());
             assert!(!config.stations.is_empty());
         }

@@ -27,7 +27,11 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use dockline_agent::devices::{DeviceKind, Protocol};
+use dockline_agent::stations::config::{GeofenceConfig, GeofenceRole, StationKind};
+
 use super::{Act, Chunk, DeviceSpec, Expected, ScenarioError, Signature, Timeline};
+use crate::stack;
 use crate::devices::gps::{FixState, GpsReceiver};
 
 /// A delivery route file.
@@ -350,19 +354,22 @@ impl RouteScenario {
             .into_iter()
             .map(|what| Expected::new(&self.name, &self.agent, what))
             .collect();
-        let mut stations = format!(
-            "\n[[stations]]\nname = \"vehicle\"\nkind = \"vehicle\"\ndevices = [{:?}]\nvehicle = {:?}\n\
-             hysteresis_m = {:?}\nconfirm_fixes = {}\n",
-            self.gps_device, self.vehicle, self.hysteresis_m, self.confirm_fixes
-        );
-        for (place, role) in std::iter::once((&self.depot, "depot"))
-            .chain(self.stops.iter().map(|s| (&s.place, "stop")))
-        {
-            stations.push_str(&format!(
-                "\n[[stations.geofences]]\nname = {:?}\nrole = {role:?}\nlat = {:?}\nlon = {:?}\nradius_m = {:?}\n",
-                place.name, place.lat, place.lon, place.radius_m
-            ));
-        }
+        let mut vehicle =
+            stack::config::station("vehicle", StationKind::Vehicle, &[&self.gps_device])
+                .map_err(|e| self.invalid(e.to_string()))?;
+        vehicle.vehicle = Some(self.vehicle.clone());
+        vehicle.hysteresis_m = self.hysteresis_m;
+        vehicle.confirm_fixes = self.confirm_fixes;
+        vehicle.geofences = std::iter::once((&self.depot, GeofenceRole::Depot))
+            .chain(self.stops.iter().map(|s| (&s.place, GeofenceRole::Stop)))
+            .map(|(place, role)| GeofenceConfig {
+                name: place.name.clone(),
+                role,
+                lat: place.lat,
+                lon: place.lon,
+                radius_m: place.radius_m,
+            })
+            .collect();
         let description = format!(
             "{} s of driving ({} stops, {lost} s without fix) played at {:.0}x, {} geofence events and {} PODs expected",
             seconds.len(),
@@ -376,11 +383,11 @@ impl RouteScenario {
             agent: self.agent.clone(),
             devices: vec![DeviceSpec {
                 name: self.gps_device.clone(),
-                kind: "gps",
-                protocol: "nmea",
+                kind: DeviceKind::Gps,
+                protocol: Protocol::Nmea,
                 toledo_checksum: false,
             }],
-            stations_toml: stations,
+            stations: vec![vehicle],
             chunks,
             expected,
             posts: pods.len(),

@@ -40,7 +40,11 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::json;
 
+use dockline_agent::devices::{DeviceKind, Protocol};
+use dockline_agent::stations::config::StationKind;
+
 use super::{Act, Chunk, DeviceSpec, Expected, ScenarioError, Signature, Timeline};
+use crate::stack;
 use crate::devices::scale::{ScaleModel, ScaleProtocol};
 use crate::devices::scanner::{Suffix, Symbol, misread_bytes, scan_bytes, with_check_digit};
 
@@ -365,32 +369,32 @@ impl ShiftScenario {
             // Every kept order is done by the budget; the streams stop there.
             .min(budget_ms);
         let mut devices = Vec::new();
-        let mut stations = String::new();
+        let mut stations = Vec::new();
         for (station, kind) in self
             .pick_stations
             .iter()
-            .map(|s| (s, "pick"))
-            .chain(std::iter::once((&self.pack_station, "pack")))
+            .map(|s| (s, StationKind::Pick))
+            .chain(std::iter::once((&self.pack_station, StationKind::Pack)))
         {
             let scanner = format!("{}-scanner", station.name);
             let scale = format!("{}-scale", station.name);
             devices.push(DeviceSpec {
                 name: scanner.clone(),
-                kind: "scanner",
-                protocol: "scan",
+                kind: DeviceKind::Scanner,
+                protocol: Protocol::Scan,
                 toledo_checksum: false,
             });
             devices.push(DeviceSpec {
                 name: scale.clone(),
-                kind: "scale",
-                protocol: station.scale.agent_name(),
+                kind: DeviceKind::Scale,
+                protocol: station.scale.agent_protocol(),
                 toledo_checksum: station.scale == ScaleProtocol::Toledo && station.toledo_checksum,
             });
-            stations.push_str(&format!(
-                "\n[[stations]]\nname = {:?}\nkind = {kind:?}\ndevices = [{scanner:?}, {scale:?}]\n\
-                 weight_tolerance_kg = 0.02\nweight_tolerance_percent = 2.0\n",
-                station.name
-            ));
+            let mut config = stack::config::station(&station.name, kind, &[&scanner, &scale])
+                .map_err(|e| self.invalid(e.to_string()))?;
+            config.weight_tolerance_kg = 0.02;
+            config.weight_tolerance_percent = 2.0;
+            stations.push(config);
             let model = ScaleModel::new(station.scale, station.capacity_kg, SCALE_PERIOD_MS)
                 .with_toledo_checksum(station.toledo_checksum);
             render_scale(
@@ -404,14 +408,14 @@ impl ShiftScenario {
         }
         devices.push(DeviceSpec {
             name: door_scanner.clone(),
-            kind: "scanner",
-            protocol: "scan",
+            kind: DeviceKind::Scanner,
+            protocol: Protocol::Scan,
             toledo_checksum: false,
         });
-        stations.push_str(&format!(
-            "\n[[stations]]\nname = {:?}\nkind = \"dock_door\"\ndevices = [{door_scanner:?}]\n",
-            self.dock_door.name
-        ));
+        stations.push(
+            stack::config::station(&self.dock_door.name, StationKind::DockDoor, &[&door_scanner])
+                .map_err(|e| self.invalid(e.to_string()))?,
+        );
         let expected = draft
             .expected
             .into_iter()
@@ -427,7 +431,7 @@ impl ShiftScenario {
             source: self.name.clone(),
             agent: self.agent.clone(),
             devices,
-            stations_toml: stations,
+            stations,
             chunks: draft.chunks,
             expected,
             posts: draft.posts,

@@ -59,27 +59,13 @@ pub fn signature_of_event(e: &BusinessEvent) -> Signature {
     s
 }
 
-fn invalid(t: &Timeline, message: String) -> ScenarioError {
-    ScenarioError::Invalid {
-        name: t.source.clone(),
-        message,
-    }
-}
-
 /// Plays `t` into the agent's decoders and station rules; returns the
 /// business events made and the frames rejected.
 pub fn replay(t: &Timeline) -> Result<Replay, ScenarioError> {
-    let text = format!(
-        "site = \"s\"\ndevice = {:?}\ndata_dir = \"/nonexistent\"\n{}",
-        t.agent,
-        t.agent_toml(Path::new("/nonexistent"))
-    );
-    let config: dockline_agent::Config = toml::from_str(&text)
-        .map_err(|e| invalid(t, format!("the agent would not take its config: {e}")))?;
-    let mut engine = StationEngine::new(&config.stations, &config.devices);
+    let (devices, stations) = t.agent_serial(Path::new("/nonexistent"))?;
+    let mut engine = StationEngine::new(&stations, &devices);
     let mut tasks = TaskBook::default();
-    let mut decoders: HashMap<String, StreamDecoder> = config
-        .devices
+    let mut decoders: HashMap<String, StreamDecoder> = devices
         .iter()
         .map(|d| {
             let options = DecoderOptions {
@@ -93,7 +79,7 @@ pub fn replay(t: &Timeline) -> Result<Replay, ScenarioError> {
         match &chunk.act {
             Act::Bytes { device, bytes } => {
                 let Some(decoder) = decoders.get_mut(device) else {
-                    return Err(invalid(t, format!("bytes for {device}, no such device")));
+                    return Err(t.invalid(format!("bytes for {device}, no such device")));
                 };
                 let mut items = Vec::new();
                 decoder.push(bytes, &mut items);
@@ -118,7 +104,7 @@ pub fn replay(t: &Timeline) -> Result<Replay, ScenarioError> {
                     .map_err(|e| e.to_string())
                     .and_then(PickTask::normalised)
                     .and_then(|task| tasks.post(task))
-                    .map_err(|e| invalid(t, format!("the agent would refuse a pick list: {e}")))?;
+                    .map_err(|e| t.invalid(format!("the agent would refuse a pick list: {e}")))?;
             }
             Act::PostEvent { .. } => {}
         }

@@ -1,24 +1,30 @@
-//! Child processes for the demo and the tests: logs go to files, readiness is
+//! The one child-process type of the system under test: every broker,
+//! collector and agent the demo, chaos, fleet, bench and the end-to-end
+//! tests start is a [`Child`]. Its output goes to a log file, readiness is
 //! an address file the child writes, and a child never outlives its handle.
 //!
 //! # Invariants
 //!
 //! - An address file is written whole or not at all (temp file + rename), so a
 //!   reader that sees it sees a complete `host:port`.
-//! - Dropping a [`ChildProcess`] kills the child and reaps it, so a panic or an
-//!   early error in the parent leaves nothing running. (A parent killed with
-//!   SIGKILL cannot clean up; its children then keep running until killed.)
+//! - Dropping a [`Child`] kills the child and reaps it, so a panic, a failed
+//!   assertion or an early error in the parent leaves nothing running. (A
+//!   parent killed with SIGKILL cannot clean up; its children then keep
+//!   running until killed.)
+//! - A child keeps its command: [`Child::restart`] starts the same program
+//!   with the same arguments and environment, appending to the same log, so a
+//!   killed and restarted process keeps one log.
 
 use std::fs::{self, File};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{self, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process could not be started or did not become ready.
 #[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
+pub enum ChildError {
     /// The log file could not be created.
     #[error("cannot create log file {path}: {source}")]
     Log {
@@ -80,74 +86,95 @@ pub enum ProcessError {
 }
 
 /// Writes `addr` to `path` atomically (temp file in the same directory, then rename).
-pub fn write_addr_file(path: &Path, addr: SocketAddr) -> Result<(), ProcessError> {
+pub fn write_addr_file(path: &Path, addr: SocketAddr) -> Result<(), ChildError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     fs::write(&tmp, addr.to_string())
         .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|source| ProcessError::Write {
+        .map_err(|source| ChildError::Write {
             path: path.into(),
             source,
         })
 }
 
 /// Reads an address file if it exists and is complete.
-pub fn read_addr_file(path: &Path) -> Result<Option<SocketAddr>, ProcessError> {
+pub fn read_addr_file(path: &Path) -> Result<Option<SocketAddr>, ChildError> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(None);
     };
     let text = text.trim();
-    text.parse().map(Some).map_err(|_| ProcessError::BadAddr {
+    text.parse().map(Some).map_err(|_| ChildError::BadAddr {
         file: path.into(),
         text: text.into(),
     })
 }
 
-/// A running child process, killed when dropped.
+/// A child process, killed when dropped; see the module docs.
 #[derive(Debug)]
-pub struct ChildProcess {
+pub struct Child {
     name: String,
-    child: Child,
+    program: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    child: Option<process::Child>,
     log: PathBuf,
 }
 
-impl ChildProcess {
-    /// Starts `program args…` with stdout and stderr appended to `{log_dir}/{name}.log`.
+impl Child {
+    /// Starts `program args…` with `envs` added to this process's
+    /// environment, stdout and stderr appended to `{log_dir}/{name}.log`.
     pub fn spawn(
         name: &str,
         program: &Path,
-        args: &[&str],
+        args: &[String],
+        envs: &[(String, String)],
         log_dir: &Path,
-    ) -> Result<Self, ProcessError> {
-        let log = log_dir.join(format!("{name}.log"));
+    ) -> Result<Self, ChildError> {
+        let mut child = Self {
+            name: name.into(),
+            program: program.into(),
+            args: args.to_vec(),
+            envs: envs.to_vec(),
+            child: None,
+            log: log_dir.join(format!("{name}.log")),
+        };
+        child.start()?;
+        Ok(child)
+    }
+
+    fn start(&mut self) -> Result<(), ChildError> {
         let open = || {
             File::options()
                 .create(true)
                 .append(true)
-                .open(&log)
-                .map_err(|source| ProcessError::Log {
-                    path: log.clone(),
+                .open(&self.log)
+                .map_err(|source| ChildError::Log {
+                    path: self.log.clone(),
                     source,
                 })
         };
         let (out, err) = (open()?, open()?);
-        let child = Command::new(program)
-            .args(args)
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|source| ProcessError::Spawn {
-                name: name.into(),
-                program: program.display().to_string(),
+            .map_err(|source| ChildError::Spawn {
+                name: self.name.clone(),
+                program: self.program.display().to_string(),
                 source,
             })?;
-        Ok(Self {
-            name: name.into(),
-            child,
-            log,
-        })
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the child if it runs (SIGKILL) and starts the same command again.
+    pub fn restart(&mut self) -> Result<(), ChildError> {
+        self.kill_now();
+        self.start()
     }
 
     /// Our name for the child.
@@ -160,9 +187,14 @@ impl ChildProcess {
         &self.log
     }
 
-    /// The OS process id.
+    /// The OS process id (0 once killed).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, process::Child::id)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the child has written a complete address to `file`, failing
@@ -171,14 +203,14 @@ impl ChildProcess {
         &mut self,
         file: &Path,
         timeout: Duration,
-    ) -> Result<SocketAddr, ProcessError> {
+    ) -> Result<SocketAddr, ChildError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(addr) = read_addr_file(file)? {
                 return Ok(addr);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(ProcessError::Exited {
+            if let Some(status) = self.exit_status() {
+                return Err(ChildError::Exited {
                     name: self.name.clone(),
                     status,
                     log: self.log.clone(),
@@ -186,7 +218,7 @@ impl ChildProcess {
                 });
             }
             if Instant::now() >= deadline {
-                return Err(ProcessError::NotReady {
+                return Err(ChildError::NotReady {
                     name: self.name.clone(),
                     file: file.into(),
                     secs: timeout.as_secs(),
@@ -197,20 +229,28 @@ impl ChildProcess {
         }
     }
 
-    /// Whether the child is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// How the child ended, if it has.
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Kills the child at once (SIGKILL) and reaps it: a crash, not a shutdown.
-    pub fn kill(mut self) {
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills the child at once (SIGKILL) and reaps it: a crash, not a
+    /// shutdown. [`Child::restart`] starts it again.
+    pub fn kill(&mut self) {
         self.kill_now();
     }
 
     /// Asks the child to stop (SIGTERM), waits up to `grace`, then kills it.
-    pub async fn terminate(mut self, grace: Duration) {
+    pub async fn terminate(&mut self, grace: Duration) {
         if self.is_running() {
-            send_sigterm(self.child.id());
+            send_sigterm(self.pid());
             let deadline = Instant::now() + grace;
             while self.is_running() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -220,14 +260,14 @@ impl ChildProcess {
     }
 
     fn kill_now(&mut self) {
-        if self.is_running() {
-            let _ = self.child.kill();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = self.child.wait();
     }
 }
 
-impl Drop for ChildProcess {
+impl Drop for Child {
     fn drop(&mut self) {
         self.kill_now();
     }
@@ -272,13 +312,9 @@ mod tests {
     #[tokio::test]
     async fn early_exit_is_reported_with_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = ChildProcess::spawn(
-            "sh",
-            Path::new("/bin/sh"),
-            &["-c", "echo boom >&2; exit 3"],
-            dir.path(),
-        )
-        .expect("spawn");
+        let args = ["-c".to_string(), "echo boom >&2; exit 3".to_string()];
+        let mut child =
+            Child::spawn("sh", Path::new("/bin/sh"), &args, &[], dir.path()).expect("spawn");
         let err = child
             .wait_for_addr(&dir.path().join("never"), Duration::from_secs(5))
             .await
@@ -289,10 +325,40 @@ mod tests {
     #[tokio::test]
     async fn drop_kills_the_child() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = ChildProcess::spawn("sleep", Path::new("/bin/sleep"), &["30"], dir.path())
-            .expect("spawn");
+        let child = Child::spawn(
+            "sleep",
+            Path::new("/bin/sleep"),
+            &["30".to_string()],
+            &[],
+            dir.path(),
+        )
+        .expect("spawn");
         let pid = child.pid();
         drop(child);
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn a_killed_child_restarts_with_its_command_and_keeps_one_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = ["-c".to_string(), "echo \"run $X\"; sleep 30".to_string()];
+        let envs = [("X".to_string(), "one".to_string())];
+        let runs = |child: &Child, n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.log_text().matches("run one").count() < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.log_text().matches("run one").count()
+        };
+        let mut child =
+            Child::spawn("sh", Path::new("/bin/sh"), &args, &envs, dir.path()).expect("spawn");
+        assert_eq!(runs(&child, 1), 1);
+        let first = child.pid();
+        child.kill();
+        assert!(!child.is_running());
+        assert!(!Path::new(&format!("/proc/{first}")).exists());
+        child.restart().expect("restart");
+        assert!(child.is_running());
+        assert_eq!(runs(&child, 2), 2);
     }
 }
