@@ -12,7 +12,8 @@ use dockline_simulator::demo::{self, DemoOptions};
 use dockline_simulator::fleet::{self, FleetOptions};
 use dockline_simulator::mock_erp::{ErpConfig, MockErp};
 use dockline_simulator::scenario::{self, ScenarioFile};
-use dockline_simulator::{broker, process};
+use dockline_simulator::broker;
+use dockline_simulator::stack::child;
 
 /// dockline without hardware: broker, mock ERP and the end-to-end demo.
 #[derive(Debug, Parser)]
@@ -233,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Broker { listen, addr_file } => {
             let addr = broker::start(listen).context("cannot start the broker")?;
             if let Some(file) = addr_file {
-                process::write_addr_file(&file, addr)?;
+                child::write_addr_file(&file, addr)?;
             }
             tracing::info!(%addr, "broker accepting MQTT v3.1.1 connections; kill the process to stop it");
             // rumqttd has no shutdown API: the broker ends with the process.
@@ -266,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("cannot start the mock ERP")?;
             if let Some(file) = addr_file {
-                process::write_addr_file(&file, addr)?;
+                child::write_addr_file(&file, addr)?;
             }
             shutdown_signal().await;
             let stats = erp.stats();

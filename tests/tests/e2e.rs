@@ -4,30 +4,27 @@
 //! 201 must be booked at the ERP exactly once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dockline_tests::{Cluster, Proc, effect_key, event_body, eventually, external_mqtt, read_addr};
+use dockline_simulator::stack::{AgentNode, MqttAddr};
+use dockline_tests::{Cluster, effect_key, event_body, eventually, external_mqtt};
 use serde_json::Value;
 
 /// Posts `count` events, SIGKILLs the agent after `kill_after` of them,
 /// restarts it, and returns the ids of every event answered with 201.
 async fn post_with_kill(
     c: &Cluster,
-    agent: &mut Proc,
-    addr_file: &Path,
+    agent: &mut AgentNode,
     count: usize,
     kill_after: usize,
 ) -> Result<Vec<String>> {
-    let mut addr = read_addr(addr_file)?;
+    let mut addr = agent.api();
     let mut ids = Vec::new();
     for i in 0..count {
         if i == kill_after {
-            agent.kill9();
-            std::fs::remove_file(addr_file).ok();
-            agent.restart()?;
-            addr = read_addr(addr_file)?;
+            agent.kill();
+            addr = agent.restart().await?;
         }
         let res = c
             .http
@@ -60,13 +57,13 @@ async fn post_with_kill(
     Ok(ids)
 }
 
-async fn journey(external_mqtt: Option<(String, u16)>, tag: &str) -> Result<()> {
+async fn journey(external_mqtt: Option<MqttAddr>, tag: &str) -> Result<()> {
     let site = format!("e2e-{tag}");
     let device = format!("hh-{tag}-{}", std::process::id());
-    let c = Cluster::start(external_mqtt, &site, &[&device], tag)?;
+    let c = Cluster::start(external_mqtt, &site, &[&device], tag).await?;
     let result = async {
-        let (mut agent, addr_file) = c.agent(&site, &device)?;
-        let ids = post_with_kill(&c, &mut agent, &addr_file, 60, 23).await?;
+        let mut agent = c.agent(&device).await?;
+        let ids = post_with_kill(&c, &mut agent, 60, 23).await?;
         let wanted: HashSet<String> = ids.iter().cloned().collect();
         assert_eq!(wanted.len(), ids.len(), "event ids are unique");
 
@@ -74,17 +71,15 @@ async fn journey(external_mqtt: Option<(String, u16)>, tag: &str) -> Result<()> 
             "every acknowledged event booked at the ERP",
             Duration::from_secs(90),
             || async {
-                let effects = c.erp_effects().await.ok()?;
-                let keys: HashSet<String> = effects.iter().filter_map(effect_key).collect();
+                let effects = c.erp_effects();
+                let keys: HashSet<String> = effects.iter().map(effect_key).collect();
                 wanted.is_subset(&keys).then_some(effects)
             },
         )
         .await?;
         let mut per_key: HashMap<String, usize> = HashMap::new();
         for e in &effects {
-            *per_key
-                .entry(effect_key(e).context("effect without key")?)
-                .or_default() += 1;
+            *per_key.entry(effect_key(e)).or_default() += 1;
         }
         let lost: Vec<_> = wanted
             .iter()
@@ -105,7 +100,7 @@ async fn journey(external_mqtt: Option<(String, u16)>, tag: &str) -> Result<()> 
         // The collector stored each event once, and the agent learns the verdicts.
         let stats: Value = c
             .http
-            .get(format!("{}/v1/stats", c.collector_url))
+            .get(format!("{}/v1/stats", c.collector_url()))
             .send()
             .await?
             .json()
@@ -115,7 +110,7 @@ async fn journey(external_mqtt: Option<(String, u16)>, tag: &str) -> Result<()> 
             Some(ids.len() as u64),
             "collector stats: {stats}"
         );
-        let addr = read_addr(&addr_file)?;
+        let addr = agent.api();
         eventually(
             "agent outbox drained and verdicts recorded",
             Duration::from_secs(30),
@@ -161,9 +156,9 @@ async fn sigkilled_agent_loses_and_doubles_nothing_mosquitto() -> Result<()> {
 async fn collector_survives_malformed_cbor_and_unknown_devices() -> Result<()> {
     let site = "e2e-bad";
     let device = format!("hh-ok-{}", std::process::id());
-    let mut c = Cluster::start(None, site, &[&device], "bad")?;
+    let mut c = Cluster::start(None, site, &[&device], "bad").await?;
     let result = async {
-        let mut opts = rumqttc::MqttOptions::new("hostile-client", c.mqtt.0.clone(), c.mqtt.1);
+        let mut opts = c.mqtt().options("hostile-client");
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
         let pump = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
@@ -198,26 +193,24 @@ async fn collector_survives_malformed_cbor_and_unknown_devices() -> Result<()> {
             "collector logs both refusals",
             Duration::from_secs(20),
             || async {
-                let log = c.collector.log_text();
+                let log = c.stack.collector.log_text();
                 (log.contains("not valid dockline CBOR") && log.contains("stranger-1"))
                     .then_some(())
             },
         )
         .await?;
-        assert!(c.collector.running(), "collector must keep running");
+        assert!(c.stack.collector.is_running(), "collector must keep running");
         pump.abort();
 
-        let (_agent, addr_file) = c.agent(site, &device)?;
-        let addr = read_addr(&addr_file)?;
-        let id = c.post_event(&addr, 0).await?;
+        let agent = c.agent(&device).await?;
+        let id = c.post_event(agent.api(), 0).await?;
         eventually(
             "the valid event is booked",
             Duration::from_secs(30),
             || async {
-                let effects = c.erp_effects().await.ok()?;
-                effects
+                c.erp_effects()
                     .iter()
-                    .any(|e| effect_key(e).as_deref() == Some(id.as_str()))
+                    .any(|e| effect_key(e) == id)
                     .then_some(())
             },
         )

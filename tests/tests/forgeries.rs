@@ -29,23 +29,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use dockline_protocol::{Ack, DeviceId, PROTOCOL_VERSION, codec};
-use dockline_tests::{Cluster, effect_key, eventually, external_mqtt, forge, read_addr};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
-
-async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
-    http.get(url).send().await.ok()?.json().await.ok()
-}
+use dockline_simulator::stack::MqttAddr;
+use dockline_tests::{Cluster, ClusterSpec, effect_key, eventually, external_mqtt, forge};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 
 /// The first message on `topic`, captured by a subscriber started now.
 async fn capture_one(
-    mqtt: &(String, u16),
+    mqtt: &MqttAddr,
     id: &str,
     topic: &str,
 ) -> Result<tokio::task::JoinHandle<Option<Vec<u8>>>> {
-    let mut o = MqttOptions::new(id, mqtt.0.clone(), mqtt.1);
-    o.set_keep_alive(Duration::from_secs(10));
-    let (client, mut eventloop) = AsyncClient::new(o, 16);
+    let (client, mut eventloop) = AsyncClient::new(mqtt.options(id), 16);
     client.subscribe(topic, QoS::AtLeastOnce).await?;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
@@ -75,26 +69,21 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
     let pid = std::process::id();
     let site = format!("forge{pid}");
     let dev = "hh-a";
-    let mut c = Cluster::start_configured(
-        Some(mqtt),
-        &site,
-        &[dev],
-        &format!("forge-{pid}"),
-        "[gaps]\nresend_after_ms = 500\n",
-    )?;
-    let (mut agent, addr_file) = c.agent(&site, dev)?;
+    let spec = ClusterSpec::new(Some(mqtt), &format!("forge-{pid}"));
+    let mut c = Cluster::start_with(spec, &site, &[dev], |c| c.gaps.resend_after_ms = 500).await?;
+    let mut agent = c.agent(dev).await?;
     let result = async {
-        let addr = read_addr(&addr_file)?;
-        let stats_url = format!("{}/v1/stats", c.collector_url);
+        let addr = agent.api();
+        let stats_url = format!("{}/v1/stats", c.collector_url());
         let status_url = format!("http://{addr}/v1/status");
         let topic = |ch: &str| format!("dockline/v1/{site}/{dev}/{ch}");
         let rogue = |n: &str| format!("rogue-{n}-{pid}");
         let mut posted = Vec::new();
         for i in 0..2 {
-            posted.push(c.post_event(&addr, i).await?);
+            posted.push(c.post_event(addr, i).await?);
         }
         let status = eventually("agent events acked", Duration::from_secs(30), || async {
-            let s = get(&c.http, &status_url).await?;
+            let s = c.get(&status_url).await?;
             (s["acked_up_to"] == 2).then_some(s)
         })
         .await?;
@@ -102,9 +91,9 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
 
         // 1. A future sequence, and the collector's resend request for the
         // hole it opens, captured on the way.
-        let captured = capture_one(&c.mqtt, &rogue("cap"), &topic("cmd")).await?;
+        let captured = capture_one(&c.mqtt(), &rogue("cap"), &topic("cmd")).await?;
         forge::publish_many(
-            &c.mqtt,
+            &c.mqtt(),
             &rogue("future"),
             vec![(topic("events"), forge::one_event_batch(dev, epoch, 1, 50)?)],
         )
@@ -113,7 +102,7 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             "agent refuses to write off 3..=49",
             Duration::from_secs(30),
             || async {
-                let s = get(&c.http, &status_url).await?;
+                let s = c.get(&status_url).await?;
                 (s["acks"]["resend_beyond_assigned"].as_u64()? >= 1).then_some(s)
             },
         )
@@ -124,12 +113,12 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             .await
             .context("a resend command was published")??
             .context("captured a command")?;
-        forge::publish_many(&c.mqtt, &rogue("replay"), vec![(topic("cmd"), command)]).await?;
+        forge::publish_many(&c.mqtt(), &rogue("replay"), vec![(topic("cmd"), command)]).await?;
         eventually(
             "agent refuses the replay",
             Duration::from_secs(20),
             || async {
-                let s = get(&c.http, &status_url).await?;
+                let s = c.get(&status_url).await?;
                 (s["commands"]["replayed"] == 1).then_some(())
             },
         )
@@ -150,9 +139,9 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             forge::one_event_batch(dev, epoch - 1000, 1, 5)?,
         ));
         messages.push((topic("events"), vec![0xa0; 5 << 20]));
-        forge::publish_many(&c.mqtt, &rogue("lies"), messages).await?;
+        forge::publish_many(&c.mqtt(), &rogue("lies"), messages).await?;
         let stats = eventually("every lie counted", Duration::from_secs(30), || async {
-            let s = get(&c.http, &stats_url).await?;
+            let s = c.get(&stats_url).await?;
             let r = &s["refused_by_reason"];
             (r["bad_watermark"].as_u64()? >= 1
                 && r["malformed"].as_u64()? >= 20
@@ -163,22 +152,22 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
         .await?;
         eprintln!("collector refusals: {}", stats["refused_by_reason"]);
         for i in 2..5 {
-            posted.push(c.post_event(&addr, i).await?);
+            posted.push(c.post_event(addr, i).await?);
         }
         eventually(
             "real events 3..=5 acked",
             Duration::from_secs(30),
             || async {
-                let s = get(&c.http, &status_url).await?;
+                let s = c.get(&status_url).await?;
                 (s["acked_up_to"] == 5).then_some(())
             },
         )
         .await?;
 
         // 7. A forged ack while the collector is down.
-        c.collector.kill9();
+        c.stack.collector.kill();
         for i in 5..8 {
-            posted.push(c.post_event(&addr, i).await?);
+            posted.push(c.post_event(addr, i).await?);
         }
         let forged = Ack {
             v: PROTOCOL_VERSION,
@@ -190,7 +179,7 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             signed: None,
         };
         forge::publish_many(
-            &c.mqtt,
+            &c.mqtt(),
             &rogue("ack"),
             vec![(topic("ack"), codec::encode(&forged)?)],
         )
@@ -199,7 +188,7 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             "agent refuses the forged ack",
             Duration::from_secs(20),
             || async {
-                let s = get(&c.http, &status_url).await?;
+                let s = c.get(&status_url).await?;
                 (s["acks"]["unsigned"] == 1).then_some(s)
             },
         )
@@ -208,12 +197,12 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             s["acked_up_to"] == 5,
             "nothing deleted on a forged ack: {s}"
         );
-        c.restart_collector()?;
+        c.stack.collector.restart().await?;
         eventually(
             "everything acked after the restart",
             Duration::from_secs(60),
             || async {
-                let s = get(&c.http, &status_url).await?;
+                let s = c.get(&status_url).await?;
                 (s["acked_up_to"] == 8).then_some(())
             },
         )
@@ -225,16 +214,14 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             "all 8 real events booked",
             Duration::from_secs(60),
             || async {
-                let e = c.erp_effects().await.ok()?;
+                let e = c.erp_effects();
                 (e.len() >= 8).then_some(e)
             },
         )
         .await?;
         let mut per_key: HashMap<String, usize> = HashMap::new();
         for e in &effects {
-            if let Some(k) = effect_key(e) {
-                *per_key.entry(k).or_default() += 1;
-            }
+            *per_key.entry(effect_key(e)).or_default() += 1;
         }
         for id in &posted {
             assert_eq!(
@@ -248,7 +235,7 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
             posted.len(),
             "nothing forged booked: {effects:?}"
         );
-        let log = c.collector.log_text();
+        let log = c.stack.collector.log_text();
         let reconnects = log.matches("MQTT broker unreachable").count();
         assert!(
             reconnects <= 1,
@@ -260,6 +247,6 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
     if result.is_err() {
         c.dump_logs();
     }
-    agent.kill9();
+    agent.kill();
     result
 }

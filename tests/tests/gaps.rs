@@ -15,12 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dockline_tests::{Cluster, Proc, bin, effect_key, eventually, external_mqtt, read_addr};
-use serde_json::Value;
-
-async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
-    http.get(url).send().await.ok()?.json().await.ok()
-}
+use dockline_tests::{Cluster, effect_key, eventually, external_mqtt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
@@ -32,77 +27,56 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
         site,
         &[&device],
         &format!("gaps-{pid}"),
-    )?;
+    )
+    .await?;
     // The agent, with an ack timeout far beyond the test's budget, and a
     // backlog window wide enough that it keeps publishing past the lost
     // batches (with a full window nothing arrives above them, the collector
     // sees no hole, and only the agent's ack timeout can help).
-    let adir = c.dir.path().join(&device);
-    std::fs::create_dir_all(&adir)?;
-    let cfg = adir.join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "site = \"{site}\"\ndevice = \"{device}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nrequire_token = false\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 30\n[uplink]\nbatch_max_events = 4\nmax_inflight_batches = 16\nack_timeout_ms = 120000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n",
-            adir.display().to_string(),
-            c.mqtt.0,
-            c.mqtt.1,
-            c.verify_key
-        ),
-    )?;
-    let agent = Proc::start(
-        &device,
-        &bin("dockline-agent")?,
-        &["--config", &cfg.display().to_string()],
-        &[],
-        c.dir.path(),
-    )?;
+    let mut config = c.agent_config(&device)?;
+    config.mqtt.keep_alive_secs = 30;
+    config.uplink.batch_max_events = 4;
+    config.uplink.max_inflight_batches = 16;
+    config.uplink.ack_timeout_ms = 120_000;
+    let agent = c.start_agent(config).await?;
     let result = async {
-        let addr = read_addr(&adir.join("api.addr"))?;
-        let http = c.http.clone();
-        let status = || get(&http, format!("http://{addr}/v1/status"));
+        let addr = agent.api();
+        let status_url = format!("http://{addr}/v1/status");
         let mut ids = Vec::new();
         for i in 0..5 {
-            ids.push(c.post_event(&addr, i).await?);
+            ids.push(c.post_event(addr, i).await?);
         }
         eventually(
             "first events acknowledged",
             Duration::from_secs(30),
             || async {
-                let s = status().await?;
+                let s = c.get(&status_url).await?;
                 (s["queued"] == 0).then_some(())
             },
         )
         .await?;
 
         // The collector goes away; what the agent publishes now is lost.
-        c.collector.kill9();
+        c.stack.collector.kill();
         for i in 5..10 {
-            ids.push(c.post_event(&addr, i).await?);
+            ids.push(c.post_event(addr, i).await?);
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let ccfg = c.dir.path().join("collector.toml");
-        let text = std::fs::read_to_string(&ccfg)?;
-        let text = text.replace(
-            &format!("client_id = \"dockline-collector-gaps-{pid}\""),
-            &format!("client_id = \"dockline-collector-gaps-{pid}-new\""),
-        ) + "[gaps]\nresend_after_ms = 1000\n";
-        std::fs::write(&ccfg, text)?;
-        let api_file = c.dir.path().join("collector").join("api.addr");
-        std::fs::remove_file(&api_file)?;
-        c.collector.restart()?;
-        c.collector_url = format!("http://{}", read_addr(&api_file)?);
+        let collector = &mut c.stack.collector.config;
+        collector.mqtt.client_id = format!("dockline-collector-gaps-{pid}-new");
+        collector.gaps.resend_after_ms = 1000;
+        c.stack.collector.restart().await?;
 
         // Later events arrive and are stored behind the hole.
         for i in 10..15 {
-            ids.push(c.post_event(&addr, i).await?);
+            ids.push(c.post_event(addr, i).await?);
         }
-        let stats_url = format!("{}/v1/stats", c.collector_url);
+        let stats_url = format!("{}/v1/stats", c.collector_url());
         let hole = eventually(
             "the hole shows in the stats",
             Duration::from_secs(20),
             || async {
-                let s = get(&http, stats_url.clone()).await?;
+                let s = c.get(&stats_url).await?;
                 let d = s["devices"]
                     .as_array()?
                     .iter()
@@ -115,13 +89,12 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
         // A proof of delivery whose order has no `arrived` waits up to the
         // collector's lane_park_max_ms (10 s) for it.
         let effects = eventually("every event booked", Duration::from_secs(45), || async {
-            let effects = c.erp_effects().await.ok()?;
-            let keys: Vec<String> = effects.iter().filter_map(effect_key).collect();
+            let keys: Vec<String> = c.erp_effects().iter().map(effect_key).collect();
             ids.iter().all(|id| keys.contains(id)).then_some(keys)
         })
         .await?;
-        let stats = get(&http, stats_url.clone()).await.context("stats")?;
-        let end = status().await.context("agent status")?;
+        let stats = c.get(&stats_url).await.context("stats")?;
+        let end = c.get(&status_url).await.context("agent status")?;
         println!(
             "gaps: hole seen {hole:?}; resend_requests {}, holes_lost {}, agent ack timeouts {}",
             stats["resend_requests"], stats["holes_lost"], end["ack_timeouts"]

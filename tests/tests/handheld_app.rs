@@ -12,19 +12,17 @@
 //! (else `target/app-screenshots`). Runs when `chromium` and
 //! `chromedriver` are on PATH; otherwise prints SKIP.
 //!
-//! The WebDriver client is the collector dashboard test's
-//! (`collector/tests/dashboard.rs`), trimmed to what this test uses: the
-//! agent and the collector share no code, so the two tests cannot share it
-//! without a test-support crate.
+//! The browser is driven by the harness's WebDriver client
+//! ([`dockline_tests::webdriver`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use dockline_tests::{Cluster, Proc, bin, effect_key, eventually, external_mqtt, read_addr};
+use dockline_tests::webdriver::{Browser, on_path};
+use dockline_tests::{Cluster, effect_key, eventually, external_mqtt};
 use serde_json::{Value, json};
 
 const DEVICE: &str = "hh-app";
@@ -33,230 +31,6 @@ const ITEM_A: &str = "09506000134352";
 const ITEM_B: &str = "04012345678901";
 /// An 8 × 8 PNG for the delivery photo.
 const PHOTO_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR4nGM4UaGBFTEMLQkAUtVaAV8W4QQAAAAASUVORK5CYII=";
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-// ------------------------------------------------------------- WebDriver
-
-struct ChromeDriver {
-    child: Child,
-    url: String,
-    _profile: tempfile::TempDir,
-}
-
-impl ChromeDriver {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _profile: tempfile::tempdir().expect("profile dir"),
-        }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Browser {
-    http: reqwest::Client,
-    session: String,
-    driver: ChromeDriver,
-}
-
-impl Browser {
-    async fn start(width: u32, height: u32) -> Self {
-        let driver = ChromeDriver::start();
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = match http.get(format!("{}/status", driver.url)).send().await {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .is_ok_and(|v| v["value"]["ready"] == json!(true)),
-                Err(_) => false,
-            };
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = driver._profile.path().display().to_string();
-        let caps = json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         format!("--window-size={width},{height}"), "--disable-dev-shm-usage",
-                         "--hide-scrollbars", format!("--user-data-dir={profile}")],
-                "mobileEmulation": {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0, "touch": true}},
-            },
-        }}});
-        let v: Value = http
-            .post(format!("{}/session", driver.url))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session")
-            .json()
-            .await
-            .expect("session JSON");
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_string();
-        Self {
-            http,
-            session,
-            driver,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/session/{}{path}", self.driver.url, self.session)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let v: Value = self
-            .http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("webdriver")
-            .json()
-            .await
-            .expect("webdriver JSON");
-        if v["value"]["error"].is_string() {
-            panic!("webdriver {path}: {}", v["value"]);
-        }
-        v["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.post("/url", json!({ "url": url })).await;
-    }
-
-    async fn js(&self, script: &str, args: Value) -> Value {
-        self.post("/execute/sync", json!({ "script": script, "args": args }))
-            .await
-    }
-
-    async fn wait_js(&self, script: &str, args: Value, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.js(script, args.clone()).await != json!(true) {
-            if Instant::now() > deadline {
-                let body = self.js("return document.body.innerText;", json!([])).await;
-                panic!(
-                    "waited in vain for {what}; page:\n{}",
-                    body.as_str().unwrap_or("")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn element(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v: Value = self
-                .http
-                .post(self.url("/element"))
-                .json(&json!({ "using": "css selector", "value": css }))
-                .send()
-                .await
-                .expect("webdriver")
-                .json()
-                .await
-                .expect("webdriver JSON");
-            if let Some(id) = v["value"]
-                .as_object()
-                .filter(|o| !o.contains_key("error"))
-                .and_then(|o| o.values().next())
-                .and_then(Value::as_str)
-            {
-                return id.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no element {css}: {}",
-                v["value"]
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.post(&format!("/element/{id}/click"), json!({})).await;
-    }
-
-    /// Types `text` into the element, as a keyboard-wedge scanner does
-    /// (`\u{E007}` is Enter).
-    async fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
-        self.post(&format!("/element/{id}/value"), json!({ "text": text }))
-            .await;
-    }
-
-    async fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
-        let v: Value = self
-            .http
-            .get(self.url("/screenshot"))
-            .send()
-            .await
-            .expect("screenshot")
-            .json()
-            .await
-            .expect("screenshot JSON");
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v["value"].as_str().expect("base64 PNG"))
-            .expect("PNG base64");
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).expect("write screenshot");
-        println!("screenshot: {}", path.display());
-        path
-    }
-}
-
-impl Drop for Browser {
-    /// Ends the session (Chromium closes) also when the test failed midway.
-    fn drop(&mut self) {
-        use std::io::{Read, Write};
-        let Some(addr) = self.driver.url.strip_prefix("http://") else {
-            return;
-        };
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let request = format!(
-                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
-                self.session
-            );
-            if stream.write_all(request.as_bytes()).is_ok() {
-                let mut answer = Vec::new();
-                let _ = stream.read_to_end(&mut answer);
-            }
-        }
-    }
-}
 
 fn screenshot_dir() -> PathBuf {
     let dir = match std::env::var_os("DOCKLINE_TEST_SCREENSHOT_DIR") {
@@ -297,7 +71,7 @@ async fn picker_and_driver_use_the_app_and_every_event_is_booked_once() -> Resul
         );
         return Ok(());
     }
-    let c = Cluster::start(external_mqtt("handheld_app")?, SITE, &[DEVICE], "app")?;
+    let c = Cluster::start(external_mqtt("handheld_app")?, SITE, &[DEVICE], "app").await?;
     let result = journey(&c).await;
     if result.is_err() {
         c.dump_logs();
@@ -312,28 +86,12 @@ async fn journey(c: &Cluster) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let adir = c.dir.path().join(DEVICE);
-    std::fs::create_dir_all(&adir)?;
-    let cfg = adir.join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "site = \"{SITE}\"\ndevice = \"{DEVICE}\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nhost = {:?}\nport = {}\nkeep_alive_secs = 5\n[uplink]\nbatch_max_events = 16\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n[commands]\nverify_key = \"{}\"\n",
-            adir.display().to_string(),
-            c.mqtt.0,
-            c.mqtt.1,
-            c.verify_key
-        ),
-    )?;
-    let addr_file = adir.join("api.addr");
-    let mut agent = Proc::start(
-        DEVICE,
-        &bin("dockline-agent")?,
-        &["--config", &cfg.display().to_string()],
-        &[],
-        c.dir.path(),
-    )?;
-    let addr = read_addr(&addr_file)?;
+    let mut config = c.agent_config(DEVICE)?;
+    config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    config.api.require_token = true;
+    let adir = config.data_dir.clone();
+    let mut agent = c.start_agent(config).await?;
+    let addr = agent.api();
     let token = std::fs::read_to_string(adir.join("api.token"))?
         .trim()
         .to_string();
@@ -382,12 +140,7 @@ async fn journey(c: &Cluster) -> Result<()> {
         b.type_into("#pick-scan", &format!("{ITEM_A}\u{E007}"))
             .await;
     }
-    b.wait_js(
-        "return document.getElementById('pick-qty').value === '2';",
-        json!([]),
-        "two scans counted",
-    )
-    .await;
+    b.wait_value("pick-qty", "2", "two scans counted").await;
     b.screenshot(&shots, "04-pick-scanned").await;
     b.click("#pick-ok").await;
     b.wait_js(
@@ -408,12 +161,8 @@ async fn journey(c: &Cluster) -> Result<()> {
     b.click("#pick-wrong").await;
     b.type_into("#pick-scan", &format!("(01){ITEM_B}\u{E007}"))
         .await;
-    b.wait_js(
-        "return document.getElementById('pick-qty').value === '1';",
-        json!([]),
-        "scan of B counted (GS1 element string)",
-    )
-    .await;
+    b.wait_value("pick-qty", "1", "scan of B counted (GS1 element string)")
+        .await;
     b.click("#pick-ok").await;
     wait_screen(&b, "tasks").await;
 
@@ -440,7 +189,7 @@ async fn journey(c: &Cluster) -> Result<()> {
         json!([]),
     )
     .await;
-    let photo = c.dir.path().join("doorstep.png");
+    let photo = c.dir().join("doorstep.png");
     std::fs::write(
         &photo,
         base64::engine::general_purpose::STANDARD.decode(PHOTO_PNG)?,
@@ -456,8 +205,7 @@ async fn journey(c: &Cluster) -> Result<()> {
     b.screenshot(&shots, "06-deliver").await;
 
     // The agent dies; the driver taps Delivered; the app keeps retrying.
-    agent.kill9();
-    std::fs::remove_file(&addr_file).ok();
+    agent.kill();
     b.click("#pod-ok").await;
     wait_screen(&b, "receipts").await;
     b.wait_js(
@@ -480,8 +228,7 @@ async fn journey(c: &Cluster) -> Result<()> {
         })
         .cloned()
         .context("the delivery is queued in the app while the agent is down")?;
-    agent.restart()?;
-    read_addr(&addr_file)?;
+    agent.restart().await?;
     // The first attempt reached the agent but its answer was lost: the
     // same key and body, sent by us; the app's retry must get that event.
     let first = api
@@ -582,12 +329,9 @@ async fn journey(c: &Cluster) -> Result<()> {
         .collect();
     anyhow::ensure!(ids.len() == expected, "distinct events in the app: {ids:?}");
     let effects = eventually("ERP bookings", Duration::from_secs(60), || async {
-        let effects = c.erp_effects().await.ok()?;
         let mut counts: HashMap<String, usize> = HashMap::new();
-        for e in &effects {
-            if let Some(k) = effect_key(e)
-                && ids.contains(&k)
-            {
+        for k in c.erp_effects().iter().map(effect_key) {
+            if ids.contains(&k) {
                 *counts.entry(k).or_default() += 1;
             }
         }
@@ -598,11 +342,12 @@ async fn journey(c: &Cluster) -> Result<()> {
         anyhow::ensure!(*n == 1, "event {id} booked {n} times at the ERP");
     }
     // The operator signed in travels in every event to the ERP.
-    for e in c.erp_effects().await? {
-        if effect_key(&e).is_some_and(|k| ids.contains(&k)) {
+    for e in c.erp_effects() {
+        if ids.contains(&effect_key(&e)) {
             anyhow::ensure!(
-                e["data"]["refs"]["operator"] == "BADGE-0042",
-                "the operator in the ERP's event: {e}"
+                e.data["refs"]["operator"] == "BADGE-0042",
+                "the operator in the ERP's event: {}",
+                e.data
             );
         }
     }
@@ -619,6 +364,6 @@ async fn journey(c: &Cluster) -> Result<()> {
         status["next_seq"]
     );
     drop(b);
-    agent.kill9();
+    agent.kill();
     Ok(())
 }

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use dockline_tests::{Cluster, eventually, external_mqtt, forge};
+use dockline_tests::forge::{self, Fleet, Lane};
+use dockline_tests::{Cluster, eventually, external_mqtt};
 use serde_json::Value;
 
 /// Largest time a burst may take to be stored and acked in full (the
@@ -25,14 +26,7 @@ use serde_json::Value;
 const BOUND: Duration = Duration::from_secs(90);
 
 async fn stats(c: &Cluster) -> Option<Value> {
-    c.http
-        .get(format!("{}/v1/stats", c.collector_url))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    c.get(&format!("{}/v1/stats", c.collector_url())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,15 +38,21 @@ async fn a_fleet_reconnecting_at_once_is_stored_and_acked_in_full() -> Result<()
     let site = format!("burst{pid}");
     let names: Vec<String> = (0..300).map(|i| format!("hh-{i:03}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut c = Cluster::start(Some(mqtt), &site, &refs, &format!("burst-{pid}"))?;
+    let mut c = Cluster::start(Some(mqtt), &site, &refs, &format!("burst-{pid}")).await?;
+    let fleet = Fleet {
+        site: site.clone(),
+        epoch: 1,
+        lane: Lane::PerEvent,
+    };
     let result = async {
-        let acks = forge::AckWatch::start(&c.mqtt, &format!("burst-acks-{pid}"), &site).await?;
+        let mqtt = c.mqtt();
+        let acks = forge::AckWatch::start(&mqtt, &format!("burst-acks-{pid}"), &site).await?;
 
         // 300 devices × 4 one-event batches, from 10 publishers at once.
         let started = Instant::now();
-        let sent = forge::burst(&c.mqtt, &format!("burst-{pid}"), &site, &names, 1..=4).await?;
+        let sent = fleet.burst(&mqtt, &format!("burst-{pid}"), &names, 1..=4).await?;
         let publish_secs = started.elapsed().as_secs_f64();
-        let resent = agents_resend(&c, &acks, &site, &names, 4, "r1").await?;
+        let resent = agents_resend(&c, &fleet, &acks, &names, 4, "r1").await?;
         let s = wait_stored(&c, 1200).await?;
         eprintln!(
             "fleet burst: {sent} batches published in {publish_secs:.2} s, all stored and acked after {:.2} s; {resent} sent again after an ack timeout (dropped by the broker's queue limit), {} duplicates",
@@ -62,11 +62,11 @@ async fn a_fleet_reconnecting_at_once_is_stored_and_acked_in_full() -> Result<()
         // The same burst queued while the collector is down (the broker keeps
         // its persistent session's messages, up to Mosquitto's default
         // max_queued_messages of 1,000), then a restart.
-        c.collector.kill9();
+        c.stack.collector.kill();
         let later: Vec<String> = names[..200].to_vec();
-        forge::burst(&c.mqtt, &format!("burst2-{pid}"), &site, &later, 5..=8).await?;
-        c.restart_collector()?;
-        agents_resend(&c, &acks, &site, &later, 8, "r2").await?;
+        fleet.burst(&mqtt, &format!("burst2-{pid}"), &later, 5..=8).await?;
+        c.stack.collector.restart().await?;
+        agents_resend(&c, &fleet, &acks, &later, 8, "r2").await?;
         wait_stored(&c, 1200 + 800).await?;
 
         // A flood: 2,000 copies of one valid batch on one device's topic. Each
@@ -76,11 +76,11 @@ async fn a_fleet_reconnecting_at_once_is_stored_and_acked_in_full() -> Result<()
         let one = forge::one_event_batch(flood_dev, 1, 5, 5)?;
         let topic = format!("dockline/v1/{site}/{flood_dev}/events");
         let msgs = vec![(topic, one); 2000];
-        forge::publish_many(&c.mqtt, &format!("flood-{pid}"), msgs).await?;
+        forge::publish_many(&mqtt, &format!("flood-{pid}"), msgs).await?;
         let other = &names[251];
         let good = forge::one_event_batch(other, 1, 5, 5)?;
         forge::publish_many(
-            &c.mqtt,
+            &mqtt,
             &format!("after-flood-{pid}"),
             vec![(format!("dockline/v1/{site}/{other}/events"), good)],
         )
@@ -107,29 +107,25 @@ async fn a_fleet_reconnecting_at_once_is_stored_and_acked_in_full() -> Result<()
 }
 
 /// The devices' ack timeout: each resends what is not acked (see
-/// [`forge::resend_until_acked`]), until all are acked up to `last`.
+/// [`Fleet::resend_until_acked`]), until all are acked up to `last`.
+/// Returns the batches sent again.
 async fn agents_resend(
     c: &Cluster,
+    fleet: &Fleet,
     acks: &forge::AckWatch,
-    site: &str,
     devices: &[String],
     last: u64,
     round: &str,
 ) -> Result<usize> {
     let tag = format!("{round}-{}", std::process::id());
-    forge::resend_until_acked(
-        &c.mqtt,
-        &tag,
-        acks,
-        site,
-        devices,
-        last,
-        forge::Timing {
-            ack_timeout: Duration::from_secs(5),
-            bound: BOUND,
-        },
-    )
-    .await
+    let timing = forge::Timing {
+        ack_timeout: Duration::from_secs(5),
+        bound: BOUND,
+    };
+    let resent = fleet
+        .resend_until_acked(&c.mqtt(), &tag, acks, devices, last, timing)
+        .await?;
+    Ok(resent.batches)
 }
 
 async fn wait_stored(c: &Cluster, n: u64) -> Result<Value> {

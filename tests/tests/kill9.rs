@@ -8,13 +8,15 @@
 //! `DOCKLINE_TEST_KILL9_SEED=<seed>` replays a run.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dockline_tests::{Proc, bin, event_body, read_addr};
+use dockline_simulator::stack::{AgentConfig, AgentNode, MqttAddr, Node, config};
+use dockline_tests::{event_body, programs};
 use serde_json::Value;
 
 const ROUNDS: usize = 25;
@@ -50,7 +52,7 @@ struct Posted {
 
 async fn poster(
     http: reqwest::Client,
-    addr: String,
+    addr: SocketAddr,
     stop: Arc<AtomicBool>,
     first: usize,
 ) -> Posted {
@@ -88,7 +90,7 @@ async fn poster(
 
 /// Every receipt the agent lists as seq → id, paging back 1000 at a time
 /// (newest first) with `before`.
-async fn listing(http: &reqwest::Client, addr: &str) -> Result<BTreeMap<u64, String>> {
+async fn listing(http: &reqwest::Client, addr: SocketAddr) -> Result<BTreeMap<u64, String>> {
     let mut out = BTreeMap::new();
     let mut before = String::new();
     loop {
@@ -113,21 +115,23 @@ async fn listing(http: &reqwest::Client, addr: &str) -> Result<BTreeMap<u64, Str
     }
 }
 
-fn write_config(dir: &Path) -> Result<std::path::PathBuf> {
-    // A port that was free a moment ago and is closed now: the agent cannot
-    // reach any broker and keeps every event queued.
+/// The agent's config: data in `{dir}/data`, its MQTT at a port that was
+/// free a moment ago and is closed now, so it cannot reach any broker and
+/// keeps every event queued.
+fn agent_config(dir: &Path) -> Result<AgentConfig> {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let cfg = dir.join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "site = \"kill9\"\ndevice = \"hh-kill9\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nrequire_token = false\n[mqtt]\nhost = \"127.0.0.1\"\nport = {closed}\nkeep_alive_secs = 5\n[uplink]\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\n",
-            dir.join("data").display().to_string()
-        ),
-    )?;
-    Ok(cfg)
+    let mqtt = MqttAddr {
+        host: "127.0.0.1".into(),
+        port: closed,
+    };
+    let mut c = config::agent("kill9", "hh-kill9", &dir.join("data"), &mqtt)?;
+    c.uplink.ack_timeout_ms = 2000;
+    c.uplink.reconnect_min_ms = 50;
+    c.uplink.reconnect_max_ms = 1000;
+    c.uplink.heartbeat_secs = 2;
+    Ok(c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,18 +149,12 @@ async fn sigkill_at_random_points_loses_and_reuses_nothing() -> Result<()> {
     let mut rng = Rng(seed);
 
     let dir = tempfile::tempdir()?;
-    let cfg = write_config(dir.path())?;
-    let addr_file = dir.path().join("data").join("api.addr");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let mut agent = Proc::start(
-        "agent",
-        &bin("dockline-agent")?,
-        &["--config", &cfg.display().to_string()],
-        &[],
-        dir.path(),
-    )?;
+    let mut agent: AgentNode =
+        Node::new("agent", agent_config(dir.path())?, &programs()?, dir.path());
+    let mut addr = agent.start().await?;
 
     let result = async {
         // Every 201 over all rounds: id → seq, and seq → id.
@@ -169,10 +167,8 @@ async fn sigkill_at_random_points_loses_and_reuses_nothing() -> Result<()> {
         let mut first = 0usize;
 
         for round in 0..=ROUNDS {
-            let addr = read_addr(&addr_file)?;
-
             // Check what the previous rounds left behind.
-            let listed = listing(&http, &addr).await?;
+            let listed = listing(&http, addr).await?;
             for (seq, id) in &listed {
                 match seen.get(seq) {
                     Some(old) if old != id => {
@@ -204,7 +200,7 @@ async fn sigkill_at_random_points_loses_and_reuses_nothing() -> Result<()> {
                 .map(|k| {
                     tokio::spawn(poster(
                         http.clone(),
-                        addr.clone(),
+                        addr,
                         stop.clone(),
                         first + k,
                     ))
@@ -213,10 +209,9 @@ async fn sigkill_at_random_points_loses_and_reuses_nothing() -> Result<()> {
             let delay = rng.range(5, 150);
             delays.push(delay);
             tokio::time::sleep(Duration::from_millis(delay)).await;
-            agent.kill9();
+            agent.kill();
             let killed_at = Instant::now();
             stop.store(true, Ordering::Relaxed);
-            std::fs::remove_file(&addr_file).ok();
             let mut round_acked = 0;
             for t in tasks {
                 let p = t.await?;
@@ -241,11 +236,10 @@ async fn sigkill_at_random_points_loses_and_reuses_nothing() -> Result<()> {
                 "round {round:2}: killed after {delay:3} ms, {round_acked:3} acknowledged (posters stopped {:?} after the kill)",
                 killed_at.elapsed()
             );
-            agent.restart()?;
+            addr = agent.restart().await?;
         }
 
         // Final word per event: every acknowledged id with its own seq.
-        let addr = read_addr(&addr_file)?;
         for (id, seq) in &acked {
             let r = http
                 .get(format!("http://{addr}/v1/events/{id}"))

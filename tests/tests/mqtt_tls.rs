@@ -31,9 +31,9 @@ use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION, Payload,
     Priority, References, TimeSource, codec,
 };
-use dockline_tests::{Cluster, Proc, bin, eventually, publish_all, read_addr};
+use dockline_simulator::stack::{Child, MqttAddr};
+use dockline_tests::{Cluster, ClusterSpec, bin_dir, effect_key, eventually, forge};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
-use serde_json::Value;
 
 /// The `mosquitto` binary: on PATH, or Debian's /usr/sbin.
 fn mosquitto_binary() -> Option<PathBuf> {
@@ -48,7 +48,7 @@ fn mosquitto_binary() -> Option<PathBuf> {
 
 /// Runs `dockline-collector certs …`.
 fn certs(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new(bin("dockline-collector")?)
+    let out = std::process::Command::new(bin_dir()?.join("dockline-collector"))
         .arg("certs")
         .args(args)
         .output()
@@ -135,7 +135,7 @@ fn mosquitto_conf(dir: &Path, port: u16, collector_user: &str) -> Result<PathBuf
 }
 
 /// Waits until something listens on `port`.
-async fn wait_listening(port: u16, broker: &mut Proc) -> Result<()> {
+async fn wait_listening(port: u16, broker: &mut Child) -> Result<()> {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -143,7 +143,7 @@ async fn wait_listening(port: u16, broker: &mut Proc) -> Result<()> {
         {
             return Ok(());
         }
-        if !broker.running() {
+        if !broker.is_running() {
             bail!("mosquitto exited: {}", broker.log_text());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -219,17 +219,13 @@ fn batch(device: &str, order: &str) -> Result<Vec<u8>> {
     })?)
 }
 
-async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
-    http.get(url).send().await.ok()?.json().await.ok()
-}
-
-fn tls_table(dir: &Path, name: &str) -> String {
-    format!(
-        "[mqtt.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
-        p(&dir.join("ca/ca.pem")),
-        p(&dir.join(format!("clients/{name}.pem"))),
-        p(&dir.join(format!("clients/{name}.key"))),
-    )
+/// Mutual TLS with `name`'s client certificate from the fleet CA in `dir`.
+fn tls(dir: &Path, name: &str) -> MqttTls {
+    MqttTls {
+        ca_file: Some(dir.join("ca/ca.pem")),
+        cert_file: Some(dir.join(format!("clients/{name}.pem"))),
+        key_file: Some(dir.join(format!("clients/{name}.key"))),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,14 +288,10 @@ async fn mutual_tls_binds_devices_to_their_topics() -> Result<()> {
 
     let port = free_port()?;
     let conf = mosquitto_conf(d, port, &collector_user)?;
-    let mut broker = Proc::start("mosquitto", &mosquitto, &["-c", &p(&conf)], &[], d)?;
+    let mut broker = Child::spawn("mosquitto", &mosquitto, &["-c".into(), p(&conf)], &[], d)?;
     wait_listening(port, &mut broker).await?;
 
-    let a_tls = MqttTls {
-        ca_file: Some(d.join("ca/ca.pem")),
-        cert_file: Some(d.join(format!("clients/{a}.pem"))),
-        key_file: Some(d.join(format!("clients/{a}.key"))),
-    };
+    let a_tls = tls(d, &a);
 
     // (b) Who may connect at all. A's certificate (control), then no
     // certificate, another CA's certificate, and plain TCP.
@@ -331,36 +323,38 @@ async fn mutual_tls_binds_devices_to_their_topics() -> Result<()> {
 
     // (a) End to end over mutual TLS: the collector and agent A each with
     // their own certificate.
-    let c = Cluster::start_configured(
-        Some(("127.0.0.1".into(), port)),
-        site,
-        &[&a, &b],
-        &tag,
-        &tls_table(d, &collector_user),
-    )?;
+    let mqtt = MqttAddr {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let c = Cluster::start_with(ClusterSpec::new(Some(mqtt), &tag), site, &[&a, &b], |c| {
+        c.mqtt.tls = Some(tls(d, &collector_user));
+    })
+    .await?;
     let result = async {
-        let (_agent_a, a_addr_file) = c.agent_with(site, &a, &tls_table(d, &a))?;
-        let a_addr = read_addr(&a_addr_file)?;
-        let event_id = c.post_event(&a_addr, 0).await?;
+        let mut config = c.agent_config(&a)?;
+        config.mqtt.tls = Some(tls(d, &a));
+        let agent_a = c.start_agent(config).await?;
+        let event_id = c.post_event(agent_a.api(), 0).await?;
         let booked = eventually(
             "A's event booked at the ERP",
             Duration::from_secs(30),
             || async {
-                let effects = c.erp_effects().await.ok()?;
+                let effects = c.erp_effects();
                 effects
                     .iter()
-                    .any(|e| dockline_tests::effect_key(e).as_deref() == Some(event_id.as_str()))
+                    .any(|e| effect_key(e) == event_id)
                     .then_some(effects)
             },
         )
         .await?;
         assert_eq!(booked.len(), 1, "{booked:?}");
-        let stats_url = format!("{}/v1/stats", c.collector_url);
+        let stats_url = format!("{}/v1/stats", c.collector_url());
 
         // (c) A on B's topic: the broker's ACL drops it. Then A on its own
         // topic claiming to be B: the collector refuses and counts it.
         let topic = |dev: &str| format!("dockline/v1/{site}/{dev}/events");
-        publish_all(
+        forge::publish_with(
             options(port, &format!("{a}-rogue"), Some(&a_tls))?,
             "publisher",
             vec![
@@ -374,7 +368,7 @@ async fn mutual_tls_binds_devices_to_their_topics() -> Result<()> {
             "the claim to be B refused",
             Duration::from_secs(20),
             || async {
-                let s = get(&c.http, &stats_url).await?;
+                let s = c.get(&stats_url).await?;
                 (s["refused_by_reason"]["device_mismatch"] == 1).then_some(s)
             },
         )
@@ -382,7 +376,7 @@ async fn mutual_tls_binds_devices_to_their_topics() -> Result<()> {
         // Had either message on B's topic reached the collector, it would
         // be stored (B's own batch) or refused too (A's batch on B's topic).
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let stats = get(&c.http, &stats_url).await.unwrap_or(stats);
+        let stats = c.get(&stats_url).await.unwrap_or(stats);
         assert_eq!(
             stats["refused"], 1,
             "only the claim reached the collector: {stats}"
@@ -391,7 +385,7 @@ async fn mutual_tls_binds_devices_to_their_topics() -> Result<()> {
             stats["received"], 1,
             "only A's real event is stored: {stats}"
         );
-        let effects = c.erp_effects().await?;
+        let effects = c.erp_effects();
         let text = serde_json::to_string(&effects)?;
         assert!(
             !text.contains("SO-ACL-DENIED") && !text.contains("SO-CLAIMS-B"),

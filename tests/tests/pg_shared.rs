@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use dockline_collector::pg_inbox::ScratchSchema;
 use dockline_simulator::mock_erp::Effect;
+use dockline_simulator::stack::{CollectorNode, MqttAddr, Node};
 use dockline_simulator::verdict::{Generated, tally};
-use dockline_tests::{Cluster, Proc, SECRET, bin, eventually, external_mqtt, read_addr};
+use dockline_tests::{Cluster, ClusterSpec, eventually, external_mqtt};
 use serde_json::{Value, json};
 
 const TEST: &str = "pg_shared";
@@ -60,33 +61,11 @@ fn step(n: usize, stage: usize) -> (usize, Value) {
     )
 }
 
-/// The mock ERP's effects as the checker reads them.
-fn effects_of(list: &[Value]) -> Result<Vec<Effect>> {
-    list.iter()
-        .map(|e| {
-            Ok(Effect {
-                index: e["index"].as_u64().context("effect index")? as usize,
-                document: e["document"].as_str().unwrap_or_default().into(),
-                key: e["key"].as_str().context("effect key")?.into(),
-                id: e["id"].as_str().unwrap_or_default().into(),
-                kind: e["type"].as_str().unwrap_or_default().into(),
-                source: e["source"].as_str().unwrap_or_default().into(),
-                subject: e["subject"].as_str().map(String::from),
-                device: e["device"].as_str().map(String::from),
-                epoch: e["epoch"].as_u64(),
-                seq: e["seq"].as_u64(),
-                data: e["data"].clone(),
-                booked_ms: e["booked_ms"].as_u64().unwrap_or(0),
-            })
-        })
-        .collect()
-}
-
 /// Deletes the broker's persistent sessions of `client_ids` (connect with a
 /// clean session, then leave), so the test leaves nothing queued behind.
-async fn forget_sessions(mqtt: &(String, u16), client_ids: &[String]) {
+async fn forget_sessions(mqtt: &MqttAddr, client_ids: &[String]) {
     for id in client_ids {
-        let mut options = rumqttc::MqttOptions::new(id.clone(), mqtt.0.clone(), mqtt.1);
+        let mut options = mqtt.options(id);
         options.set_clean_session(true);
         let (client, mut events) = rumqttc::AsyncClient::new(options, 10);
         let _ = tokio::time::timeout(Duration::from_secs(3), async {
@@ -105,60 +84,42 @@ async fn forget_sessions(mqtt: &(String, u16), client_ids: &[String]) {
 }
 
 /// Count of "ERP booked event" lines in a collector's log.
-fn booked_lines(p: &Proc) -> usize {
+fn booked_lines(p: &CollectorNode) -> usize {
     p.log_text().matches("ERP booked event").count()
 }
 
 struct Run {
-    cluster: Cluster,
-    /// A mock ERP that answers after [`ERP_DELAY_MS`], so a collector has
+    /// Its mock ERP answers after [`ERP_DELAY_MS`], so a collector has
     /// requests in flight (lanes claimed) when it is killed.
-    _erp: Proc,
-    erp_url: String,
-    collectors: Vec<Proc>,
+    cluster: Cluster,
+    collectors: Vec<CollectorNode>,
     client_ids: Vec<String>,
 }
 
-/// The slow mock ERP's delay per request.
-const ERP_DELAY_MS: &str = "150";
+/// The slow mock ERP's delay per request, milliseconds.
+const ERP_DELAY_MS: u64 = 150;
 
 impl Run {
-    async fn effects(&self) -> Result<Vec<Value>> {
-        let v: Value = self
-            .cluster
-            .http
-            .get(format!("{}/effects", self.erp_url))
-            .send()
-            .await?
-            .json()
-            .await?;
-        v.as_array()
-            .cloned()
-            .with_context(|| format!("mock ERP /effects is not a list: {v}"))
+    fn effects(&self) -> Vec<Effect> {
+        self.cluster.erp_effects()
     }
 
     /// Waits (90 s at most) for `n` effects at the ERP.
-    async fn effects_at_least(&self, n: usize) -> Result<Vec<Value>> {
+    async fn effects_at_least(&self, n: usize) -> Result<Vec<Effect>> {
         eventually(
             &format!("{n} effects at the mock ERP"),
             Duration::from_secs(90),
             || async {
-                let list = self.effects().await.ok()?;
+                let list = self.effects();
                 (list.len() >= n).then_some(list)
             },
         )
         .await
     }
 
-    async fn erp_stats(&self) -> Result<Value> {
-        Ok(self
-            .cluster
-            .http
-            .get(format!("{}/stats", self.erp_url))
-            .send()
-            .await?
-            .json()
-            .await?)
+    /// Requests the ERP answered as replays of a booked key.
+    fn erp_replays(&self) -> u64 {
+        self.cluster.stack.services.erp.stats().replays
     }
 }
 
@@ -187,7 +148,7 @@ async fn two_collectors_share_one_postgres_inbox_and_one_shared_subscription() -
     Ok(())
 }
 
-async fn run(mqtt: &(String, u16), pg_url: &str) -> Result<Run> {
+async fn run(mqtt: &MqttAddr, pg_url: &str) -> Result<Run> {
     // Fresh ids per run: the broker is shared with other tests and runs.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -203,37 +164,19 @@ async fn run(mqtt: &(String, u16), pg_url: &str) -> Result<Run> {
     let site = "dc-pg";
     // The cluster's own collector is replaced below; its config (PostgreSQL
     // inbox, ERP, keys, devices) is the one both collectors run with.
-    let extra = format!("[inbox]\nurl = {pg_url:?}\nlease_ms = 15000\n");
-    let mut cluster = Cluster::start_configured(Some(mqtt.clone()), site, &names, &tag, &extra)?;
-    cluster.collector.kill9();
-    let cfg = cluster.dir.path().join("collector.toml");
-    let erp_addr = cluster.dir.path().join("slow-erp.addr");
-    let erp = Proc::start(
-        "slow-erp",
-        &bin("dockline-sim")?,
-        &[
-            "mock-erp",
-            "--listen",
-            "127.0.0.1:0",
-            "--addr-file",
-            &erp_addr.display().to_string(),
-            "--secret",
-            SECRET,
-            "--delay-ms",
-            ERP_DELAY_MS,
-        ],
-        &[],
-        cluster.dir.path(),
-    )?;
-    let erp_url = format!("http://{}", read_addr(&erp_addr)?);
-    let erp_events = format!("{erp_url}/events");
+    let mut spec = ClusterSpec::new(Some(mqtt.clone()), &tag);
+    spec.erp.delay_ms = ERP_DELAY_MS;
+    let mut cluster = Cluster::start_with(spec, site, &names, |c| {
+        c.inbox.url = Some(pg_url.to_string());
+        c.inbox.lease_ms = 15000;
+    })
+    .await?;
+    cluster.stack.collector.kill();
     let group = format!("dockline-{tag}");
     let mut collectors = Vec::new();
     let mut client_ids = Vec::new();
     let mut urls = Vec::new();
     for (i, name) in ["collector-a", "collector-b"].into_iter().enumerate() {
-        let data = cluster.dir.path().join(name);
-        std::fs::create_dir_all(&data)?;
         // Collector a resumes the cluster collector's MQTT session (and
         // drops its plain subscriptions); b has its own.
         let client_id = if i == 0 {
@@ -241,38 +184,26 @@ async fn run(mqtt: &(String, u16), pg_url: &str) -> Result<Run> {
         } else {
             format!("dockline-collector-{tag}-b")
         };
-        let data_s = data.display().to_string();
-        let lease = LEASE_MS.to_string();
-        let envs = [
-            ("DOCKLINE_DATA_DIR", data_s.as_str()),
-            ("DOCKLINE_MQTT__CLIENT_ID", client_id.as_str()),
-            ("DOCKLINE_MQTT__SHARED_GROUP", group.as_str()),
-            ("DOCKLINE_INBOX__LEASE_MS", lease.as_str()),
-            ("DOCKLINE_ERP__URL", erp_events.as_str()),
-            ("DOCKLINE_ERP__TIMEOUT_MS", "2000"),
-            // Long enough that a step delayed by the kill still waits for
-            // its predecessor rather than overtaking it.
-            ("DOCKLINE_ERP__LANE_PARK_MAX_MS", "60000"),
-        ];
-        let p = Proc::start(
-            name,
-            &bin("dockline-collector")?,
-            &["--config", &cfg.display().to_string()],
-            &envs,
-            cluster.dir.path(),
-        )?;
-        urls.push(format!("http://{}", read_addr(&data.join("api.addr"))?));
-        collectors.push(p);
+        let mut config = cluster.stack.collector.config.clone();
+        config.data_dir = cluster.dir().join(name);
+        config.mqtt.client_id = client_id.clone();
+        config.mqtt.shared_group = Some(group.clone());
+        config.inbox.lease_ms = LEASE_MS;
+        config.erp.timeout_ms = 2000;
+        // Long enough that a step delayed by the kill still waits for
+        // its predecessor rather than overtaking it.
+        config.erp.lane_park_max_ms = 60_000;
+        let mut node = Node::new(name, config, &cluster.stack.services.programs, cluster.dir());
+        urls.push(format!("http://{}", node.start().await?));
+        collectors.push(node);
         client_ids.push(client_id);
     }
     let mut run = Run {
         cluster,
-        _erp: erp,
-        erp_url,
         collectors,
         client_ids,
     };
-    match exercise(&mut run, &devices, site, &urls).await {
+    match exercise(&mut run, &devices, &urls).await {
         Ok(()) => Ok(run),
         Err(e) => {
             run.cluster.dump_logs();
@@ -281,14 +212,14 @@ async fn run(mqtt: &(String, u16), pg_url: &str) -> Result<Run> {
     }
 }
 
-async fn exercise(run: &mut Run, devices: &[String; 4], site: &str, urls: &[String]) -> Result<()> {
+async fn exercise(run: &mut Run, devices: &[String; 4], urls: &[String]) -> Result<()> {
     let cluster = &run.cluster;
     let mut agents = Vec::new();
     let mut addrs = Vec::new();
     for d in devices {
-        let (p, addr_file) = cluster.agent(site, d)?;
-        agents.push(p);
-        addrs.push(read_addr(&addr_file)?);
+        let agent = cluster.agent(d).await?;
+        addrs.push(agent.api());
+        agents.push(agent);
     }
     let mut generated: Vec<Generated> = Vec::new();
     let post = async |device: usize, body: &Value, generated: &mut Vec<Generated>| -> Result<()> {
@@ -330,10 +261,10 @@ async fn exercise(run: &mut Run, devices: &[String; 4], site: &str, urls: &[Stri
     }
     let first_phase = generated.len();
     run.effects_at_least(first_phase).await?;
-    let erp_stats = run.erp_stats().await?;
+    let replays = run.erp_replays();
     ensure!(
-        erp_stats["replays"] == 0,
-        "with both collectors running, no event may be posted twice: {erp_stats}"
+        replays == 0,
+        "with both collectors running, no event may be posted twice: {replays} replays"
     );
     let (a_booked, b_booked) = (
         booked_lines(&run.collectors[0]),
@@ -360,18 +291,18 @@ async fn exercise(run: &mut Run, devices: &[String; 4], site: &str, urls: &[Stri
         || async { (booked_lines(&run.collectors[0]) >= a_target).then_some(()) },
     )
     .await?;
-    run.collectors[0].kill9();
+    run.collectors[0].kill();
     let killed_at = Instant::now();
     let a_total = booked_lines(&run.collectors[0]);
     let b_before = booked_lines(&run.collectors[1]);
-    let remaining = generated.len().saturating_sub(run.effects().await?.len());
+    let remaining = generated.len().saturating_sub(run.effects().len());
     eprintln!(
         "{TEST}: collector a killed with SIGKILL after booking {} second-phase events; {remaining} not yet booked",
         a_total - a_booked
     );
     ensure!(remaining > 0, "the kill came too late to show a takeover");
-    let list = run.effects_at_least(generated.len()).await?;
-    let replays = run.erp_stats().await?["replays"].clone();
+    run.effects_at_least(generated.len()).await?;
+    let replays = run.erp_replays();
     eprintln!(
         "{TEST}: all {} events booked {:?} after the kill; collector b booked {} after it; \
          {replays} requests re-posted an already booked event (in flight at the kill)",
@@ -381,11 +312,7 @@ async fn exercise(run: &mut Run, devices: &[String; 4], site: &str, urls: &[Stri
     );
     // Anything late would show as a surplus effect.
     tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
-    let list = match run.effects().await {
-        Ok(l) => l,
-        Err(_) => list,
-    };
-    let effects = effects_of(&list)?;
+    let effects = run.effects();
     let t = tally(&generated, &effects);
     eprintln!(
         "{TEST}: booked {} lost {} duplicated {} unexpected {} out_of_lane_order {} order_inversions {}",
@@ -419,7 +346,7 @@ async fn exercise(run: &mut Run, devices: &[String; 4], site: &str, urls: &[Stri
         stats["delivered_out_of_order"] == 0,
         "no step waited out its park deadline: {stats}"
     );
-    if !run.collectors[1].running() {
+    if !run.collectors[1].is_running() {
         bail!("collector b exited");
     }
     let resent: usize = agents

@@ -11,11 +11,15 @@
 //!
 //! Every wait polls the agent's status or the ERP against a deadline.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dockline_tests::pty::FakeSerial;
-use dockline_tests::{Cluster, eventually, external_mqtt, read_addr};
+use dockline_agent::devices::{DeviceKind, Protocol};
+use dockline_agent::stations::StationKind;
+use dockline_simulator::devices::VirtualPort;
+use dockline_simulator::stack::{MqttAddr, config};
+use dockline_tests::{Cluster, eventually, external_mqtt};
 use serde_json::{Value, json};
 
 const ORDER: &str = "SO-4711";
@@ -23,21 +27,29 @@ const ITEM_A: &str = "09521234543213";
 const ITEM_B: &str = "05901234123457";
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn status(c: &Cluster, addr: &str) -> Option<Value> {
-    c.http
-        .get(format!("http://{addr}/v1/status"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+/// Writes device bytes; fails if the line would not take them all.
+fn send(port: &mut VirtualPort, bytes: &[u8]) -> Result<()> {
+    let sent = port.send(bytes);
+    anyhow::ensure!(
+        sent == bytes.len(),
+        "{} took {sent} of {} bytes",
+        port.path().display(),
+        bytes.len()
+    );
+    Ok(())
 }
 
 /// Waits until the agent's status satisfies `ok`.
-async fn until(c: &Cluster, addr: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+async fn until(
+    c: &Cluster,
+    addr: SocketAddr,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     eventually(what, WAIT, || async {
-        status(c, addr).await.filter(|s| ok(s))
+        c.get(&format!("http://{addr}/v1/status"))
+            .await
+            .filter(|s| ok(s))
     })
     .await
 }
@@ -46,23 +58,24 @@ fn station(s: &Value) -> &Value {
     &s["stations"][0]
 }
 
-async fn pick_journey(external: Option<(String, u16)>, tag: &str) -> Result<()> {
+async fn pick_journey(external: Option<MqttAddr>, tag: &str) -> Result<()> {
     let site = format!("pick-{tag}");
     let device = format!("gw-pick-{tag}-{}", std::process::id());
-    let c = Cluster::start(external, &site, &[&device], &format!("pick-{tag}"))?;
+    let c = Cluster::start(external, &site, &[&device], &format!("pick-{tag}")).await?;
     let result = async {
-        let mut scanner = FakeSerial::new()?;
-        let mut scale = FakeSerial::new()?;
-        let extra = format!(
-            "[[devices]]\nname = \"pick-scanner\"\nkind = \"scanner\"\nprotocol = \"scan\"\npath = {:?}\n\
-             [[devices]]\nname = \"pick-scale\"\nkind = \"scale\"\nprotocol = \"mtsics\"\npath = {:?}\n\
-             [[stations]]\nname = \"pick-1\"\nkind = \"pick\"\ndevices = [\"pick-scanner\", \"pick-scale\"]\n\
-             weight_tolerance_kg = 0.02\nweight_tolerance_percent = 2.0\n",
-            scanner.path.display().to_string(),
-            scale.path.display().to_string(),
-        );
-        let (_agent, addr_file) = c.agent_with(&site, &device, &extra)?;
-        let addr = read_addr(&addr_file)?;
+        let mut scanner = VirtualPort::open(&c.dir().join("pick-scanner"))?;
+        let mut scale = VirtualPort::open(&c.dir().join("pick-scale"))?;
+        let mut agent = c.agent_config(&device)?;
+        agent.devices = vec![
+            config::serial_device("pick-scanner", DeviceKind::Scanner, Protocol::Scan, scanner.path())?,
+            config::serial_device("pick-scale", DeviceKind::Scale, Protocol::Mtsics, scale.path())?,
+        ];
+        let mut pick = config::station("pick-1", StationKind::Pick, &["pick-scanner", "pick-scale"])?;
+        pick.weight_tolerance_kg = 0.02;
+        pick.weight_tolerance_percent = 2.0;
+        agent.stations = vec![pick];
+        let agent = c.start_agent(agent).await?;
+        let addr = agent.api();
 
         let task = json!({
             "order": ORDER,
@@ -79,18 +92,18 @@ async fn pick_journey(external: Option<(String, u16)>, tag: &str) -> Result<()> 
             .await?;
         anyhow::ensure!(r.status() == 201, "POST /v1/tasks: {} {}", r.status(), r.text().await?);
 
-        until(&c, &addr, "scanner and scale connected", |s| {
+        until(&c, addr, "scanner and scale connected", |s| {
             s["devices"][0]["connected"] == true && s["devices"][1]["connected"] == true
         })
         .await?;
         // An empty tote on the scale, then the pick list.
-        scale.send(b"S S      0.000 kg\r\n")?;
-        until(&c, &addr, "the empty scale's weight", |s| {
+        send(&mut scale, b"S S      0.000 kg\r\n")?;
+        until(&c, addr, "the empty scale's weight", |s| {
             s["devices"][1]["readings"] == 1
         })
         .await?;
-        scanner.send(format!("]C0{ORDER}\r\n").as_bytes())?;
-        until(&c, &addr, "the pick list opened", |s| {
+        send(&mut scanner, format!("]C0{ORDER}\r\n").as_bytes())?;
+        until(&c, addr, "the pick list opened", |s| {
             station(s)["state"]
                 .as_str()
                 .is_some_and(|t| t.starts_with(&format!("picking {ORDER}")))
@@ -98,42 +111,43 @@ async fn pick_journey(external: Option<(String, u16)>, tag: &str) -> Result<()> 
         .await?;
 
         // Line A: two scans, then the weight decides.
-        scanner.send(b"]C10109521234543213\x1d10LOT42\r\n]C10109521234543213\x1d10LOT42\r\n")?;
-        let s = until(&c, &addr, "line A waiting for its weight", |s| {
+        send(&mut scanner, b"]C10109521234543213\x1d10LOT42\r\n]C10109521234543213\x1d10LOT42\r\n")?;
+        let s = until(&c, addr, "line A waiting for its weight", |s| {
             station(s)["state"]
                 .as_str()
                 .is_some_and(|t| t.contains("waits for its weight"))
         })
         .await?;
         assert_eq!(station(&s)["events"], 0, "nothing is picked before the weight: {s:#}");
-        scale.send(b"S D      0.612 kg\r\nS S      1.004 kg\r\n")?;
-        until(&c, &addr, "line A picked", |s| station(s)["events"] == 1).await?;
+        send(&mut scale, b"S D      0.612 kg\r\nS S      1.004 kg\r\n")?;
+        until(&c, addr, "line A picked", |s| station(s)["events"] == 1).await?;
 
         // Line B: a wrong item on the way, then the wrong weight.
-        scanner.send(b"]E496385074\r\n]E05901234123457\r\n")?;
-        until(&c, &addr, "line B waiting for its weight", |s| {
+        send(&mut scanner, b"]E496385074\r\n]E05901234123457\r\n")?;
+        until(&c, addr, "line B waiting for its weight", |s| {
             station(s)["events"] == 2
                 && station(s)["state"]
                     .as_str()
                     .is_some_and(|t| t.contains("waits for its weight"))
         })
         .await?;
-        scale.send(b"S S      1.310 kg\r\n")?;
-        until(&c, &addr, "the pick list complete", |s| {
+        send(&mut scale, b"S S      1.310 kg\r\n")?;
+        until(&c, addr, "the pick list complete", |s| {
             station(s)["events"] == 3 && station(s)["state"] == "idle: scan a pick list"
         })
         .await?;
 
         let effects = eventually("the station's events booked at the ERP", WAIT * 3, || async {
-            let effects = c.erp_effects().await.ok()?;
-            let ours: Vec<Value> = effects
+            let ours: Vec<Value> = c
+                .erp_effects()
                 .into_iter()
-                .filter(|e| e["data"]["refs"]["order"] == ORDER)
+                .filter(|e| e.data["refs"]["order"] == ORDER)
+                .map(|e| e.data)
                 .collect();
             (ours.len() >= 3).then_some(ours)
         })
         .await?;
-        let data: Vec<&Value> = effects.iter().map(|e| &e["data"]).collect();
+        let data: Vec<&Value> = effects.iter().collect();
         let picked: Vec<&&Value> = data.iter().filter(|d| d["kind"] == "picked").collect();
         assert_eq!(picked.len(), 1, "one line picked: {data:#?}");
         let p = picked[0];

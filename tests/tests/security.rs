@@ -23,10 +23,9 @@ use dockline_protocol::{
     Batch, BusinessEvent, Command, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION,
     Payload, Priority, References, Resend, TimeSource, codec,
 };
-use dockline_tests::{Cluster, eventually, external_mqtt, publish_all, read_addr};
+use dockline_simulator::stack::MqttAddr;
+use dockline_tests::{Cluster, eventually, external_mqtt, forge};
 use ed25519_dalek::{Signer, SigningKey};
-use rumqttc::MqttOptions;
-use serde_json::Value;
 
 fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>) -> Result<Vec<u8>> {
     let dev = DeviceId::new(device)?;
@@ -65,18 +64,10 @@ fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>) -> Result<Vec<u8>> {
 
 /// Publishes each message QoS 1 as client `id` and waits for the broker's
 /// PUBACKs.
-async fn publish_raw(
-    mqtt: &(String, u16),
-    id: &str,
-    messages: Vec<(String, Vec<u8>)>,
-) -> Result<()> {
-    let mut options = MqttOptions::new(id, mqtt.0.clone(), mqtt.1);
+async fn publish_raw(mqtt: &MqttAddr, id: &str, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
+    let mut options = mqtt.options(id);
     options.set_max_packet_size(8 << 20, 8 << 20);
-    publish_all(options, "rogue client", messages).await
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
-    http.get(url).send().await.ok()?.json().await.ok()
+    forge::publish_with(options, "rogue client", messages).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,17 +78,17 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
     let pid = std::process::id();
     let site = "sec";
     let (a, b) = (format!("hh-a-{pid}"), format!("hh-b-{pid}"));
-    let c = Cluster::start(Some(mqtt), site, &[&a, &b], &format!("sec-{pid}"))?;
-    let (agent_b, b_addr_file) = c.agent(site, &b)?;
+    let c = Cluster::start(Some(mqtt), site, &[&a, &b], &format!("sec-{pid}")).await?;
+    let agent_b = c.agent(&b).await?;
     let result = async {
-        let b_addr = read_addr(&b_addr_file)?;
-        let stats_url = format!("{}/v1/stats", c.collector_url);
+        let b_addr = agent_b.api();
+        let stats_url = format!("{}/v1/stats", c.collector_url());
         let topic = |dev: &str, ch: &str| format!("dockline/v1/{site}/{dev}/{ch}");
 
         // Device A's batch on device B's topic; an oversize payload; two
         // malformed ones.
         publish_raw(
-            &c.mqtt,
+            &c.mqtt(),
             &format!("rogue-{pid}"),
             vec![
                 (topic(&b, "events"), batch(&a, 1..=3)?),
@@ -108,7 +99,7 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
         )
         .await?;
         let stats = eventually("refusals counted", Duration::from_secs(20), || async {
-            let s = get(&c.http, &stats_url).await?;
+            let s = c.get(&stats_url).await?;
             let r = &s["refused_by_reason"];
             (r["device_mismatch"] == 1 && r["oversize"] == 1 && r["malformed"] == 2).then_some(s)
         })
@@ -120,9 +111,9 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
         );
 
         // The collector still serves device B, through the same connection.
-        c.post_event(&b_addr, 0).await?;
+        c.post_event(b_addr, 0).await?;
         eventually("B's event stored", Duration::from_secs(20), || async {
-            let s = get(&c.http, &stats_url).await?;
+            let s = c.get(&stats_url).await?;
             (s["received"] == 1).then_some(())
         })
         .await?;
@@ -147,7 +138,7 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
         // The collector's real key, to show that expiry and tampering are
         // caught even with a valid key behind them.
         let seed = base64::engine::general_purpose::STANDARD.decode(
-            std::fs::read_to_string(c.dir.path().join("keys/command-signing.key"))?.trim(),
+            std::fs::read_to_string(&c.stack.services.keys.signing_key_file)?.trim(),
         )?;
         let key = SigningKey::from_bytes(
             &seed
@@ -169,7 +160,7 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
             *byte ^= 0x01;
         }
         publish_raw(
-            &c.mqtt,
+            &c.mqtt(),
             &format!("rogue-cmd-{pid}"),
             vec![
                 (topic(&b, "cmd"), unsigned),
@@ -183,7 +174,7 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
             "agent refused the forged commands",
             Duration::from_secs(20),
             || async {
-                let s = get(&c.http, &format!("http://{b_addr}/v1/status")).await?;
+                let s = c.get(&format!("http://{b_addr}/v1/status")).await?;
                 (s["commands"]["refused"] == 4).then_some(s)
             },
         )
