@@ -88,14 +88,6 @@ pub enum DemoError {
     /// The system under test could not be started.
     #[error(transparent)]
     Stack(#[from] StackError),
-    /// A file in the work directory could not be written.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -200,6 +192,19 @@ pub(crate) fn devices(agents: usize) -> Vec<(String, Vec<Role>)> {
         .collect();
     out.push(("van-01".into(), vec![Role::Driver]));
     out
+}
+
+/// The agents of the HTTP orders ([`devices`]): no virtual devices.
+pub(crate) fn http_agents(agents: usize) -> Vec<AgentPlan> {
+    devices(agents)
+        .into_iter()
+        .map(|(device, roles)| AgentPlan {
+            device,
+            roles,
+            devices: 0,
+            serial: None,
+        })
+        .collect()
 }
 
 /// The number of pickers among `plan`.
@@ -554,14 +559,7 @@ pub async fn run(opts: DemoOptions) -> Result<Report, DemoError> {
     }
     let started = Instant::now();
     // Kept on failure so the children's logs can be read; removed on success.
-    let dir = tempfile::Builder::new()
-        .prefix("dockline-demo-")
-        .tempdir()
-        .map_err(|source| DemoError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?
-        .keep();
+    let dir = stack::kept_work_dir("dockline-demo-")?;
     println!("work dir   {} (configs, databases, logs)", dir.display());
     let result = run_in(&opts, &dir, started).await;
     if let Ok(report) = &result
@@ -581,15 +579,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let budget_ms = opts.duration.as_millis().saturating_sub(2_000) as u64;
     let mut timelines: Vec<Arc<Timeline>> = Vec::new();
     let mut ports: Vec<Ports> = Vec::new();
-    let mut plan: Vec<AgentPlan> = devices(opts.agents)
-        .into_iter()
-        .map(|(device, roles)| AgentPlan {
-            device,
-            roles,
-            devices: 0,
-            serial: None,
-        })
-        .collect();
+    let mut plan = http_agents(opts.agents);
     for file in &opts.scenarios {
         let timeline = file.timeline(budget_ms, Some(opts.seed))?;
         if plan.iter().any(|a| a.device == timeline.agent) {

@@ -156,14 +156,7 @@ pub async fn run(opts: FleetOptions) -> Result<FleetReport, DemoError> {
             opts.scans_per_sec
         )));
     }
-    let dir = tempfile::Builder::new()
-        .prefix("dockline-fleet-")
-        .tempdir()
-        .map_err(|source| DemoError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?
-        .keep();
+    let dir = stack::kept_work_dir("dockline-fleet-")?;
     println!("work dir   {} (configs, databases, logs)", dir.display());
     let result = run_in(&opts, &dir).await;
     if let Ok(r) = &result
@@ -172,13 +165,6 @@ pub async fn run(opts: FleetOptions) -> Result<FleetReport, DemoError> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
-    move |source| DemoError::Io {
-        path: path.into(),
-        source,
-    }
 }
 
 /// Agent `device`'s config for `scanners` virtual scanners, each feeding
@@ -241,7 +227,10 @@ async fn run_in(opts: &FleetOptions, dir: &Path) -> Result<FleetReport, DemoErro
         let from = stack.agents.len();
         for device in batch {
             let dev_dir = dir.join("dev").join(device);
-            std::fs::create_dir_all(&dev_dir).map_err(io_err(&dev_dir))?;
+            std::fs::create_dir_all(&dev_dir).map_err(|source| StackError::Io {
+                path: dev_dir.clone(),
+                source,
+            })?;
             let scanners = (0..opts.devices)
                 .map(|j| VirtualPort::open(&dev_dir.join(format!("scanner-{j}"))))
                 .collect::<Result<Vec<_>, _>>()?;

@@ -92,6 +92,18 @@ pub fn batch(
     seqs: &[u64],
     shed: Vec<(u64, u64)>,
 ) -> Result<Batch> {
+    batch_in(&Lane::PerEvent, device, epoch, first_held, seqs, shed)
+}
+
+/// [`batch`] with its events in `lane`.
+pub fn batch_in(
+    lane: &Lane,
+    device: &str,
+    epoch: u64,
+    first_held: u64,
+    seqs: &[u64],
+    shed: Vec<(u64, u64)>,
+) -> Result<Batch> {
     Ok(Batch {
         v: PROTOCOL_VERSION,
         device: DeviceId::new(device).map_err(|e| anyhow!("device id {device:?}: {e}"))?,
@@ -99,7 +111,7 @@ pub fn batch(
         first_held,
         events: seqs
             .iter()
-            .map(|&s| envelope(&Lane::PerEvent, device, epoch, s))
+            .map(|&s| envelope(lane, device, epoch, s))
             .collect::<Result<_>>()?,
         shed,
     })
@@ -119,9 +131,14 @@ pub fn one_event_batch_in(
     first_held: u64,
     seq: u64,
 ) -> Result<Vec<u8>> {
-    let mut b = batch(device, epoch, first_held, &[], vec![])?;
-    b.events.push(envelope(lane, device, epoch, seq)?);
-    Ok(codec::encode(&b)?)
+    Ok(codec::encode(&batch_in(
+        lane,
+        device,
+        epoch,
+        first_held,
+        &[seq],
+        vec![],
+    )?)?)
 }
 
 /// MQTT options of a forging client `id`: keep-alive 10 s, 16 MiB packets,

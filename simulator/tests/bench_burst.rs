@@ -4,32 +4,18 @@
 //! collector, every one stored and acked, the figure written with its raw
 //! baseline from the same run.
 
-use std::process::Command;
+mod support;
+
+use support::dockline_sim;
 
 #[test]
 fn quick_fleet_reconnect_burst_is_stored_acked_and_reported_beside_its_baseline() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_dockline-sim"))
-        .args([
-            "bench",
-            "--quick",
-            "--only",
-            "fleet_reconnect_burst",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("dockline-sim runs");
-    assert!(
-        out.status.success(),
-        "bench failed ({})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let run = dockline_sim(
+        &["bench", "--quick", "--only", "fleet_reconnect_burst"],
+        "--json",
     );
-    let text = std::fs::read_to_string(&json).expect("figures written");
-    let figures: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let text = run.json.to_string();
+    let figures = &run.json;
     let figures = figures.as_array().expect("a list");
     assert_eq!(figures.len(), 1, "{text}");
     let f = &figures[0];

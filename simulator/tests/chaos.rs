@@ -7,8 +7,9 @@
 //! ERP faults (checked below, so a change to the planner that loses one of
 //! them shows here rather than silently thinning the test).
 
-use std::process::Command;
-use std::time::Instant;
+mod support;
+
+use support::dockline_sim;
 
 /// Trials 7 and 8 kill an agent and the collector, stop the broker, black-hole
 /// the agents' link, take the ERP link down and delay it, and answer 503s.
@@ -16,11 +17,8 @@ const SEED: &str = "7";
 
 #[test]
 fn two_short_fault_trials_lose_and_duplicate_nothing() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let report_path = dir.path().join("chaos.json");
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_dockline-sim"))
-        .args([
+    let run = dockline_sim(
+        &[
             "chaos",
             "--trials",
             "2",
@@ -28,21 +26,10 @@ fn two_short_fault_trials_lose_and_duplicate_nothing() {
             "10",
             "--seed",
             SEED,
-            "--report",
-        ])
-        .arg(&report_path)
-        .output()
-        .expect("dockline-sim runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "chaos failed ({}) after {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status,
-        started.elapsed()
+        ],
+        "--report",
     );
-    let text = std::fs::read_to_string(&report_path).expect("report written");
-    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    let (report, stdout) = (&run.json, &run.stdout);
     assert_eq!(report["passed"], true, "{report}");
     let trials = report["trials"].as_array().expect("trials");
     assert_eq!(trials.len(), 2, "{report}");

@@ -4,34 +4,15 @@
 //! by the agents' serial sources), and a report that must show every event,
 //! posted or made by station rules from device bytes, booked exactly once.
 
-use std::process::Command;
-use std::time::Instant;
+mod support;
+
+use support::{dockline_sim, field};
 
 #[test]
 fn demo_books_every_event_exactly_once_across_a_broker_outage() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let report_path = dir.path().join("report.json");
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_dockline-sim"))
-        .args(["demo", "--duration", "20", "--report"])
-        .arg(&report_path)
-        .output()
-        .expect("dockline-sim runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "demo failed ({}) after {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status,
-        started.elapsed()
-    );
-    let text = std::fs::read_to_string(&report_path).expect("report written");
-    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
-    let field = |name: &str| {
-        report[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("report lacks {name}: {report}"))
-    };
+    let run = dockline_sim(&["demo", "--duration", "20"], "--report");
+    let (report, stdout) = (&run.json, &run.stdout);
+    let field = |name: &str| field(report, name);
     let generated = field("events_generated");
     assert!(generated > 0, "{report}");
     assert_eq!(field("events_booked_at_erp"), generated, "{report}");
@@ -82,10 +63,8 @@ fn demo_books_every_event_exactly_once_across_a_broker_outage() {
 /// endpoint on each 401, rechecks, and must still book every event once.
 #[test]
 fn expiring_erp_sessions_still_book_every_event_exactly_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let report_path = dir.path().join("report.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_dockline-sim"))
-        .args([
+    let run = dockline_sim(
+        &[
             "demo",
             "--duration",
             "10",
@@ -102,25 +81,11 @@ fn expiring_erp_sessions_still_book_every_event_exactly_once() {
             "40",
             "--erp-session-expiry-ms",
             "600",
-            "--report",
-        ])
-        .arg(&report_path)
-        .output()
-        .expect("dockline-sim runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "--report",
     );
-    let text = std::fs::read_to_string(&report_path).expect("report written");
-    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
-    let field = |name: &str| {
-        report[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("report lacks {name}: {report}"))
-    };
+    let report = &run.json;
+    let field = |name: &str| field(report, name);
     assert!(field("events_generated") > 80, "{report}");
     assert_eq!(
         field("events_booked_at_erp"),

@@ -236,6 +236,14 @@ impl Cluster {
         self.http.get(url).send().await.ok()?.json().await.ok()
     }
 
+    /// `result`, after printing the logs when it is an error.
+    pub fn judge<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.dump_logs();
+        }
+        result
+    }
+
     /// Prints the last lines of every log (for failures).
     pub fn dump_logs(&self) {
         dump_logs(self.dir.path());

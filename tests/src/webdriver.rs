@@ -117,9 +117,9 @@ impl Browser {
         format!("{}/session/{}{path}", self.driver.url, self.session)
     }
 
-    /// A WebDriver command of this session (`path` below
-    /// `/session/{id}`); panics on a WebDriver error.
-    pub async fn post(&self, path: &str, body: Value) -> Value {
+    /// The `value` of a WebDriver command of this session (`path` below
+    /// `/session/{id}`), a WebDriver error included.
+    async fn command(&self, path: &str, body: Value) -> Value {
         let v: Value = self
             .http
             .post(self.url(path))
@@ -130,10 +130,17 @@ impl Browser {
             .json()
             .await
             .expect("webdriver JSON");
-        if v["value"]["error"].is_string() {
-            panic!("webdriver {path}: {}", v["value"]);
-        }
         v["value"].clone()
+    }
+
+    /// A WebDriver command of this session (`path` below
+    /// `/session/{id}`); panics on a WebDriver error.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let v = self.command(path, body).await;
+        if v["error"].is_string() {
+            panic!("webdriver {path}: {v}");
+        }
+        v
     }
 
     /// Opens `url`.
@@ -176,17 +183,10 @@ impl Browser {
     pub async fn element(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let v: Value = self
-                .http
-                .post(self.url("/element"))
-                .json(&json!({ "using": "css selector", "value": css }))
-                .send()
-                .await
-                .expect("webdriver")
-                .json()
-                .await
-                .expect("webdriver JSON");
-            if let Some(id) = v["value"]
+            let v = self
+                .command("/element", json!({ "using": "css selector", "value": css }))
+                .await;
+            if let Some(id) = v
                 .as_object()
                 .filter(|o| !o.contains_key("error"))
                 .and_then(|o| o.values().next())
@@ -196,8 +196,7 @@ impl Browser {
             }
             assert!(
                 Instant::now() < deadline,
-                "no element {css}: {}",
-                v["value"]
+                "no element {css}: {v}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -131,10 +131,7 @@ async fn journey(external_mqtt: Option<MqttAddr>, tag: &str) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    result
+    c.judge(result)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,8 +215,5 @@ async fn collector_survives_malformed_cbor_and_unknown_devices() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    result
+    c.judge(result)
 }

@@ -71,7 +71,7 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
     let dev = "hh-a";
     let spec = ClusterSpec::new(Some(mqtt), &format!("forge-{pid}"));
     let mut c = Cluster::start_with(spec, &site, &[dev], |c| c.gaps.resend_after_ms = 500).await?;
-    let mut agent = c.agent(dev).await?;
+    let agent = c.agent(dev).await?;
     let result = async {
         let addr = agent.api();
         let stats_url = format!("{}/v1/stats", c.collector_url());
@@ -244,9 +244,5 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    agent.kill();
-    result
+    c.judge(result)
 }

@@ -135,9 +135,5 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    drop(agent);
-    result
+    c.judge(result)
 }

@@ -73,10 +73,7 @@ async fn picker_and_driver_use_the_app_and_every_event_is_booked_once() -> Resul
     }
     let c = Cluster::start(external_mqtt("handheld_app")?, SITE, &[DEVICE], "app").await?;
     let result = journey(&c).await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    result
+    c.judge(result)
 }
 
 async fn journey(c: &Cluster) -> Result<()> {

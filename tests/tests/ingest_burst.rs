@@ -100,10 +100,7 @@ async fn a_fleet_reconnecting_at_once_is_stored_and_acked_in_full() -> Result<()
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    result
+    c.judge(result)
 }
 
 /// The devices' ack timeout: each resends what is not acked (see

@@ -292,12 +292,7 @@ async fn sigkill_at_random_points_loses_and_reuses_nothing() -> Result<()> {
     }
     .await;
     if result.is_err() {
-        let log = agent.log_text();
-        let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        eprintln!("----- agent log (last 60 lines) -----");
-        for l in tail.into_iter().rev() {
-            eprintln!("{l}");
-        }
+        dockline_tests::dump_logs(dir.path());
     }
     result
 }

@@ -151,9 +151,5 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    drop(agent);
-    result
+    c.judge(result)
 }

@@ -27,12 +27,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use dockline_protocol::tls::MqttTls;
-use dockline_protocol::{
-    Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION, Payload,
-    Priority, References, TimeSource, codec,
-};
 use dockline_simulator::stack::{Child, MqttAddr};
-use dockline_tests::{Cluster, ClusterSpec, bin_dir, effect_key, eventually, forge};
+use dockline_tests::forge::{self, Lane};
+use dockline_tests::{Cluster, ClusterSpec, bin_dir, effect_key, eventually};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
 
 /// The `mosquitto` binary: on PATH, or Debian's /usr/sbin.
@@ -187,36 +184,7 @@ async fn try_connect(options: MqttOptions) -> std::result::Result<(), String> {
 
 /// A one-event batch of `device` whose order is `order`.
 fn batch(device: &str, order: &str) -> Result<Vec<u8>> {
-    let dev = DeviceId::new(device)?;
-    let event = Envelope {
-        v: PROTOCOL_VERSION,
-        device: dev.clone(),
-        epoch: 7,
-        seq: 1,
-        id: EventId([0x5a; 16]),
-        captured_ms: 1_764_050_000_000,
-        time_source: TimeSource::Ntp,
-        priority: Priority::Normal,
-        payload: Payload::Event(BusinessEvent {
-            detail: EventDetail::Picked {
-                item: "09506000134352".into(),
-                quantity: 1,
-                lot: None,
-            },
-            refs: References {
-                order: Some(order.into()),
-                ..References::default()
-            },
-        }),
-    };
-    Ok(codec::encode(&Batch {
-        v: PROTOCOL_VERSION,
-        device: dev,
-        epoch: 7,
-        first_held: 1,
-        events: vec![event],
-        shed: vec![],
-    })?)
+    forge::one_event_batch_in(&Lane::Order(order.into()), device, 7, 1, 1)
 }
 
 /// Mutual TLS with `name`'s client certificate from the fleet CA in `dir`.

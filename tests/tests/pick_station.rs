@@ -179,10 +179,7 @@ async fn pick_journey(external: Option<MqttAddr>, tag: &str) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    result
+    c.judge(result)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,47 +19,24 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use base64::Engine;
-use dockline_protocol::{
-    Batch, BusinessEvent, Command, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION,
-    Payload, Priority, References, Resend, TimeSource, codec,
-};
+use dockline_protocol::{Command, DeviceId, PROTOCOL_VERSION, Resend, codec};
 use dockline_simulator::stack::MqttAddr;
-use dockline_tests::{Cluster, eventually, external_mqtt, forge};
+use dockline_tests::forge::{self, Lane};
+use dockline_tests::{Cluster, eventually, external_mqtt};
 use ed25519_dalek::{Signer, SigningKey};
 
+/// A batch of `device`'s picks at `seqs` of the order `SO-ROGUE`.
 fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>) -> Result<Vec<u8>> {
-    let dev = DeviceId::new(device)?;
-    let events = seqs
-        .map(|seq| Envelope {
-            v: PROTOCOL_VERSION,
-            device: dev.clone(),
-            epoch: 42,
-            seq,
-            id: EventId([seq as u8; 16]),
-            captured_ms: 1_764_050_000_000,
-            time_source: TimeSource::Ntp,
-            priority: Priority::Normal,
-            payload: Payload::Event(BusinessEvent {
-                detail: EventDetail::Picked {
-                    item: "09506000134352".into(),
-                    quantity: 1,
-                    lot: None,
-                },
-                refs: References {
-                    order: Some("SO-ROGUE".into()),
-                    ..References::default()
-                },
-            }),
-        })
-        .collect();
-    Ok(codec::encode(&Batch {
-        v: PROTOCOL_VERSION,
-        device: dev,
-        epoch: 42,
-        first_held: 1,
-        events,
-        shed: vec![],
-    })?)
+    let seqs: Vec<u64> = seqs.collect();
+    let lane = Lane::Order("SO-ROGUE".into());
+    Ok(codec::encode(&forge::batch_in(
+        &lane,
+        device,
+        42,
+        1,
+        &seqs,
+        vec![],
+    )?)?)
 }
 
 /// Publishes each message QoS 1 as client `id` and waits for the broker's
@@ -187,9 +164,5 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if result.is_err() {
-        c.dump_logs();
-    }
-    drop(agent_b);
-    result
+    c.judge(result)
 }

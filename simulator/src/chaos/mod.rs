@@ -87,14 +87,6 @@ pub enum ChaosError {
         /// Why.
         source: std::io::Error,
     },
-    /// A file in the work directory could not be written.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -306,14 +298,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
             kinds.join(", ")
         );
         // Kept on failure so the children's logs can be read; removed on success.
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("dockline-chaos-{seed}-"))
-            .tempdir()
-            .map_err(|source| ChaosError::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?
-            .keep();
+        let dir = crate::stack::kept_work_dir(&format!("dockline-chaos-{seed}-"))?;
         let report = match trial::run(opts, number, seed, &dir).await {
             Ok(mut r) => {
                 if r.passed && r.out_of_lane_order == 0 {

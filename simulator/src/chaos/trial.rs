@@ -103,15 +103,7 @@ impl Trial {
             .await
             .map_err(|source| ChaosError::Proxy { source })?;
 
-        let plan: Vec<AgentPlan> = demo::devices(opts.agents)
-            .into_iter()
-            .map(|(device, roles)| AgentPlan {
-                device,
-                roles,
-                devices: 0,
-                serial: None,
-            })
-            .collect();
+        let plan = demo::http_agents(opts.agents);
         let ids: Vec<String> = plan.iter().map(|a| a.device.clone()).collect();
         let mut config = services.collector_config(&ids)?;
         stack::config::simulated_collector(&mut config);

@@ -97,6 +97,20 @@ pub enum StackError {
     Options(String),
 }
 
+/// A fresh work directory under the system temp dir named `{prefix}…`,
+/// kept when this process ends: a run removes it once it passed, and a
+/// failed run leaves its configs, databases and logs for reading.
+pub fn kept_work_dir(prefix: &str) -> Result<PathBuf, StackError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map(tempfile::TempDir::keep)
+        .map_err(|source| StackError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })
+}
+
 /// A Standard Webhooks secret (`whsec_` + base64 of 32 bytes) drawn from
 /// `seed`: the same seed, the same secret.
 pub fn webhook_secret(seed: u64) -> String {
