@@ -81,7 +81,13 @@ pub async fn fleet_reconnect_burst(
     };
     let mut configured = ids.clone();
     configured.push(PROBE.into());
-    let stack = bench_stack(exe, &bdir, &configured, Some(format!("http://{erp}/events"))).await?;
+    let stack = bench_stack(
+        exe,
+        &bdir,
+        &configured,
+        Some(format!("http://{erp}/events")),
+    )
+    .await?;
     let broker = stack.services.broker.addr();
 
     let fleet = fleet();

@@ -40,9 +40,9 @@ use tokio::sync::watch;
 use crate::devices::PortError;
 pub use crate::latency::Latency;
 use crate::mock_erp::ErpConfig;
-use crate::stack::{self, Programs, Services, Stack, StackError, StackSpec};
 use crate::scenario::player::{self, PlayStats, Ports, Target};
 use crate::scenario::{Role, Scenario, ScenarioError, ScenarioFile, Timeline};
+use crate::stack::{self, Programs, Services, Stack, StackError, StackSpec};
 pub use crate::verdict::{Generated, KindCount, Tally, tally, tally_with};
 
 /// The site of every simulated device.

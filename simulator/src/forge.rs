@@ -20,6 +20,8 @@ use crate::stack::MqttAddr;
 
 /// Publishers a burst is spread over.
 pub const PUBLISHERS: usize = 10;
+/// A publisher that got no PUBACK for this long gives up.
+const NO_PUBACK_LIMIT: Duration = Duration::from_secs(30);
 /// Largest packet the forging clients send or take.
 const MAX_PACKET: usize = 16 << 20;
 
@@ -82,20 +84,9 @@ pub fn envelope(lane: &Lane, device: &str, epoch: u64, seq: u64) -> Result<Envel
     })
 }
 
-/// A batch as the agent sends it: picks at `seqs` (each its own lane) in
-/// `epoch`, claiming it still holds everything from `first_held`, with
-/// `shed` ranges.
-pub fn batch(
-    device: &str,
-    epoch: u64,
-    first_held: u64,
-    seqs: &[u64],
-    shed: Vec<(u64, u64)>,
-) -> Result<Batch> {
-    batch_in(&Lane::PerEvent, device, epoch, first_held, seqs, shed)
-}
-
-/// [`batch`] with its events in `lane`.
+/// A batch as the agent sends it: picks in `lane` at `seqs` in `epoch`,
+/// claiming it still holds everything from `first_held`, with `shed`
+/// ranges.
 pub fn batch_in(
     lane: &Lane,
     device: &str,
@@ -156,7 +147,7 @@ pub fn options(mqtt: &MqttAddr, id: &str) -> MqttOptions {
 /// names the client in errors. A connection the broker resets is taken up
 /// again, up to five times: the next poll reconnects and rumqttc sends the
 /// unacknowledged publishes again, as an agent would (the collector drops
-/// repeats). 30 s without a PUBACK is an error.
+/// repeats). [`NO_PUBACK_LIMIT`] without a PUBACK is an error.
 pub async fn publish_with(
     options: MqttOptions,
     who: &str,
@@ -174,9 +165,16 @@ pub async fn publish_with(
     });
     let mut acked = 0;
     let mut resets = 0;
+    // Counted from the last PUBACK, not from the last event: keep-alive
+    // pings alone must not keep a publisher waiting for ever.
+    let mut last_ack = Instant::now();
     while acked < n {
-        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+        let left = NO_PUBACK_LIMIT.saturating_sub(last_ack.elapsed());
+        match tokio::time::timeout(left, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                acked += 1;
+                last_ack = Instant::now();
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) if resets < 5 => {
                 resets += 1;
@@ -184,7 +182,10 @@ pub async fn publish_with(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Ok(Err(e)) => bail!("{who}: {e} after {acked} of {n} PUBACKs"),
-            Err(_) => bail!("{who}: no PUBACK for 30 s ({acked} of {n})"),
+            Err(_) => bail!(
+                "{who}: no PUBACK for {} s ({acked} of {n})",
+                NO_PUBACK_LIMIT.as_secs()
+            ),
         }
     }
     let client = feeder

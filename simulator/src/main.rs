@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dockline_simulator::bench::{self, BenchOptions};
+use dockline_simulator::broker;
 use dockline_simulator::chaos::{self, ChaosOptions};
 use dockline_simulator::demo::{self, DemoOptions};
 use dockline_simulator::fleet::{self, FleetOptions};
 use dockline_simulator::mock_erp::{ErpConfig, MockErp};
 use dockline_simulator::scenario::{self, ScenarioFile};
-use dockline_simulator::broker;
 use dockline_simulator::stack::child;
 
 /// dockline without hardware: broker, mock ERP and the end-to-end demo.
@@ -413,24 +413,33 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Collector { config } => {
-            let config: dockline_collector::Config =
-                dockline_protocol::config::load(Some(&config), std::env::vars())
-                    .context("cannot start the collector")?;
-            dockline_collector::run(config, shutdown_signal())
-                .await
-                .context("the collector stopped")?;
-            Ok(())
+            serve("collector", &config, |c| {
+                dockline_collector::run(c, shutdown_signal())
+            })
+            .await
         }
         Command::Agent { config } => {
-            let config: dockline_agent::Config =
-                dockline_protocol::config::load(Some(&config), std::env::vars())
-                    .context("cannot start the agent")?;
-            dockline_agent::run(config, shutdown_signal())
-                .await
-                .context("the agent stopped")?;
-            Ok(())
+            serve("agent", &config, |c| {
+                dockline_agent::run(c, shutdown_signal())
+            })
+            .await
         }
     }
+}
+
+/// Loads the `what` config from `file` (then `DOCKLINE_*` overrides) and
+/// runs it with `run` until it stops.
+async fn serve<C, E, F>(what: &str, file: &Path, run: impl FnOnce(C) -> F) -> anyhow::Result<()>
+where
+    C: serde::de::DeserializeOwned,
+    E: std::error::Error + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let config: C = dockline_protocol::config::load(Some(file), std::env::vars())
+        .with_context(|| format!("cannot start the {what}"))?;
+    run(config)
+        .await
+        .with_context(|| format!("the {what} stopped"))
 }
 
 /// Writes `value` to `path` as pretty JSON and says so; `what` names it in

@@ -194,10 +194,7 @@ impl Browser {
             {
                 return id.to_string();
             }
-            assert!(
-                Instant::now() < deadline,
-                "no element {css}: {v}"
-            );
+            assert!(Instant::now() < deadline, "no element {css}: {v}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -258,4 +255,3 @@ impl Drop for Browser {
         }
     }
 }
-

@@ -196,7 +196,10 @@ async fn collector_survives_malformed_cbor_and_unknown_devices() -> Result<()> {
             },
         )
         .await?;
-        assert!(c.stack.collector.is_running(), "collector must keep running");
+        assert!(
+            c.stack.collector.is_running(),
+            "collector must keep running"
+        );
         pump.abort();
 
         let agent = c.agent(&device).await?;

@@ -30,7 +30,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use dockline_protocol::{Ack, DeviceId, PROTOCOL_VERSION, codec};
 use dockline_simulator::stack::MqttAddr;
-use dockline_tests::{Cluster, ClusterSpec, effect_key, eventually, external_mqtt, forge};
+use dockline_tests::forge::{self, Lane};
+use dockline_tests::{Cluster, ClusterSpec, effect_key, eventually, external_mqtt};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
 /// The first message on `topic`, captured by a subscriber started now.
@@ -126,8 +127,15 @@ async fn every_forgery_is_refused_and_counted_and_no_real_event_is_lost() -> Res
 
         // 3. held = 2^40 with no events; 4. twenty batches in epoch 2^63;
         // 5. a batch opening an older epoch; 6. a 5 MiB message.
-        let held = codec::encode(&forge::batch(dev, epoch, 1 << 40, &[], vec![])?)?;
-        let mut huge_epoch = forge::batch(dev, 1, 1, &[1], vec![])?;
+        let held = codec::encode(&forge::batch_in(
+            &Lane::PerEvent,
+            dev,
+            epoch,
+            1 << 40,
+            &[],
+            vec![],
+        )?)?;
+        let mut huge_epoch = forge::batch_in(&Lane::PerEvent, dev, 1, 1, &[1], vec![])?;
         huge_epoch.epoch = 1 << 63;
         huge_epoch.events[0].epoch = 1 << 63;
         // The encoder does not validate: this is what a forger can send.

@@ -26,7 +26,10 @@ async fn silently_dead_link_is_noticed_by_the_ack_timeout_and_recovered() -> Res
     let site = "link";
     let device = format!("hh-link-{}", std::process::id());
     let c = Cluster::start(None, site, &[&device], "link").await?;
-    let broker = c.mqtt().socket_addr().context("the embedded broker's address")?;
+    let broker = c
+        .mqtt()
+        .socket_addr()
+        .context("the embedded broker's address")?;
     let proxy = ChaosProxy::start(broker).await?;
     let mut config = c.agent_config(&device)?;
     config.mqtt.port = proxy.addr().port();

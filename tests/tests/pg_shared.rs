@@ -193,7 +193,12 @@ async fn run(mqtt: &MqttAddr, pg_url: &str) -> Result<Run> {
         // Long enough that a step delayed by the kill still waits for
         // its predecessor rather than overtaking it.
         config.erp.lane_park_max_ms = 60_000;
-        let mut node = Node::new(name, config, &cluster.stack.services.programs, cluster.dir());
+        let mut node = Node::new(
+            name,
+            config,
+            &cluster.stack.services.programs,
+            cluster.dir(),
+        );
         urls.push(format!("http://{}", node.start().await?));
         collectors.push(node);
         client_ids.push(client_id);

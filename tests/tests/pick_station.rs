@@ -67,10 +67,21 @@ async fn pick_journey(external: Option<MqttAddr>, tag: &str) -> Result<()> {
         let mut scale = VirtualPort::open(&c.dir().join("pick-scale"))?;
         let mut agent = c.agent_config(&device)?;
         agent.devices = vec![
-            config::serial_device("pick-scanner", DeviceKind::Scanner, Protocol::Scan, scanner.path())?,
-            config::serial_device("pick-scale", DeviceKind::Scale, Protocol::Mtsics, scale.path())?,
+            config::serial_device(
+                "pick-scanner",
+                DeviceKind::Scanner,
+                Protocol::Scan,
+                scanner.path(),
+            )?,
+            config::serial_device(
+                "pick-scale",
+                DeviceKind::Scale,
+                Protocol::Mtsics,
+                scale.path(),
+            )?,
         ];
-        let mut pick = config::station("pick-1", StationKind::Pick, &["pick-scanner", "pick-scale"])?;
+        let mut pick =
+            config::station("pick-1", StationKind::Pick, &["pick-scanner", "pick-scale"])?;
         pick.weight_tolerance_kg = 0.02;
         pick.weight_tolerance_percent = 2.0;
         agent.stations = vec![pick];
@@ -90,7 +101,12 @@ async fn pick_journey(external: Option<MqttAddr>, tag: &str) -> Result<()> {
             .json(&task)
             .send()
             .await?;
-        anyhow::ensure!(r.status() == 201, "POST /v1/tasks: {} {}", r.status(), r.text().await?);
+        anyhow::ensure!(
+            r.status() == 201,
+            "POST /v1/tasks: {} {}",
+            r.status(),
+            r.text().await?
+        );
 
         until(&c, addr, "scanner and scale connected", |s| {
             s["devices"][0]["connected"] == true && s["devices"][1]["connected"] == true
@@ -111,14 +127,21 @@ async fn pick_journey(external: Option<MqttAddr>, tag: &str) -> Result<()> {
         .await?;
 
         // Line A: two scans, then the weight decides.
-        send(&mut scanner, b"]C10109521234543213\x1d10LOT42\r\n]C10109521234543213\x1d10LOT42\r\n")?;
+        send(
+            &mut scanner,
+            b"]C10109521234543213\x1d10LOT42\r\n]C10109521234543213\x1d10LOT42\r\n",
+        )?;
         let s = until(&c, addr, "line A waiting for its weight", |s| {
             station(s)["state"]
                 .as_str()
                 .is_some_and(|t| t.contains("waits for its weight"))
         })
         .await?;
-        assert_eq!(station(&s)["events"], 0, "nothing is picked before the weight: {s:#}");
+        assert_eq!(
+            station(&s)["events"],
+            0,
+            "nothing is picked before the weight: {s:#}"
+        );
         send(&mut scale, b"S D      0.612 kg\r\nS S      1.004 kg\r\n")?;
         until(&c, addr, "line A picked", |s| station(s)["events"] == 1).await?;
 
@@ -137,15 +160,19 @@ async fn pick_journey(external: Option<MqttAddr>, tag: &str) -> Result<()> {
         })
         .await?;
 
-        let effects = eventually("the station's events booked at the ERP", WAIT * 3, || async {
-            let ours: Vec<Value> = c
-                .erp_effects()
-                .into_iter()
-                .filter(|e| e.data["refs"]["order"] == ORDER)
-                .map(|e| e.data)
-                .collect();
-            (ours.len() >= 3).then_some(ours)
-        })
+        let effects = eventually(
+            "the station's events booked at the ERP",
+            WAIT * 3,
+            || async {
+                let ours: Vec<Value> = c
+                    .erp_effects()
+                    .into_iter()
+                    .filter(|e| e.data["refs"]["order"] == ORDER)
+                    .map(|e| e.data)
+                    .collect();
+                (ours.len() >= 3).then_some(ours)
+            },
+        )
         .await?;
         let data: Vec<&Value> = effects.iter().collect();
         let picked: Vec<&&Value> = data.iter().filter(|d| d["kind"] == "picked").collect();
@@ -165,7 +192,9 @@ async fn pick_journey(external: Option<MqttAddr>, tag: &str) -> Result<()> {
         };
         let wrong = exception("wrong_item")?;
         assert!(
-            wrong["note"].as_str().is_some_and(|n| n.contains("00000096385074")),
+            wrong["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("00000096385074")),
             "{wrong}"
         );
         let mismatch = exception("weight_mismatch")?;

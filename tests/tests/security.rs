@@ -114,9 +114,8 @@ async fn rogue_publishers_are_refused_and_counted() -> Result<()> {
         let far = now + 3_600_000;
         // The collector's real key, to show that expiry and tampering are
         // caught even with a valid key behind them.
-        let seed = base64::engine::general_purpose::STANDARD.decode(
-            std::fs::read_to_string(&c.stack.services.keys.signing_key_file)?.trim(),
-        )?;
+        let seed = base64::engine::general_purpose::STANDARD
+            .decode(std::fs::read_to_string(&c.stack.services.keys.signing_key_file)?.trim())?;
         let key = SigningKey::from_bytes(
             &seed
                 .as_slice()

@@ -94,7 +94,10 @@ impl Trial {
         })
         .await?;
         let broker = services.broker.addr().socket_addr().ok_or_else(|| {
-            ChaosError::Options(format!("broker {} is not an IP address", services.broker.addr()))
+            ChaosError::Options(format!(
+                "broker {} is not an IP address",
+                services.broker.addr()
+            ))
         })?;
         let agents_link = ChaosProxy::start(broker)
             .await
@@ -268,9 +271,7 @@ async fn where_lost(
         .iter()
         .filter(|g| !booked.contains(g.event_id.as_str()))
     {
-        let api = stack
-            .agent(&g.device)
-            .map(|a| a.api());
+        let api = stack.agent(&g.device).map(|a| a.api());
         let state = match api {
             Some(api) => match client
                 .get(format!("http://{api}/v1/events/{}", g.event_id))
@@ -470,5 +471,4 @@ mod tests {
         assert_eq!(c.uplink.ack_timeout_ms, 3000);
         c.check().expect("valid");
     }
-
 }

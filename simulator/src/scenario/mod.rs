@@ -363,10 +363,10 @@ mod tests {
         let all = default_scenarios().expect("scenarios");
         for s in &all {
             let t = s.timeline(60_000, None).expect("timeline");
-            let mqtt = crate::stack::MqttAddr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
-            let mut config =
-                crate::stack::config::agent("s", &t.agent, Path::new("/tmp/x"), &mqtt)
-                    .expect("agent config");
+            let mqtt =
+                crate::stack::MqttAddr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+            let mut config = crate::stack::config::agent("s", &t.agent, Path::new("/tmp/x"), &mqtt)
+                .expect("agent config");
             (config.devices, config.stations) =
                 t.agent_serial(Path::new("/tmp/dev")).expect("devices");
             config.check().expect("the agent takes it");

@@ -31,8 +31,8 @@ use dockline_agent::devices::{DeviceKind, Protocol};
 use dockline_agent::stations::config::{GeofenceConfig, GeofenceRole, StationKind};
 
 use super::{Act, Chunk, DeviceSpec, Expected, ScenarioError, Signature, Timeline};
-use crate::stack;
 use crate::devices::gps::{FixState, GpsReceiver};
+use crate::stack;
 
 /// A delivery route file.
 #[derive(Debug, Clone, Deserialize)]

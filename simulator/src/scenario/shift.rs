@@ -44,9 +44,9 @@ use dockline_agent::devices::{DeviceKind, Protocol};
 use dockline_agent::stations::config::StationKind;
 
 use super::{Act, Chunk, DeviceSpec, Expected, ScenarioError, Signature, Timeline};
-use crate::stack;
 use crate::devices::scale::{ScaleModel, ScaleProtocol};
 use crate::devices::scanner::{Suffix, Symbol, misread_bytes, scan_bytes, with_check_digit};
+use crate::stack;
 
 /// A warehouse shift file.
 #[derive(Debug, Clone, Deserialize)]
@@ -413,8 +413,12 @@ impl ShiftScenario {
             toledo_checksum: false,
         });
         stations.push(
-            stack::config::station(&self.dock_door.name, StationKind::DockDoor, &[&door_scanner])
-                .map_err(|e| self.invalid(e.to_string()))?,
+            stack::config::station(
+                &self.dock_door.name,
+                StationKind::DockDoor,
+                &[&door_scanner],
+            )
+            .map_err(|e| self.invalid(e.to_string()))?,
         );
         let expected = draft
             .expected

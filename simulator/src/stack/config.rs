@@ -71,17 +71,16 @@ impl std::fmt::Display for MqttAddr {
 
 /// `T` with its own defaults everywhere but `required`.
 fn with_defaults<T: DeserializeOwned>(what: &str, required: toml::Table) -> Result<T, StackError> {
-    toml::Value::Table(required).try_into().map_err(|e| StackError::Config {
-        what: what.to_string(),
-        problem: e.to_string(),
-    })
+    toml::Value::Table(required)
+        .try_into()
+        .map_err(|e| StackError::Config {
+            what: what.to_string(),
+            problem: e.to_string(),
+        })
 }
 
 fn table<const N: usize>(pairs: [(&str, toml::Value); N]) -> toml::Table {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn text(s: impl Into<String>) -> toml::Value {
@@ -122,10 +121,8 @@ pub fn collector(
     secret: &str,
 ) -> Result<CollectorConfig, StackError> {
     let erp = table([("url", text(erp_url))]);
-    let mut c: CollectorConfig = with_defaults(
-        "collector",
-        table([("erp", toml::Value::Table(erp))]),
-    )?;
+    let mut c: CollectorConfig =
+        with_defaults("collector", table([("erp", toml::Value::Table(erp))]))?;
     c.data_dir = data_dir.into();
     c.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.mqtt.host = mqtt.host.clone();
@@ -179,7 +176,10 @@ pub fn serial_device(
         &format!("device {name}"),
         table([
             ("name", text(name)),
-            ("kind", toml::Value::try_from(kind).map_err(|e| bad(name, e))?),
+            (
+                "kind",
+                toml::Value::try_from(kind).map_err(|e| bad(name, e))?,
+            ),
             (
                 "protocol",
                 toml::Value::try_from(protocol).map_err(|e| bad(name, e))?,
@@ -203,7 +203,10 @@ pub fn station(
         &format!("station {name}"),
         table([
             ("name", text(name)),
-            ("kind", toml::Value::try_from(kind).map_err(|e| bad(name, e))?),
+            (
+                "kind",
+                toml::Value::try_from(kind).map_err(|e| bad(name, e))?,
+            ),
             ("devices", toml::Value::Array(devices)),
         ]),
     )
@@ -260,8 +263,9 @@ mod tests {
         let mut door = station("door-0", StationKind::DockDoor, &["scanner-0"]).expect("station");
         door.vehicle = Some("TRUCK-1".into());
         c.stations.push(door);
-        c.commands.verify_key =
-            dockline_agent::config::KeyList::One("mPmi1VBn7XEz/qGDvF23/yBXRGmFg7Gd8tsnB3hh4HY=".into());
+        c.commands.verify_key = dockline_agent::config::KeyList::One(
+            "mPmi1VBn7XEz/qGDvF23/yBXRGmFg7Gd8tsnB3hh4HY=".into(),
+        );
         c.check().expect("a valid agent config");
         let text = reads_back(&c);
         let t: toml::Table = text.parse().expect("toml");
@@ -270,8 +274,7 @@ mod tests {
         assert_eq!(t["api"]["require_token"].as_bool(), Some(false));
         assert_eq!(t["stations"][0]["vehicle"].as_str(), Some("TRUCK-1"));
         assert_eq!(
-            c.devices[0].reconnect_max_ms,
-            5_000,
+            c.devices[0].reconnect_max_ms, 5_000,
             "the agent's own default"
         );
     }

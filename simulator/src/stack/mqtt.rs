@@ -94,9 +94,7 @@ impl Broker {
                 }
             }
         }
-        Err(last.unwrap_or(StackError::Options(
-            "broker restart never attempted".into(),
-        )))
+        Err(last.unwrap_or(StackError::Options("broker restart never attempted".into())))
     }
 }
 

@@ -117,10 +117,11 @@ impl<C: NodeConfig> Node<C> {
             }
         }
         let args = ["--config".to_string(), file.display().to_string()];
-        self.child = Some(
-            self.programs
-                .spawn(C::ROLE, &self.name, &args, &self.envs, &self.dir)?,
-        );
+        self.child =
+            Some(
+                self.programs
+                    .spawn(C::ROLE, &self.name, &args, &self.envs, &self.dir)?,
+            );
         Ok(())
     }
 

@@ -145,7 +145,11 @@ mod tests {
             Path::new("/t/debug/dockline-collector")
         );
         assert!(bins.collector.args.is_empty());
-        assert_eq!(bins.broker.args, ["broker"], "the broker is the simulator's");
+        assert_eq!(
+            bins.broker.args,
+            ["broker"],
+            "the broker is the simulator's"
+        );
     }
 
     #[test]

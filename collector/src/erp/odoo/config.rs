@@ -85,7 +85,9 @@ pub enum Backorder {
 }
 
 /// Which event validates the delivery (`erp.odoo.validate_on`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ValidateOn {
     /// The pack event (the goods leave stock when packed).
