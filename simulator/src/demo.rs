@@ -757,6 +757,9 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     );
 
     let drain_start = Instant::now();
+    let made = generated.len() as u64;
+    let progress =
+        async |phase: &str| progress_line(&client, &stack, &plan, made, t0.elapsed(), phase).await;
     let mut next_line = Duration::from_secs(1);
     loop {
         let t = tally_with(&generated, &expected, &stack.services.erp.effects());
@@ -765,36 +768,14 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         }
         if drain_start.elapsed() >= next_line {
             next_line += Duration::from_secs(1);
-            println!(
-                "{}",
-                progress_line(
-                    &client,
-                    &stack,
-                    &plan,
-                    generated.len() as u64,
-                    t0.elapsed(),
-                    "draining"
-                )
-                .await
-            );
+            println!("{}", progress("draining").await);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
     // A late redelivery would show up as a duplicate: give it a moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    println!(
-        "{}",
-        progress_line(
-            &client,
-            &stack,
-            &plan,
-            generated.len() as u64,
-            t0.elapsed(),
-            "final"
-        )
-        .await
-    );
+    println!("{}", progress("final").await);
 
     let effects = stack.services.erp.effects();
     let erp = stack.services.erp.stats();

@@ -320,14 +320,10 @@ async fn main() -> anyhow::Result<()> {
                 erp_lose_after_commit_rate,
                 erp_session_expiry_every,
                 erp_session_expiry_ms,
-                exe: std::env::current_exe().context("cannot find this program's path")?,
+                exe: this_exe()?,
                 scenarios,
             };
-            // Dropping the demo on Ctrl-C or SIGTERM kills its children.
-            let result = tokio::select! {
-                r = demo::run(opts) => r.context("the demo could not run")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
-            };
+            let result = until_interrupted(demo::run(opts), "the demo could not run").await?;
             conclude(
                 &format!("{}\n", result.summary()),
                 report.as_deref(),
@@ -349,13 +345,9 @@ async fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs(duration),
                 scans_per_sec,
                 drain_timeout: Duration::from_secs(drain_timeout),
-                exe: std::env::current_exe().context("cannot find this program's path")?,
+                exe: this_exe()?,
             };
-            // Dropping the run on Ctrl-C or SIGTERM kills its children.
-            let result = tokio::select! {
-                r = fleet::run(opts) => r.context("the fleet could not run")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
-            };
+            let result = until_interrupted(fleet::run(opts), "the fleet could not run").await?;
             conclude(
                 &format!("{}\n", result.summary()),
                 report.as_deref(),
@@ -387,25 +379,20 @@ async fn main() -> anyhow::Result<()> {
                 orders_per_sec,
                 drain_timeout: Duration::from_secs(drain_timeout),
                 strict_order,
-                exe: std::env::current_exe().context("cannot find this program's path")?,
+                exe: this_exe()?,
             };
-            // Dropping the run on Ctrl-C or SIGTERM kills its children.
-            let result = tokio::select! {
-                r = chaos::run(&opts) => r.context("the chaos trials could not run")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
-            };
+            let result =
+                until_interrupted(chaos::run(&opts), "the chaos trials could not run").await?;
             conclude(&result.table(), report.as_deref(), &result, result.passed)
         }
         Command::Bench { json, quick, only } => {
             let opts = BenchOptions {
-                exe: std::env::current_exe().context("cannot find this program's path")?,
+                exe: this_exe()?,
                 quick,
                 only,
             };
-            let figures = tokio::select! {
-                r = bench::run(&opts) => r.context("the bench could not finish")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
-            };
+            let figures =
+                until_interrupted(bench::run(&opts), "the bench could not finish").await?;
             bench::print(&figures);
             if let Some(path) = json {
                 write_json(&path, &figures, "figures")?;
@@ -440,6 +427,27 @@ where
     run(config)
         .await
         .with_context(|| format!("the {what} stopped"))
+}
+
+/// This program's path (the children of demo, fleet, chaos and bench run it).
+fn this_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find this program's path")
+}
+
+/// Runs `work` to its end, or until Ctrl-C or SIGTERM: then `work` is
+/// dropped, which kills every child it started. `failed` says what could
+/// not be done when `work` fails.
+async fn until_interrupted<T, E>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+    failed: &str,
+) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    tokio::select! {
+        r = work => r.map_err(anyhow::Error::from).with_context(|| failed.to_string()),
+        () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+    }
 }
 
 /// Writes `value` to `path` as pretty JSON and says so; `what` names it in

@@ -409,7 +409,7 @@ pub(super) async fn run(
     let effects = stack.services.erp.effects();
     let t = tally(&generated, &effects);
     let lost_where = if t.lost > 0 {
-        where_lost(&client, &stack, &generated, &effects).await
+        where_lost(&client, stack, &generated, &effects).await
     } else {
         BTreeMap::new()
     };

@@ -20,7 +20,7 @@ use super::{READY_TIMEOUT, StackError};
 #[derive(Debug)]
 pub enum Broker {
     /// A `dockline-sim broker` child.
-    Embedded(EmbeddedBroker),
+    Embedded(Box<EmbeddedBroker>),
     /// A broker this stack does not run.
     External(MqttAddr),
 }
@@ -48,7 +48,7 @@ impl Broker {
             starts: 0,
         };
         broker.addr = broker.start_once().await?;
-        Ok(Self::Embedded(broker))
+        Ok(Self::Embedded(Box::new(broker)))
     }
 
     /// Where clients connect.
