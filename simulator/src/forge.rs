@@ -145,13 +145,15 @@ pub fn options(mqtt: &MqttAddr, id: &str) -> MqttOptions {
 /// `options`, as fast as the broker takes them, and waits for every PUBACK
 /// (Mosquitto PUBACKs a publish its ACL denies, too, and drops it); `who`
 /// names the client in errors. A connection the broker resets is taken up
-/// again, up to five times: the next poll reconnects and rumqttc sends the
-/// unacknowledged publishes again, as an agent would (the collector drops
-/// repeats). [`NO_PUBACK_LIMIT`] without a PUBACK is an error.
+/// again up to `reconnects` times (else it is an error): the next poll
+/// reconnects and rumqttc sends the unacknowledged publishes again, as an
+/// agent would (the collector drops repeats), so a message may arrive twice.
+/// [`NO_PUBACK_LIMIT`] without a PUBACK is an error.
 pub async fn publish_with(
     options: MqttOptions,
     who: &str,
     messages: Vec<(String, Vec<u8>)>,
+    reconnects: usize,
 ) -> Result<()> {
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let n = messages.len();
@@ -176,7 +178,7 @@ pub async fn publish_with(
                 last_ack = Instant::now();
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) if resets < 5 => {
+            Ok(Err(e)) if resets < reconnects => {
                 resets += 1;
                 tracing::debug!(publisher = %who, error = %e, "publisher reconnects");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -197,21 +199,24 @@ pub async fn publish_with(
     Ok(())
 }
 
-/// [`publish_with`] as forging client `id` of `mqtt` ([`options`]).
+/// [`publish_with`] as forging client `id` of `mqtt` ([`options`]); a
+/// reset connection is an error.
 pub async fn publish_many(
     mqtt: &MqttAddr,
     id: &str,
     messages: Vec<(String, Vec<u8>)>,
 ) -> Result<()> {
-    publish_with(options(mqtt, id), &format!("publisher {id}"), messages).await
+    publish_with(options(mqtt, id), &format!("publisher {id}"), messages, 0).await
 }
 
 /// Publishes `messages` from [`PUBLISHERS`] clients at once (`{tag}-{i}`),
-/// each in its order.
+/// each in its order, each taking up `reconnects` reset connections (see
+/// [`publish_with`]).
 pub async fn publish_spread(
     mqtt: &MqttAddr,
     tag: &str,
     messages: Vec<(String, Vec<u8>)>,
+    reconnects: usize,
 ) -> Result<()> {
     let publishers = PUBLISHERS.min(messages.len().max(1));
     let mut groups: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); publishers];
@@ -224,7 +229,10 @@ pub async fn publish_spread(
         .map(|(i, msgs)| {
             let mqtt = mqtt.clone();
             let id = format!("{tag}-{i}");
-            tokio::spawn(async move { publish_many(&mqtt, &id, msgs).await })
+            tokio::spawn(async move {
+                let who = format!("publisher {id}");
+                publish_with(options(&mqtt, &id), &who, msgs, reconnects).await
+            })
         })
         .collect();
     for t in tasks {
@@ -243,6 +251,8 @@ pub struct Fleet {
     pub epoch: u64,
     /// The lane of every event.
     pub lane: Lane,
+    /// Reset connections each publisher takes up ([`publish_with`]).
+    pub reconnects: usize,
 }
 
 impl Fleet {
@@ -279,7 +289,7 @@ impl Fleet {
     ) -> Result<usize> {
         let messages = self.batches(devices, seqs)?;
         let n = messages.len();
-        publish_spread(mqtt, tag, messages).await?;
+        publish_spread(mqtt, tag, messages, self.reconnects).await?;
         Ok(n)
     }
 
@@ -337,7 +347,8 @@ impl Fleet {
             }
             resent.batches += messages.len();
             resent.rounds += 1;
-            publish_spread(mqtt, &format!("{tag}-resend{}", resent.rounds), messages).await?;
+            let tag = format!("{tag}-resend{}", resent.rounds);
+            publish_spread(mqtt, &tag, messages, self.reconnects).await?;
         }
     }
 }
@@ -491,6 +502,7 @@ mod tests {
             site: "s".into(),
             epoch: 1,
             lane: Lane::PerEvent,
+            reconnects: 0,
         };
         let msgs = fleet
             .batches(&["d1".into(), "d2".into()], 3..=4)

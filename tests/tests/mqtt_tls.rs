@@ -330,6 +330,7 @@ async fn mutual_tls_binds_devices_to_their_topics() -> Result<()> {
                 (topic(&b), batch(&b, "SO-ACL-DENIED")?),
                 (topic(&a), batch(&b, "SO-CLAIMS-B")?),
             ],
+            0,
         )
         .await?;
         let stats = eventually(

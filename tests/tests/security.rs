@@ -44,7 +44,7 @@ fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>) -> Result<Vec<u8>> {
 async fn publish_raw(mqtt: &MqttAddr, id: &str, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
     let mut options = mqtt.options(id);
     options.set_max_packet_size(8 << 20, 8 << 20);
-    forge::publish_with(options, "rogue client", messages).await
+    forge::publish_with(options, "rogue client", messages, 0).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
