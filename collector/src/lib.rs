@@ -48,35 +48,22 @@
 //! error; a lost broker or ERP is retried forever, and bad input is logged and
 //! dropped.
 
-pub mod api;
-pub mod auth;
-pub mod backoff;
-pub mod breaker;
 pub mod certs;
-pub mod commands;
 pub mod config;
-pub mod dashboard;
+pub mod config_error;
 pub mod delivery;
-pub mod dlq;
-pub mod epcis;
 pub mod erp;
-pub mod gaps;
+pub mod http;
 pub mod inbox;
 pub mod ingest;
-pub mod invoice;
-pub mod lane;
-pub mod limits;
-pub mod login_limit;
 pub mod metrics;
-pub mod mqtt;
 pub mod pg_inbox;
-pub mod policy;
 pub mod publication;
+pub mod reload;
 pub mod secret_hygiene;
 pub mod shutdown;
 pub mod store;
 pub mod watermark;
-pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -101,8 +88,9 @@ pub const LONG_VERSION: &str = concat!(
     ")"
 );
 
-use crate::config::ConfigCheckError;
-use crate::delivery::{Delivery, DeliveryError};
+use crate::config_error::ConfigCheckError;
+use crate::delivery::Delivery;
+use crate::erp::ErpSetupError;
 use crate::inbox::{InboxError, InboxHandle};
 use crate::ingest::Ingest;
 use crate::shutdown::ShutdownTrigger;
@@ -141,13 +129,13 @@ pub enum CollectorError {
     Api(std::io::Error),
     /// ERP delivery could not be set up.
     #[error(transparent)]
-    Delivery(#[from] DeliveryError),
+    Delivery(#[from] ErpSetupError),
     /// `[api]` credentials are unusable, or missing on a network address.
     #[error(transparent)]
-    Auth(#[from] auth::AuthConfigError),
+    Auth(#[from] http::auth::AuthConfigError),
     /// The command signing key could not be loaded.
     #[error(transparent)]
-    CommandKey(#[from] commands::KeyError),
+    CommandKey(#[from] ingest::commands::KeyError),
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -162,13 +150,22 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CollectorError> {
-    config.check()?;
-    secret_hygiene::check(&config)?;
-    let auth = Arc::new(auth::Auth::from_config(&config.api, config.api.listen)?);
+    run_reloadable(config, shutdown, reload::Reloads::none()).await
+}
+
+/// [`run`], applying what a [`reload::Reloader`] sends to `reloads` while
+/// it runs (the device registry, the API's tokens and users).
+pub async fn run_reloadable(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    reloads: reload::Reloads,
+) -> Result<(), CollectorError> {
+    config.check_for_start()?;
+    let auth = Arc::new(http::auth::Auth::from_config(&config.api, config.api.listen)?);
     if auth.is_open() {
         warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
     }
-    let signer = commands::CommandSigner::from_config(&config.commands)?;
+    let signer = ingest::commands::CommandSigner::from_config(&config.commands)?;
     if let Some(public) = signer.verify_key_base64() {
         // The public key is no secret: it is what agents are configured with.
         info!(verify_key = %public, "commands to devices are signed; agents need this [commands] verify_key");
@@ -235,7 +232,7 @@ pub async fn run(
     let trigger = ShutdownTrigger::new();
     let wake = Arc::new(Notify::new());
     let (verdict_tx, verdict_rx) = mpsc::channel(VERDICT_CAPACITY);
-    let gaps_task = tokio::spawn(gaps::run(
+    let gaps_task = tokio::spawn(ingest::gaps::run(
         inbox.clone(),
         config.gaps.resend_after(),
         config.gaps.old_epoch_hole_limit(),
@@ -250,7 +247,7 @@ pub async fn run(
             Ok(())
         })
         .await?;
-    let invoices = invoice::InvoiceNotifier::from_config(&config.erp, inbox.clone())?;
+    let invoices = delivery::invoice::InvoiceNotifier::from_config(&config.erp, inbox.clone())?;
     if invoices.is_some() {
         inbox
             .call(|i| {
@@ -271,8 +268,15 @@ pub async fn run(
     .with_limits(&config.security)
     .with_metrics(delivery.metrics());
 
-    let progress = Arc::new(mqtt::IngestProgress::new());
-    let api_state = api::ApiState {
+    let live = reload::Live {
+        registry: ingest.registry(),
+        auth: Arc::clone(&auth),
+        inbox: inbox.clone(),
+        listen: config.api.listen,
+    };
+    let reload_task = tokio::spawn(live.serve(reloads, trigger.subscribe()));
+    let progress = Arc::new(ingest::mqtt::IngestProgress::new());
+    let api_state = http::ApiState {
         inbox,
         wake: Arc::clone(&wake),
         delivery: Some(Arc::clone(&delivery)),
@@ -284,7 +288,7 @@ pub async fn run(
         // The peer address feeds the per-address login backoff.
         axum::serve(
             listener,
-            api::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
+            http::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { api_stop.wait().await })
         .await
@@ -293,7 +297,7 @@ pub async fn run(
     let mqtt_cfg = config.mqtt.clone();
     let mqtt_stop = trigger.subscribe();
     let mqtt_task = tokio::spawn(async move {
-        mqtt::run(&mqtt_cfg, ingest, verdict_rx, progress, signer, mqtt_stop).await
+        ingest::mqtt::run(&mqtt_cfg, ingest, verdict_rx, progress, signer, mqtt_stop).await
     });
 
     // The API task ends early only on a server error; report it then.
@@ -310,6 +314,7 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, delivery_task).await;
     let _ = tokio::time::timeout(grace, mqtt_task).await;
     let _ = tokio::time::timeout(grace, gaps_task).await;
+    let _ = tokio::time::timeout(grace, reload_task).await;
     if let Some(task) = invoice_task {
         let _ = tokio::time::timeout(grace, task).await;
     }

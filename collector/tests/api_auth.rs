@@ -11,9 +11,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dockline_collector::api::{self, ApiState};
-use dockline_collector::auth::{self, Auth, AuthConfigError, Role, TokenConfig, UserConfig};
-use dockline_collector::config::ApiConfig;
+use dockline_collector::http::{self as api, ApiState};
+use dockline_collector::http::auth::{self, Auth, AuthConfigError, Role, TokenConfig, UserConfig};
+use dockline_collector::http::ApiConfig;
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use reqwest::StatusCode;
 use tokio::sync::Notify;
@@ -327,7 +327,7 @@ async fn token_of(r: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn failed_logins_back_off_per_user_and_address_and_sessions_are_capped_per_user() {
-    use dockline_collector::login_limit::FREE_FAILURES;
+    use dockline_collector::http::login_limit::FREE_FAILURES;
     const ALICE: &str = "correct horse battery";
     const BOB: &str = "bob's own passphrase";
     let mut api = config(&auth::hash_password(ALICE).expect("hash"));
@@ -434,7 +434,7 @@ async fn failed_logins_back_off_per_user_and_address_and_sessions_are_capped_per
 /// guesses than a patient guesser.
 #[tokio::test]
 async fn concurrent_guesses_do_not_slip_past_the_backoff() {
-    use dockline_collector::login_limit::FREE_FAILURES;
+    use dockline_collector::http::login_limit::FREE_FAILURES;
     let api = config(&auth::hash_password("correct horse battery").expect("hash"));
     let server = serve(Auth::from_config(&api, loopback()).expect("auth")).await;
     let http = client_from("127.0.0.3");

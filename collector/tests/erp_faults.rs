@@ -18,9 +18,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use dockline_collector::api::{self, ApiState};
-use dockline_collector::backoff::FixedJitter;
-use dockline_collector::config::ErpConfig;
+use dockline_collector::http::{self as api, ApiState};
+use dockline_collector::delivery::backoff::FixedJitter;
+use dockline_collector::erp::ErpConfig;
 use dockline_collector::delivery::Delivery;
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::publication::Publication;
@@ -470,7 +470,7 @@ async fn permanent_422_dead_letters_blocks_the_lane_and_replays_once_after_a_fix
         inbox: h.inbox.clone(),
         wake: Arc::clone(&h.wake),
         delivery: Some(Arc::clone(&h.delivery)),
-        auth: Arc::new(dockline_collector::auth::Auth::open()),
+        auth: Arc::new(dockline_collector::http::auth::Auth::open()),
         ingest: None,
     });
     tokio::spawn(async move { axum::serve(api_listener, router).await });

@@ -9,6 +9,7 @@
 //! (validations, backorders, packages, attachments, line writes), so
 //! "exactly once" is asserted, not assumed.
 
+mod support;
 #[path = "support/lost_response.rs"]
 mod lost_response;
 #[path = "support/odoo_emulator.rs"]
@@ -18,16 +19,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dockline_collector::backoff::{Backoff, FixedJitter};
-use dockline_collector::config::{ErpConfig, ErpKind};
+use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
+use dockline_collector::erp::{ErpConfig, ErpKind};
 use dockline_collector::delivery::Delivery;
 use dockline_collector::erp::odoo::{Backorder, OdooAdapter, OdooConfig, OdooTransport};
-use dockline_collector::erp::{Attempt, ErpAdapter, ErpEvent};
+use dockline_collector::erp::{Attempt, ErpAdapter};
 use dockline_collector::inbox::{Inbox, InboxHandle};
-use dockline_collector::policy::{
-    self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy, RpcOutcome,
-    TransportError,
-};
+use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,
@@ -153,15 +152,7 @@ fn adapter_with(
 }
 
 async fn attempt(adapter: &OdooAdapter, env: &Envelope) -> Attempt {
-    let site = SiteId::new("dc-north").expect("site");
-    let event = env.business_event().expect("a business event");
-    adapter
-        .deliver(ErpEvent {
-            site: &site,
-            envelope: env,
-            event,
-        })
-        .await
+    support::attempt(adapter, "dc-north", env).await
 }
 
 /// What delivery would do with the attempt (the real policy).

@@ -16,6 +16,7 @@
 //!   shipment and an unknown reference; a cancelled shipment is refused;
 //! - a wrong password halts the endpoint; the probe reads the version.
 
+mod support;
 #[path = "support/lost_response.rs"]
 mod lost_response;
 #[path = "support/tryton_server.rs"]
@@ -24,17 +25,16 @@ mod tryton_server;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
-use dockline_collector::backoff::{Backoff, FixedJitter};
-use dockline_collector::config::{ErpConfig, TrytonConfig};
+use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::tryton::TrytonConfig;
 use dockline_collector::erp::tryton::TrytonAdapter;
-use dockline_collector::erp::{Attempt, ErpAdapter, ErpEvent};
-use dockline_collector::policy::{
-    self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy, RpcOutcome,
-    TransportError,
-};
+use dockline_collector::erp::{Attempt, ErpAdapter};
+use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
 use dockline_protocol::{
     BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority, ProofOfDelivery,
-    References, SiteId, TimeSource,
+    References, TimeSource,
 };
 use lost_response::LostResponseProxy;
 use tryton_server::{ADMIN_PASSWORD, DATABASE, TrytonServer};
@@ -109,15 +109,7 @@ fn adapter(addr: std::net::SocketAddr, user: &str, password: &str) -> TrytonAdap
 }
 
 async fn attempt(adapter: &TrytonAdapter, env: &Envelope) -> Attempt {
-    let site = SiteId::new("dc-north").expect("site");
-    let event = env.business_event().expect("a business event");
-    adapter
-        .deliver(ErpEvent {
-            site: &site,
-            envelope: env,
-            event,
-        })
-        .await
+    support::attempt(adapter, "dc-north", env).await
 }
 
 /// What delivery would do with the attempt (the real policy).

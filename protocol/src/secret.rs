@@ -54,6 +54,15 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Serialises as the secret itself (a typed config written back to TOML must
+/// load again); print a config only through a redacting view such as
+/// `config::redacted_toml`.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize(d).map(Secret)

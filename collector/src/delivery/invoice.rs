@@ -35,15 +35,17 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::backoff::{Jitter, RandomJitter};
-use crate::config::ErpConfig;
-use crate::delivery::{DeliveryError, policy_of};
+use crate::delivery::backoff::{Jitter, RandomJitter};
+use crate::erp::ErpConfig;
+use crate::delivery::policy_of;
+use crate::erp::ErpSetupError;
 use crate::erp::webhook::post_signed;
 use crate::inbox::{FollowupResult, InboxHandle};
 use crate::now_ms;
-use crate::policy::{self, Credentials, Decision, EndpointView, History, Policy};
+use crate::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use crate::erp::outcome::Credentials;
 use crate::shutdown::Shutdown;
-use crate::webhook::{WebhookOptions, WebhookSigner};
+use crate::erp::webhook::cloudevents::{WebhookOptions, WebhookSigner};
 
 /// The follow-up's kind, and its CloudEvents type after `io.dockline.`.
 pub const KIND: &str = "invoice.ready";
@@ -138,11 +140,11 @@ impl std::fmt::Debug for InvoiceNotifier {
 impl InvoiceNotifier {
     /// The notifier `[erp]` configures, or `None` when no
     /// `invoice_webhook_url` is set.
-    pub fn from_config(erp: &ErpConfig, inbox: InboxHandle) -> Result<Option<Self>, DeliveryError> {
+    pub fn from_config(erp: &ErpConfig, inbox: InboxHandle) -> Result<Option<Self>, ErpSetupError> {
         let Some(url) = &erp.invoice_webhook_url else {
             return Ok(None);
         };
-        let url = reqwest::Url::parse(url).map_err(|e| DeliveryError::Url {
+        let url = reqwest::Url::parse(url).map_err(|e| ErpSetupError::Url {
             url: url.clone(),
             problem: e.to_string(),
         })?;

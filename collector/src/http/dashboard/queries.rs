@@ -23,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::inbox::{DeviceHoles, LaneStatus};
-use crate::lane;
+use crate::delivery::lane;
 
 /// Most orders one list shows (newest activity first).
 pub const ORDER_LIMIT: usize = 500;
