@@ -3,7 +3,7 @@
 //! an operator can; passwords (argon2) log in to a session token; a
 //! cross-origin change is refused even with a valid token; the open
 //! (no credentials) mode answers only loopback host names and is refused on
-//! a network address; `/metrics` speaks Prometheus text; `/healthz` and
+//! a network address; `/metrics` speaks OpenMetrics text; `/healthz` and
 //! `/readyz` need nothing. Failed logins back off per user and per client
 //! address (429 + `Retry-After`), a user's sessions are capped without
 //! touching another user's, and token answers are `Cache-Control: no-store`.
@@ -199,10 +199,12 @@ async fn tokens_roles_passwords_and_csrf() {
         r.headers()["content-type"]
             .to_str()
             .expect("ct")
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text = r.text().await.expect("body");
     assert!(text.contains("# TYPE dockline_inbox_pending_events gauge"));
+    assert!(text.contains("\ndockline_inbox_pending_events 0\n"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(text.contains("dockline_inbox_pending_events 0"));
 
     // Password login: wrong password refused, right one gives a session token.

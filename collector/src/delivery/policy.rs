@@ -47,9 +47,10 @@
 //!   ERP's state first), never a fresh request.
 //! - Delays come from the [`Backoff`] and an injected [`Jitter`], so the
 //!   table test is deterministic; `Retry-After` is honoured in both RFC 9110
-//!   forms (delta-seconds and IMF-fixdate), against the `now` passed in.
+//!   forms (delta-seconds and an HTTP-date, read with `httpdate`), against the
+//!   `now` passed in.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::delivery::backoff::{Backoff, Jitter};
 use crate::erp::outcome::{
@@ -337,69 +338,25 @@ fn describe(resp: &Response) -> String {
 }
 
 /// Parses a `Retry-After` value (RFC 9110 §10.2.3): delta-seconds, or an
-/// HTTP-date in IMF-fixdate form, measured from `now`. A date in the past
-/// gives zero; anything else unreadable gives `None` (the backoff applies).
+/// HTTP-date in any of the three forms a recipient must accept
+/// (IMF-fixdate, RFC 850, asctime; `httpdate`), measured from `now`. A date
+/// in the past gives zero; anything else unreadable gives `None` (the
+/// backoff applies).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds is still "a very long time".
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let at = parse_imf_fixdate(value)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
-    Some(Duration::from_secs_f64((at as f64 - now).max(0.0)))
-}
-
-/// Parses `Sun, 06 Nov 1994 08:49:37 GMT` into Unix seconds.
-///
-/// Only IMF-fixdate, the form RFC 9110 requires senders to use; the obsolete
-/// RFC 850 and asctime forms give `None`. The weekday must be a day name but
-/// is not checked against the date (the date is what the sender meant).
-pub fn parse_imf_fixdate(text: &str) -> Option<i64> {
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let b = text.as_bytes();
-    if b.len() != 29 || !text.is_ascii() || &text[3..5] != ", " || &text[25..] != " GMT" {
-        return None;
-    }
-    if !DAYS.contains(&&text[..3]) || b[7] != b' ' || b[11] != b' ' || b[16] != b' ' {
-        return None;
-    }
-    if b[19] != b':' || b[22] != b':' {
-        return None;
-    }
-    let num = |s: &str| -> Option<u32> {
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse().ok()
-        } else {
-            None
-        }
-    };
-    let day = u8::try_from(num(&text[5..7])?).ok()?;
-    let month_index = MONTHS.iter().position(|m| *m == &text[8..11])?;
-    let month = time::Month::try_from(u8::try_from(month_index + 1).ok()?).ok()?;
-    let year = i32::try_from(num(&text[12..16])?).ok()?;
-    let hour = u8::try_from(num(&text[17..19])?).ok()?;
-    let minute = u8::try_from(num(&text[20..22])?).ok()?;
-    // RFC 9110 allows a leap second (60); count it as the next second.
-    let second = num(&text[23..25])?;
-    let leap = u32::from(second == 60);
-    let second = u8::try_from(second - leap).ok()?;
-    let date = time::Date::from_calendar_date(year, month, day).ok()?;
-    let clock = time::Time::from_hms(hour, minute, second).ok()?;
-    Some(
-        time::PrimitiveDateTime::new(date, clock)
-            .assume_utc()
-            .unix_timestamp()
-            + i64::from(leap),
-    )
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
+
     use crate::delivery::backoff::FixedJitter;
     use crate::erp::outcome::TransportError;
 
@@ -976,12 +933,18 @@ mod tests {
             Some(Duration::ZERO),
             "a past date means now"
         );
+        // The obsolete forms RFC 9110 still makes recipients accept.
+        for obsolete in ["Sunday, 06-Nov-94 08:50:37 GMT", "Sun Nov  6 08:50:37 1994"] {
+            assert_eq!(
+                parse_retry_after(obsolete, now),
+                Some(Duration::from_secs(60)),
+                "{obsolete:?}"
+            );
+        }
         for bad in [
             "",
             "-5",
             "1.5",
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
             "Sun, 06 Nov 1994 08:49:37 UTC",
             "Sun, 31 Nov 1994 08:49:37 GMT",
             "Sun, 06 Foo 1994 08:49:37 GMT",
@@ -991,21 +954,18 @@ mod tests {
         ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
-        assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT "), None);
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::ZERO)
+        );
         assert_eq!(
             parse_retry_after(" Sun, 06 Nov 1994 08:49:38 GMT ", now),
             Some(Duration::from_secs(1)),
             "surrounding whitespace is not part of the value"
         );
         assert_eq!(
-            parse_imf_fixdate("Sat, 31 Dec 2016 23:59:60 GMT"),
-            Some(1_483_228_800),
-            "a leap second reads as the next second"
-        );
-        assert_eq!(
-            parse_imf_fixdate("Tue, 29 Feb 2028 12:00:00 GMT"),
-            Some(1_835_438_400)
+            parse_retry_after("Tue, 29 Feb 2028 12:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::from_secs(1_835_438_400))
         );
     }
 }

@@ -39,7 +39,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -52,11 +51,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::http::ApiConfig;
+use crate::metrics::{Labels, labels};
 use crate::http::login_limit::{Blocked, LoginLimiter};
 
 /// What a caller may do.
@@ -213,13 +216,13 @@ pub enum LoginRefused {
     Blocked(Blocked),
 }
 
-/// Login counters, rendered into `/metrics`.
+/// Login counters, registered into `/metrics` ([`Auth::register_metrics`]).
 #[derive(Debug, Default)]
 struct LoginCounters {
-    failed: AtomicU64,
-    blocked_user: AtomicU64,
-    blocked_address: AtomicU64,
-    sessions_ended_by_cap: AtomicU64,
+    failed: Counter,
+    /// By `by`: `user` or `address`.
+    blocked: Family<Labels, Counter>,
+    sessions_ended_by_cap: Counter,
 }
 
 /// The credentials of `[api]` as one value: a reload replaces it whole.
@@ -581,11 +584,11 @@ impl Auth {
         let limiter = || self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         let backing_off = || {
             let blocked = limiter().check(tracked, from, Instant::now()).err()?;
-            let counter = match blocked {
-                Blocked::User(_) => &self.counters.blocked_user,
-                Blocked::Address(_) => &self.counters.blocked_address,
+            let by = match blocked {
+                Blocked::User(_) => "user",
+                Blocked::Address(_) => "address",
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            self.counters.blocked.get_or_create(&labels(&[("by", by)])).inc();
             Some(LoginRefused::Blocked(blocked))
         };
         // Before queueing for a password check, and again once it is this
@@ -610,7 +613,7 @@ impl Auth {
         // Recorded while still holding the permit, so the next in the queue
         // sees this failure.
         let Some(user) = user.filter(|_| ok) else {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.counters.failed.inc();
             limiter().failed(tracked, from, Instant::now());
             drop(permit);
             return Err(LoginRefused::Wrong);
@@ -644,9 +647,7 @@ impl Auth {
                 .map(|(k, _)| *k)
         {
             sessions.remove(&oldest);
-            self.counters
-                .sessions_ended_by_cap
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.sessions_ended_by_cap.inc();
         }
         sessions.insert(
             digest(&token),
@@ -659,26 +660,28 @@ impl Auth {
         Ok((token, caller))
     }
 
-    /// The login counters in Prometheus text format.
-    pub fn render_metrics(&self) -> String {
+    /// Registers the login counters in `registry` (shared, not copied).
+    pub fn register_metrics(&self, registry: &mut Registry) {
         let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# HELP dockline_login_failed_total Password logins refused for a wrong user name or password.\n\
-             # TYPE dockline_login_failed_total counter\n\
-             dockline_login_failed_total {}\n\
-             # HELP dockline_login_blocked_total Logins refused unchecked (429) while a user or client address backs off after failures.\n\
-             # TYPE dockline_login_blocked_total counter\n\
-             dockline_login_blocked_total{{by=\"user\"}} {}\n\
-             dockline_login_blocked_total{{by=\"address\"}} {}\n\
-             # HELP dockline_sessions_ended_by_cap_total Sessions ended because their user logged in more than {MAX_SESSIONS_PER_USER} times.\n\
-             # TYPE dockline_sessions_ended_by_cap_total counter\n\
-             dockline_sessions_ended_by_cap_total {}\n",
-            get(&c.failed),
-            get(&c.blocked_user),
-            get(&c.blocked_address),
-            get(&c.sessions_ended_by_cap),
-        )
+        // Both label values are always shown, zero until the first block.
+        for by in ["user", "address"] {
+            let _ = c.blocked.get_or_create(&labels(&[("by", by)]));
+        }
+        registry.register(
+            "dockline_login_failed",
+            "Password logins refused for a wrong user name or password",
+            c.failed.clone(),
+        );
+        registry.register(
+            "dockline_login_blocked",
+            "Logins refused unchecked (429) while a user or client address backs off after failures",
+            c.blocked.clone(),
+        );
+        registry.register(
+            "dockline_sessions_ended_by_cap",
+            format!("Sessions ended because their user logged in more than {MAX_SESSIONS_PER_USER} times"),
+            c.sessions_ended_by_cap.clone(),
+        );
     }
 
     /// Ends the session of `bearer` (a no-op for configured tokens).

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` while the process serves HTTP (liveness; no auth) |
 //! | GET | `/readyz` | `ready` when the inbox answers, delivery runs and MQTT ingest is not stalled (messages waiting, none handled for [`crate::ingest::mqtt::STALL_AFTER`]), else 503 naming what is not (no auth) |
-//! | GET | `/metrics` | Prometheus text format ([`crate::metrics`]) |
+//! | GET | `/metrics` | OpenMetrics text ([`metrics`]) |
 //! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::http::auth`]), `Cache-Control: no-store`; 429 with `Retry-After` while the user or client address backs off after failures ([`crate::http::login_limit`]) |
 //! | POST | `/v1/logout` | ends the session of the bearer token |
 //! | GET | `/v1/whoami` | the caller and its role |
@@ -31,6 +31,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod login_limit;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,7 +121,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::handler))
         .route("/v1/whoami", get(auth::whoami))
         .route("/v1/stats", get(stats))
         .route("/v1/endpoint", get(endpoint))
@@ -194,27 +195,6 @@ async fn readyz(State(api): State<ApiState>) -> Response {
         )
             .into_response(),
     }
-}
-
-/// Prometheus text format: the in-memory counters plus the inbox's levels.
-async fn metrics(State(api): State<ApiState>) -> Response {
-    let stats = match api.inbox.call(|i| i.stats()).await {
-        Ok(s) => s,
-        Err(e) => return inbox_failed("read stats for /metrics", &e),
-    };
-    let mut text = match &api.delivery {
-        Some(d) => d.metrics().render(&stats),
-        None => crate::metrics::Metrics::new("none").render(&stats),
-    };
-    text.push_str(&api.auth.render_metrics());
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 fn inbox_failed(what: &str, e: &InboxError) -> Response {
