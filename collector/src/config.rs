@@ -99,9 +99,8 @@ impl Config {
     /// (`secret`, `password…`, `token…`), the command signing key, and the
     /// password inside the PostgreSQL URL.
     pub fn effective_toml(&self) -> Result<String, String> {
-        let mut table = toml::Table::try_from(self).map_err(|e| {
-            format!("cannot print the effective config: {e}")
-        })?;
+        let mut table = toml::Table::try_from(self)
+            .map_err(|e| format!("cannot print the effective config: {e}"))?;
         if let Some(toml::Value::Table(commands)) = table.get_mut("commands")
             && let Some(key) = commands.get_mut("signing_key")
         {
@@ -221,7 +220,10 @@ mod tests {
             (cfg.erp.breaker_open_ms, cfg.erp.halt_recheck_ms),
             (defaults.breaker_open_ms, defaults.halt_recheck_ms)
         );
-        assert_eq!(cfg.security, crate::ingest::limits::SecurityConfig::default());
+        assert_eq!(
+            cfg.security,
+            crate::ingest::limits::SecurityConfig::default()
+        );
         assert_eq!(cfg.commands.ttl_secs, 300);
     }
 

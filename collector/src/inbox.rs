@@ -96,8 +96,8 @@ use dockline_protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::ingest::registry::DeviceConfig;
 use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::ingest::registry::DeviceConfig;
 pub use crate::store::InboxStore;
 use crate::watermark;
 

@@ -161,7 +161,10 @@ pub async fn run_reloadable(
     reloads: reload::Reloads,
 ) -> Result<(), CollectorError> {
     config.check_for_start()?;
-    let auth = Arc::new(http::auth::Auth::from_config(&config.api, config.api.listen)?);
+    let auth = Arc::new(http::auth::Auth::from_config(
+        &config.api,
+        config.api.listen,
+    )?);
     if auth.is_open() {
         warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
     }

@@ -27,9 +27,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dockline_collector::Config;
-use dockline_collector::reload::{self, LiveSections, Reloader};
 use dockline_collector::config::DEFAULT_CONFIG_PATH;
 use dockline_collector::delivery::dlq::{self, DlqError};
+use dockline_collector::reload::{self, LiveSections, Reloader};
 use dockline_protocol::config::Loaded;
 use dockline_protocol::logging::LogFormat;
 
@@ -504,7 +504,10 @@ fn log_applied(applied: &reload::Applied) {
         tracing::info!("reload: devices unchanged");
     } else {
         let list = |ids: &[dockline_protocol::DeviceId]| {
-            ids.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+            ids.iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         tracing::info!(added = %list(&d.added), removed = %list(&d.removed),
             moved = %list(&d.moved), allow_unknown_devices = ?d.allow_unknown,

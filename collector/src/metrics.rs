@@ -99,7 +99,12 @@ impl Collector for Backlogs {
             MetricType::Gauge,
             backlog
                 .iter()
-                .map(|b| (per_device(&b), ConstGauge::new(b.1.oldest_ms as f64 / 1000.0)))
+                .map(|b| {
+                    (
+                        per_device(&b),
+                        ConstGauge::new(b.1.oldest_ms as f64 / 1000.0),
+                    )
+                })
                 .collect(),
         )
     }

@@ -65,7 +65,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::ingest::registry::DeviceConfig;
+use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
 use crate::http::dashboard::queries::{
     self, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount, ExceptionRow,
     OrderCols, OrderRow, TimelineCols, TimelineEvent,
@@ -76,7 +76,7 @@ use crate::inbox::{
     NextPending, PARK_RECHECK_MS, Resolution, Stats, StoreOutcome, chosen_event, excerpt, from_sql,
     holes_above, last_error_of, ranges, to_sql,
 };
-use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::ingest::registry::DeviceConfig;
 use crate::store::InboxStore;
 use crate::watermark;
 

@@ -85,7 +85,9 @@ fn is_live(path: &str, old: &Table, new: &Table) -> bool {
     }
     let keys_of = |t: &Table| -> Vec<String> {
         match t.get(path) {
-            Some(toml::Value::Table(inner)) => inner.keys().map(|k| format!("{path}.{k}")).collect(),
+            Some(toml::Value::Table(inner)) => {
+                inner.keys().map(|k| format!("{path}.{k}")).collect()
+            }
             _ => Vec::new(),
         }
     };
@@ -281,8 +283,11 @@ mod tests {
 
     #[test]
     fn changed_paths_go_one_level_into_sections() {
-        let old = table("data_dir = \"a\"\n[erp]\nurl = \"x\"\nconcurrency = 4\n[gaps]\nresend_after_ms = 1\n");
-        let new = table("data_dir = \"a\"\n[erp]\nurl = \"y\"\nconcurrency = 4\n[mqtt]\nport = 1\n");
+        let old = table(
+            "data_dir = \"a\"\n[erp]\nurl = \"x\"\nconcurrency = 4\n[gaps]\nresend_after_ms = 1\n",
+        );
+        let new =
+            table("data_dir = \"a\"\n[erp]\nurl = \"y\"\nconcurrency = 4\n[mqtt]\nport = 1\n");
         assert_eq!(changed_paths(&old, &new), ["erp.url", "gaps", "mqtt"]);
     }
 
@@ -321,6 +326,9 @@ mod tests {
         );
         assert_eq!(running, expected);
         // The next reload of the same file names only what still differs.
-        assert_eq!(restart_needed(&running, &new), ["api.listen", "erp.url", "log.format"]);
+        assert_eq!(
+            restart_needed(&running, &new),
+            ["api.listen", "erp.url", "log.format"]
+        );
     }
 }

@@ -140,7 +140,10 @@ mod tests {
             assert!(err.problem.contains(part), "{part} missing: {err}");
         }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        assert!(check(&c.commands, &c.erp).is_err(), "group-readable refused too");
+        assert!(
+            check(&c.commands, &c.erp).is_err(),
+            "group-readable refused too"
+        );
         // A key given inline wins over the file, which is then not read.
         c.commands.signing_key = Some("set elsewhere".into());
         assert!(check(&c.commands, &c.erp).is_ok());

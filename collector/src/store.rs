@@ -18,7 +18,6 @@
 
 use dockline_protocol::{Batch, DeviceId, Outcome, SiteId, Status, Verdict};
 
-use crate::ingest::registry::DeviceConfig;
 use crate::http::dashboard::queries::{
     self, DeviceRow, EventVerdict, ExceptionKindCount, ExceptionRow, OrderRow, TimelineEvent,
 };
@@ -26,6 +25,7 @@ use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, Followup, FollowupResult, Inbox,
     InboxError, LaneStatus, NewDeadLetter, NextPending, Resolution, Stats, StoreOutcome,
 };
+use crate::ingest::registry::DeviceConfig;
 
 /// `[inbox]`: where the inbox lives.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

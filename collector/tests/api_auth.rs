@@ -11,9 +11,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dockline_collector::http::{self as api, ApiState};
-use dockline_collector::http::auth::{self, Auth, AuthConfigError, Role, TokenConfig, UserConfig};
 use dockline_collector::http::ApiConfig;
+use dockline_collector::http::auth::{self, Auth, AuthConfigError, Role, TokenConfig, UserConfig};
+use dockline_collector::http::{self as api, ApiState};
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use reqwest::StatusCode;
 use tokio::sync::Notify;
@@ -203,7 +203,10 @@ async fn tokens_roles_passwords_and_csrf() {
     );
     let text = r.text().await.expect("body");
     assert!(text.contains("# TYPE dockline_inbox_pending_events gauge"));
-    assert!(text.contains("\ndockline_inbox_pending_events 0\n"), "{text}");
+    assert!(
+        text.contains("\ndockline_inbox_pending_events 0\n"),
+        "{text}"
+    );
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(text.contains("dockline_inbox_pending_events 0"));
 

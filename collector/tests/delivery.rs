@@ -12,11 +12,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use dockline_collector::erp::ErpConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::webhook::cloudevents::SigningKey;
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::shutdown::ShutdownTrigger;
-use dockline_collector::erp::webhook::cloudevents::SigningKey;
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,
     Priority, Reading, References, Scan, SiteId, TimeSource, codec,

@@ -35,11 +35,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
+use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
 use dockline_collector::erp::epcis::{
     CaptureClient, CaptureConfig, CaptureError, CaptureFailure, Contents, ErrorBehaviour,
     ExportConfig, Exporter, ItemCount,
 };
-use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
 use dockline_collector::erp::outcome::{Credentials, FailureClass, TransportError};
 use dockline_protocol::{
     BusinessEvent, DeviceId, Envelope, EventDetail, EventId, ExceptionKind, Fix, FixMode, Payload,
@@ -1255,9 +1255,9 @@ fn urn(envelope: &Envelope) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_epcis_adapter_captures_every_event_once_through_the_delivery_path() -> Result<()> {
-    use dockline_collector::erp::{ErpConfig, ErpKind};
     use dockline_collector::delivery::Delivery;
     use dockline_collector::erp::epcis::EpcisOptions;
+    use dockline_collector::erp::{ErpConfig, ErpKind};
     use dockline_collector::inbox::{Inbox, InboxHandle};
     use dockline_collector::shutdown::ShutdownTrigger;
     use dockline_protocol::{Ack, Outcome, SiteId, codec};

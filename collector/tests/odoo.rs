@@ -9,24 +9,24 @@
 //! (validations, backorders, packages, attachments, line writes), so
 //! "exactly once" is asserted, not assumed.
 
-mod support;
 #[path = "support/lost_response.rs"]
 mod lost_response;
 #[path = "support/odoo_emulator.rs"]
 mod odoo_emulator;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
-use dockline_collector::erp::{ErpConfig, ErpKind};
 use dockline_collector::delivery::Delivery;
-use dockline_collector::erp::odoo::{Backorder, OdooAdapter, OdooConfig, OdooTransport};
-use dockline_collector::erp::{Attempt, ErpAdapter};
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
 use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use dockline_collector::erp::odoo::{Backorder, OdooAdapter, OdooConfig, OdooTransport};
 use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
+use dockline_collector::erp::{Attempt, ErpAdapter};
+use dockline_collector::erp::{ErpConfig, ErpKind};
+use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,

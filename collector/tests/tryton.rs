@@ -16,9 +16,9 @@
 //!   shipment and an unknown reference; a cancelled shipment is refused;
 //! - a wrong password halts the endpoint; the probe reads the version.
 
-mod support;
 #[path = "support/lost_response.rs"]
 mod lost_response;
+mod support;
 #[path = "support/tryton_server.rs"]
 mod tryton_server;
 
@@ -26,12 +26,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
-use dockline_collector::erp::ErpConfig;
-use dockline_collector::erp::tryton::TrytonConfig;
-use dockline_collector::erp::tryton::TrytonAdapter;
-use dockline_collector::erp::{Attempt, ErpAdapter};
 use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use dockline_collector::erp::ErpConfig;
 use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
+use dockline_collector::erp::tryton::TrytonAdapter;
+use dockline_collector::erp::tryton::TrytonConfig;
+use dockline_collector::erp::{Attempt, ErpAdapter};
 use dockline_protocol::{
     BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority, ProofOfDelivery,
     References, TimeSource,

@@ -42,12 +42,12 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use dockline_collector::erp::ErpConfig;
 use dockline_collector::delivery::Delivery;
-use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::delivery::invoice::InvoiceNotifier;
-use dockline_collector::shutdown::ShutdownTrigger;
+use dockline_collector::erp::ErpConfig;
 use dockline_collector::erp::webhook::cloudevents::WebhookOptions;
+use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, ExceptionKind, Payload,
     Priority, ProofOfDelivery, References, SiteId, TimeSource, Weight, WeightUnit,

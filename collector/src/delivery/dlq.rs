@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use dockline_protocol::SiteId;
 use serde_json::{Value, json};
 
-use crate::inbox::{DeadLetter, DeadLetterSummary, InboxError, InboxStore, Resolution};
 use crate::erp::webhook::cloudevents;
+use crate::inbox::{DeadLetter, DeadLetterSummary, InboxError, InboxStore, Resolution};
 
 /// Most dead letters listed at once.
 pub const LIST_LIMIT: usize = 1000;

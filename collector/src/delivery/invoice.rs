@@ -36,16 +36,16 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::delivery::backoff::{Jitter, RandomJitter};
-use crate::erp::ErpConfig;
+use crate::delivery::policy::{self, Decision, EndpointView, History, Policy};
 use crate::delivery::policy_of;
+use crate::erp::ErpConfig;
 use crate::erp::ErpSetupError;
+use crate::erp::outcome::Credentials;
+use crate::erp::webhook::cloudevents::{WebhookOptions, WebhookSigner};
 use crate::erp::webhook::post_signed;
 use crate::inbox::{FollowupResult, InboxHandle};
 use crate::now_ms;
-use crate::delivery::policy::{self, Decision, EndpointView, History, Policy};
-use crate::erp::outcome::Credentials;
 use crate::shutdown::Shutdown;
-use crate::erp::webhook::cloudevents::{WebhookOptions, WebhookSigner};
 
 /// The follow-up's kind, and its CloudEvents type after `io.dockline.`.
 pub const KIND: &str = "invoice.ready";

@@ -71,8 +71,11 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::delivery::backoff::{Backoff, Jitter, RandomJitter};
-use crate::delivery::breaker::{Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind};
+use crate::delivery::breaker::{
+    Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind,
+};
 use crate::erp::ErpConfig;
+use crate::erp::outcome::{AttemptOutcome, FailureClass};
 use crate::erp::{self, Attempt, ErpAdapter, ErpEvent, ErpSetupError};
 use crate::inbox::{
     AttemptLog, InboxError, InboxHandle, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
@@ -80,10 +83,9 @@ use crate::inbox::{
 };
 use crate::metrics::Metrics;
 use crate::now_ms;
-use policy::{Decision, EndpointView, History, Policy};
-use crate::erp::outcome::{AttemptOutcome, FailureClass};
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
+use policy::{Decision, EndpointView, History, Policy};
 /// How often the scheduler re-reads the inbox without being woken.
 const RESCAN: Duration = Duration::from_secs(5);
 /// Shortest sleep between two looks at the due lanes, so a lane that stays

@@ -54,8 +54,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::delivery::backoff::{Backoff, Jitter};
 use crate::erp::outcome::{
-    AttemptOutcome, BodyClass, Credentials, FailureClass, Response, RpcOutcome,
-    document_from_body,
+    AttemptOutcome, BodyClass, Credentials, FailureClass, Response, RpcOutcome, document_from_body,
 };
 
 /// The event's delivery history so far.

@@ -169,7 +169,6 @@ impl std::fmt::Debug for ErpConfig {
     }
 }
 
-
 impl ErpConfig {
     /// A webhook endpoint with the defaults for everything but the URL and
     /// the secret.
@@ -276,11 +275,9 @@ impl ErpConfig {
                     key: "erp.secret",
                     problem: e.to_string(),
                 })?;
-                WebhookSigner::new(&self.secret, &self.webhook).map_err(|e| {
-                    ConfigCheckError {
-                        key: "erp.webhook.previous_secrets",
-                        problem: e.to_string(),
-                    }
+                WebhookSigner::new(&self.secret, &self.webhook).map_err(|e| ConfigCheckError {
+                    key: "erp.webhook.previous_secrets",
+                    problem: e.to_string(),
                 })?;
                 self.webhook
                     .check_batch()

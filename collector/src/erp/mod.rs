@@ -36,9 +36,9 @@ use std::pin::Pin;
 
 use dockline_protocol::{BusinessEvent, Envelope, SiteId};
 
-pub use config::{ErpConfig, ErpKind};
 use crate::erp::outcome::{AttemptOutcome, Credentials, TransportError};
 use crate::erp::webhook::cloudevents::SecretError;
+pub use config::{ErpConfig, ErpKind};
 
 /// An ERP adapter (or the invoice follow-up client) could not be set up
 /// from `[erp]`.

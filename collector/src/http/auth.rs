@@ -49,18 +49,18 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::http::ApiConfig;
-use crate::metrics::{Labels, labels};
 use crate::http::login_limit::{Blocked, LoginLimiter};
+use crate::metrics::{Labels, labels};
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -266,12 +266,23 @@ impl Credentials {
     /// What replacing `self` with `next` changes (sessions not counted).
     fn changes_to(&self, next: &Credentials) -> CredentialChange {
         let token_ids = |c: &Credentials| -> Vec<(String, Role, Digest32)> {
-            c.tokens.iter().map(|t| (t.name.clone(), t.role, t.digest)).collect()
+            c.tokens
+                .iter()
+                .map(|t| (t.name.clone(), t.role, t.digest))
+                .collect()
         };
         let (old_t, new_t) = (token_ids(self), token_ids(next));
         let mut change = CredentialChange {
-            tokens_added: new_t.iter().filter(|t| !old_t.contains(t)).map(|t| t.0.clone()).collect(),
-            tokens_removed: old_t.iter().filter(|t| !new_t.contains(t)).map(|t| t.0.clone()).collect(),
+            tokens_added: new_t
+                .iter()
+                .filter(|t| !old_t.contains(t))
+                .map(|t| t.0.clone())
+                .collect(),
+            tokens_removed: old_t
+                .iter()
+                .filter(|t| !new_t.contains(t))
+                .map(|t| t.0.clone())
+                .collect(),
             ..CredentialChange::default()
         };
         for u in &next.users {
@@ -588,7 +599,10 @@ impl Auth {
                 Blocked::User(_) => "user",
                 Blocked::Address(_) => "address",
             };
-            self.counters.blocked.get_or_create(&labels(&[("by", by)])).inc();
+            self.counters
+                .blocked
+                .get_or_create(&labels(&[("by", by)]))
+                .inc();
             Some(LoginRefused::Blocked(blocked))
         };
         // Before queueing for a password check, and again once it is this

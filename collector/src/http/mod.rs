@@ -46,10 +46,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{error, info};
 
-use auth::Auth;
 use crate::delivery::Delivery;
 use crate::delivery::dlq::{self, DlqError};
 use crate::inbox::{InboxError, InboxHandle};
+use auth::Auth;
 
 /// `[api]`: the HTTP API.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -74,7 +74,6 @@ pub struct ApiConfig {
 fn default_session_ttl_secs() -> u64 {
     12 * 3600
 }
-
 
 impl Default for ApiConfig {
     fn default() -> Self {

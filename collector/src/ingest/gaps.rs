@@ -41,8 +41,8 @@ use dockline_protocol::{DeviceId, SiteId};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-use crate::ingest::commands::CommandSigner;
 use crate::inbox::{DeviceHoles, InboxError, InboxHandle};
+use crate::ingest::commands::CommandSigner;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
 use crate::store::InboxStore;

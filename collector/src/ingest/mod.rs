@@ -38,9 +38,9 @@ use dockline_protocol::{
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::ingest::registry::{DeviceConfig, DeviceRegistry, DeviceSet};
 use crate::inbox::{InboxError, InboxHandle};
 use crate::ingest::limits::{DeviceRateLimiter, SecurityConfig};
+use crate::ingest::registry::{DeviceConfig, DeviceRegistry, DeviceSet};
 use crate::publication::Publication;
 
 /// Most verdicts re-sent in answer to one birth or heartbeat; the agent asks

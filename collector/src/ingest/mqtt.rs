@@ -55,12 +55,12 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::config_error::ConfigCheckError;
 use crate::delivery::backoff::Backoff;
-use crate::ingest::commands::CommandSigner;
 use crate::ingest::Ingest;
+use crate::ingest::commands::CommandSigner;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
-use crate::config_error::ConfigCheckError;
 
 /// `[mqtt]`: the broker connection.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -97,7 +97,6 @@ pub struct MqttConfig {
     #[serde(default)]
     pub shared_group: Option<String>,
 }
-
 
 impl Default for MqttConfig {
     fn default() -> Self {

@@ -148,8 +148,14 @@ mod tests {
     #[test]
     fn admits_listed_devices_from_their_own_site_only() {
         let set = DeviceSet::new(&[dev("hh-01", "dc-north")], false);
-        let (hh01, hh02) = (DeviceId::new("hh-01").expect("id"), DeviceId::new("hh-02").expect("id"));
-        let (north, south) = (SiteId::new("dc-north").expect("site"), SiteId::new("dc-south").expect("site"));
+        let (hh01, hh02) = (
+            DeviceId::new("hh-01").expect("id"),
+            DeviceId::new("hh-02").expect("id"),
+        );
+        let (north, south) = (
+            SiteId::new("dc-north").expect("site"),
+            SiteId::new("dc-south").expect("site"),
+        );
         assert!(set.admits(&hh01, &north));
         assert!(!set.admits(&hh01, &south), "another site's topic");
         assert!(!set.admits(&hh02, &north), "not listed");
@@ -159,8 +165,22 @@ mod tests {
 
     #[test]
     fn changes_name_added_removed_and_moved_devices() {
-        let old = DeviceSet::new(&[dev("hh-01", "dc-north"), dev("hh-02", "dc-north"), dev("hh-03", "dc-north")], false);
-        let new = DeviceSet::new(&[dev("hh-03", "dc-south"), dev("hh-01", "dc-north"), dev("hh-09", "dc-north")], true);
+        let old = DeviceSet::new(
+            &[
+                dev("hh-01", "dc-north"),
+                dev("hh-02", "dc-north"),
+                dev("hh-03", "dc-north"),
+            ],
+            false,
+        );
+        let new = DeviceSet::new(
+            &[
+                dev("hh-03", "dc-south"),
+                dev("hh-01", "dc-north"),
+                dev("hh-09", "dc-north"),
+            ],
+            true,
+        );
         let change = old.changes_to(&new);
         assert_eq!(change.added, ids(&["hh-09"]));
         assert_eq!(change.removed, ids(&["hh-02"]));
@@ -171,13 +191,22 @@ mod tests {
 
     #[test]
     fn replace_puts_the_new_set_in_force_for_every_holder() {
-        let registry = Arc::new(DeviceRegistry::new(DeviceSet::new(&[dev("hh-01", "dc-north")], false)));
-        let (hh01, hh02) = (DeviceId::new("hh-01").expect("id"), DeviceId::new("hh-02").expect("id"));
+        let registry = Arc::new(DeviceRegistry::new(DeviceSet::new(
+            &[dev("hh-01", "dc-north")],
+            false,
+        )));
+        let (hh01, hh02) = (
+            DeviceId::new("hh-01").expect("id"),
+            DeviceId::new("hh-02").expect("id"),
+        );
         let north = SiteId::new("dc-north").expect("site");
         let held = Arc::clone(&registry);
         assert!(!held.current().admits(&hh02, &north));
         let change = registry.replace(DeviceSet::new(&[dev("hh-02", "dc-north")], false));
-        assert_eq!((change.added, change.removed), (ids(&["hh-02"]), ids(&["hh-01"])));
+        assert_eq!(
+            (change.added, change.removed),
+            (ids(&["hh-02"]), ids(&["hh-01"]))
+        );
         assert!(held.current().admits(&hh02, &north));
         assert!(!held.current().admits(&hh01, &north));
     }

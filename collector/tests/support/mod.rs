@@ -176,3 +176,92 @@ pub fn seed(inbox: &mut Inbox, events: Vec<Envelope>) {
         .store_batch(&site(), &batch(first_held, events), 0)
         .expect("store the batch");
 }
+
+/// The collector binary of this build.
+pub const BIN: &str = env!("CARGO_BIN_EXE_dockline-collector");
+
+/// A child process killed (and reaped) when the test ends, pass or fail.
+#[derive(Debug)]
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (a broker or ERP that is "down").
+pub fn dead_port() -> u16 {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    free.local_addr().expect("addr").port()
+}
+
+/// Waits for `{data_dir}/api.addr`, the sign the collector is up.
+pub fn wait_api_addr(data: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(data.join("api.addr"))
+            && !a.is_empty()
+        {
+            return a;
+        }
+        assert!(std::time::Instant::now() < deadline, "api.addr not written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends signal `name` (`HUP`, `TERM`, …) to `child`.
+pub fn signal(child: &std::process::Child, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{name} failed");
+}
+
+/// A child's stderr, line by line, read on a thread so the child never
+/// blocks on a full pipe.
+#[derive(Debug)]
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    /// Reads `running`'s piped stderr from now on.
+    pub fn of(running: &mut Running) -> Self {
+        use std::io::BufRead;
+        let stderr = running.0.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (20 s at most) for a line holding every one of `needles`;
+    /// returns it. Panics with every line seen otherwise.
+    pub fn wait(&mut self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if needles.iter().all(|n| line.contains(n)) {
+                    return line;
+                }
+            }
+        }
+        panic!("no line with {needles:?} in:\n{}", self.seen.join("\n"));
+    }
+}

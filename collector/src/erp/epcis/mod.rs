@@ -669,7 +669,7 @@ mod tests {
     #[test]
     fn an_epcis_site_is_configured_in_erp_epcis() {
         use crate::config::Config;
-use crate::erp::ErpKind;
+        use crate::erp::ErpKind;
         let text = "[erp]\nkind = \"epcis\"\nurl = \"https://epcis.example.com/epcis/\"\n[erp.epcis]\nprivate_base = \"https://wms.example.com/id/\"\nsite = \"BRU1\"\nsite_gln = \"4012345000016\"\nauthorization = \"Bearer t0k3n\"\n";
         let cfg: Config = toml::from_str(text).expect("parses");
         assert_eq!(cfg.erp.kind, ErpKind::Epcis);

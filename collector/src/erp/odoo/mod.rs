@@ -606,7 +606,11 @@ impl OdooAdapter {
         if !found.is_empty() {
             return Ok(false);
         }
-        let body = crate::erp::webhook::cloudevents::cloudevent_body(event.site, event.envelope, event.event);
+        let body = crate::erp::webhook::cloudevents::cloudevent_body(
+            event.site,
+            event.envelope,
+            event.event,
+        );
         self.create(
             ATTACHMENT,
             json!({

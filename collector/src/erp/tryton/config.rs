@@ -45,4 +45,3 @@ impl std::fmt::Debug for TrytonConfig {
 fn default_tryton_language() -> String {
     "en".into()
 }
-

@@ -59,10 +59,10 @@ use tracing::{debug, info};
 use self::rpc::{Answer, ErrorKind};
 use self::workflow::{Button, Goal, Shipment, ShipmentState, Step};
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
-pub use config::TrytonConfig;
 use crate::erp::ErpConfig;
 use crate::erp::ErpSetupError;
 use crate::erp::outcome::{AttemptOutcome, Credentials, Response, RpcOutcome};
+pub use config::TrytonConfig;
 
 /// The model the adapter drives.
 const SHIPMENT: &str = "stock.shipment.out";
@@ -342,7 +342,11 @@ impl TrytonAdapter {
         if found.as_array().is_some_and(|a| !a.is_empty()) {
             return Ok(());
         }
-        let body = crate::erp::webhook::cloudevents::cloudevent_body(event.site, event.envelope, event.event);
+        let body = crate::erp::webhook::cloudevents::cloudevent_body(
+            event.site,
+            event.envelope,
+            event.event,
+        );
         let description = match &event.event.detail {
             dockline_protocol::EventDetail::Delivered(pod) => format!(
                 "Proof of delivery: received by {}, {} pieces (dockline event {} from {})",

@@ -35,10 +35,10 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::warn;
 
-use crate::erp::Attempt;
-use super::{BATCH_CONTENT_TYPE, Target};
-use crate::erp::outcome::{AttemptOutcome, BodyClass, TransportError};
 use super::cloudevents;
+use super::{BATCH_CONTENT_TYPE, Target};
+use crate::erp::Attempt;
+use crate::erp::outcome::{AttemptOutcome, BodyClass, TransportError};
 
 /// One event waiting for a batch.
 struct Queued {

@@ -22,11 +22,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info};
 
-use batch::Batcher;
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
 use crate::erp::ErpConfig;
 use crate::erp::ErpSetupError;
 use crate::erp::outcome::{AttemptOutcome, Credentials, Response};
+use batch::Batcher;
 use cloudevents::WebhookSigner;
 
 /// The content type of one structured-mode CloudEvent.

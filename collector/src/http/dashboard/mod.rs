@@ -45,8 +45,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::error;
 
-use crate::http::ApiState;
 use crate::delivery::dlq;
+use crate::http::ApiState;
 use crate::inbox::{DeadLetterSummary, InboxError};
 
 /// The pages: path segment and title.
