@@ -2198,7 +2198,8 @@ fn queue_invoice(
     let Ok(envelope) = codec::decode::<Envelope>(&bytes) else {
         return Ok(());
     };
-    let Some(ready) = crate::delivery::invoice::InvoiceReady::of(&site, &envelope, document) else {
+    let Some(ready) = crate::delivery::invoice_ready::InvoiceReady::of(&site, &envelope, document)
+    else {
         return Ok(());
     };
     tx.execute(
@@ -2207,7 +2208,7 @@ fn queue_invoice(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
         params![
             ready.id,
-            crate::delivery::invoice::KIND,
+            crate::delivery::invoice_ready::KIND,
             device.as_str(),
             epoch,
             seq,

@@ -1833,7 +1833,7 @@ impl InboxStore for PgInbox {
                     (r.get(0), r.get(1), r.get(2));
                 let ready = if kind == "delivered" {
                     codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
-                        crate::delivery::invoice::InvoiceReady::of(&site, &env, document.unwrap_or_default())
+                        crate::delivery::invoice_ready::InvoiceReady::of(&site, &env, document.unwrap_or_default())
                     })
                 } else {
                     None
@@ -1846,7 +1846,7 @@ impl InboxStore for PgInbox {
                          ON CONFLICT DO NOTHING",
                         &[
                             &ready.id,
-                            &crate::delivery::invoice::KIND,
+                            &crate::delivery::invoice_ready::KIND,
                             &dev,
                             &ep,
                             &sq,
