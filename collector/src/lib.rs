@@ -3,48 +3,61 @@
 //! It subscribes to every device's `events` and `status` topics, stores each
 //! batch in an inbox that drops duplicates (SQLite, or PostgreSQL shared by
 //! several collectors), acks the batch only after
-//! the commit, delivers each business event to the ERP (a signed webhook or
-//! Tryton, see [`erp`]) until the ERP gives a verdict, and sends that verdict back to the device. An
+//! the commit, delivers each business event to the ERP (a signed webhook,
+//! Tryton, Odoo or an EPCIS repository, see [`erp`]) until the ERP gives a
+//! verdict, and sends that verdict back to the device. An
 //! event the ERP refuses (or that cannot be delivered for a reason on our
 //! side) becomes a dead letter that blocks its device's lane until an
 //! operator replays or discards it.
 //!
-//! # Modules
+//! # Layout: capability folders
 //!
-//! - [`config`]: the TOML configuration.
-//! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats);
-//!   [`store`]: the trait every inbox backend implements, and `[inbox]`;
-//!   [`pg_inbox`]: the PostgreSQL inbox several collectors share (lane
-//!   claims with a lease, per-device watermark locks).
-//! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
-//! - [`lane`]: the business lanes (key, stages, when an event may go; pure);
-//!   [`delivery`]: one task per lane, retries; [`erp`]: the adapters behind
-//!   one trait (signed webhook, Tryton); [`webhook`]: CloudEvents + signature.
-//! - [`policy`]: what each ERP answer means (pure, table-tested);
-//!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
-//!   retry schedule and its jitter source.
-//! - [`invoice`]: the `invoice.ready` follow-up webhook after a booked
-//!   proof of delivery.
-//! - [`dlq`]: dead letters for people (list, show, replay, discard).
-//! - [`epcis`]: EPCIS 2.0 JSON-LD export and a capture client, which the
-//!   `epcis` adapter ([`erp::epcis`]) delivers through.
-//! - [`gaps`]: the gap audit: holes in a device's sequence get a resend
-//!   request on its `cmd` topic; [`commands`] stamps commands with an
-//!   expiry and signs them (Ed25519).
-//! - [`limits`]: payload size and per-device rate limits on ingest.
-//! - [`secret_hygiene`]: refuses a signing key file others can read and the
-//!   example config's webhook secret.
-//! - [`mqtt`]: the broker connection.
-//! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP;
-//!   [`auth`]: who may use it; [`login_limit`]: backoff after failed logins;
-//!   [`dashboard`]: the pages for people (devices, orders, stuck work,
-//!   exceptions, dead letters) and the JSON they read.
+//! Imports run one way between the folders: `http → delivery → erp`, and
+//! `ingest`/`delivery → inbox → protocol`; [`config`] composes every
+//! module's own section and is imported by `lib`/`main` alone.
+//!
+//! - [`ingest`]: topic + bytes → inbox + ack, without MQTT;
+//!   [`ingest::mqtt`] the broker connection (and `[mqtt]`);
+//!   [`ingest::registry`] the devices allowed to send (`[[devices]]`,
+//!   replaced live on reload); [`ingest::limits`] payload size and
+//!   per-device rate limits (`[security]`); [`ingest::gaps`] the gap audit
+//!   (`[gaps]`): holes get a resend request; [`ingest::commands`] stamps
+//!   commands with an expiry and signs them (`[commands]`).
+//! - [`inbox`], [`store`], [`pg_inbox`], [`watermark`]: the inbox (SQLite,
+//!   or PostgreSQL shared by several collectors): dedup, watermarks,
+//!   delivery state, stats; `[inbox]`.
+//! - [`delivery`]: one task per business lane, retries, verdicts;
+//!   [`delivery::lane`] which event of a lane may go (pure);
+//!   [`delivery::policy`] what each ERP answer means (pure);
+//!   [`delivery::breaker`] the endpoint's circuit breaker (pure);
+//!   [`delivery::backoff`] the retry schedule; [`delivery::invoice`] the
+//!   `invoice.ready` follow-up ([`delivery::invoice_ready`] its body);
+//!   [`delivery::dlq`] dead letters for people.
+//! - [`erp`]: the adapters behind one trait and `[erp]`
+//!   ([`erp::ErpConfig`]); [`erp::outcome`] the words an adapter reports an
+//!   attempt in; [`erp::webhook`] (CloudEvents body and Standard Webhooks
+//!   signature in [`erp::webhook::cloudevents`], batches in
+//!   [`erp::webhook::batch`]), [`erp::tryton`], [`erp::odoo`],
+//!   [`erp::epcis`] (export, GS1 identifiers, capture client).
+//! - [`http`]: health, stats, lanes, endpoint state and dead letters over
+//!   HTTP (`[api]`); [`http::auth`] who may use it; [`http::login_limit`]
+//!   backoff after failed logins; [`http::metrics`] `GET /metrics`;
+//!   [`http::dashboard`] the pages for people.
+//! - Below them all: [`metrics`] (the counters ingest and delivery keep),
+//!   [`publication`] (what goes out on MQTT), [`shutdown`],
+//!   [`config_error`] (the refusal every section's check gives).
+//! - Around them: [`config`] (the TOML config, composed),
+//!   [`reload`] (what SIGHUP applies live), [`secret_hygiene`] (refuses a
+//!   signing key others can read and the example webhook secret), [`certs`]
+//!   (the mutual-TLS certificates).
 //!
 //! # Lifecycle
 //!
 //! [`run`] checks the config, opens the inbox, binds the API (writing the
 //! bound address to `{data_dir}/api.addr`), then runs the API, delivery and
-//! MQTT tasks until `shutdown` completes. Only start-up problems return an
+//! MQTT tasks until `shutdown` completes; [`run_reloadable`] also applies
+//! what a [`reload::Reloader`] sends (the device registry, the API's tokens
+//! and users) while it runs. Only start-up problems return an
 //! error; a lost broker or ERP is retried forever, and bad input is logged and
 //! dropped.
 

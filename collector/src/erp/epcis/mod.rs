@@ -31,12 +31,12 @@
 //! | answer | policy input | decision |
 //! |---|---|---|
 //! | job ended, stored | [`RpcOutcome::Applied`] | booked |
-//! | `GET /events/{eventID}` 200, or a 409 / duplicate error in the job | [`RpcOutcome::AlreadyThere`], or a 409 [`Response`] | booked, duplicate |
+//! | `GET /events/{eventID}` 200, or a 409 / duplicate error in the job | [`RpcOutcome::AlreadyThere`], or a 409 [`Response`](crate::erp::outcome::Response) | booked, duplicate |
 //! | job ended with errors (`ValidationException`, …) | [`RpcOutcome::Refused`] | dead letter, the device is told |
-//! | 400, 422, other 4xx on capture | [`Response`] | dead letter, the device is told |
-//! | 401 / 403 / 404 / 406 / 415 | [`Response`] | the endpoint halts (or 413/415: dead letter, our side) |
-//! | 429, 503 | [`Response`] | every lane pauses for `Retry-After` |
-//! | 5xx, timeouts, resets | [`Response`] / transport | retried, same eventID |
+//! | 400, 422, other 4xx on capture | [`Response`](crate::erp::outcome::Response) | dead letter, the device is told |
+//! | 401 / 403 / 404 / 406 / 415 | [`Response`](crate::erp::outcome::Response) | the endpoint halts (or 413/415: dead letter, our side) |
+//! | 429, 503 | [`Response`](crate::erp::outcome::Response) | every lane pauses for `Retry-After` |
+//! | 5xx, timeouts, resets | [`Response`](crate::erp::outcome::Response) / transport | retried, same eventID |
 //! | job still running after `job_wait_ms` | [`RpcOutcome::Fault`] | retried: the next attempt reads the job again |
 //! | the event cannot be expressed in EPCIS (a bad SSCC check digit) | [`RpcOutcome::Refused`] | dead letter with the export error |
 //!
