@@ -31,21 +31,21 @@
 //!   [`delivery::policy`] what each ERP answer means (pure);
 //!   [`delivery::breaker`] the endpoint's circuit breaker (pure);
 //!   [`delivery::backoff`] the retry schedule; [`delivery::invoice`] the
-//!   `invoice.ready` follow-up ([`delivery::invoice_ready`] its body);
+//!   `invoice.ready` follow-up (`delivery::invoice_ready` its body);
 //!   [`delivery::dlq`] dead letters for people.
 //! - [`erp`]: the adapters behind one trait and `[erp]`
 //!   ([`erp::ErpConfig`]); [`erp::outcome`] the words an adapter reports an
 //!   attempt in; [`erp::webhook`] (CloudEvents body and Standard Webhooks
 //!   signature in [`erp::webhook::cloudevents`], batches in
-//!   [`erp::webhook::batch`]), [`erp::tryton`], [`erp::odoo`],
+//!   `erp::webhook::batch`), [`erp::tryton`], [`erp::odoo`],
 //!   [`erp::epcis`] (export, GS1 identifiers, capture client).
 //! - [`http`]: health, stats, lanes, endpoint state and dead letters over
 //!   HTTP (`[api]`); [`http::auth`] who may use it; [`http::login_limit`]
-//!   backoff after failed logins; [`http::metrics`] `GET /metrics`;
-//!   [`http::dashboard`] the pages for people.
+//!   backoff after failed logins; `http::metrics` `GET /metrics`;
+//!   `http::dashboard` the pages for people.
 //! - Below them all: [`metrics`] (the counters ingest and delivery keep),
 //!   [`publication`] (what goes out on MQTT), [`shutdown`],
-//!   [`config_error`] (the refusal every section's check gives).
+//!   `config_error` (the refusal every section's check gives).
 //! - Around them: [`config`] (the TOML config, composed),
 //!   [`reload`] (what SIGHUP applies live), [`secret_hygiene`] (refuses a
 //!   signing key others can read and the example webhook secret), [`certs`]
@@ -63,7 +63,7 @@
 
 pub mod certs;
 pub mod config;
-pub mod config_error;
+mod config_error;
 pub mod delivery;
 pub mod erp;
 pub mod http;

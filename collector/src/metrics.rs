@@ -2,7 +2,7 @@
 //! received per site, ERP outcomes per site and adapter, ERP response
 //! classes, the delivery latency histogram, and the backlog each device
 //! reported in its latest heartbeat. Ingest and delivery feed them; the
-//! HTTP layer's `GET /metrics` ([`crate::http::metrics`]) registers them
+//! HTTP layer's `GET /metrics` (`http/metrics.rs`) registers them
 //! beside the inbox's levels and encodes the lot. This module sits below
 //! both: it imports neither.
 //!

@@ -58,7 +58,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod dlq;
 pub mod invoice;
-pub mod invoice_ready;
+pub(crate) mod invoice_ready;
 pub mod lane;
 pub mod policy;
 

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` while the process serves HTTP (liveness; no auth) |
 //! | GET | `/readyz` | `ready` when the inbox answers, delivery runs and MQTT ingest is not stalled (messages waiting, none handled for [`crate::ingest::mqtt::STALL_AFTER`]), else 503 naming what is not (no auth) |
-//! | GET | `/metrics` | OpenMetrics text ([`metrics`]) |
+//! | GET | `/metrics` | OpenMetrics text (`http/metrics.rs`) |
 //! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::http::auth`]), `Cache-Control: no-store`; 429 with `Retry-After` while the user or client address backs off after failures ([`crate::http::login_limit`]) |
 //! | POST | `/v1/logout` | ends the session of the bearer token |
 //! | GET | `/v1/whoami` | the caller and its role |
@@ -15,7 +15,7 @@
 //! | GET | `/dlq/{id}` | one dead letter: the original event, every attempt, the reason |
 //! | POST | `/dlq/{id}/replay` | re-queue the event (same id and idempotency key), unblock its lane |
 //! | POST | `/dlq/{id}/discard` | give up on the event (`?note=…`), unblock its lane |
-//! | GET | `/ui/…`, `/v1/devices`, `/v1/orders`, `/v1/stuck`, `/v1/exceptions`, `/v1/dead-letters` | the dashboard and the JSON it reads (see [`crate::http::dashboard`]) |
+//! | GET | `/ui/…`, `/v1/devices`, `/v1/orders`, `/v1/stuck`, `/v1/exceptions`, `/v1/dead-letters` | the dashboard and the JSON it reads (see `http/dashboard`) |
 //!
 //! Access: every route but `/healthz`, `/readyz` and `/v1/login` needs a
 //! `viewer` bearer token, and every changing one (`POST`) an `operator`
@@ -29,9 +29,9 @@
 //! unknown ids are 404, already resolved dead letters 409.
 
 pub mod auth;
-pub mod dashboard;
+pub(crate) mod dashboard;
 pub mod login_limit;
-pub mod metrics;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -186,7 +186,7 @@ impl Problem {
     }
 }
 
-/// What a failed capture means (see [`classify`]).
+/// What a failed capture means (see `classify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureFailure {
     /// 409: the repository already holds these events; treat as done.
@@ -301,7 +301,7 @@ pub enum CaptureError {
         problem: Option<Problem>,
         /// `Retry-After`, as sent.
         retry_after: Option<String>,
-        /// The body (first [`MAX_BODY_BYTES`]).
+        /// The body (first `MAX_BODY_BYTES`).
         body: String,
     },
 }

@@ -3,9 +3,9 @@
 //! EPCIS repository's capture interface, with one options struct
 //! ([`EpcisOptions`], `[erp.epcis]`).
 //!
-//! - [`export`]: envelope → EPCIS event → `EPCISDocument` (pure, no I/O);
-//! - [`gs1`]: GTIN / SSCC / GLN → EPC URIs and Digital Link URIs (pure);
-//! - [`capture`]: `POST /capture` and capture-job reads, errors classified
+//! - `export`: envelope → EPCIS event → `EPCISDocument` (pure, no I/O);
+//! - `gs1`: GTIN / SSCC / GLN → EPC URIs and Digital Link URIs (pure);
+//! - `capture`: `POST /capture` and capture-job reads, errors classified
 //!   for the delivery policy;
 //! - [`EpcisAdapter`] (here): delivers through these: [`Exporter::document_for`],
 //!   then [`CaptureClient::event_exists`] and [`CaptureClient::capture`], with
@@ -129,9 +129,9 @@
 //! 2.0 JSON Schema with format checking (Python `jsonschema`, see the README)
 //! and shows that a broken document fails the same check.
 
-pub mod capture;
-pub mod export;
-pub mod gs1;
+mod capture;
+mod export;
+mod gs1;
 
 pub use capture::{
     CaptureAccepted, CaptureClient, CaptureConfig, CaptureError, CaptureFailure, CaptureJob,

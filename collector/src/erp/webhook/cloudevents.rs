@@ -162,7 +162,7 @@ pub struct WebhookOptions {
     /// Most events in one request. 1 (the default): one structured-mode
     /// CloudEvent per POST. More: ready events of distinct lanes go together
     /// as one `application/cloudevents-batch+json` array (see
-    /// [`crate::erp::webhook::batch`]), at most [`MAX_BATCH`].
+    /// `crate::erp::webhook::batch`), at most [`MAX_BATCH`].
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
 }

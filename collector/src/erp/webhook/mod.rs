@@ -12,9 +12,9 @@
 //! attempt; it is a pure function of it, so the bytes are the same.
 //!
 //! With `[erp.webhook] batch_max` above 1, ready events of distinct lanes share
-//! one `application/cloudevents-batch+json` request ([`batch`]).
+//! one `application/cloudevents-batch+json` request (`batch`).
 
-pub mod batch;
+mod batch;
 pub mod cloudevents;
 
 use std::sync::{Arc, OnceLock};
