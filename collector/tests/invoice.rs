@@ -3,6 +3,7 @@
 //! sending still sends it later), retried after a 503 with the same id, sent
 //! once, signed, and never again after it was accepted.
 
+mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,12 +84,7 @@ async fn start(receiver: &Arc<Receiver>) -> std::net::SocketAddr {
         .route("/events", post(events))
         .route("/invoices", post(invoices))
         .with_state(Arc::clone(receiver));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    support::serve(app).await
 }
 
 fn config(addr: std::net::SocketAddr) -> ErpConfig {

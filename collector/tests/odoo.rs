@@ -17,11 +17,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use dockline_collector::delivery::Delivery;
-use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
-use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use dockline_collector::delivery::backoff::FixedJitter;
+use dockline_collector::delivery::policy::Decision;
 use dockline_collector::erp::odoo::{Backorder, OdooAdapter, OdooConfig, OdooTransport};
 use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
 use dockline_collector::erp::{Attempt, ErpAdapter};
@@ -157,27 +157,7 @@ async fn attempt(adapter: &OdooAdapter, env: &Envelope) -> Attempt {
 
 /// What delivery would do with the attempt (the real policy).
 fn decide(adapter: &OdooAdapter, a: &Attempt) -> Decision {
-    policy::decide(
-        &a.outcome,
-        History {
-            attempts: 1,
-            bounded: 0,
-        },
-        EndpointView {
-            credentials: adapter.credentials(),
-        },
-        &Policy {
-            backoff: Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-            pause_max: Duration::from_secs(60),
-            max_bounded_attempts: 5,
-            parked_min: Duration::from_secs(30),
-        },
-        SystemTime::now(),
-        &mut FixedJitter(0.5),
-    )
+    support::decide(adapter, a)
 }
 
 /// The booked document and whether it was a duplicate, or a panic with the attempt.

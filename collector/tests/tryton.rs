@@ -22,11 +22,8 @@ mod support;
 #[path = "support/tryton_server.rs"]
 mod tryton_server;
 
-use std::time::{Duration, SystemTime};
-
 use anyhow::Result;
-use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
-use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use dockline_collector::delivery::policy::Decision;
 use dockline_collector::erp::ErpConfig;
 use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
 use dockline_collector::erp::tryton::TrytonAdapter;
@@ -114,27 +111,7 @@ async fn attempt(adapter: &TrytonAdapter, env: &Envelope) -> Attempt {
 
 /// What delivery would do with the attempt (the real policy).
 fn decide(adapter: &TrytonAdapter, a: &Attempt) -> Decision {
-    policy::decide(
-        &a.outcome,
-        History {
-            attempts: 1,
-            bounded: 0,
-        },
-        EndpointView {
-            credentials: adapter.credentials(),
-        },
-        &Policy {
-            backoff: Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-            pause_max: Duration::from_secs(60),
-            max_bounded_attempts: 5,
-            parked_min: Duration::from_secs(30),
-        },
-        SystemTime::now(),
-        &mut FixedJitter(0.5),
-    )
+    support::decide(adapter, a)
 }
 
 fn booked(decision: &Decision) -> Option<(String, bool)> {

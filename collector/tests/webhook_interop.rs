@@ -28,6 +28,7 @@
 //! `target/webhook-venv`). Unset: the test prints SKIP. Set but unable to
 //! import the packages: the test fails, so CI cannot pass without teeth.
 
+mod support;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -223,12 +224,7 @@ async fn start(log: &Log) -> std::net::SocketAddr {
         .route("/events", post(capture))
         .route("/invoices", post(capture))
         .with_state(Arc::clone(log));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    support::serve(app).await
 }
 
 fn envelope(seq: u64, order: &str, detail: EventDetail) -> Envelope {

@@ -10,11 +10,14 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
 use dockline_collector::delivery::lane::lane_key;
+use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
 use dockline_collector::erp::{Attempt, ErpAdapter, ErpConfig, ErpEvent};
 use dockline_collector::inbox::Inbox;
 use dockline_protocol::{
@@ -264,4 +267,31 @@ impl Lines {
         }
         panic!("no line with {needles:?} in:\n{}", self.seen.join("\n"));
     }
+}
+
+/// What delivery would do with `attempt`, the first of its event (the real
+/// policy, with tunables a test can reason about: 100 ms to 10 s backoff,
+/// five bounded attempts, a fixed jitter).
+pub fn decide(adapter: &dyn ErpAdapter, attempt: &Attempt) -> Decision {
+    policy::decide(
+        &attempt.outcome,
+        History {
+            attempts: 1,
+            bounded: 0,
+        },
+        EndpointView {
+            credentials: adapter.credentials(),
+        },
+        &Policy {
+            backoff: Backoff {
+                min: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+            pause_max: Duration::from_secs(60),
+            max_bounded_attempts: 5,
+            parked_min: Duration::from_secs(30),
+        },
+        SystemTime::now(),
+        &mut FixedJitter(0.5),
+    )
 }
