@@ -94,6 +94,14 @@ impl Config {
         crate::secret_hygiene::check(&self.commands, &self.erp)
     }
 
+    /// The effective config as a TOML table: every key with the value the
+    /// collector runs with, defaults included (secrets too: never print it
+    /// as is). A reload compares two of these, so a key written out with
+    /// its default value changes nothing.
+    pub fn effective_table(&self) -> Result<toml::Table, String> {
+        toml::Table::try_from(self).map_err(|e| format!("cannot print the effective config: {e}"))
+    }
+
     /// The effective config, every key with its value (defaults included),
     /// as TOML with every secret `<redacted>`: the keys that name one
     /// (`secret`, `password…`, `token…`), the command signing key, and the
@@ -258,6 +266,31 @@ mod tests {
         assert_eq!(
             toml::Table::try_from(&again).expect("table"),
             toml::Table::try_from(&cfg).expect("table")
+        );
+    }
+
+    #[test]
+    fn a_reload_sees_only_values_that_changed_not_keys_written_out() {
+        let base =
+            format!("[erp]\nurl = \"http://127.0.0.1:9000/events\"\nsecret = \"{SECRET}\"\n");
+        let running = parse(&base)
+            .expect("parses")
+            .effective_table()
+            .expect("table");
+        let same = parse(&format!(
+            "{base}[gaps]\nresend_after_ms = 10000\n[mqtt]\nport = 1883\n"
+        ))
+        .expect("parses")
+        .effective_table()
+        .expect("table");
+        assert!(crate::reload::restart_needed(&running, &same).is_empty());
+        let moved = parse(&format!("{base}[mqtt]\nport = 1884\n"))
+            .expect("parses")
+            .effective_table()
+            .expect("table");
+        assert_eq!(
+            crate::reload::restart_needed(&running, &moved),
+            ["mqtt.port"]
         );
     }
 

@@ -411,7 +411,8 @@ fn start(args: Args) -> anyhow::Result<()> {
         tracing::debug!(variable = %var, "environment variable names no config key; ignored");
     }
     let config = loaded.config;
-    let running = loaded.table;
+    // What a reload compares with: the effective config, defaults included.
+    let running = config.effective_table().unwrap_or(loaded.table);
     let given = args.config.clone();
     let (reloader, reloads) = dockline_collector::reload::channel();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -441,8 +442,9 @@ fn start(args: Args) -> anyhow::Result<()> {
 /// it as a start would; a config that would not start is refused and the
 /// running one stays. The device registry, the API's tokens and users and
 /// the log level are applied (see `dockline_collector::reload`); every other
-/// changed key is named as needing a restart. `running` is the merged table
-/// the process runs with.
+/// changed key is named as needing a restart. `running` is the effective
+/// config the process runs with (defaults included), so a key written out
+/// with the value it already had changes nothing.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     given: Option<PathBuf>,
@@ -490,9 +492,10 @@ async fn reload_once(
             return;
         }
     }
-    let restart = reload::restart_needed(running, &loaded.table);
+    let effective = config.effective_table().unwrap_or(loaded.table);
+    let restart = reload::restart_needed(running, &effective);
     dockline_protocol::logging::log_reload(log, &config.log, &restart, &loaded.origin);
-    reload::adopt_live(running, &loaded.table);
+    reload::adopt_live(running, &effective);
 }
 
 /// Logs what a reload changed in the device registry and the credentials

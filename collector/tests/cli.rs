@@ -602,7 +602,7 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     .expect("write");
     signal(&child.0, "HUP");
     lines.wait(&["reload: log level applied"]);
-    lines.wait(&["needs_restart=gaps"]);
+    lines.wait(&["needs_restart=gaps.resend_after_ms"]);
     std::fs::write(&path, format!("{original}[gaps]\nresend_aftr_ms = 1\n")).expect("write");
     signal(&child.0, "HUP");
     lines.wait(&["reload refused; the running config stays"]);

@@ -246,7 +246,7 @@ async fn sighup_applies_devices_tokens_and_users_without_a_restart() {
         "tokens_removed=old",
         "users_added=alice",
     ]);
-    lines.wait(&["needs_restart=gaps"]);
+    lines.wait(&["needs_restart=gaps.resend_after_ms"]);
     assert_eq!(
         stats(&http, &addr, OLD_TOKEN).await.0,
         StatusCode::UNAUTHORIZED,
