@@ -7,17 +7,19 @@
 //! webhook secret decodes, the client id is topic-safe, retry bounds are
 //! ordered) so that [`crate::run`] never starts with a half-valid config.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use dockline_protocol::{DeviceId, SiteId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::webhook::SigningKey;
+pub use crate::config_error::ConfigCheckError;
+use crate::erp::ErpConfig;
+use crate::http::ApiConfig;
+use crate::ingest::gaps::GapsConfig;
+use crate::ingest::mqtt::MqttConfig;
+use crate::ingest::registry::DeviceConfig;
 
 /// The whole collector configuration.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Directory holding `inbox.db` and `api.addr`; created if missing.
@@ -42,10 +44,10 @@ pub struct Config {
     pub gaps: GapsConfig,
     /// `[commands]`: the key that signs commands to devices, and their expiry.
     #[serde(default)]
-    pub commands: crate::commands::CommandsConfig,
+    pub commands: crate::ingest::commands::CommandsConfig,
     /// `[security]`: payload size and per-device rate limits on ingest.
     #[serde(default)]
-    pub security: crate::limits::SecurityConfig,
+    pub security: crate::ingest::limits::SecurityConfig,
     /// `[inbox]`: SQLite in data_dir (default) or a shared PostgreSQL
     /// database ([`crate::store::InboxConfig`]).
     #[serde(default)]
@@ -58,333 +60,9 @@ pub struct Config {
 /// Where the collector looks for its config when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dockline/collector.toml";
 
-/// `[gaps]`: the gap audit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GapsConfig {
-    /// A hole (sequences missing below a stored one) open this long gets a
-    /// resend request on the device's `cmd` topic, milliseconds; unanswered
-    /// requests are repeated at growing intervals (2×, 4×, then every 8×).
-    #[serde(default = "default_resend_after_ms")]
-    pub resend_after_ms: u64,
-    /// A hole in an epoch older than the device's newest (the device was
-    /// reinstalled and cannot send it any more, or the batch that opened it
-    /// was forged) is closed as lost after this many seconds open, and the
-    /// lost ranges are logged; `dockline-collector holes close` closes one
-    /// at once. 0 never closes one by time.
-    #[serde(default = "default_old_epoch_hole_limit_secs")]
-    pub old_epoch_hole_limit_secs: u64,
-}
-
-impl GapsConfig {
-    /// How long a hole may stay open before a resend request.
-    pub fn resend_after(&self) -> Duration {
-        Duration::from_millis(self.resend_after_ms)
-    }
-
-    /// How long a hole in an old epoch may stay open (`None`: forever).
-    pub fn old_epoch_hole_limit(&self) -> Option<Duration> {
-        (self.old_epoch_hole_limit_secs > 0)
-            .then(|| Duration::from_secs(self.old_epoch_hole_limit_secs))
-    }
-}
-
-impl Default for GapsConfig {
-    fn default() -> Self {
-        Self {
-            resend_after_ms: default_resend_after_ms(),
-            old_epoch_hole_limit_secs: default_old_epoch_hole_limit_secs(),
-        }
-    }
-}
-
-fn default_old_epoch_hole_limit_secs() -> u64 {
-    3600
-}
-
-fn default_resend_after_ms() -> u64 {
-    10_000
-}
-
-/// `[api]`: the HTTP API.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    /// Address to bind; port 0 picks a free port, written to `{data_dir}/api.addr`.
-    #[serde(default = "default_api_listen")]
-    pub listen: SocketAddr,
-    /// `[[api.tokens]]`: bearer tokens and their roles (see [`crate::auth`]).
-    /// Without tokens or users the API is open, and only a loopback
-    /// `listen` is accepted.
-    #[serde(default)]
-    pub tokens: Vec<crate::auth::TokenConfig>,
-    /// `[[api.users]]`: users who log in with a password (argon2 hash).
-    #[serde(default)]
-    pub users: Vec<crate::auth::UserConfig>,
-    /// How long a login session lasts, seconds (at least 60).
-    #[serde(default = "default_session_ttl_secs")]
-    pub session_ttl_secs: u64,
-}
-
-fn default_session_ttl_secs() -> u64 {
-    12 * 3600
-}
-
-/// `[mqtt]`: the broker connection.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// Broker host name or address.
-    #[serde(default = "default_mqtt_host")]
-    pub host: String,
-    /// Broker port.
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
-    /// MQTT client id; only `[A-Za-z0-9_-]`. With a persistent session the
-    /// broker keeps queued events for this id while the collector is away.
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
-    /// MQTT keep-alive interval in seconds.
-    #[serde(default = "default_keep_alive")]
-    pub keep_alive_secs: u64,
-    /// `[mqtt.tls]`: TLS to the broker, with the collector's own client
-    /// certificate for mutual TLS ([`dockline_protocol::tls`]). Absent:
-    /// plain TCP.
-    #[serde(default)]
-    pub tls: Option<dockline_protocol::tls::MqttTls>,
-    /// MQTT user name, for brokers that log clients in with a password.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The MQTT password: inline, `{ file = "…" }` or `{ env = "…" }`;
-    /// never logged. Needs `username`.
-    #[serde(default)]
-    pub password: Option<dockline_protocol::secret::Secret>,
-    /// Share the device topics with the other collectors of this group
-    /// (MQTT 5 / Mosquitto shared subscription `$share/{group}/…`): each
-    /// batch goes to one of them. Only with a PostgreSQL `[inbox] url`.
-    #[serde(default)]
-    pub shared_group: Option<String>,
-}
-
-/// `[[devices]]`: one known device.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceConfig {
-    /// The device id (its topic level).
-    pub id: DeviceId,
-    /// The site it belongs to (its topic level).
-    pub site: SiteId,
-}
-
-/// Which ERP adapter delivers events (`[erp] kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErpKind {
-    /// Signed CloudEvents POSTed to `erp.url` ([`crate::erp::webhook`]).
-    #[default]
-    Webhook,
-    /// Tryton's JSON-RPC at `erp.url`, settings in `[erp.tryton]`
-    /// ([`crate::erp::tryton`]).
-    Tryton,
-    /// Odoo 17/18/19 (`/jsonrpc`, web session or JSON-2) at `erp.url`,
-    /// settings in `[erp.odoo]` ([`crate::erp::odoo`]).
-    Odoo,
-    /// An EPCIS 2.0 repository's capture interface under `erp.url` (its
-    /// REST root), settings in `[erp.epcis]` ([`crate::erp::epcis`]).
-    Epcis,
-}
-
-impl ErpKind {
-    /// The name as written in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Webhook => "webhook",
-            Self::Tryton => "tryton",
-            Self::Odoo => "odoo",
-            Self::Epcis => "epcis",
-        }
-    }
-}
-
-/// `[erp]`: the ERP events are delivered to, and how. Its `Debug` never
-/// prints the secrets.
-#[derive(Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErpConfig {
-    /// The adapter: `webhook` (the default) or `tryton`.
-    #[serde(default)]
-    pub kind: ErpKind,
-    /// `webhook`: the URL every event is POSTed to. `tryton`: the server's
-    /// base URL (`http://erp:8000/`; the database name is appended).
-    pub url: String,
-    /// `webhook`: Standard Webhooks secret, `whsec_` followed by base64:
-    /// inline, `{ file = "…" }` or `{ env = "…" }`
-    /// ([`dockline_protocol::secret`]).
-    #[serde(default, deserialize_with = "dockline_protocol::secret::deserialize")]
-    pub secret: String,
-    /// PEM file with the CA certificate(s) an `https://` ERP (and the
-    /// invoice webhook) must chain to, for an ERP behind a private CA: then
-    /// only that CA is trusted. Without it the system's trust store is used.
-    /// Certificates are always verified.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Timeout of one HTTP attempt, milliseconds.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// First retry delay ceiling, milliseconds.
-    #[serde(default = "default_retry_min_ms")]
-    pub retry_min_ms: u64,
-    /// Largest retry delay, milliseconds.
-    #[serde(default = "default_retry_max_ms")]
-    pub retry_max_ms: u64,
-    /// Most HTTP requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Attempts in a row allowed for the bounded failure classes (conflict,
-    /// request still in flight, referenced document missing) before the
-    /// event is dead-lettered. Transient failures retry without limit.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// Longest pause of the endpoint on 429/503, whatever `Retry-After` asks,
-    /// milliseconds.
-    #[serde(default = "default_pause_max_ms")]
-    pub pause_max_ms: u64,
-    /// Transient failures in a row that open the circuit breaker.
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failures: u32,
-    /// First time the breaker stays open before a probe, milliseconds; it
-    /// doubles after each failed probe up to `max(breaker_open_ms,
-    /// retry_max_ms)`.
-    #[serde(default = "default_breaker_open_ms")]
-    pub breaker_open_ms: u64,
-    /// How often a halted endpoint (401, 403, 404, …) is tried again,
-    /// milliseconds.
-    #[serde(default = "default_halt_recheck_ms")]
-    pub halt_recheck_ms: u64,
-    /// Longest a business event waits for its lane's previous stage that
-    /// the collector has not seen yet (a proof of delivery for the order's
-    /// `arrived`, …), counted from when it was stored; then it is delivered
-    /// and counted as out of order. See [`crate::lane`]. Milliseconds.
-    #[serde(default = "default_lane_park_max_ms")]
-    pub lane_park_max_ms: u64,
-    /// Most lanes delivering (or waiting on the endpoint) at once; HTTP
-    /// requests in flight stay capped by `concurrency`.
-    #[serde(default = "default_max_active_lanes")]
-    pub max_active_lanes: usize,
-    /// Where a booked proof of delivery that names an order sends an
-    /// `invoice.ready` follow-up webhook (CloudEvents, signed like the
-    /// events; see [`crate::invoice`]). None: no follow-ups.
-    #[serde(default)]
-    pub invoice_webhook_url: Option<String>,
-    /// The Standard Webhooks secret of the follow-ups; default: `secret`.
-    /// Inline, `{ file = "…" }` or `{ env = "…" }`.
-    #[serde(
-        default,
-        deserialize_with = "dockline_protocol::secret::deserialize_option"
-    )]
-    pub invoice_webhook_secret: Option<String>,
-    /// `[erp.tryton]`: required when `kind = "tryton"`.
-    #[serde(default)]
-    pub tryton: Option<TrytonConfig>,
-    /// `[erp.odoo]`: required when `kind = "odoo"`.
-    #[serde(default)]
-    pub odoo: Option<crate::erp::odoo::OdooConfig>,
-    /// `[erp.epcis]`: required when `kind = "epcis"`.
-    #[serde(default)]
-    pub epcis: Option<crate::erp::epcis::EpcisOptions>,
-    /// `[erp.webhook]`: previous secrets still signed with during a
-    /// rotation, and the `Idempotency-Key` quoting (webhook adapter only).
-    #[serde(default)]
-    pub webhook: crate::webhook::WebhookOptions,
-}
-
-impl std::fmt::Debug for ErpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |set: bool| if set { "(set)" } else { "(none)" };
-        f.debug_struct("ErpConfig")
-            .field("kind", &self.kind)
-            .field("url", &self.url)
-            .field("secret", &redacted(!self.secret.is_empty()))
-            .field("ca_file", &self.ca_file)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("retry_min_ms", &self.retry_min_ms)
-            .field("retry_max_ms", &self.retry_max_ms)
-            .field("concurrency", &self.concurrency)
-            .field("max_attempts", &self.max_attempts)
-            .field("pause_max_ms", &self.pause_max_ms)
-            .field("breaker_failures", &self.breaker_failures)
-            .field("breaker_open_ms", &self.breaker_open_ms)
-            .field("halt_recheck_ms", &self.halt_recheck_ms)
-            .field("lane_park_max_ms", &self.lane_park_max_ms)
-            .field("max_active_lanes", &self.max_active_lanes)
-            .field("invoice_webhook_url", &self.invoice_webhook_url)
-            .field(
-                "invoice_webhook_secret",
-                &redacted(self.invoice_webhook_secret.is_some()),
-            )
-            .field("tryton", &self.tryton)
-            .field("odoo", &self.odoo)
-            .field("epcis", &self.epcis)
-            .field("webhook", &self.webhook)
-            .finish()
-    }
-}
-
-/// `[erp.tryton]`: the Tryton database and user the adapter logs in as.
-#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrytonConfig {
-    /// The database name (the first path segment of Tryton's URLs).
-    pub database: String,
-    /// The login of the Tryton user events are booked as. It needs read
-    /// access to `stock.shipment.out` and the rights of a stock user to
-    /// press its buttons (and to create `ir.attachment` for proof of
-    /// delivery).
-    pub user: String,
-    /// That user's password (better set by `DOCKLINE_ERP__TRYTON__PASSWORD`
-    /// than written in the file, or `{ file = "…" }` / `{ env = "…" }`).
-    #[serde(deserialize_with = "dockline_protocol::secret::deserialize")]
-    pub password: String,
-    /// When Tryton cannot reserve the stock for a picked shipment
-    /// (`assign_try` leaves it `waiting`), force the reservation
-    /// (`assign_force`) instead of parking the pick until stock arrives.
-    /// The goods were physically picked, but forcing can book negative
-    /// stock, so it is off by default.
-    #[serde(default)]
-    pub assign_force: bool,
-    /// Language of Tryton's messages (the login's language code).
-    #[serde(default = "default_tryton_language")]
-    pub language: String,
-}
-
-impl std::fmt::Debug for TrytonConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the password.
-        f.debug_struct("TrytonConfig")
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("assign_force", &self.assign_force)
-            .field("language", &self.language)
-            .finish_non_exhaustive()
-    }
-}
-
-fn default_tryton_language() -> String {
-    "en".into()
-}
-
-/// A config value that parsed but cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config key `{key}` {problem}")]
-pub struct ConfigCheckError {
-    /// The dotted key path.
-    pub key: &'static str,
-    /// What is wrong and how to fix it.
-    pub problem: String,
-}
-
 impl Config {
-    /// Checks the rules serde cannot express.
+    /// Checks the rules serde cannot express: each section checks its own
+    /// keys; the rules that span sections are here.
     pub fn check(&self) -> Result<(), ConfigCheckError> {
         if let Err(problem) = self.log.check() {
             return Err(ConfigCheckError {
@@ -392,119 +70,56 @@ impl Config {
                 problem,
             });
         }
-        let cid = &self.mqtt.client_id;
-        let cid_ok = !cid.is_empty()
-            && cid.len() <= 64
-            && cid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !cid_ok {
-            return Err(ConfigCheckError {
-                key: "mqtt.client_id",
-                problem: format!(
-                    "is {cid:?}; use 1 to 64 characters from A-Z a-z 0-9 _ - (some brokers reject others)"
-                ),
-            });
-        }
-        if self.mqtt.keep_alive_secs < 5 {
-            return Err(ConfigCheckError {
-                key: "mqtt.keep_alive_secs",
-                problem: format!("is {}; use at least 5", self.mqtt.keep_alive_secs),
-            });
-        }
-        if let Some(tls) = &self.mqtt.tls {
-            tls.client_config().map_err(|e| ConfigCheckError {
-                key: "mqtt.tls",
-                problem: e.to_string(),
-            })?;
-        }
+        self.mqtt.check()?;
         self.inbox.check(self.erp.timeout_ms)?;
-        if let Some(group) = &self.mqtt.shared_group {
-            let ok = !group.is_empty()
-                && group.len() <= 64
-                && group
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !ok {
-                return Err(ConfigCheckError {
-                    key: "mqtt.shared_group",
-                    problem: format!("is {group:?}; use 1 to 64 characters from A-Z a-z 0-9 _ -"),
-                });
-            }
-            if self.inbox.url.is_none() {
-                return Err(ConfigCheckError {
-                    key: "mqtt.shared_group",
-                    problem: "is set but [inbox] url is not: collectors sharing the device topics must share one PostgreSQL inbox; set inbox.url = \"postgres://…\" or remove shared_group".into(),
-                });
-            }
-        }
-        if self.mqtt.password.is_some() && self.mqtt.username.is_none() {
+        if self.mqtt.shared_group.is_some() && self.inbox.url.is_none() {
             return Err(ConfigCheckError {
-                key: "mqtt.password",
-                problem: "is set but mqtt.username is not; set the user name too".into(),
+                key: "mqtt.shared_group",
+                problem: "is set but [inbox] url is not: collectors sharing the device topics must share one PostgreSQL inbox; set inbox.url = \"postgres://…\" or remove shared_group".into(),
             });
         }
-        if let Some(ca) = &self.erp.ca_file {
-            crate::erp::root_certificates(ca).map_err(|e| ConfigCheckError {
-                key: "erp.ca_file",
-                problem: e.to_string(),
-            })?;
-        }
-        if !(self.erp.url.starts_with("http://") || self.erp.url.starts_with("https://")) {
-            return Err(ConfigCheckError {
-                key: "erp.url",
-                problem: format!("is {:?}; expected an http:// or https:// URL", self.erp.url),
-            });
-        }
-        self.erp.check_adapter()?;
-        if self.erp.retry_min_ms == 0 || self.erp.retry_min_ms > self.erp.retry_max_ms {
-            return Err(ConfigCheckError {
-                key: "erp.retry_min_ms",
-                problem: format!(
-                    "is {} with retry_max_ms {}; need 0 < retry_min_ms <= retry_max_ms",
-                    self.erp.retry_min_ms, self.erp.retry_max_ms
-                ),
-            });
-        }
-        if self.erp.concurrency == 0 {
-            return Err(ConfigCheckError {
-                key: "erp.concurrency",
-                problem: "is 0; use at least 1".into(),
-            });
-        }
-        for (key, value) in [
-            ("erp.max_attempts", u64::from(self.erp.max_attempts)),
-            ("erp.breaker_failures", u64::from(self.erp.breaker_failures)),
-            ("erp.breaker_open_ms", self.erp.breaker_open_ms),
-            ("erp.halt_recheck_ms", self.erp.halt_recheck_ms),
-            ("erp.pause_max_ms", self.erp.pause_max_ms),
-        ] {
-            if value == 0 {
-                return Err(ConfigCheckError {
-                    key,
-                    problem: "is 0; use at least 1".into(),
-                });
-            }
-        }
-        if self.gaps.resend_after_ms < 100 {
-            return Err(ConfigCheckError {
-                key: "gaps.resend_after_ms",
-                problem: format!(
-                    "is {}; use at least 100 (an agent needs time to send what is in flight)",
-                    self.gaps.resend_after_ms
-                ),
-            });
-        }
+        self.erp.check()?;
+        self.gaps.check()?;
         if let Err((key, problem)) = self.security.check() {
             return Err(ConfigCheckError { key, problem });
         }
-        if self.erp.timeout_ms == 0 {
-            return Err(ConfigCheckError {
-                key: "erp.timeout_ms",
-                problem: "is 0; use the longest time the ERP may take to answer".into(),
-            });
-        }
         Ok(())
+    }
+
+    /// [`Config::check`], then the secrets the config names that are not
+    /// secret ([`crate::secret_hygiene`]): what a start (or a reload)
+    /// refuses.
+    pub fn check_for_start(&self) -> Result<(), ConfigCheckError> {
+        self.check()?;
+        crate::secret_hygiene::check(&self.commands, &self.erp)
+    }
+
+    /// The effective config as a TOML table: every key with the value the
+    /// collector runs with, defaults included (secrets too: never print it
+    /// as is). A reload compares two of these, so a key written out with
+    /// its default value changes nothing.
+    pub fn effective_table(&self) -> Result<toml::Table, String> {
+        toml::Table::try_from(self).map_err(|e| format!("cannot print the effective config: {e}"))
+    }
+
+    /// The effective config, every key with its value (defaults included),
+    /// as TOML with every secret `<redacted>`: the keys that name one
+    /// (`secret`, `password…`, `token…`), the command signing key, and the
+    /// password inside the PostgreSQL URL.
+    pub fn effective_toml(&self) -> Result<String, String> {
+        let mut table = toml::Table::try_from(self)
+            .map_err(|e| format!("cannot print the effective config: {e}"))?;
+        if let Some(toml::Value::Table(commands)) = table.get_mut("commands")
+            && let Some(key) = commands.get_mut("signing_key")
+        {
+            *key = toml::Value::String("<redacted>".into());
+        }
+        if let Some(toml::Value::Table(inbox)) = table.get_mut("inbox")
+            && let Some(toml::Value::String(url)) = inbox.get_mut("url")
+        {
+            *url = crate::pg_inbox::redact_url(url);
+        }
+        Ok(dockline_protocol::config::redacted_toml(&table))
     }
 
     /// Path of the inbox database.
@@ -518,205 +133,14 @@ impl Config {
     }
 }
 
-impl ErpConfig {
-    /// A webhook endpoint with the defaults for everything but the URL and
-    /// the secret.
-    pub fn new(url: impl Into<String>, secret: impl Into<String>) -> Self {
-        Self {
-            kind: ErpKind::Webhook,
-            url: url.into(),
-            secret: secret.into(),
-            ca_file: None,
-            timeout_ms: default_timeout_ms(),
-            retry_min_ms: default_retry_min_ms(),
-            retry_max_ms: default_retry_max_ms(),
-            concurrency: default_concurrency(),
-            max_attempts: default_max_attempts(),
-            pause_max_ms: default_pause_max_ms(),
-            breaker_failures: default_breaker_failures(),
-            breaker_open_ms: default_breaker_open_ms(),
-            halt_recheck_ms: default_halt_recheck_ms(),
-            lane_park_max_ms: default_lane_park_max_ms(),
-            max_active_lanes: default_max_active_lanes(),
-            invoice_webhook_url: None,
-            invoice_webhook_secret: None,
-            tryton: None,
-            odoo: None,
-            epcis: None,
-            webhook: crate::webhook::WebhookOptions::default(),
-        }
-    }
-
-    /// A Tryton server at `url` (its base URL) with the defaults for the
-    /// delivery tunables.
-    pub fn tryton(url: impl Into<String>, tryton: TrytonConfig) -> Self {
-        Self {
-            kind: ErpKind::Tryton,
-            tryton: Some(tryton),
-            ..Self::new(url, "")
-        }
-    }
-
-    /// Timeout of one attempt.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// Checks the keys the chosen adapter needs.
-    fn check_adapter(&self) -> Result<(), ConfigCheckError> {
-        match self.kind {
-            ErpKind::Webhook => {
-                SigningKey::from_secret(&self.secret).map_err(|e| ConfigCheckError {
-                    key: "erp.secret",
-                    problem: e.to_string(),
-                })?;
-                crate::webhook::WebhookSigner::new(&self.secret, &self.webhook).map_err(|e| {
-                    ConfigCheckError {
-                        key: "erp.webhook.previous_secrets",
-                        problem: e.to_string(),
-                    }
-                })?;
-                self.webhook
-                    .check_batch()
-                    .map_err(|problem| ConfigCheckError {
-                        key: "erp.webhook.batch_max",
-                        problem,
-                    })?;
-            }
-            ErpKind::Epcis => {
-                let Some(e) = &self.epcis else {
-                    return Err(ConfigCheckError {
-                        key: "erp.epcis",
-                        problem: "is missing; kind = \"epcis\" needs an [erp.epcis] table with at least private_base (url is the repository's REST root)".into(),
-                    });
-                };
-                e.check(self)
-                    .map_err(|(key, problem)| ConfigCheckError { key, problem })?;
-            }
-            ErpKind::Odoo => match &self.odoo {
-                Some(odoo) => odoo.check()?,
-                None => {
-                    return Err(ConfigCheckError {
-                        key: "erp.odoo",
-                        problem: "is missing; kind = \"odoo\" needs an [erp.odoo] table with version, database, login and a password or api_key".into(),
-                    });
-                }
-            },
-            ErpKind::Tryton => {
-                let Some(t) = &self.tryton else {
-                    return Err(ConfigCheckError {
-                        key: "erp.tryton",
-                        problem: "is missing; kind = \"tryton\" needs an [erp.tryton] table with database, user and password".into(),
-                    });
-                };
-                for (key, value) in [
-                    ("erp.tryton.database", &t.database),
-                    ("erp.tryton.user", &t.user),
-                    ("erp.tryton.password", &t.password),
-                ] {
-                    if value.trim().is_empty() {
-                        return Err(ConfigCheckError {
-                            key,
-                            problem: "is empty; the Tryton adapter logs in with database, user and password".into(),
-                        });
-                    }
-                }
-                if t.database.contains(['/', '?', '#']) {
-                    return Err(ConfigCheckError {
-                        key: "erp.tryton.database",
-                        problem: format!(
-                            "is {:?}; a database name cannot hold '/', '?' or '#'",
-                            t.database
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_api_listen(),
-            tokens: Vec::new(),
-            users: Vec::new(),
-            session_ttl_secs: default_session_ttl_secs(),
-        }
-    }
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            host: default_mqtt_host(),
-            port: default_mqtt_port(),
-            client_id: default_client_id(),
-            keep_alive_secs: default_keep_alive(),
-            tls: None,
-            username: None,
-            password: None,
-            shared_group: None,
-        }
-    }
-}
-
-fn default_lane_park_max_ms() -> u64 {
-    10_000
-}
-fn default_max_active_lanes() -> usize {
-    256
-}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./collector-data")
-}
-fn default_api_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-fn default_mqtt_host() -> String {
-    "127.0.0.1".into()
-}
-fn default_mqtt_port() -> u16 {
-    1883
-}
-fn default_client_id() -> String {
-    "dockline-collector".into()
-}
-fn default_keep_alive() -> u64 {
-    15
-}
-fn default_timeout_ms() -> u64 {
-    10_000
-}
-fn default_retry_min_ms() -> u64 {
-    200
-}
-fn default_retry_max_ms() -> u64 {
-    30_000
-}
-fn default_concurrency() -> usize {
-    4
-}
-fn default_max_attempts() -> u32 {
-    5
-}
-fn default_pause_max_ms() -> u64 {
-    15 * 60 * 1000
-}
-fn default_breaker_failures() -> u32 {
-    5
-}
-fn default_breaker_open_ms() -> u64 {
-    5_000
-}
-fn default_halt_recheck_ms() -> u64 {
-    60_000
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::erp::ErpKind;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -804,8 +228,70 @@ mod tests {
             (cfg.erp.breaker_open_ms, cfg.erp.halt_recheck_ms),
             (defaults.breaker_open_ms, defaults.halt_recheck_ms)
         );
-        assert_eq!(cfg.security, crate::limits::SecurityConfig::default());
+        assert_eq!(
+            cfg.security,
+            crate::ingest::limits::SecurityConfig::default()
+        );
         assert_eq!(cfg.commands.ttl_secs, 300);
+    }
+
+    #[test]
+    fn the_effective_config_shows_defaults_and_hides_every_secret() {
+        let cfg = parse(&format!(
+            "[erp]\nurl = \"http://127.0.0.1:9000/events\"\nsecret = \"{SECRET}\"\n\
+             [commands]\nsigning_key = \"c2lnbmluZy1rZXktc2lnbmluZy1rZXktc2lnbmluZy0=\"\n\
+             [inbox]\nurl = \"postgres://dockline:hunter22@db:5432/inbox\"\n\
+             [[api.users]]\nname = \"ops\"\nrole = \"operator\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\"\n"
+        ))
+        .expect("parses");
+        let text = cfg.effective_toml().expect("prints");
+        for secret in ["MfKQ9r8G", "c2lnbmluZy1r", "hunter22", "aGFzaA"] {
+            assert!(!text.contains(secret), "{secret} shown:\n{text}");
+        }
+        // Defaults the file never mentions are there, with their values.
+        for line in [
+            "concurrency = 4",
+            "port = 1883",
+            "client_id = \"dockline-collector\"",
+            "resend_after_ms = 10000",
+            "ttl_secs = 300",
+            "url = \"postgres://dockline:***@db:5432/inbox\"",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        // Serialising a config and reading it back gives the same config: a
+        // typed config written as TOML starts a collector as it says.
+        let written = toml::to_string(&cfg).expect("serialises");
+        let again: Config = toml::from_str(&written).expect("reads back");
+        assert_eq!(
+            toml::Table::try_from(&again).expect("table"),
+            toml::Table::try_from(&cfg).expect("table")
+        );
+    }
+
+    #[test]
+    fn a_reload_sees_only_values_that_changed_not_keys_written_out() {
+        let base =
+            format!("[erp]\nurl = \"http://127.0.0.1:9000/events\"\nsecret = \"{SECRET}\"\n");
+        let running = parse(&base)
+            .expect("parses")
+            .effective_table()
+            .expect("table");
+        let same = parse(&format!(
+            "{base}[gaps]\nresend_after_ms = 10000\n[mqtt]\nport = 1883\n"
+        ))
+        .expect("parses")
+        .effective_table()
+        .expect("table");
+        assert!(crate::reload::restart_needed(&running, &same).is_empty());
+        let moved = parse(&format!("{base}[mqtt]\nport = 1884\n"))
+            .expect("parses")
+            .effective_table()
+            .expect("table");
+        assert_eq!(
+            crate::reload::restart_needed(&running, &moved),
+            ["mqtt.port"]
+        );
     }
 
     #[test]

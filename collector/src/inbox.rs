@@ -96,8 +96,8 @@ use dockline_protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::config::DeviceConfig;
-use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::ingest::registry::DeviceConfig;
 pub use crate::store::InboxStore;
 use crate::watermark;
 
@@ -344,7 +344,7 @@ pub struct PendingEvent {
     pub envelope: Envelope,
     /// Delivery attempts made so far.
     pub attempts: u32,
-    /// Its business lane ([`crate::lane::lane_key`]).
+    /// Its business lane ([`crate::delivery::lane::lane_key`]).
     pub lane: String,
     /// Handed out after `erp.lane_park_max_ms` without its lane's previous
     /// stage: delivered out of business order.
@@ -364,7 +364,7 @@ pub struct Followup {
     pub body: Vec<u8>,
     /// Attempts so far.
     pub attempts: u32,
-    /// Bounded-class failures in a row (see [`crate::policy::History`]).
+    /// Bounded-class failures in a row (see [`crate::delivery::policy::History`]).
     pub bounded: u32,
 }
 
@@ -606,7 +606,7 @@ CREATE INDEX dead_letters_open ON dead_letters (device) WHERE state = 'open';
 ";
 
 /// Version 3: business lanes. Every business event gets its lane key and
-/// stage ([`crate::lane`]); `lanes` keeps per lane what the scheduler needs
+/// stage ([`crate::delivery::lane`]); `lanes` keeps per lane what the scheduler needs
 /// without reading the lane's events: the highest resolved stage, when to
 /// look at it next, and why it waits (for `/v1/lanes`). Dead letters name
 /// their lane. Existing rows are filled in by [`backfill_lanes`].
@@ -656,7 +656,7 @@ CREATE INDEX followups_due ON followups (next_ms) WHERE state = 'pending';
 ";
 
 /// Version 5: what the dashboard shows of each device (see
-/// [`crate::dashboard`]): when it last went online or offline (birth or
+/// [`crate::http::dashboard`]): when it last went online or offline (birth or
 /// death), and from its latest heartbeat the outbox backlog, the age of its
 /// oldest unsent event, when that heartbeat came, and its peripherals as
 /// the heartbeat's `dv` list in JSON.
@@ -889,7 +889,7 @@ impl Inbox {
     }
 
     /// Runs read-only queries on the inbox's connection (the dashboard's,
-    /// [`crate::dashboard::queries`]); they see only committed data.
+    /// [`crate::http::dashboard::queries`]); they see only committed data.
     pub(crate) fn read<R>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
@@ -1195,7 +1195,7 @@ impl Inbox {
         // earlier behind a hole, possibly repeated in this batch as
         // duplicates, as the agent's backlog repeats what its live lane sent
         // ahead; or shed): their lanes, and the lanes of the device's newer
-        // epochs (rule 2 of `crate::lane`), may go on now.
+        // epochs (rule 2 of `crate::delivery::lane`), may go on now.
         let from_batch = inserted
             .iter()
             .filter(|&&seq| seq > mark_before && seq <= mark)
@@ -1438,7 +1438,7 @@ impl Inbox {
         )?)
     }
 
-    /// The lane's next event to deliver, per the rules of [`crate::lane`],
+    /// The lane's next event to deliver, per the rules of [`crate::delivery::lane`],
     /// or `None` when it has none that may go now. In the same call (so no
     /// ingest can slip in between) the lane's row records what it waits for
     /// and when to look again: parked lanes until their deadline (or a
@@ -1946,7 +1946,7 @@ impl Inbox {
             queue_invoice(&tx, device, ep, sq, document.unwrap_or_default(), now_ms)?;
         }
         if changed == 1 {
-            // The lane's chain moves on (rule 4 of `crate::lane`).
+            // The lane's chain moves on (rule 4 of `crate::delivery::lane`).
             tx.execute(
                 "UPDATE lanes SET top_stage = max(coalesce(top_stage, -1), e.stage)
                  FROM (SELECT lane, stage FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3
@@ -2198,7 +2198,8 @@ fn queue_invoice(
     let Ok(envelope) = codec::decode::<Envelope>(&bytes) else {
         return Ok(());
     };
-    let Some(ready) = crate::invoice::InvoiceReady::of(&site, &envelope, document) else {
+    let Some(ready) = crate::delivery::invoice_ready::InvoiceReady::of(&site, &envelope, document)
+    else {
         return Ok(());
     };
     tx.execute(
@@ -2207,7 +2208,7 @@ fn queue_invoice(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
         params![
             ready.id,
-            crate::invoice::KIND,
+            crate::delivery::invoice_ready::KIND,
             device.as_str(),
             epoch,
             seq,

@@ -3,80 +3,80 @@
 //! It subscribes to every device's `events` and `status` topics, stores each
 //! batch in an inbox that drops duplicates (SQLite, or PostgreSQL shared by
 //! several collectors), acks the batch only after
-//! the commit, delivers each business event to the ERP (a signed webhook or
-//! Tryton, see [`erp`]) until the ERP gives a verdict, and sends that verdict back to the device. An
+//! the commit, delivers each business event to the ERP (a signed webhook,
+//! Tryton, Odoo or an EPCIS repository, see [`erp`]) until the ERP gives a
+//! verdict, and sends that verdict back to the device. An
 //! event the ERP refuses (or that cannot be delivered for a reason on our
 //! side) becomes a dead letter that blocks its device's lane until an
 //! operator replays or discards it.
 //!
-//! # Modules
+//! # Layout: capability folders
 //!
-//! - [`config`]: the TOML configuration.
-//! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats);
-//!   [`store`]: the trait every inbox backend implements, and `[inbox]`;
-//!   [`pg_inbox`]: the PostgreSQL inbox several collectors share (lane
-//!   claims with a lease, per-device watermark locks).
-//! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
-//! - [`lane`]: the business lanes (key, stages, when an event may go; pure);
-//!   [`delivery`]: one task per lane, retries; [`erp`]: the adapters behind
-//!   one trait (signed webhook, Tryton); [`webhook`]: CloudEvents + signature.
-//! - [`policy`]: what each ERP answer means (pure, table-tested);
-//!   [`breaker`]: the endpoint's circuit breaker (pure); [`backoff`]: the
-//!   retry schedule and its jitter source.
-//! - [`invoice`]: the `invoice.ready` follow-up webhook after a booked
-//!   proof of delivery.
-//! - [`dlq`]: dead letters for people (list, show, replay, discard).
-//! - [`epcis`]: EPCIS 2.0 JSON-LD export and a capture client, which the
-//!   `epcis` adapter ([`erp::epcis`]) delivers through.
-//! - [`gaps`]: the gap audit: holes in a device's sequence get a resend
-//!   request on its `cmd` topic; [`commands`] stamps commands with an
-//!   expiry and signs them (Ed25519).
-//! - [`limits`]: payload size and per-device rate limits on ingest.
-//! - [`secret_hygiene`]: refuses a signing key file others can read and the
-//!   example config's webhook secret.
-//! - [`mqtt`]: the broker connection.
-//! - [`api`]: health, stats, lanes, endpoint state and dead letters over HTTP;
-//!   [`auth`]: who may use it; [`login_limit`]: backoff after failed logins;
-//!   [`dashboard`]: the pages for people (devices, orders, stuck work,
-//!   exceptions, dead letters) and the JSON they read.
+//! Imports run one way between the folders: `http → delivery → erp`, and
+//! `ingest`/`delivery → inbox → protocol`; [`config`] composes every
+//! module's own section and is imported by `lib`/`main` alone.
+//!
+//! - [`ingest`]: topic + bytes → inbox + ack, without MQTT;
+//!   [`ingest::mqtt`] the broker connection (and `[mqtt]`);
+//!   [`ingest::registry`] the devices allowed to send (`[[devices]]`,
+//!   replaced live on reload); [`ingest::limits`] payload size and
+//!   per-device rate limits (`[security]`); [`ingest::gaps`] the gap audit
+//!   (`[gaps]`): holes get a resend request; [`ingest::commands`] stamps
+//!   commands with an expiry and signs them (`[commands]`).
+//! - [`inbox`], [`store`], [`pg_inbox`], [`watermark`]: the inbox (SQLite,
+//!   or PostgreSQL shared by several collectors): dedup, watermarks,
+//!   delivery state, stats; `[inbox]`.
+//! - [`delivery`]: one task per business lane, retries, verdicts;
+//!   [`delivery::lane`] which event of a lane may go (pure);
+//!   [`delivery::policy`] what each ERP answer means (pure);
+//!   [`delivery::breaker`] the endpoint's circuit breaker (pure);
+//!   [`delivery::backoff`] the retry schedule; [`delivery::invoice`] the
+//!   `invoice.ready` follow-up (`delivery::invoice_ready` its body);
+//!   [`delivery::dlq`] dead letters for people.
+//! - [`erp`]: the adapters behind one trait and `[erp]`
+//!   ([`erp::ErpConfig`]); [`erp::outcome`] the words an adapter reports an
+//!   attempt in; [`erp::webhook`] (CloudEvents body and Standard Webhooks
+//!   signature in [`erp::webhook::cloudevents`], batches in
+//!   `erp::webhook::batch`), [`erp::tryton`], [`erp::odoo`],
+//!   [`erp::epcis`] (export, GS1 identifiers, capture client).
+//! - [`http`]: health, stats, lanes, endpoint state and dead letters over
+//!   HTTP (`[api]`); [`http::auth`] who may use it; [`http::login_limit`]
+//!   backoff after failed logins; `http::metrics` `GET /metrics`;
+//!   `http::dashboard` the pages for people.
+//! - Below them all: [`metrics`] (the counters ingest and delivery keep),
+//!   [`publication`] (what goes out on MQTT), [`shutdown`],
+//!   `config_error` (the refusal every section's check gives).
+//! - Around them: [`config`] (the TOML config, composed),
+//!   [`reload`] (what SIGHUP applies live), [`secret_hygiene`] (refuses a
+//!   signing key others can read and the example webhook secret), [`certs`]
+//!   (the mutual-TLS certificates).
 //!
 //! # Lifecycle
 //!
 //! [`run`] checks the config, opens the inbox, binds the API (writing the
 //! bound address to `{data_dir}/api.addr`), then runs the API, delivery and
-//! MQTT tasks until `shutdown` completes. Only start-up problems return an
+//! MQTT tasks until `shutdown` completes; [`run_reloadable`] also applies
+//! what a [`reload::Reloader`] sends (the device registry, the API's tokens
+//! and users) while it runs. Only start-up problems return an
 //! error; a lost broker or ERP is retried forever, and bad input is logged and
 //! dropped.
 
-pub mod api;
-pub mod auth;
-pub mod backoff;
-pub mod breaker;
 pub mod certs;
-pub mod commands;
 pub mod config;
-pub mod dashboard;
+mod config_error;
 pub mod delivery;
-pub mod dlq;
-pub mod epcis;
 pub mod erp;
-pub mod gaps;
+pub mod http;
 pub mod inbox;
 pub mod ingest;
-pub mod invoice;
-pub mod lane;
-pub mod limits;
-pub mod login_limit;
 pub mod metrics;
-pub mod mqtt;
 pub mod pg_inbox;
-pub mod policy;
 pub mod publication;
+pub mod reload;
 pub mod secret_hygiene;
 pub mod shutdown;
 pub mod store;
 pub mod watermark;
-pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -101,8 +101,9 @@ pub const LONG_VERSION: &str = concat!(
     ")"
 );
 
-use crate::config::ConfigCheckError;
-use crate::delivery::{Delivery, DeliveryError};
+use crate::config_error::ConfigCheckError;
+use crate::delivery::Delivery;
+use crate::erp::ErpSetupError;
 use crate::inbox::{InboxError, InboxHandle};
 use crate::ingest::Ingest;
 use crate::shutdown::ShutdownTrigger;
@@ -141,13 +142,13 @@ pub enum CollectorError {
     Api(std::io::Error),
     /// ERP delivery could not be set up.
     #[error(transparent)]
-    Delivery(#[from] DeliveryError),
+    Delivery(#[from] ErpSetupError),
     /// `[api]` credentials are unusable, or missing on a network address.
     #[error(transparent)]
-    Auth(#[from] auth::AuthConfigError),
+    Auth(#[from] http::auth::AuthConfigError),
     /// The command signing key could not be loaded.
     #[error(transparent)]
-    CommandKey(#[from] commands::KeyError),
+    CommandKey(#[from] ingest::commands::KeyError),
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -162,13 +163,25 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CollectorError> {
-    config.check()?;
-    secret_hygiene::check(&config)?;
-    let auth = Arc::new(auth::Auth::from_config(&config.api, config.api.listen)?);
+    run_reloadable(config, shutdown, reload::Reloads::none()).await
+}
+
+/// [`run`], applying what a [`reload::Reloader`] sends to `reloads` while
+/// it runs (the device registry, the API's tokens and users).
+pub async fn run_reloadable(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    reloads: reload::Reloads,
+) -> Result<(), CollectorError> {
+    config.check_for_start()?;
+    let auth = Arc::new(http::auth::Auth::from_config(
+        &config.api,
+        config.api.listen,
+    )?);
     if auth.is_open() {
         warn!(listen = %config.api.listen, "the HTTP API and dashboard have no credentials ([[api.tokens]] / [[api.users]]): open to anyone on this host, loopback only");
     }
-    let signer = commands::CommandSigner::from_config(&config.commands)?;
+    let signer = ingest::commands::CommandSigner::from_config(&config.commands)?;
     if let Some(public) = signer.verify_key_base64() {
         // The public key is no secret: it is what agents are configured with.
         info!(verify_key = %public, "commands to devices are signed; agents need this [commands] verify_key");
@@ -235,7 +248,7 @@ pub async fn run(
     let trigger = ShutdownTrigger::new();
     let wake = Arc::new(Notify::new());
     let (verdict_tx, verdict_rx) = mpsc::channel(VERDICT_CAPACITY);
-    let gaps_task = tokio::spawn(gaps::run(
+    let gaps_task = tokio::spawn(ingest::gaps::run(
         inbox.clone(),
         config.gaps.resend_after(),
         config.gaps.old_epoch_hole_limit(),
@@ -250,7 +263,7 @@ pub async fn run(
             Ok(())
         })
         .await?;
-    let invoices = invoice::InvoiceNotifier::from_config(&config.erp, inbox.clone())?;
+    let invoices = delivery::invoice::InvoiceNotifier::from_config(&config.erp, inbox.clone())?;
     if invoices.is_some() {
         inbox
             .call(|i| {
@@ -271,8 +284,15 @@ pub async fn run(
     .with_limits(&config.security)
     .with_metrics(delivery.metrics());
 
-    let progress = Arc::new(mqtt::IngestProgress::new());
-    let api_state = api::ApiState {
+    let live = reload::Live {
+        registry: ingest.registry(),
+        auth: Arc::clone(&auth),
+        inbox: inbox.clone(),
+        listen: config.api.listen,
+    };
+    let reload_task = tokio::spawn(live.serve(reloads, trigger.subscribe()));
+    let progress = Arc::new(ingest::mqtt::IngestProgress::new());
+    let api_state = http::ApiState {
         inbox,
         wake: Arc::clone(&wake),
         delivery: Some(Arc::clone(&delivery)),
@@ -284,7 +304,7 @@ pub async fn run(
         // The peer address feeds the per-address login backoff.
         axum::serve(
             listener,
-            api::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
+            http::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { api_stop.wait().await })
         .await
@@ -293,7 +313,7 @@ pub async fn run(
     let mqtt_cfg = config.mqtt.clone();
     let mqtt_stop = trigger.subscribe();
     let mqtt_task = tokio::spawn(async move {
-        mqtt::run(&mqtt_cfg, ingest, verdict_rx, progress, signer, mqtt_stop).await
+        ingest::mqtt::run(&mqtt_cfg, ingest, verdict_rx, progress, signer, mqtt_stop).await
     });
 
     // The API task ends early only on a server error; report it then.
@@ -310,6 +330,7 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, delivery_task).await;
     let _ = tokio::time::timeout(grace, mqtt_task).await;
     let _ = tokio::time::timeout(grace, gaps_task).await;
+    let _ = tokio::time::timeout(grace, reload_task).await;
     if let Some(task) = invoice_task {
         let _ = tokio::time::timeout(grace, task).await;
     }

@@ -7,7 +7,7 @@
 //! it runs beside a running collector or without one.
 //!
 //! `dockline-collector keygen --out DIR` writes a command signing key pair
-//! (see `dockline_collector::commands`).
+//! (see `dockline_collector::ingest::commands`).
 //!
 //! `dockline-collector certs ca|server|client` issues the CA, broker and
 //! device certificates of mutual TLS (see `dockline_collector::certs`).
@@ -19,7 +19,7 @@
 //! Logs go to stderr as text or JSON (`--log-format`, `[log] format`).
 //!
 //! `dockline-collector hash-password < pw.txt` prints the argon2id hash of a
-//! dashboard/API user's password (see `dockline_collector::auth`).
+//! dashboard/API user's password (see `dockline_collector::http::auth`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +28,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dockline_collector::Config;
 use dockline_collector::config::DEFAULT_CONFIG_PATH;
-use dockline_collector::dlq::{self, DlqError};
+use dockline_collector::delivery::dlq::{self, DlqError};
+use dockline_collector::reload::{self, LiveSections, Reloader};
 use dockline_protocol::config::Loaded;
 use dockline_protocol::logging::LogFormat;
 
@@ -139,14 +140,14 @@ enum HolesCommand {
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if let Some(Command::Keygen { out }) = &args.command {
-        return match dockline_collector::commands::generate(out) {
+        return match dockline_collector::ingest::commands::generate(out) {
             Ok(public) => {
                 println!(
                     "wrote {}/{} (keep it secret) and {}/{}\nagents: [commands] verify_key = \"{public}\"",
                     out.display(),
-                    dockline_collector::commands::SIGNING_KEY_FILE,
+                    dockline_collector::ingest::commands::SIGNING_KEY_FILE,
                     out.display(),
-                    dockline_collector::commands::VERIFY_KEY_FILE
+                    dockline_collector::ingest::commands::VERIFY_KEY_FILE
                 );
                 ExitCode::SUCCESS
             }
@@ -231,7 +232,7 @@ fn hash_password() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    match dockline_collector::auth::hash_password(password) {
+    match dockline_collector::http::auth::hash_password(password) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS
@@ -252,7 +253,7 @@ fn load_unchecked(args: &Args) -> anyhow::Result<Loaded<Config>> {
     );
     let loaded = dockline_protocol::config::load_report(
         file.as_deref(),
-        dockline_collector::commands::with_env_aliases(std::env::vars()),
+        dockline_collector::ingest::commands::with_env_aliases(std::env::vars()),
     );
     match (loaded, file) {
         (Ok(l), _) => Ok(l),
@@ -268,9 +269,7 @@ fn load_checked(args: &Args) -> anyhow::Result<Loaded<Config>> {
     let loaded = load_unchecked(args)?;
     loaded
         .config
-        .check()
-        .with_context(|| format!("config {}", loaded.origin))?;
-    dockline_collector::secret_hygiene::check(&loaded.config)
+        .check_for_start()
         .with_context(|| format!("config {}", loaded.origin))?;
     Ok(loaded)
 }
@@ -280,7 +279,8 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     load_checked(args).map(|l| l.config)
 }
 
-/// `check-config`: the merged config, secrets redacted, then the checks.
+/// `check-config`: the effective config (file, overrides and defaults),
+/// secrets redacted, then the checks a start makes.
 fn check_config(args: &Args) -> ExitCode {
     let loaded = match load_unchecked(args) {
         Ok(l) => l,
@@ -297,14 +297,15 @@ fn check_config(args: &Args) -> ExitCode {
             loaded.ignored.join(", ")
         );
     }
-    println!(
-        "# secrets are <redacted>; keys not shown take their defaults (collector.example.toml)"
-    );
-    print!(
-        "{}",
-        dockline_protocol::config::redacted_toml(&loaded.table)
-    );
-    match loaded.config.check() {
+    println!("# the effective config: every key, defaults included; secrets are <redacted>");
+    match loaded.config.effective_toml() {
+        Ok(text) => print!("{text}"),
+        Err(e) => {
+            eprintln!("dockline-collector: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match loaded.config.check_for_start() {
         Ok(()) => {
             println!("# ok: the config is valid");
             ExitCode::SUCCESS
@@ -319,7 +320,7 @@ fn check_config(args: &Args) -> ExitCode {
 /// Runs a `dlq` subcommand; returns what to print.
 fn dlq_command(args: Args, cmd: DlqCommand) -> anyhow::Result<String> {
     let config = load_config(&args)?;
-    let mut inbox = dlq::open_existing(&config)?;
+    let mut inbox = dlq::open_existing(&config.inbox, &config.inbox_path())?;
     let pretty = |v: &serde_json::Value| -> anyhow::Result<String> {
         Ok(format!("{}\n", serde_json::to_string_pretty(v)?))
     };
@@ -353,7 +354,7 @@ fn dlq_command(args: Args, cmd: DlqCommand) -> anyhow::Result<String> {
 /// Runs a `holes` subcommand; returns what to print.
 fn holes_command(args: Args, cmd: HolesCommand) -> anyhow::Result<String> {
     let config = load_config(&args)?;
-    let mut inbox = dlq::open_existing(&config)?;
+    let mut inbox = dlq::open_existing(&config.inbox, &config.inbox_path())?;
     match cmd {
         HolesCommand::List => {
             let holes = inbox.open_holes()?;
@@ -371,7 +372,7 @@ fn holes_command(args: Args, cmd: HolesCommand) -> anyhow::Result<String> {
         }
         HolesCommand::Close { device, epoch } => {
             let device = dockline_protocol::DeviceId::new(device)?;
-            let closed = dockline_collector::gaps::close_all(
+            let closed = dockline_collector::ingest::gaps::close_all(
                 &mut *inbox,
                 &device,
                 epoch,
@@ -410,8 +411,10 @@ fn start(args: Args) -> anyhow::Result<()> {
         tracing::debug!(variable = %var, "environment variable names no config key; ignored");
     }
     let config = loaded.config;
-    let running = loaded.table;
+    // What a reload compares with: the effective config, defaults included.
+    let running = config.effective_table().unwrap_or(loaded.table);
     let given = args.config.clone();
+    let (reloader, reloads) = dockline_collector::reload::channel();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -420,13 +423,13 @@ fn start(args: Args) -> anyhow::Result<()> {
         // Installed before the collector starts, so an early SIGHUP cannot kill it.
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hup) => {
-                tokio::spawn(reload_on_sighup(hup, given, running, log));
+                tokio::spawn(reload_on_sighup(hup, given, running, log, reloader));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
             }
         }
-        dockline_collector::run(config, shutdown_signal())
+        dockline_collector::run_reloadable(config, shutdown_signal(), reloads)
             .await
             .map_err(anyhow::Error::from)
     });
@@ -436,14 +439,18 @@ fn start(args: Args) -> anyhow::Result<()> {
 }
 
 /// SIGHUP: reads the config again (same file, same environment) and checks
-/// it; a config that would not start is refused and the running one stays.
-/// The log level is applied; every other changed key is named as needing a
-/// restart. `running` is the merged table the process runs with.
+/// it as a start would; a config that would not start is refused and the
+/// running one stays. The device registry, the API's tokens and users and
+/// the log level are applied (see `dockline_collector::reload`); every other
+/// changed key is named as needing a restart. `running` is the effective
+/// config the process runs with (defaults included), so a key written out
+/// with the value it already had changes nothing.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     given: Option<PathBuf>,
     mut running: dockline_protocol::config::Table,
     log: dockline_protocol::logging::LogHandle,
+    reloader: Reloader,
 ) {
     let args = Args {
         config: given,
@@ -453,16 +460,17 @@ async fn reload_on_sighup(
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
         let _ = dockline_protocol::service::notify("RELOADING=1");
-        reload_once(&args, &mut running, &log);
+        reload_once(&args, &mut running, &log, &reloader).await;
         let _ = dockline_protocol::service::notify("READY=1");
     }
 }
 
 /// One reload; see [`reload_on_sighup`].
-fn reload_once(
+async fn reload_once(
     args: &Args,
     running: &mut dockline_protocol::config::Table,
     log: &dockline_protocol::logging::LogHandle,
+    reloader: &Reloader,
 ) {
     let loaded = match load_checked(args) {
         Ok(l) => l,
@@ -471,12 +479,52 @@ fn reload_once(
             return;
         }
     };
-    let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
-    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
-    match loaded.table.get("log") {
-        Some(section) => running.insert("log".into(), section.clone()),
-        None => running.remove("log"),
+    let config = &loaded.config;
+    let sections = LiveSections {
+        api: config.api.clone(),
+        devices: config.devices.clone(),
+        allow_unknown_devices: config.allow_unknown_devices,
     };
+    match reloader.apply(sections).await {
+        Ok(applied) => log_applied(&applied),
+        Err(e) => {
+            tracing::warn!(error = %e, "reload refused; the running config stays");
+            return;
+        }
+    }
+    let effective = config.effective_table().unwrap_or(loaded.table);
+    let restart = reload::restart_needed(running, &effective);
+    dockline_protocol::logging::log_reload(log, &config.log, &restart, &loaded.origin);
+    reload::adopt_live(running, &effective);
+}
+
+/// Logs what a reload changed in the device registry and the credentials
+/// (names only, never a secret).
+fn log_applied(applied: &reload::Applied) {
+    let names = |ids: &[String]| ids.join(", ");
+    let d = &applied.devices;
+    if d.is_empty() {
+        tracing::info!("reload: devices unchanged");
+    } else {
+        let list = |ids: &[dockline_protocol::DeviceId]| {
+            ids.iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        tracing::info!(added = %list(&d.added), removed = %list(&d.removed),
+            moved = %list(&d.moved), allow_unknown_devices = ?d.allow_unknown,
+            "reload: device registry applied");
+    }
+    let c = &applied.credentials;
+    if c.is_empty() {
+        tracing::info!("reload: API tokens and users unchanged");
+    } else {
+        tracing::info!(tokens_added = %names(&c.tokens_added),
+            tokens_removed = %names(&c.tokens_removed), users_added = %names(&c.users_added),
+            users_removed = %names(&c.users_removed), users_changed = %names(&c.users_changed),
+            sessions_ended = c.sessions_ended, "reload: API tokens and users applied");
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when

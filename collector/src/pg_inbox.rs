@@ -65,8 +65,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::config::DeviceConfig;
-use crate::dashboard::queries::{
+use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::http::dashboard::queries::{
     self, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount, ExceptionRow,
     OrderCols, OrderRow, TimelineCols, TimelineEvent,
 };
@@ -76,7 +76,7 @@ use crate::inbox::{
     NextPending, PARK_RECHECK_MS, Resolution, Stats, StoreOutcome, chosen_event, excerpt, from_sql,
     holes_above, last_error_of, ranges, to_sql,
 };
-use crate::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::ingest::registry::DeviceConfig;
 use crate::store::InboxStore;
 use crate::watermark;
 
@@ -244,7 +244,7 @@ fn placeholders(sql: &str) -> String {
     out
 }
 
-/// The dashboard's SQL ([`crate::dashboard::queries`]) in PostgreSQL's
+/// The dashboard's SQL ([`crate::http::dashboard::queries`]) in PostgreSQL's
 /// placeholders, made once.
 static ORDERS_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| placeholders(queries::ORDERS_SQL));
@@ -1833,7 +1833,7 @@ impl InboxStore for PgInbox {
                     (r.get(0), r.get(1), r.get(2));
                 let ready = if kind == "delivered" {
                     codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
-                        crate::invoice::InvoiceReady::of(&site, &env, document.unwrap_or_default())
+                        crate::delivery::invoice_ready::InvoiceReady::of(&site, &env, document.unwrap_or_default())
                     })
                 } else {
                     None
@@ -1846,7 +1846,7 @@ impl InboxStore for PgInbox {
                          ON CONFLICT DO NOTHING",
                         &[
                             &ready.id,
-                            &crate::invoice::KIND,
+                            &crate::delivery::invoice_ready::KIND,
                             &dev,
                             &ep,
                             &sq,
@@ -2115,7 +2115,7 @@ impl InboxStore for PgInbox {
 }
 
 /// The dashboard's read-only queries: the same SQL and the same row
-/// derivations as on SQLite ([`crate::dashboard::queries`]).
+/// derivations as on SQLite ([`crate::http::dashboard::queries`]).
 impl PgInbox {
     fn devices_page(
         &self,

@@ -2,14 +2,14 @@
 //! bytes. Ingest and delivery produce [`Publication`]s without touching MQTT,
 //! so both are testable without a broker; the MQTT task sends them QoS 1.
 //! Commands are stamped with an expiry and signed here (see
-//! [`crate::commands`]), so no path publishes a command unsigned by mistake.
+//! [`crate::ingest::commands`]), so no path publishes a command unsigned by mistake.
 
 use dockline_protocol::{
     Ack, Channel, Command, DeviceId, EncodeError, PROTOCOL_VERSION, Resend, SiteId, Topic, Verdict,
     codec,
 };
 
-use crate::commands::CommandSigner;
+use crate::ingest::commands::CommandSigner;
 
 /// A message to publish QoS 1 on `topic`.
 #[derive(Debug, Clone, PartialEq, Eq)]

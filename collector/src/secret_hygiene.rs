@@ -15,22 +15,23 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigCheckError};
+use crate::config_error::ConfigCheckError;
+use crate::erp::ErpConfig;
+use crate::ingest::commands::CommandsConfig;
 
 /// Webhook secrets published in this repository (`collector.example.toml`).
 pub const EXAMPLE_SECRETS: &[&str] = &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"];
 
-/// Runs both checks on `config`.
-pub fn check(config: &Config) -> Result<(), ConfigCheckError> {
-    if config.commands.signing_key.is_none()
-        && let Some(path) = &config.commands.signing_key_file
+/// Runs both checks on the `[commands]` and `[erp]` sections.
+pub fn check(commands: &CommandsConfig, erp: &ErpConfig) -> Result<(), ConfigCheckError> {
+    if commands.signing_key.is_none()
+        && let Some(path) = &commands.signing_key_file
     {
         check_private_file(path).map_err(|problem| ConfigCheckError {
             key: "commands.signing_key_file",
             problem,
         })?;
     }
-    let erp = &config.erp;
     let named = std::iter::once(("erp.secret", Some(erp.secret.as_str())))
         .chain(std::iter::once((
             "erp.invoice_webhook_secret",
@@ -86,6 +87,7 @@ fn check_private_file(_path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn config(secret: &str) -> Config {
         toml::from_str(&format!(
@@ -102,20 +104,21 @@ mod tests {
         for s in EXAMPLE_SECRETS {
             assert!(example.contains(s), "{s} is the example config's");
         }
-        let err = check(&config(EXAMPLE_SECRETS[0])).expect_err("example refused");
+        let c = config(EXAMPLE_SECRETS[0]);
+        let err = check(&c.commands, &c.erp).expect_err("example refused");
         assert_eq!(err.key, "erp.secret");
         assert!(err.problem.contains("openssl rand"), "{err}");
-        assert!(check(&config(OWN)).is_ok());
         let mut c = config(OWN);
+        assert!(check(&c.commands, &c.erp).is_ok());
         c.erp.invoice_webhook_secret = Some(format!(" {} ", EXAMPLE_SECRETS[0]));
         assert_eq!(
-            check(&c).expect_err("refused").key,
+            check(&c.commands, &c.erp).expect_err("refused").key,
             "erp.invoice_webhook_secret"
         );
         let mut c = config(OWN);
         c.erp.webhook.previous_secrets = vec![EXAMPLE_SECRETS[0].into()];
         assert_eq!(
-            check(&c).expect_err("refused").key,
+            check(&c.commands, &c.erp).expect_err("refused").key,
             "erp.webhook.previous_secrets"
         );
     }
@@ -125,25 +128,28 @@ mod tests {
     fn a_signing_key_file_others_can_read_is_refused_naming_file_mode_and_fix() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        crate::commands::generate(dir.path()).expect("keygen");
-        let key = dir.path().join(crate::commands::SIGNING_KEY_FILE);
+        crate::ingest::commands::generate(dir.path()).expect("keygen");
+        let key = dir.path().join(crate::ingest::commands::SIGNING_KEY_FILE);
         let mut c = config(OWN);
         c.commands.signing_key_file = Some(key.clone());
-        check(&c).expect("keygen writes 0600");
+        check(&c.commands, &c.erp).expect("keygen writes 0600");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = check(&c).expect_err("0644 refused");
+        let err = check(&c.commands, &c.erp).expect_err("0644 refused");
         assert_eq!(err.key, "commands.signing_key_file");
         for part in [&key.display().to_string(), "0644", "chmod 600"] {
             assert!(err.problem.contains(part), "{part} missing: {err}");
         }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        assert!(check(&c).is_err(), "group-readable refused too");
+        assert!(
+            check(&c.commands, &c.erp).is_err(),
+            "group-readable refused too"
+        );
         // A key given inline wins over the file, which is then not read.
         c.commands.signing_key = Some("set elsewhere".into());
-        assert!(check(&c).is_ok());
+        assert!(check(&c.commands, &c.erp).is_ok());
         // A missing file is the key loader's to report.
         c.commands.signing_key = None;
         c.commands.signing_key_file = Some(dir.path().join("absent.key"));
-        assert!(check(&c).is_ok());
+        assert!(check(&c.commands, &c.erp).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 //! an operator can; passwords (argon2) log in to a session token; a
 //! cross-origin change is refused even with a valid token; the open
 //! (no credentials) mode answers only loopback host names and is refused on
-//! a network address; `/metrics` speaks Prometheus text; `/healthz` and
+//! a network address; `/metrics` speaks OpenMetrics text; `/healthz` and
 //! `/readyz` need nothing. Failed logins back off per user and per client
 //! address (429 + `Retry-After`), a user's sessions are capped without
 //! touching another user's, and token answers are `Cache-Control: no-store`.
@@ -11,9 +11,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dockline_collector::api::{self, ApiState};
-use dockline_collector::auth::{self, Auth, AuthConfigError, Role, TokenConfig, UserConfig};
-use dockline_collector::config::ApiConfig;
+use dockline_collector::http::ApiConfig;
+use dockline_collector::http::auth::{self, Auth, AuthConfigError, Role, TokenConfig, UserConfig};
+use dockline_collector::http::{self as api, ApiState};
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use reqwest::StatusCode;
 use tokio::sync::Notify;
@@ -199,10 +199,15 @@ async fn tokens_roles_passwords_and_csrf() {
         r.headers()["content-type"]
             .to_str()
             .expect("ct")
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text = r.text().await.expect("body");
     assert!(text.contains("# TYPE dockline_inbox_pending_events gauge"));
+    assert!(
+        text.contains("\ndockline_inbox_pending_events 0\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(text.contains("dockline_inbox_pending_events 0"));
 
     // Password login: wrong password refused, right one gives a session token.
@@ -327,7 +332,7 @@ async fn token_of(r: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn failed_logins_back_off_per_user_and_address_and_sessions_are_capped_per_user() {
-    use dockline_collector::login_limit::FREE_FAILURES;
+    use dockline_collector::http::login_limit::FREE_FAILURES;
     const ALICE: &str = "correct horse battery";
     const BOB: &str = "bob's own passphrase";
     let mut api = config(&auth::hash_password(ALICE).expect("hash"));
@@ -434,7 +439,7 @@ async fn failed_logins_back_off_per_user_and_address_and_sessions_are_capped_per
 /// guesses than a patient guesser.
 #[tokio::test]
 async fn concurrent_guesses_do_not_slip_past_the_backoff() {
-    use dockline_collector::login_limit::FREE_FAILURES;
+    use dockline_collector::http::login_limit::FREE_FAILURES;
     let api = config(&auth::hash_password("correct horse battery").expect("hash"));
     let server = serve(Auth::from_config(&api, loopback()).expect("auth")).await;
     let http = client_from("127.0.0.3");

@@ -3,9 +3,11 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dockline-collector");
+mod support;
+
+use support::{BIN, Lines, Running, signal, wait_api_addr};
 
 fn run_with(config_text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -98,21 +100,10 @@ fn missing_file_is_reported() {
     );
 }
 
-/// Kills the child when the test ends, pass or fail.
-struct Running(std::process::Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn keeps_running_without_a_broker_and_serves_stats() {
     // A port with nothing listening: the broker is "down".
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_port = free.local_addr().expect("addr").port();
-    drop(free);
+    let dead_port = support::dead_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let path = dir.path().join("collector.toml");
@@ -133,17 +124,7 @@ fn keeps_running_without_a_broker_and_serves_stats() {
             .spawn()
             .expect("spawn"),
     );
-    let addr_file = data.join("api.addr");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file)
-            && !a.is_empty()
-        {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "api.addr not written");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let addr = wait_api_addr(&data);
     // Give the MQTT task time to fail a few connects.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -485,9 +466,7 @@ fn holes_commands_list_and_close_as_lost() {
 
 /// A config that starts without a broker (dead port) or an ERP.
 fn offline_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_port = free.local_addr().expect("addr").port();
-    drop(free);
+    let dead_port = support::dead_port();
     let data = dir.join("data");
     let path = dir.join("collector.toml");
     std::fs::write(
@@ -500,28 +479,6 @@ fn offline_config(dir: &std::path::Path) -> std::path::PathBuf {
     )
     .expect("write config");
     path
-}
-
-/// Waits for `{data_dir}/api.addr`, the sign the collector is up.
-fn wait_api_addr(data: &std::path::Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(a) = std::fs::read_to_string(data.join("api.addr"))
-            && !a.is_empty()
-        {
-            return a;
-        }
-        assert!(Instant::now() < deadline, "api.addr not written");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn signal(child: &std::process::Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(ok.success(), "kill -{name} failed");
 }
 
 #[test]
@@ -542,6 +499,13 @@ fn check_config_prints_the_merged_config_with_secrets_redacted() {
     assert!(!stdout.contains("whsec_MfKQ"), "secret shown: {stdout}");
     assert!(stdout.contains("secret = \"<redacted>\""), "{stdout}");
     assert!(stdout.contains("resend_after_ms = 20000"), "{stdout}");
+    // The effective config: keys the file never names, with their defaults.
+    for default in ["concurrency = 4", "keep_alive_secs = 15", "ttl_secs = 300"] {
+        assert!(
+            stdout.lines().any(|l| l == default),
+            "no default {default:?}: {stdout}"
+        );
+    }
     assert!(
         stdout.contains("ignored (name no config key): DOCKLINE_BIN"),
         "{stdout}"
@@ -616,7 +580,6 @@ fn json_logs_go_to_stderr_one_object_per_line_without_colour() {
 
 #[test]
 fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = offline_config(dir.path());
     let original = std::fs::read_to_string(&path).expect("read");
@@ -630,44 +593,19 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
             .spawn()
             .expect("spawn"),
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.0.stderr.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut wait_line = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                let found = line.contains(needle);
-                seen.push(line);
-                if found {
-                    return;
-                }
-            }
-        }
-        panic!("no line with {needle:?} in:\n{}", seen.join("\n"));
-    };
-    wait_line("collector started");
+    let mut lines = Lines::of(&mut child);
+    lines.wait(&["collector started"]);
     std::fs::write(
         &path,
         format!("{original}[gaps]\nresend_after_ms = 30000\n[log]\nlevel = \"debug\"\n"),
     )
     .expect("write");
     signal(&child.0, "HUP");
-    wait_line("reload: log level applied");
-    wait_line("needs_restart=gaps");
+    lines.wait(&["reload: log level applied"]);
+    lines.wait(&["needs_restart=gaps.resend_after_ms"]);
     std::fs::write(&path, format!("{original}[gaps]\nresend_aftr_ms = 1\n")).expect("write");
     signal(&child.0, "HUP");
-    wait_line("reload refused; the running config stays");
+    lines.wait(&["reload refused; the running config stays"]);
     assert!(
         child.0.try_wait().expect("try_wait").is_none(),
         "SIGHUP must not stop the collector"

@@ -3,6 +3,7 @@
 //! (and dead-letters it); readings never reach the ERP; each verdict is acked
 //! to the device.
 
+mod support;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,11 +13,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::webhook::cloudevents::SigningKey;
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::shutdown::ShutdownTrigger;
-use dockline_collector::webhook::SigningKey;
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,
     Priority, Reading, References, Scan, SiteId, TimeSource, codec,
@@ -118,22 +119,11 @@ async fn start_erp(erp: &Arc<Erp>) -> std::net::SocketAddr {
     let app = Router::new()
         .route("/events", post(erp_handler))
         .with_state(Arc::clone(erp));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    support::serve(app).await
 }
 
 fn erp_config(addr: std::net::SocketAddr) -> ErpConfig {
-    ErpConfig {
-        timeout_ms: 2000,
-        retry_min_ms: 10,
-        retry_max_ms: 50,
-        concurrency: 2,
-        ..ErpConfig::new(format!("http://{addr}/events"), SECRET)
-    }
+    support::fast_erp(format!("http://{addr}/events"), SECRET)
 }
 
 #[tokio::test]
@@ -143,18 +133,11 @@ async fn pending_events_resume_after_restart_with_the_same_webhook_id() {
     let addr = start_erp(&erp).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("inbox.db");
-    let site = SiteId::new("dc-north").expect("site");
+    let _site = SiteId::new("dc-north").expect("site");
     {
         let mut inbox = Inbox::open(&db).expect("inbox");
-        let batch = Batch {
-            v: 1,
-            device: DeviceId::new("hh-01").expect("id"),
-            epoch: 1,
-            first_held: 5, // 1..=4 were acked earlier
-            events: vec![envelope(5, picked("SO-5"))],
-            shed: Vec::new(),
-        };
-        inbox.store_batch(&site, &batch, 0).expect("store");
+        // 1..=4 were acked earlier.
+        support::seed(&mut inbox, vec![envelope(5, picked("SO-5"))]);
     }
     // First life: the ERP is down; stop after a few attempts.
     {

@@ -34,14 +34,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dockline_collector::backoff::{Backoff, FixedJitter};
-use dockline_collector::epcis::{
+use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
+use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
+use dockline_collector::erp::epcis::{
     CaptureClient, CaptureConfig, CaptureError, CaptureFailure, Contents, ErrorBehaviour,
     ExportConfig, Exporter, ItemCount,
 };
-use dockline_collector::policy::{
-    self, Credentials, Decision, EndpointView, FailureClass, History, Policy, TransportError,
-};
+use dockline_collector::erp::outcome::{Credentials, FailureClass, TransportError};
 use dockline_protocol::{
     BusinessEvent, DeviceId, Envelope, EventDetail, EventId, ExceptionKind, Fix, FixMode, Payload,
     Priority, ProofOfDelivery, References, TimeSource, Weight, WeightUnit,
@@ -1082,7 +1081,7 @@ fn check_capture(headers: &HeaderMap, doc: &Value) -> std::result::Result<String
     if doc["type"] != "EPCISDocument" || doc["schemaVersion"] != "2.0" {
         return Err(format!("not an EPCIS 2.0 document: {}", doc["type"]));
     }
-    if doc["@context"][0] != dockline_collector::epcis::EPCIS_CONTEXT {
+    if doc["@context"][0] != dockline_collector::erp::epcis::EPCIS_CONTEXT {
         return Err("@context does not start with the EPCIS 2.0 context".into());
     }
     let events = doc["epcisBody"]["eventList"]
@@ -1256,9 +1255,9 @@ fn urn(envelope: &Envelope) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_epcis_adapter_captures_every_event_once_through_the_delivery_path() -> Result<()> {
-    use dockline_collector::config::{ErpConfig, ErpKind};
     use dockline_collector::delivery::Delivery;
     use dockline_collector::erp::epcis::EpcisOptions;
+    use dockline_collector::erp::{ErpConfig, ErpKind};
     use dockline_collector::inbox::{Inbox, InboxHandle};
     use dockline_collector::shutdown::ShutdownTrigger;
     use dockline_protocol::{Ack, Outcome, SiteId, codec};

@@ -7,6 +7,7 @@
 //! once; a response slower than the timeout retried with the same key and
 //! booked once.
 
+mod support;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,16 +19,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use dockline_collector::api::{self, ApiState};
-use dockline_collector::backoff::FixedJitter;
-use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::delivery::backoff::FixedJitter;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::http::{self as api, ApiState};
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::publication::Publication;
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
-    Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,
-    Priority, References, SiteId, TimeSource, codec,
+    Ack, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload, Priority,
+    References, TimeSource, codec,
 };
 use tokio::sync::{Notify, mpsc};
 
@@ -168,13 +169,9 @@ async fn start_erp(script: Script) -> (Arc<Erp>, SocketAddr) {
 
 fn erp_config(addr: SocketAddr) -> ErpConfig {
     ErpConfig {
-        timeout_ms: 2000,
-        retry_min_ms: 10,
-        retry_max_ms: 50,
-        concurrency: 2,
         halt_recheck_ms: 300,
         breaker_open_ms: 100,
-        ..ErpConfig::new(format!("http://{addr}/events"), SECRET)
+        ..support::fast_erp(format!("http://{addr}/events"), SECRET)
     }
 }
 
@@ -221,17 +218,11 @@ impl Harness {
     async fn start(cfg: ErpConfig, events: &[(&str, &[u64])]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
-        let site = SiteId::new("dc-north").expect("site");
         for (device, seqs) in events {
-            let batch = Batch {
-                v: 1,
-                device: DeviceId::new(*device).expect("id"),
-                epoch: 1,
-                first_held: 1,
-                events: seqs.iter().map(|s| envelope(device, *s)).collect(),
-                shed: Vec::new(),
-            };
-            inbox.store_batch(&site, &batch, 0).expect("store");
+            let batch = support::batch(1, seqs.iter().map(|s| envelope(device, *s)).collect());
+            inbox
+                .store_batch(&support::site(), &batch, 0)
+                .expect("store");
         }
         let inbox = InboxHandle::new(inbox);
         let (tx, verdicts) = mpsc::channel(64);
@@ -470,7 +461,7 @@ async fn permanent_422_dead_letters_blocks_the_lane_and_replays_once_after_a_fix
         inbox: h.inbox.clone(),
         wake: Arc::clone(&h.wake),
         delivery: Some(Arc::clone(&h.delivery)),
-        auth: Arc::new(dockline_collector::auth::Auth::open()),
+        auth: Arc::new(dockline_collector::http::auth::Auth::open()),
         ingest: None,
     });
     tokio::spawn(async move { axum::serve(api_listener, router).await });

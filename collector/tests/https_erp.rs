@@ -11,19 +11,16 @@
 //! - with the right `ca_file` the event is POSTed and answered 200;
 //! - a missing or non-PEM `ca_file` is a config error naming the file.
 
+mod support;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dockline_collector::Config;
 use dockline_collector::certs;
-use dockline_collector::config::ErpConfig;
-use dockline_collector::erp::{self, ErpEvent};
-use dockline_collector::policy::AttemptOutcome;
-use dockline_protocol::{
-    BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority, References, SiteId,
-    TimeSource,
-};
+use dockline_collector::erp::outcome::AttemptOutcome;
+use dockline_collector::erp::{self, ErpConfig};
+use dockline_protocol::Envelope;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,43 +115,13 @@ async fn https_server(cert: &Path, key: &Path) -> HttpsServer {
 }
 
 fn envelope() -> Envelope {
-    Envelope {
-        v: 1,
-        device: DeviceId::new("hh-tls").expect("id"),
-        epoch: 1,
-        seq: 1,
-        id: EventId([7; 16]),
-        captured_ms: 1_700_000_000_000,
-        time_source: TimeSource::Ntp,
-        priority: Priority::MustDeliver,
-        payload: Payload::Event(BusinessEvent {
-            detail: EventDetail::Picked {
-                item: "04012345678901".into(),
-                quantity: 2,
-                lot: None,
-            },
-            refs: References {
-                order: Some("SO-TLS".into()),
-                ..References::default()
-            },
-        }),
-    }
+    support::envelope("hh-tls", 1, support::picked(), support::order("SO-TLS"))
 }
 
 /// Delivers the test event through the webhook adapter `erp` configures.
 async fn deliver(erp: &ErpConfig) -> AttemptOutcome {
     let adapter = erp::from_config(erp).expect("adapter");
-    let envelope = envelope();
-    let Payload::Event(event) = &envelope.payload else {
-        unreachable!("the test envelope is an event");
-    };
-    let site = SiteId::new("dc-tls").expect("site");
-    adapter
-        .deliver(ErpEvent {
-            site: &site,
-            envelope: &envelope,
-            event,
-        })
+    support::attempt(adapter.as_ref(), "dc-tls", &envelope())
         .await
         .outcome
 }

@@ -3,6 +3,7 @@
 //! sending still sends it later), retried after a 503 with the same id, sent
 //! once, signed, and never again after it was accepted.
 
+mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,12 +12,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::delivery::invoice::InvoiceNotifier;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::webhook::cloudevents::SigningKey;
 use dockline_collector::inbox::{Inbox, InboxHandle};
-use dockline_collector::invoice::InvoiceNotifier;
 use dockline_collector::shutdown::ShutdownTrigger;
-use dockline_collector::webhook::SigningKey;
 use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority,
     ProofOfDelivery, References, SiteId, TimeSource,
@@ -83,12 +84,7 @@ async fn start(receiver: &Arc<Receiver>) -> std::net::SocketAddr {
         .route("/events", post(events))
         .route("/invoices", post(invoices))
         .with_state(Arc::clone(receiver));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    support::serve(app).await
 }
 
 fn config(addr: std::net::SocketAddr) -> ErpConfig {

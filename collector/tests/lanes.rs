@@ -17,13 +17,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dockline_collector::backoff::FixedJitter;
-use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::delivery::backoff::FixedJitter;
+use dockline_collector::delivery::lane;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::outcome::{AttemptOutcome, Credentials, Response, TransportError};
 use dockline_collector::erp::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
 use dockline_collector::inbox::{Inbox, InboxHandle};
-use dockline_collector::lane;
-use dockline_collector::policy::{AttemptOutcome, Credentials, Response, TransportError};
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, ExceptionKind, Payload,

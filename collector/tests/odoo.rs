@@ -13,21 +13,20 @@
 mod lost_response;
 #[path = "support/odoo_emulator.rs"]
 mod odoo_emulator;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use dockline_collector::backoff::{Backoff, FixedJitter};
-use dockline_collector::config::{ErpConfig, ErpKind};
 use dockline_collector::delivery::Delivery;
+use dockline_collector::delivery::backoff::FixedJitter;
+use dockline_collector::delivery::policy::Decision;
 use dockline_collector::erp::odoo::{Backorder, OdooAdapter, OdooConfig, OdooTransport};
-use dockline_collector::erp::{Attempt, ErpAdapter, ErpEvent};
+use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
+use dockline_collector::erp::{Attempt, ErpAdapter};
+use dockline_collector::erp::{ErpConfig, ErpKind};
 use dockline_collector::inbox::{Inbox, InboxHandle};
-use dockline_collector::policy::{
-    self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy, RpcOutcome,
-    TransportError,
-};
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,
@@ -153,40 +152,12 @@ fn adapter_with(
 }
 
 async fn attempt(adapter: &OdooAdapter, env: &Envelope) -> Attempt {
-    let site = SiteId::new("dc-north").expect("site");
-    let event = env.business_event().expect("a business event");
-    adapter
-        .deliver(ErpEvent {
-            site: &site,
-            envelope: env,
-            event,
-        })
-        .await
+    support::attempt(adapter, "dc-north", env).await
 }
 
 /// What delivery would do with the attempt (the real policy).
 fn decide(adapter: &OdooAdapter, a: &Attempt) -> Decision {
-    policy::decide(
-        &a.outcome,
-        History {
-            attempts: 1,
-            bounded: 0,
-        },
-        EndpointView {
-            credentials: adapter.credentials(),
-        },
-        &Policy {
-            backoff: Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-            pause_max: Duration::from_secs(60),
-            max_bounded_attempts: 5,
-            parked_min: Duration::from_secs(30),
-        },
-        SystemTime::now(),
-        &mut FixedJitter(0.5),
-    )
+    support::decide(adapter, a)
 }
 
 /// The booked document and whether it was a duplicate, or a panic with the attempt.

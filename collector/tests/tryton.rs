@@ -18,23 +18,20 @@
 
 #[path = "support/lost_response.rs"]
 mod lost_response;
+mod support;
 #[path = "support/tryton_server.rs"]
 mod tryton_server;
 
-use std::time::{Duration, SystemTime};
-
 use anyhow::Result;
-use dockline_collector::backoff::{Backoff, FixedJitter};
-use dockline_collector::config::{ErpConfig, TrytonConfig};
+use dockline_collector::delivery::policy::Decision;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
 use dockline_collector::erp::tryton::TrytonAdapter;
-use dockline_collector::erp::{Attempt, ErpAdapter, ErpEvent};
-use dockline_collector::policy::{
-    self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy, RpcOutcome,
-    TransportError,
-};
+use dockline_collector::erp::tryton::TrytonConfig;
+use dockline_collector::erp::{Attempt, ErpAdapter};
 use dockline_protocol::{
     BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority, ProofOfDelivery,
-    References, SiteId, TimeSource,
+    References, TimeSource,
 };
 use lost_response::LostResponseProxy;
 use tryton_server::{ADMIN_PASSWORD, DATABASE, TrytonServer};
@@ -109,40 +106,12 @@ fn adapter(addr: std::net::SocketAddr, user: &str, password: &str) -> TrytonAdap
 }
 
 async fn attempt(adapter: &TrytonAdapter, env: &Envelope) -> Attempt {
-    let site = SiteId::new("dc-north").expect("site");
-    let event = env.business_event().expect("a business event");
-    adapter
-        .deliver(ErpEvent {
-            site: &site,
-            envelope: env,
-            event,
-        })
-        .await
+    support::attempt(adapter, "dc-north", env).await
 }
 
 /// What delivery would do with the attempt (the real policy).
 fn decide(adapter: &TrytonAdapter, a: &Attempt) -> Decision {
-    policy::decide(
-        &a.outcome,
-        History {
-            attempts: 1,
-            bounded: 0,
-        },
-        EndpointView {
-            credentials: adapter.credentials(),
-        },
-        &Policy {
-            backoff: Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-            pause_max: Duration::from_secs(60),
-            max_bounded_attempts: 5,
-            parked_min: Duration::from_secs(30),
-        },
-        SystemTime::now(),
-        &mut FixedJitter(0.5),
-    )
+    support::decide(adapter, a)
 }
 
 fn booked(decision: &Decision) -> Option<(String, bool)> {

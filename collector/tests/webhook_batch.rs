@@ -18,6 +18,7 @@
 //! adapter alone: the first request is held until three more events are
 //! queued, so they must share the next batch.
 
+mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,11 +29,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::webhook::cloudevents::{SigningKey, WebhookOptions, batch_id};
 use dockline_collector::inbox::{Inbox, InboxHandle};
 use dockline_collector::shutdown::ShutdownTrigger;
-use dockline_collector::webhook::{SigningKey, WebhookOptions, batch_id};
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,
     Priority, References, SiteId, TimeSource, codec,
@@ -361,8 +362,8 @@ async fn gated(State(gate): State<Arc<Gate>>, body: Bytes) -> (StatusCode, &'sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_batch_is_split_so_only_the_bad_event_fails() -> Result<()> {
-    use dockline_collector::erp::{self, ErpEvent};
-    use dockline_collector::policy::AttemptOutcome;
+    use dockline_collector::erp;
+    use dockline_collector::erp::outcome::AttemptOutcome;
 
     let gate = Arc::new(Gate {
         release: Notify::new(),
@@ -406,16 +407,10 @@ async fn a_refused_batch_is_split_so_only_the_bad_event_fails() -> Result<()> {
     for (i, env) in envelopes.iter().cloned().enumerate() {
         let (adapter, site) = (Arc::clone(&adapter), site.clone());
         tasks.push(tokio::spawn(async move {
-            let Payload::Event(event) = &env.payload else {
+            if !matches!(env.payload, Payload::Event(_)) {
                 return None;
-            };
-            let attempt = adapter
-                .deliver(ErpEvent {
-                    site: &site,
-                    envelope: &env,
-                    event,
-                })
-                .await;
+            }
+            let attempt = support::attempt(adapter.as_ref(), site.as_str(), &env).await;
             Some((env.seq, attempt))
         }));
         if i == 0 {

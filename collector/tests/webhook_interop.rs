@@ -28,6 +28,7 @@
 //! `target/webhook-venv`). Unset: the test prints SKIP. Set but unable to
 //! import the packages: the test fails, so CI cannot pass without teeth.
 
+mod support;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -42,12 +43,12 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::delivery::invoice::InvoiceNotifier;
+use dockline_collector::erp::ErpConfig;
+use dockline_collector::erp::webhook::cloudevents::WebhookOptions;
 use dockline_collector::inbox::{Inbox, InboxHandle};
-use dockline_collector::invoice::InvoiceNotifier;
 use dockline_collector::shutdown::ShutdownTrigger;
-use dockline_collector::webhook::WebhookOptions;
 use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, ExceptionKind, Payload,
     Priority, ProofOfDelivery, References, SiteId, TimeSource, Weight, WeightUnit,
@@ -223,12 +224,7 @@ async fn start(log: &Log) -> std::net::SocketAddr {
         .route("/events", post(capture))
         .route("/invoices", post(capture))
         .with_state(Arc::clone(log));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    support::serve(app).await
 }
 
 fn envelope(seq: u64, order: &str, detail: EventDetail) -> Envelope {

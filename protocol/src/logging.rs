@@ -20,7 +20,7 @@
 use std::string::{String, ToString};
 use std::{fmt, format};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -29,7 +29,7 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 pub const DEFAULT_LEVEL: &str = "info";
 
 /// How log lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -61,7 +61,7 @@ impl core::str::FromStr for LogFormat {
 }
 
 /// `[log]`: the log format and level of a binary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (default) or `json`; `--log-format` overrides it.

@@ -54,9 +54,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Writes the secret itself, in the inline form, so that a config a program
-/// writes (the simulator's stack) reads back the same. Show a config with
-/// [`crate::config::redacted_toml`], never by serializing it.
+/// Serialises as the secret itself (a typed config written back to TOML must
+/// load again); print a config only through a redacting view such as
+/// `config::redacted_toml`.
 impl serde::Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)

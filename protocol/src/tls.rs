@@ -34,12 +34,12 @@ use std::vec::Vec;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[mqtt.tls]`: TLS to the broker, with a client certificate for mutual
 /// TLS (the recommended mode: the broker then knows each device by its
 /// certificate and its ACL lets a device write only its own topics).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTls {
     /// PEM file with the CA certificate(s) the broker's certificate must

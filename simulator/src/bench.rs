@@ -697,7 +697,7 @@ const PICKS_PER_ORDER: usize = 9;
 /// CloudEvents to a fresh mock ERP with the same concurrency (the fairer
 /// ceiling: the same ERP without the inbox and the scheduling).
 async fn collector_delivery(dir: &Path, n: usize, rounds: usize) -> Result<(Figure, Figure)> {
-    use dockline_collector::config::ErpConfig as DeliveryConfig;
+    use dockline_collector::erp::ErpConfig as DeliveryConfig;
     use dockline_collector::delivery::Delivery;
     use dockline_collector::inbox::{Inbox, InboxHandle};
     use dockline_collector::shutdown::ShutdownTrigger;
@@ -788,7 +788,7 @@ async fn collector_delivery(dir: &Path, n: usize, rounds: usize) -> Result<(Figu
 /// webhook adapter builds them) by `concurrency` senders to a fresh mock
 /// ERP, every one answered 201.
 async fn raw_posts(site: &dockline_protocol::SiteId, n: usize, concurrency: usize) -> Result<f64> {
-    use dockline_collector::webhook::{WebhookOptions, WebhookSigner, cloudevent_body};
+    use dockline_collector::erp::webhook::cloudevents::{WebhookOptions, WebhookSigner, cloudevent_body};
     let (erp, addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
     let signer = WebhookSigner::new(SECRET, &WebhookOptions::default())?;
     let device = device()?;

@@ -26,10 +26,10 @@ fn ack(device: &DeviceId, up_to: u64) -> Ack {
 /// (agent), beside encoding and decoding the unsigned ack.
 pub fn ack_signing(dir: &std::path::Path, n: usize) -> Result<Figure> {
     let keys = dir.join("bench-ack-keys");
-    let public = dockline_collector::commands::generate(&keys).context("keygen")?;
-    let signer = dockline_collector::commands::CommandSigner::from_config(
-        &dockline_collector::commands::CommandsConfig {
-            signing_key_file: Some(keys.join(dockline_collector::commands::SIGNING_KEY_FILE)),
+    let public = dockline_collector::ingest::commands::generate(&keys).context("keygen")?;
+    let signer = dockline_collector::ingest::commands::CommandSigner::from_config(
+        &dockline_collector::ingest::commands::CommandsConfig {
+            signing_key_file: Some(keys.join(dockline_collector::ingest::commands::SIGNING_KEY_FILE)),
             ..Default::default()
         },
     )

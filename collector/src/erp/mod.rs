@@ -2,7 +2,7 @@
 //!
 //! An adapter turns one business event into whatever requests its ERP needs
 //! and reports a single [`Attempt`]: the outcome the pure
-//! [`crate::policy::decide`] classifies (booked, retry, pause, halt, dead
+//! [`crate::delivery::policy::decide`] classifies (booked, retry, pause, halt, dead
 //! letter) plus a one-line description of what was sent, for the attempt log
 //! and the dead letter. [`crate::delivery`] owns everything around it (lanes,
 //! ordering, retries, the circuit breaker, verdicts); an adapter owns only the
@@ -23,9 +23,10 @@
 //! - `probe` is cheap and read-only: it only answers "is the ERP back?" for
 //!   the breaker's half-open state.
 
-pub mod batch;
+mod config;
 pub mod epcis;
 pub mod odoo;
+pub mod outcome;
 pub mod tryton;
 pub mod webhook;
 
@@ -35,9 +36,29 @@ use std::pin::Pin;
 
 use dockline_protocol::{BusinessEvent, Envelope, SiteId};
 
-use crate::config::{ErpConfig, ErpKind};
-use crate::delivery::DeliveryError;
-use crate::policy::{AttemptOutcome, Credentials, TransportError};
+use crate::erp::outcome::{AttemptOutcome, Credentials, TransportError};
+use crate::erp::webhook::cloudevents::SecretError;
+pub use config::{ErpConfig, ErpKind};
+
+/// An ERP adapter (or the invoice follow-up client) could not be set up
+/// from `[erp]`.
+#[derive(Debug, thiserror::Error)]
+pub enum ErpSetupError {
+    /// `erp.url` is not a usable URL.
+    #[error("config key `erp.url` is {url:?}, which is not a valid URL: {problem}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        problem: String,
+    },
+    /// `erp.secret` is not usable.
+    #[error("config key `erp.secret` {0}")]
+    Secret(#[from] SecretError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the ERP HTTP client: {0}")]
+    Client(String),
+}
 
 /// Longest response body read from the ERP.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -54,13 +75,16 @@ pub struct ErpEvent<'a> {
     pub envelope: &'a Envelope,
     /// The business event inside it.
     pub event: &'a BusinessEvent,
+    /// Its business lane (delivery's key, `crate::delivery::lane::lane_key`):
+    /// a batching adapter never puts two events of one lane in a request.
+    pub lane: &'a str,
 }
 
 /// One attempt as the adapter saw it: the policy's input plus what the
 /// dead letter keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    /// What happened, for [`crate::policy::decide`].
+    /// What happened, for [`crate::delivery::policy::decide`].
     pub outcome: AttemptOutcome,
     /// What was sent, one line (kept in the attempt log and dead letters).
     pub request: String,
@@ -92,7 +116,7 @@ pub trait ErpAdapter: Send + Sync + Debug {
 }
 
 /// Builds the adapter `erp.kind` names.
-pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, DeliveryError> {
+pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, ErpSetupError> {
     Ok(match erp.kind {
         ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?),
         ErpKind::Tryton => Box::new(tryton::TrytonAdapter::new(erp)?),
@@ -102,8 +126,8 @@ pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, DeliveryError
 }
 
 /// Parses `erp.url`.
-fn parse_url(erp: &ErpConfig) -> Result<reqwest::Url, DeliveryError> {
-    reqwest::Url::parse(&erp.url).map_err(|e| DeliveryError::Url {
+fn parse_url(erp: &ErpConfig) -> Result<reqwest::Url, ErpSetupError> {
+    reqwest::Url::parse(&erp.url).map_err(|e| ErpSetupError::Url {
         url: erp.url.clone(),
         problem: e.to_string(),
     })
@@ -118,15 +142,15 @@ fn parse_url(erp: &ErpConfig) -> Result<reqwest::Url, DeliveryError> {
 /// may extend for a company CA; a compiled-in list such as webpki-roots
 /// would age with the binary and ignore that). With `erp.ca_file` only the
 /// CA(s) in that file are trusted: an ERP behind a private CA.
-pub(crate) fn http_client(erp: &ErpConfig) -> Result<reqwest::Client, DeliveryError> {
+pub(crate) fn http_client(erp: &ErpConfig) -> Result<reqwest::Client, ErpSetupError> {
     let mut builder = reqwest::Client::builder().timeout(erp.timeout());
     if let Some(path) = &erp.ca_file {
-        let roots = root_certificates(path).map_err(|e| DeliveryError::Client(e.to_string()))?;
+        let roots = root_certificates(path).map_err(|e| ErpSetupError::Client(e.to_string()))?;
         builder = builder.tls_certs_only(roots);
     }
     builder
         .build()
-        .map_err(|e| DeliveryError::Client(e.to_string()))
+        .map_err(|e| ErpSetupError::Client(e.to_string()))
 }
 
 /// `erp.ca_file` could not be used.
@@ -243,8 +267,8 @@ pub(crate) fn single_open<T: Clone>(
     name: impl Fn(&T) -> &str,
     missing: impl FnOnce() -> String,
     several: impl FnOnce(usize, &str) -> String,
-) -> Result<T, crate::policy::RpcOutcome> {
-    use crate::policy::RpcOutcome;
+) -> Result<T, crate::erp::outcome::RpcOutcome> {
+    use crate::erp::outcome::RpcOutcome;
     let open: Vec<&T> = found.iter().filter(|d| !cancelled(d)).collect();
     match (open.as_slice(), found.first()) {
         ([one], _) => Ok((*one).clone()),

@@ -698,8 +698,8 @@ mod tests {
         let text = refused.text().await.expect("body");
         // The collector reads this body as an expired session.
         assert_eq!(
-            dockline_collector::webhook::body_class(401, &text),
-            Some(dockline_collector::policy::BodyClass::SessionExpired),
+            dockline_collector::erp::webhook::cloudevents::body_class(401, &text),
+            Some(dockline_collector::erp::outcome::BodyClass::SessionExpired),
             "{text}"
         );
         tokio::time::sleep(Duration::from_millis(350)).await;

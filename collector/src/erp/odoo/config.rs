@@ -2,13 +2,13 @@
 //! choices the adapter cannot guess (what to do with a short pick's
 //! remainder, which event validates the delivery).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigCheckError;
+use crate::config_error::ConfigCheckError;
 
 /// `[erp.odoo]`: required when `erp.kind = "odoo"`. Its `Debug` never
 /// prints the password or the API key.
-#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OdooConfig {
     /// The server's major version: 17, 18 or 19. The adapter speaks each
@@ -51,7 +51,7 @@ pub struct OdooConfig {
 }
 
 /// The API the adapter talks to (`erp.odoo.transport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OdooTransport {
     /// `POST /jsonrpc`: `common.authenticate`, then `object.execute_kw`.
@@ -74,7 +74,7 @@ impl OdooTransport {
 }
 
 /// What happens to the rest of a short-picked delivery (`erp.odoo.backorder`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backorder {
     /// A backorder picking for the rest (Odoo's wizard: "Create Backorder").
@@ -85,9 +85,7 @@ pub enum Backorder {
 }
 
 /// Which event validates the delivery (`erp.odoo.validate_on`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValidateOn {
     /// The pack event (the goods leave stock when packed).

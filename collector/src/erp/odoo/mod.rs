@@ -42,7 +42,7 @@
 //! Odoo's own retries is a bounded conflict retry; `AccessError`, other
 //! server exceptions and a version mismatch are transient faults (nothing is
 //! failed; the reason is logged and shown); JSON-2's HTTP statuses go
-//! through the common table of [`crate::policy`].
+//! through the common table of [`crate::delivery::policy`].
 //!
 //! # Session
 //!
@@ -73,9 +73,9 @@ use tracing::{debug, info};
 use self::rpc::{Answer, ErrorKind, OdooError, OrmCall};
 use self::workflow::{Gate, Line, PickRecord, PickingState};
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
-use crate::config::ErpConfig;
-use crate::delivery::DeliveryError;
-use crate::policy::{AttemptOutcome, BodyClass, Credentials, Response, RpcOutcome};
+use crate::erp::ErpConfig;
+use crate::erp::ErpSetupError;
+use crate::erp::outcome::{AttemptOutcome, BodyClass, Credentials, Response, RpcOutcome};
 
 const PICKING: &str = "stock.picking";
 const MOVE_LINE: &str = "stock.move.line";
@@ -129,8 +129,8 @@ type Step<T> = Result<T, AttemptOutcome>;
 impl OdooAdapter {
     /// Prepares the adapter from `[erp]` (`url`, `timeout_ms`) and
     /// `[erp.odoo]`.
-    pub fn new(erp: &ErpConfig) -> Result<Self, DeliveryError> {
-        let config = erp.odoo.clone().ok_or_else(|| DeliveryError::Url {
+    pub fn new(erp: &ErpConfig) -> Result<Self, ErpSetupError> {
+        let config = erp.odoo.clone().ok_or_else(|| ErpSetupError::Url {
             url: erp.url.clone(),
             problem: "kind = \"odoo\" needs an [erp.odoo] table (version, database, login, password or api_key)".into(),
         })?;
@@ -606,7 +606,11 @@ impl OdooAdapter {
         if !found.is_empty() {
             return Ok(false);
         }
-        let body = crate::webhook::cloudevent_body(event.site, event.envelope, event.event);
+        let body = crate::erp::webhook::cloudevents::cloudevent_body(
+            event.site,
+            event.envelope,
+            event.event,
+        );
         self.create(
             ATTACHMENT,
             json!({

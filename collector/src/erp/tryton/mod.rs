@@ -31,7 +31,7 @@
 //!   know yet (the shipment is not created);
 //! - `ConcurrencyException` is a bounded conflict retry, any other server
 //!   exception a transient one; HTTP statuses other than 200 (401, 403, 404,
-//!   429, 5xx) go through the common table of [`crate::policy`].
+//!   429, 5xx) go through the common table of [`crate::delivery::policy`].
 //!
 //! A proof of delivery also stores its evidence: the event as a CloudEvents
 //! JSON file attached to the shipment (`ir.attachment` named
@@ -45,6 +45,7 @@
 //! repeats the call; a second 401 halts the endpoint (wrong user or
 //! password), so [`ErpAdapter::credentials`] reports `AlreadyRefreshed`.
 
+mod config;
 pub mod rpc;
 pub mod workflow;
 
@@ -58,9 +59,10 @@ use tracing::{debug, info};
 use self::rpc::{Answer, ErrorKind};
 use self::workflow::{Button, Goal, Shipment, ShipmentState, Step};
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
-use crate::config::{ErpConfig, TrytonConfig};
-use crate::delivery::DeliveryError;
-use crate::policy::{AttemptOutcome, Credentials, Response, RpcOutcome};
+use crate::erp::ErpConfig;
+use crate::erp::ErpSetupError;
+use crate::erp::outcome::{AttemptOutcome, Credentials, Response, RpcOutcome};
+pub use config::TrytonConfig;
 
 /// The model the adapter drives.
 const SHIPMENT: &str = "stock.shipment.out";
@@ -113,8 +115,8 @@ struct Row {
 impl TrytonAdapter {
     /// Prepares the adapter from `[erp]` (`url`, `timeout_ms`) and
     /// `[erp.tryton]`.
-    pub fn new(erp: &ErpConfig) -> Result<Self, DeliveryError> {
-        let config = erp.tryton.clone().ok_or_else(|| DeliveryError::Url {
+    pub fn new(erp: &ErpConfig) -> Result<Self, ErpSetupError> {
+        let config = erp.tryton.clone().ok_or_else(|| ErpSetupError::Url {
             url: erp.url.clone(),
             problem: "kind = \"tryton\" needs an [erp.tryton] table (database, user, password)"
                 .into(),
@@ -126,7 +128,7 @@ impl TrytonAdapter {
             base.set_path(&path);
         }
         let join = |path: &str| {
-            base.join(path).map_err(|e| DeliveryError::Url {
+            base.join(path).map_err(|e| ErpSetupError::Url {
                 url: erp.url.clone(),
                 problem: format!("cannot append {path:?}: {e}"),
             })
@@ -340,7 +342,11 @@ impl TrytonAdapter {
         if found.as_array().is_some_and(|a| !a.is_empty()) {
             return Ok(());
         }
-        let body = crate::webhook::cloudevent_body(event.site, event.envelope, event.event);
+        let body = crate::erp::webhook::cloudevents::cloudevent_body(
+            event.site,
+            event.envelope,
+            event.event,
+        );
         let description = match &event.event.detail {
             dockline_protocol::EventDetail::Delivered(pod) => format!(
                 "Proof of delivery: received by {}, {} pieces (dockline event {} from {})",

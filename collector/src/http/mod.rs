@@ -3,24 +3,24 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` while the process serves HTTP (liveness; no auth) |
-//! | GET | `/readyz` | `ready` when the inbox answers, delivery runs and MQTT ingest is not stalled (messages waiting, none handled for [`crate::mqtt::STALL_AFTER`]), else 503 naming what is not (no auth) |
-//! | GET | `/metrics` | Prometheus text format ([`crate::metrics`]) |
-//! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::auth`]), `Cache-Control: no-store`; 429 with `Retry-After` while the user or client address backs off after failures ([`crate::login_limit`]) |
+//! | GET | `/readyz` | `ready` when the inbox answers, delivery runs and MQTT ingest is not stalled (messages waiting, none handled for [`crate::ingest::mqtt::STALL_AFTER`]), else 503 naming what is not (no auth) |
+//! | GET | `/metrics` | OpenMetrics text (`http/metrics.rs`) |
+//! | POST | `/v1/login` | `{"username","password"}` → a session token ([`crate::http::auth`]), `Cache-Control: no-store`; 429 with `Retry-After` while the user or client address backs off after failures ([`crate::http::login_limit`]) |
 //! | POST | `/v1/logout` | ends the session of the bearer token |
 //! | GET | `/v1/whoami` | the caller and its role |
 //! | GET | `/v1/stats` | counters (also `resend_requests`, `holes_lost`), devices with their watermark ("complete up to N") and open holes, open dead letters, devices with one, parked and blocked lane counts, `delivered_out_of_order` |
-//! | GET | `/v1/lanes` | parked and blocked business lanes, longest waiting first: key, `parked`/`blocked`, what it waits for, `since_ms`, `waiting_ms`, pending events (see [`crate::lane`]) |
+//! | GET | `/v1/lanes` | parked and blocked business lanes, longest waiting first: key, `parked`/`blocked`, what it waits for, `since_ms`, `waiting_ms`, pending events (see [`crate::delivery::lane`]) |
 //! | GET | `/v1/endpoint` | the ERP endpoint's circuit breaker (closed, open: failures, throttled or halted with the reason) |
 //! | GET | `/dlq` | open dead letters, newest first (`?all=true`: also resolved ones) |
 //! | GET | `/dlq/{id}` | one dead letter: the original event, every attempt, the reason |
 //! | POST | `/dlq/{id}/replay` | re-queue the event (same id and idempotency key), unblock its lane |
 //! | POST | `/dlq/{id}/discard` | give up on the event (`?note=…`), unblock its lane |
-//! | GET | `/ui/…`, `/v1/devices`, `/v1/orders`, `/v1/stuck`, `/v1/exceptions`, `/v1/dead-letters` | the dashboard and the JSON it reads (see [`crate::dashboard`]) |
+//! | GET | `/ui/…`, `/v1/devices`, `/v1/orders`, `/v1/stuck`, `/v1/exceptions`, `/v1/dead-letters` | the dashboard and the JSON it reads (see `http/dashboard`) |
 //!
 //! Access: every route but `/healthz`, `/readyz` and `/v1/login` needs a
 //! `viewer` bearer token, and every changing one (`POST`) an `operator`
 //! one, once `[[api.tokens]]` or `[[api.users]]` are configured; see
-//! [`crate::auth`] (also for CSRF). Request bodies are limited to
+//! [`crate::http::auth`] (also for CSRF). Request bodies are limited to
 //! [`MAX_BODY`] bytes.
 //!
 //! Everything is read from the inbox on every request (no cached copy), so
@@ -28,6 +28,12 @@
 //! wakes delivery at once. Errors are plain text naming the problem;
 //! unknown ids are 404, already resolved dead letters 409.
 
+pub mod auth;
+pub(crate) mod dashboard;
+pub mod login_limit;
+mod metrics;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -36,14 +42,53 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{error, info};
 
-use crate::auth::{self, Auth};
 use crate::delivery::Delivery;
-use crate::dlq::{self, DlqError};
+use crate::delivery::dlq::{self, DlqError};
 use crate::inbox::{InboxError, InboxHandle};
+use auth::Auth;
+
+/// `[api]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to bind; port 0 picks a free port, written to `{data_dir}/api.addr`.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// `[[api.tokens]]`: bearer tokens and their roles (see [`crate::http::auth`]).
+    /// Without tokens or users the API is open, and only a loopback
+    /// `listen` is accepted.
+    #[serde(default)]
+    pub tokens: Vec<crate::http::auth::TokenConfig>,
+    /// `[[api.users]]`: users who log in with a password (argon2 hash).
+    #[serde(default)]
+    pub users: Vec<crate::http::auth::UserConfig>,
+    /// How long a login session lasts, seconds (at least 60).
+    #[serde(default = "default_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+}
+
+fn default_session_ttl_secs() -> u64 {
+    12 * 3600
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+            tokens: Vec::new(),
+            users: Vec::new(),
+            session_ttl_secs: default_session_ttl_secs(),
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
 
 /// What the API serves from.
 #[derive(Debug, Clone)]
@@ -59,7 +104,7 @@ pub struct ApiState {
     pub auth: Arc<Auth>,
     /// How far MQTT ingest has come (absent in tests without MQTT): `/readyz`
     /// is 503 while messages wait and none is handled.
-    pub ingest: Option<Arc<crate::mqtt::IngestProgress>>,
+    pub ingest: Option<Arc<crate::ingest::mqtt::IngestProgress>>,
 }
 
 /// Largest request body accepted, bytes (the API takes only small JSON).
@@ -75,7 +120,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::handler))
         .route("/v1/whoami", get(auth::whoami))
         .route("/v1/stats", get(stats))
         .route("/v1/endpoint", get(endpoint))
@@ -84,7 +129,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/dlq/{id}", get(show))
         .route("/dlq/{id}/replay", post(replay))
         .route("/dlq/{id}/discard", post(discard))
-        .merge(crate::dashboard::routes())
+        .merge(crate::http::dashboard::routes())
         .with_state(state)
         .merge(sessions)
         .layer(axum::middleware::from_fn_with_state(auth, auth::authorize))
@@ -123,7 +168,7 @@ async fn security_headers(
 /// Ready when the inbox answers a read and delivery is running.
 async fn readyz(State(api): State<ApiState>) -> Response {
     if let Some(p) = &api.ingest
-        && let Some(idle) = p.stalled_for(crate::mqtt::STALL_AFTER)
+        && let Some(idle) = p.stalled_for(crate::ingest::mqtt::STALL_AFTER)
     {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -149,27 +194,6 @@ async fn readyz(State(api): State<ApiState>) -> Response {
         )
             .into_response(),
     }
-}
-
-/// Prometheus text format: the in-memory counters plus the inbox's levels.
-async fn metrics(State(api): State<ApiState>) -> Response {
-    let stats = match api.inbox.call(|i| i.stats()).await {
-        Ok(s) => s,
-        Err(e) => return inbox_failed("read stats for /metrics", &e),
-    };
-    let mut text = match &api.delivery {
-        Some(d) => d.metrics().render(&stats),
-        None => crate::metrics::Metrics::new("none").render(&stats),
-    };
-    text.push_str(&api.auth.render_metrics());
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 fn inbox_failed(what: &str, e: &InboxError) -> Response {

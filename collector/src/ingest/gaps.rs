@@ -13,7 +13,7 @@
 //!   device does not find a pile of requests queued for it.
 //! - The requests of one `(device, epoch)` are one command listing every due
 //!   range. Each carries an expiry and, with a key configured, the
-//!   collector's signature ([`crate::commands`]); a request that expires
+//!   collector's signature ([`crate::ingest::commands`]); a request that expires
 //!   unanswered is simply asked again on the schedule above.
 //! - The device answers by publishing what it holds and reporting the rest as
 //!   shed (see [`dockline_protocol::Resend`]); either closes the hole in the
@@ -41,11 +41,73 @@ use dockline_protocol::{DeviceId, SiteId};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-use crate::commands::CommandSigner;
 use crate::inbox::{DeviceHoles, InboxError, InboxHandle};
+use crate::ingest::commands::CommandSigner;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
 use crate::store::InboxStore;
+
+/// `[gaps]`: the gap audit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapsConfig {
+    /// A hole (sequences missing below a stored one) open this long gets a
+    /// resend request on the device's `cmd` topic, milliseconds; unanswered
+    /// requests are repeated at growing intervals (2×, 4×, then every 8×).
+    #[serde(default = "default_resend_after_ms")]
+    pub resend_after_ms: u64,
+    /// A hole in an epoch older than the device's newest (the device was
+    /// reinstalled and cannot send it any more, or the batch that opened it
+    /// was forged) is closed as lost after this many seconds open, and the
+    /// lost ranges are logged; `dockline-collector holes close` closes one
+    /// at once. 0 never closes one by time.
+    #[serde(default = "default_old_epoch_hole_limit_secs")]
+    pub old_epoch_hole_limit_secs: u64,
+}
+
+impl GapsConfig {
+    /// Checks what serde cannot.
+    pub fn check(&self) -> Result<(), crate::config_error::ConfigCheckError> {
+        if self.resend_after_ms < 100 {
+            return Err(crate::config_error::ConfigCheckError {
+                key: "gaps.resend_after_ms",
+                problem: format!(
+                    "is {}; use at least 100 (an agent needs time to send what is in flight)",
+                    self.resend_after_ms
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// How long a hole may stay open before a resend request.
+    pub fn resend_after(&self) -> Duration {
+        Duration::from_millis(self.resend_after_ms)
+    }
+
+    /// How long a hole in an old epoch may stay open (`None`: forever).
+    pub fn old_epoch_hole_limit(&self) -> Option<Duration> {
+        (self.old_epoch_hole_limit_secs > 0)
+            .then(|| Duration::from_secs(self.old_epoch_hole_limit_secs))
+    }
+}
+
+impl Default for GapsConfig {
+    fn default() -> Self {
+        Self {
+            resend_after_ms: default_resend_after_ms(),
+            old_epoch_hole_limit_secs: default_old_epoch_hole_limit_secs(),
+        }
+    }
+}
+
+fn default_old_epoch_hole_limit_secs() -> u64 {
+    3600
+}
+
+fn default_resend_after_ms() -> u64 {
+    10_000
+}
 
 /// Repeated requests wait at most this many times `resend_after`.
 const MAX_BACKOFF_FACTOR: u32 = 8;

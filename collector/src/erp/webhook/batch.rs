@@ -14,12 +14,12 @@
 //! is busy, events pile up, so batches grow exactly when the ERP is the
 //! bottleneck, and an idle ERP gets each event at once (a batch of one).
 //! Delivery lets `concurrency × batch_max` lanes wait at the adapter so
-//! that full batches can form ([`super::ErpAdapter::events_per_request`]).
+//! that full batches can form ([`crate::erp::ErpAdapter::events_per_request`]).
 //!
 //! # What an answer means
 //!
 //! A receiver takes or refuses a batch as a whole, so its answer is every
-//! event's answer (each goes through [`crate::policy::decide`] on its own
+//! event's answer (each goes through [`crate::delivery::policy::decide`] on its own
 //! lane: 2xx books all, 5xx and timeouts retry each, 429/503 pause the
 //! endpoint). Except when the answer may be about one event and not the
 //! others ([`splits`]: a 400, 409, 413, 422 … or a 2xx carrying an error):
@@ -35,10 +35,10 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::warn;
 
-use super::Attempt;
-use super::webhook::{BATCH_CONTENT_TYPE, Target};
-use crate::policy::{AttemptOutcome, BodyClass, TransportError};
-use crate::webhook;
+use super::cloudevents;
+use super::{BATCH_CONTENT_TYPE, Target};
+use crate::erp::Attempt;
+use crate::erp::outcome::{AttemptOutcome, BodyClass, TransportError};
 
 /// One event waiting for a batch.
 struct Queued {
@@ -196,8 +196,8 @@ async fn send(target: &Target, batch: Vec<Queued>) {
 async fn post_batch(target: &Target, batch: &[Queued]) -> Attempt {
     let ids: Vec<&str> = batch.iter().map(|q| q.id.as_str()).collect();
     let bodies: Vec<&[u8]> = batch.iter().map(|q| q.body.as_slice()).collect();
-    let key = webhook::batch_id(&ids);
-    let body = webhook::cloudevent_batch_body(&bodies);
+    let key = cloudevents::batch_id(&ids);
+    let body = cloudevents::cloudevent_batch_body(&bodies);
     let mut attempt = target.post(&key, body, BATCH_CONTENT_TYPE).await;
     attempt.request = format!("{} ({} events)", attempt.request, batch.len());
     attempt
@@ -206,7 +206,7 @@ async fn post_batch(target: &Target, batch: &[Queued]) -> Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Response;
+    use crate::erp::outcome::Response;
 
     #[test]
     fn a_batch_holds_one_event_per_lane_and_keeps_the_rest_in_order() {

@@ -22,7 +22,7 @@
 //! on the server ([`queries`]) from committed inbox data, read through
 //! `Inbox::read` on the blocking pool like every other
 //! inbox call. The replay button posts to `/dlq/{id}/replay` (see
-//! [`crate::api`]).
+//! [`crate::http`]).
 //!
 //! Access: the script sends `Authorization: Bearer <token>` when a token was
 //! entered in the page header (kept in the tab's `sessionStorage`, never
@@ -45,8 +45,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::error;
 
-use crate::api::ApiState;
-use crate::dlq;
+use crate::delivery::dlq;
+use crate::http::ApiState;
 use crate::inbox::{DeadLetterSummary, InboxError};
 
 /// The pages: path segment and title.
@@ -349,7 +349,7 @@ async fn dead_letters(State(api): State<ApiState>, Query(q): Query<DeadLettersQu
                 let lane = full.as_ref().and_then(|d| {
                     let env = d.envelope.as_ref().ok()?;
                     let event = env.business_event()?;
-                    Some(crate::lane::lane_key(&env.device, event))
+                    Some(crate::delivery::lane::lane_key(&env.device, event))
                 });
                 rows.push(DeadLetterRow {
                     attempt_log: full.map(|d| d.attempts).unwrap_or_default(),

@@ -55,12 +55,129 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::backoff::Backoff;
-use crate::commands::CommandSigner;
-use crate::config::MqttConfig;
+use crate::config_error::ConfigCheckError;
+use crate::delivery::backoff::Backoff;
 use crate::ingest::Ingest;
+use crate::ingest::commands::CommandSigner;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
+
+/// `[mqtt]`: the broker connection.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    #[serde(default = "default_mqtt_host")]
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; only `[A-Za-z0-9_-]`. With a persistent session the
+    /// broker keeps queued events for this id while the collector is away.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// MQTT keep-alive interval in seconds.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// `[mqtt.tls]`: TLS to the broker, with the collector's own client
+    /// certificate for mutual TLS ([`dockline_protocol::tls`]). Absent:
+    /// plain TCP.
+    #[serde(default)]
+    pub tls: Option<dockline_protocol::tls::MqttTls>,
+    /// MQTT user name, for brokers that log clients in with a password.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The MQTT password: inline, `{ file = "…" }` or `{ env = "…" }`;
+    /// never logged. Needs `username`.
+    #[serde(default)]
+    pub password: Option<dockline_protocol::secret::Secret>,
+    /// Share the device topics with the other collectors of this group
+    /// (MQTT 5 / Mosquitto shared subscription `$share/{group}/…`): each
+    /// batch goes to one of them. Only with a PostgreSQL `[inbox] url`.
+    #[serde(default)]
+    pub shared_group: Option<String>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: default_mqtt_host(),
+            port: default_mqtt_port(),
+            client_id: default_client_id(),
+            keep_alive_secs: default_keep_alive(),
+            tls: None,
+            username: None,
+            password: None,
+            shared_group: None,
+        }
+    }
+}
+
+fn default_mqtt_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_client_id() -> String {
+    "dockline-collector".into()
+}
+fn default_keep_alive() -> u64 {
+    15
+}
+
+impl MqttConfig {
+    /// Checks what serde cannot: a topic-safe client id, a sane keep-alive,
+    /// usable TLS files, a shared group name, a password only with a user.
+    pub fn check(&self) -> Result<(), ConfigCheckError> {
+        let cid = &self.client_id;
+        let cid_ok = !cid.is_empty()
+            && cid.len() <= 64
+            && cid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !cid_ok {
+            return Err(ConfigCheckError {
+                key: "mqtt.client_id",
+                problem: format!(
+                    "is {cid:?}; use 1 to 64 characters from A-Z a-z 0-9 _ - (some brokers reject others)"
+                ),
+            });
+        }
+        if self.keep_alive_secs < 5 {
+            return Err(ConfigCheckError {
+                key: "mqtt.keep_alive_secs",
+                problem: format!("is {}; use at least 5", self.keep_alive_secs),
+            });
+        }
+        if let Some(tls) = &self.tls {
+            tls.client_config().map_err(|e| ConfigCheckError {
+                key: "mqtt.tls",
+                problem: e.to_string(),
+            })?;
+        }
+        if let Some(group) = &self.shared_group {
+            let ok = !group.is_empty()
+                && group.len() <= 64
+                && group
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(ConfigCheckError {
+                    key: "mqtt.shared_group",
+                    problem: format!("is {group:?}; use 1 to 64 characters from A-Z a-z 0-9 _ -"),
+                });
+            }
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(ConfigCheckError {
+                key: "mqtt.password",
+                problem: "is set but mqtt.username is not; set the user name too".into(),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// Requests (publishes, acks) buffered towards the event loop.
 const REQUEST_CAPACITY: usize = 1024;

@@ -12,7 +12,7 @@
 //!
 //! Every failure is a [`CaptureError`] with a [`CaptureFailure`] class and a
 //! hint that names the fix; [`CaptureError::attempt_outcome`] turns it into
-//! the delivery policy's input ([`crate::policy::AttemptOutcome`]), so an
+//! the delivery policy's input ([`crate::erp::outcome::AttemptOutcome`]), so an
 //! ERP adapter built on this client gets the collector's retry, pause, halt
 //! and dead-letter behaviour unchanged. A `409` (the repository already
 //! holds an event with this `eventID`) is reported as
@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::policy::{AttemptOutcome, BodyClass, FailureClass, Response, TransportError};
+use crate::erp::outcome::{AttemptOutcome, BodyClass, FailureClass, Response, TransportError};
 
 /// The media type of an EPCIS 2.0 JSON-LD document.
 pub const MEDIA_TYPE: &str = "application/ld+json";
@@ -40,7 +40,7 @@ pub const CBV_VERSION: &str = "2.0.0";
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What the repository does when some events of a document fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorBehaviour {
     /// All events are stored, or none (the EPCIS 2.0 default).
@@ -186,7 +186,7 @@ impl Problem {
     }
 }
 
-/// What a failed capture means (see [`classify`]).
+/// What a failed capture means (see `classify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureFailure {
     /// 409: the repository already holds these events; treat as done.
@@ -301,7 +301,7 @@ pub enum CaptureError {
         problem: Option<Problem>,
         /// `Retry-After`, as sent.
         retry_after: Option<String>,
-        /// The body (first [`MAX_BODY_BYTES`]).
+        /// The body (first `MAX_BODY_BYTES`).
         body: String,
     },
 }
@@ -316,7 +316,7 @@ impl CaptureError {
     }
 
     /// The delivery policy's input for this failure, so
-    /// [`crate::policy::decide`] treats a capture like any ERP answer.
+    /// [`crate::delivery::policy::decide`] treats a capture like any ERP answer.
     pub fn attempt_outcome(&self) -> AttemptOutcome {
         match self {
             Self::Transport { kind, detail, .. } => AttemptOutcome::Transport {

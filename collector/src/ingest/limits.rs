@@ -20,13 +20,13 @@ use std::time::Instant;
 
 use dockline_protocol::DeviceId;
 use dockline_protocol::codec::MAX_MESSAGE_BYTES;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Most devices with a bucket at once.
 pub const MAX_TRACKED_DEVICES: usize = 100_000;
 
 /// `[security]`: limits on device input.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Largest MQTT payload ingest reads, bytes; larger ones are refused

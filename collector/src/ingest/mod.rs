@@ -4,7 +4,7 @@
 //! Invariants:
 //! - nothing from the wire is trusted: the topic is parsed, a payload over
 //!   `[security] max_payload_bytes` is refused unread, a device over its
-//!   rate limit ([`crate::limits`]) is refused before decoding, the payload
+//!   rate limit ([`crate::ingest::limits`]) is refused before decoding, the payload
 //!   is decoded with the protocol's size-capped, validating decoder, and the
 //!   topic's device must be the payload's device (device A publishing on
 //!   device B's topic is refused; the broker's ACL binds each client to its
@@ -22,7 +22,12 @@
 //! No MQTT here: [`Ingest::handle`] takes the topic and payload and returns
 //! the [`Publication`] to send, so tests drive it directly.
 
-use std::collections::HashMap;
+pub mod commands;
+pub mod gaps;
+pub mod limits;
+pub mod mqtt;
+pub mod registry;
+
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,9 +38,9 @@ use dockline_protocol::{
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::config::DeviceConfig;
 use crate::inbox::{InboxError, InboxHandle};
-use crate::limits::{DeviceRateLimiter, SecurityConfig};
+use crate::ingest::limits::{DeviceRateLimiter, SecurityConfig};
+use crate::ingest::registry::{DeviceConfig, DeviceRegistry, DeviceSet};
 use crate::publication::Publication;
 
 /// Most verdicts re-sent in answer to one birth or heartbeat; the agent asks
@@ -196,8 +201,7 @@ impl IngestError {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     inbox: InboxHandle,
-    devices: Arc<HashMap<DeviceId, SiteId>>,
-    allow_unknown: bool,
+    devices: Arc<DeviceRegistry>,
     stored: Arc<Notify>,
     limits: SecurityConfig,
     rate: Option<Arc<Mutex<DeviceRateLimiter>>>,
@@ -213,20 +217,21 @@ impl Ingest {
         allow_unknown: bool,
         stored: Arc<Notify>,
     ) -> Self {
-        let devices = devices
-            .iter()
-            .map(|d| (d.id.clone(), d.site.clone()))
-            .collect();
         let limits = SecurityConfig::default();
         Self {
             inbox,
-            devices: Arc::new(devices),
-            allow_unknown,
+            devices: Arc::new(DeviceRegistry::new(DeviceSet::new(devices, allow_unknown))),
             stored,
             rate: DeviceRateLimiter::new(&limits).map(|l| Arc::new(Mutex::new(l))),
             limits,
             metrics: None,
         }
+    }
+
+    /// The device registry this ingest (and every clone of it) checks
+    /// senders against; a reload replaces its set.
+    pub fn registry(&self) -> Arc<DeviceRegistry> {
+        Arc::clone(&self.devices)
     }
 
     /// Counts stored events and heartbeat backlogs into `metrics`.
@@ -264,7 +269,7 @@ impl Ingest {
         };
         let refused = IngestError::StoreFailed {
             topic: topic.into(),
-            attempts: crate::mqtt::MAX_STORE_ATTEMPTS,
+            attempts: crate::ingest::mqtt::MAX_STORE_ATTEMPTS,
             source,
         };
         let reason = refused.reason();
@@ -351,8 +356,7 @@ impl Ingest {
                 topic_device: parsed.device.clone(),
             });
         }
-        let known = self.devices.get(&parsed.device) == Some(&parsed.site);
-        if !known && !self.allow_unknown {
+        if !self.devices.current().admits(&parsed.device, &parsed.site) {
             return Err(IngestError::UnknownDevice {
                 what,
                 device: parsed.device.clone(),

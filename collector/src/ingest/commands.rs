@@ -32,7 +32,7 @@ use dockline_protocol::Command;
 use dockline_protocol::command::SIGNATURE_BYTES;
 use ed25519_dalek::{Signer, SigningKey};
 use rand::RngCore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Name of the signing key file [`generate`] writes.
 pub const SIGNING_KEY_FILE: &str = "command-signing.key";
@@ -40,7 +40,7 @@ pub const SIGNING_KEY_FILE: &str = "command-signing.key";
 pub const VERIFY_KEY_FILE: &str = "command-verify.pub";
 
 /// `[commands]`: how commands to devices are signed.
-#[derive(Clone, Deserialize, serde::Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandsConfig {
     /// File holding the base64 Ed25519 signing key (from `dockline-collector

@@ -29,11 +29,11 @@ use dockline_protocol::{
     TimeSource, Weight, WeightUnit,
 };
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-use crate::policy::BodyClass;
+use crate::erp::outcome::BodyClass;
 
 /// The prefix of a Standard Webhooks secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -106,7 +106,7 @@ impl SigningKey {
 
 /// How the `Idempotency-Key` header value is written
 /// (`[erp.webhook] idempotency_key`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IdempotencyKeyQuoting {
     /// `"<event id>"`: a Structured Field string, as the IETF draft
@@ -142,7 +142,7 @@ pub const MAX_BATCH: usize = 1000;
 /// webhook adapter. Every key is optional; an `[erp]` with only `secret`
 /// signs once, quotes the `Idempotency-Key` and sends one event per request,
 /// as before these options existed.
-#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookOptions {
     /// Secrets (`whsec_…`) the receiver may still verify with while it moves
@@ -162,7 +162,7 @@ pub struct WebhookOptions {
     /// Most events in one request. 1 (the default): one structured-mode
     /// CloudEvent per POST. More: ready events of distinct lanes go together
     /// as one `application/cloudevents-batch+json` array (see
-    /// [`crate::erp::batch`]), at most [`MAX_BATCH`].
+    /// `crate::erp::webhook::batch`), at most [`MAX_BATCH`].
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
 }
@@ -339,7 +339,7 @@ pub fn batch_id(event_ids: &[&str]) -> String {
 }
 
 /// What a webhook receiver's JSON body says about the event, for the
-/// delivery policy ([`crate::policy::BodyClass`]).
+/// delivery policy ([`crate::erp::outcome::BodyClass`]).
 ///
 /// The convention a receiver may follow (all optional; a plain status code
 /// is enough):
@@ -351,7 +351,7 @@ pub fn batch_id(event_ids: &[&str]) -> String {
 ///   refusal hidden in a success status.
 pub fn body_class(status: u16, body: &str) -> Option<BodyClass> {
     let value: Value = serde_json::from_str(body).ok()?;
-    let document = crate::policy::document_from_body(body);
+    let document = crate::erp::outcome::document_from_body(body);
     if let Some(code) = value.get("code").and_then(Value::as_str) {
         return match code {
             "already_booked" => Some(BodyClass::AlreadyBooked { document }),

@@ -1,7 +1,20 @@
-//! The EPCIS 2.0 capture adapter (`erp.kind = "epcis"`): every business
-//! event is exported as a one-event GS1 EPCIS 2.0 JSON-LD `EPCISDocument`
-//! ([`crate::epcis::Exporter`]) and captured at `{erp.url}capture`, the
-//! REST root of an EPCIS repository ([`crate::epcis::CaptureClient`]).
+//! EPCIS 2.0: the capture adapter (`[erp] kind = "epcis"`), the export of
+//! dockline business events as GS1 EPCIS 2.0 JSON-LD, and a client for an
+//! EPCIS repository's capture interface, with one options struct
+//! ([`EpcisOptions`], `[erp.epcis]`).
+//!
+//! - `export`: envelope → EPCIS event → `EPCISDocument` (pure, no I/O);
+//! - `gs1`: GTIN / SSCC / GLN → EPC URIs and Digital Link URIs (pure);
+//! - `capture`: `POST /capture` and capture-job reads, errors classified
+//!   for the delivery policy;
+//! - [`EpcisAdapter`] (here): delivers through these: [`Exporter::document_for`],
+//!   then [`CaptureClient::event_exists`] and [`CaptureClient::capture`], with
+//!   [`CaptureError::attempt_outcome`] handed to the delivery policy.
+//!
+//! # The adapter
+//!
+//! Every business event is exported as a one-event `EPCISDocument` and
+//! captured at `{erp.url}capture`, the REST root of an EPCIS repository.
 //!
 //! # One attempt
 //!
@@ -18,12 +31,12 @@
 //! | answer | policy input | decision |
 //! |---|---|---|
 //! | job ended, stored | [`RpcOutcome::Applied`] | booked |
-//! | `GET /events/{eventID}` 200, or a 409 / duplicate error in the job | [`RpcOutcome::AlreadyThere`], or a 409 [`Response`] | booked, duplicate |
+//! | `GET /events/{eventID}` 200, or a 409 / duplicate error in the job | [`RpcOutcome::AlreadyThere`], or a 409 [`Response`](crate::erp::outcome::Response) | booked, duplicate |
 //! | job ended with errors (`ValidationException`, …) | [`RpcOutcome::Refused`] | dead letter, the device is told |
-//! | 400, 422, other 4xx on capture | [`Response`] | dead letter, the device is told |
-//! | 401 / 403 / 404 / 406 / 415 | [`Response`] | the endpoint halts (or 413/415: dead letter, our side) |
-//! | 429, 503 | [`Response`] | every lane pauses for `Retry-After` |
-//! | 5xx, timeouts, resets | [`Response`] / transport | retried, same eventID |
+//! | 400, 422, other 4xx on capture | [`Response`](crate::erp::outcome::Response) | dead letter, the device is told |
+//! | 401 / 403 / 404 / 406 / 415 | [`Response`](crate::erp::outcome::Response) | the endpoint halts (or 413/415: dead letter, our side) |
+//! | 429, 503 | [`Response`](crate::erp::outcome::Response) | every lane pauses for `Retry-After` |
+//! | 5xx, timeouts, resets | [`Response`](crate::erp::outcome::Response) / transport | retried, same eventID |
 //! | job still running after `job_wait_ms` | [`RpcOutcome::Fault`] | retried: the next attempt reads the job again |
 //! | the event cannot be expressed in EPCIS (a bad SSCC check digit) | [`RpcOutcome::Refused`] | dead letter with the export error |
 //!
@@ -41,28 +54,112 @@
 //! gap left: a resend that comes while the lost capture's job is still
 //! running (the event is not readable yet) captures again; the retry
 //! backoff (`erp.retry_min_ms`) normally outlasts a one-event job.
+//!
+//! # Mapping (CBV 2.0 vocabulary)
+//!
+//! | dockline event | EPCIS event | action | bizStep | disposition | what |
+//! |---|---|---|---|---|---|
+//! | `picked` | ObjectEvent | OBSERVE | `picking` | `in_progress` | `quantityList`: the item's class × quantity |
+//! | `packed`, SSCC and contents known | AggregationEvent | ADD | `packing` | `in_progress` | `parentID` = SSCC; `childEPCs` = inner SSCCs, `childQuantityList` = items ([`Contents`], from the caller) |
+//! | `packed`, otherwise | ObjectEvent | OBSERVE | `packing` | `in_progress` | `epcList` = the SSCC (or empty) |
+//! | `loaded` | ObjectEvent | OBSERVE | `loading` | `in_progress` | the SSCC, else the vehicle |
+//! | `departed` | ObjectEvent | OBSERVE | `departing` | `in_transit` | the SSCC, else the vehicle |
+//! | `arrived` | ObjectEvent | OBSERVE | `arriving` | `in_transit` | the SSCC, else the vehicle |
+//! | `delivered` (proof of delivery) | ObjectEvent | OBSERVE | `accepting` | none | the SSCC (or empty) |
+//! | `exception` | ObjectEvent | OBSERVE | see below | see below | the SSCC (or empty) |
+//!
+//! A packed weight becomes a `sensorElementList` `Mass` report (UN/ECE units
+//! `KGM`, `GRM`, `LBR`, `ONZ`). `packed` is an AggregationEvent only when the
+//! SSCC and at least one child are known, because EPCIS requires a parent and
+//! children for `ADD`; the packed event itself names no items, so the caller
+//! passes what it knows (the order's picks) or nothing.
+//!
+//! **Exceptions** have no CBV business step of their own. They are exported
+//! as `inspecting` ("reviewing objects to address potential physical or
+//! documentation defects"), a step outside the pick→deliver flow so that
+//! counts of `picking` or `packing` events are not inflated, with the
+//! disposition saying what was found: `short_pick` → `mismatch_quantity`,
+//! `wrong_item` → `mismatch_class`, `weight_mismatch` → `non_conformant`,
+//! `damaged` → `damaged`, `other` → none. A refused delivery or nobody at home
+//! is `holding` ("segregated for further review") with `in_transit`: the
+//! goods stay with the carrier. The dockline kind and note ride along as
+//! `dockline:exception` and `dockline:note`.
+//!
+//! # Identifiers
+//!
+//! - `eventID`: `urn:uuid:{dockline event id}`, stable across retries, so a
+//!   repository can refuse a second capture of the same event.
+//! - `eventTime`: the capture time in UTC with milliseconds;
+//!   `eventTimeZoneOffset`: the site's configured fixed offset
+//!   ([`ExportConfig::utc_offset`]; it does not follow daylight saving time).
+//! - Items: a GTIN whose GS1 Company Prefix is configured becomes
+//!   `urn:epc:idpat:sgtin:…` (or `urn:epc:class:lgtin:…` with a lot); a GTIN
+//!   with an unknown prefix, or a GTIN-8, becomes its Digital Link URI
+//!   (`https://id.gs1.org/01/…`), since nothing in a GTIN tells where its
+//!   prefix ends and guessing would write another company's product; a SKU
+//!   (anything that is not a GTIN with a valid check digit) becomes
+//!   `{private_base}item/{sku}`. A numeric SKU of 8, 12, 13 or 14 digits
+//!   whose last digit happens to be a valid check digit is read as a GTIN.
+//! - Units: an SSCC becomes `urn:epc:id:sscc:…` (prefix configured) or
+//!   `https://id.gs1.org/00/…`; an SSCC with a bad check digit fails the
+//!   export ([`ExportError::Sscc`]) rather than naming a different unit.
+//!   Vehicles are `{private_base}vehicle/{id}`.
+//! - Locations: `refs.location` that is a GLN → `urn:epc:id:sgln:…` (or
+//!   Digital Link); a bin or door code at the site with a configured site
+//!   GLN → the site GLN with the code as extension (AI 254,
+//!   `urn:epc:id:sgln:{prefix}.{ref}.{code}`); otherwise
+//!   `{private_base}site/{site}/loc/{code}` (or `{private_base}loc/{code}` on
+//!   the route). Without a location, a GNSS fix becomes a `geo:` read point.
+//!   `bizLocation` is the site (GLN or `{private_base}site/{site}`) for events
+//!   at the site except `departed`; on the route it is left out.
+//! - Business transactions: the order as `poc` ("sometimes internally
+//!   referred to as a Sales Order"), the shipment as `desadv`, written
+//!   `urn:epcglobal:cbv:bt:{party GLN}:{number}` with a configured party
+//!   GLN, else `{private_base}order/…` and `{private_base}shipment/…`.
+//!
+//! `dockline:` extension fields (namespace [`DEFAULT_EXTENSION_NAMESPACE`]
+//! unless configured) keep what EPCIS has no field for: `device`, `epoch`,
+//! `seq`, `timeSource`, `stop`, `vehicle`, `lot`, `quantity` (packed),
+//! `receivedBy`, `pieces`, `signatureRef`, `photoRef`, `exception`, `note`,
+//! `position` (a `geo:` URI when the read point is a location).
+//!
+//! # Checked against
+//!
+//! `collector/tests/epcis.rs` validates every event kind against GS1's EPCIS
+//! 2.0 JSON Schema with format checking (Python `jsonschema`, see the README)
+//! and shows that a broken document fails the same check.
+
+mod capture;
+mod export;
+mod gs1;
+
+pub use capture::{
+    CaptureAccepted, CaptureClient, CaptureConfig, CaptureError, CaptureFailure, CaptureJob,
+    ErrorBehaviour, Problem,
+};
+pub use export::{
+    Contents, DEFAULT_EXTENSION_NAMESPACE, EPCIS_CONTEXT, ExportConfig, ExportConfigError,
+    ExportError, Exporter, ItemCount, exception_step,
+};
+pub use gs1::{CompanyPrefixes, Gs1Error, Gtin};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dockline_protocol::{Envelope, SiteId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
-use crate::config::ErpConfig;
-use crate::delivery::DeliveryError;
-use crate::epcis::{
-    CaptureClient, CaptureConfig, CaptureError, CaptureFailure, CaptureJob, Contents,
-    ErrorBehaviour, ExportConfig, Exporter,
-};
-use crate::policy::{AttemptOutcome, Credentials, RpcOutcome};
+use crate::erp::ErpConfig;
+use crate::erp::ErpSetupError;
+use crate::erp::outcome::{AttemptOutcome, Credentials, RpcOutcome};
 
 /// `[erp.epcis]`: how events are exported and captured. Only
 /// `private_base` is required.
-#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpcisOptions {
     /// The site whose GLN `site_gln` is; events of other sites are exported
@@ -224,8 +321,8 @@ pub struct EpcisAdapter {
 impl EpcisAdapter {
     /// Prepares the adapter from `[erp]` (`url` = the repository's REST
     /// root, `timeout_ms`) and `[erp.epcis]`.
-    pub fn new(erp: &ErpConfig) -> Result<Self, DeliveryError> {
-        let problem = |problem: String| DeliveryError::Url {
+    pub fn new(erp: &ErpConfig) -> Result<Self, ErpSetupError> {
+        let problem = |problem: String| ErpSetupError::Url {
             url: erp.url.clone(),
             problem,
         };
@@ -486,7 +583,7 @@ impl ErpAdapter for EpcisAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::epcis::Problem;
+    use crate::erp::epcis::Problem;
 
     fn job(running: bool, success: bool, errors: Vec<Problem>) -> CaptureJob {
         CaptureJob {
@@ -571,7 +668,8 @@ mod tests {
 
     #[test]
     fn an_epcis_site_is_configured_in_erp_epcis() {
-        use crate::config::{Config, ErpKind};
+        use crate::config::Config;
+        use crate::erp::ErpKind;
         let text = "[erp]\nkind = \"epcis\"\nurl = \"https://epcis.example.com/epcis/\"\n[erp.epcis]\nprivate_base = \"https://wms.example.com/id/\"\nsite = \"BRU1\"\nsite_gln = \"4012345000016\"\nauthorization = \"Bearer t0k3n\"\n";
         let cfg: Config = toml::from_str(text).expect("parses");
         assert_eq!(cfg.erp.kind, ErpKind::Epcis);

@@ -1,6 +1,6 @@
 //! The generic signed webhook adapter (`erp.kind = "webhook"`, the default):
 //! every business event is POSTed to `erp.url` as a CloudEvents 1.0
-//! structured JSON body signed per Standard Webhooks ([`crate::webhook`]
+//! structured JSON body signed per Standard Webhooks ([`crate::erp::webhook::cloudevents`]
 //! builds the exact bytes; this module only sends them). `webhook-signature`
 //! carries one `v1,` signature for `[erp] secret` and one for each of
 //! `[erp.webhook] previous_secrets` (a rotation in progress).
@@ -12,19 +12,22 @@
 //! attempt; it is a pure function of it, so the bytes are the same.
 //!
 //! With `[erp.webhook] batch_max` above 1, ready events of distinct lanes share
-//! one `application/cloudevents-batch+json` request ([`super::batch`]).
+//! one `application/cloudevents-batch+json` request (`batch`).
+
+mod batch;
+pub mod cloudevents;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info};
 
-use super::batch::Batcher;
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
-use crate::config::ErpConfig;
-use crate::delivery::DeliveryError;
-use crate::policy::{AttemptOutcome, Credentials, Response};
-use crate::webhook::{self, WebhookSigner};
+use crate::erp::ErpConfig;
+use crate::erp::ErpSetupError;
+use crate::erp::outcome::{AttemptOutcome, Credentials, Response};
+use batch::Batcher;
+use cloudevents::WebhookSigner;
 
 /// The content type of one structured-mode CloudEvent.
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -70,14 +73,14 @@ pub struct WebhookAdapter {
 impl WebhookAdapter {
     /// Prepares the adapter from `[erp]` (`url`, `secret`, `timeout_ms`,
     /// `concurrency`, `[erp.webhook]`).
-    pub fn new(erp: &ErpConfig) -> Result<Self, DeliveryError> {
+    pub fn new(erp: &ErpConfig) -> Result<Self, ErpSetupError> {
         Ok(Self {
             target: Arc::new(Target {
                 url: super::parse_url(erp)?,
                 signer: WebhookSigner::new(&erp.secret, &erp.webhook)?,
                 client: super::http_client(erp)?,
             }),
-            batch_max: erp.webhook.batch_max.clamp(1, webhook::MAX_BATCH),
+            batch_max: erp.webhook.batch_max.clamp(1, cloudevents::MAX_BATCH),
             concurrency: erp.concurrency.max(1),
             batcher: OnceLock::new(),
         })
@@ -86,10 +89,10 @@ impl WebhookAdapter {
     async fn post(&self, event: ErpEvent<'_>) -> Attempt {
         let envelope = event.envelope;
         let id = envelope.id.to_string();
-        let body = webhook::cloudevent_body(event.site, envelope, event.event);
+        let body = cloudevents::cloudevent_body(event.site, envelope, event.event);
         debug!(device = %envelope.device, seq = envelope.seq, event_id = %id, "posting event to ERP");
         if self.batch_max > 1 {
-            let lane = crate::lane::lane_key(&envelope.device, event.event);
+            let lane = event.lane.to_owned();
             let batcher = self.batcher.get_or_init(|| {
                 Batcher::start(Arc::clone(&self.target), self.batch_max, self.concurrency)
             });
@@ -123,8 +126,8 @@ impl WebhookAdapter {
 /// POSTs a CloudEvents `body` to `url`, signed by `signer` (one signature
 /// per secret), with `id` as its `webhook-id` and `Idempotency-Key` (quoted
 /// as `signer` is configured); the answer, classified as
-/// [`crate::policy::decide`] expects it. Shared by this adapter and the
-/// follow-up webhooks ([`crate::invoice`]).
+/// [`crate::delivery::policy::decide`] expects it. Shared by this adapter and the
+/// follow-up webhooks ([`crate::delivery::invoice`]).
 pub(crate) async fn post_signed(
     client: &reqwest::Client,
     url: &reqwest::Url,
@@ -183,7 +186,7 @@ async fn post_signed_as(
     let retry_after = header("retry-after");
     let location = header("location");
     let body = super::read_body(&mut resp).await;
-    let class = webhook::body_class(status, &body);
+    let class = cloudevents::body_class(status, &body);
     Attempt {
         outcome: AttemptOutcome::Response(Response {
             status,

@@ -18,9 +18,8 @@ use std::path::PathBuf;
 use dockline_protocol::SiteId;
 use serde_json::{Value, json};
 
-use crate::config::Config;
+use crate::erp::webhook::cloudevents;
 use crate::inbox::{DeadLetter, DeadLetterSummary, InboxError, InboxStore, Resolution};
-use crate::webhook;
 
 /// Most dead letters listed at once.
 pub const LIST_LIMIT: usize = 1000;
@@ -53,12 +52,15 @@ pub enum DlqError {
 /// one of `[inbox] url`, or the SQLite file in `data_dir`, refusing to
 /// create a new file (a typo in `data_dir` must not look like "no dead
 /// letters").
-pub fn open_existing(config: &Config) -> Result<Box<dyn InboxStore>, DlqError> {
-    let path = config.inbox_path();
-    if config.inbox.url.is_none() && !path.is_file() {
-        return Err(DlqError::NoDatabase(path));
+/// `path` is the SQLite file (`Config::inbox_path`).
+pub fn open_existing(
+    inbox: &crate::store::InboxConfig,
+    path: &std::path::Path,
+) -> Result<Box<dyn InboxStore>, DlqError> {
+    if inbox.url.is_none() && !path.is_file() {
+        return Err(DlqError::NoDatabase(path.to_path_buf()));
     }
-    Ok(config.inbox.open(&path)?)
+    Ok(inbox.open(path)?)
 }
 
 /// The full JSON view of one dead letter: its fields, the original event as
@@ -67,7 +69,7 @@ pub fn show_json(dl: &DeadLetter) -> Value {
     let event = match &dl.envelope {
         Ok(envelope) => match (SiteId::new(dl.site.as_str()), envelope.business_event()) {
             (Ok(site), Some(event)) => {
-                let body = webhook::cloudevent_body(&site, envelope, event);
+                let body = cloudevents::cloudevent_body(&site, envelope, event);
                 serde_json::from_slice(&body).unwrap_or(Value::Null)
             }
             _ => Value::Null,

@@ -6,7 +6,7 @@
 //!
 //! Events are delivered in *business lanes* keyed by the order (else the
 //! shipment, else the stop, else the device); the rules that decide which
-//! pending event of a lane may go next are in [`crate::lane`]: a device's
+//! pending event of a lane may go next are in [`crate::delivery::lane`]: a device's
 //! own sequence order within the lane, never past a hole, stored earlier
 //! business steps first, and a bounded wait for a previous step not yet
 //! received. Each lane with work gets one task that delivers strictly one
@@ -54,6 +54,14 @@
 //! a still-pending row, and only after that commit is the verdict ack
 //! published. A collector restart re-reads pending rows.
 
+pub mod backoff;
+pub mod breaker;
+pub mod dlq;
+pub mod invoice;
+pub(crate) mod invoice_ready;
+pub mod lane;
+pub mod policy;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -63,44 +71,27 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
-use crate::backoff::{Backoff, Jitter, RandomJitter};
-use crate::breaker::{Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind};
-use crate::config::ErpConfig;
-use crate::erp::{self, Attempt, ErpAdapter, ErpEvent};
+use crate::delivery::backoff::{Backoff, Jitter, RandomJitter};
+use crate::delivery::breaker::{
+    Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind,
+};
+use crate::erp::ErpConfig;
+use crate::erp::outcome::{AttemptOutcome, FailureClass};
+use crate::erp::{self, Attempt, ErpAdapter, ErpEvent, ErpSetupError};
 use crate::inbox::{
     AttemptLog, InboxError, InboxHandle, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
     PendingEvent, excerpt,
 };
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::policy::{self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy};
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
-use crate::webhook::SecretError;
+use policy::{Decision, EndpointView, History, Policy};
 /// How often the scheduler re-reads the inbox without being woken.
 const RESCAN: Duration = Duration::from_secs(5);
 /// Shortest sleep between two looks at the due lanes, so a lane that stays
 /// due while it works does not make the scheduler spin.
 const MIN_LOOK_MS: u64 = 20;
-
-/// Delivery could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// `erp.url` is not a usable URL.
-    #[error("config key `erp.url` is {url:?}, which is not a valid URL: {problem}")]
-    Url {
-        /// The URL.
-        url: String,
-        /// Why.
-        problem: String,
-    },
-    /// `erp.secret` is not usable.
-    #[error("config key `erp.secret` {0}")]
-    Secret(#[from] SecretError),
-    /// The HTTP client could not be built.
-    #[error("cannot build the ERP HTTP client: {0}")]
-    Client(String),
-}
 
 /// The endpoint's shared state: its breaker and the jitter source.
 struct Endpoint {
@@ -132,7 +123,7 @@ pub struct Delivery {
     /// `erp.max_active_lanes`.
     max_active_lanes: usize,
     /// Notified when a booked proof of delivery may have queued a
-    /// follow-up webhook ([`crate::invoice`]).
+    /// follow-up webhook ([`crate::delivery::invoice`]).
     followups: Arc<Notify>,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
@@ -145,7 +136,7 @@ impl Delivery {
         erp: &ErpConfig,
         inbox: InboxHandle,
         acks: mpsc::Sender<Publication>,
-    ) -> Result<Self, DeliveryError> {
+    ) -> Result<Self, ErpSetupError> {
         Ok(Self::with_adapter(erp, erp::from_config(erp)?, inbox, acks))
     }
 
@@ -199,7 +190,7 @@ impl Delivery {
         Arc::clone(&self.followups)
     }
 
-    /// Replaces the random jitter (tests use [`crate::backoff::FixedJitter`]).
+    /// Replaces the random jitter (tests use [`crate::delivery::backoff::FixedJitter`]).
     pub fn with_jitter(self, jitter: Box<dyn Jitter>) -> Self {
         let mut endpoint = self
             .endpoint
@@ -287,7 +278,7 @@ impl Delivery {
     }
 
     /// Delivers the lane's events, one at a time in the order
-    /// [`crate::lane`] allows, until none may go now (idle, parked or
+    /// [`crate::delivery::lane`] allows, until none may go now (idle, parked or
     /// blocked; the inbox records which and when to look again).
     pub async fn drain_lane(&self, lane: &str) {
         loop {
@@ -405,6 +396,7 @@ impl Delivery {
                     site: &site,
                     envelope: &envelope,
                     event,
+                    lane: &lane,
                 })
                 .await;
             drop(permit);

@@ -22,8 +22,8 @@ use dockline_protocol::{DeviceHealth, Envelope, EventDetail, codec};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::delivery::lane;
 use crate::inbox::{DeviceHoles, LaneStatus};
-use crate::lane;
 
 /// Most orders one list shows (newest activity first).
 pub const ORDER_LIMIT: usize = 500;

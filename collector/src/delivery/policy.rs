@@ -47,128 +47,15 @@
 //!   ERP's state first), never a fresh request.
 //! - Delays come from the [`Backoff`] and an injected [`Jitter`], so the
 //!   table test is deterministic; `Retry-After` is honoured in both RFC 9110
-//!   forms (delta-seconds and IMF-fixdate), against the `now` passed in.
+//!   forms (delta-seconds and an HTTP-date, read with `httpdate`), against the
+//!   `now` passed in.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::backoff::{Backoff, Jitter};
-
-/// How an attempt failed before any HTTP status arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportError {
-    /// Connection refused, DNS or TLS failure: the request never left.
-    Connect,
-    /// Timed out while connecting: the request never left.
-    TimeoutBeforeSend,
-    /// Timed out after the request was (perhaps partly) sent: the ERP may
-    /// have committed.
-    TimeoutAfterSend,
-    /// The connection was reset or closed after the request was sent.
-    ResetAfterSend,
-}
-
-impl TransportError {
-    /// True when the ERP may have received (and committed) the request.
-    pub fn maybe_committed(self) -> bool {
-        matches!(self, Self::TimeoutAfterSend | Self::ResetAfterSend)
-    }
-}
-
-/// What the ERP's response body says, where the adapter can tell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyClass {
-    /// The target state is already reached (a duplicate of a booked event).
-    AlreadyBooked {
-        /// The existing document, when the ERP named it.
-        document: Option<String>,
-    },
-    /// The original request with this key is still being processed.
-    InFlight,
-    /// A concurrent write conflicted; re-applying may succeed.
-    Conflict,
-    /// A document the event refers to does not exist (yet) in the ERP.
-    ReferenceMissing,
-    /// The session or token expired.
-    SessionExpired,
-    /// A legacy RPC error inside an HTTP 2xx (Odoo/Tryton JSON-RPC).
-    RpcError {
-        /// The ERP's message.
-        message: String,
-    },
-}
-
-/// An HTTP response, reduced to what the policy reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// The `Retry-After` header, as sent.
-    pub retry_after: Option<String>,
-    /// The `Location` header.
-    pub location: Option<String>,
-    /// The body (possibly cut).
-    pub body: String,
-    /// The body's meaning, where the adapter recognised it.
-    pub class: Option<BodyClass>,
-}
-
-/// The outcome of one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    /// The ERP answered.
-    Response(Response),
-    /// No answer.
-    Transport {
-        /// How it failed.
-        kind: TransportError,
-        /// The error text, for logs and the dead letter.
-        detail: String,
-    },
-    /// An RPC adapter's own reading of the ERP's answers, where the HTTP
-    /// status says nothing (Tryton's JSON-RPC answers 200 with an `error`
-    /// member); the adapter read the document's state to tell a duplicate
-    /// from a failure.
-    Rpc(RpcOutcome),
-}
-
-/// What an RPC adapter ([`crate::erp::tryton`]) made of an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RpcOutcome {
-    /// This attempt moved the document to the event's target state.
-    Applied {
-        /// The ERP document, for the device's verdict.
-        document: String,
-    },
-    /// The document was already in (or past) the event's target state: an
-    /// earlier attempt whose answer was lost, or another event, did it.
-    AlreadyThere {
-        /// The ERP document.
-        document: String,
-    },
-    /// The ERP refused the call (a Tryton `UserError`): permanent.
-    Refused {
-        /// The ERP's message and the document's state.
-        message: String,
-    },
-    /// A concurrent write conflicted (`ConcurrencyException`): re-reading
-    /// and re-applying may succeed.
-    Conflict {
-        /// The ERP's message.
-        message: String,
-    },
-    /// The document the event refers to does not exist yet, or is not yet
-    /// in the state the event needs (its predecessor is not booked): parked.
-    NotReady {
-        /// What is missing.
-        message: String,
-    },
-    /// The ERP failed on its side (an exception that is not a business
-    /// error, e.g. a locked database): transient.
-    Fault {
-        /// The ERP's message.
-        message: String,
-    },
-}
+use crate::delivery::backoff::{Backoff, Jitter};
+use crate::erp::outcome::{
+    AttemptOutcome, BodyClass, Credentials, FailureClass, Response, RpcOutcome, document_from_body,
+};
 
 /// The event's delivery history so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -178,17 +65,6 @@ pub struct History {
     /// Consecutive earlier attempts that ended in a bounded class
     /// (conflict, in flight, parked); reset by any other outcome.
     pub bounded: u32,
-}
-
-/// What the endpoint can do about an authentication failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials {
-    /// Fixed credentials (a webhook secret): nothing to refresh.
-    Fixed,
-    /// Can be refreshed and have not been since the last success.
-    Refreshable,
-    /// Were refreshed since the last success and failed again.
-    AlreadyRefreshed,
 }
 
 /// The endpoint's state as far as the policy cares.
@@ -210,43 +86,6 @@ pub struct Policy {
     pub max_bounded_attempts: u32,
     /// Shortest wait for a parked event (its referenced document is missing).
     pub parked_min: Duration,
-}
-
-/// Why an attempt failed, for logs, stats and dead letters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// Might work the next time.
-    Transient,
-    /// The ERP asked us to slow down.
-    Throttled,
-    /// A concurrent write conflicted.
-    Conflict,
-    /// The original request is still in flight at the ERP.
-    InFlight,
-    /// The credentials were refused.
-    ReAuth,
-    /// The ERP refused this event.
-    Permanent,
-    /// A referenced document is missing.
-    Parked,
-    /// The endpoint or our request is misconfigured.
-    Config,
-}
-
-impl FailureClass {
-    /// A short lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Transient => "transient",
-            Self::Throttled => "throttled",
-            Self::Conflict => "conflict",
-            Self::InFlight => "in_flight",
-            Self::ReAuth => "re_auth",
-            Self::Permanent => "permanent",
-            Self::Parked => "parked",
-            Self::Config => "config",
-        }
-    }
 }
 
 /// What to do after an attempt.
@@ -497,81 +336,28 @@ fn describe(resp: &Response) -> String {
     }
 }
 
-/// The body's JSON `document` (or `id`) field, when there is one.
-pub fn document_from_body(body: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    ["document", "id"].iter().find_map(|k| match value.get(k)? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
 /// Parses a `Retry-After` value (RFC 9110 §10.2.3): delta-seconds, or an
-/// HTTP-date in IMF-fixdate form, measured from `now`. A date in the past
-/// gives zero; anything else unreadable gives `None` (the backoff applies).
+/// HTTP-date in any of the three forms a recipient must accept
+/// (IMF-fixdate, RFC 850, asctime; `httpdate`), measured from `now`. A date
+/// in the past gives zero; anything else unreadable gives `None` (the
+/// backoff applies).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds is still "a very long time".
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let at = parse_imf_fixdate(value)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
-    Some(Duration::from_secs_f64((at as f64 - now).max(0.0)))
-}
-
-/// Parses `Sun, 06 Nov 1994 08:49:37 GMT` into Unix seconds.
-///
-/// Only IMF-fixdate, the form RFC 9110 requires senders to use; the obsolete
-/// RFC 850 and asctime forms give `None`. The weekday must be a day name but
-/// is not checked against the date (the date is what the sender meant).
-pub fn parse_imf_fixdate(text: &str) -> Option<i64> {
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let b = text.as_bytes();
-    if b.len() != 29 || !text.is_ascii() || &text[3..5] != ", " || &text[25..] != " GMT" {
-        return None;
-    }
-    if !DAYS.contains(&&text[..3]) || b[7] != b' ' || b[11] != b' ' || b[16] != b' ' {
-        return None;
-    }
-    if b[19] != b':' || b[22] != b':' {
-        return None;
-    }
-    let num = |s: &str| -> Option<u32> {
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse().ok()
-        } else {
-            None
-        }
-    };
-    let day = u8::try_from(num(&text[5..7])?).ok()?;
-    let month_index = MONTHS.iter().position(|m| *m == &text[8..11])?;
-    let month = time::Month::try_from(u8::try_from(month_index + 1).ok()?).ok()?;
-    let year = i32::try_from(num(&text[12..16])?).ok()?;
-    let hour = u8::try_from(num(&text[17..19])?).ok()?;
-    let minute = u8::try_from(num(&text[20..22])?).ok()?;
-    // RFC 9110 allows a leap second (60); count it as the next second.
-    let second = num(&text[23..25])?;
-    let leap = u32::from(second == 60);
-    let second = u8::try_from(second - leap).ok()?;
-    let date = time::Date::from_calendar_date(year, month, day).ok()?;
-    let clock = time::Time::from_hms(hour, minute, second).ok()?;
-    Some(
-        time::PrimitiveDateTime::new(date, clock)
-            .assume_utc()
-            .unix_timestamp()
-            + i64::from(leap),
-    )
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backoff::FixedJitter;
+    use std::time::UNIX_EPOCH;
+
+    use crate::delivery::backoff::FixedJitter;
+    use crate::erp::outcome::TransportError;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -1146,12 +932,18 @@ mod tests {
             Some(Duration::ZERO),
             "a past date means now"
         );
+        // The obsolete forms RFC 9110 still makes recipients accept.
+        for obsolete in ["Sunday, 06-Nov-94 08:50:37 GMT", "Sun Nov  6 08:50:37 1994"] {
+            assert_eq!(
+                parse_retry_after(obsolete, now),
+                Some(Duration::from_secs(60)),
+                "{obsolete:?}"
+            );
+        }
         for bad in [
             "",
             "-5",
             "1.5",
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
             "Sun, 06 Nov 1994 08:49:37 UTC",
             "Sun, 31 Nov 1994 08:49:37 GMT",
             "Sun, 06 Foo 1994 08:49:37 GMT",
@@ -1161,21 +953,18 @@ mod tests {
         ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
-        assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT "), None);
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::ZERO)
+        );
         assert_eq!(
             parse_retry_after(" Sun, 06 Nov 1994 08:49:38 GMT ", now),
             Some(Duration::from_secs(1)),
             "surrounding whitespace is not part of the value"
         );
         assert_eq!(
-            parse_imf_fixdate("Sat, 31 Dec 2016 23:59:60 GMT"),
-            Some(1_483_228_800),
-            "a leap second reads as the next second"
-        );
-        assert_eq!(
-            parse_imf_fixdate("Tue, 29 Feb 2028 12:00:00 GMT"),
-            Some(1_835_438_400)
+            parse_retry_after("Tue, 29 Feb 2028 12:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::from_secs(1_835_438_400))
         );
     }
 }

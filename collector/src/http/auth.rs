@@ -18,7 +18,7 @@
 //!   A user holds at most [`MAX_SESSIONS_PER_USER`] sessions: a new login
 //!   beyond that ends that user's oldest session, never another user's (so
 //!   sessions are bounded by the configured users). Failed logins back off
-//!   per user and per client address ([`crate::login_limit`]): refused with
+//!   per user and per client address ([`crate::http::login_limit`]): refused with
 //!   429 and `Retry-After` before any password check, counted in
 //!   `/metrics`. Answers carrying a token are `Cache-Control: no-store`.
 //!
@@ -39,8 +39,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -50,13 +49,18 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::login_limit::{Blocked, LoginLimiter};
+use crate::http::ApiConfig;
+use crate::http::login_limit::{Blocked, LoginLimiter};
+use crate::metrics::{Labels, labels};
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -80,7 +84,7 @@ impl Role {
 
 /// `[[api.tokens]]`: one bearer token and its role. Exactly one of
 /// `token_env`, `token_file`, `token`, `token_sha256`.
-#[derive(Clone, Default, Deserialize, serde::Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Its role.
@@ -116,7 +120,7 @@ impl std::fmt::Debug for TokenConfig {
 }
 
 /// `[[api.users]]`: one user who logs in with a password.
-#[derive(Clone, Deserialize, serde::Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The user name.
@@ -212,21 +216,116 @@ pub enum LoginRefused {
     Blocked(Blocked),
 }
 
-/// Login counters, rendered into `/metrics`.
+/// Login counters, registered into `/metrics` ([`Auth::register_metrics`]).
 #[derive(Debug, Default)]
 struct LoginCounters {
-    failed: AtomicU64,
-    blocked_user: AtomicU64,
-    blocked_address: AtomicU64,
-    sessions_ended_by_cap: AtomicU64,
+    failed: Counter,
+    /// By `by`: `user` or `address`.
+    blocked: Family<Labels, Counter>,
+    sessions_ended_by_cap: Counter,
 }
 
-/// The API's access control.
-pub struct Auth {
+/// The credentials of `[api]` as one value: a reload replaces it whole.
+struct Credentials {
     /// No credentials configured: everything allowed (loopback only).
     open: bool,
     tokens: Vec<KnownToken>,
     users: Vec<KnownUser>,
+}
+
+/// What a reload of `[api]` credentials changed, for the log. Names only,
+/// never a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialChange {
+    /// Tokens (by name) now accepted that were not.
+    pub tokens_added: Vec<String>,
+    /// Tokens (by name) no longer accepted.
+    pub tokens_removed: Vec<String>,
+    /// Users who can now log in.
+    pub users_added: Vec<String>,
+    /// Users who can no longer log in.
+    pub users_removed: Vec<String>,
+    /// Users whose role or password changed.
+    pub users_changed: Vec<String>,
+    /// Sessions ended because their user was removed or changed.
+    pub sessions_ended: usize,
+}
+
+impl CredentialChange {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.tokens_added.is_empty()
+            && self.tokens_removed.is_empty()
+            && self.users_added.is_empty()
+            && self.users_removed.is_empty()
+            && self.users_changed.is_empty()
+    }
+}
+
+impl Credentials {
+    /// What replacing `self` with `next` changes (sessions not counted).
+    fn changes_to(&self, next: &Credentials) -> CredentialChange {
+        let token_ids = |c: &Credentials| -> Vec<(String, Role, Digest32)> {
+            c.tokens
+                .iter()
+                .map(|t| (t.name.clone(), t.role, t.digest))
+                .collect()
+        };
+        let (old_t, new_t) = (token_ids(self), token_ids(next));
+        let mut change = CredentialChange {
+            tokens_added: new_t
+                .iter()
+                .filter(|t| !old_t.contains(t))
+                .map(|t| t.0.clone())
+                .collect(),
+            tokens_removed: old_t
+                .iter()
+                .filter(|t| !new_t.contains(t))
+                .map(|t| t.0.clone())
+                .collect(),
+            ..CredentialChange::default()
+        };
+        for u in &next.users {
+            match self.users.iter().find(|o| o.name == u.name) {
+                None => change.users_added.push(u.name.clone()),
+                Some(o) if o.role != u.role || o.hash != u.hash => {
+                    change.users_changed.push(u.name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        change.users_removed = self
+            .users
+            .iter()
+            .filter(|o| !next.users.iter().any(|u| u.name == o.name))
+            .map(|o| o.name.clone())
+            .collect();
+        change
+    }
+
+    /// Whether a session of `user` with `role` may live on under these
+    /// credentials (the user is still configured with that role).
+    fn keeps_session(&self, user: &str, role: Role) -> bool {
+        self.users.iter().any(|u| u.name == user && u.role == role)
+    }
+}
+
+/// Credentials read from a new `[api]`, not yet in force ([`Auth::prepare`]).
+pub struct PreparedCredentials(Credentials);
+
+impl std::fmt::Debug for PreparedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCredentials")
+            .field("tokens", &self.0.tokens.len())
+            .field("users", &self.0.users.len())
+            .finish()
+    }
+}
+
+/// The API's access control.
+pub struct Auth {
+    /// Replaced whole by [`Auth::reload`]; readers clone the `Arc`.
+    credentials: RwLock<Arc<Credentials>>,
     sessions: Mutex<HashMap<Digest32, Session>>,
     session_ttl: Duration,
     /// Argon2 checks are deliberately slow; two at a time at most, so a
@@ -242,10 +341,11 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.credentials();
         f.debug_struct("Auth")
-            .field("open", &self.open)
-            .field("tokens", &self.tokens.len())
-            .field("users", &self.users.len())
+            .field("open", &c.open)
+            .field("tokens", &c.tokens.len())
+            .field("users", &c.users.len())
             .finish_non_exhaustive()
     }
 }
@@ -262,10 +362,55 @@ pub struct Caller {
 impl Auth {
     /// Reads the credentials of `[api]` (environment variables and files
     /// included) for an API listening on `listen`.
-    pub fn from_config(
-        api: &crate::config::ApiConfig,
+    pub fn from_config(api: &ApiConfig, listen: SocketAddr) -> Result<Self, AuthConfigError> {
+        let credentials = Credentials::from_config(api, listen)?;
+        Ok(Self {
+            credentials: RwLock::new(Arc::new(credentials)),
+            sessions: Mutex::new(HashMap::new()),
+            session_ttl: Duration::from_secs(api.session_ttl_secs.max(60)),
+            password_checks: Semaphore::new(2),
+            decoy: hash_password("decoy password for unknown users").unwrap_or_default(),
+            limiter: Mutex::new(LoginLimiter::new()),
+            counters: LoginCounters::default(),
+        })
+    }
+
+    /// Reads the tokens and users of `api` for a reload (`listen` is the
+    /// running address, which a reload does not move), without putting
+    /// them in force: [`Auth::commit`] does that. Fails as a start would.
+    pub fn prepare(
+        api: &ApiConfig,
         listen: SocketAddr,
-    ) -> Result<Self, AuthConfigError> {
+    ) -> Result<PreparedCredentials, AuthConfigError> {
+        Credentials::from_config(api, listen).map(PreparedCredentials)
+    }
+
+    /// Puts prepared credentials in force. Sessions of users removed, or
+    /// whose role or password changed, end.
+    pub fn commit(&self, prepared: PreparedCredentials) -> CredentialChange {
+        let next = prepared.0;
+        let mut current = self.credentials.write().unwrap_or_else(|p| p.into_inner());
+        let mut change = current.changes_to(&next);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let before = sessions.len();
+        sessions.retain(|_, s| {
+            next.keeps_session(&s.user, s.role) && !change.users_changed.contains(&s.user)
+        });
+        change.sessions_ended = before - sessions.len();
+        *current = Arc::new(next);
+        change
+    }
+
+    /// The credentials in force now.
+    fn credentials(&self) -> Arc<Credentials> {
+        Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Credentials {
+    /// Reads the credentials of `[api]` (environment variables and files
+    /// included) for an API listening on `listen`.
+    fn from_config(api: &ApiConfig, listen: SocketAddr) -> Result<Self, AuthConfigError> {
         let mut tokens = Vec::new();
         for (i, t) in api.tokens.iter().enumerate() {
             let key = format!("api.tokens[{i}]");
@@ -373,21 +518,19 @@ impl Auth {
             open,
             tokens,
             users,
-            sessions: Mutex::new(HashMap::new()),
-            session_ttl: Duration::from_secs(api.session_ttl_secs.max(60)),
-            password_checks: Semaphore::new(2),
-            decoy: hash_password("decoy password for unknown users").unwrap_or_default(),
-            limiter: Mutex::new(LoginLimiter::new()),
-            counters: LoginCounters::default(),
         })
     }
+}
 
+impl Auth {
     /// An API without credentials (loopback only; tests).
     pub fn open() -> Self {
         Self {
-            open: true,
-            tokens: Vec::new(),
-            users: Vec::new(),
+            credentials: RwLock::new(Arc::new(Credentials {
+                open: true,
+                tokens: Vec::new(),
+                users: Vec::new(),
+            })),
             sessions: Mutex::new(HashMap::new()),
             session_ttl: Duration::from_secs(3600),
             password_checks: Semaphore::new(2),
@@ -399,16 +542,17 @@ impl Auth {
 
     /// Whether no credentials are configured.
     pub fn is_open(&self) -> bool {
-        self.open
+        self.credentials().open
     }
 
     /// The caller a bearer token stands for, if it is a configured token or
     /// a live session.
     pub fn caller(&self, bearer: &str) -> Option<Caller> {
         let presented = digest(bearer);
+        let credentials = self.credentials();
         // Compare with every token, constant time each, no early exit.
         let mut found: Option<&KnownToken> = None;
-        for t in &self.tokens {
+        for t in &credentials.tokens {
             if bool::from(t.digest.ct_eq(&presented)) {
                 found = Some(t);
             }
@@ -443,18 +587,22 @@ impl Auth {
         password: &str,
         from: Option<IpAddr>,
     ) -> Result<(String, Caller), LoginRefused> {
-        let user = self.users.iter().find(|u| u.name == username);
+        let credentials = self.credentials();
+        let user = credentials.users.iter().find(|u| u.name == username);
         // Only configured names are tracked, so unknown ones cannot grow
         // the limiter; they still count against the address.
         let tracked = user.map(|u| u.name.as_str());
         let limiter = || self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         let backing_off = || {
             let blocked = limiter().check(tracked, from, Instant::now()).err()?;
-            let counter = match blocked {
-                Blocked::User(_) => &self.counters.blocked_user,
-                Blocked::Address(_) => &self.counters.blocked_address,
+            let by = match blocked {
+                Blocked::User(_) => "user",
+                Blocked::Address(_) => "address",
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .blocked
+                .get_or_create(&labels(&[("by", by)]))
+                .inc();
             Some(LoginRefused::Blocked(blocked))
         };
         // Before queueing for a password check, and again once it is this
@@ -479,13 +627,23 @@ impl Auth {
         // Recorded while still holding the permit, so the next in the queue
         // sees this failure.
         let Some(user) = user.filter(|_| ok) else {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.counters.failed.inc();
             limiter().failed(tracked, from, Instant::now());
             drop(permit);
             return Err(LoginRefused::Wrong);
         };
         limiter().succeeded(&user.name);
         drop(permit);
+        // A reload during the password check may have removed or changed
+        // this user: no session from credentials no longer in force.
+        let now_in_force = self.credentials();
+        if !now_in_force
+            .users
+            .iter()
+            .any(|u| u.name == user.name && u.role == user.role && u.hash == user.hash)
+        {
+            return Err(LoginRefused::Wrong);
+        }
         let token = new_token();
         let caller = Caller {
             who: user.name.clone(),
@@ -503,9 +661,7 @@ impl Auth {
                 .map(|(k, _)| *k)
         {
             sessions.remove(&oldest);
-            self.counters
-                .sessions_ended_by_cap
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.sessions_ended_by_cap.inc();
         }
         sessions.insert(
             digest(&token),
@@ -518,26 +674,28 @@ impl Auth {
         Ok((token, caller))
     }
 
-    /// The login counters in Prometheus text format.
-    pub fn render_metrics(&self) -> String {
+    /// Registers the login counters in `registry` (shared, not copied).
+    pub fn register_metrics(&self, registry: &mut Registry) {
         let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# HELP dockline_login_failed_total Password logins refused for a wrong user name or password.\n\
-             # TYPE dockline_login_failed_total counter\n\
-             dockline_login_failed_total {}\n\
-             # HELP dockline_login_blocked_total Logins refused unchecked (429) while a user or client address backs off after failures.\n\
-             # TYPE dockline_login_blocked_total counter\n\
-             dockline_login_blocked_total{{by=\"user\"}} {}\n\
-             dockline_login_blocked_total{{by=\"address\"}} {}\n\
-             # HELP dockline_sessions_ended_by_cap_total Sessions ended because their user logged in more than {MAX_SESSIONS_PER_USER} times.\n\
-             # TYPE dockline_sessions_ended_by_cap_total counter\n\
-             dockline_sessions_ended_by_cap_total {}\n",
-            get(&c.failed),
-            get(&c.blocked_user),
-            get(&c.blocked_address),
-            get(&c.sessions_ended_by_cap),
-        )
+        // Both label values are always shown, zero until the first block.
+        for by in ["user", "address"] {
+            let _ = c.blocked.get_or_create(&labels(&[("by", by)]));
+        }
+        registry.register(
+            "dockline_login_failed",
+            "Password logins refused for a wrong user name or password",
+            c.failed.clone(),
+        );
+        registry.register(
+            "dockline_login_blocked",
+            "Logins refused unchecked (429) while a user or client address backs off after failures",
+            c.blocked.clone(),
+        );
+        registry.register(
+            "dockline_sessions_ended_by_cap",
+            format!("Sessions ended because their user logged in more than {MAX_SESSIONS_PER_USER} times"),
+            c.sessions_ended_by_cap.clone(),
+        );
     }
 
     /// Ends the session of `bearer` (a no-op for configured tokens).
@@ -680,7 +838,7 @@ pub async fn authorize(
             );
         }
     }
-    if auth.open {
+    if auth.is_open() {
         if let Some(host) = host
             && !loopback_host(host)
         {
