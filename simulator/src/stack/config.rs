@@ -153,7 +153,7 @@ pub fn simulated_collector(c: &mut CollectorConfig) {
 pub fn known_devices(
     site: &str,
     ids: &[String],
-) -> Result<Vec<dockline_collector::config::DeviceConfig>, StackError> {
+) -> Result<Vec<dockline_collector::ingest::registry::DeviceConfig>, StackError> {
     ids.iter()
         .map(|id| {
             with_defaults(

@@ -135,12 +135,12 @@ impl CommandKeys {
     /// Makes a fresh pair in `dir`.
     pub fn generate(dir: &Path) -> Result<Self, StackError> {
         let verify_key =
-            dockline_collector::commands::generate(dir).map_err(|e| StackError::Keys {
+            dockline_collector::ingest::commands::generate(dir).map_err(|e| StackError::Keys {
                 dir: dir.into(),
                 problem: e.to_string(),
             })?;
         Ok(Self {
-            signing_key_file: dir.join(dockline_collector::commands::SIGNING_KEY_FILE),
+            signing_key_file: dir.join(dockline_collector::ingest::commands::SIGNING_KEY_FILE),
             verify_key,
         })
     }
