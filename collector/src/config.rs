@@ -47,9 +47,9 @@ pub struct Config {
     #[serde(default)]
     pub security: crate::limits::SecurityConfig,
     /// `[inbox]`: SQLite in data_dir (default) or a shared PostgreSQL
-    /// database ([`crate::store::InboxConfig`]).
+    /// database ([`crate::inbox::InboxConfig`]).
     #[serde(default)]
-    pub inbox: crate::store::InboxConfig,
+    pub inbox: crate::inbox::InboxConfig,
     /// `[log]`: log format and level (SIGHUP applies a new level).
     #[serde(default)]
     pub log: dockline_protocol::logging::LogConfig,

@@ -28,7 +28,7 @@
 //!   ranges logged at WARN); `dockline-collector holes close` does the same
 //!   at once for any epoch.
 //! - With several collectors on one PostgreSQL inbox, one of them audits
-//!   ([`crate::store::InboxStore::gap_audit_turn`]), so a device gets each
+//!   ([`crate::inbox::InboxStore::gap_audit_turn`]), so a device gets each
 //!   request once; when it stops, another takes the turn.
 //!
 //! [`GapAudit`] is pure (time is passed in); [`run`] is the thin loop that
@@ -42,10 +42,10 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use crate::commands::CommandSigner;
+use crate::inbox::InboxStore;
 use crate::inbox::{DeviceHoles, InboxError, InboxHandle};
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
-use crate::store::InboxStore;
 
 /// Repeated requests wait at most this many times `resend_after`.
 const MAX_BACKOFF_FACTOR: u32 = 8;
@@ -172,7 +172,7 @@ impl GapAudit {
 /// Closes `ranges` (holes) of `device`'s `epoch` as lost: records them as
 /// shed, so the watermark passes them and the lanes behind them go on, and
 /// counts them in `holes_lost`. Only ranges below the highest stored
-/// sequence close (the watermark rules, [`crate::watermark`]). Returns the
+/// sequence close (the watermark rules, [`crate::inbox::watermark`]). Returns the
 /// ranges closed.
 pub fn close(
     inbox: &mut dyn InboxStore,

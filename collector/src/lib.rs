@@ -69,13 +69,12 @@ pub mod limits;
 pub mod login_limit;
 pub mod metrics;
 pub mod mqtt;
-pub mod pg_inbox;
+
 pub mod policy;
 pub mod publication;
 pub mod secret_hygiene;
 pub mod shutdown;
-pub mod store;
-pub mod watermark;
+
 pub mod webhook;
 
 use std::future::Future;
@@ -223,7 +222,7 @@ pub async fn run(
     info!(api = %bound, data_dir = %config.data_dir.display(),
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
         erp = %config.erp.url, erp_kind = config.erp.kind.name(),
-        inbox = %config.inbox.url.as_deref().map_or_else(|| "sqlite".to_owned(), crate::pg_inbox::redact_url),
+        inbox = %config.inbox.url.as_deref().map_or_else(|| "sqlite".to_owned(), crate::inbox::postgres::redact_url),
         shared_group = config.mqtt.shared_group.as_deref().unwrap_or("-"),
         "collector started");
     // Under systemd (Type=notify): ready once the inbox is open and the API

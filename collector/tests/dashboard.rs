@@ -37,7 +37,7 @@ use dockline_collector::api::{self, ApiState};
 use dockline_collector::auth::Auth;
 use dockline_collector::config::{ApiConfig, ErpConfig};
 use dockline_collector::delivery::Delivery;
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::now_ms;
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::status::{DeviceHealth, QueueHealth};

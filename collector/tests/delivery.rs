@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_collector::webhook::SigningKey;
 use dockline_protocol::{

@@ -22,7 +22,7 @@ use dockline_collector::api::{self, ApiState};
 use dockline_collector::backoff::FixedJitter;
 use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::publication::Publication;
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{

@@ -23,7 +23,7 @@ use dockline_collector::config::{ErpConfig, ErpKind};
 use dockline_collector::delivery::Delivery;
 use dockline_collector::erp::odoo::{Backorder, OdooAdapter, OdooConfig, OdooTransport};
 use dockline_collector::erp::{Attempt, ErpAdapter, ErpEvent};
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::policy::{
     self, AttemptOutcome, Decision, EndpointView, FailureClass, History, Policy, RpcOutcome,
     TransportError,

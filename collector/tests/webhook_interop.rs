@@ -44,7 +44,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use dockline_collector::config::ErpConfig;
 use dockline_collector::delivery::Delivery;
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::invoice::InvoiceNotifier;
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_collector::webhook::WebhookOptions;

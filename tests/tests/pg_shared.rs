@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use dockline_collector::pg_inbox::ScratchSchema;
+use dockline_collector::inbox::postgres::ScratchSchema;
 use dockline_simulator::mock_erp::Effect;
 use dockline_simulator::verdict::{Generated, tally};
 use dockline_tests::{Cluster, Proc, SECRET, bin, eventually, external_mqtt, read_addr};
