@@ -388,7 +388,7 @@ impl Delivery {
                 // on the lane before each attempt, and leave the event to
                 // the collector that took the lane over if it expired.
                 let l = lane.clone();
-                if !self.inbox.call(move |i| i.hold_lane(&l, now_ms())).await? {
+                if !self.inbox.hold_lane_grouped(l, now_ms()).await? {
                     warn!(
                         "another collector took this lane over (this one's claim expired); leaving the event to it"
                     );

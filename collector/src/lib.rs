@@ -12,10 +12,10 @@
 //! # Modules
 //!
 //! - [`config`]: the TOML configuration.
-//! - [`inbox`]: the SQLite inbox (dedup, watermarks, delivery state, stats);
-//!   [`store`]: the trait every inbox backend implements, and `[inbox]`;
-//!   [`pg_inbox`]: the PostgreSQL inbox several collectors share (lane
-//!   claims with a lease, per-device watermark locks).
+//! - [`inbox`]: the inbox (dedup, watermarks, delivery state, stats, the
+//!   dashboard's read model): the trait both backends implement, `[inbox]`,
+//!   the shared pure logic, and `sqlite/` and `postgres/` (lane claims with
+//!   a lease, per-device watermark locks) holding only SQL and transactions.
 //! - [`ingest`]: topic + bytes → inbox + ack, without MQTT.
 //! - [`lane`]: the business lanes (key, stages, when an event may go; pure);
 //!   [`delivery`]: one task per lane, retries; [`erp`]: the adapters behind

@@ -152,7 +152,7 @@ impl InboxHandle {
             .await?
         {
             GroupAnswer::Verdict(recorded) => Ok(recorded),
-            GroupAnswer::Next(_) => Err(mismatch()),
+            _ => Err(mismatch()),
         }
     }
 
@@ -172,7 +172,15 @@ impl InboxHandle {
             .await?
         {
             GroupAnswer::Next(next) => Ok(next),
-            GroupAnswer::Verdict(_) => Err(mismatch()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// [`InboxStore::hold_lane`] in a group commit.
+    pub async fn hold_lane_grouped(&self, lane: String, now_ms: i64) -> Result<bool, InboxError> {
+        match self.grouped(GroupOp::HoldLane { lane, now_ms }).await? {
+            GroupAnswer::Held(held) => Ok(held),
+            _ => Err(mismatch()),
         }
     }
 }

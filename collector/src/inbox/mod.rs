@@ -459,6 +459,7 @@ pub(crate) fn run_alone<S: InboxStore + ?Sized>(
         } => store
             .next_in_lane(lane, *now_ms, *park_max_ms)
             .map(GroupAnswer::Next),
+        GroupOp::HoldLane { lane, now_ms } => store.hold_lane(lane, *now_ms).map(GroupAnswer::Held),
     }
 }
 
@@ -472,13 +473,14 @@ pub(crate) fn group_answers(
         .zip(done)
         .map(|(op, d)| match (op, d) {
             (_, GroupDone::Verdict(v)) => Ok(GroupAnswer::Verdict(v)),
+            (_, GroupDone::Held(h)) => Ok(GroupAnswer::Held(h)),
             (GroupOp::NextInLane { lane, .. }, GroupDone::Next(row)) => row
                 .map(|r| lanes::chosen_event(r, lane))
                 .transpose()
                 .map(GroupAnswer::Next),
-            (GroupOp::Verdict { .. }, GroupDone::Next(_)) => Err(InboxError::Worker(
-                "a group answered a verdict with a lane look".into(),
-            )),
+            (GroupOp::Verdict { .. } | GroupOp::HoldLane { .. }, GroupDone::Next(_)) => Err(
+                InboxError::Worker("a group answered a verdict with a lane look".into()),
+            ),
         })
         .collect()
 }
@@ -489,6 +491,8 @@ pub(crate) enum GroupDone {
     Verdict(bool),
     /// The lane look's chosen row.
     Next(Option<lanes::ChosenRow>),
+    /// The lane's claim was renewed.
+    Held(bool),
 }
 
 pub(crate) fn to_sql(what: &'static str, value: u64) -> Result<i64, InboxError> {

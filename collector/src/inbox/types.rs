@@ -359,6 +359,13 @@ pub enum GroupOp {
         /// Now, ms since the Unix epoch.
         now_ms: i64,
     },
+    /// [`super::InboxStore::hold_lane`].
+    HoldLane {
+        /// The lane.
+        lane: String,
+        /// Now, ms since the Unix epoch.
+        now_ms: i64,
+    },
     /// [`super::InboxStore::next_in_lane`].
     NextInLane {
         /// The lane.
@@ -377,4 +384,6 @@ pub enum GroupAnswer {
     Verdict(bool),
     /// The lane's next event, if one may go.
     Next(Option<NextPending>),
+    /// Whether this collector still holds the lane.
+    Held(bool),
 }

@@ -842,6 +842,17 @@ async fn next_in_lane_in(
     }))
 }
 
+/// Renews this collector's claim on `lane` (see [`InboxStore::hold_lane`]).
+async fn hold_lane_in(db: &Db<'_>, ctx: &Ctx, lane: &str, now_ms: i64) -> Result<bool, InboxError> {
+    let renewed = db
+        .exec(
+            "UPDATE lanes SET lease_until = $3 WHERE lane = $1 AND owner = $2",
+            &[&lane, &ctx.owner, &now_ms.saturating_add(ctx.lease_ms)],
+        )
+        .await?;
+    Ok(renewed == 1)
+}
+
 /// Records a verdict in a transaction (see [`InboxStore::record_verdict`]).
 async fn record_verdict_in(
     db: &Db<'_>,
@@ -1603,15 +1614,7 @@ impl InboxStore for PgInbox {
     }
 
     fn hold_lane(&mut self, lane: &str, now_ms: i64) -> Result<bool, InboxError> {
-        self.tx(async |db, ctx| {
-            let renewed = db
-                .exec(
-                    "UPDATE lanes SET lease_until = $3 WHERE lane = $1 AND owner = $2",
-                    &[&lane, &ctx.owner, &now_ms.saturating_add(ctx.lease_ms)],
-                )
-                .await?;
-            Ok(renewed == 1)
-        })
+        self.tx(async |db, ctx| hold_lane_in(db, ctx, lane, now_ms).await)
     }
 
     fn gap_audit_turn(&mut self) -> Result<bool, InboxError> {
@@ -1903,6 +1906,9 @@ impl InboxStore for PgInbox {
                     } => GroupDone::Next(
                         next_in_lane_in(db, ctx, lane, *now_ms, *park_max_ms).await?,
                     ),
+                    GroupOp::HoldLane { lane, now_ms } => {
+                        GroupDone::Held(hold_lane_in(db, ctx, lane, *now_ms).await?)
+                    }
                 });
             }
             Ok(done)

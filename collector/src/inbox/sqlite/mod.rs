@@ -486,9 +486,14 @@ impl InboxStore for Inbox {
             .count() as u64;
         if mark - mark_before > from_batch {
             tx.execute(
+                // Two primary-key ranges: the sequences the watermark
+                // passed, and the device's newer epochs.
                 "UPDATE lanes SET wake_ms = ?5 WHERE lane IN
-                   (SELECT lane FROM events WHERE device = ?1 AND state = 'pending' AND lane IS NOT NULL
-                    AND ((epoch = ?2 AND seq > ?3 AND seq <= ?4) OR epoch > ?2))",
+                   (SELECT lane FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
+                      AND seq <= ?4 AND state = 'pending' AND lane IS NOT NULL
+                    UNION
+                    SELECT lane FROM events WHERE device = ?1 AND epoch > ?2
+                      AND state = 'pending' AND lane IS NOT NULL)",
                 params![
                     device,
                     epoch,
@@ -1265,6 +1270,8 @@ impl InboxStore for Inbox {
                         now_ms,
                         park_max_ms,
                     } => GroupDone::Next(next_in_lane_in(&tx, lane, *now_ms, *park_max_ms)?),
+                    // One writer: the lane is always held.
+                    GroupOp::HoldLane { .. } => GroupDone::Held(true),
                 });
             }
             tx.commit()?;
