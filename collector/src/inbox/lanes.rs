@@ -144,6 +144,26 @@ pub(crate) fn chosen_event(row: ChosenRow, lane_key: &str) -> Result<NextPending
     }
 }
 
+/// Whether a look's [`LaneRow`] would leave the lane's row as it is: an
+/// idle lane stays idle, or a lane handing out an event is already due
+/// (`wake_ms` at or before now) and not waiting. Then a backend without
+/// claims skips the write, so a run of lane looks commits nothing.
+pub(crate) fn lane_row_unchanged(
+    current_wake_ms: Option<i64>,
+    current_status: Option<&str>,
+    new: &LaneRow,
+    now_ms: i64,
+) -> bool {
+    if current_status.is_some() || new.status.is_some() {
+        return false;
+    }
+    match (current_wake_ms, new.wake_ms) {
+        (None, None) => true,
+        (Some(was), Some(_)) => new.claim && was <= now_ms,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,9 @@ use dockline_protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::DeviceConfig;
-use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
+use crate::inbox::lanes::{
+    BlockingDeadLetter, ChosenRow, chosen_event, lane_row, lane_row_unchanged,
+};
 use crate::inbox::read_model::{
     self as queries, DeviceRow, EventVerdict, ExceptionKindCount, ExceptionRow, OrderRow,
     TimelineEvent,
@@ -1402,21 +1404,19 @@ fn next_in_lane_in(
             });
         }
     }
-    let top_resolved: Option<i64> = tx
-        .query_row(
-            "SELECT top_stage FROM lanes WHERE lane = ?1",
-            params![lane_key],
-            |r| r.get(0),
-        )
+    // top_stage, wake_ms, status
+    type LaneNow = (Option<i64>, Option<i64>, Option<String>);
+    let (top_resolved, wake_now, status_now): LaneNow = tx
+        .prepare_cached("SELECT top_stage, wake_ms, status FROM lanes WHERE lane = ?1")?
+        .query_row(params![lane_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?
-        .flatten();
+        .unwrap_or((None, None, None));
     let dead_letter: Option<BlockingDeadLetter> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT id, created_ms, device || ' seq ' || seq || ' (' || kind || '): ' || reason
              FROM dead_letters WHERE state = 'open' AND lane = ?1 ORDER BY id LIMIT 1",
-            params![lane_key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row(params![lane_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let facts = LaneFacts {
         chain: lane::has_chain(lane_key),
@@ -1426,20 +1426,22 @@ fn next_in_lane_in(
     };
     let step = lane::next_step(&events, facts, now_ms);
     let row = lane_row(&step, dead_letter.as_ref(), now_ms);
-    tx.prepare_cached(
+    if !lane_row_unchanged(wake_now, status_now.as_deref(), &row, now_ms) {
+        tx.prepare_cached(
         "INSERT INTO lanes (lane, wake_ms, status, reason, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms, status = excluded.status,
            reason = excluded.reason,
            since_ms = CASE WHEN lanes.status IS excluded.status AND lanes.since_ms IS NOT NULL
                            THEN lanes.since_ms ELSE excluded.since_ms END",
     )?
-    .execute(params![
-        lane_key,
-        row.wake_ms,
-        row.status,
-        row.reason,
-        row.since_ms
-    ])?;
+        .execute(params![
+            lane_key,
+            row.wake_ms,
+            row.status,
+            row.reason,
+            row.since_ms
+        ])?;
+    }
     let LaneStep::Deliver { index, late } = step else {
         return Ok(None);
     };
