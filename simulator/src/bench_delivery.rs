@@ -174,18 +174,25 @@ async fn drain(
     let running = tokio::spawn(
         Arc::clone(&delivery).run(Arc::new(tokio::sync::Notify::new()), trigger.subscribe()),
     );
-    let mut booked = 0;
-    while booked < n {
-        let p = tokio::time::timeout(Duration::from_secs(300), acks.recv())
-            .await
-            .map_err(|_| anyhow!("only {booked} of {n} events booked within 300 s"))?
-            .ok_or_else(|| anyhow!("delivery stopped after {booked} of {n} events"))?;
-        let ack: dockline_protocol::Ack = dockline_protocol::decode(&p.payload)?;
-        booked += ack.verdicts.len();
+    let drained = async {
+        let mut booked = 0;
+        while booked < n {
+            let p = tokio::time::timeout(Duration::from_secs(300), acks.recv())
+                .await
+                .map_err(|_| anyhow!("only {booked} of {n} events booked within 300 s"))?
+                .ok_or_else(|| anyhow!("delivery stopped after {booked} of {n} events"))?;
+            let ack: dockline_protocol::Ack = dockline_protocol::decode(&p.payload)?;
+            booked += ack.verdicts.len();
+        }
+        Ok::<_, anyhow::Error>(n as f64 / started.elapsed().as_secs_f64())
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    .await;
     trigger.trigger();
     running.await?;
+    // The inbox goes with the delivery, also after a failure: a PostgreSQL
+    // inbox owns a runtime, which may only be dropped off this one.
+    tokio::task::spawn_blocking(move || drop(delivery)).await?;
+    let rate = drained?;
     let effects = erp.stats().effects;
     erp.shutdown().await;
     if effects != n as u64 {
