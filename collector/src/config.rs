@@ -49,9 +49,9 @@ pub struct Config {
     #[serde(default)]
     pub security: crate::ingest::limits::SecurityConfig,
     /// `[inbox]`: SQLite in data_dir (default) or a shared PostgreSQL
-    /// database ([`crate::store::InboxConfig`]).
+    /// database ([`crate::inbox::InboxConfig`]).
     #[serde(default)]
-    pub inbox: crate::store::InboxConfig,
+    pub inbox: crate::inbox::InboxConfig,
     /// `[log]`: log format and level (SIGHUP applies a new level).
     #[serde(default)]
     pub log: dockline_protocol::logging::LogConfig,
@@ -117,7 +117,7 @@ impl Config {
         if let Some(toml::Value::Table(inbox)) = table.get_mut("inbox")
             && let Some(toml::Value::String(url)) = inbox.get_mut("url")
         {
-            *url = crate::pg_inbox::redact_url(url);
+            *url = crate::inbox::postgres::redact_url(url);
         }
         Ok(dockline_protocol::config::redacted_toml(&table))
     }

@@ -23,7 +23,7 @@
 //!   per-device rate limits (`[security]`); [`ingest::gaps`] the gap audit
 //!   (`[gaps]`): holes get a resend request; [`ingest::commands`] stamps
 //!   commands with an expiry and signs them (`[commands]`).
-//! - [`inbox`], [`store`], [`pg_inbox`], [`watermark`]: the inbox (SQLite,
+//! - [`inbox`]: the inbox (SQLite,
 //!   or PostgreSQL shared by several collectors): dedup, watermarks,
 //!   delivery state, stats; `[inbox]`.
 //! - [`delivery`]: one task per business lane, retries, verdicts;
@@ -70,13 +70,10 @@ pub mod http;
 pub mod inbox;
 pub mod ingest;
 pub mod metrics;
-pub mod pg_inbox;
 pub mod publication;
 pub mod reload;
 pub mod secret_hygiene;
 pub mod shutdown;
-pub mod store;
-pub mod watermark;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -236,7 +233,7 @@ pub async fn run_reloadable(
     info!(api = %bound, data_dir = %config.data_dir.display(),
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
         erp = %config.erp.url, erp_kind = config.erp.kind.name(),
-        inbox = %config.inbox.url.as_deref().map_or_else(|| "sqlite".to_owned(), crate::pg_inbox::redact_url),
+        inbox = %config.inbox.url.as_deref().map_or_else(|| "sqlite".to_owned(), crate::inbox::postgres::redact_url),
         shared_group = config.mqtt.shared_group.as_deref().unwrap_or("-"),
         "collector started");
     // Under systemd (Type=notify): ready once the inbox is open and the API

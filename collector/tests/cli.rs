@@ -189,7 +189,7 @@ fn run_cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn dlq_commands_list_show_replay_and_discard() {
-    use dockline_collector::inbox::{AttemptLog, Inbox, NewDeadLetter};
+    use dockline_collector::inbox::{AttemptLog, Inbox, InboxStore, NewDeadLetter};
     use dockline_protocol::{
         Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority,
         References, SiteId, TimeSource,
@@ -401,7 +401,7 @@ fn keygen_writes_a_pair_and_a_bad_signing_key_is_named_not_printed() {
 /// up as lost and says how many events that was.
 #[test]
 fn holes_commands_list_and_close_as_lost() {
-    use dockline_collector::inbox::Inbox;
+    use dockline_collector::inbox::{Inbox, InboxStore};
     use dockline_protocol::{
         Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority,
         References, SiteId, TimeSource,

@@ -38,7 +38,7 @@ use dockline_collector::erp::ErpConfig;
 use dockline_collector::http::ApiConfig;
 use dockline_collector::http::auth::Auth;
 use dockline_collector::http::{self as api, ApiState};
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::now_ms;
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::status::{DeviceHealth, QueueHealth};

@@ -16,7 +16,7 @@ use axum::routing::post;
 use dockline_collector::delivery::Delivery;
 use dockline_collector::erp::ErpConfig;
 use dockline_collector::erp::webhook::cloudevents::SigningKey;
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,

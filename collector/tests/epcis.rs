@@ -1258,7 +1258,7 @@ async fn the_epcis_adapter_captures_every_event_once_through_the_delivery_path()
     use dockline_collector::delivery::Delivery;
     use dockline_collector::erp::epcis::EpcisOptions;
     use dockline_collector::erp::{ErpConfig, ErpKind};
-    use dockline_collector::inbox::{Inbox, InboxHandle};
+    use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
     use dockline_collector::shutdown::ShutdownTrigger;
     use dockline_protocol::{Ack, Outcome, SiteId, codec};
 

@@ -23,7 +23,7 @@ use dockline_collector::delivery::Delivery;
 use dockline_collector::delivery::backoff::FixedJitter;
 use dockline_collector::erp::ErpConfig;
 use dockline_collector::http::{self as api, ApiState};
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::publication::Publication;
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{

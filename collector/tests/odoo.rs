@@ -26,7 +26,7 @@ use dockline_collector::erp::odoo::{Backorder, OdooAdapter, OdooConfig, OdooTran
 use dockline_collector::erp::outcome::{AttemptOutcome, FailureClass, RpcOutcome, TransportError};
 use dockline_collector::erp::{Attempt, ErpAdapter};
 use dockline_collector::erp::{ErpConfig, ErpKind};
-use dockline_collector::inbox::{Inbox, InboxHandle};
+use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
 use dockline_collector::shutdown::ShutdownTrigger;
 use dockline_protocol::{
     Ack, Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Outcome, Payload,

@@ -13,6 +13,7 @@
 //! | `collector_ingest` | events/s through the collector's ingest path without the network: wire batches of 256 decoded, validated and stored in the inbox (one fsynced transaction each) | raw inserts of outbox-like rows in transactions of 256 |
 //! | `collector_delivery` | events/s from a backlog in the inbox (nine picks per order lane) to booked at the mock ERP over loopback HTTP: the real delivery (lanes, policy, breaker, verdicts committed, acks), default `[erp]` | raw inserts of outbox-like rows in transactions of 256 |
 //! | `collector_delivery_vs_http` | the same measurement | raw signed POSTs of the same CloudEvents by as many concurrent senders as `erp.concurrency`, to a fresh mock ERP: the ceiling |
+//! | `collector_delivery_pg_vs_http`, `collector_one_lane_backlog` | delivery from a PostgreSQL inbox; one lane with the whole backlog ([`crate::bench_delivery`]) | raw signed POSTs; the same events in separate lanes |
 //! | `scan_to_erp_p50`, `scan_to_erp_p99` | ms from a pick's POST to the agent until the mock ERP has booked it, on a healthy system | — |
 //! | `fleet_reconnect_burst` | messages/s from N devices × K one-event batches published at once (10 clients) until every one is stored and its application ack published, resends after the ack timeout included ([`crate::bench_burst`]) | the same messages QoS 1 from 10 clients to topics nobody reads |
 //! | `wire_bytes_per_event` | CBOR bytes per event in a batch of 256 | the same batch as JSON (same field names) |
@@ -40,7 +41,7 @@ use crate::mock_erp::{ErpConfig, MockErp};
 use crate::stack::{self, AgentConfig, Programs, Role, Services, Stack, StackSpec};
 
 /// The webhook secret shared by the bench's collector and mock ERP.
-const SECRET: &str = "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==";
+pub(crate) const SECRET: &str = "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==";
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +74,7 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    fn wants(&self, name: &str) -> bool {
+    pub(crate) fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
     }
 }
@@ -88,6 +89,8 @@ struct Sizes {
     latency: usize,
     /// Backlog delivered from the inbox to the mock ERP.
     delivery: usize,
+    /// Backlog of the one-lane delivery figure.
+    one_lane: usize,
 }
 
 impl Sizes {
@@ -100,6 +103,7 @@ impl Sizes {
                 rounds: 1,
                 latency: 60,
                 delivery: 2_000,
+                one_lane: 5_000,
             }
         } else {
             Self {
@@ -109,6 +113,7 @@ impl Sizes {
                 rounds: 5,
                 latency: 400,
                 delivery: 20_000,
+                one_lane: 20_000,
             }
         }
     }
@@ -156,13 +161,16 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
                 .context("collector_ingest")?,
         );
     }
-    if opts.wants("collector_delivery") {
-        let (vs_sqlite, vs_http) = collector_delivery(dir.path(), sizes.delivery, sizes.rounds)
-            .await
-            .context("collector_delivery")?;
-        figures.push(vs_sqlite);
-        figures.push(vs_http);
-    }
+    figures.extend(
+        crate::bench_delivery::figures(
+            opts,
+            dir.path(),
+            sizes.delivery,
+            sizes.one_lane,
+            sizes.rounds,
+        )
+        .await?,
+    );
     if opts.wants("scan_to_erp") {
         let (p50, p99) = latency(opts, dir.path(), sizes.latency)
             .await
@@ -193,7 +201,7 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     }
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size, decode_nmea, decode_gs1, decode_mtsics",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, collector_delivery_pg, collector_one_lane, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size, decode_nmea, decode_gs1, decode_mtsics",
             opts.only
         ));
     }
@@ -220,7 +228,7 @@ fn event(n: usize) -> NewEvent {
     }
 }
 
-fn device() -> Result<DeviceId> {
+pub(crate) fn device() -> Result<DeviceId> {
     DeviceId::new("bench-01").map_err(|e| anyhow!("{e}"))
 }
 
@@ -260,7 +268,7 @@ async fn fill(outbox: &Outbox, n: usize) -> Result<Duration> {
 }
 
 /// Median of a few values.
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -364,7 +372,7 @@ fn raw_batched_inserts(path: &Path, n: usize) -> Result<f64> {
 }
 
 /// `n` rows like the outbox's, inserted raw in transactions of `per_tx`.
-fn raw_inserts(path: &Path, n: usize, per_tx: usize) -> Result<f64> {
+pub(crate) fn raw_inserts(path: &Path, n: usize, per_tx: usize) -> Result<f64> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -404,11 +412,11 @@ fn sample_payload() -> Result<Vec<u8>> {
 }
 
 /// The epoch of the bench's hand-made envelopes.
-const EPOCH: u64 = 1_764_000_000_000;
+pub(crate) const EPOCH: u64 = 1_764_000_000_000;
 
 /// Bench event `k` as the envelope of sequence `k + 1`, with an id made
 /// from `k`.
-fn envelope(device: &DeviceId, k: usize) -> dockline_protocol::Envelope {
+pub(crate) fn envelope(device: &DeviceId, k: usize) -> dockline_protocol::Envelope {
     let e = event(k);
     let mut id = [0x5a; 16];
     id[8..].copy_from_slice(&(k as u64).to_be_bytes());
@@ -655,7 +663,7 @@ fn batch(
 /// events decoded and validated, then stored in the inbox in one fsynced
 /// transaction (dedup, watermark), as the collector does per MQTT message.
 async fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
-    use dockline_collector::inbox::Inbox;
+    use dockline_collector::inbox::{Inbox, InboxStore};
     const PER: usize = 256;
     let site = dockline_protocol::SiteId::new("bench").map_err(|e| anyhow!("{e}"))?;
     let batches = wire_batches(0, n, PER)?;
@@ -686,108 +694,14 @@ async fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure>
     })
 }
 
-/// Order lanes of the bench events: [`event`] gives nine picks per order.
-const PICKS_PER_ORDER: usize = 9;
-
-/// A backlog of `n` events in the inbox, delivered by the collector's real
-/// delivery (lanes, policy, breaker, verdicts recorded in the inbox, acks)
-/// over HTTP to a fresh mock ERP, until every event is booked. Two
-/// baselines in the same rounds, alternating: raw SQLite inserts of the same
-/// rows (the limit the other figures use) and raw signed POSTs of the same
-/// CloudEvents to a fresh mock ERP with the same concurrency (the fairer
-/// ceiling: the same ERP without the inbox and the scheduling).
-async fn collector_delivery(dir: &Path, n: usize, rounds: usize) -> Result<(Figure, Figure)> {
-    use dockline_collector::erp::ErpConfig as DeliveryConfig;
-    use dockline_collector::delivery::Delivery;
-    use dockline_collector::inbox::{Inbox, InboxHandle};
-    use dockline_collector::shutdown::ShutdownTrigger;
-    const PER: usize = 256;
-    let site = dockline_protocol::SiteId::new("bench").map_err(|e| anyhow!("{e}"))?;
-    let batches = wire_batches(0, n, PER)?;
-    let concurrency = DeliveryConfig::new("http://127.0.0.1:1/", SECRET).concurrency;
-    let (mut ours, mut sqlite, mut http) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut vs_sqlite, mut vs_http) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        // The backlog, stored before the clock starts.
-        let mut inbox = Inbox::open(&dir.join(format!("delivery-{round}.db")))?;
-        for bytes in &batches {
-            let batch: dockline_protocol::Batch = dockline_protocol::decode(bytes)?;
-            inbox.store_batch(&site, &batch, EPOCH as i64)?;
-        }
-        let (erp, addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
-        let cfg = DeliveryConfig::new(format!("http://{addr}/events"), SECRET);
-        let (tx, mut acks) = tokio::sync::mpsc::channel(1024);
-        let delivery = std::sync::Arc::new(Delivery::new(&cfg, InboxHandle::new(inbox), tx)?);
-        let trigger = ShutdownTrigger::new();
-        let started = Instant::now();
-        let running = tokio::spawn(std::sync::Arc::clone(&delivery).run(
-            std::sync::Arc::new(tokio::sync::Notify::new()),
-            trigger.subscribe(),
-        ));
-        // One verdict ack per booked event, sent after its verdict commit.
-        let mut booked = 0;
-        while booked < n {
-            let p = tokio::time::timeout(Duration::from_secs(120), acks.recv())
-                .await
-                .map_err(|_| anyhow!("only {booked} of {n} events booked within 120 s"))?
-                .ok_or_else(|| anyhow!("delivery stopped after {booked} of {n} events"))?;
-            let ack: dockline_protocol::Ack = dockline_protocol::decode(&p.payload)?;
-            booked += ack.verdicts.len();
-        }
-        let x = n as f64 / started.elapsed().as_secs_f64();
-        trigger.trigger();
-        running.await?;
-        let effects = erp.stats().effects;
-        erp.shutdown().await;
-        if effects != n as u64 {
-            return Err(anyhow!(
-                "the mock ERP booked {effects} effects for {n} events"
-            ));
-        }
-        let y = raw_inserts(&dir.join(format!("raw-delivery-{round}.db")), n, PER)?;
-        let z = raw_posts(&site, n, concurrency).await?;
-        ours.push(x);
-        sqlite.push(y);
-        http.push(z);
-        vs_sqlite.push(x / y);
-        vs_http.push(x / z);
-    }
-    let (rate, http_rate) = (median(ours), median(http));
-    let detail = format!(
-        "{n} events in {} order lanes stored in the inbox, then delivered with the default [erp] (concurrency {concurrency}) to the mock ERP on loopback until every verdict was recorded and acked; median of {rounds} rounds alternating with both baselines",
-        n.div_ceil(PICKS_PER_ORDER)
-    );
-    Ok((
-        Figure {
-            name: "collector_delivery".into(),
-            value: rate,
-            unit: "events/s".into(),
-            baseline: Some(median(sqlite)),
-            ratio: Some(median(vs_sqlite)),
-            target: "none in DESIGN.md; reported against raw SQLite inserts like the other figures"
-                .into(),
-            detail: format!(
-                "{detail}; baseline raw inserts of outbox-like rows in transactions of {PER}"
-            ),
-        },
-        Figure {
-            name: "collector_delivery_vs_http".into(),
-            value: rate,
-            unit: "events/s".into(),
-            baseline: Some(http_rate),
-            ratio: Some(median(vs_http)),
-            target: "the ceiling: the same ERP without the collector".into(),
-            detail: format!(
-                "{detail}; baseline raw signed POSTs of the same CloudEvents by {concurrency} concurrent senders to a fresh mock ERP"
-            ),
-        },
-    ))
-}
-
 /// Events/s of `n` signed CloudEvents POSTs (the bench events, as the
 /// webhook adapter builds them) by `concurrency` senders to a fresh mock
 /// ERP, every one answered 201.
-async fn raw_posts(site: &dockline_protocol::SiteId, n: usize, concurrency: usize) -> Result<f64> {
+pub(crate) async fn raw_posts(
+    site: &dockline_protocol::SiteId,
+    n: usize,
+    concurrency: usize,
+) -> Result<f64> {
     use dockline_collector::erp::webhook::cloudevents::{WebhookOptions, WebhookSigner, cloudevent_body};
     let (erp, addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
     let signer = WebhookSigner::new(SECRET, &WebhookOptions::default())?;

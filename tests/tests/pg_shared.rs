@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use dockline_collector::pg_inbox::ScratchSchema;
+use dockline_collector::inbox::postgres::ScratchSchema;
 use dockline_simulator::mock_erp::Effect;
 use dockline_simulator::stack::{CollectorNode, MqttAddr, Node};
 use dockline_simulator::verdict::{Generated, tally};

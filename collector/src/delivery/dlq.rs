@@ -54,7 +54,7 @@ pub enum DlqError {
 /// letters").
 /// `path` is the SQLite file (`Config::inbox_path`).
 pub fn open_existing(
-    inbox: &crate::store::InboxConfig,
+    inbox: &crate::inbox::InboxConfig,
     path: &std::path::Path,
 ) -> Result<Box<dyn InboxStore>, DlqError> {
     if inbox.url.is_none() && !path.is_file() {

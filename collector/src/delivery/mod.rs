@@ -284,11 +284,7 @@ impl Delivery {
         loop {
             let l = lane.to_owned();
             let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
-            let next = match self
-                .inbox
-                .call(move |i| i.next_in_lane(&l, now_ms(), park_max))
-                .await
-            {
+            let next = match self.inbox.next_in_lane_grouped(l, now_ms(), park_max).await {
                 Ok(Some(next)) => next,
                 Ok(None) => return,
                 Err(e) => {
@@ -383,7 +379,7 @@ impl Delivery {
                 // on the lane before each attempt, and leave the event to
                 // the collector that took the lane over if it expired.
                 let l = lane.clone();
-                if !self.inbox.call(move |i| i.hold_lane(&l, now_ms())).await? {
+                if !self.inbox.hold_lane_grouped(l, now_ms()).await? {
                     warn!(
                         "another collector took this lane over (this one's claim expired); leaving the event to it"
                     );
@@ -429,9 +425,11 @@ impl Delivery {
                     let outcome = Outcome::Booked { document };
                     let o = outcome.clone();
                     let d = dev.clone();
+                    // Committed in a group with other lanes' verdicts; the
+                    // ack below goes out only after that commit.
                     let recorded = self
                         .inbox
-                        .call(move |i| i.record_verdict(&d, ep, seq, &o, now_ms()))
+                        .record_verdict_grouped(d, ep, seq, o, now_ms())
                         .await?;
                     if recorded {
                         let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;

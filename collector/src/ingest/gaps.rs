@@ -28,7 +28,7 @@
 //!   ranges logged at WARN); `dockline-collector holes close` does the same
 //!   at once for any epoch.
 //! - With several collectors on one PostgreSQL inbox, one of them audits
-//!   ([`crate::store::InboxStore::gap_audit_turn`]), so a device gets each
+//!   ([`crate::inbox::InboxStore::gap_audit_turn`]), so a device gets each
 //!   request once; when it stops, another takes the turn.
 //!
 //! [`GapAudit`] is pure (time is passed in); [`run`] is the thin loop that
@@ -45,7 +45,7 @@ use crate::inbox::{DeviceHoles, InboxError, InboxHandle};
 use crate::ingest::commands::CommandSigner;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
-use crate::store::InboxStore;
+use crate::inbox::InboxStore;
 
 /// `[gaps]`: the gap audit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -43,7 +43,7 @@ pub struct SecurityConfig {
     #[serde(default = "default_burst")]
     pub device_burst: u32,
     /// Events more than this many sequence numbers above their device's
-    /// watermark are quarantined, not trusted ([`crate::watermark`]); a real
+    /// watermark are quarantined, not trusted ([`crate::inbox::watermark`]); a real
     /// device sends them again once its backlog below is stored.
     #[serde(default = "default_max_seq_ahead")]
     pub max_seq_ahead: u64,
@@ -70,7 +70,7 @@ fn default_burst() -> u32 {
     1000
 }
 fn default_max_seq_ahead() -> u64 {
-    crate::watermark::DEFAULT_MAX_SEQ_AHEAD
+    crate::inbox::watermark::DEFAULT_MAX_SEQ_AHEAD
 }
 
 impl SecurityConfig {

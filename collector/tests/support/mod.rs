@@ -19,7 +19,7 @@ use dockline_collector::delivery::backoff::{Backoff, FixedJitter};
 use dockline_collector::delivery::lane::lane_key;
 use dockline_collector::delivery::policy::{self, Decision, EndpointView, History, Policy};
 use dockline_collector::erp::{Attempt, ErpAdapter, ErpConfig, ErpEvent};
-use dockline_collector::inbox::Inbox;
+use dockline_collector::inbox::{Inbox, InboxStore};
 use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority, References,
     SiteId, TimeSource,

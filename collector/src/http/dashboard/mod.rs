@@ -31,7 +31,7 @@
 //! may replay; a collector without that endpoint (no access control) lets
 //! everyone replay.
 
-pub mod queries;
+pub use crate::inbox::read_model as queries;
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 //! state, ages), not in the browser, so the JSON endpoints and the pages
 //! agree. The SQL is plain and portable (no SQLite-only functions, `CASE`
 //! instead of boolean sums): the PostgreSQL inbox runs the same text with
-//! `$n` placeholders ([`crate::pg_inbox`]), reads the same columns into the
+//! `$n` placeholders ([`crate::inbox::postgres`]), reads the same columns into the
 //! same `…Cols` structs, and derives the rows with the same functions
 //! ([`device_row`], [`order_row`], [`timeline_event`], [`exception_row`]).
 //!
@@ -112,7 +112,7 @@ SELECT d.device, d.site, d.online, d.last_seen_ms, d.online_since_ms, d.backlog,
 FROM devices d ORDER BY d.device";
 
 /// Every device with its state, backlog, peripherals and the gaps in
-/// `holes` (from [`crate::inbox::Inbox::open_holes`]). A device online
+/// `holes` (from [`crate::inbox::InboxStore::open_holes`]). A device online
 /// per its birth but silent for more than `silent_after_ms` shows as
 /// `silent`: its link may be dead without the broker having noticed yet.
 pub fn devices(
@@ -828,7 +828,7 @@ pub fn event_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inbox::Inbox;
+    use crate::inbox::{Inbox, InboxStore};
     use dockline_protocol::status::QueueHealth;
     use dockline_protocol::{
         Batch, BusinessEvent, DeviceId, EventId, ExceptionKind, Outcome, Payload, Priority,

@@ -7,7 +7,12 @@
 
 use super::tests::{batch, envelope, site};
 use super::*;
-use crate::pg_inbox::{PgInbox, ScratchSchema};
+use crate::inbox::postgres::ScratchSchema;
+use crate::inbox::sqlite::schema::V1;
+use crate::inbox::watermark::ranges;
+use dockline_protocol::batch::MAX_RANGES;
+use dockline_protocol::{Envelope, Payload, StatusKind, codec};
+use rusqlite::{Connection, params};
 
 /// One backend's fresh, empty inbox, which a test may open more than once
 /// (a restart, or a second collector).
@@ -23,7 +28,7 @@ impl Fresh {
                 Box::new(Inbox::open(&dir.path().join("inbox.db")).expect("open SQLite inbox"))
             }
             Fresh::Postgres(schema) => Box::new(
-                PgInbox::open(schema.url(), crate::pg_inbox::DEFAULT_LEASE_MS)
+                PgInbox::open(schema.url(), crate::inbox::postgres::DEFAULT_LEASE_MS)
                     .expect("open PostgreSQL inbox"),
             ),
         }
@@ -362,7 +367,7 @@ fn first_held_jump_moves_the_watermark() {
             .expect("store");
         assert_eq!(out.complete_up_to, 101);
         // An event below the watermark that has no row is stored: real data
-        // below a claim is never dropped (crate::watermark); a repeat of it is
+        // below a claim is never dropped (crate::inbox::watermark); a repeat of it is
         // a duplicate.
         let out = inbox
             .store_batch(&site(), &batch("hh-01", 1, 50, &[50]), 0)
@@ -853,12 +858,12 @@ fn a_lane_is_delivered_by_one_collector_until_its_claim_expires() {
             );
             assert_eq!(
                 two.next_lane_wake_ms().expect("wake"),
-                Some(10 + crate::pg_inbox::DEFAULT_LEASE_MS as i64),
+                Some(10 + crate::inbox::postgres::DEFAULT_LEASE_MS as i64),
                 "due for the other collector when the claim ends"
             );
             assert!(one.hold_lane("device:hh-01", 5_000).expect("renew"));
             // The owner dies; after the lease the other one takes over.
-            let later = 5_000 + crate::pg_inbox::DEFAULT_LEASE_MS as i64 + 1;
+            let later = 5_000 + crate::inbox::postgres::DEFAULT_LEASE_MS as i64 + 1;
             assert_eq!(two.due_lanes(later, 10).expect("due"), vec!["device:hh-01"]);
             assert!(matches!(
                 two.next_in_lane("device:hh-01", later, 0).expect("next"),
@@ -951,7 +956,7 @@ fn version_1_file_migrates_to_version_2_keeping_its_rows() {
         let mut inbox = Inbox {
             conn: Connection::open(&path).expect("open"),
             invoice_followups: false,
-            max_seq_ahead: crate::watermark::DEFAULT_MAX_SEQ_AHEAD,
+            max_seq_ahead: crate::inbox::watermark::DEFAULT_MAX_SEQ_AHEAD,
         };
         let tx = inbox.conn.transaction().expect("tx");
         tx.execute(
@@ -1235,14 +1240,14 @@ fn a_lost_database_connection_is_reopened() {
     let name = format!("dockline_{}", schema.name());
     let mut inbox = PgInbox::open(
         &format!("{}&application_name={name}", schema.url()),
-        crate::pg_inbox::DEFAULT_LEASE_MS,
+        crate::inbox::postgres::DEFAULT_LEASE_MS,
     )
     .expect("open");
     inbox
         .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
         .expect("store");
     // The server restarts, a failover, an idle timeout: the session ends.
-    crate::pg_inbox::run_sql(
+    crate::inbox::postgres::run_sql(
         &base,
         &format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
@@ -1267,7 +1272,7 @@ fn a_lost_database_connection_is_reopened() {
 }
 
 /// The forgeries of a device that lies about its watermark (see
-/// `crate::watermark`), on both backends: each is refused and counted, and
+/// `crate::inbox::watermark`), on both backends: each is refused and counted, and
 /// the device's real events that follow are stored and acked.
 #[test]
 fn a_forged_watermark_claim_moves_nothing_and_real_events_still_land() {

@@ -65,20 +65,20 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
-use crate::http::dashboard::queries::{
-    self, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount, ExceptionRow,
-    OrderCols, OrderRow, TimelineCols, TimelineEvent,
-};
-use crate::inbox::{
-    AttemptLog, ChosenRow, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup,
-    FollowupResult, HoleStats, InboxError, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter,
-    NextPending, PARK_RECHECK_MS, Resolution, Stats, StoreOutcome, chosen_event, excerpt, from_sql,
-    holes_above, last_error_of, ranges, to_sql,
-};
 use crate::ingest::registry::DeviceConfig;
-use crate::store::InboxStore;
-use crate::watermark;
+use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
+use crate::inbox::read_model::{
+    self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
+    ExceptionRow, OrderCols, OrderRow, TimelineCols, TimelineEvent,
+};
+use crate::inbox::watermark::{self, guard_reasons, holes_above, ranges};
+use crate::inbox::{
+    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
+    HoleStats, InboxError, InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
+    Resolution, Stats, StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
+};
+use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
+use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
 
 /// Current PostgreSQL schema version (its own count, not SQLite's).
 pub const PG_SCHEMA_VERSION: i64 = 2;
@@ -244,7 +244,7 @@ fn placeholders(sql: &str) -> String {
     out
 }
 
-/// The dashboard's SQL ([`crate::http::dashboard::queries`]) in PostgreSQL's
+/// The dashboard's SQL ([`crate::inbox::read_model`]) in PostgreSQL's
 /// placeholders, made once.
 static ORDERS_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| placeholders(queries::ORDERS_SQL));
@@ -327,7 +327,7 @@ struct Ctx {
     invoice_followups: bool,
     /// Lane and follow-up claim length, ms.
     lease_ms: i64,
-    /// `[security] max_seq_ahead` ([`crate::watermark::far_ahead`]).
+    /// `[security] max_seq_ahead` ([`crate::inbox::watermark::far_ahead`]).
     max_seq_ahead: u64,
 }
 
@@ -705,6 +705,259 @@ impl PgInbox {
     }
 }
 
+/// One lane look in a transaction (see [`InboxStore::next_in_lane`]):
+/// claims the lane's row, reads the lane's heads (one index seek per
+/// device, [`crate::inbox::lanes`]), decides, and records the decision and
+/// the claim in the lane's row. Returns the chosen row, if an event may go.
+async fn next_in_lane_in(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    lane_key: &str,
+    now_ms: i64,
+    park_max_ms: i64,
+) -> Result<Option<ChosenRow>, InboxError> {
+    db.exec(
+        "INSERT INTO lanes (lane) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&lane_key],
+    )
+    .await?;
+    let lane_row_now = db
+        .one(
+            "SELECT owner, lease_until, top_stage FROM lanes WHERE lane = $1 FOR UPDATE",
+            &[&lane_key],
+        )
+        .await?;
+    let owner: Option<String> = lane_row_now.get(0);
+    let lease_until: Option<i64> = lane_row_now.get(1);
+    if owner.as_ref().is_some_and(|o| *o != ctx.owner)
+        && lease_until.is_some_and(|until| until > now_ms)
+    {
+        // Another collector delivers this lane.
+        return Ok(None);
+    }
+    let top_resolved: Option<i64> = lane_row_now.get(2);
+    let mut events: Vec<LaneEvent> = Vec::new();
+    let mut after = String::new();
+    // The device's oldest pending event of the lane after `$2`, in device
+    // order; `''` sorts before every device id.
+    while let Some(r) = db
+        .opt(
+            "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+               e.seq > coalesce(w.complete_up_to, 0)
+               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                          AND w2.epoch < e.epoch
+                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                      AND e2.epoch = w2.epoch
+                                      AND e2.seq > w2.complete_up_to))
+             FROM events e
+             LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+             WHERE e.lane = $1 AND e.state = 'pending' AND e.device > $2
+             ORDER BY e.device, e.epoch, e.seq LIMIT 1",
+            &[&lane_key, &after],
+        )
+        .await?
+    {
+        let event = LaneEvent {
+            device: r.get(0),
+            epoch: from_sql(r.get(1)),
+            seq: from_sql(r.get(2)),
+            stage: r
+                .get::<_, Option<i64>>(3)
+                .and_then(|s| u8::try_from(s).ok()),
+            received_ms: r.get(4),
+            held: r.get(5),
+        };
+        after.clone_from(&event.device);
+        events.push(event);
+    }
+    let dead_letter: Option<BlockingDeadLetter> = db
+        .opt(
+            "SELECT id, created_ms,
+               device || ' seq ' || seq || ' (' || kind || '): ' || reason
+             FROM dead_letters WHERE state = 'open' AND lane = $1 ORDER BY id LIMIT 1",
+            &[&lane_key],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+    let facts = LaneFacts {
+        chain: lane::has_chain(lane_key),
+        top_resolved: top_resolved.and_then(|s| u8::try_from(s).ok()),
+        dead_letter: dead_letter.as_ref().map(|d| d.0),
+        park_max_ms,
+    };
+    let step = lane::next_step(&events, facts, now_ms);
+    let row = lane_row(&step, dead_letter.as_ref(), now_ms);
+    let (owner, lease): (Option<&str>, Option<i64>) = if row.claim {
+        (
+            Some(ctx.owner.as_str()),
+            Some(now_ms.saturating_add(ctx.lease_ms)),
+        )
+    } else {
+        (None, None)
+    };
+    db.exec(
+        "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
+           since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
+                           THEN since_ms ELSE $5 END,
+           owner = $6, lease_until = $7
+         WHERE lane = $1",
+        &[
+            &lane_key,
+            &row.wake_ms,
+            &row.status,
+            &row.reason,
+            &row.since_ms,
+            &owner,
+            &lease,
+        ],
+    )
+    .await?;
+    let LaneStep::Deliver { index, late } = step else {
+        return Ok(None);
+    };
+    let chosen = &events[index];
+    let (ep, sq) = (to_sql("epoch", chosen.epoch)?, to_sql("seq", chosen.seq)?);
+    if late {
+        db.exec(
+            "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
+            &[&chosen.device, &ep, &sq],
+        )
+        .await?;
+    }
+    let r = db
+        .one(
+            "SELECT site, envelope, attempts FROM events
+             WHERE device = $1 AND epoch = $2 AND seq = $3",
+            &[&chosen.device, &ep, &sq],
+        )
+        .await?;
+    Ok(Some(ChosenRow {
+        device: chosen.device.clone(),
+        epoch: ep,
+        seq: sq,
+        site: r.get(0),
+        envelope: r.get(1),
+        attempts: r.get(2),
+        late,
+    }))
+}
+
+/// Renews this collector's claim on `lane` (see [`InboxStore::hold_lane`]).
+async fn hold_lane_in(db: &Db<'_>, ctx: &Ctx, lane: &str, now_ms: i64) -> Result<bool, InboxError> {
+    let renewed = db
+        .exec(
+            "UPDATE lanes SET lease_until = $3 WHERE lane = $1 AND owner = $2",
+            &[&lane, &ctx.owner, &now_ms.saturating_add(ctx.lease_ms)],
+        )
+        .await?;
+    Ok(renewed == 1)
+}
+
+/// Records a verdict in a transaction (see [`InboxStore::record_verdict`]).
+async fn record_verdict_in(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    device: &DeviceId,
+    epoch: u64,
+    seq: u64,
+    outcome: &Outcome,
+    now_ms: i64,
+) -> Result<bool, InboxError> {
+    let (state, document, reason) = match outcome {
+        Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
+        Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
+    };
+    let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
+    let dev = device.as_str();
+    // Only a pending row changes: a second collector's verdict for
+    // the same event waits for the first and then matches nothing.
+    let changed = db
+        .exec(
+            "UPDATE events SET state = $4, document = $5, reason = $6,
+               attempts = attempts + 1, updated_ms = $7
+             WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
+            &[&dev, &ep, &sq, &state, &document, &reason, &now_ms],
+        )
+        .await?;
+    if changed == 1 && ctx.invoice_followups && state == "booked" {
+        let r = db
+            .one(
+                "SELECT site, envelope, kind FROM events
+                 WHERE device = $1 AND epoch = $2 AND seq = $3",
+                &[&dev, &ep, &sq],
+            )
+            .await?;
+        let (site, bytes, kind): (String, Vec<u8>, String) = (r.get(0), r.get(1), r.get(2));
+        let ready = if kind == "delivered" {
+            codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
+                crate::delivery::invoice_ready::InvoiceReady::of(&site, &env, document.unwrap_or_default())
+            })
+        } else {
+            None
+        };
+        if let Some(ready) = ready {
+            db.exec(
+                "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
+                   next_ms, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &ready.id,
+                    &crate::delivery::invoice_ready::KIND,
+                    &dev,
+                    &ep,
+                    &sq,
+                    &ready.order,
+                    &ready.body,
+                    &now_ms,
+                ],
+            )
+            .await?;
+        }
+    }
+    if changed == 1 {
+        db.exec(
+            "UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), e.stage)
+             FROM (SELECT lane, stage FROM events WHERE device = $1 AND epoch = $2
+                   AND seq = $3 AND stage IS NOT NULL) AS e
+             WHERE lanes.lane = e.lane",
+            &[&dev, &ep, &sq],
+        )
+        .await?;
+    }
+    db.exec(
+        "DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3",
+        &[&dev, &ep, &sq],
+    )
+    .await?;
+    Ok(changed == 1)
+}
+
+/// Runs `futures` concurrently on this thread and returns their outputs in
+/// order (a few lines instead of a dependency on `futures`).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *output = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 fn limit_of(limit: usize) -> Result<i64, InboxError> {
     to_sql("limit", limit as u64)
 }
@@ -985,7 +1238,7 @@ impl InboxStore for PgInbox {
                 .get::<_, Option<i64>>(0)
                 .map_or(0, from_sql);
             let mark_before = mark;
-            // Duplicates are rows, not numbers (see crate::watermark): every
+            // Duplicates are rows, not numbers (see crate::inbox::watermark): every
             // event but those far ahead is offered to the table.
             let (keep, far): (Vec<usize>, Vec<usize>) = (0..seqs.len())
                 .partition(|&i| !watermark::far_ahead(from_sql(seqs[i]), mark, max_ahead));
@@ -1106,26 +1359,34 @@ impl InboxStore for PgInbox {
                 refused_claims.push(format!("held {}", claimed.saturating_add(1)));
             }
             mark = claim.mark;
-            let mark_sql = to_sql("watermark", mark)?;
-            let above: Vec<u64> = db
-                .query(
-                    "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3 ORDER BY seq",
-                    &[&device, &epoch, &mark_sql],
-                )
-                .await?
-                .iter()
-                .map(|r| from_sql(r.get(0)))
-                .collect();
-            let shed_above: Vec<(u64, u64)> = db
-                .query(
-                    "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3",
-                    &[&device, &epoch, &mark_sql],
-                )
-                .await?
-                .iter()
-                .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
-                .collect();
-            mark = watermark::advance(mark, top_after, &above, &shed_above);
+            // Walk forward over stored sequences and shed ranges, never past
+            // the highest stored one, a chunk of rows per range scan.
+            let mut walk = watermark::Walk::new(mark, top_after, watermark::WALK_CHUNK);
+            let chunk = watermark::WALK_CHUNK as i64;
+            while let Some(after) = walk.next_read() {
+                let after = to_sql("watermark", after)?;
+                let stored: Vec<u64> = db
+                    .query(
+                        "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3
+                         ORDER BY seq LIMIT $4",
+                        &[&device, &epoch, &after, &chunk],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| from_sql(r.get(0)))
+                    .collect();
+                let shed: Vec<(u64, u64)> = db
+                    .query(
+                        "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3",
+                        &[&device, &epoch, &after],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
+                    .collect();
+                walk.feed(&stored, &shed);
+            }
+            mark = walk.mark();
             // The watermark passed sequences this batch did not store (stored
             // earlier behind a hole, possibly repeated in this batch as
             // duplicates, or shed): their lanes, and those of the device's
@@ -1182,7 +1443,7 @@ impl InboxStore for PgInbox {
             if lost > 0 {
                 add_to_counter(db, "holes_lost", lost).await?;
             }
-            for reason in crate::inbox::guard_reasons(&refused_claims, &quarantined) {
+            for reason in guard_reasons(&refused_claims, &quarantined) {
                 add_to_counter(db, "refused", 1).await?;
                 add_to_counter(db, &format!("refused.{reason}"), 1).await?;
             }
@@ -1368,162 +1629,9 @@ impl InboxStore for PgInbox {
         now_ms: i64,
         park_max_ms: i64,
     ) -> Result<Option<NextPending>, InboxError> {
-        let chosen = self.tx(async |db, ctx| {
-            db.exec(
-                "INSERT INTO lanes (lane) VALUES ($1) ON CONFLICT DO NOTHING",
-                &[&lane_key],
-            )
-            .await?;
-            let lane_row = db
-                .one(
-                    "SELECT owner, lease_until, top_stage FROM lanes WHERE lane = $1 FOR UPDATE",
-                    &[&lane_key],
-                )
-                .await?;
-            let owner: Option<String> = lane_row.get(0);
-            let lease_until: Option<i64> = lane_row.get(1);
-            if owner.as_ref().is_some_and(|o| *o != ctx.owner)
-                && lease_until.is_some_and(|until| until > now_ms)
-            {
-                // Another collector delivers this lane.
-                return Ok(None);
-            }
-            let top_resolved: Option<i64> = lane_row.get(2);
-            let rows = db
-                .query(
-                    "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
-                       e.seq > coalesce(w.complete_up_to, 0)
-                       OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
-                                  AND w2.epoch < e.epoch
-                                  AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
-                                              AND e2.epoch = w2.epoch
-                                              AND e2.seq > w2.complete_up_to))
-                     FROM events e
-                     LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
-                     WHERE e.lane = $1 AND e.state = 'pending'
-                     ORDER BY e.device, e.epoch, e.seq",
-                    &[&lane_key],
-                )
-                .await?;
-            let events: Vec<LaneEvent> = rows
-                .iter()
-                .map(|r| LaneEvent {
-                    device: r.get(0),
-                    epoch: from_sql(r.get(1)),
-                    seq: from_sql(r.get(2)),
-                    stage: r
-                        .get::<_, Option<i64>>(3)
-                        .and_then(|s| u8::try_from(s).ok()),
-                    received_ms: r.get(4),
-                    held: r.get(5),
-                })
-                .collect();
-            let dead_letter: Option<(i64, i64, String)> = db
-                .opt(
-                    "SELECT id, created_ms,
-                       device || ' seq ' || seq || ' (' || kind || '): ' || reason
-                     FROM dead_letters WHERE state = 'open' AND lane = $1 ORDER BY id LIMIT 1",
-                    &[&lane_key],
-                )
-                .await?
-                .map(|r| (r.get(0), r.get(1), r.get(2)));
-            let facts = LaneFacts {
-                chain: lane::has_chain(lane_key),
-                top_resolved: top_resolved.and_then(|s| u8::try_from(s).ok()),
-                dead_letter: dead_letter.as_ref().map(|d| d.0),
-                park_max_ms,
-            };
-            let step = lane::next_step(&events, facts, now_ms);
-            // wake, status, reason, since, claimed
-            let (wake, status, reason, since, claim): (
-                Option<i64>,
-                Option<&str>,
-                Option<String>,
-                Option<i64>,
-                bool,
-            ) = match &step {
-                LaneStep::Idle => (None, None, None, None, false),
-                LaneStep::Blocked { .. } => {
-                    let (id, since, what) =
-                        dead_letter.clone().unwrap_or((0, now_ms, String::new()));
-                    (
-                        None,
-                        Some("blocked"),
-                        Some(format!("dead letter {id}: {what}")),
-                        Some(since),
-                        false,
-                    )
-                }
-                LaneStep::Park { reason, until_ms } => (
-                    Some(until_ms.unwrap_or(now_ms.saturating_add(PARK_RECHECK_MS))),
-                    Some("parked"),
-                    Some(reason.to_string()),
-                    Some(now_ms),
-                    false,
-                ),
-                LaneStep::Deliver { .. } => (Some(now_ms), None, None, None, true),
-            };
-            let (owner, lease): (Option<&str>, Option<i64>) = if claim {
-                (
-                    Some(ctx.owner.as_str()),
-                    Some(now_ms.saturating_add(ctx.lease_ms)),
-                )
-            } else {
-                (None, None)
-            };
-            db.exec(
-                "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
-                   since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
-                                   THEN since_ms ELSE $5 END,
-                   owner = $6, lease_until = $7
-                 WHERE lane = $1",
-                &[&lane_key, &wake, &status, &reason, &since, &owner, &lease],
-            )
-            .await?;
-            let LaneStep::Deliver { index, late } = step else {
-                return Ok(None);
-            };
-            let chosen = &events[index];
-            let (dev, ep, sq) = (
-                chosen.device.clone(),
-                to_sql("epoch", chosen.epoch)?,
-                to_sql("seq", chosen.seq)?,
-            );
-            if late {
-                db.exec(
-                    "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
-                    &[&dev, &ep, &sq],
-                )
-                .await?;
-            }
-            let r = db
-                .one(
-                    "SELECT site, envelope, attempts FROM events
-                     WHERE device = $1 AND epoch = $2 AND seq = $3",
-                    &[&dev, &ep, &sq],
-                )
-                .await?;
-            let site: String = r.get(0);
-            let bytes: Vec<u8> = r.get(1);
-            let attempts: i64 = r.get(2);
-            Ok(Some((dev, ep, sq, site, bytes, attempts, late)))
-        })?;
-        let Some((device, epoch, seq, site, envelope, attempts, late)) = chosen else {
-            return Ok(None);
-        };
-        chosen_event(
-            ChosenRow {
-                device,
-                epoch,
-                seq,
-                site,
-                envelope,
-                attempts,
-                late,
-            },
-            lane_key,
-        )
-        .map(Some)
+        self.tx(async |db, ctx| next_in_lane_in(db, ctx, lane_key, now_ms, park_max_ms).await)?
+            .map(|row| chosen_event(row, lane_key))
+            .transpose()
     }
 
     fn claims_lanes(&self) -> bool {
@@ -1531,15 +1639,7 @@ impl InboxStore for PgInbox {
     }
 
     fn hold_lane(&mut self, lane: &str, now_ms: i64) -> Result<bool, InboxError> {
-        self.tx(async |db, ctx| {
-            let renewed = db
-                .exec(
-                    "UPDATE lanes SET lease_until = $3 WHERE lane = $1 AND owner = $2",
-                    &[&lane, &ctx.owner, &now_ms.saturating_add(ctx.lease_ms)],
-                )
-                .await?;
-            Ok(renewed == 1)
-        })
+        self.tx(async |db, ctx| hold_lane_in(db, ctx, lane, now_ms).await)
     }
 
     fn gap_audit_turn(&mut self) -> Result<bool, InboxError> {
@@ -1804,77 +1904,51 @@ impl InboxStore for PgInbox {
         outcome: &Outcome,
         now_ms: i64,
     ) -> Result<bool, InboxError> {
-        let (state, document, reason) = match outcome {
-            Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
-            Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
-        };
-        let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
-        let dev = device.as_str();
         self.tx(async |db, ctx| {
-            // Only a pending row changes: a second collector's verdict for
-            // the same event waits for the first and then matches nothing.
-            let changed = db
-                .exec(
-                    "UPDATE events SET state = $4, document = $5, reason = $6,
-                       attempts = attempts + 1, updated_ms = $7
-                     WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
-                    &[&dev, &ep, &sq, &state, &document, &reason, &now_ms],
-                )
-                .await?;
-            if changed == 1 && ctx.invoice_followups && state == "booked" {
-                let r = db
-                    .one(
-                        "SELECT site, envelope, kind FROM events
-                         WHERE device = $1 AND epoch = $2 AND seq = $3",
-                        &[&dev, &ep, &sq],
-                    )
-                    .await?;
-                let (site, bytes, kind): (String, Vec<u8>, String) =
-                    (r.get(0), r.get(1), r.get(2));
-                let ready = if kind == "delivered" {
-                    codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
-                        crate::delivery::invoice_ready::InvoiceReady::of(&site, &env, document.unwrap_or_default())
-                    })
-                } else {
-                    None
-                };
-                if let Some(ready) = ready {
-                    db.exec(
-                        "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
-                           next_ms, created_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
-                         ON CONFLICT DO NOTHING",
-                        &[
-                            &ready.id,
-                            &crate::delivery::invoice_ready::KIND,
-                            &dev,
-                            &ep,
-                            &sq,
-                            &ready.order,
-                            &ready.body,
-                            &now_ms,
-                        ],
-                    )
-                    .await?;
-                }
-            }
-            if changed == 1 {
-                db.exec(
-                    "UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), e.stage)
-                     FROM (SELECT lane, stage FROM events WHERE device = $1 AND epoch = $2
-                           AND seq = $3 AND stage IS NOT NULL) AS e
-                     WHERE lanes.lane = e.lane",
-                    &[&dev, &ep, &sq],
-                )
-                .await?;
-            }
-            db.exec(
-                "DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3",
-                &[&dev, &ep, &sq],
-            )
-            .await?;
-            Ok(changed == 1)
+            record_verdict_in(db, ctx, device, epoch, seq, outcome, now_ms).await
         })
+    }
+
+    /// One transaction for the whole group (one commit, one WAL flush).
+    fn run_group(&mut self, ops: &[GroupOp]) -> Vec<Result<GroupAnswer, InboxError>> {
+        let together = self.tx(async |db, ctx| {
+            // The ops are of different lanes (a lane waits for each answer
+            // before its next op), so they touch different rows: sent at
+            // once, the connection pipelines them, and the group costs about
+            // one op's round trips instead of the sum.
+            let ops = ops.iter().map(|op| async move {
+                Ok::<_, InboxError>(match op {
+                    GroupOp::Verdict {
+                        device,
+                        epoch,
+                        seq,
+                        outcome,
+                        now_ms,
+                    } => GroupDone::Verdict(
+                        record_verdict_in(db, ctx, device, *epoch, *seq, outcome, *now_ms).await?,
+                    ),
+                    GroupOp::NextInLane {
+                        lane,
+                        now_ms,
+                        park_max_ms,
+                    } => GroupDone::Next(
+                        next_in_lane_in(db, ctx, lane, *now_ms, *park_max_ms).await?,
+                    ),
+                    GroupOp::HoldLane { lane, now_ms } => {
+                        GroupDone::Held(hold_lane_in(db, ctx, lane, *now_ms).await?)
+                    }
+                })
+            });
+            join_all(ops.collect())
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match together {
+            Ok(done) => group_answers(ops, done),
+            // Rolled back whole: each op alone, so each gets its own answer.
+            Err(_) => ops.iter().map(|op| run_alone(self, op)).collect(),
+        }
     }
 
     fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError> {
@@ -2115,7 +2189,7 @@ impl InboxStore for PgInbox {
 }
 
 /// The dashboard's read-only queries: the same SQL and the same row
-/// derivations as on SQLite ([`crate::http::dashboard::queries`]).
+/// derivations as on SQLite ([`crate::inbox::read_model`]).
 impl PgInbox {
     fn devices_page(
         &self,

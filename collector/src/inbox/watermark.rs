@@ -27,6 +27,8 @@
 //!   outbox's creation time; a batch opening an epoch older than the newest
 //!   one known for the device is refused (`old_epoch`).
 
+use dockline_protocol::batch::{MAX_RANGES, uncovered};
+
 /// Default for `[security] max_seq_ahead`.
 pub const DEFAULT_MAX_SEQ_AHEAD: u64 = 1_000_000;
 
@@ -97,15 +99,153 @@ pub fn advance(mut mark: u64, top_stored: u64, stored: &[u64], shed: &[(u64, u64
     mark
 }
 
+/// Stored sequences a [`Walk`] reads per query.
+pub const WALK_CHUNK: usize = 1024;
+
+/// The watermark walk of one batch, without I/O: how far `complete_up_to`
+/// moves over stored sequences and shed ranges ([`advance`]), reading the
+/// stored sequences above the mark a chunk at a time, so a batch costs one
+/// index range scan per chunk instead of a lookup per sequence, and a walk
+/// that stops at a hole reads no further. Both backends drive it the same
+/// way:
+///
+/// ```text
+/// let mut walk = Walk::new(mark, top_stored, WALK_CHUNK);
+/// while let Some(after) = walk.next_read() {
+///     // stored sequences > after, ascending, at most chunk; shed ranges with hi > after
+///     walk.feed(&stored, &shed);
+/// }
+/// walk.mark()
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    mark: u64,
+    top: u64,
+    chunk: usize,
+    done: bool,
+}
+
+impl Walk {
+    /// A walk from `mark`, never past `top_stored`, reading `chunk` stored
+    /// sequences per query.
+    pub fn new(mark: u64, top_stored: u64, chunk: usize) -> Self {
+        Self {
+            mark,
+            top: top_stored,
+            chunk: chunk.max(1),
+            done: mark >= top_stored,
+        }
+    }
+
+    /// `Some(after)` while the walk needs the stored sequences above
+    /// `after` (and the shed ranges ending above it).
+    pub fn next_read(&self) -> Option<u64> {
+        (!self.done).then_some(self.mark)
+    }
+
+    /// Feeds what the last read returned: `stored` ascending, at most the
+    /// chunk size; `shed` the ranges with `hi` above the read's `after`.
+    pub fn feed(&mut self, stored: &[u64], shed: &[(u64, u64)]) {
+        let full = stored.len() >= self.chunk;
+        // A full chunk may end before `top`: walk only as far as it shows.
+        let end = match stored.last() {
+            Some(&last) if full => last.min(self.top),
+            _ => self.top,
+        };
+        let next = advance(self.mark, end, stored, shed);
+        self.done = !(full && next >= end && next < self.top);
+        self.mark = next;
+    }
+
+    /// The watermark so far (final once [`Walk::next_read`] is `None`).
+    pub fn mark(&self) -> u64 {
+        self.mark
+    }
+}
+
 /// Whether a batch opening `epoch` (not seen before for its device) is
 /// refused because the device already has the newer epoch `newest`.
 pub fn epoch_too_old(epoch: u64, newest: Option<u64>) -> bool {
     newest.is_some_and(|n| epoch < n)
 }
 
+/// Groups ascending sequences into inclusive ranges, at most
+/// [`MAX_RANGES`] of them (the protocol's cap; the rest is acked later).
+pub(crate) fn ranges(seqs: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for seq in seqs {
+        if let Some((_, hi)) = out.last_mut()
+            && hi.checked_add(1) == Some(seq)
+        {
+            *hi = seq;
+        } else if out.len() == MAX_RANGES {
+            break;
+        } else {
+            out.push((seq, seq));
+        }
+    }
+    out
+}
+
+/// The holes above `mark`: sequences below the highest of `stored` (the
+/// stored sequences above `mark`, ascending) that are neither stored nor in
+/// a `shed` range; at most [`MAX_RANGES`] of them, lowest first.
+pub fn holes_above(mark: u64, stored: &[u64], shed: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    match stored.last() {
+        Some(top) => uncovered(mark.saturating_add(1), top.saturating_sub(1), stored, shed),
+        None => Vec::new(),
+    }
+}
+
+/// The refusal reasons one batch's guard decisions count: `bad_watermark`
+/// once for any refused claim, and each quarantine reason once.
+pub(crate) fn guard_reasons(
+    refused_claims: &[String],
+    quarantined: &[(u64, &'static str)],
+) -> Vec<&'static str> {
+    let mut reasons = Vec::new();
+    if !refused_claims.is_empty() {
+        reasons.push("bad_watermark");
+    }
+    for (_, r) in quarantined {
+        if !reasons.contains(r) {
+            reasons.push(r);
+        }
+    }
+    reasons
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Read a chunk at a time, the walk ends where one walk over
+        /// everything stored ends.
+        #[test]
+        fn a_chunked_walk_ends_where_the_whole_walk_ends(
+            stored in proptest::collection::btree_set(1..200u64, 0..120),
+            shed in proptest::collection::vec((1..200u64, 0..20u64), 0..6),
+            mark in 0..50u64,
+            chunk in 1..40usize,
+        ) {
+            let shed: Vec<(u64, u64)> = shed.into_iter().map(|(lo, len)| (lo, lo + len)).collect();
+            let top = stored.iter().copied().max().unwrap_or(0).max(mark);
+            let above: Vec<u64> = stored.iter().copied().filter(|&s| s > mark).collect();
+            let whole = advance(mark, top, &above, &shed);
+            let mut walk = Walk::new(mark, top, chunk);
+            let mut reads = 0;
+            while let Some(after) = walk.next_read() {
+                let rows: Vec<u64> = stored.iter().copied().filter(|&s| s > after).take(chunk).collect();
+                let sh: Vec<(u64, u64)> = shed.iter().copied().filter(|&(_, hi)| hi > after).collect();
+                walk.feed(&rows, &sh);
+                reads += 1;
+                prop_assert!(reads <= 200, "the walk does not end");
+            }
+            prop_assert_eq!(walk.mark(), whole);
+        }
+    }
 
     #[test]
     fn an_honest_held_claim_moves_the_watermark() {

@@ -1,0 +1,283 @@
+//! [`InboxHandle`]: one inbox store shared by async tasks, with group
+//! commit for the delivery lanes' frequent calls.
+//!
+//! # Group commit
+//!
+//! Every delivered event costs a lane look and a verdict. Run one at a time,
+//! each is a transaction, and each verdict an fsync: with many lanes at work
+//! the store, not the ERP, sets the pace. [`InboxHandle::grouped`] queues
+//! the op instead; the first caller that finds no group running becomes the
+//! *leader*: on the blocking pool it takes everything queued, runs it with
+//! [`InboxStore::run_group`] (one transaction, one commit), answers each
+//! caller, and goes on while ops keep arriving. While one group commits, the
+//! next one fills, so the group size follows the load by itself: one op
+//! when the collector is quiet (no added latency), dozens under a backlog.
+//!
+//! Invariants:
+//! - An answer is sent only after the commit that holds it: a verdict ack
+//!   is published only once the verdict is durable, exactly as with one
+//!   transaction per verdict. A crash before the commit loses the whole
+//!   group, and every event in it is delivered again after the restart (the
+//!   ERP de-duplicates by event id).
+//! - At most one leader runs at a time (`running`), so groups are applied in
+//!   the order they were formed, and an op queued while a group runs is
+//!   taken by the same leader's next turn.
+//! - A leader that panics (a bug) clears `running` and drops every queued
+//!   op's answer channel on its way out ([`LeaderGuard`]), so waiting callers
+//!   get an error instead of hanging.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use super::{GroupAnswer, GroupOp, InboxError, InboxStore};
+
+/// Ops waiting for the next group, with where to send each answer.
+type Queued = Vec<(GroupOp, oneshot::Sender<Result<GroupAnswer, InboxError>>)>;
+
+/// The group being formed.
+#[derive(Debug, Default)]
+struct Group {
+    queued: Queued,
+    /// A leader is running groups.
+    running: bool,
+    /// Groups run so far (each one transaction).
+    groups: u64,
+}
+
+/// Shares one inbox store (SQLite [`super::Inbox`] or PostgreSQL
+/// [`super::PgInbox`], see [`InboxStore`]) between async tasks,
+/// running every call on tokio's blocking pool so the database never stalls
+/// the runtime threads.
+#[derive(Debug, Clone)]
+pub struct InboxHandle {
+    inner: Arc<Mutex<Box<dyn InboxStore>>>,
+    group: Arc<Mutex<Group>>,
+    /// The backend claims lanes ([`InboxStore::hold_lane`] can say no).
+    claims: bool,
+}
+
+/// Locks, ignoring poison: every critical section here leaves consistent
+/// state (a poisoned store lock means a call panicked mid-way; the database
+/// rolled its open transaction back, so the connection can be used).
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Ends a leader's turn even when it panics: clears `running` and drops
+/// every queued answer channel (their callers see an error).
+struct LeaderGuard(Arc<Mutex<Group>>);
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut g = lock(&self.0);
+            g.running = false;
+            g.queued.clear();
+        }
+    }
+}
+
+impl InboxHandle {
+    /// Wraps an open inbox store.
+    pub fn new(store: impl InboxStore + 'static) -> Self {
+        Self::from_box(Box::new(store))
+    }
+
+    /// Wraps an open inbox store chosen at run time.
+    pub fn from_box(store: Box<dyn InboxStore>) -> Self {
+        Self {
+            claims: store.claims_lanes(),
+            inner: Arc::new(Mutex::new(store)),
+            group: Arc::new(Mutex::new(Group::default())),
+        }
+    }
+
+    /// True when several collectors may share the store, so delivery must
+    /// renew its lane claims ([`InboxStore::hold_lane`]).
+    pub fn has_claims(&self) -> bool {
+        self.claims
+    }
+
+    /// Runs `f` with exclusive access to the inbox on the blocking pool.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, InboxError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn InboxStore) -> Result<R, InboxError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(lock(&inner).as_mut()))
+            .await
+            .map_err(|e| InboxError::Worker(e.to_string()))?
+    }
+
+    /// Runs `op` in the next group commit (see the module docs) and returns
+    /// its answer once the group's transaction has committed.
+    pub async fn grouped(&self, op: GroupOp) -> Result<GroupAnswer, InboxError> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut g = lock(&self.group);
+            g.queued.push((op, tx));
+            !std::mem::replace(&mut g.running, true)
+        };
+        if lead {
+            let (inner, group) = (Arc::clone(&self.inner), Arc::clone(&self.group));
+            // Not awaited: the leader answers through the channels, and
+            // keeps going for ops queued after this caller's.
+            drop(tokio::task::spawn_blocking(move || {
+                lead_groups(&inner, group)
+            }));
+        }
+        rx.await
+            .map_err(|_| InboxError::Worker("the inbox's group commit stopped (a panic)".into()))?
+    }
+
+    /// [`InboxStore::record_verdict`] in a group commit.
+    pub async fn record_verdict_grouped(
+        &self,
+        device: dockline_protocol::DeviceId,
+        epoch: u64,
+        seq: u64,
+        outcome: dockline_protocol::Outcome,
+        now_ms: i64,
+    ) -> Result<bool, InboxError> {
+        match self
+            .grouped(GroupOp::Verdict {
+                device,
+                epoch,
+                seq,
+                outcome,
+                now_ms,
+            })
+            .await?
+        {
+            GroupAnswer::Verdict(recorded) => Ok(recorded),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// [`InboxStore::next_in_lane`] in a group commit.
+    pub async fn next_in_lane_grouped(
+        &self,
+        lane: String,
+        now_ms: i64,
+        park_max_ms: i64,
+    ) -> Result<Option<super::NextPending>, InboxError> {
+        match self
+            .grouped(GroupOp::NextInLane {
+                lane,
+                now_ms,
+                park_max_ms,
+            })
+            .await?
+        {
+            GroupAnswer::Next(next) => Ok(next),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// [`InboxStore::hold_lane`] in a group commit.
+    pub async fn hold_lane_grouped(&self, lane: String, now_ms: i64) -> Result<bool, InboxError> {
+        match self.grouped(GroupOp::HoldLane { lane, now_ms }).await? {
+            GroupAnswer::Held(held) => Ok(held),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> InboxError {
+    InboxError::Worker("the inbox answered a grouped op with another op's answer".into())
+}
+
+/// The leader's turn: groups until the queue is empty.
+fn lead_groups(inner: &Mutex<Box<dyn InboxStore>>, group: Arc<Mutex<Group>>) {
+    let guard = LeaderGuard(group);
+    loop {
+        let queued = {
+            let mut g = lock(&guard.0);
+            if g.queued.is_empty() {
+                g.running = false;
+                return;
+            }
+            g.groups += 1;
+            std::mem::take(&mut g.queued)
+        };
+        let (ops, answer_to): (Vec<GroupOp>, Vec<_>) = queued.into_iter().unzip();
+        let answers = lock(inner).run_group(&ops);
+        for (to, answer) in answer_to.into_iter().zip(answers) {
+            // A caller that went away (shutdown) needs no answer; what was
+            // committed stays committed.
+            let _ = to.send(answer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::Inbox;
+    use crate::inbox::tests::{batch, site};
+
+    /// Many lanes at once: every verdict is recorded once and answered,
+    /// and the groups hold more than one op (fewer commits than verdicts).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_verdicts_share_commits_and_each_gets_its_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
+        let seqs: Vec<u64> = (1..=200).collect();
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &seqs), 1)
+            .expect("store");
+        let handle = InboxHandle::new(inbox);
+        let mut tasks = tokio::task::JoinSet::new();
+        for seq in seqs.clone() {
+            let h = handle.clone();
+            tasks.spawn(async move {
+                let device = dockline_protocol::DeviceId::new("hh-01").expect("id");
+                let outcome = dockline_protocol::Outcome::Booked {
+                    document: format!("DOC-{seq}"),
+                };
+                let first = h
+                    .record_verdict_grouped(device.clone(), 1, seq, outcome.clone(), 2)
+                    .await
+                    .expect("verdict");
+                let again = h
+                    .record_verdict_grouped(device, 1, seq, outcome, 3)
+                    .await
+                    .expect("verdict again");
+                (first, again)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            assert_eq!(done.expect("task"), (true, false), "recorded once");
+        }
+        let stats = handle.call(|i| i.stats()).await.expect("stats");
+        assert_eq!((stats.booked, stats.pending), (200, 0));
+        let g = lock(&handle.group);
+        assert!(!g.running, "the leader ended its turn");
+        assert!(
+            g.groups < 400,
+            "{} groups for 400 ops: none shared a commit",
+            g.groups
+        );
+    }
+
+    /// A lane look in a group answers as the plain call does.
+    #[tokio::test]
+    async fn a_grouped_lane_look_hands_out_the_next_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 1)
+            .expect("store");
+        let handle = InboxHandle::new(inbox);
+        let next = handle
+            .next_in_lane_grouped("device:hh-01".into(), 5, 60_000)
+            .await
+            .expect("look");
+        match next {
+            Some(super::super::NextPending::Event(e)) => assert_eq!(e.envelope.seq, 1),
+            other => panic!("expected seq 1, got {other:?}"),
+        }
+    }
+}
