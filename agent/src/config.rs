@@ -138,7 +138,7 @@ pub fn with_env_aliases(
 /// path = "/dev/serial/by-id/usb-Mettler_Toledo-if00"
 /// baud = 9600
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// A name unique on this agent, shown in the status.

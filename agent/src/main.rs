@@ -212,16 +212,23 @@ fn run_agent(cli: &Cli) -> ExitCode {
     };
     let given = cli.config.clone();
     let result = runtime.block_on(async move {
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
         // Installed before the agent starts, so an early SIGHUP cannot kill it.
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hup) => {
-                tokio::spawn(reload_on_sighup(hup, given, loaded.table.clone(), log));
+                tokio::spawn(reload_on_sighup(
+                    hup,
+                    given,
+                    loaded.table.clone(),
+                    log,
+                    reload_tx,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
             }
         }
-        dockline_agent::run(loaded.config, shutdown_signal()).await
+        dockline_agent::run_reloadable(loaded.config, shutdown_signal(), reloads).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,29 +239,36 @@ fn run_agent(cli: &Cli) -> ExitCode {
     }
 }
 
+/// The config keys a reload applies without a restart: `[log] level` (by
+/// the log handle) and these, by the running agent.
+const LIVE_KEYS: [&str; 2] = ["devices", "stations"];
+
 /// SIGHUP: reads the config again (same file, same environment) and checks
 /// it; a config that would not start is refused and the running one stays.
-/// The log level is applied; every other changed key is named as needing a
-/// restart. `running` is the merged table the process runs with.
+/// The log level, the devices and the stations are applied; every other
+/// changed key is named as needing a restart. `running` is the merged table
+/// the process runs with.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     given: Option<PathBuf>,
     mut running: dockline_protocol::config::Table,
     log: dockline_protocol::logging::LogHandle,
+    agent: tokio::sync::mpsc::Sender<dockline_agent::Reload>,
 ) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
         let _ = dockline_protocol::service::notify("RELOADING=1");
-        reload_once(given.as_deref(), &mut running, &log);
+        reload_once(given.as_deref(), &mut running, &log, &agent).await;
         let _ = dockline_protocol::service::notify("READY=1");
     }
 }
 
 /// One reload; see [`reload_on_sighup`].
-fn reload_once(
+async fn reload_once(
     given: Option<&Path>,
     running: &mut dockline_protocol::config::Table,
     log: &dockline_protocol::logging::LogHandle,
+    agent: &tokio::sync::mpsc::Sender<dockline_agent::Reload>,
 ) {
     let loaded = match load_config(given) {
         Ok(l) => l,
@@ -268,11 +282,39 @@ fn reload_once(
         return;
     }
     let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
-    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
-    match loaded.table.get("log") {
-        Some(section) => running.insert("log".into(), section.clone()),
-        None => running.remove("log"),
-    };
+    let mut applied = vec!["log"];
+    if changed.iter().any(|k| LIVE_KEYS.contains(&k.as_str())) {
+        let (done, report) = tokio::sync::oneshot::channel();
+        let sent = agent
+            .send(dockline_agent::Reload {
+                config: loaded.config.clone(),
+                done,
+            })
+            .await;
+        match (sent, report.await) {
+            (Ok(()), Ok(report)) => {
+                report.log();
+                applied.push("stations");
+                // A device that did not start is tried again by the next
+                // reload, even of the same file.
+                if report.complete() {
+                    applied.push("devices");
+                }
+            }
+            _ => tracing::warn!("reload: the agent is stopping; devices and stations not applied"),
+        }
+    }
+    let rest: Vec<String> = changed
+        .into_iter()
+        .filter(|k| !LIVE_KEYS.contains(&k.as_str()))
+        .collect();
+    dockline_protocol::logging::log_reload(log, &loaded.config.log, &rest, &loaded.origin);
+    for key in applied {
+        match loaded.table.get(key) {
+            Some(section) => running.insert(key.into(), section.clone()),
+            None => running.remove(key),
+        };
+    }
 }
 
 /// `check-config`: the merged config, secrets redacted, then the checks a

@@ -88,7 +88,7 @@ impl Harness {
         let (tx, readings) = mpsc::channel(64);
         let mut sources = Sources::new(presence.clone(), tx);
         sources
-            .add_load_cell(0, &config.devices[0], SimBus(chip.clone()))
+            .add_load_cell(&config.devices[0], SimBus(chip.clone()))
             .expect("thread starts");
         Harness {
             chip,

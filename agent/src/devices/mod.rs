@@ -41,7 +41,9 @@ pub use decoded::{Decoded, Item};
 pub use decoder::{DecoderOptions, STREAM_SCAN_OPTIONS, StreamDecoder};
 pub use loadcell::{BusOpener, LinuxI2c, LoadCellConfig};
 pub use presence::{DevicePresence, Presence};
-pub use source::{DeviceReading, ScaleActionError, ScaleCommander, Sources, SpawnError};
+pub use source::{
+    DeviceReading, DevicesReloaded, ScaleActionError, ScaleCommander, Sources, SpawnError,
+};
 
 /// The byte protocol a device speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
