@@ -49,7 +49,7 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// `[log]`: log format and level (SIGHUP applies a new level).
     #[serde(default)]
-    pub log: dockline_protocol::logging::LogConfig,
+    pub log: dockline_host::logging::LogConfig,
 }
 
 /// Where the agent looks for its config when `-c` is not given.
@@ -107,8 +107,8 @@ impl KeyList {
 
 /// A secret from the config (the API token, the MQTT password): never shown
 /// by `Debug`; written inline, or `{ file = "…" }` / `{ env = "…" }`
-/// ([`dockline_protocol::secret`]).
-pub use dockline_protocol::secret::Secret;
+/// ([`dockline_host::secret`]).
+pub use dockline_host::secret::Secret;
 
 /// The short variable names for secrets: `DOCKLINE_API_TOKEN` means
 /// `DOCKLINE_API__TOKEN` (`[api] token`). Without this the overlay would
@@ -256,9 +256,9 @@ pub struct MqttConfig {
     pub keep_alive_secs: u64,
     /// `[mqtt.tls]`: TLS to the broker, with this device's client
     /// certificate for mutual TLS (recommended; see
-    /// [`dockline_protocol::tls`]). Absent: plain TCP.
+    /// [`dockline_host::tls`]). Absent: plain TCP.
     #[serde(default)]
-    pub tls: Option<dockline_protocol::tls::MqttTls>,
+    pub tls: Option<dockline_host::tls::MqttTls>,
     /// MQTT user name, for brokers that log devices in with a password
     /// instead of (or besides) a client certificate; use the device id, so
     /// the broker's per-device ACL (`%u`) matches the topics.
@@ -268,6 +268,20 @@ pub struct MqttConfig {
     /// (or `DOCKLINE_MQTT__PASSWORD`); never logged. Needs `username`.
     #[serde(default)]
     pub password: Option<Secret>,
+}
+
+impl MqttConfig {
+    /// The broker connection's shared keys ([`dockline_host::mqtt`]).
+    pub fn broker(&self) -> dockline_host::mqtt::Broker<'_> {
+        dockline_host::mqtt::Broker {
+            host: &self.host,
+            port: self.port,
+            keep_alive_secs: self.keep_alive_secs,
+            tls: self.tls.as_ref(),
+            username: self.username.as_deref(),
+            password: self.password.as_ref(),
+        }
+    }
 }
 
 /// How batches are uploaded.
@@ -532,7 +546,7 @@ mod tests {
         let text = format!("site = \"dc\"\ndevice = \"gw\"\n{devices}");
         std::fs::write(&file, text).map_err(|e| e.to_string())?;
         let config: Config =
-            dockline_protocol::config::load(Some(&file), Vec::<(String, String)>::new())
+            dockline_host::config::load(Some(&file), Vec::<(String, String)>::new())
                 .map_err(|e| e.to_string())?;
         config.check().map(|()| config)
     }

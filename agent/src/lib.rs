@@ -221,7 +221,7 @@ pub async fn run_reloadable(
     );
     // Under systemd (Type=notify): ready once the outbox is open and the API
     // listens. A no-op elsewhere.
-    if let Err(e) = dockline_protocol::service::notify("READY=1") {
+    if let Err(e) = dockline_host::service::notify("READY=1") {
         tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
     }
 

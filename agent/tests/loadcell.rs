@@ -75,7 +75,7 @@ impl Harness {
                     stable_samples = 8\nheartbeat_ms = 60000\n";
         std::fs::write(&file, toml).expect("write config");
         let config: dockline_agent::Config =
-            dockline_protocol::config::load(Some(&file), Vec::<(String, String)>::new())
+            dockline_host::config::load(Some(&file), Vec::<(String, String)>::new())
                 .expect("config loads");
         config.check().expect("config is valid");
         let chip = Chip::default();

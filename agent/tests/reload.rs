@@ -227,7 +227,9 @@ async fn sighup_adds_changes_and_removes_devices_and_stations_live() {
     let mut agent = Agent::start(dir);
 
     agent
-        .wait_for("scan-a to connect", |s| device(s, "scan-a")["connected"] == true)
+        .wait_for("scan-a to connect", |s| {
+            device(s, "scan-a")["connected"] == true
+        })
         .await;
     a.send(SSCC);
     // The reading (telemetry) and the dock door's `loaded` event.
@@ -246,7 +248,9 @@ async fn sighup_adds_changes_and_removes_devices_and_stations_live() {
     assert!(line.contains("unchanged=scan-a"), "{line}");
     agent.wait_line("reload: done; nothing else changed");
     let status = agent
-        .wait_for("scan-b to connect", |s| device(s, "scan-b")["connected"] == true)
+        .wait_for("scan-b to connect", |s| {
+            device(s, "scan-b")["connected"] == true
+        })
         .await;
     assert_eq!(names(&status, "devices"), ["scan-a", "scan-b"]);
     assert_eq!(names(&status, "stations"), ["door-scan-a", "door-scan-b"]);
@@ -292,7 +296,10 @@ async fn sighup_adds_changes_and_removes_devices_and_stations_live() {
     assert!(line.contains("restarted=scan-b"), "{line}");
     let line = agent.wait_line("not applied until a restart");
     assert!(line.contains("needs_restart=uplink"), "{line}");
-    assert!(!line.contains("devices") && !line.contains("stations"), "{line}");
+    assert!(
+        !line.contains("devices") && !line.contains("stations"),
+        "{line}"
+    );
     let status = agent
         .wait_for("scan-b to reconnect with its new settings", |s| {
             device(s, "scan-b")["connected"] == true

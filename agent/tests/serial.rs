@@ -47,7 +47,7 @@ impl Agent {
         let file = dir.path().join("agent.toml");
         std::fs::write(&file, toml).expect("write config");
         let config: dockline_agent::Config =
-            dockline_protocol::config::load(Some(&file), Vec::<(String, String)>::new())
+            dockline_host::config::load(Some(&file), Vec::<(String, String)>::new())
                 .expect("config loads");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! The collector's configuration: `collector.toml`, then `DOCKLINE_*`
-//! environment overrides (see [`dockline_protocol::config::load`]), then this
+//! environment overrides (see [`dockline_host::config::load`]), then this
 //! typed struct with defaults.
 //!
 //! Invariants: every table denies unknown keys, so a typo is reported instead
@@ -52,7 +52,7 @@ pub struct Config {
     pub inbox: crate::store::InboxConfig,
     /// `[log]`: log format and level (SIGHUP applies a new level).
     #[serde(default)]
-    pub log: dockline_protocol::logging::LogConfig,
+    pub log: dockline_host::logging::LogConfig,
 }
 
 /// Where the collector looks for its config when `-c` is not given.
@@ -148,17 +148,17 @@ pub struct MqttConfig {
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
     /// `[mqtt.tls]`: TLS to the broker, with the collector's own client
-    /// certificate for mutual TLS ([`dockline_protocol::tls`]). Absent:
+    /// certificate for mutual TLS ([`dockline_host::tls`]). Absent:
     /// plain TCP.
     #[serde(default)]
-    pub tls: Option<dockline_protocol::tls::MqttTls>,
+    pub tls: Option<dockline_host::tls::MqttTls>,
     /// MQTT user name, for brokers that log clients in with a password.
     #[serde(default)]
     pub username: Option<String>,
     /// The MQTT password: inline, `{ file = "…" }` or `{ env = "…" }`;
     /// never logged. Needs `username`.
     #[serde(default)]
-    pub password: Option<dockline_protocol::secret::Secret>,
+    pub password: Option<dockline_host::secret::Secret>,
     /// Share the device topics with the other collectors of this group
     /// (MQTT 5 / Mosquitto shared subscription `$share/{group}/…`): each
     /// batch goes to one of them. Only with a PostgreSQL `[inbox] url`.
@@ -219,8 +219,8 @@ pub struct ErpConfig {
     pub url: String,
     /// `webhook`: Standard Webhooks secret, `whsec_` followed by base64:
     /// inline, `{ file = "…" }` or `{ env = "…" }`
-    /// ([`dockline_protocol::secret`]).
-    #[serde(default, deserialize_with = "dockline_protocol::secret::deserialize")]
+    /// ([`dockline_host::secret`]).
+    #[serde(default, deserialize_with = "dockline_host::secret::deserialize")]
     pub secret: String,
     /// PEM file with the CA certificate(s) an `https://` ERP (and the
     /// invoice webhook) must chain to, for an ERP behind a private CA: then
@@ -280,7 +280,7 @@ pub struct ErpConfig {
     /// Inline, `{ file = "…" }` or `{ env = "…" }`.
     #[serde(
         default,
-        deserialize_with = "dockline_protocol::secret::deserialize_option"
+        deserialize_with = "dockline_host::secret::deserialize_option"
     )]
     pub invoice_webhook_secret: Option<String>,
     /// `[erp.tryton]`: required when `kind = "tryton"`.
@@ -343,7 +343,7 @@ pub struct TrytonConfig {
     pub user: String,
     /// That user's password (better set by `DOCKLINE_ERP__TRYTON__PASSWORD`
     /// than written in the file, or `{ file = "…" }` / `{ env = "…" }`).
-    #[serde(deserialize_with = "dockline_protocol::secret::deserialize")]
+    #[serde(deserialize_with = "dockline_host::secret::deserialize")]
     pub password: String,
     /// When Tryton cannot reserve the stock for a picked shipment
     /// (`assign_try` leaves it `waiting`), force the reservation
@@ -823,7 +823,7 @@ mod tests {
             ("DOCKLINE_ALLOW_UNKNOWN_DEVICES", "true"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let cfg: Config = dockline_protocol::config::load(Some(&path), env).expect("loads");
+        let cfg: Config = dockline_host::config::load(Some(&path), env).expect("loads");
         assert_eq!(cfg.mqtt.port, 1884);
         assert_eq!(cfg.erp.concurrency, 8);
         assert!(cfg.allow_unknown_devices);

@@ -29,8 +29,8 @@ use clap::{Parser, Subcommand};
 use dockline_collector::Config;
 use dockline_collector::config::DEFAULT_CONFIG_PATH;
 use dockline_collector::dlq::{self, DlqError};
-use dockline_protocol::config::Loaded;
-use dockline_protocol::logging::LogFormat;
+use dockline_host::config::Loaded;
+use dockline_host::logging::LogFormat;
 
 /// dockline collector: ingest, inbox, ERP delivery, acks.
 #[derive(Debug, Parser)]
@@ -246,11 +246,9 @@ fn hash_password() -> ExitCode {
 /// Loads the config (`-c`, else the default path when it exists, else the
 /// `DOCKLINE_*` variables alone) without the checks.
 fn load_unchecked(args: &Args) -> anyhow::Result<Loaded<Config>> {
-    let file = dockline_protocol::config::file_to_load(
-        args.config.as_deref(),
-        Path::new(DEFAULT_CONFIG_PATH),
-    );
-    let loaded = dockline_protocol::config::load_report(
+    let file =
+        dockline_host::config::file_to_load(args.config.as_deref(), Path::new(DEFAULT_CONFIG_PATH));
+    let loaded = dockline_host::config::load_report(
         file.as_deref(),
         dockline_collector::commands::with_env_aliases(std::env::vars()),
     );
@@ -300,10 +298,7 @@ fn check_config(args: &Args) -> ExitCode {
     println!(
         "# secrets are <redacted>; keys not shown take their defaults (collector.example.toml)"
     );
-    print!(
-        "{}",
-        dockline_protocol::config::redacted_toml(&loaded.table)
-    );
+    print!("{}", dockline_host::config::redacted_toml(&loaded.table));
     match loaded.config.check() {
         Ok(()) => {
             println!("# ok: the config is valid");
@@ -399,7 +394,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         .or(loaded.config.log.format)
         .unwrap_or_default();
     let log =
-        dockline_protocol::logging::init(format, &loaded.config.log).map_err(anyhow::Error::msg)?;
+        dockline_host::logging::init(format, &loaded.config.log).map_err(anyhow::Error::msg)?;
     tracing::info!(
         version = dockline_collector::VERSION,
         commit = dockline_collector::BUILD_COMMIT,
@@ -426,7 +421,7 @@ fn start(args: Args) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
             }
         }
-        dockline_collector::run(config, shutdown_signal())
+        dockline_collector::run(config, dockline_host::signal::shutdown())
             .await
             .map_err(anyhow::Error::from)
     });
@@ -442,8 +437,8 @@ fn start(args: Args) -> anyhow::Result<()> {
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     given: Option<PathBuf>,
-    mut running: dockline_protocol::config::Table,
-    log: dockline_protocol::logging::LogHandle,
+    mut running: dockline_host::config::Table,
+    log: dockline_host::logging::LogHandle,
 ) {
     let args = Args {
         config: given,
@@ -452,17 +447,17 @@ async fn reload_on_sighup(
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let _ = dockline_protocol::service::notify("RELOADING=1");
+        let _ = dockline_host::service::notify("RELOADING=1");
         reload_once(&args, &mut running, &log);
-        let _ = dockline_protocol::service::notify("READY=1");
+        let _ = dockline_host::service::notify("READY=1");
     }
 }
 
 /// One reload; see [`reload_on_sighup`].
 fn reload_once(
     args: &Args,
-    running: &mut dockline_protocol::config::Table,
-    log: &dockline_protocol::logging::LogHandle,
+    running: &mut dockline_host::config::Table,
+    log: &dockline_host::logging::LogHandle,
 ) {
     let loaded = match load_checked(args) {
         Ok(l) => l,
@@ -471,33 +466,10 @@ fn reload_once(
             return;
         }
     };
-    let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
-    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
+    let changed = dockline_host::config::changed_keys(running, &loaded.table);
+    dockline_host::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
     match loaded.table.get("log") {
         Some(section) => running.insert("log".into(), section.clone()),
         None => running.remove("log"),
     };
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
-/// this is called, not when it is first polled, so a stop that comes while
-/// the process is still starting is a clean stop, not a kill.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
-            match s {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = wait(term) => {}
-            () = wait(int) => {}
-        }
-    }
 }

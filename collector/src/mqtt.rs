@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use dockline_protocol::codec::MAX_MESSAGE_BYTES;
 use dockline_protocol::{Channel, Topic};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -143,30 +143,26 @@ pub async fn run(
     signer: CommandSigner,
     shutdown: Shutdown,
 ) {
-    let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    let broker = dockline_host::mqtt::Broker {
+        host: &cfg.host,
+        port: cfg.port,
+        keep_alive_secs: cfg.keep_alive_secs,
+        tls: cfg.tls.as_ref(),
+        username: cfg.username.as_deref(),
+        password: cfg.password.as_ref(),
+    };
+    let mut options = match broker.options(&cfg.client_id) {
+        Ok(o) => o,
+        Err(e) => {
+            // Config::check refuses this at start; the files changed since.
+            error!("cannot set up TLS to the MQTT broker, not connecting: {e}");
+            return;
+        }
+    };
     options
-        .set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(INCOMING_PACKET_LIMIT, MAX_MESSAGE_BYTES + PACKET_HEADROOM);
-    if let Some(tls) = &cfg.tls {
-        match tls.client_config() {
-            Ok(c) => {
-                options.set_transport(rumqttc::Transport::tls_with_config(
-                    rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(c)),
-                ));
-            }
-            Err(e) => {
-                // Config::check refuses this at start; the files changed since.
-                error!("cannot set up TLS to the MQTT broker, not connecting: {e}");
-                return;
-            }
-        }
-    }
-    if let Some(user) = &cfg.username {
-        let password = cfg.password.as_ref().map(|p| p.expose().to_owned());
-        options.set_credentials(user.clone(), password.unwrap_or_default());
-    }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     // Unbounded on purpose (see the module docs): the broker's in-flight
     // window bounds it, and the poll task must never wait on it.

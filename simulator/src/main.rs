@@ -237,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!(%addr, "broker accepting MQTT v3.1.1 connections; kill the process to stop it");
             // rumqttd has no shutdown API: the broker ends with the process.
-            shutdown_signal().await;
+            dockline_host::signal::shutdown().await;
             Ok(())
         }
         Command::MockErp {
@@ -268,7 +268,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(file) = addr_file {
                 process::write_addr_file(&file, addr)?;
             }
-            shutdown_signal().await;
+            dockline_host::signal::shutdown().await;
             let stats = erp.stats();
             erp.shutdown().await;
             tracing::info!(?stats, "mock ERP stopped");
@@ -325,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
             // Dropping the demo on Ctrl-C or SIGTERM kills its children.
             let result = tokio::select! {
                 r = demo::run(opts) => r.context("the demo could not run")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+                () = dockline_host::signal::shutdown() => anyhow::bail!("interrupted; child processes stopped"),
             };
             conclude(
                 &format!("{}\n", result.summary()),
@@ -353,7 +353,7 @@ async fn main() -> anyhow::Result<()> {
             // Dropping the run on Ctrl-C or SIGTERM kills its children.
             let result = tokio::select! {
                 r = fleet::run(opts) => r.context("the fleet could not run")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+                () = dockline_host::signal::shutdown() => anyhow::bail!("interrupted; child processes stopped"),
             };
             conclude(
                 &format!("{}\n", result.summary()),
@@ -391,7 +391,7 @@ async fn main() -> anyhow::Result<()> {
             // Dropping the run on Ctrl-C or SIGTERM kills its children.
             let result = tokio::select! {
                 r = chaos::run(&opts) => r.context("the chaos trials could not run")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+                () = dockline_host::signal::shutdown() => anyhow::bail!("interrupted; child processes stopped"),
             };
             conclude(&result.table(), report.as_deref(), &result, result.passed)
         }
@@ -403,7 +403,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let figures = tokio::select! {
                 r = bench::run(&opts) => r.context("the bench could not finish")?,
-                () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+                () = dockline_host::signal::shutdown() => anyhow::bail!("interrupted; child processes stopped"),
             };
             bench::print(&figures);
             if let Some(path) = json {
@@ -413,18 +413,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Collector { config } => {
             let config: dockline_collector::Config =
-                dockline_protocol::config::load(Some(&config), std::env::vars())
+                dockline_host::config::load(Some(&config), std::env::vars())
                     .context("cannot start the collector")?;
-            dockline_collector::run(config, shutdown_signal())
+            dockline_collector::run(config, dockline_host::signal::shutdown())
                 .await
                 .context("the collector stopped")?;
             Ok(())
         }
         Command::Agent { config } => {
             let config: dockline_agent::Config =
-                dockline_protocol::config::load(Some(&config), std::env::vars())
+                dockline_host::config::load(Some(&config), std::env::vars())
                     .context("cannot start the agent")?;
-            dockline_agent::run(config, shutdown_signal())
+            dockline_agent::run(config, dockline_host::signal::shutdown())
                 .await
                 .context("the agent stopped")?;
             Ok(())
@@ -458,20 +458,4 @@ fn conclude(
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use dockline_protocol::tls::MqttTls;
+use dockline_host::tls::MqttTls;
 use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, PROTOCOL_VERSION, Payload,
     Priority, References, TimeSource, codec,

@@ -33,15 +33,14 @@
 //! them after the ones before them.
 
 use std::io;
-use std::sync::{Arc, RwLock};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dockline_protocol::Reading;
 use tokio::sync::mpsc as async_mpsc;
 
-use super::backoff::Backoff;
 use super::evdev::EvdevDevice;
 use super::loadcell::{BusOpener, LinuxI2c, LoadCellDevice};
 use super::presence::Presence;
@@ -49,6 +48,8 @@ use super::serial::SerialDevice;
 use super::{Item, Protocol};
 use crate::config::DeviceConfig;
 use dockline_firmware::scale::MtSicsCommand;
+use dockline_host::backoff::Backoff;
+use dockline_host::clock::now_ms;
 
 /// First delay before connecting to a lost device again.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -296,8 +297,9 @@ impl Sources {
     /// each): call it from `spawn_blocking` in async code.
     pub fn reload(&mut self, devices: &[DeviceConfig]) -> DevicesReloaded {
         let mut done = DevicesReloaded::default();
-        let (keep, stop): (Vec<Running>, Vec<Running>) =
-            std::mem::take(&mut self.running).into_iter().partition(|r| {
+        let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| {
                 devices
                     .iter()
                     .any(|d| d.name == r.config.name && *d == r.config)
@@ -408,15 +410,25 @@ fn join(thread: JoinHandle<()>) {
     }
 }
 
-fn write(actions: &Actions) -> std::sync::RwLockWriteGuard<'_, Vec<(String, mpsc::Sender<MtSicsCommand>)>> {
+fn write(
+    actions: &Actions,
+) -> std::sync::RwLockWriteGuard<'_, Vec<(String, mpsc::Sender<MtSicsCommand>)>> {
     // Only pushes and removals happen under this lock: a panic cannot leave
     // the list half-changed.
-    actions.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    actions
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A device thread: connect, read until gone, back off, again.
 fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
-    let mut backoff = Backoff::new(RECONNECT_FIRST, cap);
+    // No jitter: each device has its own port, so there is no crowd of
+    // clients to spread out (unlike the MQTT uplink).
+    let backoff = Backoff {
+        min: RECONNECT_FIRST.min(cap),
+        max: cap,
+    };
+    let mut attempt = 0u32;
     let mut was_connected = false;
     // Only the first failed connect of an outage is logged as a warning: a
     // scale left unplugged for a day must not fill the log.
@@ -433,7 +445,7 @@ fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
                 });
                 was_connected = true;
                 failures = 0;
-                backoff.reset();
+                attempt = 0;
                 match device.read_until_gone(link, outlet) {
                     Ended::Stopped => return,
                     Ended::Unplugged(reason) => {
@@ -461,16 +473,12 @@ fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
                     .update(&outlet.name, |p| p.last_error = Some(message));
             }
         }
-        if !outlet.pause(backoff.next_delay()) {
+        let delay = backoff.ceiling(attempt);
+        attempt = attempt.saturating_add(1);
+        if !outlet.pause(delay) {
             return;
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Sends tare/zero actions to MT-SICS scales from outside [`Sources`] (the

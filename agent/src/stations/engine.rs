@@ -524,15 +524,18 @@ mod tests {
             ],
             &devices,
         ));
-        stations.lock().tasks.post(PickTask {
-            order: "SO-9".into(),
-            lines: vec![TaskLine {
-                item: "09521234543213".into(),
-                quantity: 2,
-                unit_weight_kg: None,
-            }],
-        })
-        .expect("room");
+        stations
+            .lock()
+            .tasks
+            .post(PickTask {
+                order: "SO-9".into(),
+                lines: vec![TaskLine {
+                    item: "09521234543213".into(),
+                    quantity: 2,
+                    unit_weight_kg: None,
+                }],
+            })
+            .expect("room");
         let doc = |text: &str| {
             Reading::Scan(Scan {
                 symbology: Some("]C0".into()),
@@ -560,8 +563,14 @@ mod tests {
             "{report:?}"
         );
         let status = stations.lock().engine.status();
-        assert_eq!(status[0].state, "idle: scan a pick list", "pick-1 starts afresh");
-        assert!(status[1].state.contains("TRUCK-7"), "dock-1 kept its vehicle");
+        assert_eq!(
+            status[0].state, "idle: scan a pick list",
+            "pick-1 starts afresh"
+        );
+        assert!(
+            status[1].state.contains("TRUCK-7"),
+            "dock-1 kept its vehicle"
+        );
 
         // Removing a station names what it was doing.
         let report = stations.reload(&[station("pack-1", "pack", &[])], &devices);

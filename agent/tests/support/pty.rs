@@ -62,4 +62,3 @@ impl FakeDevice {
         self.master.write_all(bytes).expect("write to master");
     }
 }
-
