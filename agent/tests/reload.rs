@@ -8,14 +8,17 @@
 //! (a removed device's reader thread is gone from `/proc/PID/task`, and its
 //! port is no longer open in `/proc/PID/fd`).
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/pty.rs"]
 mod pty;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use child::{Running, stderr_lines};
 use pty::FakeDevice;
 use serde_json::Value;
 
@@ -25,15 +28,6 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// An SSCC (GS1-128, AI 00): loaded onto the vehicle at a dock door.
 const SSCC: &[u8] = b"]C100106141412345678908\r\n";
 const SSCC_2: &[u8] = b"]C100006141411234567890\r\n";
-
-/// Kills the agent when the test ends, pass or fail.
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The config: a dead broker port, the API on a free port, and `devices`
 /// (one `(name, extra keys)` pair each, a scanner at `{dir}/{name}`), each
@@ -109,16 +103,8 @@ impl Agent {
 
     /// Waits for a log line containing `needle`; returns it.
     fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        }
-        panic!("no line with {needle:?} in:\n{}", self.seen.join("\n"));
+        child::wait_line(&self.lines, needle, &mut self.seen);
+        self.seen.last().cloned().unwrap_or_default()
     }
 
     async fn status(&self) -> Value {
@@ -166,23 +152,6 @@ impl Agent {
             .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
             .any(|target| target == path)
     }
-}
-
-fn stderr_lines(child: &mut Child) -> Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("piped stderr");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn device<'a>(status: &'a Value, name: &str) -> &'a Value {
