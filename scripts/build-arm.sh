@@ -8,8 +8,8 @@
 # security archive carries rustc-web/cargo-web 1.96 with libstd-rust-web-dev
 # for arm64 and armhf (Multi-Arch: same), and bookworm has the GCC cross
 # linkers. So: add the foreign architecture, install those, and build with
-# RUSTC=/usr/bin/rustc and the target's linker and C compiler (aws-lc-sys,
-# ring and SQLite are C). Output: target/cross/<triple>/release/dockline-agent,
+# RUSTC=/usr/bin/rustc and the target's linker and C compiler (ring and
+# SQLite are C). Output: target/cross/<triple>/release/dockline-agent,
 # then the ELF architecture and the highest GLIBC_ symbol version the binary
 # needs (the oldest glibc it runs on) are printed and checked.
 set -euo pipefail

@@ -49,7 +49,7 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// `[log]`: log format and level (SIGHUP applies a new level).
     #[serde(default)]
-    pub log: dockline_protocol::logging::LogConfig,
+    pub log: dockline_host::logging::LogConfig,
 }
 
 /// Where the agent looks for its config when `-c` is not given.
@@ -112,8 +112,8 @@ impl KeyList {
 
 /// A secret from the config (the API token, the MQTT password): never shown
 /// by `Debug`; written inline, or `{ file = "…" }` / `{ env = "…" }`
-/// ([`dockline_protocol::secret`]).
-pub use dockline_protocol::secret::Secret;
+/// ([`dockline_host::secret`]).
+pub use dockline_host::secret::Secret;
 
 /// The short variable names for secrets: `DOCKLINE_API_TOKEN` means
 /// `DOCKLINE_API__TOKEN` (`[api] token`). Without this the overlay would
@@ -143,7 +143,7 @@ pub fn with_env_aliases(
 /// path = "/dev/serial/by-id/usb-Mettler_Toledo-if00"
 /// baud = 9600
 /// ```
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// A name unique on this agent, shown in the status.
@@ -261,9 +261,9 @@ pub struct MqttConfig {
     pub keep_alive_secs: u64,
     /// `[mqtt.tls]`: TLS to the broker, with this device's client
     /// certificate for mutual TLS (recommended; see
-    /// [`dockline_protocol::tls`]). Absent: plain TCP.
+    /// [`dockline_host::tls`]). Absent: plain TCP.
     #[serde(default)]
-    pub tls: Option<dockline_protocol::tls::MqttTls>,
+    pub tls: Option<dockline_host::tls::MqttTls>,
     /// MQTT user name, for brokers that log devices in with a password
     /// instead of (or besides) a client certificate; use the device id, so
     /// the broker's per-device ACL (`%u`) matches the topics.
@@ -273,6 +273,20 @@ pub struct MqttConfig {
     /// (or `DOCKLINE_MQTT__PASSWORD`); never logged. Needs `username`.
     #[serde(default)]
     pub password: Option<Secret>,
+}
+
+impl MqttConfig {
+    /// The broker connection's shared keys ([`dockline_host::mqtt`]).
+    pub fn broker(&self) -> dockline_host::mqtt::Broker<'_> {
+        dockline_host::mqtt::Broker {
+            host: &self.host,
+            port: self.port,
+            keep_alive_secs: self.keep_alive_secs,
+            tls: self.tls.as_ref(),
+            username: self.username.as_deref(),
+            password: self.password.as_ref(),
+        }
+    }
 }
 
 /// How batches are uploaded.
@@ -537,7 +551,7 @@ mod tests {
         let text = format!("site = \"dc\"\ndevice = \"gw\"\n{devices}");
         std::fs::write(&file, text).map_err(|e| e.to_string())?;
         let config: Config =
-            dockline_protocol::config::load(Some(&file), Vec::<(String, String)>::new())
+            dockline_host::config::load(Some(&file), Vec::<(String, String)>::new())
                 .map_err(|e| e.to_string())?;
         config.check().map(|()| config)
     }

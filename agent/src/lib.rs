@@ -108,10 +108,73 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// A new config for the running agent (SIGHUP), checked by the sender
+/// ([`Config::check`]); what was applied comes back on `done`.
+#[derive(Debug)]
+pub struct Reload {
+    /// The new config; only its `devices` and `stations` are applied.
+    pub config: Config,
+    /// Where the report goes.
+    pub done: tokio::sync::oneshot::Sender<Reloaded>,
+}
+
+/// What a reload applied to the devices and the stations.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Device threads added, removed, restarted, kept, failed.
+    pub devices: devices::DevicesReloaded,
+    /// Stations added, removed, restarted, kept.
+    pub stations: stations::StationsReloaded,
+}
+
+impl Reloaded {
+    /// Whether every device that should run now runs.
+    pub fn complete(&self) -> bool {
+        self.devices.failed.is_empty()
+    }
+
+    /// Logs what changed (info), what was dropped with a station (warn) and
+    /// what failed (error), one line each.
+    pub fn log(&self) {
+        let (d, s) = (&self.devices, &self.stations);
+        let list = |v: &[String]| v.join(", ");
+        if !(d.added.is_empty() && d.removed.is_empty() && d.restarted.is_empty()) {
+            tracing::info!(added = %list(&d.added), removed = %list(&d.removed),
+                restarted = %list(&d.restarted), unchanged = %list(&d.unchanged),
+                "reload: devices applied");
+        }
+        if !(s.added.is_empty() && s.removed.is_empty() && s.restarted.is_empty()) {
+            tracing::info!(added = %list(&s.added), unchanged = %list(&s.unchanged),
+                "reload: stations applied");
+        }
+        for r in s.restarted.iter().chain(&s.removed) {
+            tracing::warn!(station = %r, "reload: station restarted or removed; what it was doing is dropped, scan again");
+        }
+        for f in &d.failed {
+            tracing::error!(device = %f, "reload: device NOT started; the next reload tries again");
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    // No sender: nothing ever reloads.
+    let (_, reloads) = tokio::sync::mpsc::channel(1);
+    run_reloadable(config, shutdown, reloads).await
+}
+
+/// Runs the agent until `shutdown` resolves, applying each [`Reload`]'s
+/// devices and stations as it comes: device threads are stopped, started
+/// or kept ([`devices::Sources::reload`]), then, once the readings they
+/// decoded have been taken by the feed, the stations follow
+/// ([`stations::StationEngine::reload`]).
+pub async fn run_reloadable(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    mut reloads: tokio::sync::mpsc::Receiver<Reload>,
 ) -> Result<(), AgentError> {
     config.check().map_err(AgentError::Config)?;
     check_writable(&config.data_dir)?;
@@ -158,7 +221,7 @@ pub async fn run(
     );
     // Under systemd (Type=notify): ready once the outbox is open and the API
     // listens. A no-op elsewhere.
-    if let Err(e) = dockline_protocol::service::notify("READY=1") {
+    if let Err(e) = dockline_host::service::notify("READY=1") {
         tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
     }
 
@@ -166,6 +229,7 @@ pub async fn run(
     // Bounded: a slow outbox makes the device threads wait, not grow a queue.
     let (reading_tx, reading_rx) = tokio::sync::mpsc::channel(256);
     let sources = devices::Sources::spawn(&config.devices, presence.clone(), reading_tx)?;
+    let scale_commander = sources.scale_commander();
     let stations = stations::Stations::new(stations::StationEngine::new(
         &config.stations,
         &config.devices,
@@ -185,7 +249,7 @@ pub async fn run(
         outbox.clone(),
         config.clock,
         stations.clone(),
-        sources.scale_commander(),
+        scale_commander,
         reading_rx,
     ));
     let ops = ops_http::Ops::new(
@@ -198,7 +262,7 @@ pub async fn run(
         outbox,
         link,
         devices: presence,
-        stations,
+        stations: stations.clone(),
         site: config.site.to_string(),
         clock: config.clock,
         task_keys: Arc::default(),
@@ -221,7 +285,28 @@ pub async fn run(
         stopped(stop_rx),
     ));
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    let mut sources = sources;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(reload) = reloads.recv() => {
+                let Reload { config: new, done } = reload;
+                let new = Arc::new(new);
+                let for_devices = new.clone();
+                let (back, devices) = tokio::task::spawn_blocking(move || {
+                    let done = sources.reload(&for_devices.devices);
+                    (sources, done)
+                })
+                .await
+                .map_err(|e| AgentError::Config(format!("device reload failed: {e}")))?;
+                sources = back;
+                sources.drained(std::time::Duration::from_secs(2)).await;
+                let stations = stations.reload(&new.stations, &new.devices);
+                let _ = done.send(Reloaded { devices, stations });
+            }
+        }
+    }
     tracing::info!("shutting down: finishing requests, saying goodbye to the broker");
     let _ = stop_tx.send(true);
     // Device threads first, so their last readings are stored before the

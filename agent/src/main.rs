@@ -14,8 +14,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use dockline_agent::config::DEFAULT_CONFIG_PATH;
 use dockline_agent::doctor::{self, DoctorError};
-use dockline_protocol::config::Loaded;
-use dockline_protocol::logging::LogFormat;
+use dockline_host::config::Loaded;
+use dockline_host::logging::LogFormat;
 
 /// The dockline agent for a warehouse gateway or delivery handheld.
 #[derive(Debug, Parser)]
@@ -172,8 +172,8 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 /// Loads the config from `-c`, else the default path when it exists, else
 /// from `DOCKLINE_*` variables alone.
 fn load_config(given: Option<&Path>) -> anyhow::Result<Loaded<dockline_agent::Config>> {
-    let file = dockline_protocol::config::file_to_load(given, Path::new(DEFAULT_CONFIG_PATH));
-    dockline_protocol::config::load_report(
+    let file = dockline_host::config::file_to_load(given, Path::new(DEFAULT_CONFIG_PATH));
+    dockline_host::config::load_report(
         file.as_deref(),
         dockline_agent::config::with_env_aliases(std::env::vars()),
     )
@@ -195,7 +195,7 @@ fn run_agent(cli: &Cli) -> ExitCode {
         .log_format
         .or(loaded.config.log.format)
         .unwrap_or_default();
-    let log = match dockline_protocol::logging::init(format, &loaded.config.log) {
+    let log = match dockline_host::logging::init(format, &loaded.config.log) {
         Ok(handle) => handle,
         Err(e) => return fail(format!("cannot start the agent: {e}")),
     };
@@ -212,16 +212,24 @@ fn run_agent(cli: &Cli) -> ExitCode {
     };
     let given = cli.config.clone();
     let result = runtime.block_on(async move {
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
         // Installed before the agent starts, so an early SIGHUP cannot kill it.
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hup) => {
-                tokio::spawn(reload_on_sighup(hup, given, loaded.table.clone(), log));
+                tokio::spawn(reload_on_sighup(
+                    hup,
+                    given,
+                    loaded.table.clone(),
+                    log,
+                    reload_tx,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
             }
         }
-        dockline_agent::run(loaded.config, shutdown_signal()).await
+        dockline_agent::run_reloadable(loaded.config, dockline_host::signal::shutdown(), reloads)
+            .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,29 +240,36 @@ fn run_agent(cli: &Cli) -> ExitCode {
     }
 }
 
+/// The config keys a reload applies without a restart: `[log] level` (by
+/// the log handle) and these, by the running agent.
+const LIVE_KEYS: [&str; 2] = ["devices", "stations"];
+
 /// SIGHUP: reads the config again (same file, same environment) and checks
 /// it; a config that would not start is refused and the running one stays.
-/// The log level is applied; every other changed key is named as needing a
-/// restart. `running` is the merged table the process runs with.
+/// The log level, the devices and the stations are applied; every other
+/// changed key is named as needing a restart. `running` is the merged table
+/// the process runs with.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     given: Option<PathBuf>,
-    mut running: dockline_protocol::config::Table,
-    log: dockline_protocol::logging::LogHandle,
+    mut running: dockline_host::config::Table,
+    log: dockline_host::logging::LogHandle,
+    agent: tokio::sync::mpsc::Sender<dockline_agent::Reload>,
 ) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let _ = dockline_protocol::service::notify("RELOADING=1");
-        reload_once(given.as_deref(), &mut running, &log);
-        let _ = dockline_protocol::service::notify("READY=1");
+        let _ = dockline_host::service::notify("RELOADING=1");
+        reload_once(given.as_deref(), &mut running, &log, &agent).await;
+        let _ = dockline_host::service::notify("READY=1");
     }
 }
 
 /// One reload; see [`reload_on_sighup`].
-fn reload_once(
+async fn reload_once(
     given: Option<&Path>,
-    running: &mut dockline_protocol::config::Table,
-    log: &dockline_protocol::logging::LogHandle,
+    running: &mut dockline_host::config::Table,
+    log: &dockline_host::logging::LogHandle,
+    agent: &tokio::sync::mpsc::Sender<dockline_agent::Reload>,
 ) {
     let loaded = match load_config(given) {
         Ok(l) => l,
@@ -267,12 +282,40 @@ fn reload_once(
         tracing::warn!(error = %e, config = %loaded.origin, "reload refused; the running config stays");
         return;
     }
-    let changed = dockline_protocol::config::changed_keys(running, &loaded.table);
-    dockline_protocol::logging::log_reload(log, &loaded.config.log, &changed, &loaded.origin);
-    match loaded.table.get("log") {
-        Some(section) => running.insert("log".into(), section.clone()),
-        None => running.remove("log"),
-    };
+    let changed = dockline_host::config::changed_keys(running, &loaded.table);
+    let mut applied = vec!["log"];
+    if changed.iter().any(|k| LIVE_KEYS.contains(&k.as_str())) {
+        let (done, report) = tokio::sync::oneshot::channel();
+        let sent = agent
+            .send(dockline_agent::Reload {
+                config: loaded.config.clone(),
+                done,
+            })
+            .await;
+        match (sent, report.await) {
+            (Ok(()), Ok(report)) => {
+                report.log();
+                applied.push("stations");
+                // A device that did not start is tried again by the next
+                // reload, even of the same file.
+                if report.complete() {
+                    applied.push("devices");
+                }
+            }
+            _ => tracing::warn!("reload: the agent is stopping; devices and stations not applied"),
+        }
+    }
+    let rest: Vec<String> = changed
+        .into_iter()
+        .filter(|k| !LIVE_KEYS.contains(&k.as_str()))
+        .collect();
+    dockline_host::logging::log_reload(log, &loaded.config.log, &rest, &loaded.origin);
+    for key in applied {
+        match loaded.table.get(key) {
+            Some(section) => running.insert(key.into(), section.clone()),
+            None => running.remove(key),
+        };
+    }
 }
 
 /// `check-config`: the merged config, secrets redacted, then the checks a
@@ -291,10 +334,7 @@ fn check_config(given: Option<&Path>) -> ExitCode {
         );
     }
     println!("# secrets are <redacted>; keys not shown take their defaults (agent.example.toml)");
-    print!(
-        "{}",
-        dockline_protocol::config::redacted_toml(&loaded.table)
-    );
+    print!("{}", dockline_host::config::redacted_toml(&loaded.table));
     match loaded.config.check() {
         Ok(()) => {
             println!("# ok: the config is valid");
@@ -475,27 +515,4 @@ fn json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<(), Docto
         .map_err(|e| DoctorError::Usage(format!("cannot print JSON: {e}")))?;
     writeln!(out, "{text}")?;
     Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
-/// this is called, not when it is first polled, so a stop that comes while
-/// the process is still starting is a clean stop, not a kill.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
-            match s {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = wait(term) => {}
-            () = wait(int) => {}
-        }
-    }
 }

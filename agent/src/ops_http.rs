@@ -19,7 +19,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{StatusCode, header};
@@ -39,6 +38,7 @@ use serde_json::json;
 use crate::devices::{DevicePresence, Presence};
 use crate::outbox::{Outbox, QueueStatus};
 use crate::uplink::LinkStatus;
+use dockline_host::clock::now_ms;
 
 /// Labels of one metric sample.
 type Labels = Vec<(String, String)>;
@@ -186,13 +186,6 @@ async fn metrics(Extension(ops): Extension<Ops>) -> Response {
         )
             .into_response(),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The figures of one scrape, encoded as constant metrics.

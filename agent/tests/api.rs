@@ -137,7 +137,7 @@ fn broken_config_file_gives_one_clear_line_and_exit_code() {
 fn example_config_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
     let config: dockline_agent::Config =
-        dockline_protocol::config::load(Some(&path), Vec::<(String, String)>::new())
+        dockline_host::config::load(Some(&path), Vec::<(String, String)>::new())
             .expect("example config is valid");
     config.check().expect("example config is consistent");
     assert_eq!(config.device.as_str(), "hh-01");

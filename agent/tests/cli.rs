@@ -7,16 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dockline-agent");
+#[path = "support/child.rs"]
+mod child;
 
-/// Kills the child when the test ends, pass or fail.
-struct Running(std::process::Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use child::{Running, stderr_lines, wait_line};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dockline-agent");
 
 /// An agent config with a dead broker port and an API on a free port.
 fn config(dir: &Path, extra: &str) -> PathBuf {
@@ -246,38 +242,6 @@ fn health_readiness_metrics_and_version_endpoints() {
         assert!(text.contains("dockline_agent_oldest_unacked_age_seconds "), "{text}");
         assert!(text.contains("dockline_agent_queue_bytes{class=\"must_deliver\"} "), "{text}");
     });
-}
-
-/// Reads the child's stderr on a thread, so the test can wait for a line.
-fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("piped stderr");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            let found = line.contains(needle);
-            seen.push(line);
-            if found {
-                return;
-            }
-        }
-    }
-    panic!("no line with {needle:?} in:\n{}", seen.join("\n"));
 }
 
 #[test]

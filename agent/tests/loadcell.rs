@@ -75,7 +75,7 @@ impl Harness {
                     stable_samples = 8\nheartbeat_ms = 60000\n";
         std::fs::write(&file, toml).expect("write config");
         let config: dockline_agent::Config =
-            dockline_protocol::config::load(Some(&file), Vec::<(String, String)>::new())
+            dockline_host::config::load(Some(&file), Vec::<(String, String)>::new())
                 .expect("config loads");
         config.check().expect("config is valid");
         let chip = Chip::default();
@@ -88,7 +88,7 @@ impl Harness {
         let (tx, readings) = mpsc::channel(64);
         let mut sources = Sources::new(presence.clone(), tx);
         sources
-            .add_load_cell(0, &config.devices[0], SimBus(chip.clone()))
+            .add_load_cell(&config.devices[0], SimBus(chip.clone()))
             .expect("thread starts");
         Harness {
             chip,

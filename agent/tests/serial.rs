@@ -9,70 +9,18 @@
 //!
 //! Every wait polls `GET /v1/status` against a deadline: no fixed sleeps.
 
-use std::fs::File;
-use std::io::Write;
+#[path = "support/pty.rs"]
+mod pty;
+
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+use pty::FakeDevice;
 use serde_json::Value;
 
 /// How long any one condition may take to come true.
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// A fake serial device: the master side of a pseudo-terminal.
-struct FakeDevice {
-    master: File,
-    /// Held open so the tty stays up (and raw) before the agent opens it.
-    _slave: File,
-    path: PathBuf,
-}
-
-impl FakeDevice {
-    fn new() -> FakeDevice {
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
-        grantpt(&master).expect("grantpt");
-        unlockpt(&master).expect("unlockpt");
-        let name = ptsname(&master, Vec::new()).expect("ptsname");
-        let path = PathBuf::from(name.into_string().expect("pts path is UTF-8"));
-        let slave = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
-            .open(&path)
-            .expect("open slave");
-        // Raw from the start: no echo back to the master, no CR→LF mapping.
-        let mut termios = tcgetattr(&slave).expect("tcgetattr");
-        termios.make_raw();
-        tcsetattr(&slave, OptionalActions::Now, &termios).expect("tcsetattr");
-        FakeDevice {
-            master: File::from(master),
-            _slave: slave,
-            path,
-        }
-    }
-
-    /// A new device behind `link` (replacing whatever it pointed to).
-    fn plug(link: &Path) -> FakeDevice {
-        let device = FakeDevice::new();
-        let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(&device.path, link).expect("symlink");
-        device
-    }
-
-    /// Closes the device and removes its link, as pulling the USB cable does.
-    fn unplug(self, link: &Path) {
-        std::fs::remove_file(link).expect("remove link");
-        drop(self);
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.master.write_all(bytes).expect("write to master");
-    }
-}
 
 struct Agent {
     addr: SocketAddr,
@@ -99,7 +47,7 @@ impl Agent {
         let file = dir.path().join("agent.toml");
         std::fs::write(&file, toml).expect("write config");
         let config: dockline_agent::Config =
-            dockline_protocol::config::load(Some(&file), Vec::<(String, String)>::new())
+            dockline_host::config::load(Some(&file), Vec::<(String, String)>::new())
                 .expect("config loads");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

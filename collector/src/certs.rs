@@ -303,7 +303,7 @@ mod tests {
         let client = issue_client(&dir.path().join("ca"), &dir.path().join("dev"), "hh-1", 30)
             .expect("client");
         // The agent's TLS setup reads them as an operator would configure them.
-        let tls = dockline_protocol::tls::MqttTls {
+        let tls = dockline_host::tls::MqttTls {
             ca_file: Some(ca.cert.clone()),
             cert_file: Some(client.cert.clone()),
             key_file: Some(client.key.clone()),
@@ -311,7 +311,7 @@ mod tests {
         tls.client_config()
             .expect("rustls accepts the CA, the chain and the key");
         // A key that does not belong to the certificate is refused by name.
-        let mismatched = dockline_protocol::tls::MqttTls {
+        let mismatched = dockline_host::tls::MqttTls {
             key_file: Some(server.key.clone()),
             ..tls
         };

@@ -1,5 +1,5 @@
 //! The collector's configuration: `collector.toml`, then `DOCKLINE_*`
-//! environment overrides (see [`dockline_protocol::config::load`]), then this
+//! environment overrides (see [`dockline_host::config::load`]), then this
 //! typed struct with defaults.
 //!
 //! Invariants: every table denies unknown keys, so a typo is reported instead
@@ -54,7 +54,7 @@ pub struct Config {
     pub inbox: crate::inbox::InboxConfig,
     /// `[log]`: log format and level (SIGHUP applies a new level).
     #[serde(default)]
-    pub log: dockline_protocol::logging::LogConfig,
+    pub log: dockline_host::logging::LogConfig,
 }
 
 /// Where the collector looks for its config when `-c` is not given.
@@ -119,7 +119,7 @@ impl Config {
         {
             *url = crate::inbox::postgres::redact_url(url);
         }
-        Ok(dockline_protocol::config::redacted_toml(&table))
+        Ok(dockline_host::config::redacted_toml(&table))
     }
 
     /// Path of the inbox database.
@@ -309,7 +309,7 @@ mod tests {
             ("DOCKLINE_ALLOW_UNKNOWN_DEVICES", "true"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let cfg: Config = dockline_protocol::config::load(Some(&path), env).expect("loads");
+        let cfg: Config = dockline_host::config::load(Some(&path), env).expect("loads");
         assert_eq!(cfg.mqtt.port, 1884);
         assert_eq!(cfg.erp.concurrency, 8);
         assert!(cfg.allow_unknown_devices);

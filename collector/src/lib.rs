@@ -79,7 +79,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
@@ -149,11 +148,7 @@ pub enum CollectorError {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use dockline_host::clock::now_ms;
 
 /// Runs the collector until `shutdown` completes.
 pub async fn run(
@@ -238,7 +233,7 @@ pub async fn run_reloadable(
         "collector started");
     // Under systemd (Type=notify): ready once the inbox is open and the API
     // listens. A no-op elsewhere.
-    if let Err(e) = dockline_protocol::service::notify("READY=1") {
+    if let Err(e) = dockline_host::service::notify("READY=1") {
         warn!(error = %e, "cannot tell systemd the collector is ready");
     }
 

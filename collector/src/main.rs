@@ -30,8 +30,8 @@ use dockline_collector::Config;
 use dockline_collector::config::DEFAULT_CONFIG_PATH;
 use dockline_collector::delivery::dlq::{self, DlqError};
 use dockline_collector::reload::{self, LiveSections, Reloader};
-use dockline_protocol::config::Loaded;
-use dockline_protocol::logging::LogFormat;
+use dockline_host::config::Loaded;
+use dockline_host::logging::LogFormat;
 
 /// dockline collector: ingest, inbox, ERP delivery, acks.
 #[derive(Debug, Parser)]
@@ -247,11 +247,9 @@ fn hash_password() -> ExitCode {
 /// Loads the config (`-c`, else the default path when it exists, else the
 /// `DOCKLINE_*` variables alone) without the checks.
 fn load_unchecked(args: &Args) -> anyhow::Result<Loaded<Config>> {
-    let file = dockline_protocol::config::file_to_load(
-        args.config.as_deref(),
-        Path::new(DEFAULT_CONFIG_PATH),
-    );
-    let loaded = dockline_protocol::config::load_report(
+    let file =
+        dockline_host::config::file_to_load(args.config.as_deref(), Path::new(DEFAULT_CONFIG_PATH));
+    let loaded = dockline_host::config::load_report(
         file.as_deref(),
         dockline_collector::ingest::commands::with_env_aliases(std::env::vars()),
     );
@@ -400,7 +398,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         .or(loaded.config.log.format)
         .unwrap_or_default();
     let log =
-        dockline_protocol::logging::init(format, &loaded.config.log).map_err(anyhow::Error::msg)?;
+        dockline_host::logging::init(format, &loaded.config.log).map_err(anyhow::Error::msg)?;
     tracing::info!(
         version = dockline_collector::VERSION,
         commit = dockline_collector::BUILD_COMMIT,
@@ -429,7 +427,7 @@ fn start(args: Args) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart")
             }
         }
-        dockline_collector::run_reloadable(config, shutdown_signal(), reloads)
+        dockline_collector::run_reloadable(config, dockline_host::signal::shutdown(), reloads)
             .await
             .map_err(anyhow::Error::from)
     });
@@ -448,8 +446,8 @@ fn start(args: Args) -> anyhow::Result<()> {
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     given: Option<PathBuf>,
-    mut running: dockline_protocol::config::Table,
-    log: dockline_protocol::logging::LogHandle,
+    mut running: dockline_host::config::Table,
+    log: dockline_host::logging::LogHandle,
     reloader: Reloader,
 ) {
     let args = Args {
@@ -459,17 +457,17 @@ async fn reload_on_sighup(
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let _ = dockline_protocol::service::notify("RELOADING=1");
+        let _ = dockline_host::service::notify("RELOADING=1");
         reload_once(&args, &mut running, &log, &reloader).await;
-        let _ = dockline_protocol::service::notify("READY=1");
+        let _ = dockline_host::service::notify("READY=1");
     }
 }
 
 /// One reload; see [`reload_on_sighup`].
 async fn reload_once(
     args: &Args,
-    running: &mut dockline_protocol::config::Table,
-    log: &dockline_protocol::logging::LogHandle,
+    running: &mut dockline_host::config::Table,
+    log: &dockline_host::logging::LogHandle,
     reloader: &Reloader,
 ) {
     let loaded = match load_checked(args) {
@@ -494,7 +492,7 @@ async fn reload_once(
     }
     let effective = config.effective_table().unwrap_or(loaded.table);
     let restart = reload::restart_needed(running, &effective);
-    dockline_protocol::logging::log_reload(log, &config.log, &restart, &loaded.origin);
+    dockline_host::logging::log_reload(log, &config.log, &restart, &loaded.origin);
     reload::adopt_live(running, &effective);
 }
 
@@ -524,28 +522,5 @@ fn log_applied(applied: &reload::Applied) {
             tokens_removed = %names(&c.tokens_removed), users_added = %names(&c.users_added),
             users_removed = %names(&c.users_removed), users_changed = %names(&c.users_changed),
             sessions_ended = c.sessions_ended, "reload: API tokens and users applied");
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
-/// this is called, not when it is first polled, so a stop that comes while
-/// the process is still starting is a clean stop, not a kill.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
-            match s {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = wait(term) => {}
-            () = wait(int) => {}
-        }
     }
 }

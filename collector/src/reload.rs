@@ -20,7 +20,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dockline_protocol::config::Table;
+use dockline_host::config::Table;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::http::ApiConfig;

@@ -48,7 +48,7 @@ fn secrets_are_read_from_files() {
         ),
     );
     let config: Config =
-        dockline_protocol::config::load(Some(&cfg), Vec::<(String, String)>::new()).expect("loads");
+        dockline_host::config::load(Some(&cfg), Vec::<(String, String)>::new()).expect("loads");
     config.check().expect("the secrets from files are valid");
     assert_eq!(config.erp.secret, CURRENT);
     assert_eq!(config.erp.invoice_webhook_secret.as_deref(), Some(PREVIOUS));
@@ -60,7 +60,7 @@ fn secrets_are_read_from_files() {
     );
 
     std::fs::remove_file(&cur).expect("remove");
-    let err = dockline_protocol::config::load::<Config>(Some(&cfg), Vec::<(String, String)>::new())
+    let err = dockline_host::config::load::<Config>(Some(&cfg), Vec::<(String, String)>::new())
         .expect_err("missing file")
         .to_string();
     assert!(err.contains(&cur.display().to_string()), "{err}");

@@ -14,19 +14,12 @@
 //!   (resend a range), with its expiry and Ed25519 signature.
 //! - [`topic`]: the topic grammar `dockline/v1/{site}/{device}/{channel}`.
 //! - [`codec`]: CBOR encoding and size-capped, validating decoding.
-//! - `config` (feature `config`): TOML file plus `DOCKLINE_*` environment overlay
-//!   shared by the agent and the collector binaries.
-//! - `secret` (feature `config`): secrets written inline, or read from a
-//!   file or a named environment variable.
-//! - `logging` (feature `logging`): the binaries' log set-up (text or JSON
-//!   on stderr, a level SIGHUP can change) and the `[log]` table.
-//! - `service` (feature `logging`): systemd `Type=notify` readiness and
-//!   watchdog datagrams.
-//! - `tls` (feature `tls`): the `[mqtt.tls]` table (CA, client certificate
-//!   and key as PEM files) and the rustls client config it builds.
 //!
-//! The crate is `no_std` + `alloc`: it knows nothing of tokio, SQLite or sockets,
-//! so the firmware of a peripheral bridge can speak it too.
+//! The crate is `no_std` + `alloc` (serde, ciborium and thiserror only): it
+//! knows nothing of tokio, SQLite, sockets, config files or TLS, so the
+//! firmware of a peripheral bridge can speak it too. What the binaries share
+//! as Linux programs (config loader, secrets, TLS, logging) is in
+//! `dockline-host`.
 //!
 //! # Versioning rule
 //!
@@ -60,21 +53,11 @@ pub mod ack;
 pub mod batch;
 pub mod codec;
 pub mod command;
-#[cfg(feature = "config")]
-pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ids;
-#[cfg(feature = "logging")]
-pub mod logging;
 pub mod reading;
-#[cfg(feature = "config")]
-pub mod secret;
-#[cfg(feature = "logging")]
-pub mod service;
 pub mod status;
-#[cfg(feature = "tls")]
-pub mod tls;
 pub mod topic;
 mod validate;
 

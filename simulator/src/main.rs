@@ -238,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!(%addr, "broker accepting MQTT v3.1.1 connections; kill the process to stop it");
             // rumqttd has no shutdown API: the broker ends with the process.
-            shutdown_signal().await;
+            dockline_host::signal::shutdown().await;
             Ok(())
         }
         Command::MockErp {
@@ -269,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(file) = addr_file {
                 child::write_addr_file(&file, addr)?;
             }
-            shutdown_signal().await;
+            dockline_host::signal::shutdown().await;
             let stats = erp.stats();
             erp.shutdown().await;
             tracing::info!(?stats, "mock ERP stopped");
@@ -401,13 +401,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Collector { config } => {
             serve("collector", &config, |c| {
-                dockline_collector::run(c, shutdown_signal())
+                dockline_collector::run(c, dockline_host::signal::shutdown())
             })
             .await
         }
         Command::Agent { config } => {
             serve("agent", &config, |c| {
-                dockline_agent::run(c, shutdown_signal())
+                dockline_agent::run(c, dockline_host::signal::shutdown())
             })
             .await
         }
@@ -422,7 +422,7 @@ where
     E: std::error::Error + Send + Sync + 'static,
     F: std::future::Future<Output = Result<(), E>>,
 {
-    let config: C = dockline_protocol::config::load(Some(file), std::env::vars())
+    let config: C = dockline_host::config::load(Some(file), std::env::vars())
         .with_context(|| format!("cannot start the {what}"))?;
     run(config)
         .await
@@ -446,7 +446,7 @@ where
 {
     tokio::select! {
         r = work => r.map_err(anyhow::Error::from).with_context(|| failed.to_string()),
-        () = shutdown_signal() => anyhow::bail!("interrupted; child processes stopped"),
+        () = dockline_host::signal::shutdown() => anyhow::bail!("interrupted; child processes stopped"),
     }
 }
 
@@ -476,20 +476,4 @@ fn conclude(
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use dockline_protocol::tls::MqttTls;
+use dockline_host::tls::MqttTls;
 use dockline_simulator::stack::{Child, MqttAddr};
 use dockline_tests::forge::{self, Lane};
 use dockline_tests::{Cluster, ClusterSpec, bin_dir, effect_key, eventually};

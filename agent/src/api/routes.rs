@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::Json;
@@ -20,6 +20,7 @@ use super::idempotency::{self, Remembered};
 use super::{ApiState, Guard, error};
 use crate::outbox::{Appended, NewEvent, OutboxError};
 use crate::stations::PickTask;
+use dockline_host::clock::now_ms;
 
 /// Longest a receipt long poll waits.
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -45,13 +46,6 @@ struct PostedEvent {
     /// Capture time (Unix ms); now when absent.
     #[serde(default)]
     captured_ms: Option<i64>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn outbox_error(e: OutboxError) -> Response {

@@ -15,14 +15,12 @@
 //! - [`serial`]: devices on a serial port or USB-CDC.
 //! - [`loadcell`]: NAU7802 load cells on Linux I2C (`protocol = "nau7802"`),
 //!   through the firmware driver and weighing pipeline.
-//! - [`backoff`]: the reconnect delay schedule (pure).
 //! - [`presence`]: per-device health for `GET /v1/status`.
 //!
 //! The same decoder serves the `decode` command and the live sources, so a
 //! capture that decodes cleanly on the command line decodes the same way on
 //! the port.
 
-pub mod backoff;
 pub mod decoded;
 pub mod decoder;
 mod evdev;
@@ -41,7 +39,9 @@ pub use decoded::{Decoded, Item};
 pub use decoder::{DecoderOptions, STREAM_SCAN_OPTIONS, StreamDecoder};
 pub use loadcell::{BusOpener, LinuxI2c, LoadCellConfig};
 pub use presence::{DevicePresence, Presence};
-pub use source::{DeviceReading, ScaleActionError, ScaleCommander, Sources, SpawnError};
+pub use source::{
+    DeviceReading, DevicesReloaded, ScaleActionError, ScaleCommander, Sources, SpawnError,
+};
 
 /// The byte protocol a device speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]

@@ -1,8 +1,15 @@
 //! Per-device health, as `GET /v1/status` shows it under `devices`.
 //!
-//! Each reader thread updates its own entry; the API takes a snapshot. One
-//! mutex over a short vector is enough: updates happen per frame, at most a
-//! few hundred times a second, and each holds the lock for a few field writes.
+//! Each reader thread updates its own entry, found by the device's name
+//! (names are unique on an agent: [`crate::Config::check`]); the API takes a
+//! snapshot. One mutex over a short vector is enough: updates happen per
+//! frame, at most a few hundred times a second, and each holds the lock for a
+//! name search over a handful of entries and a few field writes.
+//!
+//! A reload ([`Presence::reconcile`]) keeps the entry (and counters) of every
+//! device whose settings did not change, starts a fresh one for an added or
+//! changed device, and drops the entries of removed devices, in the new
+//! config's order.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -36,6 +43,24 @@ pub struct DevicePresence {
     pub last_error: Option<String>,
 }
 
+impl DevicePresence {
+    /// A disconnected entry with no history.
+    fn fresh(d: &DeviceConfig) -> DevicePresence {
+        DevicePresence {
+            name: d.name.clone(),
+            kind: d.kind,
+            protocol: d.protocol,
+            path: d.path.display().to_string(),
+            connected: false,
+            last_reading_ms: None,
+            readings: 0,
+            rejected: 0,
+            reconnects: 0,
+            last_error: None,
+        }
+    }
+}
+
 /// The health of every configured device.
 #[derive(Debug, Default)]
 pub struct Presence {
@@ -45,24 +70,30 @@ pub struct Presence {
 impl Presence {
     /// One disconnected entry per configured device, in config order.
     pub fn new(devices: &[DeviceConfig]) -> Arc<Self> {
-        let entries = devices
+        Arc::new(Presence {
+            devices: Mutex::new(devices.iter().map(DevicePresence::fresh).collect()),
+        })
+    }
+
+    /// After a reload: the entries of `devices` in their order, keeping the
+    /// entry of every name in `kept` (its thread runs on), fresh ones for
+    /// the others.
+    pub(crate) fn reconcile(&self, devices: &[DeviceConfig], kept: &[&str]) {
+        let mut entries = self.lock();
+        let mut old = std::mem::take(&mut *entries);
+        *entries = devices
             .iter()
-            .map(|d| DevicePresence {
-                name: d.name.clone(),
-                kind: d.kind,
-                protocol: d.protocol,
-                path: d.path.display().to_string(),
-                connected: false,
-                last_reading_ms: None,
-                readings: 0,
-                rejected: 0,
-                reconnects: 0,
-                last_error: None,
+            .map(|d| {
+                let previous = kept
+                    .contains(&d.name.as_str())
+                    .then(|| old.iter().position(|p| p.name == d.name))
+                    .flatten();
+                match previous {
+                    Some(i) => old.swap_remove(i),
+                    None => DevicePresence::fresh(d),
+                }
             })
             .collect();
-        Arc::new(Presence {
-            devices: Mutex::new(entries),
-        })
     }
 
     /// A copy of every entry.
@@ -70,9 +101,10 @@ impl Presence {
         self.lock().clone()
     }
 
-    /// Updates the entry at `index` (config order); unknown indexes are ignored.
-    pub(crate) fn update(&self, index: usize, change: impl FnOnce(&mut DevicePresence)) {
-        if let Some(entry) = self.lock().get_mut(index) {
+    /// Updates the entry of device `name`; an unknown name (a device a
+    /// reload just removed) is ignored.
+    pub(crate) fn update(&self, name: &str, change: impl FnOnce(&mut DevicePresence)) {
+        if let Some(entry) = self.lock().iter_mut().find(|p| p.name == name) {
             change(entry);
         }
     }

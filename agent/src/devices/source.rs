@@ -22,17 +22,25 @@
 //! [`Sources`] keeps the sending end of. Dropping it wakes a thread waiting
 //! to reconnect at once, and a reading thread within one read timeout or
 //! poll interval.
+//!
+//! Reload ([`Sources::reload`], on SIGHUP): threads are matched to the new
+//! device list by name. A device whose settings are unchanged keeps its
+//! thread (and its open port); a removed device's thread is stopped and
+//! joined; a changed device's old thread is stopped and joined before its
+//! new one starts, so two threads never hold one port; an added device gets
+//! a thread. A stopped thread hands every reading it decoded to the channel
+//! before it returns, so no reading already read is lost; the feed stores
+//! them after the ones before them.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dockline_protocol::Reading;
 use tokio::sync::mpsc as async_mpsc;
 
-use super::backoff::Backoff;
 use super::evdev::EvdevDevice;
 use super::loadcell::{BusOpener, LinuxI2c, LoadCellDevice};
 use super::presence::Presence;
@@ -40,6 +48,8 @@ use super::serial::SerialDevice;
 use super::{Item, Protocol};
 use crate::config::DeviceConfig;
 use dockline_firmware::scale::MtSicsCommand;
+use dockline_host::backoff::Backoff;
+use dockline_host::clock::now_ms;
 
 /// First delay before connecting to a lost device again.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -94,7 +104,6 @@ pub(crate) trait Device: Send + 'static {
 /// and the stop signal.
 pub(crate) struct Outlet {
     name: String,
-    index: usize,
     presence: Arc<Presence>,
     readings: async_mpsc::Sender<DeviceReading>,
     stop: mpsc::Receiver<()>,
@@ -133,7 +142,7 @@ impl Outlet {
             if let Some(reason) = item.reason() {
                 let reason = reason.to_owned();
                 tracing::warn!(device = %self.name, offset = item.offset, "{reason}");
-                self.presence.update(self.index, |p| {
+                self.presence.update(&self.name, |p| {
                     p.rejected += 1;
                     p.last_error = Some(reason);
                 });
@@ -144,7 +153,7 @@ impl Outlet {
                 continue;
             };
             let now = now_ms();
-            self.presence.update(self.index, |p| {
+            self.presence.update(&self.name, |p| {
                 p.readings += 1;
                 p.last_reading_ms = Some(now);
             });
@@ -165,10 +174,34 @@ impl Outlet {
 pub struct Sources {
     presence: Arc<Presence>,
     readings: async_mpsc::Sender<DeviceReading>,
-    stops: Vec<mpsc::Sender<()>>,
-    /// Per device name, where its scale commands go.
-    actions: Vec<(String, mpsc::Sender<MtSicsCommand>)>,
-    threads: Vec<JoinHandle<()>>,
+    running: Vec<Running>,
+    /// Per MT-SICS device name, where its scale commands go; shared with
+    /// every [`ScaleCommander`] so a reload reaches them too.
+    actions: Actions,
+}
+
+/// One device thread and what stops it.
+struct Running {
+    config: DeviceConfig,
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+type Actions = Arc<RwLock<Vec<(String, mpsc::Sender<MtSicsCommand>)>>>;
+
+/// What [`Sources::reload`] did, by device name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DevicesReloaded {
+    /// Devices that got a thread.
+    pub added: Vec<String>,
+    /// Devices whose thread was stopped.
+    pub removed: Vec<String>,
+    /// Devices whose thread was stopped and started again with new settings.
+    pub restarted: Vec<String>,
+    /// Devices left running as they were.
+    pub unchanged: Vec<String>,
+    /// Devices whose new thread could not start (named with the reason).
+    pub failed: Vec<String>,
 }
 
 /// Why a scale command was not passed on.
@@ -189,9 +222,8 @@ impl Sources {
         Sources {
             presence,
             readings,
-            stops: Vec::new(),
-            actions: Vec::new(),
-            threads: Vec::new(),
+            running: Vec::new(),
+            actions: Actions::default(),
         }
     }
 
@@ -203,49 +235,44 @@ impl Sources {
         readings: async_mpsc::Sender<DeviceReading>,
     ) -> Result<Sources, SpawnError> {
         let mut sources = Sources::new(presence, readings);
-        for (index, config) in devices.iter().enumerate() {
-            match config.protocol {
-                Protocol::Nau7802 => sources.add_load_cell(index, config, LinuxI2c)?,
-                Protocol::Wedge => sources.add(index, config, EvdevDevice::new(config.clone()))?,
-                _ => sources.add(index, config, SerialDevice::new(config.clone()))?,
-            }
+        for config in devices {
+            sources.start(config)?;
         }
         Ok(sources)
     }
 
-    /// Starts the thread of the NAU7802 load cell configured at `index`, on
-    /// the buses `opener` opens (the Linux I2C device, or a simulated chip
-    /// in tests). A device without a `[devices.load_cell]` table (which
+    /// Starts the thread of `config` on the bus its protocol names.
+    fn start(&mut self, config: &DeviceConfig) -> Result<(), SpawnError> {
+        match config.protocol {
+            Protocol::Nau7802 => self.add_load_cell(config, LinuxI2c),
+            Protocol::Wedge => self.add(config, EvdevDevice::new(config.clone())),
+            _ => self.add(config, SerialDevice::new(config.clone())),
+        }
+    }
+
+    /// Starts the thread of the NAU7802 load cell `config`, on the buses
+    /// `opener` opens (the Linux I2C device, or a simulated chip in tests).
+    /// A device without a `[devices.load_cell]` table (which
     /// [`crate::Config::check`] rejects) starts a thread that reports this
     /// as its problem.
     pub fn add_load_cell<O: BusOpener>(
         &mut self,
-        index: usize,
         config: &DeviceConfig,
         opener: O,
     ) -> Result<(), SpawnError> {
-        self.add(index, config, LoadCellDevice::new(config.clone(), opener))
+        self.add(config, LoadCellDevice::new(config.clone(), opener))
     }
 
-    fn add<D: Device>(
-        &mut self,
-        index: usize,
-        config: &DeviceConfig,
-        device: D,
-    ) -> Result<(), SpawnError> {
+    fn add<D: Device>(&mut self, config: &DeviceConfig, device: D) -> Result<(), SpawnError> {
         let (stop_tx, stop_rx) = mpsc::channel();
         let (action_tx, action_rx) = mpsc::channel();
         let outlet = Outlet {
             name: config.name.clone(),
-            index,
             presence: self.presence.clone(),
             readings: self.readings.clone(),
             stop: stop_rx,
             actions: action_rx,
         };
-        if config.protocol == Protocol::Mtsics {
-            self.actions.push((config.name.clone(), action_tx));
-        }
         let cap = Duration::from_millis(config.reconnect_max_ms);
         let thread = std::thread::Builder::new()
             .name(format!("device-{}", config.name))
@@ -254,14 +281,78 @@ impl Sources {
                 device: config.name.clone(),
                 source,
             })?;
-        self.stops.push(stop_tx);
-        self.threads.push(thread);
+        if config.protocol == Protocol::Mtsics {
+            write(&self.actions).push((config.name.clone(), action_tx));
+        }
+        self.running.push(Running {
+            config: config.clone(),
+            stop: stop_tx,
+            thread,
+        });
         Ok(())
     }
 
+    /// Applies a new device list (SIGHUP): see the module doc. `presence`
+    /// follows it. Blocking (joins stopped threads, about one read timeout
+    /// each): call it from `spawn_blocking` in async code.
+    pub fn reload(&mut self, devices: &[DeviceConfig]) -> DevicesReloaded {
+        let mut done = DevicesReloaded::default();
+        let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| {
+                devices
+                    .iter()
+                    .any(|d| d.name == r.config.name && *d == r.config)
+            });
+        self.running = keep;
+        for r in stop {
+            let name = r.config.name.clone();
+            write(&self.actions).retain(|(n, _)| *n != name);
+            r.stop_and_join();
+            if devices.iter().any(|d| d.name == name) {
+                done.restarted.push(name);
+            } else {
+                done.removed.push(name);
+            }
+        }
+        let kept: Vec<String> = self.running.iter().map(|r| r.config.name.clone()).collect();
+        let kept_names: Vec<&str> = kept.iter().map(String::as_str).collect();
+        // Presence first, so a new thread finds its entry.
+        self.presence.reconcile(devices, &kept_names);
+        for d in devices {
+            if kept_names.contains(&d.name.as_str()) {
+                done.unchanged.push(d.name.clone());
+                continue;
+            }
+            match self.start(d) {
+                Ok(()) if done.restarted.contains(&d.name) => {}
+                Ok(()) => done.added.push(d.name.clone()),
+                Err(e) => {
+                    done.restarted.retain(|n| *n != d.name);
+                    self.presence
+                        .update(&d.name, |p| p.last_error = Some(e.to_string()));
+                    done.failed.push(format!("{}: {e}", d.name));
+                }
+            }
+        }
+        done
+    }
+
+    /// Waits until the feed has taken every reading sent so far (the
+    /// channel is empty), at most `max`: after a reload, the readings of a
+    /// stopped device reach the station rules they were read under.
+    pub async fn drained(&self, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        while self.readings.capacity() < self.readings.max_capacity()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A handle that sends scale actions from elsewhere (the station feed)
-    /// while the device threads run; it outlives nothing: once the threads
-    /// stop, its sends go nowhere.
+    /// while the device threads run; a reload's scales reach it too. Once
+    /// the threads stop, its sends go nowhere.
     pub fn scale_commander(&self) -> ScaleCommander {
         ScaleCommander {
             actions: self.actions.clone(),
@@ -276,16 +367,12 @@ impl Sources {
         device: &str,
         command: MtSicsCommand,
     ) -> Result<(), ScaleActionError> {
-        let Some((_, sender)) = self.actions.iter().find(|(name, _)| name == device) else {
-            return Err(if self.presence_has(device) {
-                ScaleActionError::NotCommandable(device.to_owned())
-            } else {
-                ScaleActionError::UnknownDevice(device.to_owned())
-            });
-        };
-        // A send fails only when the thread has ended (the agent is stopping).
-        let _ = sender.send(command);
-        Ok(())
+        match self.scale_commander().send(device, command) {
+            Err(ScaleActionError::UnknownDevice(_)) if self.presence_has(device) => {
+                Err(ScaleActionError::NotCommandable(device.to_owned()))
+            }
+            other => other,
+        }
     }
 
     fn presence_has(&self, device: &str) -> bool {
@@ -295,18 +382,53 @@ impl Sources {
     /// Stops every thread and waits for it (at most about one read timeout).
     /// Blocking: call it from `spawn_blocking` in async code.
     pub fn stop(self) {
-        drop(self.stops);
-        for thread in self.threads {
-            if thread.join().is_err() {
-                tracing::error!("a device reader thread panicked; its device stopped early");
-            }
+        // Every stop signal first, so the threads wind down together.
+        let threads: Vec<JoinHandle<()>> = self
+            .running
+            .into_iter()
+            .map(|r| {
+                drop(r.stop);
+                r.thread
+            })
+            .collect();
+        for thread in threads {
+            join(thread);
         }
     }
 }
 
+impl Running {
+    fn stop_and_join(self) {
+        drop(self.stop);
+        join(self.thread);
+    }
+}
+
+fn join(thread: JoinHandle<()>) {
+    if thread.join().is_err() {
+        tracing::error!("a device reader thread panicked; its device stopped early");
+    }
+}
+
+fn write(
+    actions: &Actions,
+) -> std::sync::RwLockWriteGuard<'_, Vec<(String, mpsc::Sender<MtSicsCommand>)>> {
+    // Only pushes and removals happen under this lock: a panic cannot leave
+    // the list half-changed.
+    actions
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A device thread: connect, read until gone, back off, again.
 fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
-    let mut backoff = Backoff::new(RECONNECT_FIRST, cap);
+    // No jitter: each device has its own port, so there is no crowd of
+    // clients to spread out (unlike the MQTT uplink).
+    let backoff = Backoff {
+        min: RECONNECT_FIRST.min(cap),
+        max: cap,
+    };
+    let mut attempt = 0u32;
     let mut was_connected = false;
     // Only the first failed connect of an outage is logged as a warning: a
     // scale left unplugged for a day must not fill the log.
@@ -315,7 +437,7 @@ fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
         match device.connect() {
             Ok(link) => {
                 tracing::info!(device = %outlet.name, at = %device.location(), "device connected");
-                outlet.presence.update(outlet.index, |p| {
+                outlet.presence.update(&outlet.name, |p| {
                     p.connected = true;
                     if was_connected {
                         p.reconnects += 1;
@@ -323,7 +445,7 @@ fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
                 });
                 was_connected = true;
                 failures = 0;
-                backoff.reset();
+                attempt = 0;
                 match device.read_until_gone(link, outlet) {
                     Ended::Stopped => return,
                     Ended::Unplugged(reason) => {
@@ -332,7 +454,7 @@ fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
                             device.location()
                         );
                         tracing::warn!(device = %outlet.name, "{message}");
-                        outlet.presence.update(outlet.index, |p| {
+                        outlet.presence.update(&outlet.name, |p| {
                             p.connected = false;
                             p.last_error = Some(message);
                         });
@@ -348,33 +470,34 @@ fn run<D: Device>(mut device: D, outlet: &Outlet, cap: Duration) {
                 failures += 1;
                 outlet
                     .presence
-                    .update(outlet.index, |p| p.last_error = Some(message));
+                    .update(&outlet.name, |p| p.last_error = Some(message));
             }
         }
-        if !outlet.pause(backoff.next_delay()) {
+        let delay = backoff.ceiling(attempt);
+        attempt = attempt.saturating_add(1);
+        if !outlet.pause(delay) {
             return;
         }
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Sends tare/zero actions to MT-SICS scales from outside [`Sources`] (the
-/// station feed): a clone of the device threads' command channels.
+/// station feed): shares the device threads' command channels, reloads
+/// included.
 #[derive(Debug, Clone, Default)]
 pub struct ScaleCommander {
-    actions: Vec<(String, mpsc::Sender<MtSicsCommand>)>,
+    actions: Actions,
 }
 
 impl ScaleCommander {
     /// Asks the MT-SICS scale `device` to run `command` before its next
     /// weight poll; refused when no MT-SICS scale of that name runs.
     pub fn send(&self, device: &str, command: MtSicsCommand) -> Result<(), ScaleActionError> {
-        let Some((_, sender)) = self.actions.iter().find(|(name, _)| name == device) else {
+        let actions = self
+            .actions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((_, sender)) = actions.iter().find(|(name, _)| name == device) else {
             return Err(ScaleActionError::UnknownDevice(device.to_owned()));
         };
         // A send fails only when the thread has ended (the agent is stopping).

@@ -72,12 +72,13 @@ pub(crate) mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dockline_protocol::{DeviceId, Envelope, EventId, Payload, Priority, TimeSource, Verdict};
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
+pub(crate) use dockline_host::clock::now_ms;
 pub use salvage::SalvageReport;
 pub use schema::SCHEMA_VERSION;
 
@@ -575,13 +576,6 @@ impl Outbox {
     pub async fn prune_receipts(&self) -> Result<usize, OutboxError> {
         self.call(Command::PruneReceipts).await
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 pub(crate) fn kind_of(payload: &Payload) -> &'static str {

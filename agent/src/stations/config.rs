@@ -55,7 +55,7 @@ impl StationKind {
 /// weight_tolerance_kg = 0.02
 /// weight_tolerance_percent = 2.0
 /// ```
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     /// A name unique on this agent.

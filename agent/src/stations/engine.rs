@@ -1,6 +1,12 @@
 //! The station engine: routes each device's readings to the station it
 //! feeds, and [`Stations`], the engine shared with the local API (task book,
 //! status).
+//!
+//! Reload ([`StationEngine::reload`], on SIGHUP): a station whose table and
+//! device facts (does it have a scale, which MT-SICS scales it commands) are
+//! unchanged keeps its state, an open pick list or package included; a
+//! changed station starts afresh (what it was doing is named in the
+//! report, since the person at it must scan again); the task book is kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +35,10 @@ enum Rules {
 
 #[derive(Debug, Clone)]
 struct Station {
+    /// Its table, kept to tell on reload whether it changed.
+    config: StationConfig,
+    /// Whether a scale or bridge feeds it (from the device list).
+    has_scale: bool,
     name: String,
     kind: StationKind,
     rules: Rules,
@@ -111,6 +121,8 @@ impl StationEngine {
             .filter_map(|(code, command)| code.clone().map(|c| (c, command)))
             .collect();
             engine.stations.push(Station {
+                config: s.clone(),
+                has_scale,
                 name: s.name.clone(),
                 kind: s.kind,
                 rules,
@@ -121,6 +133,43 @@ impl StationEngine {
             });
         }
         engine
+    }
+
+    /// Replaces the stations with those of a new config, keeping the state
+    /// of every unchanged one (see the module doc).
+    pub fn reload(
+        &mut self,
+        stations: &[StationConfig],
+        devices: &[DeviceConfig],
+    ) -> StationsReloaded {
+        let mut next = StationEngine::new(stations, devices);
+        let mut done = StationsReloaded::default();
+        let mut old = std::mem::take(&mut self.stations);
+        for station in &mut next.stations {
+            let same = old.iter().position(|o| {
+                o.config == station.config
+                    && o.has_scale == station.has_scale
+                    && o.commandable_scales == station.commandable_scales
+            });
+            match (same, old.iter().position(|o| o.name == station.name)) {
+                (Some(i), _) => {
+                    *station = old.swap_remove(i);
+                    done.unchanged.push(station.name.clone());
+                }
+                (None, Some(i)) => {
+                    let was = old.swap_remove(i);
+                    done.restarted
+                        .push(format!("{} (was: {})", was.name, describe(&was.rules)));
+                }
+                (None, None) => done.added.push(station.name.clone()),
+            }
+        }
+        done.removed = old
+            .into_iter()
+            .map(|o| format!("{} (was: {})", o.name, describe(&o.rules)))
+            .collect();
+        *self = next;
+        done
     }
 
     /// Whether no station is configured.
@@ -194,12 +243,7 @@ impl StationEngine {
             .map(|s| StationStatus {
                 name: s.name.clone(),
                 kind: s.kind,
-                state: match &s.rules {
-                    Rules::Pick(p) => p.describe(),
-                    Rules::Pack(p) => p.describe(),
-                    Rules::Dock(d) => d.describe(),
-                    Rules::Vehicle(v) => v.describe(),
-                },
+                state: describe(&s.rules),
                 events: s.events,
                 last_notice: s.last_notice.clone(),
                 weight_kg: match &s.rules {
@@ -210,6 +254,29 @@ impl StationEngine {
             })
             .collect()
     }
+}
+
+/// What a station is doing, in words.
+fn describe(rules: &Rules) -> String {
+    match rules {
+        Rules::Pick(p) => p.describe(),
+        Rules::Pack(p) => p.describe(),
+        Rules::Dock(d) => d.describe(),
+        Rules::Vehicle(v) => v.describe(),
+    }
+}
+
+/// What [`StationEngine::reload`] did, by station name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StationsReloaded {
+    /// New stations.
+    pub added: Vec<String>,
+    /// Stations gone, each with what it was doing.
+    pub removed: Vec<String>,
+    /// Changed stations started afresh, each with what it was doing.
+    pub restarted: Vec<String>,
+    /// Stations that kept their state.
+    pub unchanged: Vec<String>,
 }
 
 /// The engine and the task book, shared by the reading feed and the local API.
@@ -251,6 +318,12 @@ impl Stations {
     /// Shows `text` as the last notice of `station`.
     pub fn notice(&self, station: &str, text: String) {
         self.lock().engine.notice(station, text);
+    }
+
+    /// Applies a new config's stations ([`StationEngine::reload`]); the task
+    /// book stays.
+    pub fn reload(&self, stations: &[StationConfig], devices: &[DeviceConfig]) -> StationsReloaded {
+        self.lock().engine.reload(stations, devices)
     }
 
     /// Feeds one reading; the station's name and outputs.
@@ -429,5 +502,80 @@ mod tests {
         assert_eq!(status[0].state, "idle: scan a pick list");
         // The scale's last stable weight, for the handheld app's pick screen.
         assert_eq!(status[0].weight_kg, Some(2.0));
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_stations_and_restarts_changed_ones() {
+        let station = |name: &str, kind: &str, devices: &[&str]| -> StationConfig {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "kind": kind, "devices": devices
+            }))
+            .expect("station config")
+        };
+        let devices = [
+            device("sc", "scanner", "scan"),
+            device("door", "scanner", "scan"),
+            device("sk", "scale", "mtsics"),
+        ];
+        let stations = Stations::new(StationEngine::new(
+            &[
+                station("pick-1", "pick", &["sc"]),
+                station("dock-1", "dock_door", &["door"]),
+            ],
+            &devices,
+        ));
+        stations
+            .lock()
+            .tasks
+            .post(PickTask {
+                order: "SO-9".into(),
+                lines: vec![TaskLine {
+                    item: "09521234543213".into(),
+                    quantity: 2,
+                    unit_weight_kg: None,
+                }],
+            })
+            .expect("room");
+        let doc = |text: &str| {
+            Reading::Scan(Scan {
+                symbology: Some("]C0".into()),
+                data: text.into(),
+            })
+        };
+        stations.on_reading("sc", &doc("SO-9"));
+        stations.on_reading("door", &doc("TRUCK-7"));
+
+        // pick-1 gains a scale (a changed station), dock-1 is unchanged,
+        // pack-1 is new.
+        let report = stations.reload(
+            &[
+                station("pick-1", "pick", &["sc", "sk"]),
+                station("dock-1", "dock_door", &["door"]),
+                station("pack-1", "pack", &[]),
+            ],
+            &devices,
+        );
+        assert_eq!(report.unchanged, ["dock-1"]);
+        assert_eq!(report.added, ["pack-1"]);
+        assert_eq!(report.restarted.len(), 1);
+        assert!(
+            report.restarted[0].starts_with("pick-1 (was: picking SO-9"),
+            "{report:?}"
+        );
+        let status = stations.lock().engine.status();
+        assert_eq!(
+            status[0].state, "idle: scan a pick list",
+            "pick-1 starts afresh"
+        );
+        assert!(
+            status[1].state.contains("TRUCK-7"),
+            "dock-1 kept its vehicle"
+        );
+
+        // Removing a station names what it was doing.
+        let report = stations.reload(&[station("pack-1", "pack", &[])], &devices);
+        assert_eq!(report.unchanged, ["pack-1"]);
+        assert_eq!(report.removed.len(), 2);
+        assert!(stations.on_reading("door", &doc("TRUCK-8")).is_none());
     }
 }

@@ -84,7 +84,7 @@ pub mod task;
 pub mod vehicle;
 
 pub use config::{GeofenceConfig, GeofenceRole, StationConfig, StationKind};
-pub use engine::{StationEngine, StationStatus, Stations};
+pub use engine::{StationEngine, StationStatus, Stations, StationsReloaded};
 pub use observation::Observation;
 pub use task::{PickTask, TaskBook, TaskLine};
 

@@ -32,7 +32,7 @@ pub mod state;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dockline_protocol::batch::{MAX_RANGES, uncovered};
 use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
@@ -42,13 +42,12 @@ use dockline_protocol::{
     QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
 };
 use rand::Rng;
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::outbox::{Chunk, Outbox, QueueStatus};
+use dockline_host::clock::now_ms;
 pub use state::{Lane, UplinkState};
 
 /// Link health shared with the local API.
@@ -71,13 +70,6 @@ enum LinkEvent {
     Connected,
     Disconnected(String),
     Message(String, Vec<u8>),
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Capped exponential backoff with full jitter (AWS architecture blog's
@@ -195,30 +187,14 @@ pub async fn run(
             return;
         }
     };
-    let mut options = MqttOptions::new(
-        config.device.as_str(),
-        config.mqtt.host.clone(),
-        config.mqtt.port,
-    );
-    options.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs));
-    if let Some(tls) = &config.mqtt.tls {
-        match tls.client_config() {
-            Ok(c) => {
-                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                    Arc::new(c),
-                )));
-            }
-            Err(e) => {
-                // Config::check refuses this at start; the files changed since.
-                tracing::error!(error = %e, "cannot set up TLS to the broker; uplink not started, events stay in the outbox");
-                return;
-            }
+    let mut options = match config.mqtt.broker().options(config.device.as_str()) {
+        Ok(o) => o,
+        Err(e) => {
+            // Config::check refuses this at start; the files changed since.
+            tracing::error!(error = %e, "cannot set up TLS to the broker; uplink not started, events stay in the outbox");
+            return;
         }
-    }
-    if let Some(user) = &config.mqtt.username {
-        let password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
-        options.set_credentials(user.clone(), password.unwrap_or_default());
-    }
+    };
     // A persistent session lets the broker keep acks and verdicts for us while
     // the handheld is out of coverage.
     options.set_clean_session(false);

@@ -54,7 +54,7 @@ pub async fn start_agent_in(dir: &Path, api: &str, extra: &str) -> Agent {
     let path = dir.join("agent.toml");
     std::fs::write(&path, toml).expect("write config");
     let config: dockline_agent::Config =
-        dockline_protocol::config::load(Some(&path), Vec::<(String, String)>::new())
+        dockline_host::config::load(Some(&path), Vec::<(String, String)>::new())
             .expect("config loads");
     let addr_file = dir.join("api.addr");
     let _ = std::fs::remove_file(&addr_file);

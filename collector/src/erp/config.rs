@@ -58,8 +58,8 @@ pub struct ErpConfig {
     pub url: String,
     /// `webhook`: Standard Webhooks secret, `whsec_` followed by base64:
     /// inline, `{ file = "…" }` or `{ env = "…" }`
-    /// ([`dockline_protocol::secret`]).
-    #[serde(default, deserialize_with = "dockline_protocol::secret::deserialize")]
+    /// ([`dockline_host::secret`]).
+    #[serde(default, deserialize_with = "dockline_host::secret::deserialize")]
     pub secret: String,
     /// PEM file with the CA certificate(s) an `https://` ERP (and the
     /// invoice webhook) must chain to, for an ERP behind a private CA: then
@@ -119,7 +119,7 @@ pub struct ErpConfig {
     /// Inline, `{ file = "…" }` or `{ env = "…" }`.
     #[serde(
         default,
-        deserialize_with = "dockline_protocol::secret::deserialize_option"
+        deserialize_with = "dockline_host::secret::deserialize_option"
     )]
     pub invoice_webhook_secret: Option<String>,
     /// `[erp.tryton]`: required when `kind = "tryton"`.

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use dockline_protocol::codec::MAX_MESSAGE_BYTES;
 use dockline_protocol::{Channel, Topic};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -80,17 +80,17 @@ pub struct MqttConfig {
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
     /// `[mqtt.tls]`: TLS to the broker, with the collector's own client
-    /// certificate for mutual TLS ([`dockline_protocol::tls`]). Absent:
+    /// certificate for mutual TLS ([`dockline_host::tls`]). Absent:
     /// plain TCP.
     #[serde(default)]
-    pub tls: Option<dockline_protocol::tls::MqttTls>,
+    pub tls: Option<dockline_host::tls::MqttTls>,
     /// MQTT user name, for brokers that log clients in with a password.
     #[serde(default)]
     pub username: Option<String>,
     /// The MQTT password: inline, `{ file = "…" }` or `{ env = "…" }`;
     /// never logged. Needs `username`.
     #[serde(default)]
-    pub password: Option<dockline_protocol::secret::Secret>,
+    pub password: Option<dockline_host::secret::Secret>,
     /// Share the device topics with the other collectors of this group
     /// (MQTT 5 / Mosquitto shared subscription `$share/{group}/…`): each
     /// batch goes to one of them. Only with a PostgreSQL `[inbox] url`.
@@ -260,30 +260,26 @@ pub async fn run(
     signer: CommandSigner,
     shutdown: Shutdown,
 ) {
-    let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    let broker = dockline_host::mqtt::Broker {
+        host: &cfg.host,
+        port: cfg.port,
+        keep_alive_secs: cfg.keep_alive_secs,
+        tls: cfg.tls.as_ref(),
+        username: cfg.username.as_deref(),
+        password: cfg.password.as_ref(),
+    };
+    let mut options = match broker.options(&cfg.client_id) {
+        Ok(o) => o,
+        Err(e) => {
+            // Config::check refuses this at start; the files changed since.
+            error!("cannot set up TLS to the MQTT broker, not connecting: {e}");
+            return;
+        }
+    };
     options
-        .set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(INCOMING_PACKET_LIMIT, MAX_MESSAGE_BYTES + PACKET_HEADROOM);
-    if let Some(tls) = &cfg.tls {
-        match tls.client_config() {
-            Ok(c) => {
-                options.set_transport(rumqttc::Transport::tls_with_config(
-                    rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(c)),
-                ));
-            }
-            Err(e) => {
-                // Config::check refuses this at start; the files changed since.
-                error!("cannot set up TLS to the MQTT broker, not connecting: {e}");
-                return;
-            }
-        }
-    }
-    if let Some(user) = &cfg.username {
-        let password = cfg.password.as_ref().map(|p| p.expose().to_owned());
-        options.set_credentials(user.clone(), password.unwrap_or_default());
-    }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     // Unbounded on purpose (see the module docs): the broker's in-flight
     // window bounds it, and the poll task must never wait on it.

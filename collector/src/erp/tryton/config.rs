@@ -16,7 +16,7 @@ pub struct TrytonConfig {
     pub user: String,
     /// That user's password (better set by `DOCKLINE_ERP__TRYTON__PASSWORD`
     /// than written in the file, or `{ file = "…" }` / `{ env = "…" }`).
-    #[serde(deserialize_with = "dockline_protocol::secret::deserialize")]
+    #[serde(deserialize_with = "dockline_host::secret::deserialize")]
     pub password: String,
     /// When Tryton cannot reserve the stock for a picked shipment
     /// (`assign_try` leaves it `waiting`), force the reservation

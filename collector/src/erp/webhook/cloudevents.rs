@@ -149,11 +149,8 @@ pub struct WebhookOptions {
     /// to `[erp] secret`: each adds a `v1,<sig>` to `webhook-signature`,
     /// after the current secret's. Remove an entry once the receiver has
     /// switched. Each entry may be inline, `{ file = "…" }` or
-    /// `{ env = "…" }` ([`dockline_protocol::secret`]).
-    #[serde(
-        default,
-        deserialize_with = "dockline_protocol::secret::deserialize_list"
-    )]
+    /// `{ env = "…" }` ([`dockline_host::secret`]).
+    #[serde(default, deserialize_with = "dockline_host::secret::deserialize_list")]
     pub previous_secrets: Vec<String>,
     /// `quoted` (the default, `"<id>"` per the IETF draft) or `raw`
     /// (`<id>`).

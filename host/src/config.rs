@@ -8,10 +8,8 @@
 //! Variables starting with `DOCKLINE_TEST_` belong to the test suite (service
 //! URLs such as `DOCKLINE_TEST_MQTT_URL`) and are never read as overrides.
 
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::string::{String, ToString};
-use std::vec::Vec;
-use std::{format, fs};
 
 use serde::de::DeserializeOwned;
 
@@ -437,7 +435,7 @@ mod tests {
             ]),
         )
         .expect("DOCKLINE_BIN names no key and is left alone");
-        assert_eq!(loaded.ignored, std::vec!["DOCKLINE_BIN".to_string()]);
+        assert_eq!(loaded.ignored, vec!["DOCKLINE_BIN".to_string()]);
         assert_eq!(loaded.applied.len(), 2);
         assert_eq!(loaded.config.mqtt.port, 1884);
         let err = load::<Cfg>(

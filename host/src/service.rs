@@ -8,7 +8,6 @@
 //! socket went away).
 
 use std::io;
-use std::string::ToString;
 use std::time::Duration;
 
 /// Sends one state string to the service manager; `Ok(true)` when sent,

@@ -17,8 +17,7 @@
 //! level = "info,dockline_agent::uplink=debug"   # an EnvFilter directive
 //! ```
 
-use std::string::{String, ToString};
-use std::{fmt, format};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
@@ -158,7 +157,7 @@ pub fn log_reload(handle: &LogHandle, config: &LogConfig, changed: &[String], or
         }
         Err(e) => tracing::warn!(error = %e, "reload: log level refused"),
     }
-    let restart: std::vec::Vec<&str> = changed
+    let restart: Vec<&str> = changed
         .iter()
         .map(String::as_str)
         .filter(|k| *k != "log")

@@ -1,5 +1,5 @@
-//! MQTT over TLS, shared by the agent and the collector (feature `tls`): the
-//! `[mqtt.tls]` table and the rustls client configuration it builds.
+//! MQTT over TLS, shared by the agent and the collector: the `[mqtt.tls]`
+//! table and the rustls client configuration it builds.
 //!
 //! ```toml
 //! [mqtt]
@@ -22,15 +22,12 @@
 //!   of failing every reconnect;
 //! - the broker's certificate is always verified (name and chain); there is
 //!   no switch to turn verification off;
-//! - the crypto provider is aws-lc-rs, the one provider of the whole tree
-//!   (reqwest's HTTPS uses it too), passed explicitly so that no
-//!   process-wide default is needed.
+//! - the crypto provider is ring ([`provider`]), which rumqttc 0.25 compiles
+//!   anyway (through rustls-webpki 0.102) and the agent's payload sealing
+//!   uses too, passed explicitly so that no process-wide default is needed.
 
-use std::format;
 use std::path::{Path, PathBuf};
-use std::string::{String, ToString};
 use std::sync::Arc;
-use std::vec::Vec;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -102,12 +99,16 @@ pub enum TlsError {
     },
 }
 
+/// The crypto provider of every TLS connection dockline makes itself.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 impl MqttTls {
     /// Reads the files and builds the rustls client configuration.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let roots = self.roots()?;
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Rejected {
                 what: "protocol versions".into(),

@@ -25,9 +25,6 @@
 //! one outside `DOCKLINE_…`, which the overlay reads as config keys.
 
 use std::fmt;
-use std::format;
-use std::string::{String, ToString};
-use std::vec::Vec;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -177,7 +174,6 @@ pub fn deserialize_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::vec;
 
     #[derive(Debug, Deserialize)]
     struct Cfg {
