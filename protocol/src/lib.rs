@@ -12,6 +12,9 @@
 //! - [`status`]: birth, death and heartbeat messages on the `status` topic.
 //! - [`command`]: what the collector asks of a device on its `cmd` topic
 //!   (resend a range), with its expiry and Ed25519 signature.
+//! - [`media`]: proof-of-delivery media in chunks, the collector's media
+//!   acks, and the reassembly state machine (the whole contract is in its
+//!   module doc).
 //! - [`topic`]: the topic grammar `dockline/v1/{site}/{device}/{channel}`.
 //! - [`codec`]: CBOR encoding and size-capped, validating decoding.
 //! - `config` (feature `config`): TOML file plus `DOCKLINE_*` environment overlay
@@ -67,6 +70,7 @@ pub mod event;
 pub mod ids;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod media;
 pub mod reading;
 #[cfg(feature = "config")]
 pub mod secret;
@@ -85,6 +89,7 @@ pub use command::{Command, CommandRefusal, Resend, Signed};
 pub use envelope::{Envelope, Payload, Priority, TimeSource};
 pub use event::{BusinessEvent, EventDetail, ExceptionKind, ProofOfDelivery, References};
 pub use ids::{DeviceId, EventId, IdError, SiteId};
+pub use media::{MediaAck, MediaChunk, MediaHash, MediaState, MediaType, Reassembly};
 pub use reading::{Fix, FixMode, Reading, Scan, Weight, WeightReading, WeightUnit};
 pub use status::{
     ClassQueue, DeviceHealth, DropCount, QueueHealth, Status, StatusKind, VerdictsWanted,

@@ -6,6 +6,11 @@
 //! | `ack`    | collector → agent  | [`Ack`](crate::Ack)          |
 //! | `status` | agent → collector  | [`Status`](crate::Status)    |
 //! | `cmd`    | collector → agent  | [`Command`](crate::Command) (resend a range, …) |
+//! | `media`  | agent → collector  | [`MediaChunk`](crate::MediaChunk) (a piece of a signature or photo) |
+//! | `media_ack` | collector → agent | [`MediaAck`](crate::MediaAck) (how much of a medium is stored, its state) |
+//!
+//! `media` and `media_ack` were added in v1 as new channels (old peers never
+//! subscribe to them); see [`crate::media`] for their contract.
 
 use alloc::format;
 use alloc::string::String;
@@ -27,6 +32,10 @@ pub enum Channel {
     Status,
     /// Commands to the agent.
     Cmd,
+    /// Media chunks from the agent.
+    Media,
+    /// Media progress from the collector.
+    MediaAck,
 }
 
 impl Channel {
@@ -37,6 +46,8 @@ impl Channel {
             Channel::Ack => "ack",
             Channel::Status => "status",
             Channel::Cmd => "cmd",
+            Channel::Media => "media",
+            Channel::MediaAck => "media_ack",
         }
     }
 }
@@ -57,11 +68,13 @@ pub struct Topic {
 pub enum TopicError {
     /// Wrong prefix or number of levels.
     #[error(
-        "topic {0:?} is not of the form dockline/v1/{{site}}/{{device}}/{{events|ack|status|cmd}}"
+        "topic {0:?} is not of the form dockline/v1/{{site}}/{{device}}/{{events|ack|status|cmd|media|media_ack}}"
     )]
     Shape(String),
     /// Unknown last level.
-    #[error("topic {0:?} ends in an unknown channel; expected events, ack, status or cmd")]
+    #[error(
+        "topic {0:?} ends in an unknown channel; expected events, ack, status, cmd, media or media_ack"
+    )]
     Channel(String),
     /// A site or device level broke the id rule.
     #[error("topic {topic:?}: {source}")]
@@ -107,6 +120,8 @@ impl Topic {
             "ack" => Channel::Ack,
             "status" => Channel::Status,
             "cmd" => Channel::Cmd,
+            "media" => Channel::Media,
+            "media_ack" => Channel::MediaAck,
             _ => return Err(TopicError::Channel(topic.chars().take(200).collect())),
         };
         Ok(Self {
@@ -163,5 +178,14 @@ mod tests {
             Err(TopicError::Id { .. })
         ));
         assert_eq!(Topic::all(Channel::Events), "dockline/v1/+/+/events");
+        for c in [Channel::Media, Channel::MediaAck] {
+            let t = Topic::new(
+                SiteId::new("s").expect("id"),
+                DeviceId::new("d").expect("id"),
+                c,
+            );
+            assert_eq!(Topic::parse(&t.to_string()), Ok(t));
+        }
+        assert_eq!(Topic::all(Channel::MediaAck), "dockline/v1/+/+/media_ack");
     }
 }
