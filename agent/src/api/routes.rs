@@ -54,7 +54,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn outbox_error(e: OutboxError) -> Response {
+pub(crate) fn outbox_error(e: OutboxError) -> Response {
     match e {
         OutboxError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
         OutboxError::KeyReused { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
@@ -116,10 +116,27 @@ async fn post_event(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
             refs: posted.refs,
         }),
     };
+    let media_refs = media_refs(&event.payload);
     let appended = match once {
         Some(once) => s.outbox.append_once(event, once).await,
         None => s.outbox.append(event).await,
     };
+    if let Ok(a) = &appended
+        && !media_refs.is_empty()
+    {
+        // The media wait until this event is stored at the collector. A
+        // failure here only means they go once no business event is queued.
+        let (media, seq) = (s.media.clone(), a.seq);
+        let noted = tokio::task::spawn_blocking(move || {
+            media_refs
+                .iter()
+                .try_for_each(|hex| media.note_reference(hex, seq))
+        })
+        .await;
+        if !matches!(noted, Ok(Ok(()))) {
+            tracing::warn!(seq, "could not note the event's media references");
+        }
+    }
     match appended {
         Ok(a) if a.replayed => {
             // The first answer again, with the receipt's state now.
@@ -132,6 +149,23 @@ async fn post_event(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
         Ok(a) => (StatusCode::CREATED, Json(event_answer(&a, "queued"))).into_response(),
         Err(e) => outbox_error(e),
     }
+}
+
+/// The media a proof of delivery names (`sha256:<hex>` references), as hex.
+fn media_refs(payload: &Payload) -> Vec<String> {
+    let Payload::Event(BusinessEvent {
+        detail: dockline_protocol::EventDetail::Delivered(pod),
+        ..
+    }) = payload
+    else {
+        return Vec::new();
+    };
+    [&pod.signature_ref, &pod.photo_ref]
+        .into_iter()
+        .flatten()
+        .filter_map(|r| dockline_protocol::MediaHash::parse_ref(r))
+        .map(|h| h.to_string())
+        .collect()
 }
 
 fn event_answer(a: &Appended, state: &str) -> Value {
