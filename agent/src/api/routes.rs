@@ -256,6 +256,18 @@ async fn get_event(
 }
 
 async fn status(State(s): State<ApiState>, Extension(guard): Extension<Arc<Guard>>) -> Response {
+    let media = s.media.clone();
+    let media = match tokio::task::spawn_blocking(move || media.totals()).await {
+        Ok(Ok(t)) => json!({
+            "held": t.held, "bytes": t.bytes, "queued": t.queued, "queued_bytes": t.queued_bytes,
+            "stored": t.stored, "attached": t.attached, "refused": t.refused,
+            "sent_bytes": s.link.media_sent_bytes.load(Ordering::Relaxed),
+            "resent_bytes": s.link.media_resent_bytes.load(Ordering::Relaxed),
+            "acks_refused": s.link.media_acks_refused.load(Ordering::Relaxed),
+        }),
+        Ok(Err(e)) => json!({"error": e.to_string()}),
+        Err(_) => json!({"error": "media count task failed"}),
+    };
     match s.outbox.status().await {
         Ok(q) => {
             let oldest_unacked_ms = q
@@ -282,6 +294,7 @@ async fn status(State(s): State<ApiState>, Extension(guard): Extension<Arc<Guard
                 "commands": s.link.commands.snapshot(),
                 "acks": s.link.acks.snapshot(),
                 "devices": s.devices.snapshot(),
+                "media": media,
                 "stations": s.stations.lock().engine.status(),
                 "api_refusals": guard.refusals.snapshot(),
             }))

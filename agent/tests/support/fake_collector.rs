@@ -2,11 +2,16 @@
 //! device's `events` topic, counts every event each time it crosses the
 //! link, stores it (a set of sequences) and answers with the collector's
 //! ack (contiguous floor plus `also` ranges), as the real collector does.
+//! It also receives media on the `media` channel with the protocol's
+//! [`Reassembly`] (as the collector will), answers every chunk with a
+//! [`MediaAck`], can drop chosen chunks (a cut link), and records when each
+//! medium's first chunk came relative to the events it had stored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dockline_protocol::media::{MediaAck, MediaChunk, MediaHash, MediaState, Offer, Reassembly};
 use dockline_protocol::{Ack, Batch, Channel, DeviceId, PROTOCOL_VERSION, SiteId, Topic, codec};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -44,6 +49,26 @@ pub struct Seen {
     pub batches: u64,
     /// Bytes of every batch received.
     pub bytes: u64,
+    /// Media being received or stored, with their committed bytes.
+    pub media: BTreeMap<MediaHash, (Reassembly, Vec<u8>)>,
+    /// Chunk data bytes received per medium (taken or not).
+    pub media_bytes_in: BTreeMap<MediaHash, u64>,
+    /// Chunks received in all (taken or not), dropped ones included.
+    pub media_chunks_in: u64,
+    /// Chunk numbers (counting from 1 over all media) to drop unanswered.
+    pub drop_chunks: BTreeSet<u64>,
+    /// The highest stored sequence when a medium's first chunk arrived.
+    pub stored_when_media_began: BTreeMap<MediaHash, u64>,
+}
+
+impl Seen {
+    /// The stored bytes of a complete medium.
+    pub fn medium(&self, hash: &MediaHash) -> Option<&[u8]> {
+        self.media
+            .get(hash)
+            .filter(|(r, _)| r.is_complete())
+            .map(|(_, b)| b.as_slice())
+    }
 }
 
 /// The fake collector; stops when dropped.
@@ -51,6 +76,7 @@ pub struct FakeCollector {
     /// What it saw so far.
     pub seen: Arc<Mutex<Seen>>,
     task: tokio::task::JoinHandle<()>,
+    attach: (AsyncClient, String),
 }
 
 impl Drop for FakeCollector {
@@ -72,6 +98,8 @@ impl FakeCollector {
             .to_string()
         };
         let (events, ack) = (topic(Channel::Events), topic(Channel::Ack));
+        let (media, media_ack) = (topic(Channel::Media), topic(Channel::MediaAck));
+        let dev = DeviceId::new(device).expect("device id");
         let mut options = MqttOptions::new(format!("fake-collector-{device}"), host, port);
         options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
@@ -80,16 +108,32 @@ impl FakeCollector {
         let state = seen.clone();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
+            let mut subacks = 0;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        client
-                            .try_subscribe(events.clone(), QoS::AtLeastOnce)
-                            .expect("subscribe");
+                        for t in [&events, &media] {
+                            client
+                                .try_subscribe(t.clone(), QoS::AtLeastOnce)
+                                .expect("subscribe");
+                        }
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(tx) = ready.take() {
+                        subacks += 1;
+                        if subacks == 2
+                            && let Some(tx) = ready.take()
+                        {
                             let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == media => {
+                        let chunk: MediaChunk = codec::decode(&p.payload).expect("a valid chunk");
+                        let answer = receive_chunk(&mut state.lock().expect("lock"), &dev, &chunk);
+                        if let Some(a) = answer {
+                            let bytes = codec::encode(&a).expect("encode media ack");
+                            client
+                                .try_publish(media_ack.clone(), QoS::AtLeastOnce, false, bytes)
+                                .expect("publish media ack");
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == events => {
@@ -121,8 +165,95 @@ impl FakeCollector {
             .await
             .expect("fake collector subscribed in time")
             .expect("fake collector task");
-        FakeCollector { seen, task }
+        let attach = client_for_attach(host, port, device, media_ack_topic(site, device));
+        FakeCollector { seen, task, attach }
     }
+
+    /// Tells the agent the ERP attached `hash` to `doc` (as the collector
+    /// will once its adapter did).
+    pub async fn attach(&self, device: &str, hash: MediaHash, doc: &str) {
+        let len = self
+            .seen
+            .lock()
+            .expect("lock")
+            .media
+            .get(&hash)
+            .map(|(r, _)| r.len())
+            .expect("a medium this collector has");
+        let ack = MediaAck {
+            v: PROTOCOL_VERSION,
+            device: DeviceId::new(device).expect("id"),
+            hash,
+            have: len,
+            at: None,
+            state: MediaState::Attached {
+                doc: Some(doc.into()),
+            },
+        };
+        let (client, topic) = &self.attach;
+        client
+            .publish(
+                topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                codec::encode(&ack).expect("encode"),
+            )
+            .await
+            .expect("publish attached");
+    }
+}
+
+fn media_ack_topic(site: &str, device: &str) -> String {
+    Topic::new(
+        SiteId::new(site).expect("site id"),
+        DeviceId::new(device).expect("device id"),
+        Channel::MediaAck,
+    )
+    .to_string()
+}
+
+/// A second connection for acks sent outside the chunk flow.
+fn client_for_attach(host: &str, port: u16, device: &str, topic: String) -> (AsyncClient, String) {
+    let options = MqttOptions::new(format!("fake-erp-{device}"), host, port);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    // Polled until the test's runtime ends.
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    (client, topic)
+}
+
+/// A chunk the way a collector takes it: offer it to the medium's
+/// reassembly, commit what it says, answer with `have`. `None`: dropped.
+fn receive_chunk(s: &mut Seen, device: &DeviceId, chunk: &MediaChunk) -> Option<MediaAck> {
+    s.media_chunks_in += 1;
+    if s.drop_chunks.contains(&s.media_chunks_in) {
+        return None;
+    }
+    *s.media_bytes_in.entry(chunk.hash).or_default() += chunk.data.len() as u64;
+    let stored_up_to = s.stored.iter().next_back().copied().unwrap_or(0);
+    s.stored_when_media_began
+        .entry(chunk.hash)
+        .or_insert(stored_up_to);
+    let (r, bytes) = s.media.entry(chunk.hash).or_insert_with(|| {
+        (
+            Reassembly::start(chunk, u64::MAX).expect("a medium within the caps"),
+            Vec::new(),
+        )
+    });
+    match r.offer(chunk) {
+        Ok(Offer::Append { at, bytes: b }) | Ok(Offer::Complete { at, bytes: b }) => {
+            assert_eq!(at, bytes.len() as u64, "written at the prefix end");
+            bytes.extend_from_slice(b);
+        }
+        Ok(Offer::Ignored(_)) => {}
+        Err(e) => panic!("fake collector: {e}"),
+    }
+    Some(r.ack(device.clone(), Some(chunk.off)))
 }
 
 /// The ack a collector holding `stored` sends: the contiguous floor from 1
