@@ -94,7 +94,7 @@ pub use reading::{Fix, FixMode, Reading, Scan, Weight, WeightReading, WeightUnit
 pub use status::{
     ClassQueue, DeviceHealth, DropCount, QueueHealth, Status, StatusKind, VerdictsWanted,
 };
-pub use topic::{Channel, Topic, TopicError};
+pub use topic::{Channel, MediaChannel, Topic, TopicError};
 pub use validate::ValidationError;
 
 /// The protocol version this crate speaks, carried as `v` in every message.

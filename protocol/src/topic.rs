@@ -10,7 +10,10 @@
 //! | `media_ack` | collector → agent | [`MediaAck`](crate::MediaAck) (how much of a medium is stored, its state) |
 //!
 //! `media` and `media_ack` were added in v1 as new channels (old peers never
-//! subscribe to them); see [`crate::media`] for their contract.
+//! subscribe to them); see [`crate::media`] for their contract. They are
+//! [`MediaChannel`]s beside [`Channel`], whose four variants stay as they
+//! were so a receiver's exhaustive match over them stays valid; a receiver
+//! of media parses with [`Topic::parse_media`].
 
 use alloc::format;
 use alloc::string::String;
@@ -32,10 +35,25 @@ pub enum Channel {
     Status,
     /// Commands to the agent.
     Cmd,
+}
+
+/// The media channels (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaChannel {
     /// Media chunks from the agent.
     Media,
     /// Media progress from the collector.
     MediaAck,
+}
+
+impl MediaChannel {
+    /// The channel's topic level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaChannel::Media => "media",
+            MediaChannel::MediaAck => "media_ack",
+        }
+    }
 }
 
 impl Channel {
@@ -46,8 +64,6 @@ impl Channel {
             Channel::Ack => "ack",
             Channel::Status => "status",
             Channel::Cmd => "cmd",
-            Channel::Media => "media",
-            Channel::MediaAck => "media_ack",
         }
     }
 }
@@ -98,6 +114,39 @@ impl Topic {
 
     /// Parses a topic name.
     pub fn parse(topic: &str) -> Result<Self, TopicError> {
+        let (site, device, channel) = Self::levels(topic)?;
+        let channel = match channel {
+            "events" => Channel::Events,
+            "ack" => Channel::Ack,
+            "status" => Channel::Status,
+            "cmd" => Channel::Cmd,
+            _ => return Err(TopicError::Channel(topic.chars().take(200).collect())),
+        };
+        Ok(Self {
+            site,
+            device,
+            channel,
+        })
+    }
+
+    /// Parses a media topic (`…/media`, `…/media_ack`).
+    pub fn parse_media(topic: &str) -> Result<(SiteId, DeviceId, MediaChannel), TopicError> {
+        let (site, device, channel) = Self::levels(topic)?;
+        let channel = match channel {
+            "media" => MediaChannel::Media,
+            "media_ack" => MediaChannel::MediaAck,
+            _ => return Err(TopicError::Channel(topic.chars().take(200).collect())),
+        };
+        Ok((site, device, channel))
+    }
+
+    /// A media topic of one device.
+    pub fn media(site: &SiteId, device: &DeviceId, channel: MediaChannel) -> String {
+        format!("{PREFIX}/{site}/{device}/{}", channel.as_str())
+    }
+
+    /// The site and device levels, checked, and the last level.
+    fn levels(topic: &str) -> Result<(SiteId, DeviceId, &str), TopicError> {
         let shape = || TopicError::Shape(topic.chars().take(200).collect());
         let rest = topic
             .strip_prefix(PREFIX)
@@ -115,25 +164,17 @@ impl Topic {
         };
         let site = SiteId::new(site).map_err(id_err)?;
         let device = DeviceId::new(device).map_err(id_err)?;
-        let channel = match channel {
-            "events" => Channel::Events,
-            "ack" => Channel::Ack,
-            "status" => Channel::Status,
-            "cmd" => Channel::Cmd,
-            "media" => Channel::Media,
-            "media_ack" => Channel::MediaAck,
-            _ => return Err(TopicError::Channel(topic.chars().take(200).collect())),
-        };
-        Ok(Self {
-            site,
-            device,
-            channel,
-        })
+        Ok((site, device, channel))
     }
 
     /// The subscription filter for one channel of every device on every site
     /// (`dockline/v1/+/+/events`).
     pub fn all(channel: Channel) -> String {
+        format!("{PREFIX}/+/+/{}", channel.as_str())
+    }
+
+    /// [`Topic::all`] for a media channel (`dockline/v1/+/+/media`).
+    pub fn all_media(channel: MediaChannel) -> String {
         format!("{PREFIX}/+/+/{}", channel.as_str())
     }
 }
@@ -178,14 +219,22 @@ mod tests {
             Err(TopicError::Id { .. })
         ));
         assert_eq!(Topic::all(Channel::Events), "dockline/v1/+/+/events");
-        for c in [Channel::Media, Channel::MediaAck] {
-            let t = Topic::new(
-                SiteId::new("s").expect("id"),
-                DeviceId::new("d").expect("id"),
-                c,
-            );
-            assert_eq!(Topic::parse(&t.to_string()), Ok(t));
+        let (site, dev) = (
+            SiteId::new("s").expect("id"),
+            DeviceId::new("d").expect("id"),
+        );
+        for c in [MediaChannel::Media, MediaChannel::MediaAck] {
+            let t = Topic::media(&site, &dev, c);
+            assert_eq!(Topic::parse_media(&t), Ok((site.clone(), dev.clone(), c)));
+            assert!(matches!(Topic::parse(&t), Err(TopicError::Channel(_))));
         }
-        assert_eq!(Topic::all(Channel::MediaAck), "dockline/v1/+/+/media_ack");
+        assert!(matches!(
+            Topic::parse_media("dockline/v1/s/d/events"),
+            Err(TopicError::Channel(_))
+        ));
+        assert_eq!(
+            Topic::all_media(MediaChannel::MediaAck),
+            "dockline/v1/+/+/media_ack"
+        );
     }
 }

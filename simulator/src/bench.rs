@@ -17,6 +17,7 @@
 //! | `fleet_reconnect_burst` | messages/s from N devices × K one-event batches published at once (10 clients) until every one is stored and its application ack published, resends after the ack timeout included ([`crate::bench_burst`]) | the same messages QoS 1 from 10 clients to topics nobody reads |
 //! | `wire_bytes_per_event` | CBOR bytes per event in a batch of 256 | the same batch as JSON (same field names) |
 //! | `agent_binary_size` | size of the `dockline-agent` executable next to this one | — |
+//! | `wire_duplicate_ratio`, `wire_link_bytes_per_event`, `media_throughput`, `media_resume_bytes` | events crossing the link more than once; photos from a real agent ([`crate::bench_media`]) | see there |
 //!
 //! Ingest, single commits, collector ingest and collector delivery alternate
 //! with their baselines over several rounds (five in a full run) and report
@@ -73,7 +74,7 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    fn wants(&self, name: &str) -> bool {
+    pub(crate) fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
     }
 }
@@ -191,9 +192,14 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     if opts.wants("decode_") {
         figures.extend(crate::bench_decode::figures(opts.quick).context("decode throughput")?);
     }
+    figures.extend(
+        crate::bench_media::figures(opts, dir.path())
+            .await
+            .context("media")?,
+    );
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size, decode_nmea, decode_gs1, decode_mtsics",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, wire_duplicate_ratio, wire_link_bytes_per_event, media_throughput, media_resume_bytes, ack_signing, agent_binary_size, decode_nmea, decode_gs1, decode_mtsics",
             opts.only
         ));
     }
@@ -477,7 +483,10 @@ fn raw_fsyncs(path: &Path, n: usize) -> Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_json::Value> {
+pub(crate) async fn agent_status(
+    http: &reqwest::Client,
+    api: SocketAddr,
+) -> Result<serde_json::Value> {
     Ok(http
         .get(format!("http://{api}/v1/status"))
         .send()
@@ -489,7 +498,7 @@ async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_j
 
 /// Starts the agent binary with `config` (written to `{dir}/{name}.toml`;
 /// its data dir is `data`); returns it, its API address and the program.
-async fn spawn_agent(
+pub(crate) async fn spawn_agent(
     opts: &BenchOptions,
     dir: &Path,
     name: &str,

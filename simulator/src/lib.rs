@@ -30,6 +30,7 @@ pub mod bench;
 pub mod bench_acks;
 pub mod bench_burst;
 mod bench_decode;
+mod bench_media;
 pub mod broker;
 pub mod chaos;
 pub mod demo;

@@ -38,8 +38,11 @@
 //! | `key-<sha256 of the key>` | an idempotency key: the hex of the medium it stored |
 //!
 //! A sealed file without a record (a crash between the two writes) is
-//! adopted at open as a queued medium; `doctor` checks that every file opens
-//! and matches its hash.
+//! adopted at open as a queued medium. [`check_dir`] opens every file and
+//! checks it against its name (the hash) and its record: `doctor check`
+//! reports what it finds without changing anything; the agent, at open,
+//! moves a damaged file to `media/damaged/` (its record with it) and logs
+//! it, as the outbox salvages a damaged database: the rest go on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -232,6 +235,83 @@ pub enum MediaError {
     Store(#[from] OutboxError),
 }
 
+/// What [`check_dir`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MediaCheck {
+    /// Media files that open, match their hash and have a record.
+    pub ok: u64,
+    /// Of those, not yet at the collector.
+    pub queued: u64,
+    /// Their bytes.
+    pub queued_bytes: u64,
+    /// Files that do not: `(hex, problem)`.
+    pub damaged: Vec<(String, String)>,
+    /// Sealed files without a record (adopted as queued at the next start).
+    pub without_record: Vec<String>,
+}
+
+/// Checks every media file of `data_dir` with `keys` (none: the key file is
+/// missing, so sealed files count as damaged), changing nothing.
+pub fn check_dir(data_dir: &Path, keys: Option<&Keys>) -> Result<MediaCheck, OutboxError> {
+    let dir = dir_in(data_dir);
+    let mut report = MediaCheck::default();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_hex_digest(n))
+        .collect();
+    names.sort();
+    for hex in names {
+        match check_file(&dir, &hex, keys) {
+            Ok(Some(record)) => {
+                report.ok += 1;
+                if record.progress == Progress::Queued {
+                    report.queued += 1;
+                    report.queued_bytes += record.bytes;
+                }
+            }
+            Ok(None) => report.without_record.push(hex),
+            Err(problem) => report.damaged.push((hex, problem)),
+        }
+    }
+    Ok(report)
+}
+
+/// One file: its record when it is whole (`None`: whole, no record).
+fn check_file(dir: &Path, hex: &str, keys: Option<&Keys>) -> Result<Option<MediaRecord>, String> {
+    let stored = std::fs::read(dir.join(hex)).map_err(|e| format!("cannot read: {e}"))?;
+    let plain = keys::open_with(keys, hex.as_bytes(), &stored)?;
+    let (code, image) = plain
+        .split_first()
+        .ok_or_else(|| "empty file".to_string())?;
+    let media_type = match code {
+        1 => MediaType::Png,
+        2 => MediaType::Jpeg,
+        other => return Err(format!("unknown type byte {other}")),
+    };
+    let actual = hex_of(&Sha256::digest(image));
+    if actual != hex {
+        return Err(format!("the image hashes to {actual}, not its name"));
+    }
+    let record_path = dir.join(format!("{hex}.json"));
+    let text = match std::fs::read(&record_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read its record: {e}")),
+    };
+    let record: MediaRecord =
+        serde_json::from_slice(&text).map_err(|e| format!("its record is damaged: {e}"))?;
+    if record.hash != hex || record.bytes != image.len() as u64 || record.media_type != media_type {
+        return Err("its record names another image".into());
+    }
+    Ok(Some(record))
+}
+
 /// The answer to a stored medium.
 #[derive(Debug, Clone)]
 pub struct Put {
@@ -266,7 +346,7 @@ pub fn dir_in(data_dir: &Path) -> PathBuf {
     data_dir.join(keys::MEDIA_DIR)
 }
 
-fn hex(bytes: &[u8]) -> String {
+fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -304,8 +384,30 @@ impl MediaStore {
             max_bytes: config.max_bytes,
             lock: Mutex::new(()),
         };
+        store.quarantine_damaged(data_dir)?;
         store.adopt_orphans()?;
         Ok(store)
+    }
+
+    /// Moves damaged media files (and their records) to `media/damaged/`,
+    /// logging each: the others go on being sent.
+    fn quarantine_damaged(&self, data_dir: &Path) -> Result<(), OutboxError> {
+        let report = check_dir(data_dir, Some(&self.keys))?;
+        if report.damaged.is_empty() {
+            return Ok(());
+        }
+        let aside = self.dir.join("damaged");
+        keys::private_dir(&aside)?;
+        for (hex, problem) in &report.damaged {
+            for name in [hex.clone(), format!("{hex}.json")] {
+                let from = self.dir.join(&name);
+                if from.exists() {
+                    std::fs::rename(&from, aside.join(&name)).map_err(io(&from))?;
+                }
+            }
+            tracing::error!(media = %hex, %problem, moved_to = %aside.display(), "a damaged medium was moved aside; it will not be sent");
+        }
+        Ok(())
     }
 
     /// The size cap.
@@ -349,7 +451,7 @@ impl MediaStore {
                 max: self.max_bytes,
             });
         }
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = hex_of(&Sha256::digest(bytes));
         if let Some(claimed) = claimed
             && claimed != digest
         {
@@ -359,7 +461,7 @@ impl MediaStore {
             });
         }
         let _g = self.guard();
-        let key_path = key.map(|k| self.dir.join(format!("key-{}", hex(&Sha256::digest(k)))));
+        let key_path = key.map(|k| self.dir.join(format!("key-{}", hex_of(&Sha256::digest(k)))));
         if let (Some(k), Some(path)) = (key, &key_path)
             && let Ok(first) = std::fs::read_to_string(path)
         {
@@ -696,6 +798,43 @@ mod tests {
         assert_eq!(
             s.next_to_send(10, true).expect("next").map(|r| r.hash),
             Some(a.hash)
+        );
+    }
+
+    #[test]
+    fn damaged_media_are_reported_and_moved_aside_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (good, bad) = {
+            let s = store(dir.path());
+            let good = s
+                .put(&png(b"good"), None, None, None, ROOM)
+                .expect("put")
+                .record;
+            let bad = s
+                .put(&png(b"bad"), None, None, None, ROOM)
+                .expect("put")
+                .record;
+            (good.hash, bad.hash)
+        };
+        let file = dir_in(dir.path()).join(&bad);
+        let mut bytes = std::fs::read(&file).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&file, bytes).expect("write");
+        let keys = Keys::load_or_create(dir.path()).expect("keys");
+        let report = check_dir(dir.path(), Some(&keys)).expect("check");
+        assert_eq!(report.ok, 1);
+        assert_eq!(report.damaged.len(), 1);
+        assert_eq!(report.damaged[0].0, bad);
+        assert!(file.exists(), "the check changes nothing");
+        let s = store(dir.path());
+        assert!(!file.exists());
+        assert!(dir_in(dir.path()).join("damaged").join(&bad).exists());
+        assert_eq!(s.list().expect("list").len(), 1);
+        assert_eq!(s.list().expect("list")[0].hash, good);
+        assert!(
+            check_dir(dir.path(), None).expect("check").damaged.len() == 1,
+            "sealed without the key"
         );
     }
 

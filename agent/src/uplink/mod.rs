@@ -39,8 +39,8 @@ use dockline_protocol::batch::{MAX_RANGES, uncovered};
 use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
 use dockline_protocol::status::MAX_HEARTBEAT_DEVICES;
 use dockline_protocol::{
-    Ack, Batch, Channel, ClassQueue, Command, DeviceHealth, DropCount, Envelope, PROTOCOL_VERSION,
-    Priority, QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
+    Ack, Batch, Channel, ClassQueue, Command, DeviceHealth, DropCount, Envelope, MediaChannel,
+    PROTOCOL_VERSION, Priority, QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
 };
 use rand::Rng;
 use rumqttc::{
@@ -203,7 +203,11 @@ pub async fn run(
         topic(Channel::Status),
         topic(Channel::Cmd),
     );
-    let (media_topic, media_ack_topic) = (topic(Channel::Media), topic(Channel::MediaAck));
+    let media_topic = |c| Topic::media(&config.site, &config.device, c);
+    let (media_topic, media_ack_topic) = (
+        media_topic(MediaChannel::Media),
+        media_topic(MediaChannel::MediaAck),
+    );
     let session = match outbox.next_session().await {
         Ok(s) => s,
         Err(e) => {

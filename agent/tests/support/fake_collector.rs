@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dockline_protocol::media::{MediaAck, MediaChunk, MediaHash, MediaState, Offer, Reassembly};
-use dockline_protocol::{Ack, Batch, Channel, DeviceId, PROTOCOL_VERSION, SiteId, Topic, codec};
+use dockline_protocol::{
+    Ack, Batch, Channel, DeviceId, MediaChannel, PROTOCOL_VERSION, SiteId, Topic, codec,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// The broker named by `DOCKLINE_TEST_MQTT_URL` (`mqtt://host:port`), or
@@ -98,8 +100,12 @@ impl FakeCollector {
             .to_string()
         };
         let (events, ack) = (topic(Channel::Events), topic(Channel::Ack));
-        let (media, media_ack) = (topic(Channel::Media), topic(Channel::MediaAck));
         let dev = DeviceId::new(device).expect("device id");
+        let site_id = SiteId::new(site).expect("site id");
+        let (media, media_ack) = (
+            Topic::media(&site_id, &dev, MediaChannel::Media),
+            Topic::media(&site_id, &dev, MediaChannel::MediaAck),
+        );
         let mut options = MqttOptions::new(format!("fake-collector-{device}"), host, port);
         options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
@@ -204,12 +210,11 @@ impl FakeCollector {
 }
 
 fn media_ack_topic(site: &str, device: &str) -> String {
-    Topic::new(
-        SiteId::new(site).expect("site id"),
-        DeviceId::new(device).expect("device id"),
-        Channel::MediaAck,
+    Topic::media(
+        &SiteId::new(site).expect("site id"),
+        &DeviceId::new(device).expect("device id"),
+        MediaChannel::MediaAck,
     )
-    .to_string()
 }
 
 /// A second connection for acks sent outside the chunk flow.
