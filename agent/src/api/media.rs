@@ -7,6 +7,7 @@
 //! | PUT | `/v1/media/{sha256}` | the same at a hash the client computed (checked, 422 otherwise) |
 //! | GET | `/v1/media` | what is held, each with its state: `queued` (with `have`, the bytes the collector has), `stored` (at the collector), `attached` (at the ERP, with its document) or `refused` (with the reason) |
 //! | GET | `/v1/media/{sha256}` | the image back |
+//! | POST | `/v1/link` | `{"metered": false}`: the handheld is on Wi-Fi now, a `[uplink] metered` device sends media anyway; `{"metered": true}` holds them again (until the configured window) |
 //!
 //! Events refer to media as `sha256:<hex>` (`signature_ref`, `photo_ref`).
 //! Bodies above `[media] max_bytes` are refused with 413 before they are
@@ -34,6 +35,25 @@ pub fn routes(max_bytes: usize) -> Router<ApiState> {
     Router::new()
         .route("/v1/media", post(post_media).get(list).layer(limit))
         .route("/v1/media/{hex}", get(fetch).put(put).layer(limit))
+        .route("/v1/link", post(post_link))
+}
+
+async fn post_link(State(s): State<ApiState>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Link {
+        metered: bool,
+    }
+    let Ok(link) = serde_json::from_slice::<Link>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            r#"expected {"metered": false} (on Wi-Fi now: media may go) or {"metered": true}"#,
+        );
+    };
+    s.link
+        .unmetered_now
+        .store(!link.metered, std::sync::atomic::Ordering::Relaxed);
+    Json(json!({ "metered": link.metered })).into_response()
 }
 
 /// The API's view of a record.
