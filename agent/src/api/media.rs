@@ -74,7 +74,7 @@ pub fn record_json(r: &MediaRecord) -> Value {
     v
 }
 
-fn declared_type(headers: &HeaderMap) -> Result<Option<MediaType>, Response> {
+fn declared_type(headers: &HeaderMap) -> Result<Option<MediaType>, Box<Response>> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(None);
     };
@@ -82,17 +82,17 @@ fn declared_type(headers: &HeaderMap) -> Result<Option<MediaType>, Response> {
     match t.split(';').next().map(str::trim) {
         Some(t) if t.eq_ignore_ascii_case("image/png") => Ok(Some(MediaType::Png)),
         Some(t) if t.eq_ignore_ascii_case("image/jpeg") => Ok(Some(MediaType::Jpeg)),
-        _ => Err(error(
+        _ => Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "media must be Content-Type: image/png or image/jpeg",
-        )),
+        ))),
     }
 }
 
 async fn store(s: ApiState, headers: HeaderMap, claimed: Option<String>, body: Bytes) -> Response {
     let declared = match declared_type(&headers) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let key = match idempotency::key_of(&headers) {
         Ok(k) => k,
