@@ -269,10 +269,14 @@ pub async fn figures(opts: &BenchOptions, dir: &Path) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(&adir)?;
     let (_broker, broker) = start_broker(&opts.exe, &mdir, "127.0.0.1:0".parse()?, 7).await?;
     let seen = receiver(broker).await?;
-    let config = format!(
-        "{}heartbeat_secs = 3600\n\n[outbox]\nbudget_bytes = 2000000000\n",
-        agent_config(DEVICE, &adir, broker)
-    );
+    // The reference receiver does not sign its acks: an agent with the
+    // simulation's verify key would (rightly) ignore them.
+    let base: String = agent_config(DEVICE, &adir, broker)
+        .lines()
+        .filter(|l| !l.starts_with("verify_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = format!("{base}heartbeat_secs = 3600\n\n[outbox]\nbudget_bytes = 2000000000\n");
     let (agent, api, _) = spawn_agent(opts, &mdir, "media-agent", &adir, &config).await?;
     let http = reqwest::Client::new();
     let mut out = Vec::new();
