@@ -175,7 +175,7 @@ fn lock(s: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
 /// A JPEG-looking photo of `len` bytes that does not compress.
 fn photo(len: usize, seed: u64) -> Vec<u8> {
     let mut b = vec![0xff, 0xd8, 0xff, 0xe0];
-    let mut x = seed | 1;
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
     while b.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
@@ -196,7 +196,7 @@ async fn post_photo(http: &reqwest::Client, api: SocketAddr, img: &[u8], n: usiz
     if res.status() != reqwest::StatusCode::CREATED {
         return Err(anyhow!("POST /v1/media answered {}", res.status()));
     }
-    let body = json!({"detail": {"delivered": {"received_by": format!("Consignee {n}"),
+    let body = json!({"detail": {"delivered": {"received_by": format!("Consignee {n}"), "pieces": 1,
         "photo_ref": format!("sha256:{}", MediaHash::of(img))}}, "refs": {"order": format!("SO-M{n}")}});
     http.post(format!("http://{api}/v1/events"))
         .json(&body)
