@@ -37,6 +37,9 @@ pub struct Config {
     /// Outbox limits.
     #[serde(default)]
     pub outbox: crate::outbox::OutboxConfig,
+    /// `[media]`: proof-of-delivery images taken from the handheld.
+    #[serde(default)]
+    pub media: crate::outbox::media::MediaConfig,
     /// Serial devices (`[[devices]]` tables); none by default.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
@@ -313,6 +316,23 @@ pub struct UplinkConfig {
     /// Seconds between heartbeats on the status topic.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
+    /// Bytes of media data per chunk on the `media` topic (64 KiB; at most
+    /// the protocol's 256 KiB).
+    #[serde(default = "default_media_chunk")]
+    pub media_chunk_bytes: usize,
+    /// Media bytes per second this device may send (0: no limit): events
+    /// never wait for media, media share what is left of this.
+    #[serde(default)]
+    pub media_bytes_per_sec: u64,
+    /// The link costs per byte (cellular): media are held until an
+    /// unmetered window (`media_window_utc`) or until the link is declared
+    /// unmetered (`POST /v1/link`). Events are sent as always.
+    #[serde(default)]
+    pub metered: bool,
+    /// On a metered link, the UTC hours `[from, to)` in which media go
+    /// anyway (e.g. `[22, 6]`: overnight); none: only on an unmetered link.
+    #[serde(default)]
+    pub media_window_utc: Option<[u8; 2]>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -347,6 +367,9 @@ fn default_reconnect_min() -> u64 {
 }
 fn default_reconnect_max() -> u64 {
     30_000
+}
+fn default_media_chunk() -> usize {
+    dockline_protocol::media::DEFAULT_CHUNK_BYTES
 }
 fn default_heartbeat() -> u64 {
     30
@@ -391,6 +414,10 @@ impl Default for UplinkConfig {
             reconnect_min_ms: default_reconnect_min(),
             reconnect_max_ms: default_reconnect_max(),
             heartbeat_secs: default_heartbeat(),
+            media_chunk_bytes: default_media_chunk(),
+            media_bytes_per_sec: 0,
+            metered: false,
+            media_window_utc: None,
         }
     }
 }
@@ -416,6 +443,23 @@ impl Config {
                 "uplink.reconnect_min_ms must be > 0 and <= uplink.reconnect_max_ms".into(),
             );
         }
+        if u.media_chunk_bytes == 0
+            || u.media_chunk_bytes > dockline_protocol::media::MAX_CHUNK_BYTES
+        {
+            return Err(format!(
+                "uplink.media_chunk_bytes is {}, expected 1 to {}",
+                u.media_chunk_bytes,
+                dockline_protocol::media::MAX_CHUNK_BYTES
+            ));
+        }
+        if let Some([from, to]) = u.media_window_utc
+            && (from > 23 || to > 24 || from == to)
+        {
+            return Err(format!(
+                "uplink.media_window_utc is [{from}, {to}]; expected two different UTC hours 0 to 24, e.g. [22, 6]"
+            ));
+        }
+        self.media.check()?;
         if self.mqtt.keep_alive_secs < 5 {
             return Err("mqtt.keep_alive_secs must be at least 5".into());
         }

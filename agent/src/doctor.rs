@@ -266,6 +266,8 @@ pub struct CheckReport {
     /// On a damaged file: what can still be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readable: Option<Readable>,
+    /// The media folder beside the outbox (signatures, photos).
+    pub media: crate::outbox::media::MediaCheck,
 }
 
 /// Checks the outbox at `path` without changing it. A damaged file gives a
@@ -297,6 +299,11 @@ pub fn check(path: &Path) -> Result<CheckReport, DoctorError> {
             }
         };
     }
+    let keys = Keys::for_database(path).ok().flatten();
+    if let Some(dir) = path.parent() {
+        report.media = crate::outbox::media::check_dir(dir, keys.as_ref()).map_err(outbox_error)?;
+    }
+    let media_ok = report.media.damaged.is_empty();
     let intact = report.integrity == "ok";
     if let Some(conn) = &conn {
         report.schema_version = schema_version(conn, path).ok();
@@ -317,13 +324,13 @@ pub fn check(path: &Path) -> Result<CheckReport, DoctorError> {
             report.healthy = false;
             report.integrity = format!("reading the queue failed: {e}");
         }
+        report.healthy &= media_ok;
         return Ok(report);
     }
     // Damaged: find out what is still readable, read-only.
     drop(conn);
     // Without the key file the rows still count as unreadable here; the
     // check says so rather than failing.
-    let keys = Keys::for_database(path).ok().flatten();
     match salvage::scan(path, keys.as_ref()) {
         Ok(scan) => {
             if let Some(m) = scan.meta {
@@ -486,6 +493,25 @@ impl fmt::Display for CheckReport {
                 f,
                 "next step     start the agent: it moves this file aside, copies every readable \
                  event into a fresh outbox and reports the unreadable ones to the collector as lost"
+            )?;
+        }
+        let m = &self.media;
+        writeln!(
+            f,
+            "media         {} whole ({} queued, {} bytes), {} damaged, {} without a record",
+            m.ok,
+            m.queued,
+            m.queued_bytes,
+            m.damaged.len(),
+            m.without_record.len()
+        )?;
+        for (hex, problem) in &m.damaged {
+            writeln!(f, "              DAMAGED {hex}: {problem}")?;
+        }
+        if !m.damaged.is_empty() {
+            writeln!(
+                f,
+                "next step     start the agent: it moves damaged media to media/damaged/ and sends the rest"
             )?;
         }
         if self.healthy {

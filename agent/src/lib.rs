@@ -237,9 +237,14 @@ pub async fn run_reloadable(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let link = Arc::new(uplink::LinkStatus::default());
+    let media = Arc::new(outbox::media::MediaStore::open(
+        &config.data_dir,
+        &config.media,
+    )?);
     let uplink = tokio::spawn(uplink::run(
         config.clone(),
         outbox.clone(),
+        media.clone(),
         link.clone(),
         presence.clone(),
         stopped(stop_rx.clone()),
@@ -266,7 +271,8 @@ pub async fn run_reloadable(
         site: config.site.to_string(),
         clock: config.clock,
         task_keys: Arc::default(),
-        media: Arc::new(api::media::MediaStore::open(&config.data_dir)?),
+        media,
+        budget_bytes: config.outbox.budget_bytes,
     };
     let refusals = guard.refusals.clone();
     let limits = api::Limits {

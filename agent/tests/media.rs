@@ -58,7 +58,7 @@ async fn media_are_kept_sealed_at_their_hash_and_survive_a_key_rotation() {
     assert_eq!(res.status(), 201);
     let v: Value = res.json().await.expect("json");
     assert_eq!(v["ref"], format!("sha256:{hex}"));
-    assert_eq!(v["state"], "waiting");
+    assert_eq!(v["state"], "queued");
     // Again: held already.
     let res = put("image/png", format!("/v1/media/{hex}"), img.clone())
         .await
@@ -95,7 +95,21 @@ async fn media_are_kept_sealed_at_their_hash_and_survive_a_key_rotation() {
         .await
         .expect("put");
     assert_eq!(res.status(), 401);
-    let big = vec![7u8; dockline_agent::api::media::MAX_MEDIA_BYTES + 1];
+    // Not an image by its bytes, whatever the header says.
+    let text = b"signature-of-nobody".to_vec();
+    assert_eq!(
+        put(
+            "image/png",
+            format!("/v1/media/{}", sha256_hex(&text)),
+            text
+        )
+        .await
+        .expect("put")
+        .status(),
+        415
+    );
+    let mut big = vec![7u8; dockline_agent::outbox::media::DEFAULT_MAX_MEDIA_BYTES + 1];
+    big[..3].copy_from_slice(&[0xff, 0xd8, 0xff]);
     let big_hex = sha256_hex(&big);
     assert_eq!(
         put("image/jpeg", format!("/v1/media/{big_hex}"), big)

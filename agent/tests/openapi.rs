@@ -79,6 +79,7 @@ async fn every_documented_operation_answers_as_documented() {
             "/app/",
             "/v1/events",
             "/v1/events/{id}",
+            "/v1/link",
             "/v1/media",
             "/v1/media/{sha256}",
             "/v1/openapi.json",
@@ -194,6 +195,6 @@ async fn every_documented_operation_answers_as_documented() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 11, "every documented operation was called");
+    assert_eq!(checked, 13, "every documented operation was called");
     agent.stop().await;
 }

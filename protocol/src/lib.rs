@@ -12,6 +12,9 @@
 //! - [`status`]: birth, death and heartbeat messages on the `status` topic.
 //! - [`command`]: what the collector asks of a device on its `cmd` topic
 //!   (resend a range), with its expiry and Ed25519 signature.
+//! - [`media`]: proof-of-delivery media in chunks, the collector's media
+//!   acks, and the reassembly state machine (the whole contract is in its
+//!   module doc).
 //! - [`topic`]: the topic grammar `dockline/v1/{site}/{device}/{channel}`.
 //! - [`codec`]: CBOR encoding and size-capped, validating decoding.
 //!
@@ -56,6 +59,7 @@ pub mod command;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+pub mod media;
 pub mod reading;
 pub mod status;
 pub mod topic;
@@ -68,11 +72,12 @@ pub use command::{Command, CommandRefusal, Resend, Signed};
 pub use envelope::{Envelope, Payload, Priority, TimeSource};
 pub use event::{BusinessEvent, EventDetail, ExceptionKind, ProofOfDelivery, References};
 pub use ids::{DeviceId, EventId, IdError, SiteId};
+pub use media::{MediaAck, MediaChunk, MediaHash, MediaState, MediaType, Reassembly};
 pub use reading::{Fix, FixMode, Reading, Scan, Weight, WeightReading, WeightUnit};
 pub use status::{
     ClassQueue, DeviceHealth, DropCount, QueueHealth, Status, StatusKind, VerdictsWanted,
 };
-pub use topic::{Channel, Topic, TopicError};
+pub use topic::{Channel, MediaChannel, Topic, TopicError};
 pub use validate::ValidationError;
 
 /// The protocol version this crate speaks, carried as `v` in every message.

@@ -6,6 +6,14 @@
 //! | `ack`    | collector → agent  | [`Ack`](crate::Ack)          |
 //! | `status` | agent → collector  | [`Status`](crate::Status)    |
 //! | `cmd`    | collector → agent  | [`Command`](crate::Command) (resend a range, …) |
+//! | `media`  | agent → collector  | [`MediaChunk`](crate::MediaChunk) (a piece of a signature or photo) |
+//! | `media_ack` | collector → agent | [`MediaAck`](crate::MediaAck) (how much of a medium is stored, its state) |
+//!
+//! `media` and `media_ack` were added in v1 as new channels (old peers never
+//! subscribe to them); see [`crate::media`] for their contract. They are
+//! [`MediaChannel`]s beside [`Channel`], whose four variants stay as they
+//! were so a receiver's exhaustive match over them stays valid; a receiver
+//! of media parses with [`Topic::parse_media`].
 
 use alloc::format;
 use alloc::string::String;
@@ -27,6 +35,25 @@ pub enum Channel {
     Status,
     /// Commands to the agent.
     Cmd,
+}
+
+/// The media channels (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaChannel {
+    /// Media chunks from the agent.
+    Media,
+    /// Media progress from the collector.
+    MediaAck,
+}
+
+impl MediaChannel {
+    /// The channel's topic level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaChannel::Media => "media",
+            MediaChannel::MediaAck => "media_ack",
+        }
+    }
 }
 
 impl Channel {
@@ -57,11 +84,13 @@ pub struct Topic {
 pub enum TopicError {
     /// Wrong prefix or number of levels.
     #[error(
-        "topic {0:?} is not of the form dockline/v1/{{site}}/{{device}}/{{events|ack|status|cmd}}"
+        "topic {0:?} is not of the form dockline/v1/{{site}}/{{device}}/{{events|ack|status|cmd|media|media_ack}}"
     )]
     Shape(String),
     /// Unknown last level.
-    #[error("topic {0:?} ends in an unknown channel; expected events, ack, status or cmd")]
+    #[error(
+        "topic {0:?} ends in an unknown channel; expected events, ack, status, cmd, media or media_ack"
+    )]
     Channel(String),
     /// A site or device level broke the id rule.
     #[error("topic {topic:?}: {source}")]
@@ -85,6 +114,39 @@ impl Topic {
 
     /// Parses a topic name.
     pub fn parse(topic: &str) -> Result<Self, TopicError> {
+        let (site, device, channel) = Self::levels(topic)?;
+        let channel = match channel {
+            "events" => Channel::Events,
+            "ack" => Channel::Ack,
+            "status" => Channel::Status,
+            "cmd" => Channel::Cmd,
+            _ => return Err(TopicError::Channel(topic.chars().take(200).collect())),
+        };
+        Ok(Self {
+            site,
+            device,
+            channel,
+        })
+    }
+
+    /// Parses a media topic (`…/media`, `…/media_ack`).
+    pub fn parse_media(topic: &str) -> Result<(SiteId, DeviceId, MediaChannel), TopicError> {
+        let (site, device, channel) = Self::levels(topic)?;
+        let channel = match channel {
+            "media" => MediaChannel::Media,
+            "media_ack" => MediaChannel::MediaAck,
+            _ => return Err(TopicError::Channel(topic.chars().take(200).collect())),
+        };
+        Ok((site, device, channel))
+    }
+
+    /// A media topic of one device.
+    pub fn media(site: &SiteId, device: &DeviceId, channel: MediaChannel) -> String {
+        format!("{PREFIX}/{site}/{device}/{}", channel.as_str())
+    }
+
+    /// The site and device levels, checked, and the last level.
+    fn levels(topic: &str) -> Result<(SiteId, DeviceId, &str), TopicError> {
         let shape = || TopicError::Shape(topic.chars().take(200).collect());
         let rest = topic
             .strip_prefix(PREFIX)
@@ -102,23 +164,17 @@ impl Topic {
         };
         let site = SiteId::new(site).map_err(id_err)?;
         let device = DeviceId::new(device).map_err(id_err)?;
-        let channel = match channel {
-            "events" => Channel::Events,
-            "ack" => Channel::Ack,
-            "status" => Channel::Status,
-            "cmd" => Channel::Cmd,
-            _ => return Err(TopicError::Channel(topic.chars().take(200).collect())),
-        };
-        Ok(Self {
-            site,
-            device,
-            channel,
-        })
+        Ok((site, device, channel))
     }
 
     /// The subscription filter for one channel of every device on every site
     /// (`dockline/v1/+/+/events`).
     pub fn all(channel: Channel) -> String {
+        format!("{PREFIX}/+/+/{}", channel.as_str())
+    }
+
+    /// [`Topic::all`] for a media channel (`dockline/v1/+/+/media`).
+    pub fn all_media(channel: MediaChannel) -> String {
         format!("{PREFIX}/+/+/{}", channel.as_str())
     }
 }
@@ -163,5 +219,22 @@ mod tests {
             Err(TopicError::Id { .. })
         ));
         assert_eq!(Topic::all(Channel::Events), "dockline/v1/+/+/events");
+        let (site, dev) = (
+            SiteId::new("s").expect("id"),
+            DeviceId::new("d").expect("id"),
+        );
+        for c in [MediaChannel::Media, MediaChannel::MediaAck] {
+            let t = Topic::media(&site, &dev, c);
+            assert_eq!(Topic::parse_media(&t), Ok((site.clone(), dev.clone(), c)));
+            assert!(matches!(Topic::parse(&t), Err(TopicError::Channel(_))));
+        }
+        assert!(matches!(
+            Topic::parse_media("dockline/v1/s/d/events"),
+            Err(TopicError::Channel(_))
+        ));
+        assert_eq!(
+            Topic::all_media(MediaChannel::MediaAck),
+            "dockline/v1/+/+/media_ack"
+        );
     }
 }

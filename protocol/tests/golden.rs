@@ -347,6 +347,69 @@ fn signed_resend_command_matches_fixture() {
     assert_eq!(opened, inner);
 }
 
+/// A signature's first chunk and the collector's answers to it (the
+/// `media` and `media_ack` channels, added in v1).
+pub fn sample_media_chunk() -> MediaChunk {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..120u8).map(|i| i.wrapping_mul(37)));
+    MediaChunk {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        hash: MediaHash::of(&png),
+        media_type: MediaType::Png,
+        len: png.len() as u64,
+        off: 0,
+        data: png[..64].to_vec(),
+    }
+}
+
+#[test]
+fn media_messages_match_fixtures() {
+    let chunk = sample_media_chunk();
+    check("media-chunk", &chunk);
+    let ack = |have, state| media::MediaAck {
+        v: PROTOCOL_VERSION,
+        device: dev(),
+        hash: chunk.hash,
+        have,
+        at: None,
+        state,
+    };
+    check(
+        "media-ack-receiving",
+        &media::MediaAck {
+            at: Some(64),
+            ..ack(64, MediaState::Receiving)
+        },
+    );
+    check("media-ack-stored", &ack(128, MediaState::Stored));
+    check(
+        "media-ack-attached",
+        &ack(
+            128,
+            MediaState::Attached {
+                doc: Some("shipment.out,77".into()),
+            },
+        ),
+    );
+    check(
+        "media-ack-refused",
+        &ack(
+            0,
+            MediaState::Refused {
+                reason: "larger than this collector takes".into(),
+            },
+        ),
+    );
+    // The data travels as a CBOR byte string, not an array of integers.
+    let bytes = encode(&chunk).expect("encodes");
+    assert!(
+        bytes.len() < chunk.data.len() + 100,
+        "{} bytes for 64 of data",
+        bytes.len()
+    );
+}
+
 #[test]
 fn cbor_is_at_most_half_of_json() {
     let batch = sample_batch();

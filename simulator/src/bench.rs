@@ -18,6 +18,7 @@
 //! | `fleet_reconnect_burst` | messages/s from N devices × K one-event batches published at once (10 clients) until every one is stored and its application ack published, resends after the ack timeout included ([`crate::bench_burst`]) | the same messages QoS 1 from 10 clients to topics nobody reads |
 //! | `wire_bytes_per_event` | CBOR bytes per event in a batch of 256 | the same batch as JSON (same field names) |
 //! | `agent_binary_size` | size of the `dockline-agent` executable next to this one | — |
+//! | `wire_duplicate_ratio`, `wire_link_bytes_per_event`, `media_throughput`, `media_resume_bytes` | events crossing the link more than once; photos from a real agent ([`crate::bench_media`]) | see there |
 //!
 //! Ingest, single commits, collector ingest and collector delivery alternate
 //! with their baselines over several rounds (five in a full run) and report
@@ -199,9 +200,14 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
     if opts.wants("decode_") {
         figures.extend(crate::bench_decode::figures(opts.quick).context("decode throughput")?);
     }
+    figures.extend(
+        crate::bench_media::figures(opts, dir.path())
+            .await
+            .context("media")?,
+    );
     if figures.is_empty() {
         return Err(anyhow!(
-            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, collector_delivery_pg, collector_one_lane, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, ack_signing, agent_binary_size, decode_nmea, decode_gs1, decode_mtsics",
+            "no figure matches --only {:?}; names: agent_durable_ingest, agent_fsync_single_commit, agent_secure_delete, agent_backlog_drain, agent_idle_rss, collector_ingest, collector_delivery, collector_delivery_pg, collector_one_lane, scan_to_erp, fleet_reconnect_burst, wire_bytes_per_event, wire_duplicate_ratio, wire_link_bytes_per_event, media_throughput, media_resume_bytes, ack_signing, agent_binary_size, decode_nmea, decode_gs1, decode_mtsics",
             opts.only
         ));
     }
@@ -485,7 +491,10 @@ fn raw_fsyncs(path: &Path, n: usize) -> Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn agent_status(http: &reqwest::Client, api: SocketAddr) -> Result<serde_json::Value> {
+pub(crate) async fn agent_status(
+    http: &reqwest::Client,
+    api: SocketAddr,
+) -> Result<serde_json::Value> {
     Ok(http
         .get(format!("http://{api}/v1/status"))
         .send()

@@ -34,6 +34,7 @@ pub mod bench_acks;
 pub mod bench_burst;
 mod bench_decode;
 mod bench_delivery;
+mod bench_media;
 pub mod broker;
 pub mod chaos;
 pub mod demo;

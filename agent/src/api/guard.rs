@@ -22,7 +22,7 @@
 //!    in `{data_dir}/api.token` ([`super::token`]).
 //! 4. **Content type** (415): a `POST`, `PUT` or `PATCH` must say
 //!    `Content-Type: application/json` (a `PUT` of media under
-//!    `/v1/media/`: `image/png` or `image/jpeg`). A cross-site form or a `no-cors`
+//!    `/v1/media/` or a `POST` to `/v1/media`: `image/png` or `image/jpeg`). A cross-site form or a `no-cors`
 //!    fetch can only send `text/plain`, form or multipart bodies, so this
 //!    check alone stops them even where `Origin` is missing.
 //!
@@ -360,8 +360,9 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
     );
     // Media are images; a cross-site page cannot send those types without
     // a preflight, which the Origin check refuses.
-    let media =
-        *request.method() == Method::PUT && path.starts_with("/v1/media/") && is_image(headers);
+    let media = ((*request.method() == Method::PUT && path.starts_with("/v1/media/"))
+        || (*request.method() == Method::POST && path == "/v1/media"))
+        && is_image(headers);
     if changing && !media && !is_json(headers) {
         count(&guard.refusals.content_type);
         let came = headers

@@ -8,7 +8,7 @@
 //! | GET    | `/v1/tasks`        | pick lists waiting for a station                |
 //! | GET    | `/v1/events`       | receipts, newest first (`?state=booked&limit=50&before=SEQ`) |
 //! | GET    | `/v1/events/{id}`  | one receipt: queued, stored, booked, rejected (`?known=queued&wait_ms=25000`: a long poll that answers when the state is no longer `known`) |
-//! | PUT/GET | `/v1/media/{sha256}`, `/v1/media` | signatures and photos kept on the agent, sealed ([`media`]) |
+//! | POST/PUT/GET | `/v1/media`, `/v1/media/{sha256}` | signatures and photos: kept sealed on the agent, sent to the collector after their event, each with its state ([`media`]) |
 //! | GET    | `/v1/openapi.json` | the OpenAPI 3.1 description of all of this      |
 //! | GET    | `/app/`            | the handheld app ([`crate::app`])               |
 //!
@@ -39,7 +39,7 @@ pub mod guard;
 pub mod idempotency;
 pub mod media;
 pub mod openapi;
-mod routes;
+pub(crate) mod routes;
 pub mod token;
 
 use std::future::Future;
@@ -89,7 +89,9 @@ pub struct ApiState {
     /// Pick-list idempotency keys (events keep theirs in the outbox).
     pub task_keys: Arc<Mutex<idempotency::TaskKeys>>,
     /// Proof-of-delivery media held on the agent.
-    pub media: Arc<media::MediaStore>,
+    pub media: Arc<crate::outbox::media::MediaStore>,
+    /// The disk budget events and media share (`[outbox] budget_bytes`).
+    pub budget_bytes: u64,
 }
 
 /// Builds the router: the API, the app and the document, all behind the
@@ -97,7 +99,7 @@ pub struct ApiState {
 pub fn router(state: ApiState, guard: Arc<Guard>) -> Router {
     Router::new()
         .merge(routes::routes())
-        .merge(media::routes())
+        .merge(media::routes(state.media.max_bytes()))
         .route("/v1/openapi.json", get(openapi::document))
         .merge(crate::app::routes())
         .merge(crate::ops_http::router())

@@ -180,7 +180,19 @@ fn paths() -> Value {
                 }), refusals())
             }
         },
-        "/v1/media": {"get": media_list()},
+        "/v1/media": {"get": media_list(), "post": media_post()},
+        "/v1/link": {"post": {
+            "operationId": "postLink",
+            "summary": "Tell a metered device ([uplink] metered) that its link is unmetered now (Wi-Fi): media go at once; metered: true holds them again until the configured window",
+            "requestBody": {"required": true, "content": {"application/json": {
+                "schema": {"type": "object", "required": ["metered"], "properties": {"metered": {"type": "boolean"}}},
+                "example": {"metered": false}}}},
+            "responses": merge(json!({
+                "200": {"description": "Taken", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["metered"], "properties": {"metered": {"type": "boolean"}}}}}},
+                "400": error_response("Not {\"metered\": bool}")
+            }), refusals())
+        }},
         "/v1/media/{sha256}": media_item(),
         "/v1/openapi.json": {
             "get": {
@@ -257,8 +269,11 @@ fn schemas() -> Value {
             }
         },
         "MediaAccepted": {
-            "type": "object", "required": ["ref", "state"],
-            "properties": {"ref": {"type": "string"}, "state": {"type": "string", "enum": ["waiting"]}}
+            "type": "object", "required": ["ref", "hash", "bytes", "state", "have"],
+            "properties": {"ref": {"type": "string"}, "hash": {"type": "string"}, "type": {"type": "string"},
+                "bytes": {"type": "integer"}, "have": {"type": "integer"}, "replayed": {"type": "boolean"},
+                "state": {"type": "string", "enum": ["queued", "stored", "attached", "refused"]},
+                "document": {"type": "string"}, "reason": {"type": "string"}}
         },
         "TaskAccepted": {
             "type": "object", "required": ["order", "lines", "replaced", "state"],
@@ -303,6 +318,7 @@ fn status_schema() -> Value {
             "queued_bytes": {"type": "integer"}, "oldest_unacked_ms": {"type": "integer"},
             "stored": {"type": "integer"}, "booked": {"type": "integer"}, "rejected": {"type": "integer"},
             "mqtt_connected": {"type": "boolean"}, "mqtt_connects": {"type": "integer"}, "ack_timeouts": {"type": "integer"},
+            "media": {"type": "object", "description": "held, bytes, queued, queued_bytes, stored, attached, refused; sent_bytes and resent_bytes on the media topic"},
             "commands": {"type": "object"}, "devices": {}, "stations": {},
             "api_refusals": {"type": "object", "required": ["host", "origin", "token", "content_type", "connections", "slow_headers"],
                 "properties": {"host": {"type": "integer"}, "origin": {"type": "integer"}, "token": {"type": "integer"},
@@ -315,16 +331,35 @@ fn media_list() -> Value {
     let held = json!({"description": "Held media",
     "content": {"application/json": {"schema": {
         "type": "object", "required": ["media"],
-        "properties": {"media": {"type": "array", "items": {
-            "type": "object", "required": ["ref", "bytes", "state"],
-            "properties": {"ref": {"type": "string"}, "bytes": {"type": "integer"},
-                "state": {"type": "string", "enum": ["waiting"]}}
-        }}}
+        "properties": {"media": {"type": "array", "items": {"$ref": "#/components/schemas/MediaAccepted"}}}
     }}}});
     json!({
         "operationId": "listMedia",
-        "summary": "Signatures and photos kept on the agent, each waiting for an upload to the ERP (none exists yet)",
+        "summary": "Signatures and photos on the agent, oldest first, each with its state: queued (have: bytes the collector holds), stored (at the collector), attached (at the ERP, with its document) or refused (with the reason)",
         "responses": merge(json!({"200": held}), refusals())
+    })
+}
+
+fn media_post() -> Value {
+    json!({
+        "operationId": "postMedia",
+        "summary": "Store an image; the agent names it by its SHA-256 (reference it as sha256:<hex> in a delivery's signature_ref or photo_ref). Sent to the collector after that event is stored",
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "Same key and bytes: the first answer again (200); same key, other bytes: 422",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128}}],
+        "requestBody": {"required": true, "content": {
+            "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+            "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}
+        }},
+        "responses": merge(json!({
+            "201": {"description": "Stored (fsynced)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MediaAccepted"}}}},
+            "200": {"description": "Held already, or a replayed Idempotency-Key", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MediaAccepted"}}}},
+            "400": error_response("A malformed Idempotency-Key"),
+            "413": error_response("Above [media] max_bytes (2 MiB by default)"),
+            "415": error_response("Not a PNG or JPEG by its bytes, or not the declared type"),
+            "422": error_response("The Idempotency-Key was used for another image"),
+            "507": error_response("No room in the disk budget beside the queued events (media are never shed)")
+        }), refusals())
     })
 }
 
@@ -335,7 +370,7 @@ fn media_item() -> Value {
     json!({
         "put": {
             "operationId": "putMedia",
-            "summary": "Keep an image on the agent, sealed with the device's key (at most 2 MiB)",
+            "summary": "Store an image at the SHA-256 the client computed (checked), sealed with the device's key; sent to the collector after the event that names it is stored",
             "parameters": [hash.clone()],
             "requestBody": {"required": true, "content": {
                 "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
@@ -345,9 +380,10 @@ fn media_item() -> Value {
                 "201": {"description": "Stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MediaAccepted"}}}},
                 "200": {"description": "Held already", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MediaAccepted"}}}},
                 "400": error_response("Not a lower-case hex SHA-256"),
-                "413": {"description": "Above 2 MiB"},
-                "415": error_response("Not image/png or image/jpeg"),
-                "422": error_response("The body's SHA-256 is not the one in the path")
+                "413": error_response("Above [media] max_bytes (2 MiB by default)"),
+                "415": error_response("Not a PNG or JPEG by its bytes, or not the declared type"),
+                "422": error_response("The body's SHA-256 is not the one in the path, or the Idempotency-Key was used for another image"),
+                "507": error_response("No room in the disk budget beside the queued events (media are never shed)")
             }), refusals())
         },
         "get": {

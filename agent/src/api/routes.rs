@@ -48,7 +48,7 @@ struct PostedEvent {
     captured_ms: Option<i64>,
 }
 
-fn outbox_error(e: OutboxError) -> Response {
+pub(crate) fn outbox_error(e: OutboxError) -> Response {
     match e {
         OutboxError::Invalid(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
         OutboxError::KeyReused { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
@@ -110,10 +110,27 @@ async fn post_event(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
             refs: posted.refs,
         }),
     };
+    let media_refs = media_refs(&event.payload);
     let appended = match once {
         Some(once) => s.outbox.append_once(event, once).await,
         None => s.outbox.append(event).await,
     };
+    if let Ok(a) = &appended
+        && !media_refs.is_empty()
+    {
+        // The media wait until this event is stored at the collector. A
+        // failure here only means they go once no business event is queued.
+        let (media, seq) = (s.media.clone(), a.seq);
+        let noted = tokio::task::spawn_blocking(move || {
+            media_refs
+                .iter()
+                .try_for_each(|hex| media.note_reference(hex, seq))
+        })
+        .await;
+        if !matches!(noted, Ok(Ok(()))) {
+            tracing::warn!(seq, "could not note the event's media references");
+        }
+    }
     match appended {
         Ok(a) if a.replayed => {
             // The first answer again, with the receipt's state now.
@@ -126,6 +143,23 @@ async fn post_event(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
         Ok(a) => (StatusCode::CREATED, Json(event_answer(&a, "queued"))).into_response(),
         Err(e) => outbox_error(e),
     }
+}
+
+/// The media a proof of delivery names (`sha256:<hex>` references), as hex.
+fn media_refs(payload: &Payload) -> Vec<String> {
+    let Payload::Event(BusinessEvent {
+        detail: dockline_protocol::EventDetail::Delivered(pod),
+        ..
+    }) = payload
+    else {
+        return Vec::new();
+    };
+    [&pod.signature_ref, &pod.photo_ref]
+        .into_iter()
+        .flatten()
+        .filter_map(|r| dockline_protocol::MediaHash::parse_ref(r))
+        .map(|h| h.to_string())
+        .collect()
 }
 
 fn event_answer(a: &Appended, state: &str) -> Value {
@@ -216,6 +250,18 @@ async fn get_event(
 }
 
 async fn status(State(s): State<ApiState>, Extension(guard): Extension<Arc<Guard>>) -> Response {
+    let media = s.media.clone();
+    let media = match tokio::task::spawn_blocking(move || media.totals()).await {
+        Ok(Ok(t)) => json!({
+            "held": t.held, "bytes": t.bytes, "queued": t.queued, "queued_bytes": t.queued_bytes,
+            "stored": t.stored, "attached": t.attached, "refused": t.refused,
+            "sent_bytes": s.link.media_sent_bytes.load(Ordering::Relaxed),
+            "resent_bytes": s.link.media_resent_bytes.load(Ordering::Relaxed),
+            "acks_refused": s.link.media_acks_refused.load(Ordering::Relaxed),
+        }),
+        Ok(Err(e)) => json!({"error": e.to_string()}),
+        Err(_) => json!({"error": "media count task failed"}),
+    };
     match s.outbox.status().await {
         Ok(q) => {
             let oldest_unacked_ms = q
@@ -242,6 +288,7 @@ async fn status(State(s): State<ApiState>, Extension(guard): Extension<Arc<Guard
                 "commands": s.link.commands.snapshot(),
                 "acks": s.link.acks.snapshot(),
                 "devices": s.devices.snapshot(),
+                "media": media,
                 "stations": s.stations.lock().engine.status(),
                 "api_refusals": guard.refusals.snapshot(),
             }))

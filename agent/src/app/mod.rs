@@ -24,8 +24,10 @@
 //! signature and photos of a delivery until they are on the agent. Before
 //! an event is sent, its media are PUT to `/v1/media/{sha256}`
 //! ([`crate::api::media`]: kept sealed on the agent) and removed from the
-//! browser; the receipts show them as waiting for an upload to the ERP,
-//! which does not exist yet. The event carries their `sha256:` references.
+//! browser; the event carries their `sha256:` references. The receipts show
+//! each medium's state from `GET /v1/media` (refreshed every 3 s while they
+//! show): queued on the agent (with the bytes the collector has), stored at
+//! the collector, attached at the ERP with its document, or refused.
 //!
 //! Every answer carries a Content-Security-Policy that allows only the
 //! page's own script and style (and `data:`/`blob:` images for the

@@ -65,6 +65,7 @@
 
 pub mod budget;
 pub mod keys;
+pub mod media;
 pub mod salvage;
 pub mod schema;
 pub(crate) mod writer;

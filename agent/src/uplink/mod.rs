@@ -27,6 +27,7 @@
 //! collector ([`command::CommandVerifier::open_ack`]).
 
 pub mod command;
+pub mod media;
 pub mod state;
 
 use std::future::Future;
@@ -38,16 +39,19 @@ use dockline_protocol::batch::{MAX_RANGES, uncovered};
 use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
 use dockline_protocol::status::MAX_HEARTBEAT_DEVICES;
 use dockline_protocol::{
-    Ack, Batch, Channel, ClassQueue, Command, DeviceHealth, DropCount, PROTOCOL_VERSION, Priority,
-    QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
+    Ack, Batch, Channel, ClassQueue, Command, DeviceHealth, DropCount, Envelope, MediaChannel,
+    PROTOCOL_VERSION, Priority, QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
 };
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::outbox::media::{MediaStore, Progress};
 use crate::outbox::{Chunk, Outbox, QueueStatus};
 use dockline_host::clock::now_ms;
+use dockline_protocol::media::{MediaAck, MediaChunk, MediaHash, MediaState, MediaType};
+pub use media::{AckEffect, MediaLane, media_allowed};
 pub use state::{Lane, UplinkState};
 
 /// Link health shared with the local API.
@@ -64,6 +68,16 @@ pub struct LinkStatus {
     /// Acks acted on and refused, per reason, and resend requests refused
     /// for asking beyond what this agent assigned.
     pub acks: command::AckCounters,
+    /// Media bytes published (chunks' data).
+    pub media_sent_bytes: AtomicU64,
+    /// Of those, bytes published again after a loss, timeout or reconnect.
+    pub media_resent_bytes: AtomicU64,
+    /// Media acks from the collector that could not be read or were not
+    /// for this device.
+    pub media_acks_refused: AtomicU64,
+    /// The handheld declared the link unmetered for now (`POST /v1/link`):
+    /// a metered device sends media anyway.
+    pub unmetered_now: AtomicBool,
 }
 
 enum LinkEvent {
@@ -168,6 +182,7 @@ fn status(config: &Config, session: u64, kind: StatusKind) -> Option<Vec<u8>> {
 pub async fn run(
     config: Config,
     outbox: Outbox,
+    media_store: Arc<MediaStore>,
     link: Arc<LinkStatus>,
     devices: Arc<crate::devices::Presence>,
     shutdown: impl Future<Output = ()>,
@@ -179,6 +194,11 @@ pub async fn run(
         topic(Channel::Ack),
         topic(Channel::Status),
         topic(Channel::Cmd),
+    );
+    let media_topic = |c| Topic::media(&config.site, &config.device, c);
+    let (media_topic, media_ack_topic) = (
+        media_topic(MediaChannel::Media),
+        media_topic(MediaChannel::MediaAck),
     );
     let session = match outbox.next_session().await {
         Ok(s) => s,
@@ -247,6 +267,16 @@ pub async fn run(
         }
     };
     let mut replays = command::ReplayGuard::default();
+    let mut media = MediaSender {
+        store: media_store,
+        lane: MediaLane::new(
+            config.uplink.media_chunk_bytes,
+            config.uplink.media_bytes_per_sec,
+            config.ack_timeout(),
+        ),
+        image: None,
+        look: true,
+    };
     tokio::pin!(shutdown);
 
     loop {
@@ -260,7 +290,8 @@ pub async fn run(
                     link.connects.fetch_add(1, Ordering::Relaxed);
                     outage_logged = false;
                     tracing::info!(broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port), session, from_seq = state.acked_up_to() + 1, "connected to broker; sending from the ack floor");
-                    for t in [&ack_topic, &cmd_topic] {
+                    media.look = true;
+                    for t in [&ack_topic, &cmd_topic, &media_ack_topic] {
                         if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
                             tracing::warn!(error = %e, topic = %t, "could not subscribe; will retry on reconnect");
                         }
@@ -283,11 +314,15 @@ pub async fn run(
                         outage_logged = true;
                     }
                     state.on_disconnected();
+                    media.lane.on_disconnected();
                     link.connected.store(false, Ordering::Relaxed);
                 }
                 Some(LinkEvent::Message(topic, payload)) => {
                     if topic == ack_topic {
                         apply_ack(&outbox, &mut state, &verifier, &link, &payload).await;
+                        media.look = true;
+                    } else if topic == media_ack_topic {
+                        media.apply_ack(&config, &link, &payload).await;
                     } else if topic == cmd_topic {
                         let now = now_ms();
                         let checked = verifier
@@ -310,6 +345,10 @@ pub async fn run(
             },
             _ = outbox.appended() => {}
             _ = tick.tick() => {
+                media.look = true;
+                if media.lane.on_tick(Instant::now()) {
+                    tracing::info!(media = ?media.lane.current(), "no media ack in time; resending from what the collector has");
+                }
                 if state.on_tick(Instant::now()) {
                     link.ack_timeouts.fetch_add(1, Ordering::Relaxed);
                     link.connected.store(false, Ordering::Relaxed);
@@ -328,6 +367,10 @@ pub async fn run(
             }
         }
         send_window(&config, &outbox, &client, &events_topic, &mut state).await;
+        // Media after events, in every turn: they never hold an event back.
+        media
+            .send(&config, &outbox, &client, &media_topic, &state, &link)
+            .await;
     }
 
     // Graceful goodbye: a death that says so, then a clean disconnect. Bounded,
@@ -340,6 +383,163 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_millis(500), pump).await;
     } else {
         pump.abort();
+    }
+}
+
+/// The media lane with its I/O: the store it reads images and records
+/// from, and the image in hand.
+struct MediaSender {
+    store: Arc<MediaStore>,
+    lane: MediaLane,
+    image: Option<(MediaHash, MediaType, Arc<Vec<u8>>)>,
+    /// Whether to look for a medium to send when the lane is idle (set on
+    /// acks, connects and ticks, so an idle lane does not read the store on
+    /// every appended event).
+    look: bool,
+}
+
+impl MediaSender {
+    /// Applies a media ack from the collector: the record first (so a
+    /// restart resumes from it), then the lane.
+    async fn apply_ack(&mut self, config: &Config, link: &LinkStatus, payload: &[u8]) {
+        let ack: MediaAck = match codec::decode(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                link.media_acks_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "unreadable media ack from the collector ignored; the medium is resent after the ack timeout");
+                return;
+            }
+        };
+        if ack.device != config.device {
+            link.media_acks_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device = %ack.device, "media ack for another device ignored");
+            return;
+        }
+        let store = self.store.clone();
+        let recorded = ack.clone();
+        match tokio::task::spawn_blocking(move || store.apply_ack(&recorded)).await {
+            Ok(Ok(Some(r))) => {
+                tracing::debug!(media = %r.hash, state = r.progress.name(), have = r.have, "media ack")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, media = %ack.hash, "cannot record a media ack; the chunks are resent");
+                return;
+            }
+            Err(_) => return,
+        }
+        let done = !matches!(ack.state, MediaState::Receiving);
+        if done {
+            if self.lane.current() == Some(ack.hash) {
+                self.lane.finish();
+                self.image = None;
+            }
+            self.look = true;
+            if let MediaState::Refused { reason } = &ack.state {
+                tracing::warn!(media = %ack.hash, %reason, "the collector refuses this medium; it stays on the agent");
+            }
+            return;
+        }
+        if self.lane.on_ack(ack.hash, ack.have, ack.at) == AckEffect::Resumed {
+            tracing::info!(media = %ack.hash, from = ack.have, "the collector did not take a chunk; resuming from what it has");
+        }
+    }
+
+    /// Publishes the chunks the lane allows now; takes the next medium
+    /// whose events are stored when the lane is idle.
+    async fn send(
+        &mut self,
+        config: &Config,
+        outbox: &Outbox,
+        client: &AsyncClient,
+        topic: &str,
+        state: &UplinkState,
+        link: &LinkStatus,
+    ) {
+        let u = &config.uplink;
+        let hour = ((now_ms() / 3_600_000) % 24) as u8;
+        let unmetered = link.unmetered_now.load(Ordering::Relaxed);
+        if !state.connected() || !media_allowed(u.metered, unmetered, u.media_window_utc, hour) {
+            return;
+        }
+        if self.lane.current().is_none() {
+            if !std::mem::take(&mut self.look) {
+                return;
+            }
+            if !self.take_next(outbox, state.acked_up_to()).await {
+                return;
+            }
+        }
+        let Some((hash, media_type, bytes)) = self.image.clone() else {
+            return;
+        };
+        while let Some((off, n)) = self.lane.next_chunk(Instant::now()) {
+            let start = off as usize;
+            let chunk = MediaChunk {
+                v: PROTOCOL_VERSION,
+                device: config.device.clone(),
+                hash,
+                media_type,
+                len: bytes.len() as u64,
+                off,
+                data: bytes[start..start + n].to_vec(),
+            };
+            let encoded = match codec::encode(&chunk) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a media chunk");
+                    return;
+                }
+            };
+            match client.try_publish(topic, QoS::AtLeastOnce, false, encoded) {
+                Ok(()) => {
+                    let resent = self.lane.resent_bytes();
+                    self.lane.on_published(off, n, Instant::now());
+                    link.media_sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    link.media_resent_bytes
+                        .fetch_add(self.lane.resent_bytes() - resent, Ordering::Relaxed);
+                }
+                // The request queue is full: the next turn tries again.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Puts the next due medium in hand; `false` when there is none.
+    async fn take_next(&mut self, outbox: &Outbox, acked_up_to: u64) -> bool {
+        let business_queued = match outbox.status().await {
+            Ok(q) => q.classes[0].queued + q.classes[1].queued > 0,
+            Err(_) => true,
+        };
+        let store = self.store.clone();
+        let next = tokio::task::spawn_blocking(move || {
+            let Some(r) = store.next_to_send(acked_up_to, business_queued)? else {
+                return Ok(None);
+            };
+            let image = store
+                .get(&r.hash)
+                .map_err(crate::outbox::OutboxError::Invalid)?;
+            Ok::<_, crate::outbox::OutboxError>(image.map(|(t, b)| (r, t, b)))
+        })
+        .await;
+        match next {
+            Ok(Ok(Some((r, t, b)))) => {
+                let Some(hash) = r.media_hash() else {
+                    return false;
+                };
+                debug_assert_eq!(r.progress, Progress::Queued);
+                self.lane.begin(hash, b.len() as u64, r.have);
+                self.image = Some((hash, t, Arc::new(b)));
+                tracing::info!(media = %r.hash, bytes = r.bytes, from = r.have, "sending a medium");
+                true
+            }
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the next medium to send; `dockline-agent doctor check` tells what is wrong");
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -635,7 +835,9 @@ pub fn clamp_to_assigned(ranges: &[(u64, u64)], assigned: u64) -> Vec<(u64, u64)
         .collect()
 }
 
-/// Fills both lanes' windows with batches read from the outbox.
+/// Fills both lanes' windows with batches read from the outbox. The backlog
+/// lane leaves out the business events a live batch in flight carries
+/// ([`UplinkState::sent_live`]), so an event crosses the link once.
 async fn send_window(
     config: &Config,
     outbox: &Outbox,
@@ -655,49 +857,74 @@ async fn send_window(
                     return;
                 }
             };
-            let Some((bytes, last)) =
-                encode_batch(config, outbox.epoch(), state.acked_up_to() + 1, chunk)
-            else {
-                break;
+            let carried_live = |e: &Envelope| {
+                lane == Lane::Backlog && e.priority != Priority::Telemetry && state.sent_live(e.seq)
             };
-            match client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
-                Ok(()) => state.on_published(lane, last, Instant::now()),
-                // The request queue is full (link slow or down): try again on the next tick.
-                Err(_) => return,
+            let encoded = encode_batch(
+                config,
+                outbox.epoch(),
+                state.acked_up_to() + 1,
+                chunk,
+                carried_live,
+            );
+            match encoded {
+                Encoded::Nothing => break,
+                Encoded::AllCarriedLive(last) => state.on_backlog_skipped(last),
+                Encoded::Batch(bytes, last) => {
+                    match client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
+                        Ok(()) => state.on_published(lane, from, last, Instant::now()),
+                        // The request queue is full (link slow or down): try again on the next tick.
+                        Err(_) => return,
+                    }
+                }
             }
         }
     }
 }
 
+/// What [`encode_batch`] made of a chunk.
+#[derive(Debug, PartialEq)]
+enum Encoded {
+    /// Nothing held from there on.
+    Nothing,
+    /// Every event read up to this sequence rides a live batch in flight
+    /// and no shed range is due: nothing to publish, the lane moves on.
+    AllCarriedLive(u64),
+    /// The batch's bytes and the last sequence it answers for.
+    Batch(Vec<u8>, u64),
+}
+
 /// Encodes a chunk as one batch no larger than the message cap (halving it
-/// while it is too large; order is kept). `None` when there is nothing to send.
+/// while it is too large; order is kept), leaving out the events `skip`
+/// names (they are on their way already). The batch answers for every
+/// sequence read, skipped ones included.
 fn encode_batch(
     config: &Config,
     epoch: u64,
     first_held: u64,
     chunk: Chunk,
-) -> Option<(Vec<u8>, u64)> {
-    let Chunk { mut events, shed } = chunk;
+    skip: impl Fn(&Envelope) -> bool,
+) -> Encoded {
+    let Chunk { events, shed } = chunk;
+    // The highest sequence this batch answers for: the last one read,
+    // whether it is sent or rides a live batch.
+    let mut answers_to = events.last().map(|e| e.seq);
+    let mut events: Vec<Envelope> = events.into_iter().filter(|e| !skip(e)).collect();
     loop {
-        let last_event = events.last().map(|e| e.seq).unwrap_or(0);
         let shed: Vec<(u64, u64)> = shed
             .iter()
             .copied()
-            .filter(|(lo, _)| events.is_empty() || *lo <= last_event)
-            .map(|(lo, hi)| {
-                (
-                    lo,
-                    if events.is_empty() {
-                        hi
-                    } else {
-                        hi.min(last_event)
-                    },
-                )
-            })
+            .filter(|(lo, _)| answers_to.is_none_or(|to| *lo <= to))
+            .map(|(lo, hi)| (lo, answers_to.map_or(hi, |to| hi.min(to))))
             .collect();
-        let last = last_event.max(shed.last().map(|r| r.1).unwrap_or(0));
+        let last = answers_to
+            .unwrap_or(0)
+            .max(shed.last().map(|r| r.1).unwrap_or(0));
         if last == 0 {
-            return None;
+            return Encoded::Nothing;
+        }
+        if events.is_empty() && shed.is_empty() {
+            return Encoded::AllCarriedLive(last);
         }
         let batch = Batch {
             v: PROTOCOL_VERSION,
@@ -709,15 +936,16 @@ fn encode_batch(
         };
         match codec::encode(&batch) {
             Ok(b) if b.len() <= MAX_MESSAGE_BYTES || batch.events.len() <= 1 => {
-                return Some((b, last));
+                return Encoded::Batch(b, last);
             }
             Ok(_) => {
                 events = batch.events;
                 events.truncate(events.len() / 2);
+                answers_to = events.last().map(|e| e.seq);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a batch");
-                return None;
+                return Encoded::Nothing;
             }
         }
     }

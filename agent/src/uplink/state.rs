@@ -13,6 +13,15 @@
 //!   one batch at a time, from wherever the backlog lane has got to: a new
 //!   proof of delivery jumps ahead of a million queued GPS points. The
 //!   collector orders by sequence, so per-device order holds there.
+//! - **An event crosses the link once.** The backlog lane leaves out the
+//!   business events a live batch still in flight carries
+//!   ([`UplinkState::sent_live`]); once that batch is acked the outbox no
+//!   longer holds them. Without this, with no fault at all, every business
+//!   event appended while the link is idle went out on both lanes (the
+//!   collector dropped the repeat, a metered link paid twice). Resends
+//!   happen only on the rules below: a reconnect, an ack timeout, or the
+//!   collector's resend request (which also stops the backlog lane from
+//!   leaving out the live batches above the requested sequence).
 //! - Only the collector's application ack moves the floor (`acked_up_to`) or
 //!   retires a live batch (`also` ranges); an MQTT PUBACK is not an ack.
 //! - On (re)connect both lanes restart from the floor: everything
@@ -43,6 +52,9 @@ pub enum Lane {
 /// One published batch awaiting its ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
+    /// Where the batch's read started: a live batch carries every business
+    /// event of `first_seq..=last_seq`.
+    first_seq: u64,
     last_seq: u64,
     sent_at: Instant,
 }
@@ -118,8 +130,9 @@ impl UplinkState {
         }
     }
 
-    /// A batch of `lane` ending at `last_seq` was handed to MQTT.
-    pub fn on_published(&mut self, lane: Lane, last_seq: u64, now: Instant) {
+    /// A batch of `lane`, read from `first_seq` and ending at `last_seq`,
+    /// was handed to MQTT.
+    pub fn on_published(&mut self, lane: Lane, first_seq: u64, last_seq: u64, now: Instant) {
         let (sent, window) = match lane {
             Lane::Backlog => (&mut self.backlog_sent_up_to, &mut self.backlog),
             Lane::Live => (&mut self.live_sent_up_to, &mut self.live),
@@ -127,10 +140,27 @@ impl UplinkState {
         if last_seq > *sent {
             *sent = last_seq;
             window.push_back(InFlight {
+                first_seq,
                 last_seq,
                 sent_at: now,
             });
         }
+    }
+
+    /// The backlog lane read up to `last_seq` and had nothing left to send:
+    /// every event in it rides a live batch in flight
+    /// ([`sent_live`](Self::sent_live)). It continues above; a timeout or a
+    /// reconnect of that live batch rewinds both lanes anyway.
+    pub fn on_backlog_skipped(&mut self, last_seq: u64) {
+        self.backlog_sent_up_to = self.backlog_sent_up_to.max(last_seq);
+    }
+
+    /// Whether a live batch in flight carries the business event `seq`:
+    /// the backlog lane leaves it out (it crosses the link once).
+    pub fn sent_live(&self, seq: u64) -> bool {
+        self.live
+            .iter()
+            .any(|f| f.first_seq <= seq && seq <= f.last_seq)
     }
 
     /// The collector stored everything up to `up_to`, and the `also` ranges.
@@ -184,6 +214,13 @@ impl UplinkState {
             self.backlog_sent_up_to = to;
             self.backlog.retain(|f| f.last_seq <= to);
         }
+        // The collector says it lacks them: a live batch is no reason for
+        // the backlog lane to leave out its events from `from` on any more.
+        // What it carries below `from` stays covered (and keeps its timeout).
+        self.live.retain_mut(|f| {
+            f.last_seq = f.last_seq.min(to);
+            f.first_seq <= f.last_seq
+        });
     }
 
     fn rewind(&mut self) {
@@ -213,6 +250,104 @@ mod tests {
         Instant::now()
     }
 
+    /// Publishes a batch of `lane` read from where the lane stands.
+    fn publish(s: &mut UplinkState, lane: Lane, last: u64, now: Instant) {
+        let first = s.next_from(lane).unwrap_or(last);
+        s.on_published(lane, first, last, now);
+    }
+
+    /// The event loop's rule for a backlog read: leave out what rides a
+    /// live batch, publish the rest (`None`: nothing left, skipped).
+    fn backlog_send(
+        s: &mut UplinkState,
+        business: &[u64],
+        telemetry: &[u64],
+        now: Instant,
+    ) -> Option<Vec<u64>> {
+        let first = s.next_from(Backlog).expect("backlog window has room");
+        let mut read: Vec<u64> = business.iter().chain(telemetry).copied().collect();
+        read.sort();
+        let last = *read.last().expect("something to read");
+        let sent: Vec<u64> = read
+            .into_iter()
+            .filter(|q| telemetry.contains(q) || !s.sent_live(*q))
+            .collect();
+        if sent.is_empty() {
+            s.on_backlog_skipped(last);
+            None
+        } else {
+            s.on_published(Backlog, first, last, now);
+            Some(sent)
+        }
+    }
+
+    /// Normal operation, no fault: a proof of delivery appended on an idle
+    /// link goes out on the live lane; the backlog lane, which reads it
+    /// too, leaves it out. Telemetry around it still goes on the backlog.
+    #[test]
+    fn an_event_on_the_live_lane_is_not_sent_again_by_the_backlog_lane() {
+        let now = t0();
+        let mut s = UplinkState::new(10, 4, Duration::from_secs(5));
+        s.on_connected();
+        assert_eq!(s.next_from(Live), Some(11));
+        s.on_published(Live, 11, 11, now);
+        assert!(s.sent_live(11));
+        assert!(!s.sent_live(12));
+        assert_eq!(backlog_send(&mut s, &[11], &[], now), None, "sent once");
+        assert_eq!(s.next_from(Backlog), Some(12));
+        // Telemetry 12, business 13 on live, telemetry 14.
+        s.on_published(Live, 12, 13, now);
+        assert_eq!(
+            backlog_send(&mut s, &[13], &[12, 14], now),
+            Some(vec![12, 14])
+        );
+        s.on_ack(14, &[]);
+        assert!(!s.sent_live(13), "acked live batches are retired");
+        assert_eq!(s.next_from(Backlog), Some(15));
+        assert_eq!(s.next_from(Live), Some(15));
+    }
+
+    /// A live batch that gets no ack is resent after the timeout, on both
+    /// lanes from the floor: the rule that leaves events out holds only
+    /// while their live batch is in flight.
+    #[test]
+    fn a_lost_live_batch_is_resent_after_the_ack_timeout() {
+        let now = t0();
+        let mut s = UplinkState::new(0, 4, Duration::from_secs(5));
+        s.on_connected();
+        s.on_published(Live, 1, 3, now);
+        assert_eq!(backlog_send(&mut s, &[1, 2, 3], &[], now), None);
+        assert!(s.on_tick(now + Duration::from_secs(5)));
+        s.on_connected();
+        assert!(!s.sent_live(2));
+        assert_eq!(
+            backlog_send(&mut s, &[1, 2, 3], &[], now),
+            Some(vec![1, 2, 3])
+        );
+    }
+
+    /// The collector's resend request for sequences a live batch carries
+    /// (it says it lacks them) is obeyed by the backlog lane at once.
+    #[test]
+    fn a_resend_request_overrides_a_live_batch_in_flight() {
+        let now = t0();
+        let mut s = UplinkState::new(0, 4, Duration::from_secs(60));
+        s.on_connected();
+        s.on_published(Live, 1, 5, now);
+        assert_eq!(backlog_send(&mut s, &[1, 2, 3, 4, 5], &[], now), None);
+        s.resend_from(3);
+        assert!(
+            s.sent_live(2),
+            "below the request the live batch still counts"
+        );
+        assert!(!s.sent_live(3));
+        assert_eq!(s.next_from(Backlog), Some(3));
+        assert_eq!(
+            backlog_send(&mut s, &[3, 4, 5], &[], now),
+            Some(vec![3, 4, 5])
+        );
+    }
+
     #[test]
     fn nothing_is_sent_while_disconnected() {
         let s = UplinkState::new(0, 2, Duration::from_secs(5));
@@ -226,9 +361,9 @@ mod tests {
         let mut s = UplinkState::new(10, 2, Duration::from_secs(5));
         s.on_connected();
         assert_eq!(s.next_from(Backlog), Some(11));
-        s.on_published(Backlog, 20, now);
+        publish(&mut s, Backlog, 20, now);
         assert_eq!(s.next_from(Backlog), Some(21));
-        s.on_published(Backlog, 30, now);
+        publish(&mut s, Backlog, 30, now);
         assert_eq!(s.next_from(Backlog), None, "window of 2 is full");
         s.on_ack(20, &[]);
         assert_eq!(s.next_from(Backlog), Some(31));
@@ -239,8 +374,8 @@ mod tests {
         let now = t0();
         let mut s = UplinkState::new(0, 4, Duration::from_secs(5));
         s.on_connected();
-        s.on_published(Backlog, 10, now);
-        s.on_published(Backlog, 20, now);
+        publish(&mut s, Backlog, 10, now);
+        publish(&mut s, Backlog, 20, now);
         s.on_ack(10, &[]);
         assert!(!s.on_tick(now + Duration::from_secs(4)));
         assert!(s.on_tick(now + Duration::from_secs(6)));
@@ -258,8 +393,8 @@ mod tests {
         let now = t0();
         let mut s = UplinkState::new(0, 4, Duration::from_secs(2));
         s.on_connected();
-        s.on_published(Backlog, 10, now);
-        s.on_published(Live, 12, now);
+        publish(&mut s, Backlog, 10, now);
+        publish(&mut s, Live, 12, now);
         assert!(s.on_tick(now + Duration::from_secs(2)));
         // The connection is presumed dead: nothing goes into it any more.
         assert!(!s.connected());
@@ -284,8 +419,8 @@ mod tests {
         let now = t0();
         let mut s = UplinkState::new(0, 4, Duration::from_secs(5));
         s.on_connected();
-        s.on_published(Backlog, 10, now);
-        s.on_published(Live, 15, now);
+        publish(&mut s, Backlog, 10, now);
+        publish(&mut s, Live, 15, now);
         s.on_disconnected();
         assert_eq!(s.next_from(Backlog), None);
         s.on_connected();
@@ -298,13 +433,13 @@ mod tests {
         let now = t0();
         let mut s = UplinkState::new(0, 1, Duration::from_secs(5));
         s.on_connected();
-        s.on_published(Backlog, 256, now);
+        publish(&mut s, Backlog, 256, now);
         // The backlog window is full, the live lane still has room.
         assert_eq!(s.next_from(Backlog), None);
         assert_eq!(s.next_from(Live), Some(257));
-        s.on_published(Live, 1_000_000, now);
+        publish(&mut s, Live, 1_000_000, now);
         assert_eq!(s.next_from(Live), Some(1_000_001));
-        s.on_published(Live, 1_000_005, now);
+        publish(&mut s, Live, 1_000_005, now);
         assert_eq!(s.next_from(Live), None, "live window of 2 is full");
         s.on_ack(256, &[(1_000_000, 1_000_000), (1_000_005, 1_000_005)]);
         assert_eq!(s.next_from(Live), Some(1_000_006));
@@ -314,7 +449,7 @@ mod tests {
             "the backlog continues in order"
         );
         // A late live batch times out like any other.
-        s.on_published(Live, 1_000_010, now);
+        publish(&mut s, Live, 1_000_010, now);
         assert!(s.on_tick(now + Duration::from_secs(6)));
         s.on_connected();
         assert_eq!(s.next_from(Live), Some(257));
@@ -325,9 +460,9 @@ mod tests {
         let now = t0();
         let mut s = UplinkState::new(66, 8, Duration::from_secs(60));
         s.on_connected();
-        s.on_published(Backlog, 111, now);
-        s.on_published(Backlog, 130, now);
-        s.on_published(Live, 140, now);
+        publish(&mut s, Backlog, 111, now);
+        publish(&mut s, Backlog, 130, now);
+        publish(&mut s, Live, 140, now);
         // 67..=111 never arrived; 112..=130 did (acked as also-stored).
         s.on_ack(66, &[(112, 130)]);
         s.resend_from(67);
@@ -340,7 +475,7 @@ mod tests {
         );
         // A request below the floor starts at the floor; one above what was
         // sent changes nothing.
-        s.on_published(Backlog, 111, now);
+        publish(&mut s, Backlog, 111, now);
         s.on_ack(111, &[]);
         s.resend_from(5);
         assert_eq!(s.next_from(Backlog), Some(112));

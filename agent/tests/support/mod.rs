@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_collector;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,6 +53,12 @@ pub async fn start_agent_in(dir: &Path, api: &str, extra: &str) -> Agent {
         dir.display().to_string(),
         dead_port()
     );
+    start_agent_toml(dir, &toml).await
+}
+
+/// Starts an agent on `dir` with the whole config `toml` (its `[api]`
+/// must listen on 127.0.0.1:0 and `data_dir` must be `dir`).
+pub async fn start_agent_toml(dir: &Path, toml: &str) -> Agent {
     let path = dir.join("agent.toml");
     std::fs::write(&path, toml).expect("write config");
     let config: dockline_agent::Config =

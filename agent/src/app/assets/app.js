@@ -39,7 +39,7 @@ function show(name, push = true) {
   const first = document.querySelector('#s-' + name + ' input.scan, #s-' + name + ' input');
   if (first && name !== 'home') first.focus();
   if (name === 'tasks') refreshTasks();
-  if (name === 'receipts') renderReceipts();
+  if (name === 'receipts') { renderReceipts(); refreshMedia(); }
   if (name === 'deliver') sizeCanvas();
   document.body.dataset.screen = name;
 }
@@ -61,6 +61,8 @@ async function refreshScale() {
   } catch (_) { /* offline: keep the last value */ }
 }
 setInterval(refreshScale, 1000);
+// Media states move with the collector's acks: refresh them while the receipts show.
+setInterval(() => { if (!$('receipt-list') || $('receipt-list').closest('[hidden]')) return; refreshMedia(); }, 3000);
 
 // ---- operator ------------------------------------------------------------
 
@@ -270,6 +272,34 @@ function setNet(ok) {
   $('net').className = 'pill ' + (ok ? 'ok' : 'bad');
 }
 
+// Each medium's state on the agent (GET /v1/media): queued with the bytes
+// the collector has, stored at the collector, attached at the ERP, refused.
+let mediaStates = {};
+function mediaText(m) {
+  if (!m) return 'image kept on the agent';
+  const kb = (n) => Math.round(n / 1024) + ' KB';
+  switch (m.state) {
+    case 'queued': return m.have > 0
+      ? 'image going to the collector: ' + kb(m.have) + ' of ' + kb(m.bytes)
+      : 'image queued on the agent (' + kb(m.bytes) + '), sent after its event';
+    case 'stored': return 'image stored at the collector';
+    case 'attached': return 'image attached at the ERP' + (m.document ? ' to ' + m.document : '');
+    case 'refused': return 'image refused by the collector: ' + (m.reason || '');
+    default: return 'image: ' + m.state;
+  }
+}
+async function refreshMedia() {
+  try {
+    const res = await fetch('/v1/media', { credentials: 'same-origin' });
+    if (!res.ok) return;
+    const next = {};
+    for (const m of (await res.json()).media || []) next[m.ref] = m;
+    const changed = JSON.stringify(next) !== JSON.stringify(mediaStates);
+    mediaStates = next;
+    if (changed) renderReceipts();
+  } catch (e) { /* offline agent: keep what we showed */ }
+}
+
 function renderReceipts() {
   const ul = $('receipt-list');
   if (!ul) return;
@@ -290,12 +320,10 @@ function renderReceipts() {
     li.appendChild(title);
     if (r.document) { const d = document.createElement('div'); d.textContent = 'ERP document ' + r.document; li.appendChild(d); }
     if (r.reason) { const d = document.createElement('div'); d.textContent = r.reason; li.appendChild(d); }
-    if (r.media && r.media.length) {
+    for (const ref of r.media || []) {
       const d = document.createElement('div');
       d.className = 'media';
-      d.textContent = r.media.length + (r.state === 'pending'
-        ? ' media on this handheld, going to the agent'
-        : ' media kept on the agent, waiting for upload to the ERP');
+      d.textContent = r.state === 'pending' ? 'image on this handheld, going to the agent' : mediaText(mediaStates[ref]);
       li.appendChild(d);
     }
     if (r.state === 'pending') {
