@@ -58,7 +58,7 @@ use super::keys::{self, Keys, is_hex_digest};
 pub const DEFAULT_MAX_MEDIA_BYTES: usize = 2 * 1024 * 1024;
 
 /// `[media]`: what the agent takes from the handheld.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
     /// Largest image accepted, bytes (at most the protocol's
