@@ -333,8 +333,11 @@ fn check_config(given: Option<&Path>) -> ExitCode {
             loaded.ignored.join(", ")
         );
     }
-    println!("# secrets are <redacted>; keys not shown take their defaults (agent.example.toml)");
-    print!("{}", dockline_host::config::redacted_toml(&loaded.table));
+    println!("# the effective config: every key, defaults included; secrets are <redacted>");
+    match dockline_host::config::effective_toml(&loaded.config) {
+        Ok(text) => print!("{text}"),
+        Err(e) => return fail(e),
+    }
     match loaded.config.check() {
         Ok(()) => {
             println!("# ok: the config is valid");

@@ -64,6 +64,9 @@ fn check_config_redacts_the_token_and_ignores_unrelated_variables() {
     assert!(stdout.contains("host = \"broker.lan\""), "{stdout}");
     assert!(stdout.contains("DOCKLINE_BIN"), "{stdout}");
     assert!(stdout.contains("# ok: the config is valid"), "{stdout}");
+    // Keys the file leaves out are shown with the values the agent runs with.
+    assert!(stdout.contains("heartbeat_secs = "), "{stdout}");
+    assert!(stdout.contains("max_bytes = "), "{stdout}");
 }
 
 #[test]

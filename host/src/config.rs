@@ -325,6 +325,15 @@ fn is_secret_key(key: &str) -> bool {
     names_secret && !names_place
 }
 
+/// `config` as TOML, every key with the value the process runs with
+/// (defaults included), secrets redacted as by [`redacted_toml`]: what
+/// `check-config` prints.
+pub fn effective_toml<T: serde::Serialize>(config: &T) -> Result<String, String> {
+    let table = toml::Table::try_from(config)
+        .map_err(|e| format!("cannot print the effective config: {e}"))?;
+    Ok(redacted_toml(&table))
+}
+
 /// The merged table as TOML with every secret value replaced by
 /// `"<redacted>"` (strings and lists of strings under a secret-named key;
 /// `{ file = … }` and `{ env = … }` forms are shown, they are not secrets).
