@@ -66,6 +66,18 @@ async fn a_hole_is_filled_through_the_resend_request_in_order() -> Result<()> {
         collector.mqtt.client_id = format!("dockline-collector-gaps-{pid}-new");
         collector.gaps.resend_after_ms = 1000;
         c.stack.collector.restart().await?;
+        // The agent's next batches must find the collector subscribed: a
+        // batch the broker gets before that is dropped (no subscriber), and
+        // with no batch above the hole the collector sees none.
+        eventually(
+            "the restarted collector subscribed",
+            Duration::from_secs(20),
+            || async {
+                let log = c.stack.collector.log_text();
+                (log.matches("subscribed to the devices' topics").count() >= 2).then_some(())
+            },
+        )
+        .await?;
 
         // Later events arrive and are stored behind the hole.
         for i in 10..15 {

@@ -389,6 +389,11 @@ async fn poll_loop(
                     }
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                // From here on the broker hands over what devices publish;
+                // before it, a publish with no other subscriber is dropped.
+                info!(broker = %broker, "subscribed to the devices' topics");
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 progress.on_received();
                 if incoming.send(p).is_err() {
