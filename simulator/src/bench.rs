@@ -711,7 +711,9 @@ pub(crate) async fn raw_posts(
     n: usize,
     concurrency: usize,
 ) -> Result<f64> {
-    use dockline_collector::erp::webhook::cloudevents::{WebhookOptions, WebhookSigner, cloudevent_body};
+    use dockline_collector::erp::webhook::cloudevents::{
+        WebhookOptions, WebhookSigner, cloudevent_body,
+    };
     let (erp, addr) = MockErp::start("127.0.0.1:0".parse()?, ErpConfig::new(SECRET)).await?;
     let signer = WebhookSigner::new(SECRET, &WebhookOptions::default())?;
     let device = device()?;

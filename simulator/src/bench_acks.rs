@@ -29,7 +29,9 @@ pub fn ack_signing(dir: &std::path::Path, n: usize) -> Result<Figure> {
     let public = dockline_collector::ingest::commands::generate(&keys).context("keygen")?;
     let signer = dockline_collector::ingest::commands::CommandSigner::from_config(
         &dockline_collector::ingest::commands::CommandsConfig {
-            signing_key_file: Some(keys.join(dockline_collector::ingest::commands::SIGNING_KEY_FILE)),
+            signing_key_file: Some(
+                keys.join(dockline_collector::ingest::commands::SIGNING_KEY_FILE),
+            ),
             ..Default::default()
         },
     )

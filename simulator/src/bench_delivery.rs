@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use dockline_collector::erp::ErpConfig as DeliveryConfig;
 use dockline_collector::delivery::Delivery;
+use dockline_collector::erp::ErpConfig as DeliveryConfig;
 use dockline_collector::inbox::postgres::{DEFAULT_LEASE_MS, ScratchSchema};
 use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore, PgInbox};
 use dockline_collector::shutdown::ShutdownTrigger;

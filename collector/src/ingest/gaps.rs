@@ -41,11 +41,11 @@ use dockline_protocol::{DeviceId, SiteId};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use crate::inbox::InboxStore;
 use crate::inbox::{DeviceHoles, InboxError, InboxHandle};
 use crate::ingest::commands::CommandSigner;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
-use crate::inbox::InboxStore;
 
 /// `[gaps]`: the gap audit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -65,7 +65,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::ingest::registry::DeviceConfig;
+use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
 use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
 use crate::inbox::read_model::{
     self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
@@ -78,7 +78,7 @@ use crate::inbox::{
     Resolution, Stats, StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
-use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::ingest::registry::DeviceConfig;
 
 /// Current PostgreSQL schema version (its own count, not SQLite's).
 pub const PG_SCHEMA_VERSION: i64 = 2;
@@ -890,7 +890,11 @@ async fn record_verdict_in(
         let (site, bytes, kind): (String, Vec<u8>, String) = (r.get(0), r.get(1), r.get(2));
         let ready = if kind == "delivered" {
             codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
-                crate::delivery::invoice_ready::InvoiceReady::of(&site, &env, document.unwrap_or_default())
+                crate::delivery::invoice_ready::InvoiceReady::of(
+                    &site,
+                    &env,
+                    document.unwrap_or_default(),
+                )
             })
         } else {
             None

@@ -16,7 +16,7 @@ use dockline_protocol::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::ingest::registry::DeviceConfig;
+use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
 use crate::inbox::lanes::{
     BlockingDeadLetter, ChosenRow, chosen_event, lane_row, lane_row_unchanged,
 };
@@ -31,7 +31,7 @@ use crate::inbox::{
     Resolution, Stats, StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
-use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::ingest::registry::DeviceConfig;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -1490,7 +1490,8 @@ fn queue_invoice(
     let Ok(envelope) = codec::decode::<Envelope>(&bytes) else {
         return Ok(());
     };
-    let Some(ready) = crate::delivery::invoice_ready::InvoiceReady::of(&site, &envelope, document) else {
+    let Some(ready) = crate::delivery::invoice_ready::InvoiceReady::of(&site, &envelope, document)
+    else {
         return Ok(());
     };
     tx.execute(

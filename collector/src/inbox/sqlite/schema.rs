@@ -6,8 +6,8 @@ use std::path::Path;
 use dockline_protocol::{DeviceId, Envelope, codec};
 use rusqlite::{Connection, params};
 
-use crate::inbox::InboxError;
 use crate::delivery::lane;
+use crate::inbox::InboxError;
 
 /// Current inbox schema version.
 pub const SCHEMA_VERSION: i64 = 7;
