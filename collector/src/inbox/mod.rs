@@ -171,11 +171,11 @@ fn default_lease_ms() -> u64 {
 impl InboxConfig {
     /// Checks the rules serde cannot express; `erp_timeout_ms` is the ERP
     /// request timeout a lane claim must outlast.
-    pub fn check(&self, erp_timeout_ms: u64) -> Result<(), crate::config::ConfigCheckError> {
+    pub fn check(&self, erp_timeout_ms: u64) -> Result<(), crate::config_error::ConfigCheckError> {
         if let Some(url) = &self.url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            return Err(crate::config::ConfigCheckError {
+            return Err(crate::config_error::ConfigCheckError {
                 key: "inbox.url",
                 problem: format!(
                     "is {:?}; expected postgres://user:password@host:port/database, or no url for the SQLite inbox in data_dir",
@@ -184,7 +184,7 @@ impl InboxConfig {
             });
         }
         if self.url.is_some() && self.lease_ms <= erp_timeout_ms {
-            return Err(crate::config::ConfigCheckError {
+            return Err(crate::config_error::ConfigCheckError {
                 key: "inbox.lease_ms",
                 problem: format!(
                     "is {} but erp.timeout_ms is {erp_timeout_ms}; a lane claim must outlast one ERP request, raise lease_ms above it",
