@@ -107,8 +107,7 @@ impl Config {
     /// (`secret`, `password…`, `token…`), the command signing key, and the
     /// password inside the PostgreSQL URL.
     pub fn effective_toml(&self) -> Result<String, String> {
-        let mut table = toml::Table::try_from(self)
-            .map_err(|e| format!("cannot print the effective config: {e}"))?;
+        let mut table = dockline_host::config::effective_table(self)?;
         if let Some(toml::Value::Table(commands)) = table.get_mut("commands")
             && let Some(key) = commands.get_mut("signing_key")
         {

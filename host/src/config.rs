@@ -329,9 +329,14 @@ fn is_secret_key(key: &str) -> bool {
 /// (defaults included), secrets redacted as by [`redacted_toml`]: what
 /// `check-config` prints.
 pub fn effective_toml<T: serde::Serialize>(config: &T) -> Result<String, String> {
-    let table = toml::Table::try_from(config)
-        .map_err(|e| format!("cannot print the effective config: {e}"))?;
-    Ok(redacted_toml(&table))
+    Ok(redacted_toml(&effective_table(config)?))
+}
+
+/// `config` as a TOML table, every key with the value the process runs
+/// with, secrets NOT redacted: for a program that redacts more keys of its
+/// own before [`redacted_toml`].
+pub fn effective_table<T: serde::Serialize>(config: &T) -> Result<toml::Table, String> {
+    toml::Table::try_from(config).map_err(|e| format!("cannot print the effective config: {e}"))
 }
 
 /// The merged table as TOML with every secret value replaced by
