@@ -69,6 +69,7 @@ pub mod erp;
 pub mod http;
 pub mod inbox;
 pub mod ingest;
+pub mod media;
 pub mod metrics;
 pub mod publication;
 pub mod reload;

@@ -393,6 +393,8 @@ impl Delivery {
                     envelope: &envelope,
                     event,
                     lane: &lane,
+                    media: &[],
+                    media_missing: &[],
                 })
                 .await;
             drop(permit);

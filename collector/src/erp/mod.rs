@@ -38,6 +38,7 @@ use dockline_protocol::{BusinessEvent, Envelope, SiteId};
 
 use crate::erp::outcome::{AttemptOutcome, Credentials, TransportError};
 use crate::erp::webhook::cloudevents::SecretError;
+use crate::media::{ErpMedium, MediaRef};
 pub use config::{ErpConfig, ErpKind};
 
 /// An ERP adapter (or the invoice follow-up client) could not be set up
@@ -78,6 +79,12 @@ pub struct ErpEvent<'a> {
     /// Its business lane (delivery's key, `crate::delivery::lane::lane_key`):
     /// a batching adapter never puts two events of one lane in a request.
     pub lane: &'a str,
+    /// The stored media the event references (signature, photo), verified
+    /// by hash; empty for events without media.
+    pub media: &'a [ErpMedium],
+    /// Media the event references that had not arrived when its wait ran
+    /// out: the event is delivered without them and flagged.
+    pub media_missing: &'a [MediaRef],
 }
 
 /// One attempt as the adapter saw it: the policy's input plus what the

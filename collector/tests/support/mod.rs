@@ -77,6 +77,8 @@ pub async fn attempt(adapter: &dyn ErpAdapter, site: &str, envelope: &Envelope) 
             envelope,
             event,
             lane: &lane,
+            media: &[],
+            media_missing: &[],
         })
         .await
 }
