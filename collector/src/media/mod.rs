@@ -6,6 +6,7 @@
 //! store, the chunk ingest and the signed links live in its submodules.
 
 pub mod link;
+pub mod store;
 
 use std::sync::Arc;
 
