@@ -5,6 +5,7 @@
 //! This module names what the rest of the collector sees of a medium; the
 //! store, the chunk ingest and the signed links live in its submodules.
 
+pub mod config;
 pub mod link;
 pub mod store;
 
