@@ -173,7 +173,9 @@ impl MediaConfig {
         {
             return err(
                 "media.public_url",
-                format!("is {url:?}; use the http:// or https:// URL the ERP reaches this collector at"),
+                format!(
+                    "is {url:?}; use the http:// or https:// URL the ERP reaches this collector at"
+                ),
             );
         }
         self.links().map(|_| ())
@@ -229,7 +231,10 @@ mod tests {
         let c: MediaConfig = toml::from_str("").expect("empty table");
         assert_eq!(c.max_bytes, 16 << 20);
         assert_eq!(c.wait_ms, 6 * 3600 * 1000);
-        assert_eq!((c.retain_days, c.link_ttl_secs, c.inline_max_bytes), (30, 604_800, 0));
+        assert_eq!(
+            (c.retain_days, c.link_ttl_secs, c.inline_max_bytes),
+            (30, 604_800, 0)
+        );
         c.check().expect("defaults pass");
         assert!(c.links().expect("no key").is_none());
         let addr: std::net::SocketAddr = "10.0.0.5:8080".parse().expect("addr");
@@ -264,9 +269,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let short = dir.path().join("short.key");
         std::fs::write(&short, b"too short").expect("write");
-        let e = bad(&format!("link_key_file = {:?}", short.display().to_string()));
+        let e = bad(&format!(
+            "link_key_file = {:?}",
+            short.display().to_string()
+        ));
         assert!(e.problem.contains("at least 32"), "{e}");
-        assert!(toml::from_str::<MediaConfig>("max_byte = 1").is_err(), "typos refused");
+        assert!(
+            toml::from_str::<MediaConfig>("max_byte = 1").is_err(),
+            "typos refused"
+        );
     }
 
     #[test]
