@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::auth::{Auth, Caller};
 use crate::media::MediaHub;
-use crate::media::link::MediaLinks;
+use crate::media::link::{LinkError, MediaLinks};
 
 /// How long a dashboard image link lasts (seconds).
 pub const DASHBOARD_LINK_TTL_SECS: u64 = 600;
@@ -141,7 +141,9 @@ async fn serve(
                     ok = true;
                     break;
                 }
-                Err(e) => last = Some(e),
+                // A signer whose signature matched says more (expired).
+                Err(e) if last.is_none() || e != LinkError::BadSignature => last = Some(e),
+                Err(_) => {}
             }
         }
         if !ok {
