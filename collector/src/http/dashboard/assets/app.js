@@ -198,7 +198,10 @@ async function ordersPage() {
     try { ui.timeline = await api("/v1/orders/timeline?lane=" + encodeURIComponent(ui.openLane)); }
     catch (e) { ui.timeline = null; }
     if (ui.timeline) {
-      await Promise.all(ui.timeline.events.filter(e => e.kind === "delivered").map(async e => {
+      // Asked again only while one is missing: a stored medium's link stays
+      // the same, so the browser keeps the image between polls.
+      const ask = e => e.kind === "delivered" && !(ui.media[e.id] && ui.media[e.id].every(m => m.stored));
+      await Promise.all(ui.timeline.events.filter(ask).map(async e => {
         try { ui.media[e.id] = await api("/v1/events/" + encodeURIComponent(e.id) + "/media"); }
         catch (_) { ui.media[e.id] = null; }
       }));
