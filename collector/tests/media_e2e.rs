@@ -5,6 +5,8 @@
 //! paces media at 128 KB/s) and restarted; the upload resumes from the
 //! stored prefix, the photo is stored once, byte-identical, the ERP books
 //! the event once, and the agent's receipt says the photo is attached.
+//! The collector signs its acks (`[commands] signing_key_file`) and the
+//! agent holds the verify key: it acts only on signed batch and media acks.
 //!
 //! Needs the agent binary: `cargo build --bins -p dockline-agent` first.
 
@@ -145,6 +147,16 @@ async fn a_photo_crosses_a_collector_kill_once_and_byte_identical() {
     );
     let erp_addr = serve(app).await;
 
+    // The command key signs acks; the agent gets its public half.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let key_file = root.path().join("command-signing.key");
+    std::fs::write(&key_file, b64(key.as_bytes())).expect("key file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let verify_key = b64(key.verifying_key().as_bytes());
     let cdata = root.path().join("collector");
     let ctoml = root.path().join("collector.toml");
     std::fs::write(
@@ -153,8 +165,9 @@ async fn a_photo_crosses_a_collector_kill_once_and_byte_identical() {
             "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {host:?}\nport = {port}\nclient_id = \"dockline-collector-{tag}\"\n\
              [[devices]]\nid = {device:?}\nsite = {site:?}\n\
              [erp]\nurl = \"http://{erp_addr}/events\"\nsecret = \"whsec_ZG9ja2xpbmUtbWVkaWEtZTJlLXNlY3JldC0zMmJ5dGVz\"\nretry_min_ms = 50\nretry_max_ms = 500\nlane_park_max_ms = 100\n\
-             [media]\nwait_ms = 600000\n",
-            cdata.display().to_string()
+             [media]\nwait_ms = 600000\n[commands]\nsigning_key_file = {:?}\n",
+            cdata.display().to_string(),
+            key_file.display().to_string()
         ),
     )
     .expect("collector config");
@@ -171,6 +184,7 @@ async fn a_photo_crosses_a_collector_kill_once_and_byte_identical() {
         &atoml,
         format!(
             "site = {site:?}\ndevice = {device:?}\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nhost = {host:?}\nport = {port}\n\
+             [commands]\nverify_key = {verify_key:?}\n\
              [uplink]\nack_timeout_ms = 2000\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\nheartbeat_secs = 2\nmedia_chunk_bytes = 16384\nmedia_bytes_per_sec = 131072\n",
             adata.display().to_string()
         ),

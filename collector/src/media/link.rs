@@ -124,16 +124,16 @@ mod tests {
     use super::*;
 
     fn links() -> MediaLinks {
-        MediaLinks::new(&[7u8; 32], "https://collector.example/", 600).unwrap()
+        MediaLinks::new(&[7u8; 32], "https://collector.example/", 600).expect("key")
     }
 
     fn parts(url: &str) -> (u64, String) {
-        let query = url.split_once('?').unwrap().1;
+        let query = url.split_once('?').expect("query").1;
         let mut exp = 0;
         let mut sig = String::new();
         for pair in query.split('&') {
-            match pair.split_once('=').unwrap() {
-                ("exp", v) => exp = v.parse().unwrap(),
+            match pair.split_once('=').expect("pair") {
+                ("exp", v) => exp = v.parse().expect("exp"),
                 ("sig", v) => sig = v.to_owned(),
                 _ => {}
             }
@@ -172,7 +172,7 @@ mod tests {
             links().verify(&hash, exp, "!!", 1_000),
             Err(LinkError::Malformed)
         );
-        let stranger = MediaLinks::new(&[8u8; 32], "https://collector.example", 600).unwrap();
+        let stranger = MediaLinks::new(&[8u8; 32], "https://collector.example", 600).expect("key");
         assert_eq!(
             stranger.verify(&hash, exp, &sig, 1_000),
             Err(LinkError::BadSignature)
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn a_short_key_is_refused() {
         assert_eq!(
-            MediaLinks::new(&[1u8; 8], "http://x", 1).unwrap_err(),
+            MediaLinks::new(&[1u8; 8], "http://x", 1).expect_err("short"),
             KeyTooShort { len: 8 }
         );
     }
