@@ -38,8 +38,10 @@ use dockline_protocol::{BusinessEvent, Envelope, SiteId};
 
 use crate::erp::outcome::{AttemptOutcome, Credentials, TransportError};
 use crate::erp::webhook::cloudevents::SecretError;
-use crate::media::{ErpMedium, MediaRef};
+use crate::media::link::MediaLinks;
+use crate::media::{ErpMedium, MediaRef, MediaRole};
 pub use config::{ErpConfig, ErpKind};
+use dockline_protocol::media::{MediaHash, MediaType};
 
 /// An ERP adapter (or the invoice follow-up client) could not be set up
 /// from `[erp]`.
@@ -122,13 +124,84 @@ pub trait ErpAdapter: Send + Sync + Debug {
     }
 }
 
-/// Builds the adapter `erp.kind` names.
-pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, ErpSetupError> {
+/// How the adapters hand an event's media to the ERP (from the collector's
+/// `[media]`): signed links the ERP fetches the bytes through, and the
+/// largest medium the webhook also sends inline.
+///
+/// The default (no links, `inline_max_bytes` 0) is what a collector without
+/// a `[media] link_key_file` gets: Tryton and Odoo still attach the bytes
+/// (they receive them in the call), the webhook sends every medium inline
+/// (without a link there is no other way to the bytes), EPCIS names each
+/// medium by its hash only.
+#[derive(Debug, Clone, Default)]
+pub struct ErpMediaOptions {
+    /// Signs the links to stored media; `None` without a link key.
+    pub links: Option<MediaLinks>,
+    /// Media up to this size (bytes) also travel inline in the webhook's
+    /// media CloudEvent (`data_base64`); 0: never, unless there are no links.
+    pub inline_max_bytes: u64,
+}
+
+impl ErpMediaOptions {
+    /// The signed link to `hash` as of now, if links are configured.
+    pub fn link(&self, hash: &MediaHash) -> Option<String> {
+        self.links.as_ref().map(|l| l.url(hash, now_secs()))
+    }
+
+    /// Whether `medium` travels inline: it fits `inline_max_bytes`, or there
+    /// is no link the ERP could fetch it by.
+    pub fn inline(&self, medium: &ErpMedium) -> bool {
+        self.links.is_none()
+            || u64::try_from(medium.bytes.len()).is_ok_and(|n| n <= self.inline_max_bytes)
+    }
+}
+
+/// Unix seconds now (0 before 1970: a link then expires at once).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The file name of a medium at the ERP: `<role>-<hex>.<png|jpg>`. The
+/// same for every attempt, so an adapter finds an attachment an earlier
+/// attempt created by it.
+pub fn media_file_name(role: MediaRole, hash: &MediaHash, media_type: MediaType) -> String {
+    let ext = match media_type {
+        MediaType::Png => "png",
+        MediaType::Jpeg => "jpg",
+    };
+    format!("{}-{hash}.{ext}", role.name())
+}
+
+/// The one-line note an ERP document carries when media of its event never
+/// arrived (`ErpEvent::media_missing`): which ones, by role and hash, and
+/// what to do. Empty when nothing is missing.
+pub fn media_missing_note(missing: &[MediaRef]) -> String {
+    if missing.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|m| format!("{} sha256:{}", m.role.name(), m.hash))
+        .collect();
+    format!(
+        "MEDIA MISSING: {} did not reach the collector before the event's wait ran out; the event was booked without them (check the handheld's media outbox)",
+        names.join(", ")
+    )
+}
+
+/// Builds the adapter `erp.kind` names; `media` says how it hands an event's
+/// media to the ERP.
+pub fn from_config(
+    erp: &ErpConfig,
+    media: ErpMediaOptions,
+) -> Result<Box<dyn ErpAdapter>, ErpSetupError> {
     Ok(match erp.kind {
-        ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?),
+        ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?.with_media(media)),
         ErpKind::Tryton => Box::new(tryton::TrytonAdapter::new(erp)?),
         ErpKind::Odoo => Box::new(odoo::OdooAdapter::new(erp)?),
-        ErpKind::Epcis => Box::new(epcis::EpcisAdapter::new(erp)?),
+        ErpKind::Epcis => Box::new(epcis::EpcisAdapter::new(erp)?.with_media(media)),
     })
 }
 
