@@ -362,3 +362,66 @@ pub(crate) fn single_open<T: Clone>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn medium(len: usize) -> ErpMedium {
+        let bytes = vec![0xff; len];
+        ErpMedium {
+            hash: MediaHash::of(&bytes),
+            media_type: MediaType::Jpeg,
+            role: MediaRole::Photo,
+            bytes: Arc::from(bytes),
+        }
+    }
+
+    #[test]
+    fn media_names_and_notes() {
+        let m = medium(3);
+        assert_eq!(
+            media_file_name(m.role, &m.hash, m.media_type),
+            format!("photo-{}.jpg", m.hash)
+        );
+        assert_eq!(
+            media_file_name(MediaRole::Signature, &m.hash, MediaType::Png),
+            format!("signature-{}.png", m.hash)
+        );
+        assert_eq!(media_missing_note(&[]), "");
+        let note = media_missing_note(&[MediaRef {
+            hash: m.hash,
+            role: MediaRole::Signature,
+        }]);
+        assert!(
+            note.starts_with(&format!("MEDIA MISSING: signature sha256:{}", m.hash)),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn inline_when_small_enough_or_when_there_is_no_link() {
+        let none = ErpMediaOptions::default();
+        assert!(none.inline(&medium(10_000_000)), "no link: always inline");
+        assert_eq!(none.link(&medium(1).hash), None);
+        let links = MediaLinks::new(&[1; 32], "http://c", 60).ok();
+        let opts = ErpMediaOptions {
+            links,
+            inline_max_bytes: 100,
+        };
+        assert!(opts.inline(&medium(100)));
+        assert!(!opts.inline(&medium(101)));
+        let never = ErpMediaOptions {
+            inline_max_bytes: 0,
+            ..opts.clone()
+        };
+        assert!(!never.inline(&medium(1)));
+        let m = medium(1);
+        let link = opts.link(&m.hash).unwrap_or_default();
+        assert!(
+            link.starts_with(&format!("http://c/v1/media/{}?exp=", m.hash)),
+            "{link}"
+        );
+    }
+}
