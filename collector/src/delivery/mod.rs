@@ -189,6 +189,11 @@ impl Delivery {
         }
     }
 
+    /// The media counters, when delivery handles media.
+    pub fn media_metrics(&self) -> Option<crate::media::metrics::MediaMetrics> {
+        self.media.as_ref().map(|m| m.metrics.clone())
+    }
+
     /// Delivers events with their media from `hub`: a lane whose event
     /// lacks a medium waits for it (see [`Delivery::media_of`]).
     pub fn with_media(mut self, hub: crate::media::MediaHub) -> Self {
