@@ -188,24 +188,59 @@ async fn scenario(server: &TrytonServer, order: &str) -> Result<()> {
         .await?;
 
         // Faults while the photo is on its way (about 10 s at 40 kB/s).
+        let state = |api: std::net::SocketAddr| {
+            let c = &c;
+            async move {
+                c.get(&format!("http://{api}/v1/media"))
+                    .await
+                    .map(|l| {
+                        let m = &l["media"][0];
+                        format!("{} have={}", m["state"], m["have"])
+                    })
+                    .unwrap_or_default()
+            }
+        };
         tokio::time::sleep(Duration::from_millis(2500)).await;
+        let before_kill = state(agent.api()).await;
+        anyhow::ensure!(
+            !before_kill.contains("stored") && !before_kill.contains("attached"),
+            "the agent kill must land mid-upload; the photo is {before_kill} already"
+        );
         agent.kill();
-        eprintln!("agent killed mid-upload");
+        eprintln!("agent killed mid-upload (photo {before_kill})");
         tokio::time::sleep(Duration::from_millis(300)).await;
         agent.restart().await?;
         tokio::time::sleep(Duration::from_millis(2000)).await;
+        let before_cut = state(agent.api()).await;
         proxy.black_hole();
-        eprintln!("link cut");
+        eprintln!("link cut (photo {before_cut})");
         tokio::time::sleep(Duration::from_secs(3)).await;
         proxy.heal();
         eprintln!("link back");
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before_collector_kill = state(agent.api()).await;
         c.stack.collector.kill();
-        eprintln!("collector killed");
+        eprintln!("collector killed (photo {before_collector_kill})");
         tokio::time::sleep(Duration::from_millis(300)).await;
         c.stack.collector.restart().await?;
         eprintln!("collector back");
 
+        // At least one fault hit the photo part-way: the collector had some
+        // of its bytes, not all.
+        let have = |seen: &str| -> u64 {
+            seen.rsplit("have=")
+                .next()
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(0)
+        };
+        let part_way = [&before_kill, &before_cut, &before_collector_kill]
+            .iter()
+            .filter(|s| s.contains("queued") && (1..img.len() as u64).contains(&have(s)))
+            .count();
+        anyhow::ensure!(
+            part_way >= 1,
+            "no fault landed mid-upload: {before_kill}; {before_cut}; {before_collector_kill}"
+        );
         let name = format!("photo-{hash}.jpg");
         eventually("the photo attached and the shipment done in Tryton", Duration::from_secs(180), || async {
             let done = server.state(order).await.ok()? == "done";
