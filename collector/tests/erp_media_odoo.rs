@@ -213,7 +213,7 @@ async fn odoo_emulated_attaches_each_medium_once_through_lost_responses() {
             &erp,
             "dc-media",
             &pod2,
-            &[sig2.clone()],
+            std::slice::from_ref(&sig2),
             &[reference(&lost)],
         )
         .await;

@@ -278,7 +278,7 @@ async fn scenario(server: &TrytonServer) -> Result<()> {
         &erp,
         "dc-media",
         &pod2,
-        &[sig2.clone()],
+        std::slice::from_ref(&sig2),
         &[reference(&lost)],
     )
     .await;

@@ -307,7 +307,14 @@ async fn without_a_link_key_media_go_inline_and_missing_media_are_flagged() -> R
     );
     // The signature arrived, the photo's wait ran out.
     let missing = [reference(&pic)];
-    let a = attempt_with(&webhook, "dc-media", &env, &[sig.clone()], &missing).await;
+    let a = attempt_with(
+        &webhook,
+        "dc-media",
+        &env,
+        std::slice::from_ref(&sig),
+        &missing,
+    )
+    .await;
     assert!(booked(&webhook, &a), "{a:?}");
     let seen = erp.lock().expect("lock").seen.clone();
     assert_eq!(seen.len(), 2, "the signature, then the event");
@@ -334,7 +341,7 @@ async fn without_a_link_key_media_go_inline_and_missing_media_are_flagged() -> R
     // Also a large photo goes inline when there is no link.
     let big = photo(300_000, 5);
     let env = delivered("hh-media-wh2", 10, "SO-MW-2", None, Some(&big.hash));
-    let a = attempt_with(&webhook, "dc-media", &env, &[big.clone()], &[]).await;
+    let a = attempt_with(&webhook, "dc-media", &env, std::slice::from_ref(&big), &[]).await;
     assert!(booked(&webhook, &a), "{a:?}");
     let seen = erp.lock().expect("lock").seen.clone();
     let m = seen[2].json();
@@ -362,7 +369,7 @@ async fn a_refused_medium_stops_the_attempt_before_the_event() {
     );
     let pic = photo(1000, 6);
     let env = delivered("hh-media-wh3", 3, "SO-MW-3", None, Some(&pic.hash));
-    let a = attempt_with(&webhook, "dc-media", &env, &[pic.clone()], &[]).await;
+    let a = attempt_with(&webhook, "dc-media", &env, std::slice::from_ref(&pic), &[]).await;
     match &a.outcome {
         AttemptOutcome::Response(r) => assert_eq!(r.status, 503, "{a:?}"),
         other => panic!("expected the medium's 503, got {other:?}"),

@@ -272,9 +272,8 @@ async fn scenario(server: &TrytonServer, order: &str) -> Result<()> {
         })
         .await?;
         eprintln!(
-            "{test}: {} kB photo attached once, byte-identical, through an agent kill, a cut link and a collector kill",
-            img.len() / 1000,
-            test = "media_tryton"
+            "media_tryton: {} kB photo attached once, byte-identical, through an agent kill, a cut link and a collector kill",
+            img.len() / 1000
         );
         Ok(())
     }
