@@ -475,3 +475,45 @@ fn oracle(test: &str, requests: &[Got], media: &[&ErpMedium]) -> Result<()> {
     eprintln!("{}", text.trim());
     Ok(())
 }
+
+/// With `[erp.webhook] batch_max` above 1 the event rides in a batch, but
+/// its media still go alone, first, as structured CloudEvents.
+#[tokio::test]
+async fn with_batching_media_still_go_alone_before_the_batch() {
+    let (erp, proxy) = start().await;
+    let cfg = ErpConfig {
+        timeout_ms: 5000,
+        webhook: dockline_collector::erp::webhook::cloudevents::WebhookOptions {
+            batch_max: 4,
+            ..Default::default()
+        },
+        ..ErpConfig::new(format!("http://{}/hooks", proxy.addr()), SECRET)
+    };
+    let webhook = WebhookAdapter::new(&cfg)
+        .expect("adapter")
+        .with_media(ErpMediaOptions {
+            links: Some(links()),
+            inline_max_bytes: 0,
+        });
+    let pic = photo(5_000, 8);
+    let env = delivered("hh-media-wh4", 4, "SO-MW-4", None, Some(&pic.hash));
+    let a = attempt_with(&webhook, "dc-media", &env, std::slice::from_ref(&pic), &[]).await;
+    assert!(booked(&webhook, &a), "{a:?}");
+    let seen = erp.lock().expect("lock").seen.clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(
+        seen[0].headers["content-type"],
+        "application/cloudevents+json"
+    );
+    assert_eq!(seen[0].json()["type"], "io.dockline.media");
+    assert_eq!(
+        seen[1].headers["content-type"],
+        "application/cloudevents-batch+json"
+    );
+    let batch = seen[1].json();
+    assert_eq!(batch[0]["id"], json!(env.id.to_string()));
+    assert_eq!(
+        batch[0]["data"]["media"][0]["cloudevent"],
+        json!(seen[0].id())
+    );
+}
