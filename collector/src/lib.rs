@@ -1,6 +1,6 @@
 //! dockline-collector: the central side of dockline.
 //!
-//! It subscribes to every device's `events` and `status` topics, stores each
+//! It subscribes to every device's `events`, `status` and `media` topics, stores each
 //! batch in an inbox that drops duplicates (SQLite, or PostgreSQL shared by
 //! several collectors), acks the batch only after
 //! the commit, delivers each business event to the ERP (a signed webhook,
@@ -39,10 +39,16 @@
 //!   signature in [`erp::webhook::cloudevents`], batches in
 //!   `erp::webhook::batch`), [`erp::tryton`], [`erp::odoo`],
 //!   [`erp::epcis`] (export, GS1 identifiers, capture client).
+//! - [`media`]: proof-of-delivery media: the content-addressed store
+//!   ([`media::store`], files or PostgreSQL), chunk ingest and acks
+//!   ([`media::ingest`]), when an event waits for its media
+//!   ([`media::wait`], pure), retention ([`media::sweep`]), signed links
+//!   ([`media::link`]), `[media]` ([`media::config`]); [`media::MediaHub`]
+//!   is what ingest, delivery and HTTP share.
 //! - [`http`]: health, stats, lanes, endpoint state and dead letters over
 //!   HTTP (`[api]`); [`http::auth`] who may use it; [`http::login_limit`]
 //!   backoff after failed logins; `http::metrics` `GET /metrics`;
-//!   `http::dashboard` the pages for people.
+//!   `http::dashboard` the pages for people; [`http::media`] media routes.
 //! - Below them all: [`metrics`] (the counters ingest and delivery keep),
 //!   [`publication`] (what goes out on MQTT), [`shutdown`],
 //!   `config_error` (the refusal every section's check gives).

@@ -51,7 +51,19 @@ impl Publication {
     /// task applies it to every publication, so no path publishes an ack
     /// unsigned by mistake.
     pub fn signed_by(self, signer: &CommandSigner) -> Result<Self, EncodeError> {
-        if !signer.signs() || !self.topic.ends_with("/ack") {
+        if !signer.signs() {
+            return Ok(self);
+        }
+        if self.topic.ends_with("/media_ack") {
+            let Ok(ack) = codec::decode::<dockline_protocol::MediaAck>(&self.payload) else {
+                return Ok(self);
+            };
+            return Ok(Self {
+                topic: self.topic,
+                payload: codec::encode(&signer.sign_media_ack(&ack)?)?,
+            });
+        }
+        if !self.topic.ends_with("/ack") {
             return Ok(self);
         }
         let Ok(ack) = codec::decode::<Ack>(&self.payload) else {
@@ -87,5 +99,53 @@ impl Publication {
             topic: Topic::new(site.clone(), device.clone(), Channel::Cmd).to_string(),
             payload: codec::encode(&command)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockline_protocol::media::{MediaAck, MediaHash, MediaState};
+
+    #[test]
+    fn media_acks_are_signed_with_the_command_key() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let signer = CommandSigner::new(Some(key.clone()), std::time::Duration::from_secs(60));
+        let ack = MediaAck {
+            v: PROTOCOL_VERSION,
+            device: DeviceId::new("hh-1").expect("id"),
+            hash: MediaHash::of(b"x"),
+            have: 1,
+            at: Some(0),
+            state: MediaState::Stored,
+            signed: None,
+        };
+        let p = Publication {
+            topic: "dockline/v1/s/hh-1/media_ack".into(),
+            payload: codec::encode(&ack).expect("enc"),
+        }
+        .signed_by(&signer)
+        .expect("signed");
+        let sent: MediaAck = codec::decode(&p.payload).expect("dec");
+        let public = key.verifying_key();
+        let opened = sent
+            .open(|m, s| {
+                public
+                    .verify_strict(m, &ed25519_dalek::Signature::from_bytes(s))
+                    .is_ok()
+            })
+            .expect("verifies");
+        assert_eq!(opened, ack);
+        let unsigned = CommandSigner::new(None, std::time::Duration::from_secs(60));
+        let p = Publication {
+            topic: "dockline/v1/s/hh-1/media_ack".into(),
+            payload: codec::encode(&ack).expect("enc"),
+        }
+        .signed_by(&unsigned)
+        .expect("as is");
+        assert_eq!(
+            codec::decode::<MediaAck>(&p.payload).expect("dec").signed,
+            None
+        );
     }
 }

@@ -16,6 +16,9 @@
 //! of every page go to `$DOCKLINE_TEST_SCREENSHOT_DIR` or
 //! `target/dashboard-screenshots/`.
 //!
+//! SO-1001's proof of delivery carries a signature (a real PNG in the media
+//! store): its timeline shows the image, loaded through a signed link.
+//!
 //! Runs when `chromium` and `chromedriver` are on PATH (Debian packages
 //! `chromium` and `chromium-driver`); otherwise prints SKIP.
 
@@ -39,8 +42,12 @@ use dockline_collector::http::ApiConfig;
 use dockline_collector::http::auth::Auth;
 use dockline_collector::http::{self as api, ApiState};
 use dockline_collector::inbox::{Inbox, InboxHandle, InboxStore};
+use dockline_collector::media::config::MediaConfig;
+use dockline_collector::media::store::FsMediaStore;
+use dockline_collector::media::{MediaHub, MediaRef, MediaRole};
 use dockline_collector::now_ms;
 use dockline_collector::shutdown::ShutdownTrigger;
+use dockline_protocol::media::{MediaHash, MediaType};
 use dockline_protocol::status::{DeviceHealth, QueueHealth};
 use dockline_protocol::{
     Batch, BusinessEvent, DeviceId, Envelope, EventDetail, EventId, ExceptionKind, Outcome,
@@ -159,7 +166,7 @@ fn detail(kind: &str) -> EventDetail {
         "deliver" => EventDetail::Delivered(ProofOfDelivery {
             received_by: "J. Smith".into(),
             pieces: 2,
-            signature_ref: None,
+            signature_ref: Some(format!("sha256:{}", MediaHash::of(&signature_png()))),
             photo_ref: None,
             position: None,
         }),
@@ -177,6 +184,61 @@ fn detail(kind: &str) -> EventDetail {
         },
         other => panic!("no event kind {other}"),
     }
+}
+
+/// A real 48×16 grayscale PNG (a stroke on white): stored zlib blocks, so
+/// no compressor is needed, and browsers decode it.
+fn signature_png() -> Vec<u8> {
+    fn crc(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc(&body).to_be_bytes());
+    }
+    let (w, h) = (48u32, 16u32);
+    let mut raw = Vec::new();
+    for y in 0..h {
+        raw.push(0); // filter: none
+        for x in 0..w {
+            let on_stroke = (x / 3 + y) % 8 == 0 || y == h / 2;
+            raw.push(if on_stroke { 20 } else { 255 });
+        }
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    let mut z = vec![0x78, 0x01, 0x01];
+    let len = raw.len() as u16;
+    z.extend_from_slice(&len.to_le_bytes());
+    z.extend_from_slice(&(!len).to_le_bytes());
+    z.extend_from_slice(&raw);
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &z);
+    chunk(&mut png, b"IEND", &[]);
+    png
 }
 
 /// One event a device recorded: (kind, order, minutes ago).
@@ -689,6 +751,31 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
     let mut inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
     seed(&mut inbox, now);
     let inbox = InboxHandle::new(inbox);
+    // SO-1001's signature in the media store, named by its event (as
+    // ingest records it).
+    let media = MediaHub::new(
+        Box::new(FsMediaStore::open(&dir.path().join("media")).expect("media store")),
+        MediaConfig::default(),
+        Arc::new(Notify::new()),
+    );
+    let png = signature_png();
+    let sig = MediaHash::of(&png);
+    let pod_id = envelope("van-01", 3, ("deliver", Some("SO-1001"), 148), now).id;
+    media
+        .store
+        .call(move |s| {
+            s.append(&sig, MediaType::Png, png.len() as u64, 0, &png)?;
+            s.complete(&sig, MediaType::Png, 1)?;
+            s.add_refs(
+                &pod_id.to_string(),
+                &[MediaRef {
+                    hash: sig,
+                    role: MediaRole::Signature,
+                }],
+            )
+        })
+        .await
+        .expect("signature stored");
 
     let cfg = ErpConfig {
         timeout_ms: 2000,
@@ -716,7 +803,12 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
         delivery: Some(Arc::clone(&delivery)),
         auth: Arc::new(Auth::open()),
         ingest: None,
-    });
+    })
+    .merge(api::media::routes(
+        media.clone(),
+        None,
+        Arc::new(Auth::open()),
+    ));
     tokio::spawn(async move { axum::serve(listener, router).await });
     // The same collector behind access control: a viewer and an operator.
     let api_config: ApiConfig = toml::from_str(&format!(
@@ -876,6 +968,14 @@ async fn dashboard_pages_show_the_seeded_site_and_replay_books_a_dead_letter() {
         ],
         "pick to proof of delivery, in order"
     );
+    // The proof of delivery shows its signature, loaded by the browser.
+    browser
+        .wait_js(
+            "const i = document.querySelector(\"[data-timeline='order:SO-1001'] [data-media=signature] img\"); \
+             return !!i && i.complete && i.naturalWidth === 48;",
+            "SO-1001's signature image in its timeline",
+        )
+        .await;
     browser.screenshot(&shots, "orders").await;
     browser.click("[data-filter=parked]").await;
     browser

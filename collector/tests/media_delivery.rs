@@ -185,7 +185,14 @@ async fn a_lane_waits_for_its_photo_others_go_and_the_photo_goes_with_its_event(
             .any(|x| x.order == "SO-WAIT"),
         "the event without its photo waits"
     );
-    let parked = r.hub.parked_lanes();
+    let mut parked = r.hub.parked_lanes();
+    for _ in 0..300 {
+        if !parked.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        parked = r.hub.parked_lanes();
+    }
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0].lane, "order:SO-WAIT");
     let hex = h.to_string();
@@ -262,7 +269,12 @@ async fn after_the_wait_the_event_goes_without_its_photo_flagged_and_counted() {
     let h = MediaHash::of(&bytes);
     r.store(vec![delivered("hh-md2", 1, "SO-LATE", &bytes)])
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..100 {
+        if !r.hub.parked_lanes().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert!(r.erp.0.lock().expect("lock").is_empty(), "waits first");
     assert_eq!(r.hub.parked_lanes().len(), 1);
     let seen = r

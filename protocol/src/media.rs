@@ -35,11 +35,18 @@
 //!    whole is checked: a match acks [`MediaState::Stored`]; a mismatch
 //!    discards the bytes (the reassembly starts over at 0) and acks
 //!    `Receiving` with `have: 0`, so the agent sends again from the start.
-//! 6. **Later states** ride the same ack: [`MediaState::Attached`] once the
+//! 6. **Signed like batch acks.** A collector with a signing key adds `sg`
+//!    to every media ack: the ack's CBOR without `sg` and the Ed25519
+//!    signature over [`MEDIA_ACK_SIGNING_CONTEXT`] and those bytes
+//!    ([`MediaAck::seal`]; another context than batch acks and commands, so
+//!    no signature is valid as another). An agent with a verify key acts
+//!    only on the signed bytes ([`MediaAck::open`]), so a forged `Stored`
+//!    cannot make it stop sending a medium the collector does not hold.
+//! 7. **Later states** ride the same ack: [`MediaState::Attached`] once the
 //!    ERP holds the medium (with its document), [`MediaState::Refused`] when
 //!    the collector will never store it (too large for it, a type it does
 //!    not take): the agent stops sending it and shows the reason.
-//! 7. **Order with events.** The agent sends a medium only after the events
+//! 8. **Order with events.** The agent sends a medium only after the events
 //!    that reference it are stored (acked), and media never hold events
 //!    back: they have their own topic and their own pacing on the agent.
 //!    A collector parks an event whose media have not all arrived.
@@ -55,7 +62,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::codec::WireMessage;
+use crate::ack::AckRefusal;
+use crate::codec::{self, DecodeError, EncodeError, WireMessage};
+use crate::command::{SIGNATURE_BYTES, Signed};
 use crate::ids::DeviceId;
 use crate::validate::{self, MAX_TEXT_BYTES, ValidationError};
 
@@ -346,9 +355,76 @@ pub struct MediaAck {
     /// What the collector holds.
     #[serde(rename = "st")]
     pub state: MediaState,
+    /// The collector's signature over this ack (module docs, rule 6).
+    #[serde(rename = "sg", default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<Signed>,
+}
+
+/// Prefix of every signed media ack's message (distinct from batch acks'
+/// and commands').
+pub const MEDIA_ACK_SIGNING_CONTEXT: &[u8] = b"dockline/v1/media_ack\0";
+
+/// The message a media ack signature covers.
+pub fn media_ack_signing_message(body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(MEDIA_ACK_SIGNING_CONTEXT.len() + body.len());
+    m.extend_from_slice(MEDIA_ACK_SIGNING_CONTEXT);
+    m.extend_from_slice(body);
+    m
 }
 
 impl MediaAck {
+    /// This ack with `sg` added: `sign` signs [`MEDIA_ACK_SIGNING_CONTEXT`]
+    /// plus the ack's bytes without `sg`.
+    pub fn seal(
+        &self,
+        sign: impl FnOnce(&[u8]) -> [u8; SIGNATURE_BYTES],
+    ) -> Result<MediaAck, EncodeError> {
+        let mut inner = self.clone();
+        inner.signed = None;
+        let body = codec::encode(&inner)?;
+        let signature = sign(&media_ack_signing_message(&body)).to_vec();
+        Ok(MediaAck {
+            signed: Some(Signed { body, signature }),
+            ..inner
+        })
+    }
+
+    /// The signed ack inside, if `verify` accepts its signature; the plain
+    /// fields outside are ignored.
+    pub fn open(
+        &self,
+        verify: impl FnOnce(&[u8], &[u8; SIGNATURE_BYTES]) -> bool,
+    ) -> Result<MediaAck, AckRefusal> {
+        let Some(signed) = &self.signed else {
+            return Err(AckRefusal::Unsigned);
+        };
+        let signature: &[u8; SIGNATURE_BYTES] = signed
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| AckRefusal::BadSignature)?;
+        if !verify(&media_ack_signing_message(&signed.body), signature) {
+            return Err(AckRefusal::BadSignature);
+        }
+        let inner: MediaAck = codec::decode(&signed.body).map_err(AckRefusal::Body)?;
+        if inner.signed.is_some() {
+            return Err(AckRefusal::Body(DecodeError::Invalid {
+                what: "media ack",
+                error: ValidationError {
+                    field: "sg.b.sg".into(),
+                    problem: "nests another signature".into(),
+                },
+            }));
+        }
+        if inner.device != self.device {
+            return Err(AckRefusal::OtherDevice {
+                signed: inner.device,
+                outer: self.device.clone(),
+            });
+        }
+        Ok(inner)
+    }
+
     /// Checks sizes (see the module docs).
     pub fn validate(&self) -> Result<(), ValidationError> {
         if let Some(at) = self.at {
@@ -663,6 +739,7 @@ impl Reassembly {
             } else {
                 MediaState::Receiving
             },
+            signed: None,
         }
     }
 }

@@ -374,6 +374,7 @@ fn media_messages_match_fixtures() {
         have,
         at: None,
         state,
+        signed: None,
     };
     check(
         "media-ack-receiving",

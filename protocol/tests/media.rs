@@ -265,6 +265,7 @@ fn chunks_breaking_the_caps_are_refused_by_name() {
         have: MAX_MEDIA_BYTES + 1,
         at: None,
         state: MediaState::Receiving,
+        signed: None,
     };
     let err = decode::<MediaAck>(&encode(&ack).expect("encodes")).expect_err("refused");
     assert!(err.to_string().contains("`have`"), "{err}");

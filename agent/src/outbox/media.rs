@@ -774,6 +774,7 @@ mod tests {
             have,
             at: None,
             state,
+            signed: None,
         };
         let r = s
             .apply_ack(&ack(4, MediaState::Receiving))

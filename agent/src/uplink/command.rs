@@ -157,6 +157,21 @@ impl CommandVerifier {
         ack.open(|m, s| self.verifies(m, s))
     }
 
+    /// The media ack to act on, like [`Self::open_ack`]: with a verify key
+    /// only the signed ack inside, else the refusal.
+    pub fn open_media_ack(
+        &self,
+        ack: dockline_protocol::MediaAck,
+    ) -> Result<dockline_protocol::MediaAck, AckRefusal> {
+        if self.keys.is_empty() {
+            return Ok(dockline_protocol::MediaAck {
+                signed: None,
+                ..ack
+            });
+        }
+        ack.open(|m, s| self.verifies(m, s))
+    }
+
     /// Whether acks must be signed (a verify key is configured).
     pub fn checks_acks(&self) -> bool {
         !self.keys.is_empty()
@@ -618,5 +633,54 @@ mod tests {
         let counters = AckCounters::default();
         counters.refused(&err);
         assert_eq!(counters.snapshot().unsigned, 1);
+    }
+
+    #[test]
+    fn with_a_verify_key_a_forged_or_unsigned_media_ack_is_refused() {
+        use dockline_protocol::media::{MediaAck, MediaHash, MediaState};
+        let collector = key(7);
+        let v = verifier(KeyList::One(public(&collector)), false);
+        let ack = MediaAck {
+            v: PROTOCOL_VERSION,
+            device: dev("hh-1"),
+            hash: MediaHash::of(b"photo"),
+            have: 5,
+            at: Some(0),
+            state: MediaState::Stored,
+            signed: None,
+        };
+        let err = v.open_media_ack(ack.clone()).expect_err("unsigned");
+        assert_eq!(err.reason(), "unsigned");
+        let sealed = ack.seal(|m| collector.sign(m).to_bytes()).expect("seal");
+        assert_eq!(v.open_media_ack(sealed.clone()).expect("verifies"), ack);
+        let forged = ack.seal(|m| key(9).sign(m).to_bytes()).expect("seal");
+        assert_eq!(
+            v.open_media_ack(forged).expect_err("other key").reason(),
+            "bad_signature"
+        );
+        // The plain fields beside a valid signature are not believed.
+        let mut altered = sealed.clone();
+        altered.have = 99;
+        assert_eq!(v.open_media_ack(altered).expect("inner").have, 5);
+        // A batch-ack signature is no media-ack signature (another context).
+        let batch_sig = Ack {
+            v: PROTOCOL_VERSION,
+            device: dev("hh-1"),
+            epoch: 1,
+            stored_up_to: Some(1),
+            also_stored: vec![],
+            verdicts: vec![],
+            signed: None,
+        }
+        .seal(|m| collector.sign(m).to_bytes())
+        .expect("seal");
+        let mut mixed = ack.clone();
+        mixed.signed = batch_sig.signed;
+        assert_eq!(
+            v.open_media_ack(mixed).expect_err("context").reason(),
+            "bad_signature"
+        );
+        let open = verifier(KeyList::default(), false);
+        assert_eq!(open.open_media_ack(sealed).expect("plain"), ack);
     }
 }

@@ -322,7 +322,7 @@ pub async fn run(
                         apply_ack(&outbox, &mut state, &verifier, &link, &payload).await;
                         media.look = true;
                     } else if topic == media_ack_topic {
-                        media.apply_ack(&config, &link, &payload).await;
+                        media.apply_ack(&config, &link, &verifier, &payload).await;
                     } else if topic == cmd_topic {
                         let now = now_ms();
                         let checked = verifier
@@ -401,12 +401,31 @@ struct MediaSender {
 impl MediaSender {
     /// Applies a media ack from the collector: the record first (so a
     /// restart resumes from it), then the lane.
-    async fn apply_ack(&mut self, config: &Config, link: &LinkStatus, payload: &[u8]) {
+    async fn apply_ack(
+        &mut self,
+        config: &Config,
+        link: &LinkStatus,
+        verifier: &command::CommandVerifier,
+        payload: &[u8],
+    ) {
         let ack: MediaAck = match codec::decode(payload) {
             Ok(a) => a,
             Err(e) => {
                 link.media_acks_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "unreadable media ack from the collector ignored; the medium is resent after the ack timeout");
+                return;
+            }
+        };
+        // With a verify key, only the collector's signed bytes count: a
+        // forged `stored` must not make the agent stop sending a medium.
+        let ack = match verifier.open_media_ack(ack) {
+            Ok(a) => a,
+            Err(why) => {
+                link.media_acks_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    reason = why.reason(),
+                    "{why}; media ack ignored, the medium is resent"
+                );
                 return;
             }
         };

@@ -195,6 +195,7 @@ impl FakeCollector {
             state: MediaState::Attached {
                 doc: Some(doc.into()),
             },
+            signed: None,
         };
         let (client, topic) = &self.attach;
         client

@@ -227,6 +227,20 @@ impl CommandSigner {
         }
     }
 
+    /// A media ack with its signature when a key is configured (the media
+    /// twin of [`Self::sign_ack`], see [`dockline_protocol::media`]).
+    pub fn sign_media_ack(
+        &self,
+        ack: &dockline_protocol::MediaAck,
+    ) -> Result<dockline_protocol::MediaAck, dockline_protocol::EncodeError> {
+        match &self.key {
+            Some(key) => {
+                ack.seal(|message| -> [u8; SIGNATURE_BYTES] { key.sign(message).to_bytes() })
+            }
+            None => Ok(ack.clone()),
+        }
+    }
+
     /// The command to publish for `inner`: its expiry set to `now_ms` plus
     /// the ttl, then sealed with the signature when a key is configured.
     pub fn prepare(

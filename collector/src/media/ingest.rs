@@ -187,6 +187,7 @@ fn ack_of(
         have,
         at,
         state,
+        signed: None,
     }
 }
 

@@ -17,7 +17,7 @@ let role = null;
 let timer = null;
 let lastOk = 0;
 // Page state that survives a redraw.
-const ui = { openLane: null, timeline: null, showResolved: false, openAttempts: new Set() };
+const ui = { openLane: null, timeline: null, media: {}, showResolved: false, openAttempts: new Set() };
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
@@ -173,7 +173,21 @@ function timelineView(t) {
       e.reason ? " " + e.reason : null,
       e.verdict === "pending" && e.last_error ? " last try: " + e.last_error : null,
       e.late ? " (after its park limit, out of order)" : null,
-      e.dead_letter ? h("a", { href: "/ui/dead-letters" }, " dead letter #" + e.dead_letter) : null))));
+      e.dead_letter ? h("a", { href: "/ui/dead-letters" }, " dead letter #" + e.dead_letter) : null),
+    mediaView(ui.media[e.id]))));
+}
+
+// A delivery's signature and photos: <img> tags to short-lived signed links
+// the collector hands out with /v1/events/{id}/media (an <img> cannot send
+// the token); a medium not received yet is named, not shown.
+function mediaView(list) {
+  if (!list || !list.length) return null;
+  return h("div", { class: "media" }, list.map(m => m.stored && m.url
+    ? h("figure", { "data-media": m.role },
+      h("img", { src: m.url, alt: words(m.role), loading: "lazy", width: "160" }),
+      h("figcaption", { class: "muted" }, words(m.role) + (m.attached ? " · attached at the ERP" : " · stored")))
+    : h("p", { class: "muted", "data-media-missing": m.role },
+      words(m.role) + " sha256:" + m.hash.slice(0, 8) + "… not received yet")));
 }
 
 async function ordersPage() {
@@ -183,6 +197,15 @@ async function ordersPage() {
   if (ui.openLane) {
     try { ui.timeline = await api("/v1/orders/timeline?lane=" + encodeURIComponent(ui.openLane)); }
     catch (e) { ui.timeline = null; }
+    if (ui.timeline) {
+      // Asked again only while one is missing: a stored medium's link stays
+      // the same, so the browser keeps the image between polls.
+      const ask = e => e.kind === "delivered" && !(ui.media[e.id] && ui.media[e.id].every(m => m.stored));
+      await Promise.all(ui.timeline.events.filter(ask).map(async e => {
+        try { ui.media[e.id] = await api("/v1/events/" + encodeURIComponent(e.id) + "/media"); }
+        catch (_) { ui.media[e.id] = null; }
+      }));
+    }
   }
   const total = Object.values(d.counts).reduce((a, b) => a + b, 0);
   const chip = (value, label, n) => h("button", {
@@ -233,13 +256,23 @@ async function stuckPage() {
   const d = await api("/v1/stuck?after_ms=" + Math.round(minutes * 60000));
   const s = d.summary;
   const now = d.now_ms;
-  const lanes = d.lanes.map(l => h("tr", { "data-lane": l.lane },
+  // Lanes waiting for a signature or photo (the collector's media wait).
+  let waiting = [];
+  try { waiting = await api("/v1/media-lanes"); } catch (_) { waiting = []; }
+  const mediaLanes = waiting.map(l => h("tr", { "data-lane": l.lane, "data-media-wait": "" },
+    cell("Lane", h("strong", { class: "mono" }, l.lane)),
+    cell("Status", badge("parked")),
+    cell("Waiting", duration(now - l.since_ms)),
+    cell("Why", h("span", { class: "why" }, l.reason)),
+    cell("Pending", "—", true),
+    cell("Next look", "in " + duration(l.until_ms - now) + " or when it arrives")));
+  const lanes = mediaLanes.concat(d.lanes.map(l => h("tr", { "data-lane": l.lane },
     cell("Lane", h("strong", { class: "mono" }, l.lane)),
     cell("Status", badge(l.status)),
     cell("Waiting", duration(l.waiting_ms)),
     cell("Why", h("span", { class: "why" }, l.reason)),
     cell("Pending", String(l.pending), true),
-    cell("Next look", l.next_look_ms ? "in " + duration(l.next_look_ms - now) : "when released")));
+    cell("Next look", l.next_look_ms ? "in " + duration(l.next_look_ms - now) : "when released"))));
   const orders = d.stalled_orders.map(o => h("tr", { "data-order": o.reference },
     cell("Order", h("strong", { class: "id" }, o.reference)),
     cell("State", badge(o.state)),
@@ -259,7 +292,7 @@ async function stuckPage() {
       h("button", { type: "submit" }, "Apply")),
     h("div", { class: "cards" },
       card("card-blocked", "Blocked lanes", s.blocked, s.blocked ? "bad" : "", "a dead letter holds them"),
-      card("card-parked", "Parked lanes", s.parked, s.parked ? "warn" : "", "waiting for an earlier step or a gap"),
+      card("card-parked", "Parked lanes", s.parked + waiting.length, s.parked + waiting.length ? "warn" : "", "waiting for an earlier step, a gap or media"),
       card("card-stalled", "Stalled orders", s.stalled_orders, s.stalled_orders ? "warn" : "", "over " + duration(d.after_ms)),
       card("card-longest", "Longest wait", duration(s.longest_wait_ms), "")),
     h("h2", {}, "Lanes parked or blocked"),
