@@ -131,7 +131,10 @@ impl TrytonServer {
             b"\n",
             &d.join("admin.log"),
         )?;
-        let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tryton_setup.py");
+        // Beside this file, from the collector's tests and the workspace's
+        // `tests/` crate alike.
+        let setup = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../collector/tests/support/tryton_setup.py");
         let out = run(
             "tryton_setup.py",
             Command::new(bin.join("python"))
