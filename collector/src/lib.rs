@@ -276,6 +276,7 @@ pub async fn run_reloadable(
     }
     let media_config = config.media();
     let media_links = media_config.links().map_err(ConfigCheckError::from)?;
+    let erp_media_links_on = media_links.is_some();
     let (data_dir, pg_url) = (config.data_dir.clone(), config.inbox.url.clone());
     let media_store =
         tokio::task::spawn_blocking(move || media::store::open(&data_dir, pg_url.as_deref()))
@@ -286,13 +287,26 @@ pub async fn run_reloadable(
         max_bytes = media_config.max_bytes,
         wait_ms = media_config.wait_ms,
         retain_days = media_config.retain_days,
-        links = media_links.is_some(),
+        links = erp_media_links_on,
         "media store open"
     );
+    // The adapters link to (or inline) the media they send with `[media]`'s
+    // key and limit.
+    let erp_media = erp::ErpMediaOptions {
+        links: media_links.clone(),
+        inline_max_bytes: media_config.inline_max_bytes,
+    };
     let hub = media::MediaHub::new(media_store, media_config, Arc::clone(&wake));
     let sweep_task = tokio::spawn(media::sweep::run(hub.clone(), now_ms, trigger.subscribe()));
-    let delivery =
-        Arc::new(Delivery::new(&config.erp, inbox.clone(), verdict_tx)?.with_media(hub.clone()));
+    let delivery = Arc::new(
+        Delivery::with_adapter(
+            &config.erp,
+            erp::from_config(&config.erp, erp_media)?,
+            inbox.clone(),
+            verdict_tx,
+        )
+        .with_media(hub.clone()),
+    );
     let invoice_task =
         invoices.map(|n| tokio::spawn(n.run(delivery.followup_wake(), trigger.subscribe())));
     let ingest = Ingest::new(
