@@ -114,6 +114,7 @@
 //! | `sqlite/` | SQLite: schema and migrations, SQL and transactions |
 //! | `postgres/` | PostgreSQL: schema and migrations, SQL and transactions, claims |
 
+mod batch_write;
 mod error;
 mod handle;
 pub mod lanes;

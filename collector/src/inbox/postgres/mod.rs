@@ -53,25 +53,27 @@
 //! called from the blocking pool by [`crate::inbox::InboxHandle`]. The
 //! connection is re-opened when the server closed it.
 
+mod batch;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use dockline_protocol::{
-    Batch, DeviceId, Envelope, EventId, Outcome, Payload, SiteId, Status, StatusKind, Verdict,
-    codec,
+    Batch, DeviceId, Envelope, EventId, Outcome, SiteId, Status, StatusKind, Verdict, codec,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::inbox::batch_write;
 use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
 use crate::inbox::read_model::{
     self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
     ExceptionRow, OrderCols, OrderRow, TimelineCols, TimelineEvent,
 };
-use crate::inbox::watermark::{self, guard_reasons, holes_above, ranges};
+use crate::inbox::watermark::{self, holes_above};
 use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
     HoleStats, InboxError, InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
@@ -1152,314 +1154,11 @@ impl InboxStore for PgInbox {
         batch: &Batch,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError> {
-        let device = batch.device.as_str();
-        let epoch = to_sql("epoch", batch.epoch)?;
         // The rows, prepared once outside the retry loop.
-        let mut seqs: Vec<i64> = Vec::new();
-        let mut ids: Vec<String> = Vec::new();
-        let mut kinds: Vec<&str> = Vec::new();
-        let mut envelopes: Vec<Vec<u8>> = Vec::new();
-        let mut states: Vec<&str> = Vec::new();
-        let mut lanes: Vec<Option<String>> = Vec::new();
-        let mut stages: Vec<Option<i64>> = Vec::new();
-        for env in &batch.events {
-            let (kind, state, lane, stage) = match &env.payload {
-                Payload::Event(e) => (
-                    e.detail.kind_name(),
-                    "pending",
-                    Some(lane::lane_key(&batch.device, e)),
-                    lane::stage(&e.detail).map(i64::from),
-                ),
-                Payload::Reading(_) => ("reading", "skipped", None, None),
-            };
-            seqs.push(to_sql("seq", env.seq)?);
-            ids.push(env.id.to_string());
-            kinds.push(kind);
-            envelopes.push(codec::encode(env)?);
-            states.push(state);
-            lanes.push(lane);
-            stages.push(stage);
-        }
-        let shed: Vec<(i64, i64)> = batch
-            .shed
-            .iter()
-            .map(|&(lo, hi)| {
-                Ok((
-                    to_sql("shed range start", lo)?,
-                    to_sql("shed range end", hi)?,
-                ))
-            })
-            .collect::<Result<_, InboxError>>()?;
-        let site = site.as_str();
+        let rows = batch_write::event_rows(batch)?;
         let max_ahead = self.ctx.max_seq_ahead;
         self.tx(async |db, _| {
-            let known = db
-                .opt(
-                    "SELECT 1 FROM watermarks WHERE device = $1 AND epoch = $2",
-                    &[&device, &epoch],
-                )
-                .await?
-                .is_some();
-            if !known {
-                let newest: Option<u64> = db
-                    .one(
-                        "SELECT max(epoch) FROM watermarks WHERE device = $1",
-                        &[&device],
-                    )
-                    .await?
-                    .get::<_, Option<i64>>(0)
-                    .map(from_sql);
-                if watermark::epoch_too_old(batch.epoch, newest) {
-                    return Err(InboxError::OldEpoch {
-                        device: batch.device.clone(),
-                        epoch: batch.epoch,
-                        newest: newest.unwrap_or(0),
-                    });
-                }
-            }
-            // The (device, epoch) lock: batches of one device, whichever
-            // collector got them, are applied one after the other.
-            db.exec(
-                "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES ($1, $2, 0)
-                 ON CONFLICT DO NOTHING",
-                &[&device, &epoch],
-            )
-            .await?;
-            let mut mark: u64 = from_sql(
-                db.one(
-                    "SELECT complete_up_to FROM watermarks WHERE device = $1 AND epoch = $2 FOR UPDATE",
-                    &[&device, &epoch],
-                )
-                .await?
-                .get(0),
-            );
-            let top_before: u64 = db
-                .one(
-                    "SELECT max(seq) FROM events WHERE device = $1 AND epoch = $2",
-                    &[&device, &epoch],
-                )
-                .await?
-                .get::<_, Option<i64>>(0)
-                .map_or(0, from_sql);
-            let mark_before = mark;
-            // Duplicates are rows, not numbers (see crate::inbox::watermark): every
-            // event but those far ahead is offered to the table.
-            let (keep, far): (Vec<usize>, Vec<usize>) = (0..seqs.len())
-                .partition(|&i| !watermark::far_ahead(from_sql(seqs[i]), mark, max_ahead));
-            let mut quarantined: Vec<(u64, &'static str)> = Vec::new();
-            for &i in &far {
-                db.exec(
-                    "INSERT INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
-                     VALUES ($1, $2, $3, $4, 'far_ahead', $5, $6) ON CONFLICT DO NOTHING",
-                    &[&device, &epoch, &seqs[i], &ids[i], &envelopes[i], &now_ms],
-                )
-                .await?;
-                quarantined.push((from_sql(seqs[i]), "far_ahead"));
-            }
-            let k_seq: Vec<i64> = keep.iter().map(|&i| seqs[i]).collect();
-            let k_id: Vec<&str> = keep.iter().map(|&i| ids[i].as_str()).collect();
-            let k_kind: Vec<&str> = keep.iter().map(|&i| kinds[i]).collect();
-            let k_env: Vec<&[u8]> = keep.iter().map(|&i| envelopes[i].as_slice()).collect();
-            let k_state: Vec<&str> = keep.iter().map(|&i| states[i]).collect();
-            let k_lane: Vec<Option<&str>> = keep.iter().map(|&i| lanes[i].as_deref()).collect();
-            let k_stage: Vec<Option<i64>> = keep.iter().map(|&i| stages[i]).collect();
-            let inserted = db
-                .query(
-                    "INSERT INTO events
-                       (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
-                     SELECT $1, $2, s, $3, i, k, e, $4, st, l, sg
-                     FROM unnest($5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::text[],
-                                 $10::text[], $11::bigint[]) AS x(s, i, k, e, st, l, sg)
-                     ON CONFLICT DO NOTHING
-                     RETURNING seq, lane",
-                    &[
-                        &device, &epoch, &site, &now_ms, &k_seq, &k_id, &k_kind, &k_env, &k_state,
-                        &k_lane, &k_stage,
-                    ],
-                )
-                .await?;
-            let stored = inserted.len();
-            let inserted_seqs: Vec<i64> = inserted.iter().map(|r| r.get::<_, i64>(0)).collect();
-            let repeated: Vec<usize> = keep
-                .iter()
-                .copied()
-                .filter(|&i| !inserted_seqs.contains(&seqs[i]))
-                .collect();
-            let mut duplicates = 0usize;
-            if !repeated.is_empty() {
-                let r_seq: Vec<i64> = repeated.iter().map(|&i| seqs[i]).collect();
-                let existing: Vec<(i64, String)> = db
-                    .query(
-                        "SELECT seq, id FROM events WHERE device = $1 AND epoch = $2 AND seq = ANY($3)",
-                        &[&device, &epoch, &r_seq],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
-                for &i in &repeated {
-                    let same = existing
-                        .iter()
-                        .any(|(sq, id)| *sq == seqs[i] && *id == ids[i]);
-                    if same {
-                        duplicates += 1;
-                        continue;
-                    }
-                    // Another event under the same number: keep it for the
-                    // operator, never in place of the stored one.
-                    db.exec(
-                        "INSERT INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
-                         VALUES ($1, $2, $3, $4, 'seq_conflict', $5, $6) ON CONFLICT DO NOTHING",
-                        &[&device, &epoch, &seqs[i], &ids[i], &envelopes[i], &now_ms],
-                    )
-                    .await?;
-                    quarantined.push((from_sql(seqs[i]), "seq_conflict"));
-                }
-            }
-            let top_after = inserted_seqs
-                .iter()
-                .map(|s| from_sql(*s))
-                .max()
-                .unwrap_or(0)
-                .max(top_before);
-            // A new event may be the one a parked lane waits for. Sorted, so
-            // two batches touching the same lanes lock them in one order.
-            let mut touched: Vec<String> = inserted
-                .iter()
-                .filter_map(|r| r.get::<_, Option<String>>(1))
-                .collect();
-            touched.sort();
-            touched.dedup();
-            if !touched.is_empty() {
-                db.exec(
-                    "INSERT INTO lanes (lane, wake_ms) SELECT unnest($1::text[]), $2
-                     ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
-                    &[&touched, &now_ms],
-                )
-                .await?;
-            }
-            let mut newly_shed = Vec::new();
-            let mut refused_claims: Vec<String> = Vec::new();
-            for (&(lo, hi), &(lo_sql, hi_sql)) in batch.shed.iter().zip(&shed) {
-                if hi > mark && !watermark::shed_recordable(hi, top_after) {
-                    refused_claims.push(format!("shed {lo}..{hi}"));
-                    continue;
-                }
-                if hi > mark
-                    && db
-                        .exec(
-                            "INSERT INTO shed (device, epoch, lo, hi) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT DO NOTHING",
-                            &[&device, &epoch, &lo_sql, &hi_sql],
-                        )
-                        .await?
-                        == 1
-                {
-                    newly_shed.push((lo, hi));
-                }
-            }
-            let claim = watermark::claim_held(mark, batch.first_held, top_after);
-            if let Some(claimed) = claim.refused {
-                refused_claims.push(format!("held {}", claimed.saturating_add(1)));
-            }
-            mark = claim.mark;
-            // Walk forward over stored sequences and shed ranges, never past
-            // the highest stored one, a chunk of rows per range scan.
-            let mut walk = watermark::Walk::new(mark, top_after, watermark::WALK_CHUNK);
-            let chunk = watermark::WALK_CHUNK as i64;
-            while let Some(after) = walk.next_read() {
-                let after = to_sql("watermark", after)?;
-                let stored: Vec<u64> = db
-                    .query(
-                        "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3
-                         ORDER BY seq LIMIT $4",
-                        &[&device, &epoch, &after, &chunk],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| from_sql(r.get(0)))
-                    .collect();
-                let shed: Vec<(u64, u64)> = db
-                    .query(
-                        "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3",
-                        &[&device, &epoch, &after],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
-                    .collect();
-                walk.feed(&stored, &shed);
-            }
-            mark = walk.mark();
-            // The watermark passed sequences this batch did not store (stored
-            // earlier behind a hole, possibly repeated in this batch as
-            // duplicates, or shed): their lanes, and those of the device's
-            // newer epochs, may go on now.
-            let from_batch = inserted
-                .iter()
-                .map(|r| from_sql(r.get::<_, i64>(0)))
-                .filter(|&seq| seq > mark_before && seq <= mark)
-                .count() as u64;
-            if mark - mark_before > from_batch {
-                db.exec(
-                    "UPDATE lanes SET wake_ms = $5 WHERE lane IN
-                       (SELECT lane FROM events WHERE device = $1 AND state = 'pending'
-                        AND lane IS NOT NULL
-                        AND ((epoch = $2 AND seq > $3 AND seq <= $4) OR epoch > $2))",
-                    &[
-                        &device,
-                        &epoch,
-                        &to_sql("watermark", mark_before)?,
-                        &to_sql("watermark", mark)?,
-                        &now_ms,
-                    ],
-                )
-                .await?;
-            }
-            let also_stored = ranges(
-                batch
-                    .events
-                    .iter()
-                    .map(|e| e.seq)
-                    .filter(|s| *s > mark && !quarantined.iter().any(|(q, _)| q == s)),
-            );
-            db.exec(
-                "UPDATE watermarks SET complete_up_to = GREATEST(complete_up_to, $3)
-                 WHERE device = $1 AND epoch = $2",
-                &[&device, &epoch, &to_sql("watermark", mark)?],
-            )
-            .await?;
-            db.exec(
-                "INSERT INTO devices (device, site, last_seen_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (device) DO UPDATE SET site = excluded.site,
-                   last_seen_ms = excluded.last_seen_ms",
-                &[&device, &site, &now_ms],
-            )
-            .await?;
-            if duplicates > 0 {
-                add_to_counter(db, "duplicates", duplicates as u64).await?;
-            }
-            let lost: u64 = newly_shed
-                .iter()
-                .filter(|(lo, _)| *lo <= top_before)
-                .map(|(lo, hi)| (*hi).min(top_before) - lo + 1)
-                .sum();
-            if lost > 0 {
-                add_to_counter(db, "holes_lost", lost).await?;
-            }
-            for reason in guard_reasons(&refused_claims, &quarantined) {
-                add_to_counter(db, "refused", 1).await?;
-                add_to_counter(db, &format!("refused.{reason}"), 1).await?;
-            }
-            Ok(StoreOutcome {
-                stored,
-                duplicates,
-                complete_up_to: mark,
-                also_stored,
-                newly_shed,
-                refused_claims,
-                quarantined,
-            })
+            batch_write::store_batch(db, site, batch, &rows, now_ms, max_ahead).await
         })
     }
 

@@ -6,17 +6,18 @@
 //! batch survives a power cut. The tables are those of the module docs of
 //! [`crate::inbox`]; their history is in [`schema`].
 
+mod batch;
 pub(crate) mod schema;
 
 use std::path::Path;
 
 use dockline_protocol::{
-    Batch, DeviceId, Envelope, EventId, Outcome, Payload, SiteId, Status, StatusKind, Verdict,
-    codec,
+    Batch, DeviceId, Envelope, EventId, Outcome, SiteId, Status, StatusKind, Verdict, codec,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::inbox::batch_write;
 use crate::inbox::lanes::{
     BlockingDeadLetter, ChosenRow, chosen_event, lane_row, lane_row_unchanged,
 };
@@ -24,7 +25,7 @@ use crate::inbox::read_model::{
     self as queries, DeviceRow, EventVerdict, ExceptionKindCount, ExceptionRow, OrderRow,
     TimelineEvent,
 };
-use crate::inbox::watermark::{self, guard_reasons, holes_above, ranges};
+use crate::inbox::watermark::{self, holes_above};
 use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
     HoleStats, InboxError, InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
@@ -280,271 +281,18 @@ impl InboxStore for Inbox {
         batch: &Batch,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError> {
-        let device = batch.device.as_str();
-        let epoch = to_sql("epoch", batch.epoch)?;
-        let max_ahead = self.max_seq_ahead;
+        let rows = batch_write::event_rows(batch)?;
         let tx = self.conn.transaction()?;
-        // Every statement of a batch is cached: the profile showed parsing
-        // the per-batch ones costing about as much as encoding the rows.
-        let known: Option<i64> = tx
-            .prepare_cached(
-                "SELECT complete_up_to FROM watermarks WHERE device = ?1 AND epoch = ?2",
-            )?
-            .query_row(params![device, epoch], |r| r.get::<_, i64>(0))
-            .optional()?;
-        if known.is_none() {
-            let newest: Option<i64> = tx.query_row(
-                "SELECT MAX(epoch) FROM watermarks WHERE device = ?1",
-                params![device],
-                |r| r.get(0),
-            )?;
-            let newest = newest.map(from_sql);
-            if watermark::epoch_too_old(batch.epoch, newest) {
-                return Err(InboxError::OldEpoch {
-                    device: batch.device.clone(),
-                    epoch: batch.epoch,
-                    newest: newest.unwrap_or(0),
-                });
-            }
-        }
-        let mut mark: u64 = known.map_or(0, from_sql);
-        // The highest sequence stored before this batch: shed sequences below
-        // it were a visible hole, now lost at the device.
-        let top_before: u64 = tx
-            .prepare_cached("SELECT MAX(seq) FROM events WHERE device = ?1 AND epoch = ?2")?
-            .query_row(params![device, epoch], |r| r.get::<_, Option<i64>>(0))?
-            .map_or(0, from_sql);
-        let mut stored = 0usize;
-        let mut duplicates = 0usize;
-        let mut quarantined: Vec<(u64, &'static str)> = Vec::new();
-        // Sequences this batch stored (not its duplicates).
-        let mut inserted: Vec<u64> = Vec::with_capacity(batch.events.len());
-        // Lanes of the newly stored events, in first-seen order.
-        let mut touched: Vec<String> = Vec::new();
-        let mark_before = mark;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events
-                   (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            let mut stored_id = tx.prepare_cached(
-                "SELECT id FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
-            )?;
-            let mut quarantine = tx.prepare_cached(
-                "INSERT OR IGNORE INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for env in &batch.events {
-                let seq_sql = to_sql("seq", env.seq)?;
-                let id = env.id.to_string();
-                if watermark::far_ahead(env.seq, mark, max_ahead) {
-                    quarantine.execute(params![
-                        device,
-                        epoch,
-                        seq_sql,
-                        id,
-                        "far_ahead",
-                        codec::encode(env)?,
-                        now_ms
-                    ])?;
-                    quarantined.push((env.seq, "far_ahead"));
-                    continue;
-                }
-                let (kind, state, lane, stage) = match &env.payload {
-                    Payload::Event(e) => (
-                        e.detail.kind_name(),
-                        "pending",
-                        Some(lane::lane_key(&batch.device, e)),
-                        lane::stage(&e.detail),
-                    ),
-                    Payload::Reading(_) => ("reading", "skipped", None, None),
-                };
-                let bytes = codec::encode(env)?;
-                let changed = insert.execute(params![
-                    device,
-                    epoch,
-                    seq_sql,
-                    site.as_str(),
-                    id,
-                    kind,
-                    bytes,
-                    now_ms,
-                    state,
-                    lane,
-                    stage,
-                ])?;
-                if changed == 0 {
-                    let existing: String =
-                        stored_id.query_row(params![device, epoch, seq_sql], |r| r.get(0))?;
-                    if existing == id {
-                        duplicates += 1;
-                    } else {
-                        // Another event under the same number: keep it for
-                        // the operator, never in place of the stored one.
-                        quarantine.execute(params![
-                            device,
-                            epoch,
-                            seq_sql,
-                            id,
-                            "seq_conflict",
-                            bytes,
-                            now_ms
-                        ])?;
-                        quarantined.push((env.seq, "seq_conflict"));
-                    }
-                } else {
-                    stored += 1;
-                    inserted.push(env.seq);
-                    if let Some(l) = lane
-                        && !touched.contains(&l)
-                    {
-                        touched.push(l);
-                    }
-                }
-            }
-        }
-        {
-            // A new event may be the one a parked lane waits for: look at
-            // its lane again now.
-            let mut wake = tx.prepare_cached(
-                "INSERT INTO lanes (lane, wake_ms) VALUES (?1, ?2)
-                 ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
-            )?;
-            for l in &touched {
-                wake.execute(params![l, now_ms])?;
-            }
-        }
-        let top_after = inserted.iter().copied().max().unwrap_or(0).max(top_before);
-        let mut newly_shed = Vec::new();
-        let mut refused_claims: Vec<String> = Vec::new();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO shed (device, epoch, lo, hi) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for &(lo, hi) in &batch.shed {
-                if hi <= mark {
-                    continue;
-                }
-                if !watermark::shed_recordable(hi, top_after) {
-                    refused_claims.push(format!("shed {lo}..{hi}"));
-                    continue;
-                }
-                if insert.execute(params![
-                    device,
-                    epoch,
-                    to_sql("shed range start", lo)?,
-                    to_sql("shed range end", hi)?
-                ])? == 1
-                {
-                    newly_shed.push((lo, hi));
-                }
-            }
-        }
-        let claim = watermark::claim_held(mark, batch.first_held, top_after);
-        if let Some(claimed) = claim.refused {
-            refused_claims.push(format!("held {}", claimed.saturating_add(1)));
-        }
-        mark = claim.mark;
-        {
-            // Walk forward over stored sequences and shed ranges, never past
-            // the highest stored one, a chunk of rows per range scan.
-            let mut above = tx.prepare_cached(
-                "SELECT seq FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
-                 ORDER BY seq LIMIT ?4",
-            )?;
-            let mut shed_above = tx.prepare_cached(
-                "SELECT lo, hi FROM shed WHERE device = ?1 AND epoch = ?2 AND hi > ?3",
-            )?;
-            let mut walk = watermark::Walk::new(mark, top_after, watermark::WALK_CHUNK);
-            while let Some(after) = walk.next_read() {
-                let after = to_sql("watermark", after)?;
-                let stored = above
-                    .query_map(
-                        params![device, epoch, after, watermark::WALK_CHUNK as i64],
-                        |r| r.get::<_, i64>(0),
-                    )?
-                    .map(|r| r.map(from_sql))
-                    .collect::<Result<Vec<u64>, _>>()?;
-                let shed = shed_above
-                    .query_map(params![device, epoch, after], |r| {
-                        Ok((from_sql(r.get(0)?), from_sql(r.get(1)?)))
-                    })?
-                    .collect::<Result<Vec<(u64, u64)>, _>>()?;
-                walk.feed(&stored, &shed);
-            }
-            mark = walk.mark();
-        }
-        // The watermark passed sequences this batch did not store (stored
-        // earlier behind a hole, possibly repeated in this batch as
-        // duplicates, as the agent's backlog repeats what its live lane sent
-        // ahead; or shed): their lanes, and the lanes of the device's newer
-        // epochs (rule 2 of `crate::lane`), may go on now.
-        let from_batch = inserted
-            .iter()
-            .filter(|&&seq| seq > mark_before && seq <= mark)
-            .count() as u64;
-        if mark - mark_before > from_batch {
-            tx.execute(
-                // Two primary-key ranges: the sequences the watermark
-                // passed, and the device's newer epochs.
-                "UPDATE lanes SET wake_ms = ?5 WHERE lane IN
-                   (SELECT lane FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
-                      AND seq <= ?4 AND state = 'pending' AND lane IS NOT NULL
-                    UNION
-                    SELECT lane FROM events WHERE device = ?1 AND epoch > ?2
-                      AND state = 'pending' AND lane IS NOT NULL)",
-                params![
-                    device,
-                    epoch,
-                    to_sql("watermark", mark_before)?,
-                    to_sql("watermark", mark)?,
-                    now_ms
-                ],
-            )?;
-        }
-        let also_stored = ranges(
-            batch
-                .events
-                .iter()
-                .map(|e| e.seq)
-                .filter(|s| *s > mark && !quarantined.iter().any(|(q, _)| q == s)),
-        );
-        tx.prepare_cached(
-            "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device, epoch) DO UPDATE SET complete_up_to = excluded.complete_up_to",
-        )?
-        .execute(params![device, epoch, to_sql("watermark", mark)?])?;
-        tx.prepare_cached(
-            "INSERT INTO devices (device, site, last_seen_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device) DO UPDATE SET site = excluded.site, last_seen_ms = excluded.last_seen_ms",
-        )?
-        .execute(params![device, site.as_str(), now_ms])?;
-        if duplicates > 0 {
-            add_to_counter(&tx, "duplicates", duplicates as u64)?;
-        }
-        let lost: u64 = newly_shed
-            .iter()
-            .filter(|(lo, _)| *lo <= top_before)
-            .map(|(lo, hi)| (*hi).min(top_before) - lo + 1)
-            .sum();
-        if lost > 0 {
-            add_to_counter(&tx, "holes_lost", lost)?;
-        }
-        for reason in guard_reasons(&refused_claims, &quarantined) {
-            add_to_counter(&tx, "refused", 1)?;
-            add_to_counter(&tx, &format!("refused.{reason}"), 1)?;
-        }
+        let outcome = batch_write::ready(batch_write::store_batch(
+            &tx,
+            site,
+            batch,
+            &rows,
+            now_ms,
+            self.max_seq_ahead,
+        ))??;
         tx.commit()?;
-        Ok(StoreOutcome {
-            stored,
-            duplicates,
-            complete_up_to: mark,
-            also_stored,
-            newly_shed,
-            refused_claims,
-            quarantined,
-        })
+        Ok(outcome)
     }
 
     /// The watermark of a `(device, epoch)`, 0 when nothing is stored.
