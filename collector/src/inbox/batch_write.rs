@@ -26,10 +26,8 @@
 //!
 //! PostgreSQL's client is async and SQLite's is not. The steps are written
 //! once as an `async fn` over [`BatchTx`]; the SQLite transaction's methods
-//! never wait, so [`ready`] runs the whole operation with a single poll,
+//! never wait, so [`crate::inbox::ready`] runs the whole operation with a single poll,
 //! without a runtime.
-
-use std::future::Future;
 
 use dockline_protocol::{Batch, Payload, SiteId, codec};
 
@@ -373,34 +371,4 @@ async fn walk<T: BatchTx>(
         walk.feed(&stored, &shed);
     }
     Ok(walk.mark())
-}
-
-/// Runs a future whose awaits never wait (a SQLite [`BatchTx`]) to its end
-/// with one poll, on this thread.
-pub(crate) fn ready<F: Future>(f: F) -> Result<F::Output, InboxError> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => Ok(out),
-        std::task::Poll::Pending => Err(InboxError::Worker(
-            "a blocking inbox step waited on I/O; it must not (SQLite steps are synchronous)"
-                .into(),
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ready_runs_a_future_that_never_waits() {
-        assert_eq!(ready(async { 7 }).expect("ready"), 7);
-    }
-
-    #[test]
-    fn ready_refuses_a_future_that_waits() {
-        let err = ready(std::future::pending::<()>()).expect_err("pending");
-        assert!(err.to_string().contains("must not"), "{err}");
-    }
 }

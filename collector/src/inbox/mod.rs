@@ -118,6 +118,7 @@ mod batch_write;
 mod error;
 mod handle;
 pub mod lanes;
+mod migrate;
 pub mod postgres;
 pub mod read_model;
 pub mod sqlite;
@@ -496,6 +497,21 @@ pub(crate) enum GroupDone {
     Held(bool),
 }
 
+/// Runs a future whose awaits never wait (the shared steps of
+/// [`batch_write`] and [`migrate`] over a SQLite transaction) to its end
+/// with one poll, on this thread.
+pub(crate) fn ready<F: std::future::Future>(f: F) -> Result<F::Output, InboxError> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Ok(out),
+        std::task::Poll::Pending => Err(InboxError::Worker(
+            "a blocking inbox step waited on I/O; it must not (SQLite steps are synchronous)"
+                .into(),
+        )),
+    }
+}
+
 pub(crate) fn to_sql(what: &'static str, value: u64) -> Result<i64, InboxError> {
     i64::try_from(value).map_err(|_| InboxError::OutOfRange { what, value })
 }
@@ -553,6 +569,17 @@ pub(crate) mod tests {
             events: seqs.iter().map(|s| envelope(device, epoch, *s)).collect(),
             shed: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ready_runs_a_future_that_never_waits() {
+        assert_eq!(ready(async { 7 }).expect("ready"), 7);
+    }
+
+    #[test]
+    fn ready_refuses_a_future_that_waits() {
+        let err = ready(std::future::pending::<()>()).expect_err("pending");
+        assert!(err.to_string().contains("must not"), "{err}");
     }
 
     #[test]

@@ -1389,3 +1389,44 @@ fn a_forged_future_sequence_never_pulls_the_watermark_up() {
         },
     );
 }
+
+#[test]
+fn a_schema_newer_than_this_collector_is_refused_naming_both_versions() {
+    on_each_backend(
+        "a_schema_newer_than_this_collector_is_refused_naming_both_versions",
+        |b| {
+            drop(b.open());
+            let supported = match b {
+                Fresh::Sqlite(dir) => {
+                    Connection::open(dir.path().join("inbox.db"))
+                        .expect("open")
+                        .pragma_update(None, "user_version", 99)
+                        .expect("pragma");
+                    SCHEMA_VERSION
+                }
+                Fresh::Postgres(schema) => {
+                    crate::inbox::postgres::run_sql(
+                        schema.url(),
+                        "UPDATE dockline_schema SET version = 99",
+                    )
+                    .expect("update");
+                    crate::inbox::postgres::PG_SCHEMA_VERSION
+                }
+            };
+            let err = match b {
+                Fresh::Sqlite(dir) => Inbox::open(&dir.path().join("inbox.db")).map(|_| ()),
+                Fresh::Postgres(schema) => {
+                    PgInbox::open(schema.url(), crate::inbox::postgres::DEFAULT_LEASE_MS)
+                        .map(|_| ())
+                }
+            }
+            .expect_err("too new");
+            let text = err.to_string();
+            assert!(
+                text.contains("schema version 99")
+                    && text.contains(&format!("this collector's {supported};")),
+                "{text}"
+            );
+        },
+    );
+}

@@ -54,6 +54,7 @@
 //! connection is re-opened when the server closed it.
 
 mod batch;
+mod schema;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -82,8 +83,7 @@ use crate::inbox::{
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
 use crate::ingest::registry::DeviceConfig;
 
-/// Current PostgreSQL schema version (its own count, not SQLite's).
-pub const PG_SCHEMA_VERSION: i64 = 2;
+pub use schema::PG_SCHEMA_VERSION;
 
 /// Default lane and follow-up claim, ms: how long a lane whose collector
 /// died waits before another collector takes it over.
@@ -92,145 +92,9 @@ pub const DEFAULT_LEASE_MS: u64 = 30_000;
 /// Transactions run again after a deadlock or serialization failure.
 const MAX_TRIES: u32 = 8;
 
-/// Key of the advisory lock migrations hold (`dockline` in ASCII).
-const MIGRATION_LOCK: i64 = 0x646f_636b_6c69_6e65;
-
 /// Key of the session advisory lock the gap-auditing collector holds
 /// (`docklgap`).
 const AUDIT_LOCK: i64 = 0x646f_636b_6c67_6170;
-
-/// Version 2: the quarantine of the SQLite schema's version 6.
-const PG_V2: &str = "
-CREATE TABLE quarantine (
-    device      TEXT   NOT NULL,
-    epoch       BIGINT NOT NULL,
-    seq         BIGINT NOT NULL,
-    id          TEXT   NOT NULL,
-    reason      TEXT   NOT NULL,
-    envelope    BYTEA  NOT NULL,
-    received_ms BIGINT NOT NULL,
-    PRIMARY KEY (device, epoch, seq, id)
-);
-";
-
-/// Version 1: the SQLite schema at its version 5, plus lane claims.
-const PG_V1: &str = "
-CREATE TABLE events (
-    device      TEXT   NOT NULL,
-    epoch       BIGINT NOT NULL,
-    seq         BIGINT NOT NULL,
-    site        TEXT   NOT NULL,
-    id          TEXT   NOT NULL,
-    kind        TEXT   NOT NULL,
-    envelope    BYTEA  NOT NULL,
-    received_ms BIGINT NOT NULL,
-    state       TEXT   NOT NULL CHECK (state IN ('pending','booked','rejected','skipped')),
-    attempts    BIGINT NOT NULL DEFAULT 0,
-    document    TEXT,
-    reason      TEXT,
-    last_error  TEXT,
-    updated_ms  BIGINT,
-    lane        TEXT,
-    stage       BIGINT,
-    late        BOOLEAN NOT NULL DEFAULT false,
-    PRIMARY KEY (device, epoch, seq)
-);
-CREATE INDEX events_lane_pending ON events (lane, device, epoch, seq) WHERE state = 'pending';
-CREATE TABLE watermarks (
-    device         TEXT   NOT NULL,
-    epoch          BIGINT NOT NULL,
-    complete_up_to BIGINT NOT NULL,
-    PRIMARY KEY (device, epoch)
-);
-CREATE TABLE shed (
-    device TEXT   NOT NULL,
-    epoch  BIGINT NOT NULL,
-    lo     BIGINT NOT NULL,
-    hi     BIGINT NOT NULL,
-    PRIMARY KEY (device, epoch, lo, hi)
-);
-CREATE TABLE devices (
-    device           TEXT PRIMARY KEY,
-    site             TEXT    NOT NULL,
-    online           BOOLEAN NOT NULL DEFAULT false,
-    session          BIGINT  NOT NULL DEFAULT 0,
-    last_seen_ms     BIGINT,
-    online_since_ms  BIGINT,
-    backlog          BIGINT,
-    oldest_unsent_ms BIGINT,
-    heartbeat_ms     BIGINT,
-    peripherals      TEXT
-);
-CREATE TABLE counters (
-    name  TEXT PRIMARY KEY,
-    value BIGINT NOT NULL
-);
-INSERT INTO counters (name, value) VALUES ('duplicates', 0), ('refused', 0)
-    ON CONFLICT DO NOTHING;
-CREATE TABLE attempts (
-    device   TEXT   NOT NULL,
-    epoch    BIGINT NOT NULL,
-    seq      BIGINT NOT NULL,
-    n        BIGINT NOT NULL,
-    at_ms    BIGINT NOT NULL,
-    request  TEXT   NOT NULL,
-    status   BIGINT,
-    error    TEXT,
-    body     TEXT   NOT NULL,
-    decision TEXT   NOT NULL,
-    PRIMARY KEY (device, epoch, seq, n)
-);
-CREATE TABLE dead_letters (
-    id           BIGSERIAL PRIMARY KEY,
-    device       TEXT    NOT NULL,
-    epoch        BIGINT  NOT NULL,
-    seq          BIGINT  NOT NULL,
-    site         TEXT    NOT NULL,
-    event_id     TEXT    NOT NULL,
-    kind         TEXT    NOT NULL,
-    envelope     BYTEA   NOT NULL,
-    class        TEXT    NOT NULL,
-    reason       TEXT    NOT NULL,
-    erp_rejected BOOLEAN NOT NULL,
-    attempts     TEXT    NOT NULL,
-    state        TEXT    NOT NULL CHECK (state IN ('open','replayed','discarded')),
-    created_ms   BIGINT  NOT NULL,
-    resolved_ms  BIGINT,
-    resolution   TEXT,
-    lane         TEXT
-);
-CREATE INDEX dead_letters_open ON dead_letters (device) WHERE state = 'open';
-CREATE INDEX dead_letters_open_lane ON dead_letters (lane) WHERE state = 'open';
-CREATE TABLE lanes (
-    lane        TEXT PRIMARY KEY,
-    top_stage   BIGINT,
-    wake_ms     BIGINT,
-    status      TEXT CHECK (status IN ('parked','blocked')),
-    reason      TEXT,
-    since_ms    BIGINT,
-    owner       TEXT,
-    lease_until BIGINT
-);
-CREATE INDEX lanes_wake ON lanes (wake_ms) WHERE wake_ms IS NOT NULL;
-CREATE INDEX lanes_status ON lanes (status) WHERE status IS NOT NULL;
-CREATE TABLE followups (
-    id          TEXT PRIMARY KEY,
-    kind        TEXT   NOT NULL,
-    device      TEXT   NOT NULL,
-    epoch       BIGINT NOT NULL,
-    seq         BIGINT NOT NULL,
-    order_ref   TEXT   NOT NULL,
-    body        BYTEA  NOT NULL,
-    state       TEXT   NOT NULL CHECK (state IN ('pending','sent','failed')),
-    attempts    BIGINT NOT NULL DEFAULT 0,
-    bounded     BIGINT NOT NULL DEFAULT 0,
-    next_ms     BIGINT NOT NULL,
-    last_error  TEXT,
-    created_ms  BIGINT NOT NULL,
-    sent_ms     BIGINT
-);
-CREATE INDEX followups_due ON followups (next_ms) WHERE state = 'pending';
-";
 
 /// `sql` with SQLite's `?n` placeholders as PostgreSQL's `$n`.
 fn placeholders(sql: &str) -> String {
@@ -568,47 +432,7 @@ impl PgInbox {
 
     fn migrate(&mut self) -> Result<(), InboxError> {
         let shown = self.shown.clone();
-        self.tx(async |db, _| {
-            db.exec("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await?;
-            db.exec(
-                "CREATE TABLE IF NOT EXISTS dockline_schema (version BIGINT NOT NULL)",
-                &[],
-            )
-            .await?;
-            let version: i64 = db
-                .opt("SELECT max(version) FROM dockline_schema", &[])
-                .await?
-                .and_then(|r| r.get::<_, Option<i64>>(0))
-                .unwrap_or(0);
-            if version > PG_SCHEMA_VERSION {
-                return Err(InboxError::SchemaTooNew {
-                    path: shown.clone().into(),
-                    found: version,
-                });
-            }
-            if version < 1 {
-                let On::Tx(t) = db.on else {
-                    return Ok(());
-                };
-                t.batch_execute(PG_V1).await?;
-            }
-            if version < 2 {
-                let On::Tx(t) = db.on else {
-                    return Ok(());
-                };
-                t.batch_execute(PG_V2).await?;
-            }
-            if version < PG_SCHEMA_VERSION {
-                db.exec("DELETE FROM dockline_schema", &[]).await?;
-                db.exec(
-                    "INSERT INTO dockline_schema (version) VALUES ($1)",
-                    &[&PG_SCHEMA_VERSION],
-                )
-                .await?;
-            }
-            Ok(())
-        })?;
+        self.tx(async |db, _| schema::migrate(db, &shown).await)?;
         // DDL may have changed what cached statements refer to.
         self.conn.get_mut().statements.clear();
         Ok(())

@@ -283,7 +283,7 @@ impl InboxStore for Inbox {
     ) -> Result<StoreOutcome, InboxError> {
         let rows = batch_write::event_rows(batch)?;
         let tx = self.conn.transaction()?;
-        let outcome = batch_write::ready(batch_write::store_batch(
+        let outcome = crate::inbox::ready(batch_write::store_batch(
             &tx,
             site,
             batch,
