@@ -47,7 +47,7 @@ pub(crate) struct EventRow {
     pub id: String,
     /// `picked` … or `reading`.
     pub kind: &'static str,
-    /// The envelope's CBOR.
+    /// The envelope's CBOR, as received or encoded here.
     pub envelope: Vec<u8>,
     /// `pending` (business events) or `skipped` (readings).
     pub state: &'static str,
@@ -57,12 +57,19 @@ pub(crate) struct EventRow {
     pub stage: Option<i64>,
 }
 
-/// The rows of `batch`, in its (ascending) order.
-pub(crate) fn event_rows(batch: &Batch) -> Result<Vec<EventRow>, InboxError> {
+/// The rows of `batch`, in its (ascending) order. `received`, when it
+/// holds one entry per envelope, is each envelope's bytes as they arrived
+/// (stored as they are); otherwise the envelopes are encoded.
+pub(crate) fn event_rows(
+    batch: &Batch,
+    received: Option<&[&[u8]]>,
+) -> Result<Vec<EventRow>, InboxError> {
+    let received = received.filter(|r| r.len() == batch.events.len());
     batch
         .events
         .iter()
-        .map(|env| {
+        .enumerate()
+        .map(|(i, env)| {
             let (kind, state, lane, stage) = match &env.payload {
                 Payload::Event(e) => (
                     e.detail.kind_name(),
@@ -77,7 +84,10 @@ pub(crate) fn event_rows(batch: &Batch) -> Result<Vec<EventRow>, InboxError> {
                 seq_sql: to_sql("seq", env.seq)?,
                 id: env.id.to_string(),
                 kind,
-                envelope: codec::encode(env)?,
+                envelope: match received.and_then(|r| r.get(i)) {
+                    Some(bytes) => bytes.to_vec(),
+                    None => codec::encode(env)?,
+                },
                 state,
                 lane,
                 stage,

@@ -242,11 +242,26 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// Makes configured devices visible in the stats before they first speak.
     fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError>;
 
-    /// Stores a batch in one transaction and returns the watermark to ack.
+    /// Stores a batch in one transaction and returns the watermark to ack;
+    /// each envelope is stored as its protocol encoding.
     fn store_batch(
         &mut self,
         site: &SiteId,
         batch: &Batch,
+        now_ms: i64,
+    ) -> Result<StoreOutcome, InboxError> {
+        self.store_received(site, batch, None, now_ms)
+    }
+
+    /// [`InboxStore::store_batch`] for a batch as it arrived: `envelopes`,
+    /// when given, holds each of `batch.events`' bytes as received
+    /// ([`crate::ingest::received::ReceivedBatch`]), stored as they are
+    /// instead of encoded again. A list of another length is ignored.
+    fn store_received(
+        &mut self,
+        site: &SiteId,
+        batch: &Batch,
+        envelopes: Option<&[&[u8]]>,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError>;
 

@@ -972,14 +972,15 @@ impl InboxStore for PgInbox {
         })
     }
 
-    fn store_batch(
+    fn store_received(
         &mut self,
         site: &SiteId,
         batch: &Batch,
+        envelopes: Option<&[&[u8]]>,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError> {
         // The rows, prepared once outside the retry loop.
-        let rows = batch_write::event_rows(batch)?;
+        let rows = batch_write::event_rows(batch, envelopes)?;
         let max_ahead = self.ctx.max_seq_ahead;
         self.tx(async |db, _| {
             batch_write::store_batch(db, site, batch, &rows, now_ms, max_ahead).await

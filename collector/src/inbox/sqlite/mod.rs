@@ -275,13 +275,14 @@ impl InboxStore for Inbox {
     ///
     /// The batch must come from a decoded, validated message (ascending
     /// sequences, one device and epoch), which [`codec::decode`] guarantees.
-    fn store_batch(
+    fn store_received(
         &mut self,
         site: &SiteId,
         batch: &Batch,
+        envelopes: Option<&[&[u8]]>,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError> {
-        let rows = batch_write::event_rows(batch)?;
+        let rows = batch_write::event_rows(batch, envelopes)?;
         let tx = self.conn.transaction()?;
         let outcome = crate::inbox::ready(batch_write::store_batch(
             &tx,
