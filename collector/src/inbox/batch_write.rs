@@ -32,6 +32,7 @@
 use dockline_protocol::{Batch, Payload, SiteId, codec};
 
 use crate::delivery::lane;
+use crate::inbox::bookkeeping::InboxSql;
 use crate::inbox::watermark::{self, guard_reasons, ranges};
 use crate::inbox::{InboxError, StoreOutcome, to_sql};
 
@@ -110,15 +111,10 @@ pub(crate) struct BatchKey<'a> {
     pub now_ms: i64,
 }
 
-/// The statements [`store_batch`] needs, each in the caller's transaction.
-/// Sequences and epochs cross as the `i64` the tables hold.
-pub(crate) trait BatchTx {
-    /// The `(device, epoch)` watermark, `None` when the epoch is new.
-    async fn watermark(&self, key: &BatchKey<'_>) -> Result<Option<u64>, InboxError>;
-
-    /// The device's newest epoch with a watermark.
-    async fn newest_epoch(&self, device: &str) -> Result<Option<u64>, InboxError>;
-
+/// The statements [`store_batch`] needs besides [`InboxSql`]'s, each in
+/// the caller's transaction. Sequences and epochs cross as the `i64` the
+/// tables hold.
+pub(crate) trait BatchTx: InboxSql {
     /// Takes the `(device, epoch)` watermark for this transaction (with
     /// several writers: creates and locks its row, so batches of one device
     /// apply one after the other) and returns it; `known` is what
@@ -162,21 +158,6 @@ pub(crate) trait BatchTx {
     /// Records the shed range `lo..=hi`; true when it was not known.
     async fn insert_shed(&self, key: &BatchKey<'_>, lo: i64, hi: i64) -> Result<bool, InboxError>;
 
-    /// Stored sequences above `after`, ascending, at most `limit`.
-    async fn stored_above(
-        &self,
-        key: &BatchKey<'_>,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<u64>, InboxError>;
-
-    /// Shed ranges with `hi` above `after`.
-    async fn shed_above(
-        &self,
-        key: &BatchKey<'_>,
-        after: i64,
-    ) -> Result<Vec<(u64, u64)>, InboxError>;
-
     /// Wakes the lanes of pending events in `(from, to]` of this epoch and
     /// of every newer epoch of the device: the watermark passed them.
     async fn wake_passed(&self, key: &BatchKey<'_>, from: i64, to: i64) -> Result<(), InboxError>;
@@ -186,9 +167,6 @@ pub(crate) trait BatchTx {
 
     /// The device was seen now, at this site.
     async fn seen_device(&self, key: &BatchKey<'_>) -> Result<(), InboxError>;
-
-    /// Adds `n` to the counter `name` (created at 0 when absent).
-    async fn add_to_counter(&self, name: &str, n: u64) -> Result<(), InboxError>;
 }
 
 /// Stores `batch` (its `rows` from [`event_rows`]) through `tx` and returns
@@ -208,7 +186,7 @@ pub(crate) async fn store_batch<T: BatchTx>(
         site: site.as_str(),
         now_ms,
     };
-    let known = tx.watermark(&key).await?;
+    let known = tx.watermark(key.device, key.epoch).await?;
     if known.is_none() {
         let newest = tx.newest_epoch(key.device).await?;
         if watermark::epoch_too_old(batch.epoch, newest) {
@@ -375,9 +353,9 @@ async fn walk<T: BatchTx>(
     while let Some(after) = walk.next_read() {
         let after = to_sql("watermark", after)?;
         let stored = tx
-            .stored_above(key, after, watermark::WALK_CHUNK as i64)
+            .stored_above(key.device, key.epoch, after, watermark::WALK_CHUNK as i64)
             .await?;
-        let shed = tx.shed_above(key, after).await?;
+        let shed = tx.shed_above(key.device, key.epoch, after).await?;
         walk.feed(&stored, &shed);
     }
     Ok(walk.mark())

@@ -115,6 +115,7 @@
 //! | `postgres/` | PostgreSQL: schema and migrations, SQL and transactions, claims |
 
 mod batch_write;
+mod bookkeeping;
 mod error;
 mod handle;
 pub mod lanes;

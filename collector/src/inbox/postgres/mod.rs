@@ -53,32 +53,32 @@
 //! called from the blocking pool by [`crate::inbox::InboxHandle`]. The
 //! connection is re-opened when the server closed it.
 
-mod batch;
+mod batch_sql;
+mod bookkeeping_sql;
 mod schema;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dockline_protocol::{
-    Batch, DeviceId, Envelope, EventId, Outcome, SiteId, Status, StatusKind, Verdict, codec,
-};
+use dockline_protocol::{Batch, DeviceId, Envelope, Outcome, SiteId, Status, Verdict, codec};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
 use crate::inbox::batch_write;
+use crate::inbox::bookkeeping::{self, InboxSql};
 use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
 use crate::inbox::read_model::{
     self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
     ExceptionRow, OrderCols, OrderRow, TimelineCols, TimelineEvent,
 };
-use crate::inbox::watermark::{self, holes_above};
+use crate::inbox::watermark;
 use crate::inbox::{
-    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
-    HoleStats, InboxError, InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
-    Resolution, Stats, StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
+    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, Followup, FollowupResult, InboxError,
+    InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending, Resolution, Stats,
+    StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
 use crate::ingest::registry::DeviceConfig;
@@ -796,16 +796,6 @@ fn u32_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-async fn add_to_counter(db: &Db<'_>, name: &str, n: u64) -> Result<(), InboxError> {
-    db.exec(
-        "INSERT INTO counters (name, value) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
-        &[&name, &to_sql("counter increment", n)?],
-    )
-    .await?;
-    Ok(())
-}
-
 async fn insert_attempt(
     db: &Db<'_>,
     device: &DeviceId,
@@ -960,16 +950,11 @@ impl InboxStore for PgInbox {
     }
 
     fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError> {
-        self.tx(async |db, _| {
-            for d in devices {
-                db.exec(
-                    "INSERT INTO devices (device, site) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&d.id.as_str(), &d.site.as_str()],
-                )
-                .await?;
-            }
-            Ok(())
-        })
+        let pairs: Vec<(&str, &str)> = devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.site.as_str()))
+            .collect();
+        self.tx(async |db, _| bookkeeping::register_devices(db, &pairs).await)
     }
 
     fn store_received(
@@ -988,24 +973,11 @@ impl InboxStore for PgInbox {
     }
 
     fn complete_up_to(&self, device: &DeviceId, epoch: u64) -> Result<u64, InboxError> {
-        let epoch = to_sql("epoch", epoch)?;
-        self.read(async |db, _| {
-            Ok(db
-                .opt(
-                    "SELECT complete_up_to FROM watermarks WHERE device = $1 AND epoch = $2",
-                    &[&device.as_str(), &epoch],
-                )
-                .await?
-                .map_or(0, |r| from_sql(r.get(0))))
-        })
+        self.read(async |db, _| bookkeeping::complete_up_to(db, device, epoch).await)
     }
 
     fn count_refused(&mut self, reason: &str) -> Result<(), InboxError> {
-        let key = format!("refused.{reason}");
-        self.tx(async |db, _| {
-            add_to_counter(db, "refused", 1).await?;
-            add_to_counter(db, &key, 1).await
-        })
+        self.tx(async |db, _| bookkeeping::count_refused(db, reason).await)
     }
 
     fn verdicts_from(
@@ -1015,43 +987,8 @@ impl InboxStore for PgInbox {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Verdict>, InboxError> {
-        let (epoch, from_seq, limit) = (
-            to_sql("epoch", epoch)?,
-            to_sql("seq", from_seq)?,
-            limit_of(limit)?,
-        );
         self.read(async |db, _| {
-            let rows = db
-                .query(
-                    "SELECT seq, id, state, document, reason FROM events
-                     WHERE device = $1 AND epoch = $2 AND seq >= $3
-                       AND state IN ('booked', 'rejected')
-                     ORDER BY seq LIMIT $4",
-                    &[&device.as_str(), &epoch, &from_seq, &limit],
-                )
-                .await?;
-            let mut out = Vec::new();
-            for r in rows {
-                let Some(id) = EventId::parse(r.get::<_, &str>(1)) else {
-                    continue;
-                };
-                let state: &str = r.get(2);
-                let outcome = if state == "booked" {
-                    Outcome::Booked {
-                        document: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                    }
-                } else {
-                    Outcome::Rejected {
-                        reason: r.get::<_, Option<String>>(4).unwrap_or_default(),
-                    }
-                };
-                out.push(Verdict {
-                    seq: from_sql(r.get(0)),
-                    id,
-                    outcome,
-                });
-            }
-            Ok(out)
+            bookkeeping::verdicts_from(db, device, epoch, from_seq, limit).await
         })
     }
 
@@ -1061,61 +998,8 @@ impl InboxStore for PgInbox {
         status: &Status,
         now_ms: i64,
     ) -> Result<bool, InboxError> {
-        let session = to_sql("session", status.session)?;
-        let online = !matches!(status.kind, StatusKind::Death { .. });
-        let device = status.device.as_str();
-        let heartbeat = match &status.kind {
-            StatusKind::Heartbeat {
-                queued,
-                oldest_unacked_ms,
-                health,
-            } => Some((
-                to_sql("queued", *queued)?,
-                to_sql("oldest_unacked_ms", *oldest_unacked_ms)?,
-                health
-                    .as_ref()
-                    .and_then(|h| h.devices.as_ref())
-                    .and_then(|list| serde_json::to_string(list).ok()),
-            )),
-            _ => None,
-        };
-        self.tx(async |db, _| {
-            // One statement: a stale status (older session) changes nothing,
-            // whichever collector applies it.
-            let changed = db
-                .exec(
-                    "INSERT INTO devices (device, site, online, session, last_seen_ms)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (device) DO UPDATE SET site = excluded.site,
-                       online = excluded.online, session = excluded.session,
-                       last_seen_ms = excluded.last_seen_ms
-                     WHERE devices.session <= excluded.session",
-                    &[&device, &site.as_str(), &online, &session, &now_ms],
-                )
-                .await?;
-            if changed == 0 {
-                return Ok(false);
-            }
-            match &heartbeat {
-                None => {
-                    db.exec(
-                        "UPDATE devices SET online_since_ms = $2 WHERE device = $1",
-                        &[&device, &now_ms],
-                    )
-                    .await?;
-                }
-                Some((queued, oldest, peripherals)) => {
-                    db.exec(
-                        "UPDATE devices SET backlog = $2, oldest_unsent_ms = $3, heartbeat_ms = $4,
-                           peripherals = $5, online_since_ms = coalesce(online_since_ms, $4)
-                         WHERE device = $1",
-                        &[&device, queued, oldest, &now_ms, peripherals],
-                    )
-                    .await?;
-                }
-            }
-            Ok(true)
-        })
+        let row = bookkeeping::status_row(site, status, now_ms)?;
+        self.tx(async |db, _| bookkeeping::record_status(db, &row).await)
     }
 
     fn due_lanes(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, InboxError> {
@@ -1480,76 +1364,15 @@ impl InboxStore for PgInbox {
     }
 
     fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError> {
-        let device = device.as_str();
-        self.read(async |db, _| {
-            Ok(db
-                .one(
-                    "SELECT max(epoch) FROM watermarks WHERE device = $1",
-                    &[&device],
-                )
-                .await?
-                .get::<_, Option<i64>>(0)
-                .map(from_sql))
-        })
+        self.read(async |db, _| db.newest_epoch(device.as_str()).await)
     }
 
     fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
-        self.read(async |db, _| {
-            let marks = db
-                .query(
-                    "SELECT w.device, w.epoch, w.complete_up_to, coalesce(d.site, '')
-                     FROM watermarks w LEFT JOIN devices d ON d.device = w.device
-                     WHERE EXISTS (SELECT 1 FROM events e WHERE e.device = w.device
-                                   AND e.epoch = w.epoch AND e.seq > w.complete_up_to)
-                     ORDER BY w.device, w.epoch",
-                    &[],
-                )
-                .await?;
-            let mut out = Vec::new();
-            for m in marks {
-                let (device, epoch, mark, site): (String, i64, i64, String) =
-                    (m.get(0), m.get(1), m.get(2), m.get(3));
-                let (Ok(dev), Ok(site)) = (DeviceId::new(device.as_str()), SiteId::new(site))
-                else {
-                    continue;
-                };
-                let stored: Vec<u64> = db
-                    .query(
-                        "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3
-                         ORDER BY seq LIMIT 100000",
-                        &[&device, &epoch, &mark],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| from_sql(r.get(0)))
-                    .collect();
-                let shed: Vec<(u64, u64)> = db
-                    .query(
-                        "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3
-                         ORDER BY lo",
-                        &[&device, &epoch, &mark],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
-                    .collect();
-                let holes = holes_above(from_sql(mark), &stored, &shed);
-                if !holes.is_empty() {
-                    out.push(DeviceHoles {
-                        device: dev,
-                        site,
-                        epoch: from_sql(epoch),
-                        complete_up_to: from_sql(mark),
-                        holes,
-                    });
-                }
-            }
-            Ok(out)
-        })
+        self.read(async |db, _| bookkeeping::open_holes(db).await)
     }
 
     fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError> {
-        self.tx(async |db, _| add_to_counter(db, "resend_requests", n).await)
+        self.tx(async |db, _| db.add_to_counter("resend_requests", n).await)
     }
 
     fn dashboard_devices(
@@ -1591,128 +1414,7 @@ impl InboxStore for PgInbox {
     }
 
     fn stats(&self) -> Result<Stats, InboxError> {
-        let mut stats = self.read(async |db, _| {
-            let mut stats = Stats {
-                received: 0,
-                duplicates: 0,
-                refused: 0,
-                refused_by_reason: std::collections::BTreeMap::new(),
-                resend_requests: 0,
-                holes_lost: 0,
-                pending: 0,
-                booked: 0,
-                rejected: 0,
-                dead_letters: 0,
-                blocked_devices: Vec::new(),
-                blocked_lanes: 0,
-                parked_lanes: 0,
-                delivered_out_of_order: 0,
-                followups: std::collections::BTreeMap::new(),
-                devices: Vec::new(),
-            };
-            for r in db.query("SELECT name, value FROM counters", &[]).await? {
-                let (name, n): (String, i64) = (r.get(0), r.get(1));
-                let n = from_sql(n);
-                match name.as_str() {
-                    "duplicates" => stats.duplicates = n,
-                    "refused" => stats.refused = n,
-                    "resend_requests" => stats.resend_requests = n,
-                    "holes_lost" => stats.holes_lost = n,
-                    other => {
-                        if let Some(reason) = other.strip_prefix("refused.") {
-                            stats.refused_by_reason.insert(reason.to_string(), n);
-                        }
-                    }
-                }
-            }
-            for r in db
-                .query("SELECT state, count(*) FROM followups GROUP BY state", &[])
-                .await?
-            {
-                stats
-                    .followups
-                    .insert(r.get(0), from_sql(r.get::<_, i64>(1)));
-            }
-            for r in db
-                .query(
-                    "SELECT status, count(*) FROM lanes WHERE status IS NOT NULL GROUP BY status",
-                    &[],
-                )
-                .await?
-            {
-                let n = from_sql(r.get(1));
-                match r.get::<_, &str>(0) {
-                    "parked" => stats.parked_lanes = n,
-                    "blocked" => stats.blocked_lanes = n,
-                    _ => {}
-                }
-            }
-            for r in db
-                .query(
-                    "SELECT device, count(*) FROM dead_letters WHERE state = 'open'
-                     GROUP BY device ORDER BY device",
-                    &[],
-                )
-                .await?
-            {
-                stats.dead_letters += from_sql(r.get(1));
-                stats.blocked_devices.push(r.get(0));
-            }
-            for r in db
-                .query(
-                    "SELECT state, count(*), count(*) FILTER (WHERE late) FROM events GROUP BY state",
-                    &[],
-                )
-                .await?
-            {
-                let state: &str = r.get(0);
-                let n = from_sql(r.get(1));
-                if state == "booked" {
-                    stats.delivered_out_of_order = from_sql(r.get(2));
-                }
-                stats.received += n;
-                match state {
-                    "pending" => stats.pending = n,
-                    "booked" => stats.booked = n,
-                    "rejected" => stats.rejected = n,
-                    _ => {}
-                }
-            }
-            for r in db
-                .query(
-                    "SELECT d.device, d.site, d.online, d.last_seen_ms,
-                       (SELECT w.complete_up_to FROM watermarks w WHERE w.device = d.device
-                        ORDER BY w.epoch DESC LIMIT 1)
-                     FROM devices d ORDER BY d.device",
-                    &[],
-                )
-                .await?
-            {
-                stats.devices.push(DeviceStats {
-                    device: r.get(0),
-                    site: r.get(1),
-                    online: r.get(2),
-                    last_seen_ms: r.get(3),
-                    complete_up_to: r.get::<_, Option<i64>>(4).map(from_sql),
-                    holes: Vec::new(),
-                });
-            }
-            Ok(stats)
-        })?;
-        for h in self.open_holes()? {
-            if let Some(d) = stats
-                .devices
-                .iter_mut()
-                .find(|d| d.device == h.device.as_str())
-            {
-                d.holes.extend(h.holes.iter().map(|&(from, to)| HoleStats {
-                    epoch: h.epoch,
-                    from,
-                    to,
-                }));
-            }
-        }
-        Ok(stats)
+        self.read(async |db, _| bookkeeping::stats(db).await)
     }
 }
 

@@ -1,31 +1,14 @@
 //! The SQLite text of [`crate::inbox::batch_write`]'s steps, each in the
-//! batch's transaction. One writer per file, so nothing is locked: the
-//! transaction itself is the lock. Every statement is cached: the profile
+//! batch's transaction (a [`Connection`] in one: `&*tx`). One writer per
+//! file, so nothing is locked: the transaction itself is the lock. Every statement is cached: the profile
 //! showed parsing per batch costing about as much as encoding the rows.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::inbox::batch_write::{BatchKey, BatchTx, EventRow};
 use crate::inbox::{InboxError, from_sql};
 
-impl BatchTx for Transaction<'_> {
-    async fn watermark(&self, key: &BatchKey<'_>) -> Result<Option<u64>, InboxError> {
-        Ok(self
-            .prepare_cached(
-                "SELECT complete_up_to FROM watermarks WHERE device = ?1 AND epoch = ?2",
-            )?
-            .query_row(params![key.device, key.epoch], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(from_sql))
-    }
-
-    async fn newest_epoch(&self, device: &str) -> Result<Option<u64>, InboxError> {
-        Ok(self
-            .prepare_cached("SELECT MAX(epoch) FROM watermarks WHERE device = ?1")?
-            .query_row(params![device], |r| r.get::<_, Option<i64>>(0))?
-            .map(from_sql))
-    }
-
+impl BatchTx for Connection {
     async fn lock_watermark(
         &self,
         _key: &BatchKey<'_>,
@@ -128,37 +111,6 @@ impl BatchTx for Transaction<'_> {
             == 1)
     }
 
-    async fn stored_above(
-        &self,
-        key: &BatchKey<'_>,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<u64>, InboxError> {
-        Ok(self
-            .prepare_cached(
-                "SELECT seq FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
-                 ORDER BY seq LIMIT ?4",
-            )?
-            .query_map(params![key.device, key.epoch, after, limit], |r| {
-                r.get::<_, i64>(0)
-            })?
-            .map(|r| r.map(from_sql))
-            .collect::<Result<_, _>>()?)
-    }
-
-    async fn shed_above(
-        &self,
-        key: &BatchKey<'_>,
-        after: i64,
-    ) -> Result<Vec<(u64, u64)>, InboxError> {
-        Ok(self
-            .prepare_cached("SELECT lo, hi FROM shed WHERE device = ?1 AND epoch = ?2 AND hi > ?3")?
-            .query_map(params![key.device, key.epoch, after], |r| {
-                Ok((from_sql(r.get(0)?), from_sql(r.get(1)?)))
-            })?
-            .collect::<Result<_, _>>()?)
-    }
-
     async fn wake_passed(&self, key: &BatchKey<'_>, from: i64, to: i64) -> Result<(), InboxError> {
         // Two primary-key ranges: the sequences the watermark passed, and
         // the device's newer epochs.
@@ -190,9 +142,5 @@ impl BatchTx for Transaction<'_> {
         )?
         .execute(params![key.device, key.site, key.now_ms])?;
         Ok(())
-    }
-
-    async fn add_to_counter(&self, name: &str, n: u64) -> Result<(), InboxError> {
-        super::add_to_counter(self, name, n)
     }
 }

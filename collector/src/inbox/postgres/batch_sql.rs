@@ -10,27 +10,6 @@ use crate::inbox::{InboxError, from_sql};
 use super::Db;
 
 impl BatchTx for Db<'_> {
-    async fn watermark(&self, key: &BatchKey<'_>) -> Result<Option<u64>, InboxError> {
-        Ok(self
-            .opt(
-                "SELECT complete_up_to FROM watermarks WHERE device = $1 AND epoch = $2",
-                &[&key.device, &key.epoch],
-            )
-            .await?
-            .map(|r| from_sql(r.get(0))))
-    }
-
-    async fn newest_epoch(&self, device: &str) -> Result<Option<u64>, InboxError> {
-        Ok(self
-            .one(
-                "SELECT max(epoch) FROM watermarks WHERE device = $1",
-                &[&device],
-            )
-            .await?
-            .get::<_, Option<i64>>(0)
-            .map(from_sql))
-    }
-
     async fn lock_watermark(
         &self,
         key: &BatchKey<'_>,
@@ -166,40 +145,6 @@ impl BatchTx for Db<'_> {
             == 1)
     }
 
-    async fn stored_above(
-        &self,
-        key: &BatchKey<'_>,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<u64>, InboxError> {
-        Ok(self
-            .query(
-                "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3
-                 ORDER BY seq LIMIT $4",
-                &[&key.device, &key.epoch, &after, &limit],
-            )
-            .await?
-            .iter()
-            .map(|r| from_sql(r.get(0)))
-            .collect())
-    }
-
-    async fn shed_above(
-        &self,
-        key: &BatchKey<'_>,
-        after: i64,
-    ) -> Result<Vec<(u64, u64)>, InboxError> {
-        Ok(self
-            .query(
-                "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3",
-                &[&key.device, &key.epoch, &after],
-            )
-            .await?
-            .iter()
-            .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
-            .collect())
-    }
-
     async fn wake_passed(&self, key: &BatchKey<'_>, from: i64, to: i64) -> Result<(), InboxError> {
         self.exec(
             "UPDATE lanes SET wake_ms = $5 WHERE lane IN
@@ -231,9 +176,5 @@ impl BatchTx for Db<'_> {
         )
         .await?;
         Ok(())
-    }
-
-    async fn add_to_counter(&self, name: &str, n: u64) -> Result<(), InboxError> {
-        super::add_to_counter(self, name, n).await
     }
 }
