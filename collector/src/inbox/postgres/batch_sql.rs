@@ -47,12 +47,12 @@ impl BatchTx for Db<'_> {
     async fn insert_events(
         &self,
         key: &BatchKey<'_>,
-        rows: &[&EventRow],
+        rows: &[&EventRow<'_>],
     ) -> Result<Vec<u64>, InboxError> {
         let seq: Vec<i64> = rows.iter().map(|r| r.seq_sql).collect();
         let id: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let kind: Vec<&str> = rows.iter().map(|r| r.kind).collect();
-        let envelope: Vec<&[u8]> = rows.iter().map(|r| r.envelope.as_slice()).collect();
+        let envelope: Vec<&[u8]> = rows.iter().map(|r| &*r.envelope).collect();
         let state: Vec<&str> = rows.iter().map(|r| r.state).collect();
         let lane: Vec<Option<&str>> = rows.iter().map(|r| r.lane.as_deref()).collect();
         let stage: Vec<Option<i64>> = rows.iter().map(|r| r.stage).collect();
@@ -104,7 +104,7 @@ impl BatchTx for Db<'_> {
     async fn quarantine(
         &self,
         key: &BatchKey<'_>,
-        row: &EventRow,
+        row: &EventRow<'_>,
         reason: &'static str,
     ) -> Result<(), InboxError> {
         self.exec(
@@ -116,7 +116,7 @@ impl BatchTx for Db<'_> {
                 &row.seq_sql,
                 &row.id,
                 &reason,
-                &row.envelope,
+                &&*row.envelope,
                 &key.now_ms,
             ],
         )

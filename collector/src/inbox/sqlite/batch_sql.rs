@@ -29,7 +29,7 @@ impl BatchTx for Connection {
     async fn insert_events(
         &self,
         key: &BatchKey<'_>,
-        rows: &[&EventRow],
+        rows: &[&EventRow<'_>],
     ) -> Result<Vec<u64>, InboxError> {
         let mut insert = self.prepare_cached(
             "INSERT OR IGNORE INTO events
@@ -72,7 +72,7 @@ impl BatchTx for Connection {
     async fn quarantine(
         &self,
         key: &BatchKey<'_>,
-        row: &EventRow,
+        row: &EventRow<'_>,
         reason: &'static str,
     ) -> Result<(), InboxError> {
         self.prepare_cached(
@@ -85,7 +85,7 @@ impl BatchTx for Connection {
             row.seq_sql,
             row.id,
             reason,
-            row.envelope,
+            &*row.envelope,
             key.now_ms
         ])?;
         Ok(())
