@@ -19,8 +19,10 @@
 //! # Tables (both backends; PostgreSQL adds `lanes.owner`, `lanes.lease_until`)
 //!
 //! - `events(device, epoch, seq)` primary key; `site`, `id` (UUID text),
-//!   `kind` (`picked` … or `reading`), `envelope` (the single envelope as
-//!   protocol CBOR, enough to rebuild the ERP body), `state` (`pending`,
+//!   `kind` (`picked` … or `reading`), `envelope` (the single envelope's
+//!   protocol CBOR as the device sent it, cut from the batch payload by
+//!   [`crate::ingest::received`], or encoded here when a batch comes
+//!   without its bytes; enough to rebuild the ERP body), `state` (`pending`,
 //!   `booked`, `rejected`, `skipped`), `attempts`, `document`, `reason`,
 //!   `last_error`, timestamps.
 //! - `watermarks(device, epoch)` → `complete_up_to`.
@@ -46,9 +48,26 @@
 //!   whether the ERP itself refused the event, and `state` (`open`,
 //!   `replayed`, `discarded`).
 //!
-//! The schema version is `PRAGMA user_version` ([`SCHEMA_VERSION`]); each
-//! migration step runs in one transaction, so a crash mid-way leaves the
-//! previous version intact.
+//! The schema version is `PRAGMA user_version` on SQLite
+//! ([`SCHEMA_VERSION`]) and the row of `dockline_schema` on PostgreSQL
+//! ([`postgres::PG_SCHEMA_VERSION`], its own count). One runner
+//! (`migrate.rs`) applies either dialect's steps: all pending steps and
+//! the new version in one transaction, so a crash mid-way leaves the
+//! previous version intact, and a schema newer than this collector's is
+//! refused untouched.
+//!
+//! # One logic, two dialects
+//!
+//! Every operation of the write and read-model side is written once, as
+//! an `async fn` over a small trait of typed statements that each dialect
+//! implements with its SQL text: [`InboxStore::store_batch`] in
+//! `batch_write.rs` (trait `BatchTx`), devices, counters, watermarks,
+//! holes, verdicts and stats in `bookkeeping.rs` (trait `InboxSql`),
+//! migrations in `migrate.rs` (trait `SchemaTx`). What the operation
+//! decides (which rows go in, which watermark moves, which lanes wake,
+//! what the caller gets back) is never in a backend. PostgreSQL's client
+//! is async; SQLite's statements never wait, so the SQLite backend runs
+//! the same future to its end with a single poll (`ready`).
 //!
 //! # Invariants
 //!
@@ -71,8 +90,9 @@
 //! - `quarantine(device, epoch, seq, id)`: events not trusted (`far_ahead`,
 //!   `seq_conflict`), kept for the operator, never delivered from there.
 //! - A batch is applied in one transaction: its rows, the watermark and the
-//!   duplicate counter commit together or not at all. Callers publish the ack
-//!   only after [`InboxStore::store_batch`] returned.
+//!   duplicate counter commit together or not at all (one fsync per batch).
+//!   Callers publish the ack only after [`InboxStore::store_batch`] (or
+//!   [`InboxStore::store_received`]) returned.
 //! - The database runs in WAL mode with `synchronous=FULL`, so a committed
 //!   batch survives a power cut.
 //! - Readings are stored as `skipped` (never sent to the ERP); business events
@@ -109,10 +129,13 @@
 //! | `error.rs` | [`InboxError`] |
 //! | `handle.rs` | [`InboxHandle`]: the store shared by async tasks |
 //! | `watermark.rs` | pure: which claims are believed, how far a watermark moves, holes |
+//! | `batch_write.rs` | storing a batch, once for both dialects (`BatchTx`) |
+//! | `bookkeeping.rs` | devices, counters, watermarks, holes, verdicts, stats, once (`InboxSql`) |
+//! | `migrate.rs` | the one migration runner (`SchemaTx`) |
 //! | `lanes.rs` | pure: the chosen row as the event to deliver |
 //! | `read_model.rs` | the dashboard's read model (plain SQL both dialects run) |
-//! | `sqlite/` | SQLite: schema and migrations, SQL and transactions |
-//! | `postgres/` | PostgreSQL: schema and migrations, SQL and transactions, claims |
+//! | `sqlite/` | SQLite: `schema.rs` (steps), `batch_sql.rs`, `bookkeeping_sql.rs` (statements), delivery's SQL and transactions |
+//! | `postgres/` | PostgreSQL: the same three files, delivery's SQL and transactions, claims |
 
 mod batch_write;
 mod bookkeeping;
