@@ -205,7 +205,7 @@ fn skip(bytes: &[u8], at: &mut usize, depth: usize) -> Option<()> {
                 items += 1;
             }
             *at += 1;
-            (major == ARRAY || items % 2 == 0).then_some(())
+            (major == ARRAY || items.is_multiple_of(2)).then_some(())
         }
         (TAG, Len::Definite(_)) => skip(bytes, at, depth + 1),
         _ => None,
