@@ -673,6 +673,7 @@ fn batch(
 /// transaction (dedup, watermark), as the collector does per MQTT message.
 async fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure> {
     use dockline_collector::inbox::{Inbox, InboxStore};
+    use dockline_collector::ingest::received::ReceivedBatch;
     const PER: usize = 256;
     let site = dockline_protocol::SiteId::new("bench").map_err(|e| anyhow!("{e}"))?;
     let batches = wire_batches(0, n, PER)?;
@@ -682,8 +683,11 @@ async fn collector_ingest(dir: &Path, n: usize, rounds: usize) -> Result<Figure>
             let mut inbox = Inbox::open(&dir.join(format!("inbox-{round}.db")))?;
             let started = Instant::now();
             for bytes in &batches {
-                let batch: dockline_protocol::Batch = dockline_protocol::decode(bytes)?;
-                inbox.store_batch(&site, &batch, EPOCH as i64)?;
+                // As the collector's ingest does: decode and validate, then
+                // store each envelope as received.
+                let received = ReceivedBatch::decode(bytes)?;
+                let envelopes = received.envelope_bytes();
+                inbox.store_received(&site, &received.batch, envelopes.as_deref(), EPOCH as i64)?;
             }
             Ok(n as f64 / started.elapsed().as_secs_f64())
         },

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use dockline_protocol::{DeviceId, EncodeError};
 
-use super::sqlite::SCHEMA_VERSION;
-
 /// An inbox operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
@@ -38,13 +36,15 @@ pub enum InboxError {
     Worker(String),
     /// The file was written by a newer collector.
     #[error(
-        "inbox database {path} has schema version {found}, newer than this collector's {SCHEMA_VERSION}; run the newer dockline-collector or restore a backup"
+        "inbox database {path} has schema version {found}, newer than this collector's {supported}; run the newer dockline-collector or restore a backup"
     )]
     SchemaTooNew {
-        /// The file.
+        /// The file (or the PostgreSQL URL without its password).
         path: PathBuf,
-        /// Its `user_version`.
+        /// Its stored version.
         found: i64,
+        /// The newest version this collector knows for that backend.
+        supported: i64,
     },
     /// The PostgreSQL inbox could not be reached or opened.
     #[error(

@@ -19,8 +19,10 @@
 //! # Tables (both backends; PostgreSQL adds `lanes.owner`, `lanes.lease_until`)
 //!
 //! - `events(device, epoch, seq)` primary key; `site`, `id` (UUID text),
-//!   `kind` (`picked` … or `reading`), `envelope` (the single envelope as
-//!   protocol CBOR, enough to rebuild the ERP body), `state` (`pending`,
+//!   `kind` (`picked` … or `reading`), `envelope` (the single envelope's
+//!   protocol CBOR as the device sent it, cut from the batch payload by
+//!   [`crate::ingest::received`], or encoded here when a batch comes
+//!   without its bytes; enough to rebuild the ERP body), `state` (`pending`,
 //!   `booked`, `rejected`, `skipped`), `attempts`, `document`, `reason`,
 //!   `last_error`, timestamps.
 //! - `watermarks(device, epoch)` → `complete_up_to`.
@@ -46,9 +48,26 @@
 //!   whether the ERP itself refused the event, and `state` (`open`,
 //!   `replayed`, `discarded`).
 //!
-//! The schema version is `PRAGMA user_version` ([`SCHEMA_VERSION`]); each
-//! migration step runs in one transaction, so a crash mid-way leaves the
-//! previous version intact.
+//! The schema version is `PRAGMA user_version` on SQLite
+//! ([`SCHEMA_VERSION`]) and the row of `dockline_schema` on PostgreSQL
+//! ([`postgres::PG_SCHEMA_VERSION`], its own count). One runner
+//! (`migrate.rs`) applies either dialect's steps: all pending steps and
+//! the new version in one transaction, so a crash mid-way leaves the
+//! previous version intact, and a schema newer than this collector's is
+//! refused untouched.
+//!
+//! # One logic, two dialects
+//!
+//! Every operation of the write and read-model side is written once, as
+//! an `async fn` over a small trait of typed statements that each dialect
+//! implements with its SQL text: [`InboxStore::store_batch`] in
+//! `batch_write.rs` (trait `BatchTx`), devices, counters, watermarks,
+//! holes, verdicts and stats in `bookkeeping.rs` (trait `InboxSql`),
+//! migrations in `migrate.rs` (trait `SchemaTx`). What the operation
+//! decides (which rows go in, which watermark moves, which lanes wake,
+//! what the caller gets back) is never in a backend. PostgreSQL's client
+//! is async; SQLite's statements never wait, so the SQLite backend runs
+//! the same future to its end with a single poll (`ready`).
 //!
 //! # Invariants
 //!
@@ -71,8 +90,9 @@
 //! - `quarantine(device, epoch, seq, id)`: events not trusted (`far_ahead`,
 //!   `seq_conflict`), kept for the operator, never delivered from there.
 //! - A batch is applied in one transaction: its rows, the watermark and the
-//!   duplicate counter commit together or not at all. Callers publish the ack
-//!   only after [`InboxStore::store_batch`] returned.
+//!   duplicate counter commit together or not at all (one fsync per batch).
+//!   Callers publish the ack only after [`InboxStore::store_batch`] (or
+//!   [`InboxStore::store_received`]) returned.
 //! - The database runs in WAL mode with `synchronous=FULL`, so a committed
 //!   batch survives a power cut.
 //! - Readings are stored as `skipped` (never sent to the ERP); business events
@@ -109,14 +129,20 @@
 //! | `error.rs` | [`InboxError`] |
 //! | `handle.rs` | [`InboxHandle`]: the store shared by async tasks |
 //! | `watermark.rs` | pure: which claims are believed, how far a watermark moves, holes |
+//! | `batch_write.rs` | storing a batch, once for both dialects (`BatchTx`) |
+//! | `bookkeeping.rs` | devices, counters, watermarks, holes, verdicts, stats, once (`InboxSql`) |
+//! | `migrate.rs` | the one migration runner (`SchemaTx`) |
 //! | `lanes.rs` | pure: the chosen row as the event to deliver |
 //! | `read_model.rs` | the dashboard's read model (plain SQL both dialects run) |
-//! | `sqlite/` | SQLite: schema and migrations, SQL and transactions |
-//! | `postgres/` | PostgreSQL: schema and migrations, SQL and transactions, claims |
+//! | `sqlite/` | SQLite: `schema.rs` (steps), `batch_sql.rs`, `bookkeeping_sql.rs` (statements), delivery's SQL and transactions |
+//! | `postgres/` | PostgreSQL: the same three files, delivery's SQL and transactions, claims |
 
+mod batch_write;
+mod bookkeeping;
 mod error;
 mod handle;
 pub mod lanes;
+mod migrate;
 pub mod postgres;
 pub mod read_model;
 pub mod sqlite;
@@ -240,11 +266,26 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// Makes configured devices visible in the stats before they first speak.
     fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError>;
 
-    /// Stores a batch in one transaction and returns the watermark to ack.
+    /// Stores a batch in one transaction and returns the watermark to ack;
+    /// each envelope is stored as its protocol encoding.
     fn store_batch(
         &mut self,
         site: &SiteId,
         batch: &Batch,
+        now_ms: i64,
+    ) -> Result<StoreOutcome, InboxError> {
+        self.store_received(site, batch, None, now_ms)
+    }
+
+    /// [`InboxStore::store_batch`] for a batch as it arrived: `envelopes`,
+    /// when given, holds each of `batch.events`' bytes as received
+    /// ([`crate::ingest::received::ReceivedBatch`]), stored as they are
+    /// instead of encoded again. A list of another length is ignored.
+    fn store_received(
+        &mut self,
+        site: &SiteId,
+        batch: &Batch,
+        envelopes: Option<&[&[u8]]>,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError>;
 
@@ -495,6 +536,21 @@ pub(crate) enum GroupDone {
     Held(bool),
 }
 
+/// Runs a future whose awaits never wait (the shared steps of
+/// [`batch_write`] and [`migrate`] over a SQLite transaction) to its end
+/// with one poll, on this thread.
+pub(crate) fn ready<F: std::future::Future>(f: F) -> Result<F::Output, InboxError> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Ok(out),
+        std::task::Poll::Pending => Err(InboxError::Worker(
+            "a blocking inbox step waited on I/O; it must not (SQLite steps are synchronous)"
+                .into(),
+        )),
+    }
+}
+
 pub(crate) fn to_sql(what: &'static str, value: u64) -> Result<i64, InboxError> {
     i64::try_from(value).map_err(|_| InboxError::OutOfRange { what, value })
 }
@@ -552,6 +608,17 @@ pub(crate) mod tests {
             events: seqs.iter().map(|s| envelope(device, epoch, *s)).collect(),
             shed: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ready_runs_a_future_that_never_waits() {
+        assert_eq!(ready(async { 7 }).expect("ready"), 7);
+    }
+
+    #[test]
+    fn ready_refuses_a_future_that_waits() {
+        let err = ready(std::future::pending::<()>()).expect_err("pending");
+        assert!(err.to_string().contains("must not"), "{err}");
     }
 
     #[test]

@@ -1389,3 +1389,101 @@ fn a_forged_future_sequence_never_pulls_the_watermark_up() {
         },
     );
 }
+
+#[test]
+fn a_schema_newer_than_this_collector_is_refused_naming_both_versions() {
+    on_each_backend(
+        "a_schema_newer_than_this_collector_is_refused_naming_both_versions",
+        |b| {
+            drop(b.open());
+            let supported = match b {
+                Fresh::Sqlite(dir) => {
+                    Connection::open(dir.path().join("inbox.db"))
+                        .expect("open")
+                        .pragma_update(None, "user_version", 99)
+                        .expect("pragma");
+                    SCHEMA_VERSION
+                }
+                Fresh::Postgres(schema) => {
+                    crate::inbox::postgres::run_sql(
+                        schema.url(),
+                        "UPDATE dockline_schema SET version = 99",
+                    )
+                    .expect("update");
+                    crate::inbox::postgres::PG_SCHEMA_VERSION
+                }
+            };
+            let err = match b {
+                Fresh::Sqlite(dir) => Inbox::open(&dir.path().join("inbox.db")).map(|_| ()),
+                Fresh::Postgres(schema) => {
+                    PgInbox::open(schema.url(), crate::inbox::postgres::DEFAULT_LEASE_MS)
+                        .map(|_| ())
+                }
+            }
+            .expect_err("too new");
+            let text = err.to_string();
+            assert!(
+                text.contains("schema version 99")
+                    && text.contains(&format!("this collector's {supported};")),
+                "{text}"
+            );
+        },
+    );
+}
+
+/// `bytes` with one more (unknown) entry in its top-level map: what a newer
+/// agent might send, which this collector's decoder reads past.
+fn with_unknown_field(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    assert!(out[0] >= 0xa0 && out[0] < 0xb6, "a short map");
+    out[0] += 1;
+    out.extend_from_slice(&[0x62, b'z', b'z', 0x00]);
+    out
+}
+
+#[test]
+fn a_received_envelope_is_kept_byte_for_byte() {
+    on_each_backend("a_received_envelope_is_kept_byte_for_byte", |b| {
+        let mut inbox = b.open();
+        let batch = batch("hh-raw", 1, 1, &[1, 2]);
+        let raw: Vec<Vec<u8>> = batch
+            .events
+            .iter()
+            .map(|e| with_unknown_field(&codec::encode(e).expect("encode")))
+            .collect();
+        assert_eq!(
+            codec::decode::<Envelope>(&raw[0]).expect("still decodes"),
+            batch.events[0]
+        );
+        let slices: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+        let out = inbox
+            .store_received(&site(), &batch, Some(&slices), 0)
+            .expect("store");
+        assert_eq!((out.stored, out.complete_up_to), (2, 2));
+        // Delivery reads it back as the same event.
+        let dev = DeviceId::new("hh-raw").expect("id");
+        assert_eq!(next_seq(&mut *inbox, &dev), Some(1));
+        if let Some(sqlite) = inbox.as_sqlite() {
+            let stored: Vec<u8> = sqlite
+                .read(|c| {
+                    c.query_row(
+                        "SELECT envelope FROM events WHERE device = 'hh-raw' AND seq = 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .expect("row");
+            assert_eq!(stored, raw[0], "stored as received, not re-encoded");
+        }
+        // A list that does not match the batch is ignored: encoded instead.
+        let again = batch_of_one("hh-raw", 3);
+        let out = inbox
+            .store_received(&site(), &again, Some(&slices), 0)
+            .expect("store");
+        assert_eq!(out.complete_up_to, 3);
+    });
+}
+
+fn batch_of_one(device: &str, seq: u64) -> Batch {
+    super::tests::batch(device, 1, 1, &[seq])
+}

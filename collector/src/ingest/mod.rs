@@ -26,14 +26,15 @@ pub mod commands;
 pub mod gaps;
 pub mod limits;
 pub mod mqtt;
+pub mod received;
 pub mod registry;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dockline_protocol::{
-    Batch, Channel, DecodeError, DeviceId, EncodeError, SiteId, Status, StatusKind, Topic,
-    TopicError, VerdictsWanted, codec,
+    Channel, DecodeError, DeviceId, EncodeError, SiteId, Status, StatusKind, Topic, TopicError,
+    VerdictsWanted, codec,
 };
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -462,11 +463,13 @@ impl Ingest {
         parsed: Topic,
         payload: &[u8],
     ) -> Result<Publication, IngestError> {
-        let batch: Batch = codec::decode(payload).map_err(|source| IngestError::Decode {
-            what: "batch",
-            topic: topic.into(),
-            source,
-        })?;
+        let received =
+            received::ReceivedBatch::decode(payload).map_err(|source| IngestError::Decode {
+                what: "batch",
+                topic: topic.into(),
+                source,
+            })?;
+        let batch = &received.batch;
         self.check_device("batch", topic, &parsed, &batch.device)?;
         let site = parsed.site.clone();
         let (device, epoch, count) = (batch.device.clone(), batch.epoch, batch.events.len());
@@ -476,7 +479,10 @@ impl Ingest {
         let now = crate::now_ms();
         let outcome = self
             .inbox
-            .call(move |i| i.store_batch(&site, &batch, now))
+            .call(move |i| {
+                let envelopes = received.envelope_bytes();
+                i.store_received(&site, &received.batch, envelopes.as_deref(), now)
+            })
             .await
             .map_err(|source| IngestError::Inbox {
                 topic: topic.into(),

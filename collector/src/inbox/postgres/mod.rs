@@ -53,35 +53,37 @@
 //! called from the blocking pool by [`crate::inbox::InboxHandle`]. The
 //! connection is re-opened when the server closed it.
 
+mod batch_sql;
+mod bookkeeping_sql;
+mod schema;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dockline_protocol::{
-    Batch, DeviceId, Envelope, EventId, Outcome, Payload, SiteId, Status, StatusKind, Verdict,
-    codec,
-};
+use dockline_protocol::{Batch, DeviceId, Envelope, Outcome, SiteId, Status, Verdict, codec};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::inbox::batch_write;
+use crate::inbox::bookkeeping::{self, InboxSql};
 use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
 use crate::inbox::read_model::{
     self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
     ExceptionRow, OrderCols, OrderRow, TimelineCols, TimelineEvent,
 };
-use crate::inbox::watermark::{self, guard_reasons, holes_above, ranges};
+use crate::inbox::watermark;
 use crate::inbox::{
-    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
-    HoleStats, InboxError, InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
-    Resolution, Stats, StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
+    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, Followup, FollowupResult, InboxError,
+    InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending, Resolution, Stats,
+    StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
 use crate::ingest::registry::DeviceConfig;
 
-/// Current PostgreSQL schema version (its own count, not SQLite's).
-pub const PG_SCHEMA_VERSION: i64 = 2;
+pub use schema::PG_SCHEMA_VERSION;
 
 /// Default lane and follow-up claim, ms: how long a lane whose collector
 /// died waits before another collector takes it over.
@@ -90,145 +92,9 @@ pub const DEFAULT_LEASE_MS: u64 = 30_000;
 /// Transactions run again after a deadlock or serialization failure.
 const MAX_TRIES: u32 = 8;
 
-/// Key of the advisory lock migrations hold (`dockline` in ASCII).
-const MIGRATION_LOCK: i64 = 0x646f_636b_6c69_6e65;
-
 /// Key of the session advisory lock the gap-auditing collector holds
 /// (`docklgap`).
 const AUDIT_LOCK: i64 = 0x646f_636b_6c67_6170;
-
-/// Version 2: the quarantine of the SQLite schema's version 6.
-const PG_V2: &str = "
-CREATE TABLE quarantine (
-    device      TEXT   NOT NULL,
-    epoch       BIGINT NOT NULL,
-    seq         BIGINT NOT NULL,
-    id          TEXT   NOT NULL,
-    reason      TEXT   NOT NULL,
-    envelope    BYTEA  NOT NULL,
-    received_ms BIGINT NOT NULL,
-    PRIMARY KEY (device, epoch, seq, id)
-);
-";
-
-/// Version 1: the SQLite schema at its version 5, plus lane claims.
-const PG_V1: &str = "
-CREATE TABLE events (
-    device      TEXT   NOT NULL,
-    epoch       BIGINT NOT NULL,
-    seq         BIGINT NOT NULL,
-    site        TEXT   NOT NULL,
-    id          TEXT   NOT NULL,
-    kind        TEXT   NOT NULL,
-    envelope    BYTEA  NOT NULL,
-    received_ms BIGINT NOT NULL,
-    state       TEXT   NOT NULL CHECK (state IN ('pending','booked','rejected','skipped')),
-    attempts    BIGINT NOT NULL DEFAULT 0,
-    document    TEXT,
-    reason      TEXT,
-    last_error  TEXT,
-    updated_ms  BIGINT,
-    lane        TEXT,
-    stage       BIGINT,
-    late        BOOLEAN NOT NULL DEFAULT false,
-    PRIMARY KEY (device, epoch, seq)
-);
-CREATE INDEX events_lane_pending ON events (lane, device, epoch, seq) WHERE state = 'pending';
-CREATE TABLE watermarks (
-    device         TEXT   NOT NULL,
-    epoch          BIGINT NOT NULL,
-    complete_up_to BIGINT NOT NULL,
-    PRIMARY KEY (device, epoch)
-);
-CREATE TABLE shed (
-    device TEXT   NOT NULL,
-    epoch  BIGINT NOT NULL,
-    lo     BIGINT NOT NULL,
-    hi     BIGINT NOT NULL,
-    PRIMARY KEY (device, epoch, lo, hi)
-);
-CREATE TABLE devices (
-    device           TEXT PRIMARY KEY,
-    site             TEXT    NOT NULL,
-    online           BOOLEAN NOT NULL DEFAULT false,
-    session          BIGINT  NOT NULL DEFAULT 0,
-    last_seen_ms     BIGINT,
-    online_since_ms  BIGINT,
-    backlog          BIGINT,
-    oldest_unsent_ms BIGINT,
-    heartbeat_ms     BIGINT,
-    peripherals      TEXT
-);
-CREATE TABLE counters (
-    name  TEXT PRIMARY KEY,
-    value BIGINT NOT NULL
-);
-INSERT INTO counters (name, value) VALUES ('duplicates', 0), ('refused', 0)
-    ON CONFLICT DO NOTHING;
-CREATE TABLE attempts (
-    device   TEXT   NOT NULL,
-    epoch    BIGINT NOT NULL,
-    seq      BIGINT NOT NULL,
-    n        BIGINT NOT NULL,
-    at_ms    BIGINT NOT NULL,
-    request  TEXT   NOT NULL,
-    status   BIGINT,
-    error    TEXT,
-    body     TEXT   NOT NULL,
-    decision TEXT   NOT NULL,
-    PRIMARY KEY (device, epoch, seq, n)
-);
-CREATE TABLE dead_letters (
-    id           BIGSERIAL PRIMARY KEY,
-    device       TEXT    NOT NULL,
-    epoch        BIGINT  NOT NULL,
-    seq          BIGINT  NOT NULL,
-    site         TEXT    NOT NULL,
-    event_id     TEXT    NOT NULL,
-    kind         TEXT    NOT NULL,
-    envelope     BYTEA   NOT NULL,
-    class        TEXT    NOT NULL,
-    reason       TEXT    NOT NULL,
-    erp_rejected BOOLEAN NOT NULL,
-    attempts     TEXT    NOT NULL,
-    state        TEXT    NOT NULL CHECK (state IN ('open','replayed','discarded')),
-    created_ms   BIGINT  NOT NULL,
-    resolved_ms  BIGINT,
-    resolution   TEXT,
-    lane         TEXT
-);
-CREATE INDEX dead_letters_open ON dead_letters (device) WHERE state = 'open';
-CREATE INDEX dead_letters_open_lane ON dead_letters (lane) WHERE state = 'open';
-CREATE TABLE lanes (
-    lane        TEXT PRIMARY KEY,
-    top_stage   BIGINT,
-    wake_ms     BIGINT,
-    status      TEXT CHECK (status IN ('parked','blocked')),
-    reason      TEXT,
-    since_ms    BIGINT,
-    owner       TEXT,
-    lease_until BIGINT
-);
-CREATE INDEX lanes_wake ON lanes (wake_ms) WHERE wake_ms IS NOT NULL;
-CREATE INDEX lanes_status ON lanes (status) WHERE status IS NOT NULL;
-CREATE TABLE followups (
-    id          TEXT PRIMARY KEY,
-    kind        TEXT   NOT NULL,
-    device      TEXT   NOT NULL,
-    epoch       BIGINT NOT NULL,
-    seq         BIGINT NOT NULL,
-    order_ref   TEXT   NOT NULL,
-    body        BYTEA  NOT NULL,
-    state       TEXT   NOT NULL CHECK (state IN ('pending','sent','failed')),
-    attempts    BIGINT NOT NULL DEFAULT 0,
-    bounded     BIGINT NOT NULL DEFAULT 0,
-    next_ms     BIGINT NOT NULL,
-    last_error  TEXT,
-    created_ms  BIGINT NOT NULL,
-    sent_ms     BIGINT
-);
-CREATE INDEX followups_due ON followups (next_ms) WHERE state = 'pending';
-";
 
 /// `sql` with SQLite's `?n` placeholders as PostgreSQL's `$n`.
 fn placeholders(sql: &str) -> String {
@@ -566,47 +432,7 @@ impl PgInbox {
 
     fn migrate(&mut self) -> Result<(), InboxError> {
         let shown = self.shown.clone();
-        self.tx(async |db, _| {
-            db.exec("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await?;
-            db.exec(
-                "CREATE TABLE IF NOT EXISTS dockline_schema (version BIGINT NOT NULL)",
-                &[],
-            )
-            .await?;
-            let version: i64 = db
-                .opt("SELECT max(version) FROM dockline_schema", &[])
-                .await?
-                .and_then(|r| r.get::<_, Option<i64>>(0))
-                .unwrap_or(0);
-            if version > PG_SCHEMA_VERSION {
-                return Err(InboxError::SchemaTooNew {
-                    path: shown.clone().into(),
-                    found: version,
-                });
-            }
-            if version < 1 {
-                let On::Tx(t) = db.on else {
-                    return Ok(());
-                };
-                t.batch_execute(PG_V1).await?;
-            }
-            if version < 2 {
-                let On::Tx(t) = db.on else {
-                    return Ok(());
-                };
-                t.batch_execute(PG_V2).await?;
-            }
-            if version < PG_SCHEMA_VERSION {
-                db.exec("DELETE FROM dockline_schema", &[]).await?;
-                db.exec(
-                    "INSERT INTO dockline_schema (version) VALUES ($1)",
-                    &[&PG_SCHEMA_VERSION],
-                )
-                .await?;
-            }
-            Ok(())
-        })?;
+        self.tx(async |db, _| schema::migrate(db, &shown).await)?;
         // DDL may have changed what cached statements refer to.
         self.conn.get_mut().statements.clear();
         Ok(())
@@ -970,16 +796,6 @@ fn u32_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-async fn add_to_counter(db: &Db<'_>, name: &str, n: u64) -> Result<(), InboxError> {
-    db.exec(
-        "INSERT INTO counters (name, value) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
-        &[&name, &to_sql("counter increment", n)?],
-    )
-    .await?;
-    Ok(())
-}
-
 async fn insert_attempt(
     db: &Db<'_>,
     device: &DeviceId,
@@ -1134,354 +950,34 @@ impl InboxStore for PgInbox {
     }
 
     fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError> {
-        self.tx(async |db, _| {
-            for d in devices {
-                db.exec(
-                    "INSERT INTO devices (device, site) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&d.id.as_str(), &d.site.as_str()],
-                )
-                .await?;
-            }
-            Ok(())
-        })
+        let pairs: Vec<(&str, &str)> = devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.site.as_str()))
+            .collect();
+        self.tx(async |db, _| bookkeeping::register_devices(db, &pairs).await)
     }
 
-    fn store_batch(
+    fn store_received(
         &mut self,
         site: &SiteId,
         batch: &Batch,
+        envelopes: Option<&[&[u8]]>,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError> {
-        let device = batch.device.as_str();
-        let epoch = to_sql("epoch", batch.epoch)?;
         // The rows, prepared once outside the retry loop.
-        let mut seqs: Vec<i64> = Vec::new();
-        let mut ids: Vec<String> = Vec::new();
-        let mut kinds: Vec<&str> = Vec::new();
-        let mut envelopes: Vec<Vec<u8>> = Vec::new();
-        let mut states: Vec<&str> = Vec::new();
-        let mut lanes: Vec<Option<String>> = Vec::new();
-        let mut stages: Vec<Option<i64>> = Vec::new();
-        for env in &batch.events {
-            let (kind, state, lane, stage) = match &env.payload {
-                Payload::Event(e) => (
-                    e.detail.kind_name(),
-                    "pending",
-                    Some(lane::lane_key(&batch.device, e)),
-                    lane::stage(&e.detail).map(i64::from),
-                ),
-                Payload::Reading(_) => ("reading", "skipped", None, None),
-            };
-            seqs.push(to_sql("seq", env.seq)?);
-            ids.push(env.id.to_string());
-            kinds.push(kind);
-            envelopes.push(codec::encode(env)?);
-            states.push(state);
-            lanes.push(lane);
-            stages.push(stage);
-        }
-        let shed: Vec<(i64, i64)> = batch
-            .shed
-            .iter()
-            .map(|&(lo, hi)| {
-                Ok((
-                    to_sql("shed range start", lo)?,
-                    to_sql("shed range end", hi)?,
-                ))
-            })
-            .collect::<Result<_, InboxError>>()?;
-        let site = site.as_str();
+        let rows = batch_write::event_rows(batch, envelopes)?;
         let max_ahead = self.ctx.max_seq_ahead;
         self.tx(async |db, _| {
-            let known = db
-                .opt(
-                    "SELECT 1 FROM watermarks WHERE device = $1 AND epoch = $2",
-                    &[&device, &epoch],
-                )
-                .await?
-                .is_some();
-            if !known {
-                let newest: Option<u64> = db
-                    .one(
-                        "SELECT max(epoch) FROM watermarks WHERE device = $1",
-                        &[&device],
-                    )
-                    .await?
-                    .get::<_, Option<i64>>(0)
-                    .map(from_sql);
-                if watermark::epoch_too_old(batch.epoch, newest) {
-                    return Err(InboxError::OldEpoch {
-                        device: batch.device.clone(),
-                        epoch: batch.epoch,
-                        newest: newest.unwrap_or(0),
-                    });
-                }
-            }
-            // The (device, epoch) lock: batches of one device, whichever
-            // collector got them, are applied one after the other.
-            db.exec(
-                "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES ($1, $2, 0)
-                 ON CONFLICT DO NOTHING",
-                &[&device, &epoch],
-            )
-            .await?;
-            let mut mark: u64 = from_sql(
-                db.one(
-                    "SELECT complete_up_to FROM watermarks WHERE device = $1 AND epoch = $2 FOR UPDATE",
-                    &[&device, &epoch],
-                )
-                .await?
-                .get(0),
-            );
-            let top_before: u64 = db
-                .one(
-                    "SELECT max(seq) FROM events WHERE device = $1 AND epoch = $2",
-                    &[&device, &epoch],
-                )
-                .await?
-                .get::<_, Option<i64>>(0)
-                .map_or(0, from_sql);
-            let mark_before = mark;
-            // Duplicates are rows, not numbers (see crate::inbox::watermark): every
-            // event but those far ahead is offered to the table.
-            let (keep, far): (Vec<usize>, Vec<usize>) = (0..seqs.len())
-                .partition(|&i| !watermark::far_ahead(from_sql(seqs[i]), mark, max_ahead));
-            let mut quarantined: Vec<(u64, &'static str)> = Vec::new();
-            for &i in &far {
-                db.exec(
-                    "INSERT INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
-                     VALUES ($1, $2, $3, $4, 'far_ahead', $5, $6) ON CONFLICT DO NOTHING",
-                    &[&device, &epoch, &seqs[i], &ids[i], &envelopes[i], &now_ms],
-                )
-                .await?;
-                quarantined.push((from_sql(seqs[i]), "far_ahead"));
-            }
-            let k_seq: Vec<i64> = keep.iter().map(|&i| seqs[i]).collect();
-            let k_id: Vec<&str> = keep.iter().map(|&i| ids[i].as_str()).collect();
-            let k_kind: Vec<&str> = keep.iter().map(|&i| kinds[i]).collect();
-            let k_env: Vec<&[u8]> = keep.iter().map(|&i| envelopes[i].as_slice()).collect();
-            let k_state: Vec<&str> = keep.iter().map(|&i| states[i]).collect();
-            let k_lane: Vec<Option<&str>> = keep.iter().map(|&i| lanes[i].as_deref()).collect();
-            let k_stage: Vec<Option<i64>> = keep.iter().map(|&i| stages[i]).collect();
-            let inserted = db
-                .query(
-                    "INSERT INTO events
-                       (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
-                     SELECT $1, $2, s, $3, i, k, e, $4, st, l, sg
-                     FROM unnest($5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::text[],
-                                 $10::text[], $11::bigint[]) AS x(s, i, k, e, st, l, sg)
-                     ON CONFLICT DO NOTHING
-                     RETURNING seq, lane",
-                    &[
-                        &device, &epoch, &site, &now_ms, &k_seq, &k_id, &k_kind, &k_env, &k_state,
-                        &k_lane, &k_stage,
-                    ],
-                )
-                .await?;
-            let stored = inserted.len();
-            let inserted_seqs: Vec<i64> = inserted.iter().map(|r| r.get::<_, i64>(0)).collect();
-            let repeated: Vec<usize> = keep
-                .iter()
-                .copied()
-                .filter(|&i| !inserted_seqs.contains(&seqs[i]))
-                .collect();
-            let mut duplicates = 0usize;
-            if !repeated.is_empty() {
-                let r_seq: Vec<i64> = repeated.iter().map(|&i| seqs[i]).collect();
-                let existing: Vec<(i64, String)> = db
-                    .query(
-                        "SELECT seq, id FROM events WHERE device = $1 AND epoch = $2 AND seq = ANY($3)",
-                        &[&device, &epoch, &r_seq],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
-                for &i in &repeated {
-                    let same = existing
-                        .iter()
-                        .any(|(sq, id)| *sq == seqs[i] && *id == ids[i]);
-                    if same {
-                        duplicates += 1;
-                        continue;
-                    }
-                    // Another event under the same number: keep it for the
-                    // operator, never in place of the stored one.
-                    db.exec(
-                        "INSERT INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
-                         VALUES ($1, $2, $3, $4, 'seq_conflict', $5, $6) ON CONFLICT DO NOTHING",
-                        &[&device, &epoch, &seqs[i], &ids[i], &envelopes[i], &now_ms],
-                    )
-                    .await?;
-                    quarantined.push((from_sql(seqs[i]), "seq_conflict"));
-                }
-            }
-            let top_after = inserted_seqs
-                .iter()
-                .map(|s| from_sql(*s))
-                .max()
-                .unwrap_or(0)
-                .max(top_before);
-            // A new event may be the one a parked lane waits for. Sorted, so
-            // two batches touching the same lanes lock them in one order.
-            let mut touched: Vec<String> = inserted
-                .iter()
-                .filter_map(|r| r.get::<_, Option<String>>(1))
-                .collect();
-            touched.sort();
-            touched.dedup();
-            if !touched.is_empty() {
-                db.exec(
-                    "INSERT INTO lanes (lane, wake_ms) SELECT unnest($1::text[]), $2
-                     ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
-                    &[&touched, &now_ms],
-                )
-                .await?;
-            }
-            let mut newly_shed = Vec::new();
-            let mut refused_claims: Vec<String> = Vec::new();
-            for (&(lo, hi), &(lo_sql, hi_sql)) in batch.shed.iter().zip(&shed) {
-                if hi > mark && !watermark::shed_recordable(hi, top_after) {
-                    refused_claims.push(format!("shed {lo}..{hi}"));
-                    continue;
-                }
-                if hi > mark
-                    && db
-                        .exec(
-                            "INSERT INTO shed (device, epoch, lo, hi) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT DO NOTHING",
-                            &[&device, &epoch, &lo_sql, &hi_sql],
-                        )
-                        .await?
-                        == 1
-                {
-                    newly_shed.push((lo, hi));
-                }
-            }
-            let claim = watermark::claim_held(mark, batch.first_held, top_after);
-            if let Some(claimed) = claim.refused {
-                refused_claims.push(format!("held {}", claimed.saturating_add(1)));
-            }
-            mark = claim.mark;
-            // Walk forward over stored sequences and shed ranges, never past
-            // the highest stored one, a chunk of rows per range scan.
-            let mut walk = watermark::Walk::new(mark, top_after, watermark::WALK_CHUNK);
-            let chunk = watermark::WALK_CHUNK as i64;
-            while let Some(after) = walk.next_read() {
-                let after = to_sql("watermark", after)?;
-                let stored: Vec<u64> = db
-                    .query(
-                        "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3
-                         ORDER BY seq LIMIT $4",
-                        &[&device, &epoch, &after, &chunk],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| from_sql(r.get(0)))
-                    .collect();
-                let shed: Vec<(u64, u64)> = db
-                    .query(
-                        "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3",
-                        &[&device, &epoch, &after],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
-                    .collect();
-                walk.feed(&stored, &shed);
-            }
-            mark = walk.mark();
-            // The watermark passed sequences this batch did not store (stored
-            // earlier behind a hole, possibly repeated in this batch as
-            // duplicates, or shed): their lanes, and those of the device's
-            // newer epochs, may go on now.
-            let from_batch = inserted
-                .iter()
-                .map(|r| from_sql(r.get::<_, i64>(0)))
-                .filter(|&seq| seq > mark_before && seq <= mark)
-                .count() as u64;
-            if mark - mark_before > from_batch {
-                db.exec(
-                    "UPDATE lanes SET wake_ms = $5 WHERE lane IN
-                       (SELECT lane FROM events WHERE device = $1 AND state = 'pending'
-                        AND lane IS NOT NULL
-                        AND ((epoch = $2 AND seq > $3 AND seq <= $4) OR epoch > $2))",
-                    &[
-                        &device,
-                        &epoch,
-                        &to_sql("watermark", mark_before)?,
-                        &to_sql("watermark", mark)?,
-                        &now_ms,
-                    ],
-                )
-                .await?;
-            }
-            let also_stored = ranges(
-                batch
-                    .events
-                    .iter()
-                    .map(|e| e.seq)
-                    .filter(|s| *s > mark && !quarantined.iter().any(|(q, _)| q == s)),
-            );
-            db.exec(
-                "UPDATE watermarks SET complete_up_to = GREATEST(complete_up_to, $3)
-                 WHERE device = $1 AND epoch = $2",
-                &[&device, &epoch, &to_sql("watermark", mark)?],
-            )
-            .await?;
-            db.exec(
-                "INSERT INTO devices (device, site, last_seen_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (device) DO UPDATE SET site = excluded.site,
-                   last_seen_ms = excluded.last_seen_ms",
-                &[&device, &site, &now_ms],
-            )
-            .await?;
-            if duplicates > 0 {
-                add_to_counter(db, "duplicates", duplicates as u64).await?;
-            }
-            let lost: u64 = newly_shed
-                .iter()
-                .filter(|(lo, _)| *lo <= top_before)
-                .map(|(lo, hi)| (*hi).min(top_before) - lo + 1)
-                .sum();
-            if lost > 0 {
-                add_to_counter(db, "holes_lost", lost).await?;
-            }
-            for reason in guard_reasons(&refused_claims, &quarantined) {
-                add_to_counter(db, "refused", 1).await?;
-                add_to_counter(db, &format!("refused.{reason}"), 1).await?;
-            }
-            Ok(StoreOutcome {
-                stored,
-                duplicates,
-                complete_up_to: mark,
-                also_stored,
-                newly_shed,
-                refused_claims,
-                quarantined,
-            })
+            batch_write::store_batch(db, site, batch, &rows, now_ms, max_ahead).await
         })
     }
 
     fn complete_up_to(&self, device: &DeviceId, epoch: u64) -> Result<u64, InboxError> {
-        let epoch = to_sql("epoch", epoch)?;
-        self.read(async |db, _| {
-            Ok(db
-                .opt(
-                    "SELECT complete_up_to FROM watermarks WHERE device = $1 AND epoch = $2",
-                    &[&device.as_str(), &epoch],
-                )
-                .await?
-                .map_or(0, |r| from_sql(r.get(0))))
-        })
+        self.read(async |db, _| bookkeeping::complete_up_to(db, device, epoch).await)
     }
 
     fn count_refused(&mut self, reason: &str) -> Result<(), InboxError> {
-        let key = format!("refused.{reason}");
-        self.tx(async |db, _| {
-            add_to_counter(db, "refused", 1).await?;
-            add_to_counter(db, &key, 1).await
-        })
+        self.tx(async |db, _| bookkeeping::count_refused(db, reason).await)
     }
 
     fn verdicts_from(
@@ -1491,43 +987,8 @@ impl InboxStore for PgInbox {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Verdict>, InboxError> {
-        let (epoch, from_seq, limit) = (
-            to_sql("epoch", epoch)?,
-            to_sql("seq", from_seq)?,
-            limit_of(limit)?,
-        );
         self.read(async |db, _| {
-            let rows = db
-                .query(
-                    "SELECT seq, id, state, document, reason FROM events
-                     WHERE device = $1 AND epoch = $2 AND seq >= $3
-                       AND state IN ('booked', 'rejected')
-                     ORDER BY seq LIMIT $4",
-                    &[&device.as_str(), &epoch, &from_seq, &limit],
-                )
-                .await?;
-            let mut out = Vec::new();
-            for r in rows {
-                let Some(id) = EventId::parse(r.get::<_, &str>(1)) else {
-                    continue;
-                };
-                let state: &str = r.get(2);
-                let outcome = if state == "booked" {
-                    Outcome::Booked {
-                        document: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                    }
-                } else {
-                    Outcome::Rejected {
-                        reason: r.get::<_, Option<String>>(4).unwrap_or_default(),
-                    }
-                };
-                out.push(Verdict {
-                    seq: from_sql(r.get(0)),
-                    id,
-                    outcome,
-                });
-            }
-            Ok(out)
+            bookkeeping::verdicts_from(db, device, epoch, from_seq, limit).await
         })
     }
 
@@ -1537,61 +998,8 @@ impl InboxStore for PgInbox {
         status: &Status,
         now_ms: i64,
     ) -> Result<bool, InboxError> {
-        let session = to_sql("session", status.session)?;
-        let online = !matches!(status.kind, StatusKind::Death { .. });
-        let device = status.device.as_str();
-        let heartbeat = match &status.kind {
-            StatusKind::Heartbeat {
-                queued,
-                oldest_unacked_ms,
-                health,
-            } => Some((
-                to_sql("queued", *queued)?,
-                to_sql("oldest_unacked_ms", *oldest_unacked_ms)?,
-                health
-                    .as_ref()
-                    .and_then(|h| h.devices.as_ref())
-                    .and_then(|list| serde_json::to_string(list).ok()),
-            )),
-            _ => None,
-        };
-        self.tx(async |db, _| {
-            // One statement: a stale status (older session) changes nothing,
-            // whichever collector applies it.
-            let changed = db
-                .exec(
-                    "INSERT INTO devices (device, site, online, session, last_seen_ms)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (device) DO UPDATE SET site = excluded.site,
-                       online = excluded.online, session = excluded.session,
-                       last_seen_ms = excluded.last_seen_ms
-                     WHERE devices.session <= excluded.session",
-                    &[&device, &site.as_str(), &online, &session, &now_ms],
-                )
-                .await?;
-            if changed == 0 {
-                return Ok(false);
-            }
-            match &heartbeat {
-                None => {
-                    db.exec(
-                        "UPDATE devices SET online_since_ms = $2 WHERE device = $1",
-                        &[&device, &now_ms],
-                    )
-                    .await?;
-                }
-                Some((queued, oldest, peripherals)) => {
-                    db.exec(
-                        "UPDATE devices SET backlog = $2, oldest_unsent_ms = $3, heartbeat_ms = $4,
-                           peripherals = $5, online_since_ms = coalesce(online_since_ms, $4)
-                         WHERE device = $1",
-                        &[&device, queued, oldest, &now_ms, peripherals],
-                    )
-                    .await?;
-                }
-            }
-            Ok(true)
-        })
+        let row = bookkeeping::status_row(site, status, now_ms)?;
+        self.tx(async |db, _| bookkeeping::record_status(db, &row).await)
     }
 
     fn due_lanes(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, InboxError> {
@@ -1956,76 +1364,15 @@ impl InboxStore for PgInbox {
     }
 
     fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError> {
-        let device = device.as_str();
-        self.read(async |db, _| {
-            Ok(db
-                .one(
-                    "SELECT max(epoch) FROM watermarks WHERE device = $1",
-                    &[&device],
-                )
-                .await?
-                .get::<_, Option<i64>>(0)
-                .map(from_sql))
-        })
+        self.read(async |db, _| db.newest_epoch(device.as_str()).await)
     }
 
     fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
-        self.read(async |db, _| {
-            let marks = db
-                .query(
-                    "SELECT w.device, w.epoch, w.complete_up_to, coalesce(d.site, '')
-                     FROM watermarks w LEFT JOIN devices d ON d.device = w.device
-                     WHERE EXISTS (SELECT 1 FROM events e WHERE e.device = w.device
-                                   AND e.epoch = w.epoch AND e.seq > w.complete_up_to)
-                     ORDER BY w.device, w.epoch",
-                    &[],
-                )
-                .await?;
-            let mut out = Vec::new();
-            for m in marks {
-                let (device, epoch, mark, site): (String, i64, i64, String) =
-                    (m.get(0), m.get(1), m.get(2), m.get(3));
-                let (Ok(dev), Ok(site)) = (DeviceId::new(device.as_str()), SiteId::new(site))
-                else {
-                    continue;
-                };
-                let stored: Vec<u64> = db
-                    .query(
-                        "SELECT seq FROM events WHERE device = $1 AND epoch = $2 AND seq > $3
-                         ORDER BY seq LIMIT 100000",
-                        &[&device, &epoch, &mark],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| from_sql(r.get(0)))
-                    .collect();
-                let shed: Vec<(u64, u64)> = db
-                    .query(
-                        "SELECT lo, hi FROM shed WHERE device = $1 AND epoch = $2 AND hi > $3
-                         ORDER BY lo",
-                        &[&device, &epoch, &mark],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| (from_sql(r.get(0)), from_sql(r.get(1))))
-                    .collect();
-                let holes = holes_above(from_sql(mark), &stored, &shed);
-                if !holes.is_empty() {
-                    out.push(DeviceHoles {
-                        device: dev,
-                        site,
-                        epoch: from_sql(epoch),
-                        complete_up_to: from_sql(mark),
-                        holes,
-                    });
-                }
-            }
-            Ok(out)
-        })
+        self.read(async |db, _| bookkeeping::open_holes(db).await)
     }
 
     fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError> {
-        self.tx(async |db, _| add_to_counter(db, "resend_requests", n).await)
+        self.tx(async |db, _| db.add_to_counter("resend_requests", n).await)
     }
 
     fn dashboard_devices(
@@ -2067,128 +1414,7 @@ impl InboxStore for PgInbox {
     }
 
     fn stats(&self) -> Result<Stats, InboxError> {
-        let mut stats = self.read(async |db, _| {
-            let mut stats = Stats {
-                received: 0,
-                duplicates: 0,
-                refused: 0,
-                refused_by_reason: std::collections::BTreeMap::new(),
-                resend_requests: 0,
-                holes_lost: 0,
-                pending: 0,
-                booked: 0,
-                rejected: 0,
-                dead_letters: 0,
-                blocked_devices: Vec::new(),
-                blocked_lanes: 0,
-                parked_lanes: 0,
-                delivered_out_of_order: 0,
-                followups: std::collections::BTreeMap::new(),
-                devices: Vec::new(),
-            };
-            for r in db.query("SELECT name, value FROM counters", &[]).await? {
-                let (name, n): (String, i64) = (r.get(0), r.get(1));
-                let n = from_sql(n);
-                match name.as_str() {
-                    "duplicates" => stats.duplicates = n,
-                    "refused" => stats.refused = n,
-                    "resend_requests" => stats.resend_requests = n,
-                    "holes_lost" => stats.holes_lost = n,
-                    other => {
-                        if let Some(reason) = other.strip_prefix("refused.") {
-                            stats.refused_by_reason.insert(reason.to_string(), n);
-                        }
-                    }
-                }
-            }
-            for r in db
-                .query("SELECT state, count(*) FROM followups GROUP BY state", &[])
-                .await?
-            {
-                stats
-                    .followups
-                    .insert(r.get(0), from_sql(r.get::<_, i64>(1)));
-            }
-            for r in db
-                .query(
-                    "SELECT status, count(*) FROM lanes WHERE status IS NOT NULL GROUP BY status",
-                    &[],
-                )
-                .await?
-            {
-                let n = from_sql(r.get(1));
-                match r.get::<_, &str>(0) {
-                    "parked" => stats.parked_lanes = n,
-                    "blocked" => stats.blocked_lanes = n,
-                    _ => {}
-                }
-            }
-            for r in db
-                .query(
-                    "SELECT device, count(*) FROM dead_letters WHERE state = 'open'
-                     GROUP BY device ORDER BY device",
-                    &[],
-                )
-                .await?
-            {
-                stats.dead_letters += from_sql(r.get(1));
-                stats.blocked_devices.push(r.get(0));
-            }
-            for r in db
-                .query(
-                    "SELECT state, count(*), count(*) FILTER (WHERE late) FROM events GROUP BY state",
-                    &[],
-                )
-                .await?
-            {
-                let state: &str = r.get(0);
-                let n = from_sql(r.get(1));
-                if state == "booked" {
-                    stats.delivered_out_of_order = from_sql(r.get(2));
-                }
-                stats.received += n;
-                match state {
-                    "pending" => stats.pending = n,
-                    "booked" => stats.booked = n,
-                    "rejected" => stats.rejected = n,
-                    _ => {}
-                }
-            }
-            for r in db
-                .query(
-                    "SELECT d.device, d.site, d.online, d.last_seen_ms,
-                       (SELECT w.complete_up_to FROM watermarks w WHERE w.device = d.device
-                        ORDER BY w.epoch DESC LIMIT 1)
-                     FROM devices d ORDER BY d.device",
-                    &[],
-                )
-                .await?
-            {
-                stats.devices.push(DeviceStats {
-                    device: r.get(0),
-                    site: r.get(1),
-                    online: r.get(2),
-                    last_seen_ms: r.get(3),
-                    complete_up_to: r.get::<_, Option<i64>>(4).map(from_sql),
-                    holes: Vec::new(),
-                });
-            }
-            Ok(stats)
-        })?;
-        for h in self.open_holes()? {
-            if let Some(d) = stats
-                .devices
-                .iter_mut()
-                .find(|d| d.device == h.device.as_str())
-            {
-                d.holes.extend(h.holes.iter().map(|&(from, to)| HoleStats {
-                    epoch: h.epoch,
-                    from,
-                    to,
-                }));
-            }
-        }
-        Ok(stats)
+        self.read(async |db, _| bookkeeping::stats(db).await)
     }
 }
 

@@ -6,17 +6,18 @@
 //! batch survives a power cut. The tables are those of the module docs of
 //! [`crate::inbox`]; their history is in [`schema`].
 
+mod batch_sql;
+mod bookkeeping_sql;
 pub(crate) mod schema;
 
 use std::path::Path;
 
-use dockline_protocol::{
-    Batch, DeviceId, Envelope, EventId, Outcome, Payload, SiteId, Status, StatusKind, Verdict,
-    codec,
-};
+use dockline_protocol::{Batch, DeviceId, Envelope, Outcome, SiteId, Status, Verdict, codec};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::inbox::batch_write;
+use crate::inbox::bookkeeping::{self, InboxSql};
 use crate::inbox::lanes::{
     BlockingDeadLetter, ChosenRow, chosen_event, lane_row, lane_row_unchanged,
 };
@@ -24,11 +25,11 @@ use crate::inbox::read_model::{
     self as queries, DeviceRow, EventVerdict, ExceptionKindCount, ExceptionRow, OrderRow,
     TimelineEvent,
 };
-use crate::inbox::watermark::{self, guard_reasons, holes_above, ranges};
+use crate::inbox::watermark;
 use crate::inbox::{
-    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
-    HoleStats, InboxError, InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
-    Resolution, Stats, StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
+    AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, Followup, FollowupResult, InboxError,
+    InboxStore, LaneStatus, MAX_BODY_EXCERPT, NewDeadLetter, NextPending, Resolution, Stats,
+    StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
 use crate::ingest::registry::DeviceConfig;
@@ -67,6 +68,18 @@ impl Inbox {
             invoice_followups: false,
             max_seq_ahead: watermark::DEFAULT_MAX_SEQ_AHEAD,
         })
+    }
+
+    /// Runs `op` (shared steps over [`bookkeeping::InboxSql`]) in one
+    /// transaction, committed when it returns `Ok`.
+    fn write<R>(
+        &mut self,
+        op: impl AsyncFnOnce(&Connection) -> Result<R, InboxError>,
+    ) -> Result<R, InboxError> {
+        let tx = self.conn.transaction()?;
+        let out = crate::inbox::ready(op(&tx))??;
+        tx.commit()?;
+        Ok(out)
     }
 
     /// Runs read-only queries on the inbox's connection (the dashboard's,
@@ -258,321 +271,49 @@ impl InboxStore for Inbox {
 
     /// Makes configured devices visible in the stats before they first speak.
     fn register_devices(&mut self, devices: &[DeviceConfig]) -> Result<(), InboxError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt =
-                tx.prepare_cached("INSERT OR IGNORE INTO devices (device, site) VALUES (?1, ?2)")?;
-            for d in devices {
-                stmt.execute(params![d.id.as_str(), d.site.as_str()])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        let pairs: Vec<(&str, &str)> = devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.site.as_str()))
+            .collect();
+        self.write(async |db| bookkeeping::register_devices(db, &pairs).await)
     }
 
     /// Stores a batch in one transaction and returns the watermark to ack.
     ///
     /// The batch must come from a decoded, validated message (ascending
     /// sequences, one device and epoch), which [`codec::decode`] guarantees.
-    fn store_batch(
+    fn store_received(
         &mut self,
         site: &SiteId,
         batch: &Batch,
+        envelopes: Option<&[&[u8]]>,
         now_ms: i64,
     ) -> Result<StoreOutcome, InboxError> {
-        let device = batch.device.as_str();
-        let epoch = to_sql("epoch", batch.epoch)?;
-        let max_ahead = self.max_seq_ahead;
+        let rows = batch_write::event_rows(batch, envelopes)?;
         let tx = self.conn.transaction()?;
-        // Every statement of a batch is cached: the profile showed parsing
-        // the per-batch ones costing about as much as encoding the rows.
-        let known: Option<i64> = tx
-            .prepare_cached(
-                "SELECT complete_up_to FROM watermarks WHERE device = ?1 AND epoch = ?2",
-            )?
-            .query_row(params![device, epoch], |r| r.get::<_, i64>(0))
-            .optional()?;
-        if known.is_none() {
-            let newest: Option<i64> = tx.query_row(
-                "SELECT MAX(epoch) FROM watermarks WHERE device = ?1",
-                params![device],
-                |r| r.get(0),
-            )?;
-            let newest = newest.map(from_sql);
-            if watermark::epoch_too_old(batch.epoch, newest) {
-                return Err(InboxError::OldEpoch {
-                    device: batch.device.clone(),
-                    epoch: batch.epoch,
-                    newest: newest.unwrap_or(0),
-                });
-            }
-        }
-        let mut mark: u64 = known.map_or(0, from_sql);
-        // The highest sequence stored before this batch: shed sequences below
-        // it were a visible hole, now lost at the device.
-        let top_before: u64 = tx
-            .prepare_cached("SELECT MAX(seq) FROM events WHERE device = ?1 AND epoch = ?2")?
-            .query_row(params![device, epoch], |r| r.get::<_, Option<i64>>(0))?
-            .map_or(0, from_sql);
-        let mut stored = 0usize;
-        let mut duplicates = 0usize;
-        let mut quarantined: Vec<(u64, &'static str)> = Vec::new();
-        // Sequences this batch stored (not its duplicates).
-        let mut inserted: Vec<u64> = Vec::with_capacity(batch.events.len());
-        // Lanes of the newly stored events, in first-seen order.
-        let mut touched: Vec<String> = Vec::new();
-        let mark_before = mark;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events
-                   (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            let mut stored_id = tx.prepare_cached(
-                "SELECT id FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
-            )?;
-            let mut quarantine = tx.prepare_cached(
-                "INSERT OR IGNORE INTO quarantine (device, epoch, seq, id, reason, envelope, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for env in &batch.events {
-                let seq_sql = to_sql("seq", env.seq)?;
-                let id = env.id.to_string();
-                if watermark::far_ahead(env.seq, mark, max_ahead) {
-                    quarantine.execute(params![
-                        device,
-                        epoch,
-                        seq_sql,
-                        id,
-                        "far_ahead",
-                        codec::encode(env)?,
-                        now_ms
-                    ])?;
-                    quarantined.push((env.seq, "far_ahead"));
-                    continue;
-                }
-                let (kind, state, lane, stage) = match &env.payload {
-                    Payload::Event(e) => (
-                        e.detail.kind_name(),
-                        "pending",
-                        Some(lane::lane_key(&batch.device, e)),
-                        lane::stage(&e.detail),
-                    ),
-                    Payload::Reading(_) => ("reading", "skipped", None, None),
-                };
-                let bytes = codec::encode(env)?;
-                let changed = insert.execute(params![
-                    device,
-                    epoch,
-                    seq_sql,
-                    site.as_str(),
-                    id,
-                    kind,
-                    bytes,
-                    now_ms,
-                    state,
-                    lane,
-                    stage,
-                ])?;
-                if changed == 0 {
-                    let existing: String =
-                        stored_id.query_row(params![device, epoch, seq_sql], |r| r.get(0))?;
-                    if existing == id {
-                        duplicates += 1;
-                    } else {
-                        // Another event under the same number: keep it for
-                        // the operator, never in place of the stored one.
-                        quarantine.execute(params![
-                            device,
-                            epoch,
-                            seq_sql,
-                            id,
-                            "seq_conflict",
-                            bytes,
-                            now_ms
-                        ])?;
-                        quarantined.push((env.seq, "seq_conflict"));
-                    }
-                } else {
-                    stored += 1;
-                    inserted.push(env.seq);
-                    if let Some(l) = lane
-                        && !touched.contains(&l)
-                    {
-                        touched.push(l);
-                    }
-                }
-            }
-        }
-        {
-            // A new event may be the one a parked lane waits for: look at
-            // its lane again now.
-            let mut wake = tx.prepare_cached(
-                "INSERT INTO lanes (lane, wake_ms) VALUES (?1, ?2)
-                 ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
-            )?;
-            for l in &touched {
-                wake.execute(params![l, now_ms])?;
-            }
-        }
-        let top_after = inserted.iter().copied().max().unwrap_or(0).max(top_before);
-        let mut newly_shed = Vec::new();
-        let mut refused_claims: Vec<String> = Vec::new();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO shed (device, epoch, lo, hi) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for &(lo, hi) in &batch.shed {
-                if hi <= mark {
-                    continue;
-                }
-                if !watermark::shed_recordable(hi, top_after) {
-                    refused_claims.push(format!("shed {lo}..{hi}"));
-                    continue;
-                }
-                if insert.execute(params![
-                    device,
-                    epoch,
-                    to_sql("shed range start", lo)?,
-                    to_sql("shed range end", hi)?
-                ])? == 1
-                {
-                    newly_shed.push((lo, hi));
-                }
-            }
-        }
-        let claim = watermark::claim_held(mark, batch.first_held, top_after);
-        if let Some(claimed) = claim.refused {
-            refused_claims.push(format!("held {}", claimed.saturating_add(1)));
-        }
-        mark = claim.mark;
-        {
-            // Walk forward over stored sequences and shed ranges, never past
-            // the highest stored one, a chunk of rows per range scan.
-            let mut above = tx.prepare_cached(
-                "SELECT seq FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
-                 ORDER BY seq LIMIT ?4",
-            )?;
-            let mut shed_above = tx.prepare_cached(
-                "SELECT lo, hi FROM shed WHERE device = ?1 AND epoch = ?2 AND hi > ?3",
-            )?;
-            let mut walk = watermark::Walk::new(mark, top_after, watermark::WALK_CHUNK);
-            while let Some(after) = walk.next_read() {
-                let after = to_sql("watermark", after)?;
-                let stored = above
-                    .query_map(
-                        params![device, epoch, after, watermark::WALK_CHUNK as i64],
-                        |r| r.get::<_, i64>(0),
-                    )?
-                    .map(|r| r.map(from_sql))
-                    .collect::<Result<Vec<u64>, _>>()?;
-                let shed = shed_above
-                    .query_map(params![device, epoch, after], |r| {
-                        Ok((from_sql(r.get(0)?), from_sql(r.get(1)?)))
-                    })?
-                    .collect::<Result<Vec<(u64, u64)>, _>>()?;
-                walk.feed(&stored, &shed);
-            }
-            mark = walk.mark();
-        }
-        // The watermark passed sequences this batch did not store (stored
-        // earlier behind a hole, possibly repeated in this batch as
-        // duplicates, as the agent's backlog repeats what its live lane sent
-        // ahead; or shed): their lanes, and the lanes of the device's newer
-        // epochs (rule 2 of `crate::lane`), may go on now.
-        let from_batch = inserted
-            .iter()
-            .filter(|&&seq| seq > mark_before && seq <= mark)
-            .count() as u64;
-        if mark - mark_before > from_batch {
-            tx.execute(
-                // Two primary-key ranges: the sequences the watermark
-                // passed, and the device's newer epochs.
-                "UPDATE lanes SET wake_ms = ?5 WHERE lane IN
-                   (SELECT lane FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
-                      AND seq <= ?4 AND state = 'pending' AND lane IS NOT NULL
-                    UNION
-                    SELECT lane FROM events WHERE device = ?1 AND epoch > ?2
-                      AND state = 'pending' AND lane IS NOT NULL)",
-                params![
-                    device,
-                    epoch,
-                    to_sql("watermark", mark_before)?,
-                    to_sql("watermark", mark)?,
-                    now_ms
-                ],
-            )?;
-        }
-        let also_stored = ranges(
-            batch
-                .events
-                .iter()
-                .map(|e| e.seq)
-                .filter(|s| *s > mark && !quarantined.iter().any(|(q, _)| q == s)),
-        );
-        tx.prepare_cached(
-            "INSERT INTO watermarks (device, epoch, complete_up_to) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device, epoch) DO UPDATE SET complete_up_to = excluded.complete_up_to",
-        )?
-        .execute(params![device, epoch, to_sql("watermark", mark)?])?;
-        tx.prepare_cached(
-            "INSERT INTO devices (device, site, last_seen_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device) DO UPDATE SET site = excluded.site, last_seen_ms = excluded.last_seen_ms",
-        )?
-        .execute(params![device, site.as_str(), now_ms])?;
-        if duplicates > 0 {
-            add_to_counter(&tx, "duplicates", duplicates as u64)?;
-        }
-        let lost: u64 = newly_shed
-            .iter()
-            .filter(|(lo, _)| *lo <= top_before)
-            .map(|(lo, hi)| (*hi).min(top_before) - lo + 1)
-            .sum();
-        if lost > 0 {
-            add_to_counter(&tx, "holes_lost", lost)?;
-        }
-        for reason in guard_reasons(&refused_claims, &quarantined) {
-            add_to_counter(&tx, "refused", 1)?;
-            add_to_counter(&tx, &format!("refused.{reason}"), 1)?;
-        }
+        let outcome = crate::inbox::ready(batch_write::store_batch(
+            &*tx,
+            site,
+            batch,
+            &rows,
+            now_ms,
+            self.max_seq_ahead,
+        ))??;
         tx.commit()?;
-        Ok(StoreOutcome {
-            stored,
-            duplicates,
-            complete_up_to: mark,
-            also_stored,
-            newly_shed,
-            refused_claims,
-            quarantined,
-        })
+        Ok(outcome)
     }
 
     /// The watermark of a `(device, epoch)`, 0 when nothing is stored.
     fn complete_up_to(&self, device: &DeviceId, epoch: u64) -> Result<u64, InboxError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT complete_up_to FROM watermarks WHERE device = ?1 AND epoch = ?2",
-                params![device.as_str(), to_sql("epoch", epoch)?],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map_or(0, from_sql))
+        crate::inbox::ready(bookkeeping::complete_up_to(&self.conn, device, epoch))?
     }
 
-    /// Counts one refused message, in total and under its `reason` (a
-    /// short key such as `malformed` or `rate_limited`).
+    /// Counts one refused message, in total and under its `reason`.
     fn count_refused(&mut self, reason: &str) -> Result<(), InboxError> {
-        let tx = self.conn.transaction()?;
-        add_to_counter(&tx, "refused", 1)?;
-        add_to_counter(&tx, &format!("refused.{reason}"), 1)?;
-        tx.commit()?;
-        Ok(())
+        self.write(async |db| bookkeeping::count_refused(db, reason).await)
     }
 
-    /// Verdicts recorded for `device`'s events of `epoch` from `from_seq` on,
-    /// in sequence order, at most `limit`: the answer to an agent that
-    /// missed verdict acks while it was offline.
+    /// Verdicts recorded for `device`'s events of `epoch` from `from_seq` on.
     fn verdicts_from(
         &self,
         device: &DeviceId,
@@ -580,123 +321,20 @@ impl InboxStore for Inbox {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Verdict>, InboxError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, id, state, document, reason FROM events
-             WHERE device = ?1 AND epoch = ?2 AND seq >= ?3 AND state IN ('booked', 'rejected')
-             ORDER BY seq LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                device.as_str(),
-                to_sql("epoch", epoch)?,
-                to_sql("seq", from_seq)?,
-                to_sql("limit", limit as u64)?
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, id, state, document, reason) = row?;
-            // Ids were written from parsed envelopes, so they parse back.
-            let Some(id) = EventId::parse(&id) else {
-                continue;
-            };
-            let outcome = if state == "booked" {
-                Outcome::Booked {
-                    document: document.unwrap_or_default(),
-                }
-            } else {
-                Outcome::Rejected {
-                    reason: reason.unwrap_or_default(),
-                }
-            };
-            out.push(Verdict {
-                seq: from_sql(seq),
-                id,
-                outcome,
-            });
-        }
-        Ok(out)
+        crate::inbox::ready(bookkeeping::verdicts_from(
+            &self.conn, device, epoch, from_seq, limit,
+        ))?
     }
 
-    /// Applies a status message; returns `false` when it was stale (from an
-    /// older session than one already seen) and was ignored.
+    /// Applies a status message; `false` when it was stale and ignored.
     fn record_status(
         &mut self,
         site: &SiteId,
         status: &Status,
         now_ms: i64,
     ) -> Result<bool, InboxError> {
-        let session = to_sql("session", status.session)?;
-        let online = !matches!(status.kind, StatusKind::Death { .. });
-        let tx = self.conn.transaction()?;
-        let known: Option<i64> = tx
-            .query_row(
-                "SELECT session FROM devices WHERE device = ?1",
-                params![status.device.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if known.is_some_and(|k| session < k) {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT INTO devices (device, site, online, session, last_seen_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (device) DO UPDATE SET site = excluded.site, online = excluded.online,
-               session = excluded.session, last_seen_ms = excluded.last_seen_ms",
-            params![
-                status.device.as_str(),
-                site.as_str(),
-                online,
-                session,
-                now_ms
-            ],
-        )?;
-        // For the dashboard: when it went online or offline, and the
-        // latest heartbeat's backlog and peripherals.
-        match &status.kind {
-            StatusKind::Birth { .. } | StatusKind::Death { .. } => {
-                tx.execute(
-                    "UPDATE devices SET online_since_ms = ?2 WHERE device = ?1",
-                    params![status.device.as_str(), now_ms],
-                )?;
-            }
-            StatusKind::Heartbeat {
-                queued,
-                oldest_unacked_ms,
-                health,
-            } => {
-                // Plain structs of strings and numbers: encoding cannot fail.
-                let peripherals = health
-                    .as_ref()
-                    .and_then(|h| h.devices.as_ref())
-                    .and_then(|list| serde_json::to_string(list).ok());
-                tx.execute(
-                    "UPDATE devices SET backlog = ?2, oldest_unsent_ms = ?3, heartbeat_ms = ?4,
-                       peripherals = ?5,
-                       online_since_ms = coalesce(online_since_ms, ?4)
-                     WHERE device = ?1",
-                    params![
-                        status.device.as_str(),
-                        to_sql("queued", *queued)?,
-                        to_sql("oldest_unacked_ms", *oldest_unacked_ms)?,
-                        now_ms,
-                        peripherals
-                    ],
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(true)
+        let row = bookkeeping::status_row(site, status, now_ms)?;
+        self.write(async |db| bookkeeping::record_status(db, &row).await)
     }
 
     /// Lanes due for a look at `now_ms` (woken by ingest, a replay, a
@@ -997,216 +635,23 @@ impl InboxStore for Inbox {
         Ok(changed)
     }
 
-    /// The newest epoch known for `device` (the highest with a watermark).
     fn newest_epoch(&self, device: &DeviceId) -> Result<Option<u64>, InboxError> {
-        let newest: Option<i64> = self.conn.query_row(
-            "SELECT MAX(epoch) FROM watermarks WHERE device = ?1",
-            params![device.as_str()],
-            |r| r.get(0),
-        )?;
-        Ok(newest.map(from_sql))
+        crate::inbox::ready(self.conn.newest_epoch(device.as_str()))?
     }
 
-    /// Every `(device, epoch)` with open holes (see [`DeviceHoles`]).
-    ///
-    /// One seek per watermark row finds the epochs with anything stored
-    /// above the watermark; only those read their rows above it (few: only
-    /// what arrived behind a hole).
+    /// Every `(device, epoch)` with open holes.
     fn open_holes(&self) -> Result<Vec<DeviceHoles>, InboxError> {
-        let mut marks = self.conn.prepare_cached(
-            "SELECT w.device, w.epoch, w.complete_up_to, coalesce(d.site, '') FROM watermarks w
-             LEFT JOIN devices d ON d.device = w.device
-             WHERE EXISTS (SELECT 1 FROM events e WHERE e.device = w.device
-                           AND e.epoch = w.epoch AND e.seq > w.complete_up_to)
-             ORDER BY w.device, w.epoch",
-        )?;
-        let rows = marks.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        let mut found = Vec::new();
-        for row in rows {
-            found.push(row?);
-        }
-        let mut above = self.conn.prepare_cached(
-            "SELECT seq FROM events WHERE device = ?1 AND epoch = ?2 AND seq > ?3
-             ORDER BY seq LIMIT 100000",
-        )?;
-        let mut shed = self.conn.prepare_cached(
-            "SELECT lo, hi FROM shed WHERE device = ?1 AND epoch = ?2 AND hi > ?3 ORDER BY lo",
-        )?;
-        let mut out = Vec::new();
-        for (device, epoch, mark, site) in found {
-            // Stored ids passed the id rules on the way in.
-            let (Ok(dev), Ok(site)) = (DeviceId::new(device.as_str()), SiteId::new(site)) else {
-                continue;
-            };
-            let stored = above
-                .query_map(params![device, epoch, mark], |r| r.get::<_, i64>(0))?
-                .map(|r| r.map(from_sql))
-                .collect::<Result<Vec<u64>, _>>()?;
-            let shed_ranges = shed
-                .query_map(params![device, epoch, mark], |r| {
-                    Ok((from_sql(r.get(0)?), from_sql(r.get(1)?)))
-                })?
-                .collect::<Result<Vec<(u64, u64)>, _>>()?;
-            let holes = holes_above(from_sql(mark), &stored, &shed_ranges);
-            if !holes.is_empty() {
-                out.push(DeviceHoles {
-                    device: dev,
-                    site,
-                    epoch: from_sql(epoch),
-                    complete_up_to: from_sql(mark),
-                    holes,
-                });
-            }
-        }
-        Ok(out)
+        crate::inbox::ready(bookkeeping::open_holes(&self.conn))?
     }
 
     /// Counts resend requests the gap audit published.
     fn count_resend_requests(&mut self, n: u64) -> Result<(), InboxError> {
-        let tx = self.conn.transaction()?;
-        add_to_counter(&tx, "resend_requests", n)?;
-        tx.commit()?;
-        Ok(())
+        self.write(async |db| db.add_to_counter("resend_requests", n).await)
     }
 
-    /// The numbers behind `GET /v1/stats`, read from the database.
+    /// The numbers behind `GET /v1/stats`.
     fn stats(&self) -> Result<Stats, InboxError> {
-        let counter = |name: &str| -> Result<u64, InboxError> {
-            Ok(self
-                .conn
-                .query_row(
-                    "SELECT value FROM counters WHERE name = ?1",
-                    params![name],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()?
-                .map_or(0, from_sql))
-        };
-        let mut stats = Stats {
-            received: 0,
-            duplicates: counter("duplicates")?,
-            refused: counter("refused")?,
-            refused_by_reason: std::collections::BTreeMap::new(),
-            resend_requests: counter("resend_requests")?,
-            holes_lost: counter("holes_lost")?,
-            pending: 0,
-            booked: 0,
-            rejected: 0,
-            dead_letters: 0,
-            blocked_devices: Vec::new(),
-            blocked_lanes: 0,
-            parked_lanes: 0,
-            delivered_out_of_order: 0,
-            followups: std::collections::BTreeMap::new(),
-            devices: Vec::new(),
-        };
-        let mut followups = self
-            .conn
-            .prepare_cached("SELECT state, COUNT(*) FROM followups GROUP BY state")?;
-        let rows =
-            followups.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (state, n) = row?;
-            stats.followups.insert(state, from_sql(n));
-        }
-        let mut by_status = self.conn.prepare_cached(
-            "SELECT status, COUNT(*) FROM lanes WHERE status IS NOT NULL GROUP BY status",
-        )?;
-        let rows =
-            by_status.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (status, n) = row?;
-            match status.as_str() {
-                "parked" => stats.parked_lanes = from_sql(n),
-                "blocked" => stats.blocked_lanes = from_sql(n),
-                _ => {}
-            }
-        }
-        let mut reasons = self
-            .conn
-            .prepare_cached("SELECT name, value FROM counters WHERE name LIKE 'refused.%'")?;
-        let rows = reasons.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (name, n) = row?;
-            if let Some(reason) = name.strip_prefix("refused.") {
-                stats
-                    .refused_by_reason
-                    .insert(reason.to_string(), from_sql(n));
-            }
-        }
-        let mut open = self.conn.prepare_cached(
-            "SELECT device, COUNT(*) FROM dead_letters WHERE state = 'open' GROUP BY device ORDER BY device",
-        )?;
-        let rows = open.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (device, n) = row?;
-            stats.dead_letters += from_sql(n);
-            stats.blocked_devices.push(device);
-        }
-        let mut by_state = self
-            .conn
-            .prepare_cached("SELECT state, COUNT(*), SUM(late) FROM events GROUP BY state")?;
-        let rows = by_state.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (state, n, late) = row?;
-            if state == "booked" {
-                stats.delivered_out_of_order = late.map_or(0, from_sql);
-            }
-            let n = from_sql(n);
-            stats.received += n;
-            match state.as_str() {
-                "pending" => stats.pending = n,
-                "booked" => stats.booked = n,
-                "rejected" => stats.rejected = n,
-                _ => {}
-            }
-        }
-        let mut devices = self.conn.prepare_cached(
-            "SELECT d.device, d.site, d.online, d.last_seen_ms,
-               (SELECT w.complete_up_to FROM watermarks w WHERE w.device = d.device
-                ORDER BY w.epoch DESC LIMIT 1)
-             FROM devices d ORDER BY d.device",
-        )?;
-        let rows = devices.query_map([], |r| {
-            Ok(DeviceStats {
-                device: r.get(0)?,
-                site: r.get(1)?,
-                online: r.get(2)?,
-                last_seen_ms: r.get(3)?,
-                complete_up_to: r.get::<_, Option<i64>>(4)?.map(from_sql),
-                holes: Vec::new(),
-            })
-        })?;
-        for row in rows {
-            stats.devices.push(row?);
-        }
-        for h in self.open_holes()? {
-            if let Some(d) = stats
-                .devices
-                .iter_mut()
-                .find(|d| d.device == h.device.as_str())
-            {
-                d.holes.extend(h.holes.iter().map(|&(from, to)| HoleStats {
-                    epoch: h.epoch,
-                    from,
-                    to,
-                }));
-            }
-        }
-        Ok(stats)
+        crate::inbox::ready(bookkeeping::stats(&self.conn))?
     }
 
     fn dashboard_devices(
@@ -1513,15 +958,6 @@ fn queue_invoice(
 }
 
 /// Adds `n` to a counter, creating it at 0 first if it is new.
-fn add_to_counter(tx: &rusqlite::Transaction<'_>, name: &str, n: u64) -> Result<(), InboxError> {
-    tx.prepare_cached(
-        "INSERT INTO counters (name, value) VALUES (?1, ?2)
-         ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-    )?
-    .execute(params![name, to_sql("counter increment", n)?])?;
-    Ok(())
-}
-
 fn insert_attempt(
     tx: &rusqlite::Transaction<'_>,
     device: &DeviceId,

@@ -1,5 +1,6 @@
-//! The SQLite inbox's schema: one constant per version and the migration
-//! that applies them (each step in one transaction, `PRAGMA user_version`).
+//! The SQLite inbox's schema: one constant per version, in the order
+//! [`crate::inbox::migrate`] applies them (all pending steps in one
+//! transaction, the version in `PRAGMA user_version`).
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use rusqlite::{Connection, params};
 
 use crate::delivery::lane;
 use crate::inbox::InboxError;
+use crate::inbox::migrate::{self, SchemaTx, Step};
 
 /// Current inbox schema version.
 pub const SCHEMA_VERSION: i64 = 7;
@@ -231,39 +233,93 @@ fn backfill_lanes(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// Brings the schema to [`SCHEMA_VERSION`], one transaction per step.
-pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
-    let err = |source| InboxError::Open {
-        path: path.into(),
-        source,
-    };
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    if version > SCHEMA_VERSION {
-        return Err(InboxError::SchemaTooNew {
-            path: path.into(),
-            found: version,
-        });
-    }
-    for (to, step) in [
-        (1, V1),
-        (2, V2),
-        (3, V3),
-        (4, V4),
-        (5, V5),
-        (6, V6),
-        (7, V7),
-    ] {
-        if version < to {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(step).map_err(err)?;
-            if to == 3 {
-                backfill_lanes(&tx).map_err(err)?;
-            }
-            tx.pragma_update(None, "user_version", to).map_err(err)?;
-            tx.commit().map_err(err)?;
+/// The SQLite steps, oldest first ([`crate::inbox::migrate`] runs them).
+const STEPS: [Step; 7] = [
+    Step {
+        version: 1,
+        sql: V1,
+    },
+    Step {
+        version: 2,
+        sql: V2,
+    },
+    Step {
+        version: 3,
+        sql: V3,
+    },
+    Step {
+        version: 4,
+        sql: V4,
+    },
+    Step {
+        version: 5,
+        sql: V5,
+    },
+    Step {
+        version: 6,
+        sql: V6,
+    },
+    Step {
+        version: SCHEMA_VERSION,
+        sql: V7,
+    },
+];
+
+/// A migration's transaction on the file at `path`; the version is
+/// `PRAGMA user_version`, which SQLite writes inside the transaction.
+struct FileSchema<'a> {
+    tx: rusqlite::Transaction<'a>,
+    path: &'a Path,
+}
+
+impl FileSchema<'_> {
+    fn err(&self, source: rusqlite::Error) -> InboxError {
+        InboxError::Open {
+            path: self.path.into(),
+            source,
         }
     }
-    Ok(())
+}
+
+impl SchemaTx for FileSchema<'_> {
+    fn place(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn version(&self) -> Result<i64, InboxError> {
+        self.tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    async fn run(&self, sql: &'static str) -> Result<(), InboxError> {
+        self.tx.execute_batch(sql).map_err(|e| self.err(e))
+    }
+
+    async fn after_step(&self, version: i64) -> Result<(), InboxError> {
+        if version == 3 {
+            backfill_lanes(&self.tx).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    async fn set_version(&self, version: i64) -> Result<(), InboxError> {
+        self.tx
+            .pragma_update(None, "user_version", version)
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), InboxError> {
+    let tx = conn.transaction().map_err(|source| InboxError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let schema = FileSchema { tx, path };
+    crate::inbox::ready(migrate::migrate(&schema, &STEPS))??;
+    schema.tx.commit().map_err(|source| InboxError::Open {
+        path: path.into(),
+        source,
+    })
 }
