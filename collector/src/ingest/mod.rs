@@ -400,7 +400,7 @@ impl Ingest {
 
     /// Records which media the batch's events reference, so retention
     /// keeps them until the events are settled.
-    async fn record_media_refs(&self, batch: &Batch) {
+    async fn record_media_refs(&self, batch: &dockline_protocol::Batch) {
         let Some(hub) = &self.media else {
             return;
         };
@@ -473,7 +473,7 @@ impl Ingest {
         self.check_device("batch", topic, &parsed, &batch.device)?;
         let site = parsed.site.clone();
         let (device, epoch, count) = (batch.device.clone(), batch.epoch, batch.events.len());
-        self.record_media_refs(&batch).await;
+        self.record_media_refs(batch).await;
         let first_seq = batch.events.first().map(|e| e.seq);
         let last_seq = batch.events.last().map(|e| e.seq);
         let now = crate::now_ms();
