@@ -259,12 +259,30 @@ async fn a_photo_crosses_a_collector_kill_once_and_byte_identical() {
     .await;
 
     // Once at the ERP, with the event; once in the store, byte-identical.
-    let bookings: Vec<_> = erp
-        .seen()
-        .into_iter()
-        .filter(|r| String::from_utf8_lossy(&r.body).contains(&event_id))
+    // The webhook sends the medium as its own CloudEvent (inline here: this
+    // collector has no link key) before the event's.
+    let seen = erp.seen();
+    let is_medium = |body: &[u8]| {
+        serde_json::from_slice::<Value>(body).is_ok_and(|v| v["type"] == "io.dockline.media")
+    };
+    let bookings: Vec<_> = seen
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains(&event_id) && !is_medium(&r.body))
         .collect();
     assert_eq!(bookings.len(), 1, "the event booked once");
+    let media: Vec<Value> = seen
+        .iter()
+        .filter(|r| is_medium(&r.body))
+        .filter_map(|r| serde_json::from_slice(&r.body).ok())
+        .collect();
+    assert_eq!(media.len(), 1, "the photo sent to the ERP once: {media:?}");
+    let inline = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(media[0]["data_base64"].as_str().expect("inline photo"))
+            .expect("base64")
+    };
+    assert!(inline == img[..], "the ERP got the photo byte-identical");
     let client = reqwest::Client::new();
     let got = client
         .get(format!("http://{api}/v1/media/{hash}"))
@@ -288,6 +306,27 @@ async fn a_photo_crosses_a_collector_kill_once_and_byte_identical() {
     assert_eq!(stats["count"], 1, "{stats}");
     assert_eq!(stats["bytes"], 600_000, "{stats}");
     assert_eq!(stats["partial"], 0, "{stats}");
+    // The handheld's heartbeat (every 2 s here) carries its media line:
+    // the collector shows the photo as attached on the device.
+    let mut line = Value::Null;
+    for _ in 0..100 {
+        let stats: Value = client
+            .get(format!("http://{api}/v1/media-stats"))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        line = stats["devices"][0].clone();
+        if line["attached"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(line["held"], 1, "the device's media line: {line}");
+    assert_eq!(line["queued"], 0, "{line}");
+    assert_eq!(line["attached"], 1, "{line}");
     eprintln!(
         "media e2e: 600000-byte photo, collector killed at {at_kill} stored bytes; stored once, booked once, lost 0, duplicated 0"
     );

@@ -75,7 +75,8 @@ pub use ids::{DeviceId, EventId, IdError, SiteId};
 pub use media::{MediaAck, MediaChunk, MediaHash, MediaState, MediaType, Reassembly};
 pub use reading::{Fix, FixMode, Reading, Scan, Weight, WeightReading, WeightUnit};
 pub use status::{
-    ClassQueue, DeviceHealth, DropCount, QueueHealth, Status, StatusKind, VerdictsWanted,
+    ClassQueue, DeviceHealth, DropCount, MediaHealth, QueueHealth, Status, StatusKind,
+    VerdictsWanted,
 };
 pub use topic::{Channel, MediaChannel, Topic, TopicError};
 pub use validate::ValidationError;

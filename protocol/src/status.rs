@@ -98,6 +98,33 @@ pub struct QueueHealth {
     /// between births.
     #[serde(rename = "ver", default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// The agent's proof-of-delivery media (optional, added in v1; absent
+    /// from agents without media).
+    #[serde(rename = "md", default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaHealth>,
+}
+
+/// The media an agent holds: its heartbeat's media line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaHealth {
+    /// Media held (kept until the ERP holds them).
+    #[serde(rename = "n", default)]
+    pub held: u64,
+    /// Their bytes.
+    #[serde(rename = "b", default)]
+    pub bytes: u64,
+    /// Media not yet stored at the collector.
+    #[serde(rename = "q", default)]
+    pub queued: u64,
+    /// Bytes of those.
+    #[serde(rename = "qb", default)]
+    pub queued_bytes: u64,
+    /// Media the ERP holds.
+    #[serde(rename = "at", default)]
+    pub attached: u64,
+    /// Media the collector refused.
+    #[serde(rename = "rf", default)]
+    pub refused: u64,
 }
 
 /// Most devices one heartbeat lists.

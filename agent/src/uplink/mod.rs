@@ -40,14 +40,15 @@ use dockline_protocol::codec::{self, MAX_MESSAGE_BYTES};
 use dockline_protocol::status::MAX_HEARTBEAT_DEVICES;
 use dockline_protocol::{
     Ack, Batch, Channel, ClassQueue, Command, DeviceHealth, DropCount, Envelope, MediaChannel,
-    PROTOCOL_VERSION, Priority, QueueHealth, Resend, Status, StatusKind, Topic, VerdictsWanted,
+    MediaHealth, PROTOCOL_VERSION, Priority, QueueHealth, Resend, Status, StatusKind, Topic,
+    VerdictsWanted,
 };
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::outbox::media::{MediaStore, Progress};
+use crate::outbox::media::{MediaStore, MediaTotals, Progress};
 use crate::outbox::{Chunk, Outbox, QueueStatus};
 use dockline_host::clock::now_ms;
 use dockline_protocol::media::{MediaAck, MediaChunk, MediaHash, MediaState, MediaType};
@@ -360,7 +361,11 @@ pub async fn run(
             _ = heartbeat_every.tick() => {
                 if state.connected()
                     && let Ok(q) = outbox.status().await
-                    && let Some(hb) = status(&config, session, heartbeat(&q, &devices.snapshot()))
+                    && let Some(hb) = status(
+                        &config,
+                        session,
+                        heartbeat(&q, &devices.snapshot(), media_totals(&media.store).await),
+                    )
                 {
                     let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, false, hb);
                 }
@@ -570,8 +575,27 @@ fn verdicts_wanted(q: &QueueStatus) -> Option<VerdictsWanted> {
     })
 }
 
-/// A heartbeat carrying the outbox's health and the serial devices' presence.
-pub fn heartbeat(q: &QueueStatus, devices: &[crate::devices::DevicePresence]) -> StatusKind {
+/// The media store's counts for the heartbeat (none when they cannot be
+/// read: the heartbeat goes without its media line rather than not at all).
+async fn media_totals(store: &Arc<MediaStore>) -> Option<MediaTotals> {
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || store.totals()).await {
+        Ok(Ok(totals)) => Some(totals),
+        Ok(Err(e)) => {
+            tracing::warn!("cannot count the media for the heartbeat: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// A heartbeat carrying the outbox's health, the serial devices' presence
+/// and the media line.
+pub fn heartbeat(
+    q: &QueueStatus,
+    devices: &[crate::devices::DevicePresence],
+    media: Option<MediaTotals>,
+) -> StatusKind {
     let classes = [Priority::MustDeliver, Priority::Normal, Priority::Telemetry]
         .into_iter()
         .zip(q.classes.iter())
@@ -611,6 +635,14 @@ pub fn heartbeat(q: &QueueStatus, devices: &[crate::devices::DevicePresence]) ->
             verdicts_wanted: verdicts_wanted(q),
             devices: device_health(devices),
             agent_version: Some(crate::LONG_VERSION.into()),
+            media: media.map(|m| MediaHealth {
+                held: m.held,
+                bytes: m.bytes,
+                queued: m.queued,
+                queued_bytes: m.queued_bytes,
+                attached: m.attached,
+                refused: m.refused,
+            }),
         }),
     }
 }

@@ -5,7 +5,7 @@
 //! | GET | `/v1/media/{hex}` | the medium's bytes with its content type, `ETag` of its hash, `X-Content-Type-Options: nosniff`; with a token (or session) **or** a signed link `?exp=&sig=` ([`crate::media::link`]) |
 //! | GET | `/v1/events/{id}/media` | an event's media: role, hash, stored or not, and a short-lived signed URL for `<img>` tags (token) |
 //! | GET | `/v1/media-lanes` | lanes waiting for media: lane, reason, since, until (token) |
-//! | GET | `/v1/media-stats` | the store's counts (token) |
+//! | GET | `/v1/media-stats` | the store's counts, and each device's media line from its last heartbeat (held, queued, attached, refused) (token) |
 //!
 //! `/v1/media/{hex}` checks its own access: the auth layer lets the path
 //! through (a signed link carries no token), and the handler wants either
@@ -273,9 +273,22 @@ async fn lanes(State(api): State<MediaApi>) -> Response {
     Json(api.hub.parked_lanes()).into_response()
 }
 
+/// `/v1/media-stats`: the store's counts, and each device's media line
+/// from its last heartbeat.
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(flatten)]
+    store: crate::media::store::MediaStats,
+    devices: Vec<crate::media::AgentMedia>,
+}
+
 async fn stats(State(api): State<MediaApi>) -> Response {
     match api.hub.store.call(|s| s.stats()).await {
-        Ok(s) => Json(s).into_response(),
+        Ok(store) => Json(StatsBody {
+            store,
+            devices: api.hub.agent_media(),
+        })
+        .into_response(),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot read media stats: {e}"),

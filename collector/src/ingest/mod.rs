@@ -574,6 +574,20 @@ impl Ingest {
                 *oldest_unacked_ms,
             );
         }
+        if let (
+            Some(hub),
+            true,
+            StatusKind::Heartbeat {
+                health:
+                    Some(dockline_protocol::QueueHealth {
+                        media: Some(line), ..
+                    }),
+                ..
+            },
+        ) = (&self.media, applied, &status.kind)
+        {
+            hub.note_agent(device.as_str(), line, crate::now_ms());
+        }
         match (&status.kind, applied) {
             (_, false) => debug!(device = %device, session = status.session,
                 "ignoring status from an older session"),

@@ -128,6 +128,35 @@ pub struct MediaHub {
     pub stored: Arc<Notify>,
     pub(crate) table: Arc<tokio::sync::Mutex<ingest::Table>>,
     parked: Arc<Mutex<BTreeMap<String, ParkedLane>>>,
+    /// Each device's last media line (from its heartbeats).
+    agents: Arc<Mutex<BTreeMap<String, AgentMedia>>>,
+}
+
+/// Most devices whose media line the hub keeps: a newcomer beyond this
+/// replaces the device heard from longest ago, so a flood of forged device
+/// names cannot grow the map.
+pub const MAX_AGENT_MEDIA_LINES: usize = 10_000;
+
+/// A device's media as its last heartbeat said (what the handheld still
+/// holds, what waits to be uploaded).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentMedia {
+    /// The device.
+    pub device: String,
+    /// When the heartbeat arrived, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Media held on the device.
+    pub held: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Not yet stored here.
+    pub queued: u64,
+    /// Bytes of those.
+    pub queued_bytes: u64,
+    /// The device knows the ERP holds them.
+    pub attached: u64,
+    /// Refused by a collector.
+    pub refused: u64,
 }
 
 impl std::fmt::Debug for MediaHub {
@@ -152,7 +181,41 @@ impl MediaHub {
             stored,
             table: Arc::default(),
             parked: Arc::default(),
+            agents: Arc::default(),
         }
+    }
+
+    /// Records `device`'s media line from a heartbeat received at `now_ms`.
+    pub fn note_agent(&self, device: &str, line: &dockline_protocol::MediaHealth, now_ms: i64) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if !agents.contains_key(device)
+            && agents.len() >= MAX_AGENT_MEDIA_LINES
+            && let Some(oldest) = agents
+                .values()
+                .min_by_key(|a| a.at_ms)
+                .map(|a| a.device.clone())
+        {
+            agents.remove(&oldest);
+        }
+        agents.insert(
+            device.to_owned(),
+            AgentMedia {
+                device: device.to_owned(),
+                at_ms: now_ms,
+                held: line.held,
+                bytes: line.bytes,
+                queued: line.queued,
+                queued_bytes: line.queued_bytes,
+                attached: line.attached,
+                refused: line.refused,
+            },
+        );
+    }
+
+    /// The devices' media lines, by device name.
+    pub fn agent_media(&self) -> Vec<AgentMedia> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.values().cloned().collect()
     }
 
     fn lock_parked(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ParkedLane>> {
