@@ -116,6 +116,9 @@ enum Command {
         /// No device scenarios: HTTP orders only.
         #[arg(long, conflicts_with = "scenarios")]
         no_devices: bool,
+        /// The drivers post no signatures and photos (their PODs name none).
+        #[arg(long)]
+        no_media: bool,
     },
     /// Run N agents with M virtual scanners each against one collector
     /// (loopback only), then report events per second, lost and duplicated.
@@ -290,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
             erp_session_expiry_ms,
             scenarios,
             no_devices,
+            no_media,
         } => {
             let scenarios = if no_devices {
                 Vec::new()
@@ -322,6 +326,7 @@ async fn main() -> anyhow::Result<()> {
                 erp_session_expiry_ms,
                 exe: this_exe()?,
                 scenarios,
+                media: !no_media,
             };
             let result = until_interrupted(demo::run(opts), "the demo could not run").await?;
             conclude(
