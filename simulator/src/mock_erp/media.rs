@@ -4,7 +4,9 @@
 //!
 //! # What makes a CloudEvent a medium
 //!
-//! A `dataref` or a `data_base64` attribute ([`MediumSource::of`]). Its
+//! A `dataref` or a `data_base64` attribute, or the type `io.dockline.media`
+//! (the collector's webhook; one with neither attribute is refused: it
+//! carries no bytes) ([`MediumSource::of`]). Its
 //! name, the SHA-256 the ERP checks the bytes against, is the first of:
 //! an attribute (or a field of an object `data`) whose value is
 //! `sha256:<hex>`; the last path segment of `dataref` when it is 64 hex
@@ -25,6 +27,9 @@ use base64::Engine;
 use dockline_protocol::media::MediaHash;
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+/// The CloudEvents type of a medium the collector sends.
+pub const MEDIA_TYPE: &str = "io.dockline.media";
 
 /// How the medium's bytes came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,7 +87,13 @@ impl MediumSource {
     pub fn of(ce: &Map<String, Value>) -> Option<Result<MediumSource, String>> {
         let dataref = ce.get("dataref").and_then(Value::as_str);
         let inline = ce.get("data_base64").and_then(Value::as_str);
+        let typed = ce.get("type").and_then(Value::as_str) == Some(MEDIA_TYPE);
         let fetch = match (dataref, inline) {
+            (None, None) if typed => {
+                return Some(Err(format!(
+                    "a {MEDIA_TYPE} CloudEvent with neither dataref nor data_base64 carries no bytes; give the collector a [media] link_key_file or an inline_max_bytes"
+                )));
+            }
             (None, None) => return None,
             (_, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
                 Ok(bytes) => Fetch::Inline(bytes),
@@ -145,6 +156,15 @@ mod tests {
             json!({"dataref": "http://x/m/1", "data": {"hash": format!("sha256:{other}")}}),
         ));
         assert_eq!(in_data.and_then(Result::ok).map(|s| s.hash), Some(other));
+    }
+
+    #[test]
+    fn a_media_type_without_bytes_is_refused() {
+        let h = MediaHash::of(b"sig");
+        let s = MediumSource::of(&map(
+            json!({"type": "io.dockline.media", "docklinehash": format!("sha256:{h}")}),
+        ));
+        assert!(matches!(s, Some(Err(m)) if m.contains("no bytes")));
     }
 
     #[test]
