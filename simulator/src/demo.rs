@@ -361,16 +361,29 @@ pub(crate) struct Route {
 /// they restart it.
 pub(crate) type Routes = Arc<Mutex<Vec<Route>>>;
 
+/// Which of the HTTP orders' proofs of delivery carry a signature and a
+/// photo ([`crate::media::proof_of_delivery`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PodMedia {
+    /// Every how many `delivered` events (0: none; 1: all).
+    pub every: u64,
+    /// Seed of the images.
+    pub seed: u64,
+}
+
 /// Posts the scenario's orders to the agents until told to stop, finishing
-/// the order in hand first.
+/// the order in hand first; the `delivered` events `pod_media` picks go
+/// with their signature and photo.
 pub(crate) async fn produce(
     client: reqwest::Client,
     routes: Routes,
     mut scenario: Scenario,
     orders_per_sec: f64,
+    pod_media: PodMedia,
     out: Arc<Production>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut pods = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / orders_per_sec));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -389,8 +402,26 @@ pub(crate) async fn produce(
                 out.posts_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            match post_event(&client, &device, api, &step.body).await {
-                Ok(accepted) => out.record(accepted.into_generated(step.kind, ORDERS_SOURCE)),
+            let mut media = Vec::new();
+            if step.kind == "delivered" && pod_media.every > 0 {
+                if pods % pod_media.every == 0 {
+                    media = crate::media::proof_of_delivery(pod_media.seed, pods);
+                }
+                pods += 1;
+            }
+            let posted = if media.is_empty() {
+                post_event(&client, &device, api, &step.body).await
+            } else {
+                crate::scenario::player::post_event_with_media(
+                    &client, &device, api, &step.body, &media,
+                )
+                .await
+            };
+            match posted {
+                Ok(accepted) => {
+                    out.record_media(&accepted.device, &media);
+                    out.record(accepted.into_generated(step.kind, ORDERS_SOURCE));
+                }
                 Err(PostError::Refused(message)) => {
                     tracing::debug!(%api, kind = step.kind, %message, "agent down; event not made");
                     out.posts_refused.fetch_add(1, Ordering::Relaxed);
@@ -712,6 +743,9 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         routes,
         Scenario::new(opts.seed, pickers(&plan)),
         opts.orders_per_sec,
+        // The route's drivers take the demo's photos; the HTTP orders'
+        // hundreds of PODs would only lengthen its drain.
+        PodMedia::default(),
         production.clone(),
         stop_rx,
     ));

@@ -172,6 +172,10 @@ enum Command {
         /// sequence order.
         #[arg(long)]
         strict_order: bool,
+        /// Every how many proofs of delivery carry a signature and a photo
+        /// (0: none).
+        #[arg(long, default_value_t = 6)]
+        media_every: u64,
     },
     /// Measure the performance figures of DESIGN.md, each next to the raw
     /// limit measured in the same run, and write them as JSON.
@@ -369,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
             orders_per_sec,
             drain_timeout,
             strict_order,
+            media_every,
         } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()
@@ -384,6 +389,7 @@ async fn main() -> anyhow::Result<()> {
                 orders_per_sec,
                 drain_timeout: Duration::from_secs(drain_timeout),
                 strict_order,
+                media_every,
                 exe: this_exe()?,
             };
             let result =
