@@ -55,6 +55,10 @@ pub struct Config {
     /// `[log]`: log format and level (SIGHUP applies a new level).
     #[serde(default)]
     pub log: dockline_host::logging::LogConfig,
+    /// `[media]`: proof-of-delivery media: size cap, how long events wait
+    /// for them, retention, signed links ([`crate::media::config`]).
+    #[serde(default)]
+    pub media: crate::media::config::MediaConfig,
 }
 
 /// Where the collector looks for its config when `-c` is not given.
@@ -83,6 +87,7 @@ impl Config {
         if let Err((key, problem)) = self.security.check() {
             return Err(ConfigCheckError { key, problem });
         }
+        self.media.check()?;
         Ok(())
     }
 
@@ -119,6 +124,11 @@ impl Config {
             *url = crate::inbox::postgres::redact_url(url);
         }
         Ok(dockline_host::config::redacted_toml(&table))
+    }
+
+    /// `[media]` with `public_url` defaulted to the API's listen address.
+    pub fn media(&self) -> crate::media::config::MediaConfig {
+        self.media.clone().with_listen(self.api.listen)
     }
 
     /// Path of the inbox database.

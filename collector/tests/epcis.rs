@@ -1439,3 +1439,176 @@ async fn the_epcis_adapter_captures_every_event_once_through_the_delivery_path()
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------- media
+
+/// A proof of delivery with a signature and a photo: the captured
+/// ObjectEvent links each medium (`dockline:media`: role, hash, type and the
+/// collector's signed URL, which verifies and opens exactly that medium)
+/// and names a medium whose wait ran out (`dockline:mediaMissing`,
+/// `dockline:mediaNote`); the document stays valid against GS1's schema,
+/// and a resend after a lost 202 does not capture the event twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivered_event_links_its_media_and_flags_missing_ones() -> Result<()> {
+    use dockline_collector::erp::epcis::{EpcisAdapter, EpcisOptions};
+    use dockline_collector::erp::{ErpAdapter, ErpConfig, ErpEvent, ErpKind, ErpMediaOptions};
+    use dockline_collector::media::link::MediaLinks;
+    use dockline_collector::media::{ErpMedium, MediaRef, MediaRole};
+    use dockline_protocol::SiteId;
+    use dockline_protocol::media::{MediaHash, MediaType};
+
+    let medium = |role, media_type, bytes: &[u8]| ErpMedium {
+        hash: MediaHash::of(bytes),
+        media_type,
+        role,
+        bytes: Arc::from(bytes),
+    };
+    let sig = medium(
+        MediaRole::Signature,
+        MediaType::Png,
+        b"\x89PNG\r\n\x1a\nsignature strokes",
+    );
+    let photo = medium(
+        MediaRole::Photo,
+        MediaType::Jpeg,
+        b"\xff\xd8\xff\xe0 a photo of the pallet at the door",
+    );
+    let lost = MediaRef {
+        hash: MediaHash::of(b"a second photo that never arrived"),
+        role: MediaRole::Photo,
+    };
+    let mut pod = envelope(
+        40,
+        EventDetail::Delivered(ProofOfDelivery {
+            received_by: "J. Peeters".into(),
+            pieces: 2,
+            signature_ref: Some(format!("sha256:{}", sig.hash)),
+            photo_ref: Some(format!("sha256:{}", photo.hash)),
+            position: None,
+        }),
+        refs(Some("340123450000000017"), None, Some("7")),
+    );
+    pod.id.0[14] = 0x99;
+
+    let repo = Arc::new(MockRepository::default());
+    let app = Router::new()
+        .route("/epcis/capture", post(repo_capture))
+        .route("/epcis/capture/{id}", get(repo_job))
+        .route("/epcis/events/{id}", get(repo_event))
+        .with_state(Arc::clone(&repo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = LostResponseProxy::start(addr).await?;
+    proxy.lose_response_containing(&format!("\"eventID\":\"{}\"", urn(&pod)));
+
+    let gs1 = gs1_config();
+    let cfg = ErpConfig {
+        kind: ErpKind::Epcis,
+        timeout_ms: 5000,
+        epcis: Some(EpcisOptions {
+            site: Some(gs1.site.clone()),
+            site_gln: gs1.site_gln.clone(),
+            party_gln: gs1.party_gln.clone(),
+            company_prefixes: gs1.company_prefixes.clone(),
+            utc_offset: gs1.utc_offset.clone(),
+            ..EpcisOptions::new(gs1.private_base.clone())
+        }),
+        ..ErpConfig::new(format!("http://{}/epcis/", proxy.addr()), "")
+    };
+    let key = [9u8; 32];
+    let links = MediaLinks::new(&key, "https://collector.example", 86_400)?;
+    let adapter = EpcisAdapter::new(&cfg)?.with_media(ErpMediaOptions {
+        links: Some(links.clone()),
+        inline_max_bytes: 0,
+    });
+    let site = SiteId::new("BRU1")?;
+    let event = pod.business_event().ok_or_else(|| anyhow!("an event"))?;
+    let media = [sig.clone(), photo.clone()];
+    let missing = [lost];
+    let deliver = || {
+        adapter.deliver(ErpEvent {
+            site: &site,
+            envelope: &pod,
+            event,
+            lane: "SO-42",
+            media: &media,
+            media_missing: &missing,
+        })
+    };
+    let first = deliver().await;
+    let second = deliver().await;
+    assert!(
+        matches!(
+            second.outcome,
+            dockline_collector::erp::outcome::AttemptOutcome::Rpc(
+                dockline_collector::erp::outcome::RpcOutcome::AlreadyThere { .. }
+            )
+        ),
+        "the resend finds the stored event: {first:?} then {second:?}"
+    );
+    assert_eq!(
+        repo.stored
+            .lock()
+            .map_err(|_| anyhow!("lock"))?
+            .get(&urn(&pod)),
+        Some(&1),
+        "captured once"
+    );
+
+    let bodies = repo.bodies.lock().map_err(|_| anyhow!("lock"))?.clone();
+    assert_eq!(bodies.len(), 1);
+    let e = &bodies[0]["epcisBody"]["eventList"][0];
+    assert_eq!(e["bizStep"], "accepting");
+    let listed = e["dockline:media"]
+        .as_array()
+        .ok_or_else(|| anyhow!("dockline:media in {e}"))?;
+    assert_eq!(listed.len(), 2);
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    for (entry, m) in listed.iter().zip([&sig, &photo]) {
+        assert_eq!(entry["dockline:role"], m.role.name());
+        assert_eq!(entry["dockline:hash"], json!(format!("sha256:{}", m.hash)));
+        assert_eq!(entry["dockline:mediaType"], m.media_type.content_type());
+        let url = entry["dockline:url"]
+            .as_str()
+            .ok_or_else(|| anyhow!("url"))?;
+        let (path, query) = url.split_once('?').ok_or_else(|| anyhow!("query"))?;
+        assert_eq!(
+            path,
+            format!("https://collector.example/v1/media/{}", m.hash)
+        );
+        let q: std::collections::BTreeMap<&str, &str> =
+            query.split('&').filter_map(|p| p.split_once('=')).collect();
+        links.verify(&m.hash, q["exp"].parse()?, q["sig"], now)?;
+    }
+    assert_eq!(
+        e["dockline:mediaMissing"],
+        json!([{ "dockline:role": "photo", "dockline:hash": format!("sha256:{}", lost.hash) }])
+    );
+    let note = e["dockline:mediaNote"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("MEDIA MISSING") && note.contains(&lost.hash.to_string()),
+        "{note}"
+    );
+    // The prefix is declared in the document's @context.
+    assert_eq!(
+        bodies[0]["@context"][1]["dockline"],
+        "https://dockline.invalid/ns/epcis/"
+    );
+
+    let test = "the_delivered_event_links_its_media_and_flags_missing_ones";
+    if let Some(v) = Validator::find(test)? {
+        let errors = v.validate(&bodies)?;
+        assert!(errors[0].is_empty(), "GS1 schema: {:?}", errors[0]);
+        // The same validator refuses a media link in a field EPCIS does
+        // not define (an unprefixed name): it has teeth here too.
+        let mut broken = bodies[0].clone();
+        broken["epcisBody"]["eventList"][0]["media"] = json!(listed);
+        let errors = v.validate(&[broken])?;
+        assert!(!errors[0].is_empty(), "an unprefixed `media` must fail");
+        eprintln!("{test}: the captured document is valid against the GS1 EPCIS 2.0 schema");
+    }
+    Ok(())
+}

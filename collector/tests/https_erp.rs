@@ -120,7 +120,7 @@ fn envelope() -> Envelope {
 
 /// Delivers the test event through the webhook adapter `erp` configures.
 async fn deliver(erp: &ErpConfig) -> AttemptOutcome {
-    let adapter = erp::from_config(erp).expect("adapter");
+    let adapter = erp::from_config(erp, erp::ErpMediaOptions::default()).expect("adapter");
     support::attempt(adapter.as_ref(), "dc-tls", &envelope())
         .await
         .outcome

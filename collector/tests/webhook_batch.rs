@@ -383,7 +383,8 @@ async fn a_refused_batch_is_split_so_only_the_bad_event_fails() -> Result<()> {
         },
         ..ErpConfig::new(format!("http://{addr}/events"), SECRET)
     };
-    let adapter: Arc<dyn erp::ErpAdapter> = Arc::from(erp::from_config(&cfg)?);
+    let adapter: Arc<dyn erp::ErpAdapter> =
+        Arc::from(erp::from_config(&cfg, erp::ErpMediaOptions::default())?);
     assert_eq!(adapter.events_per_request(), 8);
     let site = SiteId::new("dc-north")?;
     let pick = |seq, order: &str| {

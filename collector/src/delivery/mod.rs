@@ -82,6 +82,8 @@ use crate::inbox::{
     AttemptLog, InboxError, InboxHandle, MAX_BODY_EXCERPT, NewDeadLetter, NextPending,
     PendingEvent, excerpt,
 };
+use crate::media::wait::MediaDecision;
+use crate::media::{ErpMedium, MediaRef, ParkedLane};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::publication::Publication;
@@ -127,6 +129,8 @@ pub struct Delivery {
     followups: Arc<Notify>,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
+    /// Media for events that reference them (absent: events go without).
+    media: Option<crate::media::MediaHub>,
 }
 
 impl Delivery {
@@ -137,7 +141,12 @@ impl Delivery {
         inbox: InboxHandle,
         acks: mpsc::Sender<Publication>,
     ) -> Result<Self, ErpSetupError> {
-        Ok(Self::with_adapter(erp, erp::from_config(erp)?, inbox, acks))
+        Ok(Self::with_adapter(
+            erp,
+            erp::from_config(erp, erp::ErpMediaOptions::default())?,
+            inbox,
+            acks,
+        ))
     }
 
     /// Prepares delivery through `adapter`, with the retry, breaker and
@@ -176,7 +185,15 @@ impl Delivery {
             max_active_lanes: erp.max_active_lanes.max(1),
             followups: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::new(adapter_kind)),
+            media: None,
         }
+    }
+
+    /// Delivers events with their media from `hub`: a lane whose event
+    /// lacks a medium waits for it (see [`Delivery::media_of`]).
+    pub fn with_media(mut self, hub: crate::media::MediaHub) -> Self {
+        self.media = Some(hub);
+        self
     }
 
     /// The counters `/metrics` shows (ingest adds to them too).
@@ -225,8 +242,9 @@ impl Delivery {
             if free > 0 {
                 // Active lanes stay due while they work, so ask for enough
                 // rows to find `free` idle ones behind them.
-                let limit = free.saturating_add(active.len());
                 let now = now_ms();
+                let parked = self.media.as_ref().map_or(0, |m| m.parked_lanes().len());
+                let limit = free.saturating_add(active.len()).saturating_add(parked);
                 match self
                     .inbox
                     .call(move |i| Ok((i.due_lanes(now, limit)?, i.next_lane_wake_ms()?)))
@@ -236,6 +254,7 @@ impl Delivery {
                         let idle: Vec<String> = due
                             .into_iter()
                             .filter(|l| !active.contains(l))
+                            .filter(|l| !self.media.as_ref().is_some_and(|m| m.is_parked(l, now)))
                             .take(free)
                             .collect();
                         for lane in idle {
@@ -245,6 +264,11 @@ impl Delivery {
                             let handle = lanes.spawn(async move { me.drain_lane(&l).await });
                             lane_of.insert(handle.id(), lane);
                         }
+                        let media_at = self.media.as_ref().and_then(|m| m.next_deadline_ms());
+                        let next = match (next, media_at) {
+                            (Some(a), Some(b)) => Some(a.max(now).min(b)),
+                            (a, b) => a.or(b),
+                        };
                         if let Some(at) = next {
                             let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
                             // A due lane that is active looks again when it ends.
@@ -302,7 +326,17 @@ impl Delivery {
                         warn!(lane, device = %p.envelope.device, seq = p.envelope.seq,
                             "lane_park_max_ms passed without the lane's previous step; delivering out of business order");
                     }
-                    self.deliver(*p).await
+                    let result = self.deliver(*p).await;
+                    if result.is_ok()
+                        && self
+                            .media
+                            .as_ref()
+                            .is_some_and(|m| m.is_parked(lane, now_ms()))
+                    {
+                        // Waits for media: the scheduler wakes it.
+                        return;
+                    }
+                    result
                 }
                 NextPending::Unreadable(row) => {
                     error!(device = %row.device, seq = row.seq, epoch = row.epoch,
@@ -369,6 +403,10 @@ impl Delivery {
             bounded: 0,
         };
         let (dev, ep, seq) = (envelope.device.clone(), envelope.epoch, envelope.seq);
+        let Some((media, media_missing)) = self.media_of(&lane, &envelope, event).await else {
+            // The lane waits for media (or for the media store).
+            return Ok(());
+        };
         loop {
             let Some(permit) = self.admitted().await else {
                 // Only at shutdown; the row stays pending.
@@ -393,8 +431,8 @@ impl Delivery {
                     envelope: &envelope,
                     event,
                     lane: &lane,
-                    media: &[],
-                    media_missing: &[],
+                    media: &media,
+                    media_missing: &media_missing,
                 })
                 .await;
             drop(permit);
@@ -439,7 +477,13 @@ impl Delivery {
                         if matches!(event.detail, dockline_protocol::EventDetail::Delivered(_)) {
                             self.followups.notify_one();
                         }
+                        let document = match &outcome {
+                            Outcome::Booked { document } => document.clone(),
+                            _ => String::new(),
+                        };
                         self.publish_verdict(&site, &envelope, outcome).await;
+                        self.media_attached(&site, &envelope, &media, document)
+                            .await;
                     }
                     return Ok(());
                 }
@@ -517,6 +561,145 @@ impl Delivery {
                     history.bounded = 0;
                     self.record_attempt(&dev, ep, seq, log).await?;
                 }
+            }
+        }
+    }
+
+    /// The event's media for the adapter, or `None` when the lane must
+    /// wait (parked in the hub with a reason, until a medium is stored or
+    /// the wait runs out). After `[media] wait_ms` the event goes with the
+    /// media present and the rest in `media_missing` (counted, flagged).
+    async fn media_of(
+        &self,
+        lane: &str,
+        envelope: &Envelope,
+        event: &dockline_protocol::BusinessEvent,
+    ) -> Option<(Vec<ErpMedium>, Vec<MediaRef>)> {
+        let refs = crate::media::refs_of(event);
+        let Some(hub) = &self.media else {
+            return Some((Vec::new(), Vec::new()));
+        };
+        if refs.is_empty() {
+            return Some((Vec::new(), Vec::new()));
+        }
+        let hashes: Vec<_> = refs.iter().map(|r| r.hash).collect();
+        let event_id = envelope.id.to_string();
+        let now = now_ms();
+        let loaded = hub
+            .store
+            .call(move |s| {
+                let mut got = Vec::with_capacity(hashes.len());
+                for h in &hashes {
+                    got.push(s.get(h)?);
+                }
+                let since = if got.iter().any(Option::is_none) {
+                    s.wait_since(&event_id, now)?
+                } else {
+                    now
+                };
+                Ok((got, since))
+            })
+            .await;
+        let (got, since) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                error!("cannot read the event's media: {e}; the lane waits and tries again");
+                hub.park(ParkedLane {
+                    lane: lane.to_owned(),
+                    reason: format!("media store unavailable: {e}"),
+                    since_ms: now,
+                    until_ms: now + 5_000,
+                    waits_for: Vec::new(),
+                });
+                return None;
+            }
+        };
+        let present: Vec<bool> = got.iter().map(Option::is_some).collect();
+        let media: Vec<ErpMedium> = refs
+            .iter()
+            .zip(got)
+            .filter_map(|(r, m)| {
+                m.map(|m| ErpMedium {
+                    hash: r.hash,
+                    media_type: m.media_type,
+                    role: r.role,
+                    bytes: m.bytes,
+                })
+            })
+            .collect();
+        match crate::media::wait::decide(&refs, &present, since, hub.config.wait_ms, now) {
+            MediaDecision::Go => {
+                hub.unpark(lane);
+                Some((media, Vec::new()))
+            }
+            MediaDecision::Wait { missing, until_ms } => {
+                let reason = crate::media::wait::reason(&missing, &envelope.device, until_ms);
+                debug!("{reason}");
+                hub.park(ParkedLane {
+                    lane: lane.to_owned(),
+                    reason,
+                    since_ms: since,
+                    until_ms,
+                    waits_for: missing.iter().map(|m| m.hash).collect(),
+                });
+                None
+            }
+            MediaDecision::GoWithout { missing } => {
+                hub.unpark(lane);
+                hub.metrics.delivered_without();
+                let names: Vec<String> = missing
+                    .iter()
+                    .map(|m| format!("{} sha256:{}", m.role.name(), m.hash))
+                    .collect();
+                warn!(missing = %names.join(", "), wait_ms = hub.config.wait_ms,
+                    "the event's media did not arrive within [media] wait_ms; delivering without them (flagged to the ERP)");
+                Some((media, missing))
+            }
+        }
+    }
+
+    /// The ERP booked an event carrying `media`: mark them attached (the
+    /// retention clock starts), release the event's references, and tell
+    /// the device (`Attached` on its media_ack topic).
+    async fn media_attached(
+        &self,
+        site: &dockline_protocol::SiteId,
+        envelope: &Envelope,
+        media: &[ErpMedium],
+        document: String,
+    ) {
+        let Some(hub) = &self.media else {
+            return;
+        };
+        let hashes: Vec<_> = media
+            .iter()
+            .map(|m| (m.hash, m.bytes.len() as u64))
+            .collect();
+        let event_id = envelope.id.to_string();
+        let now = now_ms();
+        let marks = hashes.clone();
+        if let Err(e) = hub
+            .store
+            .call(move |s| {
+                for (h, _) in &marks {
+                    s.mark_attached(h, now)?;
+                }
+                s.drop_refs(&event_id)
+            })
+            .await
+        {
+            error!("cannot record the event's media as attached: {e}; retention keeps them longer");
+        }
+        let doc = (!document.is_empty()).then_some(document);
+        for (hash, len) in hashes {
+            let state = dockline_protocol::MediaState::Attached { doc: doc.clone() };
+            match crate::media::ingest::later_ack(site, &envelope.device, hash, len, state) {
+                Ok(p) => {
+                    if self.acks.send(p).await.is_err() {
+                        debug!("media ack not sent: shutting down");
+                    }
+                }
+                Err(e) => error!(medium = %hash, "cannot encode the attached media ack: {e}"),
             }
         }
     }

@@ -38,8 +38,10 @@ use dockline_protocol::{BusinessEvent, Envelope, SiteId};
 
 use crate::erp::outcome::{AttemptOutcome, Credentials, TransportError};
 use crate::erp::webhook::cloudevents::SecretError;
-use crate::media::{ErpMedium, MediaRef};
+use crate::media::link::MediaLinks;
+use crate::media::{ErpMedium, MediaRef, MediaRole};
 pub use config::{ErpConfig, ErpKind};
+use dockline_protocol::media::{MediaHash, MediaType};
 
 /// An ERP adapter (or the invoice follow-up client) could not be set up
 /// from `[erp]`.
@@ -122,13 +124,84 @@ pub trait ErpAdapter: Send + Sync + Debug {
     }
 }
 
-/// Builds the adapter `erp.kind` names.
-pub fn from_config(erp: &ErpConfig) -> Result<Box<dyn ErpAdapter>, ErpSetupError> {
+/// How the adapters hand an event's media to the ERP (from the collector's
+/// `[media]`): signed links the ERP fetches the bytes through, and the
+/// largest medium the webhook also sends inline.
+///
+/// The default (no links, `inline_max_bytes` 0) is what a collector without
+/// a `[media] link_key_file` gets: Tryton and Odoo still attach the bytes
+/// (they receive them in the call), the webhook sends every medium inline
+/// (without a link there is no other way to the bytes), EPCIS names each
+/// medium by its hash only.
+#[derive(Debug, Clone, Default)]
+pub struct ErpMediaOptions {
+    /// Signs the links to stored media; `None` without a link key.
+    pub links: Option<MediaLinks>,
+    /// Media up to this size (bytes) also travel inline in the webhook's
+    /// media CloudEvent (`data_base64`); 0: never, unless there are no links.
+    pub inline_max_bytes: u64,
+}
+
+impl ErpMediaOptions {
+    /// The signed link to `hash` as of now, if links are configured.
+    pub fn link(&self, hash: &MediaHash) -> Option<String> {
+        self.links.as_ref().map(|l| l.url(hash, now_secs()))
+    }
+
+    /// Whether `medium` travels inline: it fits `inline_max_bytes`, or there
+    /// is no link the ERP could fetch it by.
+    pub fn inline(&self, medium: &ErpMedium) -> bool {
+        self.links.is_none()
+            || u64::try_from(medium.bytes.len()).is_ok_and(|n| n <= self.inline_max_bytes)
+    }
+}
+
+/// Unix seconds now (0 before 1970: a link then expires at once).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The file name of a medium at the ERP: `<role>-<hex>.<png|jpg>`. The
+/// same for every attempt, so an adapter finds an attachment an earlier
+/// attempt created by it.
+pub fn media_file_name(role: MediaRole, hash: &MediaHash, media_type: MediaType) -> String {
+    let ext = match media_type {
+        MediaType::Png => "png",
+        MediaType::Jpeg => "jpg",
+    };
+    format!("{}-{hash}.{ext}", role.name())
+}
+
+/// The one-line note an ERP document carries when media of its event never
+/// arrived (`ErpEvent::media_missing`): which ones, by role and hash, and
+/// what to do. Empty when nothing is missing.
+pub fn media_missing_note(missing: &[MediaRef]) -> String {
+    if missing.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|m| format!("{} sha256:{}", m.role.name(), m.hash))
+        .collect();
+    format!(
+        "MEDIA MISSING: {} did not reach the collector before the event's wait ran out; the event was booked without them (check the handheld's media outbox)",
+        names.join(", ")
+    )
+}
+
+/// Builds the adapter `erp.kind` names; `media` says how it hands an event's
+/// media to the ERP.
+pub fn from_config(
+    erp: &ErpConfig,
+    media: ErpMediaOptions,
+) -> Result<Box<dyn ErpAdapter>, ErpSetupError> {
     Ok(match erp.kind {
-        ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?),
+        ErpKind::Webhook => Box::new(webhook::WebhookAdapter::new(erp)?.with_media(media)),
         ErpKind::Tryton => Box::new(tryton::TrytonAdapter::new(erp)?),
         ErpKind::Odoo => Box::new(odoo::OdooAdapter::new(erp)?),
-        ErpKind::Epcis => Box::new(epcis::EpcisAdapter::new(erp)?),
+        ErpKind::Epcis => Box::new(epcis::EpcisAdapter::new(erp)?.with_media(media)),
     })
 }
 
@@ -287,5 +360,68 @@ pub(crate) fn single_open<T: Clone>(
                 message: several(many.len(), &names),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn medium(len: usize) -> ErpMedium {
+        let bytes = vec![0xff; len];
+        ErpMedium {
+            hash: MediaHash::of(&bytes),
+            media_type: MediaType::Jpeg,
+            role: MediaRole::Photo,
+            bytes: Arc::from(bytes),
+        }
+    }
+
+    #[test]
+    fn media_names_and_notes() {
+        let m = medium(3);
+        assert_eq!(
+            media_file_name(m.role, &m.hash, m.media_type),
+            format!("photo-{}.jpg", m.hash)
+        );
+        assert_eq!(
+            media_file_name(MediaRole::Signature, &m.hash, MediaType::Png),
+            format!("signature-{}.png", m.hash)
+        );
+        assert_eq!(media_missing_note(&[]), "");
+        let note = media_missing_note(&[MediaRef {
+            hash: m.hash,
+            role: MediaRole::Signature,
+        }]);
+        assert!(
+            note.starts_with(&format!("MEDIA MISSING: signature sha256:{}", m.hash)),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn inline_when_small_enough_or_when_there_is_no_link() {
+        let none = ErpMediaOptions::default();
+        assert!(none.inline(&medium(10_000_000)), "no link: always inline");
+        assert_eq!(none.link(&medium(1).hash), None);
+        let links = MediaLinks::new(&[1; 32], "http://c", 60).ok();
+        let opts = ErpMediaOptions {
+            links,
+            inline_max_bytes: 100,
+        };
+        assert!(opts.inline(&medium(100)));
+        assert!(!opts.inline(&medium(101)));
+        let never = ErpMediaOptions {
+            inline_max_bytes: 0,
+            ..opts.clone()
+        };
+        assert!(!never.inline(&medium(1)));
+        let m = medium(1);
+        let link = opts.link(&m.hash).unwrap_or_default();
+        assert!(
+            link.starts_with(&format!("http://c/v1/media/{}?exp=", m.hash)),
+            "{link}"
+        );
     }
 }

@@ -149,6 +149,15 @@ pub enum IngestError {
         /// The last failure.
         source: InboxError,
     },
+    /// A media chunk was refused, or could not be stored
+    /// ([`crate::media::ingest`]).
+    #[error("media chunk on {topic}: {source}")]
+    Media {
+        /// The topic.
+        topic: String,
+        /// Why.
+        source: crate::media::ingest::ChunkRefusal,
+    },
     /// The ack could not be encoded.
     #[error("cannot encode ack for {topic}: {source}")]
     Encode {
@@ -166,6 +175,7 @@ impl IngestError {
         match self {
             IngestError::Inbox { source, .. } => source.is_deterministic(),
             IngestError::Encode { .. } => false,
+            IngestError::Media { source, .. } => source.is_refusal(),
             _ => true,
         }
     }
@@ -193,6 +203,7 @@ impl IngestError {
             IngestError::StoreFailed { .. } => "store_failed",
             IngestError::Inbox { .. } => "inbox",
             IngestError::Encode { .. } => "encode",
+            IngestError::Media { source, .. } => source.reason(),
         }
     }
 }
@@ -206,6 +217,7 @@ pub struct Ingest {
     limits: SecurityConfig,
     rate: Option<Arc<Mutex<DeviceRateLimiter>>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    media: Option<crate::media::MediaHub>,
 }
 
 impl Ingest {
@@ -225,7 +237,15 @@ impl Ingest {
             rate: DeviceRateLimiter::new(&limits).map(|l| Arc::new(Mutex::new(l))),
             limits,
             metrics: None,
+            media: None,
         }
+    }
+
+    /// Takes media chunks into `hub` (without it, chunks are refused as
+    /// `wrong_channel`), and records the media each stored event references.
+    pub fn with_media(mut self, hub: crate::media::MediaHub) -> Self {
+        self.media = Some(hub);
+        self
     }
 
     /// The device registry this ingest (and every clone of it) checks
@@ -315,6 +335,9 @@ impl Ingest {
         topic: &str,
         payload: &[u8],
     ) -> Result<Option<Publication>, IngestError> {
+        if topic.ends_with("/media") {
+            return self.ingest_media(topic, payload).await.map(Some);
+        }
         let parsed = Topic::parse(topic)?;
         // Cheap checks before any decoding work.
         if payload.len() > self.limits.max_payload_bytes {
@@ -338,6 +361,75 @@ impl Ingest {
             Channel::Ack | Channel::Cmd => Err(IngestError::Channel {
                 topic: topic.into(),
             }),
+        }
+    }
+
+    /// A media chunk: the topic's device admitted, the payload capped, then
+    /// [`crate::media::MediaHub::chunk`] (not rate-limited: the agent paces
+    /// media by bytes, `[uplink] media_bytes_per_sec`).
+    async fn ingest_media(&self, topic: &str, payload: &[u8]) -> Result<Publication, IngestError> {
+        let (site, device, _) = Topic::parse_media(topic)?;
+        let Some(hub) = &self.media else {
+            return Err(IngestError::Channel {
+                topic: topic.into(),
+            });
+        };
+        if payload.len() > self.limits.max_payload_bytes {
+            return Err(IngestError::Oversize {
+                topic: topic.into(),
+                len: payload.len(),
+                max: self.limits.max_payload_bytes,
+            });
+        }
+        if !self.devices.current().admits(&device, &site) {
+            return Err(IngestError::UnknownDevice {
+                what: "media chunk",
+                device,
+                site,
+                topic: topic.into(),
+            });
+        }
+        hub.chunk(&site, &device, payload)
+            .await
+            .map_err(|source| IngestError::Media {
+                topic: topic.into(),
+                source,
+            })
+    }
+
+    /// Records which media the batch's events reference, so retention
+    /// keeps them until the events are settled.
+    async fn record_media_refs(&self, batch: &Batch) {
+        let Some(hub) = &self.media else {
+            return;
+        };
+        let refs: Vec<(String, Vec<dockline_protocol::MediaHash>)> = batch
+            .events
+            .iter()
+            .filter_map(|e| {
+                let hashes: Vec<_> = crate::media::refs_of_payload(&e.payload)
+                    .into_iter()
+                    .map(|r| r.hash)
+                    .collect();
+                (!hashes.is_empty()).then(|| (e.id.to_string(), hashes))
+            })
+            .collect();
+        if refs.is_empty() {
+            return;
+        }
+        let recorded = hub
+            .store
+            .call(move |s| {
+                for (event, hashes) in &refs {
+                    s.add_refs(event, hashes)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            // Retention then may not see these references: it only ever
+            // deletes media attached long ago, so this is logged, not fatal.
+            error!("cannot record the media references of a batch: {e}");
         }
     }
 
@@ -381,6 +473,7 @@ impl Ingest {
         self.check_device("batch", topic, &parsed, &batch.device)?;
         let site = parsed.site.clone();
         let (device, epoch, count) = (batch.device.clone(), batch.epoch, batch.events.len());
+        self.record_media_refs(&batch).await;
         let first_seq = batch.events.first().map(|e| e.seq);
         let last_seq = batch.events.last().map(|e| e.seq);
         let now = crate::now_ms();

@@ -331,6 +331,15 @@ pub fn subscription(shared_group: Option<&str>, filter: &str) -> String {
     }
 }
 
+/// The topic filters of what devices publish: events, status, media chunks.
+pub fn device_filters() -> [String; 3] {
+    [
+        Topic::all(Channel::Events),
+        Topic::all(Channel::Status),
+        Topic::all_media(dockline_protocol::MediaChannel::Media),
+    ]
+}
+
 /// Who the poll task is, for its subscriptions and log lines.
 struct Session {
     broker: String,
@@ -371,8 +380,8 @@ async fn poll_loop(
                 }
                 in_outage = false;
                 failures = 0;
-                let topics = [Channel::Events, Channel::Status].map(|c| rumqttc::SubscribeFilter {
-                    path: subscription(shared_group.as_deref(), &Topic::all(c)),
+                let topics = device_filters().map(|f| rumqttc::SubscribeFilter {
+                    path: subscription(shared_group.as_deref(), &f),
                     qos: QoS::AtLeastOnce,
                 });
                 if let Err(e) = client.try_subscribe_many(topics) {
@@ -382,8 +391,8 @@ async fn poll_loop(
                     // A persistent session from before shared_group was set
                     // still holds the plain subscriptions, which would hand
                     // this collector every message besides its share.
-                    for c in [Channel::Events, Channel::Status] {
-                        if let Err(e) = client.try_unsubscribe(Topic::all(c)) {
+                    for f in device_filters() {
+                        if let Err(e) = client.try_unsubscribe(f) {
                             error!(broker = %broker, "cannot queue unsubscribe: {e}");
                         }
                     }

@@ -5,6 +5,7 @@
 //! mapping, identifier choices and their limits are described in the
 //! [module docs](super).
 
+use crate::media::{ErpMedium, MediaRef};
 use dockline_protocol::{
     BusinessEvent, Envelope, EventDetail, ExceptionKind, Fix, Payload, SiteId, Weight, WeightUnit,
 };
@@ -590,6 +591,57 @@ impl Exporter {
                 }
             }
             EventDetail::Picked { lot: None, .. } => {}
+        }
+    }
+
+    /// Links the event's media into an exported `event`: `dockline:media`
+    /// lists each medium as `{dockline:role, dockline:hash, dockline:mediaType,
+    /// dockline:url}` (`dockline:url` the collector's signed link, absent
+    /// without a link key), and `dockline:mediaMissing` the media whose wait
+    /// ran out (`{dockline:role, dockline:hash}`) with `dockline:mediaNote`
+    /// saying so in words. Extension fields in the `dockline:` namespace,
+    /// which EPCIS 2.0 lets any event carry; nothing is added without media.
+    pub fn link_media(
+        &self,
+        event: &mut Value,
+        media: &[(&ErpMedium, Option<String>)],
+        missing: &[MediaRef],
+    ) {
+        let Value::Object(e) = event else {
+            return;
+        };
+        let key = |name: &str| format!("{EXTENSION_PREFIX}:{name}");
+        if !media.is_empty() {
+            let list: Vec<Value> = media
+                .iter()
+                .map(|(m, url)| {
+                    let mut v = Map::new();
+                    v.insert(key("role"), json!(m.role.name()));
+                    v.insert(key("hash"), json!(format!("sha256:{}", m.hash)));
+                    v.insert(key("mediaType"), json!(m.media_type.content_type()));
+                    if let Some(url) = url {
+                        v.insert(key("url"), json!(url));
+                    }
+                    Value::Object(v)
+                })
+                .collect();
+            e.insert(key("media"), Value::Array(list));
+        }
+        if !missing.is_empty() {
+            let list: Vec<Value> = missing
+                .iter()
+                .map(|m| {
+                    json!({
+                        key("role"): m.role.name(),
+                        key("hash"): format!("sha256:{}", m.hash),
+                    })
+                })
+                .collect();
+            e.insert(key("mediaMissing"), Value::Array(list));
+            e.insert(
+                key("mediaNote"),
+                json!(crate::erp::media_missing_note(missing)),
+            );
         }
     }
 

@@ -123,6 +123,16 @@
 //! `receivedBy`, `pieces`, `signatureRef`, `photoRef`, `exception`, `note`,
 //! `position` (a `geo:` URI when the read point is a location).
 //!
+//! **Media.** A delivered event with stored media (`ErpEvent::media`) links
+//! them in `dockline:media` (`dockline:role`, `dockline:hash`,
+//! `dockline:mediaType` and, with a `[media]` link key, `dockline:url`: the
+//! collector's signed, expiring link). Media whose wait ran out are named in
+//! `dockline:mediaMissing` and `dockline:mediaNote`; the event is captured
+//! anyway. The bytes never travel in EPCIS: the repository (or whoever reads
+//! the event) fetches them by the link. The link is signed when the
+//! document is built, so a retried capture carries a fresher `exp`; the
+//! `eventID` (what exactly-once rests on) does not change.
+//!
 //! # Checked against
 //!
 //! `collector/tests/epcis.rs` validates every event kind against GS1's EPCIS
@@ -147,15 +157,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dockline_protocol::{Envelope, SiteId};
+use dockline_protocol::SiteId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
-use crate::erp::ErpConfig;
 use crate::erp::ErpSetupError;
 use crate::erp::outcome::{AttemptOutcome, Credentials, RpcOutcome};
+use crate::erp::{ErpConfig, ErpMediaOptions};
+use crate::media::ErpMedium;
 
 /// `[erp.epcis]`: how events are exported and captured. Only
 /// `private_base` is required.
@@ -316,6 +327,8 @@ pub struct EpcisAdapter {
     /// dockline event id: the next attempt reads the job instead of
     /// capturing again.
     running: Mutex<HashMap<String, String>>,
+    /// Links to media (`[media]`).
+    media: ErpMediaOptions,
 }
 
 impl EpcisAdapter {
@@ -339,6 +352,7 @@ impl EpcisAdapter {
             options,
             exporters: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            media: ErpMediaOptions::default(),
         })
     }
 
@@ -358,13 +372,30 @@ impl EpcisAdapter {
         Ok(exporter)
     }
 
-    /// The EPCISDocument for one event, or why it cannot be written.
-    fn document(&self, site: &SiteId, envelope: &Envelope) -> Result<Value, String> {
-        let exporter = self.exporter(site)?;
+    /// Hands the event's media to the adapter (`erp::from_config`): the
+    /// delivered event links each medium by its signed URL.
+    pub fn with_media(mut self, media: ErpMediaOptions) -> Self {
+        self.media = media;
+        self
+    }
+
+    /// The EPCISDocument for one event (its media linked), or why it cannot
+    /// be written.
+    fn document(&self, event: ErpEvent<'_>) -> Result<Value, String> {
+        let exporter = self.exporter(event.site)?;
         // The packed event names no items; without the order's picks at
         // hand it is an ObjectEvent (see the export's module docs).
+        let mut e = exporter
+            .event(event.envelope, &Contents::default())
+            .map_err(|e| e.to_string())?;
+        let media: Vec<(&ErpMedium, Option<String>)> = event
+            .media
+            .iter()
+            .map(|m| (m, self.media.link(&m.hash)))
+            .collect();
+        exporter.link_media(&mut e, &media, event.media_missing);
         exporter
-            .document_for(envelope, &Contents::default(), crate::now_ms())
+            .document(vec![e], crate::now_ms())
             .map_err(|e| e.to_string())
     }
 
@@ -392,7 +423,7 @@ impl EpcisAdapter {
                 Err(e) => return refused(format!("GET {url}"), &e),
             }
         }
-        let document = match self.document(event.site, envelope) {
+        let document = match self.document(event) {
             Ok(d) => d,
             Err(problem) => {
                 return rpc(

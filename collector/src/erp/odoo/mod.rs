@@ -34,6 +34,15 @@
 //!   on `stock.backorder.confirmation`), then reads the state again: only
 //!   `done` books the event. Any other wizard (another module's pre-done
 //!   check) refuses the event with the wizard's name;
+//! - a proof of delivery first attaches each of its media (`ErpEvent::media`)
+//!   as an `ir.attachment` with `res_model = 'stock.picking'`, `res_id` the
+//!   picking, named `<role>-<hex>.<png|jpg>` ([`crate::erp::media_file_name`]),
+//!   the bytes in `datas`, searched by those three before it is created (a
+//!   retry after a lost answer finds it: one attachment per medium); then
+//!   the event itself (`dockline-pod-{event id}.json`, listing its media);
+//!   media whose wait ran out (`ErpEvent::media_missing`) are named in that
+//!   attachment's description ("MEDIA MISSING: …") and its JSON, and the
+//!   event is booked without them;
 //! - an attempt that changed nothing (all found in place) books the event as
 //!   a duplicate: that is a retry after a lost answer.
 //!
@@ -76,6 +85,7 @@ use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
 use crate::erp::ErpConfig;
 use crate::erp::ErpSetupError;
 use crate::erp::outcome::{AttemptOutcome, BodyClass, Credentials, Response, RpcOutcome};
+use crate::erp::webhook::cloudevents::MediaEntry;
 
 const PICKING: &str = "stock.picking";
 const MOVE_LINE: &str = "stock.move.line";
@@ -606,10 +616,20 @@ impl OdooAdapter {
         if !found.is_empty() {
             return Ok(false);
         }
-        let body = crate::erp::webhook::cloudevents::cloudevent_body(
+        let entries: Vec<MediaEntry<'_>> = event
+            .media
+            .iter()
+            .map(|medium| MediaEntry {
+                medium,
+                dataref: None,
+            })
+            .collect();
+        let body = crate::erp::webhook::cloudevents::cloudevent_body_with_media(
             event.site,
             event.envelope,
             event.event,
+            &entries,
+            event.media_missing,
         );
         self.create(
             ATTACHMENT,
@@ -625,6 +645,56 @@ impl OdooAdapter {
         )
         .await?;
         Ok(true)
+    }
+
+    /// Attaches each medium of the event to the picking unless it is there
+    /// (searched by `res_model`, `res_id` and
+    /// [`crate::erp::media_file_name`]); true when one was created.
+    async fn attach_media(
+        &self,
+        picking: &Picking,
+        event: ErpEvent<'_>,
+    ) -> Result<bool, CallError> {
+        let mut created = false;
+        for medium in event.media {
+            let name = crate::erp::media_file_name(medium.role, &medium.hash, medium.media_type);
+            let found = self
+                .search_read(
+                    ATTACHMENT,
+                    json!([
+                        ["res_model", "=", PICKING],
+                        ["res_id", "=", picking.id],
+                        ["name", "=", name]
+                    ]),
+                    &["id"],
+                )
+                .await?;
+            if !found.is_empty() {
+                continue;
+            }
+            let description = format!(
+                "{} of the proof of delivery (dockline event {} from {}, sha256:{})",
+                medium.role.name(),
+                event.envelope.id,
+                event.envelope.device,
+                medium.hash
+            );
+            self.create(
+                ATTACHMENT,
+                json!({
+                    "name": name,
+                    "type": "binary",
+                    "datas": BASE64.encode(&medium.bytes),
+                    "mimetype": medium.media_type.content_type(),
+                    "res_model": PICKING,
+                    "res_id": picking.id,
+                    "description": description,
+                }),
+            )
+            .await?;
+            created = true;
+        }
+        Ok(created)
     }
 
     /// Records a pick and sets the item's line to the ledger's sum.
@@ -956,14 +1026,26 @@ impl OdooAdapter {
             changed |= self.pack(&picking, event).await?;
         }
         if plan.attach_pod {
+            if !event.media.is_empty() {
+                trail.push("attach media".into());
+                changed |= self
+                    .attach_media(&picking, event)
+                    .await
+                    .map_err(|e| call_outcome(e, &format!("ir.attachment on {document}")))?;
+            }
             trail.push("attach proof of delivery".into());
-            let description = match &event.event.detail {
+            let mut description = match &event.event.detail {
                 EventDetail::Delivered(pod) => format!(
                     "Proof of delivery: received by {}, {} pieces (dockline event {} from {})",
                     pod.received_by, pod.pieces, event.envelope.id, event.envelope.device
                 ),
                 _ => format!("dockline event {}", event.envelope.id),
             };
+            let missing = crate::erp::media_missing_note(event.media_missing);
+            if !missing.is_empty() {
+                description.push_str(". ");
+                description.push_str(&missing);
+            }
             let name = format!("dockline-pod-{}.json", event.envelope.id);
             changed |= self
                 .ensure_attachment(&picking, &name, &description, event)

@@ -33,10 +33,18 @@
 //!   exception a transient one; HTTP statuses other than 200 (401, 403, 404,
 //!   429, 5xx) go through the common table of [`crate::delivery::policy`].
 //!
-//! A proof of delivery also stores its evidence: the event as a CloudEvents
-//! JSON file attached to the shipment (`ir.attachment` named
-//! `dockline-pod-{event id}.json`, searched before it is created), before
-//! `do` is pressed.
+//! A proof of delivery also stores its evidence, before `do` is pressed:
+//! - each of its media (the signature, the photo: `ErpEvent::media`) as an
+//!   `ir.attachment` of the shipment named `<role>-<hex>.<png|jpg>`
+//!   ([`crate::erp::media_file_name`]) holding the bytes, searched by
+//!   resource and name before it is created: a retry after a lost answer to
+//!   the `create` finds it and does not attach it twice;
+//! - then the event as a CloudEvents JSON file (`ir.attachment` named
+//!   `dockline-pod-{event id}.json`, searched before it is created), which
+//!   lists the media by hash and role; media whose wait ran out
+//!   (`ErpEvent::media_missing`) are named in it and in the attachment's
+//!   description ("MEDIA MISSING: …"), which Tryton shows with the
+//!   shipment's attachments. The event is booked without them.
 //!
 //! # Session
 //!
@@ -62,6 +70,7 @@ use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
 use crate::erp::ErpConfig;
 use crate::erp::ErpSetupError;
 use crate::erp::outcome::{AttemptOutcome, Credentials, Response, RpcOutcome};
+use crate::erp::webhook::cloudevents::MediaEntry;
 pub use config::TrytonConfig;
 
 /// The model the adapter drives.
@@ -323,10 +332,8 @@ impl TrytonAdapter {
         Ok(choose(field, value, &rows))
     }
 
-    /// Stores the proof of delivery on the shipment unless it is there.
-    async fn attach_pod(&self, row: &Row, event: ErpEvent<'_>) -> Result<(), CallError> {
-        let name = format!("dockline-pod-{}.json", event.envelope.id);
-        let resource = format!("{SHIPMENT},{}", row.id);
+    /// Whether the shipment has an attachment called `name`.
+    async fn has_attachment(&self, resource: &str, name: &str) -> Result<bool, CallError> {
         let found = self
             .call(
                 "ir.attachment",
@@ -339,21 +346,75 @@ impl TrytonAdapter {
                 ],
             )
             .await?;
-        if found.as_array().is_some_and(|a| !a.is_empty()) {
+        Ok(found.as_array().is_some_and(|a| !a.is_empty()))
+    }
+
+    /// Attaches each medium of the event to the shipment unless it is
+    /// there (searched by resource and [`crate::erp::media_file_name`]).
+    async fn attach_media(&self, row: &Row, event: ErpEvent<'_>) -> Result<(), CallError> {
+        let resource = format!("{SHIPMENT},{}", row.id);
+        for medium in event.media {
+            let name = crate::erp::media_file_name(medium.role, &medium.hash, medium.media_type);
+            if self.has_attachment(&resource, &name).await? {
+                continue;
+            }
+            let description = format!(
+                "{} of the proof of delivery (dockline event {} from {}, sha256:{})",
+                medium.role.name(),
+                event.envelope.id,
+                event.envelope.device,
+                medium.hash
+            );
+            self.call(
+                "ir.attachment",
+                "create",
+                vec![json!([{
+                    "name": name,
+                    "type": "data",
+                    "data": rpc::bytes_value(&medium.bytes),
+                    "resource": resource,
+                    "description": description,
+                }])],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the proof of delivery on the shipment unless it is there.
+    async fn attach_pod(&self, row: &Row, event: ErpEvent<'_>) -> Result<(), CallError> {
+        let name = format!("dockline-pod-{}.json", event.envelope.id);
+        let resource = format!("{SHIPMENT},{}", row.id);
+        if self.has_attachment(&resource, &name).await? {
             return Ok(());
         }
-        let body = crate::erp::webhook::cloudevents::cloudevent_body(
+        let entries: Vec<MediaEntry<'_>> = event
+            .media
+            .iter()
+            .map(|medium| MediaEntry {
+                medium,
+                dataref: None,
+            })
+            .collect();
+        let body = crate::erp::webhook::cloudevents::cloudevent_body_with_media(
             event.site,
             event.envelope,
             event.event,
+            &entries,
+            event.media_missing,
         );
-        let description = match &event.event.detail {
+        let mut description = match &event.event.detail {
             dockline_protocol::EventDetail::Delivered(pod) => format!(
                 "Proof of delivery: received by {}, {} pieces (dockline event {} from {})",
                 pod.received_by, pod.pieces, event.envelope.id, event.envelope.device
             ),
             _ => format!("dockline event {}", event.envelope.id),
         };
+        let missing = crate::erp::media_missing_note(event.media_missing);
+        if !missing.is_empty() {
+            description.push_str(". ");
+            description.push_str(&missing);
+        }
         self.call(
             "ir.attachment",
             "create",
@@ -433,6 +494,12 @@ impl TrytonAdapter {
                 && !attached
                 && matches!(step, Step::Reached | Step::Press(Button::Do))
             {
+                if !event.media.is_empty() {
+                    trail.push("attach media");
+                    if let Err(e) = self.attach_media(&row, event).await {
+                        return call_outcome(e, "ir.attachment", Some(&row));
+                    }
+                }
                 trail.push("attach proof of delivery");
                 if let Err(e) = self.attach_pod(&row, event).await {
                     return call_outcome(e, "ir.attachment", Some(&row));

@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 use crate::erp::outcome::BodyClass;
+use crate::media::{ErpMedium, MediaRef};
 
 /// The prefix of a Standard Webhooks secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -271,6 +272,134 @@ pub fn subject(event: &BusinessEvent) -> Option<&str> {
 
 /// Builds the CloudEvents structured-mode JSON body for a business event.
 pub fn cloudevent_body(site: &SiteId, envelope: &Envelope, event: &BusinessEvent) -> Vec<u8> {
+    cloudevent_body_with_media(site, envelope, event, &[], &[])
+}
+
+/// The CloudEvents `type` of a medium's own event.
+pub const MEDIA_TYPE: &str = "io.dockline.media";
+
+/// One medium of an event as its CloudEvents name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaEntry<'a> {
+    /// The medium.
+    pub medium: &'a ErpMedium,
+    /// The signed link the ERP fetches it by (`dataref`), if links are
+    /// configured.
+    pub dataref: Option<String>,
+}
+
+/// The `id` (and `webhook-id`, `Idempotency-Key`) of a medium's CloudEvent:
+/// `{event id}.{role}.{hex}`. A pure function of the event and the medium,
+/// so every attempt (after a lost answer, a crash, a replay) carries the
+/// same key and the ERP attaches the medium once.
+pub fn media_event_id(envelope: &Envelope, medium: &ErpMedium) -> String {
+    format!("{}.{}.{}", envelope.id, medium.role.name(), medium.hash)
+}
+
+/// The CloudEvent of one medium of `event`, sent before the event's own:
+/// `type` [`MEDIA_TYPE`], `subject` the event's (its order), `dataref` the
+/// signed link (when there is one), `datacontenttype` the image type,
+/// `data_base64` the bytes when `inline`, and the extension attributes
+/// `docklinehash` (`sha256:<hex>`), `docklinerole` (`signature`, `photo`),
+/// `docklineevent` (the id of the event's own CloudEvent) and
+/// `docklinesize` (bytes).
+pub fn media_cloudevent_body(
+    site: &SiteId,
+    envelope: &Envelope,
+    event: &BusinessEvent,
+    entry: &MediaEntry<'_>,
+    inline: bool,
+) -> Vec<u8> {
+    let medium = entry.medium;
+    let mut ce = Map::new();
+    ce.insert("specversion".into(), json!("1.0"));
+    ce.insert("id".into(), json!(media_event_id(envelope, medium)));
+    ce.insert(
+        "source".into(),
+        json!(format!("/dockline/{site}/{}", envelope.device)),
+    );
+    ce.insert("type".into(), json!(MEDIA_TYPE));
+    if let Some(s) = subject(event) {
+        ce.insert("subject".into(), json!(s));
+    }
+    if let Some(t) = rfc3339_ms(envelope.captured_ms) {
+        ce.insert("time".into(), json!(t));
+    }
+    ce.insert(
+        "datacontenttype".into(),
+        json!(medium.media_type.content_type()),
+    );
+    if let Some(url) = &entry.dataref {
+        ce.insert("dataref".into(), json!(url));
+    }
+    ce.insert(
+        "docklinehash".into(),
+        json!(format!("sha256:{}", medium.hash)),
+    );
+    ce.insert("docklinerole".into(), json!(medium.role.name()));
+    ce.insert("docklineevent".into(), json!(envelope.id.to_string()));
+    ce.insert("docklinesize".into(), json!(medium.bytes.len()));
+    ce.insert("docklinedevice".into(), json!(envelope.device.as_str()));
+    if inline {
+        ce.insert("data_base64".into(), json!(BASE64.encode(&medium.bytes)));
+    }
+    serde_json::to_vec(&Value::Object(ce)).unwrap_or_default()
+}
+
+/// [`cloudevent_body`] for an event with media: `data.media` lists each
+/// medium (`hash`, `role`, `media_type`, `size`, `cloudevent` the id of its
+/// own CloudEvent, `dataref` when linked), and `data.media_missing` the
+/// media whose wait ran out (`hash`, `role`) with `data.media_note` saying
+/// so in words. With neither, the body is exactly [`cloudevent_body`]'s.
+///
+/// A `dataref` is signed when the body is built, so with links the body is
+/// not byte-identical between attempts; its `id` (and the request's
+/// `webhook-id`) is.
+pub fn cloudevent_body_with_media(
+    site: &SiteId,
+    envelope: &Envelope,
+    event: &BusinessEvent,
+    media: &[MediaEntry<'_>],
+    missing: &[MediaRef],
+) -> Vec<u8> {
+    let mut data = event_data(envelope, event);
+    if let Value::Object(d) = &mut data {
+        if !media.is_empty() {
+            let list: Vec<Value> = media
+                .iter()
+                .map(|entry| {
+                    let m = entry.medium;
+                    let mut v = Map::new();
+                    v.insert("hash".into(), json!(format!("sha256:{}", m.hash)));
+                    v.insert("role".into(), json!(m.role.name()));
+                    v.insert("media_type".into(), json!(m.media_type.content_type()));
+                    v.insert("size".into(), json!(m.bytes.len()));
+                    v.insert("cloudevent".into(), json!(media_event_id(envelope, m)));
+                    if let Some(url) = &entry.dataref {
+                        v.insert("dataref".into(), json!(url));
+                    }
+                    Value::Object(v)
+                })
+                .collect();
+            d.insert("media".into(), Value::Array(list));
+        }
+        if !missing.is_empty() {
+            let list: Vec<Value> = missing
+                .iter()
+                .map(|m| json!({ "hash": format!("sha256:{}", m.hash), "role": m.role.name() }))
+                .collect();
+            d.insert("media_missing".into(), Value::Array(list));
+            d.insert(
+                "media_note".into(),
+                json!(crate::erp::media_missing_note(missing)),
+            );
+        }
+    }
+    structured(site, envelope, event, data)
+}
+
+/// The structured-mode body around `data`.
+fn structured(site: &SiteId, envelope: &Envelope, event: &BusinessEvent, data: Value) -> Vec<u8> {
     let mut ce = Map::new();
     ce.insert("specversion".into(), json!("1.0"));
     ce.insert("id".into(), json!(envelope.id.to_string()));
@@ -292,7 +421,7 @@ pub fn cloudevent_body(site: &SiteId, envelope: &Envelope, event: &BusinessEvent
     ce.insert("docklinedevice".into(), json!(envelope.device.as_str()));
     ce.insert("docklineseq".into(), json!(envelope.seq));
     ce.insert("docklineepoch".into(), json!(envelope.epoch));
-    ce.insert("data".into(), event_data(envelope, event));
+    ce.insert("data".into(), data);
     // Serialising a Value built from maps, strings and finite numbers cannot fail.
     serde_json::to_vec(&Value::Object(ce)).unwrap_or_default()
 }

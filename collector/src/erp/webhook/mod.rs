@@ -13,6 +13,23 @@
 //!
 //! With `[erp.webhook] batch_max` above 1, ready events of distinct lanes share
 //! one `application/cloudevents-batch+json` request (`batch`).
+//!
+//! # Media
+//!
+//! Each medium of an event (`ErpEvent::media`: its signature, its photo) is
+//! its own CloudEvent (`io.dockline.media`, [`cloudevents::media_cloudevent_body`]),
+//! POSTed alone, in order, *before* the event's own: an ERP that books the
+//! event can rely on holding its media. Its `webhook-id` and
+//! `Idempotency-Key` are [`cloudevents::media_event_id`] (event id, role,
+//! hash), the same on every attempt, so a medium is attached once however
+//! often the event is retried. The bytes go by `dataref` (a signed,
+//! expiring link to the collector's `GET /v1/media/{hex}`) and also inline
+//! (`data_base64`) when the medium is at most `[media] inline_max_bytes`,
+//! or always when no link key is configured. A medium the ERP does not take
+//! (any answer but a 2xx or "already booked") ends the attempt with that
+//! answer, before the event is sent; the policy retries the whole event.
+//! The event's own CloudEvent lists its media in `data.media` and the ones
+//! whose wait ran out in `data.media_missing` (with `data.media_note`).
 
 mod batch;
 pub mod cloudevents;
@@ -24,10 +41,11 @@ use tracing::{debug, info};
 
 use super::{AdapterFuture, Attempt, ErpAdapter, ErpEvent};
 use crate::erp::ErpConfig;
+use crate::erp::ErpMediaOptions;
 use crate::erp::ErpSetupError;
-use crate::erp::outcome::{AttemptOutcome, Credentials, Response};
+use crate::erp::outcome::{AttemptOutcome, BodyClass, Credentials, Response};
 use batch::Batcher;
-use cloudevents::WebhookSigner;
+use cloudevents::{MediaEntry, WebhookSigner};
 
 /// The content type of one structured-mode CloudEvent.
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -68,6 +86,20 @@ pub struct WebhookAdapter {
     /// Started on the first delivery when `batch_max` > 1 (it needs the
     /// runtime, which `new` may not run on).
     batcher: OnceLock<Batcher>,
+    /// Links and inlining of media (`[media]`).
+    media: ErpMediaOptions,
+}
+
+/// Whether the ERP took a medium's CloudEvent: any 2xx, or its answer that
+/// it holds it already (a repeat after a lost answer).
+fn medium_taken(outcome: &AttemptOutcome) -> bool {
+    match outcome {
+        AttemptOutcome::Response(r) => {
+            (200..300).contains(&r.status) && r.class.is_none()
+                || matches!(r.class, Some(BodyClass::AlreadyBooked { .. }))
+        }
+        _ => false,
+    }
 }
 
 impl WebhookAdapter {
@@ -83,13 +115,69 @@ impl WebhookAdapter {
             batch_max: erp.webhook.batch_max.clamp(1, cloudevents::MAX_BATCH),
             concurrency: erp.concurrency.max(1),
             batcher: OnceLock::new(),
+            media: ErpMediaOptions::default(),
+        })
+    }
+
+    /// Hands the event's media to the adapter (`erp::from_config`).
+    pub fn with_media(mut self, media: ErpMediaOptions) -> Self {
+        self.media = media;
+        self
+    }
+
+    /// POSTs one medium's CloudEvent; `None` when the ERP took it (a 2xx,
+    /// or an "already booked" answer to a repeat), else the attempt that
+    /// ends the event's attempt (it is retried as a whole; the same
+    /// `webhook-id` makes the repeat harmless).
+    async fn post_medium(&self, event: ErpEvent<'_>, entry: &MediaEntry<'_>) -> Option<Attempt> {
+        let id = cloudevents::media_event_id(event.envelope, entry.medium);
+        let inline = self.media.inline(entry.medium);
+        let body = cloudevents::media_cloudevent_body(
+            event.site,
+            event.envelope,
+            event.event,
+            entry,
+            inline,
+        );
+        debug!(event_id = %event.envelope.id, media_id = %id, inline, "posting medium to ERP");
+        let attempt = self.target.post(&id, body, STRUCTURED_CONTENT_TYPE).await;
+        if medium_taken(&attempt.outcome) {
+            return None;
+        }
+        Some(Attempt {
+            outcome: attempt.outcome,
+            request: format!(
+                "{} (the {} of event {}, before the event)",
+                attempt.request,
+                entry.medium.role.name(),
+                event.envelope.id
+            ),
         })
     }
 
     async fn post(&self, event: ErpEvent<'_>) -> Attempt {
         let envelope = event.envelope;
         let id = envelope.id.to_string();
-        let body = cloudevents::cloudevent_body(event.site, envelope, event.event);
+        let entries: Vec<MediaEntry<'_>> = event
+            .media
+            .iter()
+            .map(|medium| MediaEntry {
+                medium,
+                dataref: self.media.link(&medium.hash),
+            })
+            .collect();
+        for entry in &entries {
+            if let Some(failed) = self.post_medium(event, entry).await {
+                return failed;
+            }
+        }
+        let body = cloudevents::cloudevent_body_with_media(
+            event.site,
+            envelope,
+            event.event,
+            &entries,
+            event.media_missing,
+        );
         debug!(device = %envelope.device, seq = envelope.seq, event_id = %id, "posting event to ERP");
         if self.batch_max > 1 {
             let lane = event.lane.to_owned();
