@@ -272,6 +272,7 @@ async fn start_stack(
     let ids: Vec<String> = plan.iter().map(|a| a.device.clone()).collect();
     let mut config = services.collector_config(&ids)?;
     stack::config::simulated_collector(&mut config);
+    stack::config::simulated_collector_media(&mut config, &dir.join("keys"))?;
     let mut stack = services.start_collector(config).await?;
     let api = stack.collector.api();
     println!(

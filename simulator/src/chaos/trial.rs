@@ -115,6 +115,7 @@ impl Trial {
         let ids: Vec<String> = plan.iter().map(|a| a.device.clone()).collect();
         let mut config = services.collector_config(&ids)?;
         stack::config::simulated_collector(&mut config);
+        stack::config::simulated_collector_media(&mut config, &dir.join("keys"))?;
         config.erp.url = format!("http://{}/events", erp_link.addr());
         let mut stack = services.start_collector(config).await?;
 
