@@ -146,6 +146,9 @@ pub enum CollectorError {
     /// The command signing key could not be loaded.
     #[error(transparent)]
     CommandKey(#[from] ingest::commands::KeyError),
+    /// The media store could not be opened.
+    #[error("cannot open the media store: {0}")]
+    Media(#[from] media::store::MediaError),
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -265,7 +268,25 @@ pub async fn run_reloadable(
             })
             .await?;
     }
-    let delivery = Arc::new(Delivery::new(&config.erp, inbox.clone(), verdict_tx)?);
+    let media_config = config.media();
+    let media_links = media_config.links().map_err(ConfigCheckError::from)?;
+    let (data_dir, pg_url) = (config.data_dir.clone(), config.inbox.url.clone());
+    let media_store =
+        tokio::task::spawn_blocking(move || media::store::open(&data_dir, pg_url.as_deref()))
+            .await
+            .map_err(|e| media::store::MediaError::Db(e.to_string()))??;
+    info!(
+        backend = media_store.backend(),
+        max_bytes = media_config.max_bytes,
+        wait_ms = media_config.wait_ms,
+        retain_days = media_config.retain_days,
+        links = media_links.is_some(),
+        "media store open"
+    );
+    let hub = media::MediaHub::new(media_store, media_config, Arc::clone(&wake));
+    let sweep_task = tokio::spawn(media::sweep::run(hub.clone(), now_ms, trigger.subscribe()));
+    let delivery =
+        Arc::new(Delivery::new(&config.erp, inbox.clone(), verdict_tx)?.with_media(hub.clone()));
     let invoice_task =
         invoices.map(|n| tokio::spawn(n.run(delivery.followup_wake(), trigger.subscribe())));
     let ingest = Ingest::new(
@@ -275,7 +296,8 @@ pub async fn run_reloadable(
         Arc::clone(&wake),
     )
     .with_limits(&config.security)
-    .with_metrics(delivery.metrics());
+    .with_metrics(delivery.metrics())
+    .with_media(hub.clone());
 
     let live = reload::Live {
         registry: ingest.registry(),
@@ -285,6 +307,7 @@ pub async fn run_reloadable(
     };
     let reload_task = tokio::spawn(live.serve(reloads, trigger.subscribe()));
     let progress = Arc::new(ingest::mqtt::IngestProgress::new());
+    let media_routes = http::media::routes(hub.clone(), media_links, Arc::clone(&auth));
     let api_state = http::ApiState {
         inbox,
         wake: Arc::clone(&wake),
@@ -297,7 +320,9 @@ pub async fn run_reloadable(
         // The peer address feeds the per-address login backoff.
         axum::serve(
             listener,
-            http::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
+            http::router(api_state)
+                .merge(media_routes)
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { api_stop.wait().await })
         .await
@@ -324,6 +349,7 @@ pub async fn run_reloadable(
     let _ = tokio::time::timeout(grace, mqtt_task).await;
     let _ = tokio::time::timeout(grace, gaps_task).await;
     let _ = tokio::time::timeout(grace, reload_task).await;
+    let _ = tokio::time::timeout(grace, sweep_task).await;
     if let Some(task) = invoice_task {
         let _ = tokio::time::timeout(grace, task).await;
     }

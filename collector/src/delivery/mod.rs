@@ -141,12 +141,7 @@ impl Delivery {
         inbox: InboxHandle,
         acks: mpsc::Sender<Publication>,
     ) -> Result<Self, ErpSetupError> {
-        Ok(Self::with_adapter(
-            erp,
-            erp::from_config(erp, erp::ErpMediaOptions::default())?,
-            inbox,
-            acks,
-        ))
+        Ok(Self::with_adapter(erp, erp::from_config(erp)?, inbox, acks))
     }
 
     /// Prepares delivery through `adapter`, with the retry, breaker and
@@ -187,6 +182,11 @@ impl Delivery {
             metrics: Arc::new(Metrics::new(adapter_kind)),
             media: None,
         }
+    }
+
+    /// The media counters, when delivery handles media.
+    pub fn media_metrics(&self) -> Option<crate::media::metrics::MediaMetrics> {
+        self.media.as_ref().map(|m| m.metrics.clone())
     }
 
     /// Delivers events with their media from `hub`: a lane whose event

@@ -762,7 +762,9 @@ fn verify_password(hash: &str, password: &str) -> bool {
 fn required_role(method: &Method, path: &str) -> Option<Role> {
     let public = matches!(path, "/healthz" | "/readyz" | "/v1/login" | "/")
         || path == "/ui"
-        || path.starts_with("/ui/");
+        || path.starts_with("/ui/")
+        // Checks its own access: a token, or a signed link (http/media.rs).
+        || (path.starts_with("/v1/media/") && method == Method::GET);
     if public {
         return None;
     }

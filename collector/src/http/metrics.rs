@@ -156,7 +156,13 @@ pub(super) async fn handler(State(api): State<ApiState>) -> Response {
         .delivery
         .as_ref()
         .map_or_else(|| Arc::new(Metrics::new("none")), |d| d.metrics());
-    match render(&metrics, stats, |r| api.auth.register_metrics(r)) {
+    let media = api.delivery.as_ref().and_then(|d| d.media_metrics());
+    match render(&metrics, stats, |r| {
+        api.auth.register_metrics(r);
+        if let Some(m) = &media {
+            m.register(r);
+        }
+    }) {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

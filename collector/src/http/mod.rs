@@ -15,6 +15,7 @@
 //! | GET | `/dlq/{id}` | one dead letter: the original event, every attempt, the reason |
 //! | POST | `/dlq/{id}/replay` | re-queue the event (same id and idempotency key), unblock its lane |
 //! | POST | `/dlq/{id}/discard` | give up on the event (`?note=…`), unblock its lane |
+//! | GET | `/v1/media/{hex}`, `/v1/events/{id}/media`, `/v1/media-lanes`, `/v1/media-stats` | proof-of-delivery media (see `http/media.rs`; a signed link opens one medium without a token) |
 //! | GET | `/ui/…`, `/v1/devices`, `/v1/orders`, `/v1/stuck`, `/v1/exceptions`, `/v1/dead-letters` | the dashboard and the JSON it reads (see `http/dashboard`) |
 //!
 //! Access: every route but `/healthz`, `/readyz` and `/v1/login` needs a
@@ -31,6 +32,7 @@
 pub mod auth;
 pub(crate) mod dashboard;
 pub mod login_limit;
+pub mod media;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -140,7 +142,7 @@ pub fn router(state: ApiState) -> Router {
 /// Headers on every answer: the dashboard loads only its own script and
 /// style and cannot be framed (no clickjacking of the Replay button), and
 /// browsers do not sniff content types or leak the URL as a referrer.
-async fn security_headers(
+pub(crate) async fn security_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

@@ -403,15 +403,12 @@ impl Ingest {
         let Some(hub) = &self.media else {
             return;
         };
-        let refs: Vec<(String, Vec<dockline_protocol::MediaHash>)> = batch
+        let refs: Vec<(String, Vec<crate::media::MediaRef>)> = batch
             .events
             .iter()
             .filter_map(|e| {
-                let hashes: Vec<_> = crate::media::refs_of_payload(&e.payload)
-                    .into_iter()
-                    .map(|r| r.hash)
-                    .collect();
-                (!hashes.is_empty()).then(|| (e.id.to_string(), hashes))
+                let refs = crate::media::refs_of_payload(&e.payload);
+                (!refs.is_empty()).then(|| (e.id.to_string(), refs))
             })
             .collect();
         if refs.is_empty() {

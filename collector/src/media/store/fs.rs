@@ -18,6 +18,7 @@ use dockline_protocol::media::{MediaHash, MediaType};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{MediaError, MediaStats, MediaStore, MediumInfo, StoredMedium};
+use crate::media::MediaRef;
 
 /// Files under one directory (`{data_dir}/media`).
 #[derive(Debug)]
@@ -70,6 +71,8 @@ impl FsMediaStore {
              CREATE TABLE IF NOT EXISTS refs(event TEXT NOT NULL, hash TEXT NOT NULL,
                  PRIMARY KEY(event, hash));
              CREATE INDEX IF NOT EXISTS refs_hash ON refs(hash);
+             CREATE TABLE IF NOT EXISTS event_media(event TEXT NOT NULL, n INTEGER NOT NULL,
+                 hash TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY(event, n));
              CREATE TABLE IF NOT EXISTS waits(event TEXT PRIMARY KEY, since_ms INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, n INTEGER NOT NULL);",
         )?;
@@ -326,16 +329,45 @@ impl MediaStore for FsMediaStore {
         Ok(())
     }
 
-    fn add_refs(&mut self, event: &str, hashes: &[MediaHash]) -> Result<(), MediaError> {
+    fn add_refs(&mut self, event: &str, refs: &[MediaRef]) -> Result<(), MediaError> {
         let tx = self.index.transaction()?;
-        for h in hashes {
+        for (n, r) in refs.iter().enumerate() {
             tx.execute(
                 "INSERT OR IGNORE INTO refs(event, hash) VALUES (?1, ?2)",
-                params![event, h.to_string()],
+                params![event, r.hash.to_string()],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO event_media(event, n, hash, role) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    event,
+                    n as i64,
+                    r.hash.to_string(),
+                    super::role_name(r.role)
+                ],
             )?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn media_of_event(&mut self, event: &str) -> Result<Vec<MediaRef>, MediaError> {
+        let mut stmt = self
+            .index
+            .prepare("SELECT hash, role FROM event_media WHERE event = ?1 ORDER BY n")?;
+        let rows = stmt.query_map([event], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hex, role) = row?;
+            if let Some(hash) = MediaHash::parse_hex(&hex) {
+                out.push(MediaRef {
+                    hash,
+                    role: super::role_of(&role),
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn drop_refs(&mut self, event: &str) -> Result<(), MediaError> {

@@ -42,6 +42,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dockline_protocol::media::{MediaHash, MediaType};
 
+use crate::media::{MediaRef, MediaRole};
+
 pub use fs::FsMediaStore;
 pub use pg::PgMediaStore;
 
@@ -208,8 +210,12 @@ pub trait MediaStore: Send {
     }
     /// Records that the ERP attached the medium at `now_ms`.
     fn mark_attached(&mut self, hash: &MediaHash, now_ms: i64) -> Result<(), MediaError>;
-    /// Records that the open event `event` references `hashes`.
-    fn add_refs(&mut self, event: &str, hashes: &[MediaHash]) -> Result<(), MediaError>;
+    /// Records that the open event `event` references `refs` (kept for
+    /// retention until [`Self::drop_refs`], and for good as the event's
+    /// media list, [`Self::media_of_event`]).
+    fn add_refs(&mut self, event: &str, refs: &[MediaRef]) -> Result<(), MediaError>;
+    /// The media an event referenced (for the dashboard), in its order.
+    fn media_of_event(&mut self, event: &str) -> Result<Vec<MediaRef>, MediaError>;
     /// The event is settled: it no longer holds its media.
     fn drop_refs(&mut self, event: &str) -> Result<(), MediaError>;
     /// When `event` first waited for its media (recorded at `now_ms` on the
@@ -265,6 +271,20 @@ impl MediaHandle {
         f: impl FnOnce(&mut dyn MediaStore) -> Result<R, MediaError>,
     ) -> Result<R, MediaError> {
         f(lock(&self.inner).as_mut())
+    }
+}
+
+/// A role's name in the store.
+pub(crate) fn role_name(r: MediaRole) -> &'static str {
+    r.name()
+}
+
+/// A role from its stored name.
+pub(crate) fn role_of(name: &str) -> MediaRole {
+    if name == "signature" {
+        MediaRole::Signature
+    } else {
+        MediaRole::Photo
     }
 }
 

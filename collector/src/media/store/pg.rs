@@ -19,6 +19,7 @@ use dockline_protocol::media::{MediaHash, MediaType};
 use tokio_postgres::{Client, GenericClient, NoTls};
 
 use super::{MediaError, MediaStats, MediaStore, MediumInfo, StoredMedium};
+use crate::media::MediaRef;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS dockline_media(hash BYTEA PRIMARY KEY, media_type TEXT NOT NULL,
@@ -29,6 +30,8 @@ CREATE TABLE IF NOT EXISTS dockline_media_chunks(hash BYTEA NOT NULL, off BIGINT
 CREATE TABLE IF NOT EXISTS dockline_media_refs(event TEXT NOT NULL, hash BYTEA NOT NULL,
     PRIMARY KEY(event, hash));
 CREATE INDEX IF NOT EXISTS dockline_media_refs_hash ON dockline_media_refs(hash);
+CREATE TABLE IF NOT EXISTS dockline_media_events(event TEXT NOT NULL, n BIGINT NOT NULL,
+    hash BYTEA NOT NULL, role TEXT NOT NULL, PRIMARY KEY(event, n));
 CREATE TABLE IF NOT EXISTS dockline_media_waits(event TEXT PRIMARY KEY, since_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS dockline_media_counters(name TEXT PRIMARY KEY, n BIGINT NOT NULL);
 ";
@@ -394,18 +397,50 @@ impl MediaStore for PgMediaStore {
         })
     }
 
-    fn add_refs(&mut self, event: &str, hashes: &[MediaHash]) -> Result<(), MediaError> {
+    fn add_refs(&mut self, event: &str, refs: &[MediaRef]) -> Result<(), MediaError> {
         let event = event.to_owned();
-        let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.0.to_vec()).collect();
+        let rows: Vec<(Vec<u8>, &'static str)> = refs
+            .iter()
+            .map(|r| (r.hash.0.to_vec(), super::role_name(r.role)))
+            .collect();
         self.run(async move |c| {
-            for k in &keys {
+            for (n, (k, role)) in rows.iter().enumerate() {
                 c.execute(
                     "INSERT INTO dockline_media_refs(event, hash) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                     &[&event, k],
                 )
                 .await?;
+                c.execute(
+                    "INSERT INTO dockline_media_events(event, n, hash, role) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&event, &(n as i64), k, role],
+                )
+                .await?;
             }
             Ok(())
+        })
+    }
+
+    fn media_of_event(&mut self, event: &str) -> Result<Vec<MediaRef>, MediaError> {
+        let event = event.to_owned();
+        self.run(async move |c| {
+            let rows = c
+                .query(
+                    "SELECT hash, role FROM dockline_media_events WHERE event = $1 ORDER BY n",
+                    &[&event],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let key: Vec<u8> = r.get(0);
+                    let hash = MediaHash(key.try_into().ok()?);
+                    Some(MediaRef {
+                        hash,
+                        role: super::role_of(r.get(1)),
+                    })
+                })
+                .collect())
         })
     }
 

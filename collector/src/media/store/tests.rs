@@ -126,13 +126,23 @@ fn sweep_takes_only_media_attached_long_ago_and_referenced_by_no_open_event() {
         s.mark_attached(&old, day).expect("attach");
         s.mark_attached(&held, day).expect("attach");
         s.mark_attached(&recent, 29 * day).expect("attach");
-        s.add_refs("ev-2", &[held]).expect("refs");
+        let r = crate::media::MediaRef {
+            hash: held,
+            role: crate::media::MediaRole::Photo,
+        };
+        s.add_refs("ev-2", &[r]).expect("refs");
+        assert_eq!(s.media_of_event("ev-2").expect("list"), vec![r]);
         assert_eq!(s.sweep(32 * day, 30 * day).expect("sweep"), 1);
         assert!(!s.has(&old).expect("has"));
         for h in [held, recent, never] {
             assert!(s.has(&h).expect("has"), "{h}");
         }
         s.drop_refs("ev-2").expect("drop");
+        assert_eq!(
+            s.media_of_event("ev-2").expect("list"),
+            vec![r],
+            "kept for the timeline"
+        );
         assert_eq!(s.sweep(32 * day, 30 * day).expect("sweep"), 1);
         assert!(!s.has(&held).expect("has"));
         assert_eq!(s.stats().expect("stats").swept, 2);
