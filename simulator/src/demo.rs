@@ -180,6 +180,8 @@ pub struct Report {
     /// Signatures and photos: made, stored at the collector (as their
     /// agents know from its acks), attached at the ERP, lost, duplicated.
     pub media: MediaTally,
+    /// Media the ERP fetched by their signed link (the others came inline).
+    pub erp_media_by_link: u64,
     /// Media requests the ERP answered as replays of an attachment.
     pub erp_media_replays: u64,
     /// Media the ERP could not fetch by their link (answered 502).
@@ -901,6 +903,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
             .map(|t| format!("{}: {}", t.source, t.description))
             .collect(),
         media,
+        erp_media_by_link: erp.media_by_link,
         erp_media_replays: erp.media_replays,
         erp_media_fetch_failures: erp.media_fetch_failures,
         erp_media_bad_hash: erp.media_bad_hash,
@@ -939,11 +942,13 @@ impl Report {
         let m = &self.media;
         if m.made + m.attached + m.unexpected > 0 {
             s.push_str(&format!(
-                "media made           {:>8}   ({:.1} MB of signatures and photos)\nmedia stored         {:>8}   (at the collector, as the agents know from its acks)\nmedia attached       {:>8}   (at the ERP, bytes checked against their hash)\nmedia lost           {:>8}\nmedia duplicated     {:>8}\n",
+                "media made           {:>8}   ({:.1} MB of signatures and photos)\nmedia stored         {:>8}   (at the collector, as the agents know from its acks)\nmedia attached       {:>8}   (at the ERP, bytes checked against their hash; {} by link, {} inline)\nmedia lost           {:>8}\nmedia duplicated     {:>8}\n",
                 m.made,
                 m.made_bytes as f64 / 1e6,
                 m.stored,
                 m.attached,
+                self.erp_media_by_link,
+                m.attached.saturating_sub(self.erp_media_by_link),
                 m.lost,
                 m.duplicated
             ));

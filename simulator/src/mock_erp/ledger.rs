@@ -102,6 +102,8 @@ pub struct Stats {
     pub by_type: BTreeMap<String, u64>,
     /// Media attached (one per distinct idempotency key), bytes checked.
     pub media_attached: u64,
+    /// Of those, fetched by their signed link (`dataref`).
+    pub media_by_link: u64,
     /// Media requests whose key had already attached one.
     pub media_replays: u64,
     /// Attachments of a medium already attached under another key.
@@ -165,6 +167,7 @@ impl Ledger {
         }
         self.media_by_key.insert(effect.key.clone(), index);
         self.stats.media_attached += 1;
+        self.stats.media_by_link += u64::from(effect.via == super::media::Via::Link);
         self.media.push(effect);
         Booked::New(format!("ATT-{:06}", index + 1))
     }
