@@ -183,6 +183,9 @@ pub struct TrialReport {
     /// Faults of the plan that break uploads (agents↔broker link faults,
     /// agent and collector kills, broker outages).
     pub media_cuts: u64,
+    /// Of those, the ones that struck while media were on their way (held
+    /// by an agent, not yet stored at the collector).
+    pub media_cuts_mid_upload: u64,
     /// Media requests the ERP answered as replays of an attachment.
     pub erp_media_replays: u64,
     /// Whether everything was booked and nothing queued or pending before
@@ -226,6 +229,7 @@ impl TrialReport {
             media_sent_bytes: 0,
             media_resent_bytes: 0,
             media_cuts: 0,
+            media_cuts_mid_upload: 0,
             erp_media_replays: 0,
             quiescent: false,
             drain_secs: 0.0,
@@ -270,6 +274,8 @@ pub struct Totals {
     pub media_resent_bytes: u64,
     /// See [`TrialReport`].
     pub media_cuts: u64,
+    /// See [`TrialReport`].
+    pub media_cuts_mid_upload: u64,
     /// Faults played, by kind.
     pub faults_by_kind: BTreeMap<String, u64>,
 }
@@ -384,6 +390,7 @@ fn totals(trials: &[TrialReport]) -> Totals {
         t.media_duplicated += r.media.duplicated;
         t.media_resent_bytes += r.media_resent_bytes;
         t.media_cuts += r.media_cuts;
+        t.media_cuts_mid_upload += r.media_cuts_mid_upload;
         for f in r.faults.iter().take(r.faults_injected as usize) {
             *t.faults_by_kind.entry(f.kind.clone()).or_default() += 1;
         }
@@ -425,13 +432,14 @@ impl TrialReport {
                 );
                 if self.media.made > 0 {
                     s.push_str(&format!(
-                        "; media made {}, attached {}, lost {}, duplicated {}, {} bytes re-sent over {} cuts",
+                        "; media made {}, attached {}, lost {}, duplicated {}, {} bytes re-sent over {} cuts ({} mid-upload)",
                         self.media.made,
                         self.media.attached,
                         self.media.lost,
                         self.media.duplicated,
                         self.media_resent_bytes,
-                        self.media_cuts
+                        self.media_cuts,
+                        self.media_cuts_mid_upload
                     ));
                 }
                 if !self.lost_where.is_empty() {
@@ -512,13 +520,14 @@ impl ChaosReport {
         s.push_str(&format!("faults: {}\n", kinds.join(", ")));
         if t.media_made > 0 {
             s.push_str(&format!(
-                "media: made {}, attached {}, lost {}, duplicated {}; {} bytes re-sent over {} upload-breaking faults ({:.0} per cut)\n",
+                "media: made {}, attached {}, lost {}, duplicated {}; {} bytes re-sent over {} upload-breaking faults, {} of them mid-upload ({:.0} per cut)\n",
                 t.media_made,
                 t.media_attached,
                 t.media_lost,
                 t.media_duplicated,
                 t.media_resent_bytes,
                 t.media_cuts,
+                t.media_cuts_mid_upload,
                 t.media_resent_bytes as f64 / t.media_cuts.max(1) as f64
             ));
         }

@@ -380,6 +380,18 @@ fn keep_evidence(dir: &Path, generated: &[Generated], effects: &[crate::mock_erp
     }
 }
 
+/// Media the agents hold that the collector has not stored yet (on their
+/// way, or waiting for their event's ack).
+async fn media_on_the_way(client: &reqwest::Client, stack: &Stack) -> u64 {
+    let mut n = 0;
+    for a in &stack.agents {
+        if let Some(s) = get_json(client, format!("{}/v1/status", a.url())).await {
+            n += s["media"]["queued"].as_u64().unwrap_or(0);
+        }
+    }
+    n
+}
+
 /// Faults that break an upload in progress: the agents' link to the broker
 /// cut or stalled, an agent or the collector killed, the broker down.
 fn cuts_uploads(kind: &str) -> bool {
@@ -428,6 +440,7 @@ pub(super) async fn run(
     let mut active: Vec<Planned> = Vec::new();
     let mut applied = 0u64;
     let mut next_reading = Duration::ZERO;
+    let mut cuts_mid_upload = 0u64;
     while t0.elapsed() < opts.duration || !active.is_empty() || next < planned.len() {
         let now = t0.elapsed();
         if opts.media_every > 0 && now >= next_reading {
@@ -435,6 +448,12 @@ pub(super) async fn run(
             trial.read_media_counters(&client).await;
         }
         while let Some(p) = planned.get(next).filter(|p| p.at <= now) {
+            if opts.media_every > 0
+                && cuts_uploads(&p.fault.kind())
+                && media_on_the_way(&client, &trial.stack).await > 0
+            {
+                cuts_mid_upload += 1;
+            }
             trial.begin(&p.fault)?;
             applied += 1;
             active.push(*p);
@@ -524,6 +543,7 @@ pub(super) async fn run(
         collector_dead_letters: collector["dead_letters"].as_u64().unwrap_or(0),
         lost_where,
         media_cuts,
+        media_cuts_mid_upload: cuts_mid_upload,
         media,
         media_sent_bytes,
         media_resent_bytes,
