@@ -285,6 +285,7 @@ async fn collector_backlog(
     agent.uplink.heartbeat_secs = 3600;
     agent.outbox.budget_bytes = 2_000_000_000;
     agent.uplink.metered = true;
+    agent.uplink.media_chunk_bytes = CHUNK;
     let api = stack.start_agent(agent).await?.api();
     let took = media_backlog(http, api, photos, size, 5_000).await;
     stack.shutdown(Duration::from_secs(5)).await;
@@ -379,6 +380,7 @@ pub async fn figures(opts: &BenchOptions, dir: &Path) -> Result<Vec<Figure>> {
     config.outbox.budget_bytes = 2_000_000_000;
     // Media are held until a backlog is queued, then released at once.
     config.uplink.metered = true;
+    config.uplink.media_chunk_bytes = CHUNK;
     let mut agent = AgentNode::new("media-agent", config, &programs, &mdir);
     let api = agent.start().await?;
     let http = reqwest::Client::new();
