@@ -407,7 +407,7 @@ pub(crate) async fn produce(
             };
             let mut media = Vec::new();
             if step.kind == "delivered" && pod_media.every > 0 {
-                if pods % pod_media.every == 0 {
+                if pods.is_multiple_of(pod_media.every) {
                     media = crate::media::proof_of_delivery(pod_media.seed, pods);
                 }
                 pods += 1;

@@ -32,7 +32,7 @@ const BLOCK_BYTES: usize = 40;
 /// A JPEG photo, deterministic from `seed` and `index`.
 pub fn photo(seed: u64, index: u64) -> Vec<u8> {
     let mut rng =
-        StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x50_4f44);
+        StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x0050_4f44);
     // Room for headers and byte stuffing (one 0xFF in 256 gains a byte)
     // on either side of the range.
     let target = rng.random_range(MIN_BYTES + 4_000..=MAX_BYTES - 8_000);

@@ -31,7 +31,7 @@ const STORED_MAX: usize = 65_535;
 /// A PNG signature, deterministic from `seed` and `index`.
 pub fn signature(seed: u64, index: u64) -> Vec<u8> {
     let mut rng =
-        StdRng::seed_from_u64(seed ^ index.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x5349_47);
+        StdRng::seed_from_u64(seed ^ index.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x0053_4947);
     // White rows (filter byte 0, then all bits 1).
     let mut raw = vec![0xffu8; (ROW_BYTES + 1) * HEIGHT as usize];
     for row in raw.chunks_mut(ROW_BYTES + 1) {
