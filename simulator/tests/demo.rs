@@ -15,7 +15,7 @@ fn demo_without_media_counts_none() {
         &[
             "demo",
             "--duration",
-            "8",
+            "12",
             "--no-media",
             "--outage-secs",
             "0",
@@ -23,6 +23,9 @@ fn demo_without_media_counts_none() {
         "--report",
     );
     let report = &run.json;
+    // The route's PODs were posted, without their media.
+    let pods = &report["by_source"]["delivery-route"]["delivered"]["generated"];
+    assert!(pods.as_u64() > Some(0), "{report}");
     assert_eq!(report["media"]["made"], 0, "{report}");
     assert_eq!(report["media"]["attached"], 0, "{report}");
     assert_eq!(report["passed"], true, "{report}");
