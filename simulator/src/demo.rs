@@ -21,10 +21,15 @@
 //! itself (not from a counter the ERP could get wrong). The demo passes only if
 //! both are 0 and something was generated.
 //!
+//! The route's drivers also post a signature and a photo with every proof of
+//! delivery; the demo waits for those too, and passes only if every medium
+//! made was attached at the ERP exactly once, its bytes checked there against
+//! its hash ([`crate::media::tally`]).
+//!
 //! The report also times each source's events from the moment they were
 //! made to their booking ([`Report::latency`]; see [`crate::latency`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,11 +44,14 @@ use tokio::sync::watch;
 
 use crate::devices::PortError;
 pub use crate::latency::Latency;
+use crate::media::Medium;
+use crate::media::tally::{MadeMedium, MediaTally, tally as media_tally};
 use crate::mock_erp::ErpConfig;
 use crate::scenario::player::{self, PlayStats, Ports, Target};
 use crate::scenario::{Role, Scenario, ScenarioError, ScenarioFile, Timeline};
 use crate::stack::{self, Programs, Services, Stack, StackError, StackSpec};
 pub use crate::verdict::{Generated, KindCount, Tally, tally, tally_with};
+use dockline_protocol::media::MediaHash;
 
 /// The site of every simulated device.
 pub(crate) const SITE: &str = "dc-north";
@@ -80,6 +88,9 @@ pub struct DemoOptions {
     /// Device scenarios played on virtual devices next to the HTTP orders
     /// (each on its own agent).
     pub scenarios: Vec<ScenarioFile>,
+    /// The drivers post a signature and a photo with each proof of
+    /// delivery ([`crate::media`]).
+    pub media: bool,
 }
 
 /// The demo could not run (as opposed to running and finding losses).
@@ -166,6 +177,17 @@ pub struct Report {
     pub scenario_post_failures: u64,
     /// One line per device scenario: what it played.
     pub scenarios: Vec<String>,
+    /// Signatures and photos: made, stored at the collector (as their
+    /// agents know from its acks), attached at the ERP, lost, duplicated.
+    pub media: MediaTally,
+    /// Media the ERP fetched by their signed link (the others came inline).
+    pub erp_media_by_link: u64,
+    /// Media requests the ERP answered as replays of an attachment.
+    pub erp_media_replays: u64,
+    /// Media the ERP could not fetch by their link (answered 502).
+    pub erp_media_fetch_failures: u64,
+    /// Media whose bytes did not match their hash at the ERP.
+    pub erp_media_bad_hash: u64,
     /// Where the logs are (kept when the demo fails).
     pub work_dir: String,
 }
@@ -252,6 +274,7 @@ async fn start_stack(
     let ids: Vec<String> = plan.iter().map(|a| a.device.clone()).collect();
     let mut config = services.collector_config(&ids)?;
     stack::config::simulated_collector(&mut config);
+    stack::config::simulated_collector_media(&mut config, &dir.join("keys"))?;
     let mut stack = services.start_collector(config).await?;
     let api = stack.collector.api();
     println!(
@@ -290,6 +313,7 @@ pub(crate) struct Production {
     /// Posts no agent could take (it was down): certainly not stored.
     pub posts_refused: AtomicU64,
     generated: Mutex<Vec<Generated>>,
+    media: Mutex<Vec<MadeMedium>>,
 }
 
 impl Production {
@@ -300,6 +324,24 @@ impl Production {
             .unwrap_or_else(|p| p.into_inner())
             .push(event);
         self.made.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the media of an event `device` accepted.
+    pub(crate) fn record_media(&self, device: &str, media: &[Medium]) {
+        self.media
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(media.iter().map(|m| MadeMedium {
+                hash: m.hash,
+                role: m.role,
+                bytes: m.bytes.len() as u64,
+                device: device.to_string(),
+            }));
+    }
+
+    /// The media made so far.
+    pub(crate) fn media(&self) -> Vec<MadeMedium> {
+        self.media.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn generated(&self) -> Vec<Generated> {
@@ -322,16 +364,29 @@ pub(crate) struct Route {
 /// they restart it.
 pub(crate) type Routes = Arc<Mutex<Vec<Route>>>;
 
+/// Which of the HTTP orders' proofs of delivery carry a signature and a
+/// photo ([`crate::media::proof_of_delivery`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PodMedia {
+    /// Every how many `delivered` events (0: none; 1: all).
+    pub every: u64,
+    /// Seed of the images.
+    pub seed: u64,
+}
+
 /// Posts the scenario's orders to the agents until told to stop, finishing
-/// the order in hand first.
+/// the order in hand first; the `delivered` events `pod_media` picks go
+/// with their signature and photo.
 pub(crate) async fn produce(
     client: reqwest::Client,
     routes: Routes,
     mut scenario: Scenario,
     orders_per_sec: f64,
+    pod_media: PodMedia,
     out: Arc<Production>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut pods = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / orders_per_sec));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -350,8 +405,26 @@ pub(crate) async fn produce(
                 out.posts_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            match post_event(&client, &device, api, &step.body).await {
-                Ok(accepted) => out.record(accepted.into_generated(step.kind, ORDERS_SOURCE)),
+            let mut media = Vec::new();
+            if step.kind == "delivered" && pod_media.every > 0 {
+                if pods.is_multiple_of(pod_media.every) {
+                    media = crate::media::proof_of_delivery(pod_media.seed, pods);
+                }
+                pods += 1;
+            }
+            let posted = if media.is_empty() {
+                post_event(&client, &device, api, &step.body).await
+            } else {
+                crate::scenario::player::post_event_with_media(
+                    &client, &device, api, &step.body, &media,
+                )
+                .await
+            };
+            match posted {
+                Ok(accepted) => {
+                    out.record_media(&accepted.device, &media);
+                    out.record(accepted.into_generated(step.kind, ORDERS_SOURCE));
+                }
                 Err(PostError::Refused(message)) => {
                     tracing::debug!(%api, kind = step.kind, %message, "agent down; event not made");
                     out.posts_refused.fetch_add(1, Ordering::Relaxed);
@@ -527,13 +600,14 @@ async fn progress_line(
         format!("{queued}+?")
     };
     format!(
-        "[{:>5.1}s] {phase:<9} made {made:>5} + {station_events:>4} by stations | outboxes {queued:>5} queued | collector {:>5} pending, {:>6} booked | ERP {:>6} effects, {} replays, {} faults | agents {online}/{} | devices {devices_online}/{devices_total} | broker {}",
+        "[{:>5.1}s] {phase:<9} made {made:>5} + {station_events:>4} by stations | outboxes {queued:>5} queued | collector {:>5} pending, {:>6} booked | ERP {:>6} effects, {} replays, {} faults, {} media | agents {online}/{} | devices {devices_online}/{devices_total} | broker {}",
         elapsed.as_secs_f64(),
         num(&c, "pending"),
         num(&c, "booked"),
         erp.effects,
         erp.replays,
         erp.faults_injected,
+        erp.media_attached,
         stack.agents.len(),
         if stack.services.broker.is_up() {
             "up"
@@ -650,6 +724,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
                 target,
                 production: production.clone(),
                 stats: play_stats.clone(),
+                media: opts.media,
             };
             tokio::spawn(player::play(play, open, play_start, stop_rx.clone()))
         })
@@ -671,6 +746,9 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
         routes,
         Scenario::new(opts.seed, pickers(&plan)),
         opts.orders_per_sec,
+        // The route's drivers take the demo's photos; the HTTP orders'
+        // hundreds of PODs would only lengthen its drain.
+        PodMedia::default(),
         production.clone(),
         stop_rx,
     ));
@@ -761,9 +839,11 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let progress =
         async |phase: &str| progress_line(&client, &stack, &plan, made, t0.elapsed(), phase).await;
     let mut next_line = Duration::from_secs(1);
+    let made_media = production.media();
     loop {
         let t = tally_with(&generated, &expected, &stack.services.erp.effects());
-        if t.lost == 0 || drain_start.elapsed() >= opts.drain_timeout {
+        let m = media_tally(&made_media, &BTreeSet::new(), &stack.services.erp.media());
+        if (t.lost == 0 && m.lost == 0) || drain_start.elapsed() >= opts.drain_timeout {
             break;
         }
         if drain_start.elapsed() >= next_line {
@@ -780,6 +860,8 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     let effects = stack.services.erp.effects();
     let erp = stack.services.erp.stats();
     let t = tally_with(&generated, &expected, &effects);
+    let stored = stored_media(&client, &stack).await;
+    let media = media_tally(&made_media, &stored, &stack.services.erp.media());
     let device_bytes = played.iter().flatten().map(|p| p.ports.bytes().0).sum();
     drop(played);
     let post_errors = production.post_errors.load(Ordering::Relaxed)
@@ -788,7 +870,7 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
     stack.shutdown(Duration::from_secs(5)).await;
     let events_generated = (generated.len() + expected.len()) as u64;
     Ok(Report {
-        passed: t.lost == 0 && t.duplicated == 0 && events_generated > 0,
+        passed: t.lost == 0 && t.duplicated == 0 && events_generated > 0 && media.clean(),
         events_generated,
         events_booked_at_erp: t.booked,
         lost: t.lost,
@@ -820,8 +902,32 @@ async fn run_in(opts: &DemoOptions, dir: &Path, started: Instant) -> Result<Repo
             .iter()
             .map(|t| format!("{}: {}", t.source, t.description))
             .collect(),
+        media,
+        erp_media_by_link: erp.media_by_link,
+        erp_media_replays: erp.media_replays,
+        erp_media_fetch_failures: erp.media_fetch_failures,
+        erp_media_bad_hash: erp.media_bad_hash,
         work_dir: dir.display().to_string(),
     })
+}
+
+/// The media the agents of `stack` show stored at the collector (or
+/// attached at the ERP), which they know only from the collector's acks.
+pub(crate) async fn stored_media(client: &reqwest::Client, stack: &Stack) -> BTreeSet<MediaHash> {
+    let mut out = BTreeSet::new();
+    for a in &stack.agents {
+        if let Some(list) = get_json(client, format!("{}/v1/media", a.url())).await {
+            out.extend(
+                list["media"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| m["state"] == "stored" || m["state"] == "attached")
+                    .filter_map(|m| m["ref"].as_str().and_then(MediaHash::parse_ref)),
+            );
+        }
+    }
+    out
 }
 
 impl Report {
@@ -833,6 +939,26 @@ impl Report {
             "events made          {:>8}\nbooked at the ERP    {:>8}\nlost                 {:>8}\nduplicated           {:>8}\n",
             self.events_generated, self.events_booked_at_erp, self.lost, self.duplicated
         ));
+        let m = &self.media;
+        if m.made + m.attached + m.unexpected > 0 {
+            s.push_str(&format!(
+                "media made           {:>8}   ({:.1} MB of signatures and photos)\nmedia stored         {:>8}   (at the collector, as the agents know from its acks)\nmedia attached       {:>8}   (at the ERP, bytes checked against their hash; {} by link, {} inline)\nmedia lost           {:>8}\nmedia duplicated     {:>8}\n",
+                m.made,
+                m.made_bytes as f64 / 1e6,
+                m.stored,
+                m.attached,
+                self.erp_media_by_link,
+                m.attached.saturating_sub(self.erp_media_by_link),
+                m.lost,
+                m.duplicated
+            ));
+            if m.unexpected + self.erp_media_bad_hash + self.erp_media_fetch_failures > 0 {
+                s.push_str(&format!(
+                    "media unexpected {}, bad hash at the ERP {}, links the ERP could not fetch {}\n",
+                    m.unexpected, self.erp_media_bad_hash, self.erp_media_fetch_failures
+                ));
+            }
+        }
         s.push_str(&format!(
             "ERP replays          {:>8}   (retries answered with the earlier booking)\nERP faults injected  {:>8}\nbroker outages       {:>8}   ({:.1} s down)\n",
             self.erp_replays, self.erp_faults_injected, self.broker_outages, self.broker_down_secs
@@ -895,7 +1021,11 @@ impl Report {
             self.produce_secs, self.drain_secs, self.duration_secs
         ));
         if self.passed {
-            s.push_str("PASS: every event booked exactly once\n");
+            s.push_str(if self.media.made > 0 {
+                "PASS: every event booked and every medium attached exactly once\n"
+            } else {
+                "PASS: every event booked exactly once\n"
+            });
         } else {
             s.push_str(&format!(
                 "FAIL: logs and databases kept in {}\n",

@@ -19,6 +19,9 @@
 //!   (lost, duplicated, out of lane order), and each event's made-to-booked
 //!   time.
 //! - [`latency`]: those times as percentiles, and the clock both ends read.
+//! - [`media`]: the signatures and photos of the demo's deliveries
+//!   (generated PNGs and JPEGs) and their verdict (made, stored, attached,
+//!   lost, duplicated).
 //! - [`demo`]: the whole journey with an outage, progress lines and the report.
 //! - [`forge`]: batches, bursts, floods and ack watching made by hand on
 //!   the broker, for the burst figure and the ingest and forgery tests.
@@ -42,6 +45,7 @@ pub mod devices;
 pub mod fleet;
 pub mod forge;
 pub mod latency;
+pub mod media;
 pub mod mock_erp;
 pub mod scenario;
 pub mod stack;

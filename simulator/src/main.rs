@@ -116,6 +116,9 @@ enum Command {
         /// No device scenarios: HTTP orders only.
         #[arg(long, conflicts_with = "scenarios")]
         no_devices: bool,
+        /// The drivers post no signatures and photos (their PODs name none).
+        #[arg(long)]
+        no_media: bool,
     },
     /// Run N agents with M virtual scanners each against one collector
     /// (loopback only), then report events per second, lost and duplicated.
@@ -169,6 +172,10 @@ enum Command {
         /// sequence order.
         #[arg(long)]
         strict_order: bool,
+        /// Every how many proofs of delivery carry a signature and a photo
+        /// (0: none).
+        #[arg(long, default_value_t = 6)]
+        media_every: u64,
     },
     /// Measure the performance figures of DESIGN.md, each next to the raw
     /// limit measured in the same run, and write them as JSON.
@@ -290,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
             erp_session_expiry_ms,
             scenarios,
             no_devices,
+            no_media,
         } => {
             let scenarios = if no_devices {
                 Vec::new()
@@ -322,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
                 erp_session_expiry_ms,
                 exe: this_exe()?,
                 scenarios,
+                media: !no_media,
             };
             let result = until_interrupted(demo::run(opts), "the demo could not run").await?;
             conclude(
@@ -364,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
             orders_per_sec,
             drain_timeout,
             strict_order,
+            media_every,
         } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()
@@ -379,6 +389,7 @@ async fn main() -> anyhow::Result<()> {
                 orders_per_sec,
                 drain_timeout: Duration::from_secs(drain_timeout),
                 strict_order,
+                media_every,
                 exe: this_exe()?,
             };
             let result =

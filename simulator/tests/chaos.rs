@@ -40,6 +40,20 @@ fn two_short_fault_trials_lose_and_duplicate_nothing() {
         assert_eq!(n("booked"), n("events_generated"), "{t}");
         assert_eq!((n("lost"), n("duplicated")), (0, 0), "{t}");
         assert!(n("faults_injected") > 0, "{t}");
+        // Signatures and photos went through the same kills and cuts: each
+        // attached at the ERP once.
+        let m = &t["media"];
+        assert!(m["made"].as_u64() > Some(0), "{t}");
+        assert_eq!(m["attached"], m["made"], "{t}");
+        assert_eq!(
+            (m["lost"].as_u64(), m["duplicated"].as_u64()),
+            (Some(0), Some(0)),
+            "{t}"
+        );
+        assert!(
+            n("media_sent_bytes") >= m["made_bytes"].as_u64().unwrap_or(0),
+            "{t}"
+        );
         for f in t["faults"].as_array().expect("faults") {
             kinds.push(f["kind"].as_str().unwrap_or_default().to_string());
         }
@@ -54,4 +68,5 @@ fn two_short_fault_trials_lose_and_duplicate_nothing() {
         "seed {SEED} no longer mixes process, link and ERP faults: {kinds:?}"
     );
     assert!(stdout.contains("total"), "{stdout}");
+    assert!(stdout.contains("media: made"), "{stdout}");
 }

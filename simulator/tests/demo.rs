@@ -8,6 +8,29 @@ mod support;
 
 use support::{dockline_sim, field};
 
+/// Without media the drivers' PODs name none, and the report counts none.
+#[test]
+fn demo_without_media_counts_none() {
+    let run = dockline_sim(
+        &[
+            "demo",
+            "--duration",
+            "12",
+            "--no-media",
+            "--outage-secs",
+            "0",
+        ],
+        "--report",
+    );
+    let report = &run.json;
+    // The route's PODs were posted, without their media.
+    let pods = &report["by_source"]["delivery-route"]["delivered"]["generated"];
+    assert!(pods.as_u64() > Some(0), "{report}");
+    assert_eq!(report["media"]["made"], 0, "{report}");
+    assert_eq!(report["media"]["attached"], 0, "{report}");
+    assert_eq!(report["passed"], true, "{report}");
+}
+
 #[test]
 fn demo_books_every_event_exactly_once_across_a_broker_outage() {
     let run = dockline_sim(&["demo", "--duration", "20"], "--report");
@@ -54,6 +77,20 @@ fn demo_books_every_event_exactly_once_across_a_broker_outage() {
             "{source}: {l}"
         );
     }
+    // Each of the route's three stops posted a signature and a photo; each
+    // reached the collector and was attached at the ERP once, its bytes
+    // checked there against its hash.
+    let media = &report["media"];
+    assert_eq!(media["made"], 6, "{report}");
+    assert!(media["made_bytes"].as_u64() > Some(3 * 200_000), "{report}");
+    assert_eq!(media["stored"], media["made"], "{report}");
+    assert_eq!(media["attached"], media["made"], "{report}");
+    assert_eq!(
+        (media["lost"].as_u64(), media["duplicated"].as_u64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+    assert!(stdout.contains("media attached"), "{stdout}");
     assert!(stdout.contains("broker KILLED"), "{stdout}");
     assert!(stdout.contains("PASS"), "{stdout}");
 }

@@ -17,7 +17,12 @@
 //! # Verdict
 //!
 //! A trial passes when something was made and, per
-//! [`verdict`](crate::verdict), nothing was lost and nothing duplicated. The
+//! [`verdict`](crate::verdict), nothing was lost and nothing duplicated,
+//! and every signature and photo the drivers took (one proof of delivery in
+//! [`ChaosOptions::media_every`]) was attached at the ERP exactly once
+//! ([`crate::media::tally`]). The media keep uploads running all trial long,
+//! so agent kills, collector kills and cut links land mid-upload; each trial
+//! reports the media bytes re-sent and the faults that broke uploads. The
 //! run passes when every trial does; `main.rs` exits non-zero otherwise.
 //!
 //! Events of one device booked out of sequence order (a lane-order
@@ -47,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::media::tally::MediaTally;
 use crate::mock_erp::ErpError;
 use crate::stack::StackError;
 
@@ -68,6 +74,10 @@ pub struct ChaosOptions {
     /// Fail a trial also when a device's events were booked out of sequence
     /// order.
     pub strict_order: bool,
+    /// Every how many proofs of delivery carry a signature and a photo
+    /// (0: none), so agent kills, collector kills and cut links land in
+    /// the middle of uploads.
+    pub media_every: u64,
     /// The `dockline-sim` executable that runs the children.
     pub exe: PathBuf,
 }
@@ -164,6 +174,20 @@ pub struct TrialReport {
     /// For lost events: their state on the agent, counted.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub lost_where: BTreeMap<String, u64>,
+    /// Signatures and photos: made, stored, attached, lost, duplicated.
+    pub media: MediaTally,
+    /// Media bytes the agents published on the media topic.
+    pub media_sent_bytes: u64,
+    /// Of those, bytes sent again after a cut, a kill or a timeout.
+    pub media_resent_bytes: u64,
+    /// Faults of the plan that break uploads (agents↔broker link faults,
+    /// agent and collector kills, broker outages).
+    pub media_cuts: u64,
+    /// Of those, the ones that struck while media were on their way (held
+    /// by an agent, not yet stored at the collector).
+    pub media_cuts_mid_upload: u64,
+    /// Media requests the ERP answered as replays of an attachment.
+    pub erp_media_replays: u64,
     /// Whether everything was booked and nothing queued or pending before
     /// the drain timeout.
     pub quiescent: bool,
@@ -201,6 +225,12 @@ impl TrialReport {
             collector_duplicates_dropped: 0,
             collector_dead_letters: 0,
             lost_where: BTreeMap::new(),
+            media: MediaTally::default(),
+            media_sent_bytes: 0,
+            media_resent_bytes: 0,
+            media_cuts: 0,
+            media_cuts_mid_upload: 0,
+            erp_media_replays: 0,
             quiescent: false,
             drain_secs: 0.0,
             duration_secs: 0.0,
@@ -232,6 +262,20 @@ pub struct Totals {
     pub order_inversions: u64,
     /// See [`TrialReport`].
     pub faults_injected: u64,
+    /// Media made.
+    pub media_made: u64,
+    /// Media attached at the ERP.
+    pub media_attached: u64,
+    /// Media lost.
+    pub media_lost: u64,
+    /// Media attached more than once.
+    pub media_duplicated: u64,
+    /// See [`TrialReport`].
+    pub media_resent_bytes: u64,
+    /// See [`TrialReport`].
+    pub media_cuts: u64,
+    /// See [`TrialReport`].
+    pub media_cuts_mid_upload: u64,
     /// Faults played, by kind.
     pub faults_by_kind: BTreeMap<String, u64>,
 }
@@ -340,6 +384,13 @@ fn totals(trials: &[TrialReport]) -> Totals {
         t.out_of_lane_order += r.out_of_lane_order;
         t.order_inversions += r.order_inversions;
         t.faults_injected += r.faults_injected;
+        t.media_made += r.media.made;
+        t.media_attached += r.media.attached;
+        t.media_lost += r.media.lost;
+        t.media_duplicated += r.media.duplicated;
+        t.media_resent_bytes += r.media_resent_bytes;
+        t.media_cuts += r.media_cuts;
+        t.media_cuts_mid_upload += r.media_cuts_mid_upload;
         for f in r.faults.iter().take(r.faults_injected as usize) {
             *t.faults_by_kind.entry(f.kind.clone()).or_default() += 1;
         }
@@ -379,6 +430,18 @@ impl TrialReport {
                     if self.quiescent { "" } else { " (NOT quiet)" },
                     self.result()
                 );
+                if self.media.made > 0 {
+                    s.push_str(&format!(
+                        "; media made {}, attached {}, lost {}, duplicated {}, {} bytes re-sent over {} cuts ({} mid-upload)",
+                        self.media.made,
+                        self.media.attached,
+                        self.media.lost,
+                        self.media.duplicated,
+                        self.media_resent_bytes,
+                        self.media_cuts,
+                        self.media_cuts_mid_upload
+                    ));
+                }
                 if !self.lost_where.is_empty() {
                     s.push_str(&format!(
                         "; lost events on their agents: {:?}",
@@ -455,6 +518,19 @@ impl ChaosReport {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         s.push_str(&format!("faults: {}\n", kinds.join(", ")));
+        if t.media_made > 0 {
+            s.push_str(&format!(
+                "media: made {}, attached {}, lost {}, duplicated {}; {} bytes re-sent over {} upload-breaking faults, {} of them mid-upload ({:.0} per cut)\n",
+                t.media_made,
+                t.media_attached,
+                t.media_lost,
+                t.media_duplicated,
+                t.media_resent_bytes,
+                t.media_cuts,
+                t.media_cuts_mid_upload,
+                t.media_resent_bytes as f64 / t.media_cuts.max(1) as f64
+            ));
+        }
         if t.out_of_lane_order > 0 {
             s.push_str(&format!(
                 "ORDER: {} events in {} trials booked out of device sequence order (PASS* rows; evidence kept, see the report's work_dir)\n",

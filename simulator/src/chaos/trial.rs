@@ -41,7 +41,8 @@ use tokio::task::JoinHandle;
 use super::plan::{self, Fault, Link, LinkFault, Planned};
 use super::proxy::ChaosProxy;
 use super::{ChaosError, ChaosOptions, FaultRecord, TrialReport};
-use crate::demo::{self, AgentPlan, Production, Route, Routes, get_json};
+use crate::demo::{self, AgentPlan, PodMedia, Production, Route, Routes, get_json};
+use crate::media::tally::{MadeMedium, MediaTally, tally as media_tally};
 use crate::mock_erp::{ErpConfig, ErpFaults};
 use crate::scenario::Scenario;
 use crate::stack::{self, AgentConfig, Programs, Services, Stack, StackSpec};
@@ -78,6 +79,10 @@ struct Trial {
     agents_link: ChaosProxy,
     erp_link: ChaosProxy,
     routes: Routes,
+    /// The agents' media counters (sent, re-sent bytes) as last read, by
+    /// device, and those of agents since killed (their counters restart).
+    media_seen: BTreeMap<String, (u64, u64)>,
+    media_banked: (u64, u64),
 }
 
 impl Trial {
@@ -110,6 +115,7 @@ impl Trial {
         let ids: Vec<String> = plan.iter().map(|a| a.device.clone()).collect();
         let mut config = services.collector_config(&ids)?;
         stack::config::simulated_collector(&mut config);
+        stack::config::simulated_collector_media(&mut config, &dir.join("keys"))?;
         config.erp.url = format!("http://{}/events", erp_link.addr());
         let mut stack = services.start_collector(config).await?;
 
@@ -130,6 +136,8 @@ impl Trial {
             agents_link,
             erp_link,
             routes: Arc::new(Mutex::new(routes)),
+            media_seen: BTreeMap::new(),
+            media_banked: (0, 0),
         })
     }
 
@@ -209,10 +217,35 @@ impl Trial {
         Ok(())
     }
 
+    /// Reads every agent's media counters (`/v1/status` `media.sent_bytes`,
+    /// `resent_bytes`).
+    async fn read_media_counters(&mut self, client: &reqwest::Client) {
+        for a in &self.stack.agents {
+            if let Some(s) = get_json(client, format!("{}/v1/status", a.url())).await {
+                let n = |k: &str| s["media"][k].as_u64().unwrap_or(0);
+                self.media_seen
+                    .insert(a.name().to_string(), (n("sent_bytes"), n("resent_bytes")));
+            }
+        }
+    }
+
+    /// Media bytes sent and re-sent by all agents over the trial (an agent's
+    /// counts up to its last reading before each kill included).
+    fn media_counters(&self) -> (u64, u64) {
+        self.media_seen
+            .values()
+            .fold(self.media_banked, |(s, r), (a, b)| (s + a, r + b))
+    }
+
     async fn restart_agent(&mut self, index: usize) -> Result<(), ChaosError> {
         let Some(a) = self.stack.agents.get_mut(index) else {
             return Ok(());
         };
+        // Its counters start again at 0: keep what it had reported.
+        if let Some((sent, resent)) = self.media_seen.remove(a.name()) {
+            self.media_banked.0 += sent;
+            self.media_banked.1 += resent;
+        }
         let api = a.restart().await?;
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         for r in routes.iter_mut().filter(|r| r.device == a.name()) {
@@ -226,6 +259,7 @@ impl Trial {
 #[derive(Debug, Default)]
 struct Quiet {
     tally: Tally,
+    media: MediaTally,
     collector: Option<Value>,
     agents_queued: Option<u64>,
 }
@@ -233,11 +267,19 @@ struct Quiet {
 impl Quiet {
     fn reached(&self) -> bool {
         let pending = self.collector.as_ref().and_then(|c| c["pending"].as_u64());
-        self.tally.lost == 0 && pending == Some(0) && self.agents_queued == Some(0)
+        self.tally.lost == 0
+            && self.media.lost == 0
+            && pending == Some(0)
+            && self.agents_queued == Some(0)
     }
 }
 
-async fn look(client: &reqwest::Client, stack: &Stack, generated: &[Generated]) -> Quiet {
+async fn look(
+    client: &reqwest::Client,
+    stack: &Stack,
+    generated: &[Generated],
+    media: &[MadeMedium],
+) -> Quiet {
     let collector = get_json(client, format!("{}/v1/stats", stack.collector.url())).await;
     let mut queued = Some(0u64);
     for a in &stack.agents {
@@ -249,6 +291,11 @@ async fn look(client: &reqwest::Client, stack: &Stack, generated: &[Generated]) 
     }
     Quiet {
         tally: tally(generated, &stack.services.erp.effects()),
+        media: media_tally(
+            media,
+            &std::collections::BTreeSet::new(),
+            &stack.services.erp.media(),
+        ),
         collector,
         agents_queued: queued,
     }
@@ -333,6 +380,24 @@ fn keep_evidence(dir: &Path, generated: &[Generated], effects: &[crate::mock_erp
     }
 }
 
+/// Media the agents hold that the collector has not stored yet (on their
+/// way, or waiting for their event's ack).
+async fn media_on_the_way(client: &reqwest::Client, stack: &Stack) -> u64 {
+    let mut n = 0;
+    for a in &stack.agents {
+        if let Some(s) = get_json(client, format!("{}/v1/status", a.url())).await {
+            n += s["media"]["queued"].as_u64().unwrap_or(0);
+        }
+    }
+    n
+}
+
+/// Faults that break an upload in progress: the agents' link to the broker
+/// cut or stalled, an agent or the collector killed, the broker down.
+fn cuts_uploads(kind: &str) -> bool {
+    kind.starts_with("agents_broker") || kind.starts_with("kill_") || kind == "broker_outage"
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -361,6 +426,10 @@ pub(super) async fn run(
         trial.routes.clone(),
         Scenario::new(seed, demo::pickers(&trial.plan)),
         opts.orders_per_sec,
+        PodMedia {
+            every: opts.media_every,
+            seed,
+        },
         production.clone(),
         stop_rx,
     )));
@@ -370,9 +439,21 @@ pub(super) async fn run(
     let mut next = 0usize;
     let mut active: Vec<Planned> = Vec::new();
     let mut applied = 0u64;
+    let mut next_reading = Duration::ZERO;
+    let mut cuts_mid_upload = 0u64;
     while t0.elapsed() < opts.duration || !active.is_empty() || next < planned.len() {
         let now = t0.elapsed();
+        if opts.media_every > 0 && now >= next_reading {
+            next_reading = now + Duration::from_secs(1);
+            trial.read_media_counters(&client).await;
+        }
         while let Some(p) = planned.get(next).filter(|p| p.at <= now) {
+            if opts.media_every > 0
+                && cuts_uploads(&p.fault.kind())
+                && media_on_the_way(&client, &trial.stack).await > 0
+            {
+                cuts_mid_upload += 1;
+            }
             trial.begin(&p.fault)?;
             applied += 1;
             active.push(*p);
@@ -392,19 +473,24 @@ pub(super) async fn run(
     let _ = stop_tx.send(true);
     let _ = (&mut producer.0).await;
     let generated = production.generated();
+    let made_media = production.media();
 
     // Quiescence, bounded.
     let drain_start = Instant::now();
-    let mut quiet = look(&client, &trial.stack, &generated).await;
+    let mut quiet = look(&client, &trial.stack, &generated, &made_media).await;
     while !quiet.reached() && drain_start.elapsed() < opts.drain_timeout {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        quiet = look(&client, &trial.stack, &generated).await;
+        quiet = look(&client, &trial.stack, &generated, &made_media).await;
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
     // A late redelivery would show up as a duplicate: give it a moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let last = look(&client, &trial.stack, &generated).await;
+    let last = look(&client, &trial.stack, &generated, &made_media).await;
     let quiescent = quiet.reached();
+    trial.read_media_counters(&client).await;
+    let (media_sent_bytes, media_resent_bytes) = trial.media_counters();
+    let stored = demo::stored_media(&client, &trial.stack).await;
+    let media = media_tally(&made_media, &stored, &trial.stack.services.erp.media());
     let stack = &trial.stack;
     let effects = stack.services.erp.effects();
     let t = tally(&generated, &effects);
@@ -420,9 +506,15 @@ pub(super) async fn run(
     trial.stack.shutdown(STOP_GRACE).await;
 
     let events_generated = generated.len() as u64;
+    let media_cuts = faults
+        .iter()
+        .take(applied as usize)
+        .filter(|f| cuts_uploads(&f.kind))
+        .count() as u64;
     let passed = events_generated > 0
         && t.lost == 0
         && t.duplicated == 0
+        && media.clean()
         && (t.out_of_lane_order == 0 || !opts.strict_order);
     if !passed || t.out_of_lane_order > 0 {
         keep_evidence(dir, &generated, &effects);
@@ -450,6 +542,12 @@ pub(super) async fn run(
         collector_duplicates_dropped: collector["duplicates"].as_u64().unwrap_or(0),
         collector_dead_letters: collector["dead_letters"].as_u64().unwrap_or(0),
         lost_where,
+        media_cuts,
+        media_cuts_mid_upload: cuts_mid_upload,
+        media,
+        media_sent_bytes,
+        media_resent_bytes,
+        erp_media_replays: erp.media_replays,
         quiescent,
         drain_secs: round2(drain_secs),
         duration_secs: round2(started.elapsed().as_secs_f64()),

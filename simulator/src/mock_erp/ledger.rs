@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use super::media::MediaEffect;
+
 /// One booking made in the ERP.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Effect {
@@ -98,6 +100,18 @@ pub struct Stats {
     pub session_refusals: u64,
     /// Effects per CloudEvents type.
     pub by_type: BTreeMap<String, u64>,
+    /// Media attached (one per distinct idempotency key), bytes checked.
+    pub media_attached: u64,
+    /// Of those, fetched by their signed link (`dataref`).
+    pub media_by_link: u64,
+    /// Media requests whose key had already attached one.
+    pub media_replays: u64,
+    /// Attachments of a medium already attached under another key.
+    pub media_duplicated: u64,
+    /// Media whose `dataref` could not be fetched (answered 502).
+    pub media_fetch_failures: u64,
+    /// Media whose bytes did not match their SHA-256 (answered 422).
+    pub media_bad_hash: u64,
 }
 
 /// The books.
@@ -105,6 +119,8 @@ pub struct Stats {
 pub struct Ledger {
     effects: Vec<Effect>,
     by_key: HashMap<String, usize>,
+    media: Vec<MediaEffect>,
+    media_by_key: HashMap<String, usize>,
     stats: Stats,
 }
 
@@ -136,6 +152,39 @@ impl Ledger {
             booked_ms: now_ms,
         });
         Booked::New(document)
+    }
+
+    /// Attaches a checked medium unless its key attached one before
+    /// (documents `ATT-000001`, … in attachment order).
+    pub fn attach(&mut self, effect: MediaEffect) -> Booked {
+        if let Some(&index) = self.media_by_key.get(&effect.key) {
+            self.stats.media_replays += 1;
+            return Booked::Replay(format!("ATT-{:06}", index + 1));
+        }
+        let index = self.media.len();
+        if self.media.iter().any(|m| m.hash == effect.hash) {
+            self.stats.media_duplicated += 1;
+        }
+        self.media_by_key.insert(effect.key.clone(), index);
+        self.stats.media_attached += 1;
+        self.stats.media_by_link += u64::from(effect.via == super::media::Via::Link);
+        self.media.push(effect);
+        Booked::New(format!("ATT-{:06}", index + 1))
+    }
+
+    /// Counts a medium whose `dataref` could not be fetched.
+    pub fn count_media_fetch_failure(&mut self) {
+        self.stats.media_fetch_failures += 1;
+    }
+
+    /// Counts a medium whose bytes did not match its name.
+    pub fn count_media_bad_hash(&mut self) {
+        self.stats.media_bad_hash += 1;
+    }
+
+    /// Every medium attached, in order.
+    pub fn media(&self) -> &[MediaEffect] {
+        &self.media
     }
 
     /// Counts a request that failed verification.
@@ -217,5 +266,30 @@ mod tests {
         assert_eq!(l.stats().effects, 2);
         assert_eq!(l.stats().replays, 1);
         assert_eq!(l.stats().by_type.get("io.dockline.picked"), Some(&1));
+    }
+
+    #[test]
+    fn a_medium_attaches_once_per_key_and_a_second_key_is_a_duplicate() {
+        use super::super::media::Via;
+        use dockline_protocol::media::MediaHash;
+        let effect = |key: &str| MediaEffect {
+            hash: MediaHash::of(b"photo"),
+            key: key.into(),
+            event: Some("DN-5001".into()),
+            bytes: 5,
+            via: Via::Link,
+            booked_ms: 1,
+        };
+        let mut l = Ledger::default();
+        assert_eq!(l.attach(effect("m1")), Booked::New("ATT-000001".into()));
+        assert_eq!(l.attach(effect("m1")), Booked::Replay("ATT-000001".into()));
+        assert_eq!(l.attach(effect("m2")), Booked::New("ATT-000002".into()));
+        let s = l.stats();
+        assert_eq!(
+            (s.media_attached, s.media_replays, s.media_duplicated),
+            (2, 1, 1)
+        );
+        assert_eq!(l.media().len(), 2);
+        assert!(l.effects().is_empty(), "media are not event effects");
     }
 }

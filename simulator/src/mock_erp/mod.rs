@@ -8,6 +8,7 @@
 //! | POST   | `/events`  | a signed CloudEvents webhook; 201 new booking, 200 replay   |
 //! | GET    | `/stats`   | counters ([`Stats`])                                        |
 //! | GET    | `/effects` | every booking in order ([`Effect`], with its `booked_ms`)   |
+//! | GET    | `/media`   | every medium attached in order ([`MediaEffect`])            |
 //!
 //! # Order of checks on `POST /events`
 //!
@@ -28,11 +29,18 @@
 //!    stands but the connection is dropped without a response. The sender
 //!    must retry and get the replay; a second effect would be a bug.
 //!
+//! A CloudEvent carrying a medium (`dataref` or `data_base64`, see
+//! [`media`]) goes through the same checks, then its bytes are fetched and
+//! checked against its SHA-256 before it is attached (step 6 with
+//! [`Ledger::attach`] instead of [`Ledger::book`]): 502 when the fetch
+//! fails, 422 when the bytes are not the ones named.
+//!
 //! The fault knobs start from [`ErpConfig`] and can be changed while the ERP
 //! runs ([`MockErpHandle::set_faults`]), which is how the chaos trials turn
 //! faults on and off; each request reads them once, when it arrives.
 
 pub mod ledger;
+pub mod media;
 pub mod session;
 pub mod sever;
 pub mod signature;
@@ -55,6 +63,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use ledger::{Booked, Booking, Effect, Ledger, Stats};
+use media::{Fetch, MediumSource};
+pub use media::{MediaEffect, Via};
 use session::{Expiry, Session};
 use sever::{Connection, SeveringListener};
 
@@ -173,6 +183,8 @@ impl ErpFaults {
 
 struct Shared {
     key: Vec<u8>,
+    /// Fetches media by their `dataref`.
+    http: reqwest::Client,
     knobs: Mutex<ErpFaults>,
     ledger: Mutex<Ledger>,
     faults: Mutex<StdRng>,
@@ -242,8 +254,16 @@ impl MockErp {
             addr: listen,
             source,
         })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ErpError::Listen {
+                addr,
+                source: std::io::Error::other(e),
+            })?;
         let shared = Arc::new(Shared {
             key,
+            http,
             faults: Mutex::new(StdRng::seed_from_u64(config.seed)),
             knobs: Mutex::new(knobs),
             ledger: Mutex::new(Ledger::default()),
@@ -253,6 +273,7 @@ impl MockErp {
             .route("/events", post(receive))
             .route("/stats", get(stats))
             .route("/effects", get(effects))
+            .route("/media", get(media_effects))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -303,6 +324,11 @@ impl MockErpHandle {
         self.shared.ledger().effects().to_vec()
     }
 
+    /// Every medium attached so far, in order.
+    pub fn media(&self) -> Vec<MediaEffect> {
+        self.shared.ledger().media().to_vec()
+    }
+
     /// Stops accepting, finishes requests in progress and waits for the server.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -339,6 +365,8 @@ struct CloudEvent {
     docklineepoch: Option<u64>,
     #[serde(default)]
     docklineseq: Option<u64>,
+    /// Absent on a medium sent by reference (`dataref`).
+    #[serde(default)]
     data: serde_json::Value,
 }
 
@@ -445,7 +473,14 @@ async fn receive(
         tracing::warn!(peer = %conn.peer, error = %e, "webhook failed verification");
         return problem(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    let booking = match idempotency_key(&headers).and_then(|key| parse_event(key, &body)) {
+    let medium = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+        .ok()
+        .and_then(|ce| MediumSource::of(&ce))
+        .transpose();
+    let booking = match medium.and_then(|m| {
+        let key = idempotency_key(&headers)?;
+        Ok((parse_event(key, &body)?, m))
+    }) {
         Ok(b) => b,
         Err(message) => {
             shared.ledger().count_rejected();
@@ -478,7 +513,14 @@ async fn receive(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return resp;
     }
-    let booked = shared.ledger().book(booking, crate::latency::unix_ms());
+    let (booking, medium) = booking;
+    let booked = match medium {
+        Some(source) => match checked_medium(&shared, booking, source).await {
+            Ok(effect) => shared.ledger().attach(effect),
+            Err(refusal) => return refusal,
+        },
+        None => shared.ledger().book(booking, crate::latency::unix_ms()),
+    };
     match booked {
         Booked::New(document) => {
             if shared.session().booked(Instant::now(), knobs.expiry()) {
@@ -495,6 +537,75 @@ async fn receive(
             (StatusCode::OK, Json(json!({ "document": document }))).into_response()
         }
     }
+}
+
+/// The medium's bytes, fetched or decoded and checked against its name;
+/// the refusal to answer otherwise (counted).
+async fn checked_medium(
+    shared: &Shared,
+    booking: Booking,
+    source: MediumSource,
+) -> Result<MediaEffect, Response> {
+    let (bytes, via) = match source.fetch {
+        Fetch::Inline(bytes) => (bytes, Via::Inline),
+        Fetch::Url(url) => match fetch(&shared.http, &url).await {
+            Ok(bytes) => (bytes, Via::Link),
+            Err(message) => {
+                shared.ledger().count_media_fetch_failure();
+                tracing::warn!(%url, %message, "medium not fetched");
+                return Err(problem(StatusCode::BAD_GATEWAY, message));
+            }
+        },
+    };
+    let got = dockline_protocol::media::MediaHash::of(&bytes);
+    if got != source.hash {
+        shared.ledger().count_media_bad_hash();
+        return Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the medium's {} bytes hash to sha256:{got}, not the sha256:{} it names; send the stored bytes",
+                bytes.len(),
+                source.hash
+            ),
+        ));
+    }
+    Ok(MediaEffect {
+        hash: source.hash,
+        key: booking.key,
+        event: booking.subject,
+        bytes: bytes.len() as u64,
+        via,
+        booked_ms: crate::latency::unix_ms(),
+    })
+}
+
+/// GETs a medium's `dataref`: its bytes, or why not.
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let cap = dockline_protocol::media::MAX_MEDIA_BYTES;
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch the medium at {url}: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("the medium at {url} answered {status}"));
+    }
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(format!("the medium at {url} is larger than {cap} bytes"));
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("the medium at {url} broke off: {e}"))?;
+    if bytes.len() as u64 > cap {
+        return Err(format!("the medium at {url} is larger than {cap} bytes"));
+    }
+    Ok(bytes.to_vec())
+}
+
+async fn media_effects(State(shared): State<Arc<Shared>>) -> Json<Vec<MediaEffect>> {
+    Json(shared.ledger().media().to_vec())
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
@@ -715,6 +826,102 @@ mod tests {
             (3, 1, 1)
         );
         assert_eq!(stats.faults_injected, 1);
+        erp.shutdown().await;
+    }
+
+    fn medium_body(id: &str, attrs: serde_json::Value) -> String {
+        let mut ce = json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": "dockline/dc-north/truck-01",
+            "type": "io.dockline.delivered.photo",
+            "time": "2026-11-24T10:00:00Z",
+            "subject": "DN-5001",
+            "datacontenttype": "image/jpeg",
+        });
+        if let (Some(ce), Some(extra)) = (ce.as_object_mut(), attrs.as_object()) {
+            ce.extend(extra.clone());
+        }
+        ce.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_medium_by_link_is_fetched_checked_and_attached_once() {
+        use dockline_protocol::media::MediaHash;
+        let photo = crate::media::Medium::photo(5, 1);
+        let bytes = photo.bytes.clone();
+        let hex = photo.hash.to_string();
+        // The collector's media route, as far as the ERP sees it.
+        let served = axum::Router::new().route(
+            "/v1/media/{hex}",
+            get(move || {
+                let bytes = bytes.clone();
+                async move { bytes.to_vec() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let at = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move { axum::serve(listener, served).await });
+        let (erp, addr) = start(ErpConfig::new(SECRET)).await;
+        let b = medium_body(
+            "m1",
+            json!({"dataref": format!("http://{at}/v1/media/{hex}?exp=9&sig=s")}),
+        );
+        let first = post(addr, "m1", &b, &b).await.expect("response");
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let again = post(addr, "m1", &b, &b).await.expect("response");
+        assert_eq!(again.status(), StatusCode::OK);
+        let media = erp.media();
+        assert_eq!(media.len(), 1);
+        assert_eq!(media[0].hash, photo.hash);
+        assert_eq!(media[0].via, Via::Link);
+        assert_eq!(media[0].event.as_deref(), Some("DN-5001"));
+        assert!(erp.effects().is_empty(), "a medium is not an event effect");
+        // Named one thing, serving another: refused, counted, not attached.
+        let wrong = MediaHash::of(b"something else");
+        let b = medium_body(
+            "m2",
+            json!({"dataref": format!("http://{at}/v1/media/{hex}"), "docklinemedia": format!("sha256:{wrong}")}),
+        );
+        let resp = post(addr, "m2", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        // Nothing at the link: 502, the sender retries later.
+        let b = medium_body(
+            "m3",
+            json!({"dataref": format!("http://{at}/nothing/{hex}")}),
+        );
+        let resp = post(addr, "m3", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let s = erp.stats();
+        assert_eq!(
+            (
+                s.media_attached,
+                s.media_replays,
+                s.media_bad_hash,
+                s.media_fetch_failures
+            ),
+            (1, 1, 1, 1)
+        );
+        server.abort();
+        erp.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_inline_medium_is_checked_and_attached() {
+        use base64::Engine;
+        let sig = crate::media::Medium::signature(5, 1);
+        let b = medium_body(
+            "s1",
+            json!({"data_base64": base64::engine::general_purpose::STANDARD.encode(&sig.bytes),
+                   "docklinemedia": sig.reference()}),
+        );
+        let (erp, addr) = start(ErpConfig::new(SECRET)).await;
+        let resp = post(addr, "s1", &b, &b).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(erp.media()[0].via, Via::Inline);
+        assert_eq!(erp.media()[0].bytes, sig.bytes.len() as u64);
         erp.shutdown().await;
     }
 

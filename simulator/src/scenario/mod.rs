@@ -188,6 +188,10 @@ pub enum Act {
         kind: String,
         /// The request body.
         body: Value,
+        /// Media to post to `POST /v1/media` first, each then referenced by
+        /// its hash in the body ([`crate::media::reference_in`]); a player
+        /// told to leave media out posts the body as it is.
+        media: Vec<crate::media::Medium>,
     },
 }
 

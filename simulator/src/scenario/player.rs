@@ -28,6 +28,7 @@ use super::{Act, Expected, Timeline};
 use crate::demo::{PostError, Production, get_json, post_event_keyed};
 use crate::devices::{PortError, VirtualPort};
 use crate::latency::unix_ms;
+use crate::media::Medium;
 
 /// A timeline's devices, open.
 #[derive(Debug)]
@@ -131,6 +132,8 @@ pub(crate) struct Play {
     pub production: Arc<Production>,
     /// Counters.
     pub stats: Arc<PlayStats>,
+    /// Post the events' media (else their bodies go as they are).
+    pub media: bool,
 }
 
 /// A finished play: the ports, still open for the drain, and when each
@@ -175,6 +178,7 @@ pub(crate) async fn play(
         target,
         production,
         stats,
+        media: with_media,
     } = p;
     let mut written_ms = vec![None; timeline.chunks.len()];
     for (index, chunk) in timeline.chunks.iter().enumerate() {
@@ -199,9 +203,12 @@ pub(crate) async fn play(
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            Act::PostEvent { kind, body } => {
-                match post_event_retried(&client, &target.device, target.api, body).await {
+            Act::PostEvent { kind, body, media } => {
+                let media: &[Medium] = if with_media { media } else { &[] };
+                match post_event_with_media(&client, &target.device, target.api, body, media).await
+                {
                     Ok(accepted) => {
+                        production.record_media(&accepted.device, media);
                         production.record(accepted.into_generated(kind, &timeline.source));
                         stats.posts_ok.fetch_add(1, Ordering::Relaxed);
                     }
@@ -217,6 +224,62 @@ pub(crate) async fn play(
         stats.chunks.fetch_add(1, Ordering::Relaxed);
     }
     Played { ports, written_ms }
+}
+
+/// Posts each medium to the agent's `POST /v1/media` (retried under one
+/// `Idempotency-Key` each), then the event naming them by hash. A medium
+/// the agent did not take fails the whole post: an event must not name a
+/// medium its agent does not hold (the collector would wait for it).
+pub(crate) async fn post_event_with_media(
+    client: &reqwest::Client,
+    device: &str,
+    api: std::net::SocketAddr,
+    body: &Value,
+    media: &[Medium],
+) -> Result<crate::demo::Accepted, PostError> {
+    for m in media {
+        post_medium(client, api, m).await?;
+    }
+    let mut body = body.clone();
+    crate::media::reference_in(&mut body, media);
+    post_event_retried(client, device, api, &body).await
+}
+
+/// Posts one medium, retrying twice when the answer was lost; 201 (new)
+/// or 200 (held already) take it.
+async fn post_medium(
+    client: &reqwest::Client,
+    api: std::net::SocketAddr,
+    m: &Medium,
+) -> Result<(), PostError> {
+    let key = uuid::Uuid::now_v7().to_string();
+    let mut last = PostError::Failed("not sent".into());
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let sent = client
+            .post(format!("http://{api}/v1/media"))
+            .header("content-type", m.content_type())
+            .header("idempotency-key", &key)
+            .body(m.bytes.to_vec())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                return Err(PostError::Failed(format!(
+                    "POST /v1/media ({} bytes) answered {status}: {text}",
+                    m.bytes.len()
+                )));
+            }
+            Err(e) if e.is_connect() => return Err(PostError::Refused(e.to_string())),
+            Err(e) => last = PostError::Failed(format!("POST /v1/media: {e}")),
+        }
+    }
+    Err(last)
 }
 
 /// Posts an event, retrying twice when the answer was lost, all under one

@@ -9,7 +9,9 @@
 //! ([`GpsReceiver`]); on the dead-zone leg the fix is lost for `seconds`
 //! around the leg's middle (a tunnel) and the receiver reports no fix.
 //! Halfway through each stop's dwell the driver posts the proof of delivery
-//! to the agent's `POST /v1/events`.
+//! to the agent's `POST /v1/events`, after its signature (a PNG) and a photo
+//! (a JPEG of 200–800 KB) to `POST /v1/media` ([`crate::media`], seeded by
+//! the stop's index), which the event then names by hash.
 //!
 //! The vehicle station's geofences (the depot and the stops) make the
 //! expected events: `departed` from the depot, `arrived` and `departed` at
@@ -32,6 +34,7 @@ use dockline_agent::stations::config::{GeofenceConfig, GeofenceRole, StationKind
 
 use super::{Act, Chunk, DeviceSpec, Expected, ScenarioError, Signature, Timeline};
 use crate::devices::gps::{FixState, GpsReceiver};
+use crate::media;
 use crate::stack;
 
 /// A delivery route file.
@@ -319,10 +322,13 @@ impl RouteScenario {
                 },
             });
         }
-        for (stop, second) in self.stops.iter().zip(&pods) {
+        let seed = seed.unwrap_or(self.seed);
+        for (index, (stop, second)) in self.stops.iter().zip(&pods).enumerate() {
             chunks.push(Chunk {
                 at_ms: at(*second),
                 act: Act::PostEvent {
+                    // The driver's signature pad and camera at this stop.
+                    media: media::proof_of_delivery(seed, index as u64),
                     kind: "delivered".into(),
                     body: json!({
                         "priority": "must_deliver",

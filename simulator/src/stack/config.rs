@@ -149,6 +149,40 @@ pub fn simulated_collector(c: &mut CollectorConfig) {
     c.erp.halt_recheck_ms = 500;
 }
 
+/// The file name of the collector's media link key in its key folder.
+pub const MEDIA_LINK_KEY_FILE: &str = "media-link.key";
+
+/// Media the simulated ERP receives inline rather than by link: signatures
+/// (a few KB) inline, photos by their signed link, so both paths run.
+pub const SIMULATED_INLINE_MAX_BYTES: u64 = 16 * 1024;
+
+/// The collector's `[media]` for the simulator's runs: a fresh 32-byte link
+/// key in `keys`, links to `http://127.0.0.1:{port}` on a port picked now
+/// and kept (its API listens there, so a restarted collector still serves
+/// the links it signed before), signatures inline.
+pub fn simulated_collector_media(c: &mut CollectorConfig, keys: &Path) -> Result<(), StackError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StackError::Io { path, source }
+    };
+    std::fs::create_dir_all(keys).map_err(io(keys))?;
+    let key_file = keys.join(MEDIA_LINK_KEY_FILE);
+    let mut key = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut key);
+    std::fs::write(&key_file, key).map_err(io(&key_file))?;
+    // A port the kernel hands out now; the listener is dropped so the
+    // collector can bind it (a race with another process is possible but
+    // unlikely on loopback, and its start would then fail loudly).
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(io(Path::new("127.0.0.1:0")))?;
+    c.api.listen = free;
+    c.media.public_url = Some(format!("http://{free}"));
+    c.media.link_key_file = Some(key_file);
+    c.media.inline_max_bytes = SIMULATED_INLINE_MAX_BYTES;
+    Ok(())
+}
+
 /// `[[devices]]` of a collector: `ids` of `site`.
 pub fn known_devices(
     site: &str,
@@ -246,6 +280,34 @@ mod tests {
 
     fn mqtt() -> MqttAddr {
         MqttAddr::from(SocketAddr::from(([127, 0, 0, 1], 1883)))
+    }
+
+    #[test]
+    fn the_simulated_collector_signs_media_links_to_its_own_fixed_port() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = collector(
+            &dir.path().join("c"),
+            &mqtt(),
+            "http://127.0.0.1:9/events",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .expect("collector");
+        simulated_collector_media(&mut c, &dir.path().join("keys")).expect("media");
+        assert_ne!(
+            c.api.listen.port(),
+            0,
+            "a restart must find the same address"
+        );
+        let links = c.media.links().expect("valid key").expect("links made");
+        let hash = dockline_protocol::media::MediaHash::of(b"photo");
+        let url = links.url(&hash, 1_000);
+        assert!(
+            url.starts_with(&format!("http://{}/v1/media/{hash}?", c.api.listen)),
+            "{url}"
+        );
+        assert_eq!(c.media.inline_max_bytes, SIMULATED_INLINE_MAX_BYTES);
+        let text = reads_back(&c);
+        assert!(text.contains("link_key_file"), "{text}");
     }
 
     #[test]
