@@ -141,7 +141,12 @@ impl Delivery {
         inbox: InboxHandle,
         acks: mpsc::Sender<Publication>,
     ) -> Result<Self, ErpSetupError> {
-        Ok(Self::with_adapter(erp, erp::from_config(erp, erp::ErpMediaOptions::default())?, inbox, acks))
+        Ok(Self::with_adapter(
+            erp,
+            erp::from_config(erp, erp::ErpMediaOptions::default())?,
+            inbox,
+            acks,
+        ))
     }
 
     /// Prepares delivery through `adapter`, with the retry, breaker and
