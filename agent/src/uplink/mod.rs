@@ -277,6 +277,7 @@ pub async fn run(
         ),
         image: None,
         look: true,
+        have_written: None,
     };
     tokio::pin!(shutdown);
 
@@ -401,7 +402,17 @@ struct MediaSender {
     /// acks, connects and ticks, so an idle lane does not read the store on
     /// every appended event).
     look: bool,
+    /// When the progress (`have`) of the medium in hand was last written to
+    /// its record: see [`MediaSender::apply_ack`].
+    have_written: Option<(MediaHash, Instant)>,
 }
+
+/// How often a medium's progress is written to its record while it is
+/// being received. The record's `have` only saves chunks after a restart:
+/// the collector's own prefix is the truth, and its first ack after a
+/// restart moves the agent there (rule 4 of the media contract), so writing
+/// it on every ack (two fsyncs per chunk) bought nothing but a slow link.
+const HAVE_WRITE_EVERY: Duration = Duration::from_secs(1);
 
 impl MediaSender {
     /// Applies a media ack from the collector: the record first (so a
@@ -439,6 +450,25 @@ impl MediaSender {
             tracing::warn!(device = %ack.device, "media ack for another device ignored");
             return;
         }
+        // A state change (stored, attached, refused) is written at once; a
+        // new prefix of the medium in hand at most every HAVE_WRITE_EVERY.
+        let receiving = matches!(ack.state, MediaState::Receiving);
+        let now = Instant::now();
+        let write = !receiving
+            || !self
+                .have_written
+                .is_some_and(|(h, at)| h == ack.hash && now.duration_since(at) < HAVE_WRITE_EVERY);
+        if write {
+            self.write_ack(&ack).await;
+            if receiving {
+                self.have_written = Some((ack.hash, now));
+            }
+        }
+        self.steer(ack);
+    }
+
+    /// Writes `ack` to the medium's record (so a restart resumes from it).
+    async fn write_ack(&mut self, ack: &MediaAck) {
         let store = self.store.clone();
         let recorded = ack.clone();
         match tokio::task::spawn_blocking(move || store.apply_ack(&recorded)).await {
@@ -447,11 +477,14 @@ impl MediaSender {
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                tracing::error!(error = %e, media = %ack.hash, "cannot record a media ack; the chunks are resent");
-                return;
+                tracing::error!(error = %e, media = %ack.hash, "cannot record a media ack; after a restart the chunks since the last record are offered again");
             }
-            Err(_) => return,
+            Err(_) => {}
         }
+    }
+
+    /// Moves the lane by `ack`.
+    fn steer(&mut self, ack: MediaAck) {
         let done = !matches!(ack.state, MediaState::Receiving);
         if done {
             if self.lane.current() == Some(ack.hash) {
