@@ -176,6 +176,38 @@ impl InboxHandle {
         }
     }
 
+    /// [`InboxStore::record_verdict`], then [`InboxStore::next_in_lane`] on
+    /// `lane`, in one op of a group commit ([`GroupOp::VerdictThenNext`]):
+    /// whether the verdict was recorded, and the lane's next event. Both
+    /// answers come after the commit that holds the verdict.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_verdict_then_next_grouped(
+        &self,
+        device: dockline_protocol::DeviceId,
+        epoch: u64,
+        seq: u64,
+        outcome: dockline_protocol::Outcome,
+        lane: String,
+        now_ms: i64,
+        park_max_ms: i64,
+    ) -> Result<(bool, Option<super::NextPending>), InboxError> {
+        match self
+            .grouped(GroupOp::VerdictThenNext {
+                device,
+                epoch,
+                seq,
+                outcome,
+                lane,
+                now_ms,
+                park_max_ms,
+            })
+            .await?
+        {
+            GroupAnswer::VerdictThenNext(recorded, next) => Ok((recorded, next)),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// [`InboxStore::hold_lane`] in a group commit.
     pub async fn hold_lane_grouped(&self, lane: String, now_ms: i64) -> Result<bool, InboxError> {
         match self.grouped(GroupOp::HoldLane { lane, now_ms }).await? {

@@ -65,12 +65,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
-use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
+use crate::delivery::lane::{self, LaneEvent};
+use crate::inbox::lanes::{self, ChosenRow, HeadRow, LaneNow, chosen_event};
 use crate::inbox::read_model::{
     self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
     ExceptionRow, OrderCols, OrderRow, TimelineCols, TimelineEvent,
 };
+use crate::inbox::verdict;
 use crate::inbox::watermark::{self, guard_reasons, holes_above, ranges};
 use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
@@ -705,10 +706,13 @@ impl PgInbox {
     }
 }
 
-/// One lane look in a transaction (see [`InboxStore::next_in_lane`]):
-/// claims the lane's row, reads the lane's heads (one index seek per
-/// device, [`crate::inbox::lanes`]), decides, and records the decision and
-/// the claim in the lane's row. Returns the chosen row, if an event may go.
+/// One lane look in a transaction (see [`InboxStore::next_in_lane`] and
+/// the steps of [`crate::inbox::lanes`]): one statement claims the lane's
+/// row (locking it) unless another collector's claim still holds, and
+/// returns it with its blocking dead letter; one reads each head with its
+/// envelope; the lane's row is written again only when the decision changes
+/// it or the claim is to be released. A lane handing out event after event
+/// costs two statements.
 async fn next_in_lane_in(
     db: &Db<'_>,
     ctx: &Ctx,
@@ -716,30 +720,44 @@ async fn next_in_lane_in(
     now_ms: i64,
     park_max_ms: i64,
 ) -> Result<Option<ChosenRow>, InboxError> {
-    db.exec(
-        "INSERT INTO lanes (lane) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[&lane_key],
-    )
-    .await?;
-    let lane_row_now = db
+    let until = now_ms.saturating_add(ctx.lease_ms);
+    let r = db
         .one(
-            "SELECT owner, lease_until, top_stage FROM lanes WHERE lane = $1 FOR UPDATE",
-            &[&lane_key],
+            "WITH l AS (
+               INSERT INTO lanes (lane, owner, lease_until) VALUES ($1, $2, $3)
+               ON CONFLICT (lane) DO UPDATE SET
+                 owner = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                OR coalesce(lanes.lease_until, $4) <= $4
+                              THEN $2 ELSE lanes.owner END,
+                 lease_until = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                      OR coalesce(lanes.lease_until, $4) <= $4
+                                    THEN $3 ELSE lanes.lease_until END
+               RETURNING owner, top_stage, wake_ms, status)
+             SELECT l.owner = $2, l.top_stage, l.wake_ms, l.status, d.id, d.created_ms, d.what
+             FROM l LEFT JOIN (SELECT id, created_ms,
+                                 device || ' seq ' || seq || ' (' || kind || '): ' || reason AS what
+                               FROM dead_letters WHERE state = 'open' AND lane = $1
+                               ORDER BY id LIMIT 1) d ON true",
+            &[&lane_key, &ctx.owner, &until, &now_ms],
         )
         .await?;
-    let owner: Option<String> = lane_row_now.get(0);
-    let lease_until: Option<i64> = lane_row_now.get(1);
-    if owner.as_ref().is_some_and(|o| *o != ctx.owner)
-        && lease_until.is_some_and(|until| until > now_ms)
-    {
+    if !r.get::<_, bool>(0) {
         // Another collector delivers this lane.
         return Ok(None);
     }
-    let top_resolved: Option<i64> = lane_row_now.get(2);
-    let mut events: Vec<LaneEvent> = Vec::new();
+    let lane_now = LaneNow {
+        top_stage: r.get(1),
+        wake_ms: r.get(2),
+        status: r.get(3),
+        dead_letter: r
+            .get::<_, Option<i64>>(4)
+            .map(|id| (id, r.get(5), r.get(6))),
+    };
+    let mut heads: Vec<HeadRow> = Vec::new();
     let mut after = String::new();
     // The device's oldest pending event of the lane after `$2`, in device
-    // order; `''` sorts before every device id.
+    // order (`''` sorts before every device id); held when it is above its
+    // watermark or an older epoch of its device has a hole.
     while let Some(r) = db
         .opt(
             "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
@@ -748,7 +766,10 @@ async fn next_in_lane_in(
                           AND w2.epoch < e.epoch
                           AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
                                       AND e2.epoch = w2.epoch
-                                      AND e2.seq > w2.complete_up_to))
+                                      AND e2.seq > w2.complete_up_to)),
+               e.site, e.envelope, e.attempts,
+               EXISTS (SELECT 1 FROM events m WHERE m.lane = $1 AND m.state = 'pending'
+                       AND m.device > e.device)
              FROM events e
              LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
              WHERE e.lane = $1 AND e.state = 'pending' AND e.device > $2
@@ -757,89 +778,65 @@ async fn next_in_lane_in(
         )
         .await?
     {
-        let event = LaneEvent {
-            device: r.get(0),
-            epoch: from_sql(r.get(1)),
-            seq: from_sql(r.get(2)),
-            stage: r
-                .get::<_, Option<i64>>(3)
-                .and_then(|s| u8::try_from(s).ok()),
-            received_ms: r.get(4),
-            held: r.get(5),
+        let head = HeadRow {
+            event: LaneEvent {
+                device: r.get(0),
+                epoch: from_sql(r.get(1)),
+                seq: from_sql(r.get(2)),
+                stage: r
+                    .get::<_, Option<i64>>(3)
+                    .and_then(|s| u8::try_from(s).ok()),
+                received_ms: r.get(4),
+                held: r.get(5),
+            },
+            site: r.get(6),
+            envelope: r.get(7),
+            attempts: r.get(8),
+            more: r.get(9),
         };
-        after.clone_from(&event.device);
-        events.push(event);
+        let more = head.more;
+        after.clone_from(&head.event.device);
+        heads.push(head);
+        if !more {
+            break;
+        }
     }
-    let dead_letter: Option<BlockingDeadLetter> = db
-        .opt(
-            "SELECT id, created_ms,
-               device || ' seq ' || seq || ' (' || kind || '): ' || reason
-             FROM dead_letters WHERE state = 'open' AND lane = $1 ORDER BY id LIMIT 1",
-            &[&lane_key],
+    let look = lanes::decide(lane_key, heads, lane_now, now_ms, park_max_ms, Some(until))?;
+    if look.write {
+        let row = &look.row;
+        let (owner, lease): (Option<&str>, Option<i64>) = if row.claim {
+            (Some(ctx.owner.as_str()), Some(until))
+        } else {
+            (None, None)
+        };
+        db.exec(
+            "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
+               since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
+                               THEN since_ms ELSE $5 END,
+               owner = $6, lease_until = $7
+             WHERE lane = $1",
+            &[
+                &lane_key,
+                &row.wake_ms,
+                &row.status,
+                &row.reason,
+                &row.since_ms,
+                &owner,
+                &lease,
+            ],
         )
-        .await?
-        .map(|r| (r.get(0), r.get(1), r.get(2)));
-    let facts = LaneFacts {
-        chain: lane::has_chain(lane_key),
-        top_resolved: top_resolved.and_then(|s| u8::try_from(s).ok()),
-        dead_letter: dead_letter.as_ref().map(|d| d.0),
-        park_max_ms,
-    };
-    let step = lane::next_step(&events, facts, now_ms);
-    let row = lane_row(&step, dead_letter.as_ref(), now_ms);
-    let (owner, lease): (Option<&str>, Option<i64>) = if row.claim {
-        (
-            Some(ctx.owner.as_str()),
-            Some(now_ms.saturating_add(ctx.lease_ms)),
-        )
-    } else {
-        (None, None)
-    };
-    db.exec(
-        "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
-           since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
-                           THEN since_ms ELSE $5 END,
-           owner = $6, lease_until = $7
-         WHERE lane = $1",
-        &[
-            &lane_key,
-            &row.wake_ms,
-            &row.status,
-            &row.reason,
-            &row.since_ms,
-            &owner,
-            &lease,
-        ],
-    )
-    .await?;
-    let LaneStep::Deliver { index, late } = step else {
-        return Ok(None);
-    };
-    let chosen = &events[index];
-    let (ep, sq) = (to_sql("epoch", chosen.epoch)?, to_sql("seq", chosen.seq)?);
-    if late {
+        .await?;
+    }
+    if let Some(chosen) = &look.chosen
+        && chosen.late
+    {
         db.exec(
             "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
-            &[&chosen.device, &ep, &sq],
+            &[&chosen.device, &chosen.epoch, &chosen.seq],
         )
         .await?;
     }
-    let r = db
-        .one(
-            "SELECT site, envelope, attempts FROM events
-             WHERE device = $1 AND epoch = $2 AND seq = $3",
-            &[&chosen.device, &ep, &sq],
-        )
-        .await?;
-    Ok(Some(ChosenRow {
-        device: chosen.device.clone(),
-        epoch: ep,
-        seq: sq,
-        site: r.get(0),
-        envelope: r.get(1),
-        attempts: r.get(2),
-        late,
-    }))
+    Ok(look.chosen)
 }
 
 /// Renews this collector's claim on `lane` (see [`InboxStore::hold_lane`]).
@@ -853,7 +850,11 @@ async fn hold_lane_in(db: &Db<'_>, ctx: &Ctx, lane: &str, now_ms: i64) -> Result
     Ok(renewed == 1)
 }
 
-/// Records a verdict in a transaction (see [`InboxStore::record_verdict`]).
+/// Records a verdict in a transaction (see [`InboxStore::record_verdict`]):
+/// one statement changes the row (only a pending one: a second collector's
+/// verdict for the same event waits for the first and then matches
+/// nothing), moves the lane's chain on and drops the failed attempts; a
+/// booked proof of delivery may then queue its follow-up.
 async fn record_verdict_in(
     db: &Db<'_>,
     ctx: &Ctx,
@@ -863,42 +864,34 @@ async fn record_verdict_in(
     outcome: &Outcome,
     now_ms: i64,
 ) -> Result<bool, InboxError> {
-    let (state, document, reason) = match outcome {
-        Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
-        Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
-    };
+    let (state, document, reason) = verdict::verdict_columns(outcome);
     let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
     let dev = device.as_str();
-    // Only a pending row changes: a second collector's verdict for
-    // the same event waits for the first and then matches nothing.
-    let changed = db
-        .exec(
-            "UPDATE events SET state = $4, document = $5, reason = $6,
-               attempts = attempts + 1, updated_ms = $7
-             WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
-            &[&dev, &ep, &sq, &state, &document, &reason, &now_ms],
+    let invoice = verdict::may_queue_invoice(ctx.invoice_followups, outcome);
+    let Some(r) = db
+        .opt(
+            "WITH v AS (
+               UPDATE events SET state = $4, document = $5, reason = $6,
+                 attempts = attempts + 1, updated_ms = $7
+               WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'
+               RETURNING lane, stage, kind, site, CASE WHEN $8 THEN envelope END AS envelope),
+             l AS (
+               UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), v.stage)
+               FROM v WHERE lanes.lane = v.lane AND v.stage IS NOT NULL),
+             a AS (DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3)
+             SELECT kind, site, envelope FROM v",
+            &[
+                &dev, &ep, &sq, &state, &document, &reason, &now_ms, &invoice,
+            ],
         )
-        .await?;
-    if changed == 1 && ctx.invoice_followups && state == "booked" {
-        let r = db
-            .one(
-                "SELECT site, envelope, kind FROM events
-                 WHERE device = $1 AND epoch = $2 AND seq = $3",
-                &[&dev, &ep, &sq],
-            )
-            .await?;
-        let (site, bytes, kind): (String, Vec<u8>, String) = (r.get(0), r.get(1), r.get(2));
-        let ready = if kind == "delivered" {
-            codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
-                crate::delivery::invoice_ready::InvoiceReady::of(
-                    &site,
-                    &env,
-                    document.unwrap_or_default(),
-                )
-            })
-        } else {
-            None
-        };
+        .await?
+    else {
+        return Ok(false);
+    };
+    if invoice {
+        let (kind, site, bytes): (String, String, Option<Vec<u8>>) = (r.get(0), r.get(1), r.get(2));
+        let ready =
+            bytes.and_then(|b| verdict::invoice_of(&site, &kind, &b, document.unwrap_or_default()));
         if let Some(ready) = ready {
             db.exec(
                 "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
@@ -919,22 +912,7 @@ async fn record_verdict_in(
             .await?;
         }
     }
-    if changed == 1 {
-        db.exec(
-            "UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), e.stage)
-             FROM (SELECT lane, stage FROM events WHERE device = $1 AND epoch = $2
-                   AND seq = $3 AND stage IS NOT NULL) AS e
-             WHERE lanes.lane = e.lane",
-            &[&dev, &ep, &sq],
-        )
-        .await?;
-    }
-    db.exec(
-        "DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3",
-        &[&dev, &ep, &sq],
-    )
-    .await?;
-    Ok(changed == 1)
+    Ok(true)
 }
 
 /// Runs `futures` concurrently on this thread and returns their outputs in
@@ -1818,11 +1796,7 @@ impl InboxStore for PgInbox {
                 &[&dev, &ep, &sq],
             )
             .await?;
-            let (state, reason) = if dead.erp_rejected {
-                ("rejected", Some(dead.reason.as_str()))
-            } else {
-                ("pending", None)
-            };
+            let (state, reason) = verdict::dead_letter_state(dead.erp_rejected, &dead.reason);
             db.exec(
                 "UPDATE events SET state = $4, reason = $5, last_error = $6,
                    attempts = attempts + 1, updated_ms = $7
@@ -1941,6 +1915,18 @@ impl InboxStore for PgInbox {
                     GroupOp::HoldLane { lane, now_ms } => {
                         GroupDone::Held(hold_lane_in(db, ctx, lane, *now_ms).await?)
                     }
+                    GroupOp::VerdictThenNext {
+                        device,
+                        epoch,
+                        seq,
+                        outcome,
+                        lane,
+                        now_ms,
+                        park_max_ms,
+                    } => GroupDone::VerdictThenNext(
+                        record_verdict_in(db, ctx, device, *epoch, *seq, outcome, *now_ms).await?,
+                        next_in_lane_in(db, ctx, lane, *now_ms, *park_max_ms).await?,
+                    ),
                 })
             });
             join_all(ops.collect())
@@ -2369,10 +2355,7 @@ impl PgInbox {
             if state != "open" {
                 return Ok(Err(Resolution::AlreadyResolved { state }));
             }
-            let (new_state, resolution) = match discard {
-                None => ("replayed", "replayed".to_string()),
-                Some(note) => ("discarded", format!("discarded: {note}")),
-            };
+            let (new_state, resolution) = verdict::resolution(discard);
             db.exec(
                 "UPDATE dead_letters SET state = $2, resolved_ms = $3, resolution = $4 WHERE id = $1",
                 &[&id, &new_state, &now_ms, &resolution],
