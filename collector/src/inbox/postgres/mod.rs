@@ -51,7 +51,9 @@
 //! The methods are blocking, like SQLite's: each runs its queries on a
 //! current-thread tokio runtime of its own ([`tokio::runtime::Runtime::block_on`]),
 //! called from the blocking pool by [`crate::inbox::InboxHandle`]. The
-//! connection is re-opened when the server closed it.
+//! connection is re-opened when the server closed it. The inbox may be
+//! dropped anywhere, also inside async code: its runtime then shuts down in
+//! the background instead of blocking (which would abort the process).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -404,9 +406,33 @@ impl Db<'_> {
     }
 }
 
+/// The inbox's own runtime. Dropped, it shuts down without waiting
+/// ([`tokio::runtime::Runtime::shutdown_background`]): the last handle of
+/// an inbox may go inside async code (the collector's tasks ending at
+/// shutdown), where dropping a runtime the plain way panics, which aborts
+/// the process. Nothing is lost: every call waited for its own queries, and
+/// only the connection's idle driver task is left to stop.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn get(&self) -> Result<&tokio::runtime::Runtime, InboxError> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| InboxError::Worker("the inbox's runtime has shut down".into()))
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The PostgreSQL inbox. Blocking; see the module docs.
 pub struct PgInbox {
-    runtime: tokio::runtime::Runtime,
+    runtime: OwnRuntime,
     config: tokio_postgres::Config,
     /// A tokio mutex only so `&self` reads may hold it across awaits; the
     /// store itself is behind [`crate::inbox::InboxHandle`]'s lock.
@@ -535,7 +561,7 @@ impl PgInbox {
             rand::random::<u32>()
         );
         let mut inbox = Self {
-            runtime,
+            runtime: OwnRuntime(Some(runtime)),
             config,
             conn: tokio::sync::Mutex::new(Conn {
                 client,
@@ -641,7 +667,7 @@ impl PgInbox {
             shown,
             ctx,
         } = self;
-        runtime.block_on(async {
+        runtime.get()?.block_on(async {
             let conn = conn.get_mut();
             Self::ensure_open(conn, config, shown).await?;
             let mut tries = 0;
@@ -687,7 +713,7 @@ impl PgInbox {
         &self,
         op: impl AsyncFnOnce(&Db<'_>, &Ctx) -> Result<R, InboxError>,
     ) -> Result<R, InboxError> {
-        self.runtime.block_on(async {
+        self.runtime.get()?.block_on(async {
             let mut guard = self.conn.lock().await;
             Self::ensure_open(&mut guard, &self.config, &self.shown).await?;
             let Conn {
@@ -1633,7 +1659,7 @@ impl InboxStore for PgInbox {
             ..
         } = self;
         let conn = conn.get_mut();
-        runtime.block_on(async {
+        runtime.get()?.block_on(async {
             Self::ensure_open(conn, config, shown).await?;
             if !conn.holds_audit {
                 // Session-level: held until this connection ends, so a
@@ -2548,5 +2574,34 @@ mod tests {
             err.to_string().contains("not a valid PostgreSQL URL"),
             "{err}"
         );
+    }
+
+    /// The last handle of a PostgreSQL inbox may go inside async code (a
+    /// collector's tasks ending at shutdown): the inbox's own runtime is
+    /// shut down without blocking instead of aborting the process.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inbox_dropped_inside_async_code_shuts_its_runtime_down_quietly() {
+        let Ok(base) = std::env::var("DOCKLINE_TEST_PG_URL") else {
+            println!(
+                "SKIP postgres::an_inbox_dropped_inside_async_code: set DOCKLINE_TEST_PG_URL to run"
+            );
+            return;
+        };
+        let (schema, inbox) = tokio::task::spawn_blocking(move || {
+            let schema = ScratchSchema::create(&base, "drop").expect("scratch schema");
+            let inbox = PgInbox::open(schema.url(), DEFAULT_LEASE_MS).expect("open");
+            (schema, inbox)
+        })
+        .await
+        .expect("open off the runtime");
+        let handle = crate::inbox::InboxHandle::new(inbox);
+        let stats = handle.call(|i| i.stats()).await.expect("stats");
+        assert_eq!(stats.pending, 0);
+        // Here, on a runtime thread: this used to panic ("Cannot drop a
+        // runtime in a context where blocking is not allowed").
+        drop(handle);
+        tokio::task::spawn_blocking(move || drop(schema))
+            .await
+            .expect("schema dropped");
     }
 }
