@@ -1389,3 +1389,99 @@ fn a_forged_future_sequence_never_pulls_the_watermark_up() {
         },
     );
 }
+
+/// A booking's verdict and its lane's next look in one group op: the look
+/// sees the verdict (the next event, in order), a lane of several devices
+/// reads every head, and the last verdict leaves the lane idle. Groups mix
+/// it with other lanes' ops.
+#[test]
+fn a_verdict_then_next_hands_out_the_lanes_next_event_in_order() {
+    on_each_backend(
+        "a_verdict_then_next_hands_out_the_lanes_next_event_in_order",
+        |b| {
+            let mut inbox = b.open();
+            // Two devices in one order lane, one device in its own lane.
+            let in_order = |device: &str, seqs: &[u64]| {
+                let mut b = batch(device, 1, 1, seqs);
+                for e in &mut b.events {
+                    if let Payload::Event(ev) = &mut e.payload {
+                        ev.refs.order = Some("SO-77".into());
+                    }
+                }
+                b
+            };
+            inbox
+                .store_batch(&site(), &in_order("hh-01", &[1, 2]), 0)
+                .expect("store");
+            inbox
+                .store_batch(&site(), &in_order("hh-02", &[1]), 0)
+                .expect("store");
+            inbox
+                .store_batch(&site(), &batch("hh-09", 1, 1, &[1]), 0)
+                .expect("store");
+            let lane = "order:SO-77".to_owned();
+            let look = |lane: &str| GroupOp::NextInLane {
+                lane: lane.into(),
+                now_ms: 5,
+                park_max_ms: 60_000,
+            };
+            let seq_of = |next: &Option<NextPending>| match next {
+                Some(NextPending::Event(e)) => {
+                    Some((e.envelope.device.to_string(), e.envelope.seq))
+                }
+                _ => None,
+            };
+            let answers = inbox.run_group(&[look(&lane), look("device:hh-09")]);
+            let GroupAnswer::Next(first) = answers[0].as_ref().expect("look").clone() else {
+                panic!("a look answers a look");
+            };
+            let (device, seq) = seq_of(&first).expect("an event may go");
+            let mut delivered = vec![(device.clone(), seq)];
+            let (mut device, mut seq) = (device, seq);
+            loop {
+                let op = GroupOp::VerdictThenNext {
+                    device: DeviceId::new(device.as_str()).expect("id"),
+                    epoch: 1,
+                    seq,
+                    outcome: Outcome::Booked {
+                        document: format!("D-{device}-{seq}"),
+                    },
+                    lane: lane.clone(),
+                    now_ms: 6,
+                    park_max_ms: 60_000,
+                };
+                let answers = inbox.run_group(&[op, look("device:hh-09")]);
+                let Ok(GroupAnswer::VerdictThenNext(recorded, next)) = &answers[0] else {
+                    panic!("answered {:?}", answers[0]);
+                };
+                assert!(recorded, "the verdict of {device} {seq} is recorded");
+                match seq_of(next) {
+                    Some((d, s)) => {
+                        delivered.push((d.clone(), s));
+                        (device, seq) = (d, s);
+                    }
+                    None => break,
+                }
+            }
+            let mut sorted = delivered.clone();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                [
+                    ("hh-01".into(), 1),
+                    ("hh-01".into(), 2),
+                    ("hh-02".into(), 1)
+                ],
+                "every event of the lane once: {delivered:?}"
+            );
+            let hh01: Vec<u64> = delivered
+                .iter()
+                .filter(|(d, _)| d == "hh-01")
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(hh01, [1, 2], "a device's own order is kept");
+            let stats = inbox.stats().expect("stats");
+            assert_eq!((stats.booked, stats.pending), (3, 1), "hh-09 still pending");
+        },
+    );
+}
