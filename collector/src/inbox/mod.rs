@@ -111,11 +111,13 @@
 //! | `watermark.rs` | pure: which claims are believed, how far a watermark moves, holes |
 //! | `lanes.rs` | pure: a lane look's steps and decision, the chosen row as the event to deliver |
 //! | `verdict.rs` | pure: what a verdict, a dead letter and its resolution write |
+//! | `group.rs` | pure: the phases a group commit's ops run in, set-wise |
 //! | `read_model.rs` | the dashboard's read model (plain SQL both dialects run) |
 //! | `sqlite/` | SQLite: schema and migrations, SQL and transactions |
 //! | `postgres/` | PostgreSQL: schema and migrations, SQL and transactions, claims |
 
 mod error;
+mod group;
 mod handle;
 pub mod lanes;
 pub mod postgres;

@@ -73,7 +73,6 @@ use crate::inbox::read_model::{
     self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
     ExceptionRow, OrderCols, OrderRow, TimelineCols, TimelineEvent,
 };
-use crate::inbox::verdict;
 use crate::inbox::watermark::{self, guard_reasons, holes_above, ranges};
 use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, DeviceStats, Followup, FollowupResult,
@@ -81,6 +80,7 @@ use crate::inbox::{
     Resolution, Stats, StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
+use crate::inbox::{group, verdict};
 use crate::ingest::registry::DeviceConfig;
 
 /// Current PostgreSQL schema version (its own count, not SQLite's).
@@ -781,45 +781,7 @@ async fn next_in_lane_in(
     };
     let mut heads: Vec<HeadRow> = Vec::new();
     let mut after = String::new();
-    // The device's oldest pending event of the lane after `$2`, in device
-    // order (`''` sorts before every device id); held when it is above its
-    // watermark or an older epoch of its device has a hole.
-    while let Some(r) = db
-        .opt(
-            "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
-               e.seq > coalesce(w.complete_up_to, 0)
-               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
-                          AND w2.epoch < e.epoch
-                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
-                                      AND e2.epoch = w2.epoch
-                                      AND e2.seq > w2.complete_up_to)),
-               e.site, e.envelope, e.attempts,
-               EXISTS (SELECT 1 FROM events m WHERE m.lane = $1 AND m.state = 'pending'
-                       AND m.device > e.device)
-             FROM events e
-             LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
-             WHERE e.lane = $1 AND e.state = 'pending' AND e.device > $2
-             ORDER BY e.device, e.epoch, e.seq LIMIT 1",
-            &[&lane_key, &after],
-        )
-        .await?
-    {
-        let head = HeadRow {
-            event: LaneEvent {
-                device: r.get(0),
-                epoch: from_sql(r.get(1)),
-                seq: from_sql(r.get(2)),
-                stage: r
-                    .get::<_, Option<i64>>(3)
-                    .and_then(|s| u8::try_from(s).ok()),
-                received_ms: r.get(4),
-                held: r.get(5),
-            },
-            site: r.get(6),
-            envelope: r.get(7),
-            attempts: r.get(8),
-            more: r.get(9),
-        };
+    while let Some(head) = next_head(db, lane_key, &after).await? {
         let more = head.more;
         after.clone_from(&head.event.device);
         heads.push(head);
@@ -828,40 +790,7 @@ async fn next_in_lane_in(
         }
     }
     let look = lanes::decide(lane_key, heads, lane_now, now_ms, park_max_ms, Some(until))?;
-    if look.write {
-        let row = &look.row;
-        let (owner, lease): (Option<&str>, Option<i64>) = if row.claim {
-            (Some(ctx.owner.as_str()), Some(until))
-        } else {
-            (None, None)
-        };
-        db.exec(
-            "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
-               since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
-                               THEN since_ms ELSE $5 END,
-               owner = $6, lease_until = $7
-             WHERE lane = $1",
-            &[
-                &lane_key,
-                &row.wake_ms,
-                &row.status,
-                &row.reason,
-                &row.since_ms,
-                &owner,
-                &lease,
-            ],
-        )
-        .await?;
-    }
-    if let Some(chosen) = &look.chosen
-        && chosen.late
-    {
-        db.exec(
-            "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
-            &[&chosen.device, &chosen.epoch, &chosen.seq],
-        )
-        .await?;
-    }
+    write_look(db, ctx, lane_key, &look, until).await?;
     Ok(look.chosen)
 }
 
@@ -939,6 +868,358 @@ async fn record_verdict_in(
         }
     }
     Ok(true)
+}
+
+/// Runs a group set-wise, in the phases of [`crate::inbox::group`]: one
+/// statement applies every verdict, one claims every lane looked at (with
+/// its row and blocking dead letter), one reads every lane's first head;
+/// only a lane of several devices, a decision that changes a lane's row, a
+/// claim renewal or a follow-up costs a statement of its own. So a group
+/// costs a few statements, whatever its size.
+async fn run_phases(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    ops: &[GroupOp],
+    phases: &group::Phases,
+) -> Result<Vec<GroupDone>, InboxError> {
+    let mut recorded: Vec<bool> = vec![false; ops.len()];
+    if !phases.verdicts.is_empty() {
+        let mut devices: Vec<&str> = Vec::new();
+        let (mut epochs, mut seqs, mut nows): (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+        let (mut states, mut documents, mut reasons): (
+            Vec<&str>,
+            Vec<Option<&str>>,
+            Vec<Option<&str>>,
+        ) = Default::default();
+        let mut envelopes: Vec<bool> = Vec::new();
+        for &i in &phases.verdicts {
+            let (device, epoch, seq, outcome, now_ms) = match &ops[i] {
+                GroupOp::Verdict {
+                    device,
+                    epoch,
+                    seq,
+                    outcome,
+                    now_ms,
+                }
+                | GroupOp::VerdictThenNext {
+                    device,
+                    epoch,
+                    seq,
+                    outcome,
+                    now_ms,
+                    ..
+                } => (device, epoch, seq, outcome, now_ms),
+                GroupOp::NextInLane { .. } | GroupOp::HoldLane { .. } => continue,
+            };
+            let (state, document, reason) = verdict::verdict_columns(outcome);
+            devices.push(device.as_str());
+            epochs.push(to_sql("epoch", *epoch)?);
+            seqs.push(to_sql("seq", *seq)?);
+            states.push(state);
+            documents.push(document);
+            reasons.push(reason);
+            nows.push(*now_ms);
+            envelopes.push(verdict::may_queue_invoice(ctx.invoice_followups, outcome));
+        }
+        let rows = db
+            .query(
+                "WITH input AS (
+                   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
+                                        $5::text[], $6::text[], $7::bigint[], $8::bool[])
+                     AS t(device, epoch, seq, state, document, reason, now_ms, envelope)),
+                 v AS (
+                   UPDATE events e SET state = i.state, document = i.document, reason = i.reason,
+                     attempts = e.attempts + 1, updated_ms = i.now_ms
+                   FROM input i
+                   WHERE e.device = i.device AND e.epoch = i.epoch AND e.seq = i.seq
+                     AND e.state = 'pending'
+                   RETURNING e.device, e.epoch, e.seq, e.lane, e.stage, e.kind, e.site,
+                     CASE WHEN i.envelope AND e.kind = 'delivered' THEN e.envelope END AS envelope),
+                 l AS (
+                   UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), s.stage)
+                   FROM (SELECT lane, max(stage) AS stage FROM v WHERE stage IS NOT NULL
+                         GROUP BY lane) s
+                   WHERE lanes.lane = s.lane),
+                 a AS (
+                   DELETE FROM attempts USING input i WHERE attempts.device = i.device
+                     AND attempts.epoch = i.epoch AND attempts.seq = i.seq)
+                 SELECT device, epoch, seq, kind, site, envelope FROM v",
+                &[
+                    &devices, &epochs, &seqs, &states, &documents, &reasons, &nows, &envelopes,
+                ],
+            )
+            .await?;
+        let mut changed: HashMap<(String, i64, i64), Option<(String, String, Vec<u8>)>> =
+            HashMap::new();
+        for r in &rows {
+            let bytes: Option<Vec<u8>> = r.get(5);
+            changed.insert(
+                (r.get(0), r.get(1), r.get(2)),
+                bytes.map(|b| (r.get(3), r.get(4), b)),
+            );
+        }
+        for (k, &i) in phases.verdicts.iter().enumerate() {
+            let Some(found) = changed.get(&(devices[k].to_owned(), epochs[k], seqs[k])) else {
+                continue;
+            };
+            recorded[i] = true;
+            let Some((kind, site, bytes)) = found else {
+                continue;
+            };
+            let Some(ready) =
+                verdict::invoice_of(site, kind, bytes, documents[k].unwrap_or_default())
+            else {
+                continue;
+            };
+            db.exec(
+                "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
+                   next_ms, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &ready.id,
+                    &crate::delivery::invoice_ready::KIND,
+                    &devices[k],
+                    &epochs[k],
+                    &seqs[k],
+                    &ready.order,
+                    &ready.body,
+                    &nows[k],
+                ],
+            )
+            .await?;
+        }
+    }
+    let mut held: HashMap<usize, bool> = HashMap::new();
+    for &i in &phases.holds {
+        if let GroupOp::HoldLane { lane, now_ms } = &ops[i] {
+            held.insert(i, hold_lane_in(db, ctx, lane, *now_ms).await?);
+        }
+    }
+    let mut chosen: HashMap<usize, ChosenRow> = HashMap::new();
+    if !phases.looks.is_empty() {
+        let mut lanes_of: Vec<&str> = Vec::new();
+        let (mut nows, mut untils, mut parks): (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+        for &i in &phases.looks {
+            let (lane, now_ms, park_max_ms) = match &ops[i] {
+                GroupOp::NextInLane {
+                    lane,
+                    now_ms,
+                    park_max_ms,
+                }
+                | GroupOp::VerdictThenNext {
+                    lane,
+                    now_ms,
+                    park_max_ms,
+                    ..
+                } => (lane, now_ms, park_max_ms),
+                GroupOp::Verdict { .. } | GroupOp::HoldLane { .. } => continue,
+            };
+            lanes_of.push(lane.as_str());
+            nows.push(*now_ms);
+            untils.push(now_ms.saturating_add(ctx.lease_ms));
+            parks.push(*park_max_ms);
+        }
+        let claimed = db
+            .query(
+                "WITH input AS (
+                   SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[])
+                     AS t(lane, until, now_ms)),
+                 l AS (
+                   INSERT INTO lanes (lane, owner, lease_until)
+                   SELECT lane, $2, until FROM input
+                   ON CONFLICT (lane) DO UPDATE SET
+                     owner = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                    OR coalesce(lanes.lease_until, 0) <= excluded.lease_until - $5
+                                  THEN $2 ELSE lanes.owner END,
+                     lease_until = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                          OR coalesce(lanes.lease_until, 0) <= excluded.lease_until - $5
+                                        THEN excluded.lease_until ELSE lanes.lease_until END
+                   RETURNING lane, owner, top_stage, wake_ms, status)
+                 SELECT l.lane, l.owner = $2, l.top_stage, l.wake_ms, l.status,
+                   d.id, d.created_ms, d.what
+                 FROM l LEFT JOIN LATERAL (
+                   SELECT id, created_ms,
+                     device || ' seq ' || seq || ' (' || kind || '): ' || reason AS what
+                   FROM dead_letters WHERE state = 'open' AND lane = l.lane
+                   ORDER BY id LIMIT 1) d ON true",
+                &[&lanes_of, &ctx.owner, &untils, &nows, &ctx.lease_ms],
+            )
+            .await?;
+        let mut lane_now: HashMap<String, LaneNow> = HashMap::new();
+        for r in &claimed {
+            if r.get::<_, bool>(1) {
+                lane_now.insert(
+                    r.get(0),
+                    LaneNow {
+                        top_stage: r.get(2),
+                        wake_ms: r.get(3),
+                        status: r.get(4),
+                        dead_letter: r
+                            .get::<_, Option<i64>>(5)
+                            .map(|id| (id, r.get(6), r.get(7))),
+                    },
+                );
+            }
+        }
+        // The first head of every lane this collector holds.
+        let owned: Vec<&str> = lanes_of
+            .iter()
+            .copied()
+            .filter(|l| lane_now.contains_key(*l))
+            .collect();
+        let mut heads: HashMap<String, Vec<HeadRow>> = HashMap::new();
+        for r in &db
+            .query(
+                "SELECT i.lane, h.* FROM unnest($1::text[]) AS i(lane)
+                 CROSS JOIN LATERAL (
+                   SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+                     e.seq > coalesce(w.complete_up_to, 0)
+                     OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                                AND w2.epoch < e.epoch
+                                AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                            AND e2.epoch = w2.epoch
+                                            AND e2.seq > w2.complete_up_to)) AS held,
+                     e.site, e.envelope, e.attempts,
+                     EXISTS (SELECT 1 FROM events m WHERE m.lane = i.lane AND m.state = 'pending'
+                             AND m.device > e.device) AS more
+                   FROM events e
+                   LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+                   WHERE e.lane = i.lane AND e.state = 'pending'
+                   ORDER BY e.device, e.epoch, e.seq LIMIT 1) h",
+                &[&owned],
+            )
+            .await?
+        {
+            let lane: String = r.get(0);
+            heads.entry(lane).or_default().push(head_row(r, 1));
+        }
+        for (k, &i) in phases.looks.iter().enumerate() {
+            let lane = lanes_of[k];
+            let Some(now) = lane_now.remove(lane) else {
+                // Another collector delivers this lane.
+                continue;
+            };
+            let mut lane_heads = heads.remove(lane).unwrap_or_default();
+            while let Some(last) = lane_heads.last().filter(|h| h.more) {
+                let after = last.event.device.clone();
+                match next_head(db, lane, &after).await? {
+                    Some(h) => lane_heads.push(h),
+                    None => break,
+                }
+            }
+            let look = lanes::decide(lane, lane_heads, now, nows[k], parks[k], Some(untils[k]))?;
+            write_look(db, ctx, lane, &look, untils[k]).await?;
+            if let Some(c) = look.chosen {
+                chosen.insert(i, c);
+            }
+        }
+    }
+    let mut done = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        done.push(match op {
+            GroupOp::Verdict { .. } => GroupDone::Verdict(recorded[i]),
+            GroupOp::HoldLane { .. } => GroupDone::Held(held.get(&i).copied().unwrap_or(false)),
+            GroupOp::NextInLane { .. } => GroupDone::Next(chosen.remove(&i)),
+            GroupOp::VerdictThenNext { .. } => {
+                GroupDone::VerdictThenNext(recorded[i], chosen.remove(&i))
+            }
+        });
+    }
+    Ok(done)
+}
+
+/// A head as the head queries return it, from column `at` on.
+fn head_row(r: &Row, at: usize) -> HeadRow {
+    HeadRow {
+        event: LaneEvent {
+            device: r.get(at),
+            epoch: from_sql(r.get(at + 1)),
+            seq: from_sql(r.get(at + 2)),
+            stage: r
+                .get::<_, Option<i64>>(at + 3)
+                .and_then(|s| u8::try_from(s).ok()),
+            received_ms: r.get(at + 4),
+            held: r.get(at + 5),
+        },
+        site: r.get(at + 6),
+        envelope: r.get(at + 7),
+        attempts: r.get(at + 8),
+        more: r.get(at + 9),
+    }
+}
+
+/// The oldest pending event of `lane` of the first device after `after`
+/// (in id order; `''` sorts before every device id); held when it is above
+/// its watermark or an older epoch of its device has a hole.
+async fn next_head(db: &Db<'_>, lane: &str, after: &str) -> Result<Option<HeadRow>, InboxError> {
+    Ok(db
+        .opt(
+            "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+               e.seq > coalesce(w.complete_up_to, 0)
+               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                          AND w2.epoch < e.epoch
+                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                      AND e2.epoch = w2.epoch
+                                      AND e2.seq > w2.complete_up_to)),
+               e.site, e.envelope, e.attempts,
+               EXISTS (SELECT 1 FROM events m WHERE m.lane = $1 AND m.state = 'pending'
+                       AND m.device > e.device)
+             FROM events e
+             LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+             WHERE e.lane = $1 AND e.state = 'pending' AND e.device > $2
+             ORDER BY e.device, e.epoch, e.seq LIMIT 1",
+            &[&lane, &after],
+        )
+        .await?
+        .map(|r| head_row(&r, 0)))
+}
+
+/// Writes a look's decision: the lane's row when [`lanes::Look::write`]
+/// says so (with the claim kept while an event goes, released otherwise),
+/// and the chosen event's `late` mark.
+async fn write_look(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    lane_key: &str,
+    look: &lanes::Look,
+    until: i64,
+) -> Result<(), InboxError> {
+    if look.write {
+        let row = &look.row;
+        let (owner, lease): (Option<&str>, Option<i64>) = if row.claim {
+            (Some(ctx.owner.as_str()), Some(until))
+        } else {
+            (None, None)
+        };
+        db.exec(
+            "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
+               since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
+                               THEN since_ms ELSE $5 END,
+               owner = $6, lease_until = $7
+             WHERE lane = $1",
+            &[
+                &lane_key,
+                &row.wake_ms,
+                &row.status,
+                &row.reason,
+                &row.since_ms,
+                &owner,
+                &lease,
+            ],
+        )
+        .await?;
+    }
+    if let Some(chosen) = &look.chosen
+        && chosen.late
+    {
+        db.exec(
+            "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
+            &[&chosen.device, &chosen.epoch, &chosen.seq],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Runs `futures` concurrently on this thread and returns their outputs in
@@ -1915,6 +2196,13 @@ impl InboxStore for PgInbox {
 
     /// One transaction for the whole group (one commit, one WAL flush).
     fn run_group(&mut self, ops: &[GroupOp]) -> Vec<Result<GroupAnswer, InboxError>> {
+        if let Some(phases) = group::phases(ops) {
+            return match self.tx(async |db, ctx| run_phases(db, ctx, ops, &phases).await) {
+                Ok(done) => group_answers(ops, done),
+                // Rolled back whole: each op alone, so each gets its own answer.
+                Err(_) => ops.iter().map(|op| run_alone(self, op)).collect(),
+            };
+        }
         let together = self.tx(async |db, ctx| {
             // The ops are of different lanes (a lane waits for each answer
             // before its next op), so they touch different rows: sent at
