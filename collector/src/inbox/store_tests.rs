@@ -1485,3 +1485,45 @@ fn a_verdict_then_next_hands_out_the_lanes_next_event_in_order() {
         },
     );
 }
+
+/// Lane looks in a group commit claim lanes as single looks do: another
+/// collector's group gets nothing from a claimed lane until the claim ends,
+/// and then takes it over, handing out the same (still pending) event.
+#[test]
+fn a_group_look_claims_its_lane_against_another_collectors_group() {
+    on_each_backend(
+        "a_group_look_claims_its_lane_against_another_collectors_group",
+        |b| {
+            let (mut one, mut two) = (b.open(), b.open());
+            if !one.claims_lanes() {
+                return;
+            }
+            one.store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
+                .expect("store");
+            one.store_batch(&site(), &batch("hh-02", 1, 1, &[1]), 0)
+                .expect("store");
+            let look = |lane: &str, now_ms| GroupOp::NextInLane {
+                lane: lane.into(),
+                now_ms,
+                park_max_ms: 0,
+            };
+            let seq = |a: &Result<GroupAnswer, InboxError>| match a {
+                Ok(GroupAnswer::Next(Some(NextPending::Event(p)))) => Some(p.envelope.seq),
+                Ok(GroupAnswer::Next(None)) => None,
+                other => panic!("a look answered {other:?}"),
+            };
+            let first = one.run_group(&[look("device:hh-01", 10)]);
+            assert_eq!(seq(&first[0]), Some(1));
+            let other = two.run_group(&[look("device:hh-01", 20), look("device:hh-02", 20)]);
+            assert_eq!(seq(&other[0]), None, "claimed by the first collector");
+            assert_eq!(seq(&other[1]), Some(1), "a free lane in the same group");
+            let later = 10 + crate::inbox::postgres::DEFAULT_LEASE_MS as i64 + 1;
+            let taken = two.run_group(&[look("device:hh-01", later)]);
+            assert_eq!(seq(&taken[0]), Some(1), "taken over after the claim");
+            assert!(
+                !one.hold_lane("device:hh-01", later).expect("hold"),
+                "the old owner learns it lost the lane"
+            );
+        },
+    );
+}
