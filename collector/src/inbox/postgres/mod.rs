@@ -949,8 +949,9 @@ async fn run_phases(
                 ],
             )
             .await?;
-        let mut changed: HashMap<(String, i64, i64), Option<(String, String, Vec<u8>)>> =
-            HashMap::new();
+        // (device, epoch, seq) → (kind, site, envelope) when a follow-up may be due.
+        type Changed = HashMap<(String, i64, i64), Option<(String, String, Vec<u8>)>>;
+        let mut changed: Changed = HashMap::new();
         for r in &rows {
             let bytes: Option<Vec<u8>> = r.get(5);
             changed.insert(
