@@ -805,11 +805,8 @@ async fn hold_lane_in(db: &Db<'_>, ctx: &Ctx, lane: &str, now_ms: i64) -> Result
     Ok(renewed == 1)
 }
 
-/// Records a verdict in a transaction (see [`InboxStore::record_verdict`]):
-/// one statement changes the row (only a pending one: a second collector's
-/// verdict for the same event waits for the first and then matches
-/// nothing), moves the lane's chain on and drops the failed attempts; a
-/// booked proof of delivery may then queue its follow-up.
+/// Records a verdict in a transaction (see [`InboxStore::record_verdict`]),
+/// as [`verdicts_in`] records a group's.
 async fn record_verdict_in(
     db: &Db<'_>,
     ctx: &Ctx,
@@ -819,55 +816,118 @@ async fn record_verdict_in(
     outcome: &Outcome,
     now_ms: i64,
 ) -> Result<bool, InboxError> {
-    let (state, document, reason) = verdict::verdict_columns(outcome);
-    let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
-    let dev = device.as_str();
-    let invoice = verdict::may_queue_invoice(ctx.invoice_followups, outcome);
-    let Some(r) = db
-        .opt(
-            "WITH v AS (
-               UPDATE events SET state = $4, document = $5, reason = $6,
-                 attempts = attempts + 1, updated_ms = $7
-               WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'
-               RETURNING lane, stage, kind, site, CASE WHEN $8 THEN envelope END AS envelope),
+    Ok(
+        verdicts_in(db, ctx, &[(device, epoch, seq, outcome, now_ms)])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false),
+    )
+}
+
+/// One verdict: the event, its outcome, and when.
+type VerdictRef<'a> = (&'a DeviceId, u64, u64, &'a Outcome, i64);
+
+/// Records verdicts in one statement (distinct events): each changes its
+/// row only if it is still pending (a second collector's verdict for the
+/// same event waits for the first and then matches nothing), moves its
+/// lane's chain on and drops its failed attempts; a booked proof of
+/// delivery then queues its follow-up. Returns, per verdict, whether it was
+/// recorded.
+async fn verdicts_in(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    verdicts: &[VerdictRef<'_>],
+) -> Result<Vec<bool>, InboxError> {
+    let mut devices: Vec<&str> = Vec::new();
+    let (mut epochs, mut seqs, mut nows): (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    let (mut states, mut documents, mut reasons): (
+        Vec<&str>,
+        Vec<Option<&str>>,
+        Vec<Option<&str>>,
+    ) = Default::default();
+    let mut envelopes: Vec<bool> = Vec::new();
+    for &(device, epoch, seq, outcome, now_ms) in verdicts {
+        let (state, document, reason) = verdict::verdict_columns(outcome);
+        devices.push(device.as_str());
+        epochs.push(to_sql("epoch", epoch)?);
+        seqs.push(to_sql("seq", seq)?);
+        states.push(state);
+        documents.push(document);
+        reasons.push(reason);
+        nows.push(now_ms);
+        envelopes.push(verdict::may_queue_invoice(ctx.invoice_followups, outcome));
+    }
+    let rows = db
+        .query(
+            "WITH input AS (
+               SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
+                                    $5::text[], $6::text[], $7::bigint[], $8::bool[])
+                 AS t(device, epoch, seq, state, document, reason, now_ms, envelope)),
+             v AS (
+               UPDATE events e SET state = i.state, document = i.document, reason = i.reason,
+                 attempts = e.attempts + 1, updated_ms = i.now_ms
+               FROM input i
+               WHERE e.device = i.device AND e.epoch = i.epoch AND e.seq = i.seq
+                 AND e.state = 'pending'
+               RETURNING e.device, e.epoch, e.seq, e.lane, e.stage, e.kind, e.site,
+                 CASE WHEN i.envelope AND e.kind = 'delivered' THEN e.envelope END AS envelope),
              l AS (
-               UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), v.stage)
-               FROM v WHERE lanes.lane = v.lane AND v.stage IS NOT NULL),
-             a AS (DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3)
-             SELECT kind, site, envelope FROM v",
+               UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), s.stage)
+               FROM (SELECT lane, max(stage) AS stage FROM v WHERE stage IS NOT NULL
+                     GROUP BY lane) s
+               WHERE lanes.lane = s.lane),
+             a AS (
+               DELETE FROM attempts USING input i WHERE attempts.device = i.device
+                 AND attempts.epoch = i.epoch AND attempts.seq = i.seq)
+             SELECT device, epoch, seq, kind, site, envelope FROM v",
             &[
-                &dev, &ep, &sq, &state, &document, &reason, &now_ms, &invoice,
+                &devices, &epochs, &seqs, &states, &documents, &reasons, &nows, &envelopes,
             ],
         )
-        .await?
-    else {
-        return Ok(false);
-    };
-    if invoice {
-        let (kind, site, bytes): (String, String, Option<Vec<u8>>) = (r.get(0), r.get(1), r.get(2));
-        let ready =
-            bytes.and_then(|b| verdict::invoice_of(&site, &kind, &b, document.unwrap_or_default()));
-        if let Some(ready) = ready {
-            db.exec(
-                "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
-                   next_ms, created_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &ready.id,
-                    &crate::delivery::invoice_ready::KIND,
-                    &dev,
-                    &ep,
-                    &sq,
-                    &ready.order,
-                    &ready.body,
-                    &now_ms,
-                ],
-            )
-            .await?;
-        }
+        .await?;
+    // (device, epoch, seq) → (kind, site, envelope) when a follow-up may be due.
+    type Changed = HashMap<(String, i64, i64), Option<(String, String, Vec<u8>)>>;
+    let mut changed: Changed = HashMap::new();
+    for r in &rows {
+        let bytes: Option<Vec<u8>> = r.get(5);
+        changed.insert(
+            (r.get(0), r.get(1), r.get(2)),
+            bytes.map(|b| (r.get(3), r.get(4), b)),
+        );
     }
-    Ok(true)
+    let mut recorded = vec![false; verdicts.len()];
+    for (k, done) in recorded.iter_mut().enumerate() {
+        let Some(found) = changed.get(&(devices[k].to_owned(), epochs[k], seqs[k])) else {
+            continue;
+        };
+        *done = true;
+        let Some((kind, site, bytes)) = found else {
+            continue;
+        };
+        let Some(ready) = verdict::invoice_of(site, kind, bytes, documents[k].unwrap_or_default())
+        else {
+            continue;
+        };
+        db.exec(
+            "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
+               next_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+             ON CONFLICT DO NOTHING",
+            &[
+                &ready.id,
+                &crate::delivery::invoice_ready::KIND,
+                &devices[k],
+                &epochs[k],
+                &seqs[k],
+                &ready.order,
+                &ready.body,
+                &nows[k],
+            ],
+        )
+        .await?;
+    }
+    Ok(recorded)
 }
 
 /// Runs a group set-wise, in the phases of [`crate::inbox::group`]: one
@@ -883,112 +943,32 @@ async fn run_phases(
     phases: &group::Phases,
 ) -> Result<Vec<GroupDone>, InboxError> {
     let mut recorded: Vec<bool> = vec![false; ops.len()];
-    if !phases.verdicts.is_empty() {
-        let mut devices: Vec<&str> = Vec::new();
-        let (mut epochs, mut seqs, mut nows): (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
-        let (mut states, mut documents, mut reasons): (
-            Vec<&str>,
-            Vec<Option<&str>>,
-            Vec<Option<&str>>,
-        ) = Default::default();
-        let mut envelopes: Vec<bool> = Vec::new();
-        for &i in &phases.verdicts {
-            let (device, epoch, seq, outcome, now_ms) = match &ops[i] {
-                GroupOp::Verdict {
-                    device,
-                    epoch,
-                    seq,
-                    outcome,
-                    now_ms,
-                }
-                | GroupOp::VerdictThenNext {
-                    device,
-                    epoch,
-                    seq,
-                    outcome,
-                    now_ms,
-                    ..
-                } => (device, epoch, seq, outcome, now_ms),
-                GroupOp::NextInLane { .. } | GroupOp::HoldLane { .. } => continue,
-            };
-            let (state, document, reason) = verdict::verdict_columns(outcome);
-            devices.push(device.as_str());
-            epochs.push(to_sql("epoch", *epoch)?);
-            seqs.push(to_sql("seq", *seq)?);
-            states.push(state);
-            documents.push(document);
-            reasons.push(reason);
-            nows.push(*now_ms);
-            envelopes.push(verdict::may_queue_invoice(ctx.invoice_followups, outcome));
-        }
-        let rows = db
-            .query(
-                "WITH input AS (
-                   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
-                                        $5::text[], $6::text[], $7::bigint[], $8::bool[])
-                     AS t(device, epoch, seq, state, document, reason, now_ms, envelope)),
-                 v AS (
-                   UPDATE events e SET state = i.state, document = i.document, reason = i.reason,
-                     attempts = e.attempts + 1, updated_ms = i.now_ms
-                   FROM input i
-                   WHERE e.device = i.device AND e.epoch = i.epoch AND e.seq = i.seq
-                     AND e.state = 'pending'
-                   RETURNING e.device, e.epoch, e.seq, e.lane, e.stage, e.kind, e.site,
-                     CASE WHEN i.envelope AND e.kind = 'delivered' THEN e.envelope END AS envelope),
-                 l AS (
-                   UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), s.stage)
-                   FROM (SELECT lane, max(stage) AS stage FROM v WHERE stage IS NOT NULL
-                         GROUP BY lane) s
-                   WHERE lanes.lane = s.lane),
-                 a AS (
-                   DELETE FROM attempts USING input i WHERE attempts.device = i.device
-                     AND attempts.epoch = i.epoch AND attempts.seq = i.seq)
-                 SELECT device, epoch, seq, kind, site, envelope FROM v",
-                &[
-                    &devices, &epochs, &seqs, &states, &documents, &reasons, &nows, &envelopes,
-                ],
-            )
-            .await?;
-        // (device, epoch, seq) → (kind, site, envelope) when a follow-up may be due.
-        type Changed = HashMap<(String, i64, i64), Option<(String, String, Vec<u8>)>>;
-        let mut changed: Changed = HashMap::new();
-        for r in &rows {
-            let bytes: Option<Vec<u8>> = r.get(5);
-            changed.insert(
-                (r.get(0), r.get(1), r.get(2)),
-                bytes.map(|b| (r.get(3), r.get(4), b)),
-            );
-        }
-        for (k, &i) in phases.verdicts.iter().enumerate() {
-            let Some(found) = changed.get(&(devices[k].to_owned(), epochs[k], seqs[k])) else {
-                continue;
-            };
-            recorded[i] = true;
-            let Some((kind, site, bytes)) = found else {
-                continue;
-            };
-            let Some(ready) =
-                verdict::invoice_of(site, kind, bytes, documents[k].unwrap_or_default())
-            else {
-                continue;
-            };
-            db.exec(
-                "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
-                   next_ms, created_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &ready.id,
-                    &crate::delivery::invoice_ready::KIND,
-                    &devices[k],
-                    &epochs[k],
-                    &seqs[k],
-                    &ready.order,
-                    &ready.body,
-                    &nows[k],
-                ],
-            )
-            .await?;
+    let verdicts: Vec<VerdictRef<'_>> = phases
+        .verdicts
+        .iter()
+        .filter_map(|&i| match &ops[i] {
+            GroupOp::Verdict {
+                device,
+                epoch,
+                seq,
+                outcome,
+                now_ms,
+            }
+            | GroupOp::VerdictThenNext {
+                device,
+                epoch,
+                seq,
+                outcome,
+                now_ms,
+                ..
+            } => Some((device, *epoch, *seq, outcome, *now_ms)),
+            GroupOp::NextInLane { .. } | GroupOp::HoldLane { .. } => None,
+        })
+        .collect();
+    if !verdicts.is_empty() {
+        let done = verdicts_in(db, ctx, &verdicts).await?;
+        for (&i, d) in phases.verdicts.iter().zip(done) {
+            recorded[i] = d;
         }
     }
     let mut held: HashMap<usize, bool> = HashMap::new();
