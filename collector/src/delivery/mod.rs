@@ -52,7 +52,10 @@
 //! state read before every transition; see [`crate::erp`]), so a timeout
 //! after the request was sent can be retried. A verdict is recorded only on
 //! a still-pending row, and only after that commit is the verdict ack
-//! published. A collector restart re-reads pending rows.
+//! published. A collector restart re-reads pending rows. A booking's
+//! verdict and the look for the lane's next event commit together (one
+//! group op, so one wait per event), and the next event is posted only
+//! after that commit: a lane's events reach the ERP strictly in order.
 
 pub mod breaker;
 pub mod dlq;

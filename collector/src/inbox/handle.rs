@@ -3,8 +3,9 @@
 //!
 //! # Group commit
 //!
-//! Every delivered event costs a lane look and a verdict. Run one at a time,
-//! each is a transaction, and each verdict an fsync: with many lanes at work
+//! Every delivered event costs a verdict and a look for its lane's next
+//! event (one op, [`GroupOp::VerdictThenNext`], after a booking). Run one
+//! at a time, each is a transaction and an fsync: with many lanes at work
 //! the store, not the ERP, sets the pace. [`InboxHandle::grouped`] queues
 //! the op instead; the first caller that finds no group running becomes the
 //! *leader*: on the blocking pool it takes everything queued, runs it with

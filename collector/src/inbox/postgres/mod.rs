@@ -26,7 +26,14 @@
 //!   idempotency key). Before every ERP attempt the owner renews its claim
 //!   ([`InboxStore::hold_lane`]) and stops if it was lost, so two
 //!   collectors never post into one lane at once. `lease_ms` must exceed
-//!   the ERP timeout (checked with the config).
+//!   the ERP timeout (checked with the config). The first attempt right
+//!   after a look skips the renewal when the look's claim outlasts the
+//!   request ([`crate::delivery::lane::must_renew`]).
+//! - **Group commits.** A group of delivery ops ([`InboxStore::run_group`])
+//!   runs set-wise in one transaction: one statement for all its verdicts,
+//!   one claiming all its lanes, one reading all their first heads
+//!   ([`crate::inbox::group`]), so a busy collector spends a few statements
+//!   per group, not several per event.
 //! - **Verdicts, follow-ups, counters.** A verdict changes only a `pending`
 //!   row (PostgreSQL re-checks the `WHERE` after waiting on a concurrent
 //!   update), so it is recorded and its `invoice.ready` queued once;
