@@ -458,18 +458,29 @@ impl Delivery {
                     // the look for the lane's next event; the ack below goes
                     // out only after that commit.
                     let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
-                    let (recorded, next) = self
-                        .inbox
-                        .record_verdict_then_next_grouped(
-                            d,
-                            ep,
-                            seq,
-                            o,
-                            lane.clone(),
-                            now_ms(),
-                            park_max,
-                        )
-                        .await?;
+                    let (recorded, then) = if self.inbox.has_claims() {
+                        let (recorded, next) = self
+                            .inbox
+                            .record_verdict_then_next_grouped(
+                                d,
+                                ep,
+                                seq,
+                                o,
+                                lane.clone(),
+                                now_ms(),
+                                park_max,
+                            )
+                            .await?;
+                        (recorded, Then::Next(next))
+                    } else {
+                        // SQLite: measured faster as two ops (the look's
+                        // own group commits without an fsync).
+                        let recorded = self
+                            .inbox
+                            .record_verdict_grouped(d, ep, seq, o, now_ms())
+                            .await?;
+                        (recorded, Then::Look)
+                    };
                     if recorded {
                         let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;
                         self.metrics.outcome(site.as_str(), "booked", Some(latency));
@@ -478,7 +489,7 @@ impl Delivery {
                         }
                         self.publish_verdict(&site, &envelope, outcome).await;
                     }
-                    return Ok(Then::Next(next));
+                    return Ok(then);
                 }
                 Decision::DeadLetter {
                     reason,
