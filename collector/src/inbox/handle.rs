@@ -4,7 +4,8 @@
 //! # Group commit
 //!
 //! Every delivered event costs a verdict and a look for its lane's next
-//! event (one op, [`GroupOp::VerdictThenNext`], after a booking). Run one
+//! event (one op, [`GroupOp::VerdictThenNext`], after a booking where
+//! lanes are claimed; two ops on SQLite). Run one
 //! at a time, each is a transaction and an fsync: with many lanes at work
 //! the store, not the ERP, sets the pace. [`InboxHandle::grouped`] queues
 //! the op instead; the first caller that finds no group running becomes the
