@@ -611,3 +611,45 @@ fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
         "SIGHUP must not stop the collector"
     );
 }
+
+/// A collector on a PostgreSQL inbox stops cleanly on SIGTERM: the inbox
+/// (which owns a runtime of its own) is dropped inside the collector's
+/// async shutdown without aborting the process.
+#[test]
+fn sigterm_with_a_postgres_inbox_is_a_clean_stop() {
+    let Some(base) = std::env::var("DOCKLINE_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: DOCKLINE_TEST_PG_URL is not set (postgres://user@host:port/db)");
+        return;
+    };
+    let schema = dockline_collector::inbox::postgres::ScratchSchema::create(&base, "sigterm")
+        .expect("scratch schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = offline_config(dir.path());
+    let mut text = std::fs::read_to_string(&path).expect("read config");
+    text.push_str(&format!("[inbox]\nurl = {:?}\n", schema.url()));
+    std::fs::write(&path, text).expect("write config");
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_api_addr(&dir.path().join("data"));
+    signal(&child.0, "TERM");
+    let status = child.0.wait().expect("wait");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        e.read_to_string(&mut stderr).expect("read stderr");
+    }
+    assert!(
+        status.success(),
+        "SIGTERM is a clean stop: {status}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -6,7 +6,8 @@
 //! own port has no crowd to spread out); one that does draws uniformly from
 //! `[min, ceiling]` ([`Backoff::delay_with`], AWS's "full jitter" with the
 //! floor raised from 0 to `min`, so a broken peer is never hammered). The
-//! draw is the caller's, so schedules test without randomness.
+//! draw is the caller's, so schedules test without randomness: a retry
+//! loop takes a [`Jitter`] (its random source, or [`FixedJitter`] in tests).
 
 use std::time::Duration;
 
@@ -39,6 +40,24 @@ impl Backoff {
     }
 }
 
+/// A source of jitter: draws in `[0, 1)` (values outside are clamped by
+/// [`Backoff::delay_with`]). The binaries implement it over their random
+/// generator; tests use [`FixedJitter`].
+pub trait Jitter: Send {
+    /// The next draw.
+    fn unit(&mut self) -> f64;
+}
+
+/// The same draw every time: deterministic schedules in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedJitter(pub f64);
+
+impl Jitter for FixedJitter {
+    fn unit(&mut self) -> f64 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +81,17 @@ mod tests {
             max: ms(300),
         };
         assert_eq!(inverted.ceiling(3), ms(900));
+    }
+
+    #[test]
+    fn a_fixed_jitter_gives_a_repeatable_schedule() {
+        let ms = Duration::from_millis;
+        let b = Backoff {
+            min: ms(200),
+            max: ms(30_000),
+        };
+        let mut j = FixedJitter(1.0);
+        let delays: Vec<_> = (0..3).map(|n| b.delay_with(n, j.unit())).collect();
+        assert_eq!(delays, [ms(200), ms(400), ms(800)]);
     }
 }

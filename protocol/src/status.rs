@@ -101,7 +101,7 @@ pub struct QueueHealth {
     /// The agent's proof-of-delivery media (optional, added in v1; absent
     /// from agents without media).
     #[serde(rename = "md", default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<MediaHealth>,
+    pub media: Option<alloc::boxed::Box<MediaHealth>>,
 }
 
 /// The media an agent holds: its heartbeat's media line.

@@ -668,13 +668,15 @@ pub fn heartbeat(
             verdicts_wanted: verdicts_wanted(q),
             devices: device_health(devices),
             agent_version: Some(crate::LONG_VERSION.into()),
-            media: media.map(|m| MediaHealth {
-                held: m.held,
-                bytes: m.bytes,
-                queued: m.queued,
-                queued_bytes: m.queued_bytes,
-                attached: m.attached,
-                refused: m.refused,
+            media: media.map(|m| {
+                Box::new(MediaHealth {
+                    held: m.held,
+                    bytes: m.bytes,
+                    queued: m.queued,
+                    queued_bytes: m.queued_bytes,
+                    attached: m.attached,
+                    refused: m.refused,
+                })
             }),
         }),
     }

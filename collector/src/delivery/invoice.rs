@@ -33,7 +33,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::delivery::backoff::{Jitter, RandomJitter};
+use crate::delivery::backoff::Jitter;
+use crate::delivery::policy::RandomJitter;
 use crate::delivery::policy::{self, Decision, EndpointView, History, Policy};
 use crate::delivery::policy_of;
 use crate::erp::ErpConfig;

@@ -292,6 +292,16 @@ pub fn next_step(events: &[LaneEvent], facts: LaneFacts, now_ms: i64) -> LaneSte
     }
 }
 
+/// Whether a lane's claim must be renewed before an ERP attempt that
+/// starts at `now_ms` and may take up to `request_timeout_ms`: unless the
+/// claim is known to hold past the attempt's end (`claimed_until_ms`, from
+/// the look that handed the event out), another collector could take the
+/// lane over mid-request. `None` (not known): renew.
+pub fn must_renew(claimed_until_ms: Option<i64>, now_ms: i64, request_timeout_ms: u64) -> bool {
+    let timeout = i64::try_from(request_timeout_ms).unwrap_or(i64::MAX);
+    claimed_until_ms.is_none_or(|until| now_ms.saturating_add(timeout) >= until)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +324,18 @@ mod tests {
             dead_letter: None,
             park_max_ms: 1_000,
         }
+    }
+
+    #[test]
+    fn a_fresh_claim_needs_no_renewal_but_one_that_could_lapse_mid_request_does() {
+        // Claimed until 40 s; a 10 s request starting at 1 s ends well before.
+        assert!(!must_renew(Some(40_000), 1_000, 10_000));
+        // Starting at 30 s it could still run at 40 s: renew.
+        assert!(must_renew(Some(40_000), 30_000, 10_000));
+        assert!(must_renew(Some(40_000), 31_000, 10_000));
+        // Not known: renew.
+        assert!(must_renew(None, 1_000, 10_000));
+        assert!(must_renew(Some(i64::MAX), 1, u64::MAX));
     }
 
     #[test]

@@ -52,15 +52,22 @@
 //! state read before every transition; see [`crate::erp`]), so a timeout
 //! after the request was sent can be retried. A verdict is recorded only on
 //! a still-pending row, and only after that commit is the verdict ack
-//! published. A collector restart re-reads pending rows.
+//! published. A collector restart re-reads pending rows. Where lanes are
+//! claimed (PostgreSQL), a booking's verdict and the look for the lane's
+//! next event commit together (one group op, one wait per event); on
+//! SQLite they stay two grouped ops (the look's group commits without an
+//! fsync, measured faster). Either way the next event is posted only after
+//! the verdict's commit: a lane's events reach the ERP strictly in order.
 
-pub mod backoff;
 pub mod breaker;
 pub mod dlq;
 pub mod invoice;
 pub(crate) mod invoice_ready;
 pub mod lane;
 pub mod policy;
+
+/// The retry schedule and its jitter are the host's, shared with the agent.
+pub use dockline_host::backoff;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,10 +78,11 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
-use crate::delivery::backoff::{Backoff, Jitter, RandomJitter};
+use crate::delivery::backoff::{Backoff, Jitter};
 use crate::delivery::breaker::{
     Admission, BreakerConfig, BreakerStatus, CircuitBreaker, ProbeKind,
 };
+use crate::delivery::policy::RandomJitter;
 use crate::erp::ErpConfig;
 use crate::erp::outcome::{AttemptOutcome, FailureClass};
 use crate::erp::{self, Attempt, ErpAdapter, ErpEvent, ErpSetupError};
@@ -124,6 +132,8 @@ pub struct Delivery {
     lane_park_max_ms: u64,
     /// `erp.max_active_lanes`.
     max_active_lanes: usize,
+    /// `erp.timeout_ms`: how long one attempt may take.
+    request_timeout_ms: u64,
     /// Notified when a booked proof of delivery may have queued a
     /// follow-up webhook ([`crate::delivery::invoice`]).
     followups: Arc<Notify>,
@@ -183,6 +193,7 @@ impl Delivery {
             endpoint_changed: Notify::new(),
             lane_park_max_ms: erp.lane_park_max_ms,
             max_active_lanes: erp.max_active_lanes.max(1),
+            request_timeout_ms: erp.timeout_ms,
             followups: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::new(adapter_kind)),
             media: None,
@@ -310,20 +321,29 @@ impl Delivery {
     /// [`crate::delivery::lane`] allows, until none may go now (idle, parked or
     /// blocked; the inbox records which and when to look again).
     pub async fn drain_lane(&self, lane: &str) {
+        let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
+        // After a booking the verdict's commit already looked at the lane.
+        let mut then = Then::Look;
         loop {
-            let l = lane.to_owned();
-            let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
-            let next = match self.inbox.next_in_lane_grouped(l, now_ms(), park_max).await {
-                Ok(Some(next)) => next,
-                Ok(None) => return,
-                Err(e) => {
-                    error!(
-                        lane,
-                        "cannot read the lane's next event: {e}; the lane pauses"
-                    );
-                    tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
-                    return;
+            let next = match then {
+                Then::Next(next) => next,
+                Then::Look => {
+                    let l = lane.to_owned();
+                    match self.inbox.next_in_lane_grouped(l, now_ms(), park_max).await {
+                        Ok(next) => next,
+                        Err(e) => {
+                            error!(
+                                lane,
+                                "cannot read the lane's next event: {e}; the lane pauses"
+                            );
+                            tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
+                            return;
+                        }
+                    }
                 }
+            };
+            let Some(next) = next else {
+                return;
             };
             let result = match next {
                 NextPending::Event(p) => {
@@ -358,23 +378,26 @@ impl Delivery {
                             i.record_verdict(&row.device, row.epoch, row.seq, &outcome, now_ms())
                         })
                         .await
-                        .map(|_| ())
+                        .map(|_| Then::Look)
                 }
             };
-            if let Err(e) = result {
-                error!(
-                    lane,
-                    "cannot record a delivery result: {e}; the lane pauses"
-                );
-                tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
-                return;
-            }
+            then = match result {
+                Ok(then) => then,
+                Err(e) => {
+                    error!(
+                        lane,
+                        "cannot record a delivery result: {e}; the lane pauses"
+                    );
+                    tokio::time::sleep(self.policy.backoff.max.min(RESCAN)).await;
+                    return;
+                }
+            };
         }
     }
 
     /// Delivers one event until the policy ends it (booked or dead letter);
     /// records the result and publishes the verdict ack.
-    async fn deliver(&self, pending: PendingEvent) -> Result<(), InboxError> {
+    async fn deliver(&self, pending: PendingEvent) -> Result<Then, InboxError> {
         // Every line logged while this event is delivered (here, in the
         // adapter, in the policy) carries its id, device, sequence and lane.
         let span = tracing::info_span!("event",
@@ -386,12 +409,13 @@ impl Delivery {
         self.deliver_in_span(pending).instrument(span).await
     }
 
-    async fn deliver_in_span(&self, pending: PendingEvent) -> Result<(), InboxError> {
+    async fn deliver_in_span(&self, pending: PendingEvent) -> Result<Then, InboxError> {
         let PendingEvent {
             site,
             envelope,
             attempts,
             lane,
+            mut claimed_until_ms,
             ..
         } = pending;
         let Some(event) = envelope.business_event() else {
@@ -401,7 +425,8 @@ impl Delivery {
             return self
                 .inbox
                 .call(move |i| i.mark_skipped(&dev, ep, seq, now_ms()))
-                .await;
+                .await
+                .map(|()| Then::Look);
         };
         let mut history = History {
             attempts,
@@ -410,24 +435,28 @@ impl Delivery {
         let (dev, ep, seq) = (envelope.device.clone(), envelope.epoch, envelope.seq);
         let Some((media, media_missing)) = self.media_of(&lane, &envelope, event).await else {
             // The lane waits for media (or for the media store).
-            return Ok(());
+            return Ok(Then::Look);
         };
         loop {
             let Some(permit) = self.admitted().await else {
                 // Only at shutdown; the row stays pending.
-                return Ok(());
+                return Ok(Then::Look);
             };
-            if self.inbox.has_claims() {
+            if self.inbox.has_claims()
+                && lane::must_renew(claimed_until_ms, now_ms(), self.request_timeout_ms)
+            {
                 // Several collectors share the inbox: renew this one's claim
-                // on the lane before each attempt, and leave the event to
-                // the collector that took the lane over if it expired.
+                // on the lane before an attempt it could lapse during, and
+                // leave the event to the collector that took the lane over
+                // if it expired.
                 let l = lane.clone();
                 if !self.inbox.hold_lane_grouped(l, now_ms()).await? {
                     warn!(
                         "another collector took this lane over (this one's claim expired); leaving the event to it"
                     );
-                    return Ok(());
+                    return Ok(Then::Look);
                 }
+                claimed_until_ms = None;
             }
             let attempted = self
                 .adapter
@@ -470,12 +499,33 @@ impl Delivery {
                     let outcome = Outcome::Booked { document };
                     let o = outcome.clone();
                     let d = dev.clone();
-                    // Committed in a group with other lanes' verdicts; the
-                    // ack below goes out only after that commit.
-                    let recorded = self
-                        .inbox
-                        .record_verdict_grouped(d, ep, seq, o, now_ms())
-                        .await?;
+                    // Committed in a group with other lanes' verdicts, with
+                    // the look for the lane's next event; the ack below goes
+                    // out only after that commit.
+                    let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
+                    let (recorded, then) = if self.inbox.has_claims() {
+                        let (recorded, next) = self
+                            .inbox
+                            .record_verdict_then_next_grouped(
+                                d,
+                                ep,
+                                seq,
+                                o,
+                                lane.clone(),
+                                now_ms(),
+                                park_max,
+                            )
+                            .await?;
+                        (recorded, Then::Next(next))
+                    } else {
+                        // SQLite: measured faster as two ops (the look's
+                        // own group commits without an fsync).
+                        let recorded = self
+                            .inbox
+                            .record_verdict_grouped(d, ep, seq, o, now_ms())
+                            .await?;
+                        (recorded, Then::Look)
+                    };
                     if recorded {
                         let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;
                         self.metrics.outcome(site.as_str(), "booked", Some(latency));
@@ -490,7 +540,7 @@ impl Delivery {
                         self.media_attached(&site, &envelope, &media, document)
                             .await;
                     }
-                    return Ok(());
+                    return Ok(then);
                 }
                 Decision::DeadLetter {
                     reason,
@@ -526,7 +576,7 @@ impl Delivery {
                                 .await;
                         }
                     }
-                    return Ok(());
+                    return Ok(Then::Look);
                 }
                 Decision::Retry {
                     after,
@@ -791,6 +841,14 @@ impl Delivery {
             }
         }
     }
+}
+
+/// What a lane does after one event.
+enum Then {
+    /// Look for its next event.
+    Look,
+    /// Take this one: the verdict's commit already looked (after a booking).
+    Next(Option<NextPending>),
 }
 
 /// The retry policy `[erp]` configures, shared by event delivery and the

@@ -57,6 +57,17 @@ use crate::erp::outcome::{
     AttemptOutcome, BodyClass, Credentials, FailureClass, Response, RpcOutcome, document_from_body,
 };
 
+/// Jitter from the thread-local random generator: the collector's source
+/// for the host's [`Jitter`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomJitter;
+
+impl Jitter for RandomJitter {
+    fn unit(&mut self) -> f64 {
+        rand::random::<f64>()
+    }
+}
+
 /// The event's delivery history so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct History {

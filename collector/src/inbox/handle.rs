@@ -3,8 +3,10 @@
 //!
 //! # Group commit
 //!
-//! Every delivered event costs a lane look and a verdict. Run one at a time,
-//! each is a transaction, and each verdict an fsync: with many lanes at work
+//! Every delivered event costs a verdict and a look for its lane's next
+//! event (one op, [`GroupOp::VerdictThenNext`], after a booking where
+//! lanes are claimed; two ops on SQLite). Run one
+//! at a time, each is a transaction and an fsync: with many lanes at work
 //! the store, not the ERP, sets the pace. [`InboxHandle::grouped`] queues
 //! the op instead; the first caller that finds no group running becomes the
 //! *leader*: on the blocking pool it takes everything queued, runs it with
@@ -172,6 +174,38 @@ impl InboxHandle {
             .await?
         {
             GroupAnswer::Next(next) => Ok(next),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// [`InboxStore::record_verdict`], then [`InboxStore::next_in_lane`] on
+    /// `lane`, in one op of a group commit ([`GroupOp::VerdictThenNext`]):
+    /// whether the verdict was recorded, and the lane's next event. Both
+    /// answers come after the commit that holds the verdict.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_verdict_then_next_grouped(
+        &self,
+        device: dockline_protocol::DeviceId,
+        epoch: u64,
+        seq: u64,
+        outcome: dockline_protocol::Outcome,
+        lane: String,
+        now_ms: i64,
+        park_max_ms: i64,
+    ) -> Result<(bool, Option<super::NextPending>), InboxError> {
+        match self
+            .grouped(GroupOp::VerdictThenNext {
+                device,
+                epoch,
+                seq,
+                outcome,
+                lane,
+                now_ms,
+                park_max_ms,
+            })
+            .await?
+        {
+            GroupAnswer::VerdictThenNext(recorded, next) => Ok((recorded, next)),
             _ => Err(mismatch()),
         }
     }

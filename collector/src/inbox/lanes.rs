@@ -14,11 +14,29 @@
 //! device on `events_lane_pending (lane, device, epoch, seq)`), and a lane
 //! with a backlog of n events drains in O(n log n), not O(n²). The property
 //! test below checks that the decision on the heads is the decision on all.
+//!
+//! # One look, the same in both dialects
+//!
+//! A backend makes a look in three steps, and only their SQL differs:
+//!
+//! 1. the lane's row ([`LaneNow`]: resolved stage, wake time, status, the
+//!    open dead letter blocking it), claimed first where lanes are claimed;
+//! 2. the heads ([`HeadRow`]), each read with what delivering it needs
+//!    (site, envelope, attempts) and whether a later device of the lane has
+//!    pending events, so a lane of one device costs one read, not two, and
+//!    the chosen event needs no read of its own;
+//! 3. [`decide`], then the lane's row written only when [`Look::write`]
+//!    says so (a lane handing out event after event changes nothing).
+//!
+//! Invariant: a look never hands out an event [`crate::delivery::lane::next_step`]
+//! would not pick from the whole lane, and every decision that is not a
+//! delivery is written to the lane's row in the look's own transaction
+//! (so a wake-up cannot be lost between the decision and its record).
 
 use dockline_protocol::{DeviceId, Envelope, SiteId, codec};
 
-use super::{InboxError, NextPending, PendingEvent, UnreadableRow, from_sql};
-use crate::delivery::lane::{LaneEvent, LaneStep};
+use super::{InboxError, NextPending, PendingEvent, UnreadableRow, from_sql, to_sql};
+use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
 
 /// Each device's oldest pending event (in `(epoch, seq)` order) among
 /// `events`, ordered by device: the rows a lane look reads.
@@ -99,6 +117,84 @@ pub(crate) fn lane_row(
 /// anyway. Watermark moves wake such lanes at once; this is a safety net.
 pub const PARK_RECHECK_MS: i64 = 60_000;
 
+/// A lane's head as both backends read it (one row per device of the lane).
+pub(crate) struct HeadRow {
+    /// What the lane rules see of it.
+    pub(crate) event: LaneEvent,
+    /// Its site, envelope and attempts so far: what delivering it needs.
+    pub(crate) site: String,
+    pub(crate) envelope: Vec<u8>,
+    pub(crate) attempts: i64,
+    /// A device after this one (in id order) has pending events in the
+    /// lane: read the next head.
+    pub(crate) more: bool,
+}
+
+/// The lane's row as a look finds it, with the dead letter blocking it.
+#[derive(Debug, Default)]
+pub(crate) struct LaneNow {
+    /// The highest stage booked or rejected in the lane.
+    pub(crate) top_stage: Option<i64>,
+    /// When it wants its next look.
+    pub(crate) wake_ms: Option<i64>,
+    /// `parked`, `blocked` or none.
+    pub(crate) status: Option<String>,
+    /// The lane's oldest open dead letter.
+    pub(crate) dead_letter: Option<BlockingDeadLetter>,
+}
+
+/// What a look decided.
+pub(crate) struct Look {
+    /// What the lane's row should say now.
+    pub(crate) row: LaneRow,
+    /// The row must be written: it changes, or (with claims) the claim the
+    /// look took is to be released because no event goes.
+    pub(crate) write: bool,
+    /// The event handed out, if one may go.
+    pub(crate) chosen: Option<ChosenRow>,
+}
+
+/// Decides a look from the lane's heads and row (see the module docs).
+/// `claimed_until_ms` is the claim the look took (backends with claims),
+/// handed on with the chosen event.
+pub(crate) fn decide(
+    lane_key: &str,
+    mut heads: Vec<HeadRow>,
+    lane_now: LaneNow,
+    now_ms: i64,
+    park_max_ms: i64,
+    claimed_until_ms: Option<i64>,
+) -> Result<Look, InboxError> {
+    let events: Vec<LaneEvent> = heads.iter().map(|h| h.event.clone()).collect();
+    let facts = LaneFacts {
+        chain: lane::has_chain(lane_key),
+        top_resolved: lane_now.top_stage.and_then(|s| u8::try_from(s).ok()),
+        dead_letter: lane_now.dead_letter.as_ref().map(|d| d.0),
+        park_max_ms,
+    };
+    let step = lane::next_step(&events, facts, now_ms);
+    let row = lane_row(&step, lane_now.dead_letter.as_ref(), now_ms);
+    let unchanged = lane_row_unchanged(lane_now.wake_ms, lane_now.status.as_deref(), &row, now_ms);
+    let write = !unchanged || (claimed_until_ms.is_some() && !row.claim);
+    let chosen = match step {
+        LaneStep::Deliver { index, late } if index < heads.len() => {
+            let head = heads.swap_remove(index);
+            Some(ChosenRow {
+                epoch: to_sql("epoch", head.event.epoch)?,
+                seq: to_sql("seq", head.event.seq)?,
+                device: head.event.device,
+                site: head.site,
+                envelope: head.envelope,
+                attempts: head.attempts,
+                late,
+                claimed_until_ms,
+            })
+        }
+        _ => None,
+    };
+    Ok(Look { row, write, chosen })
+}
+
 /// The row [`InboxStore::next_in_lane`] chose, as read from either backend.
 pub(crate) struct ChosenRow {
     pub(crate) device: String,
@@ -108,6 +204,9 @@ pub(crate) struct ChosenRow {
     pub(crate) envelope: Vec<u8>,
     pub(crate) attempts: i64,
     pub(crate) late: bool,
+    /// Until when this collector's claim on the lane holds (backends with
+    /// claims).
+    pub(crate) claimed_until_ms: Option<i64>,
 }
 
 /// The chosen row as the event to deliver, or, when its stored site or
@@ -139,6 +238,7 @@ pub(crate) fn chosen_event(row: ChosenRow, lane_key: &str) -> Result<NextPending
             attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
             lane: lane_key.to_owned(),
             late: row.late,
+            claimed_until_ms: row.claimed_until_ms,
         }))),
         Err(e) => Ok(unreadable(e.to_string())),
     }
@@ -167,7 +267,7 @@ pub(crate) fn lane_row_unchanged(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::lane::{LaneFacts, next_step};
+    use crate::delivery::lane::next_step;
     use proptest::prelude::*;
 
     fn event() -> impl Strategy<Value = LaneEvent> {

@@ -132,7 +132,9 @@
 //! | `batch_write.rs` | storing a batch, once for both dialects (`BatchTx`) |
 //! | `bookkeeping.rs` | devices, counters, watermarks, holes, verdicts, stats, once (`InboxSql`) |
 //! | `migrate.rs` | the one migration runner (`SchemaTx`) |
-//! | `lanes.rs` | pure: the chosen row as the event to deliver |
+//! | `lanes.rs` | pure: a lane look's steps and decision, the chosen row as the event to deliver |
+//! | `verdict.rs` | pure: what a verdict, a dead letter and its resolution write |
+//! | `group.rs` | pure: the phases a group commit's ops run in, set-wise |
 //! | `read_model.rs` | the dashboard's read model (plain SQL both dialects run) |
 //! | `sqlite/` | SQLite: `schema.rs` (steps), `batch_sql.rs`, `bookkeeping_sql.rs` (statements), delivery's SQL and transactions |
 //! | `postgres/` | PostgreSQL: the same three files, delivery's SQL and transactions, claims |
@@ -140,6 +142,7 @@
 mod batch_write;
 mod bookkeeping;
 mod error;
+mod group;
 mod handle;
 pub mod lanes;
 mod migrate;
@@ -147,6 +150,7 @@ pub mod postgres;
 pub mod read_model;
 pub mod sqlite;
 mod types;
+mod verdict;
 pub mod watermark;
 
 use dockline_protocol::{Batch, DeviceId, Outcome, SiteId, Status, Verdict};
@@ -501,6 +505,19 @@ pub(crate) fn run_alone<S: InboxStore + ?Sized>(
             .next_in_lane(lane, *now_ms, *park_max_ms)
             .map(GroupAnswer::Next),
         GroupOp::HoldLane { lane, now_ms } => store.hold_lane(lane, *now_ms).map(GroupAnswer::Held),
+        GroupOp::VerdictThenNext {
+            device,
+            epoch,
+            seq,
+            outcome,
+            lane,
+            now_ms,
+            park_max_ms,
+        } => {
+            let recorded = store.record_verdict(device, *epoch, *seq, outcome, *now_ms)?;
+            let next = store.next_in_lane(lane, *now_ms, *park_max_ms)?;
+            Ok(GroupAnswer::VerdictThenNext(recorded, next))
+        }
     }
 }
 
@@ -519,9 +536,13 @@ pub(crate) fn group_answers(
                 .map(|r| lanes::chosen_event(r, lane))
                 .transpose()
                 .map(GroupAnswer::Next),
-            (GroupOp::Verdict { .. } | GroupOp::HoldLane { .. }, GroupDone::Next(_)) => Err(
-                InboxError::Worker("a group answered a verdict with a lane look".into()),
-            ),
+            (GroupOp::VerdictThenNext { lane, .. }, GroupDone::VerdictThenNext(v, row)) => row
+                .map(|r| lanes::chosen_event(r, lane))
+                .transpose()
+                .map(|next| GroupAnswer::VerdictThenNext(v, next)),
+            (_, GroupDone::Next(_) | GroupDone::VerdictThenNext(..)) => Err(InboxError::Worker(
+                "a group answered an op with another op's lane look".into(),
+            )),
         })
         .collect()
 }
@@ -534,6 +555,8 @@ pub(crate) enum GroupDone {
     Next(Option<lanes::ChosenRow>),
     /// The lane's claim was renewed.
     Held(bool),
+    /// The verdict was recorded; the look's chosen row.
+    VerdictThenNext(bool, Option<lanes::ChosenRow>),
 }
 
 /// Runs a future whose awaits never wait (the shared steps of

@@ -1487,3 +1487,141 @@ fn a_received_envelope_is_kept_byte_for_byte() {
 fn batch_of_one(device: &str, seq: u64) -> Batch {
     super::tests::batch(device, 1, 1, &[seq])
 }
+
+/// A booking's verdict and its lane's next look in one group op: the look
+/// sees the verdict (the next event, in order), a lane of several devices
+/// reads every head, and the last verdict leaves the lane idle. Groups mix
+/// it with other lanes' ops.
+#[test]
+fn a_verdict_then_next_hands_out_the_lanes_next_event_in_order() {
+    on_each_backend(
+        "a_verdict_then_next_hands_out_the_lanes_next_event_in_order",
+        |b| {
+            let mut inbox = b.open();
+            // Two devices in one order lane, one device in its own lane.
+            let in_order = |device: &str, seqs: &[u64]| {
+                let mut b = batch(device, 1, 1, seqs);
+                for e in &mut b.events {
+                    if let Payload::Event(ev) = &mut e.payload {
+                        ev.refs.order = Some("SO-77".into());
+                    }
+                }
+                b
+            };
+            inbox
+                .store_batch(&site(), &in_order("hh-01", &[1, 2]), 0)
+                .expect("store");
+            inbox
+                .store_batch(&site(), &in_order("hh-02", &[1]), 0)
+                .expect("store");
+            inbox
+                .store_batch(&site(), &batch("hh-09", 1, 1, &[1]), 0)
+                .expect("store");
+            let lane = "order:SO-77".to_owned();
+            let look = |lane: &str| GroupOp::NextInLane {
+                lane: lane.into(),
+                now_ms: 5,
+                park_max_ms: 60_000,
+            };
+            let seq_of = |next: &Option<NextPending>| match next {
+                Some(NextPending::Event(e)) => {
+                    Some((e.envelope.device.to_string(), e.envelope.seq))
+                }
+                _ => None,
+            };
+            let answers = inbox.run_group(&[look(&lane), look("device:hh-09")]);
+            let GroupAnswer::Next(first) = answers[0].as_ref().expect("look").clone() else {
+                panic!("a look answers a look");
+            };
+            let (device, seq) = seq_of(&first).expect("an event may go");
+            let mut delivered = vec![(device.clone(), seq)];
+            let (mut device, mut seq) = (device, seq);
+            loop {
+                let op = GroupOp::VerdictThenNext {
+                    device: DeviceId::new(device.as_str()).expect("id"),
+                    epoch: 1,
+                    seq,
+                    outcome: Outcome::Booked {
+                        document: format!("D-{device}-{seq}"),
+                    },
+                    lane: lane.clone(),
+                    now_ms: 6,
+                    park_max_ms: 60_000,
+                };
+                let answers = inbox.run_group(&[op, look("device:hh-09")]);
+                let Ok(GroupAnswer::VerdictThenNext(recorded, next)) = &answers[0] else {
+                    panic!("answered {:?}", answers[0]);
+                };
+                assert!(recorded, "the verdict of {device} {seq} is recorded");
+                match seq_of(next) {
+                    Some((d, s)) => {
+                        delivered.push((d.clone(), s));
+                        (device, seq) = (d, s);
+                    }
+                    None => break,
+                }
+            }
+            let mut sorted = delivered.clone();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                [
+                    ("hh-01".into(), 1),
+                    ("hh-01".into(), 2),
+                    ("hh-02".into(), 1)
+                ],
+                "every event of the lane once: {delivered:?}"
+            );
+            let hh01: Vec<u64> = delivered
+                .iter()
+                .filter(|(d, _)| d == "hh-01")
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(hh01, [1, 2], "a device's own order is kept");
+            let stats = inbox.stats().expect("stats");
+            assert_eq!((stats.booked, stats.pending), (3, 1), "hh-09 still pending");
+        },
+    );
+}
+
+/// Lane looks in a group commit claim lanes as single looks do: another
+/// collector's group gets nothing from a claimed lane until the claim ends,
+/// and then takes it over, handing out the same (still pending) event.
+#[test]
+fn a_group_look_claims_its_lane_against_another_collectors_group() {
+    on_each_backend(
+        "a_group_look_claims_its_lane_against_another_collectors_group",
+        |b| {
+            let (mut one, mut two) = (b.open(), b.open());
+            if !one.claims_lanes() {
+                return;
+            }
+            one.store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 0)
+                .expect("store");
+            one.store_batch(&site(), &batch("hh-02", 1, 1, &[1]), 0)
+                .expect("store");
+            let look = |lane: &str, now_ms| GroupOp::NextInLane {
+                lane: lane.into(),
+                now_ms,
+                park_max_ms: 0,
+            };
+            let seq = |a: &Result<GroupAnswer, InboxError>| match a {
+                Ok(GroupAnswer::Next(Some(NextPending::Event(p)))) => Some(p.envelope.seq),
+                Ok(GroupAnswer::Next(None)) => None,
+                other => panic!("a look answered {other:?}"),
+            };
+            let first = one.run_group(&[look("device:hh-01", 10)]);
+            assert_eq!(seq(&first[0]), Some(1));
+            let other = two.run_group(&[look("device:hh-01", 20), look("device:hh-02", 20)]);
+            assert_eq!(seq(&other[0]), None, "claimed by the first collector");
+            assert_eq!(seq(&other[1]), Some(1), "a free lane in the same group");
+            let later = 10 + crate::inbox::postgres::DEFAULT_LEASE_MS as i64 + 1;
+            let taken = two.run_group(&[look("device:hh-01", later)]);
+            assert_eq!(seq(&taken[0]), Some(1), "taken over after the claim");
+            assert!(
+                !one.hold_lane("device:hh-01", later).expect("hold"),
+                "the old owner learns it lost the lane"
+            );
+        },
+    );
+}

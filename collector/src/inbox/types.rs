@@ -144,6 +144,11 @@ pub struct PendingEvent {
     /// Handed out after `erp.lane_park_max_ms` without its lane's previous
     /// stage: delivered out of business order.
     pub late: bool,
+    /// With several collectors: until when this collector's claim on the
+    /// lane holds (ms since the Unix epoch), taken when the event was handed
+    /// out. An attempt that ends before then needs no renewal
+    /// ([`crate::delivery::lane::must_renew`]). `None`: not known (renew).
+    pub claimed_until_ms: Option<i64>,
 }
 
 /// A follow-up webhook waiting to be sent.
@@ -375,6 +380,25 @@ pub enum GroupOp {
         /// `erp.lane_park_max_ms`.
         park_max_ms: i64,
     },
+    /// A verdict, then a look at the event's lane, in this order and in one
+    /// transaction (the look sees the verdict): a lane's step after a
+    /// booking, one commit instead of two.
+    VerdictThenNext {
+        /// The event's device.
+        device: DeviceId,
+        /// Its epoch.
+        epoch: u64,
+        /// Its sequence.
+        seq: u64,
+        /// The ERP's final answer.
+        outcome: dockline_protocol::Outcome,
+        /// Its lane, looked at after the verdict.
+        lane: String,
+        /// Now, ms since the Unix epoch.
+        now_ms: i64,
+        /// `erp.lane_park_max_ms`.
+        park_max_ms: i64,
+    },
 }
 
 /// What one [`GroupOp`] answered.
@@ -386,4 +410,6 @@ pub enum GroupAnswer {
     Next(Option<NextPending>),
     /// Whether this collector still holds the lane.
     Held(bool),
+    /// Whether the verdict was recorded, and the lane's next event.
+    VerdictThenNext(bool, Option<NextPending>),
 }

@@ -56,11 +56,11 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::config_error::ConfigCheckError;
-use crate::delivery::backoff::Backoff;
 use crate::ingest::Ingest;
 use crate::ingest::commands::CommandSigner;
 use crate::publication::Publication;
 use crate::shutdown::Shutdown;
+use dockline_host::backoff::Backoff;
 
 /// `[mqtt]`: the broker connection.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -418,7 +418,7 @@ async fn poll_loop(
                          e.g. another process with the same client_id)");
                     in_outage = true;
                 }
-                let delay = backoff.delay(failures);
+                let delay = backoff.delay_with(failures, rand::random::<f64>());
                 failures = failures.saturating_add(1);
                 tokio::select! {
                     () = shutdown.wait() => return,
@@ -529,7 +529,7 @@ async fn handle_until_settled(
         }
         tokio::select! {
             () = shutdown.wait() => return None,
-            () = tokio::time::sleep(backoff.delay(failures)) => {}
+            () = tokio::time::sleep(backoff.delay_with(failures, rand::random::<f64>())) => {}
         }
     }
 }

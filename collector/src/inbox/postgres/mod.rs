@@ -26,7 +26,14 @@
 //!   idempotency key). Before every ERP attempt the owner renews its claim
 //!   ([`InboxStore::hold_lane`]) and stops if it was lost, so two
 //!   collectors never post into one lane at once. `lease_ms` must exceed
-//!   the ERP timeout (checked with the config).
+//!   the ERP timeout (checked with the config). The first attempt right
+//!   after a look skips the renewal when the look's claim outlasts the
+//!   request ([`crate::delivery::lane::must_renew`]).
+//! - **Group commits.** A group of delivery ops ([`InboxStore::run_group`])
+//!   runs set-wise in one transaction: one statement for all its verdicts,
+//!   one claiming all its lanes, one reading all their first heads
+//!   ([`crate::inbox::group`]), so a busy collector spends a few statements
+//!   per group, not several per event.
 //! - **Verdicts, follow-ups, counters.** A verdict changes only a `pending`
 //!   row (PostgreSQL re-checks the `WHERE` after waiting on a concurrent
 //!   update), so it is recorded and its `invoice.ready` queued once;
@@ -51,7 +58,9 @@
 //! The methods are blocking, like SQLite's: each runs its queries on a
 //! current-thread tokio runtime of its own ([`tokio::runtime::Runtime::block_on`]),
 //! called from the blocking pool by [`crate::inbox::InboxHandle`]. The
-//! connection is re-opened when the server closed it.
+//! connection is re-opened when the server closed it. The inbox may be
+//! dropped anywhere, also inside async code: its runtime then shuts down in
+//! the background instead of blocking (which would abort the process).
 
 mod batch_sql;
 mod bookkeeping_sql;
@@ -66,10 +75,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::delivery::lane::LaneEvent;
 use crate::inbox::batch_write;
 use crate::inbox::bookkeeping::{self, InboxSql};
-use crate::inbox::lanes::{BlockingDeadLetter, ChosenRow, chosen_event, lane_row};
+use crate::inbox::lanes::{self, ChosenRow, HeadRow, LaneNow, chosen_event};
 use crate::inbox::read_model::{
     self as queries, DeviceCols, DeviceRow, EventVerdict, ExceptionCols, ExceptionKindCount,
     ExceptionRow, OrderCols, OrderRow, TimelineCols, TimelineEvent,
@@ -81,6 +90,7 @@ use crate::inbox::{
     StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
+use crate::inbox::{group, verdict};
 use crate::ingest::registry::DeviceConfig;
 
 pub use schema::PG_SCHEMA_VERSION;
@@ -269,9 +279,33 @@ impl Db<'_> {
     }
 }
 
+/// The inbox's own runtime. Dropped, it shuts down without waiting
+/// ([`tokio::runtime::Runtime::shutdown_background`]): the last handle of
+/// an inbox may go inside async code (the collector's tasks ending at
+/// shutdown), where dropping a runtime the plain way panics, which aborts
+/// the process. Nothing is lost: every call waited for its own queries, and
+/// only the connection's idle driver task is left to stop.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn get(&self) -> Result<&tokio::runtime::Runtime, InboxError> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| InboxError::Worker("the inbox's runtime has shut down".into()))
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The PostgreSQL inbox. Blocking; see the module docs.
 pub struct PgInbox {
-    runtime: tokio::runtime::Runtime,
+    runtime: OwnRuntime,
     config: tokio_postgres::Config,
     /// A tokio mutex only so `&self` reads may hold it across awaits; the
     /// store itself is behind [`crate::inbox::InboxHandle`]'s lock.
@@ -400,7 +434,7 @@ impl PgInbox {
             rand::random::<u32>()
         );
         let mut inbox = Self {
-            runtime,
+            runtime: OwnRuntime(Some(runtime)),
             config,
             conn: tokio::sync::Mutex::new(Conn {
                 client,
@@ -466,7 +500,7 @@ impl PgInbox {
             shown,
             ctx,
         } = self;
-        runtime.block_on(async {
+        runtime.get()?.block_on(async {
             let conn = conn.get_mut();
             Self::ensure_open(conn, config, shown).await?;
             let mut tries = 0;
@@ -512,7 +546,7 @@ impl PgInbox {
         &self,
         op: impl AsyncFnOnce(&Db<'_>, &Ctx) -> Result<R, InboxError>,
     ) -> Result<R, InboxError> {
-        self.runtime.block_on(async {
+        self.runtime.get()?.block_on(async {
             let mut guard = self.conn.lock().await;
             Self::ensure_open(&mut guard, &self.config, &self.shown).await?;
             let Conn {
@@ -531,10 +565,13 @@ impl PgInbox {
     }
 }
 
-/// One lane look in a transaction (see [`InboxStore::next_in_lane`]):
-/// claims the lane's row, reads the lane's heads (one index seek per
-/// device, [`crate::inbox::lanes`]), decides, and records the decision and
-/// the claim in the lane's row. Returns the chosen row, if an event may go.
+/// One lane look in a transaction (see [`InboxStore::next_in_lane`] and
+/// the steps of [`crate::inbox::lanes`]): one statement claims the lane's
+/// row (locking it) unless another collector's claim still holds, and
+/// returns it with its blocking dead letter; one reads each head with its
+/// envelope; the lane's row is written again only when the decision changes
+/// it or the claim is to be released. A lane handing out event after event
+/// costs two statements.
 async fn next_in_lane_in(
     db: &Db<'_>,
     ctx: &Ctx,
@@ -542,130 +579,52 @@ async fn next_in_lane_in(
     now_ms: i64,
     park_max_ms: i64,
 ) -> Result<Option<ChosenRow>, InboxError> {
-    db.exec(
-        "INSERT INTO lanes (lane) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[&lane_key],
-    )
-    .await?;
-    let lane_row_now = db
+    let until = now_ms.saturating_add(ctx.lease_ms);
+    let r = db
         .one(
-            "SELECT owner, lease_until, top_stage FROM lanes WHERE lane = $1 FOR UPDATE",
-            &[&lane_key],
+            "WITH l AS (
+               INSERT INTO lanes (lane, owner, lease_until) VALUES ($1, $2, $3)
+               ON CONFLICT (lane) DO UPDATE SET
+                 owner = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                OR coalesce(lanes.lease_until, $4) <= $4
+                              THEN $2 ELSE lanes.owner END,
+                 lease_until = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                      OR coalesce(lanes.lease_until, $4) <= $4
+                                    THEN $3 ELSE lanes.lease_until END
+               RETURNING owner, top_stage, wake_ms, status)
+             SELECT l.owner = $2, l.top_stage, l.wake_ms, l.status, d.id, d.created_ms, d.what
+             FROM l LEFT JOIN (SELECT id, created_ms,
+                                 device || ' seq ' || seq || ' (' || kind || '): ' || reason AS what
+                               FROM dead_letters WHERE state = 'open' AND lane = $1
+                               ORDER BY id LIMIT 1) d ON true",
+            &[&lane_key, &ctx.owner, &until, &now_ms],
         )
         .await?;
-    let owner: Option<String> = lane_row_now.get(0);
-    let lease_until: Option<i64> = lane_row_now.get(1);
-    if owner.as_ref().is_some_and(|o| *o != ctx.owner)
-        && lease_until.is_some_and(|until| until > now_ms)
-    {
+    if !r.get::<_, bool>(0) {
         // Another collector delivers this lane.
         return Ok(None);
     }
-    let top_resolved: Option<i64> = lane_row_now.get(2);
-    let mut events: Vec<LaneEvent> = Vec::new();
+    let lane_now = LaneNow {
+        top_stage: r.get(1),
+        wake_ms: r.get(2),
+        status: r.get(3),
+        dead_letter: r
+            .get::<_, Option<i64>>(4)
+            .map(|id| (id, r.get(5), r.get(6))),
+    };
+    let mut heads: Vec<HeadRow> = Vec::new();
     let mut after = String::new();
-    // The device's oldest pending event of the lane after `$2`, in device
-    // order; `''` sorts before every device id.
-    while let Some(r) = db
-        .opt(
-            "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
-               e.seq > coalesce(w.complete_up_to, 0)
-               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
-                          AND w2.epoch < e.epoch
-                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
-                                      AND e2.epoch = w2.epoch
-                                      AND e2.seq > w2.complete_up_to))
-             FROM events e
-             LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
-             WHERE e.lane = $1 AND e.state = 'pending' AND e.device > $2
-             ORDER BY e.device, e.epoch, e.seq LIMIT 1",
-            &[&lane_key, &after],
-        )
-        .await?
-    {
-        let event = LaneEvent {
-            device: r.get(0),
-            epoch: from_sql(r.get(1)),
-            seq: from_sql(r.get(2)),
-            stage: r
-                .get::<_, Option<i64>>(3)
-                .and_then(|s| u8::try_from(s).ok()),
-            received_ms: r.get(4),
-            held: r.get(5),
-        };
-        after.clone_from(&event.device);
-        events.push(event);
+    while let Some(head) = next_head(db, lane_key, &after).await? {
+        let more = head.more;
+        after.clone_from(&head.event.device);
+        heads.push(head);
+        if !more {
+            break;
+        }
     }
-    let dead_letter: Option<BlockingDeadLetter> = db
-        .opt(
-            "SELECT id, created_ms,
-               device || ' seq ' || seq || ' (' || kind || '): ' || reason
-             FROM dead_letters WHERE state = 'open' AND lane = $1 ORDER BY id LIMIT 1",
-            &[&lane_key],
-        )
-        .await?
-        .map(|r| (r.get(0), r.get(1), r.get(2)));
-    let facts = LaneFacts {
-        chain: lane::has_chain(lane_key),
-        top_resolved: top_resolved.and_then(|s| u8::try_from(s).ok()),
-        dead_letter: dead_letter.as_ref().map(|d| d.0),
-        park_max_ms,
-    };
-    let step = lane::next_step(&events, facts, now_ms);
-    let row = lane_row(&step, dead_letter.as_ref(), now_ms);
-    let (owner, lease): (Option<&str>, Option<i64>) = if row.claim {
-        (
-            Some(ctx.owner.as_str()),
-            Some(now_ms.saturating_add(ctx.lease_ms)),
-        )
-    } else {
-        (None, None)
-    };
-    db.exec(
-        "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
-           since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
-                           THEN since_ms ELSE $5 END,
-           owner = $6, lease_until = $7
-         WHERE lane = $1",
-        &[
-            &lane_key,
-            &row.wake_ms,
-            &row.status,
-            &row.reason,
-            &row.since_ms,
-            &owner,
-            &lease,
-        ],
-    )
-    .await?;
-    let LaneStep::Deliver { index, late } = step else {
-        return Ok(None);
-    };
-    let chosen = &events[index];
-    let (ep, sq) = (to_sql("epoch", chosen.epoch)?, to_sql("seq", chosen.seq)?);
-    if late {
-        db.exec(
-            "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
-            &[&chosen.device, &ep, &sq],
-        )
-        .await?;
-    }
-    let r = db
-        .one(
-            "SELECT site, envelope, attempts FROM events
-             WHERE device = $1 AND epoch = $2 AND seq = $3",
-            &[&chosen.device, &ep, &sq],
-        )
-        .await?;
-    Ok(Some(ChosenRow {
-        device: chosen.device.clone(),
-        epoch: ep,
-        seq: sq,
-        site: r.get(0),
-        envelope: r.get(1),
-        attempts: r.get(2),
-        late,
-    }))
+    let look = lanes::decide(lane_key, heads, lane_now, now_ms, park_max_ms, Some(until))?;
+    write_look(db, ctx, lane_key, &look, until).await?;
+    Ok(look.chosen)
 }
 
 /// Renews this collector's claim on `lane` (see [`InboxStore::hold_lane`]).
@@ -679,7 +638,8 @@ async fn hold_lane_in(db: &Db<'_>, ctx: &Ctx, lane: &str, now_ms: i64) -> Result
     Ok(renewed == 1)
 }
 
-/// Records a verdict in a transaction (see [`InboxStore::record_verdict`]).
+/// Records a verdict in a transaction (see [`InboxStore::record_verdict`]),
+/// as [`verdicts_in`] records a group's.
 async fn record_verdict_in(
     db: &Db<'_>,
     ctx: &Ctx,
@@ -689,78 +649,391 @@ async fn record_verdict_in(
     outcome: &Outcome,
     now_ms: i64,
 ) -> Result<bool, InboxError> {
-    let (state, document, reason) = match outcome {
-        Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
-        Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
-    };
-    let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
-    let dev = device.as_str();
-    // Only a pending row changes: a second collector's verdict for
-    // the same event waits for the first and then matches nothing.
-    let changed = db
-        .exec(
-            "UPDATE events SET state = $4, document = $5, reason = $6,
-               attempts = attempts + 1, updated_ms = $7
-             WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
-            &[&dev, &ep, &sq, &state, &document, &reason, &now_ms],
+    Ok(
+        verdicts_in(db, ctx, &[(device, epoch, seq, outcome, now_ms)])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false),
+    )
+}
+
+/// One verdict: the event, its outcome, and when.
+type VerdictRef<'a> = (&'a DeviceId, u64, u64, &'a Outcome, i64);
+
+/// Records verdicts in one statement (distinct events): each changes its
+/// row only if it is still pending (a second collector's verdict for the
+/// same event waits for the first and then matches nothing), moves its
+/// lane's chain on and drops its failed attempts; a booked proof of
+/// delivery then queues its follow-up. Returns, per verdict, whether it was
+/// recorded.
+async fn verdicts_in(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    verdicts: &[VerdictRef<'_>],
+) -> Result<Vec<bool>, InboxError> {
+    let mut devices: Vec<&str> = Vec::new();
+    let (mut epochs, mut seqs, mut nows): (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    let (mut states, mut documents, mut reasons): (
+        Vec<&str>,
+        Vec<Option<&str>>,
+        Vec<Option<&str>>,
+    ) = Default::default();
+    let mut envelopes: Vec<bool> = Vec::new();
+    for &(device, epoch, seq, outcome, now_ms) in verdicts {
+        let (state, document, reason) = verdict::verdict_columns(outcome);
+        devices.push(device.as_str());
+        epochs.push(to_sql("epoch", epoch)?);
+        seqs.push(to_sql("seq", seq)?);
+        states.push(state);
+        documents.push(document);
+        reasons.push(reason);
+        nows.push(now_ms);
+        envelopes.push(verdict::may_queue_invoice(ctx.invoice_followups, outcome));
+    }
+    let rows = db
+        .query(
+            "WITH input AS (
+               SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
+                                    $5::text[], $6::text[], $7::bigint[], $8::bool[])
+                 AS t(device, epoch, seq, state, document, reason, now_ms, envelope)),
+             v AS (
+               UPDATE events e SET state = i.state, document = i.document, reason = i.reason,
+                 attempts = e.attempts + 1, updated_ms = i.now_ms
+               FROM input i
+               WHERE e.device = i.device AND e.epoch = i.epoch AND e.seq = i.seq
+                 AND e.state = 'pending'
+               RETURNING e.device, e.epoch, e.seq, e.lane, e.stage, e.kind, e.site,
+                 CASE WHEN i.envelope AND e.kind = 'delivered' THEN e.envelope END AS envelope),
+             l AS (
+               UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), s.stage)
+               FROM (SELECT lane, max(stage) AS stage FROM v WHERE stage IS NOT NULL
+                     GROUP BY lane) s
+               WHERE lanes.lane = s.lane),
+             a AS (
+               DELETE FROM attempts USING input i WHERE attempts.device = i.device
+                 AND attempts.epoch = i.epoch AND attempts.seq = i.seq)
+             SELECT device, epoch, seq, kind, site, envelope FROM v",
+            &[
+                &devices, &epochs, &seqs, &states, &documents, &reasons, &nows, &envelopes,
+            ],
         )
         .await?;
-    if changed == 1 && ctx.invoice_followups && state == "booked" {
-        let r = db
-            .one(
-                "SELECT site, envelope, kind FROM events
-                 WHERE device = $1 AND epoch = $2 AND seq = $3",
-                &[&dev, &ep, &sq],
-            )
-            .await?;
-        let (site, bytes, kind): (String, Vec<u8>, String) = (r.get(0), r.get(1), r.get(2));
-        let ready = if kind == "delivered" {
-            codec::decode::<Envelope>(&bytes).ok().and_then(|env| {
-                crate::delivery::invoice_ready::InvoiceReady::of(
-                    &site,
-                    &env,
-                    document.unwrap_or_default(),
-                )
-            })
-        } else {
-            None
+    // (device, epoch, seq) → (kind, site, envelope) when a follow-up may be due.
+    type Changed = HashMap<(String, i64, i64), Option<(String, String, Vec<u8>)>>;
+    let mut changed: Changed = HashMap::new();
+    for r in &rows {
+        let bytes: Option<Vec<u8>> = r.get(5);
+        changed.insert(
+            (r.get(0), r.get(1), r.get(2)),
+            bytes.map(|b| (r.get(3), r.get(4), b)),
+        );
+    }
+    let mut recorded = vec![false; verdicts.len()];
+    for (k, done) in recorded.iter_mut().enumerate() {
+        let Some(found) = changed.get(&(devices[k].to_owned(), epochs[k], seqs[k])) else {
+            continue;
         };
-        if let Some(ready) = ready {
-            db.exec(
-                "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
-                   next_ms, created_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &ready.id,
-                    &crate::delivery::invoice_ready::KIND,
-                    &dev,
-                    &ep,
-                    &sq,
-                    &ready.order,
-                    &ready.body,
-                    &now_ms,
-                ],
-            )
-            .await?;
+        *done = true;
+        let Some((kind, site, bytes)) = found else {
+            continue;
+        };
+        let Some(ready) = verdict::invoice_of(site, kind, bytes, documents[k].unwrap_or_default())
+        else {
+            continue;
+        };
+        db.exec(
+            "INSERT INTO followups (id, kind, device, epoch, seq, order_ref, body, state,
+               next_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+             ON CONFLICT DO NOTHING",
+            &[
+                &ready.id,
+                &crate::delivery::invoice_ready::KIND,
+                &devices[k],
+                &epochs[k],
+                &seqs[k],
+                &ready.order,
+                &ready.body,
+                &nows[k],
+            ],
+        )
+        .await?;
+    }
+    Ok(recorded)
+}
+
+/// Runs a group set-wise, in the phases of [`crate::inbox::group`]: one
+/// statement applies every verdict, one claims every lane looked at (with
+/// its row and blocking dead letter), one reads every lane's first head;
+/// only a lane of several devices, a decision that changes a lane's row, a
+/// claim renewal or a follow-up costs a statement of its own. So a group
+/// costs a few statements, whatever its size.
+async fn run_phases(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    ops: &[GroupOp],
+    phases: &group::Phases,
+) -> Result<Vec<GroupDone>, InboxError> {
+    let mut recorded: Vec<bool> = vec![false; ops.len()];
+    let verdicts: Vec<VerdictRef<'_>> = phases
+        .verdicts
+        .iter()
+        .filter_map(|&i| match &ops[i] {
+            GroupOp::Verdict {
+                device,
+                epoch,
+                seq,
+                outcome,
+                now_ms,
+            }
+            | GroupOp::VerdictThenNext {
+                device,
+                epoch,
+                seq,
+                outcome,
+                now_ms,
+                ..
+            } => Some((device, *epoch, *seq, outcome, *now_ms)),
+            GroupOp::NextInLane { .. } | GroupOp::HoldLane { .. } => None,
+        })
+        .collect();
+    if !verdicts.is_empty() {
+        let done = verdicts_in(db, ctx, &verdicts).await?;
+        for (&i, d) in phases.verdicts.iter().zip(done) {
+            recorded[i] = d;
         }
     }
-    if changed == 1 {
+    let mut held: HashMap<usize, bool> = HashMap::new();
+    for &i in &phases.holds {
+        if let GroupOp::HoldLane { lane, now_ms } = &ops[i] {
+            held.insert(i, hold_lane_in(db, ctx, lane, *now_ms).await?);
+        }
+    }
+    let mut chosen: HashMap<usize, ChosenRow> = HashMap::new();
+    if !phases.looks.is_empty() {
+        let mut lanes_of: Vec<&str> = Vec::new();
+        let (mut nows, mut untils, mut parks): (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+        for &i in &phases.looks {
+            let (lane, now_ms, park_max_ms) = match &ops[i] {
+                GroupOp::NextInLane {
+                    lane,
+                    now_ms,
+                    park_max_ms,
+                }
+                | GroupOp::VerdictThenNext {
+                    lane,
+                    now_ms,
+                    park_max_ms,
+                    ..
+                } => (lane, now_ms, park_max_ms),
+                GroupOp::Verdict { .. } | GroupOp::HoldLane { .. } => continue,
+            };
+            lanes_of.push(lane.as_str());
+            nows.push(*now_ms);
+            untils.push(now_ms.saturating_add(ctx.lease_ms));
+            parks.push(*park_max_ms);
+        }
+        let claimed = db
+            .query(
+                "WITH input AS (
+                   SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[])
+                     AS t(lane, until, now_ms)),
+                 l AS (
+                   INSERT INTO lanes (lane, owner, lease_until)
+                   SELECT lane, $2, until FROM input
+                   ON CONFLICT (lane) DO UPDATE SET
+                     owner = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                    OR coalesce(lanes.lease_until, 0) <= excluded.lease_until - $5
+                                  THEN $2 ELSE lanes.owner END,
+                     lease_until = CASE WHEN lanes.owner IS NULL OR lanes.owner = $2
+                                          OR coalesce(lanes.lease_until, 0) <= excluded.lease_until - $5
+                                        THEN excluded.lease_until ELSE lanes.lease_until END
+                   RETURNING lane, owner, top_stage, wake_ms, status)
+                 SELECT l.lane, l.owner = $2, l.top_stage, l.wake_ms, l.status,
+                   d.id, d.created_ms, d.what
+                 FROM l LEFT JOIN LATERAL (
+                   SELECT id, created_ms,
+                     device || ' seq ' || seq || ' (' || kind || '): ' || reason AS what
+                   FROM dead_letters WHERE state = 'open' AND lane = l.lane
+                   ORDER BY id LIMIT 1) d ON true",
+                &[&lanes_of, &ctx.owner, &untils, &nows, &ctx.lease_ms],
+            )
+            .await?;
+        let mut lane_now: HashMap<String, LaneNow> = HashMap::new();
+        for r in &claimed {
+            if r.get::<_, bool>(1) {
+                lane_now.insert(
+                    r.get(0),
+                    LaneNow {
+                        top_stage: r.get(2),
+                        wake_ms: r.get(3),
+                        status: r.get(4),
+                        dead_letter: r
+                            .get::<_, Option<i64>>(5)
+                            .map(|id| (id, r.get(6), r.get(7))),
+                    },
+                );
+            }
+        }
+        // The first head of every lane this collector holds.
+        let owned: Vec<&str> = lanes_of
+            .iter()
+            .copied()
+            .filter(|l| lane_now.contains_key(*l))
+            .collect();
+        let mut heads: HashMap<String, Vec<HeadRow>> = HashMap::new();
+        for r in &db
+            .query(
+                "SELECT i.lane, h.* FROM unnest($1::text[]) AS i(lane)
+                 CROSS JOIN LATERAL (
+                   SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+                     e.seq > coalesce(w.complete_up_to, 0)
+                     OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                                AND w2.epoch < e.epoch
+                                AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                            AND e2.epoch = w2.epoch
+                                            AND e2.seq > w2.complete_up_to)) AS held,
+                     e.site, e.envelope, e.attempts,
+                     EXISTS (SELECT 1 FROM events m WHERE m.lane = i.lane AND m.state = 'pending'
+                             AND m.device > e.device) AS more
+                   FROM events e
+                   LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+                   WHERE e.lane = i.lane AND e.state = 'pending'
+                   ORDER BY e.device, e.epoch, e.seq LIMIT 1) h",
+                &[&owned],
+            )
+            .await?
+        {
+            let lane: String = r.get(0);
+            heads.entry(lane).or_default().push(head_row(r, 1));
+        }
+        for (k, &i) in phases.looks.iter().enumerate() {
+            let lane = lanes_of[k];
+            let Some(now) = lane_now.remove(lane) else {
+                // Another collector delivers this lane.
+                continue;
+            };
+            let mut lane_heads = heads.remove(lane).unwrap_or_default();
+            while let Some(last) = lane_heads.last().filter(|h| h.more) {
+                let after = last.event.device.clone();
+                match next_head(db, lane, &after).await? {
+                    Some(h) => lane_heads.push(h),
+                    None => break,
+                }
+            }
+            let look = lanes::decide(lane, lane_heads, now, nows[k], parks[k], Some(untils[k]))?;
+            write_look(db, ctx, lane, &look, untils[k]).await?;
+            if let Some(c) = look.chosen {
+                chosen.insert(i, c);
+            }
+        }
+    }
+    let mut done = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        done.push(match op {
+            GroupOp::Verdict { .. } => GroupDone::Verdict(recorded[i]),
+            GroupOp::HoldLane { .. } => GroupDone::Held(held.get(&i).copied().unwrap_or(false)),
+            GroupOp::NextInLane { .. } => GroupDone::Next(chosen.remove(&i)),
+            GroupOp::VerdictThenNext { .. } => {
+                GroupDone::VerdictThenNext(recorded[i], chosen.remove(&i))
+            }
+        });
+    }
+    Ok(done)
+}
+
+/// A head as the head queries return it, from column `at` on.
+fn head_row(r: &Row, at: usize) -> HeadRow {
+    HeadRow {
+        event: LaneEvent {
+            device: r.get(at),
+            epoch: from_sql(r.get(at + 1)),
+            seq: from_sql(r.get(at + 2)),
+            stage: r
+                .get::<_, Option<i64>>(at + 3)
+                .and_then(|s| u8::try_from(s).ok()),
+            received_ms: r.get(at + 4),
+            held: r.get(at + 5),
+        },
+        site: r.get(at + 6),
+        envelope: r.get(at + 7),
+        attempts: r.get(at + 8),
+        more: r.get(at + 9),
+    }
+}
+
+/// The oldest pending event of `lane` of the first device after `after`
+/// (in id order; `''` sorts before every device id); held when it is above
+/// its watermark or an older epoch of its device has a hole.
+async fn next_head(db: &Db<'_>, lane: &str, after: &str) -> Result<Option<HeadRow>, InboxError> {
+    Ok(db
+        .opt(
+            "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+               e.seq > coalesce(w.complete_up_to, 0)
+               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                          AND w2.epoch < e.epoch
+                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                      AND e2.epoch = w2.epoch
+                                      AND e2.seq > w2.complete_up_to)),
+               e.site, e.envelope, e.attempts,
+               EXISTS (SELECT 1 FROM events m WHERE m.lane = $1 AND m.state = 'pending'
+                       AND m.device > e.device)
+             FROM events e
+             LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+             WHERE e.lane = $1 AND e.state = 'pending' AND e.device > $2
+             ORDER BY e.device, e.epoch, e.seq LIMIT 1",
+            &[&lane, &after],
+        )
+        .await?
+        .map(|r| head_row(&r, 0)))
+}
+
+/// Writes a look's decision: the lane's row when [`lanes::Look::write`]
+/// says so (with the claim kept while an event goes, released otherwise),
+/// and the chosen event's `late` mark.
+async fn write_look(
+    db: &Db<'_>,
+    ctx: &Ctx,
+    lane_key: &str,
+    look: &lanes::Look,
+    until: i64,
+) -> Result<(), InboxError> {
+    if look.write {
+        let row = &look.row;
+        let (owner, lease): (Option<&str>, Option<i64>) = if row.claim {
+            (Some(ctx.owner.as_str()), Some(until))
+        } else {
+            (None, None)
+        };
         db.exec(
-            "UPDATE lanes SET top_stage = GREATEST(coalesce(lanes.top_stage, -1), e.stage)
-             FROM (SELECT lane, stage FROM events WHERE device = $1 AND epoch = $2
-                   AND seq = $3 AND stage IS NOT NULL) AS e
-             WHERE lanes.lane = e.lane",
-            &[&dev, &ep, &sq],
+            "UPDATE lanes SET wake_ms = $2, status = $3, reason = $4,
+               since_ms = CASE WHEN status IS NOT DISTINCT FROM $3 AND since_ms IS NOT NULL
+                               THEN since_ms ELSE $5 END,
+               owner = $6, lease_until = $7
+             WHERE lane = $1",
+            &[
+                &lane_key,
+                &row.wake_ms,
+                &row.status,
+                &row.reason,
+                &row.since_ms,
+                &owner,
+                &lease,
+            ],
         )
         .await?;
     }
-    db.exec(
-        "DELETE FROM attempts WHERE device = $1 AND epoch = $2 AND seq = $3",
-        &[&dev, &ep, &sq],
-    )
-    .await?;
-    Ok(changed == 1)
+    if let Some(chosen) = &look.chosen
+        && chosen.late
+    {
+        db.exec(
+            "UPDATE events SET late = true WHERE device = $1 AND epoch = $2 AND seq = $3",
+            &[&chosen.device, &chosen.epoch, &chosen.seq],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Runs `futures` concurrently on this thread and returns their outputs in
@@ -1063,7 +1336,7 @@ impl InboxStore for PgInbox {
             ..
         } = self;
         let conn = conn.get_mut();
-        runtime.block_on(async {
+        runtime.get()?.block_on(async {
             Self::ensure_open(conn, config, shown).await?;
             if !conn.holds_audit {
                 // Session-level: held until this connection ends, so a
@@ -1226,11 +1499,7 @@ impl InboxStore for PgInbox {
                 &[&dev, &ep, &sq],
             )
             .await?;
-            let (state, reason) = if dead.erp_rejected {
-                ("rejected", Some(dead.reason.as_str()))
-            } else {
-                ("pending", None)
-            };
+            let (state, reason) = verdict::dead_letter_state(dead.erp_rejected, &dead.reason);
             db.exec(
                 "UPDATE events SET state = $4, reason = $5, last_error = $6,
                    attempts = attempts + 1, updated_ms = $7
@@ -1323,6 +1592,13 @@ impl InboxStore for PgInbox {
 
     /// One transaction for the whole group (one commit, one WAL flush).
     fn run_group(&mut self, ops: &[GroupOp]) -> Vec<Result<GroupAnswer, InboxError>> {
+        if let Some(phases) = group::phases(ops) {
+            return match self.tx(async |db, ctx| run_phases(db, ctx, ops, &phases).await) {
+                Ok(done) => group_answers(ops, done),
+                // Rolled back whole: each op alone, so each gets its own answer.
+                Err(_) => ops.iter().map(|op| run_alone(self, op)).collect(),
+            };
+        }
         let together = self.tx(async |db, ctx| {
             // The ops are of different lanes (a lane waits for each answer
             // before its next op), so they touch different rows: sent at
@@ -1349,6 +1625,18 @@ impl InboxStore for PgInbox {
                     GroupOp::HoldLane { lane, now_ms } => {
                         GroupDone::Held(hold_lane_in(db, ctx, lane, *now_ms).await?)
                     }
+                    GroupOp::VerdictThenNext {
+                        device,
+                        epoch,
+                        seq,
+                        outcome,
+                        lane,
+                        now_ms,
+                        park_max_ms,
+                    } => GroupDone::VerdictThenNext(
+                        record_verdict_in(db, ctx, device, *epoch, *seq, outcome, *now_ms).await?,
+                        next_in_lane_in(db, ctx, lane, *now_ms, *park_max_ms).await?,
+                    ),
                 })
             });
             join_all(ops.collect())
@@ -1595,10 +1883,7 @@ impl PgInbox {
             if state != "open" {
                 return Ok(Err(Resolution::AlreadyResolved { state }));
             }
-            let (new_state, resolution) = match discard {
-                None => ("replayed", "replayed".to_string()),
-                Some(note) => ("discarded", format!("discarded: {note}")),
-            };
+            let (new_state, resolution) = verdict::resolution(discard);
             db.exec(
                 "UPDATE dead_letters SET state = $2, resolved_ms = $3, resolution = $4 WHERE id = $1",
                 &[&id, &new_state, &now_ms, &resolution],
@@ -1791,5 +2076,34 @@ mod tests {
             err.to_string().contains("not a valid PostgreSQL URL"),
             "{err}"
         );
+    }
+
+    /// The last handle of a PostgreSQL inbox may go inside async code (a
+    /// collector's tasks ending at shutdown): the inbox's own runtime is
+    /// shut down without blocking instead of aborting the process.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inbox_dropped_inside_async_code_shuts_its_runtime_down_quietly() {
+        let Ok(base) = std::env::var("DOCKLINE_TEST_PG_URL") else {
+            println!(
+                "SKIP postgres::an_inbox_dropped_inside_async_code: set DOCKLINE_TEST_PG_URL to run"
+            );
+            return;
+        };
+        let (schema, inbox) = tokio::task::spawn_blocking(move || {
+            let schema = ScratchSchema::create(&base, "drop").expect("scratch schema");
+            let inbox = PgInbox::open(schema.url(), DEFAULT_LEASE_MS).expect("open");
+            (schema, inbox)
+        })
+        .await
+        .expect("open off the runtime");
+        let handle = crate::inbox::InboxHandle::new(inbox);
+        let stats = handle.call(|i| i.stats()).await.expect("stats");
+        assert_eq!(stats.pending, 0);
+        // Here, on a runtime thread: this used to panic ("Cannot drop a
+        // runtime in a context where blocking is not allowed").
+        drop(handle);
+        tokio::task::spawn_blocking(move || drop(schema))
+            .await
+            .expect("schema dropped");
     }
 }

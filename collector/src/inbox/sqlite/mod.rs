@@ -15,16 +15,15 @@ use std::path::Path;
 use dockline_protocol::{Batch, DeviceId, Envelope, Outcome, SiteId, Status, Verdict, codec};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::delivery::lane::{self, LaneEvent, LaneFacts, LaneStep};
+use crate::delivery::lane::LaneEvent;
 use crate::inbox::batch_write;
 use crate::inbox::bookkeeping::{self, InboxSql};
-use crate::inbox::lanes::{
-    BlockingDeadLetter, ChosenRow, chosen_event, lane_row, lane_row_unchanged,
-};
+use crate::inbox::lanes::{self, ChosenRow, HeadRow, LaneNow, chosen_event};
 use crate::inbox::read_model::{
     self as queries, DeviceRow, EventVerdict, ExceptionKindCount, ExceptionRow, OrderRow,
     TimelineEvent,
 };
+use crate::inbox::verdict;
 use crate::inbox::watermark;
 use crate::inbox::{
     AttemptLog, DeadLetter, DeadLetterSummary, DeviceHoles, Followup, FollowupResult, InboxError,
@@ -133,10 +132,7 @@ impl Inbox {
         if state != "open" {
             return Ok(Resolution::AlreadyResolved { state });
         }
-        let (new_state, resolution) = match discard {
-            None => ("replayed", "replayed".to_string()),
-            Some(note) => ("discarded", format!("discarded: {note}")),
-        };
+        let (new_state, resolution) = verdict::resolution(discard);
         tx.execute(
             "UPDATE dead_letters SET state = ?2, resolved_ms = ?3, resolution = ?4 WHERE id = ?1",
             params![id, new_state, now_ms, resolution],
@@ -532,11 +528,7 @@ impl InboxStore for Inbox {
             "DELETE FROM attempts WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
             params![dev, ep, sq],
         )?;
-        let (state, reason) = if dead.erp_rejected {
-            ("rejected", Some(dead.reason.as_str()))
-        } else {
-            ("pending", None)
-        };
+        let (state, reason) = verdict::dead_letter_state(dead.erp_rejected, &dead.reason);
         tx.execute(
             "UPDATE events SET state = ?4, reason = ?5, last_error = ?6,
                attempts = attempts + 1, updated_ms = ?7
@@ -691,7 +683,12 @@ impl InboxStore for Inbox {
     /// event's `late` mark), and the next fsynced commit makes them durable
     /// anyway, because the WAL is synced as a whole.
     fn run_group(&mut self, ops: &[GroupOp]) -> Vec<Result<GroupAnswer, InboxError>> {
-        let durable = ops.iter().any(|op| matches!(op, GroupOp::Verdict { .. }));
+        let durable = ops.iter().any(|op| {
+            matches!(
+                op,
+                GroupOp::Verdict { .. } | GroupOp::VerdictThenNext { .. }
+            )
+        });
         let invoices = self.invoice_followups;
         let together = (|| -> Result<Vec<GroupDone>, InboxError> {
             if !durable {
@@ -717,6 +714,18 @@ impl InboxStore for Inbox {
                     } => GroupDone::Next(next_in_lane_in(&tx, lane, *now_ms, *park_max_ms)?),
                     // One writer: the lane is always held.
                     GroupOp::HoldLane { .. } => GroupDone::Held(true),
+                    GroupOp::VerdictThenNext {
+                        device,
+                        epoch,
+                        seq,
+                        outcome,
+                        lane,
+                        now_ms,
+                        park_max_ms,
+                    } => GroupDone::VerdictThenNext(
+                        record_verdict_in(&tx, invoices, device, *epoch, *seq, outcome, *now_ms)?,
+                        next_in_lane_in(&tx, lane, *now_ms, *park_max_ms)?,
+                    ),
                 });
             }
             tx.commit()?;
@@ -751,10 +760,7 @@ fn record_verdict_in(
     outcome: &Outcome,
     now_ms: i64,
 ) -> Result<bool, InboxError> {
-    let (state, document, reason) = match outcome {
-        Outcome::Booked { document } => ("booked", Some(document.as_str()), None),
-        Outcome::Rejected { reason } => ("rejected", None, Some(reason.as_str())),
-    };
+    let (state, document, reason) = verdict::verdict_columns(outcome);
     let (ep, sq) = (to_sql("epoch", epoch)?, to_sql("seq", seq)?);
     let changed = tx
         .prepare_cached(
@@ -771,7 +777,7 @@ fn record_verdict_in(
             reason,
             now_ms
         ])?;
-    if changed == 1 && invoices && state == "booked" {
+    if changed == 1 && verdict::may_queue_invoice(invoices, outcome) {
         queue_invoice(tx, device, ep, sq, document.unwrap_or_default(), now_ms)?;
     }
     if changed == 1 {
@@ -790,93 +796,99 @@ fn record_verdict_in(
     Ok(changed == 1)
 }
 
-/// One lane look in `tx` (see [`InboxStore::next_in_lane`]): reads the
-/// lane's heads (one index seek per device, [`crate::inbox::lanes`]), its
-/// resolved stage and open dead letter, decides, and records the decision
-/// in the lane's row. Returns the chosen row, if an event may go.
+/// One lane look in `tx` (see [`InboxStore::next_in_lane`] and the steps
+/// of [`crate::inbox::lanes`]): the lane's row, its heads (one index seek
+/// per device), the shared decision, and the lane's row written only when
+/// it changes. Returns the chosen row, if an event may go.
 fn next_in_lane_in(
     tx: &Connection,
     lane_key: &str,
     now_ms: i64,
     park_max_ms: i64,
 ) -> Result<Option<ChosenRow>, InboxError> {
-    let mut events: Vec<LaneEvent> = Vec::new();
+    let lane_now: LaneNow = tx
+        .prepare_cached(
+            "SELECT l.top_stage, l.wake_ms, l.status, d.id, d.created_ms, d.what
+             FROM (SELECT 1) AS one
+             LEFT JOIN lanes l ON l.lane = ?1
+             LEFT JOIN (SELECT id, created_ms,
+                          device || ' seq ' || seq || ' (' || kind || '): ' || reason AS what
+                        FROM dead_letters WHERE state = 'open' AND lane = ?1
+                        ORDER BY id LIMIT 1) d ON 1",
+        )?
+        .query_row(params![lane_key], |r| {
+            let dead: Option<i64> = r.get(3)?;
+            Ok(LaneNow {
+                top_stage: r.get(0)?,
+                wake_ms: r.get(1)?,
+                status: r.get(2)?,
+                dead_letter: match dead {
+                    Some(id) => Some((id, r.get(4)?, r.get(5)?)),
+                    None => None,
+                },
+            })
+        })?;
+    let mut heads: Vec<HeadRow> = Vec::new();
     {
         // The device's oldest pending event of the lane after `?2`, in
-        // device order; `''` sorts before every device id.
+        // device order (`''` sorts before every device id); held when it is
+        // above its watermark or an older epoch of its device has a hole.
         let mut head = tx.prepare_cached(
             "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
                e.seq > coalesce(w.complete_up_to, 0)
+               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                          AND w2.epoch < e.epoch
+                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                      AND e2.epoch = w2.epoch
+                                      AND e2.seq > w2.complete_up_to)),
+               e.site, e.envelope, e.attempts,
+               EXISTS (SELECT 1 FROM events m WHERE m.lane = ?1 AND m.state = 'pending'
+                       AND m.device > e.device)
              FROM events e
              LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
              WHERE e.lane = ?1 AND e.state = 'pending' AND e.device > ?2
              ORDER BY e.device, e.epoch, e.seq LIMIT 1",
         )?;
-        let mut older_hole = tx.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM watermarks w WHERE w.device = ?1 AND w.epoch < ?2
-               AND EXISTS (SELECT 1 FROM events e WHERE e.device = w.device
-                           AND e.epoch = w.epoch AND e.seq > w.complete_up_to))",
-        )?;
         let mut after = String::new();
-        loop {
-            let row = head
-                .query_row(params![lane_key, after], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, bool>(5)?,
-                    ))
+        while let Some(h) = head
+            .query_row(params![lane_key, after], |r| {
+                Ok(HeadRow {
+                    event: LaneEvent {
+                        device: r.get(0)?,
+                        epoch: from_sql(r.get(1)?),
+                        seq: from_sql(r.get(2)?),
+                        stage: r
+                            .get::<_, Option<i64>>(3)?
+                            .and_then(|s| u8::try_from(s).ok()),
+                        received_ms: r.get(4)?,
+                        held: r.get(5)?,
+                    },
+                    site: r.get(6)?,
+                    envelope: r.get(7)?,
+                    attempts: r.get(8)?,
+                    more: r.get(9)?,
                 })
-                .optional()?;
-            let Some((device, epoch, seq, stage, received_ms, above)) = row else {
+            })
+            .optional()?
+        {
+            let more = h.more;
+            after.clone_from(&h.event.device);
+            heads.push(h);
+            if !more {
                 break;
-            };
-            let held =
-                above || older_hole.query_row(params![device, epoch], |r| r.get::<_, bool>(0))?;
-            after.clone_from(&device);
-            events.push(LaneEvent {
-                device,
-                epoch: from_sql(epoch),
-                seq: from_sql(seq),
-                stage: stage.and_then(|s| u8::try_from(s).ok()),
-                received_ms,
-                held,
-            });
+            }
         }
     }
-    // top_stage, wake_ms, status
-    type LaneNow = (Option<i64>, Option<i64>, Option<String>);
-    let (top_resolved, wake_now, status_now): LaneNow = tx
-        .prepare_cached("SELECT top_stage, wake_ms, status FROM lanes WHERE lane = ?1")?
-        .query_row(params![lane_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?
-        .unwrap_or((None, None, None));
-    let dead_letter: Option<BlockingDeadLetter> = tx
-        .prepare_cached(
-            "SELECT id, created_ms, device || ' seq ' || seq || ' (' || kind || '): ' || reason
-             FROM dead_letters WHERE state = 'open' AND lane = ?1 ORDER BY id LIMIT 1",
-        )?
-        .query_row(params![lane_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let facts = LaneFacts {
-        chain: lane::has_chain(lane_key),
-        top_resolved: top_resolved.and_then(|s| u8::try_from(s).ok()),
-        dead_letter: dead_letter.as_ref().map(|d| d.0),
-        park_max_ms,
-    };
-    let step = lane::next_step(&events, facts, now_ms);
-    let row = lane_row(&step, dead_letter.as_ref(), now_ms);
-    if !lane_row_unchanged(wake_now, status_now.as_deref(), &row, now_ms) {
+    let look = lanes::decide(lane_key, heads, lane_now, now_ms, park_max_ms, None)?;
+    if look.write {
+        let row = &look.row;
         tx.prepare_cached(
-        "INSERT INTO lanes (lane, wake_ms, status, reason, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms, status = excluded.status,
-           reason = excluded.reason,
-           since_ms = CASE WHEN lanes.status IS excluded.status AND lanes.since_ms IS NOT NULL
-                           THEN lanes.since_ms ELSE excluded.since_ms END",
-    )?
+            "INSERT INTO lanes (lane, wake_ms, status, reason, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms, status = excluded.status,
+               reason = excluded.reason,
+               since_ms = CASE WHEN lanes.status IS excluded.status AND lanes.since_ms IS NOT NULL
+                               THEN lanes.since_ms ELSE excluded.since_ms END",
+        )?
         .execute(params![
             lane_key,
             row.wake_ms,
@@ -885,37 +897,20 @@ fn next_in_lane_in(
             row.since_ms
         ])?;
     }
-    let LaneStep::Deliver { index, late } = step else {
-        return Ok(None);
-    };
-    let chosen = &events[index];
-    let (ep, sq) = (to_sql("epoch", chosen.epoch)?, to_sql("seq", chosen.seq)?);
-    if late {
+    if let Some(chosen) = &look.chosen
+        && chosen.late
+    {
         tx.execute(
             "UPDATE events SET late = 1 WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
-            params![chosen.device, ep, sq],
+            params![chosen.device, chosen.epoch, chosen.seq],
         )?;
     }
-    let (site, envelope, attempts): (String, Vec<u8>, i64) = tx
-        .prepare_cached(
-            "SELECT site, envelope, attempts FROM events WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
-        )?
-        .query_row(params![chosen.device, ep, sq], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    Ok(Some(ChosenRow {
-        device: chosen.device.clone(),
-        epoch: ep,
-        seq: sq,
-        site,
-        envelope,
-        attempts,
-        late,
-    }))
+    Ok(look.chosen)
 }
 
 /// Queues the `invoice.ready` follow-up of a just-booked event, in the
-/// booking's transaction, if it is a proof of delivery naming an order.
+/// booking's transaction, if it is a proof of delivery naming an order
+/// ([`verdict::invoice_of`]).
 fn queue_invoice(
     tx: &Connection,
     device: &DeviceId,
@@ -929,14 +924,7 @@ fn queue_invoice(
         params![device.as_str(), epoch, seq],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    if kind != "delivered" {
-        return Ok(());
-    }
-    let Ok(envelope) = codec::decode::<Envelope>(&bytes) else {
-        return Ok(());
-    };
-    let Some(ready) = crate::delivery::invoice_ready::InvoiceReady::of(&site, &envelope, document)
-    else {
+    let Some(ready) = verdict::invoice_of(&site, &kind, &bytes, document) else {
         return Ok(());
     };
     tx.execute(
