@@ -155,6 +155,19 @@ async fn collector_survives_malformed_cbor_and_unknown_devices() -> Result<()> {
     let device = format!("hh-ok-{}", std::process::id());
     let mut c = Cluster::start(None, site, &[&device], "bad").await?;
     let result = async {
+        // A publish before the collector subscribed would reach no one.
+        eventually(
+            "the collector subscribed",
+            Duration::from_secs(20),
+            || async {
+                c.stack
+                    .collector
+                    .log_text()
+                    .contains("subscribed to the devices' topics")
+                    .then_some(())
+            },
+        )
+        .await?;
         let mut opts = c.mqtt().options("hostile-client");
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS dockline_media_counters(name TEXT PRIMARY KEY, n BIGI
 
 /// The PostgreSQL media store.
 pub struct PgMediaStore {
-    runtime: tokio::runtime::Runtime,
+    /// Its own runtime; `None` only while dropping (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
     config: tokio_postgres::Config,
     client: Client,
 }
@@ -92,6 +93,18 @@ fn contiguous(rows: &[(i64, i64)]) -> (u64, usize) {
     (have.max(0) as u64, n)
 }
 
+/// Dropped, the store's runtime shuts down without waiting: the last
+/// handle may go inside async code (the collector's tasks ending at
+/// shutdown), where dropping a runtime the plain way panics and aborts the
+/// process. Every call already waited for its own queries.
+impl Drop for PgMediaStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl PgMediaStore {
     /// Connects to `url` and creates the tables if missing.
     pub fn open(url: &str) -> Result<Self, MediaError> {
@@ -114,7 +127,7 @@ impl PgMediaStore {
             Ok::<_, MediaError>(c)
         })?;
         Ok(Self {
-            runtime,
+            runtime: Some(runtime),
             config,
             client,
         })
@@ -130,6 +143,11 @@ impl PgMediaStore {
             config,
             client,
         } = self;
+        let Some(runtime) = runtime.as_ref() else {
+            return Err(MediaError::Db(
+                "the media store's runtime has shut down".into(),
+            ));
+        };
         runtime.block_on(async {
             if client.is_closed() {
                 *client = connect(config).await?;
