@@ -64,10 +64,7 @@ pub const ACK_SIGNING_CONTEXT: &[u8] = b"dockline/v1/ack\0";
 /// ack's bytes without `sg` (the ack twin of
 /// [`crate::command::signing_message`]).
 pub fn ack_signing_message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(ACK_SIGNING_CONTEXT.len() + body.len());
-    m.extend_from_slice(ACK_SIGNING_CONTEXT);
-    m.extend_from_slice(body);
-    m
+    signing_message(ACK_SIGNING_CONTEXT, body)
 }
 
 /// Why a signed ack was not believed.
@@ -108,6 +105,95 @@ impl AckRefusal {
     }
 }
 
+/// A message that carries the collector's signed copy of itself in `sg`:
+/// batch acks ([`Ack`]) and media acks ([`crate::media::MediaAck`]). One
+/// [`seal`] and one [`open`] serve both; each kind signs under its own
+/// context, so a signature of one never opens the other.
+pub(crate) trait SelfSigned: codec::WireMessage + Clone {
+    /// What the signature's message begins with.
+    const CONTEXT: &'static [u8];
+    /// The kind's name in a refusal.
+    const WHAT: &'static str;
+    /// The signed copy.
+    fn signed_mut(&mut self) -> &mut Option<Signed>;
+    /// The signed copy.
+    fn signed(&self) -> Option<&Signed>;
+    /// The device the message is for.
+    fn device(&self) -> &DeviceId;
+}
+
+/// `context`, then `body`: the message a signature covers.
+pub(crate) fn signing_message(context: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + body.len());
+    m.extend_from_slice(context);
+    m.extend_from_slice(body);
+    m
+}
+
+/// `message` with `sg` added: `sign` signs `T::CONTEXT` plus the message's
+/// bytes without `sg`.
+pub(crate) fn seal<T: SelfSigned>(
+    message: &T,
+    sign: impl FnOnce(&[u8]) -> [u8; SIGNATURE_BYTES],
+) -> Result<T, EncodeError> {
+    let mut inner = message.clone();
+    *inner.signed_mut() = None;
+    let body = codec::encode(&inner)?;
+    let signature = sign(&signing_message(T::CONTEXT, &body)).to_vec();
+    *inner.signed_mut() = Some(Signed { body, signature });
+    Ok(inner)
+}
+
+/// The signed message inside `message`, if `verify` accepts its signature;
+/// the plain fields outside are ignored.
+pub(crate) fn open<T: SelfSigned>(
+    message: &T,
+    verify: impl FnOnce(&[u8], &[u8; SIGNATURE_BYTES]) -> bool,
+) -> Result<T, AckRefusal> {
+    let Some(signed) = message.signed() else {
+        return Err(AckRefusal::Unsigned);
+    };
+    let signature: &[u8; SIGNATURE_BYTES] = signed
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| AckRefusal::BadSignature)?;
+    if !verify(&signing_message(T::CONTEXT, &signed.body), signature) {
+        return Err(AckRefusal::BadSignature);
+    }
+    let inner: T = codec::decode(&signed.body).map_err(AckRefusal::Body)?;
+    if inner.signed().is_some() {
+        return Err(AckRefusal::Body(DecodeError::Invalid {
+            what: T::WHAT,
+            error: ValidationError {
+                field: "sg.b.sg".into(),
+                problem: "nests another signature".into(),
+            },
+        }));
+    }
+    if inner.device() != message.device() {
+        return Err(AckRefusal::OtherDevice {
+            signed: inner.device().clone(),
+            outer: message.device().clone(),
+        });
+    }
+    Ok(inner)
+}
+
+impl SelfSigned for Ack {
+    const CONTEXT: &'static [u8] = ACK_SIGNING_CONTEXT;
+    const WHAT: &'static str = "ack";
+    fn signed_mut(&mut self) -> &mut Option<Signed> {
+        &mut self.signed
+    }
+    fn signed(&self) -> Option<&Signed> {
+        self.signed.as_ref()
+    }
+    fn device(&self) -> &DeviceId {
+        &self.device
+    }
+}
+
 impl Ack {
     /// This ack with `sg` added: `sign` signs [`ACK_SIGNING_CONTEXT`] plus
     /// the ack's bytes without `sg`.
@@ -115,14 +201,7 @@ impl Ack {
         &self,
         sign: impl FnOnce(&[u8]) -> [u8; SIGNATURE_BYTES],
     ) -> Result<Ack, EncodeError> {
-        let mut inner = self.clone();
-        inner.signed = None;
-        let body = codec::encode(&inner)?;
-        let signature = sign(&ack_signing_message(&body)).to_vec();
-        Ok(Ack {
-            signed: Some(Signed { body, signature }),
-            ..inner
-        })
+        seal(self, sign)
     }
 
     /// The signed ack inside, if `verify` accepts its signature; the plain
@@ -131,34 +210,7 @@ impl Ack {
         &self,
         verify: impl FnOnce(&[u8], &[u8; SIGNATURE_BYTES]) -> bool,
     ) -> Result<Ack, AckRefusal> {
-        let Some(signed) = &self.signed else {
-            return Err(AckRefusal::Unsigned);
-        };
-        let signature: &[u8; SIGNATURE_BYTES] = signed
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| AckRefusal::BadSignature)?;
-        if !verify(&ack_signing_message(&signed.body), signature) {
-            return Err(AckRefusal::BadSignature);
-        }
-        let inner: Ack = codec::decode(&signed.body).map_err(AckRefusal::Body)?;
-        if inner.signed.is_some() {
-            return Err(AckRefusal::Body(DecodeError::Invalid {
-                what: "ack",
-                error: ValidationError {
-                    field: "sg.b.sg".into(),
-                    problem: "nests another signature".into(),
-                },
-            }));
-        }
-        if inner.device != self.device {
-            return Err(AckRefusal::OtherDevice {
-                signed: inner.device,
-                outer: self.device.clone(),
-            });
-        }
-        Ok(inner)
+        open(self, verify)
     }
 }
 

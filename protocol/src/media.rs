@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::ack::AckRefusal;
-use crate::codec::{self, DecodeError, EncodeError, WireMessage};
+use crate::codec::{EncodeError, WireMessage};
 use crate::command::{SIGNATURE_BYTES, Signed};
 use crate::ids::DeviceId;
 use crate::validate::{self, MAX_TEXT_BYTES, ValidationError};
@@ -366,10 +366,21 @@ pub const MEDIA_ACK_SIGNING_CONTEXT: &[u8] = b"dockline/v1/media_ack\0";
 
 /// The message a media ack signature covers.
 pub fn media_ack_signing_message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(MEDIA_ACK_SIGNING_CONTEXT.len() + body.len());
-    m.extend_from_slice(MEDIA_ACK_SIGNING_CONTEXT);
-    m.extend_from_slice(body);
-    m
+    crate::ack::signing_message(MEDIA_ACK_SIGNING_CONTEXT, body)
+}
+
+impl crate::ack::SelfSigned for MediaAck {
+    const CONTEXT: &'static [u8] = MEDIA_ACK_SIGNING_CONTEXT;
+    const WHAT: &'static str = "media ack";
+    fn signed_mut(&mut self) -> &mut Option<Signed> {
+        &mut self.signed
+    }
+    fn signed(&self) -> Option<&Signed> {
+        self.signed.as_ref()
+    }
+    fn device(&self) -> &DeviceId {
+        &self.device
+    }
 }
 
 impl MediaAck {
@@ -379,14 +390,7 @@ impl MediaAck {
         &self,
         sign: impl FnOnce(&[u8]) -> [u8; SIGNATURE_BYTES],
     ) -> Result<MediaAck, EncodeError> {
-        let mut inner = self.clone();
-        inner.signed = None;
-        let body = codec::encode(&inner)?;
-        let signature = sign(&media_ack_signing_message(&body)).to_vec();
-        Ok(MediaAck {
-            signed: Some(Signed { body, signature }),
-            ..inner
-        })
+        crate::ack::seal(self, sign)
     }
 
     /// The signed ack inside, if `verify` accepts its signature; the plain
@@ -395,34 +399,7 @@ impl MediaAck {
         &self,
         verify: impl FnOnce(&[u8], &[u8; SIGNATURE_BYTES]) -> bool,
     ) -> Result<MediaAck, AckRefusal> {
-        let Some(signed) = &self.signed else {
-            return Err(AckRefusal::Unsigned);
-        };
-        let signature: &[u8; SIGNATURE_BYTES] = signed
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| AckRefusal::BadSignature)?;
-        if !verify(&media_ack_signing_message(&signed.body), signature) {
-            return Err(AckRefusal::BadSignature);
-        }
-        let inner: MediaAck = codec::decode(&signed.body).map_err(AckRefusal::Body)?;
-        if inner.signed.is_some() {
-            return Err(AckRefusal::Body(DecodeError::Invalid {
-                what: "media ack",
-                error: ValidationError {
-                    field: "sg.b.sg".into(),
-                    problem: "nests another signature".into(),
-                },
-            }));
-        }
-        if inner.device != self.device {
-            return Err(AckRefusal::OtherDevice {
-                signed: inner.device,
-                outer: self.device.clone(),
-            });
-        }
-        Ok(inner)
+        crate::ack::open(self, verify)
     }
 
     /// Checks sizes (see the module docs).
