@@ -33,10 +33,7 @@ use dockline_collector::erp::tryton::{TrytonAdapter, TrytonConfig};
 use dockline_collector::erp::{Attempt, ErpConfig};
 use dockline_collector::media::ErpMedium;
 use dockline_protocol::media::MediaHash;
-use dockline_protocol::{
-    BusinessEvent, DeviceId, Envelope, EventDetail, EventId, Payload, Priority, References,
-    TimeSource,
-};
+use dockline_protocol::{Envelope, EventDetail};
 use erp_media::{attempt_with, delivered, photo, reference, signature};
 use lost_response::LostResponseProxy;
 use serde_json::{Value, json};
@@ -45,23 +42,7 @@ use tryton_server::{ADMIN_PASSWORD, DATABASE, TrytonServer};
 const DEVICE: &str = "hh-media-tr";
 
 fn event(n: u8, order: &str, detail: EventDetail) -> Envelope {
-    Envelope {
-        v: 1,
-        device: DeviceId::new(DEVICE).expect("device id"),
-        epoch: 1,
-        seq: u64::from(n),
-        id: EventId([n; 16]),
-        captured_ms: 1_700_000_000_000 + i64::from(n),
-        time_source: TimeSource::Ntp,
-        priority: Priority::MustDeliver,
-        payload: Payload::Event(BusinessEvent {
-            detail,
-            refs: References {
-                order: Some(order.into()),
-                ..References::default()
-            },
-        }),
-    }
+    erp_media::event(DEVICE, n, order, detail)
 }
 
 fn adapter(addr: std::net::SocketAddr) -> TrytonAdapter {

@@ -71,6 +71,27 @@ pub fn reference(m: &ErpMedium) -> MediaRef {
     }
 }
 
+/// Event number `n` of `device` for `order` with `detail` (id `[n; 16]`).
+pub fn event(device: &str, n: u8, order: &str, detail: EventDetail) -> Envelope {
+    Envelope {
+        v: 1,
+        device: DeviceId::new(device).expect("device id"),
+        epoch: 1,
+        seq: u64::from(n),
+        id: EventId([n; 16]),
+        captured_ms: 1_700_000_000_000 + i64::from(n),
+        time_source: TimeSource::Ntp,
+        priority: Priority::MustDeliver,
+        payload: Payload::Event(BusinessEvent {
+            detail,
+            refs: References {
+                order: Some(order.into()),
+                ..References::default()
+            },
+        }),
+    }
+}
+
 /// `delivered` for `order` from `device`, event number `n`, referencing
 /// `sig` and `photo` by hash (`sha256:<hex>`).
 pub fn delivered(
