@@ -13,6 +13,7 @@ pub(crate) mod schema;
 use std::path::Path;
 
 use dockline_protocol::{Batch, DeviceId, Envelope, Outcome, SiteId, Status, Verdict, codec};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::delivery::lane::LaneEvent;
@@ -60,6 +61,15 @@ impl Inbox {
         // Another process (a second collector, a doctor command) may hold the
         // write lock briefly; wait instead of failing the batch.
         conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        // Plans from the SQL text alone. Without this, SQLite marks a
+        // parameter that meets a partial index's condition (`lane = ?1`
+        // beside `WHERE state = 'open'`) as plan-relevant and compiles the
+        // statement again after every new binding: the delivery profile
+        // showed that re-preparing costing more than the rest of the
+        // inbox's delivery work. Every partial-index condition here is a
+        // literal in the SQL, so the plans stay the ones meant.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(open_err)?;
         schema::migrate(&mut conn, path)?;
         Ok(Self {
@@ -796,6 +806,33 @@ fn record_verdict_in(
     Ok(changed == 1)
 }
 
+/// A lane's row and its oldest open dead letter, if any.
+const LANE_NOW: &str = "SELECT l.top_stage, l.wake_ms, l.status, d.id, d.created_ms, d.what
+             FROM (SELECT 1) AS one
+             LEFT JOIN lanes l ON l.lane = ?1
+             LEFT JOIN (SELECT id, created_ms,
+                          device || ' seq ' || seq || ' (' || kind || '): ' || reason AS what
+                        FROM dead_letters WHERE state = 'open' AND lane = ?1
+                        ORDER BY id LIMIT 1) d ON 1";
+
+/// The device's oldest pending event of the lane after `?2`, in device
+/// order (`''` sorts before every device id); held when it is above its
+/// watermark or an older epoch of its device has a hole.
+const LANE_HEAD: &str = "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
+               e.seq > coalesce(w.complete_up_to, 0)
+               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
+                          AND w2.epoch < e.epoch
+                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
+                                      AND e2.epoch = w2.epoch
+                                      AND e2.seq > w2.complete_up_to)),
+               e.site, e.envelope, e.attempts,
+               EXISTS (SELECT 1 FROM events m WHERE m.lane = ?1 AND m.state = 'pending'
+                       AND m.device > e.device)
+             FROM events e
+             LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
+             WHERE e.lane = ?1 AND e.state = 'pending' AND e.device > ?2
+             ORDER BY e.device, e.epoch, e.seq LIMIT 1";
+
 /// One lane look in `tx` (see [`InboxStore::next_in_lane`] and the steps
 /// of [`crate::inbox::lanes`]): the lane's row, its heads (one index seek
 /// per device), the shared decision, and the lane's row written only when
@@ -807,15 +844,7 @@ fn next_in_lane_in(
     park_max_ms: i64,
 ) -> Result<Option<ChosenRow>, InboxError> {
     let lane_now: LaneNow = tx
-        .prepare_cached(
-            "SELECT l.top_stage, l.wake_ms, l.status, d.id, d.created_ms, d.what
-             FROM (SELECT 1) AS one
-             LEFT JOIN lanes l ON l.lane = ?1
-             LEFT JOIN (SELECT id, created_ms,
-                          device || ' seq ' || seq || ' (' || kind || '): ' || reason AS what
-                        FROM dead_letters WHERE state = 'open' AND lane = ?1
-                        ORDER BY id LIMIT 1) d ON 1",
-        )?
+        .prepare_cached(LANE_NOW)?
         .query_row(params![lane_key], |r| {
             let dead: Option<i64> = r.get(3)?;
             Ok(LaneNow {
@@ -830,25 +859,7 @@ fn next_in_lane_in(
         })?;
     let mut heads: Vec<HeadRow> = Vec::new();
     {
-        // The device's oldest pending event of the lane after `?2`, in
-        // device order (`''` sorts before every device id); held when it is
-        // above its watermark or an older epoch of its device has a hole.
-        let mut head = tx.prepare_cached(
-            "SELECT e.device, e.epoch, e.seq, e.stage, e.received_ms,
-               e.seq > coalesce(w.complete_up_to, 0)
-               OR EXISTS (SELECT 1 FROM watermarks w2 WHERE w2.device = e.device
-                          AND w2.epoch < e.epoch
-                          AND EXISTS (SELECT 1 FROM events e2 WHERE e2.device = w2.device
-                                      AND e2.epoch = w2.epoch
-                                      AND e2.seq > w2.complete_up_to)),
-               e.site, e.envelope, e.attempts,
-               EXISTS (SELECT 1 FROM events m WHERE m.lane = ?1 AND m.state = 'pending'
-                       AND m.device > e.device)
-             FROM events e
-             LEFT JOIN watermarks w ON w.device = e.device AND w.epoch = e.epoch
-             WHERE e.lane = ?1 AND e.state = 'pending' AND e.device > ?2
-             ORDER BY e.device, e.epoch, e.seq LIMIT 1",
-        )?;
+        let mut head = tx.prepare_cached(LANE_HEAD)?;
         let mut after = String::new();
         while let Some(h) = head
             .query_row(params![lane_key, after], |r| {
@@ -1023,4 +1034,59 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetterSummary> {
         resolved_ms: r.get(11)?,
         attempts: usize::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::tests::{batch, site};
+    use rusqlite::StatementStatus;
+
+    /// A lane's looks and verdicts run their cached statements again
+    /// without compiling them again (a re-prepare per step once cost more
+    /// than the rest of delivery's inbox work together).
+    #[test]
+    fn delivery_steps_never_recompile_their_statements() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
+        let seqs: Vec<u64> = (1..=12).collect();
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &seqs), 1)
+            .expect("store");
+        let lane: String = inbox
+            .conn
+            .query_row("SELECT lane FROM lanes", [], |r| r.get(0))
+            .expect("one lane");
+        let device = DeviceId::new("hh-01").expect("device");
+        for (k, seq) in seqs.iter().enumerate() {
+            let now_ms = 10 + k as i64;
+            let look = inbox.run_group(&[GroupOp::NextInLane {
+                lane: lane.clone(),
+                now_ms,
+                park_max_ms: 60_000,
+            }]);
+            assert!(
+                matches!(look.as_slice(), [Ok(GroupAnswer::Next(Some(_)))]),
+                "{look:?}"
+            );
+            let verdict = inbox.run_group(&[GroupOp::Verdict {
+                device: device.clone(),
+                epoch: 1,
+                seq: *seq,
+                outcome: Outcome::Booked {
+                    document: format!("DOC-{seq}"),
+                },
+                now_ms,
+            }]);
+            assert!(verdict.iter().all(Result::is_ok), "{verdict:?}");
+        }
+        for sql in [LANE_NOW, LANE_HEAD] {
+            let stmt = inbox.conn.prepare_cached(sql).expect("cached");
+            assert_eq!(
+                stmt.get_status(StatementStatus::RePrepare),
+                0,
+                "re-prepared: {sql}"
+            );
+        }
+    }
 }
