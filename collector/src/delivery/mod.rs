@@ -52,12 +52,14 @@
 //! state read before every transition; see [`crate::erp`]), so a timeout
 //! after the request was sent can be retried. A verdict is recorded only on
 //! a still-pending row, and only after that commit is the verdict ack
-//! published. A collector restart re-reads pending rows. Where lanes are
-//! claimed (PostgreSQL), a booking's verdict and the look for the lane's
-//! next event commit together (one group op, one wait per event); on
-//! SQLite they stay two grouped ops (the look's group commits without an
-//! fsync, measured faster). Either way the next event is posted only after
-//! the verdict's commit: a lane's events reach the ERP strictly in order.
+//! published. A collector restart re-reads pending rows. A booking's verdict
+//! and the look for the lane's next event go in one group op. The lane
+//! posts that next event only after the ERP booked the previous one, so a
+//! lane's events reach the ERP strictly in order; with one writer (SQLite)
+//! it does not wait for the previous verdict's commit, which runs beside
+//! the next request as separate lanes already overlap ([`InboxHandle::record_verdict_then_look_ahead`]).
+//! A crash before that commit re-sends both events, in order, and the
+//! adapters make each repeat take effect once.
 
 pub mod breaker;
 pub mod dlq;
@@ -263,7 +265,18 @@ impl Delivery {
                 let limit = free.saturating_add(active.len()).saturating_add(parked);
                 match self
                     .inbox
-                    .call(move |i| Ok((i.due_lanes(now, limit)?, i.next_lane_wake_ms()?)))
+                    .call(move |i| {
+                        let due = i.due_lanes(now, limit)?;
+                        // A full page means lanes are due now; the earliest
+                        // wake time (a scan of every lane's row on
+                        // PostgreSQL) can wait until the page is not full.
+                        let next = if due.len() < limit {
+                            i.next_lane_wake_ms()?
+                        } else {
+                            Some(now)
+                        };
+                        Ok((due, next))
+                    })
                     .await
                 {
                     Ok((due, next)) => {
@@ -321,12 +334,25 @@ impl Delivery {
     /// [`crate::delivery::lane`] allows, until none may go now (idle, parked or
     /// blocked; the inbox records which and when to look again).
     pub async fn drain_lane(&self, lane: &str) {
+        let mut finishing = None;
+        self.lane_steps(lane, &mut finishing).await;
+        // The last booking's ack, after its verdict's commit.
+        if let Some(finish) = finishing {
+            finish.await;
+        }
+    }
+
+    /// [`Delivery::drain_lane`]'s steps. A booking's rest (`finishing`:
+    /// its commit, then its ack) runs beside the next event's delivery.
+    async fn lane_steps<'a>(&'a self, lane: &str, finishing: &mut Option<Finish<'a>>) {
         let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
-        // After a booking the verdict's commit already looked at the lane.
         let mut then = Then::Look;
         loop {
             let next = match then {
-                Then::Next(next) => next,
+                Then::Booked(next, finish) => {
+                    *finishing = Some(finish);
+                    next
+                }
                 Then::Look => {
                     let l = lane.to_owned();
                     match self.inbox.next_in_lane_grouped(l, now_ms(), park_max).await {
@@ -351,7 +377,12 @@ impl Delivery {
                         warn!(lane, device = %p.envelope.device, seq = p.envelope.seq,
                             "lane_park_max_ms passed without the lane's previous step; delivering out of business order");
                     }
-                    let result = self.deliver(*p).await;
+                    let previous = finishing.take();
+                    let (result, ()) = tokio::join!(self.deliver(*p), async {
+                        if let Some(finish) = previous {
+                            finish.await;
+                        }
+                    });
                     if result.is_ok()
                         && self
                             .media
@@ -359,6 +390,9 @@ impl Delivery {
                             .is_some_and(|m| m.is_parked(lane, now_ms()))
                     {
                         // Waits for media: the scheduler wakes it.
+                        if let Ok(Then::Booked(_, finish)) = result {
+                            *finishing = Some(finish);
+                        }
                         return;
                     }
                     result
@@ -397,7 +431,7 @@ impl Delivery {
 
     /// Delivers one event until the policy ends it (booked or dead letter);
     /// records the result and publishes the verdict ack.
-    async fn deliver(&self, pending: PendingEvent) -> Result<Then, InboxError> {
+    async fn deliver(&self, pending: PendingEvent) -> Result<Then<'_>, InboxError> {
         // Every line logged while this event is delivered (here, in the
         // adapter, in the policy) carries its id, device, sequence and lane.
         let span = tracing::info_span!("event",
@@ -409,7 +443,7 @@ impl Delivery {
         self.deliver_in_span(pending).instrument(span).await
     }
 
-    async fn deliver_in_span(&self, pending: PendingEvent) -> Result<Then, InboxError> {
+    async fn deliver_in_span(&self, pending: PendingEvent) -> Result<Then<'_>, InboxError> {
         let PendingEvent {
             site,
             envelope,
@@ -497,39 +531,41 @@ impl Delivery {
                     info!(document = %document, duplicate,
                         attempts = history.attempts, "ERP booked event");
                     let outcome = Outcome::Booked { document };
-                    let o = outcome.clone();
-                    let d = dev.clone();
                     // Committed in a group with other lanes' verdicts, with
-                    // the look for the lane's next event; the ack below goes
-                    // out only after that commit.
+                    // the look for the lane's next event, which comes back
+                    // before the commit where the inbox allows it: the
+                    // lane posts its next event (the ERP has booked this
+                    // one) while this verdict's commit runs. The ack goes
+                    // out only after that commit, in `finish`.
                     let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
-                    let (recorded, then) = if self.inbox.has_claims() {
-                        let (recorded, next) = self
-                            .inbox
-                            .record_verdict_then_next_grouped(
-                                d,
-                                ep,
-                                seq,
-                                o,
-                                lane.clone(),
-                                now_ms(),
-                                park_max,
-                            )
-                            .await?;
-                        (recorded, Then::Next(next))
-                    } else {
-                        // SQLite: measured faster as two ops (the look's
-                        // own group commits without an fsync).
-                        let recorded = self
-                            .inbox
-                            .record_verdict_grouped(d, ep, seq, o, now_ms())
-                            .await?;
-                        (recorded, Then::Look)
-                    };
-                    if recorded {
+                    let (next, commit) = self
+                        .inbox
+                        .record_verdict_then_look_ahead(
+                            dev.clone(),
+                            ep,
+                            seq,
+                            outcome.clone(),
+                            lane.clone(),
+                            now_ms(),
+                            park_max,
+                        )
+                        .await?;
+                    let delivered =
+                        matches!(event.detail, dockline_protocol::EventDetail::Delivered(_));
+                    let finish = async move {
+                        match commit.recorded().await {
+                            Ok(true) => {}
+                            Ok(false) => return,
+                            Err(e) => {
+                                error!(
+                                    "cannot record the ERP's booking: {e}; the event stays pending and is delivered again (the ERP de-duplicates it)"
+                                );
+                                return;
+                            }
+                        }
                         let latency = (now_ms() - envelope.captured_ms) as f64 / 1000.0;
                         self.metrics.outcome(site.as_str(), "booked", Some(latency));
-                        if matches!(event.detail, dockline_protocol::EventDetail::Delivered(_)) {
+                        if delivered {
                             self.followups.notify_one();
                         }
                         let document = match &outcome {
@@ -540,7 +576,8 @@ impl Delivery {
                         self.media_attached(&site, &envelope, &media, document)
                             .await;
                     }
-                    return Ok(then);
+                    .instrument(tracing::Span::current());
+                    return Ok(Then::Booked(next, Box::pin(finish)));
                 }
                 Decision::DeadLetter {
                     reason,
@@ -844,12 +881,17 @@ impl Delivery {
 }
 
 /// What a lane does after one event.
-enum Then {
+enum Then<'a> {
     /// Look for its next event.
     Look,
-    /// Take this one: the verdict's commit already looked (after a booking).
-    Next(Option<NextPending>),
+    /// After a booking: take this one (the verdict's transaction looked),
+    /// while `Finish` waits for the verdict's commit and then acks it.
+    Booked(Option<NextPending>, Finish<'a>),
 }
+
+/// The rest of a booking once its verdict is committed: the ack, the
+/// counters, the media marks. It runs beside the lane's next delivery.
+type Finish<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 /// The retry policy `[erp]` configures, shared by event delivery and the
 /// follow-up webhooks.

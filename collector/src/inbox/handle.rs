@@ -4,8 +4,7 @@
 //! # Group commit
 //!
 //! Every delivered event costs a verdict and a look for its lane's next
-//! event (one op, [`GroupOp::VerdictThenNext`], after a booking where
-//! lanes are claimed; two ops on SQLite). Run one
+//! event (one op, [`GroupOp::VerdictThenNext`], after a booking). Run one
 //! at a time, each is a transaction and an fsync: with many lanes at work
 //! the store, not the ERP, sets the pace. [`InboxHandle::grouped`] queues
 //! the op instead; the first caller that finds no group running becomes the
@@ -20,7 +19,12 @@
 //!   is published only once the verdict is durable, exactly as with one
 //!   transaction per verdict. A crash before the commit loses the whole
 //!   group, and every event in it is delivered again after the restart (the
-//!   ERP de-duplicates by event id).
+//!   ERP de-duplicates by event id). The one exception is the look after a
+//!   booking asked for with [`InboxHandle::record_verdict_then_look_ahead`]:
+//!   where the backend has one writer it comes as soon as the transaction
+//!   made it ([`InboxStore::run_group_early`]), so the lane posts its next
+//!   event while the previous verdict's fsync runs, as separate lanes
+//!   already overlap; the verdict's own answer still waits for the commit.
 //! - At most one leader runs at a time (`running`), so groups are applied in
 //!   the order they were formed, and an op queued while a group runs is
 //!   taken by the same leader's next turn.
@@ -32,10 +36,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use super::{GroupAnswer, GroupOp, InboxError, InboxStore};
+use super::{GroupAnswer, GroupOp, InboxError, InboxStore, NextPending};
+
+/// Where an op's answer goes, after the commit.
+type Answer = oneshot::Sender<Result<GroupAnswer, InboxError>>;
+
+/// Where a [`GroupOp::VerdictThenNext`]'s look goes as soon as it is made
+/// ([`InboxStore::run_group_early`]), when its caller asked for it.
+type Early = Option<oneshot::Sender<Option<NextPending>>>;
 
 /// Ops waiting for the next group, with where to send each answer.
-type Queued = Vec<(GroupOp, oneshot::Sender<Result<GroupAnswer, InboxError>>)>;
+type Queued = Vec<(GroupOp, Answer, Early)>;
 
 /// The group being formed.
 #[derive(Debug, Default)]
@@ -116,10 +127,22 @@ impl InboxHandle {
     /// Runs `op` in the next group commit (see the module docs) and returns
     /// its answer once the group's transaction has committed.
     pub async fn grouped(&self, op: GroupOp) -> Result<GroupAnswer, InboxError> {
+        let rx = self.enqueue(op, None);
+        rx.await
+            .map_err(|_| InboxError::Worker("the inbox's group commit stopped (a panic)".into()))?
+    }
+
+    /// Queues `op` for the next group (leading it if none runs) and returns
+    /// where its answer will come.
+    fn enqueue(
+        &self,
+        op: GroupOp,
+        early: Early,
+    ) -> oneshot::Receiver<Result<GroupAnswer, InboxError>> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut g = lock(&self.group);
-            g.queued.push((op, tx));
+            g.queued.push((op, tx, early));
             !std::mem::replace(&mut g.running, true)
         };
         if lead {
@@ -130,8 +153,7 @@ impl InboxHandle {
                 lead_groups(&inner, group)
             }));
         }
-        rx.await
-            .map_err(|_| InboxError::Worker("the inbox's group commit stopped (a panic)".into()))?
+        rx
     }
 
     /// [`InboxStore::record_verdict`] in a group commit.
@@ -179,11 +201,14 @@ impl InboxHandle {
     }
 
     /// [`InboxStore::record_verdict`], then [`InboxStore::next_in_lane`] on
-    /// `lane`, in one op of a group commit ([`GroupOp::VerdictThenNext`]):
-    /// whether the verdict was recorded, and the lane's next event. Both
-    /// answers come after the commit that holds the verdict.
+    /// `lane`, in one op of a group commit ([`GroupOp::VerdictThenNext`]),
+    /// with the lane's next event handed out as soon as the group's
+    /// transaction made it, before the commit where the backend allows it
+    /// ([`InboxStore::run_group_early`]); whether the verdict was recorded
+    /// comes with the commit, through the returned [`VerdictCommit`]. Ack
+    /// the verdict only from there.
     #[allow(clippy::too_many_arguments)]
-    pub async fn record_verdict_then_next_grouped(
+    pub async fn record_verdict_then_look_ahead(
         &self,
         device: dockline_protocol::DeviceId,
         epoch: u64,
@@ -192,9 +217,10 @@ impl InboxHandle {
         lane: String,
         now_ms: i64,
         park_max_ms: i64,
-    ) -> Result<(bool, Option<super::NextPending>), InboxError> {
-        match self
-            .grouped(GroupOp::VerdictThenNext {
+    ) -> Result<(Option<NextPending>, VerdictCommit), InboxError> {
+        let (early_tx, early_rx) = oneshot::channel();
+        let answer = self.enqueue(
+            GroupOp::VerdictThenNext {
                 device,
                 epoch,
                 seq,
@@ -202,11 +228,21 @@ impl InboxHandle {
                 lane,
                 now_ms,
                 park_max_ms,
-            })
-            .await?
-        {
-            GroupAnswer::VerdictThenNext(recorded, next) => Ok((recorded, next)),
-            _ => Err(mismatch()),
+            },
+            Some(early_tx),
+        );
+        match early_rx.await {
+            Ok(next) => Ok((next, VerdictCommit(answer))),
+            // No early look (the backend answers after the commit, or the
+            // look could not be read): the commit's answer holds both.
+            Err(_) => match answer.await.map_err(|_| stopped())?? {
+                GroupAnswer::VerdictThenNext(recorded, next) => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = tx.send(Ok(GroupAnswer::Verdict(recorded)));
+                    Ok((next, VerdictCommit(rx)))
+                }
+                _ => Err(mismatch()),
+            },
         }
     }
 
@@ -217,6 +253,28 @@ impl InboxHandle {
             _ => Err(mismatch()),
         }
     }
+}
+
+/// Whether a verdict queued by [`InboxHandle::record_verdict_then_look_ahead`]
+/// was recorded, known once its group has committed.
+#[derive(Debug)]
+pub struct VerdictCommit(oneshot::Receiver<Result<GroupAnswer, InboxError>>);
+
+impl VerdictCommit {
+    /// Waits for the commit: true when the verdict was recorded (the row
+    /// was still pending), so its ack may go out.
+    pub async fn recorded(self) -> Result<bool, InboxError> {
+        match self.0.await.map_err(|_| stopped())?? {
+            GroupAnswer::Verdict(recorded) | GroupAnswer::VerdictThenNext(recorded, _) => {
+                Ok(recorded)
+            }
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn stopped() -> InboxError {
+    InboxError::Worker("the inbox's group commit stopped (a panic)".into())
 }
 
 fn mismatch() -> InboxError {
@@ -236,8 +294,18 @@ fn lead_groups(inner: &Mutex<Box<dyn InboxStore>>, group: Arc<Mutex<Group>>) {
             g.groups += 1;
             std::mem::take(&mut g.queued)
         };
-        let (ops, answer_to): (Vec<GroupOp>, Vec<_>) = queued.into_iter().unzip();
-        let answers = lock(inner).run_group(&ops);
+        let (mut ops, mut answer_to, mut early) = (Vec::new(), Vec::new(), Vec::new());
+        for (op, answer, look) in queued {
+            ops.push(op);
+            answer_to.push(answer);
+            early.push(look);
+        }
+        let answers = lock(inner).run_group_early(&ops, &mut |i, next| {
+            if let Some(to) = early.get_mut(i).and_then(Option::take) {
+                // A caller that went away needs no look.
+                let _ = to.send(next);
+            }
+        });
         for (to, answer) in answer_to.into_iter().zip(answers) {
             // A caller that went away (shutdown) needs no answer; what was
             // committed stays committed.

@@ -196,6 +196,7 @@ pub(crate) fn decide(
 }
 
 /// The row [`InboxStore::next_in_lane`] chose, as read from either backend.
+#[derive(Clone)]
 pub(crate) struct ChosenRow {
     pub(crate) device: String,
     pub(crate) epoch: i64,

@@ -161,7 +161,7 @@ use read_model::{
 };
 
 pub use error::InboxError;
-pub use handle::InboxHandle;
+pub use handle::{InboxHandle, VerdictCommit};
 pub use postgres::PgInbox;
 pub use sqlite::{Inbox, SCHEMA_VERSION};
 pub use types::*;
@@ -366,6 +366,27 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// only after it is durable). The default runs each op alone.
     fn run_group(&mut self, ops: &[GroupOp]) -> Vec<Result<GroupAnswer, InboxError>> {
         ops.iter().map(|op| run_alone(self, op)).collect()
+    }
+
+    /// [`InboxStore::run_group`], handing the look of every
+    /// [`GroupOp::VerdictThenNext`] to `early` (with the op's index) as soon
+    /// as the transaction has made it, before the commit. Only the look
+    /// goes early: the verdict's own answer still waits for the commit, so
+    /// no ack precedes durability. A lane may so post its next event while
+    /// the previous verdict's commit is in flight; the ERP booked that
+    /// previous event already, so the ERP still sees the lane in order, and
+    /// a crash before the commit re-sends both (the adapters make a repeat
+    /// take effect once). A backend with one writer (SQLite) answers early;
+    /// the default answers nothing early (PostgreSQL, where the look also
+    /// renews a claim other collectors respect, keeps claim and look
+    /// behind the commit).
+    fn run_group_early(
+        &mut self,
+        ops: &[GroupOp],
+        early: &mut dyn FnMut(usize, Option<NextPending>),
+    ) -> Vec<Result<GroupAnswer, InboxError>> {
+        let _ = early;
+        self.run_group(ops)
     }
 
     /// Lanes that are parked or blocked, longest waiting first.

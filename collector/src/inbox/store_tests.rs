@@ -831,6 +831,39 @@ fn concurrent_batches_of_one_device_keep_one_watermark() {
     });
 }
 
+/// The earliest wake time counts this collector's own lanes at their
+/// wake time and another collector's claimed lane only from its claim's
+/// end, whichever comes first.
+#[test]
+fn the_next_wake_is_the_earliest_of_own_lanes_and_others_claims() {
+    on_each_backend(
+        "the_next_wake_is_the_earliest_of_own_lanes_and_others_claims",
+        |b| {
+            let (mut one, mut two) = (b.open(), b.open());
+            if !one.claims_lanes() {
+                return;
+            }
+            let lease = crate::inbox::postgres::DEFAULT_LEASE_MS as i64;
+            one.store_batch(&site(), &batch("hh-01", 1, 1, &[1]), 0)
+                .expect("store");
+            assert!(
+                one.next_in_lane("device:hh-01", 10, 0)
+                    .expect("next")
+                    .is_some()
+            );
+            // Only the other's claimed lane: due at its claim's end.
+            assert_eq!(two.next_lane_wake_ms().expect("wake"), Some(10 + lease));
+            // A lane of its own woken later than the claimed one's wake time
+            // but before the claim ends comes first.
+            two.store_batch(&site(), &batch("hh-02", 1, 1, &[1]), 500)
+                .expect("store");
+            assert_eq!(two.next_lane_wake_ms().expect("wake"), Some(500));
+            // The owner sees its own lane at its wake time.
+            assert_eq!(one.next_lane_wake_ms().expect("wake"), Some(0));
+        },
+    );
+}
+
 #[test]
 fn a_lane_is_delivered_by_one_collector_until_its_claim_expires() {
     on_each_backend(

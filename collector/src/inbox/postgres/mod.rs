@@ -1295,12 +1295,21 @@ impl InboxStore for PgInbox {
     fn next_lane_wake_ms(&self) -> Result<Option<i64>, InboxError> {
         self.read(async |db, ctx| {
             // A lane another collector delivers is due for us only when its
-            // claim ends.
+            // claim ends. Both parts walk `lanes_wake` in time order instead
+            // of reading every lane's row: this collector's earliest lane,
+            // then only the others' lanes that wake before it (their claim
+            // can only make them later).
             Ok(db
                 .one(
-                    "SELECT min(CASE WHEN owner IS NULL OR owner = $1 THEN wake_ms
-                                     ELSE GREATEST(wake_ms, lease_until) END)
-                     FROM lanes WHERE wake_ms IS NOT NULL",
+                    "WITH ours AS (
+                       SELECT wake_ms FROM lanes
+                       WHERE wake_ms IS NOT NULL AND (owner IS NULL OR owner = $1)
+                       ORDER BY wake_ms LIMIT 1)
+                     SELECT LEAST((SELECT wake_ms FROM ours),
+                       (SELECT min(GREATEST(wake_ms, lease_until)) FROM lanes
+                        WHERE wake_ms IS NOT NULL
+                          AND wake_ms < coalesce((SELECT wake_ms FROM ours), 9223372036854775807)
+                          AND owner IS NOT NULL AND owner <> $1))",
                     &[&ctx.owner],
                 )
                 .await?

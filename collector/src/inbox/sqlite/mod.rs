@@ -693,6 +693,18 @@ impl InboxStore for Inbox {
     /// event's `late` mark), and the next fsynced commit makes them durable
     /// anyway, because the WAL is synced as a whole.
     fn run_group(&mut self, ops: &[GroupOp]) -> Vec<Result<GroupAnswer, InboxError>> {
+        self.run_group_early(ops, &mut |_, _| {})
+    }
+
+    /// One writer, so a look made in the group's transaction stays true
+    /// whether or not the commit succeeds: nobody else can hand the lane's
+    /// next event out meanwhile. The looks after bookings are answered
+    /// before the commit's fsync (see [`InboxStore::run_group_early`]).
+    fn run_group_early(
+        &mut self,
+        ops: &[GroupOp],
+        early: &mut dyn FnMut(usize, Option<NextPending>),
+    ) -> Vec<Result<GroupAnswer, InboxError>> {
         let durable = ops.iter().any(|op| {
             matches!(
                 op,
@@ -737,6 +749,14 @@ impl InboxStore for Inbox {
                         next_in_lane_in(&tx, lane, *now_ms, *park_max_ms)?,
                     ),
                 });
+            }
+            for (i, (op, d)) in ops.iter().zip(&done).enumerate() {
+                if let (GroupOp::VerdictThenNext { lane, .. }, GroupDone::VerdictThenNext(_, row)) =
+                    (op, d)
+                    && let Ok(next) = row.clone().map(|r| chosen_event(r, lane)).transpose()
+                {
+                    early(i, next);
+                }
             }
             tx.commit()?;
             Ok(done)
@@ -1088,5 +1108,66 @@ mod tests {
                 "re-prepared: {sql}"
             );
         }
+    }
+
+    /// After a booking the lane's next event is handed out from inside the
+    /// group's transaction, before its commit (another connection does not
+    /// see the verdict yet), and the verdict's own answer comes after it.
+    #[test]
+    fn a_bookings_next_event_comes_before_its_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inbox.db");
+        let mut inbox = Inbox::open(&path).expect("inbox");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2]), 1)
+            .expect("store");
+        let lane: String = inbox
+            .conn
+            .query_row("SELECT lane FROM lanes", [], |r| r.get(0))
+            .expect("one lane");
+        let first = inbox.run_group(&[GroupOp::NextInLane {
+            lane: lane.clone(),
+            now_ms: 2,
+            park_max_ms: 60_000,
+        }]);
+        assert!(
+            matches!(first.as_slice(), [Ok(GroupAnswer::Next(Some(_)))]),
+            "{first:?}"
+        );
+        let other = Connection::open(&path).expect("second connection");
+        let state_of_1 = |c: &Connection| -> String {
+            c.query_row("SELECT state FROM events WHERE seq = 1", [], |r| r.get(0))
+                .expect("row 1")
+        };
+        let mut early = Vec::new();
+        let answers = inbox.run_group_early(
+            &[GroupOp::VerdictThenNext {
+                device: DeviceId::new("hh-01").expect("device"),
+                epoch: 1,
+                seq: 1,
+                outcome: Outcome::Booked {
+                    document: "DOC-1".into(),
+                },
+                lane,
+                now_ms: 3,
+                park_max_ms: 60_000,
+            }],
+            &mut |i, next| early.push((i, next, state_of_1(&other))),
+        );
+        match early.as_slice() {
+            [(0, Some(NextPending::Event(p)), state)] => {
+                assert_eq!(p.envelope.seq, 2, "the lane's next event");
+                assert_eq!(state, "pending", "handed out before the commit");
+            }
+            other => panic!("one early look expected: {other:?}"),
+        }
+        assert!(
+            matches!(
+                answers.as_slice(),
+                [Ok(GroupAnswer::VerdictThenNext(true, _))]
+            ),
+            "{answers:?}"
+        );
+        assert_eq!(state_of_1(&other), "booked", "committed after");
     }
 }
