@@ -104,6 +104,9 @@ const RESCAN: Duration = Duration::from_secs(5);
 /// Shortest sleep between two looks at the due lanes, so a lane that stays
 /// due while it works does not make the scheduler spin.
 const MIN_LOOK_MS: u64 = 20;
+/// With lanes at work, the scheduler looks for new ones once this share of
+/// `erp.max_active_lanes` (1/16) is free, or after `MIN_LOOK_MS`.
+const LOOK_BATCH_DIVISOR: usize = 16;
 
 /// The endpoint's shared state: its breaker and the jitter source.
 struct Endpoint {
@@ -254,10 +257,21 @@ impl Delivery {
         let mut lanes: JoinSet<()> = JoinSet::new();
         let mut lane_of: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut active: HashSet<String> = HashSet::new();
+        // When the inbox was last asked for due lanes.
+        let mut looked: Option<Instant> = None;
         loop {
             let free = self.max_active_lanes.saturating_sub(active.len());
             let mut next_look = RESCAN;
-            if free > 0 {
+            // Under load lanes end one after another, and each look reads a
+            // page of every active lane's row: wait for a few free places
+            // (or `MIN_LOOK_MS`) instead of looking after every single end.
+            let since = looked.map_or(Duration::MAX, |at| at.elapsed());
+            let batch = (self.max_active_lanes / LOOK_BATCH_DIVISOR).max(1);
+            let min_look = Duration::from_millis(MIN_LOOK_MS);
+            if free > 0 && free < batch && !active.is_empty() && since < min_look {
+                next_look = min_look - since;
+            } else if free > 0 {
+                looked = Some(Instant::now());
                 // Active lanes stay due while they work, so ask for enough
                 // rows to find `free` idle ones behind them.
                 let now = now_ms();
