@@ -426,16 +426,33 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// One dead letter with its attempts and envelope.
     fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, InboxError>;
 
-    /// Replays an open dead letter.
-    fn replay_dead_letter(&mut self, id: i64, now_ms: i64) -> Result<Resolution, InboxError>;
+    /// Replays (`discard` is `None`) or discards one open dead letter, in
+    /// one transaction; see [`InboxStore::replay_dead_letter`] and
+    /// [`InboxStore::discard_dead_letter`].
+    fn resolve_dead_letter(
+        &mut self,
+        id: i64,
+        now_ms: i64,
+        discard: Option<&str>,
+    ) -> Result<Resolution, InboxError>;
 
-    /// Discards an open dead letter.
+    /// Replays an open dead letter: its event becomes `pending` again (same
+    /// id, so the same idempotency key) and the lane unblocks.
+    fn replay_dead_letter(&mut self, id: i64, now_ms: i64) -> Result<Resolution, InboxError> {
+        self.resolve_dead_letter(id, now_ms, None)
+    }
+
+    /// Discards an open dead letter: a still-pending event becomes
+    /// `rejected` with `note` (the device learns it when it next asks for
+    /// verdicts) and the lane unblocks.
     fn discard_dead_letter(
         &mut self,
         id: i64,
         note: &str,
         now_ms: i64,
-    ) -> Result<Resolution, InboxError>;
+    ) -> Result<Resolution, InboxError> {
+        self.resolve_dead_letter(id, now_ms, Some(note))
+    }
 
     /// Records the ERP's final answer; at most once per event.
     fn record_verdict(

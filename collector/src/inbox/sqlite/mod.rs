@@ -111,85 +111,6 @@ impl Inbox {
         tx.commit()?;
         next.map(|row| chosen_event(row, lane_key)).transpose()
     }
-
-    /// Replay (`discard` is `None`) or discard one open dead letter.
-    fn resolve(
-        &mut self,
-        id: i64,
-        now_ms: i64,
-        discard: Option<&str>,
-    ) -> Result<Resolution, InboxError> {
-        let tx = self.conn.transaction()?;
-        let row: Option<(String, i64, i64, String, String, Option<String>)> = tx
-            .query_row(
-                "SELECT device, epoch, seq, state, reason, lane FROM dead_letters WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((device, epoch, seq, state, reason, lane)) = row else {
-            return Ok(Resolution::NotFound);
-        };
-        if state != "open" {
-            return Ok(Resolution::AlreadyResolved { state });
-        }
-        let (new_state, resolution) = verdict::resolution(discard);
-        tx.execute(
-            "UPDATE dead_letters SET state = ?2, resolved_ms = ?3, resolution = ?4 WHERE id = ?1",
-            params![id, new_state, now_ms, resolution],
-        )?;
-        match discard {
-            None => tx.execute(
-                "UPDATE events SET state = 'pending', reason = NULL, document = NULL, updated_ms = ?4
-                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state IN ('pending', 'rejected')",
-                params![device, epoch, seq, now_ms],
-            )?,
-            Some(note) => tx.execute(
-                "UPDATE events SET state = 'rejected', updated_ms = ?4,
-                   reason = 'discarded by an operator (' || ?5 || '): ' || ?6
-                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
-                params![device, epoch, seq, now_ms, note, reason],
-            )?,
-        };
-        if discard.is_some() {
-            // A discarded event counts as resolved for its lane's chain.
-            tx.execute(
-                "UPDATE lanes SET top_stage = max(coalesce(top_stage, -1), coalesce(
-                   (SELECT stage FROM events WHERE device = ?2 AND epoch = ?3 AND seq = ?4), -1))
-                 WHERE lane = ?1",
-                params![lane, device, epoch, seq],
-            )?;
-        }
-        // Look at the lane again now.
-        tx.execute(
-            "UPDATE lanes SET wake_ms = ?2 WHERE lane = ?1",
-            params![lane, now_ms],
-        )?;
-        let still_blocked: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open' AND lane IS ?1)",
-            params![lane],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
-        Ok(Resolution::Done {
-            lane: lane.unwrap_or_default(),
-            // Stored device ids passed the id rule on the way in.
-            device: DeviceId::new(device).map_err(|e| InboxError::DeadLetterData {
-                id,
-                problem: e.to_string(),
-            })?,
-            still_blocked,
-        })
-    }
 }
 
 /// The SQLite inbox; see [`InboxStore`] for what each method promises.
@@ -602,22 +523,82 @@ impl InboxStore for Inbox {
         }))
     }
 
-    /// Replays an open dead letter: its event becomes `pending` again (same
-    /// id, so the same idempotency key) and the lane unblocks.
-    fn replay_dead_letter(&mut self, id: i64, now_ms: i64) -> Result<Resolution, InboxError> {
-        self.resolve(id, now_ms, None)
-    }
-
-    /// Discards an open dead letter: a still-pending event becomes
-    /// `rejected` with `note` (the device learns it when it next asks for
-    /// verdicts) and the lane unblocks.
-    fn discard_dead_letter(
+    fn resolve_dead_letter(
         &mut self,
         id: i64,
-        note: &str,
         now_ms: i64,
+        discard: Option<&str>,
     ) -> Result<Resolution, InboxError> {
-        self.resolve(id, now_ms, Some(note))
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, i64, i64, String, String, Option<String>)> = tx
+            .query_row(
+                "SELECT device, epoch, seq, state, reason, lane FROM dead_letters WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((device, epoch, seq, state, reason, lane)) = row else {
+            return Ok(Resolution::NotFound);
+        };
+        if state != "open" {
+            return Ok(Resolution::AlreadyResolved { state });
+        }
+        let (new_state, resolution) = verdict::resolution(discard);
+        tx.execute(
+            "UPDATE dead_letters SET state = ?2, resolved_ms = ?3, resolution = ?4 WHERE id = ?1",
+            params![id, new_state, now_ms, resolution],
+        )?;
+        match discard {
+            None => tx.execute(
+                "UPDATE events SET state = 'pending', reason = NULL, document = NULL, updated_ms = ?4
+                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state IN ('pending', 'rejected')",
+                params![device, epoch, seq, now_ms],
+            )?,
+            Some(note) => tx.execute(
+                "UPDATE events SET state = 'rejected', updated_ms = ?4,
+                   reason = 'discarded by an operator (' || ?5 || '): ' || ?6
+                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
+                params![device, epoch, seq, now_ms, note, reason],
+            )?,
+        };
+        if discard.is_some() {
+            // A discarded event counts as resolved for its lane's chain.
+            tx.execute(
+                "UPDATE lanes SET top_stage = max(coalesce(top_stage, -1), coalesce(
+                   (SELECT stage FROM events WHERE device = ?2 AND epoch = ?3 AND seq = ?4), -1))
+                 WHERE lane = ?1",
+                params![lane, device, epoch, seq],
+            )?;
+        }
+        // Look at the lane again now.
+        tx.execute(
+            "UPDATE lanes SET wake_ms = ?2 WHERE lane = ?1",
+            params![lane, now_ms],
+        )?;
+        let still_blocked: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open' AND lane IS ?1)",
+            params![lane],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(Resolution::Done {
+            lane: lane.unwrap_or_default(),
+            // Stored device ids passed the id rule on the way in.
+            device: DeviceId::new(device).map_err(|e| InboxError::DeadLetterData {
+                id,
+                problem: e.to_string(),
+            })?,
+            still_blocked,
+        })
     }
 
     /// Records the ERP's final answer (counts as an attempt). Only a pending
