@@ -148,6 +148,7 @@ pub mod lanes;
 mod migrate;
 pub mod postgres;
 pub mod read_model;
+mod resolve;
 pub mod sqlite;
 mod types;
 mod verdict;

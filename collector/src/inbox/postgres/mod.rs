@@ -64,6 +64,7 @@
 
 mod batch_sql;
 mod bookkeeping_sql;
+mod resolve_sql;
 mod schema;
 
 use std::cell::RefCell;
@@ -90,7 +91,7 @@ use crate::inbox::{
     StoreOutcome, excerpt, from_sql, last_error_of, to_sql,
 };
 use crate::inbox::{GroupAnswer, GroupDone, GroupOp, group_answers, run_alone};
-use crate::inbox::{group, verdict};
+use crate::inbox::{group, resolve, verdict};
 use crate::ingest::registry::DeviceConfig;
 
 pub use schema::PG_SCHEMA_VERSION;
@@ -1579,89 +1580,7 @@ impl InboxStore for PgInbox {
         now_ms: i64,
         discard: Option<&str>,
     ) -> Result<Resolution, InboxError> {
-        let done = self.tx(async |db, _| {
-            let Some(r) = db
-                .opt(
-                    "SELECT device, epoch, seq, state, reason, lane FROM dead_letters
-                     WHERE id = $1 FOR UPDATE",
-                    &[&id],
-                )
-                .await?
-            else {
-                return Ok(Err(Resolution::NotFound));
-            };
-            let (device, epoch, seq, state, reason, lane): (
-                String,
-                i64,
-                i64,
-                String,
-                String,
-                Option<String>,
-            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-            if state != "open" {
-                return Ok(Err(Resolution::AlreadyResolved { state }));
-            }
-            let (new_state, resolution) = verdict::resolution(discard);
-            db.exec(
-                "UPDATE dead_letters SET state = $2, resolved_ms = $3, resolution = $4 WHERE id = $1",
-                &[&id, &new_state, &now_ms, &resolution],
-            )
-            .await?;
-            match discard {
-                None => {
-                    db.exec(
-                        "UPDATE events SET state = 'pending', reason = NULL, document = NULL,
-                           updated_ms = $4
-                         WHERE device = $1 AND epoch = $2 AND seq = $3
-                           AND state IN ('pending', 'rejected')",
-                        &[&device, &epoch, &seq, &now_ms],
-                    )
-                    .await?;
-                }
-                Some(note) => {
-                    let why = format!("discarded by an operator ({note}): {reason}");
-                    db.exec(
-                        "UPDATE events SET state = 'rejected', updated_ms = $4, reason = $5
-                         WHERE device = $1 AND epoch = $2 AND seq = $3 AND state = 'pending'",
-                        &[&device, &epoch, &seq, &now_ms, &why],
-                    )
-                    .await?;
-                    // A discarded event counts as resolved for its lane's chain.
-                    db.exec(
-                        "UPDATE lanes SET top_stage = GREATEST(coalesce(top_stage, -1), coalesce(
-                           (SELECT stage FROM events WHERE device = $2 AND epoch = $3 AND seq = $4), -1))
-                         WHERE lane = $1",
-                        &[&lane, &device, &epoch, &seq],
-                    )
-                    .await?;
-                }
-            }
-            db.exec(
-                "UPDATE lanes SET wake_ms = $2 WHERE lane = $1",
-                &[&lane, &now_ms],
-            )
-            .await?;
-            let still_blocked: bool = db
-                .one(
-                    "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open'
-                       AND lane IS NOT DISTINCT FROM $1)",
-                    &[&lane],
-                )
-                .await?
-                .get(0);
-            Ok(Ok((device, lane, still_blocked)))
-        })?;
-        match done {
-            Err(resolution) => Ok(resolution),
-            Ok((device, lane, still_blocked)) => Ok(Resolution::Done {
-                lane: lane.unwrap_or_default(),
-                device: DeviceId::new(device).map_err(|e| InboxError::DeadLetterData {
-                    id,
-                    problem: e.to_string(),
-                })?,
-                still_blocked,
-            }),
-        }
+        self.tx(async |db, _| resolve::resolve(db, id, now_ms, discard).await)
     }
 
     fn record_verdict(

@@ -8,6 +8,7 @@
 
 mod batch_sql;
 mod bookkeeping_sql;
+mod resolve_sql;
 pub(crate) mod schema;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use crate::inbox::read_model::{
     self as queries, DeviceRow, EventVerdict, ExceptionKindCount, ExceptionRow, OrderRow,
     TimelineEvent,
 };
+use crate::inbox::resolve;
 use crate::inbox::verdict;
 use crate::inbox::watermark;
 use crate::inbox::{
@@ -530,75 +532,9 @@ impl InboxStore for Inbox {
         discard: Option<&str>,
     ) -> Result<Resolution, InboxError> {
         let tx = self.conn.transaction()?;
-        let row: Option<(String, i64, i64, String, String, Option<String>)> = tx
-            .query_row(
-                "SELECT device, epoch, seq, state, reason, lane FROM dead_letters WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((device, epoch, seq, state, reason, lane)) = row else {
-            return Ok(Resolution::NotFound);
-        };
-        if state != "open" {
-            return Ok(Resolution::AlreadyResolved { state });
-        }
-        let (new_state, resolution) = verdict::resolution(discard);
-        tx.execute(
-            "UPDATE dead_letters SET state = ?2, resolved_ms = ?3, resolution = ?4 WHERE id = ?1",
-            params![id, new_state, now_ms, resolution],
-        )?;
-        match discard {
-            None => tx.execute(
-                "UPDATE events SET state = 'pending', reason = NULL, document = NULL, updated_ms = ?4
-                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state IN ('pending', 'rejected')",
-                params![device, epoch, seq, now_ms],
-            )?,
-            Some(note) => tx.execute(
-                "UPDATE events SET state = 'rejected', updated_ms = ?4,
-                   reason = 'discarded by an operator (' || ?5 || '): ' || ?6
-                 WHERE device = ?1 AND epoch = ?2 AND seq = ?3 AND state = 'pending'",
-                params![device, epoch, seq, now_ms, note, reason],
-            )?,
-        };
-        if discard.is_some() {
-            // A discarded event counts as resolved for its lane's chain.
-            tx.execute(
-                "UPDATE lanes SET top_stage = max(coalesce(top_stage, -1), coalesce(
-                   (SELECT stage FROM events WHERE device = ?2 AND epoch = ?3 AND seq = ?4), -1))
-                 WHERE lane = ?1",
-                params![lane, device, epoch, seq],
-            )?;
-        }
-        // Look at the lane again now.
-        tx.execute(
-            "UPDATE lanes SET wake_ms = ?2 WHERE lane = ?1",
-            params![lane, now_ms],
-        )?;
-        let still_blocked: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE state = 'open' AND lane IS ?1)",
-            params![lane],
-            |r| r.get(0),
-        )?;
+        let resolution = crate::inbox::ready(resolve::resolve(&*tx, id, now_ms, discard))??;
         tx.commit()?;
-        Ok(Resolution::Done {
-            lane: lane.unwrap_or_default(),
-            // Stored device ids passed the id rule on the way in.
-            device: DeviceId::new(device).map_err(|e| InboxError::DeadLetterData {
-                id,
-                problem: e.to_string(),
-            })?,
-            still_blocked,
-        })
+        Ok(resolution)
     }
 
     /// Records the ERP's final answer (counts as an attempt). Only a pending
