@@ -63,7 +63,10 @@
 //! implements with its SQL text: [`InboxStore::store_batch`] in
 //! `batch_write.rs` (trait `BatchTx`), devices, counters, watermarks,
 //! holes, verdicts and stats in `bookkeeping.rs` (trait `InboxSql`),
-//! migrations in `migrate.rs` (trait `SchemaTx`). What the operation
+//! replaying or discarding a dead letter in `resolve.rs` (trait
+//! `ResolveTx`), migrations in `migrate.rs` (trait `SchemaTx`); a lane
+//! look's decision in `lanes.rs` and a group commit's phases in
+//! `group.rs`. What the operation
 //! decides (which rows go in, which watermark moves, which lanes wake,
 //! what the caller gets back) is never in a backend. PostgreSQL's client
 //! is async; SQLite's statements never wait, so the SQLite backend runs
@@ -94,7 +97,10 @@
 //!   Callers publish the ack only after [`InboxStore::store_batch`] (or
 //!   [`InboxStore::store_received`]) returned.
 //! - The database runs in WAL mode with `synchronous=FULL`, so a committed
-//!   batch survives a power cut.
+//!   batch survives a power cut. SQLite plans every statement from its
+//!   text alone (`SQLITE_DBCONFIG_ENABLE_QPSG`): otherwise a parameter
+//!   that meets a partial index's condition makes SQLite compile the
+//!   statement again after every new binding.
 //! - Readings are stored as `skipped` (never sent to the ERP); business events
 //!   start `pending` and end `booked` or `rejected` exactly once, except that
 //!   replaying a dead letter returns its event from `rejected` to `pending`
