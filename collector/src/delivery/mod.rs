@@ -348,23 +348,24 @@ impl Delivery {
     /// [`crate::delivery::lane`] allows, until none may go now (idle, parked or
     /// blocked; the inbox records which and when to look again).
     pub async fn drain_lane(&self, lane: &str) {
-        let mut finishing = None;
+        let mut finishing = Vec::new();
         self.lane_steps(lane, &mut finishing).await;
-        // The last booking's ack, after its verdict's commit.
-        if let Some(finish) = finishing {
+        // The last bookings' acks, after their verdicts' commits.
+        for finish in finishing {
             finish.await;
         }
     }
 
-    /// [`Delivery::drain_lane`]'s steps. A booking's rest (`finishing`:
-    /// its commit, then its ack) runs beside the next event's delivery.
-    async fn lane_steps<'a>(&'a self, lane: &str, finishing: &mut Option<Finish<'a>>) {
+    /// [`Delivery::drain_lane`]'s steps. The rest of each booking
+    /// (`finishing`: its commit, then its ack) runs beside the lane's next
+    /// deliveries: the commit may wait for them to share its fsync.
+    async fn lane_steps<'a>(&'a self, lane: &str, finishing: &mut Vec<Finish<'a>>) {
         let park_max = i64::try_from(self.lane_park_max_ms).unwrap_or(i64::MAX);
         let mut then = Then::Look;
         loop {
             let next = match then {
                 Then::Booked(next, finish) => {
-                    *finishing = Some(finish);
+                    finishing.push(finish);
                     next
                 }
                 Then::Look => {
@@ -391,12 +392,7 @@ impl Delivery {
                         warn!(lane, device = %p.envelope.device, seq = p.envelope.seq,
                             "lane_park_max_ms passed without the lane's previous step; delivering out of business order");
                     }
-                    let previous = finishing.take();
-                    let (result, ()) = tokio::join!(self.deliver(*p), async {
-                        if let Some(finish) = previous {
-                            finish.await;
-                        }
-                    });
+                    let result = beside(self.deliver(*p), finishing).await;
                     if result.is_ok()
                         && self
                             .media
@@ -405,7 +401,7 @@ impl Delivery {
                     {
                         // Waits for media: the scheduler wakes it.
                         if let Ok(Then::Booked(_, finish)) = result {
-                            *finishing = Some(finish);
+                            finishing.push(finish);
                         }
                         return;
                     }
@@ -904,8 +900,22 @@ enum Then<'a> {
 }
 
 /// The rest of a booking once its verdict is committed: the ack, the
-/// counters, the media marks. It runs beside the lane's next delivery.
+/// counters, the media marks. It runs beside the lane's next deliveries.
 type Finish<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// Runs `work` to its end while driving `finishing` (earlier bookings'
+/// rests) beside it; those done are dropped, the others stay for later.
+async fn beside<'a, T>(
+    work: impl std::future::Future<Output = T>,
+    finishing: &mut Vec<Finish<'a>>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        finishing.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        work.as_mut().poll(cx)
+    })
+    .await
+}
 
 /// The retry policy `[erp]` configures, shared by event delivery and the
 /// follow-up webhooks.

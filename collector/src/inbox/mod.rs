@@ -387,12 +387,19 @@ pub trait InboxStore: Send + std::fmt::Debug {
     /// the default answers nothing early (PostgreSQL, where the look also
     /// renews a claim other collectors respect, keeps claim and look
     /// behind the commit).
+    ///
+    /// A backend may also keep a transaction it fsyncs anyway open for the
+    /// ops that arrive meanwhile: it calls `more` for them (empty: none, or
+    /// the group held long enough) and answers `ops` followed by every op
+    /// `more` gave, in that order. One lane's successive verdicts so share
+    /// an fsync as separate lanes' verdicts do.
     fn run_group_early(
         &mut self,
         ops: &[GroupOp],
         early: &mut dyn FnMut(usize, Option<NextPending>),
+        more: &mut dyn FnMut() -> Vec<GroupOp>,
     ) -> Vec<Result<GroupAnswer, InboxError>> {
-        let _ = early;
+        let _ = (early, more);
         self.run_group(ops)
     }
 

@@ -610,70 +610,59 @@ impl InboxStore for Inbox {
     /// event's `late` mark), and the next fsynced commit makes them durable
     /// anyway, because the WAL is synced as a whole.
     fn run_group(&mut self, ops: &[GroupOp]) -> Vec<Result<GroupAnswer, InboxError>> {
-        self.run_group_early(ops, &mut |_, _| {})
+        self.run_group_early(ops, &mut |_, _| {}, &mut Vec::new)
     }
 
     /// One writer, so a look made in the group's transaction stays true
     /// whether or not the commit succeeds: nobody else can hand the lane's
     /// next event out meanwhile. The looks after bookings are answered
-    /// before the commit's fsync (see [`InboxStore::run_group_early`]).
+    /// before the commit's fsync, and a transaction that will be fsynced
+    /// anyway takes the ops that arrive meanwhile (see
+    /// [`InboxStore::run_group_early`]).
     fn run_group_early(
         &mut self,
         ops: &[GroupOp],
         early: &mut dyn FnMut(usize, Option<NextPending>),
+        more: &mut dyn FnMut() -> Vec<GroupOp>,
     ) -> Vec<Result<GroupAnswer, InboxError>> {
-        let durable = ops.iter().any(|op| {
+        let is_verdict = |op: &GroupOp| {
             matches!(
                 op,
                 GroupOp::Verdict { .. } | GroupOp::VerdictThenNext { .. }
             )
-        });
+        };
+        let durable = ops.iter().any(is_verdict);
         let invoices = self.invoice_followups;
+        let mut all = ops.to_vec();
         let together = (|| -> Result<Vec<GroupDone>, InboxError> {
             if !durable {
                 self.conn.pragma_update(None, "synchronous", "NORMAL")?;
             }
             let tx = self.conn.transaction()?;
-            let mut done = Vec::with_capacity(ops.len());
-            for op in ops {
-                done.push(match op {
-                    GroupOp::Verdict {
-                        device,
-                        epoch,
-                        seq,
-                        outcome,
-                        now_ms,
-                    } => GroupDone::Verdict(record_verdict_in(
-                        &tx, invoices, device, *epoch, *seq, outcome, *now_ms,
-                    )?),
-                    GroupOp::NextInLane {
-                        lane,
-                        now_ms,
-                        park_max_ms,
-                    } => GroupDone::Next(next_in_lane_in(&tx, lane, *now_ms, *park_max_ms)?),
-                    // One writer: the lane is always held.
-                    GroupOp::HoldLane { .. } => GroupDone::Held(true),
-                    GroupOp::VerdictThenNext {
-                        device,
-                        epoch,
-                        seq,
-                        outcome,
-                        lane,
-                        now_ms,
-                        park_max_ms,
-                    } => GroupDone::VerdictThenNext(
-                        record_verdict_in(&tx, invoices, device, *epoch, *seq, outcome, *now_ms)?,
-                        next_in_lane_in(&tx, lane, *now_ms, *park_max_ms)?,
-                    ),
-                });
-            }
-            for (i, (op, d)) in ops.iter().zip(&done).enumerate() {
-                if let (GroupOp::VerdictThenNext { lane, .. }, GroupDone::VerdictThenNext(_, row)) =
-                    (op, d)
-                    && let Ok(next) = row.clone().map(|r| chosen_event(r, lane)).transpose()
-                {
-                    early(i, next);
+            let mut done = Vec::with_capacity(all.len());
+            loop {
+                for (i, op) in all.iter().enumerate().skip(done.len()) {
+                    let d = apply_group_op(&tx, invoices, op)?;
+                    if let (
+                        GroupOp::VerdictThenNext { lane, .. },
+                        GroupDone::VerdictThenNext(_, row),
+                    ) = (op, &d)
+                        && let Ok(next) = row.clone().map(|r| chosen_event(r, lane)).transpose()
+                    {
+                        early(i, next);
+                    }
+                    done.push(d);
                 }
+                // Only a transaction fsynced anyway takes more: a look-only
+                // group commits without an fsync and cannot take a verdict.
+                if !durable {
+                    break;
+                }
+                let extra = more();
+                if extra.is_empty() {
+                    break;
+                }
+                all.extend(extra);
             }
             tx.commit()?;
             Ok(done)
@@ -684,16 +673,50 @@ impl InboxStore for Inbox {
             self.conn.pragma_update(None, "synchronous", "FULL")
         };
         match (together, restored) {
-            (Ok(done), Ok(())) => group_answers(ops, done),
+            (Ok(done), Ok(())) => group_answers(&all, done),
             // Rolled back whole (or the connection's mode is unknown): each
             // op alone, so each gets its own answer.
-            _ => ops.iter().map(|op| run_alone(self, op)).collect(),
+            _ => all.iter().map(|op| run_alone(self, op)).collect(),
         }
     }
 
     fn as_sqlite(&self) -> Option<&Inbox> {
         Some(self)
     }
+}
+
+/// One op of a group in the group's transaction.
+fn apply_group_op(tx: &Connection, invoices: bool, op: &GroupOp) -> Result<GroupDone, InboxError> {
+    Ok(match op {
+        GroupOp::Verdict {
+            device,
+            epoch,
+            seq,
+            outcome,
+            now_ms,
+        } => GroupDone::Verdict(record_verdict_in(
+            tx, invoices, device, *epoch, *seq, outcome, *now_ms,
+        )?),
+        GroupOp::NextInLane {
+            lane,
+            now_ms,
+            park_max_ms,
+        } => GroupDone::Next(next_in_lane_in(tx, lane, *now_ms, *park_max_ms)?),
+        // One writer: the lane is always held.
+        GroupOp::HoldLane { .. } => GroupDone::Held(true),
+        GroupOp::VerdictThenNext {
+            device,
+            epoch,
+            seq,
+            outcome,
+            lane,
+            now_ms,
+            park_max_ms,
+        } => GroupDone::VerdictThenNext(
+            record_verdict_in(tx, invoices, device, *epoch, *seq, outcome, *now_ms)?,
+            next_in_lane_in(tx, lane, *now_ms, *park_max_ms)?,
+        ),
+    })
 }
 
 /// Records a verdict in `tx` (see [`InboxStore::record_verdict`]); with
@@ -1070,6 +1093,7 @@ mod tests {
                 park_max_ms: 60_000,
             }],
             &mut |i, next| early.push((i, next, state_of_1(&other))),
+            &mut Vec::new,
         );
         match early.as_slice() {
             [(0, Some(NextPending::Event(p)), state)] => {
@@ -1086,5 +1110,70 @@ mod tests {
             "{answers:?}"
         );
         assert_eq!(state_of_1(&other), "booked", "committed after");
+    }
+
+    /// A transaction that is fsynced anyway takes the ops that arrive while
+    /// it is open: their answers follow the group's own, in order, and the
+    /// lane's look after each booking sees the bookings before it.
+    #[test]
+    fn a_durable_group_takes_the_ops_that_arrive_meanwhile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = Inbox::open(&dir.path().join("inbox.db")).expect("inbox");
+        inbox
+            .store_batch(&site(), &batch("hh-01", 1, 1, &[1, 2, 3]), 1)
+            .expect("store");
+        let lane: String = inbox
+            .conn
+            .query_row("SELECT lane FROM lanes", [], |r| r.get(0))
+            .expect("one lane");
+        let booking = |seq: u64| GroupOp::VerdictThenNext {
+            device: DeviceId::new("hh-01").expect("device"),
+            epoch: 1,
+            seq,
+            outcome: Outcome::Booked {
+                document: format!("DOC-{seq}"),
+            },
+            lane: lane.clone(),
+            now_ms: 5,
+            park_max_ms: 60_000,
+        };
+        let mut arriving = vec![vec![booking(2)], vec![booking(3)]];
+        let mut early = Vec::new();
+        let answers = inbox.run_group_early(
+            &[booking(1)],
+            &mut |i, next| {
+                early.push((
+                    i,
+                    next.and_then(|n| match n {
+                        NextPending::Event(p) => Some(p.envelope.seq),
+                        NextPending::Unreadable(_) => None,
+                    }),
+                ))
+            },
+            &mut || {
+                if arriving.is_empty() {
+                    Vec::new()
+                } else {
+                    arriving.remove(0)
+                }
+            },
+        );
+        assert_eq!(early, vec![(0, Some(2)), (1, Some(3)), (2, None)]);
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Ok(GroupAnswer::VerdictThenNext(true, _)))),
+            "{answers:?}"
+        );
+        let booked: i64 = inbox
+            .conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE state = 'booked'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(booked, 3);
     }
 }
