@@ -3,10 +3,70 @@
 //! file, so nothing is locked: the transaction itself is the lock. Every statement is cached: the profile
 //! showed parsing per batch costing about as much as encoding the rows.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use crate::inbox::batch_write::{BatchKey, BatchTx, EventRow};
 use crate::inbox::{InboxError, from_sql};
+
+/// Rows per multi-row INSERT. Per statement execution SQLite opens its
+/// cursors, resets and halts; per row it only inserts. 32 rows of 7
+/// parameters stay far below SQLite's parameter limit.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Parameters every row of one INSERT shares (device, epoch, site, time).
+const SHARED: usize = 4;
+/// Parameters of each row.
+const PER_ROW: usize = 7;
+
+/// `INSERT INTO events` of `n` rows: the shared parameters `?1..?4`, then
+/// [`PER_ROW`] of each row, in [`bind_rows`]' order.
+fn insert_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events
+           (device, epoch, site, received_ms, seq, id, kind, envelope, state, lane, stage)
+         VALUES ",
+    );
+    for i in 0..n {
+        let p = SHARED + i * PER_ROW;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?1, ?2, ?3, ?4, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7
+        ));
+    }
+    sql
+}
+
+/// Binds `rows` to a statement from [`insert_sql`] of as many rows.
+fn bind_rows(
+    stmt: &mut Statement<'_>,
+    key: &BatchKey<'_>,
+    rows: &[&EventRow<'_>],
+) -> Result<(), InboxError> {
+    stmt.raw_bind_parameter(1, key.device)?;
+    stmt.raw_bind_parameter(2, key.epoch)?;
+    stmt.raw_bind_parameter(3, key.site)?;
+    stmt.raw_bind_parameter(4, key.now_ms)?;
+    for (i, r) in rows.iter().enumerate() {
+        let p = SHARED + i * PER_ROW;
+        stmt.raw_bind_parameter(p + 1, r.seq_sql)?;
+        stmt.raw_bind_parameter(p + 2, r.id.as_str())?;
+        stmt.raw_bind_parameter(p + 3, r.kind)?;
+        stmt.raw_bind_parameter(p + 4, &*r.envelope)?;
+        stmt.raw_bind_parameter(p + 5, r.state)?;
+        stmt.raw_bind_parameter(p + 6, r.lane.as_deref())?;
+        stmt.raw_bind_parameter(p + 7, r.stage)?;
+    }
+    Ok(())
+}
 
 impl BatchTx for Connection {
     async fn lock_watermark(
@@ -31,22 +91,49 @@ impl BatchTx for Connection {
         key: &BatchKey<'_>,
         rows: &[&EventRow<'_>],
     ) -> Result<Vec<u64>, InboxError> {
-        let mut insert = self.prepare_cached(
-            "INSERT OR IGNORE INTO events
-               (device, epoch, seq, site, id, kind, envelope, received_ms, state, lane, stage)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        let mut inserted = Vec::with_capacity(rows.len());
-        for r in rows {
-            if insert.execute(params![
-                key.device, key.epoch, r.seq_sql, key.site, r.id, r.kind, r.envelope, key.now_ms,
-                r.state, r.lane, r.stage,
-            ])? == 1
-            {
-                inserted.push(r.seq);
+        let (Some(lo), Some(hi)) = (
+            rows.iter().map(|r| r.seq_sql).min(),
+            rows.iter().map(|r| r.seq_sql).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        // Which of them exist already: one range read, so
+        // the rest can go in many to a statement, knowing which went in.
+        // One writer per file and this transaction: nothing else inserts
+        // between the read and the inserts; were a row there after all,
+        // the plain INSERT fails the batch instead of miscounting it.
+        let mut existing: Vec<i64> = Vec::new();
+        {
+            let mut stmt = self.prepare_cached(
+                "SELECT seq FROM events WHERE device = ?1 AND epoch = ?2 AND seq BETWEEN ?3 AND ?4",
+            )?;
+            let mut q = stmt.query(params![key.device, key.epoch, lo, hi])?;
+            while let Some(r) = q.next()? {
+                existing.push(r.get(0)?);
             }
         }
-        Ok(inserted)
+        existing.sort_unstable();
+        let new: Vec<&EventRow<'_>> = rows
+            .iter()
+            .copied()
+            .filter(|r| existing.binary_search(&r.seq_sql).is_err())
+            .collect();
+        let mut chunks = new.chunks_exact(ROWS_PER_INSERT);
+        if chunks.len() > 0 {
+            let mut insert = self.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
+            for chunk in chunks.by_ref() {
+                bind_rows(&mut insert, key, chunk)?;
+                insert.raw_execute()?;
+            }
+        }
+        if !chunks.remainder().is_empty() {
+            let mut insert = self.prepare_cached(&insert_sql(1))?;
+            for row in chunks.remainder() {
+                bind_rows(&mut insert, key, std::slice::from_ref(row))?;
+                insert.raw_execute()?;
+            }
+        }
+        Ok(new.iter().map(|r| r.seq).collect())
     }
 
     async fn stored_ids(
