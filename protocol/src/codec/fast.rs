@@ -44,23 +44,23 @@ pub(crate) fn batch(bytes: &[u8]) -> Option<(Batch, Vec<Range<usize>>)> {
     let (mut v, mut dev, mut ep, mut held, mut evs, mut shed) =
         (None, None, None, None, None, None);
     for _ in 0..c.map()? {
-        match c.text()? {
-            "v" => once(&mut v, c.u16()?)?,
-            "dev" => once(&mut dev, c.device()?)?,
-            "ep" => once(&mut ep, c.uint()?)?,
-            "held" => once(&mut held, c.uint()?)?,
-            "evs" => {
+        match c.key()? {
+            b"v" => once(&mut v, c.u16()?)?,
+            b"dev" => once(&mut dev, c.device()?)?,
+            b"ep" => once(&mut ep, c.uint()?)?,
+            b"held" => once(&mut held, c.uint()?)?,
+            b"evs" => {
                 let n = c.array()?;
                 let mut events = Vec::with_capacity(n);
                 let mut spans = Vec::with_capacity(n);
                 for _ in 0..n {
                     let start = c.at;
-                    events.push(c.envelope()?);
+                    events.push(c.envelope(dev.as_ref())?);
                     spans.push(start..c.at);
                 }
                 once(&mut evs, (events, spans))?;
             }
-            "shed" => {
+            b"shed" => {
                 let n = c.array()?;
                 let mut ranges = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -172,6 +172,19 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A definite text string's bytes, not checked as UTF-8: a key is only
+    /// ever compared with the ASCII names of fields, which no other bytes
+    /// equal.
+    fn key(&mut self) -> Option<&'a [u8]> {
+        match self.head()? {
+            (TEXT, n) => {
+                let n = usize::try_from(n).ok().filter(|n| *n <= MAX_TEXT)?;
+                self.take(n)
+            }
+            _ => None,
+        }
+    }
+
     /// A definite text string.
     fn text(&mut self) -> Option<&'a str> {
         match self.head()? {
@@ -209,48 +222,58 @@ impl<'a> Cursor<'a> {
 
     /// An externally tagged enum's variant: a map of one entry, its key
     /// read here and its value left for the caller.
-    fn variant(&mut self) -> Option<&'a str> {
+    fn variant(&mut self) -> Option<&'a [u8]> {
         if self.map()? != 1 {
             return None;
         }
-        self.text()
+        self.key()
     }
 
-    fn envelope(&mut self) -> Option<Envelope> {
+    /// An envelope; `batch_device`, when the batch named its device
+    /// first, is cloned for an envelope naming the same (every valid one)
+    /// instead of being checked again.
+    fn envelope(&mut self, batch_device: Option<&DeviceId>) -> Option<Envelope> {
         let (mut v, mut dev, mut ep, mut seq, mut id) = (None, None, None, None, None);
         let (mut t, mut ts, mut pri, mut p) = (None, None, None, None);
         for _ in 0..self.map()? {
-            match self.text()? {
-                "v" => once(&mut v, self.u16()?)?,
-                "dev" => once(&mut dev, self.device()?)?,
-                "ep" => once(&mut ep, self.uint()?)?,
-                "seq" => once(&mut seq, self.uint()?)?,
-                "id" => match self.head()? {
+            match self.key()? {
+                b"v" => once(&mut v, self.u16()?)?,
+                b"dev" => {
+                    let bytes = self.key()?;
+                    let device = match batch_device {
+                        Some(d) if d.as_str().as_bytes() == bytes => d.clone(),
+                        _ => DeviceId::new(core::str::from_utf8(bytes).ok()?).ok()?,
+                    };
+                    once(&mut dev, device)?
+                }
+                b"ep" => once(&mut ep, self.uint()?)?,
+                b"seq" => once(&mut seq, self.uint()?)?,
+                b"id" => match self.head()? {
                     (BYTES, 16) => once(&mut id, EventId(self.take(16)?.try_into().ok()?))?,
                     _ => return None,
                 },
-                "t" => once(&mut t, self.i64()?)?,
-                "ts" => {
-                    let source = match self.text()? {
-                        "gnss" => TimeSource::Gnss,
-                        "ntp" => TimeSource::Ntp,
-                        "device_clock" => TimeSource::DeviceClock,
+                b"t" => once(&mut t, self.i64()?)?,
+                b"ts" => {
+                    let source = match self.key()? {
+                        b"gnss" => TimeSource::Gnss,
+                        b"ntp" => TimeSource::Ntp,
+                        b"device_clock" => TimeSource::DeviceClock,
                         _ => return None,
                     };
                     once(&mut ts, source)?
                 }
-                "pri" => {
-                    let priority = match self.text()? {
-                        "must_deliver" => Priority::MustDeliver,
-                        "normal" => Priority::Normal,
-                        "telemetry" => Priority::Telemetry,
+                b"pri" => {
+                    let priority = match self.key()? {
+                        b"must_deliver" => Priority::MustDeliver,
+                        b"normal" => Priority::Normal,
+                        b"telemetry" => Priority::Telemetry,
                         _ => return None,
                     };
                     once(&mut pri, priority)?
                 }
-                "p" => {
+                b"p" => {
                     let payload = match self.variant()? {
-                        "event" => Payload::Event(self.business_event()?),
+                        b"event" => Payload::Event(self.business_event()?),
                         _ => return None,
                     };
                     once(&mut p, payload)?
@@ -274,9 +297,9 @@ impl<'a> Cursor<'a> {
     fn business_event(&mut self) -> Option<BusinessEvent> {
         let (mut detail, mut refs) = (None, None);
         for _ in 0..self.map()? {
-            match self.text()? {
-                "e" => once(&mut detail, self.detail()?)?,
-                "r" => once(&mut refs, self.references()?)?,
+            match self.key()? {
+                b"e" => once(&mut detail, self.detail()?)?,
+                b"r" => once(&mut refs, self.references()?)?,
                 _ => return None,
             }
         }
@@ -290,13 +313,13 @@ impl<'a> Cursor<'a> {
         let mut r = References::default();
         let mut seen = [false; 6];
         for _ in 0..self.map()? {
-            let (i, slot) = match self.text()? {
-                "ord" => (0, &mut r.order),
-                "shp" => (1, &mut r.shipment),
-                "stp" => (2, &mut r.stop),
-                "sscc" => (3, &mut r.sscc),
-                "loc" => (4, &mut r.location),
-                "op" => (5, &mut r.operator),
+            let (i, slot) = match self.key()? {
+                b"ord" => (0, &mut r.order),
+                b"shp" => (1, &mut r.shipment),
+                b"stp" => (2, &mut r.stop),
+                b"sscc" => (3, &mut r.sscc),
+                b"loc" => (4, &mut r.location),
+                b"op" => (5, &mut r.operator),
                 _ => return None,
             };
             if seen[i] {
@@ -316,25 +339,25 @@ impl<'a> Cursor<'a> {
         let (mut text_a, mut text_b, mut text_c, mut number) = (None, None, None, None);
         let mut exception = None;
         for _ in 0..n {
-            match (kind, self.text()?) {
-                ("picked", "item")
-                | ("loaded" | "departed" | "arrived", "veh")
-                | ("delivered", "by")
-                | ("exception", "note") => once(&mut text_a, self.string()?)?,
-                ("picked", "lot") | ("delivered", "sig") => once(&mut text_b, self.string()?)?,
-                ("delivered", "photo") => once(&mut text_c, self.string()?)?,
-                ("picked" | "packed", "qty") | ("delivered", "pcs") => {
+            match (kind, self.key()?) {
+                (b"picked", b"item")
+                | (b"loaded" | b"departed" | b"arrived", b"veh")
+                | (b"delivered", b"by")
+                | (b"exception", b"note") => once(&mut text_a, self.string()?)?,
+                (b"picked", b"lot") | (b"delivered", b"sig") => once(&mut text_b, self.string()?)?,
+                (b"delivered", b"photo") => once(&mut text_c, self.string()?)?,
+                (b"picked" | b"packed", b"qty") | (b"delivered", b"pcs") => {
                     once(&mut number, self.u32()?)?
                 }
-                ("exception", "kind") => {
-                    let k = match self.text()? {
-                        "short_pick" => ExceptionKind::ShortPick,
-                        "wrong_item" => ExceptionKind::WrongItem,
-                        "weight_mismatch" => ExceptionKind::WeightMismatch,
-                        "damaged" => ExceptionKind::Damaged,
-                        "delivery_refused" => ExceptionKind::DeliveryRefused,
-                        "not_home" => ExceptionKind::NotHome,
-                        "other" => ExceptionKind::Other,
+                (b"exception", b"kind") => {
+                    let k = match self.key()? {
+                        b"short_pick" => ExceptionKind::ShortPick,
+                        b"wrong_item" => ExceptionKind::WrongItem,
+                        b"weight_mismatch" => ExceptionKind::WeightMismatch,
+                        b"damaged" => ExceptionKind::Damaged,
+                        b"delivery_refused" => ExceptionKind::DeliveryRefused,
+                        b"not_home" => ExceptionKind::NotHome,
+                        b"other" => ExceptionKind::Other,
                         _ => return None,
                     };
                     once(&mut exception, k)?
@@ -343,32 +366,32 @@ impl<'a> Cursor<'a> {
             }
         }
         Some(match kind {
-            "picked" => EventDetail::Picked {
+            b"picked" => EventDetail::Picked {
                 item: text_a?,
                 quantity: number?,
                 lot: text_b,
             },
-            "packed" => EventDetail::Packed {
+            b"packed" => EventDetail::Packed {
                 quantity: number?,
                 weight: None,
             },
-            "loaded" => EventDetail::Loaded { vehicle: text_a? },
-            "departed" => EventDetail::Departed {
+            b"loaded" => EventDetail::Loaded { vehicle: text_a? },
+            b"departed" => EventDetail::Departed {
                 vehicle: text_a?,
                 position: None,
             },
-            "arrived" => EventDetail::Arrived {
+            b"arrived" => EventDetail::Arrived {
                 vehicle: text_a?,
                 position: None,
             },
-            "delivered" => EventDetail::Delivered(ProofOfDelivery {
+            b"delivered" => EventDetail::Delivered(ProofOfDelivery {
                 received_by: text_a?,
                 pieces: number?,
                 signature_ref: text_b,
                 photo_ref: text_c,
                 position: None,
             }),
-            "exception" => EventDetail::Exception {
+            b"exception" => EventDetail::Exception {
                 kind: exception?,
                 note: text_a.unwrap_or_default(),
             },

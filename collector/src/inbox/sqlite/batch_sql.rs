@@ -18,11 +18,11 @@ const SHARED: usize = 4;
 /// Parameters of each row.
 const PER_ROW: usize = 7;
 
-/// `INSERT INTO events` of `n` rows: the shared parameters `?1..?4`, then
+/// `INSERT OR FAIL INTO events` of `n` rows: the shared parameters `?1..?4`, then
 /// [`PER_ROW`] of each row, in [`bind_rows`]' order.
 fn insert_sql(n: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO events
+        "INSERT OR FAIL INTO events
            (device, epoch, site, received_ms, seq, id, kind, envelope, state, lane, stage)
          VALUES ",
     );
@@ -68,6 +68,35 @@ fn bind_rows(
     Ok(())
 }
 
+/// Lanes per waking statement.
+const LANES_PER_WAKE: usize = 16;
+
+/// The upsert setting the wake time (`?1`) of `n` lanes (`?2..`), which
+/// are distinct.
+fn wake_sql(n: usize) -> String {
+    let mut sql = String::from("INSERT INTO lanes (lane, wake_ms) VALUES ");
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(?{}, ?1)", i + 2));
+    }
+    sql.push_str(" ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms");
+    sql
+}
+
+fn bind_lanes(
+    stmt: &mut Statement<'_>,
+    key: &BatchKey<'_>,
+    lanes: &[&str],
+) -> Result<(), InboxError> {
+    stmt.raw_bind_parameter(1, key.now_ms)?;
+    for (i, lane) in lanes.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 2, *lane)?;
+    }
+    Ok(())
+}
+
 impl BatchTx for Connection {
     async fn lock_watermark(
         &self,
@@ -101,7 +130,10 @@ impl BatchTx for Connection {
         // the rest can go in many to a statement, knowing which went in.
         // One writer per file and this transaction: nothing else inserts
         // between the read and the inserts; were a row there after all,
-        // the plain INSERT fails the batch instead of miscounting it.
+        // the INSERT fails the batch instead of miscounting it (`OR FAIL`:
+        // the error alone, without the statement journal `ABORT` keeps to
+        // undo the statement's earlier rows, as the caller rolls the whole
+        // transaction back on any error).
         let mut existing: Vec<i64> = Vec::new();
         {
             let mut stmt = self.prepare_cached(
@@ -179,12 +211,22 @@ impl BatchTx for Connection {
     }
 
     async fn wake_lanes(&self, key: &BatchKey<'_>, lanes: &[&str]) -> Result<(), InboxError> {
-        let mut wake = self.prepare_cached(
-            "INSERT INTO lanes (lane, wake_ms) VALUES (?1, ?2)
-             ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
-        )?;
-        for lane in lanes {
-            wake.execute(params![lane, key.now_ms])?;
+        // Many lanes to a statement, as the rows (a batch wakes one lane
+        // per few events).
+        let mut chunks = lanes.chunks_exact(LANES_PER_WAKE);
+        if chunks.len() > 0 {
+            let mut wake = self.prepare_cached(&wake_sql(LANES_PER_WAKE))?;
+            for chunk in chunks.by_ref() {
+                bind_lanes(&mut wake, key, chunk)?;
+                wake.raw_execute()?;
+            }
+        }
+        if !chunks.remainder().is_empty() {
+            let mut wake = self.prepare_cached(&wake_sql(1))?;
+            for lane in chunks.remainder() {
+                bind_lanes(&mut wake, key, std::slice::from_ref(lane))?;
+                wake.raw_execute()?;
+            }
         }
         Ok(())
     }
