@@ -3,6 +3,8 @@
 //! file, so nothing is locked: the transaction itself is the lock. Every statement is cached: the profile
 //! showed parsing per batch costing about as much as encoding the rows.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use crate::inbox::batch_write::{BatchKey, BatchTx, EventRow};
@@ -17,6 +19,13 @@ const ROWS_PER_INSERT: usize = 32;
 const SHARED: usize = 4;
 /// Parameters of each row.
 const PER_ROW: usize = 7;
+
+// The statements' text, made once: the cache finds a statement by its
+// text, and writing it per batch showed in the profile.
+static INSERT_MANY: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
+static WAKE_MANY: LazyLock<String> = LazyLock::new(|| wake_sql(LANES_PER_WAKE));
+static WAKE_ONE: LazyLock<String> = LazyLock::new(|| wake_sql(1));
 
 /// `INSERT OR FAIL INTO events` of `n` rows: the shared parameters `?1..?4`, then
 /// [`PER_ROW`] of each row, in [`bind_rows`]' order.
@@ -152,14 +161,14 @@ impl BatchTx for Connection {
             .collect();
         let mut chunks = new.chunks_exact(ROWS_PER_INSERT);
         if chunks.len() > 0 {
-            let mut insert = self.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
+            let mut insert = self.prepare_cached(&INSERT_MANY)?;
             for chunk in chunks.by_ref() {
                 bind_rows(&mut insert, key, chunk)?;
                 insert.raw_execute()?;
             }
         }
         if !chunks.remainder().is_empty() {
-            let mut insert = self.prepare_cached(&insert_sql(1))?;
+            let mut insert = self.prepare_cached(&INSERT_ONE)?;
             for row in chunks.remainder() {
                 bind_rows(&mut insert, key, std::slice::from_ref(row))?;
                 insert.raw_execute()?;
@@ -215,14 +224,14 @@ impl BatchTx for Connection {
         // per few events).
         let mut chunks = lanes.chunks_exact(LANES_PER_WAKE);
         if chunks.len() > 0 {
-            let mut wake = self.prepare_cached(&wake_sql(LANES_PER_WAKE))?;
+            let mut wake = self.prepare_cached(&WAKE_MANY)?;
             for chunk in chunks.by_ref() {
                 bind_lanes(&mut wake, key, chunk)?;
                 wake.raw_execute()?;
             }
         }
         if !chunks.remainder().is_empty() {
-            let mut wake = self.prepare_cached(&wake_sql(1))?;
+            let mut wake = self.prepare_cached(&WAKE_ONE)?;
             for lane in chunks.remainder() {
                 bind_lanes(&mut wake, key, std::slice::from_ref(lane))?;
                 wake.raw_execute()?;
@@ -271,5 +280,34 @@ impl BatchTx for Connection {
         )?
         .execute(params![key.device, key.site, key.now_ms])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::inbox::tests::{batch, site};
+    use crate::inbox::{Inbox, InboxStore};
+    use dockline_protocol::EventId;
+
+    /// A batch longer than one multi-row INSERT, with stored events
+    /// (the same ones and another one) among those of its chunks: the new
+    /// ones all go in, the others are told apart as before.
+    #[test]
+    fn many_rows_to_a_statement_keep_dedup_and_conflicts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut inbox = Inbox::open(&dir.path().join("inbox.db")).expect("open");
+        let first = batch("hh-01", 1, 1, &[5, 40, 50, 77]);
+        inbox.store_batch(&site(), &first, 1).expect("store");
+        let seqs: Vec<u64> = (1..=100).collect();
+        let mut second = batch("hh-01", 1, 1, &seqs);
+        second.events[49].id = EventId([0xee; 16]);
+        let out = inbox.store_batch(&site(), &second, 2).expect("store");
+        assert_eq!(out.stored, 96);
+        assert_eq!(out.duplicates, 3);
+        assert_eq!(out.quarantined, vec![(50, "seq_conflict")]);
+        assert_eq!(out.complete_up_to, 100);
+        // Again: every one is there now.
+        let out = inbox.store_batch(&site(), &second, 3).expect("store");
+        assert_eq!((out.stored, out.duplicates), (0, 99));
     }
 }
