@@ -24,8 +24,6 @@ const PER_ROW: usize = 7;
 // text, and writing it per batch showed in the profile.
 static INSERT_MANY: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
 static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
-static WAKE_MANY: LazyLock<String> = LazyLock::new(|| wake_sql(LANES_PER_WAKE));
-static WAKE_ONE: LazyLock<String> = LazyLock::new(|| wake_sql(1));
 
 /// `INSERT OR FAIL INTO events` of `n` rows: the shared parameters `?1..?4`, then
 /// [`PER_ROW`] of each row, in [`bind_rows`]' order.
@@ -73,35 +71,6 @@ fn bind_rows(
         stmt.raw_bind_parameter(p + 5, r.state)?;
         stmt.raw_bind_parameter(p + 6, r.lane.as_deref())?;
         stmt.raw_bind_parameter(p + 7, r.stage)?;
-    }
-    Ok(())
-}
-
-/// Lanes per waking statement.
-const LANES_PER_WAKE: usize = 16;
-
-/// The upsert setting the wake time (`?1`) of `n` lanes (`?2..`), which
-/// are distinct.
-fn wake_sql(n: usize) -> String {
-    let mut sql = String::from("INSERT INTO lanes (lane, wake_ms) VALUES ");
-    for i in 0..n {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!("(?{}, ?1)", i + 2));
-    }
-    sql.push_str(" ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms");
-    sql
-}
-
-fn bind_lanes(
-    stmt: &mut Statement<'_>,
-    key: &BatchKey<'_>,
-    lanes: &[&str],
-) -> Result<(), InboxError> {
-    stmt.raw_bind_parameter(1, key.now_ms)?;
-    for (i, lane) in lanes.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 2, *lane)?;
     }
     Ok(())
 }
@@ -220,22 +189,12 @@ impl BatchTx for Connection {
     }
 
     async fn wake_lanes(&self, key: &BatchKey<'_>, lanes: &[&str]) -> Result<(), InboxError> {
-        // Many lanes to a statement, as the rows (a batch wakes one lane
-        // per few events).
-        let mut chunks = lanes.chunks_exact(LANES_PER_WAKE);
-        if chunks.len() > 0 {
-            let mut wake = self.prepare_cached(&WAKE_MANY)?;
-            for chunk in chunks.by_ref() {
-                bind_lanes(&mut wake, key, chunk)?;
-                wake.raw_execute()?;
-            }
-        }
-        if !chunks.remainder().is_empty() {
-            let mut wake = self.prepare_cached(&WAKE_ONE)?;
-            for lane in chunks.remainder() {
-                bind_lanes(&mut wake, key, std::slice::from_ref(lane))?;
-                wake.raw_execute()?;
-            }
+        let mut wake = self.prepare_cached(
+            "INSERT INTO lanes (lane, wake_ms) VALUES (?1, ?2)
+             ON CONFLICT (lane) DO UPDATE SET wake_ms = excluded.wake_ms",
+        )?;
+        for lane in lanes {
+            wake.execute(params![lane, key.now_ms])?;
         }
         Ok(())
     }
