@@ -5,8 +5,9 @@
 //!
 //! # Invariants
 //!
-//! - The batch is always the protocol decoder's ([`codec::decode`]): it
-//!   alone decides what is valid. The byte spans are found afterwards by a
+//! - The batch is always the protocol decoder's ([`codec::decode_batch`]):
+//!   it alone decides what is valid. Its direct decoder gives the byte
+//!   spans of what it reads; for the rest they are found afterwards by a
 //!   structural walk over the same payload, which only delimits CBOR items
 //!   and trusts nothing it reads: every length is checked against the end
 //!   of the payload, nesting is capped, and reserved encodings are refused.
@@ -41,8 +42,8 @@ impl ReceivedBatch {
     /// Decodes `payload` with the protocol's validating decoder and finds
     /// each envelope's bytes in it.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
-        let batch: Batch = codec::decode(payload)?;
-        let spans = match envelope_spans(payload) {
+        let (batch, spans) = codec::decode_batch(payload)?;
+        let spans = match spans.or_else(|| envelope_spans(payload)) {
             Some(spans) if spans.len() == batch.events.len() => spans,
             _ => Vec::new(),
         };
@@ -330,6 +331,24 @@ mod tests {
         deep.extend(std::iter::repeat_n(0x81, 100));
         deep.push(0x00);
         assert_eq!(envelope_spans(&deep), None);
+    }
+
+    #[test]
+    fn spans_of_batches_the_direct_decoder_leaves_come_from_the_walk() {
+        // A reading is decoded by serde; the walk still finds its bytes.
+        let mut reading = envelope(2, "1", None);
+        reading.payload =
+            Payload::Reading(dockline_protocol::Reading::Scan(dockline_protocol::Scan {
+                symbology: None,
+                data: "0950".into(),
+            }));
+        let events = vec![envelope(1, "1", None), reading];
+        let payload = codec::encode(&batch(events.clone(), Vec::new())).expect("enc");
+        let got = ReceivedBatch::decode(&payload).expect("decode");
+        let bytes = got.envelope_bytes().expect("spans found");
+        for (b, e) in bytes.iter().zip(&events) {
+            assert_eq!(*b, codec::encode(e).expect("encode").as_slice());
+        }
     }
 
     #[test]
