@@ -30,6 +30,12 @@ use crate::{Batch, DeviceId, Envelope, EventId, Payload, Priority, TimeSource};
 /// valid text is this long).
 const MAX_TEXT: usize = 4096;
 
+/// Most items reserved up front for an array, whatever its header claims:
+/// a header is checked only against the bytes left, and one byte per
+/// claimed item would otherwise reserve an envelope's size per byte of a
+/// hostile message (a 1 MiB message, a quarter of a gigabyte).
+const PREALLOC_MAX: usize = 256;
+
 const UINT: u8 = 0;
 const NINT: u8 = 1;
 const BYTES: u8 = 2;
@@ -51,8 +57,8 @@ pub(crate) fn batch(bytes: &[u8]) -> Option<(Batch, Vec<Range<usize>>)> {
             b"held" => once(&mut held, c.uint()?)?,
             b"evs" => {
                 let n = c.array()?;
-                let mut events = Vec::with_capacity(n);
-                let mut spans = Vec::with_capacity(n);
+                let mut events = Vec::with_capacity(n.min(PREALLOC_MAX));
+                let mut spans = Vec::with_capacity(n.min(PREALLOC_MAX));
                 for _ in 0..n {
                     let start = c.at;
                     events.push(c.envelope(dev.as_ref())?);
@@ -62,7 +68,7 @@ pub(crate) fn batch(bytes: &[u8]) -> Option<(Batch, Vec<Range<usize>>)> {
             }
             b"shed" => {
                 let n = c.array()?;
-                let mut ranges = Vec::with_capacity(n);
+                let mut ranges = Vec::with_capacity(n.min(PREALLOC_MAX));
                 for _ in 0..n {
                     if c.array()? != 2 {
                         return None;

@@ -38,6 +38,9 @@ use crate::ingest::registry::DeviceConfig;
 
 pub use schema::SCHEMA_VERSION;
 
+/// Prepared statements the connection keeps (see [`Inbox::open`]).
+const STATEMENT_CACHE: usize = 64;
+
 /// The SQLite inbox. Blocking; see the module docs for its invariants.
 #[derive(Debug)]
 pub struct Inbox {
@@ -73,6 +76,10 @@ impl Inbox {
         // literal in the SQL, so the plans stay the ones meant.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(open_err)?;
+        // The inbox caches about 40 distinct statements; rusqlite keeps 16
+        // by default, so ingest and delivery would evict each other's and
+        // compile them again.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn, path)?;
         Ok(Self {
             conn,
