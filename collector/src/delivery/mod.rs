@@ -282,8 +282,8 @@ impl Delivery {
                     .call(move |i| {
                         let due = i.due_lanes(now, limit)?;
                         // A full page means lanes are due now; the earliest
-                        // wake time (a scan of every lane's row on
-                        // PostgreSQL) can wait until the page is not full.
+                        // wake time, a second query, can wait until the
+                        // page is not full.
                         let next = if due.len() < limit {
                             i.next_lane_wake_ms()?
                         } else {

@@ -138,9 +138,7 @@ impl InboxHandle {
     /// Runs `op` in the next group commit (see the module docs) and returns
     /// its answer once the group's transaction has committed.
     pub async fn grouped(&self, op: GroupOp) -> Result<GroupAnswer, InboxError> {
-        let rx = self.enqueue(op, None);
-        rx.await
-            .map_err(|_| InboxError::Worker("the inbox's group commit stopped (a panic)".into()))?
+        self.enqueue(op, None).await.map_err(|_| stopped())?
     }
 
     /// Queues `op` for the next group (leading it if none runs) and returns
@@ -248,14 +246,12 @@ impl InboxHandle {
             Some(early_tx),
         );
         match early_rx.await {
-            Ok(next) => Ok((next, VerdictCommit(answer))),
+            Ok(next) => Ok((next, VerdictCommit(Commit::Pending(answer)))),
             // No early look (the backend answers after the commit, or the
             // look could not be read): the commit's answer holds both.
             Err(_) => match answer.await.map_err(|_| stopped())?? {
                 GroupAnswer::VerdictThenNext(recorded, next) => {
-                    let (tx, rx) = oneshot::channel();
-                    let _ = tx.send(Ok(GroupAnswer::Verdict(recorded)));
-                    Ok((next, VerdictCommit(rx)))
+                    Ok((next, VerdictCommit(Commit::Known(recorded))))
                 }
                 _ => Err(mismatch()),
             },
@@ -274,13 +270,25 @@ impl InboxHandle {
 /// Whether a verdict queued by [`InboxHandle::record_verdict_then_look_ahead`]
 /// was recorded, known once its group has committed.
 #[derive(Debug)]
-pub struct VerdictCommit(oneshot::Receiver<Result<GroupAnswer, InboxError>>);
+pub struct VerdictCommit(Commit);
+
+#[derive(Debug)]
+enum Commit {
+    /// Committed already: whether the verdict was recorded.
+    Known(bool),
+    /// The group's answer, after its commit.
+    Pending(oneshot::Receiver<Result<GroupAnswer, InboxError>>),
+}
 
 impl VerdictCommit {
     /// Waits for the commit: true when the verdict was recorded (the row
     /// was still pending), so its ack may go out.
     pub async fn recorded(self) -> Result<bool, InboxError> {
-        match self.0.await.map_err(|_| stopped())?? {
+        let answer = match self.0 {
+            Commit::Known(recorded) => return Ok(recorded),
+            Commit::Pending(answer) => answer,
+        };
+        match answer.await.map_err(|_| stopped())?? {
             GroupAnswer::Verdict(recorded) | GroupAnswer::VerdictThenNext(recorded, _) => {
                 Ok(recorded)
             }
@@ -297,7 +305,6 @@ fn mismatch() -> InboxError {
     InboxError::Worker("the inbox answered a grouped op with another op's answer".into())
 }
 
-/// The leader's turn: groups until the queue is empty.
 /// How long a leader holding a transaction that will be fsynced waits
 /// for one more op: about one ERP round trip on a fast link, so a lane's
 /// next verdict (its look was answered early) joins the same fsync.
@@ -310,6 +317,7 @@ const HOLD_MAX: Duration = Duration::from_millis(2);
 /// The most ops one transaction takes.
 const GROUP_MAX: usize = 512;
 
+/// The leader's turn: groups until the queue is empty.
 fn lead_groups(inner: &Mutex<Box<dyn InboxStore>>, group: Arc<Mutex<Group>>, arrived: &Condvar) {
     let guard = LeaderGuard(group);
     loop {

@@ -640,7 +640,8 @@ impl InboxStore for Inbox {
         };
         let durable = ops.iter().any(is_verdict);
         let invoices = self.invoice_followups;
-        let mut all = ops.to_vec();
+        // Copied only when ops arrive while the transaction is open.
+        let mut all = std::borrow::Cow::Borrowed(ops);
         let together = (|| -> Result<Vec<GroupDone>, InboxError> {
             if !durable {
                 self.conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -669,7 +670,7 @@ impl InboxStore for Inbox {
                 if extra.is_empty() {
                     break;
                 }
-                all.extend(extra);
+                all.to_mut().extend(extra);
             }
             tx.commit()?;
             Ok(done)
